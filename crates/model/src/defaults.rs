@@ -1,0 +1,108 @@
+//! Every default value in one place. The config reference (docs/config.md) quotes these.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::units::{ByteSize, Duration};
+
+/// Listeners bind every IPv4 interface unless told otherwise.
+pub fn listen_address() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+}
+
+/// Client keep-alive idle timeout: 60 s, as nginx's `keepalive_timeout` and HAProxy's defaults.
+pub fn client_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Time a client has to send its request headers: 30 s.
+pub fn header_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Largest request header block when neither listener nor route sets one: 64 KiB.
+pub const MAX_REQUEST_HEADER_BYTES: ByteSize = ByteSize(64 * 1024);
+
+/// Upstream connect timeout: 5 s.
+pub fn connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Time from the end of the request to the upstream's response headers: 60 s.
+pub fn request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Idle pooled upstream connections are closed after 60 s.
+pub fn upstream_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Idle pooled connections kept per endpoint and worker.
+pub fn max_idle_per_endpoint() -> u32 {
+    256
+}
+
+/// DNS names of endpoints are resolved again every 30 s.
+pub fn dns_refresh() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Endpoint weight when none is given.
+pub fn weight() -> u32 {
+    1
+}
+
+/// Retries after the first attempt: 1.
+pub fn retry_attempts() -> u32 {
+    1
+}
+
+/// Retries may add at most 20 % to the requests a service receives...
+pub fn retry_budget_ratio() -> f64 {
+    0.2
+}
+
+/// ...but 10 retries per second are always allowed.
+pub fn retry_budget_min_per_second() -> u32 {
+    10
+}
+
+/// Consecutive failures (5xx or connect errors) that eject an endpoint: 5.
+pub fn consecutive_failures() -> u32 {
+    5
+}
+
+/// First ejection lasts 10 s; each further one adds another 10 s.
+pub fn base_ejection_time() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// No ejection lasts longer than 5 minutes.
+pub fn max_ejection_time() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// Every endpoint of a service may be ejected (the route then answers 503).
+pub fn max_ejection_percent() -> u8 {
+    100
+}
+
+/// In-flight requests get 30 s to finish on SIGTERM.
+pub fn drain_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The internal health and metrics port.
+pub fn internal_address() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9401)
+}
+
+/// Redirects answer 302 unless told otherwise.
+pub fn redirect_status() -> u16 {
+    302
+}
+
+/// `true`, for serde.
+pub fn yes() -> bool {
+    true
+}

@@ -1,0 +1,35 @@
+//! Portico's domain model: the [`Snapshot`] a gateway serves, the static config file that
+//! carries one ([`GatewayFile`]), and the rules both must keep. No I/O, no async: the control
+//! plane compiles to these types and the data plane compiles them into its runtime.
+//!
+//! - [`listener`]: ports and protocols
+//! - [`route`]: matches and actions
+//! - [`service`]: upstreams, load balancing, retries, outlier ejection
+//! - [`node`]: process settings of one gateway node
+//! - [`snapshot`]: the Snapshot, the config file, parsing
+//! - [`validate`]: every rule, with field paths in every error
+//! - [`units`]: durations and byte sizes as people write them
+//! - [`defaults`]: every default value
+
+pub mod defaults;
+pub mod error;
+pub mod listener;
+pub mod node;
+pub mod route;
+pub mod service;
+pub mod snapshot;
+pub mod units;
+pub mod validate;
+
+pub use error::{Error, FieldError};
+pub use listener::{Limits, Listener, ListenerProtocol};
+pub use node::{AccessLog, Internal, NodeSettings};
+pub use route::{
+    FixedResponse, Forward, GrpcMatch, HeaderEdits, HeaderMatch, PathMatch, PrefixRewrite,
+    QueryMatch, Redirect, Rewrite, Route, RouteMatch, Target,
+};
+pub use service::{
+    Endpoint, HashOn, LoadBalancing, OutlierDetection, Retries, Service, UpstreamProtocol,
+};
+pub use snapshot::{Format, GatewayFile, SCHEMA, Snapshot};
+pub use units::{ByteSize, Duration};

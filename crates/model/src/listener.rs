@@ -1,0 +1,80 @@
+//! Listeners: a port and a protocol, as App Mesh virtual gateways have them.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::defaults;
+use crate::units::{ByteSize, Duration};
+
+/// One port a gateway accepts traffic on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Name routes use to bind to this listener; defaults to `<protocol>-<port>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Address to bind; `0.0.0.0` (every IPv4 interface) by default.
+    #[serde(default = "defaults::listen_address")]
+    pub address: IpAddr,
+    /// TCP port; 0 picks a free port (useful in tests).
+    pub port: u16,
+    /// Protocol spoken by clients on this port.
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    /// Size limits for requests on this listener; routes may tighten them.
+    #[serde(default)]
+    pub limits: Limits,
+    /// How long a client connection may sit idle between requests before it is closed.
+    #[serde(default = "defaults::client_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    #[serde(default = "defaults::header_timeout")]
+    pub header_timeout: Duration,
+}
+
+/// What clients speak on a listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// HTTP/1.1, with HTTP/2 prior knowledge (h2c) and `Upgrade` requests detected on the same port.
+    #[default]
+    Http,
+    /// HTTP/2 only (cleartext prior knowledge until TLS is configured).
+    Http2,
+    /// gRPC over HTTP/2; every error the gateway itself makes is gRPC-shaped.
+    Grpc,
+}
+
+/// Request size limits, for a listener or a route.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request header block (request line and every header); 431 above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_header_bytes: Option<ByteSize>,
+    /// Largest request body; 413 above it. Unlimited unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Option<ByteSize>,
+}
+
+impl Listener {
+    /// The listener's name: the configured one or `<protocol>-<port>`.
+    pub fn effective_name(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => format!("{}-{}", self.protocol.as_str(), self.port),
+        }
+    }
+}
+
+impl ListenerProtocol {
+    /// The name used in config files and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Http2 => "http2",
+            Self::Grpc => "grpc",
+        }
+    }
+}

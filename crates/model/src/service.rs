@@ -1,0 +1,232 @@
+//! Services: upstreams with endpoints, load balancing, timeouts, retries and outlier ejection.
+
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::defaults;
+use crate::units::Duration;
+
+/// An upstream that routes forward to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Unique name routes refer to.
+    pub name: String,
+    /// Protocol spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// Endpoints: `"host:port"` or `{ address = "host:port", weight = 3 }`. DNS names are
+    /// resolved at start and every `dns_refresh`.
+    #[serde(deserialize_with = "endpoints")]
+    pub endpoints: Vec<Endpoint>,
+    /// How a request picks an endpoint.
+    #[serde(default)]
+    pub load_balancing: LoadBalancing,
+    /// Host sent upstream when a route sets `rewrite.host_to_target`; the endpoint's `host:port` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Time allowed to open a connection to an endpoint.
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Time from the end of the request to the upstream's response headers.
+    #[serde(default = "defaults::request_timeout")]
+    pub request_timeout: Duration,
+    /// Pooled connections idle longer than this are closed.
+    #[serde(default = "defaults::upstream_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Idle connections kept per endpoint and worker thread.
+    #[serde(default = "defaults::max_idle_per_endpoint")]
+    pub max_idle_per_endpoint: u32,
+    /// How often DNS names of endpoints are resolved again.
+    #[serde(default = "defaults::dns_refresh")]
+    pub dns_refresh: Duration,
+    /// Retry policy.
+    #[serde(default)]
+    pub retries: Retries,
+    /// Passive outlier ejection.
+    #[serde(default)]
+    pub outlier_detection: OutlierDetection,
+}
+
+/// The protocol a service's endpoints speak.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext (prior knowledge), one multiplexed connection per endpoint.
+    Http2,
+    /// gRPC: HTTP/2 over cleartext.
+    Grpc,
+}
+
+/// One endpoint of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// `host:port`, where host is an IP address (IPv6 in brackets) or a DNS name.
+    pub address: String,
+    /// Relative weight.
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+}
+
+/// Load-balancing algorithm.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancing {
+    /// Smooth weighted round-robin.
+    #[default]
+    RoundRobin,
+    /// The less loaded of two random endpoints (power of two choices), weighted.
+    LeastRequest,
+    /// A random endpoint, weighted.
+    Random,
+    /// Consistent hashing (Maglev) on a request attribute; random when the attribute is missing.
+    ConsistentHash(HashOn),
+}
+
+/// What consistent hashing hashes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    /// A request header's value.
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+    /// The client's IP address.
+    ClientIp,
+}
+
+/// Retry policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Retries after the first attempt; 0 disables retries.
+    #[serde(default = "defaults::retry_attempts")]
+    pub attempts: u32,
+    /// Upstream statuses that are retried, for idempotent requests without a body.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<u16>,
+    /// Share of the service's requests that retries may add (0.0 to 1.0).
+    #[serde(default = "defaults::retry_budget_ratio")]
+    pub budget_ratio: f64,
+    /// Retries per second allowed whatever the ratio says.
+    #[serde(default = "defaults::retry_budget_min_per_second")]
+    pub budget_min_per_second: u32,
+}
+
+/// Passive outlier ejection: endpoints that keep failing are taken out for a growing back-off.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Consecutive failures (5xx responses, connect errors, timeouts) that eject; 0 disables.
+    #[serde(default = "defaults::consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// Length of the first ejection; the n-th ejection in a row lasts n times this.
+    #[serde(default = "defaults::base_ejection_time")]
+    pub base_ejection_time: Duration,
+    /// Upper bound of an ejection.
+    #[serde(default = "defaults::max_ejection_time")]
+    pub max_ejection_time: Duration,
+    /// Largest share of a service's endpoints ejected at once, in percent.
+    #[serde(default = "defaults::max_ejection_percent")]
+    pub max_ejection_percent: u8,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            attempts: defaults::retry_attempts(),
+            statuses: Vec::new(),
+            budget_ratio: defaults::retry_budget_ratio(),
+            budget_min_per_second: defaults::retry_budget_min_per_second(),
+        }
+    }
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: defaults::consecutive_failures(),
+            base_ejection_time: defaults::base_ejection_time(),
+            max_ejection_time: defaults::max_ejection_time(),
+            max_ejection_percent: defaults::max_ejection_percent(),
+        }
+    }
+}
+
+impl UpstreamProtocol {
+    /// True for HTTP/2 and gRPC.
+    pub fn is_http2(self) -> bool {
+        matches!(self, Self::Http2 | Self::Grpc)
+    }
+}
+
+impl Endpoint {
+    /// Splits `host:port` (IPv6 as `[::1]:80`) into host and port.
+    pub fn host_port(&self) -> Result<(&str, u16), String> {
+        split_host_port(&self.address)
+    }
+}
+
+/// Splits `host:port` (IPv6 as `[::1]:80`) into host and port.
+pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("`{s}`: missing `]` after the IPv6 address"))?;
+        let p = p
+            .strip_prefix(':')
+            .ok_or_else(|| format!("`{s}`: write the port after the address, e.g. `[::1]:8080`"))?;
+        (h, p)
+    } else {
+        s.rsplit_once(':')
+            .ok_or_else(|| format!("`{s}` has no port; write `host:port`, e.g. `127.0.0.1:8080`"))?
+    };
+    if host.is_empty() {
+        return Err(format!("`{s}` has no host; write `host:port`"));
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{s}`: `{port}` is not a port number (1-65535)"))?;
+    if port == 0 {
+        return Err(format!("`{s}`: port 0 cannot be connected to"));
+    }
+    Ok((host, port))
+}
+
+impl<'de> Deserialize<'de> for EndpointForm {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = EndpointForm;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"host:port\" or a table { address = \"host:port\", weight = N }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EndpointForm, E> {
+                Ok(EndpointForm(Endpoint {
+                    address: v.to_owned(),
+                    weight: defaults::weight(),
+                }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EndpointForm, A::Error> {
+                Endpoint::deserialize(de::value::MapAccessDeserializer::new(map)).map(EndpointForm)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An endpoint as written in a config file: a string or a table.
+#[derive(Clone, Debug)]
+pub(crate) struct EndpointForm(pub(crate) Endpoint);
+
+/// Deserializes a list of endpoints written as strings or tables.
+pub(crate) fn endpoints<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Endpoint>, D::Error> {
+    let forms: Vec<EndpointForm> = Vec::deserialize(d)?;
+    Ok(forms.into_iter().map(|f| f.0).collect())
+}

@@ -1,0 +1,181 @@
+//! The Snapshot, everything one gateway serves, and the static config file that carries one.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+use crate::listener::Listener;
+use crate::node::NodeSettings;
+use crate::route::Route;
+use crate::service::Service;
+use crate::validate;
+
+/// The Snapshot schema this build writes and reads.
+pub const SCHEMA: u32 = 1;
+
+/// Everything one gateway serves: the only contract between control plane and data plane.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Schema version of this document.
+    #[serde(default = "schema")]
+    pub schema: u32,
+    /// Ports and protocols.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Upstreams.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// Routes, in definition order (the last tie-breaker of precedence).
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// A static gateway config file: node settings plus the Snapshot it serves.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// Schema version of the snapshot part.
+    #[serde(default = "schema")]
+    pub schema: u32,
+    /// Process settings.
+    #[serde(default)]
+    pub node: NodeSettings,
+    /// Ports and protocols.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Upstreams.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// Routes.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// A config file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// TOML.
+    Toml,
+    /// JSON.
+    Json,
+}
+
+impl Format {
+    /// The format a file name implies: `.json` is JSON, anything else TOML.
+    pub fn from_path(path: &str) -> Self {
+        if path.to_ascii_lowercase().ends_with(".json") {
+            Self::Json
+        } else {
+            Self::Toml
+        }
+    }
+}
+
+impl Snapshot {
+    /// Parses and validates a Snapshot document.
+    pub fn parse(text: &str, format: Format) -> Result<Self, Error> {
+        let snapshot: Snapshot = parse(text, format)?;
+        snapshot.validate()?;
+        Ok(snapshot)
+    }
+
+    /// Checks every rule and reports every problem with its field path.
+    pub fn validate(&self) -> Result<(), Error> {
+        validate::snapshot(self)
+    }
+
+    /// Content hash of the canonical JSON form: `sha256:<hex>`. Equal content, equal hash.
+    pub fn content_hash(&self) -> String {
+        // Serialising plain structs, vectors and BTreeMaps cannot fail.
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        let digest = Sha256::digest(&bytes);
+        let mut out = String::with_capacity(7 + 64);
+        out.push_str("sha256:");
+        for b in digest.iter() {
+            out.push_str(&format!("{b:02x}"));
+        }
+        out
+    }
+
+    /// Short version label for logs and metrics: the first 12 hex digits of the hash.
+    pub fn short_version(&self) -> String {
+        self.content_hash()[7..19].to_owned()
+    }
+}
+
+impl GatewayFile {
+    /// Parses and validates a static gateway config file.
+    pub fn parse(text: &str, format: Format) -> Result<Self, Error> {
+        let file: GatewayFile = parse(text, format)?;
+        file.validate()?;
+        Ok(file)
+    }
+
+    /// Checks every rule and reports every problem with its field path.
+    pub fn validate(&self) -> Result<(), Error> {
+        validate::gateway_file(self)
+    }
+
+    /// Splits the file into node settings and the Snapshot it serves.
+    pub fn into_parts(self) -> (NodeSettings, Snapshot) {
+        let snapshot = Snapshot {
+            schema: self.schema,
+            listeners: self.listeners,
+            services: self.services,
+            routes: self.routes,
+        };
+        (self.node, snapshot)
+    }
+}
+
+/// Deserializes a document, naming the path of the field that failed.
+pub fn parse<T: DeserializeOwned>(text: &str, format: Format) -> Result<T, Error> {
+    match format {
+        Format::Toml => {
+            let de =
+                toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e, ".".into()))?;
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = e.path().to_string();
+                toml_error(text, e.inner(), path)
+            })
+        }
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let value = serde_path_to_error::deserialize(&mut de).map_err(|e| Error::Syntax {
+                path: e.path().to_string(),
+                line: Some(e.inner().line()).filter(|l| *l > 0),
+                message: strip_json_position(&e.inner().to_string()),
+            })?;
+            de.end().map_err(|e| Error::Syntax {
+                path: ".".into(),
+                line: Some(e.line()),
+                message: strip_json_position(&e.to_string()),
+            })?;
+            Ok(value)
+        }
+    }
+}
+
+fn toml_error(text: &str, e: &toml::de::Error, path: String) -> Error {
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    Error::Syntax {
+        path,
+        line,
+        message: e.message().trim().to_owned(),
+    }
+}
+
+fn strip_json_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+fn schema() -> u32 {
+    SCHEMA
+}

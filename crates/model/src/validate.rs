@@ -1,0 +1,802 @@
+//! Every rule a config must keep, checked in one place. Each problem is reported with the path
+//! of the field it concerns; all problems are collected, not just the first.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use crate::error::{Error, FieldError};
+use crate::listener::{Limits, Listener};
+use crate::route::{
+    FixedResponse, Forward, GrpcMatch, HeaderEdits, HeaderMatch, PathMatch, PrefixRewrite,
+    QueryMatch, Redirect, Rewrite, Route, RouteMatch,
+};
+use crate::service::{HashOn, LoadBalancing, Service};
+use crate::snapshot::{GatewayFile, SCHEMA, Snapshot};
+
+/// Largest weight a target or endpoint may have.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+/// Validates a Snapshot.
+pub fn snapshot(s: &Snapshot) -> Result<(), Error> {
+    let mut v = Validator::default();
+    v.schema(s.schema);
+    v.content(&s.listeners, &s.services, &s.routes);
+    v.finish()
+}
+
+/// Validates a static gateway config file.
+pub fn gateway_file(f: &GatewayFile) -> Result<(), Error> {
+    let mut v = Validator::default();
+    v.schema(f.schema);
+    if let Some(w) = f.node.workers {
+        if !(1..=1024).contains(&w) {
+            v.err(
+                "node.workers",
+                format!("{w} workers: use 1 to 1024, or leave it out for one per CPU"),
+            );
+        }
+    }
+    if f.node.drain_timeout.get().is_zero() {
+        v.err("node.drain_timeout", "must be more than 0s");
+    }
+    if f.node.access_log.path.trim().is_empty() {
+        v.err(
+            "node.access_log.path",
+            "write `-` for standard output or a file path",
+        );
+    }
+    v.content(&f.listeners, &f.services, &f.routes);
+    v.finish()
+}
+
+/// What a header condition checks, once validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderCondition<'a> {
+    /// Value equals.
+    Exact(&'a str),
+    /// Value starts with.
+    Prefix(&'a str),
+    /// Value ends with.
+    Suffix(&'a str),
+    /// Value matches the regular expression (whole value).
+    Regex(&'a str),
+    /// Header present.
+    Present,
+    /// Header absent.
+    Absent,
+}
+
+/// What a query condition checks, once validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueryCondition<'a> {
+    /// Value equals.
+    Exact(&'a str),
+    /// Value matches the regular expression (whole value).
+    Regex(&'a str),
+    /// Parameter present.
+    Present,
+}
+
+impl HeaderMatch {
+    /// The one condition this header match sets, or what is wrong with it.
+    pub fn condition(&self) -> Result<HeaderCondition<'_>, String> {
+        let mut set = Vec::new();
+        if let Some(x) = &self.exact {
+            set.push(HeaderCondition::Exact(x));
+        }
+        if let Some(x) = &self.prefix {
+            set.push(HeaderCondition::Prefix(x));
+        }
+        if let Some(x) = &self.suffix {
+            set.push(HeaderCondition::Suffix(x));
+        }
+        if let Some(x) = &self.regex {
+            set.push(HeaderCondition::Regex(x));
+        }
+        if self.present {
+            set.push(HeaderCondition::Present);
+        }
+        if self.absent {
+            set.push(HeaderCondition::Absent);
+        }
+        one_of(
+            set,
+            "exact, prefix, suffix, regex, present = true or absent = true",
+        )
+    }
+}
+
+impl QueryMatch {
+    /// The one condition this query match sets, or what is wrong with it.
+    pub fn condition(&self) -> Result<QueryCondition<'_>, String> {
+        let mut set = Vec::new();
+        if let Some(x) = &self.exact {
+            set.push(QueryCondition::Exact(x));
+        }
+        if let Some(x) = &self.regex {
+            set.push(QueryCondition::Regex(x));
+        }
+        if self.present {
+            set.push(QueryCondition::Present);
+        }
+        one_of(set, "exact, regex or present = true")
+    }
+}
+
+fn one_of<T>(mut set: Vec<T>, names: &str) -> Result<T, String> {
+    match set.len() {
+        1 => Ok(set.remove(0)),
+        0 => Err(format!("give one condition: {names}")),
+        _ => Err(format!("give only one condition of {names}")),
+    }
+}
+
+/// Compiles a user regex the way the data plane does: anchored to the whole input.
+pub fn anchored_regex(pattern: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| regex_message(&e))
+}
+
+/// The one-line reason of a regex error, e.g. `unclosed group`.
+fn regex_message(e: &regex::Error) -> String {
+    let text = e.to_string();
+    match text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+    {
+        Some(reason) => reason.to_owned(),
+        None => text
+            .lines()
+            .last()
+            .unwrap_or("invalid regular expression")
+            .trim()
+            .to_owned(),
+    }
+}
+
+/// True for an HTTP token (RFC 9110 `tchar`s), the syntax of header names and methods.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// True for a header value without control characters.
+pub fn is_header_value(s: &str) -> bool {
+    s.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Checks a hostname: DNS labels, optionally led by `*.`; no port, no trailing dot.
+pub fn check_host(host: &str, wildcard_ok: bool) -> Result<(), String> {
+    let name = match host.strip_prefix("*.") {
+        Some(rest) if wildcard_ok => rest,
+        Some(_) => return Err(format!("`{host}`: a wildcard is not allowed here")),
+        None => host,
+    };
+    if host == "*" {
+        return Err("`*`: leave `hosts` out to match every host".into());
+    }
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("`{host}` is not a hostname"));
+    }
+    if name.contains(':') && name.parse::<IpAddr>().is_err() {
+        return Err(format!(
+            "`{host}`: hosts are matched without the port; remove `:{}`",
+            name.rsplit(':').next().unwrap_or("")
+        ));
+    }
+    if name.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "`{host}` is not a valid hostname (label `{label}`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<FieldError>,
+}
+
+impl Validator {
+    fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.errors.push(FieldError::new(path, msg));
+    }
+
+    fn finish(self) -> Result<(), Error> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(self.errors))
+        }
+    }
+
+    fn schema(&mut self, schema: u32) {
+        if schema != SCHEMA {
+            self.err(
+                "schema",
+                format!("schema {schema} is not known to this build, which reads schema {SCHEMA}"),
+            );
+        }
+    }
+
+    fn content(&mut self, listeners: &[Listener], services: &[Service], routes: &[Route]) {
+        let listener_names = self.listeners(listeners);
+        let service_names = self.services(services);
+        let mut route_names = HashMap::new();
+        for (i, r) in routes.iter().enumerate() {
+            let p = format!("routes[{i}]");
+            let name = r.effective_name(i);
+            if r.name.is_some() && !is_name(&name) {
+                self.err(
+                    format!("{p}.name"),
+                    format!("`{name}`: use letters, digits, `.`, `_` and `-` (at most 128)"),
+                );
+            }
+            if let Some(first) = route_names.insert(name.clone(), i) {
+                self.err(
+                    format!("{p}.name"),
+                    format!("`{name}` is already the name of routes[{first}]"),
+                );
+            }
+            self.route(&p, r, &listener_names, &service_names);
+        }
+    }
+
+    fn listeners(&mut self, listeners: &[Listener]) -> HashSet<String> {
+        let mut names = HashMap::new();
+        let mut addrs = HashMap::new();
+        for (i, l) in listeners.iter().enumerate() {
+            let p = format!("listeners[{i}]");
+            let name = l.effective_name();
+            if !is_name(&name) {
+                self.err(
+                    format!("{p}.name"),
+                    format!("`{name}`: use letters, digits, `.`, `_` and `-`"),
+                );
+            }
+            if let Some(first) = names.insert(name.clone(), i) {
+                self.err(
+                    format!("{p}.name"),
+                    format!("`{name}` is already the name of listeners[{first}]"),
+                );
+            }
+            if l.port != 0 {
+                if let Some(first) = addrs.insert((l.address, l.port), i) {
+                    self.err(
+                        format!("{p}.port"),
+                        format!(
+                            "{}:{} is already used by listeners[{first}]",
+                            l.address, l.port
+                        ),
+                    );
+                }
+            }
+            self.limits(&format!("{p}.limits"), &l.limits);
+            if l.idle_timeout.get().is_zero() {
+                self.err(format!("{p}.idle_timeout"), "must be more than 0s");
+            }
+            if l.header_timeout.get().is_zero() {
+                self.err(format!("{p}.header_timeout"), "must be more than 0s");
+            }
+        }
+        names.into_keys().collect()
+    }
+
+    fn limits(&mut self, p: &str, l: &Limits) {
+        if let Some(h) = l.max_request_header_bytes {
+            if !(1024..=1 << 20).contains(&h.get()) {
+                self.err(
+                    format!("{p}.max_request_header_bytes"),
+                    format!("{h}: use 1KiB to 1MiB"),
+                );
+            }
+        }
+    }
+
+    fn services(&mut self, services: &[Service]) -> HashSet<String> {
+        let mut names = HashMap::new();
+        for (i, s) in services.iter().enumerate() {
+            let p = format!("services[{i}]");
+            if !is_name(&s.name) {
+                self.err(
+                    format!("{p}.name"),
+                    format!(
+                        "`{}`: use letters, digits, `.`, `_` and `-` (at most 128)",
+                        s.name
+                    ),
+                );
+            }
+            if let Some(first) = names.insert(s.name.clone(), i) {
+                self.err(
+                    format!("{p}.name"),
+                    format!("`{}` is already the name of services[{first}]", s.name),
+                );
+            }
+            if s.endpoints.is_empty() {
+                self.err(
+                    format!("{p}.endpoints"),
+                    "list at least one endpoint, e.g. [\"127.0.0.1:8080\"]",
+                );
+            }
+            let mut seen = HashSet::new();
+            for (j, e) in s.endpoints.iter().enumerate() {
+                let ep = format!("{p}.endpoints[{j}]");
+                match e.host_port() {
+                    Ok((host, _)) => {
+                        let host = host.trim_start_matches('[').trim_end_matches(']');
+                        if let Err(m) = check_host(host, false) {
+                            self.err(format!("{ep}.address"), m);
+                        }
+                    }
+                    Err(m) => self.err(format!("{ep}.address"), m),
+                }
+                if !seen.insert(e.address.as_str()) {
+                    self.err(
+                        format!("{ep}.address"),
+                        format!("`{}` is listed twice", e.address),
+                    );
+                }
+                if e.weight == 0 || e.weight > MAX_WEIGHT {
+                    self.err(
+                        format!("{ep}.weight"),
+                        format!("{}: use 1 to {MAX_WEIGHT}", e.weight),
+                    );
+                }
+            }
+            if let Some(h) = &s.hostname {
+                if let Err(m) = check_host(h.split(':').next().unwrap_or(h), false) {
+                    self.err(format!("{p}.hostname"), m);
+                }
+            }
+            for (field, d) in [
+                ("connect_timeout", s.connect_timeout),
+                ("request_timeout", s.request_timeout),
+                ("idle_timeout", s.idle_timeout),
+            ] {
+                if d.get().is_zero() {
+                    self.err(format!("{p}.{field}"), "must be more than 0s");
+                }
+            }
+            if s.dns_refresh.get().as_millis() < 100 {
+                self.err(format!("{p}.dns_refresh"), "must be at least 100ms");
+            }
+            match &s.load_balancing {
+                LoadBalancing::ConsistentHash(HashOn::Header(h)) if !is_token(h) => {
+                    self.err(
+                        format!("{p}.load_balancing.consistent_hash.header"),
+                        format!("`{h}` is not a header name"),
+                    );
+                }
+                LoadBalancing::ConsistentHash(HashOn::Cookie(c)) if !is_token(c) => {
+                    self.err(
+                        format!("{p}.load_balancing.consistent_hash.cookie"),
+                        format!("`{c}` is not a cookie name"),
+                    );
+                }
+                _ => {}
+            }
+            let r = &s.retries;
+            if r.attempts > 10 {
+                self.err(
+                    format!("{p}.retries.attempts"),
+                    format!("{}: use 0 to 10", r.attempts),
+                );
+            }
+            for (j, st) in r.statuses.iter().enumerate() {
+                if !(400..=599).contains(st) {
+                    self.err(
+                        format!("{p}.retries.statuses[{j}]"),
+                        format!("{st}: only 4xx and 5xx statuses can be retried"),
+                    );
+                }
+            }
+            if !(0.0..=1.0).contains(&r.budget_ratio) {
+                self.err(
+                    format!("{p}.retries.budget_ratio"),
+                    format!("{}: use 0.0 to 1.0", r.budget_ratio),
+                );
+            }
+            let o = &s.outlier_detection;
+            if o.max_ejection_percent > 100 {
+                self.err(
+                    format!("{p}.outlier_detection.max_ejection_percent"),
+                    "use 0 to 100",
+                );
+            }
+            if o.consecutive_failures > 0 && o.base_ejection_time.get().is_zero() {
+                self.err(
+                    format!("{p}.outlier_detection.base_ejection_time"),
+                    "must be more than 0s",
+                );
+            }
+            if o.max_ejection_time < o.base_ejection_time {
+                self.err(
+                    format!("{p}.outlier_detection.max_ejection_time"),
+                    "must not be shorter than base_ejection_time",
+                );
+            }
+        }
+        names.into_keys().collect()
+    }
+
+    fn route(
+        &mut self,
+        p: &str,
+        r: &Route,
+        listeners: &HashSet<String>,
+        services: &HashSet<String>,
+    ) {
+        for (j, l) in r.listeners.iter().enumerate() {
+            if !listeners.contains(l) {
+                let mut known: Vec<_> = listeners.iter().map(String::as_str).collect();
+                known.sort_unstable();
+                self.err(
+                    format!("{p}.listeners[{j}]"),
+                    format!(
+                        "no listener is named `{l}` (listeners: {})",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+        self.matches(&format!("{p}.match"), &r.matches);
+        let actions = [
+            r.forward.is_some(),
+            r.redirect.is_some(),
+            r.fixed_response.is_some(),
+        ];
+        match actions.iter().filter(|a| **a).count() {
+            0 => self.err(p, "give an action: forward, redirect or fixed_response"),
+            1 => {}
+            _ => self.err(
+                p,
+                "give only one action of forward, redirect and fixed_response",
+            ),
+        }
+        if let Some(f) = &r.forward {
+            self.forward(&format!("{p}.forward"), f, services);
+        }
+        let prefix_match = matches!(
+            r.matches.path,
+            Some(PathMatch::Prefix(_) | PathMatch::PathPrefix(_))
+        );
+        if let Some(rw) = &r.rewrite {
+            if r.forward.is_none() {
+                self.err(
+                    format!("{p}.rewrite"),
+                    "rewrites apply to forwarded requests; this route does not forward",
+                );
+            }
+            self.rewrite(&format!("{p}.rewrite"), rw, prefix_match);
+        }
+        if let Some(rd) = &r.redirect {
+            self.redirect(&format!("{p}.redirect"), rd, prefix_match);
+        }
+        if let Some(fr) = &r.fixed_response {
+            self.fixed(&format!("{p}.fixed_response"), fr);
+        }
+        self.edits(&format!("{p}.request_headers"), &r.request_headers);
+        self.edits(&format!("{p}.response_headers"), &r.response_headers);
+        self.limits(&format!("{p}.limits"), &r.limits);
+        if r.timeout.is_some_and(|t| t.get().is_zero()) {
+            self.err(format!("{p}.timeout"), "must be more than 0s");
+        }
+    }
+
+    fn matches(&mut self, p: &str, m: &RouteMatch) {
+        for (j, h) in m.hosts.iter().enumerate() {
+            if let Err(msg) = check_host(h, true) {
+                self.err(format!("{p}.hosts[{j}]"), msg);
+            }
+        }
+        if let Some(path) = &m.path {
+            let (kind, value) = match path {
+                PathMatch::Prefix(v) => ("prefix", v),
+                PathMatch::PathPrefix(v) => ("path_prefix", v),
+                PathMatch::Exact(v) => ("exact", v),
+                PathMatch::Regex(v) => ("regex", v),
+            };
+            let fp = format!("{p}.path.{kind}");
+            if kind == "regex" {
+                if let Err(msg) = anchored_regex(value) {
+                    self.err(fp, msg);
+                }
+            } else if !value.starts_with('/') {
+                self.err(fp, format!("`{value}` must start with `/`"));
+            } else if value.contains(['?', '#']) || value.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                self.err(fp, format!("`{value}` must be a path only, without query, fragment, spaces or control characters"));
+            }
+            if m.grpc.is_some() {
+                self.err(
+                    format!("{p}.grpc"),
+                    "a gRPC match sets the path itself; remove `path` or `grpc`",
+                );
+            }
+        }
+        for (j, method) in m.methods.iter().enumerate() {
+            if !is_token(method) {
+                self.err(
+                    format!("{p}.methods[{j}]"),
+                    format!("`{method}` is not an HTTP method"),
+                );
+            } else if method.bytes().any(|b| b.is_ascii_lowercase()) {
+                self.err(
+                    format!("{p}.methods[{j}]"),
+                    format!(
+                        "methods are case-sensitive: write `{}`",
+                        method.to_ascii_uppercase()
+                    ),
+                );
+            }
+        }
+        for (j, h) in m.headers.iter().enumerate() {
+            self.header_match(&format!("{p}.headers[{j}]"), h);
+        }
+        for (j, q) in m.query.iter().enumerate() {
+            let qp = format!("{p}.query[{j}]");
+            if q.name.is_empty() {
+                self.err(format!("{qp}.name"), "must not be empty");
+            }
+            match q.condition() {
+                Ok(QueryCondition::Regex(re)) => {
+                    if let Err(msg) = anchored_regex(re) {
+                        self.err(format!("{qp}.regex"), msg);
+                    }
+                }
+                Ok(_) => {}
+                Err(msg) => self.err(qp, msg),
+            }
+        }
+        if let Some(g) = &m.grpc {
+            self.grpc(&format!("{p}.grpc"), g);
+        }
+    }
+
+    fn header_match(&mut self, p: &str, h: &HeaderMatch) {
+        if !is_token(&h.name) {
+            self.err(
+                format!("{p}.name"),
+                format!("`{}` is not a header name", h.name),
+            );
+        }
+        match h.condition() {
+            Ok(HeaderCondition::Regex(re)) => {
+                if let Err(msg) = anchored_regex(re) {
+                    self.err(format!("{p}.regex"), msg);
+                }
+            }
+            Ok(_) => {}
+            Err(msg) => self.err(p, msg),
+        }
+    }
+
+    fn grpc(&mut self, p: &str, g: &GrpcMatch) {
+        let ident = |s: &str, dots: bool| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || (dots && b == b'.'))
+                && !s.starts_with('.')
+                && !s.ends_with('.')
+        };
+        if let Some(s) = &g.service {
+            if !ident(s, true) {
+                self.err(
+                    format!("{p}.service"),
+                    format!("`{s}` is not a gRPC service name such as `helloworld.Greeter`"),
+                );
+            }
+        }
+        if let Some(m) = &g.method {
+            if !ident(m, false) {
+                self.err(
+                    format!("{p}.method"),
+                    format!("`{m}` is not a gRPC method name such as `SayHello`"),
+                );
+            }
+            if g.service.is_none() {
+                self.err(
+                    format!("{p}.method"),
+                    "a method needs its service: set `service` too",
+                );
+            }
+        }
+    }
+
+    fn forward(&mut self, p: &str, f: &Forward, services: &HashSet<String>) {
+        if f.service.is_some() && !f.targets.is_empty() {
+            self.err(p, "give either `service` or `targets`, not both");
+        }
+        let targets = f.all_targets();
+        if targets.is_empty() {
+            self.err(p, "give `service = \"name\"` or a list of `targets`");
+        }
+        for (j, t) in targets.iter().enumerate() {
+            let tp = if f.service.is_some() {
+                format!("{p}.service")
+            } else {
+                format!("{p}.targets[{j}].service")
+            };
+            if !services.contains(&t.service) {
+                self.err(tp, format!("no service is named `{}`", t.service));
+            }
+            if t.weight > MAX_WEIGHT {
+                self.err(
+                    format!("{p}.targets[{j}].weight"),
+                    format!("{}: use 0 to {MAX_WEIGHT}", t.weight),
+                );
+            }
+        }
+        if !targets.is_empty() && targets.iter().all(|t| t.weight == 0) {
+            self.err(
+                format!("{p}.targets"),
+                "at least one target needs a weight above 0",
+            );
+        }
+    }
+
+    fn rewrite(&mut self, p: &str, rw: &Rewrite, prefix_match: bool) {
+        if let Some(PrefixRewrite::Value(v)) = &rw.prefix {
+            if !prefix_match {
+                self.err(
+                    format!("{p}.prefix"),
+                    "a prefix rewrite needs a `prefix` or `path_prefix` path match",
+                );
+            }
+            if !v.starts_with('/') {
+                self.err(format!("{p}.prefix"), format!("`{v}` must start with `/`"));
+            }
+        }
+        if let Some(path) = &rw.path {
+            if !path.starts_with('/') {
+                self.err(format!("{p}.path"), format!("`{path}` must start with `/`"));
+            }
+            if matches!(rw.prefix, Some(PrefixRewrite::Value(_))) {
+                self.err(
+                    format!("{p}.path"),
+                    "rewrite either the prefix or the whole path, not both",
+                );
+            }
+        }
+        if let Some(h) = &rw.host {
+            if let Err(m) = check_host(h.split(':').next().unwrap_or(h), false) {
+                self.err(format!("{p}.host"), m);
+            }
+            if rw.host_to_target {
+                self.err(
+                    format!("{p}.host"),
+                    "give either `host` or `host_to_target = true`, not both",
+                );
+            }
+        }
+    }
+
+    fn redirect(&mut self, p: &str, r: &Redirect, prefix_match: bool) {
+        if let Some(s) = &r.scheme {
+            if s != "http" && s != "https" {
+                self.err(
+                    format!("{p}.scheme"),
+                    format!("`{s}`: use `http` or `https`"),
+                );
+            }
+        }
+        if let Some(h) = &r.host {
+            if let Err(m) = check_host(h, false) {
+                self.err(format!("{p}.host"), m);
+            }
+        }
+        if r.port == Some(0) {
+            self.err(format!("{p}.port"), "use 1 to 65535");
+        }
+        if let Some(path) = &r.path {
+            if !path.starts_with('/') {
+                self.err(format!("{p}.path"), format!("`{path}` must start with `/`"));
+            }
+            if r.prefix.is_some() {
+                self.err(
+                    format!("{p}.path"),
+                    "give either `path` or `prefix`, not both",
+                );
+            }
+        }
+        if let Some(prefix) = &r.prefix {
+            if !prefix.starts_with('/') {
+                self.err(
+                    format!("{p}.prefix"),
+                    format!("`{prefix}` must start with `/`"),
+                );
+            }
+            if !prefix_match {
+                self.err(
+                    format!("{p}.prefix"),
+                    "a prefix replacement needs a `prefix` or `path_prefix` path match",
+                );
+            }
+        }
+        if ![301, 302, 303, 307, 308].contains(&r.status) {
+            self.err(
+                format!("{p}.status"),
+                format!("{}: use 301, 302, 303, 307 or 308", r.status),
+            );
+        }
+    }
+
+    fn fixed(&mut self, p: &str, f: &FixedResponse) {
+        if !(200..=599).contains(&f.status) {
+            self.err(
+                format!("{p}.status"),
+                format!("{}: use 200 to 599", f.status),
+            );
+        }
+        for (name, value) in &f.headers {
+            self.header_pair(&format!("{p}.headers.{name}"), name, value);
+        }
+    }
+
+    fn edits(&mut self, p: &str, e: &HeaderEdits) {
+        for (name, value) in &e.set {
+            self.header_pair(&format!("{p}.set.{name}"), name, value);
+        }
+        for (name, value) in &e.add {
+            self.header_pair(&format!("{p}.add.{name}"), name, value);
+        }
+        for (j, name) in e.remove.iter().enumerate() {
+            if !is_token(name) {
+                self.err(
+                    format!("{p}.remove[{j}]"),
+                    format!("`{name}` is not a header name"),
+                );
+            }
+        }
+    }
+
+    fn header_pair(&mut self, p: &str, name: &str, value: &str) {
+        if !is_token(name) {
+            self.err(p, format!("`{name}` is not a header name"));
+        } else if is_hop_by_hop(name) {
+            self.err(
+                p,
+                format!("`{name}` is a hop-by-hop header the gateway manages itself"),
+            );
+        }
+        if !is_header_value(value) {
+            self.err(p, "the value has control characters");
+        }
+    }
+}
+
+/// Connection-level headers (RFC 9110 section 7.6.1) that never cross a proxy.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| h.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests;
