@@ -14,11 +14,6 @@ pub fn client_idle_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
-/// Time a client has to send its request headers: 30 s.
-pub fn header_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
 /// Largest request header block when neither listener nor route sets one: 64 KiB.
 pub const MAX_REQUEST_HEADER_BYTES: ByteSize = ByteSize(64 * 1024);
 

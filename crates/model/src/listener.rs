@@ -25,12 +25,11 @@ pub struct Listener {
     /// Size limits for requests on this listener; routes may tighten them.
     #[serde(default)]
     pub limits: Limits,
-    /// How long a client connection may sit idle between requests before it is closed.
+    /// How long a client connection may sit idle before it is closed. For HTTP/1.1 this is the
+    /// time allowed for the next request's headers to arrive in full (so it also bounds slow
+    /// senders); for HTTP/2, the time with no request in flight and no bytes moving.
     #[serde(default = "defaults::client_idle_timeout")]
     pub idle_timeout: Duration,
-    /// How long a client may take to send a request's headers.
-    #[serde(default = "defaults::header_timeout")]
-    pub header_timeout: Duration,
 }
 
 /// What clients speak on a listener.

@@ -295,9 +295,6 @@ impl Validator {
             if l.idle_timeout.get().is_zero() {
                 self.err(format!("{p}.idle_timeout"), "must be more than 0s");
             }
-            if l.header_timeout.get().is_zero() {
-                self.err(format!("{p}.header_timeout"), "must be more than 0s");
-            }
         }
         names.into_keys().collect()
     }

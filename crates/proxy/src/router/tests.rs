@@ -1,0 +1,219 @@
+use http::{HeaderMap, HeaderValue, Method};
+use portico_model::{Format, GatewayFile};
+
+use super::*;
+
+/// Builds a router from TOML `[[routes]]` (matches only) and returns the winner's name.
+struct Fixture {
+    router: Router,
+    names: Vec<String>,
+}
+
+impl Fixture {
+    fn new(routes_toml: &str) -> Self {
+        let text = format!(
+            "[[services]]\nname = \"s\"\nendpoints = [\"127.0.0.1:1\"]\n{routes_toml}"
+        );
+        let file = GatewayFile::parse(&text, Format::Toml).expect("valid test config");
+        let names = file.routes.iter().enumerate().map(|(i, r)| r.effective_name(i)).collect();
+        let router = Router::build(file.routes.iter().enumerate().map(|(i, r)| (i as u32, r.priority, &r.matches)))
+            .expect("router builds");
+        Self { router, names }
+    }
+
+    fn get(&self, host: &str, path_and_query: &str) -> Option<&str> {
+        self.req(host, path_and_query, Method::GET, &[])
+    }
+
+    fn req(&self, host: &str, path_and_query: &str, method: Method, headers: &[(&str, &str)]) -> Option<&str> {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        let grpc = map.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        let req = Request { host, path, method: &method, headers: &map, query, grpc };
+        self.router.lookup(&req).map(|id| self.names[id as usize].as_str())
+    }
+}
+
+fn route(name: &str, matches: &str) -> String {
+    format!("[[routes]]\nname = \"{name}\"\nmatch = {{ {matches} }}\nforward = {{ service = \"s\" }}\n")
+}
+
+fn routes(list: &[(&str, &str)]) -> Fixture {
+    Fixture::new(&list.iter().map(|(n, m)| route(n, m)).collect::<String>())
+}
+
+#[test]
+fn path_kinds() {
+    let f = routes(&[
+        ("prefix", r#"path = { prefix = "/api" }"#),
+        ("segment", r#"path = { path_prefix = "/seg" }"#),
+        ("exact", r#"path = { exact = "/exact" }"#),
+        ("regex", r#"path = { regex = "/users/[0-9]+" }"#),
+    ]);
+    // Plain prefixes are string prefixes, as App Mesh, Kong and nginx have them.
+    assert_eq!(f.get("h", "/api"), Some("prefix"));
+    assert_eq!(f.get("h", "/api/x"), Some("prefix"));
+    assert_eq!(f.get("h", "/apix"), Some("prefix"));
+    // Segment prefixes match whole segments only.
+    assert_eq!(f.get("h", "/seg"), Some("segment"));
+    assert_eq!(f.get("h", "/seg/"), Some("segment"));
+    assert_eq!(f.get("h", "/seg/a"), Some("segment"));
+    assert_eq!(f.get("h", "/segment"), None);
+    assert_eq!(f.get("h", "/exact"), Some("exact"));
+    assert_eq!(f.get("h", "/exact/"), None);
+    // Regexes match the whole path.
+    assert_eq!(f.get("h", "/users/42"), Some("regex"));
+    assert_eq!(f.get("h", "/users/42/x"), None);
+    assert_eq!(f.get("h", "/nothing"), None);
+}
+
+#[test]
+fn path_precedence_exact_then_longest_prefix_then_regex() {
+    let f = routes(&[
+        ("regex", r#"path = { regex = "/a/.*" }"#),
+        ("short", r#"path = { prefix = "/a" }"#),
+        ("long", r#"path = { prefix = "/a/b" }"#),
+        ("exact", r#"path = { exact = "/a/b/c" }"#),
+        ("catchall", ""),
+    ]);
+    assert_eq!(f.get("h", "/a/b/c"), Some("exact"));
+    assert_eq!(f.get("h", "/a/b/d"), Some("long"));
+    assert_eq!(f.get("h", "/a/x"), Some("short"));
+    assert_eq!(f.get("h", "/zzz"), Some("catchall"));
+    let f = routes(&[("regex", r#"path = { regex = "/r/[0-9]+" }"#), ("catchall", "")]);
+    assert_eq!(f.get("h", "/r/1"), Some("regex"));
+    assert_eq!(f.get("h", "/r/x"), Some("catchall"));
+}
+
+#[test]
+fn priority_beats_specificity_and_any_priority_beats_none() {
+    let text = [
+        route("exact", r#"path = { exact = "/a" }"#),
+        "[[routes]]\nname = \"prio5\"\npriority = 5\nforward = { service = \"s\" }\n".to_string(),
+        "[[routes]]\nname = \"prio1\"\npriority = 1\nmatch = { path = { regex = \"/a|/b\" } }\nforward = { service = \"s\" }\n".to_string(),
+    ]
+    .concat();
+    let f = Fixture::new(&text);
+    assert_eq!(f.get("h", "/a"), Some("prio1"));
+    assert_eq!(f.get("h", "/b"), Some("prio1"));
+    assert_eq!(f.get("h", "/c"), Some("prio5"));
+}
+
+#[test]
+fn hosts_exact_then_longest_wildcard_then_any() {
+    let f = routes(&[
+        ("any", ""),
+        ("wild", r#"hosts = ["*.example.com"]"#),
+        ("wild2", r#"hosts = ["*.b.example.com"]"#),
+        ("exact", r#"hosts = ["a.b.example.com", "other.org"]"#),
+    ]);
+    assert_eq!(f.get("a.b.example.com", "/"), Some("exact"));
+    assert_eq!(f.get("other.org", "/"), Some("exact"));
+    assert_eq!(f.get("c.b.example.com", "/"), Some("wild2"));
+    assert_eq!(f.get("x.example.com", "/"), Some("wild"));
+    assert_eq!(f.get("deep.x.example.com", "/"), Some("wild"));
+    // A wildcard does not match the bare domain.
+    assert_eq!(f.get("example.com", "/"), Some("any"));
+    assert_eq!(f.get("elsewhere", "/"), Some("any"));
+}
+
+#[test]
+fn host_outranks_path() {
+    let f = routes(&[
+        ("any-exact-path", r#"path = { exact = "/x" }"#),
+        ("host-catchall", r#"hosts = ["api.example.com"]"#),
+    ]);
+    assert_eq!(f.get("api.example.com", "/x"), Some("host-catchall"));
+    assert_eq!(f.get("web.example.com", "/x"), Some("any-exact-path"));
+}
+
+#[test]
+fn more_conditions_win_then_definition_order() {
+    let f = routes(&[
+        ("first", r#"path = { prefix = "/p" }"#),
+        ("second", r#"path = { prefix = "/p" }"#),
+        ("method", r#"path = { prefix = "/p" }, methods = ["POST"]"#),
+        ("one-header", r#"path = { prefix = "/p" }, headers = [{ name = "x-a", present = true }]"#),
+        ("two-headers", r#"path = { prefix = "/p" }, headers = [{ name = "x-a", present = true }, { name = "x-b", exact = "1" }]"#),
+        ("query", r#"path = { prefix = "/p" }, query = [{ name = "v", exact = "2" }]"#),
+    ]);
+    assert_eq!(f.get("h", "/p"), Some("first"));
+    assert_eq!(f.req("h", "/p", Method::POST, &[("x-a", "1"), ("x-b", "1")]), Some("method"));
+    assert_eq!(f.req("h", "/p", Method::GET, &[("x-a", "1"), ("x-b", "1")]), Some("two-headers"));
+    assert_eq!(f.req("h", "/p", Method::GET, &[("x-a", "1"), ("x-b", "2")]), Some("one-header"));
+    assert_eq!(f.get("h", "/p?v=2"), Some("query"));
+    assert_eq!(f.get("h", "/p?v=3"), Some("first"));
+}
+
+#[test]
+fn header_conditions() {
+    let f = routes(&[
+        ("exact", r#"headers = [{ name = "x-env", exact = "canary" }]"#),
+        ("prefix", r#"headers = [{ name = "x-env", prefix = "pre" }]"#),
+        ("suffix", r#"headers = [{ name = "x-env", suffix = "post" }]"#),
+        ("regex", r#"headers = [{ name = "x-env", regex = "v[0-9]+" }]"#),
+        ("not-beta", r#"headers = [{ name = "x-env", exact = "beta", invert = true }, { name = "x-only", present = true }]"#),
+        ("absent", r#"headers = [{ name = "x-env", absent = true }, { name = "x-absent-check", present = true }]"#),
+    ]);
+    let get = |h: &[(&str, &str)]| f.req("h", "/", Method::GET, h);
+    assert_eq!(get(&[("x-env", "canary")]), Some("exact"));
+    assert_eq!(get(&[("x-env", "prelude")]), Some("prefix"));
+    assert_eq!(get(&[("x-env", "signpost")]), Some("suffix"));
+    assert_eq!(get(&[("x-env", "v12")]), Some("regex"));
+    assert_eq!(get(&[("x-env", "v12x")]), None);
+    assert_eq!(get(&[("x-env", "gamma"), ("x-only", "1")]), Some("not-beta"));
+    assert_eq!(get(&[("x-env", "beta"), ("x-only", "1")]), None);
+    assert_eq!(get(&[("x-absent-check", "1")]), Some("absent"));
+    // Any of several values may match.
+    assert_eq!(get(&[("x-env", "zzz"), ("x-env", "canary")]), Some("exact"));
+}
+
+#[test]
+fn query_conditions_decode_values() {
+    let f = routes(&[
+        ("exact", r#"query = [{ name = "q", exact = "a b" }]"#),
+        ("regex", r#"query = [{ name = "n", regex = "[0-9]+" }]"#),
+        ("present", r#"query = [{ name = "flag", present = true }]"#),
+    ]);
+    assert_eq!(f.get("h", "/?q=a%20b"), Some("exact"));
+    assert_eq!(f.get("h", "/?x=1&q=a+b"), Some("exact"));
+    assert_eq!(f.get("h", "/?n=123"), Some("regex"));
+    assert_eq!(f.get("h", "/?n=12a"), None);
+    assert_eq!(f.get("h", "/?flag"), Some("present"));
+    assert_eq!(f.get("h", "/"), None);
+}
+
+#[test]
+fn grpc_service_and_method() {
+    let f = routes(&[
+        ("method", r#"grpc = { service = "pkg.Greeter", method = "SayHello" }"#),
+        ("service", r#"grpc = { service = "pkg.Greeter" }"#),
+        ("any-grpc", r#"grpc = {}"#),
+    ]);
+    let grpc = [("content-type", "application/grpc")];
+    let g = |p: &str| f.req("h", p, Method::POST, &grpc);
+    assert_eq!(g("/pkg.Greeter/SayHello"), Some("method"));
+    assert_eq!(g("/pkg.Greeter/SayBye"), Some("service"));
+    assert_eq!(g("/other.Svc/X"), Some("any-grpc"));
+    // Not gRPC: no gRPC route matches.
+    assert_eq!(f.req("h", "/pkg.Greeter/SayHello", Method::POST, &[("content-type", "application/json")]), None);
+}
+
+#[test]
+fn many_routes_still_find_the_right_one() {
+    let mut text = String::new();
+    for i in 0..2000 {
+        text.push_str(&route(&format!("r{i}"), &format!(r#"hosts = ["h{}.example.com"], path = {{ prefix = "/svc{i}" }}"#, i % 50)));
+    }
+    let f = Fixture::new(&text);
+    assert_eq!(f.get("h7.example.com", "/svc1007/x"), Some("r1007"));
+    // /svc100 is a string prefix of /svc1007 but r100 is on another host (h0).
+    assert_eq!(f.get("h0.example.com", "/svc1007"), Some("r100"));
+    assert_eq!(f.get("h7.example.com", "/svc1008"), None);
+}
