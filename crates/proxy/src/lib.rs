@@ -1,7 +1,35 @@
-//! Portico's data plane.
+//! Portico's data plane: a gateway node that serves a [`portico_model::Snapshot`].
+//!
+//! A Snapshot is compiled into a [`runtime::Runtime`] (route tables, resolved services,
+//! metric handles) before it is swapped in; each request loads its listener's runtime once.
+//!
+//! - [`gateway`]: the running node: workers, listener reconciliation, shutdown
+//! - [`listener`]: sockets, accept loops, client connections
+//! - [`pipeline`]: the request phases
+//! - [`router`]: route lookup and precedence
+//! - [`rewrite`]: path normalization and rewrites
+//! - [`headers`]: hop-by-hop, forwarding headers, edits
+//! - [`upstream`]: services, endpoints, balancing, retries, ejection, pools
+//! - [`respond`]: errors and the one place they become responses
+//! - [`body`], [`exchange`], [`access_log`], [`metrics`], [`internal`]: the rest
 
+pub mod access_log;
+pub mod body;
+pub mod clock;
 pub mod error;
+pub mod exchange;
+pub mod gateway;
+pub mod headers;
+pub mod internal;
+pub mod listener;
+pub mod metrics;
+pub mod pipeline;
+pub mod respond;
 pub mod rewrite;
 pub mod router;
+pub mod runtime;
+pub mod upstream;
 
 pub use error::Error;
+pub use gateway::Gateway;
+pub use runtime::Runtime;

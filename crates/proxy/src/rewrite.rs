@@ -38,7 +38,10 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let (Some(h), Some(l)) = (bytes.get(i + 1).and_then(hex), bytes.get(i + 2).and_then(hex)) else {
+            let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(hex),
+                bytes.get(i + 2).and_then(hex),
+            ) else {
                 return Err(PathError::BadPercentEncoding);
             };
             let c = h * 16 + l;
@@ -114,7 +117,10 @@ pub fn percent_decode(s: &str) -> Cow<'_, str> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            if let (Some(h), Some(l)) = (bytes.get(i + 1).and_then(hex), bytes.get(i + 2).and_then(hex)) {
+            if let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(hex),
+                bytes.get(i + 2).and_then(hex),
+            ) {
                 out.push(h * 16 + l);
                 i += 3;
                 continue;
@@ -150,7 +156,13 @@ pub fn normalize_host(raw: &str) -> Cow<'_, str> {
         // IPv6 literal: keep the brackets, drop the port.
         raw.find(']').map_or(raw, |end| &raw[..=end])
     } else {
-        raw.rsplit_once(':').map_or(raw, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { raw })
+        raw.rsplit_once(':').map_or(raw, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                raw
+            }
+        })
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -167,13 +179,20 @@ mod tests {
     #[test]
     fn app_mesh_prefix_rewrite_examples() {
         // The App Mesh virtual gateway documentation's own examples, with prefix `/chapter`.
-        for (path, want) in [("/chapter/page", "/page"), ("/chapter1", "/1"), ("/chapter", "/")] {
+        for (path, want) in [
+            ("/chapter/page", "/page"),
+            ("/chapter1", "/1"),
+            ("/chapter", "/"),
+        ] {
             assert_eq!(replace_prefix(path, "/chapter".len(), "/"), want, "{path}");
         }
         // With prefix `/`, the default rewrite changes nothing.
         assert_eq!(replace_prefix("/chapter/page", 1, "/"), "/chapter/page");
         // A trailing-slash prefix.
-        assert_eq!(replace_prefix("/chapter/page", "/chapter/".len(), "/"), "/page");
+        assert_eq!(
+            replace_prefix("/chapter/page", "/chapter/".len(), "/"),
+            "/page"
+        );
     }
 
     #[test]
@@ -209,10 +228,16 @@ mod tests {
             assert_eq!(normalize_path(input).as_deref(), Ok(want), "{input}");
         }
         assert_eq!(normalize_path("/../etc/passwd"), Err(PathError::AboveRoot));
-        assert_eq!(normalize_path("/a/%2e%2e/%2e%2e/x"), Err(PathError::AboveRoot));
+        assert_eq!(
+            normalize_path("/a/%2e%2e/%2e%2e/x"),
+            Err(PathError::AboveRoot)
+        );
         assert_eq!(normalize_path("/a%zz"), Err(PathError::BadPercentEncoding));
         assert_eq!(normalize_path("/a%2"), Err(PathError::BadPercentEncoding));
-        assert!(matches!(normalize_path("/plain/path"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(
+            normalize_path("/plain/path"),
+            Ok(Cow::Borrowed(_))
+        ));
     }
 
     #[test]

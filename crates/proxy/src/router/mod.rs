@@ -125,7 +125,9 @@ enum TableRef {
 
 impl Router {
     /// Builds the table from `(route id, priority, match)` triples in definition order.
-    pub fn build<'a>(routes: impl IntoIterator<Item = (u32, Option<u32>, &'a RouteMatch)>) -> Result<Self, Error> {
+    pub fn build<'a>(
+        routes: impl IntoIterator<Item = (u32, Option<u32>, &'a RouteMatch)>,
+    ) -> Result<Self, Error> {
         let mut router = Router::default();
         for (order, (id, priority, m)) in routes.into_iter().enumerate() {
             let (conds, slot, path_rank) =
@@ -137,12 +139,19 @@ impl Router {
             let tail = tail_key(priority, path_rank, &conds, order as u32);
             router.conditions[idx] = conds;
             for (table, host_rank) in table_refs(&m.hosts) {
-                let entry = Entry { key: with_host(tail, host_rank), route: id };
+                let entry = Entry {
+                    key: with_host(tail, host_rank),
+                    route: id,
+                };
                 router.table_mut(table).insert(&slot, entry);
             }
         }
         router.any_host.sort();
-        for t in router.exact_hosts.values_mut().chain(router.wildcard_hosts.values_mut()) {
+        for t in router
+            .exact_hosts
+            .values_mut()
+            .chain(router.wildcard_hosts.values_mut())
+        {
             t.sort();
         }
         Ok(router)
@@ -159,7 +168,10 @@ impl Router {
     /// The id of the route that takes `req`, if any.
     #[inline]
     pub fn lookup(&self, req: &Request<'_>) -> Option<u32> {
-        let mut best = Best { key: u128::MAX, route: u32::MAX };
+        let mut best = Best {
+            key: u128::MAX,
+            route: u32::MAX,
+        };
         if !self.exact_hosts.is_empty() {
             if let Some(t) = self.exact_hosts.get(req.host) {
                 self.lookup_table(t, req, &mut best);
@@ -201,7 +213,10 @@ impl Router {
             }
             let c = &self.conditions[e.route as usize];
             if c.path_regex.as_ref().is_some_and(|r| r.is_match(req.path)) && c.matches(req) {
-                *best = Best { key: e.key, route: e.route };
+                *best = Best {
+                    key: e.key,
+                    route: e.route,
+                };
                 break;
             }
         }
@@ -215,7 +230,10 @@ impl Router {
                 return;
             }
             if self.conditions[e.route as usize].matches(req) {
-                *best = Best { key: e.key, route: e.route };
+                *best = Best {
+                    key: e.key,
+                    route: e.route,
+                };
                 return;
             }
         }
@@ -231,7 +249,10 @@ fn table_refs(hosts: &[String]) -> Vec<(TableRef, u128)> {
     if hosts.is_empty() {
         return vec![(TableRef::Any, HOST_ANY)];
     }
-    let mut lower: Vec<String> = hosts.iter().map(|h| h.trim_end_matches('.').to_ascii_lowercase()).collect();
+    let mut lower: Vec<String> = hosts
+        .iter()
+        .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
     lower.sort();
     lower.dedup();
     lower
@@ -275,7 +296,8 @@ impl Conditions {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| m == req.method) {
             return false;
         }
-        self.headers.iter().all(|h| h.matches(req.headers)) && self.query.iter().all(|q| q.matches(req.query))
+        self.headers.iter().all(|h| h.matches(req.headers))
+            && self.query.iter().all(|q| q.matches(req.query))
     }
 }
 
@@ -310,8 +332,12 @@ impl QueryCond {
             }
             match &self.kind {
                 QueryKind::Present => true,
-                QueryKind::Exact(x) => crate::rewrite::percent_decode(&value.replace('+', " ")) == **x,
-                QueryKind::Regex(r) => r.is_match(&crate::rewrite::percent_decode(&value.replace('+', " "))),
+                QueryKind::Exact(x) => {
+                    crate::rewrite::percent_decode(&value.replace('+', " ")) == **x
+                }
+                QueryKind::Regex(r) => {
+                    r.is_match(&crate::rewrite::percent_decode(&value.replace('+', " ")))
+                }
             }
         })
     }
@@ -321,18 +347,39 @@ fn compile_conditions(m: &RouteMatch) -> Result<(Conditions, PathSlot, u128), St
     let mut c = Conditions::default();
     let (slot, rank) = match (&m.path, &m.grpc) {
         (Some(PathMatch::Exact(p)), _) => (PathSlot::Exact(p.clone()), 0),
-        (Some(PathMatch::Prefix(p)), _) => (PathSlot::Prefix(p.clone(), false), prefix_rank(p.len())),
+        (Some(PathMatch::Prefix(p)), _) => {
+            (PathSlot::Prefix(p.clone(), false), prefix_rank(p.len()))
+        }
         (Some(PathMatch::PathPrefix(p)), _) => {
-            let trimmed = if p.len() > 1 { p.trim_end_matches('/') } else { p.as_str() };
+            let trimmed = if p.len() > 1 {
+                p.trim_end_matches('/')
+            } else {
+                p.as_str()
+            };
             let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
-            (PathSlot::Prefix(trimmed.to_owned(), trimmed != "/"), prefix_rank(trimmed.len()))
+            (
+                PathSlot::Prefix(trimmed.to_owned(), trimmed != "/"),
+                prefix_rank(trimmed.len()),
+            )
         }
         (Some(PathMatch::Regex(r)), _) => {
             c.path_regex = Some(anchored_regex(r)?);
             (PathSlot::Regex, PATH_REGEX)
         }
-        (None, Some(GrpcMatch { service: Some(s), method: Some(meth) })) => (PathSlot::Exact(format!("/{s}/{meth}")), 0),
-        (None, Some(GrpcMatch { service: Some(s), method: None })) => {
+        (
+            None,
+            Some(GrpcMatch {
+                service: Some(s),
+                method: Some(meth),
+            }),
+        ) => (PathSlot::Exact(format!("/{s}/{meth}")), 0),
+        (
+            None,
+            Some(GrpcMatch {
+                service: Some(s),
+                method: None,
+            }),
+        ) => {
             let p = format!("/{s}/");
             let rank = prefix_rank(p.len());
             (PathSlot::Prefix(p, false), rank)
@@ -341,10 +388,13 @@ fn compile_conditions(m: &RouteMatch) -> Result<(Conditions, PathSlot, u128), St
     };
     c.grpc = m.grpc.is_some();
     for meth in &m.methods {
-        c.methods.push(Method::from_bytes(meth.as_bytes()).map_err(|_| format!("`{meth}` is not a method"))?);
+        c.methods.push(
+            Method::from_bytes(meth.as_bytes()).map_err(|_| format!("`{meth}` is not a method"))?,
+        );
     }
     for h in &m.headers {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| format!("`{}` is not a header name", h.name))?;
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| format!("`{}` is not a header name", h.name))?;
         let kind = match h.condition()? {
             HeaderCondition::Exact(v) => HeaderKind::Exact(v.into()),
             HeaderCondition::Prefix(v) => HeaderKind::Prefix(v.into()),
@@ -353,7 +403,11 @@ fn compile_conditions(m: &RouteMatch) -> Result<(Conditions, PathSlot, u128), St
             HeaderCondition::Present => HeaderKind::Present,
             HeaderCondition::Absent => HeaderKind::Absent,
         };
-        c.headers.push(HeaderCond { name, kind, invert: h.invert });
+        c.headers.push(HeaderCond {
+            name,
+            kind,
+            invert: h.invert,
+        });
     }
     for q in &m.query {
         let kind = match q.condition()? {
@@ -361,7 +415,10 @@ fn compile_conditions(m: &RouteMatch) -> Result<(Conditions, PathSlot, u128), St
             QueryCondition::Regex(r) => QueryKind::Regex(anchored_regex(r)?),
             QueryCondition::Present => QueryKind::Present,
         };
-        c.query.push(QueryCond { name: q.name.as_str().into(), kind });
+        c.query.push(QueryCond {
+            name: q.name.as_str().into(),
+            kind,
+        });
     }
     Ok((c, slot, rank))
 }
@@ -381,7 +438,12 @@ fn tail_key(priority: Option<u32>, path_rank: u128, c: &Conditions, order: u32) 
     let methods = if c.methods.is_empty() { 1 } else { 0 };
     let headers = 255 - c.headers.len().min(255) as u128;
     let query = 255 - c.query.len().min(255) as u128;
-    (prio << 88) | (path_rank << 49) | (methods << 48) | (headers << 40) | (query << 32) | order as u128
+    (prio << 88)
+        | (path_rank << 49)
+        | (methods << 48)
+        | (headers << 40)
+        | (query << 32)
+        | order as u128
 }
 
 fn with_host(tail: u128, host_rank: u128) -> u128 {

@@ -11,13 +11,22 @@ struct Fixture {
 
 impl Fixture {
     fn new(routes_toml: &str) -> Self {
-        let text = format!(
-            "[[services]]\nname = \"s\"\nendpoints = [\"127.0.0.1:1\"]\n{routes_toml}"
-        );
+        let text =
+            format!("[[services]]\nname = \"s\"\nendpoints = [\"127.0.0.1:1\"]\n{routes_toml}");
         let file = GatewayFile::parse(&text, Format::Toml).expect("valid test config");
-        let names = file.routes.iter().enumerate().map(|(i, r)| r.effective_name(i)).collect();
-        let router = Router::build(file.routes.iter().enumerate().map(|(i, r)| (i as u32, r.priority, &r.matches)))
-            .expect("router builds");
+        let names = file
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.effective_name(i))
+            .collect();
+        let router = Router::build(
+            file.routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i as u32, r.priority, &r.matches)),
+        )
+        .expect("router builds");
         Self { router, names }
     }
 
@@ -25,23 +34,45 @@ impl Fixture {
         self.req(host, path_and_query, Method::GET, &[])
     }
 
-    fn req(&self, host: &str, path_and_query: &str, method: Method, headers: &[(&str, &str)]) -> Option<&str> {
+    fn req(
+        &self,
+        host: &str,
+        path_and_query: &str,
+        method: Method,
+        headers: &[(&str, &str)],
+    ) -> Option<&str> {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
-            map.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
-        let grpc = map.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let grpc = map
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         let (path, query) = match path_and_query.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (path_and_query, None),
         };
-        let req = Request { host, path, method: &method, headers: &map, query, grpc };
-        self.router.lookup(&req).map(|id| self.names[id as usize].as_str())
+        let req = Request {
+            host,
+            path,
+            method: &method,
+            headers: &map,
+            query,
+            grpc,
+        };
+        self.router
+            .lookup(&req)
+            .map(|id| self.names[id as usize].as_str())
     }
 }
 
 fn route(name: &str, matches: &str) -> String {
-    format!("[[routes]]\nname = \"{name}\"\nmatch = {{ {matches} }}\nforward = {{ service = \"s\" }}\n")
+    format!(
+        "[[routes]]\nname = \"{name}\"\nmatch = {{ {matches} }}\nforward = {{ service = \"s\" }}\n"
+    )
 }
 
 fn routes(list: &[(&str, &str)]) -> Fixture {
@@ -86,7 +117,10 @@ fn path_precedence_exact_then_longest_prefix_then_regex() {
     assert_eq!(f.get("h", "/a/b/d"), Some("long"));
     assert_eq!(f.get("h", "/a/x"), Some("short"));
     assert_eq!(f.get("h", "/zzz"), Some("catchall"));
-    let f = routes(&[("regex", r#"path = { regex = "/r/[0-9]+" }"#), ("catchall", "")]);
+    let f = routes(&[
+        ("regex", r#"path = { regex = "/r/[0-9]+" }"#),
+        ("catchall", ""),
+    ]);
     assert_eq!(f.get("h", "/r/1"), Some("regex"));
     assert_eq!(f.get("h", "/r/x"), Some("catchall"));
 }
@@ -139,14 +173,32 @@ fn more_conditions_win_then_definition_order() {
         ("first", r#"path = { prefix = "/p" }"#),
         ("second", r#"path = { prefix = "/p" }"#),
         ("method", r#"path = { prefix = "/p" }, methods = ["POST"]"#),
-        ("one-header", r#"path = { prefix = "/p" }, headers = [{ name = "x-a", present = true }]"#),
-        ("two-headers", r#"path = { prefix = "/p" }, headers = [{ name = "x-a", present = true }, { name = "x-b", exact = "1" }]"#),
-        ("query", r#"path = { prefix = "/p" }, query = [{ name = "v", exact = "2" }]"#),
+        (
+            "one-header",
+            r#"path = { prefix = "/p" }, headers = [{ name = "x-a", present = true }]"#,
+        ),
+        (
+            "two-headers",
+            r#"path = { prefix = "/p" }, headers = [{ name = "x-a", present = true }, { name = "x-b", exact = "1" }]"#,
+        ),
+        (
+            "query",
+            r#"path = { prefix = "/p" }, query = [{ name = "v", exact = "2" }]"#,
+        ),
     ]);
     assert_eq!(f.get("h", "/p"), Some("first"));
-    assert_eq!(f.req("h", "/p", Method::POST, &[("x-a", "1"), ("x-b", "1")]), Some("method"));
-    assert_eq!(f.req("h", "/p", Method::GET, &[("x-a", "1"), ("x-b", "1")]), Some("two-headers"));
-    assert_eq!(f.req("h", "/p", Method::GET, &[("x-a", "1"), ("x-b", "2")]), Some("one-header"));
+    assert_eq!(
+        f.req("h", "/p", Method::POST, &[("x-a", "1"), ("x-b", "1")]),
+        Some("method")
+    );
+    assert_eq!(
+        f.req("h", "/p", Method::GET, &[("x-a", "1"), ("x-b", "1")]),
+        Some("two-headers")
+    );
+    assert_eq!(
+        f.req("h", "/p", Method::GET, &[("x-a", "1"), ("x-b", "2")]),
+        Some("one-header")
+    );
     assert_eq!(f.get("h", "/p?v=2"), Some("query"));
     assert_eq!(f.get("h", "/p?v=3"), Some("first"));
 }
@@ -154,12 +206,30 @@ fn more_conditions_win_then_definition_order() {
 #[test]
 fn header_conditions() {
     let f = routes(&[
-        ("exact", r#"headers = [{ name = "x-env", exact = "canary" }]"#),
-        ("prefix", r#"headers = [{ name = "x-env", prefix = "pre" }]"#),
-        ("suffix", r#"headers = [{ name = "x-env", suffix = "post" }]"#),
-        ("regex", r#"headers = [{ name = "x-env", regex = "v[0-9]+" }]"#),
-        ("not-beta", r#"headers = [{ name = "x-env", exact = "beta", invert = true }, { name = "x-only", present = true }]"#),
-        ("absent", r#"headers = [{ name = "x-env", absent = true }, { name = "x-absent-check", present = true }]"#),
+        (
+            "exact",
+            r#"headers = [{ name = "x-env", exact = "canary" }]"#,
+        ),
+        (
+            "prefix",
+            r#"headers = [{ name = "x-env", prefix = "pre" }]"#,
+        ),
+        (
+            "suffix",
+            r#"headers = [{ name = "x-env", suffix = "post" }]"#,
+        ),
+        (
+            "regex",
+            r#"headers = [{ name = "x-env", regex = "v[0-9]+" }]"#,
+        ),
+        (
+            "not-beta",
+            r#"headers = [{ name = "x-env", exact = "beta", invert = true }, { name = "x-only", present = true }]"#,
+        ),
+        (
+            "absent",
+            r#"headers = [{ name = "x-env", absent = true }, { name = "x-absent-check", present = true }]"#,
+        ),
     ]);
     let get = |h: &[(&str, &str)]| f.req("h", "/", Method::GET, h);
     assert_eq!(get(&[("x-env", "canary")]), Some("exact"));
@@ -167,7 +237,10 @@ fn header_conditions() {
     assert_eq!(get(&[("x-env", "signpost")]), Some("suffix"));
     assert_eq!(get(&[("x-env", "v12")]), Some("regex"));
     assert_eq!(get(&[("x-env", "v12x")]), None);
-    assert_eq!(get(&[("x-env", "gamma"), ("x-only", "1")]), Some("not-beta"));
+    assert_eq!(
+        get(&[("x-env", "gamma"), ("x-only", "1")]),
+        Some("not-beta")
+    );
     assert_eq!(get(&[("x-env", "beta"), ("x-only", "1")]), None);
     assert_eq!(get(&[("x-absent-check", "1")]), Some("absent"));
     // Any of several values may match.
@@ -192,7 +265,10 @@ fn query_conditions_decode_values() {
 #[test]
 fn grpc_service_and_method() {
     let f = routes(&[
-        ("method", r#"grpc = { service = "pkg.Greeter", method = "SayHello" }"#),
+        (
+            "method",
+            r#"grpc = { service = "pkg.Greeter", method = "SayHello" }"#,
+        ),
         ("service", r#"grpc = { service = "pkg.Greeter" }"#),
         ("any-grpc", r#"grpc = {}"#),
     ]);
@@ -202,14 +278,28 @@ fn grpc_service_and_method() {
     assert_eq!(g("/pkg.Greeter/SayBye"), Some("service"));
     assert_eq!(g("/other.Svc/X"), Some("any-grpc"));
     // Not gRPC: no gRPC route matches.
-    assert_eq!(f.req("h", "/pkg.Greeter/SayHello", Method::POST, &[("content-type", "application/json")]), None);
+    assert_eq!(
+        f.req(
+            "h",
+            "/pkg.Greeter/SayHello",
+            Method::POST,
+            &[("content-type", "application/json")]
+        ),
+        None
+    );
 }
 
 #[test]
 fn many_routes_still_find_the_right_one() {
     let mut text = String::new();
     for i in 0..2000 {
-        text.push_str(&route(&format!("r{i}"), &format!(r#"hosts = ["h{}.example.com"], path = {{ prefix = "/svc{i}" }}"#, i % 50)));
+        text.push_str(&route(
+            &format!("r{i}"),
+            &format!(
+                r#"hosts = ["h{}.example.com"], path = {{ prefix = "/svc{i}" }}"#,
+                i % 50
+            ),
+        ));
     }
     let f = Fixture::new(&text);
     assert_eq!(f.get("h7.example.com", "/svc1007/x"), Some("r1007"));

@@ -22,7 +22,9 @@ pub(super) struct Node {
 
 impl Default for Trie {
     fn default() -> Self {
-        Self { nodes: vec![Node::default()] }
+        Self {
+            nodes: vec![Node::default()],
+        }
     }
 }
 
@@ -39,13 +41,23 @@ impl Trie {
         loop {
             if rest.is_empty() {
                 let n = &mut self.nodes[node];
-                if segment { n.segment.push(entry) } else { n.plain.push(entry) }
+                if segment {
+                    n.segment.push(entry)
+                } else {
+                    n.plain.push(entry)
+                }
                 return;
             }
             let first = rest[0];
-            match self.nodes[node].children.binary_search_by_key(&first, |c| c.0) {
+            match self.nodes[node]
+                .children
+                .binary_search_by_key(&first, |c| c.0)
+            {
                 Err(pos) => {
-                    let id = self.push(Node { label: rest.into(), ..Node::default() });
+                    let id = self.push(Node {
+                        label: rest.into(),
+                        ..Node::default()
+                    });
                     self.nodes[node].children.insert(pos, (first, id));
                     node = id as usize;
                     rest = &[];
@@ -64,7 +76,11 @@ impl Trie {
                     let head: Box<[u8]> = label[..common].into();
                     let tail_first = tail[0];
                     self.nodes[child].label = tail;
-                    let mid = self.push(Node { label: head, children: vec![(tail_first, child as u32)], ..Node::default() });
+                    let mid = self.push(Node {
+                        label: head,
+                        children: vec![(tail_first, child as u32)],
+                        ..Node::default()
+                    });
                     self.nodes[node].children[pos].1 = mid;
                     node = mid as usize;
                     rest = &rest[common..];
@@ -95,8 +111,12 @@ impl Trie {
             if !node.plain.is_empty() || !node.segment.is_empty() {
                 visit(node, consumed);
             }
-            let Some(&next) = path.get(consumed) else { return };
-            let Ok(pos) = node.children.binary_search_by_key(&next, |c| c.0) else { return };
+            let Some(&next) = path.get(consumed) else {
+                return;
+            };
+            let Ok(pos) = node.children.binary_search_by_key(&next, |c| c.0) else {
+                return;
+            };
             let child = &self.nodes[node.children[pos].1 as usize];
             if !path[consumed..].starts_with(&child.label) {
                 return;
@@ -112,17 +132,25 @@ mod tests {
     use super::*;
 
     fn e(route: u32) -> Entry {
-        Entry { key: route as u128, route }
+        Entry {
+            key: route as u128,
+            route,
+        }
     }
 
     #[test]
     fn walk_finds_every_stored_prefix() {
         let mut t = Trie::default();
-        for (i, p) in ["/", "/api", "/apis", "/api/v1", "/b", "/api/v1/users"].iter().enumerate() {
+        for (i, p) in ["/", "/api", "/apis", "/api/v1", "/b", "/api/v1/users"]
+            .iter()
+            .enumerate()
+        {
             t.insert(p.as_bytes(), e(i as u32), false);
         }
         let mut seen = Vec::new();
-        t.walk(b"/api/v1/users/7", |n, len| seen.push((n.plain[0].route, len)));
+        t.walk(b"/api/v1/users/7", |n, len| {
+            seen.push((n.plain[0].route, len))
+        });
         assert_eq!(seen, vec![(0, 1), (1, 4), (3, 7), (5, 13)]);
         seen.clear();
         t.walk(b"/apix", |n, len| seen.push((n.plain[0].route, len)));

@@ -1,0 +1,121 @@
+//! `portico gateway run` and `portico gateway check`: a gateway from a config file, with
+//! reload on SIGHUP or file change and a graceful drain on SIGTERM.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use portico_model::{Format, GatewayFile, NodeSettings};
+use portico_proxy::Gateway;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Reads and validates a config file; prints every problem.
+fn load(path: &Path) -> Result<GatewayFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    GatewayFile::parse(&text, Format::from_path(&path.to_string_lossy())).map_err(|e| {
+        e.field_errors()
+            .iter()
+            .map(|f| format!("{}: {f}", path.display()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// `portico gateway check`.
+pub fn check(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok(file) => {
+            let (_, snapshot) = file.into_parts();
+            println!(
+                "{}: ok: {} listeners, {} services, {} routes (version {})",
+                path.display(),
+                snapshot.listeners.len(),
+                snapshot.services.len(),
+                snapshot.routes.len(),
+                snapshot.short_version()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `portico gateway run`.
+pub async fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<()> {
+    let file = load(path).map_err(|e| anyhow::anyhow!("the config is invalid:\n{e}"))?;
+    let (mut node, snapshot) = file.into_parts();
+    if workers.is_some() {
+        node.workers = workers;
+    }
+    let gateway = Gateway::start(&node, &snapshot)
+        .await
+        .context("cannot start the gateway")?;
+    for (name, addr) in gateway.listeners().await {
+        tracing::info!(listener = %name, %addr, "listener ready");
+    }
+    if let Some(addr) = gateway.internal_addr() {
+        tracing::info!(%addr, "internal port ready: /healthz /readyz /metrics");
+    }
+    tracing::info!(version = %gateway.version().unwrap_or_default(), "gateway running");
+
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut seen = stamp(path);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                seen = stamp(path);
+                reload(&gateway, path, &node).await;
+            }
+            _ = tick.tick(), if node.watch => {
+                let now = stamp(path);
+                if now != seen {
+                    seen = now;
+                    tracing::info!(file = %path.display(), "config file changed: reloading");
+                    reload(&gateway, path, &node).await;
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!(drain_timeout = ?node.drain_timeout.get(), "shutting down: draining in-flight requests");
+    gateway.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn reload(gateway: &Gateway, path: &Path, running: &NodeSettings) {
+    let file = match load(path) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("reload refused, the running config keeps serving:\n{e}");
+            gateway.metrics().reload(false);
+            return;
+        }
+    };
+    let (node, snapshot) = file.into_parts();
+    if node != *running {
+        tracing::warn!(
+            "[node] settings changed; they apply at the next restart (routes, services and listeners apply now)"
+        );
+    }
+    match gateway.apply(&snapshot).await {
+        Ok(version) => tracing::info!(%version, "config applied"),
+        Err(e) => tracing::error!(error = %e, "reload refused, the running config keeps serving"),
+    }
+}
+
+/// What identifies a version of the file: modification time and size.
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}

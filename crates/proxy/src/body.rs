@@ -1,0 +1,260 @@
+//! Body types of the proxy: the request body sent upstream (streamed, limited, counted) and
+//! the response body sent to the client (streamed from upstream, or made by the gateway),
+//! which completes the exchange's log and metrics when it ends or is dropped.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+
+use crate::exchange::Exchange;
+use crate::upstream::pool::Release;
+
+/// Why a request body stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body passed the route's or listener's limit.
+    #[error("request body larger than the {0}-byte limit")]
+    TooLarge(u64),
+    /// Reading from the client failed.
+    #[error("reading the request body: {0}")]
+    Client(#[from] hyper::Error),
+}
+
+/// The request body sent upstream.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// No body.
+    Empty,
+    /// The client's body, streamed.
+    Stream(RequestStream),
+}
+
+/// The client's body with a size limit, a byte count and an end-of-body signal.
+#[derive(Debug)]
+pub struct RequestStream {
+    inner: Incoming,
+    limit: u64,
+    seen: u64,
+    counter: Arc<AtomicU64>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl RequestStream {
+    /// Wraps `inner`; `done` fires when the body has been read completely.
+    pub fn new(
+        inner: Incoming,
+        limit: Option<u64>,
+        counter: Arc<AtomicU64>,
+        done: Option<oneshot::Sender<()>>,
+    ) -> Self {
+        Self {
+            inner,
+            limit: limit.unwrap_or(u64::MAX),
+            seen: 0,
+            counter,
+            done,
+        }
+    }
+
+    fn finished(&mut self) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let s = match self.get_mut() {
+            RequestBody::Empty => return Poll::Ready(None),
+            RequestBody::Stream(s) => s,
+        };
+        match Pin::new(&mut s.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    s.seen += data.len() as u64;
+                    s.counter.store(s.seen, Ordering::Relaxed);
+                    if s.seen > s.limit {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(s.limit))));
+                    }
+                }
+                if s.inner.is_end_stream() {
+                    s.finished();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => {
+                s.finished();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Stream(s) => s.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Stream(s) => s.inner.size_hint(),
+        }
+    }
+}
+
+/// The response body sent to the client.
+#[derive(Debug)]
+pub struct ResponseBody {
+    inner: Inner,
+    exchange: Option<Exchange>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Full(Option<Bytes>),
+    Upstream {
+        body: Incoming,
+        release: Option<Release>,
+    },
+}
+
+impl ResponseBody {
+    /// A body made by the gateway.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let b: Bytes = bytes.into();
+        Self {
+            inner: Inner::Full((!b.is_empty()).then_some(b)),
+            exchange: None,
+        }
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        Self {
+            inner: Inner::Full(None),
+            exchange: None,
+        }
+    }
+
+    /// An upstream body; `release` returns the connection to its pool at the end.
+    pub fn upstream(body: Incoming, release: Option<Release>) -> Self {
+        Self {
+            inner: Inner::Upstream { body, release },
+            exchange: None,
+        }
+    }
+
+    /// Attaches the exchange that is completed when this body ends or is dropped.
+    pub fn attach(&mut self, exchange: Exchange) {
+        let ended = self.is_end_stream();
+        self.exchange = Some(exchange);
+        if ended {
+            // Nothing will be polled (e.g. HEAD, 204): complete now.
+            if let Inner::Upstream { release, .. } = &mut self.inner {
+                if let Some(r) = release.take() {
+                    r.release();
+                }
+            }
+            self.complete(true);
+        }
+    }
+
+    fn complete(&mut self, ok: bool) {
+        if let Some(mut ex) = self.exchange.take() {
+            ex.finish(ok);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match &mut this.inner {
+            Inner::Full(b) => match b.take() {
+                Some(bytes) => {
+                    if let Some(ex) = &mut this.exchange {
+                        ex.bytes_out += bytes.len() as u64;
+                    }
+                    this.complete(true);
+                    Poll::Ready(Some(Ok(Frame::data(bytes))))
+                }
+                None => {
+                    this.complete(true);
+                    Poll::Ready(None)
+                }
+            },
+            Inner::Upstream { body, release } => match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let (Some(data), Some(ex)) = (frame.data_ref(), &mut this.exchange) {
+                        ex.bytes_out += data.len() as u64;
+                    }
+                    if body.is_end_stream() {
+                        if let Some(r) = release.take() {
+                            r.release();
+                        }
+                        this.complete(true);
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(None) => {
+                    if let Some(r) = release.take() {
+                        r.release();
+                    }
+                    this.complete(true);
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    release.take();
+                    this.complete(false);
+                    Poll::Ready(Some(Err(e)))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Inner::Full(None) => SizeHint::with_exact(0),
+            Inner::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away (or the connection broke).
+        self.complete(false);
+    }
+}

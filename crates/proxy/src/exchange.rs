@@ -1,0 +1,195 @@
+//! One request/response exchange as it is logged and measured. Completed exactly once, when
+//! the response body ends or is dropped.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Version};
+
+use crate::access_log::{AccessLog, json_str, now_rfc3339};
+use crate::metrics::RouteStats;
+use crate::upstream::endpoint::Endpoint;
+
+/// Counts a request in flight on an endpoint for as long as it lives.
+#[derive(Debug)]
+pub struct InFlight(pub Arc<Endpoint>);
+
+impl InFlight {
+    /// Starts counting.
+    pub fn new(ep: Arc<Endpoint>) -> Self {
+        ep.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(ep)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Per-connection activity, read by the idle timer.
+#[derive(Debug, Default)]
+pub struct ConnActivity {
+    /// Requests in flight on the connection.
+    pub in_flight: AtomicU32,
+    /// Requests started, so the idle timer can see that something happened.
+    pub started: AtomicU64,
+}
+
+/// What the access log records beyond the metrics.
+#[derive(Debug)]
+pub struct LogFields {
+    /// Where lines go.
+    pub sink: Arc<AccessLog>,
+    /// Client address.
+    pub client: SocketAddr,
+    /// Listener name.
+    pub listener: Arc<str>,
+    /// Method.
+    pub method: Method,
+    /// Host as the client sent it.
+    pub host: String,
+    /// Path and query as the client sent them.
+    pub target: String,
+    /// HTTP version.
+    pub version: Version,
+    /// Request id.
+    pub request_id: Option<HeaderValue>,
+    /// Route name.
+    pub route: Option<Arc<str>>,
+    /// Service name.
+    pub service: Option<Arc<str>>,
+    /// Why the gateway answered itself, when it did.
+    pub error: Option<&'static str>,
+    /// Upstream attempts made.
+    pub attempts: u32,
+}
+
+/// An exchange being served.
+#[derive(Debug)]
+pub struct Exchange {
+    /// When the request arrived.
+    pub started: Instant,
+    /// Response status.
+    pub status: u16,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// Request body bytes read, when there is a body.
+    pub bytes_in: Option<Arc<AtomicU64>>,
+    /// Time from sending upstream to the response headers.
+    pub upstream_time: Option<Duration>,
+    /// Metrics of the route and target.
+    pub stats: Option<Arc<RouteStats>>,
+    /// The endpoint that answered, counted in flight until the end.
+    pub endpoint: Option<InFlight>,
+    /// The client connection's activity.
+    pub conn: Option<Arc<ConnActivity>>,
+    /// Access log fields, when the log is on.
+    pub log: Option<Box<LogFields>>,
+    done: bool,
+}
+
+impl Exchange {
+    /// A new exchange for a request that arrived at `started`.
+    pub fn new(started: Instant, conn: Option<Arc<ConnActivity>>) -> Self {
+        Self {
+            started,
+            status: 0,
+            bytes_out: 0,
+            bytes_in: None,
+            upstream_time: None,
+            stats: None,
+            endpoint: None,
+            conn,
+            log: None,
+            done: false,
+        }
+    }
+
+    /// Records metrics and writes the log line; `complete` is false when the response was cut short.
+    pub fn finish(&mut self, complete: bool) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let elapsed = self.started.elapsed();
+        if let Some(stats) = &self.stats {
+            stats.record(self.status, elapsed.as_secs_f64());
+        }
+        if let Some(conn) = &self.conn {
+            conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(log) = self.log.take() {
+            let line = self.line(&log, elapsed, complete);
+            log.sink.write(line);
+        }
+        self.endpoint = None;
+    }
+
+    fn line(&self, l: &LogFields, elapsed: Duration, complete: bool) -> String {
+        let mut s = String::with_capacity(384);
+        s.push_str("{\"time\":\"");
+        s.push_str(&now_rfc3339());
+        s.push_str("\",\"client\":\"");
+        let _ = write!(s, "{}", l.client.ip());
+        s.push_str("\",\"listener\":");
+        json_str(&mut s, &l.listener);
+        s.push_str(",\"method\":");
+        json_str(&mut s, l.method.as_str());
+        s.push_str(",\"host\":");
+        json_str(&mut s, &l.host);
+        s.push_str(",\"path\":");
+        json_str(&mut s, &l.target);
+        let _ = write!(
+            s,
+            ",\"protocol\":\"{:?}\",\"status\":{}",
+            l.version, self.status
+        );
+        s.push_str(",\"route\":");
+        opt(&mut s, l.route.as_deref());
+        s.push_str(",\"service\":");
+        opt(&mut s, l.service.as_deref());
+        s.push_str(",\"endpoint\":");
+        opt(&mut s, self.endpoint.as_ref().map(|e| &*e.0.label));
+        let bytes_in = self
+            .bytes_in
+            .as_ref()
+            .map_or(0, |b| b.load(Ordering::Relaxed));
+        let _ = write!(
+            s,
+            ",\"bytes_in\":{bytes_in},\"bytes_out\":{},\"duration_ms\":{:.3}",
+            self.bytes_out,
+            elapsed.as_secs_f64() * 1000.0
+        );
+        match self.upstream_time {
+            Some(t) => {
+                let _ = write!(s, ",\"upstream_ms\":{:.3}", t.as_secs_f64() * 1000.0);
+            }
+            None => s.push_str(",\"upstream_ms\":null"),
+        }
+        let _ = write!(s, ",\"attempts\":{},\"complete\":{complete}", l.attempts);
+        s.push_str(",\"request_id\":");
+        opt(&mut s, l.request_id.as_ref().and_then(|v| v.to_str().ok()));
+        s.push_str(",\"error\":");
+        opt(&mut s, l.error);
+        s.push_str("}\n");
+        s
+    }
+}
+
+fn opt(s: &mut String, v: Option<&str>) {
+    match v {
+        Some(v) => json_str(s, v),
+        None => s.push_str("null"),
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}

@@ -1,0 +1,192 @@
+//! Listeners: binding sockets, accepting on every worker, and serving each client
+//! connection with hyper (HTTP/1.1 with h2c and upgrades detected, or HTTP/2 only), with an
+//! idle timeout and graceful shutdown.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use portico_model::ListenerProtocol;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+
+use crate::pipeline::{self, Conn};
+use crate::runtime::ListenerRuntime;
+
+/// Binds `addr` for one worker. With `reuse_port` several sockets share the port and the
+/// kernel spreads connections across them.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// What every connection of a listener shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The routes and settings, swapped on reload.
+    pub state: ArcSwap<ListenerRuntime>,
+    /// Set to true to stop accepting and drain.
+    pub stop: watch::Sender<bool>,
+    /// Open connections, across workers.
+    pub open: AtomicUsize,
+    /// Signalled when a connection closes.
+    pub closed: Notify,
+}
+
+impl Shared {
+    /// Shared state for a listener serving `state`.
+    pub fn new(state: Arc<ListenerRuntime>) -> Arc<Self> {
+        Arc::new(Self {
+            state: ArcSwap::new(state),
+            stop: watch::channel(false).0,
+            open: AtomicUsize::new(0),
+            closed: Notify::new(),
+        })
+    }
+
+    /// Waits until every connection has closed.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.closed.notified();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Accepts on one worker's socket until the listener is stopped.
+pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register a listening socket");
+            return;
+        }
+    };
+    let mut stop = shared.stop.subscribe();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    shared.open.fetch_add(1, Ordering::AcqRel);
+                    tokio::spawn(serve(stream, peer, shared.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Serves one client connection to its end.
+async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let lr = shared.state.load_full();
+    let stats = lr.stats.clone();
+    stats.open.inc();
+    stats.accepted.inc();
+    let idle = lr.idle_timeout;
+    let builder = builder(&lr);
+    drop(lr);
+    let conn = Arc::new(Conn::new(peer));
+    let activity = conn.activity.clone();
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| {
+        let lr = svc_shared.state.load_full();
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(pipeline::handle(lr, &conn, req).await) }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    tokio::pin!(connection);
+    let mut stop = shared.stop.subscribe();
+    let mut shutting_down = *stop.borrow();
+    if shutting_down {
+        connection.as_mut().graceful_shutdown();
+    }
+    // The idle check: twice per idle period, close when nothing started and nothing is in flight.
+    let tick = idle / 2;
+    let mut last_started = u64::MAX;
+    let mut quiet_ticks = 0u32;
+    let sleep = tokio::time::sleep(tick);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => break,
+            _ = stopped(&mut stop), if !shutting_down => {
+                shutting_down = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = sleep.as_mut(), if !shutting_down => {
+                let started = activity.started.load(Ordering::Relaxed);
+                if started == last_started && activity.in_flight.load(Ordering::Relaxed) == 0 {
+                    quiet_ticks += 1;
+                } else {
+                    quiet_ticks = 0;
+                }
+                last_started = started;
+                if quiet_ticks >= 2 {
+                    shutting_down = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                sleep.as_mut().reset(tokio::time::Instant::now() + tick);
+            }
+        }
+    }
+    stats.open.dec();
+    if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+        shared.closed.notify_waiters();
+    }
+}
+
+/// Resolves once the stop flag is set (never, if its sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn builder(lr: &ListenerRuntime) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    if lr.protocol != ListenerProtocol::Http {
+        b = b.http2_only();
+    }
+    let max_header = lr.max_header as usize;
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(lr.idle_timeout)
+        .max_buf_size(max_header.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header.min(u32::MAX as usize) as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    b
+}

@@ -1,0 +1,700 @@
+//! The request path, as named phases in order:
+//! `route -> check_limits -> (redirect | fixed | forward: select_upstream -> send -> respond) -> log`.
+//! A request loads its listener's runtime once and keeps it to the end.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, LOCATION};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use portico_model::{HashOn, ListenerProtocol};
+use tokio::sync::oneshot;
+
+use crate::body::{RequestBody, RequestStream, ResponseBody};
+use crate::clock;
+use crate::exchange::{ConnActivity, Exchange, InFlight, LogFields};
+use crate::headers::{self, X_REQUEST_ID};
+use crate::respond::{ErrorKind, ProxyError, error_response};
+use crate::rewrite;
+use crate::router;
+use crate::runtime::{
+    Action, Fixed, Forward, HostRewrite, ListenerRuntime, PathRewrite, Redirect, Route,
+};
+use crate::upstream::Service;
+use crate::upstream::balance::hash64;
+use crate::upstream::client::{self, SendError};
+
+/// A client connection as requests on it see it.
+#[derive(Debug)]
+pub struct Conn {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The client's IP as a header value, made once per connection.
+    pub peer_ip: HeaderValue,
+    /// Activity, for the idle timer.
+    pub activity: Arc<ConnActivity>,
+}
+
+impl Conn {
+    /// A connection from `peer`.
+    pub fn new(peer: SocketAddr) -> Self {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            peer,
+            peer_ip,
+            activity: Arc::new(ConnActivity::default()),
+        }
+    }
+}
+
+/// Serves one request.
+pub async fn handle(
+    lr: Arc<ListenerRuntime>,
+    conn: &Conn,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    conn.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+    conn.activity.started.fetch_add(1, Ordering::Relaxed);
+    let mut ex = Exchange::new(started, Some(conn.activity.clone()));
+    let grpc = lr.protocol == ListenerProtocol::Grpc || is_grpc(req.headers());
+    let request_id = headers::request_id(req.headers());
+    if let Some(sink) = &lr.access_log {
+        ex.log = Some(Box::new(LogFields {
+            sink: sink.clone(),
+            client: conn.peer,
+            listener: lr.name.clone(),
+            method: req.method().clone(),
+            host: host_of(&req).to_owned(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            version: req.version(),
+            request_id: Some(request_id.clone()),
+            route: None,
+            service: None,
+            error: None,
+            attempts: 0,
+        }));
+    }
+    let head = req.method() == Method::HEAD;
+    let mut resp = match proxy(&lr, conn, req, &mut ex, &request_id, grpc).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(l) = &mut ex.log {
+                l.error = Some(e.kind.code());
+            }
+            let mut r = error_response(&e, grpc, Some(&request_id));
+            if head {
+                *r.body_mut() = ResponseBody::empty();
+            }
+            r
+        }
+    };
+    ex.status = resp.status().as_u16();
+    if ex.stats.is_none() {
+        ex.stats = Some(lr.unrouted.clone());
+    }
+    resp.body_mut().attach(ex);
+    resp
+}
+
+async fn proxy(
+    lr: &ListenerRuntime,
+    conn: &Conn,
+    req: Request<Incoming>,
+    ex: &mut Exchange,
+    request_id: &HeaderValue,
+    grpc: bool,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let (id, normalized) = route(lr, &req, grpc)?;
+    let route = &lr.routes[id as usize];
+    ex.stats = Some(route.stats.clone());
+    if let Some(l) = &mut ex.log {
+        l.route = Some(route.name.clone());
+    }
+    check_limits(lr, route, &req)?;
+    let mut resp = match &route.action {
+        Action::Redirect(r) => redirect(r, route, &req, normalized.as_deref()),
+        Action::Fixed(f) => fixed(f, req.method() == Method::HEAD),
+        Action::Forward(f) => {
+            return forward(f, route, conn, req, normalized, ex, request_id).await;
+        }
+    };
+    route.response_headers.apply(resp.headers_mut());
+    resp.headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    Ok(resp)
+}
+
+/// Phase `route`: normalize host and path, find the route.
+fn route(
+    lr: &ListenerRuntime,
+    req: &Request<Incoming>,
+    grpc: bool,
+) -> Result<(u32, Option<String>), ProxyError> {
+    let host = rewrite::normalize_host(host_of(req));
+    let path = req.uri().path();
+    let normalized = rewrite::normalize_path(path).map_err(|e| {
+        ProxyError::new(
+            ErrorKind::BadRequest,
+            match e {
+                rewrite::PathError::BadPercentEncoding => {
+                    "the path has a `%` that is not followed by two hex digits"
+                }
+                rewrite::PathError::AboveRoot => "the path climbs above the root with `..`",
+            },
+        )
+    })?;
+    let rreq = router::Request {
+        host: &host,
+        path: &normalized,
+        method: req.method(),
+        headers: req.headers(),
+        query: req.uri().query(),
+        grpc,
+    };
+    match lr.router.lookup(&rreq) {
+        Some(id) => Ok((
+            id,
+            match normalized {
+                Cow::Owned(s) => Some(s),
+                Cow::Borrowed(_) => None,
+            },
+        )),
+        None => Err(ProxyError::new(
+            ErrorKind::NoRoute,
+            format!(
+                "no route for {} {}{}",
+                req.method(),
+                host,
+                truncate(&normalized, 200)
+            ),
+        )),
+    }
+}
+
+/// Phase `check_limits`: the route's header and body limits (the listener's header limit
+/// is enforced while parsing).
+fn check_limits(
+    lr: &ListenerRuntime,
+    route: &Route,
+    req: &Request<Incoming>,
+) -> Result<(), ProxyError> {
+    // hyper enforces the listener's limit while parsing, but never below 8 KiB.
+    if route.max_header < lr.max_header.max(8192) {
+        let size: usize = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+            + req.method().as_str().len()
+            + req
+                .headers()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if size as u64 > route.max_header {
+            return Err(ProxyError::new(
+                ErrorKind::HeadersTooLarge,
+                format!(
+                    "the request headers are {size} bytes; this route takes at most {}",
+                    route.max_header
+                ),
+            ));
+        }
+    }
+    if let Some(max) = route.max_body {
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(ProxyError::new(
+                ErrorKind::BodyTooLarge,
+                format!(
+                    "the request body is {} bytes; this route takes at most {max}",
+                    declared.unwrap_or(0)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn redirect(
+    r: &Redirect,
+    route: &Route,
+    req: &Request<Incoming>,
+    normalized: Option<&str>,
+) -> Response<ResponseBody> {
+    let raw_host = host_of(req);
+    let (req_host, req_port) = split_port(raw_host);
+    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let host = r.host.as_deref().unwrap_or(req_host);
+    let port = match (r.port, &r.scheme) {
+        (Some(p), _) => Some(p),
+        (None, Some(s)) if s != "http" => None,
+        (None, _) => req_port,
+    };
+    let path = normalized.unwrap_or(req.uri().path());
+    let path: Cow<str> = match &r.path {
+        PathRewrite::Keep => Cow::Borrowed(path),
+        PathRewrite::Full(p) => Cow::Borrowed(p),
+        PathRewrite::Prefix(v) => Cow::Owned(rewrite::replace_prefix(
+            path,
+            route.prefix_len.unwrap_or(0),
+            v,
+        )),
+    };
+    let mut location = format!("{scheme}://{host}");
+    if let Some(p) = port {
+        if !((scheme == "http" && p == 80) || (scheme == "https" && p == 443)) {
+            location.push_str(&format!(":{p}"));
+        }
+    }
+    location.push_str(&path);
+    if let Some(q) = req.uri().query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut resp = Response::new(ResponseBody::empty());
+    *resp.status_mut() = r.status;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+fn fixed(f: &Fixed, head: bool) -> Response<ResponseBody> {
+    let mut resp = Response::new(if head {
+        ResponseBody::empty()
+    } else {
+        ResponseBody::full(f.body.clone())
+    });
+    *resp.status_mut() = f.status;
+    let h = resp.headers_mut();
+    for (k, v) in &f.headers {
+        h.append(k.clone(), v.clone());
+    }
+    if !f.body.is_empty() && !h.contains_key(CONTENT_TYPE) {
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    h.insert(CONTENT_LENGTH, HeaderValue::from(f.body.len()));
+    resp
+}
+
+/// What a retry needs to send the request again.
+struct Template {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+/// Phases `select_upstream -> send -> respond` with retries.
+async fn forward(
+    f: &Forward,
+    route: &Route,
+    conn: &Conn,
+    mut req: Request<Incoming>,
+    normalized: Option<String>,
+    ex: &mut Exchange,
+    request_id: &HeaderValue,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let target = f.pick();
+    let svc: &Service = &target.service;
+    ex.stats = Some(target.stats.clone());
+    if let Some(l) = &mut ex.log {
+        l.service = Some(svc.name.clone());
+    }
+    let upgrade = req.version() <= Version::HTTP_11 && headers::is_upgrade_request(req.headers());
+    if upgrade && svc.protocol.is_http2() {
+        return Err(ProxyError::new(
+            ErrorKind::UpgradeUnsupported,
+            format!(
+                "service `{}` speaks HTTP/2; protocol upgrades need an HTTP/1.1 service",
+                svc.name
+            ),
+        ));
+    }
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let hash = svc
+        .hash_on
+        .as_ref()
+        .and_then(|on| hash_key(on, req.headers(), conn.peer));
+    let (mut parts, body) = req.into_parts();
+
+    // The path and query sent upstream.
+    let path_src = normalized.as_deref().unwrap_or(parts.uri.path());
+    let path: Cow<str> = match &f.path {
+        PathRewrite::Keep => Cow::Borrowed(path_src),
+        PathRewrite::Prefix(v) => Cow::Owned(rewrite::replace_prefix(
+            path_src,
+            route.prefix_len.unwrap_or(0),
+            v,
+        )),
+        PathRewrite::Full(p) => Cow::Borrowed(p.as_str()),
+    };
+    let pq = path_and_query(&path, parts.uri.query(), &parts.uri)?;
+    let client_host = parts.headers.get(HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::add_forwarded(
+        &mut parts.headers,
+        &conn.peer_ip,
+        "http",
+        client_host.clone(),
+    );
+    headers::add_via(&mut parts.headers, parts.version);
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    route.request_headers.apply(&mut parts.headers);
+    let host = match &f.host {
+        HostRewrite::Keep => client_host,
+        HostRewrite::Value(v) => Some(v.clone()),
+        HostRewrite::Target => svc.hostname.clone(),
+    };
+
+    let mut body_done = None;
+    let body = if body.is_end_stream() {
+        RequestBody::Empty
+    } else {
+        let counter = Arc::new(AtomicU64::new(0));
+        ex.bytes_in = Some(counter.clone());
+        let (tx, rx) = oneshot::channel();
+        body_done = Some(rx);
+        RequestBody::Stream(RequestStream::new(body, route.max_body, counter, Some(tx)))
+    };
+    let h2 = svc.protocol.is_http2();
+    parts.version = if h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    let timeout = route.timeout.unwrap_or(svc.request_timeout);
+    let replayable = matches!(body, RequestBody::Empty)
+        && is_idempotent(&parts.method)
+        && svc.retry_attempts > 0
+        && !upgrade;
+    let template = replayable.then(|| Template {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+    });
+    let mut pending = Some(Request::from_parts(parts, body));
+    svc.budget.on_request();
+
+    let mut attempts = 0u32;
+    let mut avoid = None;
+    loop {
+        attempts += 1;
+        if let Some(l) = &mut ex.log {
+            l.attempts = attempts;
+        }
+        let set = svc.endpoints();
+        let Some(i) = set.pick(hash, avoid, clock::now_ms()) else {
+            return Err(ProxyError::new(
+                ErrorKind::NoEndpoint,
+                format!("service `{}` has no available endpoint", svc.name),
+            ));
+        };
+        let ep = set.endpoints[i].clone();
+        let in_flight = InFlight::new(ep.clone());
+        let mut req = match pending.take() {
+            Some(r) => r,
+            None => match &template {
+                Some(t) => rebuild(t),
+                None => unreachable_request()?,
+            },
+        };
+        let host_now = match (&f.host, &host) {
+            (HostRewrite::Target, None) => Some(ep.authority.clone()),
+            (_, h) => h.clone(),
+        };
+        set_target(
+            &mut req,
+            host_now.as_ref().unwrap_or(&ep.authority),
+            &pq,
+            h2,
+        );
+        let can_retry = attempts <= svc.retry_attempts;
+        let sent = if upgrade {
+            client::send_upgrade(svc, &ep, req, timeout).await
+        } else {
+            client::send(svc, &ep, req, timeout, body_done.take()).await
+        };
+        match sent {
+            Ok(sent) => {
+                let status = sent.response.status();
+                if status.is_server_error() {
+                    svc.on_failure(&set, i);
+                } else {
+                    ep.state.on_success();
+                }
+                if can_retry
+                    && template.is_some()
+                    && svc.retry_statuses.contains(&status.as_u16())
+                    && svc.budget.try_retry()
+                {
+                    svc.stats.retries.inc();
+                    avoid = Some(i);
+                    continue;
+                }
+                svc.stats.latency.observe(sent.elapsed.as_secs_f64());
+                ex.upstream_time = Some(sent.elapsed);
+                ex.endpoint = Some(in_flight);
+                return Ok(respond(sent, route, request_id, client_upgrade));
+            }
+            Err((err, back)) => {
+                if !matches!(err, SendError::BodyTooLarge(_) | SendError::ClientBody(_)) {
+                    svc.on_failure(&set, i);
+                }
+                let retryable = match &err {
+                    SendError::Connect(_) | SendError::ConnectTimeout => {
+                        back.is_some() || template.is_some()
+                    }
+                    SendError::Reset { reused: true, .. } => back.is_some() || template.is_some(),
+                    _ => false,
+                };
+                if retryable && can_retry && svc.budget.try_retry() {
+                    svc.stats.retries.inc();
+                    avoid = Some(i);
+                    pending = back;
+                    continue;
+                }
+                ex.endpoint = Some(in_flight);
+                return Err(send_error(err, svc, &ep.label, timeout));
+            }
+        }
+    }
+}
+
+/// Phase `respond`: the upstream's response, cleaned and edited, streaming its body.
+fn respond(
+    sent: client::Sent,
+    route: &Route,
+    request_id: &HeaderValue,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ResponseBody> {
+    let mut response = sent.response;
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        if let Some(client) = client_upgrade {
+            let upstream = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                let (c, u) = tokio::join!(client, upstream);
+                if let (Ok(c), Ok(u)) = (c, u) {
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u))
+                            .await;
+                }
+            });
+        }
+    }
+    let (mut parts, body) = response.into_parts();
+    // The client's connection has its own version; an HTTP/1.0 upstream must not turn
+    // the client's keep-alive connection into a 1.0 one.
+    parts.version = Version::HTTP_11;
+    headers::strip_hop_by_hop(&mut parts.headers, switching);
+    headers::add_via(&mut parts.headers, parts.version);
+    route.response_headers.apply(&mut parts.headers);
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    if switching {
+        // The tunnel owns the connection now; the 101 has no body.
+        return Response::from_parts(parts, ResponseBody::empty());
+    }
+    Response::from_parts(parts, ResponseBody::upstream(body, sent.release))
+}
+
+fn send_error(
+    err: SendError,
+    svc: &Service,
+    endpoint: &str,
+    timeout: std::time::Duration,
+) -> ProxyError {
+    let name = &svc.name;
+    match err {
+        SendError::Connect(e) => ProxyError::new(
+            ErrorKind::ConnectFailed,
+            format!("cannot connect to service `{name}` endpoint {endpoint}: {e}"),
+        ),
+        SendError::ConnectTimeout => ProxyError::new(
+            ErrorKind::ConnectTimeout,
+            format!(
+                "connecting to service `{name}` endpoint {endpoint} timed out after {:?}",
+                svc.connect_timeout
+            ),
+        ),
+        SendError::Timeout => {
+            svc.stats.timeouts.inc();
+            ProxyError::new(
+                ErrorKind::UpstreamTimeout,
+                format!("service `{name}` endpoint {endpoint} did not answer within {timeout:?}"),
+            )
+        }
+        SendError::Reset { error, .. } => {
+            svc.stats.failures.inc();
+            let what = if error.is_parse() {
+                "sent an invalid HTTP response"
+            } else {
+                "closed the connection before answering"
+            };
+            ProxyError::new(
+                ErrorKind::UpstreamReset,
+                format!("service `{name}` endpoint {endpoint} {what}"),
+            )
+        }
+        SendError::BodyTooLarge(max) => ProxyError::new(
+            ErrorKind::BodyTooLarge,
+            format!("the request body is larger than the {max}-byte limit"),
+        ),
+        SendError::ClientBody(_) => ProxyError::new(
+            ErrorKind::ClientAborted,
+            "the client stopped sending its request body",
+        ),
+    }
+}
+
+fn set_target(req: &mut Request<RequestBody>, host: &HeaderValue, pq: &PathAndQuery, h2: bool) {
+    if h2 {
+        let authority = host.to_str().ok().and_then(|h| h.parse::<Authority>().ok());
+        let mut b = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .path_and_query(pq.clone());
+        if let Some(a) = authority {
+            b = b.authority(a);
+        } else {
+            b = b.authority("localhost");
+        }
+        if let Ok(uri) = b.build() {
+            *req.uri_mut() = uri;
+        }
+        req.headers_mut().remove(HOST);
+    } else {
+        *req.uri_mut() = Uri::from(pq.clone());
+        req.headers_mut().insert(HOST, host.clone());
+    }
+}
+
+fn rebuild(t: &Template) -> Request<RequestBody> {
+    let mut r = Request::new(RequestBody::Empty);
+    *r.method_mut() = t.method.clone();
+    *r.uri_mut() = t.uri.clone();
+    *r.version_mut() = t.version;
+    *r.headers_mut() = t.headers.clone();
+    r
+}
+
+fn unreachable_request() -> Result<Request<RequestBody>, ProxyError> {
+    Err(ProxyError::new(
+        ErrorKind::UpstreamReset,
+        "the request cannot be sent again",
+    ))
+}
+
+fn path_and_query(
+    path: &str,
+    query: Option<&str>,
+    original: &Uri,
+) -> Result<PathAndQuery, ProxyError> {
+    if let Some(pq) = original.path_and_query() {
+        if pq.path() == path {
+            return Ok(pq.clone());
+        }
+    }
+    let s = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    PathAndQuery::try_from(s).map_err(|_| {
+        ProxyError::new(
+            ErrorKind::BadRequest,
+            "the rewritten path is not a valid URI path",
+        )
+    })
+}
+
+fn hash_key(on: &HashOn, h: &HeaderMap, peer: SocketAddr) -> Option<u64> {
+    match on {
+        HashOn::Header(name) => h.get(name.as_str()).map(|v| hash64(v.as_bytes(), 0)),
+        HashOn::Cookie(name) => h.get_all(COOKIE).iter().find_map(|v| {
+            v.to_str().ok()?.split(';').find_map(|kv| {
+                let (k, val) = kv.trim().split_once('=')?;
+                (k == name).then(|| hash64(val.as_bytes(), 0))
+            })
+        }),
+        HashOn::ClientIp => Some(match peer.ip() {
+            std::net::IpAddr::V4(ip) => hash64(&ip.octets(), 0),
+            std::net::IpAddr::V6(ip) => hash64(&ip.octets(), 0),
+        }),
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn host_of<B>(req: &Request<B>) -> &str {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
+        .unwrap_or("")
+}
+
+fn split_port(host: &str) -> (&str, Option<u16>) {
+    if host.starts_with('[') {
+        return match host.rfind("]:") {
+            Some(i) => (&host[..=i], host[i + 2..].parse().ok()),
+            None => (host, None),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) => match p.parse() {
+            Ok(port) => (h, Some(port)),
+            Err(_) => (host, None),
+        },
+        None => (host, None),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -1,0 +1,389 @@
+//! The second compile step: a validated Snapshot becomes a [`Runtime`]: per listener a route
+//! table, compiled actions, resolved services and metric handles. Built completely before
+//! it is swapped in; a Snapshot that fails here is refused and the old runtime keeps serving.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use portico_model::{ListenerProtocol, PathMatch, PrefixRewrite, Snapshot, defaults};
+
+use crate::Error;
+use crate::access_log::AccessLog;
+use crate::headers::Edits;
+use crate::metrics::{ListenerStats, Metrics, RouteStats};
+use crate::router::Router;
+use crate::upstream::{Service, StateRegistry};
+
+/// Everything a gateway serves, compiled.
+#[derive(Debug)]
+pub struct Runtime {
+    /// Short content hash of the Snapshot.
+    pub version: Arc<str>,
+    /// Listeners with their route tables.
+    pub listeners: Vec<CompiledListener>,
+}
+
+/// A listener: what to bind, and what to serve on it.
+#[derive(Debug)]
+pub struct CompiledListener {
+    /// Socket settings.
+    pub spec: ListenerSpec,
+    /// Routes and settings requests on it use.
+    pub runtime: Arc<ListenerRuntime>,
+}
+
+/// How a listener's socket and connections are set up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerSpec {
+    /// Name.
+    pub name: Arc<str>,
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// Client protocol.
+    pub protocol: ListenerProtocol,
+    /// Idle timeout of client connections.
+    pub idle_timeout: Duration,
+    /// Largest request header block.
+    pub max_header_bytes: u64,
+}
+
+/// What a request on a listener is served with.
+#[derive(Debug)]
+pub struct ListenerRuntime {
+    /// Listener name.
+    pub name: Arc<str>,
+    /// Client protocol.
+    pub protocol: ListenerProtocol,
+    /// Route table.
+    pub router: Router,
+    /// Routes by router id.
+    pub routes: Vec<Route>,
+    /// Largest request body, when limited.
+    pub max_body: Option<u64>,
+    /// Largest request header block.
+    pub max_header: u64,
+    /// Idle timeout of client connections.
+    pub idle_timeout: Duration,
+    /// Metrics of requests no route took.
+    pub unrouted: Arc<RouteStats>,
+    /// Connection metrics.
+    pub stats: ListenerStats,
+    /// Access log, when on.
+    pub access_log: Option<Arc<AccessLog>>,
+    /// Snapshot version.
+    pub version: Arc<str>,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Name.
+    pub name: Arc<str>,
+    /// What it does.
+    pub action: Action,
+    /// Edits to the upstream request.
+    pub request_headers: Edits,
+    /// Edits to the client response.
+    pub response_headers: Edits,
+    /// Largest request body, when limited (route, else listener).
+    pub max_body: Option<u64>,
+    /// Largest request header block (route, else listener).
+    pub max_header: u64,
+    /// Request timeout override.
+    pub timeout: Option<Duration>,
+    /// Length of the matched prefix (prefix and path_prefix matches).
+    pub prefix_len: Option<usize>,
+    /// Metrics for redirects and fixed responses.
+    pub stats: Arc<RouteStats>,
+}
+
+/// A route's action.
+#[derive(Debug)]
+pub enum Action {
+    /// Forward upstream.
+    Forward(Forward),
+    /// Redirect.
+    Redirect(Redirect),
+    /// Fixed response.
+    Fixed(Fixed),
+}
+
+/// Forward to weighted targets.
+#[derive(Debug)]
+pub struct Forward {
+    /// Targets with cumulative weights.
+    pub targets: Vec<Target>,
+    /// Sum of weights.
+    pub total: u32,
+    /// Path rewrite.
+    pub path: PathRewrite,
+    /// Host rewrite.
+    pub host: HostRewrite,
+}
+
+/// A weighted target.
+#[derive(Debug)]
+pub struct Target {
+    /// The service.
+    pub service: Arc<Service>,
+    /// Running sum of weights up to and including this target.
+    pub cumulative: u32,
+    /// Metrics of this route and service.
+    pub stats: Arc<RouteStats>,
+}
+
+/// What happens to the path of a forwarded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRewrite {
+    /// Unchanged.
+    Keep,
+    /// The matched prefix is replaced by this.
+    Prefix(String),
+    /// The whole path is replaced by this.
+    Full(String),
+}
+
+/// What Host the upstream receives.
+#[derive(Debug, Clone)]
+pub enum HostRewrite {
+    /// The client's.
+    Keep,
+    /// The target service's hostname (or the endpoint's `host:port`).
+    Target,
+    /// This value.
+    Value(HeaderValue),
+}
+
+/// A compiled redirect.
+#[derive(Debug)]
+pub struct Redirect {
+    /// Scheme, when changed.
+    pub scheme: Option<String>,
+    /// Host, when changed.
+    pub host: Option<String>,
+    /// Port, when changed.
+    pub port: Option<u16>,
+    /// Path rewrite.
+    pub path: PathRewrite,
+    /// Status.
+    pub status: StatusCode,
+}
+
+/// A compiled fixed response.
+#[derive(Debug)]
+pub struct Fixed {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// What compiling needs besides the Snapshot.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Metric families.
+    pub metrics: Arc<Metrics>,
+    /// State kept across Snapshots.
+    pub registry: Arc<StateRegistry>,
+    /// Access log sink, when on.
+    pub access_log: Option<Arc<AccessLog>>,
+}
+
+impl Runtime {
+    /// Validates and compiles `snapshot`; resolves services' DNS names.
+    pub async fn compile(snapshot: &Snapshot, cx: &Context) -> Result<Self, Error> {
+        snapshot.validate()?;
+        let version: Arc<str> = snapshot.short_version().into();
+        let mut services = HashMap::new();
+        for s in &snapshot.services {
+            services.insert(
+                s.name.clone(),
+                Service::compile(s, &cx.registry, &cx.metrics).await,
+            );
+        }
+        let mut listeners = Vec::new();
+        for l in &snapshot.listeners {
+            let name: Arc<str> = l.effective_name().into();
+            let max_header = l
+                .limits
+                .max_request_header_bytes
+                .unwrap_or(defaults::MAX_REQUEST_HEADER_BYTES)
+                .get();
+            let max_body = l.limits.max_request_body_bytes.map(|b| b.get());
+            let mut routes = Vec::new();
+            let mut matches = Vec::new();
+            for (i, r) in snapshot.routes.iter().enumerate() {
+                if !r.listeners.is_empty() && !r.listeners.iter().any(|n| **n == *name) {
+                    continue;
+                }
+                let id = routes.len() as u32;
+                routes.push(compile_route(
+                    r, i, &name, max_header, max_body, &services, cx,
+                )?);
+                matches.push((id, r.priority, &r.matches));
+            }
+            let router = Router::build(matches)?;
+            let spec = ListenerSpec {
+                name: name.clone(),
+                addr: SocketAddr::new(l.address, l.port),
+                protocol: l.protocol,
+                idle_timeout: l.idle_timeout.get(),
+                max_header_bytes: max_header,
+            };
+            let empty: Arc<str> = "".into();
+            let runtime = Arc::new(ListenerRuntime {
+                unrouted: Arc::new(cx.metrics.route(&name, &"none".into(), &empty)),
+                stats: cx.metrics.listener(&name),
+                name,
+                protocol: l.protocol,
+                router,
+                routes,
+                max_body,
+                max_header,
+                idle_timeout: l.idle_timeout.get(),
+                access_log: cx.access_log.clone(),
+                version: version.clone(),
+            });
+            listeners.push(CompiledListener { spec, runtime });
+        }
+        cx.registry.prune();
+        Ok(Self { version, listeners })
+    }
+}
+
+fn compile_route(
+    r: &portico_model::Route,
+    index: usize,
+    listener: &Arc<str>,
+    listener_max_header: u64,
+    listener_max_body: Option<u64>,
+    services: &HashMap<String, Arc<Service>>,
+    cx: &Context,
+) -> Result<Route, Error> {
+    let name: Arc<str> = r.effective_name(index).into();
+    let label = name.clone();
+    let err = move |m: String| Error::Route(format!("routes[{index}] ({label}): {m}"));
+    let prefix_len = match &r.matches.path {
+        Some(PathMatch::Prefix(p)) => Some(p.len()),
+        Some(PathMatch::PathPrefix(p)) => {
+            let t = if p.len() > 1 {
+                p.trim_end_matches('/')
+            } else {
+                p.as_str()
+            };
+            Some(t.len().max(1))
+        }
+        _ => None,
+    };
+    let no_service: Arc<str> = "".into();
+    let action = if let Some(f) = &r.forward {
+        let mut targets = Vec::new();
+        let mut total = 0u32;
+        for t in f.all_targets() {
+            if t.weight == 0 {
+                continue;
+            }
+            let service = services
+                .get(&t.service)
+                .ok_or_else(|| err(format!("no service `{}`", t.service)))?;
+            total += t.weight;
+            targets.push(Target {
+                stats: Arc::new(cx.metrics.route(listener, &name, &service.name)),
+                service: service.clone(),
+                cumulative: total,
+            });
+        }
+        let rw = r.rewrite.clone().unwrap_or_default();
+        let path = match (&rw.path, &rw.prefix, prefix_len) {
+            (Some(p), _, _) => PathRewrite::Full(p.clone()),
+            (None, Some(PrefixRewrite::Off), _) | (None, _, None) => PathRewrite::Keep,
+            (None, Some(PrefixRewrite::Value(v)), Some(_)) => PathRewrite::Prefix(v.clone()),
+            (None, None, Some(_)) => PathRewrite::Prefix("/".into()),
+        };
+        let host = match (&rw.host, rw.host_to_target) {
+            (Some(h), _) => HostRewrite::Value(
+                HeaderValue::from_str(h).map_err(|_| err(format!("bad host `{h}`")))?,
+            ),
+            (None, true) => HostRewrite::Target,
+            (None, false) => HostRewrite::Keep,
+        };
+        Action::Forward(Forward {
+            targets,
+            total,
+            path,
+            host,
+        })
+    } else if let Some(rd) = &r.redirect {
+        let path = match (&rd.path, &rd.prefix) {
+            (Some(p), _) => PathRewrite::Full(p.clone()),
+            (None, Some(p)) => PathRewrite::Prefix(p.clone()),
+            (None, None) => PathRewrite::Keep,
+        };
+        Action::Redirect(Redirect {
+            scheme: rd.scheme.clone(),
+            host: rd.host.clone(),
+            port: rd.port,
+            path,
+            status: StatusCode::from_u16(rd.status)
+                .map_err(|_| err(format!("bad status {}", rd.status)))?,
+        })
+    } else if let Some(fr) = &r.fixed_response {
+        let mut headers = Vec::new();
+        for (k, v) in &fr.headers {
+            headers.push((
+                HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|_| err(format!("bad header `{k}`")))?,
+                HeaderValue::from_str(v).map_err(|_| err(format!("bad value for `{k}`")))?,
+            ));
+        }
+        Action::Fixed(Fixed {
+            status: StatusCode::from_u16(fr.status)
+                .map_err(|_| err(format!("bad status {}", fr.status)))?,
+            headers,
+            body: Bytes::from(fr.body.clone().unwrap_or_default()),
+        })
+    } else {
+        return Err(err("no action".into()));
+    };
+    Ok(Route {
+        stats: Arc::new(cx.metrics.route(listener, &name, &no_service)),
+        name,
+        action,
+        request_headers: Edits::compile(&r.request_headers).map_err(&err)?,
+        response_headers: Edits::compile(&r.response_headers).map_err(&err)?,
+        max_body: match (
+            r.limits.max_request_body_bytes.map(|b| b.get()),
+            listener_max_body,
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+        max_header: r
+            .limits
+            .max_request_header_bytes
+            .map(|b| b.get())
+            .unwrap_or(listener_max_header)
+            .min(listener_max_header),
+        timeout: r.timeout.map(|t| t.get()),
+        prefix_len,
+    })
+}
+
+impl Forward {
+    /// Picks a target by weight.
+    #[inline]
+    pub fn pick(&self) -> &Target {
+        if self.targets.len() == 1 {
+            return &self.targets[0];
+        }
+        let r = fastrand::u32(..self.total.max(1));
+        let i = self.targets.partition_point(|t| t.cumulative <= r);
+        &self.targets[i.min(self.targets.len() - 1)]
+    }
+}
