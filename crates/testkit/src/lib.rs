@@ -1,1 +1,17 @@
-//! placeholder
+//! Test support for Portico: real servers on port 0 that record what they saw, clients, and
+//! process launchers. Nothing here is mocked: every server speaks real HTTP over real sockets.
+//!
+//! - [`upstream`]: a programmable HTTP/1.1 + h2c upstream that records requests
+//! - [`grpc`]: a tonic gRPC service and client with unary and streaming calls
+//! - [`websocket`]: a WebSocket echo server and client
+//! - [`client`]: HTTP/1.1 and h2c clients, raw TCP
+//! - [`process`]: launching the `portico` binary and reading its logs
+
+pub mod client;
+pub mod grpc;
+pub mod process;
+pub mod upstream;
+pub mod websocket;
+
+pub use client::{Client, Resp};
+pub use upstream::{Recorded, Reply, Upstream};
