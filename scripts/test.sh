@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh Debian machine: installs what the tests need (Debian packages
+# via apt-get when missing), then the quality gates and the whole test suite.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Debian packages the tests use: curl and procps (kill, /proc readers) for process tests.
+need=()
+command -v curl >/dev/null || need+=(curl)
+command -v kill >/dev/null || need+=(procps)
+if [ "${#need[@]}" -gt 0 ]; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast
+    cargo test --workspace --doc
+else
+    cargo test --workspace --no-fail-fast
+fi
+# One crypto provider only (see DEPENDENCIES.md): ring must never enter the graph.
+if cargo tree -i ring --workspace >/dev/null 2>&1; then
+    echo "error: the ring crate is in the dependency graph; keep aws-lc-rs as the only provider" >&2
+    exit 1
+fi
