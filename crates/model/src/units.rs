@@ -83,7 +83,7 @@ impl fmt::Display for Duration {
             ("m", 60_000),
             ("s", 1_000),
         ] {
-            if ms % per == 0 {
+            if ms.is_multiple_of(per) {
                 return write!(f, "{}{unit}", ms / per);
             }
         }
@@ -149,7 +149,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
         for (unit, per) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if n >= per && n % per == 0 {
+            if n >= per && n.is_multiple_of(per) {
                 return write!(f, "{}{unit}", n / per);
             }
         }

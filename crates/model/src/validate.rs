@@ -28,13 +28,13 @@ pub fn snapshot(s: &Snapshot) -> Result<(), Error> {
 pub fn gateway_file(f: &GatewayFile) -> Result<(), Error> {
     let mut v = Validator::default();
     v.schema(f.schema);
-    if let Some(w) = f.node.workers {
-        if !(1..=1024).contains(&w) {
-            v.err(
-                "node.workers",
-                format!("{w} workers: use 1 to 1024, or leave it out for one per CPU"),
-            );
-        }
+    if let Some(w) = f.node.workers
+        && !(1..=1024).contains(&w)
+    {
+        v.err(
+            "node.workers",
+            format!("{w} workers: use 1 to 1024, or leave it out for one per CPU"),
+        );
     }
     if f.node.drain_timeout.get().is_zero() {
         v.err("node.drain_timeout", "must be more than 0s");
@@ -280,16 +280,16 @@ impl Validator {
                     format!("`{name}` is already the name of listeners[{first}]"),
                 );
             }
-            if l.port != 0 {
-                if let Some(first) = addrs.insert((l.address, l.port), i) {
-                    self.err(
-                        format!("{p}.port"),
-                        format!(
-                            "{}:{} is already used by listeners[{first}]",
-                            l.address, l.port
-                        ),
-                    );
-                }
+            if l.port != 0
+                && let Some(first) = addrs.insert((l.address, l.port), i)
+            {
+                self.err(
+                    format!("{p}.port"),
+                    format!(
+                        "{}:{} is already used by listeners[{first}]",
+                        l.address, l.port
+                    ),
+                );
             }
             self.limits(&format!("{p}.limits"), &l.limits);
             if l.idle_timeout.get().is_zero() {
@@ -300,13 +300,13 @@ impl Validator {
     }
 
     fn limits(&mut self, p: &str, l: &Limits) {
-        if let Some(h) = l.max_request_header_bytes {
-            if !(1024..=1 << 20).contains(&h.get()) {
-                self.err(
-                    format!("{p}.max_request_header_bytes"),
-                    format!("{h}: use 1KiB to 1MiB"),
-                );
-            }
+        if let Some(h) = l.max_request_header_bytes
+            && !(1024..=1 << 20).contains(&h.get())
+        {
+            self.err(
+                format!("{p}.max_request_header_bytes"),
+                format!("{h}: use 1KiB to 1MiB"),
+            );
         }
     }
 
@@ -360,10 +360,10 @@ impl Validator {
                     );
                 }
             }
-            if let Some(h) = &s.hostname {
-                if let Err(m) = check_host(h.split(':').next().unwrap_or(h), false) {
-                    self.err(format!("{p}.hostname"), m);
-                }
+            if let Some(h) = &s.hostname
+                && let Err(m) = check_host(h.split(':').next().unwrap_or(h), false)
+            {
+                self.err(format!("{p}.hostname"), m);
             }
             for (field, d) in [
                 ("connect_timeout", s.connect_timeout),
@@ -595,13 +595,13 @@ impl Validator {
                 && !s.starts_with('.')
                 && !s.ends_with('.')
         };
-        if let Some(s) = &g.service {
-            if !ident(s, true) {
-                self.err(
-                    format!("{p}.service"),
-                    format!("`{s}` is not a gRPC service name such as `helloworld.Greeter`"),
-                );
-            }
+        if let Some(s) = &g.service
+            && !ident(s, true)
+        {
+            self.err(
+                format!("{p}.service"),
+                format!("`{s}` is not a gRPC service name such as `helloworld.Greeter`"),
+            );
         }
         if let Some(m) = &g.method {
             if !ident(m, false) {
@@ -688,18 +688,19 @@ impl Validator {
     }
 
     fn redirect(&mut self, p: &str, r: &Redirect, prefix_match: bool) {
-        if let Some(s) = &r.scheme {
-            if s != "http" && s != "https" {
-                self.err(
-                    format!("{p}.scheme"),
-                    format!("`{s}`: use `http` or `https`"),
-                );
-            }
+        if let Some(s) = &r.scheme
+            && s != "http"
+            && s != "https"
+        {
+            self.err(
+                format!("{p}.scheme"),
+                format!("`{s}`: use `http` or `https`"),
+            );
         }
-        if let Some(h) = &r.host {
-            if let Err(m) = check_host(h, false) {
-                self.err(format!("{p}.host"), m);
-            }
+        if let Some(h) = &r.host
+            && let Err(m) = check_host(h, false)
+        {
+            self.err(format!("{p}.host"), m);
         }
         if r.port == Some(0) {
             self.err(format!("{p}.port"), "use 1 to 65535");

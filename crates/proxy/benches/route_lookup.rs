@@ -3,6 +3,8 @@
 //!
 //! Run: `cargo bench -p portico-proxy --bench route_lookup`
 
+#![allow(missing_docs)] // criterion_group! makes public items
+
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -33,16 +35,21 @@ impl Naive {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let Some(PathMatch::Prefix(p)) = &m.path else { unreachable!() };
+                let Some(PathMatch::Prefix(p)) = &m.path else {
+                    unreachable!()
+                };
                 (m.hosts[0].clone(), p.clone(), i as u32)
             })
             .collect();
-        routes.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.1.len()));
         Self { routes }
     }
 
     fn lookup(&self, host: &str, path: &str) -> Option<u32> {
-        self.routes.iter().find(|(h, p, _)| h == host && path.starts_with(p.as_str())).map(|r| r.2)
+        self.routes
+            .iter()
+            .find(|(h, p, _)| h == host && path.starts_with(p.as_str()))
+            .map(|r| r.2)
     }
 }
 
@@ -51,21 +58,39 @@ fn bench(c: &mut Criterion) {
     let headers = HeaderMap::new();
     for n in [10usize, 1_000, 10_000] {
         let matches = routes(n);
-        let router = Router::build(matches.iter().enumerate().map(|(i, m)| (i as u32, None, m))).expect("router");
+        let router = Router::build(matches.iter().enumerate().map(|(i, m)| (i as u32, None, m)))
+            .expect("router");
         let naive = Naive::new(&matches);
         // Look up the last route (worst case for the scan) and a miss.
         let last = n - 1;
         let host = format!("svc{}.example.com", last % (n / 10).max(1));
         let path = format!("/api/v{}/resource{}/items/42", last % 7, last);
-        let req = Request { host: &host, path: &path, method: &Method::GET, headers: &headers, query: None, grpc: false };
+        let req = Request {
+            host: &host,
+            path: &path,
+            method: &Method::GET,
+            headers: &headers,
+            query: None,
+            grpc: false,
+        };
         assert_eq!(router.lookup(&req), Some(last as u32));
         assert_eq!(naive.lookup(&host, &path), Some(last as u32));
-        group.bench_with_input(BenchmarkId::new("trie", n), &req, |b, req| b.iter(|| router.lookup(black_box(req))));
-        group.bench_with_input(BenchmarkId::new("naive_scan", n), &(&host, &path), |b, (h, p)| {
-            b.iter(|| naive.lookup(black_box(h), black_box(p)))
+        group.bench_with_input(BenchmarkId::new("trie", n), &req, |b, req| {
+            b.iter(|| router.lookup(black_box(req)))
         });
-        let miss = Request { host: "nowhere.example.com", path: "/nothing", ..req };
-        group.bench_with_input(BenchmarkId::new("trie_miss", n), &miss, |b, req| b.iter(|| router.lookup(black_box(req))));
+        group.bench_with_input(
+            BenchmarkId::new("naive_scan", n),
+            &(&host, &path),
+            |b, (h, p)| b.iter(|| naive.lookup(black_box(h), black_box(p))),
+        );
+        let miss = Request {
+            host: "nowhere.example.com",
+            path: "/nothing",
+            ..req
+        };
+        group.bench_with_input(BenchmarkId::new("trie_miss", n), &miss, |b, req| {
+            b.iter(|| router.lookup(black_box(req)))
+        });
     }
     group.finish();
 }

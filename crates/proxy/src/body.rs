@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use crate::exchange::Exchange;
-use crate::upstream::pool::Release;
+use crate::upstream::client::UpstreamBody;
 
 /// Why a request body stopped.
 #[derive(Debug, thiserror::Error)]
@@ -129,10 +129,18 @@ pub struct ResponseBody {
 #[derive(Debug)]
 enum Inner {
     Full(Option<Bytes>),
-    Upstream {
-        body: Incoming,
-        release: Option<Release>,
-    },
+    Upstream(UpstreamBody),
+}
+
+/// Why a response body broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    /// Reading an HTTP/1.1 upstream failed.
+    #[error("upstream body: {0}")]
+    H1(#[from] std::io::Error),
+    /// An HTTP/2 upstream stream failed.
+    #[error("upstream stream: {0}")]
+    H2(#[from] hyper::Error),
 }
 
 impl ResponseBody {
@@ -153,10 +161,10 @@ impl ResponseBody {
         }
     }
 
-    /// An upstream body; `release` returns the connection to its pool at the end.
-    pub fn upstream(body: Incoming, release: Option<Release>) -> Self {
+    /// An upstream body, streamed.
+    pub fn upstream(body: UpstreamBody) -> Self {
         Self {
-            inner: Inner::Upstream { body, release },
+            inner: Inner::Upstream(body),
             exchange: None,
         }
     }
@@ -167,11 +175,6 @@ impl ResponseBody {
         self.exchange = Some(exchange);
         if ended {
             // Nothing will be polled (e.g. HEAD, 204): complete now.
-            if let Inner::Upstream { release, .. } = &mut self.inner {
-                if let Some(r) = release.take() {
-                    r.release();
-                }
-            }
             self.complete(true);
         }
     }
@@ -185,61 +188,49 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
         let this = self.get_mut();
-        match &mut this.inner {
-            Inner::Full(b) => match b.take() {
-                Some(bytes) => {
-                    if let Some(ex) = &mut this.exchange {
-                        ex.bytes_out += bytes.len() as u64;
-                    }
+        let polled = match &mut this.inner {
+            Inner::Full(b) => Poll::Ready(b.take().map(|bytes| Ok(Frame::data(bytes)))),
+            Inner::Upstream(UpstreamBody::H1(b)) => {
+                Pin::new(b).poll_frame(cx).map_err(ResponseError::from)
+            }
+            Inner::Upstream(UpstreamBody::H2(b)) => {
+                Pin::new(b).poll_frame(cx).map_err(ResponseError::from)
+            }
+        };
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(ex)) = (frame.data_ref(), &mut this.exchange) {
+                    ex.bytes_out += data.len() as u64;
+                }
+                if this.is_end_stream() {
                     this.complete(true);
-                    Poll::Ready(Some(Ok(Frame::data(bytes))))
                 }
-                None => {
-                    this.complete(true);
-                    Poll::Ready(None)
-                }
-            },
-            Inner::Upstream { body, release } => match Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let (Some(data), Some(ex)) = (frame.data_ref(), &mut this.exchange) {
-                        ex.bytes_out += data.len() as u64;
-                    }
-                    if body.is_end_stream() {
-                        if let Some(r) = release.take() {
-                            r.release();
-                        }
-                        this.complete(true);
-                    }
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Poll::Ready(None) => {
-                    if let Some(r) = release.take() {
-                        r.release();
-                    }
-                    this.complete(true);
-                    Poll::Ready(None)
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    release.take();
-                    this.complete(false);
-                    Poll::Ready(Some(Err(e)))
-                }
-                Poll::Pending => Poll::Pending,
-            },
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.complete(true);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.complete(false);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
-            Inner::Upstream { body, .. } => body.is_end_stream(),
+            Inner::Upstream(UpstreamBody::H1(b)) => b.is_end_stream(),
+            Inner::Upstream(UpstreamBody::H2(b)) => b.is_end_stream(),
         }
     }
 
@@ -247,7 +238,8 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
-            Inner::Upstream { body, .. } => body.size_hint(),
+            Inner::Upstream(UpstreamBody::H1(b)) => b.size_hint(),
+            Inner::Upstream(UpstreamBody::H2(b)) => b.size_hint(),
         }
     }
 }

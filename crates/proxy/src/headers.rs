@@ -95,10 +95,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     h.remove(&PROXY_CONNECTION);
     h.remove(header::TRANSFER_ENCODING);
     h.remove(header::TRAILER);
-    if let Some(te) = h.get(header::TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            h.remove(header::TE);
-        }
+    if let Some(te) = h.get(header::TE)
+        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    {
+        h.remove(header::TE);
     }
 }
 
@@ -162,10 +162,12 @@ pub fn add_via(h: &mut HeaderMap, version: http::Version) {
 /// The request's id: the client's `x-request-id` when it is sane, else a new UUIDv4.
 #[inline]
 pub fn request_id(h: &HeaderMap) -> HeaderValue {
-    if let Some(v) = h.get(&X_REQUEST_ID) {
-        if !v.is_empty() && v.len() <= 200 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()) {
-            return v.clone();
-        }
+    if let Some(v) = h.get(&X_REQUEST_ID)
+        && !v.is_empty()
+        && v.len() <= 200
+        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    {
+        return v.clone();
     }
     new_request_id()
 }

@@ -119,7 +119,9 @@ async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let svc = service_fn(move |req| {
         let lr = svc_shared.state.load_full();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(pipeline::handle(lr, &conn, req).await) }
+        // One allocation for the request's state instead of copying kilobytes of future
+        // each time hyper moves it.
+        Box::pin(async move { Ok::<_, Infallible>(pipeline::handle(lr, &conn, req).await) })
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(connection);

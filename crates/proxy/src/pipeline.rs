@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, LOCATION};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, EXPECT, HOST, LOCATION};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use portico_model::{HashOn, ListenerProtocol};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use crate::body::{RequestBody, RequestStream, ResponseBody};
@@ -27,9 +28,10 @@ use crate::router;
 use crate::runtime::{
     Action, Fixed, Forward, HostRewrite, ListenerRuntime, PathRewrite, Redirect, Route,
 };
-use crate::upstream::Service;
-use crate::upstream::balance::hash64;
-use crate::upstream::client::{self, SendError};
+use crate::upstream::balance::{EndpointSet, hash64};
+use crate::upstream::client::{self, SendError, UpstreamBody};
+use crate::upstream::endpoint::Endpoint;
+use crate::upstream::{Service, h1};
 
 /// A client connection as requests on it see it.
 #[derive(Debug)]
@@ -255,10 +257,10 @@ fn redirect(
         )),
     };
     let mut location = format!("{scheme}://{host}");
-    if let Some(p) = port {
-        if !((scheme == "http" && p == 80) || (scheme == "https" && p == 443)) {
-            location.push_str(&format!(":{p}"));
-        }
+    if let Some(p) = port
+        && !((scheme == "http" && p == 80) || (scheme == "https" && p == 443))
+    {
+        location.push_str(&format!(":{p}"));
     }
     location.push_str(&path);
     if let Some(q) = req.uri().query() {
@@ -296,12 +298,25 @@ fn fixed(f: &Fixed, head: bool) -> Response<ResponseBody> {
     resp
 }
 
-/// What a retry needs to send the request again.
+/// What an HTTP/2 retry needs to send the request again.
 struct Template {
     method: Method,
     uri: Uri,
     version: Version,
     headers: HeaderMap,
+}
+
+/// What both forwarding paths share.
+struct Upstream<'a> {
+    f: &'a Forward,
+    route: &'a Route,
+    svc: &'a Service,
+    hash: Option<u64>,
+    host: Option<HeaderValue>,
+    pq: PathAndQuery,
+    timeout: std::time::Duration,
+    body_done: Option<oneshot::Receiver<()>>,
+    request_id: &'a HeaderValue,
 }
 
 /// Phases `select_upstream -> send -> respond` with retries.
@@ -357,6 +372,8 @@ async fn forward(
     });
 
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    // The gateway streams the body itself and answers `Expect: 100-continue` to the client.
+    parts.headers.remove(EXPECT);
     headers::add_forwarded(
         &mut parts.headers,
         &conn.peer_ip,
@@ -384,26 +401,66 @@ async fn forward(
         body_done = Some(rx);
         RequestBody::Stream(RequestStream::new(body, route.max_body, counter, Some(tx)))
     };
-    let h2 = svc.protocol.is_http2();
-    parts.version = if h2 {
-        Version::HTTP_2
-    } else {
-        Version::HTTP_11
-    };
-    let timeout = route.timeout.unwrap_or(svc.request_timeout);
-    let replayable = matches!(body, RequestBody::Empty)
-        && is_idempotent(&parts.method)
-        && svc.retry_attempts > 0
-        && !upgrade;
-    let template = replayable.then(|| Template {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        version: parts.version,
-        headers: parts.headers.clone(),
-    });
-    let mut pending = Some(Request::from_parts(parts, body));
     svc.budget.on_request();
+    let up = Upstream {
+        f,
+        route,
+        svc,
+        hash,
+        host,
+        pq,
+        timeout: route.timeout.unwrap_or(svc.request_timeout),
+        body_done,
+        request_id,
+    };
+    if svc.protocol.is_http2() {
+        forward_h2(up, parts, body, ex).await
+    } else {
+        forward_h1(up, parts, body, ex, client_upgrade).await
+    }
+}
 
+/// The upstream's `Host` for an attempt on `ep`.
+fn host_for<'a>(up: &'a Upstream<'_>, ep: &'a Endpoint) -> &'a HeaderValue {
+    match (&up.f.host, &up.host) {
+        (HostRewrite::Target, None) => &ep.authority,
+        (_, Some(h)) => h,
+        (_, None) => &ep.authority,
+    }
+}
+
+/// Picks an endpoint for an attempt.
+fn select_upstream(
+    up: &Upstream<'_>,
+    avoid: Option<usize>,
+) -> Result<(Arc<EndpointSet>, usize), ProxyError> {
+    let set = up.svc.endpoints().clone();
+    match set.pick(up.hash, avoid, clock::now_ms()) {
+        Some(i) => Ok((set, i)),
+        None => Err(ProxyError::new(
+            ErrorKind::NoEndpoint,
+            format!("service `{}` has no available endpoint", up.svc.name),
+        )),
+    }
+}
+
+async fn forward_h1(
+    mut up: Upstream<'_>,
+    parts: http::request::Parts,
+    body: RequestBody,
+    ex: &mut Exchange,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let svc = up.svc;
+    let has_body = !matches!(body, RequestBody::Empty);
+    let content_length = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let chunked = has_body && content_length.is_none();
+    let replayable = !has_body && is_idempotent(&parts.method);
+    let mut body = Some(body);
+    let mut head = Vec::with_capacity(512);
     let mut attempts = 0u32;
     let mut avoid = None;
     loop {
@@ -411,71 +468,108 @@ async fn forward(
         if let Some(l) = &mut ex.log {
             l.attempts = attempts;
         }
-        let set = svc.endpoints();
-        let Some(i) = set.pick(hash, avoid, clock::now_ms()) else {
-            return Err(ProxyError::new(
-                ErrorKind::NoEndpoint,
-                format!("service `{}` has no available endpoint", svc.name),
-            ));
-        };
+        let (set, i) = select_upstream(&up, avoid)?;
         let ep = set.endpoints[i].clone();
         let in_flight = InFlight::new(ep.clone());
-        let mut req = match pending.take() {
-            Some(r) => r,
-            None => match &template {
-                Some(t) => rebuild(t),
-                None => unreachable_request()?,
-            },
-        };
-        let host_now = match (&f.host, &host) {
-            (HostRewrite::Target, None) => Some(ep.authority.clone()),
-            (_, h) => h.clone(),
-        };
-        set_target(
-            &mut req,
-            host_now.as_ref().unwrap_or(&ep.authority),
-            &pq,
-            h2,
+        head.clear();
+        h1::encode_head(
+            &mut head,
+            &parts.method,
+            up.pq.as_str(),
+            host_for(&up, &ep),
+            &parts.headers,
+            content_length,
+            chunked,
         );
-        let can_retry = attempts <= svc.retry_attempts;
-        let sent = if upgrade {
-            client::send_upgrade(svc, &ep, req, timeout).await
-        } else {
-            client::send(svc, &ep, req, timeout, body_done.take()).await
+        let req = client::H1Request {
+            head: &head,
+            method: &parts.method,
+            chunked,
+            replayable,
         };
-        match sent {
+        let b = body.take().unwrap_or(RequestBody::Empty);
+        let can_retry = attempts <= svc.retry_attempts;
+        match client::send_h1(svc, &ep, req, b, up.timeout, &mut up.body_done).await {
             Ok(sent) => {
-                let status = sent.response.status();
-                if status.is_server_error() {
-                    svc.on_failure(&set, i);
-                } else {
-                    ep.state.on_success();
-                }
-                if can_retry
-                    && template.is_some()
-                    && svc.retry_statuses.contains(&status.as_u16())
-                    && svc.budget.try_retry()
-                {
-                    svc.stats.retries.inc();
+                if !record(svc, &set, i, sent.head.status, can_retry && replayable) {
                     avoid = Some(i);
                     continue;
                 }
-                svc.stats.latency.observe(sent.elapsed.as_secs_f64());
-                ex.upstream_time = Some(sent.elapsed);
-                ex.endpoint = Some(in_flight);
-                return Ok(respond(sent, route, request_id, client_upgrade));
+                return Ok(respond(sent, &up, ex, in_flight, client_upgrade));
             }
             Err((err, back)) => {
-                if !matches!(err, SendError::BodyTooLarge(_) | SendError::ClientBody(_)) {
-                    svc.on_failure(&set, i);
+                let retryable = err_retryable(svc, &set, i, &err, back.is_some() || replayable);
+                if retryable && can_retry && svc.budget.try_retry() {
+                    svc.stats.retries.inc();
+                    avoid = Some(i);
+                    body = back;
+                    continue;
                 }
-                let retryable = match &err {
-                    SendError::Connect(_) | SendError::ConnectTimeout => {
-                        back.is_some() || template.is_some()
-                    }
-                    SendError::Reset { reused: true, .. } => back.is_some() || template.is_some(),
-                    _ => false,
-                };
+                ex.endpoint = Some(in_flight);
+                return Err(send_error(err, svc, &ep.label, up.timeout));
+            }
+        }
+    }
+}
+
+async fn forward_h2(
+    mut up: Upstream<'_>,
+    mut parts: http::request::Parts,
+    body: RequestBody,
+    ex: &mut Exchange,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let svc = up.svc;
+    parts.version = Version::HTTP_2;
+    let replayable = matches!(body, RequestBody::Empty) && is_idempotent(&parts.method);
+    let template =
+        (replayable && !svc.retry_statuses.is_empty() && svc.retry_attempts > 0).then(|| {
+            Template {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                version: parts.version,
+                headers: parts.headers.clone(),
+            }
+        });
+    let mut pending = Some(Request::from_parts(parts, body));
+    let mut attempts = 0u32;
+    let mut avoid = None;
+    loop {
+        attempts += 1;
+        if let Some(l) = &mut ex.log {
+            l.attempts = attempts;
+        }
+        let (set, i) = select_upstream(&up, avoid)?;
+        let ep = set.endpoints[i].clone();
+        let in_flight = InFlight::new(ep.clone());
+        let mut req = match (pending.take(), &template) {
+            (Some(r), _) => r,
+            (None, Some(t)) => rebuild(t),
+            (None, None) => {
+                return Err(ProxyError::new(
+                    ErrorKind::UpstreamReset,
+                    "the request cannot be sent again",
+                ));
+            }
+        };
+        set_h2_target(&mut req, host_for(&up, &ep), &up.pq);
+        let can_retry = attempts <= svc.retry_attempts;
+        match client::send_h2(svc, &ep, req, up.timeout, &mut up.body_done).await {
+            Ok(sent) => {
+                if !record(
+                    svc,
+                    &set,
+                    i,
+                    sent.head.status,
+                    can_retry && template.is_some(),
+                ) {
+                    avoid = Some(i);
+                    continue;
+                }
+                return Ok(respond(sent, &up, ex, in_flight, None));
+            }
+            Err((err, back)) => {
+                let retryable =
+                    err_retryable(svc, &set, i, &err, back.is_some() || template.is_some());
                 if retryable && can_retry && svc.budget.try_retry() {
                     svc.stats.retries.inc();
                     avoid = Some(i);
@@ -483,49 +577,86 @@ async fn forward(
                     continue;
                 }
                 ex.endpoint = Some(in_flight);
-                return Err(send_error(err, svc, &ep.label, timeout));
+                return Err(send_error(err, svc, &ep.label, up.timeout));
             }
         }
     }
 }
 
+/// Records an answer for outlier detection. Returns false when the answer's status is to be
+/// retried (and the budget allows it).
+fn record(svc: &Service, set: &EndpointSet, i: usize, status: StatusCode, may_retry: bool) -> bool {
+    if status.is_server_error() {
+        svc.on_failure(set, i);
+    } else {
+        set.endpoints[i].state.on_success();
+    }
+    if may_retry && svc.retry_statuses.contains(&status.as_u16()) && svc.budget.try_retry() {
+        svc.stats.retries.inc();
+        return false;
+    }
+    true
+}
+
+/// Records a failed attempt; true when it may be retried (`resendable`: the request can
+/// still be sent).
+fn err_retryable(
+    svc: &Service,
+    set: &EndpointSet,
+    i: usize,
+    err: &SendError,
+    resendable: bool,
+) -> bool {
+    if !matches!(err, SendError::BodyTooLarge(_) | SendError::ClientBody) {
+        svc.on_failure(set, i);
+    }
+    matches!(err, SendError::Connect(_) | SendError::ConnectTimeout) && resendable
+}
+
 /// Phase `respond`: the upstream's response, cleaned and edited, streaming its body.
 fn respond(
     sent: client::Sent,
-    route: &Route,
-    request_id: &HeaderValue,
+    up: &Upstream<'_>,
+    ex: &mut Exchange,
+    in_flight: InFlight,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ResponseBody> {
-    let mut response = sent.response;
-    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if switching {
-        if let Some(client) = client_upgrade {
-            let upstream = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
-                let (c, u) = tokio::join!(client, upstream);
-                if let (Ok(c), Ok(u)) = (c, u) {
-                    let _ =
-                        tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u))
-                            .await;
-                }
-            });
-        }
-    }
-    let (mut parts, body) = response.into_parts();
+    up.svc.stats.latency.observe(sent.elapsed.as_secs_f64());
+    ex.upstream_time = Some(sent.elapsed);
+    ex.endpoint = Some(in_flight);
+    let client::Sent { mut head, body, .. } = sent;
+    let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
     // The client's connection has its own version; an HTTP/1.0 upstream must not turn
     // the client's keep-alive connection into a 1.0 one.
-    parts.version = Version::HTTP_11;
-    headers::strip_hop_by_hop(&mut parts.headers, switching);
-    headers::add_via(&mut parts.headers, parts.version);
-    route.response_headers.apply(&mut parts.headers);
-    parts
-        .headers
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    head.version = Version::HTTP_11;
+    headers::strip_hop_by_hop(&mut head.headers, switching);
+    headers::add_via(&mut head.headers, Version::HTTP_11);
+    up.route.response_headers.apply(&mut head.headers);
+    head.headers
+        .insert(X_REQUEST_ID.clone(), up.request_id.clone());
     if switching {
-        // The tunnel owns the connection now; the 101 has no body.
-        return Response::from_parts(parts, ResponseBody::empty());
+        if let (Some(client), UpstreamBody::H1(b)) = (client_upgrade, body)
+            && let Some((stream, leftover)) = b.into_upgraded()
+        {
+            tokio::spawn(tunnel(client, stream, leftover));
+        }
+        return Response::from_parts(head, ResponseBody::empty());
     }
-    Response::from_parts(parts, ResponseBody::upstream(body, sent.release))
+    Response::from_parts(head, ResponseBody::upstream(body))
+}
+
+/// Copies bytes both ways between an upgraded client connection and the upstream.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    mut upstream: tokio::net::TcpStream,
+    leftover: bytes::Bytes,
+) {
+    let Ok(upgraded) = client.await else { return };
+    let mut client = TokioIo::new(upgraded);
+    if !leftover.is_empty() && client.write_all(&leftover).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
 
 fn send_error(
@@ -554,48 +685,40 @@ fn send_error(
                 format!("service `{name}` endpoint {endpoint} did not answer within {timeout:?}"),
             )
         }
-        SendError::Reset { error, .. } => {
+        SendError::Reset { detail } => {
             svc.stats.failures.inc();
-            let what = if error.is_parse() {
-                "sent an invalid HTTP response"
-            } else {
-                "closed the connection before answering"
-            };
             ProxyError::new(
                 ErrorKind::UpstreamReset,
-                format!("service `{name}` endpoint {endpoint} {what}"),
+                format!(
+                    "service `{name}` endpoint {endpoint} closed the connection before answering ({detail})"
+                ),
             )
         }
+        SendError::Invalid(what) => ProxyError::new(
+            ErrorKind::UpstreamReset,
+            format!("service `{name}` endpoint {endpoint} sent an invalid HTTP response: {what}"),
+        ),
         SendError::BodyTooLarge(max) => ProxyError::new(
             ErrorKind::BodyTooLarge,
             format!("the request body is larger than the {max}-byte limit"),
         ),
-        SendError::ClientBody(_) => ProxyError::new(
+        SendError::ClientBody => ProxyError::new(
             ErrorKind::ClientAborted,
             "the client stopped sending its request body",
         ),
     }
 }
 
-fn set_target(req: &mut Request<RequestBody>, host: &HeaderValue, pq: &PathAndQuery, h2: bool) {
-    if h2 {
-        let authority = host.to_str().ok().and_then(|h| h.parse::<Authority>().ok());
-        let mut b = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .path_and_query(pq.clone());
-        if let Some(a) = authority {
-            b = b.authority(a);
-        } else {
-            b = b.authority("localhost");
-        }
-        if let Ok(uri) = b.build() {
-            *req.uri_mut() = uri;
-        }
-        req.headers_mut().remove(HOST);
-    } else {
-        *req.uri_mut() = Uri::from(pq.clone());
-        req.headers_mut().insert(HOST, host.clone());
+fn set_h2_target(req: &mut Request<RequestBody>, host: &HeaderValue, pq: &PathAndQuery) {
+    let authority = host.to_str().ok().and_then(|h| h.parse::<Authority>().ok());
+    let b = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .path_and_query(pq.clone())
+        .authority(authority.unwrap_or_else(|| Authority::from_static("localhost")));
+    if let Ok(uri) = b.build() {
+        *req.uri_mut() = uri;
     }
+    req.headers_mut().remove(HOST);
 }
 
 fn rebuild(t: &Template) -> Request<RequestBody> {
@@ -607,22 +730,15 @@ fn rebuild(t: &Template) -> Request<RequestBody> {
     r
 }
 
-fn unreachable_request() -> Result<Request<RequestBody>, ProxyError> {
-    Err(ProxyError::new(
-        ErrorKind::UpstreamReset,
-        "the request cannot be sent again",
-    ))
-}
-
 fn path_and_query(
     path: &str,
     query: Option<&str>,
     original: &Uri,
 ) -> Result<PathAndQuery, ProxyError> {
-    if let Some(pq) = original.path_and_query() {
-        if pq.path() == path {
-            return Ok(pq.clone());
-        }
+    if let Some(pq) = original.path_and_query()
+        && pq.path() == path
+    {
+        return Ok(pq.clone());
     }
     let s = match query {
         Some(q) => format!("{path}?{q}"),

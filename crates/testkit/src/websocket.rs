@@ -34,14 +34,10 @@ impl WsEcho {
                         return;
                     };
                     while let Some(Ok(msg)) = ws.next().await {
-                        match msg {
-                            Message::Text(_) | Message::Binary(_) => {
-                                if ws.send(msg).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Message::Close(_) => return,
-                            _ => {}
+                        let echo = matches!(msg, Message::Text(_) | Message::Binary(_));
+                        if matches!(msg, Message::Close(_)) || (echo && ws.send(msg).await.is_err())
+                        {
+                            return;
                         }
                     }
                 });

@@ -172,18 +172,18 @@ impl Router {
             key: u128::MAX,
             route: u32::MAX,
         };
-        if !self.exact_hosts.is_empty() {
-            if let Some(t) = self.exact_hosts.get(req.host) {
-                self.lookup_table(t, req, &mut best);
-            }
+        if !self.exact_hosts.is_empty()
+            && let Some(t) = self.exact_hosts.get(req.host)
+        {
+            self.lookup_table(t, req, &mut best);
         }
         if !self.wildcard_hosts.is_empty() {
             // Longest suffix first: ".b.example.com" before ".example.com".
             for (i, b) in req.host.bytes().enumerate() {
-                if b == b'.' {
-                    if let Some(t) = self.wildcard_hosts.get(&req.host[i..]) {
-                        self.lookup_table(t, req, &mut best);
-                    }
+                if b == b'.'
+                    && let Some(t) = self.wildcard_hosts.get(&req.host[i..])
+                {
+                    self.lookup_table(t, req, &mut best);
                 }
             }
         }
@@ -193,10 +193,10 @@ impl Router {
 
     #[inline]
     fn lookup_table(&self, t: &Table, req: &Request<'_>, best: &mut Best) {
-        if !t.exact.is_empty() {
-            if let Some(entries) = t.exact.get(req.path) {
-                self.scan(entries, req, best);
-            }
+        if !t.exact.is_empty()
+            && let Some(entries) = t.exact.get(req.path)
+        {
+            self.scan(entries, req, best);
         }
         if !t.prefixes.is_empty() {
             let path = req.path.as_bytes();

@@ -1,21 +1,24 @@
 //! Sending a request to one endpoint: connect (with timeout), reuse pooled connections,
-//! wait for the response headers (with timeout), classify what went wrong.
+//! wait for the response headers (with timeout), classify what went wrong. HTTP/1.1 goes
+//! through [`super::h1`]; HTTP/2 and gRPC through hyper's HTTP/2 client.
 
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::response::Parts;
+use http::{Method, Request};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use super::Service;
 use super::endpoint::Endpoint;
-use super::pool::{self, Release};
+use super::h1;
+use super::pool::{self, PoolSlot};
 use crate::body::{BodyError, RequestBody};
 
 /// Why an attempt failed.
@@ -27,155 +30,162 @@ pub enum SendError {
     ConnectTimeout,
     /// No response headers within the request timeout.
     Timeout,
-    /// The connection broke or the upstream answered with something that is not HTTP.
-    /// `reused` says whether it was a pooled connection (a keep-alive race, safe to retry).
+    /// The connection broke before a complete response.
     Reset {
         /// What went wrong.
-        error: hyper::Error,
-        /// The connection came from the pool.
-        reused: bool,
+        detail: String,
     },
+    /// The upstream answered with something that is not HTTP.
+    Invalid(String),
     /// The request body passed its limit.
     BodyTooLarge(u64),
     /// The client's body broke off.
-    ClientBody(hyper::Error),
+    ClientBody,
+}
+
+/// The response body of an upstream.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// Read from an HTTP/1.1 connection by [`h1::ResponseBody`].
+    H1(h1::ResponseBody),
+    /// An HTTP/2 stream.
+    H2(Incoming),
 }
 
 /// A response with what it took to get it.
 #[derive(Debug)]
 pub struct Sent {
-    /// The upstream response.
-    pub response: Response<Incoming>,
-    /// Returns the connection to the pool at the end of the body (HTTP/1.1).
-    pub release: Option<Release>,
+    /// Status and headers.
+    pub head: Parts,
+    /// The body, still streaming.
+    pub body: UpstreamBody,
     /// Time from sending to the response headers.
     pub elapsed: Duration,
 }
 
-/// The request is handed back when it was not sent, so it can go elsewhere.
-pub type Failed = (SendError, Option<Request<RequestBody>>);
-
-impl SendError {
-    /// True when nothing reached the upstream.
-    pub fn not_sent(&self) -> bool {
-        matches!(self, Self::Connect(_) | Self::ConnectTimeout)
-    }
+/// An HTTP/1.1 request, encoded.
+#[derive(Debug)]
+pub struct H1Request<'a> {
+    /// The request head.
+    pub head: &'a [u8],
+    /// The method (for HEAD response framing).
+    pub method: &'a Method,
+    /// Chunked request body framing.
+    pub chunked: bool,
+    /// The request can be sent again (idempotent, no body).
+    pub replayable: bool,
 }
 
-/// Sends `req` to `ep`. `body_done` fires when the request body has been read; the request
-/// timeout runs from then (from now when there is no body).
-pub async fn send(
+/// What comes back when nothing reached the upstream: the body, to send elsewhere.
+pub type H1Failed = (SendError, Option<RequestBody>);
+/// What comes back from HTTP/2: the request when it was not sent.
+pub type H2Failed = (SendError, Option<Request<RequestBody>>);
+
+/// Sends an HTTP/1.1 request to `ep`. The request timeout runs from when `body_done` fires
+/// (from now when there is none). A request that finds its pooled connection closed by the
+/// upstream is sent again once on a fresh connection when it is replayable.
+pub async fn send_h1(
     svc: &Service,
     ep: &Endpoint,
-    mut req: Request<RequestBody>,
+    req: H1Request<'_>,
+    body: RequestBody,
     timeout: Duration,
-    body_done: Option<oneshot::Receiver<()>>,
-) -> Result<Sent, Failed> {
+    body_done: &mut Option<oneshot::Receiver<()>>,
+) -> Result<Sent, H1Failed> {
     let started = Instant::now();
-    if svc.protocol.is_http2() {
-        return send_h2(svc, ep, req, timeout, body_done, started).await;
-    }
-    let mut body_done = body_done;
+    let slot = PoolSlot {
+        addr: ep.addr,
+        idle_timeout: svc.idle_timeout,
+        max_idle: svc.max_idle,
+    };
+    let mut body = Some(body);
+    let mut again = true;
     loop {
-        let (mut tx, reused) = match pool::checkout_h1(ep.addr) {
-            Some(tx) => (tx, true),
-            None => match connect_h1(svc, ep).await {
-                Ok(tx) => (tx, false),
-                Err(e) => return Err((e, Some(req))),
+        let mut conn = match pool::checkout_h1(ep.addr, svc.idle_timeout) {
+            Some(c) => c,
+            None => match connect(svc, ep).await {
+                Ok(s) => h1::Conn::new(s, svc.stats.connections.clone()),
+                Err(e) => return Err((e, body)),
             },
         };
-        let fut = tx.try_send_request(req);
+        let reused = conn.reused;
+        let b = body.take().unwrap_or(RequestBody::Empty);
+        let fut = h1::exchange(&mut conn, req.head, b, req.chunked, req.method);
         match timed(fut, timeout, body_done.take()).await {
-            Some(Ok(response)) => {
-                let release = Release::new(tx, ep.addr, svc.idle_timeout, svc.max_idle);
+            Some(Ok((head, framing))) => {
+                let body = h1::ResponseBody::new(conn, framing, slot);
                 return Ok(Sent {
-                    response,
-                    release: Some(release),
+                    head,
+                    body: UpstreamBody::H1(body),
                     elapsed: started.elapsed(),
                 });
             }
-            Some(Err(mut e)) => match e.take_message() {
-                // Not sent on a pooled connection that turned out dead: try a fresh one.
-                Some(r) if reused => {
-                    req = r;
-                    continue;
-                }
-                Some(r) => return Err((classify(e.into_error(), false), Some(r))),
-                None => return Err((classify(e.into_error(), reused), None)),
-            },
+            Some(Err(h1::Error::Closed {
+                nothing_received: true,
+            })) if reused && req.replayable && again => {
+                // A keep-alive race: the upstream closed the idle connection as we reused it.
+                again = false;
+                continue;
+            }
+            Some(Err(e)) => return Err((h1_error(e, svc), None)),
             None => return Err((SendError::Timeout, None)),
         }
     }
 }
 
-async fn send_h2(
+fn h1_error(e: h1::Error, svc: &Service) -> SendError {
+    match e {
+        h1::Error::Body(BodyError::TooLarge(n)) => SendError::BodyTooLarge(n),
+        h1::Error::Body(BodyError::Client(_)) => SendError::ClientBody,
+        h1::Error::Invalid(what) => {
+            svc.stats.failures.inc();
+            SendError::Invalid(what.to_owned())
+        }
+        other => SendError::Reset {
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Sends an HTTP/2 (or gRPC) request to `ep` over the worker's shared connection.
+pub async fn send_h2(
     svc: &Service,
     ep: &Endpoint,
     req: Request<RequestBody>,
     timeout: Duration,
-    body_done: Option<oneshot::Receiver<()>>,
-    started: Instant,
-) -> Result<Sent, Failed> {
-    let (mut tx, reused) = match pool::h2(ep.addr) {
-        Some(tx) => (tx, true),
+    body_done: &mut Option<oneshot::Receiver<()>>,
+) -> Result<Sent, H2Failed> {
+    let started = Instant::now();
+    let mut tx = match pool::h2(ep.addr) {
+        Some(tx) => tx,
         None => match connect_h2(svc, ep).await {
             Ok(tx) => {
                 pool::put_h2(ep.addr, tx.clone());
-                (tx, false)
+                tx
             }
             Err(e) => return Err((e, Some(req))),
         },
     };
     if let Err(e) = tx.ready().await {
         pool::remove_h2(ep.addr);
-        return Err((classify(e, reused), Some(req)));
+        return Err((h2_error(e), Some(req)));
     }
-    match timed(tx.try_send_request(req), timeout, body_done).await {
-        Some(Ok(response)) => Ok(Sent {
-            response,
-            release: None,
-            elapsed: started.elapsed(),
-        }),
+    match timed(tx.try_send_request(req), timeout, body_done.take()).await {
+        Some(Ok(response)) => {
+            let (head, body) = response.into_parts();
+            Ok(Sent {
+                head,
+                body: UpstreamBody::H2(body),
+                elapsed: started.elapsed(),
+            })
+        }
         Some(Err(mut e)) => {
             if tx.is_closed() {
                 pool::remove_h2(ep.addr);
             }
             let req = e.take_message();
-            Err((classify(e.into_error(), reused), req))
+            Err((h2_error(e.into_error()), req))
         }
-        None => Err((SendError::Timeout, None)),
-    }
-}
-
-/// Opens a dedicated HTTP/1.1 connection that may be upgraded (WebSocket and the like).
-pub async fn send_upgrade(
-    svc: &Service,
-    ep: &Endpoint,
-    req: Request<RequestBody>,
-    timeout: Duration,
-) -> Result<Sent, Failed> {
-    let started = Instant::now();
-    let stream = match connect(svc, ep).await {
-        Ok(s) => s,
-        Err(e) => return Err((e, Some(req))),
-    };
-    let (mut tx, conn) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
-        Ok(pair) => pair,
-        Err(e) => return Err((classify(e, false), Some(req))),
-    };
-    let gauge = svc.stats.connections.clone();
-    gauge.inc();
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-        gauge.dec();
-    });
-    match timed(tx.send_request(req), timeout, None).await {
-        Some(Ok(response)) => Ok(Sent {
-            response,
-            release: None,
-            elapsed: started.elapsed(),
-        }),
-        Some(Err(e)) => Err((classify(e, false), None)),
         None => Err((SendError::Timeout, None)),
     }
 }
@@ -197,27 +207,6 @@ async fn connect(svc: &Service, ep: &Endpoint) -> Result<TcpStream, SendError> {
     }
 }
 
-async fn connect_h1(
-    svc: &Service,
-    ep: &Endpoint,
-) -> Result<http1::SendRequest<RequestBody>, SendError> {
-    let stream = connect(svc, ep).await?;
-    let (tx, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| SendError::Reset {
-            error: e,
-            reused: false,
-        })?;
-    let gauge = svc.stats.connections.clone();
-    gauge.inc();
-    tokio::spawn(async move {
-        let _ = conn.await;
-        gauge.dec();
-    });
-    Ok(tx)
-}
-
 async fn connect_h2(
     svc: &Service,
     ep: &Endpoint,
@@ -229,10 +218,7 @@ async fn connect_h2(
         .keep_alive_timeout(Duration::from_secs(10))
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| SendError::Reset {
-            error: e,
-            reused: false,
-        })?;
+        .map_err(h2_error)?;
     let gauge = svc.stats.connections.clone();
     gauge.inc();
     tokio::spawn(async move {
@@ -264,16 +250,22 @@ async fn timed<F: Future>(
     }
 }
 
-fn classify(e: hyper::Error, reused: bool) -> SendError {
+fn h2_error(e: hyper::Error) -> SendError {
     let mut source: Option<&(dyn StdError + 'static)> = e.source();
     while let Some(s) = source {
         if let Some(b) = s.downcast_ref::<BodyError>() {
             return match b {
                 BodyError::TooLarge(n) => SendError::BodyTooLarge(*n),
-                BodyError::Client(_) => SendError::ClientBody(e),
+                BodyError::Client(_) => SendError::ClientBody,
             };
         }
         source = s.source();
     }
-    SendError::Reset { error: e, reused }
+    if e.is_parse() {
+        SendError::Invalid(e.to_string())
+    } else {
+        SendError::Reset {
+            detail: e.to_string(),
+        }
+    }
 }

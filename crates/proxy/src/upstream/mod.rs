@@ -4,6 +4,7 @@
 pub mod balance;
 pub mod client;
 pub mod endpoint;
+pub mod h1;
 pub mod pool;
 pub mod retry;
 
@@ -68,11 +69,14 @@ struct Target {
     is_ip: bool,
 }
 
+/// An endpoint's stable identity: its service and address.
+type EndpointKey = (Arc<str>, SocketAddr);
+
 /// State that outlives Snapshots, keyed by stable ids: endpoint state by (service, address),
 /// retry budgets by service.
 #[derive(Debug, Default)]
 pub struct StateRegistry {
-    endpoints: Mutex<HashMap<(Arc<str>, SocketAddr), Weak<EndpointState>>>,
+    endpoints: Mutex<HashMap<EndpointKey, Weak<EndpointState>>>,
     budgets: Mutex<HashMap<Arc<str>, Weak<RetryBudget>>>,
 }
 
@@ -262,7 +266,7 @@ fn previous_for(previous: Option<&EndpointSet>, authority: &HeaderValue) -> Vec<
         .map(|p| {
             p.endpoints
                 .iter()
-                .filter(|e| &e.authority == authority)
+                .filter(|e| e.authority == authority)
                 .map(|e| e.addr)
                 .collect()
         })

@@ -8,90 +8,52 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 
+use super::h1::Conn;
 use crate::body::RequestBody;
 
-struct Idle {
-    tx: http1::SendRequest<RequestBody>,
-    since: Instant,
-    idle_timeout: Duration,
-}
-
 thread_local! {
-    static H1: RefCell<HashMap<SocketAddr, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static H1: RefCell<HashMap<SocketAddr, Vec<Conn>>> = RefCell::new(HashMap::new());
     static H2: RefCell<HashMap<SocketAddr, http2::SendRequest<RequestBody>>> = RefCell::new(HashMap::new());
 }
 
-/// An HTTP/1.1 connection in use; `release` returns it to the pool once its response is done.
-#[derive(Debug)]
-pub struct Release {
-    tx: http1::SendRequest<RequestBody>,
-    addr: SocketAddr,
-    idle_timeout: Duration,
-    max_idle: usize,
+/// Where a connection goes back to, and under which limits.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSlot {
+    /// The endpoint.
+    pub addr: SocketAddr,
+    /// Idle connections older than this are closed.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per endpoint and worker.
+    pub max_idle: usize,
 }
 
-impl Release {
-    /// Wraps a connection whose response is being read.
-    pub fn new(
-        tx: http1::SendRequest<RequestBody>,
-        addr: SocketAddr,
-        idle_timeout: Duration,
-        max_idle: usize,
-    ) -> Self {
-        Self {
-            tx,
-            addr,
-            idle_timeout,
-            max_idle,
-        }
+/// Returns an HTTP/1.1 connection whose response has been read completely.
+pub fn put_h1(mut conn: Conn, slot: PoolSlot) {
+    if slot.max_idle == 0 {
+        return;
     }
-
-    /// Returns the connection to the pool (or closes it when it cannot be reused).
-    pub fn release(self) {
-        if self.tx.is_closed() || self.max_idle == 0 {
-            return;
-        }
-        if self.tx.is_ready() {
-            put(self);
-        } else {
-            // The connection finishes reading the response in its own task; wait for it.
-            tokio::spawn(async move {
-                let mut me = self;
-                if me.tx.ready().await.is_ok() {
-                    put(me);
-                }
-            });
-        }
-    }
-}
-
-fn put(r: Release) {
+    conn.idle_since = Instant::now();
+    conn.idle_timeout = slot.idle_timeout;
+    conn.reused = true;
     H1.with(|m| {
         let mut m = m.borrow_mut();
-        let v = m.entry(r.addr).or_default();
-        if v.len() < r.max_idle {
-            v.push(Idle {
-                tx: r.tx,
-                since: Instant::now(),
-                idle_timeout: r.idle_timeout,
-            });
+        let v = m.entry(slot.addr).or_default();
+        if v.len() < slot.max_idle {
+            v.push(conn);
         }
     });
 }
 
-/// Takes an idle HTTP/1.1 connection to `addr`, if one is ready.
-pub fn checkout_h1(addr: SocketAddr) -> Option<http1::SendRequest<RequestBody>> {
+/// Takes a usable idle HTTP/1.1 connection to `addr`, most recently used first.
+pub fn checkout_h1(addr: SocketAddr, idle_timeout: Duration) -> Option<Conn> {
     H1.with(|m| {
         let mut m = m.borrow_mut();
         let v = m.get_mut(&addr)?;
-        while let Some(idle) = v.pop() {
-            if idle.tx.is_closed() || idle.since.elapsed() > idle.idle_timeout {
-                continue;
-            }
-            if idle.tx.is_ready() {
-                return Some(idle.tx);
+        while let Some(conn) = v.pop() {
+            if conn.idle_since.elapsed() <= idle_timeout && conn.is_usable() {
+                return Some(conn);
             }
         }
         None
@@ -127,12 +89,13 @@ pub fn remove_h2(addr: SocketAddr) {
     });
 }
 
-/// Closes idle connections past their idle timeout; run periodically on each worker.
+/// Closes idle connections past their idle timeout or closed by the upstream; run
+/// periodically on each worker.
 pub fn sweep() {
     H1.with(|m| {
         let mut m = m.borrow_mut();
         for v in m.values_mut() {
-            v.retain(|i| !i.tx.is_closed() && i.since.elapsed() <= i.idle_timeout);
+            v.retain(|c| c.idle_since.elapsed() <= c.idle_timeout && c.is_usable());
         }
         m.retain(|_, v| !v.is_empty());
     });

@@ -1,0 +1,876 @@
+//! HTTP/1.1 to upstreams, written for the proxy path. The request's own task writes the
+//! request and reads the response: no connection task, no channels between them, and the
+//! response body is read straight from the upstream socket by whoever polls it. The request
+//! head is encoded into bytes, so a retry sends the same bytes again without cloning headers.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::response::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+
+use crate::body::{BodyError, RequestBody};
+
+/// Largest response head accepted from an upstream.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most response headers accepted.
+const MAX_HEADERS: usize = 128;
+/// Read size.
+const READ_SIZE: usize = 16 * 1024;
+
+/// An open HTTP/1.1 connection to an endpoint.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    /// The connection came from the pool (it may have been closed by the upstream meanwhile).
+    pub reused: bool,
+    /// When it was last returned to the pool.
+    pub idle_since: Instant,
+    /// How long it may stay idle in the pool.
+    pub idle_timeout: std::time::Duration,
+    _open: OpenGuard,
+}
+
+/// Counts a connection open in the upstream connections gauge while it lives.
+#[derive(Debug)]
+struct OpenGuard(Gauge);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What went wrong on the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing or reading failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The upstream closed the connection before a complete response head.
+    #[error("the connection closed before a complete response")]
+    Closed {
+        /// Not a single response byte arrived.
+        nothing_received: bool,
+    },
+    /// The response is not valid HTTP/1.1.
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+    /// The request body failed (limit or client).
+    #[error(transparent)]
+    Body(#[from] BodyError),
+}
+
+impl Conn {
+    /// Wraps a connected stream; `gauge` counts open connections until this is dropped.
+    pub fn new(stream: TcpStream, gauge: Gauge) -> Self {
+        gauge.inc();
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            reused: false,
+            idle_since: Instant::now(),
+            idle_timeout: std::time::Duration::from_secs(60),
+            _open: OpenGuard(gauge),
+        }
+    }
+
+    /// True when an idle connection looks usable: the upstream has not closed it or sent
+    /// anything unasked. Costs no system call unless the socket became readable.
+    pub fn is_usable(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        match self.stream.ready(Interest::READABLE).now_or_never() {
+            None => true,
+            Some(Ok(r)) if r.is_read_closed() => false,
+            Some(Ok(_)) => {
+                let mut probe = [0u8; 1];
+                // Readable while idle means EOF, an error, or unexpected bytes: none is usable.
+                matches!(self.stream.try_read(&mut probe), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Some(Err(_)) => false,
+        }
+    }
+
+    /// Takes the socket and any bytes already read, for a protocol upgrade.
+    pub fn into_upgraded(self) -> (TcpStream, Bytes) {
+        // The tunnel owns the socket from here; the gauge counts pooled-path connections.
+        let Conn { stream, buf, .. } = self;
+        (stream, buf.freeze())
+    }
+}
+
+/// Appends the request head. `content_length` and `chunked` describe the body framing the
+/// upstream is told about; `content-length`, `transfer-encoding` and `host` in `headers` are
+/// replaced by these.
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    host: &HeaderValue,
+    headers: &HeaderMap,
+    content_length: Option<u64>,
+    chunked: bool,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == HOST || name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(n) = content_length {
+        out.extend_from_slice(b"content-length: ");
+        let mut itoa = itoa_buf(n);
+        out.extend_from_slice(itoa.as_bytes_mut());
+        out.extend_from_slice(b"\r\n");
+    } else if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Sends `head` and `body` and reads the response head. Returns the head and how its body
+/// is framed. When the upstream answers before the request body is complete, the body is
+/// abandoned and the connection will not be reused.
+pub async fn exchange(
+    conn: &mut Conn,
+    head: &[u8],
+    body: RequestBody,
+    chunked: bool,
+    method: &Method,
+) -> Result<(Parts, Framing), Error> {
+    let Conn {
+        stream,
+        buf,
+        reused,
+        ..
+    } = conn;
+    let reused = *reused;
+    let (mut rd, mut wr) = stream.split();
+    if matches!(body, RequestBody::Empty) {
+        if let Err(e) = wr.write_all(head).await {
+            return Err(stale(e, reused));
+        }
+    } else {
+        if let Err(e) = wr.write_all(head).await {
+            return Err(stale(e, reused));
+        }
+        let write = write_body(&mut wr, body, chunked);
+        let read = read_head(&mut rd, buf, method, reused);
+        tokio::pin!(write, read);
+        tokio::select! {
+            biased;
+            w = &mut write => match w {
+                Ok(()) => {}
+                Err(Error::Body(b)) => return Err(Error::Body(b)),
+                // The upstream may have answered and closed: prefer its answer.
+                Err(e) => return read.await.map(|(p, f)| (p, f.not_reusable())).map_err(|_| e),
+            },
+            r = &mut read => return r.map(|(p, f)| (p, f.not_reusable())),
+        }
+        return read.await;
+    }
+    read_head(&mut rd, buf, method, reused).await
+}
+
+fn stale(e: io::Error, reused: bool) -> Error {
+    if reused
+        && matches!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        )
+    {
+        Error::Closed {
+            nothing_received: true,
+        }
+    } else {
+        Error::Io(e)
+    }
+}
+
+async fn write_body<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    mut body: RequestBody,
+    chunked: bool,
+) -> Result<(), Error> {
+    let mut trailers: Option<HeaderMap> = None;
+    let mut scratch = BytesMut::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame?;
+        match frame.into_data() {
+            Ok(data) => {
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    scratch.clear();
+                    scratch.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    scratch.extend_from_slice(&data);
+                    scratch.extend_from_slice(b"\r\n");
+                    wr.write_all(&scratch).await?;
+                } else {
+                    wr.write_all(&data).await?;
+                }
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = Some(t);
+                }
+            }
+        }
+    }
+    if chunked {
+        scratch.clear();
+        scratch.extend_from_slice(b"0\r\n");
+        for (k, v) in trailers.iter().flatten() {
+            scratch.extend_from_slice(k.as_str().as_bytes());
+            scratch.extend_from_slice(b": ");
+            scratch.extend_from_slice(v.as_bytes());
+            scratch.extend_from_slice(b"\r\n");
+        }
+        scratch.extend_from_slice(b"\r\n");
+        wr.write_all(&scratch).await?;
+    }
+    wr.flush().await?;
+    Ok(())
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 1xx, 204, 304).
+    Empty {
+        /// The connection may serve another request afterwards.
+        reusable: bool,
+    },
+    /// `content-length`.
+    Length {
+        /// Body length.
+        len: u64,
+        /// The connection may serve another request afterwards.
+        reusable: bool,
+    },
+    /// `transfer-encoding: chunked`.
+    Chunked {
+        /// The connection may serve another request afterwards.
+        reusable: bool,
+    },
+    /// Until the upstream closes.
+    UntilClose,
+    /// 101: the connection becomes a tunnel.
+    Upgrade,
+}
+
+impl Framing {
+    fn not_reusable(self) -> Self {
+        match self {
+            Framing::Empty { .. } => Framing::Empty { reusable: false },
+            Framing::Length { len, .. } => Framing::Length {
+                len,
+                reusable: false,
+            },
+            Framing::Chunked { .. } => Framing::Chunked { reusable: false },
+            other => other,
+        }
+    }
+}
+
+async fn read_head<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    method: &Method,
+    reused: bool,
+) -> Result<(Parts, Framing), Error> {
+    let mut received = !buf.is_empty();
+    loop {
+        if !buf.is_empty() {
+            if let Some((head_len, parts, framing)) = parse_head(buf, method)? {
+                buf.advance(head_len);
+                if parts.status.is_informational()
+                    && parts.status != StatusCode::SWITCHING_PROTOCOLS
+                {
+                    // 100 Continue and friends: the final response follows.
+                    continue;
+                }
+                return Ok((parts, framing));
+            }
+            if buf.len() > MAX_HEAD {
+                return Err(Error::Invalid("the response head is larger than 64 KiB"));
+            }
+        }
+        buf.reserve(READ_SIZE);
+        let n = match rd.read_buf(buf).await {
+            Ok(n) => n,
+            Err(e) if !received => return Err(stale(e, reused)),
+            Err(e) => return Err(Error::Io(e)),
+        };
+        if n == 0 {
+            return Err(Error::Closed {
+                nothing_received: !received,
+            });
+        }
+        received = true;
+    }
+}
+
+/// Parses a complete response head at the start of `buf`; `None` when more bytes are needed.
+fn parse_head(buf: &BytesMut, method: &Method) -> Result<Option<(usize, Parts, Framing)>, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::Invalid("more than 128 response headers"));
+        }
+        Err(_) => return Err(Error::Invalid("malformed status line or header")),
+    };
+    let status = StatusCode::from_u16(resp.code.unwrap_or(0))
+        .map_err(|_| Error::Invalid("bad status code"))?;
+    let version = if resp.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut map = HeaderMap::with_capacity(resp.headers.len());
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut close = version == Version::HTTP_10;
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| Error::Invalid("bad header name"))?;
+        let value =
+            HeaderValue::from_bytes(h.value).map_err(|_| Error::Invalid("bad header value"))?;
+        if name == CONTENT_LENGTH {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(Error::Invalid("bad content-length"))?;
+            if content_length.is_some_and(|c| c != n) {
+                return Err(Error::Invalid("conflicting content-length headers"));
+            }
+            content_length = Some(n);
+        } else if name == TRANSFER_ENCODING {
+            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            if v.split(',').map(str::trim).next_back() == Some("chunked") {
+                chunked = true;
+            } else {
+                return Err(Error::Invalid("unsupported transfer-encoding"));
+            }
+        } else if name == http::header::CONNECTION {
+            let v = h.value;
+            if contains_token(v, b"close") {
+                close = true;
+            } else if version == Version::HTTP_10 && contains_token(v, b"keep-alive") {
+                close = false;
+            }
+        }
+        map.append(name, value);
+    }
+    let reusable = !close;
+    let no_body = *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+        Framing::Upgrade
+    } else if no_body {
+        Framing::Empty { reusable }
+    } else if chunked {
+        // Transfer-Encoding wins over Content-Length (RFC 9112 6.3), and the pair is suspect.
+        Framing::Chunked {
+            reusable: reusable && content_length.is_none(),
+        }
+    } else if let Some(len) = content_length {
+        Framing::Length { len, reusable }
+    } else {
+        Framing::UntilClose
+    };
+    if chunked {
+        map.remove(CONTENT_LENGTH);
+    }
+    let mut r = Response::new(());
+    *r.status_mut() = status;
+    *r.version_mut() = version;
+    *r.headers_mut() = map;
+    let (parts, ()) = r.into_parts();
+    Ok(Some((head_len, parts, framing)))
+}
+
+fn contains_token(v: &[u8], token: &[u8]) -> bool {
+    v.split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// A response body read from an upstream connection.
+pub struct ResponseBody {
+    conn: Option<Conn>,
+    state: State,
+    reusable: bool,
+    finish: Option<fn(Conn, crate::upstream::pool::PoolSlot)>,
+    slot: Option<crate::upstream::pool::PoolSlot>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Length(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkEnd,
+    Trailers,
+    UntilClose,
+    Done,
+}
+
+impl ResponseBody {
+    /// A body read from `conn` as `framing` says; at its end `conn` goes back to `slot`.
+    pub fn new(conn: Conn, framing: Framing, slot: crate::upstream::pool::PoolSlot) -> Self {
+        let (state, reusable) = match framing {
+            Framing::Empty { reusable } => (State::Done, reusable),
+            Framing::Length { len, reusable } => (
+                if len == 0 {
+                    State::Done
+                } else {
+                    State::Length(len)
+                },
+                reusable,
+            ),
+            Framing::Chunked { reusable } => (State::ChunkSize, reusable),
+            Framing::UntilClose => (State::UntilClose, false),
+            Framing::Upgrade => (State::Done, false),
+        };
+        let mut body = Self {
+            conn: Some(conn),
+            state,
+            reusable,
+            finish: Some(crate::upstream::pool::put_h1),
+            slot: Some(slot),
+        };
+        // An upgrade keeps its connection for the tunnel; other empty bodies are done now.
+        if body.state == State::Done && framing != Framing::Upgrade {
+            body.done();
+        }
+        body
+    }
+
+    fn done(&mut self) {
+        self.state = State::Done;
+        if let (Some(conn), Some(finish), Some(slot)) =
+            (self.conn.take(), self.finish.take(), self.slot.take())
+            && self.reusable
+            && conn.buf.is_empty()
+        {
+            finish(conn, slot);
+        }
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, io::Error>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        conn.buf.reserve(READ_SIZE);
+        tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf)
+    }
+
+    fn buf(&mut self) -> &mut BytesMut {
+        // Only called while the connection is held.
+        &mut self
+            .conn
+            .as_mut()
+            .expect("connection held while reading")
+            .buf
+    }
+}
+
+fn eof() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the upstream closed the connection in the middle of the body",
+    )
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if this.state != State::Done && this.conn.is_none() {
+                return Poll::Ready(Some(Err(eof())));
+            }
+            match this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(left) => {
+                    if this.buf().is_empty() && ready!(this.poll_fill(cx))? == 0 {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(eof())));
+                    }
+                    let buf = this.buf();
+                    let n = (buf.len() as u64).min(left) as usize;
+                    let chunk = buf.split_to(n).freeze();
+                    let left = left - n as u64;
+                    if left == 0 {
+                        this.done();
+                    } else {
+                        this.state = State::Length(left);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                State::UntilClose => {
+                    if this.buf().is_empty() && ready!(this.poll_fill(cx))? == 0 {
+                        this.conn = None;
+                        this.state = State::Done;
+                        return Poll::Ready(None);
+                    }
+                    let chunk = this.buf().split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                State::ChunkSize => {
+                    let buf = this.buf();
+                    match buf.windows(2).position(|w| w == b"\r\n") {
+                        Some(i) => {
+                            let line = &buf[..i];
+                            let hex = line
+                                .split(|b| *b == b';')
+                                .next()
+                                .unwrap_or(b"")
+                                .trim_ascii();
+                            let size = std::str::from_utf8(hex)
+                                .ok()
+                                .filter(|h| !h.is_empty() && h.len() <= 16)
+                                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                                .ok_or_else(|| {
+                                    io::Error::new(io::ErrorKind::InvalidData, "bad chunk size")
+                                })?;
+                            buf.advance(i + 2);
+                            this.state = if size == 0 {
+                                State::Trailers
+                            } else {
+                                State::ChunkData(size)
+                            };
+                        }
+                        None => {
+                            if buf.len() > 1024 {
+                                return Poll::Ready(Some(Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    "chunk size line too long",
+                                ))));
+                            }
+                            if ready!(this.poll_fill(cx))? == 0 {
+                                this.conn = None;
+                                return Poll::Ready(Some(Err(eof())));
+                            }
+                        }
+                    }
+                }
+                State::ChunkData(left) => {
+                    if this.buf().is_empty() && ready!(this.poll_fill(cx))? == 0 {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(eof())));
+                    }
+                    let buf = this.buf();
+                    let n = (buf.len() as u64).min(left) as usize;
+                    let chunk = buf.split_to(n).freeze();
+                    let left = left - n as u64;
+                    this.state = if left == 0 {
+                        State::ChunkEnd
+                    } else {
+                        State::ChunkData(left)
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                State::ChunkEnd => {
+                    if this.buf().len() < 2 {
+                        if ready!(this.poll_fill(cx))? == 0 {
+                            this.conn = None;
+                            return Poll::Ready(Some(Err(eof())));
+                        }
+                        continue;
+                    }
+                    if &this.buf()[..2] != b"\r\n" {
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "missing CRLF after chunk",
+                        ))));
+                    }
+                    this.buf().advance(2);
+                    this.state = State::ChunkSize;
+                }
+                State::Trailers => {
+                    let buf = this.buf();
+                    if buf.starts_with(b"\r\n") {
+                        buf.advance(2);
+                        this.done();
+                        return Poll::Ready(None);
+                    }
+                    let mut headers = [httparse::EMPTY_HEADER; 64];
+                    match httparse::parse_headers(buf, &mut headers) {
+                        Ok(httparse::Status::Complete((len, hs))) => {
+                            let mut map = HeaderMap::new();
+                            for h in hs {
+                                if let (Ok(n), Ok(v)) = (
+                                    HeaderName::from_bytes(h.name.as_bytes()),
+                                    HeaderValue::from_bytes(h.value),
+                                ) {
+                                    map.append(n, v);
+                                }
+                            }
+                            buf.advance(len);
+                            this.done();
+                            return Poll::Ready(Some(Ok(Frame::trailers(map))));
+                        }
+                        Ok(httparse::Status::Partial) => {
+                            if buf.len() > MAX_HEAD {
+                                return Poll::Ready(Some(Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    "trailers too large",
+                                ))));
+                            }
+                            if ready!(this.poll_fill(cx))? == 0 {
+                                this.conn = None;
+                                return Poll::Ready(Some(Err(eof())));
+                            }
+                        }
+                        Err(_) => {
+                            return Poll::Ready(Some(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "malformed trailers",
+                            ))));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl ResponseBody {
+    /// For a 101 answer: the upstream socket and any bytes already read after the head.
+    pub fn into_upgraded(mut self) -> Option<(TcpStream, Bytes)> {
+        self.slot = None;
+        self.conn.take().map(Conn::into_upgraded)
+    }
+}
+
+/// A decimal number without allocating.
+fn itoa_buf(mut n: u64) -> ItoaBuf {
+    let mut b = ItoaBuf {
+        bytes: [0; 20],
+        start: 20,
+    };
+    loop {
+        b.start -= 1;
+        b.bytes[b.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return b;
+        }
+    }
+}
+
+struct ItoaBuf {
+    bytes: [u8; 20],
+    start: usize,
+}
+
+impl ItoaBuf {
+    fn as_bytes_mut(&mut self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_are_encoded_with_our_framing() {
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
+        h.insert(HOST, HeaderValue::from_static("ignored"));
+        let mut out = Vec::new();
+        encode_head(
+            &mut out,
+            &Method::POST,
+            "/p?q=1",
+            &HeaderValue::from_static("example.com"),
+            &h,
+            Some(12),
+            false,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /p?q=1 HTTP/1.1\r\nhost: example.com\r\nx-a: 1\r\ncontent-length: 12\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        encode_head(
+            &mut out,
+            &Method::PUT,
+            "/",
+            &HeaderValue::from_static("h"),
+            &HeaderMap::new(),
+            None,
+            true,
+        );
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .ends_with("transfer-encoding: chunked\r\n\r\n")
+        );
+    }
+
+    fn parse(raw: &str, method: Method) -> Result<Option<(usize, Parts, Framing)>, Error> {
+        parse_head(&BytesMut::from(raw), &method)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let f = |raw: &str, m: Method| parse(raw, m).unwrap().unwrap().2;
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", Method::GET),
+            Framing::Length {
+                len: 5,
+                reusable: true
+            }
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", Method::HEAD),
+            Framing::Empty { reusable: true }
+        );
+        assert_eq!(
+            f("HTTP/1.1 204 No Content\r\n\r\n", Method::GET),
+            Framing::Empty { reusable: true }
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n",
+                Method::GET
+            ),
+            Framing::Empty { reusable: true }
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                Method::GET
+            ),
+            Framing::Chunked { reusable: true }
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+                Method::GET
+            ),
+            Framing::Chunked { reusable: false }
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\n\r\n", Method::GET),
+            Framing::UntilClose
+        );
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", Method::GET),
+            Framing::Length {
+                len: 1,
+                reusable: false
+            }
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n",
+                Method::GET
+            ),
+            Framing::Length {
+                len: 1,
+                reusable: true
+            }
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
+                Method::GET
+            ),
+            Framing::Length {
+                len: 1,
+                reusable: false
+            }
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+                Method::GET
+            ),
+            Framing::Upgrade
+        );
+        assert!(
+            parse("HTTP/1.1 200 OK\r\ncontent-le", Method::GET)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            parse(
+                "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+                Method::GET
+            )
+            .is_err()
+        );
+        assert!(
+            parse(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+                Method::GET
+            )
+            .is_err()
+        );
+        assert!(parse("NOT HTTP\r\n\r\n", Method::GET).is_err());
+    }
+
+    #[test]
+    fn numbers() {
+        for n in [0u64, 7, 10, 12345, u64::MAX] {
+            assert_eq!(itoa_buf(n).as_bytes_mut(), n.to_string().as_bytes());
+        }
+    }
+}
