@@ -7,9 +7,12 @@ use portico_model::HeaderEdits;
 
 /// `x-request-id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `x-forwarded-for`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -148,15 +151,53 @@ pub fn add_forwarded(
     }
 }
 
-/// Appends this gateway to `Via`.
+/// This gateway's `Via` entry for a message received over `version`.
 #[inline]
-pub fn add_via(h: &mut HeaderMap, version: http::Version) {
-    let v = if version == http::Version::HTTP_2 {
+pub fn via(version: http::Version) -> &'static str {
+    if version == http::Version::HTTP_2 {
         "2 portico"
     } else {
         "1.1 portico"
-    };
-    h.append(header::VIA, HeaderValue::from_static(v));
+    }
+}
+
+/// Appends this gateway to `Via`.
+#[inline]
+pub fn add_via(h: &mut HeaderMap, version: http::Version) {
+    h.append(header::VIA, HeaderValue::from_static(via(version)));
+}
+
+/// Names the `Connection` header lists besides `close`, `keep-alive` and `upgrade`: they are
+/// hop-by-hop too. Empty (and allocation-free) in the usual case.
+pub fn connection_listed(h: &HeaderMap) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for v in h.get_all(header::CONNECTION) {
+        if is_simple(v.as_bytes()) {
+            continue;
+        }
+        for t in v.to_str().unwrap_or("").split(',') {
+            let t = t.trim();
+            if is_simple(t.as_bytes()) || t.is_empty() {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
+/// True for headers that never cross the gateway (besides those `Connection` lists).
+#[inline]
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TE
+        || name == header::TRAILER
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// The request's id: the client's `x-request-id` when it is sane, else a new UUIDv4.
@@ -175,19 +216,19 @@ pub fn request_id(h: &HeaderMap) -> HeaderValue {
 /// A random UUIDv4 as a header value.
 pub fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut r = fastrand::u128(..);
-    // Version 4, variant 10xx.
-    r = (r & !(0xF << 76)) | (0x4 << 76);
-    r = (r & !(0x3 << 62)) | (0x2 << 62);
+    let mut bytes = fastrand::u128(..).to_be_bytes();
+    bytes[6] = (bytes[6] & 0x0F) | 0x40; // version 4
+    bytes[8] = (bytes[8] & 0x3F) | 0x80; // variant 10xx
     let mut out = [0u8; 36];
     let mut pos = 0;
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
             out[pos] = b'-';
             pos += 1;
         }
-        out[pos] = HEX[((r >> (124 - i * 4)) & 0xF) as usize];
-        pos += 1;
+        out[pos] = HEX[(b >> 4) as usize];
+        out[pos + 1] = HEX[(b & 0xF) as usize];
+        pos += 2;
     }
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }

@@ -317,6 +317,8 @@ struct Upstream<'a> {
     timeout: std::time::Duration,
     body_done: Option<oneshot::Receiver<()>>,
     request_id: &'a HeaderValue,
+    /// Forwarding headers to encode directly (HTTP/1.1 without header edits).
+    direct: Option<h1::Forwarded<'a>>,
 }
 
 /// Phases `select_upstream -> send -> respond` with retries.
@@ -371,20 +373,33 @@ async fn forward(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
 
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    // The gateway streams the body itself and answers `Expect: 100-continue` to the client.
-    parts.headers.remove(EXPECT);
-    headers::add_forwarded(
-        &mut parts.headers,
-        &conn.peer_ip,
-        "http",
-        client_host.clone(),
-    );
-    headers::add_via(&mut parts.headers, parts.version);
-    parts
-        .headers
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
-    route.request_headers.apply(&mut parts.headers);
+    // HTTP/1.1 upstreams without header edits get the forwarding headers written straight
+    // into the request head (one pass, no map edits); otherwise the map is edited first.
+    let direct =
+        (!svc.protocol.is_http2() && route.request_headers.is_empty()).then(|| h1::Forwarded {
+            client_ip: &conn.peer_ip,
+            proto: "http",
+            host: client_host.clone(),
+            request_id,
+            via: headers::via(parts.version),
+            upgrade,
+        });
+    if direct.is_none() {
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        // The gateway streams the body itself and answers `Expect: 100-continue` to the client.
+        parts.headers.remove(EXPECT);
+        headers::add_forwarded(
+            &mut parts.headers,
+            &conn.peer_ip,
+            "http",
+            client_host.clone(),
+        );
+        headers::add_via(&mut parts.headers, parts.version);
+        parts
+            .headers
+            .insert(X_REQUEST_ID.clone(), request_id.clone());
+        route.request_headers.apply(&mut parts.headers);
+    }
     let host = match &f.host {
         HostRewrite::Keep => client_host,
         HostRewrite::Value(v) => Some(v.clone()),
@@ -412,6 +427,7 @@ async fn forward(
         timeout: route.timeout.unwrap_or(svc.request_timeout),
         body_done,
         request_id,
+        direct,
     };
     if svc.protocol.is_http2() {
         forward_h2(up, parts, body, ex).await
@@ -480,6 +496,7 @@ async fn forward_h1(
             &parts.headers,
             content_length,
             chunked,
+            up.direct.as_ref(),
         );
         let req = client::H1Request {
             head: &head,
@@ -629,7 +646,10 @@ fn respond(
     // The client's connection has its own version; an HTTP/1.0 upstream must not turn
     // the client's keep-alive connection into a 1.0 one.
     head.version = Version::HTTP_11;
-    headers::strip_hop_by_hop(&mut head.headers, switching);
+    if matches!(body, UpstreamBody::H2(_)) {
+        // HTTP/1.1 responses were cleaned while parsing.
+        headers::strip_hop_by_hop(&mut head.headers, switching);
+    }
     headers::add_via(&mut head.headers, Version::HTTP_11);
     up.route.response_headers.apply(&mut head.headers);
     head.headers

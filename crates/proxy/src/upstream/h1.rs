@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::response::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use crate::body::{BodyError, RequestBody};
+use crate::headers;
 
 /// Largest response head accepted from an upstream.
 const MAX_HEAD: usize = 64 * 1024;
@@ -111,9 +112,28 @@ impl Conn {
     }
 }
 
+/// The headers the gateway adds to a forwarded request, written straight into the head.
+#[derive(Debug)]
+pub struct Forwarded<'a> {
+    /// The client's IP, appended to `X-Forwarded-For`.
+    pub client_ip: &'a HeaderValue,
+    /// `X-Forwarded-Proto`.
+    pub proto: &'static str,
+    /// `X-Forwarded-Host`: the Host the client asked for.
+    pub host: Option<HeaderValue>,
+    /// `x-request-id`.
+    pub request_id: &'a HeaderValue,
+    /// This gateway's `Via` entry.
+    pub via: &'static str,
+    /// An upgrade request: `Connection: upgrade` and `Upgrade` pass.
+    pub upgrade: bool,
+}
+
 /// Appends the request head. `content_length` and `chunked` describe the body framing the
 /// upstream is told about; `content-length`, `transfer-encoding` and `host` in `headers` are
-/// replaced by these.
+/// replaced by these. With `fwd`, hop-by-hop headers are left out and the forwarding
+/// headers written in the same pass; without, `headers` is sent as it is.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_head(
     out: &mut Vec<u8>,
     method: &Method,
@@ -122,6 +142,7 @@ pub fn encode_head(
     headers: &HeaderMap,
     content_length: Option<u64>,
     chunked: bool,
+    fwd: Option<&Forwarded<'_>>,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -129,15 +150,77 @@ pub fn encode_head(
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n");
+    let Some(fwd) = fwd else {
+        for (name, value) in headers {
+            if name != HOST && name != CONTENT_LENGTH && name != TRANSFER_ENCODING {
+                line(out, name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+        framing(out, content_length, chunked);
+        return;
+    };
+    let listed = if headers.contains_key(CONNECTION) {
+        headers::connection_listed(headers)
+    } else {
+        Vec::new()
+    };
+    let mut xff: Vec<u8> = Vec::new();
     for (name, value) in headers {
-        if name == HOST || name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+        if name == HOST
+            || name == CONTENT_LENGTH
+            || name == EXPECT
+            || name == headers::X_REQUEST_ID
+            || name == headers::X_FORWARDED_PROTO
+            || name == headers::X_FORWARDED_HOST
+        {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        if name == headers::X_FORWARDED_FOR {
+            if !xff.is_empty() {
+                xff.extend_from_slice(b", ");
+            }
+            xff.extend_from_slice(value.as_bytes());
+            continue;
+        }
+        if headers::is_hop_by_hop(name) {
+            let keep = (name == TE && value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+                || (fwd.upgrade && name == UPGRADE);
+            if !keep {
+                continue;
+            }
+        }
+        if !listed.is_empty() && listed.contains(name) {
+            continue;
+        }
+        line(out, name.as_str().as_bytes(), value.as_bytes());
     }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if !xff.is_empty() {
+        out.extend_from_slice(&xff);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(fwd.client_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    line(out, b"x-forwarded-proto", fwd.proto.as_bytes());
+    if let Some(h) = &fwd.host {
+        line(out, b"x-forwarded-host", h.as_bytes());
+    }
+    line(out, b"via", fwd.via.as_bytes());
+    line(out, b"x-request-id", fwd.request_id.as_bytes());
+    if fwd.upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    }
+    framing(out, content_length, chunked);
+}
+
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn framing(out: &mut Vec<u8>, content_length: Option<u64>, chunked: bool) {
     if let Some(n) = content_length {
         out.extend_from_slice(b"content-length: ");
         let mut itoa = itoa_buf(n);
@@ -304,8 +387,7 @@ async fn read_head<R: tokio::io::AsyncRead + Unpin>(
     let mut received = !buf.is_empty();
     loop {
         if !buf.is_empty() {
-            if let Some((head_len, parts, framing)) = parse_head(buf, method)? {
-                buf.advance(head_len);
+            if let Some((parts, framing)) = parse_head(buf, method)? {
                 if parts.status.is_informational()
                     && parts.status != StatusCode::SWITCHING_PROTOCOLS
                 {
@@ -333,8 +415,9 @@ async fn read_head<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// Parses a complete response head at the start of `buf`; `None` when more bytes are needed.
-fn parse_head(buf: &BytesMut, method: &Method) -> Result<Option<(usize, Parts, Framing)>, Error> {
+/// Parses a complete response head at the start of `buf` and consumes it; `None` when more
+/// bytes are needed. Header values share the read buffer instead of being copied.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<(Parts, Framing)>, Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(buf) {
@@ -352,15 +435,16 @@ fn parse_head(buf: &BytesMut, method: &Method) -> Result<Option<(usize, Parts, F
     } else {
         Version::HTTP_11
     };
-    let mut map = HeaderMap::with_capacity(resp.headers.len());
+    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
+    let base = buf.as_ptr() as usize;
+    let mut kept: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(resp.headers.len());
+    let mut listed: Vec<HeaderName> = Vec::new();
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut close = version == Version::HTTP_10;
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| Error::Invalid("bad header name"))?;
-        let value =
-            HeaderValue::from_bytes(h.value).map_err(|_| Error::Invalid("bad header value"))?;
         if name == CONTENT_LENGTH {
             let n = std::str::from_utf8(h.value)
                 .ok()
@@ -371,28 +455,58 @@ fn parse_head(buf: &BytesMut, method: &Method) -> Result<Option<(usize, Parts, F
             }
             content_length = Some(n);
         } else if name == TRANSFER_ENCODING {
-            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-            if v.split(',').map(str::trim).next_back() == Some("chunked") {
+            let last = h
+                .value
+                .split(|b| *b == b',')
+                .next_back()
+                .map(<[u8]>::trim_ascii);
+            if last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")) {
                 chunked = true;
             } else {
                 return Err(Error::Invalid("unsupported transfer-encoding"));
             }
-        } else if name == http::header::CONNECTION {
-            let v = h.value;
-            if contains_token(v, b"close") {
-                close = true;
-            } else if version == Version::HTTP_10 && contains_token(v, b"keep-alive") {
-                close = false;
+        } else if name == CONNECTION {
+            for t in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    if version == Version::HTTP_10 {
+                        close = false;
+                    }
+                } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"upgrade") {
+                    if let Ok(n) = HeaderName::from_bytes(t) {
+                        listed.push(n);
+                    }
+                }
             }
         }
+        // Hop-by-hop headers stop here (a 101 keeps `Connection` and `Upgrade`).
+        if headers::is_hop_by_hop(&name) && !(upgrade && (name == CONNECTION || name == UPGRADE)) {
+            continue;
+        }
+        let start = h.value.as_ptr() as usize - base;
+        kept.push((name, start, start + h.value.len()));
+    }
+    drop(resp);
+    let head = buf.split_to(head_len).freeze();
+    let mut map = HeaderMap::with_capacity(kept.len());
+    for (name, start, end) in kept {
+        if listed.contains(&name) || (chunked && name == CONTENT_LENGTH) {
+            continue;
+        }
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| Error::Invalid("bad header value"))?;
         map.append(name, value);
+    }
+    if upgrade {
+        map.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
     let reusable = !close;
     let no_body = *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+    let framing = if upgrade {
         Framing::Upgrade
     } else if no_body {
         Framing::Empty { reusable }
@@ -406,20 +520,12 @@ fn parse_head(buf: &BytesMut, method: &Method) -> Result<Option<(usize, Parts, F
     } else {
         Framing::UntilClose
     };
-    if chunked {
-        map.remove(CONTENT_LENGTH);
-    }
     let mut r = Response::new(());
     *r.status_mut() = status;
     *r.version_mut() = version;
     *r.headers_mut() = map;
     let (parts, ()) = r.into_parts();
-    Ok(Some((head_len, parts, framing)))
-}
-
-fn contains_token(v: &[u8], token: &[u8]) -> bool {
-    v.split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    Ok(Some((parts, framing)))
 }
 
 /// A response body read from an upstream connection.
@@ -742,6 +848,7 @@ mod tests {
             &h,
             Some(12),
             false,
+            None,
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -756,6 +863,7 @@ mod tests {
             &HeaderMap::new(),
             None,
             true,
+            None,
         );
         assert!(
             String::from_utf8(out)
@@ -764,8 +872,76 @@ mod tests {
         );
     }
 
-    fn parse(raw: &str, method: Method) -> Result<Option<(usize, Parts, Framing)>, Error> {
-        parse_head(&BytesMut::from(raw), &method)
+    #[test]
+    fn forwarded_heads_drop_hop_by_hop_and_add_forwarding() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "5"),
+            ("te", "trailers"),
+            ("expect", "100-continue"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-request-id", "old"),
+            ("via", "1.0 corp"),
+            ("x-app", "a"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let ip = HeaderValue::from_static("192.0.2.1");
+        let id = HeaderValue::from_static("rid");
+        let fwd = Forwarded {
+            client_ip: &ip,
+            proto: "http",
+            host: Some(HeaderValue::from_static("public.example")),
+            request_id: &id,
+            via: "1.1 portico",
+            upgrade: false,
+        };
+        let mut out = Vec::new();
+        encode_head(
+            &mut out,
+            &Method::GET,
+            "/x",
+            &HeaderValue::from_static("up"),
+            &h,
+            None,
+            false,
+            Some(&fwd),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /x HTTP/1.1\r\nhost: up\r\nte: trailers\r\nvia: 1.0 corp\r\nx-app: a\r\n\
+             x-forwarded-for: 10.0.0.1, 10.0.0.2, 192.0.2.1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: public.example\r\nvia: 1.1 portico\r\nx-request-id: rid\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_hop_by_hop_headers_are_dropped_while_parsing() {
+        let (_, parts, _) = parse(
+            "HTTP/1.1 200 OK\r\nconnection: keep-alive, x-hop\r\nx-hop: 1\r\nkeep-alive: 5\r\nx-app: a\r\ncontent-length: 0\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        let mut names: Vec<_> = parts.headers.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["content-length", "x-app"]);
+        let (_, parts, _) = parse(
+            "HTTP/1.1 101 Switching\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(parts.headers["connection"], "upgrade");
+        assert_eq!(parts.headers["upgrade"], "websocket");
+    }
+
+    fn parse(raw: &str, method: Method) -> Result<Option<((), Parts, Framing)>, Error> {
+        parse_head(&mut BytesMut::from(raw), &method).map(|o| o.map(|(p, f)| ((), p, f)))
     }
 
     #[test]

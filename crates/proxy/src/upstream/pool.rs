@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -13,9 +14,42 @@ use hyper::client::conn::http2;
 use super::h1::Conn;
 use crate::body::RequestBody;
 
+type Map<V> = HashMap<SocketAddr, V, BuildHasherDefault<AddrHasher>>;
+
 thread_local! {
-    static H1: RefCell<HashMap<SocketAddr, Vec<Conn>>> = RefCell::new(HashMap::new());
-    static H2: RefCell<HashMap<SocketAddr, http2::SendRequest<RequestBody>>> = RefCell::new(HashMap::new());
+    static H1: RefCell<Map<Vec<Conn>>> = RefCell::new(Map::default());
+    static H2: RefCell<Map<http2::SendRequest<RequestBody>>> = RefCell::new(Map::default());
+}
+
+/// A cheap multiplicative hash for socket addresses: the pools are per worker and keyed by
+/// addresses from our own config, so there is no untrusted input to defend against.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(i as u64);
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(i as u64);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
 }
 
 /// Where a connection goes back to, and under which limits.
