@@ -473,10 +473,11 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<(Parts, Fram
                     if version == Version::HTTP_10 {
                         close = false;
                     }
-                } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"upgrade") {
-                    if let Ok(n) = HeaderName::from_bytes(t) {
-                        listed.push(n);
-                    }
+                } else if !t.is_empty()
+                    && !t.eq_ignore_ascii_case(b"upgrade")
+                    && let Ok(n) = HeaderName::from_bytes(t)
+                {
+                    listed.push(n);
                 }
             }
         }
@@ -487,7 +488,6 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<(Parts, Fram
         let start = h.value.as_ptr() as usize - base;
         kept.push((name, start, start + h.value.len()));
     }
-    drop(resp);
     let head = buf.split_to(head_len).freeze();
     let mut map = HeaderMap::with_capacity(kept.len());
     for (name, start, end) in kept {
