@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use portico_model::ListenerProtocol;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::pipeline::{self, Conn};
@@ -91,7 +91,9 @@ pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     shared.open.fetch_add(1, Ordering::AcqRel);
-                    tokio::spawn(serve(stream, peer, shared.clone()));
+                    let _ = stream.set_nodelay(true);
+                    // The seam for TLS: a TLS listener hands the decrypted stream to `serve` here.
+                    tokio::spawn(serve(stream, peer, "http", shared.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -104,8 +106,11 @@ pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
 }
 
 /// Serves one client connection to its end.
-async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
+/// Serves one client connection over any byte stream (plain TCP today; TLS wraps the same).
+async fn serve<I>(io: I, peer: SocketAddr, scheme: &'static str, shared: Arc<Shared>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let lr = shared.state.load_full();
     let stats = lr.stats.clone();
     stats.open.inc();
@@ -113,7 +118,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let idle = lr.idle_timeout;
     let builder = builder(&lr);
     drop(lr);
-    let conn = Arc::new(Conn::new(peer));
+    let conn = Arc::new(Conn::new(peer, scheme));
     let activity = conn.activity.clone();
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| {
@@ -123,7 +128,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         // each time hyper moves it.
         Box::pin(async move { Ok::<_, Infallible>(pipeline::handle(lr, &conn, req).await) })
     });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(connection);
     let mut stop = shared.stop.subscribe();
     let mut shutting_down = *stop.borrow();

@@ -40,18 +40,21 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// The client's IP as a header value, made once per connection.
     pub peer_ip: HeaderValue,
+    /// `http`, or `https` once the connection is TLS.
+    pub scheme: &'static str,
     /// Activity, for the idle timer.
     pub activity: Arc<ConnActivity>,
 }
 
 impl Conn {
-    /// A connection from `peer`.
-    pub fn new(peer: SocketAddr) -> Self {
+    /// A connection from `peer` over `scheme` (`http` or `https`).
+    pub fn new(peer: SocketAddr, scheme: &'static str) -> Self {
         let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         Self {
             peer,
             peer_ip,
+            scheme,
             activity: Arc::new(ConnActivity::default()),
         }
     }
@@ -127,7 +130,7 @@ async fn proxy(
     }
     check_limits(lr, route, &req)?;
     let mut resp = match &route.action {
-        Action::Redirect(r) => redirect(r, route, &req, normalized.as_deref()),
+        Action::Redirect(r) => redirect(r, route, &req, normalized.as_deref(), conn.scheme),
         Action::Fixed(f) => fixed(f, req.method() == Method::HEAD),
         Action::Forward(f) => {
             return forward(f, route, conn, req, normalized, ex, request_id).await;
@@ -236,14 +239,15 @@ fn redirect(
     route: &Route,
     req: &Request<Incoming>,
     normalized: Option<&str>,
+    conn_scheme: &str,
 ) -> Response<ResponseBody> {
     let raw_host = host_of(req);
     let (req_host, req_port) = split_port(raw_host);
-    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let scheme = r.scheme.as_deref().unwrap_or(conn_scheme);
     let host = r.host.as_deref().unwrap_or(req_host);
     let port = match (r.port, &r.scheme) {
         (Some(p), _) => Some(p),
-        (None, Some(s)) if s != "http" => None,
+        (None, Some(s)) if s != conn_scheme => None,
         (None, _) => req_port,
     };
     let path = normalized.unwrap_or(req.uri().path());
@@ -378,7 +382,7 @@ async fn forward(
     let direct =
         (!svc.protocol.is_http2() && route.request_headers.is_empty()).then(|| h1::Forwarded {
             client_ip: &conn.peer_ip,
-            proto: "http",
+            proto: conn.scheme,
             host: client_host.clone(),
             request_id,
             via: headers::via(parts.version),
@@ -391,7 +395,7 @@ async fn forward(
         headers::add_forwarded(
             &mut parts.headers,
             &conn.peer_ip,
-            "http",
+            conn.scheme,
             client_host.clone(),
         );
         headers::add_via(&mut parts.headers, parts.version);

@@ -254,6 +254,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn normalization_never_panics_and_is_idempotent(path in "/[a-zA-Z0-9%./~_-]{0,40}") {
+            if let Ok(once) = normalize_path(&path) {
+                proptest::prop_assert!(once.starts_with('/'));
+                proptest::prop_assert!(!once.split('/').any(|s| s == "." || s == ".."));
+                let twice = normalize_path(&once).expect("a normalized path normalizes");
+                proptest::prop_assert_eq!(&*twice, &*once);
+            }
+        }
+
+        #[test]
+        fn any_input_is_handled(raw in proptest::prelude::any::<String>(), n in 0usize..64) {
+            let _ = normalize_path(&raw);
+            let _ = normalize_host(&raw);
+            let _ = percent_decode(&raw);
+            let _ = replace_prefix(&raw, n, "/x");
+        }
+    }
+
     #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode("a%20b"), "a b");

@@ -307,3 +307,18 @@ fn many_routes_still_find_the_right_one() {
     assert_eq!(f.get("h0.example.com", "/svc1007"), Some("r100"));
     assert_eq!(f.get("h7.example.com", "/svc1008"), None);
 }
+
+proptest::proptest! {
+    #[test]
+    fn lookups_never_panic(host in "[a-zA-Z0-9.*:-]{0,30}", path in "[ -~]{0,60}", q in proptest::option::of("[ -~]{0,30}")) {
+        let f = routes(&[
+            ("a", r#"hosts = ["*.example.com"], path = { prefix = "/a" }"#),
+            ("b", r#"path = { path_prefix = "/b/" }, query = [{ name = "x", regex = "[0-9]+" }]"#),
+            ("c", r#"path = { regex = "/c/.*" }, headers = [{ name = "x-h", prefix = "v" }]"#),
+            ("d", r#"path = { exact = "/d" }"#),
+        ]);
+        let map = HeaderMap::new();
+        let req = Request { host: &host, path: &path, method: &Method::GET, headers: &map, query: q.as_deref(), grpc: false };
+        let _ = f.router.lookup(&req);
+    }
+}

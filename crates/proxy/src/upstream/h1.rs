@@ -1043,6 +1043,30 @@ mod tests {
         assert!(parse("NOT HTTP\r\n\r\n", Method::GET).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn response_heads_of_any_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            let _ = parse_head(&mut buf, &Method::GET);
+        }
+
+        #[test]
+        fn plausible_heads_parse_or_fail_cleanly(
+            status in 100u16..600,
+            name in "[a-zA-Z-]{1,12}",
+            value in "[ -~]{0,20}",
+            len in proptest::option::of(0u64..1000),
+        ) {
+            let mut raw = format!("HTTP/1.1 {status} X\r\n{name}: {value}\r\n");
+            if let Some(l) = len {
+                raw.push_str(&format!("content-length: {l}\r\n"));
+            }
+            raw.push_str("\r\n");
+            let mut buf = BytesMut::from(raw.as_str());
+            let _ = parse_head(&mut buf, &Method::GET);
+        }
+    }
+
     #[test]
     fn numbers() {
         for n in [0u64, 7, 10, 12345, u64::MAX] {
