@@ -1,6 +1,8 @@
 //! Upstream behaviour end to end: errors and their statuses, retries and the retry budget,
 //! passive outlier ejection, timeouts, load balancing, DNS and connection reuse.
 
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failures
+
 mod common;
 
 use std::collections::HashMap;
