@@ -93,7 +93,7 @@ async fn configured_statuses_are_retried_for_idempotent_requests_only() {
     let hits = Arc::new(AtomicUsize::new(0));
     let h = hits.clone();
     let up = Upstream::start(move |_| {
-        if h.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+        if h.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
             Reply::status(503)
         } else {
             Reply::text("ok")
