@@ -97,7 +97,6 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     h.remove(&KEEP_ALIVE);
     h.remove(&PROXY_CONNECTION);
     h.remove(header::TRANSFER_ENCODING);
-    h.remove(header::TRAILER);
     if let Some(te) = h.get(header::TE)
         && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
     {
@@ -195,7 +194,6 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
         || name == header::TE
-        || name == header::TRAILER
         || name == KEEP_ALIVE
         || name == PROXY_CONNECTION
 }

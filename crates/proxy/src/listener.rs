@@ -3,8 +3,10 @@
 //! idle timeout and graceful shutdown.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,6 +20,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
+use crate::exchange::ConnActivity;
 use crate::pipeline::{self, Conn};
 use crate::runtime::ListenerRuntime;
 
@@ -105,7 +108,6 @@ pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Serves one client connection to its end.
 /// Serves one client connection over any byte stream (plain TCP today; TLS wraps the same).
 async fn serve<I>(io: I, peer: SocketAddr, scheme: &'static str, shared: Arc<Shared>)
 where
@@ -116,6 +118,8 @@ where
     stats.open.inc();
     stats.accepted.inc();
     let idle = lr.idle_timeout;
+    let protocol = lr.protocol;
+    let max_header = lr.max_header.min(u32::MAX as u64) as u32;
     let builder = builder(&lr);
     drop(lr);
     let conn = Arc::new(Conn::new(peer, scheme));
@@ -128,14 +132,78 @@ where
         // each time hyper moves it.
         Box::pin(async move { Ok::<_, Infallible>(pipeline::handle(lr, &conn, req).await) })
     });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let io = TokioIo::new(io);
+    if protocol == ListenerProtocol::Http {
+        // HTTP/1.1, h2c by preface, and upgrades.
+        let connection = builder.serve_connection_with_upgrades(io, svc);
+        drive(connection, &shared, idle, &activity).await;
+    } else {
+        // HTTP/2 only: an HTTP/1.1 client gets a protocol error, not an answer.
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(max_header)
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .keep_alive_interval(Some(H2_PING_INTERVAL))
+            .keep_alive_timeout(H2_PING_TIMEOUT);
+        let connection = h2.serve_connection(io, svc);
+        drive(connection, &shared, idle, &activity).await;
+    }
+    stats.open.dec();
+    if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+        shared.closed.notify_waiters();
+    }
+}
+
+/// A client connection that can be asked to finish gracefully.
+trait Graceful: Future {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S, E, B> Graceful for auto::UpgradeableConnection<'_, I, S, E>
+where
+    Self: Future,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E, B> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    Self: Future,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Drives a connection to its end: graceful shutdown when the listener stops, and the idle
+/// check twice per idle period (close when no request started and none is in flight).
+async fn drive<C: Graceful>(
+    connection: C,
+    shared: &Shared,
+    idle: Duration,
+    activity: &ConnActivity,
+) {
     tokio::pin!(connection);
     let mut stop = shared.stop.subscribe();
     let mut shutting_down = *stop.borrow();
     if shutting_down {
-        connection.as_mut().graceful_shutdown();
+        connection.as_mut().graceful();
     }
-    // The idle check: twice per idle period, close when nothing started and nothing is in flight.
     let tick = idle / 2;
     let mut last_started = u64::MAX;
     let mut quiet_ticks = 0u32;
@@ -146,7 +214,7 @@ where
             _ = connection.as_mut() => break,
             _ = stopped(&mut stop), if !shutting_down => {
                 shutting_down = true;
-                connection.as_mut().graceful_shutdown();
+                connection.as_mut().graceful();
             }
             _ = sleep.as_mut(), if !shutting_down => {
                 let started = activity.started.load(Ordering::Relaxed);
@@ -158,17 +226,18 @@ where
                 last_started = started;
                 if quiet_ticks >= 2 {
                     shutting_down = true;
-                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().graceful();
                 }
                 sleep.as_mut().reset(tokio::time::Instant::now() + tick);
             }
         }
     }
-    stats.open.dec();
-    if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-        shared.closed.notify_waiters();
-    }
 }
+
+/// HTTP/2 settings shared by both kinds of listener.
+const H2_MAX_STREAMS: u32 = 256;
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Resolves once the stop flag is set (never, if its sender is gone).
 async fn stopped(rx: &mut watch::Receiver<bool>) {
@@ -181,9 +250,6 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 
 fn builder(lr: &ListenerRuntime) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    if lr.protocol != ListenerProtocol::Http {
-        b = b.http2_only();
-    }
     let max_header = lr.max_header as usize;
     b.http1()
         .timer(TokioTimer::new())
@@ -192,8 +258,8 @@ fn builder(lr: &ListenerRuntime) -> auto::Builder<TokioExecutor> {
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(max_header.min(u32::MAX as usize) as u32)
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     b
 }

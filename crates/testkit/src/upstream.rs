@@ -296,6 +296,11 @@ async fn serve(
             r
         }
         Reply::Trailers { body, trailers } => {
+            let declared = trailers
+                .iter()
+                .map(|(k, _)| k.clone())
+                .collect::<Vec<_>>()
+                .join(", ");
             let mut map = HeaderMap::new();
             for (k, v) in trailers {
                 if let (Ok(k), Ok(v)) = (
@@ -305,7 +310,12 @@ async fn serve(
                     map.append(k, v);
                 }
             }
-            Response::new(ReplyBody::Trailers(Some(body), Some(map)))
+            let mut r = Response::new(ReplyBody::Trailers(Some(body), Some(map)));
+            // HTTP/1.1 sends only the trailers the response declares.
+            if let Ok(v) = HeaderValue::from_str(&declared) {
+                r.headers_mut().insert(http::header::TRAILER, v);
+            }
+            r
         }
         Reply::Close => {
             return Err(std::io::Error::other(
