@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use portico_model::{Format, GatewayFile, NodeSettings};
@@ -114,8 +114,8 @@ async fn reload(gateway: &Gateway, path: &Path, running: &NodeSettings) {
     }
 }
 
-/// What identifies a version of the file: modification time and size.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+/// What identifies a version of the file: its content (config files are small, and
+/// modification times can repeat within a second).
+fn stamp(path: &Path) -> Option<Vec<u8>> {
+    std::fs::read(path).ok()
 }
