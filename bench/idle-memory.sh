@@ -8,8 +8,15 @@ N="${1:-10000}"
 BIN="${PORTICO_BIN:-$HERE/../target/release/portico}"
 [ -x "$BIN" ] || (cd "$HERE/.." && cargo build --release -p portico)
 RUN="$(mktemp -d)"
+GW=""; UP=""
 trap 'kill $GW $UP 2>/dev/null || true; rm -rf "$RUN"' EXIT
-ulimit -n $((N * 2 + 1000))
+# Each connection needs a descriptor in the gateway and one here.
+limit=$(ulimit -Hn)
+if [ "$limit" != unlimited ] && [ "$limit" -lt $((N + 200)) ]; then
+    N=$((limit - 200))
+    echo "idle-memory.sh: the open-file limit is $limit; measuring $N connections" >&2
+fi
+ulimit -n "$(ulimit -Hn)"
 python3 -m http.server 18998 --bind 127.0.0.1 --directory "$RUN" >/dev/null 2>&1 & UP=$!
 cat >"$RUN/gw.toml" <<CONF
 [node]

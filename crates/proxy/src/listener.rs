@@ -14,7 +14,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use portico_model::ListenerProtocol;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
@@ -95,8 +94,7 @@ pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
                 Ok((stream, peer)) => {
                     shared.open.fetch_add(1, Ordering::AcqRel);
                     let _ = stream.set_nodelay(true);
-                    // The seam for TLS: a TLS listener hands the decrypted stream to `serve` here.
-                    tokio::spawn(serve(stream, peer, "http", shared.clone()));
+                    tokio::spawn(serve_tcp(stream, peer, shared.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -108,8 +106,66 @@ pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Serves one client connection over any byte stream (plain TCP today; TLS wraps the same).
-async fn serve<I>(io: I, peer: SocketAddr, scheme: &'static str, shared: Arc<Shared>)
+/// The HTTP/2 connection preface (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Which protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Http1,
+    Http2,
+}
+
+/// A plain TCP connection: `http` listeners tell HTTP/1.1 from h2c prior knowledge by
+/// peeking at the first bytes (nothing is consumed); `http2` and `grpc` listeners speak
+/// HTTP/2 only. The seam for TLS: a TLS listener decides by ALPN and calls `serve` with the
+/// decrypted stream.
+async fn serve_tcp(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let (protocol, idle) = {
+        let lr = shared.state.load();
+        (lr.protocol, lr.idle_timeout)
+    };
+    let proto = if protocol == ListenerProtocol::Http {
+        match tokio::time::timeout(idle, sniff(&stream)).await {
+            Ok(Some(p)) => Some(p),
+            _ => None,
+        }
+    } else {
+        Some(Proto::Http2)
+    };
+    match proto {
+        Some(proto) => serve(stream, peer, "http", proto, &shared).await,
+        None => {
+            // Closed, or silent for a whole idle period, before sending anything.
+        }
+    }
+    if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+        shared.closed.notify_waiters();
+    }
+}
+
+/// Peeks until the first bytes are, or cannot be, the HTTP/2 preface. `None` on close.
+async fn sniff(stream: &tokio::net::TcpStream) -> Option<Proto> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(Proto::Http1);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(Proto::Http2);
+        }
+        // A prefix of the preface: wait for more bytes.
+        stream.readable().await.ok()?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Serves one client connection over any byte stream to its end.
+async fn serve<I>(io: I, peer: SocketAddr, scheme: &'static str, proto: Proto, shared: &Arc<Shared>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -118,9 +174,7 @@ where
     stats.open.inc();
     stats.accepted.inc();
     let idle = lr.idle_timeout;
-    let protocol = lr.protocol;
-    let max_header = lr.max_header.min(u32::MAX as u64) as u32;
-    let builder = builder(&lr);
+    let max_header = lr.max_header as usize;
     drop(lr);
     let conn = Arc::new(Conn::new(peer, scheme));
     let activity = conn.activity.clone();
@@ -133,25 +187,29 @@ where
         Box::pin(async move { Ok::<_, Infallible>(pipeline::handle(lr, &conn, req).await) })
     });
     let io = TokioIo::new(io);
-    if protocol == ListenerProtocol::Http {
-        // HTTP/1.1, h2c by preface, and upgrades.
-        let connection = builder.serve_connection_with_upgrades(io, svc);
-        drive(connection, &shared, idle, &activity).await;
-    } else {
-        // HTTP/2 only: an HTTP/1.1 client gets a protocol error, not an answer.
-        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new())
-            .max_header_list_size(max_header)
-            .max_concurrent_streams(H2_MAX_STREAMS)
-            .keep_alive_interval(Some(H2_PING_INTERVAL))
-            .keep_alive_timeout(H2_PING_TIMEOUT);
-        let connection = h2.serve_connection(io, svc);
-        drive(connection, &shared, idle, &activity).await;
+    match proto {
+        Proto::Http1 => {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(idle)
+                .max_header_size(max_header)
+                .max_buf_size(max_header.max(8192))
+                .serve_connection(io, svc)
+                .with_upgrades();
+            drive(connection, shared, idle, &activity).await;
+        }
+        Proto::Http2 => {
+            let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(max_header.min(u32::MAX as usize) as u32)
+                .max_concurrent_streams(256)
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .serve_connection(io, svc);
+            drive(connection, shared, idle, &activity).await;
+        }
     }
     stats.open.dec();
-    if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-        shared.closed.notify_waiters();
-    }
 }
 
 /// A client connection that can be asked to finish gracefully.
@@ -159,16 +217,14 @@ trait Graceful: Future {
     fn graceful(self: Pin<&mut Self>);
 }
 
-impl<I, S, E, B> Graceful for auto::UpgradeableConnection<'_, I, S, E>
+impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
 where
     Self: Future,
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: 'static,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    B: http_body::Body + Send + 'static,
+    B: http_body::Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
 {
     fn graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();
@@ -234,11 +290,6 @@ async fn drive<C: Graceful>(
     }
 }
 
-/// HTTP/2 settings shared by both kinds of listener.
-const H2_MAX_STREAMS: u32 = 256;
-const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
-const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Resolves once the stop flag is set (never, if its sender is gone).
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     while !*rx.borrow_and_update() {
@@ -246,20 +297,4 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
             std::future::pending::<()>().await;
         }
     }
-}
-
-fn builder(lr: &ListenerRuntime) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    let max_header = lr.max_header as usize;
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(lr.idle_timeout)
-        .max_buf_size(max_header.max(8192));
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(max_header.min(u32::MAX as usize) as u32)
-        .max_concurrent_streams(H2_MAX_STREAMS)
-        .keep_alive_interval(Some(H2_PING_INTERVAL))
-        .keep_alive_timeout(H2_PING_TIMEOUT);
-    b
 }
