@@ -255,11 +255,15 @@ async fn drive<C: Graceful>(
     activity: &ConnActivity,
 ) {
     tokio::pin!(connection);
-    let mut stop = shared.stop.subscribe();
-    let mut shutting_down = *stop.borrow();
+    let mut stop_rx = shared.stop.subscribe();
+    let mut shutting_down = *stop_rx.borrow_and_update();
     if shutting_down {
         connection.as_mut().graceful();
     }
+    // Made once and kept: the connection is polled on every wake-up, the other branches
+    // must cost next to nothing then.
+    let stop = stopped(&mut stop_rx);
+    tokio::pin!(stop);
     let tick = idle / 2;
     let mut last_started = u64::MAX;
     let mut quiet_ticks = 0u32;
@@ -267,8 +271,9 @@ async fn drive<C: Graceful>(
     tokio::pin!(sleep);
     loop {
         tokio::select! {
+            biased;
             _ = connection.as_mut() => break,
-            _ = stopped(&mut stop), if !shutting_down => {
+            _ = stop.as_mut(), if !shutting_down => {
                 shutting_down = true;
                 connection.as_mut().graceful();
             }
