@@ -16,6 +16,7 @@
 pub mod access_log;
 pub mod body;
 pub mod clock;
+pub mod codec;
 pub mod error;
 pub mod exchange;
 pub mod gateway;

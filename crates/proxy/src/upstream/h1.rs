@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::response::Parts;
@@ -19,7 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use crate::body::{BodyError, RequestBody};
+use crate::codec::{self, Decoded, Decoder};
 use crate::headers;
+use crate::upstream::pool::{self, PoolSlot};
 
 /// Largest response head accepted from an upstream.
 const MAX_HEAD: usize = 64 * 1024;
@@ -223,8 +225,7 @@ fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 fn framing(out: &mut Vec<u8>, content_length: Option<u64>, chunked: bool) {
     if let Some(n) = content_length {
         out.extend_from_slice(b"content-length: ");
-        let mut itoa = itoa_buf(n);
-        out.extend_from_slice(itoa.as_bytes_mut());
+        codec::decimal(out, n);
         out.extend_from_slice(b"\r\n");
     } else if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -307,7 +308,7 @@ async fn write_body<W: tokio::io::AsyncWrite + Unpin>(
                 }
                 if chunked {
                     scratch.clear();
-                    scratch.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    codec::chunk_header(&mut scratch, data.len());
                     scratch.extend_from_slice(&data);
                     scratch.extend_from_slice(b"\r\n");
                     wr.write_all(&scratch).await?;
@@ -324,14 +325,7 @@ async fn write_body<W: tokio::io::AsyncWrite + Unpin>(
     }
     if chunked {
         scratch.clear();
-        scratch.extend_from_slice(b"0\r\n");
-        for (k, v) in trailers.iter().flatten() {
-            scratch.extend_from_slice(k.as_str().as_bytes());
-            scratch.extend_from_slice(b": ");
-            scratch.extend_from_slice(v.as_bytes());
-            scratch.extend_from_slice(b"\r\n");
-        }
-        scratch.extend_from_slice(b"\r\n");
+        codec::last_chunk(&mut scratch, trailers.as_ref());
         wr.write_all(&scratch).await?;
     }
     wr.flush().await?;
@@ -531,88 +525,55 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<(Parts, Fram
 /// A response body read from an upstream connection.
 pub struct ResponseBody {
     conn: Option<Conn>,
-    state: State,
+    decoder: Decoder,
     reusable: bool,
-    finish: Option<fn(Conn, crate::upstream::pool::PoolSlot)>,
-    slot: Option<crate::upstream::pool::PoolSlot>,
+    slot: Option<PoolSlot>,
 }
 
 impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseBody")
-            .field("state", &self.state)
+            .field("decoder", &self.decoder)
             .finish()
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Length(u64),
-    ChunkSize,
-    ChunkData(u64),
-    ChunkEnd,
-    Trailers,
-    UntilClose,
-    Done,
-}
-
 impl ResponseBody {
     /// A body read from `conn` as `framing` says; at its end `conn` goes back to `slot`.
-    pub fn new(conn: Conn, framing: Framing, slot: crate::upstream::pool::PoolSlot) -> Self {
-        let (state, reusable) = match framing {
-            Framing::Empty { reusable } => (State::Done, reusable),
-            Framing::Length { len, reusable } => (
-                if len == 0 {
-                    State::Done
-                } else {
-                    State::Length(len)
-                },
-                reusable,
-            ),
-            Framing::Chunked { reusable } => (State::ChunkSize, reusable),
-            Framing::UntilClose => (State::UntilClose, false),
-            Framing::Upgrade => (State::Done, false),
+    pub fn new(conn: Conn, framing: Framing, slot: PoolSlot) -> Self {
+        let (decoder, reusable) = match framing {
+            Framing::Empty { reusable } => (Decoder::Done, reusable),
+            Framing::Length { len, reusable } => (Decoder::length(len), reusable),
+            Framing::Chunked { reusable } => (Decoder::ChunkSize, reusable),
+            Framing::UntilClose => (Decoder::UntilClose, false),
+            Framing::Upgrade => (Decoder::Done, false),
         };
         let mut body = Self {
             conn: Some(conn),
-            state,
+            decoder,
             reusable,
-            finish: Some(crate::upstream::pool::put_h1),
             slot: Some(slot),
         };
         // An upgrade keeps its connection for the tunnel; other empty bodies are done now.
-        if body.state == State::Done && framing != Framing::Upgrade {
+        if body.decoder.is_done() && framing != Framing::Upgrade {
             body.done();
         }
         body
     }
 
     fn done(&mut self) {
-        self.state = State::Done;
-        if let (Some(conn), Some(finish), Some(slot)) =
-            (self.conn.take(), self.finish.take(), self.slot.take())
-            && self.reusable
-            && conn.buf.is_empty()
-        {
-            finish(conn, slot);
+        self.decoder = Decoder::Done;
+        if let (Some(conn), Some(slot)) = (self.conn.take(), self.slot.take()) {
+            if self.reusable && conn.buf.is_empty() {
+                pool::put_h1(conn, slot);
+            }
         }
     }
 
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, io::Error>> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Poll::Ready(Ok(0));
-        };
-        conn.buf.reserve(READ_SIZE);
-        tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf)
-    }
-
-    fn buf(&mut self) -> &mut BytesMut {
-        // Only called while the connection is held.
-        &mut self
-            .conn
-            .as_mut()
-            .expect("connection held while reading")
-            .buf
+    /// For a 101 answer: the upstream socket and any bytes already read after the head.
+    pub fn into_upgraded(mut self) -> Option<(TcpStream, Bytes)> {
+        self.slot = None;
+        self.conn.take().map(Conn::into_upgraded)
     }
 }
 
@@ -633,199 +594,57 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
         loop {
-            if this.state != State::Done && this.conn.is_none() {
-                return Poll::Ready(Some(Err(eof())));
+            if this.decoder.is_done() {
+                return Poll::Ready(None);
             }
-            match this.state {
-                State::Done => return Poll::Ready(None),
-                State::Length(left) => {
-                    if this.buf().is_empty() && ready!(this.poll_fill(cx))? == 0 {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(Some(Err(eof())));
+            };
+            match this.decoder.decode(&mut conn.buf) {
+                Ok(Decoded::Frame(frame)) => {
+                    if this.decoder.is_done() {
+                        this.done();
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Ok(Decoded::End) => {
+                    this.done();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::NeedMore) => {
+                    conn.buf.reserve(READ_SIZE);
+                    let n = ready!(tokio_util::io::poll_read_buf(
+                        Pin::new(&mut conn.stream),
+                        cx,
+                        &mut conn.buf
+                    ))?;
+                    if n == 0 {
                         this.conn = None;
+                        if this.decoder == Decoder::UntilClose {
+                            this.decoder = Decoder::Done;
+                            return Poll::Ready(None);
+                        }
                         return Poll::Ready(Some(Err(eof())));
                     }
-                    let buf = this.buf();
-                    let n = (buf.len() as u64).min(left) as usize;
-                    let chunk = buf.split_to(n).freeze();
-                    let left = left - n as u64;
-                    if left == 0 {
-                        this.done();
-                    } else {
-                        this.state = State::Length(left);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
-                State::UntilClose => {
-                    if this.buf().is_empty() && ready!(this.poll_fill(cx))? == 0 {
-                        this.conn = None;
-                        this.state = State::Done;
-                        return Poll::Ready(None);
-                    }
-                    let chunk = this.buf().split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
-                }
-                State::ChunkSize => {
-                    let buf = this.buf();
-                    match buf.windows(2).position(|w| w == b"\r\n") {
-                        Some(i) => {
-                            let line = &buf[..i];
-                            let hex = line
-                                .split(|b| *b == b';')
-                                .next()
-                                .unwrap_or(b"")
-                                .trim_ascii();
-                            let size = std::str::from_utf8(hex)
-                                .ok()
-                                .filter(|h| !h.is_empty() && h.len() <= 16)
-                                .and_then(|h| u64::from_str_radix(h, 16).ok())
-                                .ok_or_else(|| {
-                                    io::Error::new(io::ErrorKind::InvalidData, "bad chunk size")
-                                })?;
-                            buf.advance(i + 2);
-                            this.state = if size == 0 {
-                                State::Trailers
-                            } else {
-                                State::ChunkData(size)
-                            };
-                        }
-                        None => {
-                            if buf.len() > 1024 {
-                                return Poll::Ready(Some(Err(io::Error::new(
-                                    io::ErrorKind::InvalidData,
-                                    "chunk size line too long",
-                                ))));
-                            }
-                            if ready!(this.poll_fill(cx))? == 0 {
-                                this.conn = None;
-                                return Poll::Ready(Some(Err(eof())));
-                            }
-                        }
-                    }
-                }
-                State::ChunkData(left) => {
-                    if this.buf().is_empty() && ready!(this.poll_fill(cx))? == 0 {
-                        this.conn = None;
-                        return Poll::Ready(Some(Err(eof())));
-                    }
-                    let buf = this.buf();
-                    let n = (buf.len() as u64).min(left) as usize;
-                    let chunk = buf.split_to(n).freeze();
-                    let left = left - n as u64;
-                    this.state = if left == 0 {
-                        State::ChunkEnd
-                    } else {
-                        State::ChunkData(left)
-                    };
-                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
-                }
-                State::ChunkEnd => {
-                    if this.buf().len() < 2 {
-                        if ready!(this.poll_fill(cx))? == 0 {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(eof())));
-                        }
-                        continue;
-                    }
-                    if &this.buf()[..2] != b"\r\n" {
-                        return Poll::Ready(Some(Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "missing CRLF after chunk",
-                        ))));
-                    }
-                    this.buf().advance(2);
-                    this.state = State::ChunkSize;
-                }
-                State::Trailers => {
-                    let buf = this.buf();
-                    if buf.starts_with(b"\r\n") {
-                        buf.advance(2);
-                        this.done();
-                        return Poll::Ready(None);
-                    }
-                    let mut headers = [httparse::EMPTY_HEADER; 64];
-                    match httparse::parse_headers(buf, &mut headers) {
-                        Ok(httparse::Status::Complete((len, hs))) => {
-                            let mut map = HeaderMap::new();
-                            for h in hs {
-                                if let (Ok(n), Ok(v)) = (
-                                    HeaderName::from_bytes(h.name.as_bytes()),
-                                    HeaderValue::from_bytes(h.value),
-                                ) {
-                                    map.append(n, v);
-                                }
-                            }
-                            buf.advance(len);
-                            this.done();
-                            return Poll::Ready(Some(Ok(Frame::trailers(map))));
-                        }
-                        Ok(httparse::Status::Partial) => {
-                            if buf.len() > MAX_HEAD {
-                                return Poll::Ready(Some(Err(io::Error::new(
-                                    io::ErrorKind::InvalidData,
-                                    "trailers too large",
-                                ))));
-                            }
-                            if ready!(this.poll_fill(cx))? == 0 {
-                                this.conn = None;
-                                return Poll::Ready(Some(Err(eof())));
-                            }
-                        }
-                        Err(_) => {
-                            return Poll::Ready(Some(Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                "malformed trailers",
-                            ))));
-                        }
-                    }
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e)));
                 }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.state == State::Done
+        self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.state {
-            State::Length(n) => SizeHint::with_exact(n),
-            State::Done => SizeHint::with_exact(0),
+        match self.decoder {
+            Decoder::Length(n) => SizeHint::with_exact(n),
+            Decoder::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
-    }
-}
-
-impl ResponseBody {
-    /// For a 101 answer: the upstream socket and any bytes already read after the head.
-    pub fn into_upgraded(mut self) -> Option<(TcpStream, Bytes)> {
-        self.slot = None;
-        self.conn.take().map(Conn::into_upgraded)
-    }
-}
-
-/// A decimal number without allocating.
-fn itoa_buf(mut n: u64) -> ItoaBuf {
-    let mut b = ItoaBuf {
-        bytes: [0; 20],
-        start: 20,
-    };
-    loop {
-        b.start -= 1;
-        b.bytes[b.start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return b;
-        }
-    }
-}
-
-struct ItoaBuf {
-    bytes: [u8; 20],
-    start: usize,
-}
-
-impl ItoaBuf {
-    fn as_bytes_mut(&mut self) -> &[u8] {
-        &self.bytes[self.start..]
     }
 }
 
@@ -1064,13 +883,6 @@ mod tests {
             raw.push_str("\r\n");
             let mut buf = BytesMut::from(raw.as_str());
             let _ = parse_head(&mut buf, &Method::GET);
-        }
-    }
-
-    #[test]
-    fn numbers() {
-        for n in [0u64, 7, 10, 12345, u64::MAX] {
-            assert_eq!(itoa_buf(n).as_bytes_mut(), n.to_string().as_bytes());
         }
     }
 }
