@@ -563,10 +563,11 @@ impl ResponseBody {
 
     fn done(&mut self) {
         self.decoder = Decoder::Done;
-        if let (Some(conn), Some(slot)) = (self.conn.take(), self.slot.take()) {
-            if self.reusable && conn.buf.is_empty() {
-                pool::put_h1(conn, slot);
-            }
+        if let (Some(conn), Some(slot)) = (self.conn.take(), self.slot.take())
+            && self.reusable
+            && conn.buf.is_empty()
+        {
+            pool::put_h1(conn, slot);
         }
     }
 
