@@ -23,7 +23,54 @@ pub enum BodyError {
     TooLarge(u64),
     /// Reading from the client failed.
     #[error("reading the request body: {0}")]
-    Client(#[from] hyper::Error),
+    Client(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A client's request body, whichever server read it.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// No body.
+    Empty,
+    /// Read by our HTTP/1.1 server.
+    H1(crate::listener::h1::RequestBody),
+    /// An HTTP/2 stream, read by hyper.
+    H2(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::H1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| BodyError::Client(Box::new(e))),
+            ClientBody::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| BodyError::Client(Box::new(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
+        }
+    }
 }
 
 /// The request body sent upstream.
@@ -38,7 +85,7 @@ pub enum RequestBody {
 /// The client's body with a size limit, a byte count and an end-of-body signal.
 #[derive(Debug)]
 pub struct RequestStream {
-    inner: Incoming,
+    inner: ClientBody,
     limit: u64,
     seen: u64,
     counter: Arc<AtomicU64>,
@@ -48,7 +95,7 @@ pub struct RequestStream {
 impl RequestStream {
     /// Wraps `inner`; `done` fires when the body has been read completely.
     pub fn new(
-        inner: Incoming,
+        inner: ClientBody,
         limit: Option<u64>,
         counter: Arc<AtomicU64>,
         done: Option<oneshot::Sender<()>>,
@@ -95,7 +142,7 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => {
                 s.finished();
                 Poll::Ready(None)

@@ -12,13 +12,10 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, EXPECT, HOST, LOCATION}
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use portico_model::{HashOn, ListenerProtocol};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
-use crate::body::{RequestBody, RequestStream, ResponseBody};
+use crate::body::{ClientBody, RequestBody, RequestStream, ResponseBody};
 use crate::clock;
 use crate::exchange::{ConnActivity, Exchange, InFlight, LogFields};
 use crate::headers::{self, X_REQUEST_ID};
@@ -64,7 +61,7 @@ impl Conn {
 pub async fn handle(
     lr: Arc<ListenerRuntime>,
     conn: &Conn,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     conn.activity.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -117,7 +114,7 @@ pub async fn handle(
 async fn proxy(
     lr: &ListenerRuntime,
     conn: &Conn,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     ex: &mut Exchange,
     request_id: &HeaderValue,
     grpc: bool,
@@ -145,7 +142,7 @@ async fn proxy(
 /// Phase `route`: normalize host and path, find the route.
 fn route(
     lr: &ListenerRuntime,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     grpc: bool,
 ) -> Result<(u32, Option<String>), ProxyError> {
     let host = rewrite::normalize_host(host_of(req));
@@ -194,7 +191,7 @@ fn route(
 fn check_limits(
     lr: &ListenerRuntime,
     route: &Route,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
 ) -> Result<(), ProxyError> {
     // hyper enforces the listener's limit while parsing, but never below 8 KiB.
     if route.max_header < lr.max_header.max(8192) {
@@ -237,7 +234,7 @@ fn check_limits(
 fn redirect(
     r: &Redirect,
     route: &Route,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     normalized: Option<&str>,
     conn_scheme: &str,
 ) -> Response<ResponseBody> {
@@ -330,7 +327,7 @@ async fn forward(
     f: &Forward,
     route: &Route,
     conn: &Conn,
-    mut req: Request<Incoming>,
+    req: Request<ClientBody>,
     normalized: Option<String>,
     ex: &mut Exchange,
     request_id: &HeaderValue,
@@ -351,7 +348,6 @@ async fn forward(
             ),
         ));
     }
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let hash = svc
         .hash_on
         .as_ref()
@@ -436,7 +432,7 @@ async fn forward(
     if svc.protocol.is_http2() {
         forward_h2(up, parts, body, ex).await
     } else {
-        forward_h1(up, parts, body, ex, client_upgrade).await
+        forward_h1(up, parts, body, ex).await
     }
 }
 
@@ -469,7 +465,6 @@ async fn forward_h1(
     parts: http::request::Parts,
     body: RequestBody,
     ex: &mut Exchange,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let svc = up.svc;
     let has_body = !matches!(body, RequestBody::Empty);
@@ -516,7 +511,7 @@ async fn forward_h1(
                     avoid = Some(i);
                     continue;
                 }
-                return Ok(respond(sent, &up, ex, in_flight, client_upgrade));
+                return Ok(respond(sent, &up, ex, in_flight));
             }
             Err((err, back)) => {
                 let retryable = err_retryable(svc, &set, i, &err, back.is_some() || replayable);
@@ -586,7 +581,7 @@ async fn forward_h2(
                     avoid = Some(i);
                     continue;
                 }
-                return Ok(respond(sent, &up, ex, in_flight, None));
+                return Ok(respond(sent, &up, ex, in_flight));
             }
             Err((err, back)) => {
                 let retryable =
@@ -640,7 +635,6 @@ fn respond(
     up: &Upstream<'_>,
     ex: &mut Exchange,
     in_flight: InFlight,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ResponseBody> {
     up.svc.stats.latency.observe(sent.elapsed.as_secs_f64());
     ex.upstream_time = Some(sent.elapsed);
@@ -659,28 +653,28 @@ fn respond(
     head.headers
         .insert(X_REQUEST_ID.clone(), up.request_id.clone());
     if switching {
-        if let (Some(client), UpstreamBody::H1(b)) = (client_upgrade, body)
-            && let Some((stream, leftover)) = b.into_upgraded()
+        // The server that writes the 101 takes the upstream socket for the tunnel.
+        if let UpstreamBody::H1(b) = body
+            && let Some(upstream) = b.into_upgraded()
         {
-            tokio::spawn(tunnel(client, stream, leftover));
+            head.extensions
+                .insert(Tunnel(Arc::new(std::sync::Mutex::new(Some(upstream)))));
         }
         return Response::from_parts(head, ResponseBody::empty());
     }
     Response::from_parts(head, ResponseBody::upstream(body))
 }
 
-/// Copies bytes both ways between an upgraded client connection and the upstream.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    mut upstream: tokio::net::TcpStream,
-    leftover: bytes::Bytes,
-) {
-    let Ok(upgraded) = client.await else { return };
-    let mut client = TokioIo::new(upgraded);
-    if !leftover.is_empty() && client.write_all(&leftover).await.is_err() {
-        return;
+/// The upstream side of an upgraded connection (its socket and bytes already read),
+/// handed to the server that writes the 101 in the response's extensions.
+#[derive(Clone, Debug)]
+pub struct Tunnel(Arc<std::sync::Mutex<Option<(tokio::net::TcpStream, bytes::Bytes)>>>);
+
+impl Tunnel {
+    /// Takes the upstream socket (once).
+    pub fn take(&self) -> Option<(tokio::net::TcpStream, bytes::Bytes)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
 
 fn send_error(

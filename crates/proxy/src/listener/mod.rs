@@ -1,6 +1,8 @@
 //! Listeners: binding sockets, accepting on every worker, and serving each client
-//! connection with hyper (HTTP/1.1 with h2c and upgrades detected, or HTTP/2 only), with an
-//! idle timeout and graceful shutdown.
+//! connection: HTTP/1.1 (with upgrades) on our own server, h2c (detected by its preface, or
+//! on HTTP/2-only listeners) on hyper's, each with an idle timeout and graceful shutdown.
+
+pub mod h1;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,6 +21,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
+use crate::body::ClientBody;
 use crate::exchange::ConnActivity;
 use crate::pipeline::{self, Conn};
 use crate::runtime::ListenerRuntime;
@@ -118,27 +121,35 @@ enum Proto {
 
 /// A plain TCP connection: `http` listeners tell HTTP/1.1 from h2c prior knowledge by
 /// peeking at the first bytes (nothing is consumed); `http2` and `grpc` listeners speak
-/// HTTP/2 only. The seam for TLS: a TLS listener decides by ALPN and calls `serve` with the
-/// decrypted stream.
+/// HTTP/2 only. HTTP/1.1 runs on our own server ([`h1`]), HTTP/2 on hyper's. The seam for
+/// TLS: a TLS listener decides by ALPN and serves the decrypted stream the same way.
 async fn serve_tcp(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let (protocol, idle) = {
+    let (protocol, idle, max_header, stats) = {
         let lr = shared.state.load();
-        (lr.protocol, lr.idle_timeout)
+        (
+            lr.protocol,
+            lr.idle_timeout,
+            lr.max_header as usize,
+            lr.stats.clone(),
+        )
     };
+    stats.open.inc();
+    stats.accepted.inc();
     let proto = if protocol == ListenerProtocol::Http {
-        match tokio::time::timeout(idle, sniff(&stream)).await {
-            Ok(Some(p)) => Some(p),
-            _ => None,
-        }
+        tokio::time::timeout(idle, sniff(&stream))
+            .await
+            .ok()
+            .flatten()
     } else {
         Some(Proto::Http2)
     };
     match proto {
-        Some(proto) => serve(stream, peer, "http", proto, &shared).await,
-        None => {
-            // Closed, or silent for a whole idle period, before sending anything.
-        }
+        Some(Proto::Http1) => h1::serve(stream, peer, shared.clone(), idle, max_header).await,
+        Some(Proto::Http2) => serve_h2(stream, peer, "http", &shared, idle, max_header).await,
+        // Closed, or silent for a whole idle period, before sending anything.
+        None => {}
     }
+    stats.open.dec();
     if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
         shared.closed.notify_waiters();
     }
@@ -164,71 +175,42 @@ async fn sniff(stream: &tokio::net::TcpStream) -> Option<Proto> {
     }
 }
 
-/// Serves one client connection over any byte stream to its end.
-async fn serve<I>(io: I, peer: SocketAddr, scheme: &'static str, proto: Proto, shared: &Arc<Shared>)
-where
+/// Serves an HTTP/2 connection over any byte stream to its end, with hyper.
+async fn serve_h2<I>(
+    io: I,
+    peer: SocketAddr,
+    scheme: &'static str,
+    shared: &Arc<Shared>,
+    idle: Duration,
+    max_header: usize,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let lr = shared.state.load_full();
-    let stats = lr.stats.clone();
-    stats.open.inc();
-    stats.accepted.inc();
-    let idle = lr.idle_timeout;
-    let max_header = lr.max_header as usize;
-    drop(lr);
     let conn = Arc::new(Conn::new(peer, scheme));
     let activity = conn.activity.clone();
     let svc_shared = shared.clone();
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let lr = svc_shared.state.load_full();
         let conn = conn.clone();
         // One allocation for the request's state instead of copying kilobytes of future
         // each time hyper moves it.
-        Box::pin(async move { Ok::<_, Infallible>(pipeline::handle(lr, &conn, req).await) })
+        Box::pin(async move {
+            Ok::<_, Infallible>(pipeline::handle(lr, &conn, req.map(ClientBody::H2)).await)
+        })
     });
-    let io = TokioIo::new(io);
-    match proto {
-        Proto::Http1 => {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(idle)
-                .max_header_size(max_header)
-                .max_buf_size(max_header.max(8192))
-                .serve_connection(io, svc)
-                .with_upgrades();
-            drive(connection, shared, idle, &activity).await;
-        }
-        Proto::Http2 => {
-            let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_header_list_size(max_header.min(u32::MAX as usize) as u32)
-                .max_concurrent_streams(256)
-                .keep_alive_interval(Some(Duration::from_secs(30)))
-                .keep_alive_timeout(Duration::from_secs(10))
-                .serve_connection(io, svc);
-            drive(connection, shared, idle, &activity).await;
-        }
-    }
-    stats.open.dec();
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header.min(u32::MAX as usize) as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(io), svc);
+    drive(connection, shared, idle, &activity).await;
 }
 
 /// A client connection that can be asked to finish gracefully.
 trait Graceful: Future {
     fn graceful(self: Pin<&mut Self>);
-}
-
-impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
-where
-    Self: Future,
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    B: http_body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn graceful(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
 }
 
 impl<I, S, E, B> Graceful for hyper::server::conn::http2::Connection<I, S, E>
