@@ -442,3 +442,138 @@ async fn malformed_input_gets_clean_errors_and_the_gateway_stays_up() {
     let r = Client::new().get(&gw.url("/fine")).await;
     assert_eq!(r.status, 200);
 }
+
+/// Counts the complete responses (head and content-length body) at the start of `text`.
+fn complete_responses(text: &str) -> usize {
+    let mut rest = text;
+    let mut n = 0;
+    while let Some(end) = rest.find("\r\n\r\n") {
+        let head = &rest[..end];
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let body_start = end + 4;
+        if rest.len() < body_start + len {
+            break;
+        }
+        n += 1;
+        rest = &rest[body_start + len..];
+    }
+    n
+}
+
+/// Reads from `s` until `n` complete responses arrived, or the peer closed or went quiet.
+async fn read_responses(s: &mut tokio::net::TcpStream, n: usize) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while complete_responses(&String::from_utf8_lossy(&out)) < n {
+        match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(k)) => out.extend_from_slice(&buf[..k]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_connection_semantics() {
+    let up = Upstream::echo().await;
+    let cfg = format!(
+        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1\"\nport = 0\nidle_timeout = \"300ms\"\n{}\n\
+         [[routes]]\nname = \"fixed\"\nmatch = {{ path = {{ prefix = \"/fixed\" }} }}\nfixed_response = {{ status = 200, body = \"fixed\" }}\n\
+         [[routes]]\nname = \"up\"\nforward = {{ service = \"s\" }}\n",
+        service("s", &[up.addr], "")
+    );
+    let gw = Gw::start(&cfg).await;
+    let addr = gw.addr("web");
+
+    // Two pipelined requests in one write get two answers, in order.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /fixed/1 HTTP/1.1\r\nHost: a\r\n\r\nGET /fixed/2 HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let text = read_responses(&mut s, 2).await;
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert!(
+        text.contains("date: "),
+        "gateway answers carry a Date: {text}"
+    );
+
+    // An unread request body (the fixed route ignores it) is drained; the connection lives on.
+    s.write_all(b"POST /fixed HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789GET /fixed/3 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_responses(&mut s, 2).await;
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+
+    // Expect: 100-continue gets its interim answer, then the final one.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue"));
+    s.write_all(b"data").await.unwrap();
+    let text = read_responses(&mut s, 1).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(up.last().body_len, 4);
+    assert!(
+        !up.last().headers.contains_key("expect"),
+        "Expect is answered here, not forwarded"
+    );
+
+    // HEAD keeps the length without a body.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"HEAD /fixed HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        text.contains("content-length: 5\r\n") && text.ends_with("\r\n\r\n"),
+        "{text}"
+    );
+
+    // HTTP/1.0 without keep-alive: the answer says close and the connection closes.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /fixed HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut all))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.contains("connection: close") && text.ends_with("fixed"),
+        "{text}"
+    );
+
+    // An idle keep-alive connection is closed after the listener's idle timeout.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /fixed HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let _ = read_responses(&mut s, 1).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed, 0, "the idle connection was closed");
+
+    // Smuggling vectors get 400 and a closed connection.
+    let out = raw(addr, b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await;
+    assert!(
+        out.starts_with("HTTP/1.1 400") && out.contains("bad_request"),
+        "{out}"
+    );
+}
