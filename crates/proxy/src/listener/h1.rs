@@ -469,22 +469,23 @@ async fn write_response(
         wr.write_all(out).await?;
         return Ok(keep_alive);
     }
-    // The first frame goes out with the head when it is ready now (the usual small answer).
+    // Frames that are ready now are gathered behind the head and written together (the
+    // usual answer is one write); the buffer goes out whenever the body has to wait or
+    // holds `COALESCE` bytes.
     let mut written: u64 = 0;
-    let mut chunk_buf = BytesMut::new();
-    let mut head_sent = false;
+    let mut chunk_head = BytesMut::new();
     let mut trailers: Option<HeaderMap> = None;
     loop {
-        let frame = if head_sent {
-            std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-        } else {
-            match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
-                Poll::Ready(f) => f,
-                Poll::Pending => {
+        let frame = match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)))
+            .await
+        {
+            Poll::Ready(f) => f,
+            Poll::Pending => {
+                if !out.is_empty() {
                     wr.write_all(out).await?;
-                    head_sent = true;
-                    continue;
+                    out.clear();
                 }
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
             }
         };
         match frame {
@@ -498,15 +499,28 @@ async fn write_response(
                         // More than announced: stop here and close.
                         return Ok(false);
                     }
-                    let pieces: [&[u8]; 3] = if chunked {
-                        chunk_buf.clear();
-                        codec::chunk_header(&mut chunk_buf, data.len());
-                        [&chunk_buf, &data, b"\r\n"]
+                    if chunked {
+                        chunk_head.clear();
+                        codec::chunk_header(&mut chunk_head, data.len());
+                        out.extend_from_slice(&chunk_head);
+                    }
+                    if data.len() >= COALESCE {
+                        // Large frames go as they are, after what is buffered.
+                        if !out.is_empty() {
+                            wr.write_all(out).await?;
+                            out.clear();
+                        }
+                        wr.write_all(&data).await?;
                     } else {
-                        [&data, b"", b""]
-                    };
-                    write_pieces(wr, out, &pieces, !head_sent).await?;
-                    head_sent = true;
+                        out.extend_from_slice(&data);
+                    }
+                    if chunked {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    if out.len() >= COALESCE {
+                        wr.write_all(out).await?;
+                        out.clear();
+                    }
                 }
                 Err(frame) => {
                     if let Ok(t) = frame.into_trailers() {
@@ -516,7 +530,7 @@ async fn write_response(
             },
             Some(Err(_)) => {
                 // The upstream broke off: the client must not take a short body as whole.
-                if !head_sent {
+                if !out.is_empty() {
                     wr.write_all(out).await?;
                 }
                 return Ok(false);
@@ -524,18 +538,17 @@ async fn write_response(
             None => break,
         }
     }
-    let mut tail = BytesMut::new();
     if chunked {
+        let mut tail = BytesMut::new();
         codec::last_chunk(
             &mut tail,
             if trailers_ok { trailers.as_ref() } else { None },
         );
-    }
-    if !head_sent {
         out.extend_from_slice(&tail);
+    }
+    if !out.is_empty() {
         wr.write_all(out).await?;
-    } else if !tail.is_empty() {
-        wr.write_all(&tail).await?;
+        out.clear();
     }
     if length.is_some_and(|n| written != n) {
         keep_alive = false;
@@ -543,34 +556,9 @@ async fn write_response(
     Ok(keep_alive)
 }
 
-/// Writes `pieces`, after the buffered head when `with_head`. Small pieces are copied
-/// together into one write; large ones go as they are.
-async fn write_pieces(
-    wr: &mut OwnedWriteHalf,
-    out: &mut Vec<u8>,
-    pieces: &[&[u8]; 3],
-    with_head: bool,
-) -> io::Result<()> {
-    let total: usize = pieces.iter().map(|p| p.len()).sum();
-    if total <= 16 * 1024 {
-        if !with_head {
-            out.clear();
-        }
-        for p in pieces {
-            out.extend_from_slice(p);
-        }
-        return wr.write_all(out).await;
-    }
-    if with_head {
-        wr.write_all(out).await?;
-    }
-    for p in pieces {
-        if !p.is_empty() {
-            wr.write_all(p).await?;
-        }
-    }
-    Ok(())
-}
+/// Response bytes gathered before a write: large enough that a typical body goes out with
+/// its head in one system call, small enough that a connection's buffer stays modest.
+const COALESCE: usize = 64 * 1024;
 
 /// After a 101: bytes both ways between the client and the upstream until either closes.
 async fn run_tunnel(
