@@ -7,10 +7,13 @@
 //! - [`service`]: upstreams, load balancing, retries, outlier ejection
 //! - [`node`]: process settings of one gateway node
 //! - [`snapshot`]: the Snapshot, the config file, parsing
+//! - [`control`]: gateways, APIs and raw routes as the control plane stores them
+//! - [`sync`]: what nodes pull and report
 //! - [`validate`]: every rule, with field paths in every error
 //! - [`units`]: durations and byte sizes as people write them
 //! - [`defaults`]: every default value
 
+pub mod control;
 pub mod defaults;
 pub mod error;
 pub mod listener;
@@ -18,12 +21,14 @@ pub mod node;
 pub mod route;
 pub mod service;
 pub mod snapshot;
+pub mod sync;
 pub mod units;
 pub mod validate;
 
+pub use control::{ApiSpec, GatewayKind, GatewaySpec, Lifecycle, Operation, RouteSpec, Visibility};
 pub use error::{Error, FieldError};
 pub use listener::{Limits, Listener, ListenerProtocol};
-pub use node::{AccessLog, Internal, NodeSettings};
+pub use node::{AccessLog, AdminSettings, ControlPlaneLink, Internal, NodeSettings};
 pub use route::{
     FixedResponse, Forward, GrpcMatch, HeaderEdits, HeaderMatch, PathMatch, PrefixRewrite,
     QueryMatch, Redirect, Rewrite, Route, RouteMatch, Target,
@@ -32,4 +37,5 @@ pub use service::{
     Endpoint, HashOn, LoadBalancing, OutlierDetection, Retries, Service, UpstreamProtocol,
 };
 pub use snapshot::{Format, GatewayFile, SCHEMA, Snapshot};
+pub use sync::{ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims, NodeReport, SyncEnvelope};
 pub use units::{ByteSize, Duration};

@@ -58,6 +58,18 @@ pub struct Limits {
 }
 
 impl Listener {
+    /// A listener on every IPv4 interface with default limits and timeouts.
+    pub fn new(port: u16, protocol: ListenerProtocol) -> Self {
+        Self {
+            name: None,
+            address: defaults::listen_address(),
+            port,
+            protocol,
+            limits: Limits::default(),
+            idle_timeout: defaults::client_idle_timeout(),
+        }
+    }
+
     /// The listener's name: the configured one or `<protocol>-<port>`.
     pub fn effective_name(&self) -> String {
         match &self.name {

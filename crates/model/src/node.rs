@@ -26,6 +26,73 @@ pub struct NodeSettings {
     /// Reload when the config file changes (SIGHUP always reloads).
     #[serde(default = "defaults::yes")]
     pub watch: bool,
+    /// Pull the snapshot from a control plane instead of serving the file's routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneLink>,
+    /// The node's admin API (port 2020), for the control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminSettings>,
+}
+
+/// How a node reaches its control plane.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneLink {
+    /// Base URL of the control plane, e.g. `https://portico.example.com:9400`.
+    pub url: String,
+    /// The gateway's API token.
+    pub token: String,
+    /// Where the last applied snapshot and the node id are kept.
+    #[serde(default = "cache_dir")]
+    pub cache_dir: String,
+    /// How often the node reports its state when nothing changes.
+    #[serde(default = "heartbeat")]
+    pub heartbeat: Duration,
+}
+
+/// The node's admin API.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address to bind.
+    #[serde(default = "admin_address")]
+    pub address: SocketAddr,
+    /// The gateway's JWT secret: the control plane signs its calls with it.
+    pub jwt_secret: String,
+}
+
+impl std::fmt::Debug for ControlPlaneLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlaneLink")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .field("cache_dir", &self.cache_dir)
+            .field("heartbeat", &self.heartbeat)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("address", &self.address)
+            .field("jwt_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Default cache directory of a node.
+pub fn cache_dir() -> String {
+    "portico-gateway-cache".into()
+}
+
+fn heartbeat() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Default admin address: every interface, port 2020.
+pub fn admin_address() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 2020))
 }
 
 /// The internal health and metrics endpoint.
@@ -60,6 +127,8 @@ impl Default for NodeSettings {
             access_log: AccessLog::default(),
             drain_timeout: defaults::drain_timeout(),
             watch: true,
+            control_plane: None,
+            admin: None,
         }
     }
 }

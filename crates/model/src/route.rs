@@ -251,12 +251,33 @@ pub struct FixedResponse {
     pub body: Option<String>,
 }
 
+impl FixedResponse {
+    /// A JSON answer with this status and body.
+    pub fn json(status: u16, body: &str) -> Self {
+        let mut headers = BTreeMap::new();
+        headers.insert("content-type".to_owned(), "application/json".to_owned());
+        Self {
+            status,
+            headers,
+            body: Some(body.to_owned()),
+        }
+    }
+}
+
 impl Route {
     /// The route's name: the configured one or `route-<index>`.
     pub fn effective_name(&self, index: usize) -> String {
         self.name
             .clone()
             .unwrap_or_else(|| format!("route-{index}"))
+    }
+
+    /// The services this route forwards to (none for redirects and fixed responses).
+    pub fn all_targets(&self) -> Vec<Target> {
+        self.forward
+            .as_ref()
+            .map(Forward::all_targets)
+            .unwrap_or_default()
     }
 }
 

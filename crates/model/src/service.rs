@@ -50,6 +50,32 @@ pub struct Service {
     pub outlier_detection: OutlierDetection,
 }
 
+impl Service {
+    /// A service with these endpoints (weight 1 each) and every other setting at its default.
+    pub fn new(name: &str, endpoints: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            protocol: UpstreamProtocol::default(),
+            endpoints: endpoints
+                .into_iter()
+                .map(|address| Endpoint {
+                    address,
+                    weight: defaults::weight(),
+                })
+                .collect(),
+            load_balancing: LoadBalancing::default(),
+            hostname: None,
+            connect_timeout: defaults::connect_timeout(),
+            request_timeout: defaults::request_timeout(),
+            idle_timeout: defaults::upstream_idle_timeout(),
+            max_idle_per_endpoint: defaults::max_idle_per_endpoint(),
+            dns_refresh: defaults::dns_refresh(),
+            retries: Retries::default(),
+            outlier_detection: OutlierDetection::default(),
+        }
+    }
+}
+
 /// The protocol a service's endpoints speak.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -15,7 +15,7 @@ use crate::validate;
 pub const SCHEMA: u32 = 1;
 
 /// Everything one gateway serves: the only contract between control plane and data plane.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
     /// Schema version of this document.
@@ -30,6 +30,18 @@ pub struct Snapshot {
     /// Routes, in definition order (the last tie-breaker of precedence).
     #[serde(default)]
     pub routes: Vec<Route>,
+}
+
+impl Default for Snapshot {
+    /// An empty snapshot of the current schema: no listeners, nothing served.
+    fn default() -> Self {
+        Self {
+            schema: SCHEMA,
+            listeners: Vec::new(),
+            services: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
 }
 
 /// A static gateway config file: node settings plus the Snapshot it serves.

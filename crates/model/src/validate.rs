@@ -45,6 +45,31 @@ pub fn gateway_file(f: &GatewayFile) -> Result<(), Error> {
             "write `-` for standard output or a file path",
         );
     }
+    if let Some(cp) = &f.node.control_plane {
+        if !(cp.url.starts_with("http://") || cp.url.starts_with("https://")) {
+            v.err(
+                "node.control_plane.url",
+                format!("`{}` is not a URL: write it as https://host:9400", cp.url),
+            );
+        }
+        if cp.token.trim().is_empty() {
+            v.err("node.control_plane.token", "give the gateway's API token");
+        }
+        if !f.listeners.is_empty() || !f.services.is_empty() || !f.routes.is_empty() {
+            v.err(
+                "listeners",
+                "a node linked to a control plane gets its listeners, services and routes from there: remove them here, or remove [node.control_plane]",
+            );
+        }
+    }
+    if let Some(admin) = &f.node.admin
+        && admin.jwt_secret.len() < 32
+    {
+        v.err(
+            "node.admin.jwt_secret",
+            "the JWT secret must be at least 32 characters (`portico gateway init` makes one)",
+        );
+    }
     v.content(&f.listeners, &f.services, &f.routes);
     v.finish()
 }

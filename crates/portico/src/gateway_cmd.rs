@@ -23,6 +23,11 @@ fn load(path: &Path) -> Result<GatewayFile, String> {
     })
 }
 
+/// Reads and validates a config file for `gateway run`.
+pub fn load_file(path: &Path) -> anyhow::Result<GatewayFile> {
+    load(path).map_err(|e| anyhow::anyhow!("the config is invalid:\n{e}"))
+}
+
 /// `portico gateway check`.
 pub fn check(path: &Path) -> ExitCode {
     match load(path) {

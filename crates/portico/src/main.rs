@@ -1,7 +1,10 @@
 //! The `portico` binary: one executable for gateway nodes (and, later, the control plane and
 //! client commands). Thin: it parses the command line, sets up logging and hands over.
 
+mod cli;
 mod gateway_cmd;
+mod node_cmd;
+mod server_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +23,8 @@ struct Cli {
     /// Log format on standard error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PORTICO_LOG_FORMAT")]
     log_format: LogFormat,
+    #[command(flatten)]
+    client: ClientArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,28 +37,97 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run or check a gateway node.
+    /// Run the control plane with its built-in gateway `default`.
+    Server(ServerArgs),
+    /// Run, check or set up a gateway node.
     #[command(subcommand)]
     Gateway(GatewayCommand),
+    /// Store the control plane's URL and an admin token for the commands below.
+    Login(LoginArgs),
+    /// Gateways: list, link, rotate or revoke tokens, resync.
+    #[command(subcommand)]
+    Gateways(GatewaysCommand),
+    /// Services (upstreams).
+    #[command(subcommand)]
+    Services(ObjectCommand),
+    /// Raw gateway routes.
+    #[command(subcommand)]
+    Routes(ObjectCommand),
+    /// APIs.
+    #[command(subcommand)]
+    Apis(ApisCommand),
+    /// API revisions.
+    #[command(subcommand)]
+    Revisions(RevisionsCommand),
+    /// Deploy an API revision to gateways.
+    Deploy(DeployArgs),
+    /// Take an API off a gateway.
+    Undeploy(UndeployArgs),
+    /// Every gateway's nodes: applied version, in sync, stale or offline.
+    Status,
+    /// Bring the control plane to a file's state (gateways, services, routes, APIs).
+    Apply(ApplyArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum GatewayCommand {
-    /// Run a gateway from a config file (TOML, or JSON when the name ends in .json).
-    /// Reloads on SIGHUP and when the file changes; drains on SIGTERM.
+    /// Run a gateway node: from a config file's routes, or linked to a control plane
+    /// (`--control-plane` or `[node.control_plane]`). Drains on SIGTERM.
     Run(RunArgs),
     /// Validate a config file and print every error with its path.
     Check(CheckArgs),
+    /// Generate a gateway's API token and JWT secret and write the node's config.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Data directory (database, secret key).
+    #[arg(long, env = "PORTICO_DATA_DIR", default_value = "portico-data")]
+    data_dir: PathBuf,
+    /// Admin API address.
+    #[arg(long, env = "PORTICO_LISTEN", default_value = "127.0.0.1:9400")]
+    listen: std::net::SocketAddr,
+    /// HTTP port of the built-in gateway `default` (used when it is first created).
+    #[arg(long, env = "PORTICO_GATEWAY_PORT", default_value_t = 8080)]
+    gateway_port: u16,
+    /// Health and metrics address of the built-in gateway.
+    #[arg(long, env = "PORTICO_INTERNAL", default_value = "127.0.0.1:9401")]
+    internal: std::net::SocketAddr,
+    /// Revisions kept per API (the oldest undeployed are pruned).
+    #[arg(long, env = "PORTICO_MAX_REVISIONS", default_value_t = 10)]
+    max_revisions: u32,
+    /// Worker threads of the built-in gateway (default one per CPU).
+    #[arg(long, env = "PORTICO_WORKERS")]
+    workers: Option<usize>,
 }
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The config file.
+    /// The config file (optional with --control-plane).
     #[arg(long, short, env = "PORTICO_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Worker threads (overrides `node.workers`; default one per CPU).
     #[arg(long, env = "PORTICO_WORKERS")]
     workers: Option<usize>,
+    /// Pull the snapshot from this control plane.
+    #[arg(long, env = "PORTICO_CONTROL_PLANE")]
+    control_plane: Option<String>,
+    /// The gateway's API token (with --control-plane).
+    #[arg(long, env = "PORTICO_GATEWAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The gateway's JWT secret, for the admin API.
+    #[arg(long, env = "PORTICO_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Admin API address.
+    #[arg(long, env = "PORTICO_ADMIN_LISTEN")]
+    admin_listen: Option<std::net::SocketAddr>,
+    /// Where the last applied snapshot is kept.
+    #[arg(long, env = "PORTICO_CACHE_DIR")]
+    cache_dir: Option<String>,
+    /// Longest a sync long-poll waits, in seconds.
+    #[arg(long, default_value_t = 30, hide = true)]
+    poll_wait: u64,
 }
 
 #[derive(Debug, Args)]
@@ -63,32 +137,373 @@ struct CheckArgs {
     config: PathBuf,
 }
 
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// Where to write the node's config.
+    #[arg(long, short, default_value = "gateway.toml")]
+    config: PathBuf,
+    /// The control plane's URL.
+    #[arg(long, default_value = "http://127.0.0.1:9400")]
+    control_plane: String,
+    /// Admin API address.
+    #[arg(long, default_value = "0.0.0.0:2020")]
+    admin_listen: std::net::SocketAddr,
+    /// Cache directory.
+    #[arg(long, default_value = "portico-gateway-cache")]
+    cache_dir: String,
+    /// Replace an existing file.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct LoginArgs {
+    /// Control plane URL.
+    #[arg(long, default_value = "http://127.0.0.1:9400")]
+    url: String,
+    /// An admin token.
+    #[arg(long)]
+    token: String,
+}
+
+/// Connection and output options of client commands.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// Control plane URL for client commands (default: what `portico login` stored).
+    #[arg(id = "server_url", long = "server", global = true, env = "PORTICO_URL")]
+    url: Option<String>,
+    /// Admin token for client commands (default: what `portico login` stored).
+    #[arg(
+        id = "admin_token",
+        long = "admin-token",
+        global = true,
+        env = "PORTICO_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Output: a table, or JSON for scripts.
+    #[arg(id = "output_format", long = "output", short = 'o', global = true, value_enum, default_value_t = cli::Output::Table)]
+    output: cli::Output,
+}
+
+/// `portico gateways ...`
+#[derive(Debug, Subcommand)]
+pub enum GatewaysCommand {
+    /// List gateways.
+    List,
+    /// Show one.
+    Get {
+        /// Name.
+        name: String,
+    },
+    /// Create one from a file (a gateway definition).
+    Create {
+        /// TOML or JSON file.
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+    /// Link an installed gateway: its admin API is called to prove the credentials.
+    Link(LinkArgs),
+    /// Delete one (not `default`).
+    Delete {
+        /// Name.
+        name: String,
+    },
+    /// Make a new API token (and a JWT secret if it has none); shown once.
+    RotateToken {
+        /// Name.
+        name: String,
+    },
+    /// Revoke its API token: its nodes get nothing new.
+    RevokeToken {
+        /// Name.
+        name: String,
+    },
+    /// Ask its node to fetch its snapshot now.
+    Resync {
+        /// Name.
+        name: String,
+    },
+}
+
+/// `portico gateways link`.
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// Name (unique, case-insensitive).
+    name: String,
+    /// production, sandbox or hybrid.
+    #[arg(long = "type", default_value = "production")]
+    kind: String,
+    /// The gateway's admin URL.
+    #[arg(long)]
+    url: Option<String>,
+    /// The gateway server's IP address.
+    #[arg(long)]
+    ip: Option<String>,
+    /// The admin port.
+    #[arg(long, default_value_t = 2020)]
+    port: u16,
+    /// The JWT secret it was installed with.
+    #[arg(long, env = "PORTICO_LINK_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+    /// The API token it was installed with.
+    #[arg(long, env = "PORTICO_LINK_API_TOKEN", hide_env_values = true)]
+    api_token: String,
+    /// Hostnames it serves (repeat).
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+    /// Traffic port (repeat; default 8080).
+    #[arg(long)]
+    listen: Vec<u16>,
+    /// Description.
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Store the credentials without calling the gateway.
+    #[arg(long)]
+    no_verify: bool,
+}
+
+/// list / get / delete.
+#[derive(Debug, Subcommand)]
+pub enum ObjectCommand {
+    /// List them.
+    List,
+    /// Show one.
+    Get {
+        /// Name.
+        name: String,
+    },
+    /// Delete one.
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+/// `portico apis ...`
+#[derive(Debug, Subcommand)]
+pub enum ApisCommand {
+    /// List APIs.
+    List,
+    /// Show one.
+    Get {
+        /// Id (`name-version`).
+        id: String,
+    },
+    /// Create one from a file.
+    Create {
+        /// TOML or JSON file.
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+    /// Move it to created, published, deprecated or retired.
+    Lifecycle {
+        /// Id.
+        id: String,
+        /// The new state.
+        state: String,
+    },
+    /// Delete one that is deployed nowhere.
+    Delete {
+        /// Id.
+        id: String,
+    },
+}
+
+/// `portico revisions ...`
+#[derive(Debug, Subcommand)]
+pub enum RevisionsCommand {
+    /// An API's revisions, newest first.
+    List {
+        /// API id.
+        api: String,
+    },
+    /// Freeze the API's current definition as a new revision.
+    Create {
+        /// API id.
+        api: String,
+        /// What changed.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Delete an undeployed revision.
+    Delete {
+        /// API id.
+        api: String,
+        /// Revision number.
+        number: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DeployArgs {
+    /// API id.
+    api: String,
+    /// Revision number (an older one rolls back).
+    #[arg(long)]
+    revision: u32,
+    /// Gateways (repeat, or comma-separated).
+    #[arg(long = "gateway", short, required = true)]
+    gateways: Vec<String>,
+    /// Wait until every node of those gateways serves it, with progress.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+#[derive(Debug, Args)]
+struct UndeployArgs {
+    /// API id.
+    api: String,
+    /// Gateway.
+    #[arg(long = "gateway", short)]
+    gateway: String,
+    /// Wait until every node of the gateway has dropped it.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Debug, Args)]
+struct ApplyArgs {
+    /// TOML or JSON file with `gateways`, `services`, `routes` and `apis`.
+    #[arg(long, short)]
+    file: PathBuf,
+    /// Show the difference only.
+    #[arg(long)]
+    dry_run: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match cli.command {
-        Command::Gateway(GatewayCommand::Check(args)) => gateway_cmd::check(&args.config),
-        Command::Gateway(GatewayCommand::Run(args)) => {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(gateway_cmd::run(&args.config, args.workers)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+    if let Command::Gateway(GatewayCommand::Check(args)) = &cli.command {
+        return gateway_cmd::check(&args.config);
+    }
+    if let Command::Gateway(GatewayCommand::Init(a)) = &cli.command {
+        return report(node_cmd::init(&node_cmd::InitOptions {
+            output: a.config.clone(),
+            control_plane: a.control_plane.clone(),
+            admin_address: a.admin_listen,
+            cache_dir: a.cache_dir.clone(),
+            force: a.force,
+        }));
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    report(rt.block_on(dispatch(cli.command, cli.client)))
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn client(a: &ClientArgs) -> anyhow::Result<cli::Client> {
+    cli::Client::connect(a.url.clone(), a.token.clone(), a.output)
+}
+
+async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
+    match command {
+        Command::Server(a) => {
+            server_cmd::run(server_cmd::ServerOptions {
+                data_dir: a.data_dir,
+                listen: a.listen,
+                gateway_port: a.gateway_port,
+                internal: a.internal,
+                max_revisions: a.max_revisions,
+                workers: a.workers,
+            })
+            .await
+        }
+        Command::Gateway(GatewayCommand::Run(a)) => run_gateway(a).await,
+        Command::Gateway(GatewayCommand::Check(_) | GatewayCommand::Init(_)) => Ok(()),
+        Command::Login(a) => cli::login(&a.url, &a.token).await,
+        Command::Gateways(cmd) => cli::gateways(&client(&global)?, cmd).await,
+        Command::Services(cmd) => cli::services(&client(&global)?, cmd).await,
+        Command::Routes(cmd) => cli::routes(&client(&global)?, cmd).await,
+        Command::Apis(cmd) => cli::apis(&client(&global)?, cmd).await,
+        Command::Revisions(cmd) => cli::revisions(&client(&global)?, cmd).await,
+        Command::Deploy(a) => {
+            let wait = a.wait.then(|| std::time::Duration::from_secs(a.timeout));
+            cli::deploy(&client(&global)?, &a.api, a.revision, &a.gateways, wait).await
+        }
+        Command::Undeploy(a) => {
+            let wait = a.wait.then(|| std::time::Duration::from_secs(60));
+            cli::undeploy(&client(&global)?, &a.api, &a.gateway, wait).await
+        }
+        Command::Status => cli::status(&client(&global)?).await,
+        Command::Apply(a) => cli::apply(&client(&global)?, &a.file, a.dry_run).await,
+    }
+}
+
+async fn run_gateway(a: RunArgs) -> anyhow::Result<()> {
+    let mut node = match &a.config {
+        Some(path) if a.control_plane.is_none() => {
+            let file = gateway_cmd::load_file(path)?;
+            if file.node.control_plane.is_none() {
+                return gateway_cmd::run(path, a.workers).await;
+            }
+            file.node
+        }
+        Some(path) => gateway_cmd::load_file(path)?.node,
+        None => portico_model::NodeSettings::default(),
+    };
+    if a.workers.is_some() {
+        node.workers = a.workers;
+    }
+    if let Some(url) = a.control_plane {
+        let token = a
+            .token
+            .or_else(|| node.control_plane.as_ref().map(|c| c.token.clone()))
+            .ok_or_else(|| {
+                anyhow::anyhow!("--control-plane needs --token (the gateway's API token)")
+            })?;
+        let mut link = node
+            .control_plane
+            .take()
+            .unwrap_or(portico_model::ControlPlaneLink {
+                url: url.clone(),
+                token: token.clone(),
+                cache_dir: portico_model::node::cache_dir(),
+                heartbeat: portico_model::Duration::from_secs(10),
+            });
+        link.url = url;
+        link.token = token;
+        node.control_plane = Some(link);
+    }
+    let Some(link) = node.control_plane.as_mut() else {
+        anyhow::bail!("give --config FILE, or --control-plane URL --token TOKEN");
+    };
+    if let Some(dir) = a.cache_dir {
+        link.cache_dir = dir;
+    }
+    if let Some(secret) = a.jwt_secret {
+        node.admin = Some(portico_model::AdminSettings {
+            address: a
+                .admin_listen
+                .or(node.admin.as_ref().map(|x| x.address))
+                .unwrap_or_else(portico_model::node::admin_address),
+            jwt_secret: secret,
+        });
+    } else if let (Some(addr), Some(admin)) = (a.admin_listen, node.admin.as_mut()) {
+        admin.address = addr;
+    }
+    node_cmd::run(node, std::time::Duration::from_secs(a.poll_wait.max(1))).await
 }
 
 fn init_logging(format: LogFormat) {
@@ -100,5 +515,15 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -10,6 +10,7 @@
 //! - [`rewrite`]: path normalization and rewrites
 //! - [`headers`]: hop-by-hop, forwarding headers, edits
 //! - [`upstream`]: services, endpoints, balancing, retries, ejection, pools
+//! - [`node`]: sync with a control plane, the snapshot cache, the admin API on port 2020
 //! - [`respond`]: errors and the one place they become responses
 //! - [`body`], [`exchange`], [`access_log`], [`metrics`], [`internal`]: the rest
 
@@ -24,6 +25,7 @@ pub mod headers;
 pub mod internal;
 pub mod listener;
 pub mod metrics;
+pub mod node;
 pub mod pipeline;
 pub mod respond;
 pub mod rewrite;

@@ -1,0 +1,226 @@
+//! The control plane's compiler: what is deployed to one gateway (API revisions, raw routes,
+//! the services they use) becomes the [`Snapshot`] that gateway's nodes serve. Pure and
+//! deterministic: the same input gives the same snapshot, byte for byte, so its content
+//! hash moves only when what the gateway serves changes.
+
+use std::collections::BTreeMap;
+
+use portico_model::control::parse_endpoint_url;
+use portico_model::{
+    ApiSpec, Forward, GatewayKind, GatewaySpec, HeaderEdits, Lifecycle, Listener, ListenerProtocol,
+    PathMatch, PrefixRewrite, Rewrite, Route, RouteMatch, RouteSpec, Service, Snapshot,
+};
+
+/// Why a gateway's snapshot could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A raw route forwards to a service that is not stored.
+    #[error("route `{route}` forwards to service `{service}`, which does not exist")]
+    MissingService {
+        /// The route.
+        route: String,
+        /// The service it names.
+        service: String,
+    },
+    /// The result breaks a data-plane rule (two routes with one name, say).
+    #[error("the snapshot for gateway `{gateway}` is not valid: {source}")]
+    Invalid {
+        /// The gateway.
+        gateway: String,
+        /// What the data plane's validation said.
+        source: portico_model::Error,
+    },
+}
+
+/// One API revision deployed to the gateway.
+#[derive(Clone, Debug)]
+pub struct DeployedApi<'a> {
+    /// The API's id (`name-version`).
+    pub api_id: &'a str,
+    /// The revision number deployed.
+    pub revision: u32,
+    /// The API's lifecycle state now (not the revision's: retiring an API withdraws it).
+    pub lifecycle: Lifecycle,
+    /// The revision's frozen definition.
+    pub spec: &'a ApiSpec,
+}
+
+/// Everything deployed to one gateway.
+#[derive(Clone, Debug)]
+pub struct Input<'a> {
+    /// The gateway.
+    pub gateway: &'a GatewaySpec,
+    /// API revisions deployed to it.
+    pub apis: Vec<DeployedApi<'a>>,
+    /// Raw gateway routes attached to it.
+    pub routes: Vec<&'a RouteSpec>,
+    /// Stored services (only the ones the routes name are included).
+    pub services: &'a [Service],
+}
+
+/// The port a gateway listens on when it defines no listener.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// Builds the gateway's snapshot and checks it as a node would.
+pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
+    let gw = input.gateway;
+    let listeners = if gw.listeners.is_empty() {
+        vec![Listener::new(DEFAULT_PORT, ListenerProtocol::Http)]
+    } else {
+        gw.listeners.clone()
+    };
+    let mut services: BTreeMap<String, Service> = BTreeMap::new();
+    let mut api_routes: Vec<(String, Route)> = Vec::new();
+    let mut apis: Vec<&DeployedApi<'_>> = input
+        .apis
+        .iter()
+        .filter(|a| a.lifecycle != Lifecycle::Retired)
+        .collect();
+    apis.sort_by(|a, b| a.api_id.cmp(b.api_id));
+    for api in apis {
+        compile_api(gw, api, &mut services, &mut api_routes);
+    }
+    let mut raw: Vec<&RouteSpec> = input.routes.clone();
+    raw.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut routes: Vec<Route> = api_routes.into_iter().map(|(_, r)| r).collect();
+    for spec in raw {
+        let mut route = spec.route.clone();
+        route.name = Some(spec.name.clone());
+        for t in route.all_targets() {
+            if services.contains_key(&t.service) {
+                continue;
+            }
+            let Some(s) = input.services.iter().find(|s| s.name == t.service) else {
+                return Err(Error::MissingService {
+                    route: spec.name.clone(),
+                    service: t.service,
+                });
+            };
+            services.insert(s.name.clone(), s.clone());
+        }
+        routes.push(route);
+    }
+    let snapshot = Snapshot {
+        schema: portico_model::SCHEMA,
+        listeners,
+        services: services.into_values().collect(),
+        routes,
+    };
+    snapshot.validate().map_err(|source| Error::Invalid {
+        gateway: gw.name.clone(),
+        source,
+    })?;
+    Ok(snapshot)
+}
+
+/// The endpoints an API uses on a gateway of this type.
+pub fn endpoints_for(kind: GatewayKind, api: &ApiSpec) -> &[String] {
+    match kind {
+        GatewayKind::Sandbox if !api.sandbox_endpoints.is_empty() => &api.sandbox_endpoints,
+        GatewayKind::Sandbox => &[],
+        // Hybrid serves production until consumer keys say which environment a call is for.
+        GatewayKind::Production | GatewayKind::Hybrid => &api.production_endpoints,
+    }
+}
+
+fn compile_api(
+    gw: &GatewaySpec,
+    api: &DeployedApi<'_>,
+    services: &mut BTreeMap<String, Service>,
+    routes: &mut Vec<(String, Route)>,
+) {
+    let spec = api.spec;
+    let env = match gw.kind {
+        GatewayKind::Sandbox => "sandbox",
+        _ => "production",
+    };
+    let urls = endpoints_for(gw.kind, spec);
+    let parsed: Vec<_> = urls
+        .iter()
+        .filter_map(|u| parse_endpoint_url(u).ok())
+        .collect();
+    let hosts = if spec.hosts.is_empty() {
+        gw.hosts.clone()
+    } else {
+        spec.hosts.clone()
+    };
+    let mut response_headers = HeaderEdits::default();
+    if api.lifecycle == Lifecycle::Deprecated {
+        response_headers
+            .set
+            .insert("deprecation".into(), "true".into());
+    }
+    let service_name = format!("api.{}.{env}", api.api_id);
+    let base = parsed
+        .first()
+        .map_or_else(|| "/".to_owned(), |e| e.base_path.clone());
+    let ops: Vec<(Option<String>, String)> = if spec.operations.is_empty() {
+        vec![(None, String::new())]
+    } else {
+        spec.operations
+            .iter()
+            .map(|o| (o.method.clone(), o.path.trim_end_matches('/').to_owned()))
+            .collect()
+    };
+    let forward = if parsed.is_empty() {
+        None
+    } else {
+        services.insert(
+            service_name.clone(),
+            Service::new(&service_name, parsed.iter().map(|e| e.address.clone())),
+        );
+        Some(Forward {
+            service: Some(service_name.clone()),
+            targets: Vec::new(),
+        })
+    };
+    for (i, (method, op_path)) in ops.into_iter().enumerate() {
+        let name = if spec.operations.is_empty() {
+            format!("api.{}", api.api_id)
+        } else {
+            format!("api.{}.{i}", api.api_id)
+        };
+        let replacement = join_path(&base, &op_path);
+        let mut route = Route {
+            name: Some(name.clone()),
+            matches: RouteMatch {
+                hosts: hosts.clone(),
+                path: Some(PathMatch::PathPrefix(format!("{}{op_path}", spec.context))),
+                methods: method.into_iter().collect(),
+                ..Default::default()
+            },
+            forward: forward.clone(),
+            rewrite: Some(Rewrite {
+                prefix: Some(PrefixRewrite::Value(replacement)),
+                ..Default::default()
+            }),
+            response_headers: response_headers.clone(),
+            ..Route::default()
+        };
+        if route.forward.is_none() {
+            // No backend for this environment (a sandbox gateway, an API without sandbox
+            // endpoints): answer so, rather than pretending the API is not there.
+            route.rewrite = None;
+            route.fixed_response = Some(portico_model::FixedResponse::json(
+                503,
+                &format!(
+                    "{{\"error\":\"no_backend\",\"message\":\"API {} has no {env} endpoints\"}}",
+                    api.api_id
+                ),
+            ));
+        }
+        routes.push((name, route));
+    }
+}
+
+fn join_path(base: &str, rest: &str) -> String {
+    if rest.is_empty() {
+        return base.to_owned();
+    }
+    let mut out = base.trim_end_matches('/').to_owned();
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+use super::*;
+use portico_model::{Operation, PrefixRewrite};
+
+fn api(name: &str, context: &str) -> ApiSpec {
+    ApiSpec {
+        name: name.into(),
+        version: "v1".into(),
+        context: context.into(),
+        description: String::new(),
+        hosts: vec![],
+        production_endpoints: vec!["http://10.0.0.1:8080/api".into()],
+        sandbox_endpoints: vec!["http://10.0.0.2:9090".into()],
+        operations: vec![],
+    }
+}
+
+fn deployed<'a>(spec: &'a ApiSpec, id: &'a str) -> DeployedApi<'a> {
+    DeployedApi {
+        api_id: id,
+        revision: 1,
+        lifecycle: Lifecycle::Published,
+        spec,
+    }
+}
+
+fn build(kind: GatewayKind, apis: Vec<DeployedApi<'_>>) -> Snapshot {
+    let gw = GatewaySpec::new("gw", kind);
+    compile(&Input {
+        gateway: &gw,
+        apis,
+        routes: vec![],
+        services: &[],
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn each_gateway_type_gets_its_endpoints() {
+    let a = api("Pets", "/pets/v1");
+    let prod = build(GatewayKind::Production, vec![deployed(&a, "pets-v1")]);
+    assert_eq!(prod.services[0].name, "api.pets-v1.production");
+    assert_eq!(prod.services[0].endpoints[0].address, "10.0.0.1:8080");
+    let sandbox = build(GatewayKind::Sandbox, vec![deployed(&a, "pets-v1")]);
+    assert_eq!(sandbox.services[0].name, "api.pets-v1.sandbox");
+    assert_eq!(sandbox.services[0].endpoints[0].address, "10.0.0.2:9090");
+    let hybrid = build(GatewayKind::Hybrid, vec![deployed(&a, "pets-v1")]);
+    assert_eq!(hybrid.services[0].endpoints[0].address, "10.0.0.1:8080");
+    // The context is replaced by the backend's base path.
+    let r = &prod.routes[0];
+    assert_eq!(
+        r.matches.path,
+        Some(PathMatch::PathPrefix("/pets/v1".into()))
+    );
+    assert_eq!(
+        r.rewrite.as_ref().and_then(|w| w.prefix.clone()),
+        Some(PrefixRewrite::Value("/api".into()))
+    );
+    // No listener defined: one HTTP listener on 8080.
+    assert_eq!(prod.listeners.len(), 1);
+    assert_eq!(prod.listeners[0].port, DEFAULT_PORT);
+}
+
+#[test]
+fn a_sandbox_gateway_without_sandbox_endpoints_answers_503() {
+    let mut a = api("Pets", "/pets/v1");
+    a.sandbox_endpoints.clear();
+    let s = build(GatewayKind::Sandbox, vec![deployed(&a, "pets-v1")]);
+    assert!(s.services.is_empty());
+    assert_eq!(
+        s.routes[0].fixed_response.as_ref().map(|f| f.status),
+        Some(503)
+    );
+}
+
+#[test]
+fn operations_become_routes_with_methods_and_paths() {
+    let mut a = api("Pets", "/pets/v1");
+    a.operations = vec![
+        Operation {
+            method: Some("GET".into()),
+            path: "/pets".into(),
+        },
+        Operation {
+            method: None,
+            path: "/stores".into(),
+        },
+    ];
+    let s = build(GatewayKind::Production, vec![deployed(&a, "pets-v1")]);
+    assert_eq!(s.routes.len(), 2);
+    assert_eq!(s.routes[0].matches.methods, vec!["GET".to_owned()]);
+    assert_eq!(
+        s.routes[0].matches.path,
+        Some(PathMatch::PathPrefix("/pets/v1/pets".into()))
+    );
+    assert_eq!(
+        s.routes[0].rewrite.as_ref().and_then(|w| w.prefix.clone()),
+        Some(PrefixRewrite::Value("/api/pets".into()))
+    );
+    assert!(s.routes[1].matches.methods.is_empty());
+}
+
+#[test]
+fn output_is_deterministic_and_retired_apis_are_withdrawn() {
+    let a = api("A", "/a");
+    let b = api("B", "/b");
+    let one = build(
+        GatewayKind::Production,
+        vec![deployed(&a, "a-v1"), deployed(&b, "b-v1")],
+    );
+    let two = build(
+        GatewayKind::Production,
+        vec![deployed(&b, "b-v1"), deployed(&a, "a-v1")],
+    );
+    assert_eq!(one.content_hash(), two.content_hash());
+    let mut retired = deployed(&b, "b-v1");
+    retired.lifecycle = Lifecycle::Retired;
+    let three = build(GatewayKind::Production, vec![deployed(&a, "a-v1"), retired]);
+    assert_eq!(three.routes.len(), 1);
+    assert_ne!(three.content_hash(), one.content_hash());
+}
+
+#[test]
+fn deprecated_apis_say_so_on_every_response() {
+    let a = api("A", "/a");
+    let mut d = deployed(&a, "a-v1");
+    d.lifecycle = Lifecycle::Deprecated;
+    let s = build(GatewayKind::Production, vec![d]);
+    assert_eq!(
+        s.routes[0]
+            .response_headers
+            .set
+            .get("deprecation")
+            .map(String::as_str),
+        Some("true")
+    );
+}
+
+#[test]
+fn raw_routes_bring_their_services_and_missing_ones_are_named() {
+    let route: RouteSpec = serde_json::from_str(
+        r#"{"name":"mesh","gateways":["gw"],"route":{"match":{"path":{"prefix":"/m"}},"forward":{"service":"svc"}}}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let gw = GatewaySpec::new("gw", GatewayKind::Production);
+    let svc = Service::new("svc", ["127.0.0.1:9".to_owned()]);
+    let other = Service::new("unused", ["127.0.0.1:10".to_owned()]);
+    let services = [svc, other];
+    let s = compile(&Input {
+        gateway: &gw,
+        apis: vec![],
+        routes: vec![&route],
+        services: &services,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.services.len(), 1);
+    assert_eq!(s.routes[0].name.as_deref(), Some("mesh"));
+    let err = compile(&Input {
+        gateway: &gw,
+        apis: vec![],
+        routes: vec![&route],
+        services: &[],
+    });
+    assert!(
+        matches!(err, Err(Error::MissingService { ref service, .. }) if service == "svc"),
+        "{err:?}"
+    );
+}

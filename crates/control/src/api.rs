@@ -1,0 +1,786 @@
+//! The admin REST API under `/api/v1` (admin token), and the sync endpoints nodes call with
+//! their gateway's API token. Bodies are JSON; every error is
+//! `{"error": code, "message": what to do, "fields": [...]}`. Updates name the version they
+//! read with `If-Match` (the `ETag` of a GET); a stale one gets 409.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use portico_model::{
+    ApiSpec, FieldError, Format, GatewayKind, GatewaySpec, Lifecycle, Listener, NodeReport,
+    RouteSpec, Service,
+};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::error::Error;
+use crate::link::{self, AdminTarget};
+use crate::secrets;
+use crate::store::{Credentials, Meta, now};
+use crate::{ControlPlane, openapi};
+
+type St = State<Arc<ControlPlane>>;
+type Res = Result<Response, Error>;
+
+/// The whole HTTP surface of the control plane.
+pub fn router(state: Arc<ControlPlane>) -> Router {
+    let admin = Router::new()
+        .route("/gateways", get(list_gateways).post(create_gateway))
+        .route("/gateways/link", post(link_gateway))
+        .route(
+            "/gateways/{name}",
+            get(get_gateway).put(update_gateway).delete(delete_gateway),
+        )
+        .route(
+            "/gateways/{name}/token",
+            post(rotate_token).delete(revoke_token),
+        )
+        .route("/gateways/{name}/snapshot", get(gateway_snapshot))
+        .route("/gateways/{name}/nodes", get(gateway_nodes))
+        .route("/gateways/{name}/resync", post(resync_gateway))
+        .route("/services", get(list_services).post(create_service))
+        .route(
+            "/services/{name}",
+            get(get_service).put(update_service).delete(delete_service),
+        )
+        .route("/routes", get(list_routes).post(create_route))
+        .route(
+            "/routes/{name}",
+            get(get_route).put(update_route).delete(delete_route),
+        )
+        .route("/apis", get(list_apis).post(create_api))
+        .route(
+            "/apis/{id}",
+            get(get_api).put(update_api).delete(delete_api),
+        )
+        .route("/apis/{id}/lifecycle", post(set_lifecycle))
+        .route(
+            "/apis/{id}/revisions",
+            get(list_revisions).post(create_revision),
+        )
+        .route(
+            "/apis/{id}/revisions/{number}",
+            get(get_revision).delete(delete_revision),
+        )
+        .route("/apis/{id}/deployments", get(api_deployments).post(deploy))
+        .route(
+            "/apis/{id}/deployments/{gateway}",
+            axum::routing::delete(undeploy),
+        )
+        .route("/deployments", get(all_deployments))
+        .route("/status", get(status))
+        .layer(middleware::from_fn_with_state(state.clone(), admin_auth));
+    let sync = Router::new()
+        .route("/sync/snapshot", get(sync_snapshot))
+        .layer(tower_http::compression::CompressionLayer::new())
+        .route("/sync/report", post(sync_report));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/v1/openapi.json", get(openapi_doc))
+        .nest("/api/v1", admin.merge(sync))
+        .fallback(|| async {
+            Error::NotFound(
+                "no such endpoint: the API lives under /api/v1 (see /api/v1/openapi.json)".into(),
+            )
+        })
+        .with_state(state)
+}
+
+async fn openapi_doc() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::DOCUMENT,
+    )
+        .into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+async fn admin_auth(State(st): St, req: Request, next: Next) -> Response {
+    let Some(token) = bearer(req.headers()) else {
+        return Error::Unauthorized(
+            "send the admin token as `Authorization: Bearer <token>` (`portico server` printed it on first start)".into(),
+        )
+        .into_response();
+    };
+    match st.store.admin_token_exists(&secrets::hash(token)).await {
+        Ok(true) => next.run(req).await,
+        Ok(false) => Error::Unauthorized("the admin token is not valid".into()).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Parses a JSON body, naming the field that failed.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Error> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Error::BadRequest("the body must be UTF-8 JSON".into()))?;
+    if text.trim().is_empty() {
+        return Err(Error::BadRequest(
+            "the body is empty: send a JSON object".into(),
+        ));
+    }
+    portico_model::snapshot::parse(text, Format::Json).map_err(|e| match e {
+        portico_model::Error::Syntax { .. } => Error::BadRequest(format!(
+            "the body cannot be read: {}",
+            e.field_errors()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+        portico_model::Error::Invalid(f) => Error::Invalid(f),
+    })
+}
+
+fn invalid(e: portico_model::Error) -> Error {
+    Error::Invalid(e.field_errors())
+}
+
+/// The version an update names: `If-Match: "3"` (or `?version=3`).
+fn expected_version(headers: &HeaderMap, q: &VersionQuery) -> Result<i64, Error> {
+    if let Some(v) = q.version {
+        return Ok(v);
+    }
+    let Some(raw) = headers.get(header::IF_MATCH) else {
+        return Err(Error::PreconditionRequired(
+            "name the version you are updating: send `If-Match` with the ETag of your GET (or ?version=N), so a concurrent change is not lost".into(),
+        ));
+    };
+    raw.to_str()
+        .ok()
+        .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::BadRequest("If-Match must be an ETag such as \"3\"".into()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct VersionQuery {
+    version: Option<i64>,
+}
+
+fn with_etag(status: StatusCode, meta: &Meta, value: Value) -> Response {
+    let mut resp = (status, axum::Json(value)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.version)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn ok(value: Value) -> Res {
+    Ok(axum::Json(value).into_response())
+}
+
+// ---- gateways ----
+
+async fn list_gateways(State(st): St) -> Res {
+    let gws = st.store.gateways().await?;
+    ok(json!({ "items": gws }))
+}
+
+async fn get_gateway(State(st): St, Path(name): Path<String>) -> Res {
+    let g = st.store.gateway(&name).await?;
+    Ok(with_etag(StatusCode::OK, &g.meta, to_value(&g)))
+}
+
+async fn create_gateway(State(st): St, bytes: Bytes) -> Res {
+    let spec: GatewaySpec = body(&bytes)?;
+    spec.validate().map_err(invalid)?;
+    let (g, moved) = st.store.create_gateway(&spec, None).await?;
+    st.hub.publish(&moved);
+    Ok(with_etag(StatusCode::CREATED, &g.meta, to_value(&g)))
+}
+
+async fn update_gateway(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(q): Query<VersionQuery>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Res {
+    let expected = expected_version(&headers, &q)?;
+    let spec: GatewaySpec = body(&bytes)?;
+    spec.validate().map_err(invalid)?;
+    let (g, moved) = st.store.update_gateway(&name, &spec, expected).await?;
+    st.hub.publish(&moved);
+    Ok(with_etag(StatusCode::OK, &g.meta, to_value(&g)))
+}
+
+async fn delete_gateway(State(st): St, Path(name): Path<String>) -> Res {
+    let gid = st.store.gateway_id(&name).await?;
+    st.store.delete_gateway(&name).await?;
+    st.hub.wake(gid);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// What `POST /gateways/link` takes: the gateway and the credentials it was installed with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkRequest {
+    name: String,
+    #[serde(rename = "type", default)]
+    kind: GatewayKind,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    ip: Option<String>,
+    #[serde(default)]
+    admin_port: Option<u16>,
+    jwt_secret: String,
+    api_token: String,
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default)]
+    listeners: Vec<Listener>,
+    /// Check the credentials against the running gateway (default true).
+    #[serde(default = "yes")]
+    verify: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn link_gateway(State(st): St, bytes: Bytes) -> Res {
+    let req: LinkRequest = body(&bytes)?;
+    let existing = st.store.gateway(&req.name).await.ok();
+    let mut spec = existing
+        .as_ref()
+        .map_or_else(|| GatewaySpec::new(&req.name, req.kind), |g| g.spec.clone());
+    if existing.as_ref().is_some_and(|g| g.builtin) {
+        return Err(Error::Conflict(
+            "the built-in gateway `default` runs inside the control plane and is not linked".into(),
+        ));
+    }
+    if existing.is_none() {
+        spec.description = req.description.clone();
+        spec.hosts = req.hosts.clone();
+        spec.listeners = req.listeners.clone();
+    }
+    spec.kind = req.kind;
+    spec.url = req.url.clone();
+    spec.ip = req.ip.clone();
+    if let Some(p) = req.admin_port {
+        spec.admin_port = p;
+    }
+    let mut fields = Vec::new();
+    if req.jwt_secret.len() < 32 {
+        fields.push(FieldError::new(
+            "jwt_secret",
+            "give the gateway's JWT secret (at least 32 characters; `portico gateway init` makes one)",
+        ));
+    }
+    if req.api_token.len() < 32 {
+        fields.push(FieldError::new(
+            "api_token",
+            "give the gateway's API token (at least 32 characters; `portico gateway init` makes one)",
+        ));
+    }
+    if let Err(e) = spec.validate() {
+        fields.extend(e.field_errors());
+    }
+    if !fields.is_empty() {
+        return Err(Error::Invalid(fields));
+    }
+    let target = AdminTarget::new(spec.url.as_deref(), spec.ip.as_deref(), spec.admin_port)?;
+    let node = if req.verify {
+        Some(link::verify(&spec.name, &target, &req.jwt_secret, &req.api_token).await?)
+    } else {
+        None
+    };
+    let creds = Credentials {
+        token_hash: secrets::hash(&req.api_token),
+        jwt_secret_sealed: st.sealer.seal(&req.jwt_secret)?,
+    };
+    let (g, moved) = match existing {
+        None => st.store.create_gateway(&spec, Some(&creds)).await?,
+        Some(g) => {
+            let (_, moved) = st
+                .store
+                .update_gateway(&spec.name, &spec, g.meta.version)
+                .await?;
+            (
+                st.store
+                    .set_credentials(&spec.name, Some(&creds), true)
+                    .await?,
+                moved,
+            )
+        }
+    };
+    st.hub.publish(&moved);
+    tracing::info!(gateway = %g.spec.name, verified = req.verify, "gateway linked");
+    Ok(with_etag(
+        StatusCode::OK,
+        &g.meta,
+        json!({ "gateway": g, "verified": req.verify, "node": node }),
+    ))
+}
+
+async fn rotate_token(State(st): St, Path(name): Path<String>) -> Res {
+    let g = st.store.gateway(&name).await?;
+    if g.builtin {
+        return Err(Error::Conflict(
+            "the built-in gateway `default` runs inside the control plane and has no token".into(),
+        ));
+    }
+    let token = secrets::generate("pgt_");
+    let existing = st.store.jwt_secret_sealed(&name).await?;
+    let (secret, jwt_too) = match existing {
+        Some(sealed) => (st.sealer.open(&sealed)?, false),
+        None => (secrets::generate(""), true),
+    };
+    let creds = Credentials {
+        token_hash: secrets::hash(&token),
+        jwt_secret_sealed: st.sealer.seal(&secret)?,
+    };
+    let g = st
+        .store
+        .set_credentials(&name, Some(&creds), jwt_too)
+        .await?;
+    st.hub.wake(g_id(&st, &name).await?);
+    tracing::info!(gateway = %g.spec.name, "gateway API token rotated");
+    let mut out = json!({
+        "gateway": g.spec.name,
+        "api_token": token,
+        "message": "shown once: give it to the gateway's nodes (`portico gateway run --token`); the old token no longer works",
+    });
+    if jwt_too {
+        out["jwt_secret"] = json!(secret);
+    }
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+async fn g_id(st: &ControlPlane, name: &str) -> Result<i64, Error> {
+    st.store.gateway_id(name).await
+}
+
+async fn revoke_token(State(st): St, Path(name): Path<String>) -> Res {
+    let g = st.store.set_credentials(&name, None, false).await?;
+    st.hub.wake(g_id(&st, &name).await?);
+    tracing::info!(gateway = %g.spec.name, "gateway API token revoked");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn gateway_snapshot(State(st): St, Path(name): Path<String>) -> Res {
+    let gid = st.store.gateway_id(&name).await?;
+    let snap = st
+        .store
+        .snapshot(gid)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("gateway `{name}` has no snapshot yet")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], snap.body).into_response())
+}
+
+fn node_state(
+    st: &ControlPlane,
+    current: u64,
+    applied: Option<u64>,
+    last_seen: i64,
+) -> &'static str {
+    let age = now() - last_seen;
+    if age > st.config.node_offline_after.as_secs() as i64 {
+        "offline"
+    } else if applied == Some(current) {
+        "in_sync"
+    } else {
+        "stale"
+    }
+}
+
+async fn nodes_view(st: &ControlPlane, gid: i64, current: u64) -> Result<Vec<Value>, Error> {
+    let t = now();
+    Ok(st
+        .store
+        .nodes(gid)
+        .await?
+        .into_iter()
+        .map(|n| {
+            json!({
+                "node_id": n.node_id,
+                "hostname": n.hostname,
+                "applied_version": n.applied_version,
+                "applied_hash": n.applied_hash,
+                "last_error": n.last_error,
+                "last_seen_seconds_ago": t - n.last_seen,
+                "state": node_state(st, current, n.applied_version, n.last_seen),
+            })
+        })
+        .collect())
+}
+
+async fn gateway_nodes(State(st): St, Path(name): Path<String>) -> Res {
+    let gid = st.store.gateway_id(&name).await?;
+    let current = st.store.snapshot(gid).await?.map_or(0, |s| s.version);
+    ok(
+        json!({ "gateway": name, "snapshot_version": current, "nodes": nodes_view(&st, gid, current).await? }),
+    )
+}
+
+async fn resync_gateway(State(st): St, Path(name): Path<String>) -> Res {
+    let g = st.store.gateway(&name).await?;
+    let sealed = st.store.jwt_secret_sealed(&name).await?.ok_or_else(|| {
+        Error::Conflict(format!(
+            "gateway `{name}` has no JWT secret: link it first (`portico gateways link`)"
+        ))
+    })?;
+    let secret = st.sealer.open(&sealed)?;
+    let target = AdminTarget::new(
+        g.spec.url.as_deref(),
+        g.spec.ip.as_deref(),
+        g.spec.admin_port,
+    )?;
+    let answer = link::resync(&g.spec.name, &target, &secret).await?;
+    ok(json!({ "gateway": g.spec.name, "node": answer }))
+}
+
+async fn status(State(st): St) -> Res {
+    let mut out = Vec::new();
+    for g in st.store.gateways().await? {
+        let gid = st.store.gateway_id(&g.spec.name).await?;
+        let snap = st.store.snapshot(gid).await?;
+        let current = snap.as_ref().map_or(0, |s| s.version);
+        out.push(json!({
+            "gateway": g.spec.name,
+            "type": g.spec.kind.as_str(),
+            "builtin": g.builtin,
+            "token_active": g.token_active || g.builtin,
+            "snapshot_version": current,
+            "snapshot_hash": snap.map(|s| s.hash),
+            "nodes": nodes_view(&st, gid, current).await?,
+        }));
+    }
+    ok(json!({ "gateways": out }))
+}
+
+// ---- services and raw routes ----
+
+async fn list_services(State(st): St) -> Res {
+    ok(json!({ "items": st.store.services().await? }))
+}
+
+async fn get_service(State(st): St, Path(name): Path<String>) -> Res {
+    let r = st.store.service(&name).await?;
+    Ok(with_etag(StatusCode::OK, &r.meta, to_value(&r)))
+}
+
+fn check_service(spec: &Service) -> Result<(), Error> {
+    let probe = portico_model::Snapshot {
+        services: vec![spec.clone()],
+        ..Default::default()
+    };
+    probe.validate().map_err(|e| {
+        Error::Invalid(
+            e.field_errors()
+                .into_iter()
+                .map(|mut f| {
+                    f.path = f.path.replacen("services[0].", "", 1);
+                    f
+                })
+                .collect(),
+        )
+    })
+}
+
+async fn create_service(State(st): St, bytes: Bytes) -> Res {
+    let spec: Service = body(&bytes)?;
+    check_service(&spec)?;
+    let (r, moved) = st.store.create_service(&spec).await?;
+    st.hub.publish(&moved);
+    Ok(with_etag(StatusCode::CREATED, &r.meta, to_value(&r)))
+}
+
+async fn update_service(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(q): Query<VersionQuery>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Res {
+    let expected = expected_version(&headers, &q)?;
+    let spec: Service = body(&bytes)?;
+    check_service(&spec)?;
+    let (r, moved) = st.store.update_service(&name, &spec, expected).await?;
+    st.hub.publish(&moved);
+    Ok(with_etag(StatusCode::OK, &r.meta, to_value(&r)))
+}
+
+async fn delete_service(State(st): St, Path(name): Path<String>) -> Res {
+    st.store.delete_service(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_routes(State(st): St) -> Res {
+    ok(json!({ "items": st.store.routes().await? }))
+}
+
+async fn get_route(State(st): St, Path(name): Path<String>) -> Res {
+    let r = st.store.route(&name).await?;
+    Ok(with_etag(StatusCode::OK, &r.meta, to_value(&r)))
+}
+
+async fn create_route(State(st): St, bytes: Bytes) -> Res {
+    let spec: RouteSpec = body(&bytes)?;
+    spec.validate().map_err(invalid)?;
+    let (r, moved) = st.store.create_route(&spec).await?;
+    st.hub.publish(&moved);
+    Ok(with_etag(StatusCode::CREATED, &r.meta, to_value(&r)))
+}
+
+async fn update_route(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(q): Query<VersionQuery>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Res {
+    let expected = expected_version(&headers, &q)?;
+    let spec: RouteSpec = body(&bytes)?;
+    spec.validate().map_err(invalid)?;
+    let (r, moved) = st.store.update_route(&name, &spec, expected).await?;
+    st.hub.publish(&moved);
+    Ok(with_etag(StatusCode::OK, &r.meta, to_value(&r)))
+}
+
+async fn delete_route(State(st): St, Path(name): Path<String>) -> Res {
+    let moved = st.store.delete_route(&name).await?;
+    st.hub.publish(&moved);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- APIs, revisions, deployments ----
+
+async fn list_apis(State(st): St) -> Res {
+    ok(json!({ "items": st.store.apis().await? }))
+}
+
+async fn get_api(State(st): St, Path(id): Path<String>) -> Res {
+    let a = st.store.api(&id).await?;
+    Ok(with_etag(StatusCode::OK, &a.meta, to_value(&a)))
+}
+
+async fn create_api(State(st): St, bytes: Bytes) -> Res {
+    let spec: ApiSpec = body(&bytes)?;
+    spec.validate().map_err(invalid)?;
+    let a = st.store.create_api(&spec).await?;
+    Ok(with_etag(StatusCode::CREATED, &a.meta, to_value(&a)))
+}
+
+async fn update_api(
+    State(st): St,
+    Path(id): Path<String>,
+    Query(q): Query<VersionQuery>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Res {
+    let expected = expected_version(&headers, &q)?;
+    let spec: ApiSpec = body(&bytes)?;
+    spec.validate().map_err(invalid)?;
+    let a = st.store.update_api(&id, &spec, expected).await?;
+    Ok(with_etag(StatusCode::OK, &a.meta, to_value(&a)))
+}
+
+async fn delete_api(State(st): St, Path(id): Path<String>) -> Res {
+    st.store.delete_api(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LifecycleRequest {
+    state: Lifecycle,
+}
+
+async fn set_lifecycle(
+    State(st): St,
+    Path(id): Path<String>,
+    Query(q): Query<VersionQuery>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Res {
+    let req: LifecycleRequest = body(&bytes)?;
+    let expected = match expected_version(&headers, &q) {
+        Ok(v) => Some(v),
+        Err(Error::PreconditionRequired(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let (a, moved) = st.store.set_lifecycle(&id, req.state, expected).await?;
+    st.hub.publish(&moved);
+    Ok(with_etag(StatusCode::OK, &a.meta, to_value(&a)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevisionRequest {
+    #[serde(default)]
+    note: String,
+}
+
+async fn create_revision(State(st): St, Path(id): Path<String>, bytes: Bytes) -> Res {
+    let req: RevisionRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RevisionRequest::default()
+    } else {
+        body(&bytes)?
+    };
+    let r = st.store.create_revision(&id, &req.note).await?;
+    Ok((StatusCode::CREATED, axum::Json(to_value(&r))).into_response())
+}
+
+async fn list_revisions(State(st): St, Path(id): Path<String>) -> Res {
+    ok(json!({ "items": st.store.revisions(&id).await? }))
+}
+
+fn revision_number(raw: &str) -> Result<u32, Error> {
+    raw.parse()
+        .map_err(|_| Error::BadRequest(format!("`{raw}` is not a revision number")))
+}
+
+async fn get_revision(State(st): St, Path((id, n)): Path<(String, String)>) -> Res {
+    ok(to_value(
+        &st.store.revision(&id, revision_number(&n)?).await?,
+    ))
+}
+
+async fn delete_revision(State(st): St, Path((id, n)): Path<(String, String)>) -> Res {
+    st.store.delete_revision(&id, revision_number(&n)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployRequest {
+    revision: u32,
+    gateways: Vec<String>,
+}
+
+async fn deploy(State(st): St, Path(id): Path<String>, bytes: Bytes) -> Res {
+    let req: DeployRequest = body(&bytes)?;
+    if req.gateways.is_empty() {
+        return Err(Error::Invalid(vec![FieldError::new(
+            "gateways",
+            "name at least one gateway to deploy to",
+        )]));
+    }
+    let (deployments, moved) = st.store.deploy(&id, req.revision, &req.gateways).await?;
+    st.hub.publish(&moved);
+    let versions: Vec<Value> = targets_with_versions(&st, &req.gateways).await?;
+    ok(json!({ "deployments": deployments, "targets": versions }))
+}
+
+/// Each gateway's snapshot version after a change, so clients can wait for nodes to reach it.
+async fn targets_with_versions(st: &ControlPlane, names: &[String]) -> Result<Vec<Value>, Error> {
+    let mut out = Vec::new();
+    for name in names {
+        let gid = st.store.gateway_id(name).await?;
+        let v = st.store.snapshot(gid).await?.map_or(0, |s| s.version);
+        out.push(json!({ "gateway": name, "snapshot_version": v }));
+    }
+    Ok(out)
+}
+
+async fn undeploy(State(st): St, Path((id, gateway)): Path<(String, String)>) -> Res {
+    let moved = st.store.undeploy(&id, &gateway).await?;
+    st.hub.publish(&moved);
+    let targets = targets_with_versions(&st, &[gateway]).await?;
+    ok(json!({ "targets": targets }))
+}
+
+async fn api_deployments(State(st): St, Path(id): Path<String>) -> Res {
+    st.store.api(&id).await?;
+    ok(json!({ "items": st.store.deployments(Some(&id)).await? }))
+}
+
+async fn all_deployments(State(st): St) -> Res {
+    ok(json!({ "items": st.store.deployments(None).await? }))
+}
+
+// ---- sync (gateway API token) ----
+
+async fn gateway_auth(
+    st: &ControlPlane,
+    headers: &HeaderMap,
+) -> Result<crate::store::TokenOwner, Error> {
+    let Some(token) = bearer(headers) else {
+        return Err(Error::Unauthorized(
+            "send the gateway's API token as `Authorization: Bearer <token>`".into(),
+        ));
+    };
+    st.store
+        .token_owner(&secrets::hash(token))
+        .await?
+        .ok_or_else(|| {
+            Error::Unauthorized(
+                "this API token belongs to no gateway: link the gateway first, or the token was revoked or rotated".into(),
+            )
+        })
+}
+
+#[derive(Debug, Deserialize)]
+struct SyncQuery {
+    after: Option<u64>,
+    wait: Option<u64>,
+}
+
+async fn sync_snapshot(State(st): St, headers: HeaderMap, Query(q): Query<SyncQuery>) -> Res {
+    let owner = gateway_auth(&st, &headers).await?;
+    let current = st
+        .store
+        .snapshot(owner.gateway_id)
+        .await?
+        .map_or(0, |s| s.version);
+    let mut rx = st.hub.subscribe(owner.gateway_id, current);
+    let wait = Duration::from_secs(q.wait.unwrap_or(30)).min(st.config.long_poll_max);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let v = *rx.borrow_and_update();
+        if v > 0 && Some(v) != q.after {
+            let snap = st
+                .store
+                .snapshot(owner.gateway_id)
+                .await?
+                .ok_or_else(|| Error::Internal("a published snapshot is missing".into()))?;
+            let mut resp =
+                ([(header::CONTENT_TYPE, "application/json")], snap.body).into_response();
+            if let Ok(e) = HeaderValue::from_str(&format!("\"{}\"", snap.version)) {
+                resp.headers_mut().insert(header::ETAG, e);
+            }
+            return Ok(resp);
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {
+                // Woken: a new version, or the token was revoked or the gateway deleted.
+                gateway_auth(&st, &headers).await?;
+            }
+            Ok(Err(_)) | Err(_) => return Ok(StatusCode::NOT_MODIFIED.into_response()),
+        }
+    }
+}
+
+async fn sync_report(State(st): St, headers: HeaderMap, bytes: Bytes) -> Res {
+    let owner = gateway_auth(&st, &headers).await?;
+    let report: NodeReport = body(&bytes)?;
+    if report.node_id.is_empty() || report.node_id.len() > 128 {
+        return Err(Error::Invalid(vec![FieldError::new(
+            "node_id",
+            "1 to 128 characters",
+        )]));
+    }
+    st.store.report_node(owner.gateway_id, &report).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

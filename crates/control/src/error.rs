@@ -1,0 +1,111 @@
+//! The control plane's errors, and how each becomes an HTTP answer.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use portico_model::FieldError;
+use serde_json::json;
+
+/// Everything that can go wrong in the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request body or parameters cannot be read.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request reads but breaks rules; every problem has a field path.
+    #[error("the request is not valid")]
+    Invalid(Vec<FieldError>),
+    /// No such object.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change conflicts with what is stored (a name taken, something still in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// An update named a version that is not the current one.
+    #[error("{0}")]
+    Stale(String),
+    /// An update named no version.
+    #[error("{0}")]
+    PreconditionRequired(String),
+    /// The change would make a gateway's snapshot invalid.
+    #[error("{0}")]
+    Compile(String),
+    /// Missing or wrong credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Linking: the gateway's admin API did not answer.
+    #[error("{0}")]
+    GatewayUnreachable(String),
+    /// Linking: the gateway refused the JWT (the secret differs).
+    #[error("{0}")]
+    JwtSecretMismatch(String),
+    /// Linking: the gateway holds another API token.
+    #[error("{0}")]
+    ApiTokenMismatch(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A bug or an unreadable stored value.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// `what` `name` does not exist.
+    pub fn not_found(what: &str, name: &str) -> Self {
+        let list = match what {
+            "gateway" => "gateways",
+            "service" => "services",
+            "route" => "routes",
+            _ => "apis",
+        };
+        Self::NotFound(format!(
+            "no {what} named `{name}`: list them with GET /api/v1/{list}"
+        ))
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Stale(_) => (StatusCode::CONFLICT, "stale_version"),
+            Self::PreconditionRequired(_) => {
+                (StatusCode::PRECONDITION_REQUIRED, "version_required")
+            }
+            Self::Compile(_) => (StatusCode::UNPROCESSABLE_ENTITY, "snapshot_invalid"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::GatewayUnreachable(_) => (StatusCode::BAD_GATEWAY, "gateway_unreachable"),
+            Self::JwtSecretMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "jwt_secret_mismatch"),
+            Self::ApiTokenMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "api_token_mismatch"),
+            Self::Db(_) | Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        let body = match &self {
+            Self::Invalid(fields) => json!({
+                "error": code,
+                "message": format!(
+                    "the request has {} problem{}: fix the fields listed and send it again",
+                    fields.len(),
+                    if fields.len() == 1 { "" } else { "s" }
+                ),
+                "fields": fields.iter().map(|f| json!({"path": f.path, "message": f.message})).collect::<Vec<_>>(),
+            }),
+            Self::Db(e) => {
+                tracing::error!(error = %e, "database error");
+                json!({"error": code, "message": "the database failed; the change was not applied (see the server log)"})
+            }
+            Self::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                json!({"error": code, "message": "internal error; the change was not applied (see the server log)"})
+            }
+            other => json!({"error": code, "message": other.to_string()}),
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,185 @@
+//! Portico's control plane: the store of what is published (gateways, services, APIs and
+//! their revisions, deployments, raw routes), the admin REST API over it, the compiler run
+//! on every change, and the sync endpoint gateway nodes long-poll for their snapshot.
+//!
+//! - [`store`]: SQLite through sqlx; every SQL statement lives there
+//! - [`api`]: the admin REST API under `/api/v1` and the sync endpoints
+//! - [`link`]: proving a gateway's credentials by calling its admin API
+//! - [`secrets`]: tokens, hashes, sealed JWT secrets
+
+pub mod api;
+pub mod error;
+pub mod link;
+pub mod openapi;
+pub mod secrets;
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use error::Error;
+pub use store::{DEFAULT_GATEWAY, Store};
+
+/// How a control plane runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the database and the secret key live.
+    pub data_dir: PathBuf,
+    /// Admin API address.
+    pub listen: SocketAddr,
+    /// Port of the built-in gateway's HTTP listener when it is first created.
+    pub default_gateway_port: u16,
+    /// Revisions kept per API.
+    pub max_revisions: u32,
+    /// A node not heard from for this long is offline.
+    pub node_offline_after: Duration,
+    /// Longest a sync long-poll waits.
+    pub long_poll_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("portico-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
+            default_gateway_port: 8080,
+            max_revisions: 10,
+            node_offline_after: Duration::from_secs(30),
+            long_poll_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Snapshot versions per gateway, watched by long-polls and the built-in gateway.
+#[derive(Debug, Default)]
+pub struct Hub {
+    senders: std::sync::Mutex<HashMap<i64, watch::Sender<u64>>>,
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, watch::Sender<u64>>> {
+        self.senders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Announces new snapshot versions.
+    pub fn publish(&self, moved: &[(i64, u64)]) {
+        let mut map = self.lock();
+        for &(gid, version) in moved {
+            match map.get(&gid) {
+                Some(tx) => {
+                    tx.send_replace(version);
+                }
+                None => {
+                    map.insert(gid, watch::channel(version).0);
+                }
+            }
+        }
+    }
+
+    /// Wakes the watchers of a gateway without a new version (its token was revoked).
+    pub fn wake(&self, gid: i64) {
+        if let Some(tx) = self.lock().get(&gid) {
+            tx.send_modify(|_| {});
+        }
+    }
+
+    /// Watches a gateway's snapshot version.
+    pub fn subscribe(&self, gid: i64, current: u64) -> watch::Receiver<u64> {
+        self.lock()
+            .entry(gid)
+            .or_insert_with(|| watch::channel(current).0)
+            .subscribe()
+    }
+}
+
+/// A running control plane's shared state.
+#[derive(Debug)]
+pub struct ControlPlane {
+    /// The database.
+    pub store: Store,
+    /// Seals JWT secrets.
+    pub sealer: secrets::Sealer,
+    /// Snapshot versions.
+    pub hub: Hub,
+    /// Settings.
+    pub config: Config,
+}
+
+/// A control plane serving its admin API.
+#[derive(Debug)]
+pub struct Running {
+    /// The address the admin API listens on.
+    pub addr: SocketAddr,
+    /// Shared state.
+    pub state: Arc<ControlPlane>,
+    /// The admin token made on first start; shown once, stored hashed.
+    pub first_admin_token: Option<String>,
+    /// The server task; ends when the shutdown future passed to [`start`] completes.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the store (creating the built-in gateway and the first admin token when they do
+/// not exist yet) and serves the admin API until `shutdown` completes.
+pub async fn start(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Running, Error> {
+    let mut store = Store::open(&config.data_dir).await?;
+    store.max_revisions = config.max_revisions;
+    let sealer = secrets::Sealer::load_or_create(&config.data_dir)?;
+    let first_admin_token = if store.has_admin_token().await? {
+        None
+    } else {
+        let token = secrets::generate("pat_");
+        store
+            .add_admin_token("first admin", &secrets::hash(&token))
+            .await?;
+        Some(token)
+    };
+    store
+        .ensure_default_gateway(config.default_gateway_port)
+        .await?;
+    let hub = Hub::default();
+    hub.publish(
+        &store
+            .snapshot_versions()
+            .await?
+            .into_iter()
+            .map(|(id, _, v)| (id, v))
+            .collect::<Vec<_>>(),
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let state = Arc::new(ControlPlane {
+        store,
+        sealer,
+        hub,
+        config,
+    });
+    let app = api::router(state.clone());
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    Ok(Running {
+        addr,
+        state,
+        first_admin_token,
+        task,
+    })
+}

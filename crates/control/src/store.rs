@@ -1,0 +1,1550 @@
+//! The store: every SQL statement of the control plane lives here, behind [`Store`]'s
+//! methods. Each method that writes runs one transaction, and the gateways it affects are
+//! recompiled inside that same transaction, so a definition and the snapshots built from it
+//! change together or not at all. Writes are serialized in-process (SQLite has one writer);
+//! every object carries a version that an update must name (optimistic concurrency).
+//!
+//! SQL is kept portable (`$n` placeholders, `RETURNING`, `ON CONFLICT`) for PostgreSQL later.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use portico_compile::{DeployedApi, Input};
+use portico_model::{
+    ApiSpec, GatewayKind, GatewaySpec, Lifecycle, Listener, ListenerProtocol, RouteSpec, Service,
+    SyncEnvelope,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+// Table names in dynamic SQL come from a closed set of literals in this file, never from input.
+use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+use tokio::sync::Mutex;
+
+use crate::error::Error;
+
+/// Name of the gateway `portico server` serves itself.
+pub const DEFAULT_GATEWAY: &str = "default";
+
+/// The versioned migrations, in order.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+)];
+
+/// The control plane's database.
+#[derive(Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    write: Mutex<()>,
+    /// Revisions kept per API.
+    pub max_revisions: u32,
+}
+
+/// Bookkeeping every stored object has.
+#[derive(Clone, Debug, Serialize)]
+pub struct Meta {
+    /// Moves up by one on every change; updates must name the version they read.
+    pub version: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// A stored gateway.
+#[derive(Clone, Debug, Serialize)]
+pub struct GatewayRecord {
+    /// Its definition.
+    pub spec: GatewaySpec,
+    /// The built-in gateway of `portico server` (cannot be deleted).
+    pub builtin: bool,
+    /// When its credentials were last linked (Unix seconds).
+    pub linked_at: Option<i64>,
+    /// Whether nodes can sync with an API token now (false after a revoke).
+    pub token_active: bool,
+    /// Bookkeeping.
+    #[serde(flatten)]
+    pub meta: Meta,
+    #[serde(skip)]
+    id: i64,
+}
+
+/// A stored service or raw route.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record<T> {
+    /// Its definition.
+    pub spec: T,
+    /// Bookkeeping.
+    #[serde(flatten)]
+    pub meta: Meta,
+}
+
+/// A stored API.
+#[derive(Clone, Debug, Serialize)]
+pub struct ApiRecord {
+    /// `name-version`, the key in URLs.
+    pub id: String,
+    /// Lifecycle state.
+    pub lifecycle: Lifecycle,
+    /// Its current (working) definition.
+    pub spec: ApiSpec,
+    /// Bookkeeping.
+    #[serde(flatten)]
+    pub meta: Meta,
+}
+
+/// An immutable revision of an API.
+#[derive(Clone, Debug, Serialize)]
+pub struct RevisionRecord {
+    /// The API's id.
+    pub api: String,
+    /// Number, from 1 per API.
+    pub number: u32,
+    /// What the author said about it.
+    pub note: String,
+    /// The frozen definition.
+    pub spec: ApiSpec,
+    /// Gateways it is deployed to.
+    pub deployed_on: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Revision R of an API on gateway G.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeploymentRecord {
+    /// The API's id.
+    pub api: String,
+    /// The gateway's name.
+    pub gateway: String,
+    /// The revision deployed.
+    pub revision: u32,
+    /// Unix seconds.
+    pub deployed_at: i64,
+}
+
+/// A gateway's compiled snapshot.
+#[derive(Clone, Debug)]
+pub struct SnapshotRecord {
+    /// Snapshot version.
+    pub version: u64,
+    /// Content hash.
+    pub hash: String,
+    /// The [`SyncEnvelope`] as JSON.
+    pub body: String,
+}
+
+/// What a node last reported.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeRecord {
+    /// The node's id.
+    pub node_id: String,
+    /// Its host name.
+    pub hostname: String,
+    /// The version it serves.
+    pub applied_version: Option<u64>,
+    /// The hash it serves.
+    pub applied_hash: Option<String>,
+    /// Its last error.
+    pub last_error: Option<String>,
+    /// Unix seconds of its last report.
+    pub last_seen: i64,
+}
+
+/// A gateway a token belongs to.
+#[derive(Clone, Debug)]
+pub struct TokenOwner {
+    /// Row id (stable while the gateway exists).
+    pub gateway_id: i64,
+    /// Name.
+    pub name: String,
+}
+
+/// Changes to apply to a gateway's credentials.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    /// Hash of the API token.
+    pub token_hash: String,
+    /// The JWT secret, sealed.
+    pub jwt_secret_sealed: String,
+}
+
+/// Snapshot versions that moved in a write: (gateway id, new version).
+pub type Moved = Vec<(i64, u64)>;
+
+/// Now, in Unix seconds.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, Error> {
+    serde_json::to_string(v).map_err(|e| Error::Internal(format!("cannot encode: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, Error> {
+    serde_json::from_str(s).map_err(|e| Error::Internal(format!("stored data is unreadable: {e}")))
+}
+
+fn lifecycle_str(l: Lifecycle) -> &'static str {
+    match l {
+        Lifecycle::Created => "created",
+        Lifecycle::Published => "published",
+        Lifecycle::Deprecated => "deprecated",
+        Lifecycle::Retired => "retired",
+    }
+}
+
+fn parse_lifecycle(s: &str) -> Lifecycle {
+    match s {
+        "published" => Lifecycle::Published,
+        "deprecated" => Lifecycle::Deprecated,
+        "retired" => Lifecycle::Retired,
+        _ => Lifecycle::Created,
+    }
+}
+
+impl Store {
+    /// Opens (creating when missing) the SQLite database in `dir` and runs migrations.
+    pub async fn open(dir: &Path) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Internal(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let opts = SqliteConnectOptions::new()
+            .filename(dir.join("portico.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await
+            .map_err(Error::Db)?;
+        let store = Self {
+            pool,
+            write: Mutex::new(()),
+            max_revisions: 10,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), Error> {
+        let _w = self.write.lock().await;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, \
+             description TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for (version, description, sql) in MIGRATIONS {
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(version)
+            .bind(description)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            tracing::info!(version, description, "database migrated");
+        }
+        Ok(())
+    }
+
+    // ---- admin tokens ----
+
+    /// Whether any admin token exists.
+    pub async fn has_admin_token(&self) -> Result<bool, Error> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Stores an admin token's hash.
+    pub async fn add_admin_token(&self, name: &str, hash: &str) -> Result<(), Error> {
+        let _w = self.write.lock().await;
+        sqlx::query("INSERT INTO admin_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)")
+            .bind(name)
+            .bind(hash)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether this hash belongs to an admin token.
+    pub async fn admin_token_exists(&self, hash: &str) -> Result<bool, Error> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM admin_tokens WHERE token_hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    // ---- gateways ----
+
+    /// Creates the built-in gateway when it does not exist yet.
+    pub async fn ensure_default_gateway(&self, port: u16) -> Result<Moved, Error> {
+        if self.gateway(DEFAULT_GATEWAY).await.is_ok() {
+            return Ok(Vec::new());
+        }
+        let mut spec = GatewaySpec::new(DEFAULT_GATEWAY, GatewayKind::Hybrid);
+        spec.description = "Built into the control plane".into();
+        spec.listeners = vec![Listener::new(port, ListenerProtocol::Http)];
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let t = now();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO gateways (name_key, spec, builtin, version, created_at, updated_at) \
+             VALUES ($1, $2, 1, 1, $3, $3) RETURNING id",
+        )
+        .bind(key(DEFAULT_GATEWAY))
+        .bind(to_json(&spec)?)
+        .bind(t)
+        .fetch_one(&mut *tx)
+        .await?;
+        let moved = recompile(&mut tx, &[id]).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// Every gateway, by name.
+    pub async fn gateways(&self) -> Result<Vec<GatewayRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, spec, builtin, token_hash, linked_at, version, created_at, updated_at \
+             FROM gateways ORDER BY name_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(gateway_row).collect()
+    }
+
+    /// One gateway by name (case-insensitive).
+    pub async fn gateway(&self, name: &str) -> Result<GatewayRecord, Error> {
+        let row = sqlx::query(
+            "SELECT id, spec, builtin, token_hash, linked_at, version, created_at, updated_at \
+             FROM gateways WHERE name_key = $1",
+        )
+        .bind(key(name))
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::not_found("gateway", name))?;
+        gateway_row(&row)
+    }
+
+    /// The row id of a gateway.
+    pub async fn gateway_id(&self, name: &str) -> Result<i64, Error> {
+        Ok(self.gateway(name).await?.id)
+    }
+
+    /// Creates a gateway, optionally with credentials.
+    pub async fn create_gateway(
+        &self,
+        spec: &GatewaySpec,
+        creds: Option<&Credentials>,
+    ) -> Result<(GatewayRecord, Moved), Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
+            .bind(key(&spec.name))
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Err(Error::Conflict(format!(
+                "a gateway named `{}` exists already (names are case-insensitive): pick another name, or update it with PUT",
+                spec.name
+            )));
+        }
+        let t = now();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO gateways (name_key, spec, builtin, token_hash, jwt_secret, linked_at, version, created_at, updated_at) \
+             VALUES ($1, $2, 0, $3, $4, $5, 1, $6, $6) RETURNING id",
+        )
+        .bind(key(&spec.name))
+        .bind(to_json(spec)?)
+        .bind(creds.map(|c| c.token_hash.clone()))
+        .bind(creds.map(|c| c.jwt_secret_sealed.clone()))
+        .bind(creds.map(|_| t))
+        .bind(t)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(token_clash)?;
+        let moved = recompile(&mut tx, &[id]).await?;
+        tx.commit().await?;
+        drop(_w);
+        Ok((self.gateway(&spec.name).await?, moved))
+    }
+
+    /// Replaces a gateway's definition if `expected` is its current version.
+    pub async fn update_gateway(
+        &self,
+        name: &str,
+        spec: &GatewaySpec,
+        expected: i64,
+    ) -> Result<(GatewayRecord, Moved), Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let (id, builtin): (i64, i64) =
+            sqlx::query_as("SELECT id, builtin FROM gateways WHERE name_key = $1")
+                .bind(key(name))
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::not_found("gateway", name))?;
+        if builtin == 1 && key(&spec.name) != key(name) {
+            return Err(Error::Conflict(
+                "the built-in gateway `default` cannot be renamed".into(),
+            ));
+        }
+        if key(&spec.name) != key(name) {
+            let clash: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
+                    .bind(key(&spec.name))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if clash.is_some() {
+                return Err(Error::Conflict(format!(
+                    "a gateway named `{}` exists already",
+                    spec.name
+                )));
+            }
+            // Deployments and nodes follow the id; raw routes name gateways, so move them.
+            sqlx::query("UPDATE route_gateways SET gateway_key = $1 WHERE gateway_key = $2")
+                .bind(key(&spec.name))
+                .bind(key(name))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query(
+            "UPDATE gateways SET name_key = $1, spec = $2, version = version + 1, updated_at = $3 \
+             WHERE id = $4 AND version = $5",
+        )
+        .bind(key(&spec.name))
+        .bind(to_json(spec)?)
+        .bind(now())
+        .bind(id)
+        .bind(expected)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(stale("gateway", name));
+        }
+        let moved = recompile(&mut tx, &[id]).await?;
+        tx.commit().await?;
+        drop(_w);
+        Ok((self.gateway(&spec.name).await?, moved))
+    }
+
+    /// Sets (link, rotate) or clears (revoke) a gateway's credentials.
+    pub async fn set_credentials(
+        &self,
+        name: &str,
+        creds: Option<&Credentials>,
+        jwt_too: bool,
+    ) -> Result<GatewayRecord, Error> {
+        let _w = self.write.lock().await;
+        let t = now();
+        let done =
+            match (creds, jwt_too) {
+                (Some(c), true) => sqlx::query(
+                    "UPDATE gateways SET token_hash = $1, jwt_secret = $2, linked_at = $3, \
+                 version = version + 1, updated_at = $3 WHERE name_key = $4",
+                )
+                .bind(&c.token_hash)
+                .bind(&c.jwt_secret_sealed)
+                .bind(t)
+                .bind(key(name))
+                .execute(&self.pool)
+                .await
+                .map_err(token_clash)?,
+                (Some(c), false) => sqlx::query(
+                    "UPDATE gateways SET token_hash = $1, version = version + 1, updated_at = $2 \
+                 WHERE name_key = $3",
+                )
+                .bind(&c.token_hash)
+                .bind(t)
+                .bind(key(name))
+                .execute(&self.pool)
+                .await
+                .map_err(token_clash)?,
+                (None, _) => sqlx::query(
+                    "UPDATE gateways SET token_hash = NULL, version = version + 1, updated_at = $1 \
+                 WHERE name_key = $2",
+                )
+                .bind(t)
+                .bind(key(name))
+                .execute(&self.pool)
+                .await?,
+            };
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("gateway", name));
+        }
+        drop(_w);
+        self.gateway(name).await
+    }
+
+    /// The sealed JWT secret of a gateway, if it has one.
+    pub async fn jwt_secret_sealed(&self, name: &str) -> Result<Option<String>, Error> {
+        let v: Option<Option<String>> =
+            sqlx::query_scalar("SELECT jwt_secret FROM gateways WHERE name_key = $1")
+                .bind(key(name))
+                .fetch_optional(&self.pool)
+                .await?;
+        v.ok_or_else(|| Error::not_found("gateway", name))
+    }
+
+    /// Deletes a gateway (not the built-in one) with its deployments and nodes.
+    pub async fn delete_gateway(&self, name: &str) -> Result<(), Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let (id, builtin): (i64, i64) =
+            sqlx::query_as("SELECT id, builtin FROM gateways WHERE name_key = $1")
+                .bind(key(name))
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::not_found("gateway", name))?;
+        if builtin == 1 {
+            return Err(Error::Conflict(
+                "the built-in gateway `default` cannot be deleted; undeploy what runs on it instead"
+                    .into(),
+            ));
+        }
+        sqlx::query("DELETE FROM route_gateways WHERE gateway_key = $1")
+            .bind(key(name))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM gateways WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The gateway an API token belongs to.
+    pub async fn token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>, Error> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, spec FROM gateways WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            None => Ok(None),
+            Some((id, spec)) => {
+                let spec: GatewaySpec = from_json(&spec)?;
+                Ok(Some(TokenOwner {
+                    gateway_id: id,
+                    name: spec.name,
+                }))
+            }
+        }
+    }
+
+    /// A gateway's compiled snapshot.
+    pub async fn snapshot(&self, gateway_id: i64) -> Result<Option<SnapshotRecord>, Error> {
+        let row: Option<(i64, String, String)> =
+            sqlx::query_as("SELECT version, hash, body FROM snapshots WHERE gateway_id = $1")
+                .bind(gateway_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(version, hash, body)| SnapshotRecord {
+            version: version as u64,
+            hash,
+            body,
+        }))
+    }
+
+    /// Current snapshot version of every gateway: (id, name, version).
+    pub async fn snapshot_versions(&self) -> Result<Vec<(i64, String, u64)>, Error> {
+        let rows: Vec<(i64, String, Option<i64>)> = sqlx::query_as(
+            "SELECT g.id, g.spec, s.version FROM gateways g LEFT JOIN snapshots s ON s.gateway_id = g.id \
+             ORDER BY g.name_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, spec, v)| {
+                let spec: GatewaySpec = from_json(&spec)?;
+                Ok((id, spec.name, v.unwrap_or(0) as u64))
+            })
+            .collect()
+    }
+
+    // ---- nodes ----
+
+    /// Records a node's report.
+    pub async fn report_node(
+        &self,
+        gateway_id: i64,
+        report: &portico_model::NodeReport,
+    ) -> Result<(), Error> {
+        // Every write holds the writer lock: a write that started as a read would otherwise
+        // meet SQLITE_BUSY_SNAPSHOT when another connection committed meanwhile.
+        let _w = self.write.lock().await;
+        sqlx::query(
+            "INSERT INTO nodes (gateway_id, node_id, hostname, applied_version, applied_hash, last_error, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (gateway_id, node_id) DO UPDATE SET hostname = excluded.hostname, \
+             applied_version = excluded.applied_version, applied_hash = excluded.applied_hash, \
+             last_error = excluded.last_error, last_seen = excluded.last_seen",
+        )
+        .bind(gateway_id)
+        .bind(&report.node_id)
+        .bind(&report.hostname)
+        .bind(report.applied_version.map(|v| v as i64))
+        .bind(&report.applied_hash)
+        .bind(&report.last_error)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The nodes of a gateway.
+    pub async fn nodes(&self, gateway_id: i64) -> Result<Vec<NodeRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT node_id, hostname, applied_version, applied_hash, last_error, last_seen \
+             FROM nodes WHERE gateway_id = $1 ORDER BY node_id",
+        )
+        .bind(gateway_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NodeRecord {
+                    node_id: r.try_get(0)?,
+                    hostname: r.try_get(1)?,
+                    applied_version: r.try_get::<Option<i64>, _>(2)?.map(|v| v as u64),
+                    applied_hash: r.try_get(3)?,
+                    last_error: r.try_get(4)?,
+                    last_seen: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- services ----
+
+    /// Every service.
+    pub async fn services(&self) -> Result<Vec<Record<Service>>, Error> {
+        list(&self.pool, "services").await
+    }
+
+    /// One service.
+    pub async fn service(&self, name: &str) -> Result<Record<Service>, Error> {
+        get(&self.pool, "services", "service", name).await
+    }
+
+    /// Creates a service.
+    pub async fn create_service(&self, spec: &Service) -> Result<(Record<Service>, Moved), Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        insert(&mut tx, "services", "service", &spec.name, spec).await?;
+        tx.commit().await?;
+        drop(_w);
+        Ok((self.service(&spec.name).await?, Vec::new()))
+    }
+
+    /// Replaces a service if `expected` is its current version; gateways using it recompile.
+    pub async fn update_service(
+        &self,
+        name: &str,
+        spec: &Service,
+        expected: i64,
+    ) -> Result<(Record<Service>, Moved), Error> {
+        if key(&spec.name) != key(name) {
+            return Err(Error::Conflict(
+                "a service cannot be renamed: create the new one, move routes to it, delete the old"
+                    .into(),
+            ));
+        }
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        update(&mut tx, "services", "service", name, spec, expected).await?;
+        let all = all_gateway_ids(&mut tx).await?;
+        let moved = recompile(&mut tx, &all).await?;
+        tx.commit().await?;
+        drop(_w);
+        Ok((self.service(name).await?, moved))
+    }
+
+    /// Deletes a service no route uses.
+    pub async fn delete_service(&self, name: &str) -> Result<(), Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let routes: Vec<String> = sqlx::query_scalar("SELECT spec FROM routes")
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in routes {
+            let r: RouteSpec = from_json(&r)?;
+            if r.route
+                .all_targets()
+                .iter()
+                .any(|t| key(&t.service) == key(name))
+            {
+                return Err(Error::Conflict(format!(
+                    "route `{}` forwards to service `{name}`: change or delete the route first",
+                    r.name
+                )));
+            }
+        }
+        delete(&mut tx, "services", "service", name).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- raw routes ----
+
+    /// Every raw route.
+    pub async fn routes(&self) -> Result<Vec<Record<RouteSpec>>, Error> {
+        list(&self.pool, "routes").await
+    }
+
+    /// One raw route.
+    pub async fn route(&self, name: &str) -> Result<Record<RouteSpec>, Error> {
+        get(&self.pool, "routes", "route", name).await
+    }
+
+    /// Creates a raw route; the gateways it names recompile.
+    pub async fn create_route(
+        &self,
+        spec: &RouteSpec,
+    ) -> Result<(Record<RouteSpec>, Moved), Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        check_route_refs(&mut tx, spec).await?;
+        let id = insert(&mut tx, "routes", "route", &spec.name, spec).await?;
+        let ids = set_route_gateways(&mut tx, id, spec).await?;
+        let moved = recompile(&mut tx, &ids).await?;
+        tx.commit().await?;
+        drop(_w);
+        Ok((self.route(&spec.name).await?, moved))
+    }
+
+    /// Replaces a raw route if `expected` is its current version.
+    pub async fn update_route(
+        &self,
+        name: &str,
+        spec: &RouteSpec,
+        expected: i64,
+    ) -> Result<(Record<RouteSpec>, Moved), Error> {
+        if key(&spec.name) != key(name) {
+            return Err(Error::Conflict(
+                "a route cannot be renamed: create the new one and delete the old".into(),
+            ));
+        }
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        check_route_refs(&mut tx, spec).await?;
+        let id = update(&mut tx, "routes", "route", name, spec, expected).await?;
+        let mut ids = route_gateway_ids(&mut tx, id).await?;
+        ids.extend(set_route_gateways(&mut tx, id, spec).await?);
+        ids.sort_unstable();
+        ids.dedup();
+        let moved = recompile(&mut tx, &ids).await?;
+        tx.commit().await?;
+        drop(_w);
+        Ok((self.route(name).await?, moved))
+    }
+
+    /// Deletes a raw route.
+    pub async fn delete_route(&self, name: &str) -> Result<Moved, Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar("SELECT id FROM routes WHERE name_key = $1")
+            .bind(key(name))
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::not_found("route", name))?;
+        let ids = route_gateway_ids(&mut tx, id).await?;
+        delete(&mut tx, "routes", "route", name).await?;
+        let moved = recompile(&mut tx, &ids).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    // ---- APIs ----
+
+    /// Every API.
+    pub async fn apis(&self) -> Result<Vec<ApiRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT api_key, spec, lifecycle, version, created_at, updated_at FROM apis ORDER BY api_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_row).collect()
+    }
+
+    /// One API by id.
+    pub async fn api(&self, id: &str) -> Result<ApiRecord, Error> {
+        let row = sqlx::query(
+            "SELECT api_key, spec, lifecycle, version, created_at, updated_at FROM apis WHERE api_key = $1",
+        )
+        .bind(key(id))
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::not_found("API", id))?;
+        api_row(&row)
+    }
+
+    /// Creates an API (lifecycle `created`).
+    pub async fn create_api(&self, spec: &ApiSpec) -> Result<ApiRecord, Error> {
+        let id = spec.id();
+        let _w = self.write.lock().await;
+        let t = now();
+        let done = sqlx::query(
+            "INSERT INTO apis (api_key, spec, lifecycle, version, created_at, updated_at) \
+             VALUES ($1, $2, 'created', 1, $3, $3) ON CONFLICT (api_key) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(to_json(spec)?)
+        .bind(t)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::Conflict(format!(
+                "API `{id}` ({} {}) exists already: update it with PUT /api/v1/apis/{id}, or give a new version",
+                spec.name, spec.version
+            )));
+        }
+        drop(_w);
+        self.api(&id).await
+    }
+
+    /// Replaces an API's working definition (deployed revisions do not change).
+    pub async fn update_api(
+        &self,
+        id: &str,
+        spec: &ApiSpec,
+        expected: i64,
+    ) -> Result<ApiRecord, Error> {
+        if spec.id() != key(id) {
+            return Err(Error::Conflict(format!(
+                "name and version make the API's id (`{}`), so they cannot change here: create a new API for a new version",
+                spec.id()
+            )));
+        }
+        let _w = self.write.lock().await;
+        let done = sqlx::query(
+            "UPDATE apis SET spec = $1, version = version + 1, updated_at = $2 \
+             WHERE api_key = $3 AND version = $4",
+        )
+        .bind(to_json(spec)?)
+        .bind(now())
+        .bind(key(id))
+        .bind(expected)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            drop(_w);
+            self.api(id).await?;
+            return Err(stale("API", id));
+        }
+        drop(_w);
+        self.api(id).await
+    }
+
+    /// Moves an API to a lifecycle state; the gateways it runs on recompile.
+    pub async fn set_lifecycle(
+        &self,
+        id: &str,
+        state: Lifecycle,
+        expected: Option<i64>,
+    ) -> Result<(ApiRecord, Moved), Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let (api_id, version): (i64, i64) =
+            sqlx::query_as("SELECT id, version FROM apis WHERE api_key = $1")
+                .bind(key(id))
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::not_found("API", id))?;
+        if expected.is_some_and(|e| e != version) {
+            return Err(stale("API", id));
+        }
+        sqlx::query(
+            "UPDATE apis SET lifecycle = $1, version = version + 1, updated_at = $2 WHERE id = $3",
+        )
+        .bind(lifecycle_str(state))
+        .bind(now())
+        .bind(api_id)
+        .execute(&mut *tx)
+        .await?;
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT gateway_id FROM deployments WHERE api_id = $1")
+                .bind(api_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let moved = recompile(&mut tx, &ids).await?;
+        tx.commit().await?;
+        drop(_w);
+        Ok((self.api(id).await?, moved))
+    }
+
+    /// Deletes an API that is deployed nowhere.
+    pub async fn delete_api(&self, id: &str) -> Result<(), Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let api_id = api_row_id(&mut tx, id).await?;
+        let on: Vec<String> = deployed_gateway_names(&mut tx, api_id, None).await?;
+        if !on.is_empty() {
+            return Err(Error::Conflict(format!(
+                "API `{id}` is deployed on {}: undeploy it first",
+                on.join(", ")
+            )));
+        }
+        sqlx::query("DELETE FROM apis WHERE id = $1")
+            .bind(api_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- revisions ----
+
+    /// Freezes the API's current definition as its next revision; prunes the oldest
+    /// undeployed revisions beyond `max_revisions`.
+    pub async fn create_revision(&self, id: &str, note: &str) -> Result<RevisionRecord, Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let (api_id, spec): (i64, String) =
+            sqlx::query_as("SELECT id, spec FROM apis WHERE api_key = $1")
+                .bind(key(id))
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::not_found("API", id))?;
+        let numbers: Vec<i64> =
+            sqlx::query_scalar("SELECT number FROM revisions WHERE api_id = $1 ORDER BY number")
+                .bind(api_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let max = self.max_revisions.max(1) as usize;
+        let mut to_prune = Vec::new();
+        if numbers.len() >= max {
+            let deployed: Vec<i64> =
+                sqlx::query_scalar("SELECT DISTINCT revision FROM deployments WHERE api_id = $1")
+                    .bind(api_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let mut need = numbers.len() + 1 - max;
+            for n in &numbers {
+                if need == 0 {
+                    break;
+                }
+                if !deployed.contains(n) {
+                    to_prune.push(*n);
+                    need -= 1;
+                }
+            }
+            if need > 0 {
+                return Err(Error::Conflict(format!(
+                    "API `{id}` keeps at most {max} revisions and every one of them is deployed: undeploy one first"
+                )));
+            }
+        }
+        for n in &to_prune {
+            sqlx::query("DELETE FROM revisions WHERE api_id = $1 AND number = $2")
+                .bind(api_id)
+                .bind(n)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let number = numbers.last().copied().unwrap_or(0) + 1;
+        let t = now();
+        sqlx::query(
+            "INSERT INTO revisions (api_id, number, spec, note, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(api_id)
+        .bind(number)
+        .bind(&spec)
+        .bind(note)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        drop(_w);
+        if !to_prune.is_empty() {
+            tracing::info!(api = id, pruned = ?to_prune, "old revisions pruned");
+        }
+        self.revision(id, number as u32).await
+    }
+
+    /// The revisions of an API, newest first.
+    pub async fn revisions(&self, id: &str) -> Result<Vec<RevisionRecord>, Error> {
+        let mut conn = self.pool.acquire().await?;
+        let api_id = api_row_id(&mut conn, id).await?;
+        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+            "SELECT number, spec, note, created_at FROM revisions WHERE api_id = $1 ORDER BY number DESC",
+        )
+        .bind(api_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (number, spec, note, created_at) in rows {
+            out.push(RevisionRecord {
+                api: key(id),
+                number: number as u32,
+                note,
+                spec: from_json(&spec)?,
+                deployed_on: deployed_gateway_names(&mut conn, api_id, Some(number)).await?,
+                created_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One revision.
+    pub async fn revision(&self, id: &str, number: u32) -> Result<RevisionRecord, Error> {
+        self.revisions(id)
+            .await?
+            .into_iter()
+            .find(|r| r.number == number)
+            .ok_or_else(|| Error::NotFound(format!("API `{id}` has no revision {number}: list them with GET /api/v1/apis/{id}/revisions")))
+    }
+
+    /// Deletes a revision that is deployed nowhere.
+    pub async fn delete_revision(&self, id: &str, number: u32) -> Result<(), Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let api_id = api_row_id(&mut tx, id).await?;
+        let on = deployed_gateway_names(&mut tx, api_id, Some(number as i64)).await?;
+        if !on.is_empty() {
+            return Err(Error::Conflict(format!(
+                "revision {number} of `{id}` is deployed on {}: undeploy it or deploy another revision first",
+                on.join(", ")
+            )));
+        }
+        let done = sqlx::query("DELETE FROM revisions WHERE api_id = $1 AND number = $2")
+            .bind(api_id)
+            .bind(number as i64)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!(
+                "API `{id}` has no revision {number}"
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- deployments ----
+
+    /// Deploys revision `number` of an API to every gateway named, replacing what ran there
+    /// (a rollback is deploying an older revision). All or nothing.
+    pub async fn deploy(
+        &self,
+        id: &str,
+        number: u32,
+        gateways: &[String],
+    ) -> Result<(Vec<DeploymentRecord>, Moved), Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let (api_id, lifecycle): (i64, String) =
+            sqlx::query_as("SELECT id, lifecycle FROM apis WHERE api_key = $1")
+                .bind(key(id))
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::not_found("API", id))?;
+        if parse_lifecycle(&lifecycle) == Lifecycle::Retired {
+            return Err(Error::Conflict(format!(
+                "API `{id}` is retired and cannot be deployed: move it back to published first"
+            )));
+        }
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT number FROM revisions WHERE api_id = $1 AND number = $2")
+                .bind(api_id)
+                .bind(number as i64)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Err(Error::NotFound(format!(
+                "API `{id}` has no revision {number}: create one with POST /api/v1/apis/{id}/revisions"
+            )));
+        }
+        let mut ids = Vec::new();
+        let mut missing = Vec::new();
+        for g in gateways {
+            match sqlx::query_scalar::<_, i64>("SELECT id FROM gateways WHERE name_key = $1")
+                .bind(key(g))
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                Some(gid) => ids.push(gid),
+                None => missing.push(g.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::NotFound(format!(
+                "no gateway named {}: list them with GET /api/v1/gateways",
+                missing.join(", ")
+            )));
+        }
+        let t = now();
+        for gid in &ids {
+            sqlx::query(
+                "INSERT INTO deployments (api_id, gateway_id, revision, deployed_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (api_id, gateway_id) DO UPDATE SET revision = excluded.revision, deployed_at = excluded.deployed_at",
+            )
+            .bind(api_id)
+            .bind(gid)
+            .bind(number as i64)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let moved = recompile(&mut tx, &ids).await?;
+        tx.commit().await?;
+        drop(_w);
+        let all = self.deployments(Some(id)).await?;
+        Ok((all, moved))
+    }
+
+    /// Takes an API off a gateway.
+    pub async fn undeploy(&self, id: &str, gateway: &str) -> Result<Moved, Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let api_id = api_row_id(&mut tx, id).await?;
+        let gid: i64 = sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
+            .bind(key(gateway))
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::not_found("gateway", gateway))?;
+        let done = sqlx::query("DELETE FROM deployments WHERE api_id = $1 AND gateway_id = $2")
+            .bind(api_id)
+            .bind(gid)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!(
+                "API `{id}` is not deployed on gateway `{gateway}`"
+            )));
+        }
+        let moved = recompile(&mut tx, &[gid]).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// What runs where, optionally for one API.
+    pub async fn deployments(&self, api: Option<&str>) -> Result<Vec<DeploymentRecord>, Error> {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT a.api_key, g.spec, d.revision, d.deployed_at FROM deployments d \
+             JOIN apis a ON a.id = d.api_id JOIN gateways g ON g.id = d.gateway_id \
+             WHERE ($1 IS NULL OR a.api_key = $1) ORDER BY a.api_key, g.name_key",
+        )
+        .bind(api.map(key))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(api, g, revision, deployed_at)| {
+                let g: GatewaySpec = from_json(&g)?;
+                Ok(DeploymentRecord {
+                    api,
+                    gateway: g.name,
+                    revision: revision as u32,
+                    deployed_at,
+                })
+            })
+            .collect()
+    }
+}
+
+fn gateway_row(row: &sqlx::sqlite::SqliteRow) -> Result<GatewayRecord, Error> {
+    let spec: String = row.try_get(1)?;
+    Ok(GatewayRecord {
+        id: row.try_get(0)?,
+        spec: from_json(&spec)?,
+        builtin: row.try_get::<i64, _>(2)? == 1,
+        token_active: row.try_get::<Option<String>, _>(3)?.is_some(),
+        linked_at: row.try_get(4)?,
+        meta: Meta {
+            version: row.try_get(5)?,
+            created_at: row.try_get(6)?,
+            updated_at: row.try_get(7)?,
+        },
+    })
+}
+
+fn api_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApiRecord, Error> {
+    let spec: String = row.try_get(1)?;
+    let lifecycle: String = row.try_get(2)?;
+    Ok(ApiRecord {
+        id: row.try_get(0)?,
+        spec: from_json(&spec)?,
+        lifecycle: parse_lifecycle(&lifecycle),
+        meta: Meta {
+            version: row.try_get(3)?,
+            created_at: row.try_get(4)?,
+            updated_at: row.try_get(5)?,
+        },
+    })
+}
+
+fn stale(what: &str, name: &str) -> Error {
+    Error::Stale(format!(
+        "{what} `{name}` changed since you read it: fetch it again, reapply your change and send the new version"
+    ))
+}
+
+fn token_clash(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Database(d) if d.message().contains("token_hash") => Error::Conflict(
+            "this API token already belongs to another gateway: generate a new one with `portico gateway init`".into(),
+        ),
+        _ => Error::Db(e),
+    }
+}
+
+async fn api_row_id(conn: &mut SqliteConnection, id: &str) -> Result<i64, Error> {
+    sqlx::query_scalar("SELECT id FROM apis WHERE api_key = $1")
+        .bind(key(id))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| Error::not_found("API", id))
+}
+
+async fn deployed_gateway_names(
+    conn: &mut SqliteConnection,
+    api_id: i64,
+    revision: Option<i64>,
+) -> Result<Vec<String>, Error> {
+    let specs: Vec<String> = sqlx::query_scalar(
+        "SELECT g.spec FROM deployments d JOIN gateways g ON g.id = d.gateway_id \
+         WHERE d.api_id = $1 AND ($2 IS NULL OR d.revision = $2) ORDER BY g.name_key",
+    )
+    .bind(api_id)
+    .bind(revision)
+    .fetch_all(&mut *conn)
+    .await?;
+    specs
+        .iter()
+        .map(|s| from_json::<GatewaySpec>(s).map(|g| g.name))
+        .collect()
+}
+
+async fn list<T: DeserializeOwned>(
+    pool: &SqlitePool,
+    table: &str,
+) -> Result<Vec<Record<T>>, Error> {
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT spec, version, created_at, updated_at FROM {table} ORDER BY name_key"
+    )))
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(spec, version, created_at, updated_at)| {
+            Ok(Record {
+                spec: from_json(&spec)?,
+                meta: Meta {
+                    version,
+                    created_at,
+                    updated_at,
+                },
+            })
+        })
+        .collect()
+}
+
+async fn get<T: DeserializeOwned>(
+    pool: &SqlitePool,
+    table: &str,
+    what: &str,
+    name: &str,
+) -> Result<Record<T>, Error> {
+    let row: Option<(String, i64, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT spec, version, created_at, updated_at FROM {table} WHERE name_key = $1"
+    )))
+    .bind(key(name))
+    .fetch_optional(pool)
+    .await?;
+    let (spec, version, created_at, updated_at) =
+        row.ok_or_else(|| Error::not_found(what, name))?;
+    Ok(Record {
+        spec: from_json(&spec)?,
+        meta: Meta {
+            version,
+            created_at,
+            updated_at,
+        },
+    })
+}
+
+async fn insert<T: Serialize>(
+    conn: &mut SqliteConnection,
+    table: &str,
+    what: &str,
+    name: &str,
+    spec: &T,
+) -> Result<i64, Error> {
+    let t = now();
+    let id: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "INSERT INTO {table} (name_key, spec, version, created_at, updated_at) VALUES ($1, $2, 1, $3, $3) \
+         ON CONFLICT (name_key) DO NOTHING RETURNING id"
+    )))
+    .bind(key(name))
+    .bind(to_json(spec)?)
+    .bind(t)
+    .fetch_optional(&mut *conn)
+    .await?;
+    id.ok_or_else(|| {
+        Error::Conflict(format!(
+            "a {what} named `{name}` exists already (names are case-insensitive): pick another name, or update it with PUT"
+        ))
+    })
+}
+
+async fn update<T: Serialize>(
+    conn: &mut SqliteConnection,
+    table: &str,
+    what: &str,
+    name: &str,
+    spec: &T,
+    expected: i64,
+) -> Result<i64, Error> {
+    let id: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "UPDATE {table} SET spec = $1, version = version + 1, updated_at = $2 \
+         WHERE name_key = $3 AND version = $4 RETURNING id"
+    )))
+    .bind(to_json(spec)?)
+    .bind(now())
+    .bind(key(name))
+    .bind(expected)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(id) = id {
+        return Ok(id);
+    }
+    let exists: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT id FROM {table} WHERE name_key = $1"
+    )))
+    .bind(key(name))
+    .fetch_optional(&mut *conn)
+    .await?;
+    Err(match exists {
+        Some(_) => stale(what, name),
+        None => Error::not_found(what, name),
+    })
+}
+
+async fn delete(
+    conn: &mut SqliteConnection,
+    table: &str,
+    what: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let done = sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM {table} WHERE name_key = $1"
+    )))
+    .bind(key(name))
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::not_found(what, name));
+    }
+    Ok(())
+}
+
+async fn check_route_refs(conn: &mut SqliteConnection, spec: &RouteSpec) -> Result<(), Error> {
+    let mut errors = Vec::new();
+    for (i, g) in spec.gateways.iter().enumerate() {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
+            .bind(key(g))
+            .fetch_optional(&mut *conn)
+            .await?;
+        if found.is_none() {
+            errors.push(portico_model::FieldError::new(
+                format!("gateways[{i}]"),
+                format!("no gateway named `{g}`"),
+            ));
+        }
+    }
+    for t in spec.route.all_targets() {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM services WHERE name_key = $1")
+            .bind(key(&t.service))
+            .fetch_optional(&mut *conn)
+            .await?;
+        if found.is_none() {
+            errors.push(portico_model::FieldError::new(
+                "route.forward",
+                format!("no service named `{}`: create it first", t.service),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(errors))
+    }
+}
+
+async fn set_route_gateways(
+    conn: &mut SqliteConnection,
+    route_id: i64,
+    spec: &RouteSpec,
+) -> Result<Vec<i64>, Error> {
+    sqlx::query("DELETE FROM route_gateways WHERE route_id = $1")
+        .bind(route_id)
+        .execute(&mut *conn)
+        .await?;
+    for g in &spec.gateways {
+        sqlx::query(
+            "INSERT INTO route_gateways (route_id, gateway_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(route_id)
+        .bind(key(g))
+        .execute(&mut *conn)
+        .await?;
+    }
+    route_gateway_ids(conn, route_id).await
+}
+
+async fn route_gateway_ids(conn: &mut SqliteConnection, route_id: i64) -> Result<Vec<i64>, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT g.id FROM route_gateways r JOIN gateways g ON g.name_key = r.gateway_key WHERE r.route_id = $1",
+    )
+    .bind(route_id)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+async fn all_gateway_ids(conn: &mut SqliteConnection) -> Result<Vec<i64>, Error> {
+    Ok(sqlx::query_scalar("SELECT id FROM gateways")
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+/// Compiles each gateway from the transaction's view and stores the snapshot when its
+/// content changed. A gateway that does not compile fails the whole write.
+async fn recompile(conn: &mut SqliteConnection, gateway_ids: &[i64]) -> Result<Moved, Error> {
+    let mut moved = Vec::new();
+    if gateway_ids.is_empty() {
+        return Ok(moved);
+    }
+    let services: Vec<Service> = sqlx::query_scalar::<_, String>("SELECT spec FROM services")
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|s| from_json(s))
+        .collect::<Result<_, _>>()?;
+    for &gid in gateway_ids {
+        let spec: String = sqlx::query_scalar("SELECT spec FROM gateways WHERE id = $1")
+            .bind(gid)
+            .fetch_one(&mut *conn)
+            .await?;
+        let gateway: GatewaySpec = from_json(&spec)?;
+        let deployed: Vec<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT a.api_key, a.lifecycle, d.revision, r.spec FROM deployments d \
+             JOIN apis a ON a.id = d.api_id \
+             JOIN revisions r ON r.api_id = d.api_id AND r.number = d.revision \
+             WHERE d.gateway_id = $1",
+        )
+        .bind(gid)
+        .fetch_all(&mut *conn)
+        .await?;
+        let api_specs: Vec<ApiSpec> = deployed
+            .iter()
+            .map(|(_, _, _, s)| from_json(s))
+            .collect::<Result<_, _>>()?;
+        let route_specs: Vec<RouteSpec> = sqlx::query_scalar::<_, String>(
+            "SELECT r.spec FROM routes r JOIN route_gateways g ON g.route_id = r.id WHERE g.gateway_key = $1",
+        )
+        .bind(key(&gateway.name))
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|s| from_json(s))
+        .collect::<Result<_, _>>()?;
+        let input = Input {
+            gateway: &gateway,
+            apis: deployed
+                .iter()
+                .zip(&api_specs)
+                .map(|((id, lifecycle, rev, _), spec)| DeployedApi {
+                    api_id: id,
+                    revision: *rev as u32,
+                    lifecycle: parse_lifecycle(lifecycle),
+                    spec,
+                })
+                .collect(),
+            routes: route_specs.iter().collect(),
+            services: &services,
+        };
+        let snapshot = portico_compile::compile(&input).map_err(|e| {
+            Error::Compile(format!(
+                "this change would leave gateway `{}` with a snapshot its nodes refuse, so nothing was changed: {e}",
+                gateway.name
+            ))
+        })?;
+        let hash = snapshot.content_hash();
+        let current: Option<(i64, String)> =
+            sqlx::query_as("SELECT version, hash FROM snapshots WHERE gateway_id = $1")
+                .bind(gid)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let version = match &current {
+            Some((_, h)) if *h == hash => {
+                // Same content; keep the version but refresh the envelope (a rename).
+                let (v, _) = current.clone().unwrap_or_default();
+                let body = to_json(&SyncEnvelope {
+                    gateway: gateway.name.clone(),
+                    version: v as u64,
+                    hash: hash.clone(),
+                    snapshot,
+                })?;
+                sqlx::query("UPDATE snapshots SET body = $1 WHERE gateway_id = $2")
+                    .bind(body)
+                    .bind(gid)
+                    .execute(&mut *conn)
+                    .await?;
+                continue;
+            }
+            Some((v, _)) => v + 1,
+            None => 1,
+        };
+        let body = to_json(&SyncEnvelope {
+            gateway: gateway.name.clone(),
+            version: version as u64,
+            hash: hash.clone(),
+            snapshot,
+        })?;
+        sqlx::query(
+            "INSERT INTO snapshots (gateway_id, version, hash, body, compiled_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (gateway_id) DO UPDATE SET version = excluded.version, hash = excluded.hash, \
+             body = excluded.body, compiled_at = excluded.compiled_at",
+        )
+        .bind(gid)
+        .bind(version)
+        .bind(&hash)
+        .bind(body)
+        .bind(now())
+        .execute(&mut *conn)
+        .await?;
+        moved.push((gid, version as u64));
+    }
+    Ok(moved)
+}

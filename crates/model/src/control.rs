@@ -1,0 +1,478 @@
+//! What operators define on the control plane: gateways (deploy targets), APIs and raw
+//! gateway routes. The control plane stores these; `portico-compile` turns the ones deployed
+//! to a gateway into that gateway's [`Snapshot`](crate::Snapshot).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, FieldError};
+use crate::listener::Listener;
+use crate::route::Route;
+use crate::validate;
+
+/// Which credentials a gateway accepts and which endpoints its APIs forward to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayKind {
+    /// Serves APIs' production endpoints.
+    #[default]
+    Production,
+    /// Serves APIs' sandbox endpoints.
+    Sandbox,
+    /// Serves both (production until keys tell them apart).
+    Hybrid,
+}
+
+impl GatewayKind {
+    /// The lower-case word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Production => "production",
+            Self::Sandbox => "sandbox",
+            Self::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// Who may see a gateway in the console and pick it as a target.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Visibility {
+    /// Roles that may see it; everyone when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles_allowed: Vec<String>,
+    /// Roles that may not, whatever `roles_allowed` says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles_denied: Vec<String>,
+}
+
+/// A gateway as the control plane sees it: a deploy target served by one or more nodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySpec {
+    /// Unique name (case-insensitive): letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    /// What it is for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// `production`, `sandbox` or `hybrid`.
+    #[serde(rename = "type", default)]
+    pub kind: GatewayKind,
+    /// Admin URL of the gateway (its port 2020 API), e.g. `https://gw1.example.com:2020`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// IP address of the gateway server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Port of the gateway's admin API.
+    #[serde(default = "admin_port")]
+    pub admin_port: u16,
+    /// Hostnames the gateway serves; APIs deployed to it answer on these (every host when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Traffic listeners; one HTTP listener on port 8080 when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<Listener>,
+    /// Show it in the console.
+    #[serde(default = "yes")]
+    pub display_in_console: bool,
+    /// Who may see it.
+    #[serde(default)]
+    pub visibility: Visibility,
+}
+
+/// Lifecycle state of an API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    /// Defined, deployable (a draft), not announced.
+    #[default]
+    Created,
+    /// Announced to consumers.
+    Published,
+    /// Still served, with a `Deprecation` header on every response.
+    Deprecated,
+    /// No longer served anywhere; cannot be deployed.
+    Retired,
+}
+
+/// One operation of an API: a method and a path under the API's context.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    /// HTTP method; any method when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Path under the context (segment-aware prefix), e.g. `/pets`.
+    pub path: String,
+}
+
+/// A managed API: what a revision freezes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSpec {
+    /// Name, e.g. `Petstore`.
+    pub name: String,
+    /// Version label, e.g. `v1`.
+    pub version: String,
+    /// Context path clients call it under, e.g. `/petstore/v1`.
+    pub context: String,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Hostnames it answers on; the gateway's hosts when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Backend URLs for production traffic, e.g. `http://10.0.0.5:8080/api`.
+    #[serde(default)]
+    pub production_endpoints: Vec<String>,
+    /// Backend URLs for sandbox traffic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandbox_endpoints: Vec<String>,
+    /// Operations; the whole context when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<Operation>,
+}
+
+/// A raw gateway route for mesh-style ingress, attached to gateways by name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Unique name (case-insensitive).
+    pub name: String,
+    /// Gateways it is served on.
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    /// The route, as the data plane has it (its `forward` names stored services).
+    pub route: Route,
+}
+
+/// A backend URL taken apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointUrl {
+    /// `host:port`.
+    pub address: String,
+    /// Path prefix on the backend, `/` when none.
+    pub base_path: String,
+}
+
+/// Parses `http://host[:port][/path]` (HTTPS backends need upstream TLS, not built yet).
+pub fn parse_endpoint_url(url: &str) -> Result<EndpointUrl, String> {
+    let rest = if let Some(r) = url.strip_prefix("http://") {
+        r
+    } else if url.starts_with("https://") {
+        return Err(format!(
+            "`{url}`: HTTPS backends need upstream TLS, which this version does not have yet; use http://"
+        ));
+    } else {
+        return Err(format!(
+            "`{url}` is not a URL: write it as http://host:port/path"
+        ));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!("`{url}`: the host is missing or has user info"));
+    }
+    let address = if authority.starts_with('[') {
+        if authority.ends_with(']') {
+            format!("{authority}:80")
+        } else {
+            authority.to_owned()
+        }
+    } else if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let port_ok = address
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok_and(|p| p > 0));
+    if !port_ok {
+        return Err(format!("`{url}`: the port must be 1 to 65535"));
+    }
+    if path.contains(['?', '#']) {
+        return Err(format!("`{url}`: a backend URL takes no query or fragment"));
+    }
+    Ok(EndpointUrl {
+        address,
+        base_path: path.to_owned(),
+    })
+}
+
+impl GatewaySpec {
+    /// A gateway with defaults for everything but the name and type.
+    pub fn new(name: &str, kind: GatewayKind) -> Self {
+        Self {
+            name: name.to_owned(),
+            description: String::new(),
+            kind,
+            url: None,
+            ip: None,
+            admin_port: admin_port(),
+            hosts: Vec::new(),
+            listeners: Vec::new(),
+            display_in_console: true,
+            visibility: Visibility::default(),
+        }
+    }
+
+    /// Checks every rule; errors carry field paths.
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut errors = Vec::new();
+        name_rule(&self.name, "name", &mut errors);
+        if let Some(url) = &self.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            errors.push(FieldError::new(
+                "url",
+                format!("`{url}` is not a URL: write it as https://host:2020"),
+            ));
+        }
+        if let Some(ip) = &self.ip
+            && ip.parse::<std::net::IpAddr>().is_err()
+        {
+            errors.push(FieldError::new(
+                "ip",
+                format!("`{ip}` is not an IP address"),
+            ));
+        }
+        if self.admin_port == 0 {
+            errors.push(FieldError::new(
+                "admin_port",
+                "must be 1 to 65535 (2020 by default)",
+            ));
+        }
+        for (i, h) in self.hosts.iter().enumerate() {
+            if let Err(m) = validate::check_host(h, true) {
+                errors.push(FieldError::new(format!("hosts[{i}]"), m));
+            }
+        }
+        // Listeners follow the data plane's rules: validate them as a snapshot would.
+        let probe = crate::Snapshot {
+            listeners: self.listeners.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = probe.validate() {
+            errors.extend(e.field_errors());
+        }
+        done(errors)
+    }
+}
+
+impl ApiSpec {
+    /// The API's id: `name-version`, lower case, anything but letters, digits, `.`, `_`
+    /// and `-` turned into `-`.
+    pub fn id(&self) -> String {
+        slug(&format!("{}-{}", self.name, self.version))
+    }
+
+    /// Checks every rule; errors carry field paths.
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut errors = Vec::new();
+        if self.name.trim().is_empty() || self.name.len() > 100 {
+            errors.push(FieldError::new(
+                "name",
+                "give the API a name of 1 to 100 characters",
+            ));
+        }
+        if self.version.trim().is_empty() || self.version.len() > 30 {
+            errors.push(FieldError::new(
+                "version",
+                "give a version label of 1 to 30 characters, e.g. v1",
+            ));
+        }
+        if !self.context.starts_with('/') || self.context.len() < 2 {
+            errors.push(FieldError::new(
+                "context",
+                format!(
+                    "`{}`: the context is a path such as /petstore/v1",
+                    self.context
+                ),
+            ));
+        } else if self.context.contains(['?', '#', ' ']) || self.context.ends_with('/') {
+            errors.push(FieldError::new(
+                "context",
+                format!(
+                    "`{}`: no query, fragment, spaces or trailing slash",
+                    self.context
+                ),
+            ));
+        }
+        for (i, h) in self.hosts.iter().enumerate() {
+            if let Err(m) = validate::check_host(h, true) {
+                errors.push(FieldError::new(format!("hosts[{i}]"), m));
+            }
+        }
+        if self.production_endpoints.is_empty() {
+            errors.push(FieldError::new(
+                "production_endpoints",
+                "give at least one backend URL, e.g. http://10.0.0.5:8080",
+            ));
+        }
+        for (field, list) in [
+            ("production_endpoints", &self.production_endpoints),
+            ("sandbox_endpoints", &self.sandbox_endpoints),
+        ] {
+            for (i, u) in list.iter().enumerate() {
+                if let Err(m) = parse_endpoint_url(u) {
+                    errors.push(FieldError::new(format!("{field}[{i}]"), m));
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (i, op) in self.operations.iter().enumerate() {
+            if !op.path.starts_with('/') || op.path.contains(['?', '#', ' ']) {
+                errors.push(FieldError::new(
+                    format!("operations[{i}].path"),
+                    format!("`{}`: a path under the context, such as /pets", op.path),
+                ));
+            }
+            if let Some(m) = &op.method
+                && !validate::is_token(m)
+            {
+                errors.push(FieldError::new(
+                    format!("operations[{i}].method"),
+                    format!("`{m}` is not an HTTP method"),
+                ));
+            }
+            let key = (
+                op.method.as_deref().map(str::to_ascii_uppercase),
+                op.path.clone(),
+            );
+            if !seen.insert(key) {
+                errors.push(FieldError::new(
+                    format!("operations[{i}]"),
+                    "the same method and path are defined twice",
+                ));
+            }
+        }
+        done(errors)
+    }
+}
+
+impl RouteSpec {
+    /// Checks the rules that hold without the stored services; the control plane checks
+    /// that the services exist.
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut errors = Vec::new();
+        name_rule(&self.name, "name", &mut errors);
+        for (i, g) in self.gateways.iter().enumerate() {
+            name_rule(g, &format!("gateways[{i}]"), &mut errors);
+        }
+        // The route alone, with stand-in services for what it forwards to.
+        let mut services = Vec::new();
+        for t in self.route.all_targets() {
+            if !services
+                .iter()
+                .any(|s: &crate::Service| s.name == t.service)
+            {
+                services.push(crate::Service::new(&t.service, ["127.0.0.1:1".to_owned()]));
+            }
+        }
+        let probe = crate::Snapshot {
+            routes: vec![self.route.clone()],
+            services,
+            ..Default::default()
+        };
+        if let Err(e) = probe.validate() {
+            for mut fe in e.field_errors() {
+                fe.path = fe.path.replacen("routes[0]", "route", 1);
+                errors.push(fe);
+            }
+        }
+        done(errors)
+    }
+}
+
+/// Lower-cases and replaces what is not a letter, digit, `.`, `_` or `-` by `-`.
+pub fn slug(s: &str) -> String {
+    s.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+fn name_rule(name: &str, path: &str, errors: &mut Vec<FieldError>) {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        errors.push(FieldError::new(
+            path,
+            format!("`{name}`: use 1 to 64 letters, digits, `.`, `_` or `-`"),
+        ));
+    }
+}
+
+fn done(errors: Vec<FieldError>) -> Result<(), Error> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(errors))
+    }
+}
+
+fn admin_port() -> u16 {
+    2020
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_urls_parse_with_default_port_and_base_path() {
+        let e = parse_endpoint_url("http://10.0.0.5:8080/api").unwrap_or_else(|m| panic!("{m}"));
+        assert_eq!(e.address, "10.0.0.5:8080");
+        assert_eq!(e.base_path, "/api");
+        let e = parse_endpoint_url("http://backend").unwrap_or_else(|m| panic!("{m}"));
+        assert_eq!(e.address, "backend:80");
+        assert_eq!(e.base_path, "/");
+        assert!(parse_endpoint_url("https://x").is_err());
+        assert!(parse_endpoint_url("x:80").is_err());
+        assert!(parse_endpoint_url("http://x:0").is_err());
+        assert!(parse_endpoint_url("http://x/a?b").is_err());
+    }
+
+    #[test]
+    fn api_errors_name_their_fields() {
+        let api = ApiSpec {
+            name: "Pets".into(),
+            version: "v1".into(),
+            context: "pets".into(),
+            description: String::new(),
+            hosts: vec![],
+            production_endpoints: vec!["ftp://x".into()],
+            sandbox_endpoints: vec![],
+            operations: vec![Operation {
+                method: Some("GE T".into()),
+                path: "/x".into(),
+            }],
+        };
+        let Err(Error::Invalid(errs)) = api.validate() else {
+            panic!("expected errors")
+        };
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["context", "production_endpoints[0]", "operations[0].method"]
+        );
+        assert_eq!(api.id(), "pets-v1");
+    }
+}

@@ -1,0 +1,803 @@
+//! Client commands: `portico login`, then `gateways`, `services`, `apis`, `revisions`,
+//! `deploy`, `undeploy`, `status` and `apply` against a control plane's admin API. Tables for
+//! people, `-o json` for scripts; every error says what to do next.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use portico_model::{ApiSpec, Format, GatewaySpec, RouteSpec, Service};
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns.
+    Table,
+    /// The API's JSON.
+    Json,
+}
+
+/// Where the CLI keeps the control plane URL and token.
+fn credentials_path() -> PathBuf {
+    if let Ok(p) = std::env::var("PORTICO_CLI_CONFIG") {
+        return PathBuf::from(p);
+    }
+    let base = std::env::var("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|_| PathBuf::from("."));
+    base.join("portico").join("cli.json")
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    url: String,
+    token: String,
+}
+
+/// A connection to the admin API.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    /// Output format.
+    pub output: Output,
+}
+
+/// `portico login`: checks the token and stores URL and token (mode 0600).
+pub async fn login(url: &str, token: &str) -> anyhow::Result<()> {
+    let client = Client::new(url.to_owned(), token.to_owned(), Output::Table)?;
+    client
+        .call(Method::GET, "/api/v1/status", None, None)
+        .await?;
+    let path = credentials_path();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&path);
+    let body = serde_json::to_vec_pretty(&Saved {
+        url: url.trim_end_matches('/').to_owned(),
+        token: token.to_owned(),
+    })?;
+    portico_control::secrets::write_private(&path, &body).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "Logged in to {url}; credentials saved in {}",
+        path.display()
+    );
+    Ok(())
+}
+
+impl Client {
+    fn new(url: String, token: String, output: Output) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Self {
+            http,
+            url: url.trim_end_matches('/').to_owned(),
+            token,
+            output,
+        })
+    }
+
+    /// From flags or environment, else from what `portico login` saved.
+    pub fn connect(
+        url: Option<String>,
+        token: Option<String>,
+        output: Output,
+    ) -> anyhow::Result<Self> {
+        let saved: Option<Saved> = std::fs::read(credentials_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let (url, token) = match (url, token, saved) {
+            (Some(u), Some(t), _) => (u, t),
+            (u, t, Some(s)) => (u.unwrap_or(s.url), t.unwrap_or(s.token)),
+            _ => bail!(
+                "not logged in: run `portico login --url http://127.0.0.1:9400 --token <admin token>` (or pass --url and --token)"
+            ),
+        };
+        Self::new(url, token, output)
+    }
+
+    /// One API call; non-2xx answers become errors carrying the server's message.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<i64>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        if let Some(v) = if_match {
+            req = req.header("if-match", format!("\"{v}\""));
+        }
+        let resp = req.send().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the control plane at {}: {}\nIs `portico server` running there? Check the URL given to `portico login`.",
+                self.url,
+                if e.is_connect() { "connection refused".to_owned() } else { e.to_string() }
+            )
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status.is_success() || status == StatusCode::NOT_MODIFIED {
+            return Ok((status, value));
+        }
+        let mut msg = value
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("{status}: {text}"), ToOwned::to_owned);
+        if let Some(fields) = value.get("fields").and_then(Value::as_array) {
+            for f in fields {
+                msg.push_str(&format!(
+                    "\n  {}: {}",
+                    f["path"].as_str().unwrap_or(""),
+                    f["message"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            msg.push_str("\nLog in again: `portico login --url ... --token <admin token>`.");
+        }
+        bail!("{msg}")
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self.call(Method::GET, path, None, None).await?.1)
+    }
+
+    fn print(&self, value: &Value, columns: &[(&str, &str)], items_key: Option<&str>) {
+        if self.output == Output::Json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+            return;
+        }
+        let items: Vec<&Value> = match items_key
+            .and_then(|k| value.get(k))
+            .and_then(Value::as_array)
+        {
+            Some(a) => a.iter().collect(),
+            None => vec![value],
+        };
+        table(columns, &items);
+    }
+}
+
+/// Reads `pointer` (a JSON pointer such as `/spec/name`) as display text.
+fn cell(v: &Value, pointer: &str) -> String {
+    match v.pointer(pointer) {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), ToOwned::to_owned))
+            .collect::<Vec<_>>()
+            .join(","),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn table(columns: &[(&str, &str)], items: &[&Value]) {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|v| columns.iter().map(|(_, p)| cell(v, p)).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (h, _))| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .max()
+                .unwrap_or(0)
+                .max(h.len())
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(columns.iter().map(|(h, _)| (*h).to_owned()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<(String, Format)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((text, Format::from_path(&path.to_string_lossy())))
+}
+
+fn parse_file<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let (text, format) = read_file(path)?;
+    portico_model::snapshot::parse(&text, format).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            e.field_errors()
+                .iter()
+                .map(|f| format!("{}: {f}", path.display()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}
+
+const GATEWAY_COLUMNS: &[(&str, &str)] = &[
+    ("NAME", "/spec/name"),
+    ("TYPE", "/spec/type"),
+    ("URL", "/spec/url"),
+    ("HOSTS", "/spec/hosts"),
+    ("TOKEN", "/token_active"),
+    ("BUILTIN", "/builtin"),
+    ("VERSION", "/version"),
+];
+
+/// `portico gateways ...`
+pub async fn gateways(c: &Client, cmd: crate::GatewaysCommand) -> anyhow::Result<()> {
+    use crate::GatewaysCommand as G;
+    match cmd {
+        G::List => c.print(
+            &c.get("/api/v1/gateways").await?,
+            GATEWAY_COLUMNS,
+            Some("items"),
+        ),
+        G::Get { name } => c.print(
+            &c.get(&format!("/api/v1/gateways/{name}")).await?,
+            GATEWAY_COLUMNS,
+            None,
+        ),
+        G::Create { file } => {
+            let spec: GatewaySpec = parse_file(&file)?;
+            let (_, v) = c
+                .call(Method::POST, "/api/v1/gateways", Some(&json!(spec)), None)
+                .await?;
+            c.print(&v, GATEWAY_COLUMNS, None);
+        }
+        G::Link(a) => {
+            let body = json!({
+                "name": a.name, "type": a.kind, "url": a.url, "ip": a.ip, "admin_port": a.port,
+                "jwt_secret": a.jwt_secret, "api_token": a.api_token, "hosts": a.hosts,
+                "listeners": a.listen.iter().map(|p| json!({"port": p})).collect::<Vec<_>>(),
+                "verify": !a.no_verify, "description": a.description,
+            });
+            let (_, v) = c
+                .call(Method::POST, "/api/v1/gateways/link", Some(&body), None)
+                .await?;
+            if c.output == Output::Json {
+                c.print(&v, &[], None);
+            } else {
+                println!(
+                    "Linked gateway `{}` ({}){}.",
+                    cell(&v, "/gateway/spec/name"),
+                    cell(&v, "/gateway/spec/type"),
+                    if a.no_verify {
+                        " without checking it"
+                    } else {
+                        "; its admin API answered and the credentials match"
+                    }
+                );
+            }
+        }
+        G::Delete { name } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/gateways/{name}"),
+                None,
+                None,
+            )
+            .await?;
+            println!("Deleted gateway `{name}`.");
+        }
+        G::RotateToken { name } => {
+            let (_, v) = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/gateways/{name}/token"),
+                    None,
+                    None,
+                )
+                .await?;
+            if c.output == Output::Json {
+                c.print(&v, &[], None);
+            } else {
+                println!(
+                    "New API token for `{name}` (shown once): {}",
+                    cell(&v, "/api_token")
+                );
+                if v.get("jwt_secret").is_some() {
+                    println!("JWT secret (shown once): {}", cell(&v, "/jwt_secret"));
+                }
+            }
+        }
+        G::RevokeToken { name } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/gateways/{name}/token"),
+                None,
+                None,
+            )
+            .await?;
+            println!(
+                "Revoked the API token of `{name}`: its nodes keep serving what they have but receive nothing new."
+            );
+        }
+        G::Resync { name } => {
+            let (_, v) = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/gateways/{name}/resync"),
+                    None,
+                    None,
+                )
+                .await?;
+            c.print(
+                &v,
+                &[
+                    ("GATEWAY", "/gateway"),
+                    ("NODE", "/node/node_id"),
+                    ("APPLIED", "/node/applied_version"),
+                ],
+                None,
+            );
+        }
+    }
+    Ok(())
+}
+
+const SERVICE_COLUMNS: &[(&str, &str)] = &[
+    ("NAME", "/spec/name"),
+    ("PROTOCOL", "/spec/protocol"),
+    ("VERSION", "/version"),
+];
+
+/// `portico services ...`
+pub async fn services(c: &Client, cmd: crate::ObjectCommand) -> anyhow::Result<()> {
+    object_command(c, cmd, "services", SERVICE_COLUMNS).await
+}
+
+const ROUTE_COLUMNS: &[(&str, &str)] = &[
+    ("NAME", "/spec/name"),
+    ("GATEWAYS", "/spec/gateways"),
+    ("VERSION", "/version"),
+];
+
+/// `portico routes ...`
+pub async fn routes(c: &Client, cmd: crate::ObjectCommand) -> anyhow::Result<()> {
+    object_command(c, cmd, "routes", ROUTE_COLUMNS).await
+}
+
+async fn object_command(
+    c: &Client,
+    cmd: crate::ObjectCommand,
+    kind: &str,
+    columns: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    use crate::ObjectCommand as O;
+    match cmd {
+        O::List => c.print(
+            &c.get(&format!("/api/v1/{kind}")).await?,
+            columns,
+            Some("items"),
+        ),
+        O::Get { name } => c.print(
+            &c.get(&format!("/api/v1/{kind}/{name}")).await?,
+            columns,
+            None,
+        ),
+        O::Delete { name } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/{kind}/{name}"),
+                None,
+                None,
+            )
+            .await?;
+            println!("Deleted `{name}`.");
+        }
+    }
+    Ok(())
+}
+
+const API_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "/id"),
+    ("NAME", "/spec/name"),
+    ("VERSION", "/spec/version"),
+    ("CONTEXT", "/spec/context"),
+    ("LIFECYCLE", "/lifecycle"),
+];
+
+/// `portico apis ...`
+pub async fn apis(c: &Client, cmd: crate::ApisCommand) -> anyhow::Result<()> {
+    use crate::ApisCommand as A;
+    match cmd {
+        A::List => c.print(&c.get("/api/v1/apis").await?, API_COLUMNS, Some("items")),
+        A::Get { id } => c.print(
+            &c.get(&format!("/api/v1/apis/{id}")).await?,
+            API_COLUMNS,
+            None,
+        ),
+        A::Create { file } => {
+            let spec: ApiSpec = parse_file(&file)?;
+            let (_, v) = c
+                .call(Method::POST, "/api/v1/apis", Some(&json!(spec)), None)
+                .await?;
+            c.print(&v, API_COLUMNS, None);
+        }
+        A::Lifecycle { id, state } => {
+            let (_, v) = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/apis/{id}/lifecycle"),
+                    Some(&json!({"state": state})),
+                    None,
+                )
+                .await?;
+            c.print(&v, API_COLUMNS, None);
+        }
+        A::Delete { id } => {
+            c.call(Method::DELETE, &format!("/api/v1/apis/{id}"), None, None)
+                .await?;
+            println!("Deleted API `{id}`.");
+        }
+    }
+    Ok(())
+}
+
+const REVISION_COLUMNS: &[(&str, &str)] = &[
+    ("API", "/api"),
+    ("REVISION", "/number"),
+    ("NOTE", "/note"),
+    ("DEPLOYED ON", "/deployed_on"),
+];
+
+/// `portico revisions ...`
+pub async fn revisions(c: &Client, cmd: crate::RevisionsCommand) -> anyhow::Result<()> {
+    use crate::RevisionsCommand as R;
+    match cmd {
+        R::List { api } => c.print(
+            &c.get(&format!("/api/v1/apis/{api}/revisions")).await?,
+            REVISION_COLUMNS,
+            Some("items"),
+        ),
+        R::Create { api, note } => {
+            let (_, v) = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/apis/{api}/revisions"),
+                    Some(&json!({"note": note})),
+                    None,
+                )
+                .await?;
+            c.print(&v, REVISION_COLUMNS, None);
+        }
+        R::Delete { api, number } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/apis/{api}/revisions/{number}"),
+                None,
+                None,
+            )
+            .await?;
+            println!("Deleted revision {number} of `{api}`.");
+        }
+    }
+    Ok(())
+}
+
+/// `portico deploy API --revision N --gateway G...`
+pub async fn deploy(
+    c: &Client,
+    api: &str,
+    revision: u32,
+    gateways: &[String],
+    wait: Option<Duration>,
+) -> anyhow::Result<()> {
+    let gateways: Vec<String> = gateways
+        .iter()
+        .flat_map(|g| g.split(','))
+        .map(|g| g.trim().to_owned())
+        .filter(|g| !g.is_empty())
+        .collect();
+    let (_, v) = c
+        .call(
+            Method::POST,
+            &format!("/api/v1/apis/{api}/deployments"),
+            Some(&json!({"revision": revision, "gateways": gateways})),
+            None,
+        )
+        .await?;
+    if c.output == Output::Json && wait.is_none() {
+        c.print(&v, &[], None);
+        return Ok(());
+    }
+    println!(
+        "Deployed revision {revision} of `{api}` to {}.",
+        gateways.join(", ")
+    );
+    if let Some(limit) = wait {
+        wait_for(c, &v, limit).await?;
+    }
+    Ok(())
+}
+
+/// `portico undeploy API --gateway G`
+pub async fn undeploy(
+    c: &Client,
+    api: &str,
+    gateway: &str,
+    wait: Option<Duration>,
+) -> anyhow::Result<()> {
+    let (_, v) = c
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/apis/{api}/deployments/{gateway}"),
+            None,
+            None,
+        )
+        .await?;
+    println!("Undeployed `{api}` from `{gateway}`.");
+    if let Some(limit) = wait {
+        wait_for(c, &v, limit).await?;
+    }
+    Ok(())
+}
+
+/// Polls `/status` until every node of every target gateway serves its target version.
+async fn wait_for(c: &Client, answer: &Value, limit: Duration) -> anyhow::Result<()> {
+    let targets: Vec<(String, u64)> = answer["targets"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| {
+                    (
+                        cell(t, "/gateway"),
+                        t["snapshot_version"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let tty = std::io::stderr().is_terminal();
+    let start = Instant::now();
+    loop {
+        let status = c.get("/api/v1/status").await?;
+        let mut done = true;
+        let mut line = Vec::new();
+        for (g, want) in &targets {
+            let gw = status["gateways"].as_array().and_then(|a| {
+                a.iter().find(|x| {
+                    x["gateway"]
+                        .as_str()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(g))
+                })
+            });
+            let nodes: Vec<&Value> = gw
+                .and_then(|x| x["nodes"].as_array())
+                .map(|a| a.iter().filter(|n| n["state"] != "offline").collect())
+                .unwrap_or_default();
+            let ready = nodes
+                .iter()
+                .filter(|n| n["applied_version"].as_u64().is_some_and(|v| v >= *want))
+                .count();
+            if nodes.is_empty() || ready < nodes.len() {
+                done = false;
+            }
+            line.push(format!(
+                "{g}: {ready}/{} nodes at version {want}",
+                nodes.len()
+            ));
+        }
+        let text = line.join(", ");
+        if tty {
+            eprint!("\r\x1b[2K{text}");
+        }
+        if done {
+            if tty {
+                eprintln!();
+            } else {
+                eprintln!("{text}");
+            }
+            println!(
+                "Every node serves it ({:.1} s).",
+                start.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            if tty {
+                eprintln!();
+            }
+            bail!(
+                "not every node reached its version within {limit:?} ({text}): see `portico status` for nodes that are stale or offline and their last error"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `portico status`
+pub async fn status(c: &Client) -> anyhow::Result<()> {
+    let v = c.get("/api/v1/status").await?;
+    if c.output == Output::Json {
+        c.print(&v, &[], None);
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for g in v["gateways"].as_array().into_iter().flatten() {
+        let nodes = g["nodes"].as_array().cloned().unwrap_or_default();
+        if nodes.is_empty() {
+            rows.push(json!({"gateway": g["gateway"], "type": g["type"], "version": g["snapshot_version"], "node": "-", "state": if g["token_active"] == true { "no nodes" } else { "not linked" }}));
+        }
+        for n in nodes {
+            rows.push(json!({
+                "gateway": g["gateway"], "type": g["type"], "version": g["snapshot_version"],
+                "node": n["node_id"], "host": n["hostname"], "applied": n["applied_version"],
+                "state": n["state"], "seen": n["last_seen_seconds_ago"], "error": n["last_error"],
+            }));
+        }
+    }
+    let refs: Vec<&Value> = rows.iter().collect();
+    table(
+        &[
+            ("GATEWAY", "/gateway"),
+            ("TYPE", "/type"),
+            ("VERSION", "/version"),
+            ("NODE", "/node"),
+            ("HOST", "/host"),
+            ("APPLIED", "/applied"),
+            ("STATE", "/state"),
+            ("SEEN(s)", "/seen"),
+            ("LAST ERROR", "/error"),
+        ],
+        &refs,
+    );
+    Ok(())
+}
+
+/// What `portico apply -f` reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyFile {
+    #[serde(default)]
+    gateways: Vec<GatewaySpec>,
+    #[serde(default)]
+    services: Vec<Service>,
+    #[serde(default)]
+    routes: Vec<RouteSpec>,
+    #[serde(default)]
+    apis: Vec<ApiSpec>,
+}
+
+/// `portico apply -f FILE [--dry-run]`: creates what is missing, updates what differs, and
+/// prints the difference first.
+pub async fn apply(c: &Client, file: &Path, dry_run: bool) -> anyhow::Result<()> {
+    let want: ApplyFile = parse_file(file)?;
+    let mut plan: Vec<(String, String, Option<i64>, Value)> = Vec::new(); // (kind, key, version, body)
+    let mut unchanged = 0;
+    let items: Vec<(&str, String, Value)> = want
+        .gateways
+        .iter()
+        .map(|g| ("gateways", g.name.clone(), json!(g)))
+        .chain(
+            want.services
+                .iter()
+                .map(|s| ("services", s.name.clone(), json!(s))),
+        )
+        .chain(
+            want.routes
+                .iter()
+                .map(|r| ("routes", r.name.clone(), json!(r))),
+        )
+        .chain(want.apis.iter().map(|a| ("apis", a.id(), json!(a))))
+        .collect();
+    for (kind, key, body) in items {
+        let current = c
+            .call(Method::GET, &format!("/api/v1/{kind}/{key}"), None, None)
+            .await;
+        match current {
+            Ok((_, v)) => {
+                let same = normalized(kind, &v["spec"]) == normalized(kind, &body);
+                if same {
+                    unchanged += 1;
+                } else {
+                    println!("~ {kind}/{key}");
+                    for line in diff_lines(&v["spec"], &body) {
+                        println!("    {line}");
+                    }
+                    plan.push((kind.to_owned(), key, v["version"].as_i64(), body));
+                }
+            }
+            Err(e) if e.to_string().starts_with("no ") => {
+                println!("+ {kind}/{key}");
+                plan.push((kind.to_owned(), key, None, body));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    println!(
+        "{} to create, {} to update, {unchanged} unchanged.",
+        plan.iter().filter(|p| p.2.is_none()).count(),
+        plan.iter().filter(|p| p.2.is_some()).count()
+    );
+    if dry_run || plan.is_empty() {
+        if dry_run {
+            println!("Dry run: nothing changed.");
+        }
+        return Ok(());
+    }
+    for (kind, key, version, body) in plan {
+        match version {
+            None => {
+                c.call(Method::POST, &format!("/api/v1/{kind}"), Some(&body), None)
+                    .await
+            }
+            Some(v) => {
+                c.call(
+                    Method::PUT,
+                    &format!("/api/v1/{kind}/{key}"),
+                    Some(&body),
+                    Some(v),
+                )
+                .await
+            }
+        }
+        .with_context(|| format!("{kind}/{key} was not applied (the ones before it were)"))?;
+    }
+    println!("Applied.");
+    Ok(())
+}
+
+/// A spec with its defaults filled in, so a file that leaves defaults out compares equal.
+fn normalized(kind: &str, v: &Value) -> Value {
+    fn round<T: serde::de::DeserializeOwned + Serialize>(v: &Value) -> Value {
+        serde_json::from_value::<T>(v.clone())
+            .map(|t| json!(t))
+            .unwrap_or_else(|_| v.clone())
+    }
+    match kind {
+        "gateways" => round::<GatewaySpec>(v),
+        "services" => round::<Service>(v),
+        "routes" => round::<RouteSpec>(v),
+        _ => round::<ApiSpec>(v),
+    }
+}
+
+fn diff_lines(old: &Value, new: &Value) -> Vec<String> {
+    let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for (k, nv) in n {
+        match o.get(k) {
+            Some(ov) if ov == nv => {}
+            Some(ov) => out.push(format!("{k}: {ov} -> {nv}")),
+            None => out.push(format!("{k}: + {nv}")),
+        }
+    }
+    for k in o.keys() {
+        if !n.contains_key(k) {
+            out.push(format!("{k}: removed"));
+        }
+    }
+    out
+}

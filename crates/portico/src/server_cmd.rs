@@ -1,0 +1,145 @@
+//! `portico server`: the control plane, and the built-in gateway `default` served by the same
+//! process from the snapshots the control plane compiles for it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use portico_control::{Config, DEFAULT_GATEWAY};
+use portico_model::{NodeReport, NodeSettings, SyncEnvelope};
+use portico_proxy::Gateway;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+/// Settings of `portico server`.
+#[derive(Debug)]
+pub struct ServerOptions {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Admin API address.
+    pub listen: SocketAddr,
+    /// Port of the built-in gateway (first start).
+    pub gateway_port: u16,
+    /// Internal health/metrics address of the built-in gateway.
+    pub internal: SocketAddr,
+    /// Revisions kept per API.
+    pub max_revisions: u32,
+    /// Worker threads of the built-in gateway.
+    pub workers: Option<usize>,
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let mut stop_api = stop_rx.clone();
+    let config = Config {
+        data_dir: opts.data_dir.clone(),
+        listen: opts.listen,
+        default_gateway_port: opts.gateway_port,
+        max_revisions: opts.max_revisions,
+        ..Config::default()
+    };
+    let running = portico_control::start(config, async move {
+        let _ = stop_api.wait_for(|s| *s).await;
+    })
+    .await
+    .context("cannot start the control plane")?;
+    let url = format!("http://{}", running.addr);
+    if let Some(token) = &running.first_admin_token {
+        // Standard output, not the log: shown once, never logged.
+        println!(
+            "\nPortico control plane, first start. The admin token (shown once, stored hashed):\n\n    {token}\n\nUse it:\n    portico login --url {url} --token {token}\n    curl -H 'Authorization: Bearer {token}' {url}/api/v1/status\n"
+        );
+    }
+    tracing::info!(%url, data_dir = %opts.data_dir.display(), "control plane ready");
+
+    let st = running.state.clone();
+    let gid = st.store.gateway_id(DEFAULT_GATEWAY).await?;
+    let env = current(&st, gid).await?;
+    let mut node = NodeSettings {
+        workers: opts.workers,
+        ..NodeSettings::default()
+    };
+    node.internal.address = opts.internal;
+    let gateway = Arc::new(
+        Gateway::start(&node, &env.snapshot)
+            .await
+            .context("cannot start the built-in gateway `default`")?,
+    );
+    for (name, addr) in gateway.listeners().await {
+        tracing::info!(gateway = DEFAULT_GATEWAY, listener = %name, %addr, "listener ready");
+    }
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    let mut applied = env;
+    report(&st, gid, &hostname, &applied, None).await;
+
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut versions = st.hub.subscribe(gid, applied.version);
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            r = versions.changed() => {
+                if r.is_err() { break; }
+                match current(&st, gid).await {
+                    Ok(env) if env.version != applied.version => {
+                        match gateway.apply(&env.snapshot).await {
+                            Ok(_) => {
+                                tracing::info!(gateway = DEFAULT_GATEWAY, version = env.version, "snapshot applied");
+                                applied = env;
+                                report(&st, gid, &hostname, &applied, None).await;
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "the built-in gateway refused its snapshot");
+                                report(&st, gid, &hostname, &applied, Some(e.to_string())).await;
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "cannot load the built-in gateway's snapshot"),
+                }
+            }
+            _ = heartbeat.tick() => report(&st, gid, &hostname, &applied, None).await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = stop_rx.changed() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    gateway.shutdown().await;
+    let _ = running.task.await;
+    Ok(())
+}
+
+async fn current(st: &portico_control::ControlPlane, gid: i64) -> anyhow::Result<SyncEnvelope> {
+    let snap = st
+        .store
+        .snapshot(gid)
+        .await?
+        .context("the built-in gateway has no snapshot")?;
+    Ok(serde_json::from_str(&snap.body)?)
+}
+
+async fn report(
+    st: &portico_control::ControlPlane,
+    gid: i64,
+    hostname: &str,
+    env: &SyncEnvelope,
+    error: Option<String>,
+) {
+    let r = NodeReport {
+        node_id: "builtin".into(),
+        hostname: hostname.to_owned(),
+        applied_version: Some(env.version),
+        applied_hash: Some(env.hash.clone()),
+        last_error: error,
+    };
+    if let Err(e) = st.store.report_node(gid, &r).await {
+        tracing::warn!(error = %e, "cannot record the built-in node's state");
+    }
+}

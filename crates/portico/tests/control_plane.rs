@@ -1,0 +1,667 @@
+//! The control plane end to end, with real processes on loopback: `portico server` with its
+//! built-in gateway, two nodes installed with `portico gateway init` and linked (a production
+//! gateway and a sandbox one), revisions deployed, rolled back, served while the control
+//! plane is down and from the cache after a restart, a revoked token, links with wrong
+//! credentials, and concurrent deploys that lose nothing.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failures
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use portico_testkit::process::Process;
+use portico_testkit::{Client, Upstream};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portico");
+const WAIT: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct ControlPlane {
+    process: Process,
+    url: String,
+    token: String,
+    gateway_port: u16,
+}
+
+async fn start_server(
+    data: &Path,
+    admin_port: u16,
+    gateway_port: u16,
+    token: Option<&str>,
+) -> ControlPlane {
+    let url = format!("http://127.0.0.1:{admin_port}");
+    let process = Process::spawn(
+        Path::new(BIN),
+        &[
+            "server",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{admin_port}"),
+            "--gateway-port",
+            &gateway_port.to_string(),
+            "--internal",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+        ],
+        &[],
+    );
+    process.wait_for("control plane ready", WAIT).await;
+    let token = match token {
+        Some(t) => t.to_owned(),
+        None => process
+            .lines()
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| l.starts_with("pat_"))
+            .unwrap_or_else(|| panic!("no admin token printed:\n{}", process.output()))
+            .to_owned(),
+    };
+    ControlPlane {
+        process,
+        url,
+        token,
+        gateway_port,
+    }
+}
+
+impl ControlPlane {
+    async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.api_with(method, path, body, &[]).await
+    }
+
+    async fn api_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let client = reqwest::Client::new();
+        let mut req = client
+            .request(method.parse().unwrap(), format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Runs a client command of the binary against this control plane.
+    async fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = tokio::process::Command::new(BIN)
+            .args(args)
+            .env("PORTICO_URL", &self.url)
+            .env("PORTICO_TOKEN", &self.token)
+            .env("PORTICO_CLI_CONFIG", "/nonexistent/cli.json")
+            .output()
+            .await
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    async fn cli_ok(&self, args: &[&str]) -> String {
+        let (ok, text) = self.cli(args).await;
+        assert!(ok, "portico {args:?} failed:\n{text}");
+        text
+    }
+}
+
+/// A node installed with `portico gateway init`.
+struct Node {
+    config: PathBuf,
+    token: String,
+    secret: String,
+    admin_port: u16,
+    traffic_port: u16,
+    process: Option<Process>,
+}
+
+async fn init_node(root: &Path, name: &str, cp_url: &str) -> Node {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("node.toml");
+    let admin_port = free_port();
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "gateway",
+            "init",
+            "--config",
+            config.to_str().unwrap(),
+            "--control-plane",
+            cp_url,
+            "--admin-listen",
+            &format!("127.0.0.1:{admin_port}"),
+            "--cache-dir",
+            dir.join("cache").to_str().unwrap(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "gateway init failed: {text}");
+    let field = |label: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no `{label}` in:\n{text}"))
+    };
+    let token = field("API token:");
+    let secret = field("JWT secret:");
+    // The file holds both, readable by its owner only.
+    let file = std::fs::read_to_string(&config).unwrap();
+    assert!(file.contains(&token) && file.contains(&secret));
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Several nodes share this machine: give each its own internal port.
+    std::fs::write(&config, file.replace("127.0.0.1:9401", "127.0.0.1:0")).unwrap();
+    Node {
+        config,
+        token,
+        secret,
+        admin_port,
+        traffic_port: free_port(),
+        process: None,
+    }
+}
+
+impl Node {
+    async fn start(&mut self) {
+        let p = Process::spawn(
+            Path::new(BIN),
+            &[
+                "gateway",
+                "run",
+                "--config",
+                self.config.to_str().unwrap(),
+                "--workers",
+                "1",
+                "--poll-wait",
+                "5",
+            ],
+            &[],
+        );
+        p.wait_for("admin API ready", WAIT).await;
+        self.process = Some(p);
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.signal(libc::SIGTERM);
+            assert!(p.wait(WAIT).await.is_some(), "the node did not stop");
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.traffic_port)
+    }
+
+    fn output(&self) -> String {
+        self.process
+            .as_ref()
+            .map(Process::output)
+            .unwrap_or_default()
+    }
+}
+
+/// Polls until `url` answers `want` (deploys reach nodes asynchronously).
+async fn eventually_serves(client: &Client, url: &str, want: &str) {
+    let deadline = Instant::now() + WAIT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match client.send(portico_testkit::client::get(url)).await {
+            Ok(r) if r.status == 200 && r.text() == want => return,
+            Ok(r) => last = format!("{} {}", r.status, r.text()),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never answered `{want}`; last answer: {last}");
+}
+
+fn api_def(prod: &Upstream, sandbox: &Upstream) -> Value {
+    json!({
+        "name": "Petstore",
+        "version": "v1",
+        "context": "/pets/v1",
+        "production_endpoints": [format!("http://{}", prod.addr)],
+        "sandbox_endpoints": [format!("http://{}", sandbox.addr)],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages() {
+    let root = TempDir::new().unwrap();
+    let data = root.path().join("data");
+    let admin_port = free_port();
+    let cp = start_server(&data, admin_port, free_port(), None).await;
+    let client = Client::new();
+
+    // The admin API wants the token; the OpenAPI document does not.
+    let anon = reqwest::get(format!("{}/api/v1/status", cp.url))
+        .await
+        .unwrap();
+    assert_eq!(anon.status().as_u16(), 401);
+    let doc = reqwest::get(format!("{}/api/v1/openapi.json", cp.url))
+        .await
+        .unwrap();
+    assert_eq!(doc.status().as_u16(), 200);
+    // The built-in gateway exists and cannot be deleted.
+    let (s, v) = cp.api("DELETE", "/api/v1/gateways/default", None).await;
+    assert_eq!(s, 409, "{v}");
+
+    let prod1 = Upstream::named("prod-1").await;
+    let prod2 = Upstream::named("prod-2").await;
+    let sandbox1 = Upstream::named("sandbox-1").await;
+
+    // Two gateways, installed and linked.
+    let mut a = init_node(root.path(), "prod", &cp.url).await;
+    let mut b = init_node(root.path(), "sandbox", &cp.url).await;
+    a.start().await;
+    b.start().await;
+    // Before linking, the control plane does not know the token.
+    a.process
+        .as_ref()
+        .unwrap()
+        .wait_for("refused this node's API token", WAIT)
+        .await;
+
+    // Wrong secret, wrong token, nobody listening: three different errors, nothing stored.
+    let wrong_secret = "x".repeat(43);
+    let (ok, text) = cp
+        .cli(&[
+            "gateways",
+            "link",
+            "bad",
+            "--url",
+            &format!("http://127.0.0.1:{}", a.admin_port),
+            "--api-token",
+            &a.token,
+            "--jwt-secret",
+            &wrong_secret,
+        ])
+        .await;
+    assert!(!ok && text.contains("JWT secret"), "{text}");
+    let (ok, text) = cp
+        .cli(&[
+            "gateways",
+            "link",
+            "bad",
+            "--url",
+            &format!("http://127.0.0.1:{}", a.admin_port),
+            "--api-token",
+            &b.token,
+            "--jwt-secret",
+            &a.secret,
+        ])
+        .await;
+    assert!(!ok && text.contains("API token"), "{text}");
+    let (ok, text) = cp
+        .cli(&[
+            "gateways",
+            "link",
+            "bad",
+            "--url",
+            &format!("http://127.0.0.1:{}", free_port()),
+            "--api-token",
+            &a.token,
+            "--jwt-secret",
+            &a.secret,
+        ])
+        .await;
+    assert!(!ok && text.contains("cannot reach"), "{text}");
+    let (s, _) = cp.api("GET", "/api/v1/gateways/bad", None).await;
+    assert_eq!(s, 404);
+
+    for (node, name, kind) in [(&a, "prod-gw", "production"), (&b, "sandbox-gw", "sandbox")] {
+        let out = cp
+            .cli_ok(&[
+                "gateways",
+                "link",
+                name,
+                "--type",
+                kind,
+                "--url",
+                &format!("http://127.0.0.1:{}", node.admin_port),
+                "--ip",
+                "127.0.0.1",
+                "--api-token",
+                &node.token,
+                "--jwt-secret",
+                &node.secret,
+                "--listen",
+                &node.traffic_port.to_string(),
+            ])
+            .await;
+        assert!(out.contains("credentials match"), "{out}");
+    }
+    // Secrets are never returned.
+    let (_, g) = cp.api("GET", "/api/v1/gateways/prod-gw", None).await;
+    let text = g.to_string();
+    assert!(
+        !text.contains(&a.token) && !text.contains(&a.secret),
+        "{text}"
+    );
+
+    // An API, two revisions.
+    let api_file = root.path().join("api.json");
+    std::fs::write(&api_file, api_def(&prod1, &sandbox1).to_string()).unwrap();
+    cp.cli_ok(&["apis", "create", "-f", api_file.to_str().unwrap()])
+        .await;
+    cp.cli_ok(&["revisions", "create", "petstore-v1", "--note", "first"])
+        .await;
+    let out = cp
+        .cli_ok(&[
+            "deploy",
+            "petstore-v1",
+            "--revision",
+            "1",
+            "--gateway",
+            "prod-gw,sandbox-gw",
+            "--gateway",
+            "default",
+            "--wait",
+        ])
+        .await;
+    assert!(out.contains("Every node serves it"), "{out}");
+    // Production serves the production endpoints, sandbox the sandbox ones, hybrid production.
+    eventually_serves(&client, &a.url("/pets/v1/x"), "prod-1").await;
+    eventually_serves(&client, &b.url("/pets/v1/x"), "sandbox-1").await;
+    let default_url = format!("http://127.0.0.1:{}/pets/v1/x", cp.gateway_port);
+    eventually_serves(&client, &default_url, "prod-1").await;
+    assert_eq!(prod1.last().uri.path(), "/x", "the context is stripped");
+
+    // Revision 2 moves production to another backend; deployed to one gateway only.
+    let apply_file = root.path().join("apply.toml");
+    std::fs::write(
+        &apply_file,
+        format!(
+            "[[apis]]\nname = \"Petstore\"\nversion = \"v1\"\ncontext = \"/pets/v1\"\nproduction_endpoints = [\"http://{}\"]\nsandbox_endpoints = [\"http://{}\"]\n",
+            prod2.addr, sandbox1.addr
+        ),
+    )
+    .unwrap();
+    let dry = cp
+        .cli_ok(&["apply", "-f", apply_file.to_str().unwrap(), "--dry-run"])
+        .await;
+    assert!(
+        dry.contains("~ apis/petstore-v1") && dry.contains("Dry run"),
+        "{dry}"
+    );
+    let (_, before) = cp.api("GET", "/api/v1/apis/petstore-v1", None).await;
+    assert_eq!(
+        before["spec"]["production_endpoints"][0],
+        format!("http://{}", prod1.addr)
+    );
+    cp.cli_ok(&["apply", "-f", apply_file.to_str().unwrap()])
+        .await;
+    let again = cp
+        .cli_ok(&["apply", "-f", apply_file.to_str().unwrap()])
+        .await;
+    assert!(
+        again.contains("0 to create, 0 to update, 1 unchanged"),
+        "{again}"
+    );
+    cp.cli_ok(&["revisions", "create", "petstore-v1"]).await;
+    cp.cli_ok(&[
+        "deploy",
+        "petstore-v1",
+        "--revision",
+        "2",
+        "--gateway",
+        "prod-gw",
+        "--wait",
+    ])
+    .await;
+    eventually_serves(&client, &a.url("/pets/v1/x"), "prod-2").await;
+    // The default gateway still runs revision 1 (the draft on one, the published on another).
+    eventually_serves(&client, &default_url, "prod-1").await;
+    eventually_serves(&client, &b.url("/pets/v1/x"), "sandbox-1").await;
+    let (_, deps) = cp.api("GET", "/api/v1/deployments", None).await;
+    let revs: Vec<(String, u64)> = deps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["gateway"].as_str().unwrap().to_owned(),
+                d["revision"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        revs.contains(&("prod-gw".into(), 2)) && revs.contains(&("sandbox-gw".into(), 1)),
+        "{revs:?}"
+    );
+
+    // Rollback: revision 1 again.
+    cp.cli_ok(&[
+        "deploy",
+        "petstore-v1",
+        "--revision",
+        "1",
+        "--gateway",
+        "prod-gw",
+        "--wait",
+    ])
+    .await;
+    eventually_serves(&client, &a.url("/pets/v1/x"), "prod-1").await;
+
+    // Status: every node in sync.
+    let status = cp.cli_ok(&["status", "-o", "json"]).await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    for g in status["gateways"].as_array().unwrap() {
+        for n in g["nodes"].as_array().unwrap() {
+            assert_eq!(n["state"], "in_sync", "{g}");
+        }
+    }
+
+    // The node's admin API: nothing without the JWT.
+    let r = reqwest::get(format!("http://127.0.0.1:{}/admin/v1/status", a.admin_port))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.text().await.unwrap(), r#"{"error":"unauthorized"}"#);
+
+    // The control plane goes away: the gateways keep serving.
+    let mut cp = cp;
+    cp.process.signal(libc::SIGTERM);
+    assert!(cp.process.wait(WAIT).await.is_some());
+    eventually_serves(&client, &a.url("/pets/v1/x"), "prod-1").await;
+    eventually_serves(&client, &b.url("/pets/v1/x"), "sandbox-1").await;
+    // A node restarted meanwhile serves from its cache.
+    a.stop().await;
+    a.start().await;
+    a.process
+        .as_ref()
+        .unwrap()
+        .wait_for("starting from the cached snapshot", WAIT)
+        .await;
+    eventually_serves(&client, &a.url("/pets/v1/x"), "prod-1").await;
+
+    // The control plane comes back (no new admin token); nodes reconnect.
+    let token = cp.token.clone();
+    let cp = start_server(&data, admin_port, cp.gateway_port, Some(&token)).await;
+    assert!(
+        !cp.process.output().contains("pat_"),
+        "a second admin token was printed"
+    );
+
+    // Revoking the sandbox gateway's token cuts its node off: it keeps what it has.
+    cp.cli_ok(&["gateways", "revoke-token", "sandbox-gw"]).await;
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/sync/snapshot?wait=0", cp.url))
+        .bearer_auth(&b.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let deadline = Instant::now() + WAIT;
+    while b.output().matches("refused this node's API token").count() < 1
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        b.output().contains("refused this node's API token"),
+        "{}",
+        b.output()
+    );
+    // Taking the API off the sandbox gateway moves its snapshot; the cut-off node never sees it.
+    cp.cli_ok(&["undeploy", "petstore-v1", "--gateway", "sandbox-gw"])
+        .await;
+    let (_, nodes) = cp
+        .api("GET", "/api/v1/gateways/sandbox-gw/nodes", None)
+        .await;
+    let current = nodes["snapshot_version"].as_u64().unwrap();
+    let applied = nodes["nodes"][0]["applied_version"].as_u64().unwrap();
+    assert!(
+        applied < current,
+        "a revoked node got version {current}: {nodes}"
+    );
+    eventually_serves(&client, &b.url("/pets/v1/x"), "sandbox-1").await;
+
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deploys_and_stale_updates_lose_nothing() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let up = Upstream::named("backend").await;
+    let n = 8;
+    for i in 0..n {
+        let (s, v) = cp
+            .api(
+                "POST",
+                "/api/v1/apis",
+                Some(json!({
+                    "name": format!("api{i}"), "version": "v1", "context": format!("/a{i}"),
+                    "production_endpoints": [format!("http://{}", up.addr)],
+                })),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let (s, v) = cp
+            .api("POST", &format!("/api/v1/apis/api{i}-v1/revisions"), None)
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    // Deploy all of them to the same gateway at once.
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let url = cp.url.clone();
+        let token = cp.token.clone();
+        tasks.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{url}/api/v1/apis/api{i}-v1/deployments"))
+                .bearer_auth(token)
+                .json(&json!({"revision": 1, "gateways": ["default"]}))
+                .send()
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 200, "{text}\n{}", cp.process.output());
+    }
+    let (_, snap) = cp
+        .api("GET", "/api/v1/gateways/default/snapshot", None)
+        .await;
+    let routes = snap["snapshot"]["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), n, "{snap}");
+    let client = Client::new();
+    for i in 0..n {
+        eventually_serves(
+            &client,
+            &format!("http://127.0.0.1:{}/a{i}/x", cp.gateway_port),
+            "backend",
+        )
+        .await;
+    }
+
+    // Optimistic concurrency: an update must name the version it read; a stale one is 409.
+    let (_, api) = cp.api("GET", "/api/v1/apis/api0-v1", None).await;
+    let version = api["version"].as_i64().unwrap().to_string();
+    let mut spec = api["spec"].clone();
+    spec["description"] = json!("first writer");
+    let (s, _) = cp
+        .api("PUT", "/api/v1/apis/api0-v1", Some(spec.clone()))
+        .await;
+    assert_eq!(s, 428, "an update without If-Match is refused");
+    let etag = format!("\"{version}\"");
+    let (s, v) = cp
+        .api_with(
+            "PUT",
+            "/api/v1/apis/api0-v1",
+            Some(spec.clone()),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    spec["description"] = json!("second writer, stale");
+    let (s, v) = cp
+        .api_with(
+            "PUT",
+            "/api/v1/apis/api0-v1",
+            Some(spec),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"], "stale_version");
+    let (_, now) = cp.api("GET", "/api/v1/apis/api0-v1", None).await;
+    assert_eq!(now["spec"]["description"], "first writer");
+
+    // Bad input: field paths, not a 500.
+    let (s, v) = cp
+        .api("POST", "/api/v1/apis", Some(json!({"name": "x", "version": "v1", "context": "nope", "production_endpoints": ["ftp://x"]})))
+        .await;
+    assert_eq!(s, 422, "{v}");
+    let paths: Vec<&str> = v["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["context", "production_endpoints[0]"]);
+    let (s, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(json!({"name": "x", "bogus": 1})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("bogus"), "{v}");
+}

@@ -1,0 +1,483 @@
+//! A node linked to a control plane: the sync client (long-poll for the gateway's snapshot,
+//! validate, apply, keep it on disk, report), the on-disk cache it starts from when the
+//! control plane is away, and the admin API on port 2020 that the control plane calls with a
+//! JWT signed with the gateway's secret.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use portico_model::{ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims, NodeReport, SyncEnvelope};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, watch};
+
+use crate::Gateway;
+
+/// How the node reaches its control plane.
+#[derive(Clone)]
+pub struct SyncSettings {
+    /// Control plane base URL.
+    pub url: String,
+    /// The gateway's API token.
+    pub token: String,
+    /// Cache directory.
+    pub cache_dir: PathBuf,
+    /// Report interval when nothing changes.
+    pub heartbeat: Duration,
+    /// Longest a long-poll waits before it is asked again.
+    pub poll_wait: Duration,
+}
+
+impl std::fmt::Debug for SyncSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncSettings")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .field("cache_dir", &self.cache_dir)
+            .finish()
+    }
+}
+
+/// What the node knows about itself, shared by the sync loop and the admin API.
+#[derive(Debug)]
+pub struct NodeState {
+    /// Stable id, kept in the cache directory.
+    pub node_id: String,
+    /// Host name.
+    pub hostname: String,
+    inner: Mutex<Applied>,
+    /// Wakes the sync loop to fetch now.
+    pub resync: Notify,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Applied {
+    gateway: Option<String>,
+    version: Option<u64>,
+    hash: Option<String>,
+    last_error: Option<String>,
+    last_sync: Option<u64>,
+}
+
+impl NodeState {
+    /// Loads (or creates) the node id in `cache_dir`.
+    pub fn new(cache_dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(cache_dir)?;
+        let id_path = cache_dir.join("node-id");
+        let node_id = match std::fs::read_to_string(&id_path) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+            _ => {
+                let id = format!("node-{:016x}", fastrand::u64(..));
+                std::fs::write(&id_path, &id)?;
+                id
+            }
+        };
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        Ok(Self {
+            node_id,
+            hostname,
+            inner: Mutex::new(Applied::default()),
+            resync: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The report sent to the control plane.
+    pub fn report(&self) -> NodeReport {
+        let a = self.lock();
+        NodeReport {
+            node_id: self.node_id.clone(),
+            hostname: self.hostname.clone(),
+            applied_version: a.version,
+            applied_hash: a.hash.clone(),
+            last_error: a.last_error.clone(),
+        }
+    }
+
+    /// The version applied now.
+    pub fn applied_version(&self) -> Option<u64> {
+        self.lock().version
+    }
+
+    fn set_applied(&self, env: &SyncEnvelope) {
+        let mut a = self.lock();
+        a.gateway = Some(env.gateway.clone());
+        a.version = Some(env.version);
+        a.hash = Some(env.hash.clone());
+        a.last_error = None;
+    }
+
+    fn set_error(&self, e: String) {
+        self.lock().last_error = Some(e);
+    }
+
+    fn synced(&self) {
+        self.lock().last_sync = Some(crate::clock::now_ms() / 1000);
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let a = self.lock().clone();
+        serde_json::json!({
+            "node_id": self.node_id,
+            "hostname": self.hostname,
+            "gateway": a.gateway,
+            "applied_version": a.version,
+            "applied_hash": a.hash,
+            "last_error": a.last_error,
+            "last_sync": a.last_sync,
+        })
+    }
+}
+
+const CACHE_FILE: &str = "snapshot.json";
+
+/// The last applied snapshot from the cache, if there is one that still validates.
+pub fn load_cache(cache_dir: &Path) -> Option<SyncEnvelope> {
+    let path = cache_dir.join(CACHE_FILE);
+    let text = std::fs::read_to_string(&path).ok()?;
+    match serde_json::from_str::<SyncEnvelope>(&text) {
+        Ok(env) if env.snapshot.validate().is_ok() && env.snapshot.content_hash() == env.hash => {
+            Some(env)
+        }
+        Ok(_) | Err(_) => {
+            tracing::warn!(path = %path.display(), "the cached snapshot is unreadable or invalid; ignoring it");
+            None
+        }
+    }
+}
+
+fn store_cache(cache_dir: &Path, body: &[u8]) -> std::io::Result<()> {
+    let tmp = cache_dir.join(format!("{CACHE_FILE}.tmp"));
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, cache_dir.join(CACHE_FILE))
+}
+
+/// Marks what the cache held as applied (the node started from it).
+pub fn started_from_cache(state: &NodeState, env: &SyncEnvelope) {
+    state.set_applied(env);
+}
+
+/// Pulls snapshots until `stop` turns true: long-poll, validate, apply, cache, report.
+pub async fn run_sync(
+    gateway: Arc<Gateway>,
+    settings: SyncSettings,
+    state: Arc<NodeState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let client = match reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the sync client");
+            return;
+        }
+    };
+    let base = settings.url.trim_end_matches('/').to_owned();
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        client.clone(),
+        base.clone(),
+        settings.token.clone(),
+        settings.heartbeat,
+        state.clone(),
+        stop.clone(),
+    ));
+    let mut backoff = Duration::from_millis(500);
+    // A version the node refused: do not fetch it again, wait for a newer one.
+    let mut refused: Option<u64> = None;
+    let mut force = false;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let after = if force {
+            None
+        } else {
+            refused.or(state.applied_version())
+        };
+        force = false;
+        let mut url = format!(
+            "{base}/api/v1/sync/snapshot?wait={}",
+            settings.poll_wait.as_secs()
+        );
+        if let Some(v) = after {
+            url.push_str(&format!("&after={v}"));
+        }
+        let req = client
+            .get(&url)
+            .bearer_auth(&settings.token)
+            .timeout(settings.poll_wait + Duration::from_secs(15))
+            .send();
+        let outcome = tokio::select! {
+            r = req => r,
+            () = state.resync.notified() => { force = true; continue; }
+            _ = stop.changed() => break,
+        };
+        let failure = match outcome {
+            Err(e) => Some(format!(
+                "cannot reach the control plane at {base}: {}",
+                if e.is_connect() { "connection refused".to_owned() } else { e.to_string() }
+            )),
+            Ok(resp) => match resp.status() {
+                StatusCode::NOT_MODIFIED => {
+                    state.synced();
+                    None
+                }
+                StatusCode::OK => match resp.bytes().await {
+                    Ok(body) => {
+                        state.synced();
+                        match apply(&gateway, &settings, &state, &body).await {
+                            Ok(()) => refused = None,
+                            Err((version, e)) => {
+                                // Not a connection problem: no back-off, wait for a newer one.
+                                refused = version;
+                                tracing::error!(error = %e, "snapshot refused; still serving the previous one");
+                                state.set_error(e);
+                            }
+                        }
+                        report(&client, &base, &settings.token, &state);
+                        None
+                    }
+                    Err(e) => Some(format!("the snapshot download broke off: {e}")),
+                },
+                StatusCode::UNAUTHORIZED => Some(
+                    "the control plane refused this node's API token (not linked yet, revoked or rotated); still serving the last snapshot".to_owned(),
+                ),
+                other => Some(format!("the control plane answered {other}")),
+            },
+        };
+        match failure {
+            None => backoff = Duration::from_millis(500),
+            Some(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "sync failed");
+                state.set_error(e);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = state.resync.notified() => { force = true; }
+                    _ = stop.changed() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+    heartbeat.abort();
+}
+
+/// Validates and applies one envelope; on failure says which version was refused and why.
+async fn apply(
+    gateway: &Gateway,
+    settings: &SyncSettings,
+    state: &NodeState,
+    body: &[u8],
+) -> Result<(), (Option<u64>, String)> {
+    let env: SyncEnvelope = serde_json::from_slice(body).map_err(|e| {
+        (
+            None,
+            format!("the snapshot from the control plane is unreadable: {e}"),
+        )
+    })?;
+    if env.snapshot.content_hash() != env.hash {
+        return Err((
+            Some(env.version),
+            format!("snapshot {} does not match its hash; refused", env.version),
+        ));
+    }
+    if let Err(e) = env.snapshot.validate() {
+        return Err((
+            Some(env.version),
+            format!(
+                "snapshot {} is invalid and was not applied: {e}",
+                env.version
+            ),
+        ));
+    }
+    gateway.apply(&env.snapshot).await.map_err(|e| {
+        (
+            Some(env.version),
+            format!("snapshot {} could not be applied: {e}", env.version),
+        )
+    })?;
+    state.set_applied(&env);
+    tracing::info!(gateway = %env.gateway, version = env.version, hash = %env.hash, "snapshot applied");
+    if let Err(e) = store_cache(&settings.cache_dir, body) {
+        tracing::warn!(error = %e, "cannot write the snapshot cache");
+    }
+    Ok(())
+}
+
+fn report(client: &reqwest::Client, base: &str, token: &str, state: &NodeState) {
+    let req = client
+        .post(format!("{base}/api/v1/sync/report"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(10))
+        .json(&state.report());
+    tokio::spawn(async move {
+        if let Err(e) = req.send().await {
+            tracing::debug!(error = %e, "report failed");
+        }
+    });
+}
+
+async fn heartbeat_loop(
+    client: reqwest::Client,
+    base: String,
+    token: String,
+    every: Duration,
+    state: Arc<NodeState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        report(&client, &base, &token, &state);
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The admin API's keys: the JWT secret and the hash of the node's own API token.
+#[derive(Clone)]
+pub struct AdminKeys {
+    /// Verifies the control plane's JWTs.
+    pub jwt_secret: String,
+    /// SHA-256 hex of the node's API token.
+    pub token_hash: String,
+}
+
+impl std::fmt::Debug for AdminKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminKeys(<redacted>)")
+    }
+}
+
+/// SHA-256 hex of a token.
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Binds the admin API; serve it with [`serve_admin`].
+pub async fn bind_admin(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Serves the admin API: `GET /admin/v1/status`, `POST /admin/v1/resync`,
+/// `POST /admin/v1/verify`. Every call needs a valid JWT; without one the answer is 401
+/// and nothing else.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    keys: AdminKeys,
+    state: Arc<NodeState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let keys = Arc::new(keys);
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(_) => continue,
+            },
+            _ = stop.changed() => return,
+        };
+        let keys = keys.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let keys = keys.clone();
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(admin(req, &keys, &state).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn admin(
+    req: Request<Incoming>,
+    keys: &AdminKeys,
+    state: &NodeState,
+) -> Response<Full<Bytes>> {
+    let unauthorized = || {
+        json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"error": "unauthorized"}),
+        )
+    };
+    let Some(claims) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .and_then(|jwt| verify_jwt(jwt.trim(), &keys.jwt_secret))
+    else {
+        return unauthorized();
+    };
+    let (parts, body) = req.into_parts();
+    // Bodies are not used; read and drop a small one.
+    let _ = http_body_util::Limited::new(body, 4096).collect().await;
+    match (parts.method.as_str(), parts.uri.path()) {
+        ("GET", "/admin/v1/status") => json(StatusCode::OK, &state.status_json()),
+        ("POST", "/admin/v1/resync") => {
+            state.resync.notify_one();
+            json(StatusCode::ACCEPTED, &state.status_json())
+        }
+        ("POST", "/admin/v1/verify") => {
+            if claims.tok.as_deref() != Some(keys.token_hash.as_str()) {
+                return json(
+                    StatusCode::FORBIDDEN,
+                    &serde_json::json!({"error": "api_token_mismatch", "message": "the API token the control plane holds is not this gateway's"}),
+                );
+            }
+            json(StatusCode::OK, &state.status_json())
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "not_found", "message": "admin endpoints: GET /admin/v1/status, POST /admin/v1/resync, POST /admin/v1/verify"}),
+        ),
+    }
+}
+
+fn verify_jwt(jwt: &str, secret: &str) -> Option<AdminClaims> {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.set_audience(&[ADMIN_AUDIENCE]);
+    v.set_issuer(&[ADMIN_ISSUER]);
+    v.leeway = 30;
+    jsonwebtoken::decode::<AdminClaims>(jwt, &DecodingKey::from_secret(secret.as_bytes()), &v)
+        .ok()
+        .map(|d| d.claims)
+}
