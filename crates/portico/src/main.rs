@@ -125,6 +125,9 @@ struct RunArgs {
     /// Where the last applied snapshot is kept.
     #[arg(long, env = "PORTICO_CACHE_DIR")]
     cache_dir: Option<String>,
+    /// Health and metrics address (overrides `node.internal.address`).
+    #[arg(long, env = "PORTICO_INTERNAL")]
+    internal: Option<std::net::SocketAddr>,
     /// Longest a sync long-poll waits, in seconds.
     #[arg(long, default_value_t = 30, hide = true)]
     poll_wait: u64,
@@ -465,6 +468,9 @@ async fn run_gateway(a: RunArgs) -> anyhow::Result<()> {
     };
     if a.workers.is_some() {
         node.workers = a.workers;
+    }
+    if let Some(addr) = a.internal {
+        node.internal.address = addr;
     }
     if let Some(url) = a.control_plane {
         let token = a

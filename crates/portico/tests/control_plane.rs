@@ -133,6 +133,7 @@ impl ControlPlane {
 
 /// A node installed with `portico gateway init`.
 struct Node {
+    dir: PathBuf,
     config: PathBuf,
     token: String,
     secret: String,
@@ -179,9 +180,8 @@ async fn init_node(root: &Path, name: &str, cp_url: &str) -> Node {
         std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    // Several nodes share this machine: give each its own internal port.
-    std::fs::write(&config, file.replace("127.0.0.1:9401", "127.0.0.1:0")).unwrap();
     Node {
+        dir,
         config,
         token,
         secret,
@@ -204,6 +204,9 @@ impl Node {
                 "1",
                 "--poll-wait",
                 "5",
+                // Several nodes share this machine: each gets its own internal port.
+                "--internal",
+                "127.0.0.1:0",
             ],
             &[],
         );
@@ -482,6 +485,42 @@ async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages
         }
     }
 
+    // Force a resync through the control plane (it calls the node's admin API with a JWT).
+    let out = cp
+        .cli_ok(&["gateways", "resync", "prod-gw", "-o", "json"])
+        .await;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["node"]["node_id"].as_str().unwrap().starts_with("node-"),
+        "{v}"
+    );
+
+    // `portico login` stores URL and token; later commands need neither.
+    let cli_config = root.path().join("cli.json");
+    let run = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("PORTICO_CLI_CONFIG", &cli_config)
+            .env_remove("PORTICO_URL")
+            .env_remove("PORTICO_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["login", "--url", &cp.url, "--token", "pat_wrong"]);
+    assert!(!out.status.success(), "a wrong token logs in");
+    let out = run(&["login", "--url", &cp.url, "--token", &cp.token]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["gateways", "list"]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.starts_with("NAME") && table.contains("prod-gw") && table.contains("sandbox"),
+        "{table}"
+    );
+
     // The node's admin API: nothing without the JWT.
     let r = reqwest::get(format!("http://127.0.0.1:{}/admin/v1/status", a.admin_port))
         .await
@@ -505,6 +544,26 @@ async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages
         .await;
     eventually_serves(&client, &a.url("/pets/v1/x"), "prod-1").await;
 
+    // A cache that does not match its hash is not trusted: the node starts empty.
+    b.stop().await;
+    let cache = b.dir.join("cache").join("snapshot.json");
+    let text = std::fs::read_to_string(&cache).unwrap();
+    let tampered = text.replace(&sandbox1.addr.to_string(), "127.0.0.1:1");
+    assert_ne!(tampered, text);
+    std::fs::write(&cache, tampered).unwrap();
+    b.start().await;
+    b.process
+        .as_ref()
+        .unwrap()
+        .wait_for("ignoring it", WAIT)
+        .await;
+    assert!(
+        client
+            .send(portico_testkit::client::get(&b.url("/pets/v1/x")))
+            .await
+            .is_err()
+    );
+
     // The control plane comes back (no new admin token); nodes reconnect.
     let token = cp.token.clone();
     let cp = start_server(&data, admin_port, cp.gateway_port, Some(&token)).await;
@@ -512,6 +571,9 @@ async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages
         !cp.process.output().contains("pat_"),
         "a second admin token was printed"
     );
+
+    // The node that started empty gets its snapshot.
+    eventually_serves(&client, &b.url("/pets/v1/x"), "sandbox-1").await;
 
     // Revoking the sandbox gateway's token cuts its node off: it keeps what it has.
     cp.cli_ok(&["gateways", "revoke-token", "sandbox-gw"]).await;
