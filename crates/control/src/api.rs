@@ -404,24 +404,26 @@ fn node_state(
     }
 }
 
+fn node_json(st: &ControlPlane, current: u64, n: &crate::store::NodeRecord, t: i64) -> Value {
+    json!({
+        "node_id": n.node_id,
+        "hostname": n.hostname,
+        "applied_version": n.applied_version,
+        "applied_hash": n.applied_hash,
+        "last_error": n.last_error,
+        "last_seen_seconds_ago": t - n.last_seen,
+        "state": node_state(st, current, n.applied_version, n.last_seen),
+    })
+}
+
 async fn nodes_view(st: &ControlPlane, gid: i64, current: u64) -> Result<Vec<Value>, Error> {
     let t = now();
     Ok(st
         .store
         .nodes(gid)
         .await?
-        .into_iter()
-        .map(|n| {
-            json!({
-                "node_id": n.node_id,
-                "hostname": n.hostname,
-                "applied_version": n.applied_version,
-                "applied_hash": n.applied_hash,
-                "last_error": n.last_error,
-                "last_seen_seconds_ago": t - n.last_seen,
-                "state": node_state(st, current, n.applied_version, n.last_seen),
-            })
-        })
+        .iter()
+        .map(|n| node_json(st, current, n, t))
         .collect())
 }
 
@@ -451,19 +453,24 @@ async fn resync_gateway(State(st): St, Path(name): Path<String>) -> Res {
 }
 
 async fn status(State(st): St) -> Res {
+    let t = now();
+    let mut nodes = st.store.all_nodes().await?;
     let mut out = Vec::new();
-    for g in st.store.gateways().await? {
-        let gid = st.store.gateway_id(&g.spec.name).await?;
-        let snap = st.store.snapshot(gid).await?;
-        let current = snap.as_ref().map_or(0, |s| s.version);
+    for (gid, g, current, hash) in st.store.gateways_with_snapshots().await? {
+        let list: Vec<Value> = nodes
+            .remove(&gid)
+            .unwrap_or_default()
+            .iter()
+            .map(|n| node_json(&st, current, n, t))
+            .collect();
         out.push(json!({
             "gateway": g.spec.name,
             "type": g.spec.kind.as_str(),
             "builtin": g.builtin,
             "token_active": g.token_active || g.builtin,
             "snapshot_version": current,
-            "snapshot_hash": snap.map(|s| s.hash),
-            "nodes": nodes_view(&st, gid, current).await?,
+            "snapshot_hash": hash,
+            "nodes": list,
         }));
     }
     ok(json!({ "gateways": out }))

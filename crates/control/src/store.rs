@@ -6,6 +6,7 @@
 //!
 //! SQL is kept portable (`$n` placeholders, `RETURNING`, `ON CONFLICT`) for PostgreSQL later.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -622,6 +623,48 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Every node of every gateway, by gateway id.
+    pub async fn all_nodes(&self) -> Result<HashMap<i64, Vec<NodeRecord>>, Error> {
+        let rows = sqlx::query(
+            "SELECT gateway_id, node_id, hostname, applied_version, applied_hash, last_error, last_seen \
+             FROM nodes ORDER BY gateway_id, node_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<i64, Vec<NodeRecord>> = HashMap::new();
+        for r in &rows {
+            out.entry(r.try_get(0)?).or_default().push(NodeRecord {
+                node_id: r.try_get(1)?,
+                hostname: r.try_get(2)?,
+                applied_version: r.try_get::<Option<i64>, _>(3)?.map(|v| v as u64),
+                applied_hash: r.try_get(4)?,
+                last_error: r.try_get(5)?,
+                last_seen: r.try_get(6)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every gateway with its snapshot version and hash, in name order.
+    pub async fn gateways_with_snapshots(
+        &self,
+    ) -> Result<Vec<(i64, GatewayRecord, u64, Option<String>)>, Error> {
+        let rows = sqlx::query(
+            "SELECT g.id, g.spec, g.builtin, g.token_hash, g.linked_at, g.version, g.created_at, \
+             g.updated_at, s.version, s.hash FROM gateways g LEFT JOIN snapshots s ON s.gateway_id = g.id \
+             ORDER BY g.name_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let g = gateway_row(r)?;
+                let v: Option<i64> = r.try_get(8)?;
+                Ok((g.id, g, v.unwrap_or(0) as u64, r.try_get(9)?))
+            })
+            .collect()
     }
 
     /// The nodes of a gateway.

@@ -100,6 +100,9 @@ struct ServerArgs {
     /// Worker threads of the built-in gateway (default one per CPU).
     #[arg(long, env = "PORTICO_WORKERS")]
     workers: Option<usize>,
+    /// Seconds without a report after which a node shows as offline.
+    #[arg(long, default_value_t = 30)]
+    node_offline_after: u64,
 }
 
 #[derive(Debug, Args)]
@@ -430,6 +433,7 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
                 internal: a.internal,
                 max_revisions: a.max_revisions,
                 workers: a.workers,
+                node_offline_after: std::time::Duration::from_secs(a.node_offline_after.max(1)),
             })
             .await
         }

@@ -28,6 +28,8 @@ pub struct ServerOptions {
     pub max_revisions: u32,
     /// Worker threads of the built-in gateway.
     pub workers: Option<usize>,
+    /// A node silent this long is offline.
+    pub node_offline_after: Duration,
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -39,6 +41,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         listen: opts.listen,
         default_gateway_port: opts.gateway_port,
         max_revisions: opts.max_revisions,
+        node_offline_after: opts.node_offline_after,
         ..Config::default()
     };
     let running = portico_control::start(config, async move {

@@ -53,6 +53,8 @@ async fn start_server(
             "127.0.0.1:0",
             "--workers",
             "1",
+            "--node-offline-after",
+            "3",
         ],
         &[],
     );
@@ -200,8 +202,10 @@ impl Node {
                 "run",
                 "--config",
                 self.config.to_str().unwrap(),
+                // Two workers bind the traffic port with SO_REUSEPORT, so a second node of
+                // the same gateway can share it on this one machine.
                 "--workers",
-                "1",
+                "2",
                 "--poll-wait",
                 "5",
                 // Several nodes share this machine: each gets its own internal port.
@@ -400,6 +404,41 @@ async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages
     eventually_serves(&client, &default_url, "prod-1").await;
     assert_eq!(prod1.last().uri.path(), "/x", "the context is stripped");
 
+    // A second node for the production gateway (HA behind a load balancer): same token and
+    // secret, its own admin port and cache; it shares the traffic port (SO_REUSEPORT).
+    let mut a2 = Node {
+        dir: a.dir.join("second"),
+        config: a.dir.join("second.toml"),
+        token: a.token.clone(),
+        secret: a.secret.clone(),
+        admin_port: free_port(),
+        traffic_port: a.traffic_port,
+        process: None,
+    };
+    let text = std::fs::read_to_string(&a.config)
+        .unwrap()
+        .replace(
+            &format!("127.0.0.1:{}", a.admin_port),
+            &format!("127.0.0.1:{}", a2.admin_port),
+        )
+        .replace(
+            a.dir.join("cache").to_str().unwrap(),
+            a2.dir.join("cache").to_str().unwrap(),
+        );
+    std::fs::write(&a2.config, text).unwrap();
+    a2.start().await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, v) = cp.api("GET", "/api/v1/gateways/prod-gw/nodes", None).await;
+        let nodes = v["nodes"].as_array().unwrap();
+        if nodes.len() == 2 && nodes.iter().all(|n| n["state"] == "in_sync") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "two nodes never in sync: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a2.stop().await;
+
     // Revision 2 moves production to another backend; deployed to one gateway only.
     let apply_file = root.path().join("apply.toml");
     std::fs::write(
@@ -479,11 +518,18 @@ async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages
     // Status: every node in sync.
     let status = cp.cli_ok(&["status", "-o", "json"]).await;
     let status: Value = serde_json::from_str(&status).unwrap();
+    let mut in_sync = 0;
     for g in status["gateways"].as_array().unwrap() {
         for n in g["nodes"].as_array().unwrap() {
+            // The second production node was stopped: offline, or stale until it is.
+            if n["node_id"] != "builtin" && g["gateway"] == "prod-gw" && n["state"] != "in_sync" {
+                continue;
+            }
             assert_eq!(n["state"], "in_sync", "{g}");
+            in_sync += 1;
         }
     }
+    assert_eq!(in_sync, 3, "{status}");
 
     // Force a resync through the control plane (it calls the node's admin API with a JWT).
     let out = cp
@@ -608,6 +654,22 @@ async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages
         "a revoked node got version {current}: {nodes}"
     );
     eventually_serves(&client, &b.url("/pets/v1/x"), "sandbox-1").await;
+
+    // The cut-off node stops reporting: after the offline threshold (3 s here) it shows so.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, v) = cp
+            .api("GET", "/api/v1/gateways/sandbox-gw/nodes", None)
+            .await;
+        if v["nodes"][0]["state"] == "offline" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the revoked node never showed offline: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     a.stop().await;
     b.stop().await;
