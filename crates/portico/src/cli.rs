@@ -688,9 +688,10 @@ struct ApplyFile {
     apis: Vec<ApiSpec>,
 }
 
-/// `portico apply -f FILE [--dry-run]`: creates what is missing, updates what differs, and
+/// `portico apply -f FILE [--dry-run] [--prune]`: creates what is missing, updates what
+/// differs and, with `--prune`, deletes services, routes and APIs the file does not name;
 /// prints the difference first.
-pub async fn apply(c: &Client, file: &Path, dry_run: bool) -> anyhow::Result<()> {
+pub async fn apply(c: &Client, file: &Path, dry_run: bool, prune: bool) -> anyhow::Result<()> {
     let want: ApplyFile = parse_file(file)?;
     let mut plan: Vec<(String, String, Option<i64>, Value)> = Vec::new(); // (kind, key, version, body)
     let mut unchanged = 0;
@@ -734,12 +735,42 @@ pub async fn apply(c: &Client, file: &Path, dry_run: bool) -> anyhow::Result<()>
             Err(e) => return Err(e),
         }
     }
+    // With --prune: what the file does not name goes (routes first: they name services).
+    let mut doomed: Vec<(String, String)> = Vec::new();
+    if prune {
+        for kind in ["routes", "apis", "services"] {
+            let listed = c.get(&format!("/api/v1/{kind}")).await?;
+            for item in listed["items"].as_array().into_iter().flatten() {
+                let key = if kind == "apis" {
+                    cell(item, "/id")
+                } else {
+                    cell(item, "/spec/name")
+                };
+                let named = match kind {
+                    "routes" => want
+                        .routes
+                        .iter()
+                        .any(|r| r.name.eq_ignore_ascii_case(&key)),
+                    "apis" => want.apis.iter().any(|a| a.id().eq_ignore_ascii_case(&key)),
+                    _ => want
+                        .services
+                        .iter()
+                        .any(|s| s.name.eq_ignore_ascii_case(&key)),
+                };
+                if !named {
+                    println!("- {kind}/{key}");
+                    doomed.push((kind.to_owned(), key));
+                }
+            }
+        }
+    }
     println!(
-        "{} to create, {} to update, {unchanged} unchanged.",
+        "{} to create, {} to update, {} to delete, {unchanged} unchanged.",
         plan.iter().filter(|p| p.2.is_none()).count(),
-        plan.iter().filter(|p| p.2.is_some()).count()
+        plan.iter().filter(|p| p.2.is_some()).count(),
+        doomed.len()
     );
-    if dry_run || plan.is_empty() {
+    if dry_run || (plan.is_empty() && doomed.is_empty()) {
         if dry_run {
             println!("Dry run: nothing changed.");
         }
@@ -762,6 +793,13 @@ pub async fn apply(c: &Client, file: &Path, dry_run: bool) -> anyhow::Result<()>
             }
         }
         .with_context(|| format!("{kind}/{key} was not applied (the ones before it were)"))?;
+    }
+    for (kind, key) in doomed {
+        c.call(Method::DELETE, &format!("/api/v1/{kind}/{key}"), None, None)
+            .await
+            .with_context(|| {
+                format!("{kind}/{key} was not deleted (the changes before it were applied)")
+            })?;
     }
     println!("Applied.");
     Ok(())

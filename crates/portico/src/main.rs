@@ -379,6 +379,10 @@ struct ApplyArgs {
     /// Show the difference only.
     #[arg(long)]
     dry_run: bool,
+    /// Also delete services, routes and APIs the file does not name (gateways are never
+    /// deleted this way).
+    #[arg(long)]
+    prune: bool,
 }
 
 fn main() -> ExitCode {
@@ -454,7 +458,7 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
             cli::undeploy(&client(&global)?, &a.api, &a.gateway, wait).await
         }
         Command::Status => cli::status(&client(&global)?).await,
-        Command::Apply(a) => cli::apply(&client(&global)?, &a.file, a.dry_run).await,
+        Command::Apply(a) => cli::apply(&client(&global)?, &a.file, a.dry_run, a.prune).await,
     }
 }
 

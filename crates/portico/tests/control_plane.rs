@@ -467,9 +467,26 @@ async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages
         .cli_ok(&["apply", "-f", apply_file.to_str().unwrap()])
         .await;
     assert!(
-        again.contains("0 to create, 0 to update, 1 unchanged"),
+        again.contains("0 to create, 0 to update, 0 to delete, 1 unchanged"),
         "{again}"
     );
+    // --prune removes what the file does not name.
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/services",
+            Some(json!({"name": "old-svc", "endpoints": ["127.0.0.1:9"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let file = apply_file.to_str().unwrap();
+    let dry = cp
+        .cli_ok(&["apply", "-f", file, "--prune", "--dry-run"])
+        .await;
+    assert!(dry.contains("- services/old-svc"), "{dry}");
+    assert_eq!(cp.api("GET", "/api/v1/services/old-svc", None).await.0, 200);
+    cp.cli_ok(&["apply", "-f", file, "--prune"]).await;
+    assert_eq!(cp.api("GET", "/api/v1/services/old-svc", None).await.0, 404);
     cp.cli_ok(&["revisions", "create", "petstore-v1"]).await;
     cp.cli_ok(&[
         "deploy",
