@@ -326,6 +326,17 @@ async fn link_gateway(State(st): St, bytes: Bytes) -> Res {
     };
     st.hub.publish(&moved);
     tracing::info!(gateway = %g.spec.name, verified = req.verify, "gateway linked");
+    if req.verify {
+        // The node has been retrying with back-off while its token was unknown: ask it to
+        // fetch now (best effort; it gets there on its own otherwise).
+        let name = g.spec.name.clone();
+        let secret = req.jwt_secret.clone();
+        tokio::spawn(async move {
+            if let Err(e) = link::resync(&name, &target, &secret).await {
+                tracing::debug!(gateway = %name, error = %e, "resync after link failed");
+            }
+        });
+    }
     Ok(with_etag(
         StatusCode::OK,
         &g.meta,
