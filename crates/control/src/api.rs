@@ -216,7 +216,10 @@ async fn update_gateway(
     let expected = expected_version(&headers, &q)?;
     let spec: GatewaySpec = body(&bytes)?;
     spec.validate().map_err(invalid)?;
-    let (g, moved) = st.store.update_gateway(&name, &spec, expected).await?;
+    let (g, moved) = st
+        .store
+        .update_gateway(&name, &spec, expected, None)
+        .await?;
     st.hub.publish(&moved);
     Ok(with_etag(StatusCode::OK, &g.meta, to_value(&g)))
 }
@@ -312,16 +315,9 @@ async fn link_gateway(State(st): St, bytes: Bytes) -> Res {
     let (g, moved) = match existing {
         None => st.store.create_gateway(&spec, Some(&creds)).await?,
         Some(g) => {
-            let (_, moved) = st
-                .store
-                .update_gateway(&spec.name, &spec, g.meta.version)
-                .await?;
-            (
-                st.store
-                    .set_credentials(&spec.name, Some(&creds), true)
-                    .await?,
-                moved,
-            )
+            st.store
+                .update_gateway(&spec.name, &spec, g.meta.version, Some(&creds))
+                .await?
         }
     };
     st.hub.publish(&moved);

@@ -401,12 +401,14 @@ impl Store {
         Ok((self.gateway(&spec.name).await?, moved))
     }
 
-    /// Replaces a gateway's definition if `expected` is its current version.
+    /// Replaces a gateway's definition if `expected` is its current version; with `creds`,
+    /// its credentials too, in the same transaction (a re-link).
     pub async fn update_gateway(
         &self,
         name: &str,
         spec: &GatewaySpec,
         expected: i64,
+        creds: Option<&Credentials>,
     ) -> Result<(GatewayRecord, Moved), Error> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
@@ -416,9 +418,9 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?
                 .ok_or_else(|| Error::not_found("gateway", name))?;
-        if builtin == 1 && key(&spec.name) != key(name) {
+        if builtin == 1 && (key(&spec.name) != key(name) || spec.kind != GatewayKind::Hybrid) {
             return Err(Error::Conflict(
-                "the built-in gateway `default` cannot be renamed".into(),
+                "the built-in gateway `default` keeps its name and type (hybrid); change its hosts or listeners only".into(),
             ));
         }
         if key(&spec.name) != key(name) {
@@ -453,6 +455,18 @@ impl Store {
         .await?;
         if done.rows_affected() == 0 {
             return Err(stale("gateway", name));
+        }
+        if let Some(c) = creds {
+            sqlx::query(
+                "UPDATE gateways SET token_hash = $1, jwt_secret = $2, linked_at = $3 WHERE id = $4",
+            )
+            .bind(&c.token_hash)
+            .bind(&c.jwt_secret_sealed)
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(token_clash)?;
         }
         let moved = recompile(&mut tx, &[id]).await?;
         tx.commit().await?;

@@ -784,6 +784,21 @@ async fn concurrent_deploys_and_stale_updates_lose_nothing() {
     let (_, now) = cp.api("GET", "/api/v1/apis/api0-v1", None).await;
     assert_eq!(now["spec"]["description"], "first writer");
 
+    // The built-in gateway stays hybrid.
+    let (_, g) = cp.api("GET", "/api/v1/gateways/default", None).await;
+    let mut spec = g["spec"].clone();
+    spec["type"] = json!("production");
+    let etag = format!("\"{}\"", g["version"]);
+    let (s, v) = cp
+        .api_with(
+            "PUT",
+            "/api/v1/gateways/default",
+            Some(spec),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+
     // Bad input: field paths, not a 500.
     let (s, v) = cp
         .api("POST", "/api/v1/apis", Some(json!({"name": "x", "version": "v1", "context": "nope", "production_endpoints": ["ftp://x"]})))
