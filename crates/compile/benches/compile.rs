@@ -25,8 +25,13 @@ fn apis(n: usize) -> Vec<(String, ApiSpec)> {
                     .map(|o| Operation {
                         method: Some(["GET", "POST", "PUT", "DELETE", "PATCH"][o].into()),
                         path: format!("/res{o}"),
+                        auth: None,
+                        scopes: vec![],
                     })
                     .collect(),
+                auth: Default::default(),
+                api_key_header: None,
+                api_key_query: None,
             };
             (spec.id(), spec)
         })
@@ -51,6 +56,7 @@ fn bench(c: &mut Criterion) {
                     .collect(),
                 routes: vec![],
                 services: &[],
+                api_keys: &[],
             };
             let s = compile(&input).unwrap_or_default();
             assert_eq!(s.routes.len(), 5000);

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use portico_model::control::parse_endpoint_url;
 use portico_model::{
-    ApiSpec, Forward, GatewayKind, GatewaySpec, HeaderEdits, Lifecycle, Listener, ListenerProtocol,
-    PathMatch, PrefixRewrite, Rewrite, Route, RouteMatch, RouteSpec, Service, Snapshot,
+    ApiKeyGrant, ApiSpec, AuthMode, Forward, GatewayKind, GatewaySpec, HeaderEdits, Lifecycle,
+    Listener, ListenerProtocol, PathMatch, PrefixRewrite, Rewrite, Route, RouteAuth, RouteMatch,
+    RouteSpec, Security, Service, Snapshot,
 };
 
 /// Why a gateway's snapshot could not be built.
@@ -56,6 +57,8 @@ pub struct Input<'a> {
     pub routes: Vec<&'a RouteSpec>,
     /// Stored services (only the ones the routes name are included).
     pub services: &'a [Service],
+    /// API keys of consumers subscribed to APIs deployed here (`apis` lists those).
+    pub api_keys: &'a [ApiKeyGrant],
 }
 
 /// The port a gateway listens on when it defines no listener.
@@ -100,11 +103,28 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
         }
         routes.push(route);
     }
+    let mut api_keys: Vec<ApiKeyGrant> = input
+        .api_keys
+        .iter()
+        // Keys of every type travel: the gateway answers 403 to a key of the wrong type
+        // (a known caller in the wrong environment), not 401.
+        .cloned()
+        .map(|mut k| {
+            k.apis.sort();
+            k.apis.dedup();
+            k
+        })
+        .collect();
+    api_keys.sort_by(|a, b| a.hash.cmp(&b.hash));
     let snapshot = Snapshot {
         schema: portico_model::SCHEMA,
         listeners,
         services: services.into_values().collect(),
         routes,
+        security: Security {
+            gateway_type: gw.kind,
+            api_keys,
+        },
     };
     snapshot.validate().map_err(|source| Error::Invalid {
         gateway: gw.name.clone(),
@@ -154,13 +174,40 @@ fn compile_api(
     let base = parsed
         .first()
         .map_or_else(|| "/".to_owned(), |e| e.base_path.clone());
-    let ops: Vec<(Option<String>, String)> = if spec.operations.is_empty() {
-        vec![(None, String::new())]
+    let ops: Vec<(Option<String>, String, AuthMode, Vec<String>)> = if spec.operations.is_empty() {
+        vec![(None, String::new(), spec.auth, Vec::new())]
     } else {
         spec.operations
             .iter()
-            .map(|o| (o.method.clone(), o.path.trim_end_matches('/').to_owned()))
+            .map(|o| {
+                (
+                    o.method.clone(),
+                    o.path.trim_end_matches('/').to_owned(),
+                    o.auth.unwrap_or(spec.auth),
+                    o.scopes.clone(),
+                )
+            })
             .collect()
+    };
+    // A hybrid gateway sends callers with sandbox credentials to the sandbox endpoints.
+    let sandbox_forward = if gw.kind == GatewayKind::Hybrid
+        && spec.auth != AuthMode::None
+        && !spec.sandbox_endpoints.is_empty()
+    {
+        let name = format!("api.{}.sandbox", api.api_id);
+        let eps: Vec<String> = spec
+            .sandbox_endpoints
+            .iter()
+            .filter_map(|u| parse_endpoint_url(u).ok())
+            .map(|e| e.address)
+            .collect();
+        services.insert(name.clone(), Service::new(&name, eps));
+        Some(Forward {
+            service: Some(name),
+            targets: Vec::new(),
+        })
+    } else {
+        None
     };
     let forward = if parsed.is_empty() {
         None
@@ -174,7 +221,7 @@ fn compile_api(
             targets: Vec::new(),
         })
     };
-    for (i, (method, op_path)) in ops.into_iter().enumerate() {
+    for (i, (method, op_path, mode, scopes)) in ops.into_iter().enumerate() {
         let name = if spec.operations.is_empty() {
             format!("api.{}", api.api_id)
         } else {
@@ -195,9 +242,25 @@ fn compile_api(
                 ..Default::default()
             }),
             response_headers: response_headers.clone(),
+            auth: (mode != AuthMode::None).then(|| RouteAuth {
+                api: api.api_id.to_owned(),
+                mode,
+                api_key_header: spec
+                    .api_key_header
+                    .clone()
+                    .unwrap_or_else(portico_model::security::api_key_header),
+                api_key_query: spec.api_key_query.clone(),
+                scopes,
+            }),
+            sandbox_forward: if mode == AuthMode::None {
+                None
+            } else {
+                sandbox_forward.clone()
+            },
             ..Route::default()
         };
         if route.forward.is_none() {
+            route.sandbox_forward = None;
             // No backend for this environment (a sandbox gateway, an API without sandbox
             // endpoints): answer so, rather than pretending the API is not there.
             route.rewrite = None;

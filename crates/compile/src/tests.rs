@@ -11,6 +11,9 @@ fn api(name: &str, context: &str) -> ApiSpec {
         production_endpoints: vec!["http://10.0.0.1:8080/api".into()],
         sandbox_endpoints: vec!["http://10.0.0.2:9090".into()],
         operations: vec![],
+        auth: Default::default(),
+        api_key_header: None,
+        api_key_query: None,
     }
 }
 
@@ -30,6 +33,7 @@ fn build(kind: GatewayKind, apis: Vec<DeployedApi<'_>>) -> Snapshot {
         apis,
         routes: vec![],
         services: &[],
+        api_keys: &[],
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -79,10 +83,14 @@ fn operations_become_routes_with_methods_and_paths() {
         Operation {
             method: Some("GET".into()),
             path: "/pets".into(),
+            auth: None,
+            scopes: vec![],
         },
         Operation {
             method: None,
             path: "/stores".into(),
+            auth: None,
+            scopes: vec![],
         },
     ];
     let s = build(GatewayKind::Production, vec![deployed(&a, "pets-v1")]);
@@ -150,6 +158,7 @@ fn raw_routes_bring_their_services_and_missing_ones_are_named() {
         apis: vec![],
         routes: vec![&route],
         services: &services,
+        api_keys: &[],
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.services.len(), 1);
@@ -159,6 +168,7 @@ fn raw_routes_bring_their_services_and_missing_ones_are_named() {
         apis: vec![],
         routes: vec![&route],
         services: &[],
+        api_keys: &[],
     });
     assert!(
         matches!(err, Err(Error::MissingService { ref service, .. }) if service == "svc"),

@@ -14,8 +14,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use portico_model::{
-    ApiSpec, FieldError, Format, GatewayKind, GatewaySpec, Lifecycle, Listener, NodeReport,
-    RouteSpec, Service,
+    ApiSpec, ConsumerSpec, FieldError, Format, GatewayKind, GatewaySpec, KeyType, Lifecycle,
+    Listener, NodeReport, RouteSpec, Service,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -76,6 +76,26 @@ pub fn router(state: Arc<ControlPlane>) -> Router {
             axum::routing::delete(undeploy),
         )
         .route("/deployments", get(all_deployments))
+        .route("/consumers", get(list_consumers).post(create_consumer))
+        .route(
+            "/consumers/{name}",
+            get(get_consumer)
+                .put(update_consumer)
+                .delete(delete_consumer),
+        )
+        .route(
+            "/consumers/{name}/subscriptions",
+            get(list_subscriptions).post(subscribe),
+        )
+        .route(
+            "/consumers/{name}/subscriptions/{api}",
+            axum::routing::delete(unsubscribe),
+        )
+        .route("/consumers/{name}/keys", get(list_keys).post(create_key))
+        .route(
+            "/consumers/{name}/keys/{id}",
+            axum::routing::delete(revoke_key),
+        )
         .route("/status", get(status))
         .layer(middleware::from_fn_with_state(state.clone(), admin_auth));
     let sync = Router::new()
@@ -722,6 +742,149 @@ async fn api_deployments(State(st): St, Path(id): Path<String>) -> Res {
 
 async fn all_deployments(State(st): St) -> Res {
     ok(json!({ "items": st.store.deployments(None).await? }))
+}
+
+// ---- consumers, subscriptions, keys ----
+
+async fn list_consumers(State(st): St) -> Res {
+    ok(json!({ "items": st.store.consumers().await? }))
+}
+
+async fn get_consumer(State(st): St, Path(name): Path<String>) -> Res {
+    let r = st.store.consumer(&name).await?;
+    Ok(with_etag(StatusCode::OK, &r.meta, to_value(&r)))
+}
+
+async fn create_consumer(State(st): St, bytes: Bytes) -> Res {
+    let spec: ConsumerSpec = body(&bytes)?;
+    spec.validate().map_err(invalid)?;
+    let r = st.store.create_consumer(&spec).await?;
+    Ok(with_etag(StatusCode::CREATED, &r.meta, to_value(&r)))
+}
+
+async fn update_consumer(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(q): Query<VersionQuery>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Res {
+    let expected = expected_version(&headers, &q)?;
+    let spec: ConsumerSpec = body(&bytes)?;
+    spec.validate().map_err(invalid)?;
+    let (r, moved) = st.store.update_consumer(&name, &spec, expected).await?;
+    st.hub.publish(&moved);
+    Ok(with_etag(StatusCode::OK, &r.meta, to_value(&r)))
+}
+
+async fn delete_consumer(State(st): St, Path(name): Path<String>) -> Res {
+    let moved = st.store.delete_consumer(&name).await?;
+    st.hub.publish(&moved);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeRequest {
+    api: String,
+    #[serde(default)]
+    tier: Option<String>,
+}
+
+async fn list_subscriptions(State(st): St, Path(name): Path<String>) -> Res {
+    ok(json!({ "items": st.store.subscriptions(&name).await? }))
+}
+
+async fn subscribe(State(st): St, Path(name): Path<String>, bytes: Bytes) -> Res {
+    let req: SubscribeRequest = body(&bytes)?;
+    let moved = st
+        .store
+        .subscribe(&name, &req.api, req.tier.as_deref())
+        .await?;
+    st.hub.publish(&moved);
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "consumer": name, "api": req.api, "tier": req.tier })),
+    )
+        .into_response())
+}
+
+async fn unsubscribe(State(st): St, Path((name, api)): Path<(String, String)>) -> Res {
+    let moved = st.store.unsubscribe(&name, &api).await?;
+    st.hub.publish(&moved);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_keys(State(st): St, Path(name): Path<String>) -> Res {
+    ok(json!({ "items": st.store.credentials(&name).await? }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRequest {
+    #[serde(rename = "type")]
+    key_type: KeyType,
+    #[serde(default = "api_key_kind")]
+    kind: crate::store::CredentialKind,
+    /// Days until it stops working; never when absent.
+    #[serde(default)]
+    expires_in_days: Option<u32>,
+}
+
+fn api_key_kind() -> crate::store::CredentialKind {
+    crate::store::CredentialKind::ApiKey
+}
+
+async fn create_key(State(st): St, Path(name): Path<String>, bytes: Bytes) -> Res {
+    use crate::store::{CredentialKind, NewCredential};
+    let req: KeyRequest = body(&bytes)?;
+    if req.expires_in_days == Some(0) {
+        return Err(Error::Invalid(vec![FieldError::new(
+            "expires_in_days",
+            "give 1 or more days, or leave it out for a key that does not expire",
+        )]));
+    }
+    let expires_at = req.expires_in_days.map(|d| now() + i64::from(d) * 86_400);
+    let (id, secret, mut out) = match req.kind {
+        CredentialKind::ApiKey => {
+            let key = secrets::generate("pk_");
+            let id = format!("key_{}", &secrets::hash(&key)[..12]);
+            let out = json!({ "id": id, "kind": "api_key", "key": key });
+            (id, key, out)
+        }
+        CredentialKind::Client => {
+            let client_id = format!("cl_{}", &secrets::hash(&secrets::generate(""))[..16]);
+            let secret = secrets::generate("cs_");
+            let out = json!({ "id": client_id, "kind": "client", "client_id": client_id, "client_secret": secret });
+            (client_id, secret, out)
+        }
+    };
+    let moved = st
+        .store
+        .add_credential(
+            &name,
+            &NewCredential {
+                id,
+                kind: req.kind,
+                key_type: req.key_type,
+                secret_hash: secrets::hash(&secret),
+                hint: secret.chars().take(8).collect(),
+                expires_at,
+            },
+        )
+        .await?;
+    st.hub.publish(&moved);
+    out["consumer"] = json!(name);
+    out["type"] = json!(req.key_type.as_str());
+    out["expires_at"] = json!(expires_at);
+    out["message"] = json!("shown once: store it now; only its hash is kept");
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+async fn revoke_key(State(st): St, Path((name, id)): Path<(String, String)>) -> Res {
+    let moved = st.store.revoke_credential(&name, &id).await?;
+    st.hub.publish(&moved);
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---- sync (gateway API token) ----

@@ -56,6 +56,7 @@ impl Error {
             "gateway" => "gateways",
             "service" => "services",
             "route" => "routes",
+            "consumer" => "consumers",
             _ => "apis",
         };
         Self::NotFound(format!(

@@ -19,13 +19,16 @@ pub mod error;
 pub mod listener;
 pub mod node;
 pub mod route;
+pub mod security;
 pub mod service;
 pub mod snapshot;
 pub mod sync;
 pub mod units;
 pub mod validate;
 
-pub use control::{ApiSpec, GatewayKind, GatewaySpec, Lifecycle, Operation, RouteSpec, Visibility};
+pub use control::{
+    ApiSpec, ConsumerSpec, GatewayKind, GatewaySpec, Lifecycle, Operation, RouteSpec, Visibility,
+};
 pub use error::{Error, FieldError};
 pub use listener::{Limits, Listener, ListenerProtocol};
 pub use node::{AccessLog, AdminSettings, ControlPlaneLink, Internal, NodeSettings};
@@ -33,6 +36,7 @@ pub use route::{
     FixedResponse, Forward, GrpcMatch, HeaderEdits, HeaderMatch, PathMatch, PrefixRewrite,
     QueryMatch, Redirect, Rewrite, Route, RouteMatch, Target,
 };
+pub use security::{ApiKeyGrant, AuthMode, KeyType, RouteAuth, Security};
 pub use service::{
     Endpoint, HashOn, LoadBalancing, OutlierDetection, Retries, Service, UpstreamProtocol,
 };

@@ -49,6 +49,12 @@ pub struct Route {
     /// Overrides the target services' request timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Who may call: credentials checked before anything else (managed APIs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::security::RouteAuth>,
+    /// On a hybrid gateway, where callers with sandbox credentials are forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_forward: Option<Forward>,
 }
 
 /// Conditions a request must meet; all given conditions must hold.

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::listener::Listener;
 use crate::node::NodeSettings;
 use crate::route::Route;
+use crate::security::Security;
 use crate::service::Service;
 use crate::validate;
 
@@ -30,6 +31,9 @@ pub struct Snapshot {
     /// Routes, in definition order (the last tie-breaker of precedence).
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Key material for routes with an `auth` policy.
+    #[serde(default, skip_serializing_if = "Security::is_empty")]
+    pub security: Security,
 }
 
 impl Default for Snapshot {
@@ -40,6 +44,7 @@ impl Default for Snapshot {
             listeners: Vec::new(),
             services: Vec::new(),
             routes: Vec::new(),
+            security: Security::default(),
         }
     }
 }
@@ -137,6 +142,7 @@ impl GatewayFile {
             listeners: self.listeners,
             services: self.services,
             routes: self.routes,
+            security: Security::default(),
         };
         (self.node, snapshot)
     }

@@ -498,6 +498,35 @@ impl Validator {
         if let Some(f) = &r.forward {
             self.forward(&format!("{p}.forward"), f, services);
         }
+        if let Some(f) = &r.sandbox_forward {
+            if r.forward.is_none() {
+                self.err(
+                    format!("{p}.sandbox_forward"),
+                    "a sandbox target needs the route to forward too",
+                );
+            }
+            self.forward(&format!("{p}.sandbox_forward"), f, services);
+        }
+        if let Some(a) = &r.auth {
+            if a.api.trim().is_empty() {
+                self.err(
+                    format!("{p}.auth.api"),
+                    "name the API callers must be subscribed to",
+                );
+            }
+            if !is_token(&a.api_key_header) {
+                self.err(
+                    format!("{p}.auth.api_key_header"),
+                    format!("`{}` is not a header name", a.api_key_header),
+                );
+            }
+            if a.mode == crate::security::AuthMode::None {
+                self.err(
+                    format!("{p}.auth.mode"),
+                    "leave `auth` out for a route anyone may call",
+                );
+            }
+        }
         let prefix_match = matches!(
             r.matches.path,
             Some(PathMatch::Prefix(_) | PathMatch::PathPrefix(_))

@@ -839,3 +839,153 @@ fn diff_lines(old: &Value, new: &Value) -> Vec<String> {
     }
     out
 }
+
+const CONSUMER_COLUMNS: &[(&str, &str)] = &[
+    ("NAME", "/spec/name"),
+    ("OWNER", "/spec/owner"),
+    ("TIER", "/spec/tier"),
+    ("VERSION", "/version"),
+];
+
+/// `portico consumers ...`
+pub async fn consumers(c: &Client, cmd: crate::ConsumersCommand) -> anyhow::Result<()> {
+    use crate::ConsumersCommand as C;
+    match cmd {
+        C::List => c.print(
+            &c.get("/api/v1/consumers").await?,
+            CONSUMER_COLUMNS,
+            Some("items"),
+        ),
+        C::Get { name } => c.print(
+            &c.get(&format!("/api/v1/consumers/{name}")).await?,
+            CONSUMER_COLUMNS,
+            None,
+        ),
+        C::Create { name, owner, tier } => {
+            let (_, v) = c
+                .call(
+                    Method::POST,
+                    "/api/v1/consumers",
+                    Some(&json!({"name": name, "owner": owner, "tier": tier})),
+                    None,
+                )
+                .await?;
+            c.print(&v, CONSUMER_COLUMNS, None);
+        }
+        C::Delete { name } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/consumers/{name}"),
+                None,
+                None,
+            )
+            .await?;
+            println!("Deleted consumer `{name}` with its subscriptions and keys.");
+        }
+    }
+    Ok(())
+}
+
+/// `portico subscriptions ...`
+pub async fn subscriptions(c: &Client, cmd: crate::SubscriptionsCommand) -> anyhow::Result<()> {
+    use crate::SubscriptionsCommand as S;
+    let columns: &[(&str, &str)] = &[("API", "/api"), ("TIER", "/tier")];
+    match cmd {
+        S::List { consumer } => c.print(
+            &c.get(&format!("/api/v1/consumers/{consumer}/subscriptions"))
+                .await?,
+            columns,
+            Some("items"),
+        ),
+        S::Add {
+            consumer,
+            api,
+            tier,
+        } => {
+            c.call(
+                Method::POST,
+                &format!("/api/v1/consumers/{consumer}/subscriptions"),
+                Some(&json!({"api": api, "tier": tier})),
+                None,
+            )
+            .await?;
+            println!("Subscribed `{consumer}` to `{api}`.");
+        }
+        S::Remove { consumer, api } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/consumers/{consumer}/subscriptions/{api}"),
+                None,
+                None,
+            )
+            .await?;
+            println!("Unsubscribed `{consumer}` from `{api}`.");
+        }
+    }
+    Ok(())
+}
+
+/// `portico keys ...`
+pub async fn keys(c: &Client, cmd: crate::KeysCommand) -> anyhow::Result<()> {
+    use crate::KeysCommand as K;
+    match cmd {
+        K::List { consumer } => c.print(
+            &c.get(&format!("/api/v1/consumers/{consumer}/keys")).await?,
+            &[
+                ("ID", "/id"),
+                ("KIND", "/kind"),
+                ("TYPE", "/key_type"),
+                ("HINT", "/hint"),
+                ("EXPIRES", "/expires_at"),
+                ("REVOKED", "/revoked_at"),
+            ],
+            Some("items"),
+        ),
+        K::Create {
+            consumer,
+            key_type,
+            client,
+            expires_in_days,
+        } => {
+            let body = json!({
+                "type": key_type,
+                "kind": if client { "client" } else { "api_key" },
+                "expires_in_days": expires_in_days,
+            });
+            let (_, v) = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/consumers/{consumer}/keys"),
+                    Some(&body),
+                    None,
+                )
+                .await?;
+            if c.output == Output::Json {
+                c.print(&v, &[], None);
+            } else if client {
+                println!(
+                    "Client for `{consumer}` ({key_type}), shown once:\n    client_id:     {}\n    client_secret: {}",
+                    cell(&v, "/client_id"),
+                    cell(&v, "/client_secret")
+                );
+            } else {
+                println!(
+                    "API key for `{consumer}` ({key_type}), shown once (id {}):\n    {}",
+                    cell(&v, "/id"),
+                    cell(&v, "/key")
+                );
+            }
+        }
+        K::Revoke { consumer, id } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/consumers/{consumer}/keys/{id}"),
+                None,
+                None,
+            )
+            .await?;
+            println!("Revoked `{id}`: gateways refuse it from their next sync.");
+        }
+    }
+    Ok(())
+}

@@ -67,6 +67,103 @@ enum Command {
     Status,
     /// Bring the control plane to a file's state (gateways, services, routes, APIs).
     Apply(ApplyArgs),
+    /// Consumers: who calls APIs.
+    #[command(subcommand)]
+    Consumers(ConsumersCommand),
+    /// A consumer's subscriptions to APIs.
+    #[command(subcommand)]
+    Subscriptions(SubscriptionsCommand),
+    /// A consumer's API keys and client credentials.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `portico consumers ...`
+#[derive(Debug, Subcommand)]
+pub enum ConsumersCommand {
+    /// List consumers.
+    List,
+    /// Show one.
+    Get {
+        /// Name.
+        name: String,
+    },
+    /// Create one.
+    Create {
+        /// Name.
+        name: String,
+        /// Who owns it.
+        #[arg(long, default_value = "")]
+        owner: String,
+        /// Throttling tier.
+        #[arg(long)]
+        tier: Option<String>,
+    },
+    /// Delete one, with its subscriptions and credentials.
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+/// `portico subscriptions ...`
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionsCommand {
+    /// A consumer's subscriptions.
+    List {
+        /// Consumer.
+        consumer: String,
+    },
+    /// Subscribe a consumer to an API.
+    Add {
+        /// Consumer.
+        consumer: String,
+        /// API id.
+        #[arg(long)]
+        api: String,
+        /// Throttling tier.
+        #[arg(long)]
+        tier: Option<String>,
+    },
+    /// End a subscription.
+    Remove {
+        /// Consumer.
+        consumer: String,
+        /// API id.
+        #[arg(long)]
+        api: String,
+    },
+}
+
+/// `portico keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// A consumer's credentials (never their secrets).
+    List {
+        /// Consumer.
+        consumer: String,
+    },
+    /// Make an API key (or, with --client, a client id and secret); shown once.
+    Create {
+        /// Consumer.
+        consumer: String,
+        /// production or sandbox.
+        #[arg(long = "type", default_value = "production")]
+        key_type: String,
+        /// A client id and secret for the token service instead of an API key.
+        #[arg(long)]
+        client: bool,
+        /// Days until it stops working.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// Revoke one: gateways refuse it after their next sync.
+    Revoke {
+        /// Consumer.
+        consumer: String,
+        /// Credential id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -458,6 +555,9 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
             cli::undeploy(&client(&global)?, &a.api, &a.gateway, wait).await
         }
         Command::Status => cli::status(&client(&global)?).await,
+        Command::Consumers(cmd) => cli::consumers(&client(&global)?, cmd).await,
+        Command::Subscriptions(cmd) => cli::subscriptions(&client(&global)?, cmd).await,
+        Command::Keys(cmd) => cli::keys(&client(&global)?, cmd).await,
         Command::Apply(a) => cli::apply(&client(&global)?, &a.file, a.dry_run, a.prune).await,
     }
 }

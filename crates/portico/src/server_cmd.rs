@@ -83,7 +83,9 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut versions = st.hub.subscribe(gid, applied.version);
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
+    // Report well within the offline threshold (every 10 s with the default 30 s).
+    let mut heartbeat =
+        tokio::time::interval((opts.node_offline_after / 3).min(Duration::from_secs(10)));
     loop {
         tokio::select! {
             r = versions.changed() => {

@@ -126,10 +126,32 @@ async fn proxy(
         l.route = Some(route.name.clone());
     }
     check_limits(lr, route, &req)?;
+    let mut req = req;
+    let mut sandbox = false;
+    if let Some(policy) = &route.auth {
+        // Phase `authenticate`.
+        let caller = crate::auth::authenticate(
+            &lr.security,
+            policy,
+            req.headers(),
+            req.uri().query(),
+            clock::now_ms() / 1000,
+        )?;
+        sandbox = caller.key_type == portico_model::KeyType::Sandbox;
+        crate::auth::forward_identity(policy, &caller, req.headers_mut());
+    } else {
+        // Only the gateway says who called.
+        req.headers_mut().remove(&crate::auth::X_CONSUMER);
+        req.headers_mut().remove(&crate::auth::X_KEY_TYPE);
+    }
     let mut resp = match &route.action {
         Action::Redirect(r) => redirect(r, route, &req, normalized.as_deref(), conn.scheme),
         Action::Fixed(f) => fixed(f, req.method() == Method::HEAD),
         Action::Forward(f) => {
+            let f = match (&route.sandbox, sandbox) {
+                (Some(s), true) => s,
+                _ => f,
+            };
             return forward(f, route, conn, req, normalized, ex, request_id).await;
         }
     };

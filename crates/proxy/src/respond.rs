@@ -44,6 +44,10 @@ pub enum ErrorKind {
     UpgradeUnsupported,
     /// The client broke off its request body.
     ClientAborted,
+    /// Credentials are missing, unknown or expired.
+    Unauthorized,
+    /// The caller is known but may not call this (key type, subscription).
+    Forbidden,
 }
 
 /// An error with the detail shown to the client.
@@ -71,6 +75,8 @@ impl ErrorKind {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest | Self::ClientAborted => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
@@ -95,6 +101,8 @@ impl ErrorKind {
             Self::UpstreamReset => "upstream_reset",
             Self::UpgradeUnsupported => "upgrade_unsupported",
             Self::ClientAborted => "client_aborted",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
         }
     }
 
@@ -105,7 +113,9 @@ impl ErrorKind {
             | Self::BadRequest
             | Self::HeadersTooLarge
             | Self::BodyTooLarge
-            | Self::ClientAborted => Fault::Downstream,
+            | Self::ClientAborted
+            | Self::Unauthorized
+            | Self::Forbidden => Fault::Downstream,
             Self::NoEndpoint
             | Self::ConnectFailed
             | Self::ConnectTimeout
@@ -123,6 +133,8 @@ impl ErrorKind {
             Self::HeadersTooLarge | Self::BodyTooLarge => 8, // RESOURCE_EXHAUSTED
             Self::UpstreamTimeout => 4,                      // DEADLINE_EXCEEDED
             Self::UpgradeUnsupported => 13,                  // INTERNAL
+            Self::Unauthorized => 16,                        // UNAUTHENTICATED
+            Self::Forbidden => 7,                            // PERMISSION_DENIED
             Self::NoEndpoint | Self::ConnectFailed | Self::ConnectTimeout | Self::UpstreamReset => {
                 14
             } // UNAVAILABLE
@@ -162,6 +174,9 @@ pub fn error_response(
             .header(CONTENT_LENGTH, body.len());
         if let Some(id) = request_id {
             builder = builder.header("x-request-id", id.clone());
+        }
+        if err.kind == ErrorKind::Unauthorized {
+            builder = builder.header("www-authenticate", "APIKey realm=\"portico\"");
         }
         return builder
             .body(ResponseBody::full(body))

@@ -76,6 +76,8 @@ pub struct ListenerRuntime {
     pub access_log: Option<Arc<AccessLog>>,
     /// Snapshot version.
     pub version: Arc<str>,
+    /// Key material for routes with a policy.
+    pub security: Arc<crate::auth::SecurityRuntime>,
 }
 
 /// A compiled route.
@@ -99,6 +101,10 @@ pub struct Route {
     pub prefix_len: Option<usize>,
     /// Metrics for redirects and fixed responses.
     pub stats: Arc<RouteStats>,
+    /// Who may call, when the route checks.
+    pub auth: Option<crate::auth::Auth>,
+    /// Where callers with sandbox credentials go (hybrid gateways).
+    pub sandbox: Option<Forward>,
 }
 
 /// A route's action.
@@ -207,6 +213,7 @@ impl Runtime {
                 Service::compile(s, &cx.registry, &cx.metrics).await,
             );
         }
+        let security = Arc::new(crate::auth::SecurityRuntime::compile(&snapshot.security));
         let mut listeners = Vec::new();
         for l in &snapshot.listeners {
             let name: Arc<str> = l.effective_name().into();
@@ -249,6 +256,7 @@ impl Runtime {
                 idle_timeout: l.idle_timeout.get(),
                 access_log: cx.access_log.clone(),
                 version: version.clone(),
+                security: security.clone(),
             });
             listeners.push(CompiledListener { spec, runtime });
         }
@@ -282,7 +290,8 @@ fn compile_route(
         _ => None,
     };
     let no_service: Arc<str> = "".into();
-    let action = if let Some(f) = &r.forward {
+    let rw = r.rewrite.clone().unwrap_or_default();
+    let compile_forward = |f: &portico_model::Forward| -> Result<Forward, Error> {
         let mut targets = Vec::new();
         let mut total = 0u32;
         for t in f.all_targets() {
@@ -299,7 +308,6 @@ fn compile_route(
                 cumulative: total,
             });
         }
-        let rw = r.rewrite.clone().unwrap_or_default();
         let path = match (&rw.path, &rw.prefix, prefix_len) {
             (Some(p), _, _) => PathRewrite::Full(p.clone()),
             (None, Some(PrefixRewrite::Off), _) | (None, _, None) => PathRewrite::Keep,
@@ -313,12 +321,26 @@ fn compile_route(
             (None, true) => HostRewrite::Target,
             (None, false) => HostRewrite::Keep,
         };
-        Action::Forward(Forward {
+        Ok(Forward {
             targets,
             total,
             path,
             host,
         })
+    };
+    let sandbox = r
+        .sandbox_forward
+        .as_ref()
+        .map(&compile_forward)
+        .transpose()?;
+    let auth = r
+        .auth
+        .as_ref()
+        .map(crate::auth::Auth::compile)
+        .transpose()
+        .map_err(&err)?;
+    let action = if let Some(f) = &r.forward {
+        Action::Forward(compile_forward(f)?)
     } else if let Some(rd) = &r.redirect {
         let path = match (&rd.path, &rd.prefix) {
             (Some(p), _) => PathRewrite::Full(p.clone()),
@@ -372,6 +394,8 @@ fn compile_route(
             .min(listener_max_header),
         timeout: r.timeout.map(|t| t.get()),
         prefix_len,
+        auth,
+        sandbox,
     })
 }
 

@@ -136,10 +136,12 @@ async fn serve_tcp(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<
     stats.open.inc();
     stats.accepted.inc();
     let proto = if protocol == ListenerProtocol::Http {
-        tokio::time::timeout(idle, sniff(&stream))
-            .await
-            .ok()
-            .flatten()
+        // A connection that has sent nothing yet is idle: a drain closes it at once.
+        let mut stop = shared.stop.subscribe();
+        tokio::select! {
+            p = tokio::time::timeout(idle, sniff(&stream)) => p.ok().flatten(),
+            _ = stopped(&mut stop) => None,
+        }
     } else {
         Some(Proto::Http2)
     };

@@ -24,15 +24,27 @@ use tokio::sync::Mutex;
 
 use crate::error::Error;
 
+mod consumers;
+pub use consumers::{
+    ClientRecord, CredentialKind, CredentialRecord, NewCredential, SubscriptionRecord,
+};
+
 /// Name of the gateway `portico server` serves itself.
 pub const DEFAULT_GATEWAY: &str = "default";
 
 /// The versioned migrations, in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "consumers",
+        include_str!("../../migrations/sqlite/0002_consumers.sql"),
+    ),
+];
 
 /// The control plane's database.
 #[derive(Debug)]
@@ -1536,6 +1548,7 @@ async fn recompile(conn: &mut SqliteConnection, gateway_ids: &[i64]) -> Result<M
         .iter()
         .map(|s| from_json(s))
         .collect::<Result<_, _>>()?;
+        let api_keys = consumers::api_key_grants(conn, gid).await?;
         let input = Input {
             gateway: &gateway,
             apis: deployed
@@ -1550,6 +1563,7 @@ async fn recompile(conn: &mut SqliteConnection, gateway_ids: &[i64]) -> Result<M
                 .collect(),
             routes: route_specs.iter().collect(),
             services: &services,
+            api_keys: &api_keys,
         };
         let snapshot = portico_compile::compile(&input).map_err(|e| {
             Error::Compile(format!(

@@ -1,0 +1,401 @@
+//! Consumers, their subscriptions and credentials. Writes recompile the gateways where the
+//! consumer's subscribed APIs are deployed (API keys travel in those gateways' snapshots).
+
+use portico_model::{ApiKeyGrant, ConsumerSpec, KeyType};
+use serde::Serialize;
+use sqlx::{Row, SqliteConnection};
+
+use super::{
+    Moved, Record, Store, delete, from_json, get, insert, key, list, now, recompile, update,
+};
+use crate::error::Error;
+
+/// A subscription of a consumer to an API.
+#[derive(Clone, Debug, Serialize)]
+pub struct SubscriptionRecord {
+    /// The API's id.
+    pub api: String,
+    /// Throttling tier, when set.
+    pub tier: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// What kind of credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// An API key.
+    ApiKey,
+    /// A client id and secret for the token service.
+    Client,
+}
+
+impl CredentialKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiKey => "api_key",
+            Self::Client => "client",
+        }
+    }
+}
+
+/// A credential, without its secret.
+#[derive(Clone, Debug, Serialize)]
+pub struct CredentialRecord {
+    /// Its id (for a client: the client id).
+    pub id: String,
+    /// The consumer's name.
+    pub consumer: String,
+    /// API key or client.
+    pub kind: CredentialKind,
+    /// Production or sandbox.
+    pub key_type: KeyType,
+    /// The first characters of the secret, to tell keys apart.
+    pub hint: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds, when it expires.
+    pub expires_at: Option<i64>,
+    /// Unix seconds, when it was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// A new credential to store.
+#[derive(Clone, Debug)]
+pub struct NewCredential {
+    /// Its id.
+    pub id: String,
+    /// API key or client.
+    pub kind: CredentialKind,
+    /// Production or sandbox.
+    pub key_type: KeyType,
+    /// SHA-256 of the secret.
+    pub secret_hash: String,
+    /// The first characters of the secret.
+    pub hint: String,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+fn parse_key_type(s: &str) -> KeyType {
+    if s == "sandbox" {
+        KeyType::Sandbox
+    } else {
+        KeyType::Production
+    }
+}
+
+async fn consumer_id(conn: &mut SqliteConnection, name: &str) -> Result<i64, Error> {
+    sqlx::query_scalar("SELECT id FROM consumers WHERE name_key = $1")
+        .bind(key(name))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| Error::not_found("consumer", name))
+}
+
+/// Gateways whose snapshots carry this consumer's keys.
+async fn consumer_gateways(conn: &mut SqliteConnection, consumer: i64) -> Result<Vec<i64>, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT d.gateway_id FROM deployments d JOIN subscriptions s ON s.api_id = d.api_id \
+         WHERE s.consumer_id = $1",
+    )
+    .bind(consumer)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// The API keys a gateway accepts: keys of consumers subscribed to APIs deployed on it.
+pub(super) async fn api_key_grants(
+    conn: &mut SqliteConnection,
+    gateway_id: i64,
+) -> Result<Vec<ApiKeyGrant>, Error> {
+    let rows = sqlx::query(
+        "SELECT c.secret_hash, co.spec, c.key_type, a.api_key, c.expires_at FROM credentials c \
+         JOIN consumers co ON co.id = c.consumer_id \
+         JOIN subscriptions s ON s.consumer_id = c.consumer_id \
+         JOIN deployments d ON d.api_id = s.api_id AND d.gateway_id = $1 \
+         JOIN apis a ON a.id = s.api_id \
+         WHERE c.kind = 'api_key' AND c.revoked_at IS NULL ORDER BY c.secret_hash",
+    )
+    .bind(gateway_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: Vec<ApiKeyGrant> = Vec::new();
+    for r in &rows {
+        let hash: String = r.try_get(0)?;
+        let api: String = r.try_get(3)?;
+        if let Some(last) = out.last_mut()
+            && last.hash == hash
+        {
+            last.apis.push(api);
+            continue;
+        }
+        let spec: ConsumerSpec = from_json(&r.try_get::<String, _>(1)?)?;
+        out.push(ApiKeyGrant {
+            hash,
+            consumer: spec.name,
+            key_type: parse_key_type(&r.try_get::<String, _>(2)?),
+            apis: vec![api],
+            expires_at: r.try_get::<Option<i64>, _>(4)?.map(|t| t.max(0) as u64),
+        });
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Every consumer.
+    pub async fn consumers(&self) -> Result<Vec<Record<ConsumerSpec>>, Error> {
+        list(&self.pool, "consumers").await
+    }
+
+    /// One consumer.
+    pub async fn consumer(&self, name: &str) -> Result<Record<ConsumerSpec>, Error> {
+        get(&self.pool, "consumers", "consumer", name).await
+    }
+
+    /// Creates a consumer.
+    pub async fn create_consumer(
+        &self,
+        spec: &ConsumerSpec,
+    ) -> Result<Record<ConsumerSpec>, Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        insert(&mut tx, "consumers", "consumer", &spec.name, spec).await?;
+        tx.commit().await?;
+        drop(_w);
+        self.consumer(&spec.name).await
+    }
+
+    /// Replaces a consumer if `expected` is its current version.
+    pub async fn update_consumer(
+        &self,
+        name: &str,
+        spec: &ConsumerSpec,
+        expected: i64,
+    ) -> Result<(Record<ConsumerSpec>, Moved), Error> {
+        if key(&spec.name) != key(name) {
+            return Err(Error::Conflict(
+                "a consumer cannot be renamed: its keys and tokens name it".into(),
+            ));
+        }
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let id = update(&mut tx, "consumers", "consumer", name, spec, expected).await?;
+        let gws = consumer_gateways(&mut tx, id).await?;
+        let moved = recompile(&mut tx, &gws).await?;
+        tx.commit().await?;
+        drop(_w);
+        Ok((self.consumer(name).await?, moved))
+    }
+
+    /// Deletes a consumer with its subscriptions and credentials.
+    pub async fn delete_consumer(&self, name: &str) -> Result<Moved, Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let id = consumer_id(&mut tx, name).await?;
+        let gws = consumer_gateways(&mut tx, id).await?;
+        delete(&mut tx, "consumers", "consumer", name).await?;
+        let moved = recompile(&mut tx, &gws).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// A consumer's subscriptions.
+    pub async fn subscriptions(&self, consumer: &str) -> Result<Vec<SubscriptionRecord>, Error> {
+        let mut conn = self.pool.acquire().await?;
+        let id = consumer_id(&mut conn, consumer).await?;
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT a.api_key, s.tier, s.created_at FROM subscriptions s JOIN apis a ON a.id = s.api_id \
+             WHERE s.consumer_id = $1 ORDER BY a.api_key",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(api, tier, created_at)| SubscriptionRecord {
+                api,
+                tier,
+                created_at,
+            })
+            .collect())
+    }
+
+    /// Subscribes a consumer to an API (again: changes the tier).
+    pub async fn subscribe(
+        &self,
+        consumer: &str,
+        api: &str,
+        tier: Option<&str>,
+    ) -> Result<Moved, Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let cid = consumer_id(&mut tx, consumer).await?;
+        let aid = super::api_row_id(&mut tx, api).await?;
+        sqlx::query(
+            "INSERT INTO subscriptions (consumer_id, api_id, tier, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (consumer_id, api_id) DO UPDATE SET tier = excluded.tier",
+        )
+        .bind(cid)
+        .bind(aid)
+        .bind(tier)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        let gws: Vec<i64> =
+            sqlx::query_scalar("SELECT gateway_id FROM deployments WHERE api_id = $1")
+                .bind(aid)
+                .fetch_all(&mut *tx)
+                .await?;
+        let moved = recompile(&mut tx, &gws).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// Ends a subscription.
+    pub async fn unsubscribe(&self, consumer: &str, api: &str) -> Result<Moved, Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let cid = consumer_id(&mut tx, consumer).await?;
+        let aid = super::api_row_id(&mut tx, api).await?;
+        let done = sqlx::query("DELETE FROM subscriptions WHERE consumer_id = $1 AND api_id = $2")
+            .bind(cid)
+            .bind(aid)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!(
+                "consumer `{consumer}` is not subscribed to `{api}`"
+            )));
+        }
+        let gws: Vec<i64> =
+            sqlx::query_scalar("SELECT gateway_id FROM deployments WHERE api_id = $1")
+                .bind(aid)
+                .fetch_all(&mut *tx)
+                .await?;
+        let moved = recompile(&mut tx, &gws).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// A consumer's credentials (never their secrets).
+    pub async fn credentials(&self, consumer: &str) -> Result<Vec<CredentialRecord>, Error> {
+        let mut conn = self.pool.acquire().await?;
+        let cid = consumer_id(&mut conn, consumer).await?;
+        let rows = sqlx::query(
+            "SELECT id, kind, key_type, hint, created_at, expires_at, revoked_at FROM credentials \
+             WHERE consumer_id = $1 ORDER BY created_at, id",
+        )
+        .bind(cid)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get(1)?;
+                Ok(CredentialRecord {
+                    id: r.try_get(0)?,
+                    consumer: consumer.to_owned(),
+                    kind: if kind == "client" {
+                        CredentialKind::Client
+                    } else {
+                        CredentialKind::ApiKey
+                    },
+                    key_type: parse_key_type(&r.try_get::<String, _>(2)?),
+                    hint: r.try_get(3)?,
+                    created_at: r.try_get(4)?,
+                    expires_at: r.try_get(5)?,
+                    revoked_at: r.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores a new credential (its secret hashed).
+    pub async fn add_credential(&self, consumer: &str, c: &NewCredential) -> Result<Moved, Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let cid = consumer_id(&mut tx, consumer).await?;
+        sqlx::query(
+            "INSERT INTO credentials (id, consumer_id, kind, key_type, secret_hash, hint, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&c.id)
+        .bind(cid)
+        .bind(c.kind.as_str())
+        .bind(c.key_type.as_str())
+        .bind(&c.secret_hash)
+        .bind(&c.hint)
+        .bind(now())
+        .bind(c.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        let moved = if c.kind == CredentialKind::ApiKey {
+            let gws = consumer_gateways(&mut tx, cid).await?;
+            recompile(&mut tx, &gws).await?
+        } else {
+            Vec::new()
+        };
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// Revokes a credential: API keys leave the snapshots, clients get no new tokens.
+    pub async fn revoke_credential(&self, consumer: &str, id: &str) -> Result<Moved, Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let cid = consumer_id(&mut tx, consumer).await?;
+        let done = sqlx::query(
+            "UPDATE credentials SET revoked_at = $1 WHERE id = $2 AND consumer_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(id)
+        .bind(cid)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!(
+                "consumer `{consumer}` has no active credential `{id}`: list them with GET /api/v1/consumers/{consumer}/keys"
+            )));
+        }
+        let gws = consumer_gateways(&mut tx, cid).await?;
+        let moved = recompile(&mut tx, &gws).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// A client credential by id: (consumer, key type, secret hash, expires, revoked).
+    pub async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
+        let row = sqlx::query(
+            "SELECT co.spec, c.key_type, c.secret_hash, c.expires_at, c.revoked_at FROM credentials c \
+             JOIN consumers co ON co.id = c.consumer_id WHERE c.id = $1 AND c.kind = 'client'",
+        )
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let spec: ConsumerSpec = from_json(&r.try_get::<String, _>(0)?)?;
+        Ok(Some(ClientRecord {
+            consumer: spec.name,
+            key_type: parse_key_type(&r.try_get::<String, _>(1)?),
+            secret_hash: r.try_get(2)?,
+            expires_at: r.try_get(3)?,
+            revoked_at: r.try_get(4)?,
+        }))
+    }
+}
+
+/// A client credential as the token service needs it.
+#[derive(Clone, Debug)]
+pub struct ClientRecord {
+    /// The consumer's name.
+    pub consumer: String,
+    /// Production or sandbox.
+    pub key_type: KeyType,
+    /// SHA-256 of the secret.
+    pub secret_hash: String,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    /// Unix seconds.
+    pub revoked_at: Option<i64>,
+}

@@ -1,0 +1,257 @@
+//! Helpers shared by the end-to-end tests: a control plane process, gateway nodes
+//! installed with `portico gateway init`, polling until a URL answers.
+
+#![allow(dead_code, clippy::unwrap_used)] // each test binary uses part of it
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use portico_testkit::Client;
+use portico_testkit::process::Process;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portico");
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct ControlPlane {
+    pub process: Process,
+    pub url: String,
+    pub token: String,
+    pub gateway_port: u16,
+}
+
+pub async fn start_server(
+    data: &Path,
+    admin_port: u16,
+    gateway_port: u16,
+    token: Option<&str>,
+) -> ControlPlane {
+    let url = format!("http://127.0.0.1:{admin_port}");
+    let process = Process::spawn(
+        Path::new(BIN),
+        &[
+            "server",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{admin_port}"),
+            "--gateway-port",
+            &gateway_port.to_string(),
+            "--internal",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--node-offline-after",
+            "3",
+        ],
+        &[],
+    );
+    process.wait_for("control plane ready", WAIT).await;
+    let token = match token {
+        Some(t) => t.to_owned(),
+        None => process
+            .lines()
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| l.starts_with("pat_"))
+            .unwrap_or_else(|| panic!("no admin token printed:\n{}", process.output()))
+            .to_owned(),
+    };
+    ControlPlane {
+        process,
+        url,
+        token,
+        gateway_port,
+    }
+}
+
+impl ControlPlane {
+    pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.api_with(method, path, body, &[]).await
+    }
+
+    pub async fn api_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let client = reqwest::Client::new();
+        let mut req = client
+            .request(method.parse().unwrap(), format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Runs a client command of the binary against this control plane.
+    pub async fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = tokio::process::Command::new(BIN)
+            .args(args)
+            .env("PORTICO_URL", &self.url)
+            .env("PORTICO_TOKEN", &self.token)
+            .env("PORTICO_CLI_CONFIG", "/nonexistent/cli.json")
+            .output()
+            .await
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    pub async fn cli_ok(&self, args: &[&str]) -> String {
+        let (ok, text) = self.cli(args).await;
+        assert!(ok, "portico {args:?} failed:\n{text}");
+        text
+    }
+}
+
+/// A node installed with `portico gateway init`.
+pub struct Node {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub token: String,
+    pub secret: String,
+    pub admin_port: u16,
+    pub traffic_port: u16,
+    pub process: Option<Process>,
+}
+
+pub async fn init_node(root: &Path, name: &str, cp_url: &str) -> Node {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("node.toml");
+    let admin_port = free_port();
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "gateway",
+            "init",
+            "--config",
+            config.to_str().unwrap(),
+            "--control-plane",
+            cp_url,
+            "--admin-listen",
+            &format!("127.0.0.1:{admin_port}"),
+            "--cache-dir",
+            dir.join("cache").to_str().unwrap(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "gateway init failed: {text}");
+    let field = |label: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no `{label}` in:\n{text}"))
+    };
+    let token = field("API token:");
+    let secret = field("JWT secret:");
+    // The file holds both, readable by its owner only.
+    let file = std::fs::read_to_string(&config).unwrap();
+    assert!(file.contains(&token) && file.contains(&secret));
+    // Report every second: the test control plane calls a node offline after 3 s.
+    let faster = file.replace("heartbeat = \"10s\"", "heartbeat = \"1s\"");
+    assert_ne!(faster, file, "no heartbeat in:\n{file}");
+    std::fs::write(&config, &faster).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    Node {
+        dir,
+        config,
+        token,
+        secret,
+        admin_port,
+        traffic_port: free_port(),
+        process: None,
+    }
+}
+
+impl Node {
+    pub async fn start(&mut self) {
+        let p = Process::spawn(
+            Path::new(BIN),
+            &[
+                "gateway",
+                "run",
+                "--config",
+                self.config.to_str().unwrap(),
+                // Two workers bind the traffic port with SO_REUSEPORT, so a second node of
+                // the same gateway can share it on this one machine.
+                "--workers",
+                "2",
+                "--poll-wait",
+                "5",
+                // Several nodes share this machine: each gets its own internal port.
+                "--internal",
+                "127.0.0.1:0",
+            ],
+            &[],
+        );
+        p.wait_for("admin API ready", WAIT).await;
+        self.process = Some(p);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.signal(libc::SIGTERM);
+            assert!(
+                p.wait(WAIT).await.is_some(),
+                "the node did not stop:\n{}",
+                p.output()
+            );
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.traffic_port)
+    }
+
+    pub fn output(&self) -> String {
+        self.process
+            .as_ref()
+            .map(Process::output)
+            .unwrap_or_default()
+    }
+}
+
+/// Polls until `url` answers `want` (deploys reach nodes asynchronously).
+pub async fn eventually_serves(client: &Client, url: &str, want: &str) {
+    let deadline = Instant::now() + WAIT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match client.send(portico_testkit::client::get(url)).await {
+            Ok(r) if r.status == 200 && r.text() == want => return,
+            Ok(r) => last = format!("{} {}", r.status, r.text()),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never answered `{want}`; last answer: {last}");
+}

@@ -1,0 +1,324 @@
+//! API keys end to end with real processes: a consumer with a production and a sandbox key,
+//! subscribed to an API on a production, a sandbox and a hybrid gateway; every cell of the
+//! key-type × gateway-type matrix, unsubscribed and revoked keys, expiry, and who the
+//! upstream is told called.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failures
+
+use std::time::{Duration, Instant};
+
+use portico_testkit::{Client, Reply, Upstream};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+mod common;
+
+use common::*;
+
+/// Calls `url` with an API key until the status is `want` (keys reach nodes on sync).
+async fn eventually_status(
+    client: &Client,
+    url: &str,
+    key: Option<&str>,
+    want: u16,
+) -> (u16, String) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut req = portico_testkit::client::get(url);
+        if let Some(k) = key {
+            req.headers_mut().insert("apikey", k.parse().unwrap());
+        }
+        let last = match client.send(req).await {
+            Ok(r) => (r.status.as_u16(), r.text()),
+            Err(e) => (0, e),
+        };
+        if last.0 == want {
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} with {key:?}: wanted {want}, last {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_by_environment_on_production_sandbox_and_hybrid_gateways() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let client = Client::new();
+    // Backends that say which environment they are and who the gateway said called.
+    let backend = |env: &'static str| {
+        Upstream::start(move |r| {
+            let who = r
+                .headers
+                .get("x-portico-consumer")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned();
+            let leaked = r.headers.contains_key("apikey");
+            Reply::text(format!("{env} {who} leaked={leaked}"))
+        })
+    };
+    let prod = backend("prod").await;
+    let sandbox = backend("sandbox").await;
+
+    let mut p = init_node(root.path(), "p", &cp.url).await;
+    let mut s = init_node(root.path(), "s", &cp.url).await;
+    p.start().await;
+    s.start().await;
+    for (node, name, kind) in [(&p, "prod-gw", "production"), (&s, "sandbox-gw", "sandbox")] {
+        cp.cli_ok(&[
+            "gateways",
+            "link",
+            name,
+            "--type",
+            kind,
+            "--url",
+            &format!("http://127.0.0.1:{}", node.admin_port),
+            "--api-token",
+            &node.token,
+            "--jwt-secret",
+            &node.secret,
+            "--listen",
+            &node.traffic_port.to_string(),
+        ])
+        .await;
+    }
+    // An API that needs an API key, and one that does not need anything.
+    for (name, context, auth) in [("Pets", "/pets", "api_key"), ("Open", "/open", "none")] {
+        let (st, v) = cp
+            .api(
+                "POST",
+                "/api/v1/apis",
+                Some(json!({
+                    "name": name, "version": "v1", "context": context, "auth": auth,
+                    "production_endpoints": [format!("http://{}", prod.addr)],
+                    "sandbox_endpoints": [format!("http://{}", sandbox.addr)],
+                })),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        let id = format!("{}-v1", name.to_lowercase());
+        cp.cli_ok(&["revisions", "create", &id]).await;
+        cp.cli_ok(&[
+            "deploy",
+            &id,
+            "--revision",
+            "1",
+            "--gateway",
+            "prod-gw,sandbox-gw,default",
+            "--wait",
+        ])
+        .await;
+    }
+
+    // A consumer with a key of each type, subscribed to Pets.
+    cp.cli_ok(&["consumers", "create", "acme", "--owner", "team-a"])
+        .await;
+    cp.cli_ok(&["subscriptions", "add", "acme", "--api", "pets-v1"])
+        .await;
+    let key_of = |out: &str| out.lines().last().unwrap().trim().to_owned();
+    let prod_key = key_of(
+        &cp.cli_ok(&["keys", "create", "acme", "--type", "production"])
+            .await,
+    );
+    let sand_key = key_of(
+        &cp.cli_ok(&["keys", "create", "acme", "--type", "sandbox"])
+            .await,
+    );
+    assert!(prod_key.starts_with("pk_") && sand_key.starts_with("pk_"));
+    // Keys are never listed or returned again.
+    let listed = cp.cli_ok(&["keys", "list", "acme", "-o", "json"]).await;
+    assert!(
+        !listed.contains(&prod_key) && !listed.contains(&sand_key),
+        "{listed}"
+    );
+    let (_, snap) = cp
+        .api("GET", "/api/v1/gateways/prod-gw/snapshot", None)
+        .await;
+    assert!(
+        !snap.to_string().contains(&prod_key),
+        "the snapshot carries only hashes"
+    );
+
+    let prod_url = p.url("/pets/x");
+    let sand_url = s.url("/pets/x");
+    let hybrid_url = format!("http://127.0.0.1:{}/pets/x", cp.gateway_port);
+    // The matrix: production gateway takes production keys only, sandbox only sandbox keys,
+    // hybrid both, each sent to its environment's endpoints.
+    let (_, body) = eventually_status(&client, &prod_url, Some(&prod_key), 200).await;
+    assert_eq!(body, "prod acme leaked=false");
+    let (_, body) = eventually_status(&client, &prod_url, Some(&sand_key), 403).await;
+    assert!(
+        body.contains("sandbox key cannot be used on a production gateway"),
+        "{body}"
+    );
+    assert!(!body.contains(&sand_key), "the error echoes the key");
+    let (_, body) = eventually_status(&client, &sand_url, Some(&sand_key), 200).await;
+    assert_eq!(body, "sandbox acme leaked=false");
+    let (_, body) = eventually_status(&client, &sand_url, Some(&prod_key), 403).await;
+    assert!(
+        body.contains("production key cannot be used on a sandbox gateway"),
+        "{body}"
+    );
+    let (_, body) = eventually_status(&client, &hybrid_url, Some(&prod_key), 200).await;
+    assert_eq!(body, "prod acme leaked=false");
+    let (_, body) = eventually_status(&client, &hybrid_url, Some(&sand_key), 200).await;
+    assert_eq!(body, "sandbox acme leaked=false");
+
+    // No key, a wrong key: 401 with a challenge; the open API needs nothing, and a client
+    // cannot pretend to be a consumer there.
+    let r = client.get(&prod_url).await;
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").unwrap().contains("APIKey"));
+    let (_, body) = eventually_status(&client, &prod_url, Some("pk_wrong"), 401).await;
+    assert!(body.contains("not valid"), "{body}");
+    let mut forged = portico_testkit::client::get(&p.url("/open/x"));
+    forged
+        .headers_mut()
+        .insert("x-portico-consumer", "admin".parse().unwrap());
+    let r = client.send(forged).await.unwrap();
+    assert_eq!(
+        (r.status.as_u16(), r.text()),
+        (200, "prod - leaked=false".to_owned())
+    );
+
+    // A second consumer, not subscribed: 403.
+    cp.cli_ok(&["consumers", "create", "other"]).await;
+    cp.cli_ok(&["subscriptions", "add", "other", "--api", "open-v1"])
+        .await;
+    let other_key = key_of(
+        &cp.cli_ok(&["keys", "create", "other", "--type", "production"])
+            .await,
+    );
+    let (_, body) = eventually_status(&client, &prod_url, Some(&other_key), 403).await;
+    assert!(body.contains("not subscribed"), "{body}");
+
+    // Unsubscribing and revoking take effect at the next sync.
+    let (_, keys) = cp.api("GET", "/api/v1/consumers/acme/keys", None).await;
+    let prod_id = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_type"] == "production")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    cp.cli_ok(&["keys", "revoke", "acme", &prod_id]).await;
+    eventually_status(&client, &prod_url, Some(&prod_key), 401).await;
+    eventually_status(&client, &hybrid_url, Some(&prod_key), 401).await;
+    eventually_status(&client, &hybrid_url, Some(&sand_key), 200).await;
+    cp.cli_ok(&["subscriptions", "remove", "acme", "--api", "pets-v1"])
+        .await;
+    eventually_status(&client, &sand_url, Some(&sand_key), 401).await;
+
+    // Bad input on the key endpoints says what is wrong.
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/consumers/acme/keys",
+            Some(json!({"type": "staging"})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/consumers/nobody/keys",
+            Some(json!({"type": "sandbox"})),
+        )
+        .await;
+    assert_eq!(st, 404, "{v}");
+    let (st, _): (u16, Value) = cp
+        .api(
+            "POST",
+            "/api/v1/consumers/acme/subscriptions",
+            Some(json!({"api": "nope-v1"})),
+        )
+        .await;
+    assert_eq!(st, 404);
+
+    p.stop().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_expiry_reaches_the_gateway_and_query_keys_work() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let up = Upstream::named("ok").await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(
+                json!({"name": "A", "version": "v1", "context": "/a", "auth": "api_key",
+                        "api_key_query": "api_key",
+                        "production_endpoints": [format!("http://{}", up.addr)]}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    cp.api("POST", "/api/v1/apis/a-v1/revisions", None).await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis/a-v1/deployments",
+            Some(json!({"revision": 1, "gateways": ["default"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    cp.api("POST", "/api/v1/consumers", Some(json!({"name": "c"})))
+        .await;
+    cp.api(
+        "POST",
+        "/api/v1/consumers/c/subscriptions",
+        Some(json!({"api": "a-v1"})),
+    )
+    .await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/consumers/c/keys",
+            Some(json!({"type": "production", "expires_in_days": 1})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let key = v["key"].as_str().unwrap().to_owned();
+    let client = Client::new();
+    // In the query string too, when the API allows it.
+    let url = format!("http://127.0.0.1:{}/a/x?api_key={key}", cp.gateway_port);
+    let deadline = Instant::now() + WAIT;
+    while client.get(&url).await.status != 200 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its expiry is in the snapshot: a day from now.
+    let (_, snap) = cp
+        .api("GET", "/api/v1/gateways/default/snapshot", None)
+        .await;
+    let exp = snap["snapshot"]["security"]["api_keys"][0]["expires_at"]
+        .as_u64()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        (now + 86_000..now + 86_500).contains(&exp),
+        "{exp} vs {now}"
+    );
+    // And 0 days is refused with its field named.
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/consumers/c/keys",
+            Some(json!({"type": "production", "expires_in_days": 0})),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["fields"][0]["path"], "expires_in_days");
+}
