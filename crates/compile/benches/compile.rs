@@ -57,6 +57,7 @@ fn bench(c: &mut Criterion) {
                 routes: vec![],
                 services: &[],
                 api_keys: &[],
+                jwt: None,
             };
             let s = compile(&input).unwrap_or_default();
             assert_eq!(s.routes.len(), 5000);

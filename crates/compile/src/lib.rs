@@ -59,6 +59,8 @@ pub struct Input<'a> {
     pub services: &'a [Service],
     /// API keys of consumers subscribed to APIs deployed here (`apis` lists those).
     pub api_keys: &'a [ApiKeyGrant],
+    /// The token service's public keys (published only to gateways with JWT routes).
+    pub jwt: Option<&'a portico_model::JwtSettings>,
 }
 
 /// The port a gateway listens on when it defines no listener.
@@ -124,8 +126,17 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
         security: Security {
             gateway_type: gw.kind,
             api_keys,
+            jwt: None,
         },
     };
+    let mut snapshot = snapshot;
+    if snapshot
+        .routes
+        .iter()
+        .any(|r| r.auth.as_ref().is_some_and(|a| a.mode.jwt()))
+    {
+        snapshot.security.jwt = input.jwt.cloned();
+    }
     snapshot.validate().map_err(|source| Error::Invalid {
         gateway: gw.name.clone(),
         source,

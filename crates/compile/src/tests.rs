@@ -34,6 +34,7 @@ fn build(kind: GatewayKind, apis: Vec<DeployedApi<'_>>) -> Snapshot {
         routes: vec![],
         services: &[],
         api_keys: &[],
+        jwt: None,
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -159,6 +160,7 @@ fn raw_routes_bring_their_services_and_missing_ones_are_named() {
         routes: vec![&route],
         services: &services,
         api_keys: &[],
+        jwt: None,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.services.len(), 1);
@@ -169,6 +171,7 @@ fn raw_routes_bring_their_services_and_missing_ones_are_named() {
         routes: vec![&route],
         services: &[],
         api_keys: &[],
+        jwt: None,
     });
     assert!(
         matches!(err, Err(Error::MissingService { ref service, .. }) if service == "svc"),

@@ -6,6 +6,7 @@
 //! - [`api`]: the admin REST API under `/api/v1` and the sync endpoints
 //! - [`link`]: proving a gateway's credentials by calling its admin API
 //! - [`secrets`]: tokens, hashes, sealed JWT secrets
+//! - [`tokens`]: the token service's keys, access tokens, JWKS
 
 pub mod api;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod link;
 pub mod openapi;
 pub mod secrets;
 pub mod store;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -146,6 +148,12 @@ pub async fn start(
     store
         .ensure_default_gateway(config.default_gateway_port)
         .await?;
+    if store.active_signing_key().await?.is_none() {
+        store
+            .add_signing_key(&tokens::generate_key(&sealer)?)
+            .await?;
+        tracing::info!("token signing key created");
+    }
     let hub = Hub::default();
     hub.publish(
         &store

@@ -368,18 +368,6 @@ impl ApiSpec {
                 }
             }
         }
-        // JWT validation at the gateway is not built yet: refuse the modes that need it
-        // rather than publish an API nobody can call.
-        let jwt_msg =
-            "JWT authentication is not available in this version yet: use `api_key` or `none`";
-        if self.auth.jwt() {
-            errors.push(FieldError::new("auth", jwt_msg));
-        }
-        for (i, op) in self.operations.iter().enumerate() {
-            if op.auth.is_some_and(|m| m.jwt()) {
-                errors.push(FieldError::new(format!("operations[{i}].auth"), jwt_msg));
-            }
-        }
         if let Some(h) = &self.api_key_header
             && !validate::is_token(h)
         {

@@ -36,7 +36,9 @@ pub use route::{
     FixedResponse, Forward, GrpcMatch, HeaderEdits, HeaderMatch, PathMatch, PrefixRewrite,
     QueryMatch, Redirect, Rewrite, Route, RouteMatch, Target,
 };
-pub use security::{ApiKeyGrant, AuthMode, KeyType, RouteAuth, Security};
+pub use security::{
+    AccessClaims, ApiKeyGrant, AuthMode, JwtKey, JwtSettings, KeyType, RouteAuth, Security,
+};
 pub use service::{
     Endpoint, HashOn, LoadBalancing, OutlierDetection, Retries, Service, UpstreamProtocol,
 };

@@ -106,6 +106,59 @@ pub struct ApiKeyGrant {
     pub expires_at: Option<u64>,
 }
 
+/// A public key JWTs are verified with (ES256, P-256).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKey {
+    /// Key id, as in the token header.
+    pub kid: String,
+    /// X coordinate, base64url.
+    pub x: String,
+    /// Y coordinate, base64url.
+    pub y: String,
+}
+
+/// How the gateway checks JWT access tokens.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSettings {
+    /// The `iss` tokens must carry.
+    pub issuer: String,
+    /// The `aud` tokens must carry.
+    pub audience: String,
+    /// The token service's public keys (the current one and recently retired ones).
+    pub keys: Vec<JwtKey>,
+}
+
+/// The claims of an access token from the token service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// The consumer.
+    pub sub: String,
+    /// Issued at (Unix seconds).
+    pub iat: u64,
+    /// Not before (Unix seconds).
+    pub nbf: u64,
+    /// Expires (Unix seconds).
+    pub exp: u64,
+    /// Token id.
+    pub jti: String,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// Production or sandbox.
+    pub key_type: KeyType,
+    /// Granted scopes, space-separated.
+    #[serde(default)]
+    pub scope: String,
+    /// APIs the consumer is subscribed to.
+    #[serde(default)]
+    pub apis: Vec<String>,
+}
+
 /// Key material and settings for the gateway's policies.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,11 +169,16 @@ pub struct Security {
     /// API keys of consumers subscribed to APIs on this gateway.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub api_keys: Vec<ApiKeyGrant>,
+    /// JWT verification, when the token service has keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSettings>,
 }
 
 impl Security {
     /// True when there is nothing in it but defaults.
     pub fn is_empty(&self) -> bool {
-        self.api_keys.is_empty() && self.gateway_type == GatewayKind::default()
+        self.api_keys.is_empty()
+            && self.jwt.is_none()
+            && self.gateway_type == GatewayKind::default()
     }
 }

@@ -976,6 +976,48 @@ pub async fn keys(c: &Client, cmd: crate::KeysCommand) -> anyhow::Result<()> {
                 );
             }
         }
+        K::Rotate { consumer, id } => {
+            let list = c.get(&format!("/api/v1/consumers/{consumer}/keys")).await?;
+            let Some(old) = list["items"].as_array().and_then(|a| {
+                a.iter()
+                    .find(|k| k["id"] == id.as_str() && k["revoked_at"].is_null())
+            }) else {
+                bail!(
+                    "`{consumer}` has no active credential `{id}`: see `portico keys list {consumer}`"
+                );
+            };
+            let body = json!({"type": old["key_type"], "kind": old["kind"]});
+            let (_, v) = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/consumers/{consumer}/keys"),
+                    Some(&body),
+                    None,
+                )
+                .await?;
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/consumers/{consumer}/keys/{id}"),
+                None,
+                None,
+            )
+            .await?;
+            if c.output == Output::Json {
+                c.print(&v, &[], None);
+            } else if v.get("key").is_some() {
+                println!(
+                    "New API key (id {}), shown once; `{id}` is revoked:\n    {}",
+                    cell(&v, "/id"),
+                    cell(&v, "/key")
+                );
+            } else {
+                println!(
+                    "New client secret, shown once; `{id}` is revoked:\n    client_id:     {}\n    client_secret: {}",
+                    cell(&v, "/client_id"),
+                    cell(&v, "/client_secret")
+                );
+            }
+        }
         K::Revoke { consumer, id } => {
             c.call(
                 Method::DELETE,
@@ -986,6 +1028,29 @@ pub async fn keys(c: &Client, cmd: crate::KeysCommand) -> anyhow::Result<()> {
             .await?;
             println!("Revoked `{id}`: gateways refuse it from their next sync.");
         }
+    }
+    Ok(())
+}
+
+/// `portico token --consumer C --type T`
+pub async fn token(
+    c: &Client,
+    consumer: &str,
+    key_type: &str,
+    scope: Option<&str>,
+) -> anyhow::Result<()> {
+    let (_, v) = c
+        .call(
+            Method::POST,
+            &format!("/api/v1/consumers/{consumer}/token"),
+            Some(&json!({"type": key_type, "scope": scope})),
+            None,
+        )
+        .await?;
+    if c.output == Output::Json {
+        c.print(&v, &[], None);
+    } else {
+        println!("{}", cell(&v, "/access_token"));
     }
     Ok(())
 }

@@ -76,6 +76,21 @@ enum Command {
     /// A consumer's API keys and client credentials.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// A quick access token for a consumer (admin only; for trying an API).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The consumer.
+    #[arg(long)]
+    consumer: String,
+    /// production or sandbox.
+    #[arg(long = "type", default_value = "production")]
+    key_type: String,
+    /// Scopes, space-separated (default: every scope its subscriptions declare).
+    #[arg(long)]
+    scope: Option<String>,
 }
 
 /// `portico consumers ...`
@@ -156,6 +171,13 @@ pub enum KeysCommand {
         /// Days until it stops working.
         #[arg(long)]
         expires_in_days: Option<u32>,
+    },
+    /// Replace one with a new one of the same kind and type, and revoke it.
+    Rotate {
+        /// Consumer.
+        consumer: String,
+        /// Credential id.
+        id: String,
     },
     /// Revoke one: gateways refuse it after their next sync.
     Revoke {
@@ -558,6 +580,15 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
         Command::Consumers(cmd) => cli::consumers(&client(&global)?, cmd).await,
         Command::Subscriptions(cmd) => cli::subscriptions(&client(&global)?, cmd).await,
         Command::Keys(cmd) => cli::keys(&client(&global)?, cmd).await,
+        Command::Token(a) => {
+            cli::token(
+                &client(&global)?,
+                &a.consumer,
+                &a.key_type,
+                a.scope.as_deref(),
+            )
+            .await
+        }
         Command::Apply(a) => cli::apply(&client(&global)?, &a.file, a.dry_run, a.prune).await,
     }
 }

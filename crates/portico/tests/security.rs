@@ -152,7 +152,7 @@ async fn api_keys_by_environment_on_production_sandbox_and_hybrid_gateways() {
     assert_eq!(body, "prod acme leaked=false");
     let (_, body) = eventually_status(&client, &prod_url, Some(&sand_key), 403).await;
     assert!(
-        body.contains("sandbox key cannot be used on a production gateway"),
+        body.contains("sandbox credentials cannot be used on a production gateway"),
         "{body}"
     );
     assert!(!body.contains(&sand_key), "the error echoes the key");
@@ -160,7 +160,7 @@ async fn api_keys_by_environment_on_production_sandbox_and_hybrid_gateways() {
     assert_eq!(body, "sandbox acme leaked=false");
     let (_, body) = eventually_status(&client, &sand_url, Some(&prod_key), 403).await;
     assert!(
-        body.contains("production key cannot be used on a sandbox gateway"),
+        body.contains("production credentials cannot be used on a sandbox gateway"),
         "{body}"
     );
     let (_, body) = eventually_status(&client, &hybrid_url, Some(&prod_key), 200).await;
@@ -321,4 +321,296 @@ async fn key_expiry_reaches_the_gateway_and_query_keys_work() {
         .await;
     assert_eq!(st, 422, "{v}");
     assert_eq!(v["fields"][0]["path"], "expires_in_days");
+}
+
+async fn token_request(
+    cp: &ControlPlane,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/oauth2/token", cp.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(form).unwrap());
+    if let Some((id, secret)) = basic {
+        req = req.basic_auth(id, Some(secret));
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn call_with_token(client: &Client, method: &str, url: &str, token: &str) -> (u16, String) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    match client.send(req).await {
+        Ok(r) => (r.status.as_u16(), r.text()),
+        Err(e) => (0, e),
+    }
+}
+
+async fn eventually_token(
+    client: &Client,
+    method: &str,
+    url: &str,
+    token: &str,
+    want: u16,
+) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (s, body) = call_with_token(client, method, url, token).await;
+        if s == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{method} {url}: wanted {want}, last {s} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_the_token_service_by_environment_scope_and_key_rotation() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let client = Client::new();
+    let backend = Upstream::start(|r| {
+        let who = r
+            .headers
+            .get("x-portico-consumer")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        let leaked = r.headers.contains_key("authorization");
+        Reply::text(format!("{who} leaked={leaked}"))
+    })
+    .await;
+    let mut p = init_node(root.path(), "p", &cp.url).await;
+    let mut s = init_node(root.path(), "s", &cp.url).await;
+    p.start().await;
+    s.start().await;
+    for (node, name, kind) in [(&p, "prod-gw", "production"), (&s, "sandbox-gw", "sandbox")] {
+        cp.cli_ok(&[
+            "gateways",
+            "link",
+            name,
+            "--type",
+            kind,
+            "--url",
+            &format!("http://127.0.0.1:{}", node.admin_port),
+            "--api-token",
+            &node.token,
+            "--jwt-secret",
+            &node.secret,
+            "--listen",
+            &node.traffic_port.to_string(),
+        ])
+        .await;
+    }
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(json!({
+                "name": "Pets", "version": "v1", "context": "/pets", "auth": "jwt",
+                "production_endpoints": [format!("http://{}", backend.addr)],
+                "sandbox_endpoints": [format!("http://{}", backend.addr)],
+                "operations": [
+                    {"method": "GET", "path": "/read", "scopes": ["pets:read"]},
+                    {"method": "POST", "path": "/write", "scopes": ["pets:write"]},
+                ],
+            })),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    cp.cli_ok(&["revisions", "create", "pets-v1"]).await;
+    cp.cli_ok(&[
+        "deploy",
+        "pets-v1",
+        "--revision",
+        "1",
+        "--gateway",
+        "prod-gw,sandbox-gw",
+        "--wait",
+    ])
+    .await;
+    cp.cli_ok(&["consumers", "create", "acme"]).await;
+    cp.cli_ok(&["subscriptions", "add", "acme", "--api", "pets-v1"])
+        .await;
+    let out = cp
+        .cli_ok(&["keys", "create", "acme", "--type", "sandbox", "--client"])
+        .await;
+    let field = |label: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {label} in {out}"))
+    };
+    let (id, secret) = (field("client_id:"), field("client_secret:"));
+
+    // The token service: client credentials by HTTP Basic, or in the form.
+    let (st, v) = token_request(
+        &cp,
+        &[("grant_type", "client_credentials"), ("scope", "pets:read")],
+        Some((&id, &secret)),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["token_type"], "Bearer");
+    assert_eq!(v["scope"], "pets:read");
+    let read_token = v["access_token"].as_str().unwrap().to_owned();
+    let (st, v) = token_request(
+        &cp,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["scope"], "pets:read pets:write",
+        "every declared scope by default"
+    );
+    let all_token = v["access_token"].as_str().unwrap().to_owned();
+    // RFC 6749 errors.
+    let (st, v) = token_request(
+        &cp,
+        &[("grant_type", "client_credentials")],
+        Some((&id, "cs_wrong")),
+    )
+    .await;
+    assert_eq!((st, v["error"].as_str()), (401, Some("invalid_client")));
+    let (st, v) = token_request(
+        &cp,
+        &[("grant_type", "authorization_code")],
+        Some((&id, &secret)),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+    let (st, v) = token_request(
+        &cp,
+        &[("grant_type", "client_credentials"), ("scope", "admin")],
+        Some((&id, &secret)),
+    )
+    .await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("invalid_scope")));
+    // The JWKS names the key the token was signed with.
+    let jwks: Value = reqwest::get(format!("{}/oauth2/jwks", cp.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header: Value = {
+        use base64::Engine as _;
+        let h = read_token.split('.').next().unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(h)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(jwks["keys"][0]["kid"], header["kid"]);
+
+    // A sandbox token: the sandbox gateway takes it, the production gateway does not.
+    let body = eventually_token(&client, "GET", &s.url("/pets/read"), &read_token, 200).await;
+    assert_eq!(body, "acme leaked=false");
+    let body = eventually_token(&client, "GET", &p.url("/pets/read"), &read_token, 403).await;
+    assert!(body.contains("sandbox credentials"), "{body}");
+    // Scopes per operation.
+    let body = eventually_token(&client, "POST", &s.url("/pets/write"), &read_token, 403).await;
+    assert!(body.contains("scope"), "{body}");
+    eventually_token(&client, "POST", &s.url("/pets/write"), &all_token, 200).await;
+    // No token, a forged one.
+    let (st, _) = call_with_token(
+        &client,
+        "GET",
+        &s.url("/pets/read"),
+        "eyJhbGciOiJub25lIn0.e30.",
+    )
+    .await;
+    assert_eq!(st, 401);
+
+    // An expired token (the admin endpoint can make one to test clients) and `portico token`.
+    let (_, v) = cp
+        .api(
+            "POST",
+            "/api/v1/consumers/acme/token",
+            Some(json!({"type": "sandbox", "expires_in": -120})),
+        )
+        .await;
+    let body = eventually_token(
+        &client,
+        "GET",
+        &s.url("/pets/read"),
+        v["access_token"].as_str().unwrap(),
+        401,
+    )
+    .await;
+    assert!(body.contains("expired"), "{body}");
+    let cli_token = cp
+        .cli_ok(&["token", "--consumer", "acme", "--type", "sandbox"])
+        .await;
+    eventually_token(&client, "GET", &s.url("/pets/read"), cli_token.trim(), 200).await;
+
+    // Key rotation: the old key stays published, so no request with an old token fails.
+    let (st, v) = cp.api("POST", "/api/v1/signing-keys", None).await;
+    assert_eq!(st, 201, "{v}");
+    let new_kid = v["kid"].as_str().unwrap().to_owned();
+    assert_ne!(json!(new_kid), header["kid"]);
+    let (_, v) = token_request(
+        &cp,
+        &[("grant_type", "client_credentials")],
+        Some((&id, &secret)),
+    )
+    .await;
+    let new_token = v["access_token"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (st, body) = call_with_token(&client, "GET", &s.url("/pets/read"), &read_token).await;
+        assert_eq!(st, 200, "an old token failed during rotation: {body}");
+        if call_with_token(&client, "GET", &s.url("/pets/read"), &new_token)
+            .await
+            .0
+            == 200
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new key never reached the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let jwks: Value = reqwest::get(format!("{}/oauth2/jwks", cp.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+
+    // Revoking the client: no new tokens.
+    cp.cli_ok(&["keys", "revoke", "acme", &id]).await;
+    let (st, v) = token_request(
+        &cp,
+        &[("grant_type", "client_credentials")],
+        Some((&id, &secret)),
+    )
+    .await;
+    assert_eq!((st, v["error"].as_str()), (401, Some("invalid_client")));
+
+    p.stop().await;
+    s.stop().await;
 }

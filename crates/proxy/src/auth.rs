@@ -2,10 +2,12 @@
 //! (no call to the control plane). API keys are looked up by their SHA-256.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use portico_model::{AuthMode, GatewayKind, KeyType, RouteAuth, Security};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use portico_model::{AccessClaims, AuthMode, GatewayKind, KeyType, RouteAuth, Security};
 use sha2::{Digest, Sha256};
 
 use crate::respond::{ErrorKind, ProxyError};
@@ -22,7 +24,40 @@ pub struct SecurityRuntime {
     pub gateway_type: GatewayKind,
     /// API keys by SHA-256.
     pub api_keys: HashMap<[u8; 32], KeyEntry>,
+    /// JWT verification keys by `kid`, with the checks every token gets.
+    pub jwt: Option<JwtRuntime>,
+    /// Tokens already verified, by SHA-256, until they expire.
+    verified: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
 }
+
+/// JWT verification.
+pub struct JwtRuntime {
+    keys: HashMap<String, DecodingKey>,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for JwtRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtRuntime")
+            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// What a verified token says.
+#[derive(Debug)]
+struct Verified {
+    caller: Caller,
+    nbf: u64,
+    exp: u64,
+    apis: Vec<String>,
+    scopes: Vec<String>,
+}
+
+/// Verified tokens kept at most; the cache starts over when full.
+const VERIFIED_CAP: usize = 16 * 1024;
+/// Clock skew allowed on `exp` and `nbf`, in seconds.
+const LEEWAY: u64 = 30;
 
 /// One API key.
 #[derive(Debug)]
@@ -48,6 +83,8 @@ pub struct Auth {
     pub header: HeaderName,
     /// API key query parameter.
     pub query: Option<String>,
+    /// Scopes a token must carry.
+    pub scopes: Vec<String>,
 }
 
 /// Who called.
@@ -80,10 +117,109 @@ impl SecurityRuntime {
                 },
             );
         }
+        let jwt = s.jwt.as_ref().map(|j| {
+            let mut keys = HashMap::new();
+            for k in &j.keys {
+                if let Ok(d) = DecodingKey::from_ec_components(&k.x, &k.y) {
+                    keys.insert(k.kid.clone(), d);
+                }
+            }
+            let mut validation = Validation::new(Algorithm::ES256);
+            validation.set_issuer(&[&j.issuer]);
+            validation.set_audience(&[&j.audience]);
+            validation.leeway = LEEWAY;
+            validation.validate_nbf = true;
+            validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+            JwtRuntime { keys, validation }
+        });
         Self {
             gateway_type: s.gateway_type,
             api_keys,
+            jwt,
+            verified: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Verifies a bearer token (cached by hash until it expires).
+    fn verify_jwt(&self, token: &[u8], now: u64) -> Result<Arc<Verified>, ProxyError> {
+        let hash: [u8; 32] = Sha256::digest(token).into();
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&hash)
+            .cloned();
+        let v = match cached {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(self.verify_uncached(token)?);
+                let mut cache = self
+                    .verified
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if cache.len() >= VERIFIED_CAP {
+                    cache.clear();
+                }
+                cache.insert(hash, v.clone());
+                v
+            }
+        };
+        if now >= v.exp + LEEWAY {
+            return Err(unauthorized("the token has expired"));
+        }
+        if now + LEEWAY < v.nbf {
+            return Err(unauthorized("the token is not valid yet"));
+        }
+        Ok(v)
+    }
+
+    fn verify_uncached(&self, token: &[u8]) -> Result<Verified, ProxyError> {
+        let Some(jwt) = &self.jwt else {
+            return Err(unauthorized(
+                "this gateway has no keys to verify tokens with",
+            ));
+        };
+        let token =
+            std::str::from_utf8(token).map_err(|_| unauthorized("the token is malformed"))?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| unauthorized("the token is malformed"))?;
+        if header.alg != Algorithm::ES256 {
+            return Err(unauthorized(
+                "the token's algorithm is not accepted (ES256 only)",
+            ));
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| jwt.keys.get(kid))
+            .ok_or_else(|| unauthorized("the token is signed with an unknown key"))?;
+        let data =
+            jsonwebtoken::decode::<AccessClaims>(token, key, &jwt.validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                unauthorized(match e.kind() {
+                    K::ExpiredSignature => "the token has expired",
+                    K::ImmatureSignature => "the token is not valid yet",
+                    K::InvalidAudience => "the token is for another audience",
+                    K::InvalidIssuer => "the token is from another issuer",
+                    K::InvalidSignature => "the token's signature does not verify",
+                    K::InvalidAlgorithm => "the token's algorithm is not accepted (ES256 only)",
+                    K::MissingRequiredClaim(_) => "the token lacks a required claim",
+                    _ => "the token is malformed",
+                })
+            })?;
+        let c = data.claims;
+        let consumer =
+            HeaderValue::from_str(&c.sub).map_err(|_| unauthorized("the token is malformed"))?;
+        Ok(Verified {
+            caller: Caller {
+                consumer,
+                key_type: c.key_type,
+            },
+            nbf: c.nbf,
+            exp: c.exp,
+            apis: c.apis,
+            scopes: c.scope.split_whitespace().map(str::to_owned).collect(),
+        })
     }
 }
 
@@ -96,6 +232,7 @@ impl Auth {
             header: HeaderName::from_bytes(a.api_key_header.to_ascii_lowercase().as_bytes())
                 .map_err(|_| format!("bad API key header `{}`", a.api_key_header))?,
             query: a.api_key_query.clone(),
+            scopes: a.scopes.clone(),
         })
     }
 }
@@ -134,6 +271,21 @@ fn find_key<'a>(auth: &Auth, headers: &'a HeaderMap, query: Option<&'a str>) -> 
     })
 }
 
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let v = headers.get(AUTHORIZATION)?.as_bytes();
+    (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| v[7..].trim_ascii())
+}
+
+fn check_environment(sec: &SecurityRuntime, key_type: KeyType) -> Result<(), ProxyError> {
+    if key_type.accepted_by(sec.gateway_type) {
+        return Ok(());
+    }
+    Err(forbidden(match key_type {
+        KeyType::Production => "production credentials cannot be used on a sandbox gateway",
+        KeyType::Sandbox => "sandbox credentials cannot be used on a production gateway",
+    }))
+}
+
 /// Checks the caller's credentials for a route; the error says why, never echoing them.
 pub fn authenticate(
     sec: &SecurityRuntime,
@@ -142,39 +294,54 @@ pub fn authenticate(
     query: Option<&str>,
     now_secs: u64,
 ) -> Result<Caller, ProxyError> {
-    let Some(key) = find_key(auth, headers, query).filter(|_| auth.mode.api_key()) else {
-        return Err(unauthorized(
-            "this API needs credentials: send an API key in the `apikey` header (or the API's configured header)",
-        ));
-    };
-    let hash: [u8; 32] = Sha256::digest(key).into();
-    let Some(entry) = sec.api_keys.get(&hash) else {
-        return Err(unauthorized(
-            "the API key is not valid (unknown or revoked)",
-        ));
-    };
-    if entry.expires_at.is_some_and(|t| now_secs >= t) {
-        return Err(unauthorized("the API key has expired"));
+    if let Some(key) = find_key(auth, headers, query).filter(|_| auth.mode.api_key()) {
+        let hash: [u8; 32] = Sha256::digest(key).into();
+        let Some(entry) = sec.api_keys.get(&hash) else {
+            return Err(unauthorized(
+                "the API key is not valid (unknown or revoked)",
+            ));
+        };
+        if entry.expires_at.is_some_and(|t| now_secs >= t) {
+            return Err(unauthorized("the API key has expired"));
+        }
+        check_environment(sec, entry.key_type)?;
+        if !entry.apis.iter().any(|a| **a == *auth.api) {
+            return Err(forbidden("the consumer is not subscribed to this API"));
+        }
+        return Ok(Caller {
+            consumer: entry.consumer.clone(),
+            key_type: entry.key_type,
+        });
     }
-    if !entry.key_type.accepted_by(sec.gateway_type) {
-        return Err(forbidden(match entry.key_type {
-            KeyType::Production => "a production key cannot be used on a sandbox gateway",
-            KeyType::Sandbox => "a sandbox key cannot be used on a production gateway",
-        }));
+    if let Some(token) = bearer(headers).filter(|_| auth.mode.jwt()) {
+        let v = sec.verify_jwt(token, now_secs)?;
+        check_environment(sec, v.caller.key_type)?;
+        if !v.apis.iter().any(|a| **a == *auth.api) {
+            return Err(forbidden("the consumer is not subscribed to this API"));
+        }
+        if !auth.scopes.iter().all(|s| v.scopes.contains(s)) {
+            return Err(forbidden("the token lacks a scope this operation requires"));
+        }
+        return Ok(v.caller.clone());
     }
-    if !entry.apis.iter().any(|a| **a == *auth.api) {
-        return Err(forbidden("the consumer is not subscribed to this API"));
-    }
-    Ok(Caller {
-        consumer: entry.consumer.clone(),
-        key_type: entry.key_type,
-    })
+    Err(unauthorized(match auth.mode {
+        AuthMode::Jwt => "this API needs a token: send `Authorization: Bearer <access token>`",
+        AuthMode::Any => {
+            "this API needs credentials: an API key or `Authorization: Bearer <access token>`"
+        }
+        _ => {
+            "this API needs credentials: send an API key in the `apikey` header (or the API's configured header)"
+        }
+    }))
 }
 
 /// Removes what the client sent that only the gateway may set, and the credential itself
 /// (the upstream has no use for it), then says who called.
 pub fn forward_identity(auth: &Auth, caller: &Caller, headers: &mut HeaderMap) {
     headers.remove(&auth.header);
+    if auth.mode.jwt() {
+        headers.remove(AUTHORIZATION);
+    }
     headers.insert(X_CONSUMER.clone(), caller.consumer.clone());
     headers.insert(
         X_KEY_TYPE.clone(),
@@ -206,6 +373,7 @@ mod tests {
                 grant("sand-key", KeyType::Sandbox, None),
                 grant("old-key", KeyType::Production, Some(100)),
             ],
+            jwt: None,
         })
     }
 
@@ -215,6 +383,7 @@ mod tests {
             mode: AuthMode::ApiKey,
             header: HeaderName::from_static("apikey"),
             query: Some("api_key".into()),
+            scopes: vec![],
         }
     }
 
@@ -280,5 +449,215 @@ mod tests {
             call(&s, &auth("pets-v1"), None, Some("api_keyx=prod-key")).err(),
             Some(ErrorKind::Unauthorized)
         );
+    }
+
+    mod jwt {
+        use super::*;
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        use jsonwebtoken::{EncodingKey, Header};
+        use portico_model::{JwtKey, JwtSettings};
+
+        /// jsonwebtoken checks `exp` and `nbf` against the system clock: use it.
+        fn now() -> u64 {
+            crate::clock::unix_secs()
+        }
+
+        /// A real P-256 key: (PKCS#8 DER, public key as the Snapshot carries it).
+        fn key(kid: &str) -> (Vec<u8>, JwtKey) {
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                &SystemRandom::new(),
+            )
+            .unwrap_or_else(|_| panic!("keygen"));
+            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+                .unwrap_or_else(|_| panic!("key"));
+            let p = pair.public_key().as_ref();
+            (
+                pkcs8.as_ref().to_vec(),
+                JwtKey {
+                    kid: kid.into(),
+                    x: B64.encode(&p[1..33]),
+                    y: B64.encode(&p[33..65]),
+                },
+            )
+        }
+
+        fn claims() -> AccessClaims {
+            AccessClaims {
+                iss: "portico".into(),
+                aud: "portico-gateways".into(),
+                sub: "acme".into(),
+                iat: now(),
+                nbf: now(),
+                exp: now() + 3600,
+                jti: "j1".into(),
+                client_id: "cl".into(),
+                key_type: KeyType::Sandbox,
+                scope: "read write".into(),
+                apis: vec!["pets-v1".into()],
+            }
+        }
+
+        fn sign(der: &[u8], kid: &str, c: &AccessClaims) -> String {
+            let mut h = Header::new(Algorithm::ES256);
+            h.kid = Some(kid.into());
+            jsonwebtoken::encode(&h, c, &EncodingKey::from_ec_der(der))
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+
+        fn gateway(kind: GatewayKind, keys: Vec<JwtKey>) -> SecurityRuntime {
+            SecurityRuntime::compile(&Security {
+                gateway_type: kind,
+                api_keys: vec![],
+                jwt: Some(JwtSettings {
+                    issuer: "portico".into(),
+                    audience: "portico-gateways".into(),
+                    keys,
+                }),
+            })
+        }
+
+        fn route(scopes: &[&str]) -> Auth {
+            Auth {
+                api: "pets-v1".into(),
+                mode: AuthMode::Jwt,
+                header: HeaderName::from_static("apikey"),
+                query: None,
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            }
+        }
+
+        fn call(s: &SecurityRuntime, a: &Auth, token: &str) -> Result<Caller, ProxyError> {
+            let mut h = HeaderMap::new();
+            h.insert(
+                AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {token}"))
+                    .unwrap_or(HeaderValue::from_static("x")),
+            );
+            authenticate(s, a, &h, None, now() + 10)
+        }
+
+        fn reason(r: Result<Caller, ProxyError>) -> (ErrorKind, String) {
+            let e = r.err().unwrap_or_else(|| panic!("accepted"));
+            (e.kind, e.detail.into_owned())
+        }
+
+        #[test]
+        fn a_good_token_passes_and_its_environment_counts() {
+            let (der, public) = key("k1");
+            let t = sign(&der, "k1", &claims());
+            let c = call(
+                &gateway(GatewayKind::Sandbox, vec![public.clone()]),
+                &route(&["read"]),
+                &t,
+            )
+            .unwrap_or_else(|e| panic!("{}", e.detail));
+            assert_eq!(c.consumer, "acme");
+            assert_eq!(c.key_type, KeyType::Sandbox);
+            assert!(
+                call(
+                    &gateway(GatewayKind::Hybrid, vec![public.clone()]),
+                    &route(&[]),
+                    &t
+                )
+                .is_ok()
+            );
+            let (k, why) = reason(call(
+                &gateway(GatewayKind::Production, vec![public]),
+                &route(&[]),
+                &t,
+            ));
+            assert_eq!(k, ErrorKind::Forbidden);
+            assert!(why.contains("sandbox credentials"), "{why}");
+        }
+
+        #[test]
+        fn bad_tokens_are_refused_with_their_reason() {
+            let (der, public) = key("k1");
+            let (other_der, _) = key("k1");
+            let gw = gateway(GatewayKind::Hybrid, vec![public]);
+            let r = route(&[]);
+            let mut expired = claims();
+            expired.exp = now() - 3600;
+            let mut early = claims();
+            early.nbf = now() + 3600;
+            let mut aud = claims();
+            aud.aud = "someone-else".into();
+            let mut iss = claims();
+            iss.iss = "evil".into();
+            let cases: Vec<(String, &str)> = vec![
+                (sign(&der, "k1", &expired), "expired"),
+                (sign(&der, "k1", &early), "not valid yet"),
+                (sign(&der, "k1", &aud), "another audience"),
+                (sign(&der, "k1", &iss), "another issuer"),
+                (
+                    sign(&other_der, "k1", &claims()),
+                    "signature does not verify",
+                ),
+                (sign(&der, "k9", &claims()), "unknown key"),
+                ("not.a.token".into(), "malformed"),
+                ("%%%".into(), "malformed"),
+            ];
+            for (token, want) in cases {
+                let (k, why) = reason(call(&gw, &r, &token));
+                assert_eq!(k, ErrorKind::Unauthorized, "{want}");
+                assert!(why.contains(want), "{want}: {why}");
+                assert!(!why.contains(&token), "the reason echoes the token");
+            }
+            // `alg: none` and HS256 (with the public key as an HMAC secret) are refused.
+            let body = B64.encode(serde_json::to_vec(&claims()).unwrap_or_default());
+            let none = format!(
+                "{}.{body}.",
+                B64.encode(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#)
+            );
+            let (_, why) = reason(call(&gw, &r, &none));
+            assert!(
+                why.contains("malformed") || why.contains("algorithm"),
+                "{why}"
+            );
+            let mut h = Header::new(Algorithm::HS256);
+            h.kid = Some("k1".into());
+            let hs = jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_secret(b"k1"))
+                .unwrap_or_default();
+            let (_, why) = reason(call(&gw, &r, &hs));
+            assert!(why.contains("algorithm"), "{why}");
+        }
+
+        #[test]
+        fn subscriptions_and_scopes_are_checked() {
+            let (der, public) = key("k1");
+            let gw = gateway(GatewayKind::Hybrid, vec![public]);
+            let t = sign(&der, "k1", &claims());
+            let (k, why) = reason(call(&gw, &route(&["admin"]), &t));
+            assert_eq!(k, ErrorKind::Forbidden);
+            assert!(why.contains("scope"), "{why}");
+            let mut other = route(&[]);
+            other.api = "other-v1".into();
+            let (k, why) = reason(call(&gw, &other, &t));
+            assert_eq!(k, ErrorKind::Forbidden);
+            assert!(why.contains("not subscribed"), "{why}");
+            // Verified once, then served from the cache: still checked per route.
+            assert!(call(&gw, &route(&["read", "write"]), &t).is_ok());
+            assert!(call(&gw, &route(&["read", "write"]), &t).is_ok());
+        }
+
+        #[test]
+        fn rotation_keeps_old_tokens_valid_while_their_key_is_published() {
+            let (old_der, old) = key("old");
+            let (new_der, new) = key("new");
+            let both = gateway(GatewayKind::Hybrid, vec![old.clone(), new]);
+            assert!(call(&both, &route(&[]), &sign(&old_der, "old", &claims())).is_ok());
+            assert!(call(&both, &route(&[]), &sign(&new_der, "new", &claims())).is_ok());
+            let only_old = gateway(GatewayKind::Hybrid, vec![old]);
+            let (_, why) = reason(call(
+                &only_old,
+                &route(&[]),
+                &sign(&new_der, "new", &claims()),
+            ));
+            assert!(why.contains("unknown key"), "{why}");
+        }
     }
 }

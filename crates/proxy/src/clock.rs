@@ -15,6 +15,14 @@ pub fn now_ms() -> u64 {
     start().elapsed().as_millis() as u64 + 1
 }
 
+/// Wall-clock Unix time in seconds (for expiry times that come from elsewhere).
+#[inline]
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Whole seconds since the process clock started.
 #[inline]
 pub fn now_secs() -> u64 {

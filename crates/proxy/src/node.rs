@@ -127,7 +127,7 @@ impl NodeState {
     }
 
     fn synced(&self) {
-        self.lock().last_sync = Some(crate::clock::now_ms() / 1000);
+        self.lock().last_sync = Some(crate::clock::unix_secs());
     }
 
     fn status_json(&self) -> serde_json::Value {

@@ -135,7 +135,7 @@ async fn proxy(
             policy,
             req.headers(),
             req.uri().query(),
-            clock::now_ms() / 1000,
+            clock::unix_secs(),
         )?;
         sandbox = caller.key_type == portico_model::KeyType::Sandbox;
         crate::auth::forward_identity(policy, &caller, req.headers_mut());

@@ -176,7 +176,10 @@ pub fn error_response(
             builder = builder.header("x-request-id", id.clone());
         }
         if err.kind == ErrorKind::Unauthorized {
-            builder = builder.header("www-authenticate", "APIKey realm=\"portico\"");
+            builder = builder.header(
+                "www-authenticate",
+                "Bearer realm=\"portico\", APIKey realm=\"portico\"",
+            );
         }
         return builder
             .body(ResponseBody::full(body))

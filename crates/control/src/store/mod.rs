@@ -25,9 +25,11 @@ use tokio::sync::Mutex;
 use crate::error::Error;
 
 mod consumers;
+mod keys;
 pub use consumers::{
     ClientRecord, CredentialKind, CredentialRecord, NewCredential, SubscriptionRecord,
 };
+pub use keys::{AUDIENCE, ISSUER, SigningKeyRecord, TOKEN_MAX_LIFETIME};
 
 /// Name of the gateway `portico server` serves itself.
 pub const DEFAULT_GATEWAY: &str = "default";
@@ -43,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "consumers",
         include_str!("../../migrations/sqlite/0002_consumers.sql"),
+    ),
+    (
+        3,
+        "signing keys",
+        include_str!("../../migrations/sqlite/0003_signing_keys.sql"),
     ),
 ];
 
@@ -1549,6 +1556,7 @@ async fn recompile(conn: &mut SqliteConnection, gateway_ids: &[i64]) -> Result<M
         .map(|s| from_json(s))
         .collect::<Result<_, _>>()?;
         let api_keys = consumers::api_key_grants(conn, gid).await?;
+        let jwt = keys::jwt_settings(conn).await?;
         let input = Input {
             gateway: &gateway,
             apis: deployed
@@ -1564,6 +1572,7 @@ async fn recompile(conn: &mut SqliteConnection, gateway_ids: &[i64]) -> Result<M
             routes: route_specs.iter().collect(),
             services: &services,
             api_keys: &api_keys,
+            jwt: jwt.as_ref(),
         };
         let snapshot = portico_compile::compile(&input).map_err(|e| {
             Error::Compile(format!(

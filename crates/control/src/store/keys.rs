@@ -1,0 +1,132 @@
+//! The token service's signing keys.
+
+use portico_model::{JwtKey, JwtSettings};
+use serde::Serialize;
+use sqlx::SqliteConnection;
+
+use super::{Moved, Store, all_gateway_ids, now, recompile};
+use crate::error::Error;
+
+/// Issuer of access tokens.
+pub const ISSUER: &str = "portico";
+/// Audience of access tokens.
+pub const AUDIENCE: &str = "portico-gateways";
+/// Longest lifetime of an access token: retired keys stay published this long.
+pub const TOKEN_MAX_LIFETIME: i64 = 24 * 3600;
+
+/// A signing key (its private half sealed).
+#[derive(Clone, Debug, Serialize)]
+pub struct SigningKeyRecord {
+    /// Key id.
+    pub kid: String,
+    /// The PKCS#8 private key, sealed; never serialized.
+    #[serde(skip)]
+    pub private_sealed: String,
+    /// Public X, base64url.
+    pub x: String,
+    /// Public Y, base64url.
+    pub y: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds, when a newer key took over.
+    pub retired_at: Option<i64>,
+}
+
+/// What the gateways verify tokens with: the active key and recently retired ones.
+pub(super) async fn jwt_settings(
+    conn: &mut SqliteConnection,
+) -> Result<Option<JwtSettings>, Error> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT kid, x, y FROM signing_keys WHERE retired_at IS NULL OR retired_at > $1 ORDER BY kid",
+    )
+    .bind(now() - TOKEN_MAX_LIFETIME)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(JwtSettings {
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        keys: rows
+            .into_iter()
+            .map(|(kid, x, y)| JwtKey { kid, x, y })
+            .collect(),
+    }))
+}
+
+impl Store {
+    /// Every signing key, newest first.
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, Error> {
+        let rows: Vec<(String, String, String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT kid, private_key, x, y, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(kid, private_sealed, x, y, created_at, retired_at)| SigningKeyRecord {
+                    kid,
+                    private_sealed,
+                    x,
+                    y,
+                    created_at,
+                    retired_at,
+                },
+            )
+            .collect())
+    }
+
+    /// The key that signs new tokens.
+    pub async fn active_signing_key(&self) -> Result<Option<SigningKeyRecord>, Error> {
+        Ok(self
+            .signing_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.retired_at.is_none()))
+    }
+
+    /// Adds a key that signs from now on; the previous one is retired (still published
+    /// until its tokens expire). Every gateway recompiles.
+    pub async fn add_signing_key(&self, key: &SigningKeyRecord) -> Result<Moved, Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let t = now();
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, private_key, x, y, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&key.kid)
+        .bind(&key.private_sealed)
+        .bind(&key.x)
+        .bind(&key.y)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        let all = all_gateway_ids(&mut tx).await?;
+        let moved = recompile(&mut tx, &all).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// Scopes the operations of a consumer's subscribed APIs declare, and those API ids.
+    pub async fn grantable(&self, consumer: &str) -> Result<(Vec<String>, Vec<String>), Error> {
+        let subs = self.subscriptions(consumer).await?;
+        let mut scopes = Vec::new();
+        let mut apis = Vec::new();
+        for s in subs {
+            let api = self.api(&s.api).await?;
+            for op in &api.spec.operations {
+                scopes.extend(op.scopes.iter().cloned());
+            }
+            apis.push(s.api);
+        }
+        scopes.sort();
+        scopes.dedup();
+        Ok((scopes, apis))
+    }
+}

@@ -1,0 +1,93 @@
+//! The token service: ES256 signing keys (generated here, private halves sealed), access
+//! tokens for the client-credentials grant, and the JWKS that publishes the public keys.
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portico_model::{AccessClaims, KeyType};
+
+use crate::error::Error;
+use crate::secrets::{self, Sealer};
+use crate::store::{AUDIENCE, ISSUER, SigningKeyRecord, now};
+
+/// Lifetime of a token from `/oauth2/token`.
+pub const TOKEN_LIFETIME: i64 = 3600;
+
+/// Makes a new P-256 key pair; the private half sealed.
+pub fn generate_key(sealer: &Sealer) -> Result<SigningKeyRecord, Error> {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|_| Error::Internal("cannot generate a signing key".into()))?;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+        .map_err(|_| Error::Internal("cannot read a generated signing key".into()))?;
+    let public = pair.public_key().as_ref();
+    // Uncompressed point: 0x04 || X || Y.
+    if public.len() != 65 || public[0] != 4 {
+        return Err(Error::Internal("unexpected public key encoding".into()));
+    }
+    let kid = format!("k{}", &secrets::hash(&B64.encode(public))[..16]);
+    Ok(SigningKeyRecord {
+        kid,
+        private_sealed: sealer.seal(&B64.encode(pkcs8.as_ref()))?,
+        x: B64.encode(&public[1..33]),
+        y: B64.encode(&public[33..65]),
+        created_at: now(),
+        retired_at: None,
+    })
+}
+
+/// What a token is for.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The consumer.
+    pub consumer: String,
+    /// The client it is issued to.
+    pub client_id: String,
+    /// Production or sandbox.
+    pub key_type: KeyType,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Subscribed APIs.
+    pub apis: Vec<String>,
+    /// Seconds until it expires (negative: already expired, for testing clients).
+    pub expires_in: i64,
+    /// Seconds until it becomes valid.
+    pub not_before_in: i64,
+}
+
+/// Signs an access token with `key`.
+pub fn sign(sealer: &Sealer, key: &SigningKeyRecord, g: &Grant) -> Result<String, Error> {
+    let der = B64
+        .decode(sealer.open(&key.private_sealed)?)
+        .map_err(|_| Error::Internal("a sealed signing key is not base64".into()))?;
+    let t = now();
+    let claims = AccessClaims {
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        sub: g.consumer.clone(),
+        iat: t.max(0) as u64,
+        nbf: (t + g.not_before_in).max(0) as u64,
+        exp: (t + g.expires_in).max(0) as u64,
+        jti: secrets::generate("")[..22].to_owned(),
+        client_id: g.client_id.clone(),
+        key_type: g.key_type,
+        scope: g.scopes.join(" "),
+        apis: g.apis.clone(),
+    };
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(&der))
+        .map_err(|e| Error::Internal(format!("cannot sign a token: {e}")))
+}
+
+/// The JWKS document for `keys`.
+pub fn jwks(keys: &[SigningKeyRecord]) -> serde_json::Value {
+    serde_json::json!({
+        "keys": keys.iter().map(|k| serde_json::json!({
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
+            "kid": k.kid, "x": k.x, "y": k.y,
+        })).collect::<Vec<_>>()
+    })
+}
