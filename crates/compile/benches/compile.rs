@@ -32,6 +32,7 @@ fn apis(n: usize) -> Vec<(String, ApiSpec)> {
                 auth: Default::default(),
                 api_key_header: None,
                 api_key_query: None,
+                cors: None,
             };
             (spec.id(), spec)
         })

@@ -244,7 +244,13 @@ fn compile_api(
             matches: RouteMatch {
                 hosts: hosts.clone(),
                 path: Some(PathMatch::PathPrefix(format!("{}{op_path}", spec.context))),
-                methods: method.into_iter().collect(),
+                // Preflights are OPTIONS requests: let them reach the route's CORS policy.
+                methods: match method {
+                    Some(m) if spec.cors.is_some() && !m.eq_ignore_ascii_case("OPTIONS") => {
+                        vec![m, "OPTIONS".to_owned()]
+                    }
+                    m => m.into_iter().collect(),
+                },
                 ..Default::default()
             },
             forward: forward.clone(),
@@ -253,6 +259,7 @@ fn compile_api(
                 ..Default::default()
             }),
             response_headers: response_headers.clone(),
+            cors: spec.cors.clone(),
             auth: (mode != AuthMode::None).then(|| RouteAuth {
                 api: api.api_id.to_owned(),
                 mode,

@@ -14,6 +14,7 @@ fn api(name: &str, context: &str) -> ApiSpec {
         auth: Default::default(),
         api_key_header: None,
         api_key_query: None,
+        cors: None,
     }
 }
 

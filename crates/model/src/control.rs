@@ -149,6 +149,9 @@ pub struct ApiSpec {
     /// up in logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_query: Option<String>,
+    /// Cross-origin access for browser clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<crate::security::Cors>,
 }
 
 /// A raw gateway route for mesh-style ingress, attached to gateways by name.
@@ -384,6 +387,11 @@ impl ApiSpec {
                 format!("`{q}` is not a query parameter name"),
             ));
         }
+        if let Some(c) = &self.cors {
+            for (field, msg) in c.problems() {
+                errors.push(FieldError::new(format!("cors.{field}"), msg));
+            }
+        }
         let mut seen = BTreeSet::new();
         for (i, op) in self.operations.iter().enumerate() {
             if !op.path.starts_with('/') || op.path.contains(['?', '#', ' ']) {
@@ -530,6 +538,7 @@ mod tests {
             auth: Default::default(),
             api_key_header: None,
             api_key_query: None,
+            cors: None,
         };
         let Err(Error::Invalid(errs)) = api.validate() else {
             panic!("expected errors")

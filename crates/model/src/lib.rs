@@ -37,7 +37,7 @@ pub use route::{
     QueryMatch, Redirect, Rewrite, Route, RouteMatch, Target,
 };
 pub use security::{
-    AccessClaims, ApiKeyGrant, AuthMode, JwtKey, JwtSettings, KeyType, RouteAuth, Security,
+    AccessClaims, ApiKeyGrant, AuthMode, Cors, JwtKey, JwtSettings, KeyType, RouteAuth, Security,
 };
 pub use service::{
     Endpoint, HashOn, LoadBalancing, OutlierDetection, Retries, Service, UpstreamProtocol,

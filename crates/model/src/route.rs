@@ -52,6 +52,9 @@ pub struct Route {
     /// Who may call: credentials checked before anything else (managed APIs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<crate::security::RouteAuth>,
+    /// Cross-origin access: preflights answered here, `Access-Control-*` on responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<crate::security::Cors>,
     /// On a hybrid gateway, where callers with sandbox credentials are forwarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_forward: Option<Forward>,

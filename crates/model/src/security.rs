@@ -89,6 +89,71 @@ pub fn api_key_header() -> String {
     "apikey".into()
 }
 
+/// Cross-origin access for browsers (answered at the gateway).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    /// Origins allowed (`https://app.example.com`), or `*` for any.
+    pub allow_origins: Vec<String>,
+    /// Methods allowed; GET, HEAD and POST when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    /// Request headers allowed; whatever the browser asks for when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    /// Response headers the browser may read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// Let browsers send cookies and credentials (needs explicit origins, not `*`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight answer, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u32>,
+}
+
+impl Cors {
+    /// Problems with this policy as (field, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.allow_origins.is_empty() {
+            out.push((
+                "allow_origins",
+                "name at least one origin, or `*`".to_owned(),
+            ));
+        }
+        for o in &self.allow_origins {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://"))
+                || o.ends_with('/')
+            {
+                out.push((
+                    "allow_origins",
+                    format!(
+                        "`{o}` is not an origin: write scheme://host[:port] without a path, or `*`"
+                    ),
+                ));
+            }
+        }
+        if self.allow_credentials && self.allow_origins.iter().any(|o| o == "*") {
+            out.push((
+                "allow_credentials",
+                "browsers refuse credentials with origin `*`: list the origins".to_owned(),
+            ));
+        }
+        for m in &self.allow_methods {
+            if !crate::validate::is_token(m) {
+                out.push(("allow_methods", format!("`{m}` is not a method")));
+            }
+        }
+        for h in self.allow_headers.iter().chain(&self.expose_headers) {
+            if !crate::validate::is_token(h) {
+                out.push(("allow_headers", format!("`{h}` is not a header name")));
+            }
+        }
+        out
+    }
+}
+
 /// One API key a gateway accepts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -507,6 +507,11 @@ impl Validator {
             }
             self.forward(&format!("{p}.sandbox_forward"), f, services);
         }
+        if let Some(c) = &r.cors {
+            for (field, msg) in c.problems() {
+                self.err(format!("{p}.cors.{field}"), msg);
+            }
+        }
         if let Some(a) = &r.auth {
             if a.api.trim().is_empty() {
                 self.err(

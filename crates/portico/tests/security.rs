@@ -614,3 +614,129 @@ async fn tokens_from_the_token_service_by_environment_scope_and_key_rotation() {
     p.stop().await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_are_answered_at_the_gateway() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let up = Upstream::named("data").await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(json!({
+                "name": "Web", "version": "v1", "context": "/web", "auth": "api_key",
+                "production_endpoints": [format!("http://{}", up.addr)],
+                "operations": [{"method": "PUT", "path": "/items"}],
+                "cors": {"allow_origins": ["https://app.example.com"], "allow_methods": ["PUT"],
+                         "allow_headers": ["apikey", "content-type"], "max_age": 600},
+            })),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(json!({"name": "Bad", "version": "v1", "context": "/bad",
+            "production_endpoints": ["http://127.0.0.1:9"],
+            "cors": {"allow_origins": ["*"], "allow_credentials": true}})),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["fields"][0]["path"], "cors.allow_credentials");
+    cp.api("POST", "/api/v1/apis/web-v1/revisions", None).await;
+    cp.api(
+        "POST",
+        "/api/v1/apis/web-v1/deployments",
+        Some(json!({"revision": 1, "gateways": ["default"]})),
+    )
+    .await;
+    cp.api("POST", "/api/v1/consumers", Some(json!({"name": "c"})))
+        .await;
+    cp.api(
+        "POST",
+        "/api/v1/consumers/c/subscriptions",
+        Some(json!({"api": "web-v1"})),
+    )
+    .await;
+    let (_, v) = cp
+        .api(
+            "POST",
+            "/api/v1/consumers/c/keys",
+            Some(json!({"type": "production"})),
+        )
+        .await;
+    let key = v["key"].as_str().unwrap().to_owned();
+    let url = format!("http://127.0.0.1:{}/web/items", cp.gateway_port);
+    let client = Client::new();
+    let send = |method: &str, headers: &[(&str, &str)]| {
+        let mut b = http::Request::builder().method(method).uri(&url);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        client.send(
+            b.body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+    };
+    // The preflight needs no key and never reaches the backend.
+    let deadline = Instant::now() + WAIT;
+    let pre = loop {
+        let r = send(
+            "OPTIONS",
+            &[
+                ("origin", "https://app.example.com"),
+                ("access-control-request-method", "PUT"),
+                ("access-control-request-headers", "apikey"),
+            ],
+        )
+        .await
+        .unwrap();
+        if r.status == 204 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(pre.status, 204, "{}", pre.text());
+    assert_eq!(
+        pre.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        pre.header("access-control-allow-methods").as_deref(),
+        Some("PUT")
+    );
+    assert_eq!(pre.header("access-control-max-age").as_deref(), Some("600"));
+    assert_eq!(up.count(), 0);
+    let r = send(
+        "OPTIONS",
+        &[
+            ("origin", "https://evil.example.com"),
+            ("access-control-request-method", "PUT"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 403);
+    // The actual request: CORS headers on success and on the 401 a browser must be able to read.
+    let r = send(
+        "PUT",
+        &[("origin", "https://app.example.com"), ("apikey", &key)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    let r = send("PUT", &[("origin", "https://app.example.com")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+}

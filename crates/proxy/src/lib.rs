@@ -19,6 +19,7 @@ pub mod auth;
 pub mod body;
 pub mod clock;
 pub mod codec;
+pub mod cors;
 pub mod error;
 pub mod exchange;
 pub mod gateway;

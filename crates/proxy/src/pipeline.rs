@@ -126,6 +126,40 @@ async fn proxy(
         l.route = Some(route.name.clone());
     }
     check_limits(lr, route, &req)?;
+    let Some(cors) = &route.cors else {
+        return serve_route(lr, route, conn, req, normalized, ex, request_id).await;
+    };
+    // Phase `cors`: preflights are answered here, before credentials are asked for.
+    if crate::cors::CorsPolicy::is_preflight(req.method(), req.headers()) {
+        return cors.preflight(req.headers());
+    }
+    let Some(origin) = req.headers().get(http::header::ORIGIN).cloned() else {
+        return serve_route(lr, route, conn, req, normalized, ex, request_id).await;
+    };
+    // A browser can read only answers that carry CORS headers, errors included.
+    let mut resp = match serve_route(lr, route, conn, req, normalized, ex, request_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(l) = &mut ex.log {
+                l.error = Some(e.kind.code());
+            }
+            error_response(&e, grpc, Some(request_id))
+        }
+    };
+    cors.decorate(&origin, resp.headers_mut());
+    Ok(resp)
+}
+
+/// Phases after routing: `authenticate -> (redirect | fixed | forward)`.
+async fn serve_route(
+    lr: &ListenerRuntime,
+    route: &Route,
+    conn: &Conn,
+    req: Request<ClientBody>,
+    normalized: Option<String>,
+    ex: &mut Exchange,
+    request_id: &HeaderValue,
+) -> Result<Response<ResponseBody>, ProxyError> {
     let mut req = req;
     let mut sandbox = false;
     if let Some(policy) = &route.auth {

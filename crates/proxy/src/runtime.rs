@@ -105,6 +105,8 @@ pub struct Route {
     pub auth: Option<crate::auth::Auth>,
     /// Where callers with sandbox credentials go (hybrid gateways).
     pub sandbox: Option<Forward>,
+    /// Cross-origin policy.
+    pub cors: Option<crate::cors::CorsPolicy>,
 }
 
 /// A route's action.
@@ -396,6 +398,12 @@ fn compile_route(
         prefix_len,
         auth,
         sandbox,
+        cors: r
+            .cors
+            .as_ref()
+            .map(crate::cors::CorsPolicy::compile)
+            .transpose()
+            .map_err(&err)?,
     })
 }
 

@@ -57,13 +57,9 @@ pub async fn start_server(
     process.wait_for("control plane ready", WAIT).await;
     let token = match token {
         Some(t) => t.to_owned(),
-        None => process
-            .lines()
-            .iter()
-            .map(|l| l.trim())
-            .find(|l| l.starts_with("pat_"))
-            .unwrap_or_else(|| panic!("no admin token printed:\n{}", process.output()))
-            .to_owned(),
+        // Standard output (the banner) and standard error (the log) are read separately:
+        // wait for the token line itself.
+        None => process.wait_for("    pat_", WAIT).await.trim().to_owned(),
     };
     ControlPlane {
         process,
