@@ -27,12 +27,14 @@ fn apis(n: usize) -> Vec<(String, ApiSpec)> {
                         path: format!("/res{o}"),
                         auth: None,
                         scopes: vec![],
+                        tier: None,
                     })
                     .collect(),
                 auth: Default::default(),
                 api_key_header: None,
                 api_key_query: None,
                 cors: None,
+                tier: None,
             };
             (spec.id(), spec)
         })
@@ -59,6 +61,8 @@ fn bench(c: &mut Criterion) {
                 services: &[],
                 api_keys: &[],
                 jwt: None,
+                tiers: &[],
+                consumers: &[],
             };
             let s = compile(&input).unwrap_or_default();
             assert_eq!(s.routes.len(), 5000);

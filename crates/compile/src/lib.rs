@@ -61,6 +61,10 @@ pub struct Input<'a> {
     pub api_keys: &'a [ApiKeyGrant],
     /// The token service's public keys (published only to gateways with JWT routes).
     pub jwt: Option<&'a portico_model::JwtSettings>,
+    /// Every throttling tier (only the ones used are included).
+    pub tiers: &'a [portico_model::Tier],
+    /// Consumer and subscription tiers of consumers subscribed to APIs deployed here.
+    pub consumers: &'a [portico_model::ConsumerLimits],
 }
 
 /// The port a gateway listens on when it defines no listener.
@@ -127,9 +131,47 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
             gateway_type: gw.kind,
             api_keys,
             jwt: None,
+            tiers: Vec::new(),
+            consumers: Vec::new(),
         },
     };
     let mut snapshot = snapshot;
+    // Tiers: those the routes and the consumers here name.
+    let mut used: Vec<String> = Vec::new();
+    for r in &snapshot.routes {
+        if let Some(t) = &r.throttle {
+            used.extend(t.api_tier.iter().chain(&t.operation_tier).cloned());
+        }
+    }
+    let mut consumers: Vec<portico_model::ConsumerLimits> = input
+        .consumers
+        .iter()
+        .filter(|c| c.tier.is_some() || !c.subscriptions.is_empty())
+        .cloned()
+        .collect();
+    consumers.sort_by(|a, b| a.name.cmp(&b.name));
+    for c in &consumers {
+        used.extend(c.tier.iter().cloned());
+        used.extend(c.subscriptions.values().cloned());
+    }
+    let mut tiers: Vec<portico_model::Tier> = input
+        .tiers
+        .iter()
+        .filter(|t| used.iter().any(|u| u.eq_ignore_ascii_case(&t.name)))
+        .cloned()
+        .collect();
+    tiers.sort_by(|a, b| a.name.cmp(&b.name));
+    snapshot.security.tiers = tiers;
+    snapshot.security.consumers = consumers;
+    // A route with nothing to throttle carries no throttle section.
+    for r in &mut snapshot.routes {
+        if r.throttle
+            .as_ref()
+            .is_some_and(|t| t.api_tier.is_none() && t.operation_tier.is_none() && r.auth.is_none())
+        {
+            r.throttle = None;
+        }
+    }
     if snapshot
         .routes
         .iter()
@@ -185,18 +227,23 @@ fn compile_api(
     let base = parsed
         .first()
         .map_or_else(|| "/".to_owned(), |e| e.base_path.clone());
-    let ops: Vec<(Option<String>, String, AuthMode, Vec<String>)> = if spec.operations.is_empty() {
-        vec![(None, String::new(), spec.auth, Vec::new())]
+    let ops: Vec<Op> = if spec.operations.is_empty() {
+        vec![Op {
+            method: None,
+            path: String::new(),
+            mode: spec.auth,
+            scopes: Vec::new(),
+            tier: None,
+        }]
     } else {
         spec.operations
             .iter()
-            .map(|o| {
-                (
-                    o.method.clone(),
-                    o.path.trim_end_matches('/').to_owned(),
-                    o.auth.unwrap_or(spec.auth),
-                    o.scopes.clone(),
-                )
+            .map(|o| Op {
+                method: o.method.clone(),
+                path: o.path.trim_end_matches('/').to_owned(),
+                mode: o.auth.unwrap_or(spec.auth),
+                scopes: o.scopes.clone(),
+                tier: o.tier.clone(),
             })
             .collect()
     };
@@ -232,7 +279,14 @@ fn compile_api(
             targets: Vec::new(),
         })
     };
-    for (i, (method, op_path, mode, scopes)) in ops.into_iter().enumerate() {
+    for (i, op) in ops.into_iter().enumerate() {
+        let Op {
+            method,
+            path: op_path,
+            mode,
+            scopes,
+            tier: op_tier,
+        } = op;
         let name = if spec.operations.is_empty() {
             format!("api.{}", api.api_id)
         } else {
@@ -260,6 +314,11 @@ fn compile_api(
             }),
             response_headers: response_headers.clone(),
             cors: spec.cors.clone(),
+            throttle: Some(portico_model::Throttle {
+                api: api.api_id.to_owned(),
+                api_tier: spec.tier.clone(),
+                operation_tier: op_tier,
+            }),
             auth: (mode != AuthMode::None).then(|| RouteAuth {
                 api: api.api_id.to_owned(),
                 mode,
@@ -292,6 +351,15 @@ fn compile_api(
         }
         routes.push((name, route));
     }
+}
+
+/// One operation as a route is made of it.
+struct Op {
+    method: Option<String>,
+    path: String,
+    mode: AuthMode,
+    scopes: Vec<String>,
+    tier: Option<String>,
 }
 
 fn join_path(base: &str, rest: &str) -> String {

@@ -15,6 +15,7 @@ fn api(name: &str, context: &str) -> ApiSpec {
         api_key_header: None,
         api_key_query: None,
         cors: None,
+        tier: None,
     }
 }
 
@@ -36,6 +37,8 @@ fn build(kind: GatewayKind, apis: Vec<DeployedApi<'_>>) -> Snapshot {
         services: &[],
         api_keys: &[],
         jwt: None,
+        tiers: &[],
+        consumers: &[],
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -87,12 +90,14 @@ fn operations_become_routes_with_methods_and_paths() {
             path: "/pets".into(),
             auth: None,
             scopes: vec![],
+            tier: None,
         },
         Operation {
             method: None,
             path: "/stores".into(),
             auth: None,
             scopes: vec![],
+            tier: None,
         },
     ];
     let s = build(GatewayKind::Production, vec![deployed(&a, "pets-v1")]);
@@ -162,6 +167,8 @@ fn raw_routes_bring_their_services_and_missing_ones_are_named() {
         services: &services,
         api_keys: &[],
         jwt: None,
+        tiers: &[],
+        consumers: &[],
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.services.len(), 1);
@@ -173,6 +180,8 @@ fn raw_routes_bring_their_services_and_missing_ones_are_named() {
         services: &[],
         api_keys: &[],
         jwt: None,
+        tiers: &[],
+        consumers: &[],
     });
     assert!(
         matches!(err, Err(Error::MissingService { ref service, .. }) if service == "svc"),

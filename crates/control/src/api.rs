@@ -97,6 +97,11 @@ pub fn router(state: Arc<ControlPlane>) -> Router {
             "/signing-keys",
             get(list_signing_keys).post(rotate_signing_key),
         )
+        .route("/tiers", get(list_tiers).post(create_tier))
+        .route(
+            "/tiers/{name}",
+            get(get_tier).put(update_tier).delete(delete_tier),
+        )
         .route(
             "/consumers/{name}/keys/{id}",
             axum::routing::delete(revoke_key),
@@ -619,6 +624,7 @@ async fn get_api(State(st): St, Path(id): Path<String>) -> Res {
 async fn create_api(State(st): St, bytes: Bytes) -> Res {
     let spec: ApiSpec = body(&bytes)?;
     spec.validate().map_err(invalid)?;
+    tiers_exist(&st, &api_tier_refs(&spec)).await?;
     let a = st.store.create_api(&spec).await?;
     Ok(with_etag(StatusCode::CREATED, &a.meta, to_value(&a)))
 }
@@ -633,6 +639,7 @@ async fn update_api(
     let expected = expected_version(&headers, &q)?;
     let spec: ApiSpec = body(&bytes)?;
     spec.validate().map_err(invalid)?;
+    tiers_exist(&st, &api_tier_refs(&spec)).await?;
     let a = st.store.update_api(&id, &spec, expected).await?;
     Ok(with_etag(StatusCode::OK, &a.meta, to_value(&a)))
 }
@@ -765,6 +772,7 @@ async fn get_consumer(State(st): St, Path(name): Path<String>) -> Res {
 async fn create_consumer(State(st): St, bytes: Bytes) -> Res {
     let spec: ConsumerSpec = body(&bytes)?;
     spec.validate().map_err(invalid)?;
+    tiers_exist(&st, &[("tier".into(), &spec.tier)]).await?;
     let r = st.store.create_consumer(&spec).await?;
     Ok(with_etag(StatusCode::CREATED, &r.meta, to_value(&r)))
 }
@@ -779,6 +787,7 @@ async fn update_consumer(
     let expected = expected_version(&headers, &q)?;
     let spec: ConsumerSpec = body(&bytes)?;
     spec.validate().map_err(invalid)?;
+    tiers_exist(&st, &[("tier".into(), &spec.tier)]).await?;
     let (r, moved) = st.store.update_consumer(&name, &spec, expected).await?;
     st.hub.publish(&moved);
     Ok(with_etag(StatusCode::OK, &r.meta, to_value(&r)))
@@ -804,6 +813,7 @@ async fn list_subscriptions(State(st): St, Path(name): Path<String>) -> Res {
 
 async fn subscribe(State(st): St, Path(name): Path<String>, bytes: Bytes) -> Res {
     let req: SubscribeRequest = body(&bytes)?;
+    tiers_exist(&st, &[("tier".into(), &req.tier)]).await?;
     let moved = st
         .store
         .subscribe(&name, &req.api, req.tier.as_deref())
@@ -891,6 +901,85 @@ async fn create_key(State(st): St, Path(name): Path<String>, bytes: Bytes) -> Re
 async fn revoke_key(State(st): St, Path((name, id)): Path<(String, String)>) -> Res {
     let moved = st.store.revoke_credential(&name, &id).await?;
     st.hub.publish(&moved);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- throttling tiers ----
+
+fn check_tier(t: &portico_model::Tier) -> Result<(), Error> {
+    let fields: Vec<FieldError> = t
+        .problems()
+        .into_iter()
+        .map(|(f, m)| FieldError::new(f, m))
+        .collect();
+    if fields.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(fields))
+    }
+}
+
+/// Every tier a definition names must exist.
+async fn tiers_exist(st: &ControlPlane, refs: &[(String, &Option<String>)]) -> Result<(), Error> {
+    let mut fields = Vec::new();
+    for (path, tier) in refs {
+        if let Some(t) = tier
+            && st.store.tier(t).await.is_err()
+        {
+            fields.push(FieldError::new(
+                path.clone(),
+                format!("no tier is named `{t}`: create it with POST /api/v1/tiers"),
+            ));
+        }
+    }
+    if fields.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(fields))
+    }
+}
+
+fn api_tier_refs(spec: &ApiSpec) -> Vec<(String, &Option<String>)> {
+    let mut refs = vec![("tier".to_owned(), &spec.tier)];
+    for (i, op) in spec.operations.iter().enumerate() {
+        refs.push((format!("operations[{i}].tier"), &op.tier));
+    }
+    refs
+}
+
+async fn list_tiers(State(st): St) -> Res {
+    ok(json!({ "items": st.store.tiers().await? }))
+}
+
+async fn get_tier(State(st): St, Path(name): Path<String>) -> Res {
+    let r = st.store.tier(&name).await?;
+    Ok(with_etag(StatusCode::OK, &r.meta, to_value(&r)))
+}
+
+async fn create_tier(State(st): St, bytes: Bytes) -> Res {
+    let spec: portico_model::Tier = body(&bytes)?;
+    check_tier(&spec)?;
+    let r = st.store.create_tier(&spec).await?;
+    Ok(with_etag(StatusCode::CREATED, &r.meta, to_value(&r)))
+}
+
+async fn update_tier(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(q): Query<VersionQuery>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Res {
+    let expected = expected_version(&headers, &q)?;
+    let spec: portico_model::Tier = body(&bytes)?;
+    check_tier(&spec)?;
+    let (r, moved) = st.store.update_tier(&name, &spec, expected).await?;
+    st.hub.publish(&moved);
+    Ok(with_etag(StatusCode::OK, &r.meta, to_value(&r)))
+}
+
+async fn delete_tier(State(st): St, Path(name): Path<String>) -> Res {
+    st.store.delete_tier(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -57,6 +57,7 @@ impl Error {
             "service" => "services",
             "route" => "routes",
             "consumer" => "consumers",
+            "tier" => "tiers",
             _ => "apis",
         };
         Self::NotFound(format!(

@@ -112,6 +112,9 @@ pub struct Operation {
     /// Scopes a JWT must carry to call this operation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// Throttling tier over all calls of this operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 /// A managed API: what a revision freezes.
@@ -152,6 +155,9 @@ pub struct ApiSpec {
     /// Cross-origin access for browser clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<crate::security::Cors>,
+    /// Throttling tier over all calls of the API, whoever makes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 /// A raw gateway route for mesh-style ingress, attached to gateways by name.
@@ -534,11 +540,13 @@ mod tests {
                 path: "/x".into(),
                 auth: None,
                 scopes: vec![],
+                tier: None,
             }],
             auth: Default::default(),
             api_key_header: None,
             api_key_query: None,
             cors: None,
+            tier: None,
         };
         let Err(Error::Invalid(errs)) = api.validate() else {
             panic!("expected errors")

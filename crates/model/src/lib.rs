@@ -37,7 +37,8 @@ pub use route::{
     QueryMatch, Redirect, Rewrite, Route, RouteMatch, Target,
 };
 pub use security::{
-    AccessClaims, ApiKeyGrant, AuthMode, Cors, JwtKey, JwtSettings, KeyType, RouteAuth, Security,
+    AccessClaims, ApiKeyGrant, AuthMode, ConsumerLimits, Cors, JwtKey, JwtSettings, KeyType,
+    Period, RouteAuth, Security, Throttle, Tier,
 };
 pub use service::{
     Endpoint, HashOn, LoadBalancing, OutlierDetection, Retries, Service, UpstreamProtocol,

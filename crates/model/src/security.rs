@@ -89,6 +89,109 @@ pub fn api_key_header() -> String {
     "apikey".into()
 }
 
+/// The time window of a throttling tier.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    /// Per second.
+    Second,
+    /// Per minute.
+    #[default]
+    Minute,
+    /// Per hour.
+    Hour,
+    /// Per day.
+    Day,
+}
+
+impl Period {
+    /// Length in seconds.
+    pub fn seconds(self) -> u64 {
+        match self {
+            Self::Second => 1,
+            Self::Minute => 60,
+            Self::Hour => 3600,
+            Self::Day => 86_400,
+        }
+    }
+}
+
+/// A throttling tier: `limit` requests per `period`, at most `burst` back to back.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    /// Unique name (case-insensitive), e.g. `gold`.
+    pub name: String,
+    /// Requests allowed per period.
+    pub limit: u32,
+    /// The period.
+    #[serde(default)]
+    pub per: Period,
+    /// Requests allowed back to back; `limit` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl Tier {
+    /// Problems with this tier as (field, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !name_ok {
+            out.push((
+                "name",
+                format!(
+                    "`{}`: use 1 to 64 letters, digits, `.`, `_` or `-`",
+                    self.name
+                ),
+            ));
+        }
+        if self.limit == 0 {
+            out.push(("limit", "must be 1 or more".to_owned()));
+        }
+        if self.burst == Some(0) {
+            out.push((
+                "burst",
+                "must be 1 or more, or left out for `limit`".to_owned(),
+            ));
+        }
+        out
+    }
+}
+
+/// Tiers that apply to one consumer on this gateway.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerLimits {
+    /// The consumer.
+    pub name: String,
+    /// Tier over everything it calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// Tier per subscribed API (API id -> tier).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub subscriptions: std::collections::BTreeMap<String, String>,
+}
+
+/// The tiers a route applies to every request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Throttle {
+    /// The API, for per-API and per-subscription limits.
+    pub api: String,
+    /// Tier over all callers of the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_tier: Option<String>,
+    /// Tier over all callers of this operation (this route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_tier: Option<String>,
+}
+
 /// Cross-origin access for browsers (answered at the gateway).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +340,12 @@ pub struct Security {
     /// JWT verification, when the token service has keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtSettings>,
+    /// Throttling tiers the routes and consumers name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<Tier>,
+    /// Consumer and subscription tiers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ConsumerLimits>,
 }
 
 impl Security {

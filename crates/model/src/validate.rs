@@ -21,6 +21,7 @@ pub fn snapshot(s: &Snapshot) -> Result<(), Error> {
     let mut v = Validator::default();
     v.schema(s.schema);
     v.content(&s.listeners, &s.services, &s.routes);
+    v.security(s);
     v.finish()
 }
 
@@ -243,6 +244,56 @@ struct Validator {
 }
 
 impl Validator {
+    fn security(&mut self, s: &Snapshot) {
+        let mut names = HashSet::new();
+        for (i, t) in s.security.tiers.iter().enumerate() {
+            for (field, msg) in t.problems() {
+                self.err(format!("security.tiers[{i}].{field}"), msg);
+            }
+            if !names.insert(t.name.to_ascii_lowercase()) {
+                self.err(
+                    format!("security.tiers[{i}].name"),
+                    format!("tier `{}` is defined twice", t.name),
+                );
+            }
+        }
+        let known = |v: &mut Self, path: String, tier: &Option<String>| {
+            if let Some(t) = tier
+                && !names.contains(&t.to_ascii_lowercase())
+            {
+                v.err(path, format!("no tier is named `{t}`"));
+            }
+        };
+        for (i, r) in s.routes.iter().enumerate() {
+            if let Some(th) = &r.throttle {
+                known(self, format!("routes[{i}].throttle.api_tier"), &th.api_tier);
+                known(
+                    self,
+                    format!("routes[{i}].throttle.operation_tier"),
+                    &th.operation_tier,
+                );
+            }
+        }
+        for (i, c) in s.security.consumers.iter().enumerate() {
+            known(self, format!("security.consumers[{i}].tier"), &c.tier);
+            for (api, t) in &c.subscriptions {
+                known(
+                    self,
+                    format!("security.consumers[{i}].subscriptions.{api}"),
+                    &Some(t.clone()),
+                );
+            }
+        }
+        for (i, k) in s.security.api_keys.iter().enumerate() {
+            if k.hash.len() != 64 || !k.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                self.err(
+                    format!("security.api_keys[{i}].hash"),
+                    "must be 64 hex digits (SHA-256)",
+                );
+            }
+        }
+    }
+
     fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
         self.errors.push(FieldError::new(path, msg));
     }

@@ -1054,3 +1054,39 @@ pub async fn token(
     }
     Ok(())
 }
+
+/// `portico tiers ...`
+pub async fn tiers(c: &Client, cmd: crate::TiersCommand) -> anyhow::Result<()> {
+    use crate::TiersCommand as T;
+    let columns: &[(&str, &str)] = &[
+        ("NAME", "/spec/name"),
+        ("LIMIT", "/spec/limit"),
+        ("PER", "/spec/per"),
+        ("BURST", "/spec/burst"),
+    ];
+    match cmd {
+        T::List => c.print(&c.get("/api/v1/tiers").await?, columns, Some("items")),
+        T::Create {
+            name,
+            limit,
+            per,
+            burst,
+        } => {
+            let (_, v) = c
+                .call(
+                    Method::POST,
+                    "/api/v1/tiers",
+                    Some(&json!({"name": name, "limit": limit, "per": per, "burst": burst})),
+                    None,
+                )
+                .await?;
+            c.print(&v, columns, None);
+        }
+        T::Delete { name } => {
+            c.call(Method::DELETE, &format!("/api/v1/tiers/{name}"), None, None)
+                .await?;
+            println!("Deleted tier `{name}`.");
+        }
+    }
+    Ok(())
+}

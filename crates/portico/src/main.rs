@@ -78,6 +78,35 @@ enum Command {
     Keys(KeysCommand),
     /// A quick access token for a consumer (admin only; for trying an API).
     Token(TokenArgs),
+    /// Throttling tiers.
+    #[command(subcommand)]
+    Tiers(TiersCommand),
+}
+
+/// `portico tiers ...`
+#[derive(Debug, Subcommand)]
+pub enum TiersCommand {
+    /// List tiers.
+    List,
+    /// Create one: LIMIT requests per PERIOD.
+    Create {
+        /// Name.
+        name: String,
+        /// Requests per period.
+        #[arg(long)]
+        limit: u32,
+        /// second, minute, hour or day.
+        #[arg(long, default_value = "minute")]
+        per: String,
+        /// Requests allowed back to back (default: the limit).
+        #[arg(long)]
+        burst: Option<u32>,
+    },
+    /// Delete one nothing uses.
+    Delete {
+        /// Name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -580,6 +609,7 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
         Command::Consumers(cmd) => cli::consumers(&client(&global)?, cmd).await,
         Command::Subscriptions(cmd) => cli::subscriptions(&client(&global)?, cmd).await,
         Command::Keys(cmd) => cli::keys(&client(&global)?, cmd).await,
+        Command::Tiers(cmd) => cli::tiers(&client(&global)?, cmd).await,
         Command::Token(a) => {
             cli::token(
                 &client(&global)?,

@@ -740,3 +740,116 @@ async fn cors_preflights_are_answered_at_the_gateway() {
         Some("https://app.example.com")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_tiers_per_subscription_and_per_api_are_exact_at_the_boundary() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let up = Upstream::named("ok").await;
+    cp.cli_ok(&[
+        "tiers", "create", "three", "--limit", "3", "--per", "minute",
+    ])
+    .await;
+    cp.cli_ok(&["tiers", "create", "five", "--limit", "5", "--per", "hour"])
+        .await;
+    // Unknown tiers are named, not stored.
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(json!({"name": "X", "version": "v1", "context": "/x",
+            "production_endpoints": ["http://127.0.0.1:9"], "tier": "platinum"})),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["fields"][0]["path"], "tier");
+    for (name, context, auth, tier) in [
+        ("Keyed", "/keyed", "api_key", None),
+        ("Open", "/open", "none", Some("five")),
+    ] {
+        let (st, v) = cp
+            .api(
+                "POST",
+                "/api/v1/apis",
+                Some(json!({"name": name, "version": "v1", "context": context, "auth": auth, "tier": tier,
+                            "production_endpoints": [format!("http://{}", up.addr)]})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        let id = format!("{}-v1", name.to_lowercase());
+        cp.api("POST", &format!("/api/v1/apis/{id}/revisions"), None)
+            .await;
+        let (st, v) = cp
+            .api(
+                "POST",
+                &format!("/api/v1/apis/{id}/deployments"),
+                Some(json!({"revision": 1, "gateways": ["default"]})),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+    }
+    cp.cli_ok(&["consumers", "create", "small"]).await;
+    cp.cli_ok(&["consumers", "create", "big"]).await;
+    cp.cli_ok(&[
+        "subscriptions",
+        "add",
+        "small",
+        "--api",
+        "keyed-v1",
+        "--tier",
+        "three",
+    ])
+    .await;
+    cp.cli_ok(&["subscriptions", "add", "big", "--api", "keyed-v1"])
+        .await;
+    let key_of = |out: String| out.lines().last().unwrap().trim().to_owned();
+    let small = key_of(cp.cli_ok(&["keys", "create", "small"]).await);
+    let big = key_of(cp.cli_ok(&["keys", "create", "big"]).await);
+    let client = Client::new();
+    let keyed = format!("http://127.0.0.1:{}/keyed/x", cp.gateway_port);
+    // Wait until the small consumer's key works, spending its first request.
+    eventually_status(&client, &keyed, Some(&small), 200).await;
+    let call = |key: Option<String>, url: String| {
+        let client = client.clone();
+        async move {
+            let mut req = portico_testkit::client::get(&url);
+            if let Some(k) = key {
+                req.headers_mut().insert("apikey", k.parse().unwrap());
+            }
+            client.send(req).await.unwrap()
+        }
+    };
+    // Three a minute: two more pass, the fourth is refused with the headers that say when.
+    for _ in 0..2 {
+        assert_eq!(call(Some(small.clone()), keyed.clone()).await.status, 200);
+    }
+    let r = call(Some(small.clone()), keyed.clone()).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "retry-after {retry}");
+    assert_eq!(r.header("ratelimit-limit").as_deref(), Some("3"));
+    assert_eq!(r.header("ratelimit-policy").as_deref(), Some("3;w=60"));
+    assert!(
+        r.text().contains("subscription's rate limit"),
+        "{}",
+        r.text()
+    );
+    // Another consumer of the same API is not affected.
+    for _ in 0..5 {
+        assert_eq!(call(Some(big.clone()), keyed.clone()).await.status, 200);
+    }
+    // A per-API tier counts every caller: five an hour on the open API.
+    let open = format!("http://127.0.0.1:{}/open/x", cp.gateway_port);
+    let mut passed = 0;
+    for _ in 0..8 {
+        if call(None, open.clone()).await.status == 200 {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 5);
+    // A tier in use cannot be deleted.
+    let (st, v) = cp.api("DELETE", "/api/v1/tiers/three", None).await;
+    assert_eq!(st, 409, "{v}");
+    let (st, v) = cp.api("DELETE", "/api/v1/tiers/five", None).await;
+    assert_eq!(st, 409, "{v}");
+}

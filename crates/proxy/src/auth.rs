@@ -11,6 +11,7 @@ use portico_model::{AccessClaims, AuthMode, GatewayKind, KeyType, RouteAuth, Sec
 use sha2::{Digest, Sha256};
 
 use crate::respond::{ErrorKind, ProxyError};
+use crate::throttle::{Gcra, Limiters};
 
 /// The consumer's name, sent upstream.
 pub static X_CONSUMER: HeaderName = HeaderName::from_static("x-portico-consumer");
@@ -28,6 +29,27 @@ pub struct SecurityRuntime {
     pub jwt: Option<JwtRuntime>,
     /// Tokens already verified, by SHA-256, until they expire.
     verified: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
+    /// Limiters by tier name (lower case).
+    tiers: HashMap<String, Arc<Gcra>>,
+    /// Consumer tiers: the consumer's own, and per subscribed API.
+    consumers: HashMap<String, ConsumerTiers>,
+}
+
+#[derive(Debug, Default)]
+struct ConsumerTiers {
+    own: Option<Arc<Gcra>>,
+    by_api: HashMap<String, Arc<Gcra>>,
+}
+
+/// A route's throttling tiers.
+#[derive(Debug)]
+pub struct RouteThrottle {
+    /// The API.
+    pub api: Arc<str>,
+    /// Over all callers of the API.
+    pub api_tier: Option<Arc<Gcra>>,
+    /// Over all callers of this route.
+    pub operation_tier: Option<Arc<Gcra>>,
 }
 
 /// JWT verification.
@@ -97,8 +119,52 @@ pub struct Caller {
 }
 
 impl SecurityRuntime {
-    /// Compiles the Snapshot's security section.
+    /// Compiles the Snapshot's security section with fresh limiters (tests).
     pub fn compile(s: &Security) -> Self {
+        Self::compile_with(s, &Limiters::default())
+    }
+
+    /// The limiter of a tier.
+    pub fn tier(&self, name: &str) -> Option<Arc<Gcra>> {
+        self.tiers.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    /// Phase `throttle`: the consumer's, the subscription's, the API's and the operation's
+    /// tiers, in that order; the first one reached answers 429.
+    pub fn throttle(
+        &self,
+        t: &RouteThrottle,
+        route: &str,
+        caller: Option<&Caller>,
+        now_ns: u64,
+    ) -> Result<(), ProxyError> {
+        if let Some(c) = caller
+            && let Some(ct) = c.consumer.to_str().ok().and_then(|n| self.consumers.get(n))
+        {
+            let name = c.consumer.to_str().unwrap_or("");
+            if let Some(g) = &ct.own {
+                g.check(name, now_ns)
+                    .map_err(|w| g.refuse(w, "the consumer's rate limit is reached"))?;
+            }
+            if let Some(g) = ct.by_api.get(&*t.api) {
+                let key = format!("{name}\u{0}{}", t.api);
+                g.check(&key, now_ns)
+                    .map_err(|w| g.refuse(w, "the subscription's rate limit is reached"))?;
+            }
+        }
+        if let Some(g) = &t.api_tier {
+            g.check(&t.api, now_ns)
+                .map_err(|w| g.refuse(w, "the API's rate limit is reached"))?;
+        }
+        if let Some(g) = &t.operation_tier {
+            g.check(route, now_ns)
+                .map_err(|w| g.refuse(w, "the operation's rate limit is reached"))?;
+        }
+        Ok(())
+    }
+
+    /// Compiles the Snapshot's security section, taking limiters from `limiters`.
+    pub fn compile_with(s: &Security, limiters: &Limiters) -> Self {
         let mut api_keys = HashMap::with_capacity(s.api_keys.len());
         for k in &s.api_keys {
             let Some(hash) = decode_hex32(&k.hash) else {
@@ -132,11 +198,36 @@ impl SecurityRuntime {
             validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
             JwtRuntime { keys, validation }
         });
+        let tiers: HashMap<String, Arc<Gcra>> = s
+            .tiers
+            .iter()
+            .map(|t| (t.name.to_ascii_lowercase(), limiters.get(t)))
+            .collect();
+        let lookup = |n: &str| tiers.get(&n.to_ascii_lowercase()).cloned();
+        let consumers = s
+            .consumers
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    ConsumerTiers {
+                        own: c.tier.as_deref().and_then(lookup),
+                        by_api: c
+                            .subscriptions
+                            .iter()
+                            .filter_map(|(api, t)| Some((api.clone(), lookup(t)?)))
+                            .collect(),
+                    },
+                )
+            })
+            .collect();
         Self {
             gateway_type: s.gateway_type,
             api_keys,
             jwt,
             verified: Mutex::new(HashMap::new()),
+            tiers,
+            consumers,
         }
     }
 
@@ -374,6 +465,8 @@ mod tests {
                 grant("old-key", KeyType::Production, Some(100)),
             ],
             jwt: None,
+            tiers: vec![],
+            consumers: vec![],
         })
     }
 
@@ -517,6 +610,8 @@ mod tests {
                     audience: "portico-gateways".into(),
                     keys,
                 }),
+                tiers: vec![],
+                consumers: vec![],
             })
         }
 

@@ -9,6 +9,12 @@ fn start() -> Instant {
     *START.get_or_init(Instant::now)
 }
 
+/// Nanoseconds since the process clock started.
+#[inline]
+pub fn now_ns() -> u64 {
+    start().elapsed().as_nanos() as u64
+}
+
 /// Milliseconds since the process clock started (never 0, so 0 can mean "never").
 #[inline]
 pub fn now_ms() -> u64 {

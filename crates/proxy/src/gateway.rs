@@ -118,6 +118,7 @@ impl Gateway {
                     metrics,
                     registry: Arc::new(StateRegistry::default()),
                     access_log,
+                    limiters: Arc::new(crate::throttle::Limiters::default()),
                 },
                 active: tokio::sync::Mutex::new(Vec::new()),
                 health,

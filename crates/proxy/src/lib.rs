@@ -33,6 +33,7 @@ pub mod respond;
 pub mod rewrite;
 pub mod router;
 pub mod runtime;
+pub mod throttle;
 pub mod upstream;
 
 pub use error::Error;

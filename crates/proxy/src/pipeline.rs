@@ -162,21 +162,28 @@ async fn serve_route(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let mut req = req;
     let mut sandbox = false;
+    let mut caller = None;
     if let Some(policy) = &route.auth {
         // Phase `authenticate`.
-        let caller = crate::auth::authenticate(
+        let c = crate::auth::authenticate(
             &lr.security,
             policy,
             req.headers(),
             req.uri().query(),
             clock::unix_secs(),
         )?;
-        sandbox = caller.key_type == portico_model::KeyType::Sandbox;
-        crate::auth::forward_identity(policy, &caller, req.headers_mut());
+        sandbox = c.key_type == portico_model::KeyType::Sandbox;
+        crate::auth::forward_identity(policy, &c, req.headers_mut());
+        caller = Some(c);
     } else {
         // Only the gateway says who called.
         req.headers_mut().remove(&crate::auth::X_CONSUMER);
         req.headers_mut().remove(&crate::auth::X_KEY_TYPE);
+    }
+    if let Some(t) = &route.throttle {
+        // Phase `throttle`.
+        lr.security
+            .throttle(t, &route.name, caller.as_ref(), clock::now_ns())?;
     }
     let mut resp = match &route.action {
         Action::Redirect(r) => redirect(r, route, &req, normalized.as_deref(), conn.scheme),

@@ -48,6 +48,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// The caller is known but may not call this (key type, subscription).
     Forbidden,
+    /// A throttling tier's limit is reached.
+    RateLimited,
 }
 
 /// An error with the detail shown to the client.
@@ -57,6 +59,19 @@ pub struct ProxyError {
     pub kind: ErrorKind,
     /// Human-readable detail (never a secret).
     pub detail: Cow<'static, str>,
+    /// For 429: the limit that was reached.
+    pub rate: Option<RateInfo>,
+}
+
+/// The limit behind a 429, for `Retry-After` and the `RateLimit-*` headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateInfo {
+    /// Requests per window.
+    pub limit: u32,
+    /// Window length in seconds.
+    pub window: u64,
+    /// Seconds until a request would pass.
+    pub retry_after: u64,
 }
 
 impl ProxyError {
@@ -65,6 +80,7 @@ impl ProxyError {
         Self {
             kind,
             detail: detail.into(),
+            rate: None,
         }
     }
 }
@@ -77,6 +93,7 @@ impl ErrorKind {
             Self::BadRequest | Self::ClientAborted => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
@@ -103,6 +120,7 @@ impl ErrorKind {
             Self::ClientAborted => "client_aborted",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
         }
     }
 
@@ -115,7 +133,8 @@ impl ErrorKind {
             | Self::BodyTooLarge
             | Self::ClientAborted
             | Self::Unauthorized
-            | Self::Forbidden => Fault::Downstream,
+            | Self::Forbidden
+            | Self::RateLimited => Fault::Downstream,
             Self::NoEndpoint
             | Self::ConnectFailed
             | Self::ConnectTimeout
@@ -135,6 +154,7 @@ impl ErrorKind {
             Self::UpgradeUnsupported => 13,                  // INTERNAL
             Self::Unauthorized => 16,                        // UNAUTHENTICATED
             Self::Forbidden => 7,                            // PERMISSION_DENIED
+            Self::RateLimited => 8,                          // RESOURCE_EXHAUSTED
             Self::NoEndpoint | Self::ConnectFailed | Self::ConnectTimeout | Self::UpstreamReset => {
                 14
             } // UNAVAILABLE
@@ -174,6 +194,14 @@ pub fn error_response(
             .header(CONTENT_LENGTH, body.len());
         if let Some(id) = request_id {
             builder = builder.header("x-request-id", id.clone());
+        }
+        if let Some(r) = err.rate {
+            builder = builder
+                .header("retry-after", r.retry_after)
+                .header("ratelimit-limit", r.limit)
+                .header("ratelimit-remaining", 0)
+                .header("ratelimit-reset", r.retry_after)
+                .header("ratelimit-policy", format!("{};w={}", r.limit, r.window));
         }
         if err.kind == ErrorKind::Unauthorized {
             builder = builder.header(

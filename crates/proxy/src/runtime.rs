@@ -105,6 +105,8 @@ pub struct Route {
     pub auth: Option<crate::auth::Auth>,
     /// Where callers with sandbox credentials go (hybrid gateways).
     pub sandbox: Option<Forward>,
+    /// Throttling tiers.
+    pub throttle: Option<crate::auth::RouteThrottle>,
     /// Cross-origin policy.
     pub cors: Option<crate::cors::CorsPolicy>,
 }
@@ -201,6 +203,8 @@ pub struct Context {
     pub registry: Arc<StateRegistry>,
     /// Access log sink, when on.
     pub access_log: Option<Arc<AccessLog>>,
+    /// Rate limiters, kept across Snapshots.
+    pub limiters: Arc<crate::throttle::Limiters>,
 }
 
 impl Runtime {
@@ -215,7 +219,10 @@ impl Runtime {
                 Service::compile(s, &cx.registry, &cx.metrics).await,
             );
         }
-        let security = Arc::new(crate::auth::SecurityRuntime::compile(&snapshot.security));
+        let security = Arc::new(crate::auth::SecurityRuntime::compile_with(
+            &snapshot.security,
+            &cx.limiters,
+        ));
         let mut listeners = Vec::new();
         for l in &snapshot.listeners {
             let name: Arc<str> = l.effective_name().into();
@@ -233,7 +240,7 @@ impl Runtime {
                 }
                 let id = routes.len() as u32;
                 routes.push(compile_route(
-                    r, i, &name, max_header, max_body, &services, cx,
+                    r, i, &name, max_header, max_body, &services, &security, cx,
                 )?);
                 matches.push((id, r.priority, &r.matches));
             }
@@ -263,10 +270,12 @@ impl Runtime {
             listeners.push(CompiledListener { spec, runtime });
         }
         cx.registry.prune();
+        cx.limiters.retain(&snapshot.security.tiers);
         Ok(Self { version, listeners })
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one caller: the listener's settings and the Snapshot's tables
 fn compile_route(
     r: &portico_model::Route,
     index: usize,
@@ -274,6 +283,7 @@ fn compile_route(
     listener_max_header: u64,
     listener_max_body: Option<u64>,
     services: &HashMap<String, Arc<Service>>,
+    security: &crate::auth::SecurityRuntime,
     cx: &Context,
 ) -> Result<Route, Error> {
     let name: Arc<str> = r.effective_name(index).into();
@@ -398,6 +408,11 @@ fn compile_route(
         prefix_len,
         auth,
         sandbox,
+        throttle: r.throttle.as_ref().map(|t| crate::auth::RouteThrottle {
+            api: t.api.as_str().into(),
+            api_tier: t.api_tier.as_deref().and_then(|n| security.tier(n)),
+            operation_tier: t.operation_tier.as_deref().and_then(|n| security.tier(n)),
+        }),
         cors: r
             .cors
             .as_ref()

@@ -26,6 +26,7 @@ use crate::error::Error;
 
 mod consumers;
 mod keys;
+mod tiers;
 pub use consumers::{
     ClientRecord, CredentialKind, CredentialRecord, NewCredential, SubscriptionRecord,
 };
@@ -50,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "signing keys",
         include_str!("../../migrations/sqlite/0003_signing_keys.sql"),
+    ),
+    (
+        4,
+        "tiers",
+        include_str!("../../migrations/sqlite/0004_tiers.sql"),
     ),
 ];
 
@@ -1557,6 +1563,8 @@ async fn recompile(conn: &mut SqliteConnection, gateway_ids: &[i64]) -> Result<M
         .collect::<Result<_, _>>()?;
         let api_keys = consumers::api_key_grants(conn, gid).await?;
         let jwt = keys::jwt_settings(conn).await?;
+        let tiers = tiers::all_tiers(conn).await?;
+        let consumer_limits = tiers::consumer_limits(conn, gid).await?;
         let input = Input {
             gateway: &gateway,
             apis: deployed
@@ -1573,6 +1581,8 @@ async fn recompile(conn: &mut SqliteConnection, gateway_ids: &[i64]) -> Result<M
             services: &services,
             api_keys: &api_keys,
             jwt: jwt.as_ref(),
+            tiers: &tiers,
+            consumers: &consumer_limits,
         };
         let snapshot = portico_compile::compile(&input).map_err(|e| {
             Error::Compile(format!(
