@@ -35,6 +35,7 @@ fn apis(n: usize) -> Vec<(String, ApiSpec)> {
                 api_key_query: None,
                 cors: None,
                 tier: None,
+                ip: None,
             };
             (spec.id(), spec)
         })

@@ -314,6 +314,7 @@ fn compile_api(
             }),
             response_headers: response_headers.clone(),
             cors: spec.cors.clone(),
+            ip: spec.ip.clone().filter(|p| !p.is_empty()),
             throttle: Some(portico_model::Throttle {
                 api: api.api_id.to_owned(),
                 api_tier: spec.tier.clone(),

@@ -16,6 +16,7 @@ fn api(name: &str, context: &str) -> ApiSpec {
         api_key_query: None,
         cors: None,
         tier: None,
+        ip: None,
     }
 }
 

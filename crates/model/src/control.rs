@@ -158,6 +158,9 @@ pub struct ApiSpec {
     /// Throttling tier over all calls of the API, whoever makes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+    /// Client networks allowed or denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<crate::security::IpPolicy>,
 }
 
 /// A raw gateway route for mesh-style ingress, attached to gateways by name.
@@ -398,6 +401,11 @@ impl ApiSpec {
                 errors.push(FieldError::new(format!("cors.{field}"), msg));
             }
         }
+        if let Some(ip) = &self.ip {
+            for (field, msg) in ip.problems() {
+                errors.push(FieldError::new(format!("ip.{field}"), msg));
+            }
+        }
         let mut seen = BTreeSet::new();
         for (i, op) in self.operations.iter().enumerate() {
             if !op.path.starts_with('/') || op.path.contains(['?', '#', ' ']) {
@@ -547,6 +555,7 @@ mod tests {
             api_key_query: None,
             cors: None,
             tier: None,
+            ip: None,
         };
         let Err(Error::Invalid(errs)) = api.validate() else {
             panic!("expected errors")

@@ -37,8 +37,8 @@ pub use route::{
     QueryMatch, Redirect, Rewrite, Route, RouteMatch, Target,
 };
 pub use security::{
-    AccessClaims, ApiKeyGrant, AuthMode, ConsumerLimits, Cors, JwtKey, JwtSettings, KeyType,
-    Period, RouteAuth, Security, Throttle, Tier,
+    AccessClaims, ApiKeyGrant, AuthMode, Cidr, ConsumerLimits, Cors, IpPolicy, JwtKey, JwtSettings,
+    KeyType, Period, RouteAuth, Security, Throttle, Tier,
 };
 pub use service::{
     Endpoint, HashOn, LoadBalancing, OutlierDetection, Retries, Service, UpstreamProtocol,

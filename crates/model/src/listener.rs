@@ -30,6 +30,10 @@ pub struct Listener {
     /// senders); for HTTP/2, the time with no request in flight and no bytes moving.
     #[serde(default = "defaults::client_idle_timeout")]
     pub idle_timeout: Duration,
+    /// Proxies in front of this listener (load balancers) whose `X-Forwarded-For` is
+    /// believed: the client is the last address not in these networks. Nobody's by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// What clients speak on a listener.
@@ -67,6 +71,7 @@ impl Listener {
             protocol,
             limits: Limits::default(),
             idle_timeout: defaults::client_idle_timeout(),
+            trusted_proxies: Vec::new(),
         }
     }
 

@@ -52,6 +52,9 @@ pub struct Route {
     /// Who may call: credentials checked before anything else (managed APIs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<crate::security::RouteAuth>,
+    /// Client addresses allowed or denied (403 otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<crate::security::IpPolicy>,
     /// Throttling tiers applied to every request (with the caller's, when `auth` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<crate::security::Throttle>,

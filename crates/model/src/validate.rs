@@ -343,6 +343,11 @@ impl Validator {
         let mut addrs = HashMap::new();
         for (i, l) in listeners.iter().enumerate() {
             let p = format!("listeners[{i}]");
+            for (j, t) in l.trusted_proxies.iter().enumerate() {
+                if let Err(m) = crate::security::Cidr::parse(t) {
+                    self.err(format!("{p}.trusted_proxies[{j}]"), m);
+                }
+            }
             let name = l.effective_name();
             if !is_name(&name) {
                 self.err(
@@ -557,6 +562,11 @@ impl Validator {
                 );
             }
             self.forward(&format!("{p}.sandbox_forward"), f, services);
+        }
+        if let Some(ip) = &r.ip {
+            for (field, msg) in ip.problems() {
+                self.err(format!("{p}.ip.{field}"), msg);
+            }
         }
         if let Some(c) = &r.cors {
             for (field, msg) in c.problems() {

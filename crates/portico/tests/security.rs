@@ -853,3 +853,85 @@ async fn throttling_tiers_per_subscription_and_per_api_are_exact_at_the_boundary
     let (st, v) = cp.api("DELETE", "/api/v1/tiers/five", None).await;
     assert_eq!(st, 409, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_allow_lists_with_forwarded_for_from_trusted_proxies_only() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let up = Upstream::named("ok").await;
+    // The built-in gateway trusts the load balancer at 127.0.0.1 to say who the client is.
+    let (_, g) = cp.api("GET", "/api/v1/gateways/default", None).await;
+    let mut spec = g["spec"].clone();
+    spec["listeners"][0]["trusted_proxies"] = json!(["127.0.0.1/32"]);
+    let etag = format!("\"{}\"", g["version"]);
+    let (st, v) = cp
+        .api_with(
+            "PUT",
+            "/api/v1/gateways/default",
+            Some(spec.clone()),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    spec["listeners"][0]["trusted_proxies"] = json!(["10.0.0.0/99"]);
+    let etag = format!("\"{}\"", v["version"]);
+    let (st, v) = cp
+        .api_with(
+            "PUT",
+            "/api/v1/gateways/default",
+            Some(spec),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["fields"][0]["path"], "listeners[0].trusted_proxies[0]");
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(
+                json!({"name": "Office", "version": "v1", "context": "/office",
+                        "production_endpoints": [format!("http://{}", up.addr)],
+                        "ip": {"allow": ["203.0.113.0/24"], "deny": ["203.0.113.66"]}}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    cp.api("POST", "/api/v1/apis/office-v1/revisions", None)
+        .await;
+    cp.api(
+        "POST",
+        "/api/v1/apis/office-v1/deployments",
+        Some(json!({"revision": 1, "gateways": ["default"]})),
+    )
+    .await;
+    let client = Client::new();
+    let url = format!("http://127.0.0.1:{}/office/x", cp.gateway_port);
+    let get = |xff: Option<&'static str>| {
+        let mut req = portico_testkit::client::get(&url);
+        if let Some(x) = xff {
+            req.headers_mut()
+                .insert("x-forwarded-for", x.parse().unwrap());
+        }
+        client.send(req)
+    };
+    let deadline = Instant::now() + WAIT;
+    while get(Some("203.0.113.5")).await.unwrap().status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the allowed client never got through"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The proxy's own address is not in the list; a denied client within the allowed
+    // network is refused; a client spoofing through the trusted proxy is taken at its word
+    // only for the hop the proxy appended (the right-most one).
+    assert_eq!(get(None).await.unwrap().status, 403);
+    let r = get(Some("203.0.113.66")).await.unwrap();
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("not allowed"), "{}", r.text());
+    assert_eq!(
+        get(Some("203.0.113.5, 192.0.2.1")).await.unwrap().status,
+        403
+    );
+}

@@ -25,6 +25,7 @@ pub mod exchange;
 pub mod gateway;
 pub mod headers;
 pub mod internal;
+pub mod ip;
 pub mod listener;
 pub mod metrics;
 pub mod node;

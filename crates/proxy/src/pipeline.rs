@@ -160,6 +160,14 @@ async fn serve_route(
     ex: &mut Exchange,
     request_id: &HeaderValue,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    if let Some(rules) = &route.ip {
+        // Phase `ip`.
+        rules.check(crate::ip::client_ip(
+            conn.peer.ip(),
+            req.headers(),
+            &lr.trusted_proxies,
+        ))?;
+    }
     let mut req = req;
     let mut sandbox = false;
     let mut caller = None;

@@ -78,6 +78,8 @@ pub struct ListenerRuntime {
     pub version: Arc<str>,
     /// Key material for routes with a policy.
     pub security: Arc<crate::auth::SecurityRuntime>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<portico_model::Cidr>,
 }
 
 /// A compiled route.
@@ -105,6 +107,8 @@ pub struct Route {
     pub auth: Option<crate::auth::Auth>,
     /// Where callers with sandbox credentials go (hybrid gateways).
     pub sandbox: Option<Forward>,
+    /// Client addresses allowed or denied.
+    pub ip: Option<crate::ip::IpRules>,
     /// Throttling tiers.
     pub throttle: Option<crate::auth::RouteThrottle>,
     /// Cross-origin policy.
@@ -266,6 +270,7 @@ impl Runtime {
                 access_log: cx.access_log.clone(),
                 version: version.clone(),
                 security: security.clone(),
+                trusted_proxies: crate::ip::networks(&l.trusted_proxies),
             });
             listeners.push(CompiledListener { spec, runtime });
         }
@@ -408,6 +413,7 @@ fn compile_route(
         prefix_len,
         auth,
         sandbox,
+        ip: r.ip.as_ref().map(crate::ip::IpRules::compile),
         throttle: r.throttle.as_ref().map(|t| crate::auth::RouteThrottle {
             api: t.api.as_str().into(),
             api_tier: t.api_tier.as_deref().and_then(|n| security.tier(n)),
