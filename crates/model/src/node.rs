@@ -32,6 +32,10 @@ pub struct NodeSettings {
     /// The node's admin API (port 2020), for the control plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminSettings>,
+    /// Share rate limits with the other nodes through this Redis (`redis://host:6379`);
+    /// each node counts alone when unset or when Redis does not answer in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_redis: Option<String>,
 }
 
 /// How a node reaches its control plane.
@@ -129,6 +133,7 @@ impl Default for NodeSettings {
             watch: true,
             control_plane: None,
             admin: None,
+            rate_limit_redis: None,
         }
     }
 }

@@ -443,15 +443,49 @@ pub struct Security {
 impl Security {
     /// True when there is nothing in it but defaults.
     pub fn is_empty(&self) -> bool {
-        self.api_keys.is_empty()
-            && self.jwt.is_none()
-            && self.gateway_type == GatewayKind::default()
+        // Every field: whatever is left out here is lost on the way to the nodes.
+        let Self {
+            gateway_type,
+            api_keys,
+            jwt,
+            tiers,
+            consumers,
+        } = self;
+        api_keys.is_empty()
+            && jwt.is_none()
+            && tiers.is_empty()
+            && consumers.is_empty()
+            && *gateway_type == GatewayKind::default()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn security_survives_the_trip_to_the_nodes() {
+        let s = crate::Snapshot {
+            security: Security {
+                tiers: vec![Tier {
+                    name: "ten".into(),
+                    limit: 10,
+                    per: Period::Hour,
+                    burst: None,
+                }],
+                consumers: vec![ConsumerLimits {
+                    name: "c".into(),
+                    tier: Some("ten".into()),
+                    subscriptions: Default::default(),
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&s).unwrap_or_default();
+        let back: crate::Snapshot = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(back, s, "{text}");
+    }
 
     #[test]
     fn networks_contain_what_they_should() {

@@ -251,6 +251,9 @@ struct ServerArgs {
     /// Seconds without a report after which a node shows as offline.
     #[arg(long, default_value_t = 30)]
     node_offline_after: u64,
+    /// Share the built-in gateway's rate limits through this Redis.
+    #[arg(long, env = "PORTICO_RATE_LIMIT_REDIS")]
+    rate_limit_redis: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -279,6 +282,9 @@ struct RunArgs {
     /// Health and metrics address (overrides `node.internal.address`).
     #[arg(long, env = "PORTICO_INTERNAL")]
     internal: Option<std::net::SocketAddr>,
+    /// Share rate limits with the gateway's other nodes through this Redis.
+    #[arg(long, env = "PORTICO_RATE_LIMIT_REDIS")]
+    rate_limit_redis: Option<String>,
     /// Longest a sync long-poll waits, in seconds.
     #[arg(long, default_value_t = 30, hide = true)]
     poll_wait: u64,
@@ -586,6 +592,7 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
                 max_revisions: a.max_revisions,
                 workers: a.workers,
                 node_offline_after: std::time::Duration::from_secs(a.node_offline_after.max(1)),
+                rate_limit_redis: a.rate_limit_redis,
             })
             .await
         }
@@ -640,6 +647,9 @@ async fn run_gateway(a: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(addr) = a.internal {
         node.internal.address = addr;
+    }
+    if let Some(url) = a.rate_limit_redis {
+        node.rate_limit_redis = Some(url);
     }
     if let Some(url) = a.control_plane {
         let token = a

@@ -30,6 +30,8 @@ pub struct ServerOptions {
     pub workers: Option<usize>,
     /// A node silent this long is offline.
     pub node_offline_after: Duration,
+    /// Redis for shared rate limits.
+    pub rate_limit_redis: Option<String>,
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -63,6 +65,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let env = current(&st, gid).await?;
     let mut node = NodeSettings {
         workers: opts.workers,
+        rate_limit_redis: opts.rate_limit_redis.clone(),
         ..NodeSettings::default()
     };
     node.internal.address = opts.internal;

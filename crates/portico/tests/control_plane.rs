@@ -171,6 +171,7 @@ async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages
     // A second node for the production gateway (HA behind a load balancer): same token and
     // secret, its own admin port and cache; it shares the traffic port (SO_REUSEPORT).
     let mut a2 = Node {
+        extra: Vec::new(),
         dir: a.dir.join("second"),
         config: a.dir.join("second.toml"),
         token: a.token.clone(),

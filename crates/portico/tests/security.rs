@@ -720,12 +720,20 @@ async fn cors_preflights_are_answered_at_the_gateway() {
     .unwrap();
     assert_eq!(r.status, 403);
     // The actual request: CORS headers on success and on the 401 a browser must be able to read.
-    let r = send(
-        "PUT",
-        &[("origin", "https://app.example.com"), ("apikey", &key)],
-    )
-    .await
-    .unwrap();
+    // The key reaches the gateway with a later snapshot than the route.
+    let deadline = Instant::now() + WAIT;
+    let r = loop {
+        let r = send(
+            "PUT",
+            &[("origin", "https://app.example.com"), ("apikey", &key)],
+        )
+        .await
+        .unwrap();
+        if r.status != 401 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.header("access-control-allow-origin").as_deref(),
@@ -934,4 +942,141 @@ async fn ip_allow_lists_with_forwarded_for_from_trusted_proxies_only() {
         get(Some("203.0.113.5, 192.0.2.1")).await.unwrap().status,
         403
     );
+}
+
+/// One request on a fresh connection (so the kernel spreads them over both nodes).
+async fn fresh_get(port: u16, path: &str) -> u16 {
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let head = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let text = portico_testkit::client::raw(addr, head.as_bytes()).await;
+    text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_limit_through_redis_and_fall_back_when_it_dies() {
+    let root = TempDir::new().unwrap();
+    let (mut redis, redis_port) = start_redis().await;
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let up = Upstream::named("ok").await;
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    // Two nodes of one gateway, sharing its traffic port.
+    let mut a = init_node(root.path(), "a", &cp.url).await;
+    a.extra = vec!["--rate-limit-redis".into(), redis_url.clone()];
+    a.start().await;
+    cp.cli_ok(&[
+        "gateways",
+        "link",
+        "gw",
+        "--type",
+        "production",
+        "--url",
+        &format!("http://127.0.0.1:{}", a.admin_port),
+        "--api-token",
+        &a.token,
+        "--jwt-secret",
+        &a.secret,
+        "--listen",
+        &a.traffic_port.to_string(),
+    ])
+    .await;
+    let mut b = Node {
+        extra: a.extra.clone(),
+        dir: a.dir.join("b"),
+        config: a.dir.join("b.toml"),
+        token: a.token.clone(),
+        secret: a.secret.clone(),
+        admin_port: free_port(),
+        traffic_port: a.traffic_port,
+        process: None,
+    };
+    let text = std::fs::read_to_string(&a.config)
+        .unwrap()
+        .replace(
+            &format!("127.0.0.1:{}", a.admin_port),
+            &format!("127.0.0.1:{}", b.admin_port),
+        )
+        .replace(
+            a.dir.join("cache").to_str().unwrap(),
+            b.dir.join("cache").to_str().unwrap(),
+        );
+    std::fs::write(&b.config, text).unwrap();
+    b.start().await;
+    for n in [&a, &b] {
+        n.process
+            .as_ref()
+            .unwrap()
+            .wait_for("rate limits shared through Redis", WAIT)
+            .await;
+    }
+    cp.cli_ok(&["tiers", "create", "ten", "--limit", "10", "--per", "hour"])
+        .await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(
+                json!({"name": "L", "version": "v1", "context": "/lim", "tier": "ten",
+            "production_endpoints": [format!("http://{}", up.addr)]}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    cp.api("POST", "/api/v1/apis/l-v1/revisions", None).await;
+    let (ok, out) = cp
+        .cli(&[
+            "deploy",
+            "l-v1",
+            "--revision",
+            "1",
+            "--gateway",
+            "gw",
+            "--wait",
+            "--timeout",
+            "10",
+        ])
+        .await;
+    assert!(ok, "{out}\nA:\n{}\nB:\n{}", a.output(), b.output());
+    // Both nodes serve the route (a 404 would mean one has not applied it yet): wait until
+    // every node reports the version, then count.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, v) = cp.api("GET", "/api/v1/gateways/gw/nodes", None).await;
+        let nodes = v["nodes"].as_array().unwrap();
+        if nodes.len() == 2 && nodes.iter().all(|n| n["state"] == "in_sync") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut codes = Vec::new();
+    for _ in 0..40 {
+        codes.push(fresh_get(a.traffic_port, "/lim/x").await);
+    }
+    let passed = codes.iter().filter(|c| **c == 200).count();
+    let limited = codes.iter().filter(|c| **c == 429).count();
+    assert_eq!((passed, limited), (10, 30), "{codes:?}");
+    // Both nodes answered some of them (one limit across two nodes, not ten each).
+    for n in [&a, &b] {
+        let served = n.output().matches("\"path\":\"/lim/x\"").count();
+        assert!(served > 0, "a node served nothing:\n{}", n.output());
+    }
+
+    // Redis goes away: the nodes keep answering with their own limits, and say so.
+    redis.signal(libc::SIGKILL);
+    let _ = redis.wait(WAIT).await;
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        codes.push(fresh_get(a.traffic_port, "/lim/x").await);
+    }
+    assert!(codes.iter().all(|c| *c == 200 || *c == 429), "{codes:?}");
+    let deadline = Instant::now() + WAIT;
+    while !(a.output().contains("Redis did not answer")
+        || b.output().contains("Redis did not answer"))
+    {
+        assert!(Instant::now() < deadline, "no fallback warning");
+        fresh_get(a.traffic_port, "/lim/x").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.stop().await;
+    b.stop().await;
 }

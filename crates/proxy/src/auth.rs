@@ -11,7 +11,7 @@ use portico_model::{AccessClaims, AuthMode, GatewayKind, KeyType, RouteAuth, Sec
 use sha2::{Digest, Sha256};
 
 use crate::respond::{ErrorKind, ProxyError};
-use crate::throttle::{Gcra, Limiters};
+use crate::throttle::{Check, Gcra, Limiters, SharedLimits};
 
 /// The consumer's name, sent upstream.
 pub static X_CONSUMER: HeaderName = HeaderName::from_static("x-portico-consumer");
@@ -33,6 +33,8 @@ pub struct SecurityRuntime {
     tiers: HashMap<String, Arc<Gcra>>,
     /// Consumer tiers: the consumer's own, and per subscribed API.
     consumers: HashMap<String, ConsumerTiers>,
+    /// Limits shared through Redis.
+    pub shared: Option<Arc<SharedLimits>>,
 }
 
 #[derive(Debug, Default)]
@@ -121,7 +123,7 @@ pub struct Caller {
 impl SecurityRuntime {
     /// Compiles the Snapshot's security section with fresh limiters (tests).
     pub fn compile(s: &Security) -> Self {
-        Self::compile_with(s, &Limiters::default())
+        Self::compile_with(s, &Limiters::default(), None)
     }
 
     /// The limiter of a tier.
@@ -129,42 +131,70 @@ impl SecurityRuntime {
         self.tiers.get(&name.to_ascii_lowercase()).cloned()
     }
 
-    /// Phase `throttle`: the consumer's, the subscription's, the API's and the operation's
-    /// tiers, in that order; the first one reached answers 429.
-    pub fn throttle(
+    /// The limits a request on this route meets: the consumer's, the subscription's, the
+    /// API's and the operation's tiers, in that order.
+    pub fn checks(&self, t: &RouteThrottle, route: &str, caller: Option<&Caller>) -> Vec<Check> {
+        let mut out = Vec::new();
+        if let Some(c) = caller
+            && let Ok(name) = c.consumer.to_str()
+            && let Some(ct) = self.consumers.get(name)
+        {
+            if let Some(g) = &ct.own {
+                out.push(Check {
+                    gcra: g.clone(),
+                    key: format!("c:{name}"),
+                    what: "the consumer's rate limit is reached",
+                });
+            }
+            if let Some(g) = ct.by_api.get(&*t.api) {
+                out.push(Check {
+                    gcra: g.clone(),
+                    key: format!("s:{name}:{}", t.api),
+                    what: "the subscription's rate limit is reached",
+                });
+            }
+        }
+        if let Some(g) = &t.api_tier {
+            out.push(Check {
+                gcra: g.clone(),
+                key: format!("a:{}", t.api),
+                what: "the API's rate limit is reached",
+            });
+        }
+        if let Some(g) = &t.operation_tier {
+            out.push(Check {
+                gcra: g.clone(),
+                key: format!("o:{route}"),
+                what: "the operation's rate limit is reached",
+            });
+        }
+        out
+    }
+
+    /// Phase `throttle`: shared through Redis when configured (one round trip), else local.
+    pub async fn throttle(
         &self,
         t: &RouteThrottle,
         route: &str,
         caller: Option<&Caller>,
         now_ns: u64,
     ) -> Result<(), ProxyError> {
-        if let Some(c) = caller
-            && let Some(ct) = c.consumer.to_str().ok().and_then(|n| self.consumers.get(n))
-        {
-            let name = c.consumer.to_str().unwrap_or("");
-            if let Some(g) = &ct.own {
-                g.check(name, now_ns)
-                    .map_err(|w| g.refuse(w, "the consumer's rate limit is reached"))?;
-            }
-            if let Some(g) = ct.by_api.get(&*t.api) {
-                let key = format!("{name}\u{0}{}", t.api);
-                g.check(&key, now_ns)
-                    .map_err(|w| g.refuse(w, "the subscription's rate limit is reached"))?;
-            }
+        let checks = self.checks(t, route, caller);
+        if checks.is_empty() {
+            return Ok(());
         }
-        if let Some(g) = &t.api_tier {
-            g.check(&t.api, now_ns)
-                .map_err(|w| g.refuse(w, "the API's rate limit is reached"))?;
+        match &self.shared {
+            Some(shared) => shared.check(&checks, now_ns).await,
+            None => crate::throttle::check_local(&checks, now_ns),
         }
-        if let Some(g) = &t.operation_tier {
-            g.check(route, now_ns)
-                .map_err(|w| g.refuse(w, "the operation's rate limit is reached"))?;
-        }
-        Ok(())
     }
 
     /// Compiles the Snapshot's security section, taking limiters from `limiters`.
-    pub fn compile_with(s: &Security, limiters: &Limiters) -> Self {
+    pub fn compile_with(
+        s: &Security,
+        limiters: &Limiters,
+        shared: Option<Arc<SharedLimits>>,
+    ) -> Self {
         let mut api_keys = HashMap::with_capacity(s.api_keys.len());
         for k in &s.api_keys {
             let Some(hash) = decode_hex32(&k.hash) else {
@@ -228,6 +258,7 @@ impl SecurityRuntime {
             verified: Mutex::new(HashMap::new()),
             tiers,
             consumers,
+            shared,
         }
     }
 

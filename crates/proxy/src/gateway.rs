@@ -92,6 +92,16 @@ impl Gateway {
         } else {
             None
         };
+        let shared = match &settings.rate_limit_redis {
+            Some(url) => Some(
+                crate::throttle::SharedLimits::start(
+                    url,
+                    metrics.ratelimit_redis_fallbacks.clone(),
+                )
+                .map_err(|e| Error::Runtime(std::io::Error::other(e)))?,
+            ),
+            None => None,
+        };
         let mut workers = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
@@ -119,6 +129,7 @@ impl Gateway {
                     registry: Arc::new(StateRegistry::default()),
                     access_log,
                     limiters: Arc::new(crate::throttle::Limiters::default()),
+                    shared,
                 },
                 active: tokio::sync::Mutex::new(Vec::new()),
                 health,

@@ -70,6 +70,8 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     /// Access log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
+    /// Requests rate-limited on this node alone because Redis did not answer in time.
+    pub ratelimit_redis_fallbacks: Counter,
 }
 
 /// Status codes with a pre-resolved counter per route; others go through the family.
@@ -189,6 +191,12 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let ratelimit_redis_fallbacks = Counter::default();
+        registry.register(
+            "ratelimit_redis_fallbacks",
+            "Requests rate-limited on this node alone because Redis did not answer in time",
+            ratelimit_redis_fallbacks.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -202,6 +210,7 @@ impl Metrics {
             client_connections_total,
             reloads,
             access_log_dropped,
+            ratelimit_redis_fallbacks,
         })
     }
 

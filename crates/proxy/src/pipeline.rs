@@ -191,7 +191,8 @@ async fn serve_route(
     if let Some(t) = &route.throttle {
         // Phase `throttle`.
         lr.security
-            .throttle(t, &route.name, caller.as_ref(), clock::now_ns())?;
+            .throttle(t, &route.name, caller.as_ref(), clock::now_ns())
+            .await?;
     }
     let mut resp = match &route.action {
         Action::Redirect(r) => redirect(r, route, &req, normalized.as_deref(), conn.scheme),

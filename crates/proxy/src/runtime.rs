@@ -209,6 +209,8 @@ pub struct Context {
     pub access_log: Option<Arc<AccessLog>>,
     /// Rate limiters, kept across Snapshots.
     pub limiters: Arc<crate::throttle::Limiters>,
+    /// Limits shared through Redis, when the node is set up for it.
+    pub shared: Option<Arc<crate::throttle::SharedLimits>>,
 }
 
 impl Runtime {
@@ -226,6 +228,7 @@ impl Runtime {
         let security = Arc::new(crate::auth::SecurityRuntime::compile_with(
             &snapshot.security,
             &cx.limiters,
+            cx.shared.clone(),
         ));
         let mut listeners = Vec::new();
         for l in &snapshot.listeners {

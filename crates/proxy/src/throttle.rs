@@ -5,15 +5,21 @@
 //! Limiters are kept across Snapshots by tier definition, so windows survive reloads.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use portico_model::Tier;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::respond::{ErrorKind, ProxyError, RateInfo};
 
 /// One tier's limiter over many keys.
 #[derive(Debug)]
 pub struct Gcra {
+    /// Names the tier's definition in shared keys.
+    id: String,
     interval_ns: u64,
     tolerance_ns: u64,
     limit: u32,
@@ -35,6 +41,13 @@ impl Gcra {
         let interval_ns = (window * 1_000_000_000 / u64::from(limit)).max(1);
         let burst = u64::from(tier.burst.unwrap_or(limit).max(1));
         Self {
+            id: format!(
+                "{}:{}:{}:{}",
+                tier.name.to_ascii_lowercase(),
+                limit,
+                window,
+                burst
+            ),
             interval_ns,
             tolerance_ns: interval_ns * (burst - 1),
             limit,
@@ -77,6 +90,160 @@ impl Gcra {
             retry_after: wait_ns.div_ceil(1_000_000_000).max(1),
         });
         e
+    }
+}
+
+/// One limit to check for a request: the tier, the key within it, and what to say.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// The tier's limiter.
+    pub gcra: Arc<Gcra>,
+    /// The key (consumer, subscription, API or route).
+    pub key: String,
+    /// The 429's message.
+    pub what: &'static str,
+}
+
+/// Checks every limit locally; the first one reached refuses. Earlier ones are not given
+/// back (a refused request still counted for the consumer's broader tiers).
+pub fn check_local(checks: &[Check], now_ns: u64) -> Result<(), ProxyError> {
+    for c in checks {
+        c.gcra
+            .check(&c.key, now_ns)
+            .map_err(|w| c.gcra.refuse(w, c.what))?;
+    }
+    Ok(())
+}
+
+/// GCRA over several keys in one round trip, all or nothing, on Redis's clock.
+const SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tats = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local tolerance = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  if tat - now > tolerance then
+    return {i, tat - tolerance - now}
+  end
+  tats[i] = tat + interval
+end
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, tats[i], 'PX', math.ceil((tats[i] - now) / 1000) + 1000)
+end
+return {0, 0}
+"#;
+
+/// Rate limits shared by every node through Redis, with local limits as the fallback.
+pub struct SharedLimits {
+    url: String,
+    conn: Arc<ArcSwapOption<redis::aio::ConnectionManager>>,
+    script: redis::Script,
+    timeout: Duration,
+    /// Requests limited locally because Redis did not answer in time.
+    pub fallbacks: Counter,
+    last_warning_ms: AtomicU64,
+}
+
+impl std::fmt::Debug for SharedLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedLimits")
+            .field("connected", &self.conn.load().is_some())
+            .finish()
+    }
+}
+
+impl SharedLimits {
+    /// Connects in the background (and keeps reconnecting); until then, limits are local.
+    pub fn start(url: &str, fallbacks: Counter) -> Result<Arc<Self>, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("bad Redis URL: {e}"))?;
+        let me = Arc::new(Self {
+            url: redact(url),
+            conn: Arc::new(ArcSwapOption::empty()),
+            script: redis::Script::new(SCRIPT),
+            timeout: Duration::from_millis(50),
+            fallbacks,
+            last_warning_ms: AtomicU64::new(0),
+        });
+        let slot = me.conn.clone();
+        let shown = me.url.clone();
+        tokio::spawn(async move {
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(2)));
+            loop {
+                match redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone())
+                    .await
+                {
+                    Ok(c) => {
+                        tracing::info!(redis = %shown, "rate limits shared through Redis");
+                        slot.store(Some(Arc::new(c)));
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(redis = %shown, error = %e, "Redis unreachable: rate limits are per node until it answers");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                }
+            }
+        });
+        Ok(me)
+    }
+
+    /// Checks every limit in one Redis round trip; falls back to the local limiters when
+    /// Redis is not connected or does not answer within the timeout.
+    pub async fn check(&self, checks: &[Check], now_ns: u64) -> Result<(), ProxyError> {
+        let Some(conn) = self.conn.load_full() else {
+            return self.fallback(checks, now_ns, "not connected");
+        };
+        let mut inv = self.script.prepare_invoke();
+        for c in checks {
+            inv.key(format!("portico:rl:{}:{}", c.gcra.id, c.key));
+            inv.arg(c.gcra.interval_ns / 1000)
+                .arg(c.gcra.tolerance_ns / 1000);
+        }
+        let mut conn = (*conn).clone();
+        let answer: Result<Result<(i64, i64), redis::RedisError>, _> =
+            tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn)).await;
+        match answer {
+            Ok(Ok((0, _))) => Ok(()),
+            Ok(Ok((i, wait_us))) => {
+                let c = usize::try_from(i - 1)
+                    .ok()
+                    .and_then(|i| checks.get(i))
+                    .ok_or_else(|| ProxyError::new(ErrorKind::RateLimited, "rate limit reached"))?;
+                Err(c
+                    .gcra
+                    .refuse(u64::try_from(wait_us).unwrap_or(0) * 1000, c.what))
+            }
+            Ok(Err(e)) => self.fallback(checks, now_ns, &e.to_string()),
+            Err(_) => self.fallback(checks, now_ns, "timed out"),
+        }
+    }
+
+    fn fallback(&self, checks: &[Check], now_ns: u64, why: &str) -> Result<(), ProxyError> {
+        self.fallbacks.inc();
+        let now_ms = crate::clock::now_ms();
+        let last = self.last_warning_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) > 10_000
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(redis = %self.url, reason = why, "Redis did not answer: rate limits are per node for now");
+        }
+        check_local(checks, now_ns)
+    }
+}
+
+/// A Redis URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
     }
 }
 

@@ -127,6 +127,8 @@ impl ControlPlane {
 
 /// A node installed with `portico gateway init`.
 pub struct Node {
+    /// Extra arguments for `gateway run`.
+    pub extra: Vec<String>,
     pub dir: PathBuf,
     pub config: PathBuf,
     pub token: String,
@@ -179,6 +181,7 @@ pub async fn init_node(root: &Path, name: &str, cp_url: &str) -> Node {
         0o600
     );
     Node {
+        extra: Vec::new(),
         dir,
         config,
         token,
@@ -191,25 +194,23 @@ pub async fn init_node(root: &Path, name: &str, cp_url: &str) -> Node {
 
 impl Node {
     pub async fn start(&mut self) {
-        let p = Process::spawn(
-            Path::new(BIN),
-            &[
-                "gateway",
-                "run",
-                "--config",
-                self.config.to_str().unwrap(),
-                // Two workers bind the traffic port with SO_REUSEPORT, so a second node of
-                // the same gateway can share it on this one machine.
-                "--workers",
-                "2",
-                "--poll-wait",
-                "5",
-                // Several nodes share this machine: each gets its own internal port.
-                "--internal",
-                "127.0.0.1:0",
-            ],
-            &[],
-        );
+        let mut args: Vec<&str> = vec![
+            "gateway",
+            "run",
+            "--config",
+            self.config.to_str().unwrap(),
+            // Two workers bind the traffic port with SO_REUSEPORT, so a second node of
+            // the same gateway can share it on this one machine.
+            "--workers",
+            "2",
+            "--poll-wait",
+            "5",
+            // Several nodes share this machine: each gets its own internal port.
+            "--internal",
+            "127.0.0.1:0",
+        ];
+        args.extend(self.extra.iter().map(String::as_str));
+        let p = Process::spawn(Path::new(BIN), &args, &[]);
         p.wait_for("admin API ready", WAIT).await;
         self.process = Some(p);
     }
@@ -250,4 +251,25 @@ pub async fn eventually_serves(client: &Client, url: &str, want: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{url} never answered `{want}`; last answer: {last}");
+}
+
+/// A real `redis-server` on a free port, without persistence.
+pub async fn start_redis() -> (Process, u16) {
+    let port = free_port();
+    let p = Process::spawn(
+        Path::new("redis-server"),
+        &[
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        &[],
+    );
+    p.wait_for("Ready to accept connections", WAIT).await;
+    (p, port)
 }
