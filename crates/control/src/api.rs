@@ -98,6 +98,8 @@ pub fn router(state: Arc<ControlPlane>) -> Router {
             get(list_signing_keys).post(rotate_signing_key),
         )
         .route("/tiers", get(list_tiers).post(create_tier))
+        .route("/users", get(list_users).post(create_user))
+        .route("/users/{name}", axum::routing::delete(delete_user))
         .route(
             "/tiers/{name}",
             get(get_tier).put(update_tier).delete(delete_tier),
@@ -983,6 +985,44 @@ async fn delete_tier(State(st): St, Path(name): Path<String>) -> Res {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+// ---- users (password grant) ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserRequest {
+    name: String,
+    password: String,
+}
+
+async fn list_users(State(st): St) -> Res {
+    ok(json!({ "items": st.store.users().await? }))
+}
+
+async fn create_user(State(st): St, bytes: Bytes) -> Res {
+    let req: UserRequest = body(&bytes)?;
+    let mut fields = Vec::new();
+    if req.name.is_empty() || req.name.len() > 64 || req.name.contains(char::is_whitespace) {
+        fields.push(FieldError::new("name", "1 to 64 characters without spaces"));
+    }
+    if req.password.chars().count() < 12 {
+        fields.push(FieldError::new("password", "use at least 12 characters"));
+    }
+    if !fields.is_empty() {
+        return Err(Error::Invalid(fields));
+    }
+    let password = req.password;
+    let hash = tokio::task::spawn_blocking(move || crate::tokens::hash_password(&password))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let u = st.store.create_user(&req.name, &hash).await?;
+    Ok((StatusCode::CREATED, axum::Json(to_value(&u))).into_response())
+}
+
+async fn delete_user(State(st): St, Path(name): Path<String>) -> Res {
+    st.store.delete_user(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 // ---- token service ----
 
 /// An RFC 6749 error answer.
@@ -1009,6 +1049,8 @@ struct TokenForm {
     client_id: Option<String>,
     client_secret: Option<String>,
     scope: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
 }
 
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
@@ -1039,13 +1081,23 @@ async fn oauth_token(State(st): St, headers: HeaderMap, bytes: Bytes) -> Respons
             );
         }
     };
-    match form.grant_type.as_deref() {
-        Some("client_credentials") => {}
+    let user = match form.grant_type.as_deref() {
+        Some("client_credentials") => None,
+        Some("password") => {
+            let (Some(u), Some(p)) = (form.username.clone(), form.password.clone()) else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the password grant needs username and password",
+                );
+            };
+            Some((u, p))
+        }
         Some(_) => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
-                "this token service supports grant_type=client_credentials",
+                "this token service supports grant_type=client_credentials and grant_type=password",
             );
         }
         None => {
@@ -1055,7 +1107,7 @@ async fn oauth_token(State(st): St, headers: HeaderMap, bytes: Bytes) -> Respons
                 "grant_type is missing",
             );
         }
-    }
+    };
     let Some((client_id, secret)) = basic_credentials(&headers)
         .or_else(|| Some((form.client_id.clone()?, form.client_secret.clone()?)))
     else {
@@ -1065,10 +1117,40 @@ async fn oauth_token(State(st): St, headers: HeaderMap, bytes: Bytes) -> Respons
             "authenticate the client with HTTP Basic or client_id and client_secret",
         );
     };
-    match issue_for_client(&st, &client_id, &secret, form.scope.as_deref()).await {
+    let user = match user {
+        None => None,
+        Some((name, password)) => match check_user(&st, &name, &password).await {
+            Ok(Some(n)) => Some(n),
+            Ok(None) => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "the username or password is wrong",
+                );
+            }
+            Err(e) => return e.into_response(),
+        },
+    };
+    match issue_for_client(&st, &client_id, &secret, form.scope.as_deref(), user).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
+}
+
+/// The user's name when the password matches (Argon2 runs off the event loop).
+async fn check_user(
+    st: &ControlPlane,
+    name: &str,
+    password: &str,
+) -> Result<Option<String>, Error> {
+    let Some((name, hash)) = st.store.password_hash(name).await? else {
+        return Ok(None);
+    };
+    let password = password.to_owned();
+    let ok = tokio::task::spawn_blocking(move || crate::tokens::verify_password(&password, &hash))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(ok.then_some(name))
 }
 
 async fn issue_for_client(
@@ -1076,6 +1158,7 @@ async fn issue_for_client(
     client_id: &str,
     secret: &str,
     scope: Option<&str>,
+    user: Option<String>,
 ) -> Result<Response, Error> {
     let invalid_client = || {
         oauth_error(
@@ -1124,6 +1207,7 @@ async fn issue_for_client(
             apis,
             expires_in: crate::tokens::TOKEN_LIFETIME,
             not_before_in: 0,
+            user,
         },
     )
     .await?;
@@ -1232,6 +1316,7 @@ async fn test_token(State(st): St, Path(name): Path<String>, bytes: Bytes) -> Re
             apis,
             expires_in: req.expires_in,
             not_before_in: req.not_before_in,
+            user: None,
         },
     )
     .await?;

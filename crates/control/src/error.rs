@@ -58,6 +58,7 @@ impl Error {
             "route" => "routes",
             "consumer" => "consumers",
             "tier" => "tiers",
+            "user" => "users",
             _ => "apis",
         };
         Self::NotFound(format!(

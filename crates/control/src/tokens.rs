@@ -55,6 +55,8 @@ pub struct Grant {
     pub expires_in: i64,
     /// Seconds until it becomes valid.
     pub not_before_in: i64,
+    /// The person the application acts for (password grant).
+    pub user: Option<String>,
 }
 
 /// Signs an access token with `key`.
@@ -75,6 +77,7 @@ pub fn sign(sealer: &Sealer, key: &SigningKeyRecord, g: &Grant) -> Result<String
         key_type: g.key_type,
         scope: g.scopes.join(" "),
         apis: g.apis.clone(),
+        user: g.user.clone(),
     };
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(key.kid.clone());
@@ -89,5 +92,26 @@ pub fn jwks(keys: &[SigningKeyRecord]) -> serde_json::Value {
             "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
             "kid": k.kid, "x": k.x, "y": k.y,
         })).collect::<Vec<_>>()
+    })
+}
+
+/// Hashes a person's password with Argon2id and a random salt (slow on purpose: run it off
+/// the event loop).
+pub fn hash_password(password: &str) -> Result<String, Error> {
+    use argon2::password_hash::PasswordHasher as _;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Internal(format!("cannot hash a password: {e}")))
+}
+
+/// Checks a password against its Argon2 hash.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::PasswordVerifier as _;
+    use argon2::password_hash::phc::PasswordHash;
+    PasswordHash::new(hash).is_ok_and(|h| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
     })
 }

@@ -417,6 +417,9 @@ pub struct AccessClaims {
     /// APIs the consumer is subscribed to.
     #[serde(default)]
     pub apis: Vec<String>,
+    /// The person the application acts for (password grant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Key material and settings for the gateway's policies.

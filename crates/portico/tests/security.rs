@@ -478,6 +478,61 @@ async fn tokens_from_the_token_service_by_environment_scope_and_key_rotation() {
         "every declared scope by default"
     );
     let all_token = v["access_token"].as_str().unwrap().to_owned();
+    // The password grant: the client acts for a person.
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"name": "alice", "password": "short"})),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"name": "alice", "password": "correct horse battery"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert!(!v.to_string().contains("horse"));
+    let (st, v) = token_request(
+        &cp,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "correct horse battery"),
+        ],
+        Some((&id, &secret)),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let user_token = v["access_token"].as_str().unwrap().to_owned();
+    let claims: Value = {
+        use base64::Engine as _;
+        let c = user_token.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        (claims["user"].as_str(), claims["sub"].as_str()),
+        (Some("alice"), Some("acme"))
+    );
+    let (st, v) = token_request(
+        &cp,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "wrong horse battery"),
+        ],
+        Some((&id, &secret)),
+    )
+    .await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("invalid_grant")));
     // RFC 6749 errors.
     let (st, v) = token_request(
         &cp,

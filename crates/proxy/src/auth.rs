@@ -622,6 +622,7 @@ mod tests {
                 key_type: KeyType::Sandbox,
                 scope: "read write".into(),
                 apis: vec!["pets-v1".into()],
+                user: None,
             }
         }
 

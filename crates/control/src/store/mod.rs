@@ -27,10 +27,12 @@ use crate::error::Error;
 mod consumers;
 mod keys;
 mod tiers;
+mod users;
 pub use consumers::{
     ClientRecord, CredentialKind, CredentialRecord, NewCredential, SubscriptionRecord,
 };
 pub use keys::{AUDIENCE, ISSUER, SigningKeyRecord, TOKEN_MAX_LIFETIME};
+pub use users::UserRecord;
 
 /// Name of the gateway `portico server` serves itself.
 pub const DEFAULT_GATEWAY: &str = "default";
@@ -56,6 +58,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "tiers",
         include_str!("../../migrations/sqlite/0004_tiers.sql"),
+    ),
+    (
+        5,
+        "users",
+        include_str!("../../migrations/sqlite/0005_users.sql"),
     ),
 ];
 
@@ -1637,4 +1644,27 @@ async fn recompile(conn: &mut SqliteConnection, gateway_ids: &[i64]) -> Result<M
         moved.push((gid, version as u64));
     }
     Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    #[test]
+    fn every_migration_file_is_registered_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), MIGRATIONS.len(), "{files:?}");
+        for (i, (version, _, sql)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version, i as i64 + 1);
+            let text = std::fs::read_to_string(format!("{dir}/{}", files[i]))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(*sql, text, "{}", files[i]);
+        }
+    }
 }
