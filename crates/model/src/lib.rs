@@ -30,7 +30,7 @@ pub use control::{
     ApiSpec, ConsumerSpec, GatewayKind, GatewaySpec, Lifecycle, Operation, RouteSpec, Visibility,
 };
 pub use error::{Error, FieldError};
-pub use listener::{Limits, Listener, ListenerProtocol};
+pub use listener::{Limits, Listener, ListenerProtocol, ListenerTls, TlsCertificate};
 pub use node::{AccessLog, AdminSettings, ControlPlaneLink, Internal, NodeSettings};
 pub use route::{
     FixedResponse, Forward, GrpcMatch, HeaderEdits, HeaderMatch, PathMatch, PrefixRewrite,

@@ -34,6 +34,31 @@ pub struct Listener {
     /// believed: the client is the last address not in these networks. Nobody's by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
+    /// Serve HTTPS: TLS 1.2/1.3 with ALPN (`h2`, `http/1.1`), the certificate chosen by SNI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+}
+
+/// A listener's TLS settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificates; SNI picks the one whose `hosts` match (exact, then wildcard), and the
+    /// first one answers clients that send no name or an unknown one.
+    pub certificates: Vec<TlsCertificate>,
+}
+
+/// A certificate chain and its private key, as PEM files on the node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertificate {
+    /// Host names it serves: `api.example.com` or `*.example.com`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// PEM file with the certificate, then its chain.
+    pub cert_file: String,
+    /// PEM file with the private key.
+    pub key_file: String,
 }
 
 /// What clients speak on a listener.
@@ -72,6 +97,7 @@ impl Listener {
             limits: Limits::default(),
             idle_timeout: defaults::client_idle_timeout(),
             trusted_proxies: Vec::new(),
+            tls: None,
         }
     }
 

@@ -343,6 +343,33 @@ impl Validator {
         let mut addrs = HashMap::new();
         for (i, l) in listeners.iter().enumerate() {
             let p = format!("listeners[{i}]");
+            if let Some(tls) = &l.tls {
+                if tls.certificates.is_empty() {
+                    self.err(
+                        format!("{p}.tls.certificates"),
+                        "give at least one certificate (cert_file and key_file)",
+                    );
+                }
+                for (j, c) in tls.certificates.iter().enumerate() {
+                    for (k, h) in c.hosts.iter().enumerate() {
+                        if let Err(m) = check_host(h, true) {
+                            self.err(format!("{p}.tls.certificates[{j}].hosts[{k}]"), m);
+                        }
+                    }
+                    if c.cert_file.trim().is_empty() {
+                        self.err(
+                            format!("{p}.tls.certificates[{j}].cert_file"),
+                            "give the PEM file of the certificate chain",
+                        );
+                    }
+                    if c.key_file.trim().is_empty() {
+                        self.err(
+                            format!("{p}.tls.certificates[{j}].key_file"),
+                            "give the PEM file of the private key",
+                        );
+                    }
+                }
+            }
             for (j, t) in l.trusted_proxies.iter().enumerate() {
                 if let Err(m) = crate::security::Cidr::parse(t) {
                     self.err(format!("{p}.trusted_proxies[{j}]"), m);

@@ -35,6 +35,7 @@ pub mod rewrite;
 pub mod router;
 pub mod runtime;
 pub mod throttle;
+pub mod tls;
 pub mod upstream;
 
 pub use error::Error;

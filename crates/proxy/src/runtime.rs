@@ -80,6 +80,8 @@ pub struct ListenerRuntime {
     pub security: Arc<crate::auth::SecurityRuntime>,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<portico_model::Cidr>,
+    /// HTTPS, when the listener has certificates.
+    pub tls: Option<crate::tls::TlsRuntime>,
 }
 
 /// A compiled route.
@@ -252,6 +254,12 @@ impl Runtime {
                 matches.push((id, r.priority, &r.matches));
             }
             let router = Router::build(matches)?;
+            let tls = l
+                .tls
+                .as_ref()
+                .map(|t| crate::tls::TlsRuntime::compile(t, l.protocol))
+                .transpose()
+                .map_err(|e| Error::Route(format!("listener `{name}`: TLS: {e}")))?;
             let spec = ListenerSpec {
                 name: name.clone(),
                 addr: SocketAddr::new(l.address, l.port),
@@ -274,6 +282,7 @@ impl Runtime {
                 version: version.clone(),
                 security: security.clone(),
                 trusted_proxies: crate::ip::networks(&l.trusted_proxies),
+                tls,
             });
             listeners.push(CompiledListener { spec, runtime });
         }

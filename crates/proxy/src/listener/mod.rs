@@ -135,6 +135,15 @@ async fn serve_tcp(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<
     };
     stats.open.inc();
     stats.accepted.inc();
+    let tls = shared.state.load().tls.clone();
+    if let Some(tls) = tls {
+        serve_tls(stream, peer, &shared, &tls, idle, max_header).await;
+        stats.open.dec();
+        if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            shared.closed.notify_waiters();
+        }
+        return;
+    }
     let proto = if protocol == ListenerProtocol::Http {
         // A connection that has sent nothing yet is idle: a drain closes it at once.
         let mut stop = shared.stop.subscribe();
@@ -155,6 +164,84 @@ async fn serve_tcp(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<
     if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
         shared.closed.notify_waiters();
     }
+}
+
+/// An HTTPS connection: the handshake (within the idle timeout, abandoned on drain), then
+/// HTTP/2 or HTTP/1.1 by ALPN, both served by hyper over the decrypted stream.
+async fn serve_tls(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    tls: &crate::tls::TlsRuntime,
+    idle: Duration,
+    max_header: usize,
+) {
+    let mut stop = shared.stop.subscribe();
+    let accepted = tokio::select! {
+        r = tokio::time::timeout(idle, tls.acceptor.accept(stream)) => r,
+        _ = stopped(&mut stop) => return,
+    };
+    let Ok(Ok(stream)) = accepted else {
+        // A failed or abandoned handshake: rustls has answered with an alert where it could.
+        return;
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2 {
+        serve_h2(stream, peer, "https", shared, idle, max_header).await;
+    } else {
+        serve_hyper_h1(stream, peer, "https", shared, idle, max_header).await;
+    }
+}
+
+/// Serves HTTP/1.1 with hyper over any byte stream (HTTPS connections), upgrades included.
+async fn serve_hyper_h1<I>(
+    io: I,
+    peer: SocketAddr,
+    scheme: &'static str,
+    shared: &Arc<Shared>,
+    idle: Duration,
+    max_header: usize,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let conn = Arc::new(Conn::new(peer, scheme));
+    let activity = conn.activity.clone();
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        let lr = svc_shared.state.load_full();
+        let conn = conn.clone();
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        Box::pin(async move {
+            let mut resp = pipeline::handle(lr, &conn, req.map(ClientBody::H2)).await;
+            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                && let Some((mut upstream, leftover)) = resp
+                    .extensions_mut()
+                    .remove::<pipeline::Tunnel>()
+                    .and_then(|t| t.take())
+            {
+                // After the 101 goes out, bytes flow both ways until either side closes.
+                tokio::spawn(async move {
+                    let Ok(upgraded) = on_upgrade.await else {
+                        return;
+                    };
+                    let mut client = TokioIo::new(upgraded);
+                    use tokio::io::AsyncWriteExt as _;
+                    if !leftover.is_empty() && client.write_all(&leftover).await.is_err() {
+                        return;
+                    }
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+            Ok::<_, Infallible>(resp)
+        })
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle)
+        .max_buf_size(max_header.max(8192))
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    drive(connection, shared, idle, &activity).await;
 }
 
 /// Peeks until the first bytes are, or cannot be, the HTTP/2 preface. `None` on close.
@@ -224,6 +311,20 @@ where
     B: http_body::Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    Self: Future,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     fn graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();

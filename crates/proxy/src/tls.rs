@@ -1,0 +1,119 @@
+//! HTTPS listeners: rustls with TLS 1.2 and 1.3 only, ALPN (`h2`, `http/1.1`), and the
+//! certificate chosen by SNI: an exact host, then a wildcard, then the listener's first
+//! certificate. Compiled with the listener's runtime, so a reload swaps certificates without
+//! touching the socket or open connections.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use portico_model::{ListenerProtocol, ListenerTls, TlsCertificate};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A listener's TLS acceptor.
+#[derive(Clone)]
+pub struct TlsRuntime {
+    /// Accepts TLS connections.
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsRuntime")
+    }
+}
+
+#[derive(Debug)]
+struct Sni {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl ResolvesServerCert for Sni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(c) = self.exact.get(&name) {
+            return Some(c.clone());
+        }
+        // A wildcard stands for exactly one label.
+        if let Some((_, parent)) = name.split_once('.')
+            && let Some(c) = self.wildcard.get(parent)
+        {
+            return Some(c.clone());
+        }
+        Some(self.default.clone())
+    }
+}
+
+/// Loads one certificate chain and key, checking that they belong together.
+fn load(c: &TlsCertificate) -> Result<Arc<CertifiedKey>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert_file)
+        .map_err(|e| format!("{}: {e}", c.cert_file))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", c.cert_file))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", c.cert_file));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(&c.key_file).map_err(|e| format!("{}: {e}", c.key_file))?;
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
+        .map_err(|e| format!("{}: unsupported key: {e}", c.key_file))?;
+    let ck = CertifiedKey::new(certs, signing);
+    ck.keys_match().map_err(|e| {
+        format!(
+            "{} and {} do not belong together: {e}",
+            c.cert_file, c.key_file
+        )
+    })?;
+    Ok(Arc::new(ck))
+}
+
+impl TlsRuntime {
+    /// Loads the certificates and builds the acceptor.
+    pub fn compile(t: &ListenerTls, protocol: ListenerProtocol) -> Result<Self, String> {
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        let mut default = None;
+        for c in &t.certificates {
+            let ck = load(c)?;
+            default.get_or_insert_with(|| ck.clone());
+            for h in &c.hosts {
+                let h = h.to_ascii_lowercase();
+                match h.strip_prefix("*.") {
+                    Some(parent) => {
+                        wildcard
+                            .entry(parent.to_owned())
+                            .or_insert_with(|| ck.clone());
+                    }
+                    None => {
+                        exact.entry(h).or_insert_with(|| ck.clone());
+                    }
+                }
+            }
+        }
+        let default = default.ok_or("no certificate")?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Sni {
+                exact,
+                wildcard,
+                default,
+            }));
+        config.alpn_protocols = match protocol {
+            ListenerProtocol::Http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            ListenerProtocol::Http2 | ListenerProtocol::Grpc => vec![b"h2".to_vec()],
+        };
+        Ok(Self {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+}

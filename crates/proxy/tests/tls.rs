@@ -1,0 +1,212 @@
+//! HTTPS listeners: SNI picks the certificate (exact host, wildcard, default), ALPN picks
+//! HTTP/2 or HTTP/1.1, certificates change on reload without dropping connections, and a
+//! certificate whose key does not match is refused with a clear error.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failures
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{Gw, service};
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portico_testkit::Upstream;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tempfile::TempDir;
+use tokio_rustls::TlsConnector;
+
+/// A test CA and leaf certificates written as PEM files.
+struct Pki {
+    dir: TempDir,
+    ca_der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        Self {
+            dir: TempDir::new().unwrap(),
+            ca_der: ca.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// Writes `<name>.crt` and `<name>.key` for `hosts`; returns the leaf's DER.
+    fn leaf(&self, name: &str, hosts: &[&str]) -> (PathBuf, PathBuf, Vec<u8>) {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let crt = self.dir.path().join(format!("{name}.crt"));
+        let pem_key = self.dir.path().join(format!("{name}.key"));
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&pem_key, key.serialize_pem()).unwrap();
+        (crt, pem_key, cert.der().to_vec())
+    }
+
+    fn connector(&self, alpn: &[&[u8]]) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        TlsConnector::from(Arc::new(config))
+    }
+}
+
+fn config(certs: &[(&[&str], &Path, &Path)], up: &Upstream) -> String {
+    let mut out = String::from(
+        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1\"\nport = 0\n[listeners.tls]\n",
+    );
+    for (hosts, crt, key) in certs {
+        let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+        out.push_str(&format!(
+            "[[listeners.tls.certificates]]\nhosts = [{}]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            hosts.join(", "),
+            crt.display(),
+            key.display()
+        ));
+    }
+    out.push_str(&service("up", &[up.addr], ""));
+    out.push_str("\n[[routes]]\nforward = { service = \"up\" }\n");
+    out
+}
+
+/// Connects with SNI `name` (or none) and answers the certificate the server showed and
+/// the protocol ALPN chose.
+async fn handshake(
+    pki: &Pki,
+    gw: &Gw,
+    name: &str,
+    alpn: &[&[u8]],
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Vec<u8>,
+) {
+    let tcp = tokio::net::TcpStream::connect(gw.addr("web"))
+        .await
+        .unwrap();
+    let server_name = ServerName::try_from(name.to_owned()).unwrap();
+    let tls = pki.connector(alpn).connect(server_name, tcp).await.unwrap();
+    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    (tls, leaf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_certificate_and_alpn_the_protocol() {
+    let pki = Pki::new();
+    let up = Upstream::echo().await;
+    let (a_crt, a_key, a_der) = pki.leaf("a", &["a.example.com"]);
+    let (w_crt, w_key, w_der) = pki.leaf("w", &["*.b.example.com"]);
+    let (d_crt, d_key, d_der) = pki.leaf("d", &["default.example.com", "a.example.com"]);
+    let gw = Gw::start(&config(
+        &[
+            (&["default.example.com"], &d_crt, &d_key),
+            (&["a.example.com"], &a_crt, &a_key),
+            (&["*.b.example.com"], &w_crt, &w_key),
+        ],
+        &up,
+    ))
+    .await;
+    // Exact host, wildcard (one label), and the first certificate for anything else.
+    assert_eq!(handshake(&pki, &gw, "a.example.com", &[]).await.1, a_der);
+    assert_eq!(handshake(&pki, &gw, "x.b.example.com", &[]).await.1, w_der);
+    assert_eq!(
+        handshake(&pki, &gw, "default.example.com", &[]).await.1,
+        d_der
+    );
+
+    // ALPN h2: HTTP/2 over TLS; the upstream is told the client came over https.
+    let (tls, _) = handshake(&pki, &gw, "a.example.com", &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("https://a.example.com/over/h2")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["path"], "/over/h2");
+    assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+
+    // ALPN http/1.1 (and no ALPN at all): HTTP/1.1 over TLS.
+    for alpn in [&[&b"http/1.1"[..]][..], &[]] {
+        let (tls, _) = handshake(&pki, &gw, "a.example.com", alpn).await;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/over/h1")
+            .header("host", "a.example.com")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["path"], "/over/h1");
+        assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+    }
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let out =
+        portico_testkit::client::raw(gw.addr("web"), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(!out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_change_on_reload_and_mismatched_keys_are_refused() {
+    let pki = Pki::new();
+    let up = Upstream::echo().await;
+    let (old_crt, old_key, old_der) = pki.leaf("old", &["a.example.com"]);
+    let (new_crt, new_key, new_der) = pki.leaf("new", &["a.example.com"]);
+    let gw = Gw::start(&config(&[(&["a.example.com"], &old_crt, &old_key)], &up)).await;
+    // An open HTTP/1.1 connection made with the old certificate...
+    let (tls, leaf) = handshake(&pki, &gw, "a.example.com", &[b"http/1.1"]).await;
+    assert_eq!(leaf, old_der);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // A certificate with somebody else's key: refused, the running one keeps serving.
+    let err = gw
+        .apply(&config(&[(&["a.example.com"], &new_crt, &old_key)], &up))
+        .await
+        .unwrap_err();
+    assert!(err.contains("do not belong together"), "{err}");
+    assert_eq!(handshake(&pki, &gw, "a.example.com", &[]).await.1, old_der);
+    // The new certificate: new handshakes get it, the open connection keeps working.
+    gw.apply(&config(&[(&["a.example.com"], &new_crt, &new_key)], &up))
+        .await
+        .unwrap();
+    assert_eq!(handshake(&pki, &gw, "a.example.com", &[]).await.1, new_der);
+    let req = Request::get("/still")
+        .header("host", "a.example.com")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+    // A missing file is named.
+    let err = gw
+        .apply(&config(&[(&[], Path::new("/nope.crt"), &new_key)], &up))
+        .await
+        .unwrap_err();
+    assert!(err.contains("/nope.crt"), "{err}");
+}
