@@ -46,6 +46,13 @@ pub struct ListenerTls {
     /// Certificates; SNI picks the one whose `hosts` match (exact, then wildcard), and the
     /// first one answers clients that send no name or an unknown one.
     pub certificates: Vec<TlsCertificate>,
+    /// Ask clients for a certificate signed by one of these CAs (PEM file): mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
+    /// With `client_ca_file`: refuse clients without a certificate (else they may connect
+    /// without one, and those with one must present a valid one).
+    #[serde(default = "crate::defaults::yes")]
+    pub client_cert_required: bool,
 }
 
 /// A certificate chain and its private key, as PEM files on the node.

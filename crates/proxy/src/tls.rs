@@ -99,15 +99,37 @@ impl TlsRuntime {
         }
         let default = default.ok_or("no certificate")?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| e.to_string())?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(Sni {
-                exact,
-                wildcard,
-                default,
-            }));
+            .map_err(|e| e.to_string())?;
+        let builder = match &t.client_ca_file {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(path).map_err(|e| format!("{path}: {e}"))? {
+                    let c = c.map_err(|e| format!("{path}: {e}"))?;
+                    roots.add(c).map_err(|e| format!("{path}: {e}"))?;
+                }
+                if roots.is_empty() {
+                    return Err(format!("{path}: no CA certificate in it"));
+                }
+                let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider.clone(),
+                );
+                let v = if t.client_cert_required {
+                    v
+                } else {
+                    v.allow_unauthenticated()
+                };
+                builder.with_client_cert_verifier(v.build().map_err(|e| format!("{path}: {e}"))?)
+            }
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(Sni {
+            exact,
+            wildcard,
+            default,
+        }));
         config.alpn_protocols = match protocol {
             ListenerProtocol::Http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             ListenerProtocol::Http2 | ListenerProtocol::Grpc => vec![b"h2".to_vec()],

@@ -24,6 +24,7 @@ use tokio_rustls::TlsConnector;
 struct Pki {
     dir: TempDir,
     ca_der: CertificateDer<'static>,
+    ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -36,6 +37,7 @@ impl Pki {
         Self {
             dir: TempDir::new().unwrap(),
             ca_der: ca.der().clone(),
+            ca_pem: ca.pem(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -52,6 +54,43 @@ impl Pki {
         std::fs::write(&crt, cert.pem()).unwrap();
         std::fs::write(&pem_key, key.serialize_pem()).unwrap();
         (crt, pem_key, cert.der().to_vec())
+    }
+
+    /// A client certificate and key signed by this CA.
+    fn client_identity(
+        &self,
+    ) -> (
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["client.example.com".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+    }
+
+    fn connector_with(
+        &self,
+        identity: Option<(
+            Vec<CertificateDer<'static>>,
+            rustls::pki_types::PrivateKeyDer<'static>,
+        )>,
+    ) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match identity {
+            Some((chain, key)) => b.with_client_auth_cert(chain, key).unwrap(),
+            None => b.with_no_client_auth(),
+        };
+        TlsConnector::from(Arc::new(config))
     }
 
     fn connector(&self, alpn: &[&[u8]]) -> TlsConnector {
@@ -209,4 +248,73 @@ async fn certificates_change_on_reload_and_mismatched_keys_are_refused() {
         .await
         .unwrap_err();
     assert!(err.contains("/nope.crt"), "{err}");
+}
+
+/// One HTTP/1.1 request over a TLS connection made by `connector`; `Err` when the server
+/// refuses the handshake or the request.
+async fn get_over(gw: &Gw, connector: &TlsConnector) -> Result<u16, String> {
+    let tcp = tokio::net::TcpStream::connect(gw.addr("web"))
+        .await
+        .unwrap();
+    let name = ServerName::try_from("a.example.com".to_owned()).unwrap();
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::get("/m")
+        .header("host", "a.example.com")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    send.send_request(req)
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_accepts_client_certificates_from_the_ca_only() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    let up = Upstream::echo().await;
+    let (crt, key, _) = pki.leaf("a", &["a.example.com"]);
+    let ca = pki.dir.path().join("clients-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let cfg = config(&[(&["a.example.com"], &crt, &key)], &up).replace(
+        "[listeners.tls]\n",
+        &format!("[listeners.tls]\nclient_ca_file = \"{}\"\n", ca.display()),
+    );
+    let gw = Gw::start(&cfg).await;
+    assert_eq!(
+        get_over(&gw, &pki.connector_with(Some(pki.client_identity()))).await,
+        Ok(200)
+    );
+    assert!(
+        get_over(&gw, &pki.connector_with(None)).await.is_err(),
+        "no client certificate"
+    );
+    // A client certificate from another CA (the client still trusts our server's CA).
+    let (chain, k) = other.client_identity();
+    assert!(
+        get_over(&gw, &pki.connector_with(Some((chain, k))))
+            .await
+            .is_err(),
+        "foreign CA"
+    );
+    // Optional client certificates: without one is fine, a bad one still is not.
+    let optional = cfg.replace(
+        "client_ca_file",
+        "client_cert_required = false\nclient_ca_file",
+    );
+    gw.apply(&optional).await.unwrap();
+    assert_eq!(get_over(&gw, &pki.connector_with(None)).await, Ok(200));
+    let (chain, k) = other.client_identity();
+    assert!(
+        get_over(&gw, &pki.connector_with(Some((chain, k))))
+            .await
+            .is_err()
+    );
 }
