@@ -385,7 +385,7 @@ async fn rotate_token(State(st): St, Path(name): Path<String>) -> Res {
     let existing = st.store.jwt_secret_sealed(&name).await?;
     let (secret, jwt_too) = match existing {
         Some(sealed) => (st.sealer.open(&sealed)?, false),
-        None => (secrets::generate(""), true),
+        None => (secrets::generate("pjs_"), true),
     };
     let creds = Credentials {
         token_hash: secrets::hash(&token),

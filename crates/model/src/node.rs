@@ -52,6 +52,34 @@ pub struct ControlPlaneLink {
     /// How often the node reports its state when nothing changes.
     #[serde(default = "heartbeat")]
     pub heartbeat: Duration,
+    /// PEM file of the CA that signed the control plane's HTTPS certificate (pinned),
+    /// besides the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Allow `http://` to a control plane that is not on this machine (the token would
+    /// cross the network in clear: for development only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_http: bool,
+}
+
+/// Whether a URL may carry secrets: HTTPS, or plain HTTP to this machine.
+pub fn secure_enough(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = if authority.starts_with('[') {
+        authority.split(']').next().map(|h| &h[1..]).unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The node's admin API.
@@ -72,6 +100,7 @@ impl std::fmt::Debug for ControlPlaneLink {
             .field("token", &"<redacted>")
             .field("cache_dir", &self.cache_dir)
             .field("heartbeat", &self.heartbeat)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -158,4 +187,22 @@ impl Default for AccessLog {
 
 fn stdout() -> String {
     "-".into()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_travel_over_https_or_to_this_machine_only() {
+        for (url, ok) in [
+            ("https://cp.example.com:9400", true),
+            ("http://127.0.0.1:9400", true),
+            ("http://localhost:9400/x", true),
+            ("http://[::1]:9400", true),
+            ("http://10.0.0.5:9400", false),
+            ("http://cp.example.com", false),
+            ("ftp://x", false),
+        ] {
+            assert_eq!(super::secure_enough(url), ok, "{url}");
+        }
+    }
 }

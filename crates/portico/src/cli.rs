@@ -37,6 +37,8 @@ fn credentials_path() -> PathBuf {
 struct Saved {
     url: String,
     token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_file: Option<String>,
 }
 
 /// A connection to the admin API.
@@ -50,8 +52,13 @@ pub struct Client {
 }
 
 /// `portico login`: checks the token and stores URL and token (mode 0600).
-pub async fn login(url: &str, token: &str) -> anyhow::Result<()> {
-    let client = Client::new(url.to_owned(), token.to_owned(), Output::Table)?;
+pub async fn login(url: &str, token: &str, ca_file: Option<&str>) -> anyhow::Result<()> {
+    let client = Client::new(
+        url.to_owned(),
+        token.to_owned(),
+        ca_file.map(ToOwned::to_owned),
+        Output::Table,
+    )?;
     client
         .call(Method::GET, "/api/v1/status", None, None)
         .await?;
@@ -63,6 +70,7 @@ pub async fn login(url: &str, token: &str) -> anyhow::Result<()> {
     let body = serde_json::to_vec_pretty(&Saved {
         url: url.trim_end_matches('/').to_owned(),
         token: token.to_owned(),
+        ca_file: ca_file.map(ToOwned::to_owned),
     })?;
     portico_control::secrets::write_private(&path, &body).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
@@ -73,11 +81,31 @@ pub async fn login(url: &str, token: &str) -> anyhow::Result<()> {
 }
 
 impl Client {
-    fn new(url: String, token: String, output: Output) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+    fn new(
+        url: String,
+        token: String,
+        ca_file: Option<String>,
+        output: Output,
+    ) -> anyhow::Result<Self> {
+        if !portico_model::node::secure_enough(&url)
+            && std::env::var_os("PORTICO_ALLOW_INSECURE_HTTP").is_none()
+        {
+            bail!(
+                "{url} is plain HTTP to another machine: the admin token would cross the network in clear. Use https:// (with --ca-file for a private CA), or set PORTICO_ALLOW_INSECURE_HTTP=1 for development"
+            );
+        }
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .build()?;
+            .timeout(Duration::from_secs(60));
+        if let Some(f) = ca_file.or_else(|| std::env::var("PORTICO_CA_FILE").ok()) {
+            let pem = std::fs::read(&f).with_context(|| format!("cannot read the CA file {f}"))?;
+            for c in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{f} is not a PEM certificate bundle"))?
+            {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder.build()?;
         Ok(Self {
             http,
             url: url.trim_end_matches('/').to_owned(),
@@ -95,14 +123,14 @@ impl Client {
         let saved: Option<Saved> = std::fs::read(credentials_path())
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let (url, token) = match (url, token, saved) {
-            (Some(u), Some(t), _) => (u, t),
-            (u, t, Some(s)) => (u.unwrap_or(s.url), t.unwrap_or(s.token)),
+        let (url, token, ca) = match (url, token, saved) {
+            (Some(u), Some(t), s) => (u, t, s.and_then(|s| s.ca_file)),
+            (u, t, Some(s)) => (u.unwrap_or(s.url), t.unwrap_or(s.token), s.ca_file),
             _ => bail!(
                 "not logged in: run `portico login --url http://127.0.0.1:9400 --token <admin token>` (or pass --url and --token)"
             ),
         };
-        Self::new(url, token, output)
+        Self::new(url, token, ca, output)
     }
 
     /// One API call; non-2xx answers become errors carrying the server's message.

@@ -254,6 +254,19 @@ struct ServerArgs {
     /// Share the built-in gateway's rate limits through this Redis.
     #[arg(long, env = "PORTICO_RATE_LIMIT_REDIS")]
     rate_limit_redis: Option<String>,
+    /// Serve the admin API and sync over HTTPS with this certificate chain (PEM).
+    #[arg(long, requires = "tls_key", conflicts_with = "tls_self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate from a CA made in the data directory on first use
+    /// (`tls/ca.pem` is what clients and nodes trust, with `--ca-file`).
+    #[arg(long)]
+    tls_self_signed: bool,
+    /// Host names and IPs the self-signed certificate is for (repeat).
+    #[arg(long = "tls-host", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+    tls_hosts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -268,10 +281,20 @@ struct RunArgs {
     #[arg(long, env = "PORTICO_CONTROL_PLANE")]
     control_plane: Option<String>,
     /// The gateway's API token (with --control-plane).
-    #[arg(long, env = "PORTICO_GATEWAY_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PORTICO_GATEWAY_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     token: Option<String>,
     /// The gateway's JWT secret, for the admin API.
-    #[arg(long, env = "PORTICO_JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PORTICO_JWT_SECRET",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     jwt_secret: Option<String>,
     /// Admin API address.
     #[arg(long, env = "PORTICO_ADMIN_LISTEN")]
@@ -285,6 +308,9 @@ struct RunArgs {
     /// Share rate limits with the gateway's other nodes through this Redis.
     #[arg(long, env = "PORTICO_RATE_LIMIT_REDIS")]
     rate_limit_redis: Option<String>,
+    /// PEM of the CA that signed the control plane's HTTPS certificate.
+    #[arg(long, env = "PORTICO_CA_FILE")]
+    ca_file: Option<String>,
     /// Longest a sync long-poll waits, in seconds.
     #[arg(long, default_value_t = 30, hide = true)]
     poll_wait: u64,
@@ -311,6 +337,9 @@ struct InitArgs {
     /// Cache directory.
     #[arg(long, default_value = "portico-gateway-cache")]
     cache_dir: String,
+    /// PEM of the CA that signed the control plane's HTTPS certificate (pinned in the file).
+    #[arg(long)]
+    ca_file: Option<String>,
     /// Replace an existing file.
     #[arg(long)]
     force: bool,
@@ -322,8 +351,11 @@ struct LoginArgs {
     #[arg(long, default_value = "http://127.0.0.1:9400")]
     url: String,
     /// An admin token.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     token: String,
+    /// PEM of the CA that signed the control plane's HTTPS certificate.
+    #[arg(long)]
+    ca_file: Option<String>,
 }
 
 /// Connection and output options of client commands.
@@ -404,10 +436,20 @@ pub struct LinkArgs {
     #[arg(long, default_value_t = 2020)]
     port: u16,
     /// The JWT secret it was installed with.
-    #[arg(long, env = "PORTICO_LINK_JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PORTICO_LINK_JWT_SECRET",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     jwt_secret: String,
     /// The API token it was installed with.
-    #[arg(long, env = "PORTICO_LINK_API_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PORTICO_LINK_API_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     api_token: String,
     /// Hostnames it serves (repeat).
     #[arg(long = "host")]
@@ -551,6 +593,7 @@ fn main() -> ExitCode {
             control_plane: a.control_plane.clone(),
             admin_address: a.admin_listen,
             cache_dir: a.cache_dir.clone(),
+            ca_file: a.ca_file.clone(),
             force: a.force,
         }));
     }
@@ -585,7 +628,7 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
     match command {
         Command::Server(a) => {
             server_cmd::run(server_cmd::ServerOptions {
-                data_dir: a.data_dir,
+                data_dir: a.data_dir.clone(),
                 listen: a.listen,
                 gateway_port: a.gateway_port,
                 internal: a.internal,
@@ -593,12 +636,17 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
                 workers: a.workers,
                 node_offline_after: std::time::Duration::from_secs(a.node_offline_after.max(1)),
                 rate_limit_redis: a.rate_limit_redis,
+                tls: match (a.tls_cert, a.tls_key, a.tls_self_signed) {
+                    (Some(c), Some(k), _) => Some((c, k)),
+                    (_, _, true) => Some(server_cmd::self_signed(&a.data_dir, &a.tls_hosts)?),
+                    _ => None,
+                },
             })
             .await
         }
         Command::Gateway(GatewayCommand::Run(a)) => run_gateway(a).await,
         Command::Gateway(GatewayCommand::Check(_) | GatewayCommand::Init(_)) => Ok(()),
-        Command::Login(a) => cli::login(&a.url, &a.token).await,
+        Command::Login(a) => cli::login(&a.url, &a.token, a.ca_file.as_deref()).await,
         Command::Gateways(cmd) => cli::gateways(&client(&global)?, cmd).await,
         Command::Services(cmd) => cli::services(&client(&global)?, cmd).await,
         Command::Routes(cmd) => cli::routes(&client(&global)?, cmd).await,
@@ -666,6 +714,8 @@ async fn run_gateway(a: RunArgs) -> anyhow::Result<()> {
                 token: token.clone(),
                 cache_dir: portico_model::node::cache_dir(),
                 heartbeat: portico_model::Duration::from_secs(10),
+                ca_file: None,
+                allow_insecure_http: false,
             });
         link.url = url;
         link.token = token;
@@ -676,6 +726,9 @@ async fn run_gateway(a: RunArgs) -> anyhow::Result<()> {
     };
     if let Some(dir) = a.cache_dir {
         link.cache_dir = dir;
+    }
+    if let Some(ca) = a.ca_file {
+        link.ca_file = Some(ca);
     }
     if let Some(secret) = a.jwt_secret {
         node.admin = Some(portico_model::AdminSettings {

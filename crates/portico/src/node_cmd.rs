@@ -24,6 +24,8 @@ pub struct InitOptions {
     pub admin_address: SocketAddr,
     /// Cache directory.
     pub cache_dir: String,
+    /// Pinned CA of the control plane.
+    pub ca_file: Option<String>,
     /// Overwrite an existing file.
     pub force: bool,
 }
@@ -37,13 +39,15 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<()> {
         );
     }
     let token = portico_control::secrets::generate("pgt_");
-    let secret = portico_control::secrets::generate("");
+    let secret = portico_control::secrets::generate("pjs_");
     let node = NodeSettings {
         control_plane: Some(ControlPlaneLink {
             url: opts.control_plane.clone(),
             token: token.clone(),
             cache_dir: opts.cache_dir.clone(),
             heartbeat: portico_model::Duration::from_secs(10),
+            ca_file: opts.ca_file.clone(),
+            allow_insecure_http: false,
         }),
         admin: Some(AdminSettings {
             address: opts.admin_address,
@@ -78,6 +82,16 @@ pub async fn run(mut node: NodeSettings, poll_wait: Duration) -> anyhow::Result<
         .control_plane
         .take()
         .context("no control plane configured")?;
+    if !link.allow_insecure_http && !portico_model::node::secure_enough(&link.url) {
+        anyhow::bail!(
+            "{} is plain HTTP to another machine: the gateway's token would cross the network in clear. Use https:// (with --ca-file for a private CA), or set allow_insecure_http = true in [node.control_plane] for development",
+            link.url
+        );
+    }
+    let ca_pem = match &link.ca_file {
+        Some(f) => Some(std::fs::read(f).with_context(|| format!("cannot read the CA file {f}"))?),
+        None => None,
+    };
     let cache_dir = PathBuf::from(&link.cache_dir);
     let state = Arc::new(
         NodeState::new(&cache_dir)
@@ -129,6 +143,7 @@ pub async fn run(mut node: NodeSettings, poll_wait: Duration) -> anyhow::Result<
         cache_dir,
         heartbeat: link.heartbeat.get(),
         poll_wait,
+        ca_pem,
     };
     tracing::info!(control_plane = %link.url, node_id = %state.node_id, "syncing");
     let sync_task = tokio::spawn(node::run_sync(gateway.clone(), settings, state, stop_rx));

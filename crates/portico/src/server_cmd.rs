@@ -32,6 +32,49 @@ pub struct ServerOptions {
     pub node_offline_after: Duration,
     /// Redis for shared rate limits.
     pub rate_limit_redis: Option<String>,
+    /// HTTPS certificate chain and key for the admin API and sync.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// A CA and a server certificate in `<data>/tls/`, made once: clients and nodes trust
+/// `tls/ca.pem`. The CA key is kept (mode 0600) so the server certificate can be remade
+/// for other host names.
+pub fn self_signed(
+    data_dir: &std::path::Path,
+    hosts: &[String],
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = data_dir.join("tls");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (ca_pem, ca_key_pem) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    let write_private = |path: &std::path::Path, text: &str| -> anyhow::Result<()> {
+        let _ = std::fs::remove_file(path);
+        portico_control::secrets::write_private(path, text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Portico control plane CA");
+    let ca_key = match std::fs::read_to_string(&ca_key_pem) {
+        Ok(pem) => KeyPair::from_pem(&pem)?,
+        Err(_) => {
+            let k = KeyPair::generate()?;
+            let ca = ca_params.clone().self_signed(&k)?;
+            std::fs::write(&ca_pem, ca.pem())?;
+            write_private(&ca_key_pem, &k.serialize_pem())?;
+            tracing::info!(ca = %ca_pem.display(), "made a CA for the control plane's HTTPS: give it to clients and nodes (--ca-file)");
+            k
+        }
+    };
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate()?;
+    let server = CertificateParams::new(hosts.to_vec())?.signed_by(&server_key, &issuer)?;
+    std::fs::write(&cert, server.pem())?;
+    write_private(&key, &server_key.serialize_pem())?;
+    Ok((cert, key))
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -44,6 +87,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         default_gateway_port: opts.gateway_port,
         max_revisions: opts.max_revisions,
         node_offline_after: opts.node_offline_after,
+        tls: opts.tls.clone(),
         ..Config::default()
     };
     let running = portico_control::start(config, async move {
@@ -51,7 +95,11 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     })
     .await
     .context("cannot start the control plane")?;
-    let url = format!("http://{}", running.addr);
+    let url = format!(
+        "{}://{}",
+        if opts.tls.is_some() { "https" } else { "http" },
+        running.addr
+    );
     if let Some(token) = &running.first_admin_token {
         // Standard output, not the log: shown once, never logged.
         println!(

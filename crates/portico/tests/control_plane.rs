@@ -586,3 +586,176 @@ async fn concurrent_deploys_and_stale_updates_lose_nothing() {
     assert_eq!(s, 400, "{v}");
     assert!(v["message"].as_str().unwrap().contains("bogus"), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_over_https_with_a_pinned_ca_and_no_tokens_in_clear() {
+    let root = TempDir::new().unwrap();
+    let data = root.path().join("data");
+    let port = free_port();
+    let process = portico_testkit::process::Process::spawn(
+        std::path::Path::new(BIN),
+        &[
+            "server",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--gateway-port",
+            &free_port().to_string(),
+            "--internal",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--tls-self-signed",
+        ],
+        &[],
+    );
+    let token = process.wait_for("    pat_", WAIT).await.trim().to_owned();
+    process.wait_for("control plane ready", WAIT).await;
+    let url = format!("https://127.0.0.1:{port}");
+    let ca = data.join("tls").join("ca.pem");
+    let cli = |args: Vec<String>, with_ca: bool| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(&args)
+            .env("PORTICO_URL", &url)
+            .env("PORTICO_TOKEN", &token)
+            .env("PORTICO_CLI_CONFIG", "/nonexistent/cli.json")
+            .env_remove("PORTICO_CA_FILE");
+        if with_ca {
+            cmd.env("PORTICO_CA_FILE", &ca);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // Without the CA the server's certificate is not trusted; with it, it is.
+    let (ok, out) = cli(vec!["status".into()], false);
+    assert!(!ok, "{out}");
+    let (ok, out) = cli(vec!["status".into()], true);
+    assert!(ok, "{out}");
+
+    // A node that pins the CA syncs over HTTPS.
+    let up = Upstream::named("secure").await;
+    let admin_port = free_port();
+    let out = std::process::Command::new(BIN)
+        .args(["gateway", "init", "--config"])
+        .arg(root.path().join("n.toml"))
+        .args(["--control-plane", &url, "--ca-file", ca.to_str().unwrap()])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .arg("--cache-dir")
+        .arg(root.path().join("cache"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    let field = |label: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
+            .unwrap()
+    };
+    let config = std::fs::read_to_string(root.path().join("n.toml")).unwrap();
+    assert!(config.contains("ca_file"), "{config}");
+
+    let node = portico_testkit::process::Process::spawn(
+        std::path::Path::new(BIN),
+        &[
+            "gateway",
+            "run",
+            "--config",
+            root.path().join("n.toml").to_str().unwrap(),
+            "--workers",
+            "1",
+            "--internal",
+            "127.0.0.1:0",
+            "--poll-wait",
+            "5",
+        ],
+        &[],
+    );
+    node.wait_for("admin API ready", WAIT).await;
+    let traffic = free_port();
+    let (ok, out) = cli(
+        vec![
+            "gateways".into(),
+            "link".into(),
+            "secure-gw".into(),
+            "--url".into(),
+            format!("http://127.0.0.1:{admin_port}"),
+            "--api-token".into(),
+            field("API token:"),
+            "--jwt-secret".into(),
+            field("JWT secret:"),
+            "--listen".into(),
+            traffic.to_string(),
+        ],
+        true,
+    );
+    assert!(ok, "{out}");
+    let api = root.path().join("api.json");
+    std::fs::write(
+        &api,
+        json!({"name": "S", "version": "v1", "context": "/s", "production_endpoints": [format!("http://{}", up.addr)]})
+            .to_string(),
+    )
+    .unwrap();
+    for args in [
+        vec!["apis", "create", "-f", api.to_str().unwrap()],
+        vec!["revisions", "create", "s-v1"],
+        vec![
+            "deploy",
+            "s-v1",
+            "--revision",
+            "1",
+            "--gateway",
+            "secure-gw",
+            "--wait",
+            "--timeout",
+            "20",
+        ],
+    ] {
+        let (ok, out) = cli(args.into_iter().map(String::from).collect(), true);
+        assert!(ok, "{out}\n{}", node.output());
+    }
+    eventually_serves(
+        &Client::new(),
+        &format!("http://127.0.0.1:{traffic}/s/x"),
+        "secure",
+    )
+    .await;
+
+    // Plain HTTP to another machine is refused before any token is sent.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "gateway",
+            "run",
+            "--control-plane",
+            "http://192.0.2.10:9400",
+            "--token",
+            "pgt_x",
+        ])
+        .args(["--cache-dir"])
+        .arg(root.path().join("c2"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("plain HTTP"), "{err}");
+    let out = std::process::Command::new(BIN)
+        .args([
+            "status",
+            "--server",
+            "http://192.0.2.10:9400",
+            "--admin-token",
+            "pat_x",
+        ])
+        .env_remove("PORTICO_ALLOW_INSECURE_HTTP")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("plain HTTP"), "{err}");
+}

@@ -34,6 +34,8 @@ pub struct SyncSettings {
     pub heartbeat: Duration,
     /// Longest a long-poll waits before it is asked again.
     pub poll_wait: Duration,
+    /// PEM of a CA to trust for the control plane's certificate, besides the system's.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for SyncSettings {
@@ -179,10 +181,21 @@ pub async fn run_sync(
     state: Arc<NodeState>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = match reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-    {
+    let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+    if let Some(pem) = &settings.ca_pem {
+        match reqwest::Certificate::from_pem_bundle(pem) {
+            Ok(certs) => {
+                for c in certs {
+                    builder = builder.add_root_certificate(c);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the CA file is not PEM; syncing cannot start");
+                return;
+            }
+        }
+    }
+    let client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the sync client");
