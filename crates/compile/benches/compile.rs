@@ -64,6 +64,7 @@ fn bench(c: &mut Criterion) {
                 jwt: None,
                 tiers: &[],
                 consumers: &[],
+                certificates: &[],
             };
             let s = compile(&input).unwrap_or_default();
             assert_eq!(s.routes.len(), 5000);

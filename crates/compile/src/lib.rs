@@ -23,6 +23,16 @@ pub enum Error {
         /// The service it names.
         service: String,
     },
+    /// An HTTPS listener has no certificate for the gateway's hosts.
+    #[error(
+        "gateway `{gateway}` has an HTTPS listener but no uploaded certificate covers its hosts ({hosts}): upload one with POST /api/v1/certificates"
+    )]
+    NoCertificate {
+        /// The gateway.
+        gateway: String,
+        /// The hosts it serves.
+        hosts: String,
+    },
     /// The result breaks a data-plane rule (two routes with one name, say).
     #[error("the snapshot for gateway `{gateway}` is not valid: {source}")]
     Invalid {
@@ -65,6 +75,9 @@ pub struct Input<'a> {
     pub tiers: &'a [portico_model::Tier],
     /// Consumer and subscription tiers of consumers subscribed to APIs deployed here.
     pub consumers: &'a [portico_model::ConsumerLimits],
+    /// Uploaded certificates; HTTPS listeners without their own get those for the hosts
+    /// this gateway serves.
+    pub certificates: &'a [portico_model::TlsCertificate],
 }
 
 /// The port a gateway listens on when it defines no listener.
@@ -73,11 +86,44 @@ pub const DEFAULT_PORT: u16 = 8080;
 /// Builds the gateway's snapshot and checks it as a node would.
 pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
     let gw = input.gateway;
-    let listeners = if gw.listeners.is_empty() {
+    let mut listeners = if gw.listeners.is_empty() {
         vec![Listener::new(DEFAULT_PORT, ListenerProtocol::Http)]
     } else {
         gw.listeners.clone()
     };
+    // Hosts this gateway serves: its own and its APIs'.
+    let mut served: Vec<String> = gw.hosts.clone();
+    for a in &input.apis {
+        served.extend(a.spec.hosts.iter().cloned());
+    }
+    served.iter_mut().for_each(|h| *h = h.to_ascii_lowercase());
+    for l in &mut listeners {
+        if let Some(tls) = &mut l.tls
+            && tls.certificates.is_empty()
+        {
+            tls.certificates = input
+                .certificates
+                .iter()
+                .filter(|c| {
+                    served.is_empty()
+                        || c.hosts
+                            .iter()
+                            .any(|p| served.iter().any(|h| host_covers(p, h)))
+                })
+                .cloned()
+                .collect();
+            if tls.certificates.is_empty() {
+                return Err(Error::NoCertificate {
+                    gateway: gw.name.clone(),
+                    hosts: if served.is_empty() {
+                        "any".into()
+                    } else {
+                        served.join(", ")
+                    },
+                });
+            }
+        }
+    }
     let mut services: BTreeMap<String, Service> = BTreeMap::new();
     let mut api_routes: Vec<(String, Route)> = Vec::new();
     let mut apis: Vec<&DeployedApi<'_>> = input
@@ -351,6 +397,19 @@ fn compile_api(
             ));
         }
         routes.push((name, route));
+    }
+}
+
+/// Whether a certificate name (`api.example.com`, `*.example.com`) covers a served host
+/// (which may itself be a wildcard).
+fn host_covers(pattern: &str, host: &str) -> bool {
+    let p = pattern.to_ascii_lowercase();
+    if p == host {
+        return true;
+    }
+    match p.strip_prefix("*.") {
+        Some(parent) => host.split_once('.').is_some_and(|(_, rest)| rest == parent),
+        None => false,
     }
 }
 

@@ -40,6 +40,7 @@ fn build(kind: GatewayKind, apis: Vec<DeployedApi<'_>>) -> Snapshot {
         jwt: None,
         tiers: &[],
         consumers: &[],
+        certificates: &[],
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -170,6 +171,7 @@ fn raw_routes_bring_their_services_and_missing_ones_are_named() {
         jwt: None,
         tiers: &[],
         consumers: &[],
+        certificates: &[],
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.services.len(), 1);
@@ -183,6 +185,7 @@ fn raw_routes_bring_their_services_and_missing_ones_are_named() {
         jwt: None,
         tiers: &[],
         consumers: &[],
+        certificates: &[],
     });
     assert!(
         matches!(err, Err(Error::MissingService { ref service, .. }) if service == "svc"),

@@ -59,6 +59,7 @@ impl Error {
             "consumer" => "consumers",
             "tier" => "tiers",
             "user" => "users",
+            "certificate" => "certificates",
             _ => "apis",
         };
         Self::NotFound(format!(

@@ -109,8 +109,8 @@ impl Hub {
 pub struct ControlPlane {
     /// The database.
     pub store: Store,
-    /// Seals JWT secrets.
-    pub sealer: secrets::Sealer,
+    /// Seals JWT secrets and certificate keys.
+    pub sealer: Arc<secrets::Sealer>,
     /// Snapshot versions.
     pub hub: Hub,
     /// Settings.
@@ -138,7 +138,8 @@ pub async fn start(
 ) -> Result<Running, Error> {
     let mut store = Store::open(&config.data_dir).await?;
     store.max_revisions = config.max_revisions;
-    let sealer = secrets::Sealer::load_or_create(&config.data_dir)?;
+    let sealer = Arc::new(secrets::Sealer::load_or_create(&config.data_dir)?);
+    store.sealer = Some(sealer.clone());
     let first_admin_token = if store.has_admin_token().await? {
         None
     } else {

@@ -314,7 +314,12 @@ impl GatewaySpec {
             ..Default::default()
         };
         if let Err(e) = probe.validate() {
-            errors.extend(e.field_errors());
+            // An HTTPS listener without certificates gets the uploaded ones for its hosts.
+            errors.extend(
+                e.field_errors()
+                    .into_iter()
+                    .filter(|f| !f.path.ends_with(".tls.certificates")),
+            );
         }
         done(errors)
     }

@@ -55,17 +55,37 @@ pub struct ListenerTls {
     pub client_cert_required: bool,
 }
 
-/// A certificate chain and its private key, as PEM files on the node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A certificate chain and its private key: PEM files on the node, or PEM text (how the
+/// control plane hands uploaded certificates to its gateways).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsCertificate {
     /// Host names it serves: `api.example.com` or `*.example.com`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
     /// PEM file with the certificate, then its chain.
-    pub cert_file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
     /// PEM file with the private key.
-    pub key_file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// The certificate chain as PEM text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_pem: Option<String>,
+    /// The private key as PEM text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_pem: Option<String>,
+}
+
+impl std::fmt::Debug for TlsCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCertificate")
+            .field("hosts", &self.hosts)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("key_pem", &self.key_pem.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// What clients speak on a listener.

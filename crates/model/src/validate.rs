@@ -356,16 +356,16 @@ impl Validator {
                             self.err(format!("{p}.tls.certificates[{j}].hosts[{k}]"), m);
                         }
                     }
-                    if c.cert_file.trim().is_empty() {
+                    let files = c.cert_file.is_some() && c.key_file.is_some();
+                    let text = c.cert_pem.is_some() && c.key_pem.is_some();
+                    let some = c.cert_file.is_some()
+                        || c.key_file.is_some()
+                        || c.cert_pem.is_some()
+                        || c.key_pem.is_some();
+                    if files == text || !some {
                         self.err(
-                            format!("{p}.tls.certificates[{j}].cert_file"),
-                            "give the PEM file of the certificate chain",
-                        );
-                    }
-                    if c.key_file.trim().is_empty() {
-                        self.err(
-                            format!("{p}.tls.certificates[{j}].key_file"),
-                            "give the PEM file of the private key",
+                            format!("{p}.tls.certificates[{j}]"),
+                            "give cert_file and key_file (PEM files), or cert_pem and key_pem",
                         );
                     }
                 }

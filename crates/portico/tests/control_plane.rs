@@ -759,3 +759,135 @@ async fn control_plane_over_https_with_a_pinned_ca_and_no_tokens_in_clear() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("plain HTTP"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_certificates_reach_https_listeners_and_bad_ones_are_refused() {
+    use rcgen::{CertificateParams, KeyPair};
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let make = |hosts: &[&str], expired: bool| {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>())
+                .unwrap();
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    };
+    let (good_pem, good_key, good_der) = make(&["secure.example.com"], false);
+    let (old_pem, old_key, _) = make(&["secure.example.com"], true);
+    let (_, other_key, _) = make(&["x.example.com"], false);
+    let upload = |name: &str, cert: &str, key: &str| {
+        cp.api(
+            "POST",
+            "/api/v1/certificates",
+            Some(json!({"name": name, "cert_pem": cert, "key_pem": key})),
+        )
+    };
+    let (st, v) = upload("old", &old_pem, &old_key).await;
+    assert_eq!(st, 422, "{v}");
+    assert!(
+        v["fields"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{v}"
+    );
+    let (st, v) = upload("mixed", &good_pem, &other_key).await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["fields"][0]["path"], "key_pem");
+    let (st, v) = upload("secure", &good_pem, &good_key).await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["hosts"], json!(["secure.example.com"]));
+    let (_, list) = cp.api("GET", "/api/v1/certificates", None).await;
+    assert!(!list.to_string().contains("PRIVATE KEY"), "{list}");
+
+    // A gateway whose HTTPS listener takes the uploaded certificate for its host.
+    let up = Upstream::named("tls-ok").await;
+    let mut n = init_node(root.path(), "n", &cp.url).await;
+    n.start().await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/gateways/link",
+            Some(json!({
+                "name": "tls-gw", "type": "production", "url": format!("http://127.0.0.1:{}", n.admin_port),
+                "api_token": n.token, "jwt_secret": n.secret, "hosts": ["secure.example.com"],
+                "listeners": [{"port": n.traffic_port, "address": "127.0.0.1", "tls": {"certificates": []}}],
+            })),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    cp.api(
+        "POST",
+        "/api/v1/apis",
+        Some(json!({"name": "T", "version": "v1", "context": "/t",
+        "production_endpoints": [format!("http://{}", up.addr)]})),
+    )
+    .await;
+    cp.api("POST", "/api/v1/apis/t-v1/revisions", None).await;
+    cp.cli_ok(&[
+        "deploy",
+        "t-v1",
+        "--revision",
+        "1",
+        "--gateway",
+        "tls-gw",
+        "--wait",
+    ])
+    .await;
+    // HTTPS with the uploaded certificate, trusted as its own root.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(good_der.clone()))
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let deadline = Instant::now() + WAIT;
+    let body = loop {
+        let attempt = async {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", n.traffic_port))
+                .await
+                .ok()?;
+            let name = rustls::pki_types::ServerName::try_from("secure.example.com").ok()?;
+            let mut tls = connector.connect(name, tcp).await.ok()?;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            tls.write_all(
+                b"GET /t/x HTTP/1.1\r\nhost: secure.example.com\r\nconnection: close\r\n\r\n",
+            )
+            .await
+            .ok()?;
+            let mut out = Vec::new();
+            let _ = tls.read_to_end(&mut out).await;
+            Some(String::from_utf8_lossy(&out).into_owned())
+        };
+        if let Some(text) = attempt.await
+            && text.starts_with("HTTP/1.1 200")
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no HTTPS answer:\n{}",
+            n.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(body.ends_with("tls-ok"), "{body}");
+    // The node's cache holds the key: owner only.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(n.dir.join("cache").join("snapshot.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    n.stop().await;
+}

@@ -164,8 +164,17 @@ pub fn load_cache(cache_dir: &Path) -> Option<SyncEnvelope> {
 }
 
 fn store_cache(cache_dir: &Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // The snapshot can hold private keys and API key hashes: owner only.
     let tmp = cache_dir.join(format!("{CACHE_FILE}.tmp"));
-    std::fs::write(&tmp, body)?;
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?
+        .write_all(body)?;
     std::fs::rename(&tmp, cache_dir.join(CACHE_FILE))
 }
 

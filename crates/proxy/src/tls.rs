@@ -51,27 +51,49 @@ impl ResolvesServerCert for Sni {
     }
 }
 
-/// Loads one certificate chain and key, checking that they belong together.
+/// Loads one certificate chain and key (files or PEM text), checking that they belong
+/// together.
 fn load(c: &TlsCertificate) -> Result<Arc<CertifiedKey>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert_file)
-        .map_err(|e| format!("{}: {e}", c.cert_file))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", c.cert_file))?;
+    let (cert_src, key_src) = match (&c.cert_file, &c.key_file) {
+        (Some(cf), Some(kf)) => (cf.clone(), kf.clone()),
+        _ => ("the certificate".to_owned(), "its key".to_owned()),
+    };
+    let certs: Vec<CertificateDer<'static>> = match (&c.cert_file, &c.cert_pem) {
+        (Some(f), _) => CertificateDer::pem_file_iter(f)
+            .map_err(|e| format!("{f}: {e}"))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{f}: {e}"))?,
+        (None, Some(pem)) => CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{cert_src}: {e}"))?,
+        (None, None) => return Err("no certificate given".into()),
+    };
     if certs.is_empty() {
-        return Err(format!("{}: no certificate in it", c.cert_file));
+        return Err(format!("{cert_src}: no certificate in it"));
     }
-    let key =
-        PrivateKeyDer::from_pem_file(&c.key_file).map_err(|e| format!("{}: {e}", c.key_file))?;
+    let key = match (&c.key_file, &c.key_pem) {
+        (Some(f), _) => PrivateKeyDer::from_pem_file(f).map_err(|e| format!("{f}: {e}"))?,
+        (None, Some(pem)) => {
+            PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| format!("{key_src}: {e}"))?
+        }
+        (None, None) => return Err("no private key given".into()),
+    };
     let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
-        .map_err(|e| format!("{}: unsupported key: {e}", c.key_file))?;
+        .map_err(|e| format!("{key_src}: unsupported key: {e}"))?;
     let ck = CertifiedKey::new(certs, signing);
-    ck.keys_match().map_err(|e| {
-        format!(
-            "{} and {} do not belong together: {e}",
-            c.cert_file, c.key_file
-        )
-    })?;
+    ck.keys_match()
+        .map_err(|e| format!("{cert_src} and {key_src} do not belong together: {e}"))?;
     Ok(Arc::new(ck))
+}
+
+/// Checks that a chain and key (PEM text) load and belong together.
+pub fn check_pem(cert_pem: &str, key_pem: &str) -> Result<(), String> {
+    load(&TlsCertificate {
+        cert_pem: Some(cert_pem.to_owned()),
+        key_pem: Some(key_pem.to_owned()),
+        ..Default::default()
+    })
+    .map(|_| ())
 }
 
 impl TlsRuntime {

@@ -183,7 +183,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let id = update(&mut tx, "consumers", "consumer", name, spec, expected).await?;
         let gws = consumer_gateways(&mut tx, id).await?;
-        let moved = recompile(&mut tx, &gws).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &gws).await?;
         tx.commit().await?;
         drop(_w);
         Ok((self.consumer(name).await?, moved))
@@ -196,7 +196,7 @@ impl Store {
         let id = consumer_id(&mut tx, name).await?;
         let gws = consumer_gateways(&mut tx, id).await?;
         delete(&mut tx, "consumers", "consumer", name).await?;
-        let moved = recompile(&mut tx, &gws).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &gws).await?;
         tx.commit().await?;
         Ok(moved)
     }
@@ -248,7 +248,7 @@ impl Store {
                 .bind(aid)
                 .fetch_all(&mut *tx)
                 .await?;
-        let moved = recompile(&mut tx, &gws).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &gws).await?;
         tx.commit().await?;
         Ok(moved)
     }
@@ -274,7 +274,7 @@ impl Store {
                 .bind(aid)
                 .fetch_all(&mut *tx)
                 .await?;
-        let moved = recompile(&mut tx, &gws).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &gws).await?;
         tx.commit().await?;
         Ok(moved)
     }
@@ -332,7 +332,7 @@ impl Store {
         .await?;
         let moved = if c.kind == CredentialKind::ApiKey {
             let gws = consumer_gateways(&mut tx, cid).await?;
-            recompile(&mut tx, &gws).await?
+            recompile(&mut tx, self.sealer.as_deref(), &gws).await?
         } else {
             Vec::new()
         };
@@ -359,7 +359,7 @@ impl Store {
             )));
         }
         let gws = consumer_gateways(&mut tx, cid).await?;
-        let moved = recompile(&mut tx, &gws).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &gws).await?;
         tx.commit().await?;
         Ok(moved)
     }

@@ -108,7 +108,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let all = all_gateway_ids(&mut tx).await?;
-        let moved = recompile(&mut tx, &all).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &all).await?;
         tx.commit().await?;
         Ok(moved)
     }

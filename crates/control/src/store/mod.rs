@@ -24,10 +24,12 @@ use tokio::sync::Mutex;
 
 use crate::error::Error;
 
+mod certs;
 mod consumers;
 mod keys;
 mod tiers;
 mod users;
+pub use certs::CertificateRecord;
 pub use consumers::{
     ClientRecord, CredentialKind, CredentialRecord, NewCredential, SubscriptionRecord,
 };
@@ -64,6 +66,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "users",
         include_str!("../../migrations/sqlite/0005_users.sql"),
     ),
+    (
+        6,
+        "certificates",
+        include_str!("../../migrations/sqlite/0006_certificates.sql"),
+    ),
 ];
 
 /// The control plane's database.
@@ -73,6 +80,8 @@ pub struct Store {
     write: Mutex<()>,
     /// Revisions kept per API.
     pub max_revisions: u32,
+    /// Opens sealed certificate keys when snapshots are compiled.
+    pub sealer: Option<std::sync::Arc<crate::secrets::Sealer>>,
 }
 
 /// Bookkeeping every stored object has.
@@ -269,6 +278,7 @@ impl Store {
             pool,
             write: Mutex::new(()),
             max_revisions: 10,
+            sealer: None,
         };
         store.migrate().await?;
         Ok(store)
@@ -361,7 +371,7 @@ impl Store {
         .bind(t)
         .fetch_one(&mut *tx)
         .await?;
-        let moved = recompile(&mut tx, &[id]).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &[id]).await?;
         tx.commit().await?;
         Ok(moved)
     }
@@ -427,7 +437,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         .map_err(token_clash)?;
-        let moved = recompile(&mut tx, &[id]).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &[id]).await?;
         tx.commit().await?;
         drop(_w);
         Ok((self.gateway(&spec.name).await?, moved))
@@ -500,7 +510,7 @@ impl Store {
             .await
             .map_err(token_clash)?;
         }
-        let moved = recompile(&mut tx, &[id]).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &[id]).await?;
         tx.commit().await?;
         drop(_w);
         Ok((self.gateway(&spec.name).await?, moved))
@@ -775,7 +785,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         update(&mut tx, "services", "service", name, spec, expected).await?;
         let all = all_gateway_ids(&mut tx).await?;
-        let moved = recompile(&mut tx, &all).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &all).await?;
         tx.commit().await?;
         drop(_w);
         Ok((self.service(name).await?, moved))
@@ -828,7 +838,7 @@ impl Store {
         check_route_refs(&mut tx, spec).await?;
         let id = insert(&mut tx, "routes", "route", &spec.name, spec).await?;
         let ids = set_route_gateways(&mut tx, id, spec).await?;
-        let moved = recompile(&mut tx, &ids).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &ids).await?;
         tx.commit().await?;
         drop(_w);
         Ok((self.route(&spec.name).await?, moved))
@@ -854,7 +864,7 @@ impl Store {
         ids.extend(set_route_gateways(&mut tx, id, spec).await?);
         ids.sort_unstable();
         ids.dedup();
-        let moved = recompile(&mut tx, &ids).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &ids).await?;
         tx.commit().await?;
         drop(_w);
         Ok((self.route(name).await?, moved))
@@ -871,7 +881,7 @@ impl Store {
             .ok_or_else(|| Error::not_found("route", name))?;
         let ids = route_gateway_ids(&mut tx, id).await?;
         delete(&mut tx, "routes", "route", name).await?;
-        let moved = recompile(&mut tx, &ids).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &ids).await?;
         tx.commit().await?;
         Ok(moved)
     }
@@ -988,7 +998,7 @@ impl Store {
                 .bind(api_id)
                 .fetch_all(&mut *tx)
                 .await?;
-        let moved = recompile(&mut tx, &ids).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &ids).await?;
         tx.commit().await?;
         drop(_w);
         Ok((self.api(id).await?, moved))
@@ -1207,7 +1217,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let moved = recompile(&mut tx, &ids).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &ids).await?;
         tx.commit().await?;
         drop(_w);
         let all = self.deployments(Some(id)).await?;
@@ -1234,7 +1244,7 @@ impl Store {
                 "API `{id}` is not deployed on gateway `{gateway}`"
             )));
         }
-        let moved = recompile(&mut tx, &[gid]).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &[gid]).await?;
         tx.commit().await?;
         Ok(moved)
     }
@@ -1529,7 +1539,11 @@ async fn all_gateway_ids(conn: &mut SqliteConnection) -> Result<Vec<i64>, Error>
 
 /// Compiles each gateway from the transaction's view and stores the snapshot when its
 /// content changed. A gateway that does not compile fails the whole write.
-async fn recompile(conn: &mut SqliteConnection, gateway_ids: &[i64]) -> Result<Moved, Error> {
+async fn recompile(
+    conn: &mut SqliteConnection,
+    sealer: Option<&crate::secrets::Sealer>,
+    gateway_ids: &[i64],
+) -> Result<Moved, Error> {
     let mut moved = Vec::new();
     if gateway_ids.is_empty() {
         return Ok(moved);
@@ -1570,6 +1584,7 @@ async fn recompile(conn: &mut SqliteConnection, gateway_ids: &[i64]) -> Result<M
         .collect::<Result<_, _>>()?;
         let api_keys = consumers::api_key_grants(conn, gid).await?;
         let jwt = keys::jwt_settings(conn).await?;
+        let certificates = certs::for_snapshots(conn, sealer).await?;
         let tiers = tiers::all_tiers(conn).await?;
         let consumer_limits = tiers::consumer_limits(conn, gid).await?;
         let input = Input {
@@ -1590,6 +1605,7 @@ async fn recompile(conn: &mut SqliteConnection, gateway_ids: &[i64]) -> Result<M
             jwt: jwt.as_ref(),
             tiers: &tiers,
             consumers: &consumer_limits,
+            certificates: &certificates,
         };
         let snapshot = portico_compile::compile(&input).map_err(|e| {
             Error::Compile(format!(

@@ -89,7 +89,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         update(&mut tx, "tiers", "tier", name, spec, expected).await?;
         let all = all_gateway_ids(&mut tx).await?;
-        let moved = recompile(&mut tx, &all).await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &all).await?;
         tx.commit().await?;
         drop(_w);
         Ok((self.tier(name).await?, moved))
@@ -119,12 +119,14 @@ impl Store {
         delete(&mut tx, "tiers", "tier", name).await?;
         // Deployed APIs that name it would no longer compile: that refuses the delete.
         let all = all_gateway_ids(&mut tx).await?;
-        recompile(&mut tx, &all).await.map_err(|e| match e {
-            Error::Compile(m) => {
-                Error::Conflict(format!("tier `{name}` is used by a deployed API: {m}"))
-            }
-            other => other,
-        })?;
+        recompile(&mut tx, self.sealer.as_deref(), &all)
+            .await
+            .map_err(|e| match e {
+                Error::Compile(m) => {
+                    Error::Conflict(format!("tier `{name}` is used by a deployed API: {m}"))
+                }
+                other => other,
+            })?;
         tx.commit().await?;
         Ok(())
     }
