@@ -318,3 +318,64 @@ async fn mutual_tls_accepts_client_certificates_from_the_ca_only() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_with_trailers() {
+    use portico_testkit::grpc::{EchoReply, EchoRequest, GrpcServer};
+    use prost::Message as _;
+    let pki = Pki::new();
+    let grpc = GrpcServer::start().await;
+    let (crt, key, _) = pki.leaf("g", &["grpc.example.com"]);
+    let cfg = format!(
+        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1\"\nport = 0\nprotocol = \"grpc\"\n\
+         [listeners.tls]\ncertificates = [{{ cert_file = \"{}\", key_file = \"{}\" }}]\n{}\n\
+         [[routes]]\nmatch = {{ grpc = {{ service = \"test.Echo\" }} }}\nforward = {{ service = \"g\" }}\n",
+        crt.display(),
+        key.display(),
+        service("g", &[grpc.addr], "protocol = \"grpc\""),
+    );
+    let gw = Gw::start(&cfg).await;
+    let (tls, _) = handshake(&pki, &gw, "grpc.example.com", &[b"h2"]).await;
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let call = |msg: &str, fail: u32| {
+        let m = EchoRequest {
+            message: msg.into(),
+            count: 0,
+            fail_code: fail,
+        }
+        .encode_to_vec();
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&m);
+        Request::post("https://grpc.example.com/test.Echo/Unary")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(Bytes::from(frame)))
+            .unwrap()
+    };
+    let resp = send.send_request(call("over tls", 0)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
+    let body = collected.to_bytes();
+    let reply = EchoReply::decode(&body[5..]).unwrap();
+    assert_eq!(reply.message, "over tls");
+    // An error status from the service reaches the client too.
+    // (A "trailers-only" answer carries it in the headers.)
+    let resp = send.send_request(call("x", 5)).await.unwrap();
+    let in_headers = resp.headers().get("grpc-status").cloned();
+    let collected = resp.into_body().collect().await.unwrap();
+    let status = in_headers
+        .or_else(|| {
+            collected
+                .trailers()
+                .and_then(|t| t.get("grpc-status").cloned())
+        })
+        .unwrap();
+    assert_eq!(status, "5");
+}
