@@ -379,3 +379,31 @@ async fn grpc_over_tls_with_trailers() {
         .unwrap();
     assert_eq!(status, "5");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_over_tls() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let pki = Pki::new();
+    let ws = portico_testkit::websocket::WsEcho::start().await;
+    let (crt, key, _) = pki.leaf("w", &["ws.example.com"]);
+    let cfg = format!(
+        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1\"\nport = 0\n\
+         [listeners.tls]\ncertificates = [{{ cert_file = \"{}\", key_file = \"{}\" }}]\n{}\n\
+         [[routes]]\nforward = {{ service = \"ws\" }}\n",
+        crt.display(),
+        key.display(),
+        service("ws", &[ws.addr], ""),
+    );
+    let gw = Gw::start(&cfg).await;
+    let (tls, _) = handshake(&pki, &gw, "ws.example.com", &[b"http/1.1"]).await;
+    let (mut stream, resp) = tokio_tungstenite::client_async("wss://ws.example.com/chat", tls)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    for text in ["one", "two"] {
+        stream.send(Message::text(text)).await.unwrap();
+        let back = stream.next().await.unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), text);
+    }
+}
