@@ -63,6 +63,8 @@ pub struct LogFields {
     pub route: Option<Arc<str>>,
     /// Service name.
     pub service: Option<Arc<str>>,
+    /// The authenticated consumer, on routes that check credentials.
+    pub consumer: Option<http::HeaderValue>,
     /// Why the gateway answered itself, when it did.
     pub error: Option<&'static str>,
     /// Upstream attempts made.
@@ -153,6 +155,8 @@ impl Exchange {
         opt(&mut s, l.route.as_deref());
         s.push_str(",\"service\":");
         opt(&mut s, l.service.as_deref());
+        s.push_str(",\"consumer\":");
+        opt(&mut s, l.consumer.as_ref().and_then(|v| v.to_str().ok()));
         s.push_str(",\"endpoint\":");
         opt(&mut s, self.endpoint.as_ref().map(|e| &*e.0.label));
         let bytes_in = self

@@ -85,6 +85,7 @@ pub async fn handle(
             request_id: Some(request_id.clone()),
             route: None,
             service: None,
+            consumer: None,
             error: None,
             attempts: 0,
         }));
@@ -182,6 +183,9 @@ async fn serve_route(
         )?;
         sandbox = c.key_type == portico_model::KeyType::Sandbox;
         crate::auth::forward_identity(policy, &c, req.headers_mut());
+        if let Some(l) = &mut ex.log {
+            l.consumer = Some(c.consumer.clone());
+        }
         caller = Some(c);
     } else {
         // Only the gateway says who called.
