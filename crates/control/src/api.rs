@@ -288,6 +288,8 @@ struct LinkRequest {
     ip: Option<String>,
     #[serde(default)]
     admin_port: Option<u16>,
+    #[serde(default)]
+    admin_ca_pem: Option<String>,
     jwt_secret: String,
     api_token: String,
     #[serde(default)]
@@ -325,6 +327,9 @@ async fn link_gateway(State(st): St, bytes: Bytes) -> Res {
     if let Some(p) = req.admin_port {
         spec.admin_port = p;
     }
+    if req.admin_ca_pem.is_some() {
+        spec.admin_ca_pem = req.admin_ca_pem.clone();
+    }
     let mut fields = Vec::new();
     if req.jwt_secret.len() < 32 {
         fields.push(FieldError::new(
@@ -344,7 +349,12 @@ async fn link_gateway(State(st): St, bytes: Bytes) -> Res {
     if !fields.is_empty() {
         return Err(Error::Invalid(fields));
     }
-    let target = AdminTarget::new(spec.url.as_deref(), spec.ip.as_deref(), spec.admin_port)?;
+    let target = AdminTarget::new(
+        spec.url.as_deref(),
+        spec.ip.as_deref(),
+        spec.admin_port,
+        spec.admin_ca_pem.as_deref(),
+    )?;
     let node = if req.verify {
         Some(link::verify(&spec.name, &target, &req.jwt_secret, &req.api_token).await?)
     } else {
@@ -496,6 +506,7 @@ async fn resync_gateway(State(st): St, Path(name): Path<String>) -> Res {
         g.spec.url.as_deref(),
         g.spec.ip.as_deref(),
         g.spec.admin_port,
+        g.spec.admin_ca_pem.as_deref(),
     )?;
     let answer = link::resync(&g.spec.name, &target, &secret).await?;
     ok(json!({ "gateway": g.spec.name, "node": answer }))

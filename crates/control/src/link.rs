@@ -18,12 +18,19 @@ pub struct AdminTarget {
     pub base: reqwest::Url,
     /// Connect to this address instead of resolving the URL's host.
     pub connect_to: Option<SocketAddr>,
+    /// PEM certificate (or CA) its HTTPS is trusted by, besides the system's roots.
+    pub ca_pem: Option<String>,
 }
 
 impl AdminTarget {
     /// From the gateway's admin URL, IP and port: the URL names it (its port wins when it
     /// has one), the IP says where to connect.
-    pub fn new(url: Option<&str>, ip: Option<&str>, port: u16) -> Result<Self, Error> {
+    pub fn new(
+        url: Option<&str>,
+        ip: Option<&str>,
+        port: u16,
+        ca_pem: Option<&str>,
+    ) -> Result<Self, Error> {
         let ip: Option<IpAddr> = match ip {
             Some(ip) => Some(ip.parse().map_err(|_| {
                 Error::Invalid(vec![portico_model::FieldError::new(
@@ -63,7 +70,11 @@ impl AdminTarget {
         };
         let connect_to =
             ip.map(|ip| SocketAddr::new(ip, base.port_or_known_default().unwrap_or(port)));
-        Ok(Self { base, connect_to })
+        Ok(Self {
+            base,
+            connect_to,
+            ca_pem: ca_pem.map(ToOwned::to_owned),
+        })
     }
 
     fn client(&self) -> Result<reqwest::Client, Error> {
@@ -72,6 +83,17 @@ impl AdminTarget {
             .timeout(Duration::from_secs(10));
         if let (Some(addr), Some(host)) = (self.connect_to, self.base.host_str()) {
             b = b.resolve(host, addr);
+        }
+        if let Some(pem) = &self.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+                Error::Invalid(vec![portico_model::FieldError::new(
+                    "admin_ca_pem",
+                    format!("not a PEM certificate: {e}"),
+                )])
+            })?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
         }
         b.build()
             .map_err(|e| Error::Internal(format!("HTTP client: {e}")))

@@ -68,6 +68,9 @@ pub struct GatewaySpec {
     /// Port of the gateway's admin API.
     #[serde(default = "admin_port")]
     pub admin_port: u16,
+    /// PEM certificate (or CA) the gateway's HTTPS admin API is trusted by (public).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_ca_pem: Option<String>,
     /// Hostnames the gateway serves; APIs deployed to it answer on these (every host when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
@@ -270,6 +273,7 @@ impl GatewaySpec {
             url: None,
             ip: None,
             admin_port: admin_port(),
+            admin_ca_pem: None,
             hosts: Vec::new(),
             listeners: Vec::new(),
             display_in_console: true,

@@ -91,6 +91,12 @@ pub struct AdminSettings {
     pub address: SocketAddr,
     /// The gateway's JWT secret: the control plane signs its calls with it.
     pub jwt_secret: String,
+    /// Serve the admin API over HTTPS with this certificate chain (PEM file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<String>,
+    /// The private key of `tls_cert_file` (PEM file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<String>,
 }
 
 impl std::fmt::Debug for ControlPlaneLink {

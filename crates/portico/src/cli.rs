@@ -302,7 +302,15 @@ pub async fn gateways(c: &Client, cmd: crate::GatewaysCommand) -> anyhow::Result
             c.print(&v, GATEWAY_COLUMNS, None);
         }
         G::Link(a) => {
+            let admin_ca = match &a.admin_ca {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read {}", p.display()))?,
+                ),
+                None => None,
+            };
             let body = json!({
+                "admin_ca_pem": admin_ca,
                 "name": a.name, "type": a.kind, "url": a.url, "ip": a.ip, "admin_port": a.port,
                 "jwt_secret": a.jwt_secret, "api_token": a.api_token, "hosts": a.hosts,
                 "listeners": a.listen.iter().map(|p| json!({"port": p})).collect::<Vec<_>>(),

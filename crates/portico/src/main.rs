@@ -340,6 +340,10 @@ struct InitArgs {
     /// PEM of the CA that signed the control plane's HTTPS certificate (pinned in the file).
     #[arg(long)]
     ca_file: Option<String>,
+    /// Serve the admin API over HTTPS with a self-signed certificate for these names
+    /// (repeat; e.g. the gateway's host name and IP).
+    #[arg(long = "admin-tls-host")]
+    admin_tls_hosts: Vec<String>,
     /// Replace an existing file.
     #[arg(long)]
     force: bool,
@@ -395,7 +399,7 @@ pub enum GatewaysCommand {
         file: PathBuf,
     },
     /// Link an installed gateway: its admin API is called to prove the credentials.
-    Link(LinkArgs),
+    Link(Box<LinkArgs>),
     /// Delete one (not `default`).
     Delete {
         /// Name.
@@ -463,6 +467,9 @@ pub struct LinkArgs {
     /// Store the credentials without calling the gateway.
     #[arg(long)]
     no_verify: bool,
+    /// PEM certificate (or CA) of the gateway's HTTPS admin API.
+    #[arg(long)]
+    admin_ca: Option<PathBuf>,
 }
 
 /// list / get / delete.
@@ -594,6 +601,7 @@ fn main() -> ExitCode {
             admin_address: a.admin_listen,
             cache_dir: a.cache_dir.clone(),
             ca_file: a.ca_file.clone(),
+            admin_tls_hosts: a.admin_tls_hosts.clone(),
             force: a.force,
         }));
     }
@@ -737,6 +745,8 @@ async fn run_gateway(a: RunArgs) -> anyhow::Result<()> {
                 .or(node.admin.as_ref().map(|x| x.address))
                 .unwrap_or_else(portico_model::node::admin_address),
             jwt_secret: secret,
+            tls_cert_file: node.admin.as_ref().and_then(|x| x.tls_cert_file.clone()),
+            tls_key_file: node.admin.as_ref().and_then(|x| x.tls_key_file.clone()),
         });
     } else if let (Some(addr), Some(admin)) = (a.admin_listen, node.admin.as_mut()) {
         admin.address = addr;

@@ -26,6 +26,8 @@ pub struct InitOptions {
     pub cache_dir: String,
     /// Pinned CA of the control plane.
     pub ca_file: Option<String>,
+    /// Serve the admin API over HTTPS with a certificate made here for these hosts.
+    pub admin_tls_hosts: Vec<String>,
     /// Overwrite an existing file.
     pub force: bool,
 }
@@ -52,9 +54,21 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<()> {
         admin: Some(AdminSettings {
             address: opts.admin_address,
             jwt_secret: secret.clone(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }),
         ..NodeSettings::default()
     };
+    let mut node = node;
+    let mut admin_cert = None;
+    if !opts.admin_tls_hosts.is_empty() {
+        let (cert, key) = admin_certificate(&opts.output, &opts.admin_tls_hosts)?;
+        if let Some(a) = node.admin.as_mut() {
+            a.tls_cert_file = Some(cert.display().to_string());
+            a.tls_key_file = Some(key.display().to_string());
+        }
+        admin_cert = Some(cert);
+    }
     #[derive(serde::Serialize)]
     struct File<'a> {
         node: &'a NodeSettings,
@@ -69,11 +83,39 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<()> {
     portico_control::secrets::write_private(&opts.output, text.as_bytes())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let port = opts.admin_address.port();
+    if let Some(cert) = &admin_cert {
+        println!(
+            "The admin API serves HTTPS with {} (self-signed): link with --url https://THIS_HOST:{port} --admin-ca {}\n",
+            cert.display(),
+            cert.display()
+        );
+    }
     println!(
         "Wrote {out} (mode 0600).\n\nThis gateway's credentials (also in the file):\n    API token:  {token}\n    JWT secret: {secret}\n\nStart it:\n    portico gateway run --config {out}\n\nThen link it from the control plane (name, admin URL, IP and port {port}):\n    portico gateways link NAME --type production --url http://THIS_HOST:{port} --ip THIS_IP \\\n        --api-token {token} --jwt-secret {secret}",
         out = opts.output.display()
     );
     Ok(())
+}
+
+/// A self-signed certificate for the admin API, next to the node's config.
+fn admin_certificate(config: &Path, hosts: &[String]) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let dir = config
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let stem = config
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("gateway");
+    let cert = dir.join(format!("{stem}-admin.pem"));
+    let key = dir.join(format!("{stem}-admin.key"));
+    let pair = rcgen::KeyPair::generate()?;
+    let made = rcgen::CertificateParams::new(hosts.to_vec())?.self_signed(&pair)?;
+    std::fs::write(&cert, made.pem())?;
+    let _ = std::fs::remove_file(&key);
+    portico_control::secrets::write_private(&key, pair.serialize_pem().as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((cert, key))
 }
 
 /// Runs a node that pulls its snapshot from a control plane.
@@ -123,10 +165,26 @@ pub async fn run(mut node: NodeSettings, poll_wait: Duration) -> anyhow::Result<
                 jwt_secret: admin.jwt_secret.clone(),
                 token_hash: node::token_hash(&link.token),
             };
+            let tls = match (&admin.tls_cert_file, &admin.tls_key_file) {
+                (Some(cert), Some(key)) => Some(
+                    portico_proxy::tls::TlsRuntime::http1(&portico_model::ListenerTls {
+                        certificates: vec![portico_model::TlsCertificate {
+                            cert_file: Some(cert.clone()),
+                            key_file: Some(key.clone()),
+                            ..Default::default()
+                        }],
+                        client_ca_file: None,
+                        client_cert_required: false,
+                    })
+                    .map_err(|e| anyhow::anyhow!("admin API TLS: {e}"))?,
+                ),
+                _ => None,
+            };
             Some(tokio::spawn(node::serve_admin(
                 listener,
                 keys,
                 state.clone(),
+                tls,
                 stop_rx.clone(),
             )))
         }

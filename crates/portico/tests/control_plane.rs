@@ -648,6 +648,7 @@ async fn control_plane_over_https_with_a_pinned_ca_and_no_tokens_in_clear() {
         .arg(root.path().join("n.toml"))
         .args(["--control-plane", &url, "--ca-file", ca.to_str().unwrap()])
         .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .args(["--admin-tls-host", "127.0.0.1"])
         .arg("--cache-dir")
         .arg(root.path().join("cache"))
         .output()
@@ -680,20 +681,38 @@ async fn control_plane_over_https_with_a_pinned_ca_and_no_tokens_in_clear() {
     );
     node.wait_for("admin API ready", WAIT).await;
     let traffic = free_port();
-    let (ok, out) = cli(
-        vec![
+    // The node's admin API is HTTPS too: linking needs its certificate.
+    let admin_cert = root.path().join("n-admin.pem");
+    assert!(text.contains("n-admin.pem"), "{text}");
+    let link = |with_admin_ca: bool| {
+        let mut args: Vec<String> = vec![
             "gateways".into(),
             "link".into(),
             "secure-gw".into(),
             "--url".into(),
-            format!("http://127.0.0.1:{admin_port}"),
+            format!("https://127.0.0.1:{admin_port}"),
             "--api-token".into(),
             field("API token:"),
             "--jwt-secret".into(),
             field("JWT secret:"),
             "--listen".into(),
             traffic.to_string(),
-        ],
+        ];
+        if with_admin_ca {
+            args.push("--admin-ca".into());
+            args.push(admin_cert.display().to_string());
+        }
+        cli(args, true)
+    };
+    let (ok, out) = link(false);
+    assert!(
+        !ok && out.contains("cannot reach"),
+        "an untrusted admin certificate was accepted: {out}"
+    );
+    let (ok, out) = link(true);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(
+        vec!["gateways".into(), "resync".into(), "secure-gw".into()],
         true,
     );
     assert!(ok, "{out}");

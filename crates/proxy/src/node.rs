@@ -408,6 +408,7 @@ pub async fn serve_admin(
     listener: tokio::net::TcpListener,
     keys: AdminKeys,
     state: Arc<NodeState>,
+    tls: Option<crate::tls::TlsRuntime>,
     mut stop: watch::Receiver<bool>,
 ) {
     let keys = Arc::new(keys);
@@ -421,19 +422,37 @@ pub async fn serve_admin(
         };
         let keys = keys.clone();
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let keys = keys.clone();
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(admin(req, &keys, &state).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            match tls {
+                None => serve_admin_conn(stream, keys, state).await,
+                Some(t) => {
+                    if let Ok(Ok(s)) =
+                        tokio::time::timeout(Duration::from_secs(10), t.acceptor.accept(stream))
+                            .await
+                    {
+                        serve_admin_conn(s, keys, state).await;
+                    }
+                }
+            }
         });
     }
+}
+
+async fn serve_admin_conn<I>(io: I, keys: Arc<AdminKeys>, state: Arc<NodeState>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let keys = keys.clone();
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(admin(req, &keys, &state).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {

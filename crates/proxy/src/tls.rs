@@ -99,6 +99,19 @@ pub fn check_pem(cert_pem: &str, key_pem: &str) -> Result<(), String> {
 impl TlsRuntime {
     /// Loads the certificates and builds the acceptor.
     pub fn compile(t: &ListenerTls, protocol: ListenerProtocol) -> Result<Self, String> {
+        let alpn = match protocol {
+            ListenerProtocol::Http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            ListenerProtocol::Http2 | ListenerProtocol::Grpc => vec![b"h2".to_vec()],
+        };
+        Self::with_alpn(t, alpn)
+    }
+
+    /// An acceptor for HTTP/1.1 only (the node's admin API).
+    pub fn http1(t: &ListenerTls) -> Result<Self, String> {
+        Self::with_alpn(t, vec![b"http/1.1".to_vec()])
+    }
+
+    fn with_alpn(t: &ListenerTls, alpn: Vec<Vec<u8>>) -> Result<Self, String> {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         let mut default = None;
@@ -152,10 +165,7 @@ impl TlsRuntime {
             wildcard,
             default,
         }));
-        config.alpn_protocols = match protocol {
-            ListenerProtocol::Http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-            ListenerProtocol::Http2 | ListenerProtocol::Grpc => vec![b"h2".to_vec()],
-        };
+        config.alpn_protocols = alpn;
         Ok(Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
         })
