@@ -1126,3 +1126,42 @@ pub async fn tiers(c: &Client, cmd: crate::TiersCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `portico users ...`
+pub async fn users(c: &Client, cmd: crate::UsersCommand) -> anyhow::Result<()> {
+    use crate::UsersCommand as U;
+    match cmd {
+        U::List => c.print(
+            &c.get("/api/v1/users").await?,
+            &[("NAME", "/name"), ("CREATED", "/created_at")],
+            Some("items"),
+        ),
+        U::Create { name } => {
+            // Never on the command line, where `ps` shows it.
+            let password = match std::env::var("PORTICO_USER_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("cannot read the password from standard input")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            c.call(
+                Method::POST,
+                "/api/v1/users",
+                Some(&json!({"name": name, "password": password})),
+                None,
+            )
+            .await?;
+            println!("Created user `{name}`.");
+        }
+        U::Delete { name } => {
+            c.call(Method::DELETE, &format!("/api/v1/users/{name}"), None, None)
+                .await?;
+            println!("Deleted user `{name}`.");
+        }
+    }
+    Ok(())
+}

@@ -81,6 +81,26 @@ enum Command {
     /// Throttling tiers.
     #[command(subcommand)]
     Tiers(TiersCommand),
+    /// People who get tokens with the password grant.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+/// `portico users ...`
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// List users.
+    List,
+    /// Create one; the password is read from PORTICO_USER_PASSWORD or standard input.
+    Create {
+        /// Name.
+        name: String,
+    },
+    /// Delete one.
+    Delete {
+        /// Name.
+        name: String,
+    },
 }
 
 /// `portico tiers ...`
@@ -673,6 +693,7 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
         Command::Subscriptions(cmd) => cli::subscriptions(&client(&global)?, cmd).await,
         Command::Keys(cmd) => cli::keys(&client(&global)?, cmd).await,
         Command::Tiers(cmd) => cli::tiers(&client(&global)?, cmd).await,
+        Command::Users(cmd) => cli::users(&client(&global)?, cmd).await,
         Command::Token(a) => {
             cli::token(
                 &client(&global)?,
