@@ -90,7 +90,7 @@ cpu_ticks() { # user+system ticks of the processes given
 }
 nginx_pids() { echo "$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')"; }
 HZ="$(getconf CLK_TCK)"
-declare -A RPS CPU
+declare -A RPS CPU HS
 for round in $(seq "$ROUNDS"); do
     for proxy in nginx portico; do
         if [ "$proxy" = portico ]; then port=18643; pids="$PORTICO"; else port=18644; pids="$(nginx_pids)"; fi
@@ -109,6 +109,16 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# Handshakes alone, one at a time from one client (openssl s_time): full and resumed.
+for proxy in nginx portico; do
+    if [ "$proxy" = portico ]; then port=18643; else port=18644; fi
+    for kind in new reuse; do
+        n="$(taskset -c 1 openssl s_time -connect "127.0.0.1:$port" -"$kind" -time "$DURATION" 2>/dev/null \
+            | awk '/connections in/ && /real seconds/ {printf "%.0f", $1 / $4}' | tail -1)"
+        echo "handshakes  $proxy  $kind  ${n:-?} per second"
+        HS[$proxy.$kind]="${n:-0}"
+    done
+done
 printf '\n| scenario | proxy | req/s | CPU us/req | x nginx req/s | x nginx CPU |\n|---|---|---|---|---|---|\n'
 for mode in keepalive handshake; do
     nr="$(median <<<"${RPS[nginx.$mode]}")"; nc="$(median <<<"${CPU[nginx.$mode]}")"
@@ -116,4 +126,8 @@ for mode in keepalive handshake; do
         r="$(median <<<"${RPS[$proxy.$mode]}")"; c="$(median <<<"${CPU[$proxy.$mode]}")"
         printf '| %s | %s | %s | %s | %.2f | %.2f |\n' "$mode" "$proxy" "$r" "$c" "$(echo "$r / $nr" | bc -l)" "$(echo "$nc / $c" | bc -l)"
     done
+done
+printf '\n| handshakes, one client | nginx /s | Portico /s | x nginx |\n|---|---|---|---|\n'
+for kind in new reuse; do
+    printf '| %s | %s | %s | %.2f |\n' "$kind" "${HS[nginx.$kind]}" "${HS[portico.$kind]}" "$(echo "${HS[portico.$kind]} / ${HS[nginx.$kind]}" | bc -l)"
 done
