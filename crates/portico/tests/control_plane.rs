@@ -111,25 +111,7 @@ async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages
     assert_eq!(s, 404);
 
     for (node, name, kind) in [(&a, "prod-gw", "production"), (&b, "sandbox-gw", "sandbox")] {
-        let out = cp
-            .cli_ok(&[
-                "gateways",
-                "link",
-                name,
-                "--type",
-                kind,
-                "--url",
-                &format!("http://127.0.0.1:{}", node.admin_port),
-                "--ip",
-                "127.0.0.1",
-                "--api-token",
-                &node.token,
-                "--jwt-secret",
-                &node.secret,
-                "--listen",
-                &node.traffic_port.to_string(),
-            ])
-            .await;
+        let out = cp.link(node, name, kind, &["--ip", "127.0.0.1"]).await;
         assert!(out.contains("credentials match"), "{out}");
     }
     // Secrets are never returned.
@@ -170,27 +152,7 @@ async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages
 
     // A second node for the production gateway (HA behind a load balancer): same token and
     // secret, its own admin port and cache; it shares the traffic port (SO_REUSEPORT).
-    let mut a2 = Node {
-        extra: Vec::new(),
-        dir: a.dir.join("second"),
-        config: a.dir.join("second.toml"),
-        token: a.token.clone(),
-        secret: a.secret.clone(),
-        admin_port: free_port(),
-        traffic_port: a.traffic_port,
-        process: None,
-    };
-    let text = std::fs::read_to_string(&a.config)
-        .unwrap()
-        .replace(
-            &format!("127.0.0.1:{}", a.admin_port),
-            &format!("127.0.0.1:{}", a2.admin_port),
-        )
-        .replace(
-            a.dir.join("cache").to_str().unwrap(),
-            a2.dir.join("cache").to_str().unwrap(),
-        );
-    std::fs::write(&a2.config, text).unwrap();
+    let mut a2 = a.sibling("second");
     a2.start().await;
     let deadline = Instant::now() + WAIT;
     loop {

@@ -68,24 +68,8 @@ async fn api_keys_by_environment_on_production_sandbox_and_hybrid_gateways() {
     let mut s = init_node(root.path(), "s", &cp.url).await;
     p.start().await;
     s.start().await;
-    for (node, name, kind) in [(&p, "prod-gw", "production"), (&s, "sandbox-gw", "sandbox")] {
-        cp.cli_ok(&[
-            "gateways",
-            "link",
-            name,
-            "--type",
-            kind,
-            "--url",
-            &format!("http://127.0.0.1:{}", node.admin_port),
-            "--api-token",
-            &node.token,
-            "--jwt-secret",
-            &node.secret,
-            "--listen",
-            &node.traffic_port.to_string(),
-        ])
-        .await;
-    }
+    cp.link(&p, "prod-gw", "production", &[]).await;
+    cp.link(&s, "sandbox-gw", "sandbox", &[]).await;
     // An API that needs an API key, and one that does not need anything.
     for (name, context, auth) in [("Pets", "/pets", "api_key"), ("Open", "/open", "none")] {
         let (st, v) = cp
@@ -397,24 +381,8 @@ async fn tokens_from_the_token_service_by_environment_scope_and_key_rotation() {
     let mut s = init_node(root.path(), "s", &cp.url).await;
     p.start().await;
     s.start().await;
-    for (node, name, kind) in [(&p, "prod-gw", "production"), (&s, "sandbox-gw", "sandbox")] {
-        cp.cli_ok(&[
-            "gateways",
-            "link",
-            name,
-            "--type",
-            kind,
-            "--url",
-            &format!("http://127.0.0.1:{}", node.admin_port),
-            "--api-token",
-            &node.token,
-            "--jwt-secret",
-            &node.secret,
-            "--listen",
-            &node.traffic_port.to_string(),
-        ])
-        .await;
-    }
+    cp.link(&p, "prod-gw", "production", &[]).await;
+    cp.link(&s, "sandbox-gw", "sandbox", &[]).await;
     let (st, v) = cp
         .api(
             "POST",
@@ -1029,43 +997,8 @@ async fn two_nodes_share_one_limit_through_redis_and_fall_back_when_it_dies() {
     let mut a = init_node(root.path(), "a", &cp.url).await;
     a.extra = vec!["--rate-limit-redis".into(), redis_url.clone()];
     a.start().await;
-    cp.cli_ok(&[
-        "gateways",
-        "link",
-        "gw",
-        "--type",
-        "production",
-        "--url",
-        &format!("http://127.0.0.1:{}", a.admin_port),
-        "--api-token",
-        &a.token,
-        "--jwt-secret",
-        &a.secret,
-        "--listen",
-        &a.traffic_port.to_string(),
-    ])
-    .await;
-    let mut b = Node {
-        extra: a.extra.clone(),
-        dir: a.dir.join("b"),
-        config: a.dir.join("b.toml"),
-        token: a.token.clone(),
-        secret: a.secret.clone(),
-        admin_port: free_port(),
-        traffic_port: a.traffic_port,
-        process: None,
-    };
-    let text = std::fs::read_to_string(&a.config)
-        .unwrap()
-        .replace(
-            &format!("127.0.0.1:{}", a.admin_port),
-            &format!("127.0.0.1:{}", b.admin_port),
-        )
-        .replace(
-            a.dir.join("cache").to_str().unwrap(),
-            b.dir.join("cache").to_str().unwrap(),
-        );
-    std::fs::write(&b.config, text).unwrap();
+    cp.link(&a, "gw", "production", &[]).await;
+    let mut b = a.sibling("b");
     b.start().await;
     for n in [&a, &b] {
         n.process

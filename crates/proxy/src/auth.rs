@@ -27,8 +27,9 @@ pub struct SecurityRuntime {
     pub api_keys: HashMap<[u8; 32], KeyEntry>,
     /// JWT verification keys by `kid`, with the checks every token gets.
     pub jwt: Option<JwtRuntime>,
-    /// Tokens already verified, by SHA-256, until they expire.
-    verified: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
+    /// Tokens already verified, by SHA-256, until they expire; sharded by the hash's first
+    /// byte so that workers rarely wait on each other.
+    verified: [Mutex<HashMap<[u8; 32], Arc<Verified>>>; SHARDS],
     /// Limiters by tier name (lower case).
     tiers: HashMap<String, Arc<Gcra>>,
     /// Consumer tiers: the consumer's own, and per subscribed API.
@@ -39,8 +40,10 @@ pub struct SecurityRuntime {
 
 #[derive(Debug, Default)]
 struct ConsumerTiers {
-    own: Option<Arc<Gcra>>,
-    by_api: HashMap<String, Arc<Gcra>>,
+    /// The consumer's own tier and its key (`c:<consumer>`).
+    own: Option<(Arc<Gcra>, Arc<str>)>,
+    /// Subscription tiers by API, with their keys (`s:<consumer>:<api>`).
+    by_api: HashMap<String, (Arc<Gcra>, Arc<str>)>,
 }
 
 /// A route's throttling tiers.
@@ -48,10 +51,10 @@ struct ConsumerTiers {
 pub struct RouteThrottle {
     /// The API.
     pub api: Arc<str>,
-    /// Over all callers of the API.
-    pub api_tier: Option<Arc<Gcra>>,
-    /// Over all callers of this route.
-    pub operation_tier: Option<Arc<Gcra>>,
+    /// Over all callers of the API, with its key (`a:<api>`).
+    pub api_tier: Option<(Arc<Gcra>, Arc<str>)>,
+    /// Over all callers of this route, with its key (`o:<route>`).
+    pub operation_tier: Option<(Arc<Gcra>, Arc<str>)>,
 }
 
 /// JWT verification.
@@ -78,8 +81,10 @@ struct Verified {
     scopes: Vec<String>,
 }
 
-/// Verified tokens kept at most; the cache starts over when full.
-const VERIFIED_CAP: usize = 16 * 1024;
+/// Shards of the verified-token cache.
+const SHARDS: usize = 16;
+/// Verified tokens kept at most per shard; a shard starts over when full.
+const VERIFIED_CAP: usize = 1024;
 /// Clock skew allowed on `exp` and `nbf`, in seconds.
 const LEEWAY: u64 = 30;
 
@@ -133,40 +138,30 @@ impl SecurityRuntime {
 
     /// The limits a request on this route meets: the consumer's, the subscription's, the
     /// API's and the operation's tiers, in that order.
-    pub fn checks(&self, t: &RouteThrottle, route: &str, caller: Option<&Caller>) -> Vec<Check> {
+    pub fn checks(&self, t: &RouteThrottle, caller: Option<&Caller>) -> Vec<Check> {
+        // Keys are made when the Snapshot is compiled: nothing is formatted per request.
+        let check = |(g, key): &(Arc<Gcra>, Arc<str>), what| Check {
+            gcra: g.clone(),
+            key: key.clone(),
+            what,
+        };
         let mut out = Vec::new();
         if let Some(c) = caller
             && let Ok(name) = c.consumer.to_str()
             && let Some(ct) = self.consumers.get(name)
         {
-            if let Some(g) = &ct.own {
-                out.push(Check {
-                    gcra: g.clone(),
-                    key: format!("c:{name}"),
-                    what: "the consumer's rate limit is reached",
-                });
+            if let Some(own) = &ct.own {
+                out.push(check(own, "the consumer's rate limit is reached"));
             }
-            if let Some(g) = ct.by_api.get(&*t.api) {
-                out.push(Check {
-                    gcra: g.clone(),
-                    key: format!("s:{name}:{}", t.api),
-                    what: "the subscription's rate limit is reached",
-                });
+            if let Some(sub) = ct.by_api.get(&*t.api) {
+                out.push(check(sub, "the subscription's rate limit is reached"));
             }
         }
-        if let Some(g) = &t.api_tier {
-            out.push(Check {
-                gcra: g.clone(),
-                key: format!("a:{}", t.api),
-                what: "the API's rate limit is reached",
-            });
+        if let Some(a) = &t.api_tier {
+            out.push(check(a, "the API's rate limit is reached"));
         }
-        if let Some(g) = &t.operation_tier {
-            out.push(Check {
-                gcra: g.clone(),
-                key: format!("o:{route}"),
-                what: "the operation's rate limit is reached",
-            });
+        if let Some(o) = &t.operation_tier {
+            out.push(check(o, "the operation's rate limit is reached"));
         }
         out
     }
@@ -175,11 +170,10 @@ impl SecurityRuntime {
     pub async fn throttle(
         &self,
         t: &RouteThrottle,
-        route: &str,
         caller: Option<&Caller>,
         now_ns: u64,
     ) -> Result<(), ProxyError> {
-        let checks = self.checks(t, route, caller);
+        let checks = self.checks(t, caller);
         if checks.is_empty() {
             return Ok(());
         }
@@ -241,11 +235,18 @@ impl SecurityRuntime {
                 (
                     c.name.clone(),
                     ConsumerTiers {
-                        own: c.tier.as_deref().and_then(lookup),
+                        own: c
+                            .tier
+                            .as_deref()
+                            .and_then(lookup)
+                            .map(|g| (g, Arc::from(format!("c:{}", c.name)))),
                         by_api: c
                             .subscriptions
                             .iter()
-                            .filter_map(|(api, t)| Some((api.clone(), lookup(t)?)))
+                            .filter_map(|(api, t)| {
+                                let key = Arc::from(format!("s:{}:{api}", c.name));
+                                Some((api.clone(), (lookup(t)?, key)))
+                            })
                             .collect(),
                     },
                 )
@@ -255,7 +256,7 @@ impl SecurityRuntime {
             gateway_type: s.gateway_type,
             api_keys,
             jwt,
-            verified: Mutex::new(HashMap::new()),
+            verified: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             tiers,
             consumers,
             shared,
@@ -265,8 +266,8 @@ impl SecurityRuntime {
     /// Verifies a bearer token (cached by hash until it expires).
     fn verify_jwt(&self, token: &[u8], now: u64) -> Result<Arc<Verified>, ProxyError> {
         let hash: [u8; 32] = Sha256::digest(token).into();
-        let cached = self
-            .verified
+        let shard = &self.verified[usize::from(hash[0]) % SHARDS];
+        let cached = shard
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&hash)
@@ -275,8 +276,7 @@ impl SecurityRuntime {
             Some(v) => v,
             None => {
                 let v = Arc::new(self.verify_uncached(token)?);
-                let mut cache = self
-                    .verified
+                let mut cache = shard
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if cache.len() >= VERIFIED_CAP {

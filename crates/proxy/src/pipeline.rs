@@ -195,7 +195,7 @@ async fn serve_route(
     if let Some(t) = &route.throttle {
         // Phase `throttle`.
         lr.security
-            .throttle(t, &route.name, caller.as_ref(), clock::now_ns())
+            .throttle(t, caller.as_ref(), clock::now_ns())
             .await?;
     }
     let mut resp = match &route.action {

@@ -428,8 +428,16 @@ fn compile_route(
         ip: r.ip.as_ref().map(crate::ip::IpRules::compile),
         throttle: r.throttle.as_ref().map(|t| crate::auth::RouteThrottle {
             api: t.api.as_str().into(),
-            api_tier: t.api_tier.as_deref().and_then(|n| security.tier(n)),
-            operation_tier: t.operation_tier.as_deref().and_then(|n| security.tier(n)),
+            api_tier: t
+                .api_tier
+                .as_deref()
+                .and_then(|n| security.tier(n))
+                .map(|g| (g, Arc::from(format!("a:{}", t.api)))),
+            operation_tier: t
+                .operation_tier
+                .as_deref()
+                .and_then(|n| security.tier(n))
+                .map(|g| (g, Arc::from(format!("o:{}", r.effective_name(index))))),
         }),
         cors: r
             .cors

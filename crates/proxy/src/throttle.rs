@@ -99,7 +99,7 @@ pub struct Check {
     /// The tier's limiter.
     pub gcra: Arc<Gcra>,
     /// The key (consumer, subscription, API or route).
-    pub key: String,
+    pub key: Arc<str>,
     /// The 429's message.
     pub what: &'static str,
 }

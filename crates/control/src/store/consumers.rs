@@ -6,7 +6,8 @@ use serde::Serialize;
 use sqlx::{Row, SqliteConnection};
 
 use super::{
-    Moved, Record, Store, delete, from_json, get, insert, key, list, now, recompile, update,
+    Moved, Record, Store, api_gateway_ids, delete, from_json, get, insert, key, list, now,
+    recompile, update,
 };
 use crate::error::Error;
 
@@ -243,11 +244,7 @@ impl Store {
         .bind(now())
         .execute(&mut *tx)
         .await?;
-        let gws: Vec<i64> =
-            sqlx::query_scalar("SELECT gateway_id FROM deployments WHERE api_id = $1")
-                .bind(aid)
-                .fetch_all(&mut *tx)
-                .await?;
+        let gws = api_gateway_ids(&mut tx, aid).await?;
         let moved = recompile(&mut tx, self.sealer.as_deref(), &gws).await?;
         tx.commit().await?;
         Ok(moved)
@@ -269,11 +266,7 @@ impl Store {
                 "consumer `{consumer}` is not subscribed to `{api}`"
             )));
         }
-        let gws: Vec<i64> =
-            sqlx::query_scalar("SELECT gateway_id FROM deployments WHERE api_id = $1")
-                .bind(aid)
-                .fetch_all(&mut *tx)
-                .await?;
+        let gws = api_gateway_ids(&mut tx, aid).await?;
         let moved = recompile(&mut tx, self.sealer.as_deref(), &gws).await?;
         tx.commit().await?;
         Ok(moved)

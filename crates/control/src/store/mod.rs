@@ -993,11 +993,7 @@ impl Store {
         .bind(api_id)
         .execute(&mut *tx)
         .await?;
-        let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT gateway_id FROM deployments WHERE api_id = $1")
-                .bind(api_id)
-                .fetch_all(&mut *tx)
-                .await?;
+        let ids = api_gateway_ids(&mut tx, api_id).await?;
         let moved = recompile(&mut tx, self.sealer.as_deref(), &ids).await?;
         tx.commit().await?;
         drop(_w);
@@ -1529,6 +1525,16 @@ async fn route_gateway_ids(conn: &mut SqliteConnection, route_id: i64) -> Result
     .bind(route_id)
     .fetch_all(&mut *conn)
     .await?)
+}
+
+/// Gateways an API is deployed on.
+async fn api_gateway_ids(conn: &mut SqliteConnection, api_id: i64) -> Result<Vec<i64>, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT gateway_id FROM deployments WHERE api_id = $1")
+            .bind(api_id)
+            .fetch_all(&mut *conn)
+            .await?,
+    )
 }
 
 async fn all_gateway_ids(conn: &mut SqliteConnection) -> Result<Vec<i64>, Error> {

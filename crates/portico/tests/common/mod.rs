@@ -282,3 +282,58 @@ pub async fn start_redis() -> (Process, u16) {
     p.wait_for("Ready to accept connections", WAIT).await;
     (p, port)
 }
+
+impl ControlPlane {
+    /// Links `node` as gateway `name` of type `kind` (its traffic on the node's port) with
+    /// the CLI; answers what it printed.
+    pub async fn link(&self, node: &Node, name: &str, kind: &str, extra: &[&str]) -> String {
+        let url = format!("http://127.0.0.1:{}", node.admin_port);
+        let listen = node.traffic_port.to_string();
+        let mut args = vec![
+            "gateways",
+            "link",
+            name,
+            "--type",
+            kind,
+            "--url",
+            &url,
+            "--api-token",
+            &node.token,
+            "--jwt-secret",
+            &node.secret,
+            "--listen",
+            &listen,
+        ];
+        args.extend_from_slice(extra);
+        self.cli_ok(&args).await
+    }
+}
+
+impl Node {
+    /// Another node of the same gateway (HA): same token, secret, traffic port and
+    /// arguments, its own admin port and cache, its config written beside this one's.
+    pub fn sibling(&self, name: &str) -> Node {
+        let other = Node {
+            extra: self.extra.clone(),
+            dir: self.dir.join(name),
+            config: self.dir.join(format!("{name}.toml")),
+            token: self.token.clone(),
+            secret: self.secret.clone(),
+            admin_port: free_port(),
+            traffic_port: self.traffic_port,
+            process: None,
+        };
+        let text = std::fs::read_to_string(&self.config)
+            .unwrap()
+            .replace(
+                &format!("127.0.0.1:{}", self.admin_port),
+                &format!("127.0.0.1:{}", other.admin_port),
+            )
+            .replace(
+                self.dir.join("cache").to_str().unwrap(),
+                other.dir.join("cache").to_str().unwrap(),
+            );
+        std::fs::write(&other.config, text).unwrap();
+        other
+    }
+}
