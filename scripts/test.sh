@@ -5,11 +5,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages the tests use: curl and procps (kill, /proc readers) for process tests,
-# redis-server for rate limits shared across nodes.
+# redis-server for rate limits shared across nodes, pebble (with pebble-challtestsrv) as the
+# ACME CA automatic certificates are ordered from.
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v kill >/dev/null || need+=(procps)
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v pebble >/dev/null || need+=(pebble)
 if [ "${#need[@]}" -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -q

@@ -65,6 +65,8 @@ fn bench(c: &mut Criterion) {
                 tiers: &[],
                 consumers: &[],
                 certificates: &[],
+                acme_certificates: &[],
+                acme: &Default::default(),
             };
             let s = compile(&input).unwrap_or_default();
             assert_eq!(s.routes.len(), 5000);

@@ -78,6 +78,11 @@ pub struct Input<'a> {
     /// Uploaded certificates; HTTPS listeners without their own get those for the hosts
     /// this gateway serves.
     pub certificates: &'a [portico_model::TlsCertificate],
+    /// Certificates an ACME CA issued; used by listeners with `acme` for the hosts no
+    /// uploaded certificate covers.
+    pub acme_certificates: &'a [portico_model::TlsCertificate],
+    /// Open ACME challenges and host states; only this gateway's hosts are kept.
+    pub acme: &'a portico_model::AcmeState,
 }
 
 /// The port a gateway listens on when it defines no listener.
@@ -97,22 +102,36 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
         served.extend(a.spec.hosts.iter().cloned());
     }
     served.iter_mut().for_each(|h| *h = h.to_ascii_lowercase());
+    served.sort();
+    served.dedup();
+    let covers_served = |c: &&portico_model::TlsCertificate| {
+        served.is_empty()
+            || c.hosts
+                .iter()
+                .any(|p| served.iter().any(|h| host_covers(p, h)))
+    };
     for l in &mut listeners {
         if let Some(tls) = &mut l.tls
             && tls.certificates.is_empty()
         {
+            // Uploaded first: SNI takes the first certificate naming a host, so an
+            // uploaded certificate wins over an issued one.
             tls.certificates = input
                 .certificates
                 .iter()
-                .filter(|c| {
-                    served.is_empty()
-                        || c.hosts
-                            .iter()
-                            .any(|p| served.iter().any(|h| host_covers(p, h)))
-                })
+                .filter(covers_served)
                 .cloned()
                 .collect();
-            if tls.certificates.is_empty() {
+            if tls.acme {
+                tls.certificates.extend(
+                    input
+                        .acme_certificates
+                        .iter()
+                        .filter(covers_served)
+                        .cloned(),
+                );
+            }
+            if tls.certificates.is_empty() && !tls.acme {
                 return Err(Error::NoCertificate {
                     gateway: gw.name.clone(),
                     hosts: if served.is_empty() {
@@ -180,6 +199,7 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
             tiers: Vec::new(),
             consumers: Vec::new(),
         },
+        acme: acme_state(gw, &served, input.acme),
     };
     let mut snapshot = snapshot;
     // Tiers: those the routes and the consumers here name.
@@ -402,6 +422,71 @@ fn compile_api(
 
 /// Whether a certificate name (`api.example.com`, `*.example.com`) covers a served host
 /// (which may itself be a wildcard).
+/// The ACME challenges and host states for the hosts this gateway serves, when one of its
+/// listeners takes automatic certificates.
+fn acme_state(
+    gw: &GatewaySpec,
+    served: &[String],
+    all: &portico_model::AcmeState,
+) -> portico_model::AcmeState {
+    if !gw
+        .listeners
+        .iter()
+        .any(|l| l.tls.as_ref().is_some_and(|t| t.acme))
+    {
+        return portico_model::AcmeState::default();
+    }
+    let mine = |h: &str| served.iter().any(|s| s.eq_ignore_ascii_case(h));
+    let mut out = portico_model::AcmeState {
+        challenges: all
+            .challenges
+            .iter()
+            .filter(|c| mine(&c.host))
+            .cloned()
+            .collect(),
+        hosts: all
+            .hosts
+            .iter()
+            .filter(|h| mine(&h.host))
+            .cloned()
+            .collect(),
+    };
+    out.challenges.sort_by(|a, b| a.token.cmp(&b.token));
+    out.hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    out
+}
+
+/// The hosts gateway `gw` wants automatic certificates for: its own and its deployed APIs'
+/// hosts, when one of its listeners has `acme`, less the hosts an uploaded certificate
+/// covers. Wildcards stay in the list: the caller reports that they need DNS-01.
+pub fn acme_hosts<'a>(
+    gw: &'a GatewaySpec,
+    api_hosts: impl IntoIterator<Item = &'a String>,
+    uploaded: &[portico_model::TlsCertificate],
+) -> Vec<String> {
+    if !gw
+        .listeners
+        .iter()
+        .any(|l| l.tls.as_ref().is_some_and(|t| t.acme))
+    {
+        return Vec::new();
+    }
+    let mut hosts: Vec<String> = gw
+        .hosts
+        .iter()
+        .chain(api_hosts)
+        .map(|h| h.to_ascii_lowercase())
+        .filter(|h| {
+            !uploaded
+                .iter()
+                .any(|c| c.hosts.iter().any(|p| host_covers(p, h)))
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
 fn host_covers(pattern: &str, host: &str) -> bool {
     let p = pattern.to_ascii_lowercase();
     if p == host {

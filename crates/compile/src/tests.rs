@@ -41,6 +41,8 @@ fn build(kind: GatewayKind, apis: Vec<DeployedApi<'_>>) -> Snapshot {
         tiers: &[],
         consumers: &[],
         certificates: &[],
+        acme_certificates: &[],
+        acme: &Default::default(),
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -172,6 +174,8 @@ fn raw_routes_bring_their_services_and_missing_ones_are_named() {
         tiers: &[],
         consumers: &[],
         certificates: &[],
+        acme_certificates: &[],
+        acme: &Default::default(),
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.services.len(), 1);
@@ -186,6 +190,8 @@ fn raw_routes_bring_their_services_and_missing_ones_are_named() {
         tiers: &[],
         consumers: &[],
         certificates: &[],
+        acme_certificates: &[],
+        acme: &Default::default(),
     });
     assert!(
         matches!(err, Err(Error::MissingService { ref service, .. }) if service == "svc"),

@@ -107,6 +107,8 @@ pub fn router(state: Arc<ControlPlane>) -> Router {
             "/certificates/{name}",
             axum::routing::delete(delete_certificate),
         )
+        .route("/acme/hosts", get(list_acme_hosts))
+        .route("/acme/hosts/{host}/order", post(order_acme_host))
         .route("/users/{name}", axum::routing::delete(delete_user))
         .route(
             "/tiers/{name}",
@@ -1091,6 +1093,23 @@ async fn delete_certificate(State(st): St, Path(name): Path<String>) -> Res {
     let moved = st.store.delete_certificate(&name).await?;
     st.hub.publish(&moved);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- automatic certificates ----
+
+async fn list_acme_hosts(State(st): St) -> Res {
+    ok(json!({ "items": st.store.acme_hosts().await? }))
+}
+
+/// Orders a host's certificate now: an early renewal, or a retry without the back-off.
+async fn order_acme_host(State(st): St, Path(host): Path<String>) -> Res {
+    st.store.acme_order_now(&host).await?;
+    st.hub.changed.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "host": host.to_ascii_lowercase(), "state": "ordering" })),
+    )
+        .into_response())
 }
 
 // ---- users (password grant) ----

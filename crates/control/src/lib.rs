@@ -4,10 +4,12 @@
 //!
 //! - [`store`]: SQLite through sqlx; every SQL statement lives there
 //! - [`api`]: the admin REST API under `/api/v1` and the sync endpoints
+//! - [`acme`]: automatic certificates from an ACME CA
 //! - [`link`]: proving a gateway's credentials by calling its admin API
 //! - [`secrets`]: tokens, hashes, sealed JWT secrets
 //! - [`tokens`]: the token service's keys, access tokens, JWKS
 
+pub mod acme;
 pub mod api;
 pub mod error;
 pub mod link;
@@ -64,6 +66,8 @@ impl Default for Config {
 #[derive(Debug, Default)]
 pub struct Hub {
     senders: std::sync::Mutex<HashMap<i64, watch::Sender<u64>>>,
+    /// Woken on every publish (the ACME client watches for new hosts).
+    pub changed: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -75,6 +79,10 @@ impl Hub {
 
     /// Announces new snapshot versions.
     pub fn publish(&self, moved: &[(i64, u64)]) {
+        if moved.is_empty() {
+            return;
+        }
+        self.changed.notify_one();
         let mut map = self.lock();
         for &(gid, version) in moved {
             match map.get(&gid) {

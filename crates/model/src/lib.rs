@@ -3,6 +3,7 @@
 //! plane compiles to these types and the data plane compiles them into its runtime.
 //!
 //! - [`listener`]: ports and protocols
+//! - [`acme`]: automatic certificates' challenges and states
 //! - [`route`]: matches and actions
 //! - [`service`]: upstreams, load balancing, retries, outlier ejection
 //! - [`node`]: process settings of one gateway node
@@ -13,6 +14,7 @@
 //! - [`units`]: durations and byte sizes as people write them
 //! - [`defaults`]: every default value
 
+pub mod acme;
 pub mod control;
 pub mod defaults;
 pub mod error;
@@ -26,6 +28,7 @@ pub mod sync;
 pub mod units;
 pub mod validate;
 
+pub use acme::{AcmeChallenge, AcmeHostState, AcmeHostStatus, AcmeState, ChallengeKind};
 pub use control::{
     ApiSpec, ConsumerSpec, GatewayKind, GatewaySpec, Lifecycle, Operation, RouteSpec, Visibility,
 };

@@ -53,6 +53,10 @@ pub struct ListenerTls {
     /// without one, and those with one must present a valid one).
     #[serde(default = "crate::defaults::yes")]
     pub client_cert_required: bool,
+    /// Get certificates for the gateway's hosts automatically from the control plane's ACME
+    /// CA (Let's Encrypt or any RFC 8555 CA); an uploaded certificate for a host wins.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acme: bool,
 }
 
 /// A certificate chain and its private key: PEM files on the node, or PEM text (how the

@@ -4,6 +4,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::acme::AcmeState;
 use crate::error::Error;
 use crate::listener::Listener;
 use crate::node::NodeSettings;
@@ -34,6 +35,9 @@ pub struct Snapshot {
     /// Key material for routes with an `auth` policy.
     #[serde(default, skip_serializing_if = "Security::is_empty")]
     pub security: Security,
+    /// Open ACME challenges and the state of each host's automatic certificate.
+    #[serde(default, skip_serializing_if = "AcmeState::is_empty")]
+    pub acme: AcmeState,
 }
 
 impl Default for Snapshot {
@@ -45,6 +49,7 @@ impl Default for Snapshot {
             services: Vec::new(),
             routes: Vec::new(),
             security: Security::default(),
+            acme: AcmeState::default(),
         }
     }
 }
@@ -143,6 +148,7 @@ impl GatewayFile {
             services: self.services,
             routes: self.routes,
             security: Security::default(),
+            acme: AcmeState::default(),
         };
         (self.node, snapshot)
     }

@@ -22,6 +22,7 @@ pub fn snapshot(s: &Snapshot) -> Result<(), Error> {
     v.schema(s.schema);
     v.content(&s.listeners, &s.services, &s.routes);
     v.security(s);
+    v.acme(&s.acme);
     v.finish()
 }
 
@@ -70,6 +71,14 @@ pub fn gateway_file(f: &GatewayFile) -> Result<(), Error> {
             "node.admin.jwt_secret",
             "the JWT secret must be at least 32 characters (`portico gateway init` makes one)",
         );
+    }
+    for (i, l) in f.listeners.iter().enumerate() {
+        if l.tls.as_ref().is_some_and(|t| t.acme) {
+            v.err(
+                format!("listeners[{i}].tls.acme"),
+                "automatic certificates are ordered by a control plane (portico server --acme-directory); a gateway run from a file names its certificate files",
+            );
+        }
     }
     v.content(&f.listeners, &f.services, &f.routes);
     v.finish()
@@ -338,16 +347,43 @@ impl Validator {
         }
     }
 
+    fn acme(&mut self, a: &crate::acme::AcmeState) {
+        for (i, c) in a.challenges.iter().enumerate() {
+            let p = format!("acme.challenges[{i}]");
+            if let Err(m) = check_host(&c.host, false) {
+                self.err(format!("{p}.host"), m);
+            }
+            if !crate::acme::token_ok(&c.token) {
+                self.err(format!("{p}.token"), "a challenge token is base64url text");
+            }
+            let answer_ok = c
+                .key_authorization
+                .split_once('.')
+                .is_some_and(|(t, thumb)| t == c.token && crate::acme::token_ok(thumb));
+            if !answer_ok {
+                self.err(
+                    format!("{p}.key_authorization"),
+                    "a key authorization is `<token>.<account key thumbprint>`",
+                );
+            }
+        }
+        for (i, h) in a.hosts.iter().enumerate() {
+            if let Err(m) = check_host(&h.host, true) {
+                self.err(format!("acme.hosts[{i}].host"), m);
+            }
+        }
+    }
+
     fn listeners(&mut self, listeners: &[Listener]) -> HashSet<String> {
         let mut names = HashMap::new();
         let mut addrs = HashMap::new();
         for (i, l) in listeners.iter().enumerate() {
             let p = format!("listeners[{i}]");
             if let Some(tls) = &l.tls {
-                if tls.certificates.is_empty() {
+                if tls.certificates.is_empty() && !tls.acme {
                     self.err(
                         format!("{p}.tls.certificates"),
-                        "give at least one certificate (cert_file and key_file)",
+                        "give at least one certificate (cert_file and key_file), or set acme = true on a gateway managed by a control plane",
                     );
                 }
                 for (j, c) in tls.certificates.iter().enumerate() {

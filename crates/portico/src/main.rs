@@ -287,6 +287,33 @@ struct ServerArgs {
     /// Host names and IPs the self-signed certificate is for (repeat).
     #[arg(long = "tls-host", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
     tls_hosts: Vec<String>,
+    /// Get certificates for the hosts of gateways with `acme = true` listeners from this
+    /// ACME directory (`letsencrypt`, `letsencrypt-staging`, or any RFC 8555 CA's URL).
+    #[arg(long, env = "PORTICO_ACME_DIRECTORY")]
+    acme_directory: Option<String>,
+    /// Contact e-mail for the ACME account (repeat).
+    #[arg(long = "acme-email", requires = "acme_directory")]
+    acme_emails: Vec<String>,
+    /// PEM CA bundle to trust for the ACME directory's HTTPS (a private or test CA).
+    #[arg(long, requires = "acme_directory")]
+    acme_ca_file: Option<PathBuf>,
+    /// The challenge gateways answer: http-01 (port 80) or tls-alpn-01 (port 443).
+    #[arg(long, default_value = "http-01", value_parser = ["http-01", "tls-alpn-01"])]
+    acme_challenge: String,
+    /// External Account Binding key id, for CAs that need one.
+    #[arg(long, requires_all = ["acme_directory", "acme_eab_hmac_key"])]
+    acme_eab_kid: Option<String>,
+    /// External Account Binding HMAC key (base64url).
+    #[arg(
+        long,
+        env = "PORTICO_ACME_EAB_HMAC_KEY",
+        hide_env_values = true,
+        requires = "acme_eab_kid"
+    )]
+    acme_eab_hmac_key: Option<String>,
+    /// Seconds before the first retry of a failed order (doubles per failure, up to 6 h).
+    #[arg(long, default_value_t = 60, hide = true)]
+    acme_retry_base: u64,
 }
 
 #[derive(Debug, Args)]
@@ -668,6 +695,29 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
                     (Some(c), Some(k), _) => Some((c, k)),
                     (_, _, true) => Some(server_cmd::self_signed(&a.data_dir, &a.tls_hosts)?),
                     _ => None,
+                },
+                acme: match a.acme_directory {
+                    None => None,
+                    Some(dir) => Some(portico_control::acme::AcmeConfig {
+                        directory: match dir.as_str() {
+                            "letsencrypt" => portico_control::acme::LETS_ENCRYPT.into(),
+                            "letsencrypt-staging" => {
+                                portico_control::acme::LETS_ENCRYPT_STAGING.into()
+                            }
+                            _ => dir,
+                        },
+                        contact: a
+                            .acme_emails
+                            .iter()
+                            .map(|e| format!("mailto:{}", e.trim_start_matches("mailto:")))
+                            .collect(),
+                        ca_file: a.acme_ca_file,
+                        eab: a.acme_eab_kid.zip(a.acme_eab_hmac_key),
+                        challenge: portico_model::ChallengeKind::parse(&a.acme_challenge)
+                            .unwrap_or_default(),
+                        retry_base: std::time::Duration::from_secs(a.acme_retry_base.max(1)),
+                        ..Default::default()
+                    }),
                 },
             })
             .await

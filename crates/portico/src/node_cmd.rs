@@ -175,6 +175,7 @@ pub async fn run(mut node: NodeSettings, poll_wait: Duration) -> anyhow::Result<
                         }],
                         client_ca_file: None,
                         client_cert_required: false,
+                        acme: false,
                     })
                     .map_err(|e| anyhow::anyhow!("admin API TLS: {e}"))?,
                 ),

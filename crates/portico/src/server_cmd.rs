@@ -34,6 +34,8 @@ pub struct ServerOptions {
     pub rate_limit_redis: Option<String>,
     /// HTTPS certificate chain and key for the admin API and sync.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Automatic certificates.
+    pub acme: Option<portico_control::acme::AcmeConfig>,
 }
 
 /// A CA and a server certificate in `<data>/tls/`, made once: clients and nodes trust
@@ -109,6 +111,10 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     tracing::info!(%url, data_dir = %opts.data_dir.display(), "control plane ready");
 
     let st = running.state.clone();
+    let acme = opts
+        .acme
+        .clone()
+        .map(|cfg| portico_control::acme::spawn(st.clone(), cfg, stop_rx.clone()));
     let gid = st.store.gateway_id(DEFAULT_GATEWAY).await?;
     let env = current(&st, gid).await?;
     let mut node = NodeSettings {
@@ -168,6 +174,9 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     gateway.shutdown().await;
+    if let Some(task) = acme {
+        let _ = task.await;
+    }
     let _ = running.task.await;
     Ok(())
 }

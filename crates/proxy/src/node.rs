@@ -67,6 +67,7 @@ struct Applied {
     hash: Option<String>,
     last_error: Option<String>,
     last_sync: Option<u64>,
+    acme: Vec<portico_model::AcmeHostStatus>,
 }
 
 impl NodeState {
@@ -122,6 +123,7 @@ impl NodeState {
         a.version = Some(env.version);
         a.hash = Some(env.hash.clone());
         a.last_error = None;
+        a.acme = env.snapshot.acme.hosts.clone();
     }
 
     fn set_error(&self, e: String) {
@@ -142,6 +144,7 @@ impl NodeState {
             "applied_hash": a.hash,
             "last_error": a.last_error,
             "last_sync": a.last_sync,
+            "certificates": a.acme,
         })
     }
 }

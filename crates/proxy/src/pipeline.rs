@@ -120,6 +120,11 @@ async fn proxy(
     request_id: &HeaderValue,
     grpc: bool,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    if !lr.acme_http01.is_empty()
+        && let Some(answer) = acme_http01(lr, &req)
+    {
+        return Ok(answer);
+    }
     let (id, normalized) = route(lr, &req, grpc)?;
     let route = &lr.routes[id as usize];
     ex.stats = Some(route.stats.clone());
@@ -149,6 +154,22 @@ async fn proxy(
     };
     cors.decorate(&origin, resp.headers_mut());
     Ok(resp)
+}
+
+/// An ACME CA's HTTP-01 validation request, answered before any route (a redirect to
+/// HTTPS or a catch-all route must not hide it).
+fn acme_http01(lr: &ListenerRuntime, req: &Request<ClientBody>) -> Option<Response<ResponseBody>> {
+    let token = req
+        .uri()
+        .path()
+        .strip_prefix(portico_model::acme::HTTP01_PREFIX)?;
+    let answer = lr.acme_http01.get(token)?;
+    let mut resp = Response::new(ResponseBody::full(answer.clone()));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(resp)
 }
 
 /// Phases after routing: `authenticate -> (redirect | fixed | forward)`.

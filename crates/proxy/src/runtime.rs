@@ -82,6 +82,8 @@ pub struct ListenerRuntime {
     pub trusted_proxies: Vec<portico_model::Cidr>,
     /// HTTPS, when the listener has certificates.
     pub tls: Option<crate::tls::TlsRuntime>,
+    /// Open HTTP-01 challenges: token -> key authorization.
+    pub acme_http01: Arc<HashMap<String, Bytes>>,
 }
 
 /// A compiled route.
@@ -232,6 +234,16 @@ impl Runtime {
             &cx.limiters,
             cx.shared.clone(),
         ));
+        let alpn_challenges = crate::tls::alpn_challenges(&snapshot.acme).map_err(Error::Route)?;
+        let http01: Arc<HashMap<String, Bytes>> = Arc::new(
+            snapshot
+                .acme
+                .challenges
+                .iter()
+                .filter(|c| c.kind == portico_model::ChallengeKind::Http01)
+                .map(|c| (c.token.clone(), Bytes::from(c.key_authorization.clone())))
+                .collect(),
+        );
         let mut listeners = Vec::new();
         for l in &snapshot.listeners {
             let name: Arc<str> = l.effective_name().into();
@@ -257,7 +269,7 @@ impl Runtime {
             let tls = l
                 .tls
                 .as_ref()
-                .map(|t| crate::tls::TlsRuntime::compile(t, l.protocol))
+                .map(|t| crate::tls::TlsRuntime::compile(t, l.protocol, &alpn_challenges))
                 .transpose()
                 .map_err(|e| Error::Route(format!("listener `{name}`: TLS: {e}")))?;
             let spec = ListenerSpec {
@@ -283,6 +295,7 @@ impl Runtime {
                 security: security.clone(),
                 trusted_proxies: crate::ip::networks(&l.trusted_proxies),
                 tls,
+                acme_http01: http01.clone(),
             });
             listeners.push(CompiledListener { spec, runtime });
         }

@@ -25,19 +25,39 @@ impl std::fmt::Debug for TlsRuntime {
     }
 }
 
+/// The ALPN protocol of TLS-ALPN-01 validation handshakes (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// TLS-ALPN-01 answers: per host, a self-signed certificate carrying the challenge's digest.
+pub type AlpnChallenges = Arc<HashMap<String, Arc<CertifiedKey>>>;
+
 #[derive(Debug)]
 struct Sni {
     exact: HashMap<String, Arc<CertifiedKey>>,
     wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Arc<CertifiedKey>,
+    /// None while an ACME listener waits for its first certificate: handshakes fail.
+    default: Option<Arc<CertifiedKey>>,
+    acme: AlpnChallenges,
 }
 
 impl ResolvesServerCert for Sni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let validating = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
         let Some(name) = hello.server_name() else {
-            return Some(self.default.clone());
+            return if validating {
+                None
+            } else {
+                self.default.clone()
+            };
         };
         let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if validating {
+            // A CA validating a TLS-ALPN-01 challenge gets the challenge certificate or
+            // nothing, never a served one.
+            return self.acme.get(&name).cloned();
+        }
         if let Some(c) = self.exact.get(&name) {
             return Some(c.clone());
         }
@@ -47,8 +67,36 @@ impl ResolvesServerCert for Sni {
         {
             return Some(c.clone());
         }
-        Some(self.default.clone())
+        self.default.clone()
     }
+}
+
+/// Builds the TLS-ALPN-01 answer certificates for the open challenges of that kind.
+pub fn alpn_challenges(acme: &portico_model::AcmeState) -> Result<AlpnChallenges, String> {
+    let mut out = HashMap::new();
+    for c in &acme.challenges {
+        if c.kind != portico_model::ChallengeKind::TlsAlpn01 {
+            continue;
+        }
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(c.key_authorization.as_bytes());
+        let key = rcgen::KeyPair::generate().map_err(|e| format!("ACME challenge key: {e}"))?;
+        let mut params = rcgen::CertificateParams::new(vec![c.host.clone()])
+            .map_err(|e| format!("ACME challenge for {}: {e}", c.host))?;
+        params.custom_extensions =
+            vec![rcgen::CustomExtension::new_acme_identifier(digest.as_ref())];
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| format!("ACME challenge for {}: {e}", c.host))?;
+        let der = PrivateKeyDer::try_from(key.serialize_der())
+            .map_err(|e| format!("ACME challenge key: {e}"))?;
+        let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&der)
+            .map_err(|e| format!("ACME challenge key: {e}"))?;
+        out.insert(
+            c.host.to_ascii_lowercase(),
+            Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing)),
+        );
+    }
+    Ok(Arc::new(out))
 }
 
 /// Loads one certificate chain and key (files or PEM text), checking that they belong
@@ -98,20 +146,31 @@ pub fn check_pem(cert_pem: &str, key_pem: &str) -> Result<(), String> {
 
 impl TlsRuntime {
     /// Loads the certificates and builds the acceptor.
-    pub fn compile(t: &ListenerTls, protocol: ListenerProtocol) -> Result<Self, String> {
-        let alpn = match protocol {
+    pub fn compile(
+        t: &ListenerTls,
+        protocol: ListenerProtocol,
+        acme: &AlpnChallenges,
+    ) -> Result<Self, String> {
+        let mut alpn = match protocol {
             ListenerProtocol::Http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             ListenerProtocol::Http2 | ListenerProtocol::Grpc => vec![b"h2".to_vec()],
         };
-        Self::with_alpn(t, alpn)
+        if t.acme {
+            alpn.push(ACME_TLS_ALPN.to_vec());
+        }
+        Self::with_alpn(t, alpn, acme.clone())
     }
 
     /// An acceptor for HTTP/1.1 only (the node's admin API).
     pub fn http1(t: &ListenerTls) -> Result<Self, String> {
-        Self::with_alpn(t, vec![b"http/1.1".to_vec()])
+        Self::with_alpn(t, vec![b"http/1.1".to_vec()], AlpnChallenges::default())
     }
 
-    fn with_alpn(t: &ListenerTls, alpn: Vec<Vec<u8>>) -> Result<Self, String> {
+    fn with_alpn(
+        t: &ListenerTls,
+        alpn: Vec<Vec<u8>>,
+        acme: AlpnChallenges,
+    ) -> Result<Self, String> {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         let mut default = None;
@@ -132,7 +191,9 @@ impl TlsRuntime {
                 }
             }
         }
-        let default = default.ok_or("no certificate")?;
+        if default.is_none() && !t.acme {
+            return Err("no certificate".into());
+        }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -164,6 +225,11 @@ impl TlsRuntime {
             exact,
             wildcard,
             default,
+            acme: if t.acme {
+                acme
+            } else {
+                AlpnChallenges::default()
+            },
         }));
         config.alpn_protocols = alpn;
         Ok(Self {

@@ -24,11 +24,13 @@ use tokio::sync::Mutex;
 
 use crate::error::Error;
 
+mod acme;
 mod certs;
 mod consumers;
 mod keys;
 mod tiers;
 mod users;
+pub use acme::AcmeHostRecord;
 pub use certs::CertificateRecord;
 pub use consumers::{
     ClientRecord, CredentialKind, CredentialRecord, NewCredential, SubscriptionRecord,
@@ -70,6 +72,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "certificates",
         include_str!("../../migrations/sqlite/0006_certificates.sql"),
+    ),
+    (
+        7,
+        "acme",
+        include_str!("../../migrations/sqlite/0007_acme.sql"),
     ),
 ];
 
@@ -1591,6 +1598,7 @@ async fn recompile(
         let api_keys = consumers::api_key_grants(conn, gid).await?;
         let jwt = keys::jwt_settings(conn).await?;
         let certificates = certs::for_snapshots(conn, sealer).await?;
+        let (acme_certificates, acme_state) = acme::for_snapshots(conn, sealer).await?;
         let tiers = tiers::all_tiers(conn).await?;
         let consumer_limits = tiers::consumer_limits(conn, gid).await?;
         let input = Input {
@@ -1612,6 +1620,8 @@ async fn recompile(
             tiers: &tiers,
             consumers: &consumer_limits,
             certificates: &certificates,
+            acme_certificates: &acme_certificates,
+            acme: &acme_state,
         };
         let snapshot = portico_compile::compile(&input).map_err(|e| {
             Error::Compile(format!(

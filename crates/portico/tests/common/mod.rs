@@ -43,26 +43,37 @@ pub async fn start_server(
     gateway_port: u16,
     token: Option<&str>,
 ) -> ControlPlane {
+    start_server_with(data, admin_port, gateway_port, token, &[]).await
+}
+
+/// [`start_server`] with more arguments.
+pub async fn start_server_with(
+    data: &Path,
+    admin_port: u16,
+    gateway_port: u16,
+    token: Option<&str>,
+    extra: &[&str],
+) -> ControlPlane {
     let url = format!("http://127.0.0.1:{admin_port}");
-    let process = Process::spawn(
-        Path::new(BIN),
-        &[
-            "server",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{admin_port}"),
-            "--gateway-port",
-            &gateway_port.to_string(),
-            "--internal",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--node-offline-after",
-            "3",
-        ],
-        &[],
-    );
+    let listen = format!("127.0.0.1:{admin_port}");
+    let gw_port = gateway_port.to_string();
+    let mut args: Vec<&str> = vec![
+        "server",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--gateway-port",
+        &gw_port,
+        "--internal",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--node-offline-after",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    let process = Process::spawn(Path::new(BIN), &args, &[]);
     process.wait_for("control plane ready", WAIT).await;
     let token = match token {
         Some(t) => t.to_owned(),

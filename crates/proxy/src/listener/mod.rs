@@ -185,7 +185,14 @@ async fn serve_tls(
         // A failed or abandoned handshake: rustls has answered with an alert where it could.
         return;
     };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let alpn = stream.get_ref().1.alpn_protocol();
+    if alpn == Some(crate::tls::ACME_TLS_ALPN) {
+        // A TLS-ALPN-01 validation: the handshake was the answer (RFC 8737 section 3).
+        let mut stream = stream;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+        return;
+    }
+    let h2 = alpn == Some(b"h2");
     if h2 {
         serve_h2(stream, peer, "https", shared, idle, max_header).await;
     } else {

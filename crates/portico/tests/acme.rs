@@ -1,0 +1,520 @@
+//! Automatic certificates end to end: the real `portico` binary as control plane and nodes,
+//! a real ACME CA (Debian's `pebble`) with `pebble-challtestsrv` as its DNS (every name
+//! resolves to 127.0.0.1, where the gateways listen), HTTP-01 and TLS-ALPN-01 answered by
+//! the gateways themselves.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use portico_testkit::Upstream;
+use portico_testkit::process::Process;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// Orders, validation and issuance take a few seconds each; renewals wait for lifetimes.
+const ACME_WAIT: Duration = Duration::from_secs(90);
+
+struct Pebble {
+    _dns: Process,
+    ca: Process,
+    /// The ACME directory URL.
+    directory: String,
+    /// The CA the directory's HTTPS certificate is signed by (given to the control plane).
+    tls_ca: PathBuf,
+    management: u16,
+}
+
+/// A CA and a certificate for `localhost`/127.0.0.1 signed by it, for Pebble's own HTTPS.
+fn pebble_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.clone().self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let paths = (
+        dir.join("pebble-ca.pem"),
+        dir.join("pebble-cert.pem"),
+        dir.join("pebble-key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// The directory URL and CA file a Pebble started later will use.
+struct PebblePlan {
+    dir: PathBuf,
+    acme_port: u16,
+    tls_ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl PebblePlan {
+    fn new(dir: &Path) -> Self {
+        let (tls_ca, cert, key) = pebble_tls(dir);
+        Self {
+            dir: dir.to_owned(),
+            acme_port: free_port(),
+            tls_ca,
+            cert,
+            key,
+        }
+    }
+
+    fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.acme_port)
+    }
+
+    /// Starts the CA, validating on `http_port` (HTTP-01) and `tls_port` (TLS-ALPN-01), with
+    /// certificates valid for `validity` seconds when given.
+    async fn start(&self, http_port: u16, tls_port: u16, validity: Option<u64>) -> Pebble {
+        let dns_port = free_port();
+        let dns_addr = format!("127.0.0.1:{dns_port}");
+        let dns_mgmt = format!("127.0.0.1:{}", free_port());
+        let dns = Process::spawn(
+            Path::new("pebble-challtestsrv"),
+            &[
+                "-dns01",
+                &dns_addr,
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-management",
+                &dns_mgmt,
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ],
+            &[],
+        );
+        dns.wait_for("Starting management server", WAIT).await;
+        let management = free_port();
+        let mut config = json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{}", self.acme_port),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": self.cert,
+            "privateKey": self.key,
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        if let Some(v) = validity {
+            config["pebble"]["certificateValidityPeriod"] = json!(v);
+        }
+        let config_path = self.dir.join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let ca = Process::spawn(
+            Path::new("pebble"),
+            &[
+                "-config",
+                config_path.to_str().unwrap(),
+                "-dnsserver",
+                &dns_addr,
+                "-strict=false",
+            ],
+            &[
+                ("PEBBLE_VA_NOSLEEP", "1"),
+                // Every order validates for real (no authorization reuse).
+                ("PEBBLE_AUTHZREUSE", "0"),
+            ],
+        );
+        ca.wait_for("ACME directory available", WAIT).await;
+        Pebble {
+            _dns: dns,
+            ca,
+            directory: self.directory(),
+            tls_ca: self.tls_ca.clone(),
+            management,
+        }
+    }
+}
+
+impl Pebble {
+    /// The root the issued certificates chain to (new on every Pebble start).
+    async fn root(&self) -> rustls::pki_types::CertificateDer<'static> {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.tls_ca).unwrap()).unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        let pem = client
+            .get(format!("https://127.0.0.1:{}/roots/0", self.management))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        use rustls::pki_types::pem::PemObject as _;
+        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    }
+}
+
+/// Opens HTTPS to 127.0.0.1:`port` for `host`, trusting only `root`; sends one GET and
+/// answers the served certificate and the response, or why it failed.
+async fn https_get(
+    port: u16,
+    host: &str,
+    root: &rustls::pki_types::CertificateDer<'static>,
+    path: &str,
+) -> Result<(Vec<u8>, String), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let served = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    Ok((served, String::from_utf8_lossy(&out).into_owned()))
+}
+
+/// Polls the control plane until `host`'s automatic certificate is in `state`.
+async fn acme_state(cp: &ControlPlane, host: &str, state: &str) -> Value {
+    let deadline = Instant::now() + ACME_WAIT;
+    loop {
+        let (st, v) = cp.api("GET", "/api/v1/acme/hosts", None).await;
+        assert_eq!(st, 200, "{v}");
+        if let Some(h) = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == host)
+            && h["state"] == state
+        {
+            return h.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{host} never became {state}: {v}\n{}",
+            cp.process.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Polls until HTTPS for `host` verifies against `root` and answers 200.
+async fn eventually_https(
+    port: u16,
+    host: &str,
+    root: &rustls::pki_types::CertificateDer<'static>,
+    path: &str,
+) -> (Vec<u8>, String) {
+    let deadline = Instant::now() + ACME_WAIT;
+    loop {
+        let last = https_get(port, host, root, path).await;
+        if let Ok((cert, text)) = &last
+            && text.starts_with("HTTP/1.1 200")
+        {
+            return (cert.clone(), text.clone());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no trusted HTTPS answer for {host}: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn self_signed(host: &str) -> (String, String, rustls::pki_types::CertificateDer<'static>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![host.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem(), cert.der().clone())
+}
+
+/// A gateway with two nodes sharing its ports: HTTP-01 orders for two hosts (whichever node
+/// the CA reaches answers), SNI picks among three hosts, the third served by an uploaded
+/// certificate that takes precedence over ACME, and the node's admin API shows the states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wins() {
+    let root = TempDir::new().unwrap();
+    let plan = PebblePlan::new(root.path());
+    let (http_port, tls_port) = (free_port(), free_port());
+    let pebble = plan.start(http_port, tls_port, None).await;
+    let directory = pebble.directory.clone();
+    let cp = start_server_with(
+        &root.path().join("data"),
+        free_port(),
+        free_port(),
+        None,
+        &[
+            "--acme-directory",
+            &directory,
+            "--acme-ca-file",
+            pebble.tls_ca.to_str().unwrap(),
+            "--acme-email",
+            "ops@example.com",
+        ],
+    )
+    .await;
+    // The uploaded certificate for c.test is there first: no order for that host.
+    let (c_pem, c_key, c_der) = self_signed("c.test");
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/certificates",
+            Some(json!({"name": "c", "cert_pem": c_pem, "key_pem": c_key})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+
+    let up = Upstream::named("edge-app").await;
+    let mut n1 = init_node(root.path(), "n1", &cp.url).await;
+    n1.traffic_port = http_port;
+    n1.start().await;
+    let mut n2 = n1.sibling("n2");
+    n2.start().await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/gateways/link",
+            Some(json!({
+                "name": "edge", "type": "production",
+                "url": format!("http://127.0.0.1:{}", n1.admin_port),
+                "api_token": n1.token, "jwt_secret": n1.secret,
+                "hosts": ["a.test", "b.test", "c.test"],
+                "listeners": [
+                    {"port": http_port},
+                    {"port": tls_port, "tls": {"certificates": [], "acme": true}},
+                ],
+            })),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    cp.api(
+        "POST",
+        "/api/v1/apis",
+        Some(json!({"name": "App", "version": "v1", "context": "/app",
+            "production_endpoints": [format!("http://{}", up.addr)]})),
+    )
+    .await;
+    cp.api("POST", "/api/v1/apis/app-v1/revisions", None).await;
+    cp.cli_ok(&[
+        "deploy",
+        "app-v1",
+        "--revision",
+        "1",
+        "--gateway",
+        "edge",
+        "--wait",
+    ])
+    .await;
+
+    let a = acme_state(&cp, "a.test", "valid").await;
+    acme_state(&cp, "b.test", "valid").await;
+    assert!(a["not_after"].as_i64().unwrap() > a["next_attempt"].as_i64().unwrap());
+    let (_, list) = cp.api("GET", "/api/v1/acme/hosts", None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+    assert!(!list.to_string().contains("PRIVATE KEY"), "{list}");
+
+    // Both nodes serve the issued certificates; SNI picks each host's own.
+    let ca_root = pebble.root().await;
+    for host in ["a.test", "b.test"] {
+        let (cert, text) = eventually_https(tls_port, host, &ca_root, "/app/x").await;
+        assert!(text.ends_with("edge-app"), "{text}");
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
+        let names: Vec<String> = parsed
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(names, vec![format!("DNSName({host})")]);
+    }
+    // c.test: the uploaded certificate, not one from the CA.
+    let (cert, text) = eventually_https(tls_port, "c.test", &c_der, "/app/x").await;
+    assert_eq!(cert, c_der.to_vec());
+    assert!(text.ends_with("edge-app"), "{text}");
+    assert!(
+        https_get(tls_port, "c.test", &ca_root, "/app/x")
+            .await
+            .is_err()
+    );
+
+    // Each node's admin API shows the hosts' states.
+    for n in [&n1, &n2] {
+        let status = node_status(n).await;
+        let hosts = status["certificates"].as_array().unwrap();
+        assert_eq!(hosts.len(), 2, "{status}");
+        assert!(hosts.iter().all(|h| h["state"] == "valid"), "{status}");
+    }
+    // One account, kept sealed; the order log shows one certificate per host.
+    assert_eq!(cp.process.count("certificate issued"), 2);
+    n2.stop().await;
+    n1.stop().await;
+    drop(pebble);
+}
+
+/// The node's admin status, with the JWT the control plane would send.
+async fn node_status(n: &Node) -> Value {
+    use portico_model::{ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = AdminClaims {
+        iss: ADMIN_ISSUER.into(),
+        aud: ADMIN_AUDIENCE.into(),
+        sub: "test".into(),
+        iat: now,
+        exp: now + 60,
+        tok: None,
+    };
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(n.secret.as_bytes()),
+    )
+    .unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/admin/v1/status", n.admin_port))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json().await.unwrap()
+}
+
+/// The built-in gateway with TLS-ALPN-01: the CA is down at first (the order fails, is
+/// retried with back-off and says why), then up (issued); short-lived certificates are
+/// renewed two thirds into their lifetime without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn01_waits_for_a_ca_that_is_down_then_renews_short_lived_certificates() {
+    let root = TempDir::new().unwrap();
+    let plan = PebblePlan::new(root.path());
+    let (http_port, tls_port) = (free_port(), free_port());
+    let directory = plan.directory();
+    let cp = start_server_with(
+        &root.path().join("data"),
+        free_port(),
+        http_port,
+        None,
+        &[
+            "--acme-directory",
+            &directory,
+            "--acme-ca-file",
+            plan.tls_ca.to_str().unwrap(),
+            "--acme-challenge",
+            "tls-alpn-01",
+            "--acme-retry-base",
+            "1",
+        ],
+    )
+    .await;
+    let up = Upstream::named("builtin-app").await;
+    let (_, gw) = cp.api("GET", "/api/v1/gateways/default", None).await;
+    let mut spec = gw["spec"].clone();
+    spec["hosts"] = json!(["app.test"]);
+    spec["listeners"] = json!([
+        {"port": http_port},
+        {"port": tls_port, "tls": {"certificates": [], "acme": true}},
+    ]);
+    let (st, v) = cp
+        .api_with(
+            "PUT",
+            "/api/v1/gateways/default",
+            Some(spec),
+            &[("if-match", &gw["version"].to_string())],
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    cp.api(
+        "POST",
+        "/api/v1/apis",
+        Some(json!({"name": "Site", "version": "v1", "context": "/site",
+            "production_endpoints": [format!("http://{}", up.addr)]})),
+    )
+    .await;
+    cp.api("POST", "/api/v1/apis/site-v1/revisions", None).await;
+    cp.cli_ok(&[
+        "deploy",
+        "site-v1",
+        "--revision",
+        "1",
+        "--gateway",
+        "default",
+        "--wait",
+    ])
+    .await;
+
+    // No CA yet: the order fails and says why; it is retried later.
+    let failed = acme_state(&cp, "app.test", "error").await;
+    assert!(
+        failed["last_error"].as_str().unwrap_or("").len() > 10,
+        "{failed}"
+    );
+    assert!(failed["attempts"].as_i64().unwrap() >= 1, "{failed}");
+
+    // The CA comes up, issuing 30-second certificates.
+    let pebble = plan.start(http_port, tls_port, Some(30)).await;
+    let valid = acme_state(&cp, "app.test", "valid").await;
+    assert!(valid["last_error"].is_null(), "{valid}");
+    let ca_root = pebble.root().await;
+    let (first, text) = eventually_https(tls_port, "app.test", &ca_root, "/site/x").await;
+    assert!(text.ends_with("builtin-app"), "{text}");
+
+    // Two thirds into the lifetime a new certificate replaces it.
+    let deadline = Instant::now() + ACME_WAIT;
+    loop {
+        let (cert, text) = eventually_https(tls_port, "app.test", &ca_root, "/site/x").await;
+        assert!(text.ends_with("builtin-app"), "{text}");
+        if cert != first {
+            let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
+            let (_, old) = x509_parser::parse_x509_certificate(&first).unwrap();
+            assert!(parsed.validity().not_after > old.validity().not_after);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the certificate was never renewed:\n{}",
+            cp.process.output()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(cp.process.count("certificate issued") >= 2);
+    let _ = pebble.ca.pid();
+}
