@@ -208,8 +208,14 @@ impl Client {
 
 /// Reads `pointer` (a JSON pointer such as `/spec/name`) as display text.
 fn cell(v: &Value, pointer: &str) -> String {
+    let is_time = ["_at", "not_after", "not_before", "next_attempt"]
+        .iter()
+        .any(|s| pointer.ends_with(s));
     match v.pointer(pointer) {
         None | Some(Value::Null) => "-".into(),
+        Some(Value::Number(n)) if is_time && n.as_i64().is_some() => {
+            utc(n.as_i64().unwrap_or_default())
+        }
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(a)) => a
             .iter()
@@ -218,6 +224,26 @@ fn cell(v: &Value, pointer: &str) -> String {
             .join(","),
         Some(other) => other.to_string(),
     }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS` UTC (days to civil date: H. Hinnant's algorithm).
+fn utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn table(columns: &[(&str, &str)], items: &[&Value]) {
@@ -1164,4 +1190,81 @@ pub async fn users(c: &Client, cmd: crate::UsersCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `portico certificates ...`
+pub async fn certificates(c: &Client, cmd: crate::CertificatesCommand) -> anyhow::Result<()> {
+    use crate::CertificatesCommand as C;
+    match cmd {
+        C::List => c.print(
+            &c.get("/api/v1/certificates").await?,
+            &[
+                ("NAME", "/name"),
+                ("HOSTS", "/hosts"),
+                ("NOT AFTER", "/not_after"),
+            ],
+            Some("items"),
+        ),
+        C::Upload { name, cert, key } => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+            };
+            let (_, v) = c
+                .call(
+                    Method::POST,
+                    "/api/v1/certificates",
+                    Some(&json!({"name": name, "cert_pem": read(&cert)?, "key_pem": read(&key)?})),
+                    None,
+                )
+                .await?;
+            println!(
+                "Uploaded certificate `{name}` for {} (valid until {} UTC).",
+                cell(&v, "/hosts"),
+                cell(&v, "/not_after")
+            );
+        }
+        C::Delete { name } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/certificates/{name}"),
+                None,
+                None,
+            )
+            .await?;
+            println!("Deleted certificate `{name}`.");
+        }
+        C::Acme => c.print(
+            &c.get("/api/v1/acme/hosts").await?,
+            &[
+                ("HOST", "/host"),
+                ("STATE", "/state"),
+                ("NOT AFTER", "/not_after"),
+                ("NEXT", "/next_attempt"),
+                ("LAST ERROR", "/last_error"),
+            ],
+            Some("items"),
+        ),
+        C::Order { host } => {
+            c.call(
+                Method::POST,
+                &format!("/api/v1/acme/hosts/{host}/order"),
+                None,
+                None,
+            )
+            .await?;
+            println!("Ordering a certificate for {host}; see `portico certificates acme`.");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unix_seconds_print_as_utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(super::utc(1_795_977_311), "2026-11-29 18:35:11");
+        assert_eq!(super::utc(4_107_542_399), "2100-02-28 23:59:59");
+    }
 }

@@ -84,6 +84,40 @@ enum Command {
     /// People who get tokens with the password grant.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// HTTPS certificates: uploaded ones and automatic ones (ACME).
+    #[command(subcommand)]
+    Certificates(CertificatesCommand),
+}
+
+/// `portico certificates ...`
+#[derive(Debug, Subcommand)]
+pub enum CertificatesCommand {
+    /// List uploaded certificates (never their keys).
+    List,
+    /// Upload a certificate chain and its key (a private CA's, say); it takes precedence
+    /// over automatic certificates for its hosts.
+    Upload {
+        /// Name.
+        name: String,
+        /// PEM file: the certificate, then its chain.
+        #[arg(long)]
+        cert: PathBuf,
+        /// PEM file: the private key (sent once, stored encrypted, never shown again).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Delete an uploaded certificate.
+    Delete {
+        /// Name.
+        name: String,
+    },
+    /// Automatic certificates per host: state, expiry, next renewal, last error.
+    Acme,
+    /// Order a host's automatic certificate now (renew early, or retry at once).
+    Order {
+        /// Host.
+        host: String,
+    },
 }
 
 /// `portico users ...`
@@ -744,6 +778,7 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
         Command::Keys(cmd) => cli::keys(&client(&global)?, cmd).await,
         Command::Tiers(cmd) => cli::tiers(&client(&global)?, cmd).await,
         Command::Users(cmd) => cli::users(&client(&global)?, cmd).await,
+        Command::Certificates(cmd) => cli::certificates(&client(&global)?, cmd).await,
         Command::Token(a) => {
             cli::token(
                 &client(&global)?,

@@ -289,14 +289,21 @@ async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wi
     .await;
     // The uploaded certificate for c.test is there first: no order for that host.
     let (c_pem, c_key, c_der) = self_signed("c.test");
-    let (st, v) = cp
-        .api(
-            "POST",
-            "/api/v1/certificates",
-            Some(json!({"name": "c", "cert_pem": c_pem, "key_pem": c_key})),
-        )
+    let (c_cert_file, c_key_file) = (root.path().join("c.pem"), root.path().join("c.key"));
+    std::fs::write(&c_cert_file, c_pem).unwrap();
+    std::fs::write(&c_key_file, c_key).unwrap();
+    let out = cp
+        .cli_ok(&[
+            "certificates",
+            "upload",
+            "c",
+            "--cert",
+            c_cert_file.to_str().unwrap(),
+            "--key",
+            c_key_file.to_str().unwrap(),
+        ])
         .await;
-    assert_eq!(st, 201, "{v}");
+    assert!(out.contains("c.test"), "{out}");
 
     let up = Upstream::named("edge-app").await;
     let mut n1 = init_node(root.path(), "n1", &cp.url).await;
@@ -381,8 +388,30 @@ async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wi
         assert_eq!(hosts.len(), 2, "{status}");
         assert!(hosts.iter().all(|h| h["state"] == "valid"), "{status}");
     }
-    // One account, kept sealed; the order log shows one certificate per host.
+    // The CLI shows the same; an early renewal on request gives a new certificate.
+    let table = cp.cli_ok(&["certificates", "acme"]).await;
+    assert!(table.starts_with("HOST"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("a.test") && l.contains("valid")),
+        "{table}"
+    );
     assert_eq!(cp.process.count("certificate issued"), 2);
+    let (before, _) = eventually_https(tls_port, "a.test", &ca_root, "/app/x").await;
+    cp.cli_ok(&["certificates", "order", "a.test"]).await;
+    let deadline = Instant::now() + ACME_WAIT;
+    while eventually_https(tls_port, "a.test", &ca_root, "/app/x")
+        .await
+        .0
+        == before
+    {
+        assert!(Instant::now() < deadline, "no new certificate for a.test");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(cp.process.count("certificate issued"), 3);
+    let (ok, text) = cp.cli(&["certificates", "order", "nowhere.test"]).await;
+    assert!(!ok && text.contains("nowhere.test"), "{text}");
     n2.stop().await;
     n1.stop().await;
     drop(pebble);
