@@ -21,6 +21,7 @@ fn apis(n: usize) -> Vec<(String, ApiSpec)> {
                     i % 250
                 )],
                 sandbox_endpoints: vec![],
+                backend_tls: None,
                 operations: (0..5)
                     .map(|o| Operation {
                         method: Some(["GET", "POST", "PUT", "DELETE", "PATCH"][o].into()),

@@ -319,13 +319,14 @@ fn compile_api(
         && !spec.sandbox_endpoints.is_empty()
     {
         let name = format!("api.{}.sandbox", api.api_id);
-        let eps: Vec<String> = spec
+        let eps: Vec<_> = spec
             .sandbox_endpoints
             .iter()
             .filter_map(|u| parse_endpoint_url(u).ok())
-            .map(|e| e.address)
             .collect();
-        services.insert(name.clone(), Service::new(&name, eps));
+        let mut svc = Service::new(&name, eps.iter().map(|e| e.address.clone()));
+        svc.tls = backend_tls(spec, &eps);
+        services.insert(name.clone(), svc);
         Some(Forward {
             service: Some(name),
             targets: Vec::new(),
@@ -336,10 +337,9 @@ fn compile_api(
     let forward = if parsed.is_empty() {
         None
     } else {
-        services.insert(
-            service_name.clone(),
-            Service::new(&service_name, parsed.iter().map(|e| e.address.clone())),
-        );
+        let mut svc = Service::new(&service_name, parsed.iter().map(|e| e.address.clone()));
+        svc.tls = backend_tls(spec, &parsed);
+        services.insert(service_name.clone(), svc);
         Some(Forward {
             service: Some(service_name.clone()),
             targets: Vec::new(),
@@ -485,6 +485,18 @@ pub fn acme_hosts<'a>(
     hosts.sort();
     hosts.dedup();
     hosts
+}
+
+/// TLS to an API's backends when they are `https://` URLs: its `backend_tls`, else the
+/// system's roots.
+fn backend_tls(
+    spec: &ApiSpec,
+    endpoints: &[portico_model::control::EndpointUrl],
+) -> Option<portico_model::UpstreamTls> {
+    endpoints
+        .iter()
+        .any(|e| e.tls)
+        .then(|| spec.backend_tls.clone().unwrap_or_default())
 }
 
 fn host_covers(pattern: &str, host: &str) -> bool {

@@ -10,6 +10,7 @@ fn api(name: &str, context: &str) -> ApiSpec {
         hosts: vec![],
         production_endpoints: vec!["http://10.0.0.1:8080/api".into()],
         sandbox_endpoints: vec!["http://10.0.0.2:9090".into()],
+        backend_tls: None,
         operations: vec![],
         auth: Default::default(),
         api_key_header: None,
@@ -197,4 +198,40 @@ fn raw_routes_bring_their_services_and_missing_ones_are_named() {
         matches!(err, Err(Error::MissingService { ref service, .. }) if service == "svc"),
         "{err:?}"
     );
+}
+
+#[test]
+fn https_backends_get_upstream_tls_with_the_apis_settings() {
+    let mut a = api("Pets", "/pets/v1");
+    a.production_endpoints = vec!["https://pets.internal/api".into()];
+    let s = build(GatewayKind::Production, vec![deployed(&a, "pets-v1")]);
+    assert_eq!(s.services[0].endpoints[0].address, "pets.internal:443");
+    assert_eq!(s.services[0].tls, Some(Default::default()));
+    a.backend_tls = Some(portico_model::UpstreamTls {
+        server_name: Some("pets.example.com".into()),
+        ..Default::default()
+    });
+    let s = build(GatewayKind::Production, vec![deployed(&a, "pets-v1")]);
+    assert_eq!(
+        s.services[0]
+            .tls
+            .as_ref()
+            .and_then(|t| t.server_name.as_deref()),
+        Some("pets.example.com")
+    );
+    // http:// backends stay cleartext.
+    let s = build(GatewayKind::Sandbox, vec![deployed(&a, "pets-v1")]);
+    assert_eq!(s.services[0].tls, None);
+}
+
+#[test]
+fn mixed_schemes_and_tls_settings_for_cleartext_backends_are_refused() {
+    let mut a = api("Pets", "/pets/v1");
+    a.production_endpoints = vec!["https://a.internal".into(), "http://b.internal".into()];
+    let e = a.validate().unwrap_err().to_string();
+    assert!(e.contains("one scheme"), "{e}");
+    let mut a = api("Pets", "/pets/v1");
+    a.backend_tls = Some(Default::default());
+    let e = a.validate().unwrap_err().to_string();
+    assert!(e.contains("https://"), "{e}");
 }

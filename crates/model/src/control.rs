@@ -2,7 +2,7 @@
 //! gateway routes. The control plane stores these; `portico-compile` turns the ones deployed
 //! to a gateway into that gateway's [`Snapshot`](crate::Snapshot).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +142,10 @@ pub struct ApiSpec {
     /// Backend URLs for sandbox traffic.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sandbox_endpoints: Vec<String>,
+    /// TLS to `https://` backends: a private CA, the name to verify, a client certificate
+    /// (files on the nodes), or no verification for tests. System roots when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_tls: Option<crate::service::UpstreamTls>,
     /// Operations; the whole context when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operations: Vec<Operation>,
@@ -215,19 +219,19 @@ pub struct EndpointUrl {
     pub address: String,
     /// Path prefix on the backend, `/` when none.
     pub base_path: String,
+    /// `https://`: the gateway speaks TLS to it.
+    pub tls: bool,
 }
 
-/// Parses `http://host[:port][/path]` (HTTPS backends need upstream TLS, not built yet).
+/// Parses `http://host[:port][/path]` or `https://host[:port][/path]`.
 pub fn parse_endpoint_url(url: &str) -> Result<EndpointUrl, String> {
-    let rest = if let Some(r) = url.strip_prefix("http://") {
-        r
-    } else if url.starts_with("https://") {
-        return Err(format!(
-            "`{url}`: HTTPS backends need upstream TLS, which this version does not have yet; use http://"
-        ));
+    let (rest, tls, port) = if let Some(r) = url.strip_prefix("http://") {
+        (r, false, 80)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (r, true, 443)
     } else {
         return Err(format!(
-            "`{url}` is not a URL: write it as http://host:port/path"
+            "`{url}` is not a URL: write it as http://host:port/path or https://host/path"
         ));
     };
     let (authority, path) = match rest.find('/') {
@@ -239,14 +243,14 @@ pub fn parse_endpoint_url(url: &str) -> Result<EndpointUrl, String> {
     }
     let address = if authority.starts_with('[') {
         if authority.ends_with(']') {
-            format!("{authority}:80")
+            format!("{authority}:{port}")
         } else {
             authority.to_owned()
         }
     } else if authority.contains(':') {
         authority.to_owned()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{port}")
     };
     let port_ok = address
         .rsplit_once(':')
@@ -260,6 +264,7 @@ pub fn parse_endpoint_url(url: &str) -> Result<EndpointUrl, String> {
     Ok(EndpointUrl {
         address,
         base_path: path.to_owned(),
+        tls,
     })
 }
 
@@ -383,11 +388,30 @@ impl ApiSpec {
             ("production_endpoints", &self.production_endpoints),
             ("sandbox_endpoints", &self.sandbox_endpoints),
         ] {
+            let mut schemes = HashSet::new();
             for (i, u) in list.iter().enumerate() {
-                if let Err(m) = parse_endpoint_url(u) {
-                    errors.push(FieldError::new(format!("{field}[{i}]"), m));
+                match parse_endpoint_url(u) {
+                    Ok(e) => {
+                        schemes.insert(e.tls);
+                    }
+                    Err(m) => errors.push(FieldError::new(format!("{field}[{i}]"), m)),
                 }
             }
+            if schemes.len() > 1 {
+                errors.push(FieldError::new(
+                    field,
+                    "use one scheme for all of them: http:// or https://",
+                ));
+            }
+            if self.backend_tls.is_some() && schemes.contains(&false) {
+                errors.push(FieldError::new(
+                    field,
+                    "backend_tls is set: the backends are https:// URLs",
+                ));
+            }
+        }
+        if let Some(t) = &self.backend_tls {
+            errors.extend(validate::upstream_tls("backend_tls", t));
         }
         if let Some(h) = &self.api_key_header
             && !validate::is_token(h)
@@ -536,7 +560,8 @@ mod tests {
         let e = parse_endpoint_url("http://backend").unwrap_or_else(|m| panic!("{m}"));
         assert_eq!(e.address, "backend:80");
         assert_eq!(e.base_path, "/");
-        assert!(parse_endpoint_url("https://x").is_err());
+        let e = parse_endpoint_url("https://x").unwrap_or_else(|m| panic!("{m}"));
+        assert_eq!((e.address.as_str(), e.tls), ("x:443", true));
         assert!(parse_endpoint_url("x:80").is_err());
         assert!(parse_endpoint_url("http://x:0").is_err());
         assert!(parse_endpoint_url("http://x/a?b").is_err());
@@ -552,6 +577,7 @@ mod tests {
             hosts: vec![],
             production_endpoints: vec!["ftp://x".into()],
             sandbox_endpoints: vec![],
+            backend_tls: None,
             operations: vec![Operation {
                 method: Some("GE T".into()),
                 path: "/x".into(),

@@ -45,6 +45,7 @@ pub use security::{
 };
 pub use service::{
     Endpoint, HashOn, LoadBalancing, OutlierDetection, Retries, Service, UpstreamProtocol,
+    UpstreamTls,
 };
 pub use snapshot::{Format, GatewayFile, SCHEMA, Snapshot};
 pub use sync::{ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims, NodeReport, SyncEnvelope};

@@ -48,6 +48,49 @@ pub struct Service {
     /// Passive outlier ejection.
     #[serde(default)]
     pub outlier_detection: OutlierDetection,
+    /// Speak TLS to the endpoints (HTTPS, gRPC over TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to a service's endpoints: verified against the system's roots or given CAs, with the
+/// server name sent in SNI and checked in the certificate, and optionally a client
+/// certificate (mutual TLS to the backend).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM file of the CAs that sign the endpoints' certificates (instead of the system's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// The same as PEM text (how an API definition carries a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Name sent in SNI and checked against the certificate; the service's `hostname`, else
+    /// each endpoint's host, by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// PEM file with a client certificate (and its chain) to present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<String>,
+    /// PEM file with the client certificate's private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<String>,
+    /// Accept any certificate. For tests only: anyone on the path can read the traffic.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+}
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("ca_file", &self.ca_file)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
+            .field("server_name", &self.server_name)
+            .field("client_cert_file", &self.client_cert_file)
+            .field("client_key_file", &self.client_key_file)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
 }
 
 impl Service {
@@ -72,6 +115,7 @@ impl Service {
             dns_refresh: defaults::dns_refresh(),
             retries: Retries::default(),
             outlier_detection: OutlierDetection::default(),
+            tls: None,
         }
     }
 }

@@ -252,6 +252,13 @@ struct Validator {
     errors: Vec<FieldError>,
 }
 
+/// The problems of upstream TLS settings at `path`.
+pub fn upstream_tls(path: &str, t: &crate::service::UpstreamTls) -> Vec<FieldError> {
+    let mut v = Validator::default();
+    v.upstream_tls(path, t);
+    v.errors
+}
+
 impl Validator {
     fn security(&mut self, s: &Snapshot) {
         let mut names = HashSet::new();
@@ -454,6 +461,29 @@ impl Validator {
         }
     }
 
+    fn upstream_tls(&mut self, p: &str, t: &crate::service::UpstreamTls) {
+        if t.ca_file.is_some() && t.ca_pem.is_some() {
+            self.err(format!("{p}.ca_file"), "give ca_file or ca_pem, not both");
+        }
+        if t.client_cert_file.is_some() != t.client_key_file.is_some() {
+            self.err(
+                format!("{p}.client_cert_file"),
+                "give client_cert_file and client_key_file together",
+            );
+        }
+        if t.insecure_skip_verify && (t.ca_file.is_some() || t.ca_pem.is_some()) {
+            self.err(
+                format!("{p}.insecure_skip_verify"),
+                "a CA to verify with and no verification contradict each other: drop one",
+            );
+        }
+        if let Some(n) = &t.server_name
+            && let Err(m) = check_host(n, false)
+        {
+            self.err(format!("{p}.server_name"), m);
+        }
+    }
+
     fn services(&mut self, services: &[Service]) -> HashSet<String> {
         let mut names = HashMap::new();
         for (i, s) in services.iter().enumerate() {
@@ -508,6 +538,9 @@ impl Validator {
                 && let Err(m) = check_host(h.split(':').next().unwrap_or(h), false)
             {
                 self.err(format!("{p}.hostname"), m);
+            }
+            if let Some(t) = &s.tls {
+                self.upstream_tls(&format!("{p}.tls"), t);
             }
             for (field, d) in [
                 ("connect_timeout", s.connect_timeout),

@@ -28,6 +28,7 @@ use crate::runtime::{
 use crate::upstream::balance::{EndpointSet, hash64};
 use crate::upstream::client::{self, SendError, UpstreamBody};
 use crate::upstream::endpoint::Endpoint;
+use crate::upstream::tls::UpStream;
 use crate::upstream::{Service, h1};
 
 /// A client connection as requests on it see it.
@@ -762,14 +763,14 @@ fn respond(
     Response::from_parts(head, ResponseBody::upstream(body))
 }
 
-/// The upstream side of an upgraded connection (its socket and bytes already read),
+/// The upstream side of an upgraded connection (its stream and bytes already read),
 /// handed to the server that writes the 101 in the response's extensions.
 #[derive(Clone, Debug)]
-pub struct Tunnel(Arc<std::sync::Mutex<Option<(tokio::net::TcpStream, bytes::Bytes)>>>);
+pub struct Tunnel(Arc<std::sync::Mutex<Option<(UpStream, bytes::Bytes)>>>);
 
 impl Tunnel {
     /// Takes the upstream socket (once).
-    pub fn take(&self) -> Option<(tokio::net::TcpStream, bytes::Bytes)> {
+    pub fn take(&self) -> Option<(UpStream, bytes::Bytes)> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }

@@ -224,9 +224,18 @@ impl Runtime {
         let version: Arc<str> = snapshot.short_version().into();
         let mut services = HashMap::new();
         for s in &snapshot.services {
+            let tls = s
+                .tls
+                .as_ref()
+                .map(|t| {
+                    crate::upstream::tls::TlsClient::compile(t, s.hostname.as_deref(), s.protocol)
+                        .map(Arc::new)
+                })
+                .transpose()
+                .map_err(|e| Error::Route(format!("service `{}`: TLS: {e}", s.name)))?;
             services.insert(
                 s.name.clone(),
-                Service::compile(s, &cx.registry, &cx.metrics).await,
+                Service::compile(s, tls, &cx.registry, &cx.metrics).await,
             );
         }
         let security = Arc::new(crate::auth::SecurityRuntime::compile_with(

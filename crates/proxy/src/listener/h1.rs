@@ -564,7 +564,7 @@ const COALESCE: usize = 64 * 1024;
 async fn run_tunnel(
     rs: ReadSide,
     wr: OwnedWriteHalf,
-    mut upstream: TcpStream,
+    mut upstream: crate::upstream::tls::UpStream,
     upstream_leftover: Bytes,
 ) {
     let Ok(mut client) = rs.rd.reunite(wr) else {

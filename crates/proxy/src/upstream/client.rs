@@ -19,6 +19,7 @@ use super::Service;
 use super::endpoint::Endpoint;
 use super::h1;
 use super::pool::{self, PoolSlot};
+use super::tls::UpStream;
 use crate::body::{BodyError, RequestBody};
 
 /// Why an attempt failed.
@@ -93,15 +94,16 @@ pub async fn send_h1(
     body_done: &mut Option<oneshot::Receiver<()>>,
 ) -> Result<Sent, H1Failed> {
     let started = Instant::now();
+    let key = svc.pool_key(ep);
     let slot = PoolSlot {
-        addr: ep.addr,
+        key,
         idle_timeout: svc.idle_timeout,
         max_idle: svc.max_idle,
     };
     let mut body = Some(body);
     let mut again = true;
     loop {
-        let mut conn = match pool::checkout_h1(ep.addr, svc.idle_timeout) {
+        let mut conn = match pool::checkout_h1(key, svc.idle_timeout) {
             Some(c) => c,
             None => match connect(svc, ep).await {
                 Ok(s) => h1::Conn::new(s, svc.stats.connections.clone()),
@@ -156,18 +158,19 @@ pub async fn send_h2(
     body_done: &mut Option<oneshot::Receiver<()>>,
 ) -> Result<Sent, H2Failed> {
     let started = Instant::now();
-    let mut tx = match pool::h2(ep.addr) {
+    let key = svc.pool_key(ep);
+    let mut tx = match pool::h2(key) {
         Some(tx) => tx,
         None => match connect_h2(svc, ep).await {
             Ok(tx) => {
-                pool::put_h2(ep.addr, tx.clone());
+                pool::put_h2(key, tx.clone());
                 tx
             }
             Err(e) => return Err((e, Some(req))),
         },
     };
     if let Err(e) = tx.ready().await {
-        pool::remove_h2(ep.addr);
+        pool::remove_h2(key);
         return Err((h2_error(e), Some(req)));
     }
     match timed(tx.try_send_request(req), timeout, body_done.take()).await {
@@ -181,7 +184,7 @@ pub async fn send_h2(
         }
         Some(Err(mut e)) => {
             if tx.is_closed() {
-                pool::remove_h2(ep.addr);
+                pool::remove_h2(key);
             }
             let req = e.take_message();
             Err((h2_error(e.into_error()), req))
@@ -190,12 +193,19 @@ pub async fn send_h2(
     }
 }
 
-async fn connect(svc: &Service, ep: &Endpoint) -> Result<TcpStream, SendError> {
-    match tokio::time::timeout(svc.connect_timeout, TcpStream::connect(ep.addr)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
+/// Opens a connection to `ep` (and does the TLS handshake when the service has TLS), all
+/// within the connect timeout.
+async fn connect(svc: &Service, ep: &Endpoint) -> Result<UpStream, SendError> {
+    let open = async {
+        let s = TcpStream::connect(ep.addr).await?;
+        let _ = s.set_nodelay(true);
+        match &svc.tls {
+            None => Ok(UpStream::Plain(s)),
+            Some(tls) => tls.connect(s, host_of(&ep.authority)).await,
         }
+    };
+    match tokio::time::timeout(svc.connect_timeout, open).await {
+        Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => {
             svc.stats.connect_errors.inc();
             Err(SendError::Connect(e))
@@ -205,6 +215,16 @@ async fn connect(svc: &Service, ep: &Endpoint) -> Result<TcpStream, SendError> {
             Err(SendError::ConnectTimeout)
         }
     }
+}
+
+/// The host part of `host:port` (brackets of an IPv6 address removed).
+fn host_of(authority: &http::HeaderValue) -> &str {
+    let a = authority.to_str().unwrap_or_default();
+    let host = match a.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+        _ => a,
+    };
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 async fn connect_h2(

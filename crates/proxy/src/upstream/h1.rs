@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
+use super::tls::UpStream;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TE, TRANSFER_ENCODING, UPGRADE};
@@ -16,7 +17,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Ver
 use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::TcpStream;
 
 use crate::body::{BodyError, RequestBody};
 use crate::codec::{self, Decoded, Decoder};
@@ -33,7 +33,7 @@ const READ_SIZE: usize = 16 * 1024;
 /// An open HTTP/1.1 connection to an endpoint.
 #[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    stream: UpStream,
     buf: BytesMut,
     /// The connection came from the pool (it may have been closed by the upstream meanwhile).
     pub reused: bool,
@@ -76,7 +76,7 @@ pub enum Error {
 
 impl Conn {
     /// Wraps a connected stream; `gauge` counts open connections until this is dropped.
-    pub fn new(stream: TcpStream, gauge: Gauge) -> Self {
+    pub fn new(stream: UpStream, gauge: Gauge) -> Self {
         gauge.inc();
         Self {
             stream,
@@ -90,24 +90,42 @@ impl Conn {
 
     /// True when an idle connection looks usable: the upstream has not closed it or sent
     /// anything unasked. Costs no system call unless the socket became readable.
-    pub fn is_usable(&self) -> bool {
+    pub fn is_usable(&mut self) -> bool {
         if !self.buf.is_empty() {
             return false;
         }
-        match self.stream.ready(Interest::READABLE).now_or_never() {
+        match self.stream.tcp().ready(Interest::READABLE).now_or_never() {
             None => true,
             Some(Ok(r)) if r.is_read_closed() => false,
-            Some(Ok(_)) => {
-                let mut probe = [0u8; 1];
-                // Readable while idle means EOF, an error, or unexpected bytes: none is usable.
-                matches!(self.stream.try_read(&mut probe), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
+            Some(Ok(_)) => match &mut self.stream {
+                UpStream::Plain(tcp) => {
+                    let mut probe = [0u8; 1];
+                    // Readable while idle means EOF, an error, or unexpected bytes: none is
+                    // usable.
+                    matches!(tcp.try_read(&mut probe), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+                }
+                UpStream::Tls(tls) => {
+                    // TLS records may arrive unasked (a TLS 1.3 session ticket): let rustls
+                    // read them without waiting; usable unless they held data, EOF or an error.
+                    let mut probe = [0u8; 1];
+                    let mut buf = tokio::io::ReadBuf::new(&mut probe);
+                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    matches!(
+                        tokio::io::AsyncRead::poll_read(
+                            std::pin::Pin::new(tls.as_mut()),
+                            &mut cx,
+                            &mut buf
+                        ),
+                        std::task::Poll::Pending
+                    )
+                }
+            },
             Some(Err(_)) => false,
         }
     }
 
     /// Takes the socket and any bytes already read, for a protocol upgrade.
-    pub fn into_upgraded(self) -> (TcpStream, Bytes) {
+    pub fn into_upgraded(self) -> (UpStream, Bytes) {
         // The tunnel owns the socket from here; the gauge counts pooled-path connections.
         let Conn { stream, buf, .. } = self;
         (stream, buf.freeze())
@@ -250,7 +268,33 @@ pub async fn exchange(
         ..
     } = conn;
     let reused = *reused;
-    let (mut rd, mut wr) = stream.split();
+    match stream {
+        UpStream::Plain(tcp) => {
+            let (rd, wr) = tcp.split();
+            exchange_on(rd, wr, buf, reused, head, body, chunked, method).await
+        }
+        UpStream::Tls(tls) => {
+            let (rd, wr) = tokio::io::split(tls.as_mut());
+            exchange_on(rd, wr, buf, reused, head, body, chunked, method).await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the halves of one connection and one request
+async fn exchange_on<R, W>(
+    mut rd: R,
+    mut wr: W,
+    buf: &mut BytesMut,
+    reused: bool,
+    head: &[u8],
+    body: RequestBody,
+    chunked: bool,
+    method: &Method,
+) -> Result<(Parts, Framing), Error>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     if matches!(body, RequestBody::Empty) {
         if let Err(e) = wr.write_all(head).await {
             return Err(stale(e, reused));
@@ -572,7 +616,7 @@ impl ResponseBody {
     }
 
     /// For a 101 answer: the upstream socket and any bytes already read after the head.
-    pub fn into_upgraded(mut self) -> Option<(TcpStream, Bytes)> {
+    pub fn into_upgraded(mut self) -> Option<(UpStream, Bytes)> {
         self.slot = None;
         self.conn.take().map(Conn::into_upgraded)
     }

@@ -7,6 +7,7 @@ pub mod endpoint;
 pub mod h1;
 pub mod pool;
 pub mod retry;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +41,8 @@ pub struct Service {
     pub max_idle: usize,
     /// Host sent with `rewrite.host_to_target` (else the endpoint's authority).
     pub hostname: Option<HeaderValue>,
+    /// TLS to the endpoints, when the service has it.
+    pub tls: Option<Arc<tls::TlsClient>>,
     /// Retries after the first attempt.
     pub retry_attempts: u32,
     /// Statuses that are retried.
@@ -120,6 +123,7 @@ impl Service {
     /// unresolved (the service answers 503) until a refresh succeeds.
     pub async fn compile(
         s: &portico_model::Service,
+        tls: Option<Arc<tls::TlsClient>>,
         registry: &Arc<StateRegistry>,
         metrics: &Metrics,
     ) -> Arc<Self> {
@@ -162,6 +166,7 @@ impl Service {
                 .hostname
                 .as_deref()
                 .and_then(|h| HeaderValue::from_str(h).ok()),
+            tls,
             retry_attempts: s.retries.attempts,
             retry_statuses: s.retries.statuses.clone().into_boxed_slice(),
             outlier: OutlierPolicy {
@@ -189,6 +194,12 @@ impl Service {
             tokio::spawn(refresh_dns(Arc::downgrade(&service)));
         }
         service
+    }
+
+    /// Where pooled connections to `ep` are kept: its address, told apart by TLS settings.
+    #[inline]
+    pub fn pool_key(&self, ep: &Endpoint) -> pool::PoolKey {
+        (ep.addr, self.tls.as_ref().map_or(0, |t| t.id))
     }
 
     /// The current endpoint set (one atomic load).

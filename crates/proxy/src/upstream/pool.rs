@@ -14,7 +14,11 @@ use hyper::client::conn::http2;
 use super::h1::Conn;
 use crate::body::RequestBody;
 
-type Map<V> = HashMap<SocketAddr, V, BuildHasherDefault<AddrHasher>>;
+/// A pool: an endpoint's address and the id of the TLS settings its connections were made
+/// with (0 for cleartext), so services with different TLS never share a connection.
+pub type PoolKey = (SocketAddr, u32);
+
+type Map<V> = HashMap<PoolKey, V, BuildHasherDefault<AddrHasher>>;
 
 thread_local! {
     static H1: RefCell<Map<Vec<Conn>>> = RefCell::new(Map::default());
@@ -55,8 +59,8 @@ impl Hasher for AddrHasher {
 /// Where a connection goes back to, and under which limits.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSlot {
-    /// The endpoint.
-    pub addr: SocketAddr,
+    /// The endpoint's pool.
+    pub key: PoolKey,
     /// Idle connections older than this are closed.
     pub idle_timeout: Duration,
     /// Idle connections kept per endpoint and worker.
@@ -73,19 +77,19 @@ pub fn put_h1(mut conn: Conn, slot: PoolSlot) {
     conn.reused = true;
     H1.with(|m| {
         let mut m = m.borrow_mut();
-        let v = m.entry(slot.addr).or_default();
+        let v = m.entry(slot.key).or_default();
         if v.len() < slot.max_idle {
             v.push(conn);
         }
     });
 }
 
-/// Takes a usable idle HTTP/1.1 connection to `addr`, most recently used first.
-pub fn checkout_h1(addr: SocketAddr, idle_timeout: Duration) -> Option<Conn> {
+/// Takes a usable idle HTTP/1.1 connection of pool `key`, most recently used first.
+pub fn checkout_h1(key: PoolKey, idle_timeout: Duration) -> Option<Conn> {
     H1.with(|m| {
         let mut m = m.borrow_mut();
-        let v = m.get_mut(&addr)?;
-        while let Some(conn) = v.pop() {
+        let v = m.get_mut(&key)?;
+        while let Some(mut conn) = v.pop() {
             if conn.idle_since.elapsed() <= idle_timeout && conn.is_usable() {
                 return Some(conn);
             }
@@ -94,14 +98,14 @@ pub fn checkout_h1(addr: SocketAddr, idle_timeout: Duration) -> Option<Conn> {
     })
 }
 
-/// The worker's HTTP/2 connection to `addr`, if it is open.
-pub fn h2(addr: SocketAddr) -> Option<http2::SendRequest<RequestBody>> {
+/// The worker's HTTP/2 connection of pool `key`, if it is open.
+pub fn h2(key: PoolKey) -> Option<http2::SendRequest<RequestBody>> {
     H2.with(|m| {
         let mut m = m.borrow_mut();
-        match m.get(&addr) {
+        match m.get(&key) {
             Some(tx) if !tx.is_closed() => Some(tx.clone()),
             Some(_) => {
-                m.remove(&addr);
+                m.remove(&key);
                 None
             }
             None => None,
@@ -109,17 +113,17 @@ pub fn h2(addr: SocketAddr) -> Option<http2::SendRequest<RequestBody>> {
     })
 }
 
-/// Stores the worker's HTTP/2 connection to `addr`.
-pub fn put_h2(addr: SocketAddr, tx: http2::SendRequest<RequestBody>) {
+/// Stores the worker's HTTP/2 connection of pool `key`.
+pub fn put_h2(key: PoolKey, tx: http2::SendRequest<RequestBody>) {
     H2.with(|m| {
-        m.borrow_mut().insert(addr, tx);
+        m.borrow_mut().insert(key, tx);
     });
 }
 
 /// Forgets a broken HTTP/2 connection.
-pub fn remove_h2(addr: SocketAddr) {
+pub fn remove_h2(key: PoolKey) {
     H2.with(|m| {
-        m.borrow_mut().remove(&addr);
+        m.borrow_mut().remove(&key);
     });
 }
 
@@ -129,7 +133,7 @@ pub fn sweep() {
     H1.with(|m| {
         let mut m = m.borrow_mut();
         for v in m.values_mut() {
-            v.retain(|c| c.idle_since.elapsed() <= c.idle_timeout && c.is_usable());
+            v.retain_mut(|c| c.idle_since.elapsed() <= c.idle_timeout && c.is_usable());
         }
         m.retain(|_, v| !v.is_empty());
     });
