@@ -6,12 +6,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages the tests use: curl and procps (kill, /proc readers) for process tests,
 # redis-server for rate limits shared across nodes, pebble (with pebble-challtestsrv) as the
-# ACME CA automatic certificates are ordered from.
+# ACME CA automatic certificates are ordered from, openssl as an OCSP responder and client.
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v kill >/dev/null || need+=(procps)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v pebble >/dev/null || need+=(pebble)
+command -v openssl >/dev/null || need+=(openssl)
 if [ "${#need[@]}" -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -q

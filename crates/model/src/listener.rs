@@ -79,6 +79,10 @@ pub struct TlsCertificate {
     /// The private key as PEM text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_pem: Option<String>,
+    /// A DER OCSP response file to staple (instead of fetching one from the certificate's
+    /// responder; read again on reload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsp_file: Option<String>,
 }
 
 impl std::fmt::Debug for TlsCertificate {
@@ -87,6 +91,7 @@ impl std::fmt::Debug for TlsCertificate {
             .field("hosts", &self.hosts)
             .field("cert_file", &self.cert_file)
             .field("key_file", &self.key_file)
+            .field("ocsp_file", &self.ocsp_file)
             .field("key_pem", &self.key_pem.as_ref().map(|_| "<redacted>"))
             .finish()
     }

@@ -45,6 +45,8 @@ struct Inner {
     health: Arc<Health>,
     drain_timeout: Duration,
     internal: Option<(SocketAddr, oneshot::Sender<()>)>,
+    /// Fetches OCSP responses for the served certificates.
+    stapling: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Debug)]
@@ -120,8 +122,11 @@ impl Gateway {
         } else {
             None
         };
+        let stapler = Arc::new(crate::ocsp::Stapler::default());
+        let stapling = tokio::spawn(stapler.clone().run());
         let gw = Gateway {
             inner: Arc::new(Inner {
+                stapling,
                 workers: Mutex::new(workers),
                 handles,
                 cx: runtime::Context {
@@ -130,6 +135,7 @@ impl Gateway {
                     access_log,
                     limiters: Arc::new(crate::throttle::Limiters::default()),
                     shared,
+                    stapler: stapler.clone(),
                 },
                 active: tokio::sync::Mutex::new(Vec::new()),
                 health,
@@ -277,6 +283,7 @@ impl Gateway {
     /// the workers.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
+        inner.stapling.abort();
         inner.health.draining.store(true, Ordering::Release);
         inner.health.ready.store(false, Ordering::Release);
         let active: Vec<Active> = std::mem::take(&mut *inner.active.lock().await);

@@ -29,6 +29,7 @@ pub mod ip;
 pub mod listener;
 pub mod metrics;
 pub mod node;
+pub mod ocsp;
 pub mod pipeline;
 pub mod respond;
 pub mod rewrite;

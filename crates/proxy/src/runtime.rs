@@ -213,6 +213,8 @@ pub struct Context {
     pub access_log: Option<Arc<AccessLog>>,
     /// Rate limiters, kept across Snapshots.
     pub limiters: Arc<crate::throttle::Limiters>,
+    /// OCSP staples, kept across Snapshots.
+    pub stapler: Arc<crate::ocsp::Stapler>,
     /// Limits shared through Redis, when the node is set up for it.
     pub shared: Option<Arc<crate::throttle::SharedLimits>>,
 }
@@ -278,7 +280,9 @@ impl Runtime {
             let tls = l
                 .tls
                 .as_ref()
-                .map(|t| crate::tls::TlsRuntime::compile(t, l.protocol, &alpn_challenges))
+                .map(|t| {
+                    crate::tls::TlsRuntime::compile(t, l.protocol, &alpn_challenges, &cx.stapler)
+                })
                 .transpose()
                 .map_err(|e| Error::Route(format!("listener `{name}`: TLS: {e}")))?;
             let spec = ListenerSpec {
@@ -308,6 +312,12 @@ impl Runtime {
             });
             listeners.push(CompiledListener { spec, runtime });
         }
+        let stapled: Vec<u64> = listeners
+            .iter()
+            .filter_map(|l: &CompiledListener| l.runtime.tls.as_ref())
+            .flat_map(|t| t.stapled.iter().copied())
+            .collect();
+        cx.stapler.retain(&stapled);
         cx.registry.prune();
         cx.limiters.retain(&snapshot.security.tiers);
         Ok(Self { version, listeners })

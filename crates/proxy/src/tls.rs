@@ -17,6 +17,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub struct TlsRuntime {
     /// Accepts TLS connections.
     pub acceptor: tokio_rustls::TlsAcceptor,
+    /// Stapler ids of the certificates it serves.
+    pub stapled: Vec<u64>,
 }
 
 impl std::fmt::Debug for TlsRuntime {
@@ -31,13 +33,31 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// TLS-ALPN-01 answers: per host, a self-signed certificate carrying the challenge's digest.
 pub type AlpnChallenges = Arc<HashMap<String, Arc<CertifiedKey>>>;
 
+/// A served certificate and, when it can be stapled, its id in the stapler.
+#[derive(Debug, Clone)]
+struct Served {
+    ck: Arc<CertifiedKey>,
+    staple: Option<u64>,
+}
+
 #[derive(Debug)]
 struct Sni {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    exact: HashMap<String, Served>,
+    wildcard: HashMap<String, Served>,
     /// None while an ACME listener waits for its first certificate: handshakes fail.
-    default: Option<Arc<CertifiedKey>>,
+    default: Option<Served>,
     acme: AlpnChallenges,
+    stapler: Arc<crate::ocsp::Stapler>,
+}
+
+impl Sni {
+    /// The certificate with its OCSP staple when the stapler has a current one.
+    fn serve(&self, s: &Served) -> Arc<CertifiedKey> {
+        match s.staple.and_then(|id| self.stapler.get(id)) {
+            Some(stapled) => stapled,
+            None => s.ck.clone(),
+        }
+    }
 }
 
 impl ResolvesServerCert for Sni {
@@ -49,7 +69,7 @@ impl ResolvesServerCert for Sni {
             return if validating {
                 None
             } else {
-                self.default.clone()
+                self.default.as_ref().map(|s| self.serve(s))
             };
         };
         let name = name.trim_end_matches('.').to_ascii_lowercase();
@@ -59,15 +79,15 @@ impl ResolvesServerCert for Sni {
             return self.acme.get(&name).cloned();
         }
         if let Some(c) = self.exact.get(&name) {
-            return Some(c.clone());
+            return Some(self.serve(c));
         }
         // A wildcard stands for exactly one label.
         if let Some((_, parent)) = name.split_once('.')
             && let Some(c) = self.wildcard.get(parent)
         {
-            return Some(c.clone());
+            return Some(self.serve(c));
         }
-        self.default.clone()
+        self.default.as_ref().map(|s| self.serve(s))
     }
 }
 
@@ -128,9 +148,14 @@ fn load(c: &TlsCertificate) -> Result<Arc<CertifiedKey>, String> {
     };
     let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
         .map_err(|e| format!("{key_src}: unsupported key: {e}"))?;
-    let ck = CertifiedKey::new(certs, signing);
+    let mut ck = CertifiedKey::new(certs, signing);
     ck.keys_match()
         .map_err(|e| format!("{cert_src} and {key_src} do not belong together: {e}"))?;
+    if let Some(f) = &c.ocsp_file {
+        let der = std::fs::read(f).map_err(|e| format!("ocsp_file {f}: {e}"))?;
+        crate::ocsp::check_response(&der).map_err(|e| format!("ocsp_file {f}: {e}"))?;
+        ck.ocsp = Some(der);
+    }
     Ok(Arc::new(ck))
 }
 
@@ -150,6 +175,7 @@ impl TlsRuntime {
         t: &ListenerTls,
         protocol: ListenerProtocol,
         acme: &AlpnChallenges,
+        stapler: &Arc<crate::ocsp::Stapler>,
     ) -> Result<Self, String> {
         let mut alpn = match protocol {
             ListenerProtocol::Http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
@@ -158,24 +184,38 @@ impl TlsRuntime {
         if t.acme {
             alpn.push(ACME_TLS_ALPN.to_vec());
         }
-        Self::with_alpn(t, alpn, acme.clone())
+        Self::with_alpn(t, alpn, acme.clone(), Some(stapler))
     }
 
     /// An acceptor for HTTP/1.1 only (the node's admin API).
     pub fn http1(t: &ListenerTls) -> Result<Self, String> {
-        Self::with_alpn(t, vec![b"http/1.1".to_vec()], AlpnChallenges::default())
+        Self::with_alpn(
+            t,
+            vec![b"http/1.1".to_vec()],
+            AlpnChallenges::default(),
+            None,
+        )
     }
 
     fn with_alpn(
         t: &ListenerTls,
         alpn: Vec<Vec<u8>>,
         acme: AlpnChallenges,
+        stapler: Option<&Arc<crate::ocsp::Stapler>>,
     ) -> Result<Self, String> {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         let mut default = None;
+        let mut stapled = Vec::new();
         for c in &t.certificates {
             let ck = load(c)?;
+            // A response from a file is stapled as it is; others are fetched.
+            let staple = match stapler {
+                Some(s) if ck.ocsp.is_none() => s.register(&ck),
+                _ => None,
+            };
+            stapled.extend(staple);
+            let ck = Served { ck, staple };
             default.get_or_insert_with(|| ck.clone());
             for h in &c.hosts {
                 let h = h.to_ascii_lowercase();
@@ -230,10 +270,12 @@ impl TlsRuntime {
             } else {
                 AlpnChallenges::default()
             },
+            stapler: stapler.cloned().unwrap_or_default(),
         }));
         config.alpn_protocols = alpn;
         Ok(Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            stapled,
         })
     }
 }

@@ -407,3 +407,179 @@ async fn websocket_upgrades_over_tls() {
         assert_eq!(back.into_text().unwrap().as_str(), text);
     }
 }
+
+/// `openssl s_client -status` against the listener: what it printed.
+async fn s_client_status(port: u16, name: &str) -> String {
+    let out = tokio::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            name,
+            "-status",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// OCSP stapling: a certificate naming a responder (a real `openssl ocsp` responder here)
+/// gets a fetched response stapled; another gets its response from a file; a file that is
+/// not an OCSP response is refused with its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ocsp_responses_are_fetched_and_stapled() {
+    use portico_testkit::process::Process;
+    let dir = TempDir::new().unwrap();
+    let path = |n: &str| dir.path().join(n);
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "OCSP test CA");
+    let ca = ca_params.clone().self_signed(&ca_key).unwrap();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("ca.key"), ca_key.serialize_pem()).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let responder_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    // A leaf whose Authority Information Access names the responder.
+    let leaf = |name: &str, host: &str, serial: u8, aia: bool| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![host.to_owned()]).unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from(vec![serial]));
+        if aia {
+            let url = format!("http://127.0.0.1:{responder_port}/");
+            // SEQUENCE { SEQUENCE { id-ad-ocsp, [6] url } }
+            let mut access = vec![0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+            access.push(0x86);
+            access.push(url.len() as u8);
+            access.extend_from_slice(url.as_bytes());
+            let mut desc = vec![0x30, access.len() as u8];
+            desc.extend_from_slice(&access);
+            let mut aia_der = vec![0x30, desc.len() as u8];
+            aia_der.extend_from_slice(&desc);
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+                    aia_der,
+                ));
+        }
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        // The chain carries the issuer: the request names it by hash.
+        std::fs::write(
+            path(&format!("{name}.crt")),
+            format!("{}{}", cert.pem(), ca.pem()),
+        )
+        .unwrap();
+        std::fs::write(path(&format!("{name}.key")), key.serialize_pem()).unwrap();
+    };
+    leaf("fetched", "fetched.example.com", 0x21, true);
+    leaf("filed", "filed.example.com", 0x22, false);
+    std::fs::write(
+        path("index.txt"),
+        "V\t351231000000Z\t\t21\tunknown\t/CN=fetched.example.com\n\
+         V\t351231000000Z\t\t22\tunknown\t/CN=filed.example.com\n",
+    )
+    .unwrap();
+    let responder = Process::spawn(
+        Path::new("openssl"),
+        &[
+            "ocsp",
+            "-index",
+            path("index.txt").to_str().unwrap(),
+            "-port",
+            &responder_port.to_string(),
+            "-rsigner",
+            path("ca.pem").to_str().unwrap(),
+            "-rkey",
+            path("ca.key").to_str().unwrap(),
+            "-CA",
+            path("ca.pem").to_str().unwrap(),
+            "-ndays",
+            "1",
+        ],
+        &[],
+    );
+    responder
+        .wait_for(
+            "waiting for OCSP client connections",
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+    // The response for the second certificate, fetched with openssl into a file.
+    let out = std::process::Command::new("openssl")
+        .args([
+            "ocsp",
+            "-issuer",
+            path("ca.pem").to_str().unwrap(),
+            "-serial",
+            "0x22",
+            "-url",
+            &format!("http://127.0.0.1:{responder_port}/"),
+            "-respout",
+            path("filed.der").to_str().unwrap(),
+            "-noverify",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert = |name: &str, host: &str, extra: &str| {
+        format!(
+            "[[listeners.tls.certificates]]\nhosts = [\"{host}\"]\ncert_file = \"{}\"\nkey_file = \"{}\"\n{extra}\n",
+            path(&format!("{name}.crt")).display(),
+            path(&format!("{name}.key")).display()
+        )
+    };
+    let up = Upstream::named("ocsp").await;
+    let cfg = |filed_ocsp: &str| {
+        format!(
+            "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1\"\nport = 0\n[listeners.tls]\n{}{}{}\n[[routes]]\nforward = {{ service = \"up\" }}\n",
+            cert("fetched", "fetched.example.com", ""),
+            cert(
+                "filed",
+                "filed.example.com",
+                &format!("ocsp_file = \"{filed_ocsp}\"")
+            ),
+            service("up", &[up.addr], ""),
+        )
+    };
+    let gw = Gw::start(&cfg(path("filed.der").to_str().unwrap())).await;
+    let port = gw.addr("web").port();
+    // The fetched response arrives in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = s_client_status(port, "fetched.example.com").await;
+        if text.contains("OCSP Response Status: successful") {
+            assert!(text.contains("Cert Status: good"), "{text}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no staple for fetched.example.com:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let text = s_client_status(port, "filed.example.com").await;
+    assert!(text.contains("OCSP Response Status: successful"), "{text}");
+    assert!(text.contains("Serial Number: 22"), "{text}");
+    // Not an OCSP response: refused, naming the file; the running config keeps serving.
+    std::fs::write(path("junk.der"), b"not der").unwrap();
+    let err = gw
+        .apply(&cfg(path("junk.der").to_str().unwrap()))
+        .await
+        .unwrap_err();
+    assert!(err.contains("junk.der"), "{err}");
+    let text = s_client_status(port, "fetched.example.com").await;
+    assert!(text.contains("OCSP Response Status: successful"), "{text}");
+}
