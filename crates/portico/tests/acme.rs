@@ -80,8 +80,15 @@ impl PebblePlan {
     }
 
     /// Starts the CA, validating on `http_port` (HTTP-01) and `tls_port` (TLS-ALPN-01), with
-    /// certificates valid for `validity` seconds when given.
-    async fn start(&self, http_port: u16, tls_port: u16, validity: Option<u64>) -> Pebble {
+    /// certificates valid for `validity` seconds when given, and External Account Binding
+    /// required with this key id and HMAC key when given.
+    async fn start(
+        &self,
+        http_port: u16,
+        tls_port: u16,
+        validity: Option<u64>,
+        eab: Option<(&str, &str)>,
+    ) -> Pebble {
         let dns_port = free_port();
         let dns_addr = format!("127.0.0.1:{dns_port}");
         let dns_mgmt = format!("127.0.0.1:{}", free_port());
@@ -119,6 +126,10 @@ impl PebblePlan {
         }});
         if let Some(v) = validity {
             config["pebble"]["certificateValidityPeriod"] = json!(v);
+        }
+        if let Some((kid, key)) = eab {
+            config["pebble"]["externalAccountBindingRequired"] = json!(true);
+            config["pebble"]["externalAccountMACKeys"] = json!({ kid: key });
         }
         let config_path = self.dir.join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
@@ -263,14 +274,19 @@ fn self_signed(host: &str) -> (String, String, rustls::pki_types::CertificateDer
 }
 
 /// A gateway with two nodes sharing its ports: HTTP-01 orders for two hosts (whichever node
-/// the CA reaches answers), SNI picks among three hosts, the third served by an uploaded
-/// certificate that takes precedence over ACME, and the node's admin API shows the states.
+/// the CA reaches answers) from a CA that wants External Account Binding, SNI picks among
+/// three hosts, the third served by an uploaded certificate that takes precedence over
+/// ACME, and the node's admin API shows the states.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wins() {
     let root = TempDir::new().unwrap();
     let plan = PebblePlan::new(root.path());
     let (http_port, tls_port) = (free_port(), free_port());
-    let pebble = plan.start(http_port, tls_port, None).await;
+    // This CA wants External Account Binding, as some commercial CAs do.
+    let eab_key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let pebble = plan
+        .start(http_port, tls_port, None, Some(("kid-1", eab_key)))
+        .await;
     let directory = pebble.directory.clone();
     let cp = start_server_with(
         &root.path().join("data"),
@@ -284,6 +300,10 @@ async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wi
             pebble.tls_ca.to_str().unwrap(),
             "--acme-email",
             "ops@example.com",
+            "--acme-eab-kid",
+            "kid-1",
+            "--acme-eab-hmac-key",
+            eab_key,
         ],
     )
     .await;
@@ -519,7 +539,7 @@ async fn tls_alpn01_waits_for_a_ca_that_is_down_then_renews_short_lived_certific
     assert!(failed["attempts"].as_i64().unwrap() >= 1, "{failed}");
 
     // The CA comes up, issuing 30-second certificates.
-    let pebble = plan.start(http_port, tls_port, Some(30)).await;
+    let pebble = plan.start(http_port, tls_port, Some(30), None).await;
     let valid = acme_state(&cp, "app.test", "valid").await;
     assert!(valid["last_error"].is_null(), "{valid}");
     let ca_root = pebble.root().await;
