@@ -67,11 +67,26 @@ impl Default for AcmeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
     /// The CA answered with a problem document or could not be reached.
-    #[error("{0}")]
+    #[error("{}", with_causes(.0))]
     Acme(#[from] instant_acme::Error),
     /// Anything else, said plainly.
     #[error("{0}")]
     Other(String),
+}
+
+/// An error and its causes (`client error (Connect): ... invalid peer certificate ...`).
+fn with_causes(e: &instant_acme::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 impl OrderError {
