@@ -109,11 +109,18 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# Handshakes alone, one at a time from one client (openssl s_time): full and resumed.
+# Handshakes alone, one at a time from one client (openssl s_time): full and resumed, with
+# TLS 1.3 and with TLS 1.2. (s_time reads nothing after a TLS 1.3 handshake, so it resumes
+# only when the server's session ticket came with the handshake: OpenSSL servers send it
+# there, rustls after the client's Finished, which a client reads with the response.)
 for proxy in nginx portico; do
     if [ "$proxy" = portico ]; then port=18643; else port=18644; fi
-    for kind in new reuse; do
-        n="$(taskset -c 1 openssl s_time -connect "127.0.0.1:$port" -"$kind" -time "$DURATION" 2>/dev/null \
+    for kind in new reuse new12 reuse12; do
+        case "$kind" in
+            new) args=(-new) ;; reuse) args=(-reuse) ;;
+            new12) args=(-new -tls1_2) ;; reuse12) args=(-reuse -tls1_2) ;;
+        esac
+        n="$(taskset -c 1 openssl s_time -connect "127.0.0.1:$port" "${args[@]}" -time "$DURATION" 2>/dev/null \
             | awk '/connections in/ && /real seconds/ {printf "%.0f", $1 / $4}' | tail -1)"
         echo "handshakes  $proxy  $kind  ${n:-?} per second"
         HS[$proxy.$kind]="${n:-0}"
@@ -128,6 +135,6 @@ for mode in keepalive handshake; do
     done
 done
 printf '\n| handshakes, one client | nginx /s | Portico /s | x nginx |\n|---|---|---|---|\n'
-for kind in new reuse; do
+for kind in new reuse new12 reuse12; do
     printf '| %s | %s | %s | %.2f |\n' "$kind" "${HS[nginx.$kind]}" "${HS[portico.$kind]}" "$(echo "${HS[portico.$kind]} / ${HS[nginx.$kind]}" | bc -l)"
 done

@@ -192,6 +192,32 @@ fn invalid(e: portico_model::Error) -> Error {
     Error::Invalid(e.field_errors())
 }
 
+/// A gateway definition's problems: its own rules, and `acme` listeners on a control plane
+/// without an ACME CA (their certificates would never come).
+fn gateway_problems(st: &ControlPlane, spec: &GatewaySpec) -> Vec<FieldError> {
+    let mut fields = spec.validate().err().map(|e| e.field_errors()).unwrap_or_default();
+    if !st.config.acme {
+        for (i, l) in spec.listeners.iter().enumerate() {
+            if l.tls.as_ref().is_some_and(|t| t.acme) {
+                fields.push(FieldError::new(
+                    format!("listeners[{i}].tls.acme"),
+                    "this control plane has no ACME CA: start it with --acme-directory, or upload certificates (POST /api/v1/certificates) and leave acme off",
+                ));
+            }
+        }
+    }
+    fields
+}
+
+fn check_gateway(st: &ControlPlane, spec: &GatewaySpec) -> Result<(), Error> {
+    let fields = gateway_problems(st, spec);
+    if fields.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(fields))
+    }
+}
+
 /// The version an update names: `If-Match: "3"` (or `?version=3`).
 fn expected_version(headers: &HeaderMap, q: &VersionQuery) -> Result<i64, Error> {
     if let Some(v) = q.version {
@@ -244,7 +270,7 @@ async fn get_gateway(State(st): St, Path(name): Path<String>) -> Res {
 
 async fn create_gateway(State(st): St, bytes: Bytes) -> Res {
     let spec: GatewaySpec = body(&bytes)?;
-    spec.validate().map_err(invalid)?;
+    check_gateway(&st, &spec)?;
     let (g, moved) = st.store.create_gateway(&spec, None).await?;
     st.hub.publish(&moved);
     Ok(with_etag(StatusCode::CREATED, &g.meta, to_value(&g)))
@@ -259,7 +285,7 @@ async fn update_gateway(
 ) -> Res {
     let expected = expected_version(&headers, &q)?;
     let spec: GatewaySpec = body(&bytes)?;
-    spec.validate().map_err(invalid)?;
+    check_gateway(&st, &spec)?;
     let (g, moved) = st
         .store
         .update_gateway(&name, &spec, expected, None)
@@ -345,9 +371,7 @@ async fn link_gateway(State(st): St, bytes: Bytes) -> Res {
             "give the gateway's API token (at least 32 characters; `portico gateway init` makes one)",
         ));
     }
-    if let Err(e) = spec.validate() {
-        fields.extend(e.field_errors());
-    }
+    fields.extend(gateway_problems(&st, &spec));
     if !fields.is_empty() {
         return Err(Error::Invalid(fields));
     }

@@ -46,6 +46,8 @@ pub struct Config {
     pub long_poll_max: Duration,
     /// Serve the admin API and sync over HTTPS with this certificate chain and key (PEM).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// An ACME client runs (listeners may ask for automatic certificates).
+    pub acme: bool,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             node_offline_after: Duration::from_secs(30),
             long_poll_max: Duration::from_secs(30),
             tls: None,
+            acme: false,
         }
     }
 }

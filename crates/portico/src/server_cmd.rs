@@ -90,6 +90,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         max_revisions: opts.max_revisions,
         node_offline_after: opts.node_offline_after,
         tls: opts.tls.clone(),
+        acme: opts.acme.is_some(),
         ..Config::default()
     };
     let running = portico_control::start(config, async move {

@@ -567,3 +567,34 @@ async fn tls_alpn01_waits_for_a_ca_that_is_down_then_renews_short_lived_certific
     assert!(cp.process.count("certificate issued") >= 2);
     let _ = pebble.ca.pid();
 }
+
+/// A control plane without an ACME CA refuses listeners that wait for automatic
+/// certificates (they would never come), naming the field and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_listeners_need_a_control_plane_with_an_acme_ca() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let (_, gw) = cp.api("GET", "/api/v1/gateways/default", None).await;
+    let mut spec = gw["spec"].clone();
+    spec["listeners"] = json!([{"port": free_port(), "tls": {"certificates": [], "acme": true}}]);
+    let (st, v) = cp
+        .api_with(
+            "PUT",
+            "/api/v1/gateways/default",
+            Some(spec),
+            &[("if-match", &gw["version"].to_string())],
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["fields"][0]["path"], "listeners[0].tls.acme", "{v}");
+    assert!(
+        v["fields"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--acme-directory"),
+        "{v}"
+    );
+    // Nothing changed.
+    let (_, after) = cp.api("GET", "/api/v1/gateways/default", None).await;
+    assert_eq!(after["version"], gw["version"]);
+}
