@@ -195,7 +195,11 @@ fn invalid(e: portico_model::Error) -> Error {
 /// A gateway definition's problems: its own rules, and `acme` listeners on a control plane
 /// without an ACME CA (their certificates would never come).
 fn gateway_problems(st: &ControlPlane, spec: &GatewaySpec) -> Vec<FieldError> {
-    let mut fields = spec.validate().err().map(|e| e.field_errors()).unwrap_or_default();
+    let mut fields = spec
+        .validate()
+        .err()
+        .map(|e| e.field_errors())
+        .unwrap_or_default();
     if !st.config.acme {
         for (i, l) in spec.listeners.iter().enumerate() {
             if l.tls.as_ref().is_some_and(|t| t.acme) {
