@@ -68,6 +68,7 @@ fn bench(c: &mut Criterion) {
                 certificates: &[],
                 acme_certificates: &[],
                 acme: &Default::default(),
+                apps: vec![],
             };
             let s = compile(&input).unwrap_or_default();
             assert_eq!(s.routes.len(), 5000);

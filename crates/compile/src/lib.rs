@@ -83,6 +83,23 @@ pub struct Input<'a> {
     pub acme_certificates: &'a [portico_model::TlsCertificate],
     /// Open ACME challenges and host states; only this gateway's hosts are kept.
     pub acme: &'a portico_model::AcmeState,
+    /// App versions deployed to it.
+    pub apps: Vec<DeployedApp<'a>>,
+}
+
+/// One app version deployed to the gateway.
+#[derive(Clone, Debug)]
+pub struct DeployedApp<'a> {
+    /// The app's settings.
+    pub spec: &'a portico_model::AppSpec,
+    /// The version.
+    pub version: u32,
+    /// Its files.
+    pub files: &'a BTreeMap<String, portico_model::AppFile>,
+    /// Unix seconds the version was made.
+    pub created_at: i64,
+    /// A custom domain (host-based); the gateway's apps host by path when none.
+    pub host: Option<&'a str>,
 }
 
 /// The port a gateway listens on when it defines no listener.
@@ -101,6 +118,7 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
     for a in &input.apis {
         served.extend(a.spec.hosts.iter().cloned());
     }
+    served.extend(app_hosts(gw, &input.apps));
     served.iter_mut().for_each(|h| *h = h.to_ascii_lowercase());
     served.sort();
     served.dedup();
@@ -157,6 +175,23 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
     let mut raw: Vec<&RouteSpec> = input.routes.clone();
     raw.sort_by(|a, b| a.name.cmp(&b.name));
     let mut routes: Vec<Route> = api_routes.into_iter().map(|(_, r)| r).collect();
+    let mut apps: Vec<&DeployedApp<'_>> = input.apps.iter().collect();
+    apps.sort_by(|a, b| (a.spec.slug.as_str(), a.host).cmp(&(b.spec.slug.as_str(), b.host)));
+    let mut bundles: BTreeMap<(String, u32), portico_model::AppBundle> = BTreeMap::new();
+    for app in apps {
+        bundles
+            .entry((app.spec.slug.clone(), app.version))
+            .or_insert_with(|| portico_model::AppBundle {
+                slug: app.spec.slug.clone(),
+                version: app.version,
+                files: app.files.clone(),
+                spa: app.spec.spa,
+                not_found: app.spec.not_found.clone(),
+                cache_control: app.spec.cache_control.clone(),
+                created_at: app.created_at,
+            });
+        compile_app(gw, app, input.services, &mut services, &mut routes)?;
+    }
     for spec in raw {
         let mut route = spec.route.clone();
         route.name = Some(spec.name.clone());
@@ -200,6 +235,7 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
             consumers: Vec::new(),
         },
         acme: acme_state(gw, &served, input.acme),
+        apps: bundles.into_values().collect(),
     };
     let mut snapshot = snapshot;
     // Tiers: those the routes and the consumers here name.
@@ -420,8 +456,6 @@ fn compile_api(
     }
 }
 
-/// Whether a certificate name (`api.example.com`, `*.example.com`) covers a served host
-/// (which may itself be a wildcard).
 /// The ACME challenges and host states for the hosts this gateway serves, when one of its
 /// listeners takes automatic certificates.
 fn acme_state(
@@ -487,6 +521,88 @@ pub fn acme_hosts<'a>(
     hosts
 }
 
+/// Hosts the gateway's apps are served on: custom domains, and the apps host when an app
+/// is served by path.
+fn app_hosts(gw: &GatewaySpec, apps: &[DeployedApp<'_>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in apps {
+        match a.host {
+            Some(h) => out.push(h.to_ascii_lowercase()),
+            None => out.extend(gw.effective_apps_host()),
+        }
+    }
+    out
+}
+
+/// The routes of one deployed app: its files under its root (`/<slug>` on the apps host,
+/// or `/` on its own domain), and its routes to services under the same root.
+fn compile_app(
+    gw: &GatewaySpec,
+    app: &DeployedApp<'_>,
+    stored: &[Service],
+    services: &mut BTreeMap<String, Service>,
+    routes: &mut Vec<Route>,
+) -> Result<(), Error> {
+    let slug = &app.spec.slug;
+    let (hosts, root, name) = match app.host {
+        Some(h) => (
+            vec![h.to_ascii_lowercase()],
+            String::new(),
+            format!("app.{slug}.{h}"),
+        ),
+        None => (
+            gw.effective_apps_host().into_iter().collect(),
+            format!("/{slug}"),
+            format!("app.{slug}"),
+        ),
+    };
+    for r in &app.spec.routes {
+        let Some(s) = stored.iter().find(|s| s.name == r.service) else {
+            return Err(Error::MissingService {
+                route: format!("{name} {}", r.path),
+                service: r.service.clone(),
+            });
+        };
+        services.insert(s.name.clone(), s.clone());
+        routes.push(Route {
+            name: Some(format!("{name}{}", r.path.replace('/', "."))),
+            matches: RouteMatch {
+                hosts: hosts.clone(),
+                path: Some(PathMatch::PathPrefix(format!("{root}{}", r.path))),
+                ..RouteMatch::default()
+            },
+            forward: Some(Forward {
+                service: Some(s.name.clone()),
+                targets: Vec::new(),
+            }),
+            // The service sees the path inside the app: `/<slug>/api/x` -> `/api/x`.
+            rewrite: Some(Rewrite {
+                prefix: Some(PrefixRewrite::Value(r.path.clone())),
+                ..Rewrite::default()
+            }),
+            ..Route::default()
+        });
+    }
+    routes.push(Route {
+        name: Some(name),
+        matches: RouteMatch {
+            hosts,
+            path: Some(PathMatch::PathPrefix(if root.is_empty() {
+                "/".into()
+            } else {
+                root
+            })),
+            ..RouteMatch::default()
+        },
+        app: Some(portico_model::AppRef {
+            slug: slug.clone(),
+            version: app.version,
+        }),
+        ..Route::default()
+    });
+    Ok(())
+}
+
 /// TLS to an API's backends when they are `https://` URLs: its `backend_tls`, else the
 /// system's roots.
 fn backend_tls(
@@ -499,6 +615,8 @@ fn backend_tls(
         .then(|| spec.backend_tls.clone().unwrap_or_default())
 }
 
+/// Whether a certificate name (`api.example.com`, `*.example.com`) covers a served host
+/// (which may itself be a wildcard).
 fn host_covers(pattern: &str, host: &str) -> bool {
     let p = pattern.to_ascii_lowercase();
     if p == host {

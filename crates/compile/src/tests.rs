@@ -44,6 +44,7 @@ fn build(kind: GatewayKind, apis: Vec<DeployedApi<'_>>) -> Snapshot {
         certificates: &[],
         acme_certificates: &[],
         acme: &Default::default(),
+        apps: vec![],
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -177,6 +178,7 @@ fn raw_routes_bring_their_services_and_missing_ones_are_named() {
         certificates: &[],
         acme_certificates: &[],
         acme: &Default::default(),
+        apps: vec![],
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.services.len(), 1);
@@ -193,6 +195,7 @@ fn raw_routes_bring_their_services_and_missing_ones_are_named() {
         certificates: &[],
         acme_certificates: &[],
         acme: &Default::default(),
+        apps: vec![],
     });
     assert!(
         matches!(err, Err(Error::MissingService { ref service, .. }) if service == "svc"),

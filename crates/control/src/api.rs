@@ -107,6 +107,34 @@ pub fn router(state: Arc<ControlPlane>) -> Router {
             "/certificates/{name}",
             axum::routing::delete(delete_certificate),
         )
+        .route("/apps", get(list_apps).post(create_app))
+        .route(
+            "/apps/{slug}",
+            get(get_app).put(update_app).delete(delete_app),
+        )
+        .route(
+            "/apps/{slug}/versions",
+            get(list_app_versions).post(create_app_version),
+        )
+        .route("/apps/{slug}/versions/{number}", get(get_app_version))
+        .route(
+            "/apps/{slug}/versions/{number}/publish",
+            post(publish_app_version),
+        )
+        .route(
+            "/apps/{slug}/deployments",
+            get(list_app_deployments).post(deploy_app),
+        )
+        .route(
+            "/apps/{slug}/deployments/{gateway}",
+            axum::routing::delete(undeploy_app),
+        )
+        .route(
+            "/apps/{slug}/deployments/{gateway}/rollback",
+            post(rollback_app),
+        )
+        .route("/blobs/missing", post(missing_blobs))
+        .route("/blobs/{hash}", axum::routing::put(put_blob))
         .route("/acme/hosts", get(list_acme_hosts))
         .route("/acme/hosts/{host}/order", post(order_acme_host))
         .route("/users/{name}", axum::routing::delete(delete_user))
@@ -123,7 +151,8 @@ pub fn router(state: Arc<ControlPlane>) -> Router {
     let sync = Router::new()
         .route("/sync/snapshot", get(sync_snapshot))
         .layer(tower_http::compression::CompressionLayer::new())
-        .route("/sync/report", post(sync_report));
+        .route("/sync/report", post(sync_report))
+        .route("/sync/blobs/{hash}", get(sync_blob));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/v1/openapi.json", get(openapi_doc))
@@ -1121,6 +1150,227 @@ async fn delete_certificate(State(st): St, Path(name): Path<String>) -> Res {
     let moved = st.store.delete_certificate(&name).await?;
     st.hub.publish(&moved);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- apps ----
+
+async fn list_apps(State(st): St) -> Res {
+    ok(json!({ "items": st.store.apps().await? }))
+}
+
+async fn get_app(State(st): St, Path(slug): Path<String>) -> Res {
+    let a = st.store.app(&slug).await?;
+    Ok(with_etag(StatusCode::OK, &a.meta, to_value(&a)))
+}
+
+async fn create_app(State(st): St, bytes: Bytes) -> Res {
+    let spec: portico_model::AppSpec = body(&bytes)?;
+    spec.validate().map_err(invalid)?;
+    let a = st.store.create_app(&spec).await?;
+    Ok(with_etag(StatusCode::CREATED, &a.meta, to_value(&a)))
+}
+
+async fn update_app(
+    State(st): St,
+    Path(slug): Path<String>,
+    Query(q): Query<VersionQuery>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Res {
+    let expected = expected_version(&headers, &q)?;
+    let spec: portico_model::AppSpec = body(&bytes)?;
+    spec.validate().map_err(invalid)?;
+    let (a, moved) = st.store.update_app(&slug, &spec, expected).await?;
+    st.hub.publish(&moved);
+    Ok(with_etag(StatusCode::OK, &a.meta, to_value(&a)))
+}
+
+async fn delete_app(State(st): St, Path(slug): Path<String>) -> Res {
+    let orphans = st.store.delete_app(&slug).await?;
+    sweep_blobs(&st, orphans).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Removes files no version references any more, from disk and then from the store.
+async fn sweep_blobs(st: &ControlPlane, orphans: Vec<String>) {
+    if orphans.is_empty() {
+        return;
+    }
+    st.blobs.remove(&orphans).await;
+    if let Err(e) = st.store.remove_blobs(&orphans).await {
+        tracing::warn!(error = %e, "cannot forget removed app files");
+    }
+    tracing::info!(files = orphans.len(), "unreferenced app files removed");
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MissingRequest {
+    hashes: Vec<String>,
+}
+
+/// Which of these files still need uploading (the rest are stored already).
+async fn missing_blobs(State(st): St, bytes: Bytes) -> Res {
+    let req: MissingRequest = body(&bytes)?;
+    if let Some((i, _)) = req
+        .hashes
+        .iter()
+        .enumerate()
+        .find(|(_, h)| !portico_model::app::hash_ok(h))
+    {
+        return Err(Error::Invalid(vec![FieldError::new(
+            format!("hashes[{i}]"),
+            "a SHA-256 in lower-case hex",
+        )]));
+    }
+    ok(json!({ "missing": st.store.missing_blobs(&req.hashes).await? }))
+}
+
+/// Stores one file under its SHA-256 (checked while it streams to disk).
+async fn put_blob(State(st): St, Path(hash): Path<String>, body: axum::body::Body) -> Res {
+    if !portico_model::app::hash_ok(&hash) {
+        return Err(Error::BadRequest(format!(
+            "`{hash}` is not a SHA-256 in lower-case hex"
+        )));
+    }
+    if st.store.has_blob(&hash).await? && tokio::fs::metadata(st.blobs.path(&hash)).await.is_ok() {
+        return ok(json!({ "hash": hash, "stored": "already" }));
+    }
+    let size = st.blobs.put(&hash, body).await?;
+    st.store.add_blob(&hash, size).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "hash": hash, "size": size })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppVersionRequest {
+    files: std::collections::BTreeMap<String, portico_model::AppFile>,
+    #[serde(default)]
+    note: String,
+}
+
+async fn create_app_version(State(st): St, Path(slug): Path<String>, bytes: Bytes) -> Res {
+    let req: AppVersionRequest = body(&bytes)?;
+    let (v, orphans) = st
+        .store
+        .create_app_version(&slug, &req.files, &req.note)
+        .await?;
+    sweep_blobs(&st, orphans).await;
+    Ok((StatusCode::CREATED, axum::Json(to_value(&v))).into_response())
+}
+
+async fn list_app_versions(State(st): St, Path(slug): Path<String>) -> Res {
+    ok(json!({ "items": st.store.app_versions(&slug).await? }))
+}
+
+async fn get_app_version(State(st): St, Path((slug, number)): Path<(String, u32)>) -> Res {
+    let files = st.store.app_version_files(&slug, number).await?;
+    ok(json!({ "app": slug, "number": number, "files": files }))
+}
+
+async fn publish_app_version(State(st): St, Path((slug, number)): Path<(String, u32)>) -> Res {
+    st.store.publish_app_version(&slug, number).await?;
+    ok(json!({ "app": slug, "number": number, "state": "published" }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppDeployRequest {
+    version: u32,
+    gateways: Vec<String>,
+    #[serde(default)]
+    host: Option<String>,
+}
+
+async fn deploy_app(State(st): St, Path(slug): Path<String>, bytes: Bytes) -> Res {
+    let req: AppDeployRequest = body(&bytes)?;
+    if req.gateways.is_empty() {
+        return Err(Error::Invalid(vec![FieldError::new(
+            "gateways",
+            "name at least one gateway",
+        )]));
+    }
+    if let Some(h) = &req.host
+        && let Err(m) = portico_model::validate::check_host(h, false)
+    {
+        return Err(Error::Invalid(vec![FieldError::new("host", m)]));
+    }
+    let (items, moved) = st
+        .store
+        .deploy_app(&slug, req.version, &req.gateways, req.host.as_deref())
+        .await?;
+    st.hub.publish(&moved);
+    let targets = targets_with_versions(&st, &req.gateways).await?;
+    ok(json!({ "items": items, "targets": targets }))
+}
+
+#[derive(Debug, Deserialize)]
+struct HostQuery {
+    host: Option<String>,
+}
+
+async fn list_app_deployments(State(st): St, Path(slug): Path<String>) -> Res {
+    let mut items = Vec::new();
+    for d in st.store.app_deployments(&slug).await? {
+        let gid = st.store.gateway_id(&d.gateway).await?;
+        let nodes = st.store.nodes(gid).await?;
+        let mut v = to_value(&d);
+        v["nodes"] = to_value(&nodes);
+        items.push(v);
+    }
+    ok(json!({ "items": items }))
+}
+
+async fn undeploy_app(
+    State(st): St,
+    Path((slug, gateway)): Path<(String, String)>,
+    Query(q): Query<HostQuery>,
+) -> Res {
+    let moved = st
+        .store
+        .undeploy_app(&slug, &gateway, q.host.as_deref())
+        .await?;
+    st.hub.publish(&moved);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn rollback_app(
+    State(st): St,
+    Path((slug, gateway)): Path<(String, String)>,
+    Query(q): Query<HostQuery>,
+) -> Res {
+    let (d, moved) = st
+        .store
+        .rollback_app(&slug, &gateway, q.host.as_deref())
+        .await?;
+    st.hub.publish(&moved);
+    let targets = targets_with_versions(&st, &[gateway]).await?;
+    ok(json!({ "deployment": d, "targets": targets }))
+}
+
+/// A node fetches an app file by hash (with its gateway's token).
+async fn sync_blob(State(st): St, headers: HeaderMap, Path(hash): Path<String>) -> Res {
+    gateway_auth(&st, &headers).await?;
+    if !portico_model::app::hash_ok(&hash) || !st.store.has_blob(&hash).await? {
+        return Err(Error::NotFound(format!("no file {hash}")));
+    }
+    let file = tokio::fs::File::open(st.blobs.path(&hash))
+        .await
+        .map_err(|e| Error::Internal(format!("file {hash} is recorded but unreadable: {e}")))?;
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or_default();
+    let stream = tokio_util::io::ReaderStream::new(file);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 // ---- automatic certificates ----

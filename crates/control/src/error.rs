@@ -60,6 +60,8 @@ impl Error {
             "tier" => "tiers",
             "user" => "users",
             "certificate" => "certificates",
+            "app" => "apps",
+            "automatic certificate for host" => "acme/hosts",
             _ => "apis",
         };
         Self::NotFound(format!(

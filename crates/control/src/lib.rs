@@ -11,6 +11,7 @@
 
 pub mod acme;
 pub mod api;
+pub mod blobs;
 pub mod error;
 pub mod link;
 pub mod openapi;
@@ -126,6 +127,8 @@ pub struct ControlPlane {
     pub hub: Hub,
     /// Settings.
     pub config: Config,
+    /// App files on disk.
+    pub blobs: blobs::Blobs,
 }
 
 /// A control plane serving its admin API.
@@ -188,6 +191,7 @@ pub async fn start(
         store,
         sealer,
         hub,
+        blobs: blobs::Blobs::new(&config.data_dir),
         config,
     });
     let app = api::router(state.clone());

@@ -74,6 +74,10 @@ pub struct GatewaySpec {
     /// Hostnames the gateway serves; APIs deployed to it answer on these (every host when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// Host apps are served on by path (`/<slug>/`); `apps.<first host>` by default, any host
+    /// when the gateway has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apps_host: Option<String>,
     /// Traffic listeners; one HTTP listener on port 8080 when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<Listener>,
@@ -269,6 +273,17 @@ pub fn parse_endpoint_url(url: &str) -> Result<EndpointUrl, String> {
 }
 
 impl GatewaySpec {
+    /// The host apps are served on by path: `apps_host`, else `apps.<first host>` (a
+    /// wildcard's parent for `*.example.com`), else none (any host).
+    pub fn effective_apps_host(&self) -> Option<String> {
+        if let Some(h) = &self.apps_host {
+            return Some(h.to_ascii_lowercase());
+        }
+        let first = self.hosts.first()?;
+        let base = first.strip_prefix("*.").unwrap_or(first);
+        Some(format!("apps.{}", base.to_ascii_lowercase()))
+    }
+
     /// A gateway with defaults for everything but the name and type.
     pub fn new(name: &str, kind: GatewayKind) -> Self {
         Self {
@@ -280,6 +295,7 @@ impl GatewaySpec {
             admin_port: admin_port(),
             admin_ca_pem: None,
             hosts: Vec::new(),
+            apps_host: None,
             listeners: Vec::new(),
             display_in_console: true,
             visibility: Visibility::default(),
@@ -316,6 +332,11 @@ impl GatewaySpec {
             if let Err(m) = validate::check_host(h, true) {
                 errors.push(FieldError::new(format!("hosts[{i}]"), m));
             }
+        }
+        if let Some(h) = &self.apps_host
+            && let Err(m) = validate::check_host(h, false)
+        {
+            errors.push(FieldError::new("apps_host", m));
         }
         // Listeners follow the data plane's rules: validate them as a snapshot would.
         let probe = crate::Snapshot {

@@ -3,6 +3,7 @@
 //! plane compiles to these types and the data plane compiles them into its runtime.
 //!
 //! - [`listener`]: ports and protocols
+//! - [`app`]: hosted web apps, their versions and bundles
 //! - [`acme`]: automatic certificates' challenges and states
 //! - [`route`]: matches and actions
 //! - [`service`]: upstreams, load balancing, retries, outlier ejection
@@ -15,6 +16,7 @@
 //! - [`defaults`]: every default value
 
 pub mod acme;
+pub mod app;
 pub mod control;
 pub mod defaults;
 pub mod error;
@@ -29,6 +31,7 @@ pub mod units;
 pub mod validate;
 
 pub use acme::{AcmeChallenge, AcmeHostState, AcmeHostStatus, AcmeState, ChallengeKind};
+pub use app::{AppBundle, AppFile, AppRoute, AppSpec, CacheRule};
 pub use control::{
     ApiSpec, ConsumerSpec, GatewayKind, GatewaySpec, Lifecycle, Operation, RouteSpec, Visibility,
 };
@@ -36,7 +39,7 @@ pub use error::{Error, FieldError};
 pub use listener::{Limits, Listener, ListenerProtocol, ListenerTls, TlsCertificate};
 pub use node::{AccessLog, AdminSettings, ControlPlaneLink, Internal, NodeSettings};
 pub use route::{
-    FixedResponse, Forward, GrpcMatch, HeaderEdits, HeaderMatch, PathMatch, PrefixRewrite,
+    AppRef, FixedResponse, Forward, GrpcMatch, HeaderEdits, HeaderMatch, PathMatch, PrefixRewrite,
     QueryMatch, Redirect, Rewrite, Route, RouteMatch, Target,
 };
 pub use security::{

@@ -34,6 +34,10 @@ pub struct Route {
     /// Answer with a fixed response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixed_response: Option<FixedResponse>,
+    /// Serve a hosted app's files (a bundle of the Snapshot); the matched path prefix is
+    /// the app's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<AppRef>,
     /// How the forwarded request's path and host are rewritten (forward only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
@@ -64,6 +68,16 @@ pub struct Route {
     /// On a hybrid gateway, where callers with sandbox credentials are forwarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_forward: Option<Forward>,
+}
+
+/// A version of a hosted app, as a route names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRef {
+    /// The app's slug.
+    pub slug: String,
+    /// The version.
+    pub version: u32,
 }
 
 /// Conditions a request must meet; all given conditions must hold.

@@ -38,6 +38,9 @@ pub struct Snapshot {
     /// Open ACME challenges and the state of each host's automatic certificate.
     #[serde(default, skip_serializing_if = "AcmeState::is_empty")]
     pub acme: AcmeState,
+    /// Hosted app versions the routes serve (their files are fetched by hash).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<crate::app::AppBundle>,
 }
 
 impl Default for Snapshot {
@@ -50,6 +53,7 @@ impl Default for Snapshot {
             routes: Vec::new(),
             security: Security::default(),
             acme: AcmeState::default(),
+            apps: Vec::new(),
         }
     }
 }
@@ -149,6 +153,7 @@ impl GatewayFile {
             routes: self.routes,
             security: Security::default(),
             acme: AcmeState::default(),
+            apps: Vec::new(),
         };
         (self.node, snapshot)
     }

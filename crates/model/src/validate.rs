@@ -23,6 +23,7 @@ pub fn snapshot(s: &Snapshot) -> Result<(), Error> {
     v.content(&s.listeners, &s.services, &s.routes);
     v.security(s);
     v.acme(&s.acme);
+    v.apps(s);
     v.finish()
 }
 
@@ -354,6 +355,43 @@ impl Validator {
         }
     }
 
+    fn apps(&mut self, s: &Snapshot) {
+        let mut keys = HashSet::new();
+        for (i, b) in s.apps.iter().enumerate() {
+            let p = format!("apps[{i}]");
+            if !crate::app::slug_ok(&b.slug) {
+                self.err(
+                    format!("{p}.slug"),
+                    format!("`{}` is not an app slug", b.slug),
+                );
+            }
+            if !keys.insert((b.slug.as_str(), b.version)) {
+                self.err(p.clone(), format!("{} is listed twice", b.key()));
+            }
+            for (path, f) in &b.files {
+                if let Some(m) = crate::app::path_problem(path) {
+                    self.err(format!("{p}.files[{path}]"), m);
+                }
+                if !crate::app::hash_ok(&f.hash) {
+                    self.err(
+                        format!("{p}.files[{path}].hash"),
+                        "a SHA-256 in lower-case hex",
+                    );
+                }
+            }
+        }
+        for (i, r) in s.routes.iter().enumerate() {
+            if let Some(a) = &r.app
+                && !keys.contains(&(a.slug.as_str(), a.version))
+            {
+                self.err(
+                    format!("routes[{i}].app"),
+                    format!("no app bundle {}@{} in this snapshot", a.slug, a.version),
+                );
+            }
+        }
+    }
+
     fn acme(&mut self, a: &crate::acme::AcmeState) {
         for (i, c) in a.challenges.iter().enumerate() {
             let p = format!("acme.challenges[{i}]");
@@ -638,13 +676,17 @@ impl Validator {
             r.forward.is_some(),
             r.redirect.is_some(),
             r.fixed_response.is_some(),
+            r.app.is_some(),
         ];
         match actions.iter().filter(|a| **a).count() {
-            0 => self.err(p, "give an action: forward, redirect or fixed_response"),
+            0 => self.err(
+                p,
+                "give an action: forward, redirect, fixed_response or app",
+            ),
             1 => {}
             _ => self.err(
                 p,
-                "give only one action of forward, redirect and fixed_response",
+                "give only one action of forward, redirect, fixed_response and app",
             ),
         }
         if let Some(f) = &r.forward {

@@ -183,11 +183,38 @@ impl Client {
         bail!("{msg}")
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         Ok(self.call(Method::GET, path, None, None).await?.1)
     }
 
-    fn print(&self, value: &Value, columns: &[(&str, &str)], items_key: Option<&str>) {
+    /// Sends raw bytes with PUT (an app file); errors carry the server's message.
+    pub(crate) async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .put(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/octet-stream")
+            .timeout(Duration::from_secs(600))
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("upload to {} failed: {e}", self.url))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!(
+                "{}",
+                value
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("{status}: {text}"), ToOwned::to_owned)
+            );
+        }
+        Ok(value)
+    }
+
+    pub(crate) fn print(&self, value: &Value, columns: &[(&str, &str)], items_key: Option<&str>) {
         if self.output == Output::Json {
             println!(
                 "{}",
@@ -207,7 +234,7 @@ impl Client {
 }
 
 /// Reads `pointer` (a JSON pointer such as `/spec/name`) as display text.
-fn cell(v: &Value, pointer: &str) -> String {
+pub(crate) fn cell(v: &Value, pointer: &str) -> String {
     let is_time = ["_at", "not_after", "not_before", "next_attempt"]
         .iter()
         .any(|s| pointer.ends_with(s));
@@ -625,7 +652,7 @@ pub async fn undeploy(
 }
 
 /// Polls `/status` until every node of every target gateway serves its target version.
-async fn wait_for(c: &Client, answer: &Value, limit: Duration) -> anyhow::Result<()> {
+pub(crate) async fn wait_for(c: &Client, answer: &Value, limit: Duration) -> anyhow::Result<()> {
     let targets: Vec<(String, u64)> = answer["targets"]
         .as_array()
         .map(|a| {

@@ -1,6 +1,7 @@
 //! The `portico` binary: one executable for gateway nodes (and, later, the control plane and
 //! client commands). Thin: it parses the command line, sets up logging and hands over.
 
+mod apps_cli;
 mod cli;
 mod gateway_cmd;
 mod node_cmd;
@@ -87,6 +88,9 @@ enum Command {
     /// HTTPS certificates: uploaded ones and automatic ones (ACME).
     #[command(subcommand)]
     Certificates(CertificatesCommand),
+    /// Hosted web apps: versions, deployments to gateways, rollbacks.
+    #[command(subcommand)]
+    Apps(apps_cli::AppsCommand),
 }
 
 /// `portico certificates ...`
@@ -779,6 +783,7 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
         Command::Tiers(cmd) => cli::tiers(&client(&global)?, cmd).await,
         Command::Users(cmd) => cli::users(&client(&global)?, cmd).await,
         Command::Certificates(cmd) => cli::certificates(&client(&global)?, cmd).await,
+        Command::Apps(cmd) => apps_cli::run(&client(&global)?, cmd).await,
         Command::Token(a) => {
             cli::token(
                 &client(&global)?,

@@ -150,7 +150,8 @@ pub async fn run(mut node: NodeSettings, poll_wait: Duration) -> anyhow::Result<
             Snapshot::default()
         }
     };
-    let gateway = Arc::new(start_gateway(&node, &start_with, &cache_dir).await?);
+    let app_files = portico_proxy::apps::AppFiles::new(cache_dir.join("files"));
+    let gateway = Arc::new(start_gateway(&node, &start_with, &cache_dir, &app_files).await?);
     if let Some(env) = &cached {
         node::started_from_cache(&state, env);
     }
@@ -203,6 +204,7 @@ pub async fn run(mut node: NodeSettings, poll_wait: Duration) -> anyhow::Result<
         heartbeat: link.heartbeat.get(),
         poll_wait,
         ca_pem,
+        app_files: Some(app_files),
     };
     tracing::info!(control_plane = %link.url, node_id = %state.node_id, "syncing");
     let sync_task = tokio::spawn(node::run_sync(gateway.clone(), settings, state, stop_rx));
@@ -227,12 +229,13 @@ async fn start_gateway(
     node: &NodeSettings,
     snapshot: &Snapshot,
     cache: &Path,
+    files: &Arc<portico_proxy::apps::AppFiles>,
 ) -> anyhow::Result<Gateway> {
-    match Gateway::start(node, snapshot).await {
+    match Gateway::start_with(node, snapshot, Some(files.clone())).await {
         Ok(g) => Ok(g),
         Err(e) if *snapshot != Snapshot::default() => {
             tracing::error!(error = %e, cache = %cache.display(), "the cached snapshot does not start; starting empty");
-            Gateway::start(node, &Snapshot::default())
+            Gateway::start_with(node, &Snapshot::default(), Some(files.clone()))
                 .await
                 .context("cannot start the gateway")
         }

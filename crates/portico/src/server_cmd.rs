@@ -125,9 +125,14 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     };
     node.internal.address = opts.internal;
     let gateway = Arc::new(
-        Gateway::start(&node, &env.snapshot)
-            .await
-            .context("cannot start the built-in gateway `default`")?,
+        Gateway::start_with(
+            &node,
+            &env.snapshot,
+            // The control plane's own file store: every version's files are there.
+            Some(portico_proxy::apps::AppFiles::new(st.blobs.dir())),
+        )
+        .await
+        .context("cannot start the built-in gateway `default`")?,
     );
     for (name, addr) in gateway.listeners().await {
         tracing::info!(gateway = DEFAULT_GATEWAY, listener = %name, %addr, "listener ready");

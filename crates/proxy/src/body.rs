@@ -177,6 +177,8 @@ pub struct ResponseBody {
 enum Inner {
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
+    /// A file streamed from disk: what is left to send.
+    File(tokio::fs::File, u64),
 }
 
 /// Why a response body broke off.
@@ -188,6 +190,9 @@ pub enum ResponseError {
     /// An HTTP/2 upstream stream failed.
     #[error("upstream stream: {0}")]
     H2(#[from] hyper::Error),
+    /// Reading a served file failed.
+    #[error("file: {0}")]
+    File(std::io::Error),
 }
 
 impl ResponseBody {
@@ -204,6 +209,14 @@ impl ResponseBody {
     pub fn empty() -> Self {
         Self {
             inner: Inner::Full(None),
+            exchange: None,
+        }
+    }
+
+    /// `len` bytes of a file from its current position, streamed.
+    pub fn file(file: tokio::fs::File, len: u64) -> Self {
+        Self {
+            inner: Inner::File(file, len),
             exchange: None,
         }
     }
@@ -250,6 +263,7 @@ impl Body for ResponseBody {
             Inner::Upstream(UpstreamBody::H2(b)) => {
                 Pin::new(b).poll_frame(cx).map_err(ResponseError::from)
             }
+            Inner::File(file, left) => poll_file(file, left, cx),
         };
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -278,6 +292,7 @@ impl Body for ResponseBody {
             Inner::Full(b) => b.is_none(),
             Inner::Upstream(UpstreamBody::H1(b)) => b.is_end_stream(),
             Inner::Upstream(UpstreamBody::H2(b)) => b.is_end_stream(),
+            Inner::File(_, left) => *left == 0,
         }
     }
 
@@ -287,6 +302,38 @@ impl Body for ResponseBody {
             Inner::Full(None) => SizeHint::with_exact(0),
             Inner::Upstream(UpstreamBody::H1(b)) => b.size_hint(),
             Inner::Upstream(UpstreamBody::H2(b)) => b.size_hint(),
+            Inner::File(_, left) => SizeHint::with_exact(*left),
+        }
+    }
+}
+
+/// Reads the next chunk (at most 64 KiB) of a file body.
+fn poll_file(
+    file: &mut tokio::fs::File,
+    left: &mut u64,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
+    if *left == 0 {
+        return Poll::Ready(None);
+    }
+    let want = (*left).min(64 * 1024) as usize;
+    let mut buf = bytes::BytesMut::zeroed(want);
+    let mut rb = tokio::io::ReadBuf::new(&mut buf);
+    match tokio::io::AsyncRead::poll_read(Pin::new(file), cx, &mut rb) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(Err(e)) => Poll::Ready(Some(Err(ResponseError::File(e)))),
+        Poll::Ready(Ok(())) => {
+            let n = rb.filled().len();
+            if n == 0 {
+                // The file is shorter than it was said to be.
+                return Poll::Ready(Some(Err(ResponseError::File(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "file ended early",
+                )))));
+            }
+            buf.truncate(n);
+            *left -= n as u64;
+            Poll::Ready(Some(Ok(Frame::data(buf.freeze()))))
         }
     }
 }

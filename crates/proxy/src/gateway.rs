@@ -74,6 +74,15 @@ impl Gateway {
     /// Starts worker threads, applies `snapshot` and opens the internal port. Call from
     /// within a tokio runtime (it runs background tasks such as DNS refresh).
     pub async fn start(settings: &NodeSettings, snapshot: &Snapshot) -> Result<Self, Error> {
+        Self::start_with(settings, snapshot, None).await
+    }
+
+    /// [`Gateway::start`] for a node that serves hosted apps from the files in `app_files`.
+    pub async fn start_with(
+        settings: &NodeSettings,
+        snapshot: &Snapshot,
+        app_files: Option<Arc<crate::apps::AppFiles>>,
+    ) -> Result<Self, Error> {
         let n = settings
             .workers
             .unwrap_or_else(|| {
@@ -136,6 +145,7 @@ impl Gateway {
                     limiters: Arc::new(crate::throttle::Limiters::default()),
                     shared,
                     stapler: stapler.clone(),
+                    app_files,
                 },
                 active: tokio::sync::Mutex::new(Vec::new()),
                 health,

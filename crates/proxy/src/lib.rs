@@ -15,6 +15,7 @@
 //! - [`body`], [`exchange`], [`access_log`], [`metrics`], [`internal`]: the rest
 
 pub mod access_log;
+pub mod apps;
 pub mod auth;
 pub mod body;
 pub mod clock;

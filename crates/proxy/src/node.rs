@@ -36,6 +36,8 @@ pub struct SyncSettings {
     pub poll_wait: Duration,
     /// PEM of a CA to trust for the control plane's certificate, besides the system's.
     pub ca_pem: Option<Vec<u8>>,
+    /// Where hosted apps' files are kept (fetched by hash before a snapshot is applied).
+    pub app_files: Option<Arc<crate::apps::AppFiles>>,
 }
 
 impl std::fmt::Debug for SyncSettings {
@@ -58,6 +60,8 @@ pub struct NodeState {
     inner: Mutex<Applied>,
     /// Wakes the sync loop to fetch now.
     pub resync: Notify,
+    /// App files of the snapshot applied before the current one.
+    previous_files: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -91,11 +95,18 @@ impl NodeState {
             hostname,
             inner: Mutex::new(Applied::default()),
             resync: Notify::new(),
+            previous_files: Mutex::default(),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
         self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_files(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.previous_files
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -267,17 +278,24 @@ pub async fn run_sync(
                 StatusCode::OK => match resp.bytes().await {
                     Ok(body) => {
                         state.synced();
-                        match apply(&gateway, &settings, &state, &body).await {
-                            Ok(()) => refused = None,
-                            Err((version, e)) => {
+                        let outcome = apply(&gateway, &settings, &state, &client, &base, &body).await;
+                        let transient = match outcome {
+                            Ok(()) => {
+                                refused = None;
+                                None
+                            }
+                            Err(ApplyError::Refused(version, e)) => {
                                 // Not a connection problem: no back-off, wait for a newer one.
                                 refused = version;
                                 tracing::error!(error = %e, "snapshot refused; still serving the previous one");
                                 state.set_error(e);
+                                None
                             }
-                        }
+                            // App files could not be fetched: try again after a pause.
+                            Err(ApplyError::Transient(e)) => Some(e),
+                        };
                         report(&client, &base, &settings.token, &state);
-                        None
+                        transient
                     }
                     Err(e) => Some(format!("the snapshot download broke off: {e}")),
                 },
@@ -304,27 +322,37 @@ pub async fn run_sync(
     heartbeat.abort();
 }
 
-/// Validates and applies one envelope; on failure says which version was refused and why.
+/// Why a snapshot was not applied.
+enum ApplyError {
+    /// This version is wrong (unreadable, invalid, refused by the runtime): wait for another.
+    Refused(Option<u64>, String),
+    /// Its app files could not be fetched now: try again.
+    Transient(String),
+}
+
+/// Validates and applies one envelope, after fetching the app files it needs.
 async fn apply(
     gateway: &Gateway,
     settings: &SyncSettings,
     state: &NodeState,
+    client: &reqwest::Client,
+    base: &str,
     body: &[u8],
-) -> Result<(), (Option<u64>, String)> {
+) -> Result<(), ApplyError> {
     let env: SyncEnvelope = serde_json::from_slice(body).map_err(|e| {
-        (
+        ApplyError::Refused(
             None,
             format!("the snapshot from the control plane is unreadable: {e}"),
         )
     })?;
     if env.snapshot.content_hash() != env.hash {
-        return Err((
+        return Err(ApplyError::Refused(
             Some(env.version),
             format!("snapshot {} does not match its hash; refused", env.version),
         ));
     }
     if let Err(e) = env.snapshot.validate() {
-        return Err((
+        return Err(ApplyError::Refused(
             Some(env.version),
             format!(
                 "snapshot {} is invalid and was not applied: {e}",
@@ -332,18 +360,159 @@ async fn apply(
             ),
         ));
     }
+    if let Some(files) = &settings.app_files {
+        fetch_app_files(client, base, &settings.token, files, &env.snapshot)
+            .await
+            .map_err(|e| {
+                ApplyError::Transient(format!(
+                    "snapshot {} waits for its app files: {e}",
+                    env.version
+                ))
+            })?;
+    }
     gateway.apply(&env.snapshot).await.map_err(|e| {
-        (
+        ApplyError::Refused(
             Some(env.version),
             format!("snapshot {} could not be applied: {e}", env.version),
         )
     })?;
+    if let Some(files) = &settings.app_files {
+        // Keep the files of this snapshot and the one before (a rollback needs no fetch).
+        let now_serving = app_hashes(&env.snapshot);
+        let mut keep = now_serving.clone();
+        {
+            let mut prev = state.lock_files();
+            keep.extend(prev.iter().cloned());
+            *prev = now_serving.clone();
+        }
+        files.retain(&now_serving);
+        let removed = files.sweep(&keep);
+        if removed > 0 {
+            tracing::info!(files = removed, "app files no longer served removed");
+        }
+    }
     state.set_applied(&env);
     tracing::info!(gateway = %env.gateway, version = env.version, hash = %env.hash, "snapshot applied");
     if let Err(e) = store_cache(&settings.cache_dir, body) {
         tracing::warn!(error = %e, "cannot write the snapshot cache");
     }
     Ok(())
+}
+
+/// The hashes of every app file a snapshot serves.
+pub fn app_hashes(s: &portico_model::Snapshot) -> std::collections::HashSet<String> {
+    s.apps
+        .iter()
+        .flat_map(|b| b.files.values().map(|f| f.hash.clone()))
+        .collect()
+}
+
+/// Fetches the app files a snapshot needs and the node lacks, checking each one's hash;
+/// nothing is applied until all are present.
+async fn fetch_app_files(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    files: &crate::apps::AppFiles,
+    snapshot: &portico_model::Snapshot,
+) -> Result<(), String> {
+    use futures_util::StreamExt as _;
+    let mut wanted: Vec<(String, u64)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for b in &snapshot.apps {
+        for f in b.files.values() {
+            if seen.insert(f.hash.clone())
+                && std::fs::metadata(files.path(&f.hash)).map(|m| m.len()).ok() != Some(f.size)
+            {
+                wanted.push((f.hash.clone(), f.size));
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let total = wanted.len();
+    let results: Vec<Result<(), String>> = futures_util::stream::iter(wanted)
+        .map(|(hash, size)| fetch_one(client, base, token, files, hash, size))
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let failed: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    if let Some(first) = failed.first() {
+        return Err(format!(
+            "{} of {total} files failed, e.g. {first}",
+            failed.len()
+        ));
+    }
+    tracing::info!(files = total, "app files fetched");
+    Ok(())
+}
+
+async fn fetch_one(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    files: &crate::apps::AppFiles,
+    hash: String,
+    size: u64,
+) -> Result<(), String> {
+    use sha2::Digest as _;
+    use tokio::io::AsyncWriteExt as _;
+    let mut resp = client
+        .get(format!("{base}/api/v1/sync/blobs/{hash}"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .map_err(|e| format!("{hash}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!(
+            "{hash}: the control plane answered {}",
+            resp.status()
+        ));
+    }
+    let path = files.path(&hash);
+    let dir = path.parent().unwrap_or(files.dir()).to_owned();
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let tmp = dir.join(format!("{hash}.part"));
+    let mut out = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut got = 0u64;
+    let result = async {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("{hash}: {e}"))? {
+            got += chunk.len() as u64;
+            if got > size {
+                return Err(format!("{hash}: more bytes than the {size} expected"));
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        }
+        out.flush().await.map_err(|e| e.to_string())?;
+        let digest: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if digest != hash || got != size {
+            return Err(format!(
+                "{hash}: the file arrived changed ({got} bytes, SHA-256 {digest})"
+            ));
+        }
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
 }
 
 fn report(client: &reqwest::Client, base: &str, token: &str, state: &NodeState) {

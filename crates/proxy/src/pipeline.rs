@@ -223,6 +223,14 @@ async fn serve_route(
     let mut resp = match &route.action {
         Action::Redirect(r) => redirect(r, route, &req, normalized.as_deref(), conn.scheme),
         Action::Fixed(f) => fixed(f, req.method() == Method::HEAD),
+        Action::App(app) => {
+            let path = normalized.as_deref().unwrap_or(req.uri().path());
+            let cut = route.prefix_len.unwrap_or(0).min(path.len());
+            let (root, rest) = path.split_at(cut);
+            let root = root.trim_end_matches('/');
+            app.serve(req.method(), root, rest, req.uri().query(), req.headers())
+                .await
+        }
         Action::Forward(f) => {
             let f = match (&route.sandbox, sandbox) {
                 (Some(s), true) => s,

@@ -128,6 +128,8 @@ pub enum Action {
     Redirect(Redirect),
     /// Fixed response.
     Fixed(Fixed),
+    /// A hosted app's files.
+    App(Arc<crate::apps::AppRuntime>),
 }
 
 /// Forward to weighted targets.
@@ -215,6 +217,8 @@ pub struct Context {
     pub limiters: Arc<crate::throttle::Limiters>,
     /// OCSP staples, kept across Snapshots.
     pub stapler: Arc<crate::ocsp::Stapler>,
+    /// Where hosted apps' files are, on nodes that serve apps.
+    pub app_files: Option<Arc<crate::apps::AppFiles>>,
     /// Limits shared through Redis, when the node is set up for it.
     pub shared: Option<Arc<crate::throttle::SharedLimits>>,
 }
@@ -255,6 +259,16 @@ impl Runtime {
                 .map(|c| (c.token.clone(), Bytes::from(c.key_authorization.clone())))
                 .collect(),
         );
+        let mut apps = HashMap::new();
+        if !snapshot.apps.is_empty() {
+            let store = cx.app_files.as_ref().ok_or_else(|| {
+                Error::Route("this gateway serves no apps (no app file store)".into())
+            })?;
+            for b in &snapshot.apps {
+                let app = crate::apps::AppRuntime::compile(b, store).map_err(Error::Route)?;
+                apps.insert((b.slug.clone(), b.version), Arc::new(app));
+            }
+        }
         let mut listeners = Vec::new();
         for l in &snapshot.listeners {
             let name: Arc<str> = l.effective_name().into();
@@ -272,7 +286,7 @@ impl Runtime {
                 }
                 let id = routes.len() as u32;
                 routes.push(compile_route(
-                    r, i, &name, max_header, max_body, &services, &security, cx,
+                    r, i, &name, max_header, max_body, &services, &apps, &security, cx,
                 )?);
                 matches.push((id, r.priority, &r.matches));
             }
@@ -332,6 +346,7 @@ fn compile_route(
     listener_max_header: u64,
     listener_max_body: Option<u64>,
     services: &HashMap<String, Arc<Service>>,
+    apps: &HashMap<(String, u32), Arc<crate::apps::AppRuntime>>,
     security: &crate::auth::SecurityRuntime,
     cx: &Context,
 ) -> Result<Route, Error> {
@@ -431,6 +446,11 @@ fn compile_route(
             headers,
             body: Bytes::from(fr.body.clone().unwrap_or_default()),
         })
+    } else if let Some(a) = &r.app {
+        let app = apps
+            .get(&(a.slug.clone(), a.version))
+            .ok_or_else(|| err(format!("no app bundle {}@{}", a.slug, a.version)))?;
+        Action::App(app.clone())
     } else {
         return Err(err("no action".into()));
     };

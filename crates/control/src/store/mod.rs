@@ -25,12 +25,14 @@ use tokio::sync::Mutex;
 use crate::error::Error;
 
 mod acme;
+mod apps;
 mod certs;
 mod consumers;
 mod keys;
 mod tiers;
 mod users;
 pub use acme::AcmeHostRecord;
+pub use apps::{AppDeploymentRecord, AppRecord, AppVersionRecord};
 pub use certs::CertificateRecord;
 pub use consumers::{
     ClientRecord, CredentialKind, CredentialRecord, NewCredential, SubscriptionRecord,
@@ -77,6 +79,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "acme",
         include_str!("../../migrations/sqlite/0007_acme.sql"),
+    ),
+    (
+        8,
+        "apps",
+        include_str!("../../migrations/sqlite/0008_apps.sql"),
     ),
 ];
 
@@ -1599,6 +1606,7 @@ async fn recompile(
         let jwt = keys::jwt_settings(conn).await?;
         let certificates = certs::for_snapshots(conn, sealer).await?;
         let (acme_certificates, acme_state) = acme::for_snapshots(conn, sealer).await?;
+        let deployed_apps = apps::for_snapshot(conn, gid).await?;
         let tiers = tiers::all_tiers(conn).await?;
         let consumer_limits = tiers::consumer_limits(conn, gid).await?;
         let input = Input {
@@ -1622,6 +1630,16 @@ async fn recompile(
             certificates: &certificates,
             acme_certificates: &acme_certificates,
             acme: &acme_state,
+            apps: deployed_apps
+                .iter()
+                .map(|a| portico_compile::DeployedApp {
+                    spec: &a.spec,
+                    version: a.version,
+                    files: &a.files,
+                    created_at: a.created_at,
+                    host: a.host.as_deref(),
+                })
+                .collect(),
         };
         let snapshot = portico_compile::compile(&input).map_err(|e| {
             Error::Compile(format!(

@@ -1,0 +1,481 @@
+//! `portico apps ...`: hosted apps from the command line. Uploading a folder sends only the
+//! files the control plane does not have yet (content-addressed), with a progress bar.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::cli::{Client, Output, cell, wait_for};
+
+/// `portico apps ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum AppsCommand {
+    /// List apps.
+    List,
+    /// Create an app.
+    Create {
+        /// URL-safe name (its path on a gateway's apps host).
+        slug: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Single-page app: unknown paths get index.html.
+        #[arg(long)]
+        spa: bool,
+        /// The page answered with 404 (e.g. 404.html).
+        #[arg(long)]
+        not_found: Option<String>,
+        /// Versions kept besides deployed and published ones.
+        #[arg(long, default_value_t = 10)]
+        keep_versions: u32,
+    },
+    /// Show one app.
+    Get {
+        /// Slug.
+        slug: String,
+    },
+    /// Delete an app deployed nowhere (its versions and files too).
+    Delete {
+        /// Slug.
+        slug: String,
+    },
+    /// Upload a folder as a new (draft) version; with --gateway, deploy it too.
+    Deploy(Box<DeployArgs>),
+    /// Mark a version published.
+    Publish {
+        /// Slug.
+        slug: String,
+        /// The version.
+        #[arg(long)]
+        version: u32,
+    },
+    /// An app's versions: state, size, where each runs.
+    Versions {
+        /// Slug.
+        slug: String,
+    },
+    /// Run an existing version on gateways.
+    Release {
+        /// Slug.
+        slug: String,
+        /// The version.
+        #[arg(long)]
+        version: u32,
+        /// Gateways (repeat or comma-separated).
+        #[arg(long = "gateway", required = true)]
+        gateways: Vec<String>,
+        /// Serve it on this domain instead of the gateway's apps host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Wait until every node serves it (seconds).
+        #[arg(long, num_args = 0..=1, default_missing_value = "60")]
+        wait: Option<u64>,
+    },
+    /// Switch a gateway back to the version it ran before.
+    Rollback {
+        /// Slug.
+        slug: String,
+        /// The gateway.
+        #[arg(long)]
+        gateway: String,
+        /// The domain, when it runs on one.
+        #[arg(long)]
+        host: Option<String>,
+        /// Wait until every node serves it (seconds).
+        #[arg(long, num_args = 0..=1, default_missing_value = "60")]
+        wait: Option<u64>,
+    },
+    /// Stop serving an app on a gateway.
+    Undeploy {
+        /// Slug.
+        slug: String,
+        /// The gateway.
+        #[arg(long)]
+        gateway: String,
+        /// The domain, when it runs on one.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Which version runs on which gateway and node.
+    Status {
+        /// Slug.
+        slug: String,
+    },
+}
+
+/// `portico apps deploy`.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// The folder to upload (its contents become the app's root).
+    path: PathBuf,
+    /// The app.
+    #[arg(long)]
+    app: String,
+    /// What changed.
+    #[arg(long, default_value = "")]
+    note: String,
+    /// Also run the new version on these gateways.
+    #[arg(long = "gateway")]
+    gateways: Vec<String>,
+    /// ...on this domain instead of the gateway's apps host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Wait until every node serves it (seconds).
+    #[arg(long, num_args = 0..=1, default_missing_value = "60")]
+    wait: Option<u64>,
+}
+
+/// Runs an apps command.
+pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
+    use AppsCommand as A;
+    match cmd {
+        A::List => c.print(
+            &c.get("/api/v1/apps").await?,
+            &[
+                ("SLUG", "/spec/slug"),
+                ("NAME", "/spec/name"),
+                ("SPA", "/spec/spa"),
+                ("UPDATED", "/updated_at"),
+            ],
+            Some("items"),
+        ),
+        A::Create {
+            slug,
+            name,
+            spa,
+            not_found,
+            keep_versions,
+        } => {
+            let mut spec =
+                json!({"slug": slug, "name": name, "spa": spa, "keep_versions": keep_versions});
+            if let Some(nf) = not_found {
+                spec["not_found"] = json!(nf);
+            }
+            c.call(Method::POST, "/api/v1/apps", Some(&spec), None)
+                .await?;
+            println!(
+                "Created app `{slug}`. Upload a version: portico apps deploy ./dist --app {slug}"
+            );
+        }
+        A::Get { slug } => c.print(&c.get(&format!("/api/v1/apps/{slug}")).await?, &[], None),
+        A::Delete { slug } => {
+            c.call(Method::DELETE, &format!("/api/v1/apps/{slug}"), None, None)
+                .await?;
+            println!("Deleted app `{slug}`.");
+        }
+        A::Deploy(a) => deploy(c, *a).await?,
+        A::Publish { slug, version } => {
+            c.call(
+                Method::POST,
+                &format!("/api/v1/apps/{slug}/versions/{version}/publish"),
+                None,
+                None,
+            )
+            .await?;
+            println!("Version {version} of `{slug}` is published.");
+        }
+        A::Versions { slug } => c.print(
+            &c.get(&format!("/api/v1/apps/{slug}/versions")).await?,
+            &[
+                ("VERSION", "/number"),
+                ("STATE", "/state"),
+                ("FILES", "/file_count"),
+                ("BYTES", "/size"),
+                ("CREATED", "/created_at"),
+                ("DEPLOYED ON", "/deployed_on"),
+                ("NOTE", "/note"),
+            ],
+            Some("items"),
+        ),
+        A::Release {
+            slug,
+            version,
+            gateways,
+            host,
+            wait,
+        } => release(c, &slug, version, &gateways, host.as_deref(), wait).await?,
+        A::Rollback {
+            slug,
+            gateway,
+            host,
+            wait,
+        } => {
+            let (_, v) = c
+                .call(
+                    Method::POST,
+                    &format!(
+                        "/api/v1/apps/{slug}/deployments/{gateway}/rollback{}",
+                        host_query(host.as_deref())
+                    ),
+                    None,
+                    None,
+                )
+                .await?;
+            println!(
+                "`{slug}` on {gateway} is back to version {}.",
+                cell(&v, "/deployment/version")
+            );
+            if let Some(s) = wait {
+                wait_for(c, &v, Duration::from_secs(s)).await?;
+            }
+        }
+        A::Undeploy {
+            slug,
+            gateway,
+            host,
+        } => {
+            c.call(
+                Method::DELETE,
+                &format!(
+                    "/api/v1/apps/{slug}/deployments/{gateway}{}",
+                    host_query(host.as_deref())
+                ),
+                None,
+                None,
+            )
+            .await?;
+            println!("`{slug}` no longer runs on {gateway}.");
+        }
+        A::Status { slug } => status(c, &slug).await?,
+    }
+    Ok(())
+}
+
+fn host_query(host: Option<&str>) -> String {
+    host.map(|h| format!("?host={h}")).unwrap_or_default()
+}
+
+/// A file to upload: its path in the app and on disk.
+struct Local {
+    disk: PathBuf,
+    hash: String,
+    size: u64,
+}
+
+/// Every regular file under `root`, by `/`-separated relative path.
+fn walk(root: &Path) -> anyhow::Result<BTreeMap<String, Local>> {
+    let meta =
+        std::fs::metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
+    if !meta.is_dir() {
+        bail!(
+            "{} is not a folder: give the folder with the built app (its index.html at the top)",
+            root.display()
+        );
+    }
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
+        {
+            let entry = entry?;
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if !kind.is_file() {
+                // Symbolic links and other special files are not part of an app.
+                continue;
+            }
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            if let Some(problem) = portico_model::app::path_problem(&rel) {
+                bail!("{}: {problem}", path.display());
+            }
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let hash: String = sha2::Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            out.insert(
+                rel,
+                Local {
+                    disk: path,
+                    hash,
+                    size: bytes.len() as u64,
+                },
+            );
+        }
+    }
+    if out.is_empty() {
+        bail!("{} has no files", root.display());
+    }
+    Ok(out)
+}
+
+async fn deploy(c: &Client, a: DeployArgs) -> anyhow::Result<()> {
+    let files = walk(&a.path)?;
+    let hashes: Vec<&str> = files.values().map(|f| f.hash.as_str()).collect();
+    let (_, missing) = c
+        .call(
+            Method::POST,
+            "/api/v1/blobs/missing",
+            Some(&json!({ "hashes": hashes })),
+            None,
+        )
+        .await?;
+    let missing: std::collections::HashSet<String> = missing["missing"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| h.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    // One upload per distinct content.
+    let mut to_send: BTreeMap<&str, &Local> = BTreeMap::new();
+    for f in files.values() {
+        if missing.contains(&f.hash) {
+            to_send.insert(&f.hash, f);
+        }
+    }
+    let bytes: u64 = to_send.values().map(|f| f.size).sum();
+    let bar = indicatif::ProgressBar::new(bytes);
+    if c.output == Output::Json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} uploading {pos:>7}/{len:7} bytes [{bar:30}] {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    for (hash, f) in &to_send {
+        bar.set_message(f.disk.display().to_string());
+        let body =
+            std::fs::read(&f.disk).with_context(|| format!("cannot read {}", f.disk.display()))?;
+        c.put_bytes(&format!("/api/v1/blobs/{hash}"), body).await?;
+        bar.inc(f.size);
+    }
+    bar.finish_and_clear();
+    let manifest: BTreeMap<&str, Value> = files
+        .iter()
+        .map(|(p, f)| (p.as_str(), json!({"hash": f.hash, "size": f.size})))
+        .collect();
+    let (_, v) = c
+        .call(
+            Method::POST,
+            &format!("/api/v1/apps/{}/versions", a.app),
+            Some(&json!({"files": manifest, "note": a.note})),
+            None,
+        )
+        .await?;
+    let number = v["number"].as_u64().unwrap_or_default() as u32;
+    if c.output == Output::Json {
+        c.print(
+            &json!({"version": v, "uploaded_files": to_send.len(), "uploaded_bytes": bytes}),
+            &[],
+            None,
+        );
+    } else {
+        println!(
+            "Version {number} of `{}`: {} files, {} uploaded ({bytes} bytes), {} already there.",
+            a.app,
+            files.len(),
+            to_send.len(),
+            files.len() - to_send.len()
+        );
+    }
+    if !a.gateways.is_empty() {
+        release(c, &a.app, number, &a.gateways, a.host.as_deref(), a.wait).await?;
+    }
+    Ok(())
+}
+
+async fn release(
+    c: &Client,
+    slug: &str,
+    version: u32,
+    gateways: &[String],
+    host: Option<&str>,
+    wait: Option<u64>,
+) -> anyhow::Result<()> {
+    let gateways: Vec<String> = gateways
+        .iter()
+        .flat_map(|g| g.split(','))
+        .map(|g| g.trim().to_owned())
+        .filter(|g| !g.is_empty())
+        .collect();
+    let mut body = json!({"version": version, "gateways": gateways});
+    if let Some(h) = host {
+        body["host"] = json!(h);
+    }
+    let (_, v) = c
+        .call(
+            Method::POST,
+            &format!("/api/v1/apps/{slug}/deployments"),
+            Some(&body),
+            None,
+        )
+        .await?;
+    println!(
+        "Version {version} of `{slug}` runs on {}{}.",
+        gateways.join(", "),
+        host.map(|h| format!(" at {h}")).unwrap_or_default()
+    );
+    if let Some(s) = wait {
+        wait_for(c, &v, Duration::from_secs(s)).await?;
+    }
+    Ok(())
+}
+
+async fn status(c: &Client, slug: &str) -> anyhow::Result<()> {
+    let v = c.get(&format!("/api/v1/apps/{slug}/deployments")).await?;
+    if c.output == Output::Json {
+        c.print(&v, &[], None);
+        return Ok(());
+    }
+    let items = v["items"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        println!("`{slug}` runs nowhere yet.");
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for d in &items {
+        let nodes = d["nodes"].as_array().cloned().unwrap_or_default();
+        let node_text = if nodes.is_empty() {
+            "-".to_owned()
+        } else {
+            nodes
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{} (snapshot {})",
+                        cell(n, "/node_id"),
+                        cell(n, "/applied_version")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        rows.push(json!({
+            "gateway": d["gateway"], "host": d["host"], "version": d["version"],
+            "previous": d["previous"], "nodes": node_text,
+        }));
+    }
+    c.print(
+        &json!({ "items": rows }),
+        &[
+            ("GATEWAY", "/gateway"),
+            ("HOST", "/host"),
+            ("VERSION", "/version"),
+            ("PREVIOUS", "/previous"),
+            ("NODES", "/nodes"),
+        ],
+        Some("items"),
+    );
+    Ok(())
+}
