@@ -51,8 +51,8 @@ pub enum AppsCommand {
         /// Slug.
         slug: String,
         /// The version.
-        #[arg(long)]
-        version: u32,
+        #[arg(value_name = "VERSION")]
+        number: u32,
     },
     /// An app's versions: state, size, where each runs.
     Versions {
@@ -64,8 +64,8 @@ pub enum AppsCommand {
         /// Slug.
         slug: String,
         /// The version.
-        #[arg(long)]
-        version: u32,
+        #[arg(value_name = "VERSION")]
+        number: u32,
         /// Gateways (repeat or comma-separated).
         #[arg(long = "gateway", required = true)]
         gateways: Vec<String>,
@@ -169,15 +169,15 @@ pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
             println!("Deleted app `{slug}`.");
         }
         A::Deploy(a) => deploy(c, *a).await?,
-        A::Publish { slug, version } => {
+        A::Publish { slug, number } => {
             c.call(
                 Method::POST,
-                &format!("/api/v1/apps/{slug}/versions/{version}/publish"),
+                &format!("/api/v1/apps/{slug}/versions/{number}/publish"),
                 None,
                 None,
             )
             .await?;
-            println!("Version {version} of `{slug}` is published.");
+            println!("Version {number} of `{slug}` is published.");
         }
         A::Versions { slug } => c.print(
             &c.get(&format!("/api/v1/apps/{slug}/versions")).await?,
@@ -194,11 +194,11 @@ pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
         ),
         A::Release {
             slug,
-            version,
+            number,
             gateways,
             host,
             wait,
-        } => release(c, &slug, version, &gateways, host.as_deref(), wait).await?,
+        } => release(c, &slug, number, &gateways, host.as_deref(), wait).await?,
         A::Rollback {
             slug,
             gateway,
