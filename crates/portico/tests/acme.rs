@@ -401,11 +401,33 @@ async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wi
             .is_err()
     );
 
+    // An app on its own domain gets a certificate too, and is served over HTTPS with it.
+    let dist = root.path().join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::write(dist.join("index.html"), "shop over https").unwrap();
+    cp.cli_ok(&["apps", "create", "shop"]).await;
+    cp.cli_ok(&[
+        "apps",
+        "deploy",
+        dist.to_str().unwrap(),
+        "--app",
+        "shop",
+        "--gateway",
+        "edge",
+        "--host",
+        "shop.test",
+        "--wait",
+    ])
+    .await;
+    acme_state(&cp, "shop.test", "valid").await;
+    let (_, text) = eventually_https(tls_port, "shop.test", &ca_root, "/").await;
+    assert!(text.ends_with("shop over https"), "{text}");
+
     // Each node's admin API shows the hosts' states.
     for n in [&n1, &n2] {
         let status = node_status(n).await;
         let hosts = status["certificates"].as_array().unwrap();
-        assert_eq!(hosts.len(), 2, "{status}");
+        assert_eq!(hosts.len(), 3, "{status}");
         assert!(hosts.iter().all(|h| h["state"] == "valid"), "{status}");
     }
     // The CLI shows the same; an early renewal on request gives a new certificate.
@@ -417,7 +439,7 @@ async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wi
             .any(|l| l.starts_with("a.test") && l.contains("valid")),
         "{table}"
     );
-    assert_eq!(cp.process.count("certificate issued"), 2);
+    assert_eq!(cp.process.count("certificate issued"), 3);
     let (before, _) = eventually_https(tls_port, "a.test", &ca_root, "/app/x").await;
     cp.cli_ok(&["certificates", "order", "a.test"]).await;
     let deadline = Instant::now() + ACME_WAIT;
@@ -429,7 +451,7 @@ async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wi
         assert!(Instant::now() < deadline, "no new certificate for a.test");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(cp.process.count("certificate issued"), 3);
+    assert_eq!(cp.process.count("certificate issued"), 4);
     let (ok, text) = cp.cli(&["certificates", "order", "nowhere.test"]).await;
     assert!(!ok && text.contains("nowhere.test"), "{text}");
     n2.stop().await;

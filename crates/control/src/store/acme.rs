@@ -132,7 +132,8 @@ async fn acme_gateway_ids(conn: &mut SqliteConnection) -> Result<Vec<i64>, Error
         .collect())
 }
 
-/// Every host some gateway wants an automatic certificate for.
+/// Every host some gateway wants an automatic certificate for: its own, its APIs', and its
+/// apps' domains.
 async fn wanted_hosts(conn: &mut SqliteConnection) -> Result<Vec<String>, Error> {
     let uploaded: Vec<TlsCertificate> =
         sqlx::query_scalar::<_, String>("SELECT hosts FROM certificates WHERE not_after > $1")
@@ -161,9 +162,24 @@ async fn wanted_hosts(conn: &mut SqliteConnection) -> Result<Vec<String>, Error>
         .iter()
         .map(|s| from_json(s))
         .collect::<Result<_, _>>()?;
+        // Apps: their custom domains, and the apps host when one is served by path.
+        let app_hosts: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT host FROM app_deployments WHERE gateway_id = $1")
+                .bind(gid)
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .filter_map(|h: String| {
+                    if h.is_empty() {
+                        gw.effective_apps_host()
+                    } else {
+                        Some(h)
+                    }
+                })
+                .collect();
         hosts.extend(portico_compile::acme_hosts(
             &gw,
-            specs.iter().flat_map(|s| &s.hosts),
+            specs.iter().flat_map(|s| &s.hosts).chain(&app_hosts),
             &uploaded,
         ));
     }
