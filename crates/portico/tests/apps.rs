@@ -86,13 +86,15 @@ async fn draft_on_default_published_on_a_custom_domain_with_everything_serving_d
     write(&dist, "styles.css", b"body { color: red }");
     write(&dist, "styles.css.gz", b"pretend-gzip-bytes");
     write(&dist, "styles.css.br", b"pretend-brotli-bytes");
+    let story = "once upon a time there was a gateway. ".repeat(60);
+    write(&dist, "story.txt", story.as_bytes());
     cp.cli_ok(&["apps", "create", "shop", "--spa", "--not-found", "404.html"])
         .await;
     let out = cp
         .cli_ok(&["apps", "deploy", dist.to_str().unwrap(), "--app", "shop"])
         .await;
     assert!(
-        out.contains("Version 1 of `shop`: 7 files, 7 uploaded"),
+        out.contains("Version 1 of `shop`: 8 files, 8 uploaded"),
         "{out}"
     );
     // Version 2 changes one file: only that one travels.
@@ -109,7 +111,7 @@ async fn draft_on_default_published_on_a_custom_domain_with_everything_serving_d
         ])
         .await;
     assert!(
-        out.contains("Version 2 of `shop`: 7 files, 1 uploaded (11 bytes), 6 already there"),
+        out.contains("Version 2 of `shop`: 8 files, 1 uploaded (11 bytes), 7 already there"),
         "{out}"
     );
     cp.cli_ok(&["apps", "publish", "shop", "1"]).await;
@@ -237,6 +239,18 @@ async fn draft_on_default_published_on_a_custom_domain_with_everything_serving_d
     let (_, h, body) = get(&c, &css, None, &[]).await;
     assert!(h.get("content-encoding").is_none());
     assert_eq!(body, b"body { color: red }");
+
+    // Text without a sibling is gzipped on the fly for clients that take it.
+    let txt = format!("{draft}story.txt");
+    let (_, h, body) = get(&c, &txt, None, &[("accept-encoding", "gzip")]).await;
+    assert_eq!(h["content-encoding"], "gzip");
+    assert_eq!(h["vary"], "accept-encoding");
+    assert!(body.len() < story.len() / 4, "{} bytes", body.len());
+    let unzipped = reqwest::get(&txt).await.unwrap().text().await.unwrap();
+    assert_eq!(unzipped, story);
+    let (_, h, body) = get(&c, &txt, None, &[]).await;
+    assert!(h.get("content-encoding").is_none());
+    assert_eq!(body, story.as_bytes());
 
     // Traversal: nothing outside the app's files, whatever the encoding.
     std::fs::write(root.path().join("secret.txt"), "top secret").unwrap();
@@ -545,4 +559,73 @@ async fn old_versions_beyond_the_kept_number_are_deleted_unless_deployed() {
         .await;
     assert_eq!(st, 422, "{v}");
     assert!(v.to_string().contains("not uploaded yet"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_forwards_its_api_paths_to_a_service() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let up = portico_testkit::Upstream::echo().await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/services",
+            Some(json!({"name": "backend", "endpoints": [up.addr.to_string()]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apps",
+            Some(json!({"slug": "portal", "spa": true,
+                "routes": [{"path": "/api", "service": "backend"}]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let dist = root.path().join("dist");
+    write(&dist, "index.html", b"portal");
+    cp.cli_ok(&[
+        "apps",
+        "deploy",
+        dist.to_str().unwrap(),
+        "--app",
+        "portal",
+        "--gateway",
+        "default",
+        "--wait",
+    ])
+    .await;
+    let c = raw_client();
+    let base = format!("http://127.0.0.1:{}/portal", cp.gateway_port);
+    serves(&c, &format!("{base}/"), None, "portal").await;
+    let (st, _, body) = get(&c, &format!("{base}/api/orders?x=1"), None, &[]).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    // The service sees the path inside the app.
+    assert_eq!(up.last().uri.to_string(), "/api/orders?x=1");
+    // Other paths stay with the app (SPA fallback).
+    let (st, _, body) = get(&c, &format!("{base}/apiary"), None, &[]).await;
+    assert_eq!((st, body.as_slice()), (200, b"portal".as_slice()));
+    // A route to a service that does not exist is refused when deploying, and nothing moves.
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apps",
+            Some(json!({"slug": "broken", "routes": [{"path": "/api", "service": "nope"}]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (ok, text) = cp
+        .cli(&[
+            "apps",
+            "deploy",
+            dist.to_str().unwrap(),
+            "--app",
+            "broken",
+            "--gateway",
+            "default",
+        ])
+        .await;
+    assert!(!ok && text.contains("nope"), "{text}");
+    serves(&c, &format!("{base}/"), None, "portal").await;
 }

@@ -25,6 +25,10 @@ use crate::body::ResponseBody;
 const MEMORY_FILE_MAX: u64 = 256 * 1024;
 /// Memory for cached files, per node.
 const MEMORY_TOTAL_MAX: usize = 64 * 1024 * 1024;
+/// Text files from this size up to [`GZIP_MAX`] are gzipped when the client takes it and
+/// the app has no precompressed sibling; the result is kept in memory.
+const GZIP_MIN: u64 = 512;
+const GZIP_MAX: u64 = 8 * 1024 * 1024;
 
 /// The node's app files: a directory by content hash, and the small ones in memory.
 #[derive(Debug)]
@@ -97,10 +101,38 @@ impl AppFiles {
         Ok(ResponseBody::file(file, end - start))
     }
 
+    /// The gzip of a file, made once (off the event loop) and kept in memory.
+    async fn gzip(&self, hash: &str) -> std::io::Result<Bytes> {
+        let key = format!("{hash}.gz");
+        if let Some(b) = self.lock().files.get(&key) {
+            return Ok(b.clone());
+        }
+        let raw = tokio::fs::read(self.path(hash)).await?;
+        let zipped = tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(raw.len() / 3),
+                flate2::Compression::new(6),
+            );
+            enc.write_all(&raw)?;
+            enc.finish()
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let b = Bytes::from(zipped);
+        let mut m = self.lock();
+        if m.bytes + b.len() <= MEMORY_TOTAL_MAX && !m.files.contains_key(&key) {
+            m.bytes += b.len();
+            m.files.insert(key, b.clone());
+        }
+        Ok(b)
+    }
+
     /// Drops memory copies of files no longer served.
     pub fn retain(&self, keep: &std::collections::HashSet<String>) {
         let mut m = self.lock();
-        m.files.retain(|h, _| keep.contains(h));
+        m.files
+            .retain(|h, _| keep.contains(h.strip_suffix(".gz").unwrap_or(h)));
         m.bytes = m.files.values().map(Bytes::len).sum();
     }
 
@@ -141,6 +173,10 @@ struct Entry {
     cache_control: HeaderValue,
     /// Precompressed siblings: (`br` or `gzip`, hash, size, etag).
     encoded: Vec<(&'static str, String, u64, HeaderValue)>,
+    /// Text worth gzipping on the fly (when no sibling is there).
+    compressible: bool,
+    /// The ETag of the on-the-fly gzip.
+    gzip_etag: HeaderValue,
 }
 
 /// A compiled app version.
@@ -193,6 +229,12 @@ impl AppRuntime {
                     size: f.size,
                     content_type: HeaderValue::from_static(mime(path)),
                     etag: etag(&f.hash),
+                    compressible: compressible(mime(path)) && encoded.is_empty(),
+                    gzip_etag: HeaderValue::from_str(&format!(
+                        "\"{}-gz\"",
+                        &f.hash[..f.hash.len().min(32)]
+                    ))
+                    .unwrap_or_else(|_| HeaderValue::from_static("\"gz\"")),
                     cache_control: HeaderValue::from_str(&cache)
                         .map_err(|_| format!("app {}: bad Cache-Control `{cache}`", b.key()))?,
                     encoded,
@@ -292,13 +334,32 @@ impl AppRuntime {
     ) -> Response<ResponseBody> {
         // Precompressed sibling the client takes, best first.
         let accepted = accepted_encodings(req);
-        let (coding, hash, size, tag) = e
+        let (mut coding, hash, mut size, mut tag) = e
             .encoded
             .iter()
             .find(|(c, ..)| accepted.contains(c))
             .map_or((None, &e.hash, e.size, &e.etag), |(c, h, s, t)| {
                 (Some(*c), h, *s, t)
             });
+        // Text without a precompressed sibling: gzip it (once) when the client takes it.
+        let mut zipped = None;
+        if coding.is_none()
+            && e.compressible
+            && (GZIP_MIN..=GZIP_MAX).contains(&e.size)
+            && accepted.contains(&"gzip")
+        {
+            match self.store.gzip(&e.hash).await {
+                Ok(b) => {
+                    coding = Some("gzip");
+                    size = b.len() as u64;
+                    tag = &e.gzip_etag;
+                    zipped = Some(b);
+                }
+                Err(err) => {
+                    tracing::warn!(app = %self.slug, file = %e.hash, error = %err, "cannot gzip an app file; sending it as it is");
+                }
+            }
+        }
         let mut h = HeaderMap::new();
         h.insert(CONTENT_TYPE, e.content_type.clone());
         h.insert(
@@ -309,7 +370,7 @@ impl AppRuntime {
                 HeaderValue::from_static("no-cache")
             },
         );
-        if !e.encoded.is_empty() {
+        if !e.encoded.is_empty() || e.compressible {
             h.insert(VARY, HeaderValue::from_static("accept-encoding"));
         }
         let mut resp = Response::new(ResponseBody::empty());
@@ -354,6 +415,10 @@ impl AppRuntime {
         resp.headers_mut()
             .insert(CONTENT_LENGTH, HeaderValue::from(end - start));
         if head {
+            return resp;
+        }
+        if let Some(b) = zipped {
+            *resp.body_mut() = ResponseBody::full(b);
             return resp;
         }
         match self.store.body(hash, size, start, end).await {
@@ -588,6 +653,16 @@ fn has_content_hash(path: &str) -> bool {
                 || (part.bytes().any(|b| b.is_ascii_uppercase())
                     && part.bytes().any(|b| b.is_ascii_lowercase())))
     })
+}
+
+/// Whether a type is text that compresses well.
+fn compressible(mime: &str) -> bool {
+    mime.starts_with("text/")
+        || mime.starts_with("application/json")
+        || mime.starts_with("application/manifest+json")
+        || mime.starts_with("application/xml")
+        || mime.starts_with("image/svg+xml")
+        || mime == "application/wasm"
 }
 
 /// The MIME type by extension.
