@@ -111,7 +111,7 @@ pub enum AppsCommand {
 /// `portico apps deploy`.
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
-    /// The folder to upload (its contents become the app's root).
+    /// The folder, .tar.gz or .zip to upload (its contents become the app's root).
     path: PathBuf,
     /// The app.
     #[arg(long)]
@@ -250,11 +250,105 @@ fn host_query(host: Option<&str>) -> String {
     host.map(|h| format!("?host={h}")).unwrap_or_default()
 }
 
-/// A file to upload: its path in the app and on disk.
+/// A file to upload: where it comes from (for messages), its content when it came out of
+/// an archive, its hash and size.
 struct Local {
     disk: PathBuf,
+    bytes: Option<Vec<u8>>,
     hash: String,
     size: u64,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The files of a folder, a `.tar.gz`/`.tgz` or a `.zip`.
+fn collect(path: &Path) -> anyhow::Result<BTreeMap<String, Local>> {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    let entries: Vec<(String, Vec<u8>)> = if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let mut out = Vec::new();
+        for entry in archive
+            .entries()
+            .with_context(|| format!("{} is not a .tar.gz archive", path.display()))?
+        {
+            let mut entry = entry.with_context(|| format!("{}: a broken entry", path.display()))?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let rel = entry.path()?.to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes)
+                .with_context(|| format!("{}: cannot read `{rel}`", path.display()))?;
+            out.push((rel, bytes));
+        }
+        out
+    } else if name.ends_with(".zip") {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut archive = zip::ZipArchive::new(file)
+            .with_context(|| format!("{} is not a zip archive", path.display()))?;
+        let mut out = Vec::new();
+        for i in 0..archive.len() {
+            let mut f = archive.by_index(i)?;
+            if !f.is_file() {
+                continue;
+            }
+            let rel = f.name()?.into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut bytes)
+                .with_context(|| format!("{}: cannot read `{rel}`", path.display()))?;
+            out.push((rel, bytes));
+        }
+        out
+    } else {
+        return walk(path);
+    };
+    let mut files: Vec<(String, Vec<u8>)> = entries
+        .into_iter()
+        .map(|(rel, bytes)| (rel.trim_start_matches("./").to_owned(), bytes))
+        .filter(|(rel, _)| !rel.is_empty())
+        .collect();
+    // An archive of the folder itself (`dist/index.html`, ...): its contents are the root.
+    let first = |p: &str| p.split('/').next().unwrap_or("").to_owned();
+    if !files.iter().any(|(p, _)| p == "index.html")
+        && let Some((p0, _)) = files.first()
+    {
+        let top = first(p0);
+        if files
+            .iter()
+            .all(|(p, _)| p.contains('/') && first(p) == top)
+        {
+            for (p, _) in &mut files {
+                *p = p[top.len() + 1..].to_owned();
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (rel, bytes) in files {
+        if let Some(problem) = portico_model::app::path_problem(&rel) {
+            bail!("{}: `{rel}`: {problem}", path.display());
+        }
+        out.insert(
+            rel.clone(),
+            Local {
+                disk: path.join(&rel),
+                hash: sha256_hex(&bytes),
+                size: bytes.len() as u64,
+                bytes: Some(bytes),
+            },
+        );
+    }
+    if out.is_empty() {
+        bail!("{} has no files", path.display());
+    }
+    Ok(out)
 }
 
 /// Every regular file under `root`, by `/`-separated relative path.
@@ -263,7 +357,7 @@ fn walk(root: &Path) -> anyhow::Result<BTreeMap<String, Local>> {
         std::fs::metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
     if !meta.is_dir() {
         bail!(
-            "{} is not a folder: give the folder with the built app (its index.html at the top)",
+            "{} is not a folder, a .tar.gz or a .zip: give the built app (its index.html at the top)",
             root.display()
         );
     }
@@ -296,16 +390,13 @@ fn walk(root: &Path) -> anyhow::Result<BTreeMap<String, Local>> {
             }
             let bytes =
                 std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            let hash: String = sha2::Sha256::digest(&bytes)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
             out.insert(
                 rel,
                 Local {
                     disk: path,
-                    hash,
+                    hash: sha256_hex(&bytes),
                     size: bytes.len() as u64,
+                    bytes: None,
                 },
             );
         }
@@ -317,7 +408,7 @@ fn walk(root: &Path) -> anyhow::Result<BTreeMap<String, Local>> {
 }
 
 async fn deploy(c: &Client, a: DeployArgs) -> anyhow::Result<()> {
-    let files = walk(&a.path)?;
+    let files = collect(&a.path)?;
     let hashes: Vec<&str> = files.values().map(|f| f.hash.as_str()).collect();
     let (_, missing) = c
         .call(
@@ -355,8 +446,11 @@ async fn deploy(c: &Client, a: DeployArgs) -> anyhow::Result<()> {
     );
     for (hash, f) in &to_send {
         bar.set_message(f.disk.display().to_string());
-        let body =
-            std::fs::read(&f.disk).with_context(|| format!("cannot read {}", f.disk.display()))?;
+        let body = match &f.bytes {
+            Some(b) => b.clone(),
+            None => std::fs::read(&f.disk)
+                .with_context(|| format!("cannot read {}", f.disk.display()))?,
+        };
         c.put_bytes(&format!("/api/v1/blobs/{hash}"), body).await?;
         bar.inc(f.size);
     }

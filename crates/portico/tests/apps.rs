@@ -629,3 +629,79 @@ async fn an_app_forwards_its_api_paths_to_a_service() {
     assert!(!ok && text.contains("nope"), "{text}");
     serves(&c, &format!("{base}/"), None, "portal").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_upload_like_folders_and_unsafe_paths_are_refused() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    cp.cli_ok(&["apps", "create", "packed"]).await;
+    // A .tar.gz of the folder itself: `dist/index.html` becomes `index.html`.
+    let tgz = root.path().join("app.tar.gz");
+    {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&tgz).unwrap(),
+            flate2::Compression::default(),
+        );
+        let mut t = tar::Builder::new(gz);
+        for (p, body) in [("dist/index.html", "from tar"), ("dist/js/a.js", "a")] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            t.append_data(&mut h, p, body.as_bytes()).unwrap();
+        }
+        t.into_inner().unwrap().finish().unwrap();
+    }
+    let out = cp
+        .cli_ok(&[
+            "apps",
+            "deploy",
+            tgz.to_str().unwrap(),
+            "--app",
+            "packed",
+            "--gateway",
+            "default",
+            "--wait",
+        ])
+        .await;
+    assert!(out.contains("2 files"), "{out}");
+    let c = raw_client();
+    let base = format!("http://127.0.0.1:{}/packed/", cp.gateway_port);
+    serves(&c, &base, None, "from tar").await;
+    // A .zip with the files at its top.
+    let zip_path = root.path().join("app.zip");
+    {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default();
+        z.start_file("index.html", opts).unwrap();
+        std::io::Write::write_all(&mut z, b"from zip").unwrap();
+        z.finish().unwrap();
+    }
+    cp.cli_ok(&[
+        "apps",
+        "deploy",
+        zip_path.to_str().unwrap(),
+        "--app",
+        "packed",
+        "--gateway",
+        "default",
+        "--wait",
+    ])
+    .await;
+    serves(&c, &base, None, "from zip").await;
+    // An archive that climbs out of its root is refused before anything is sent.
+    let evil = root.path().join("evil.zip");
+    {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&evil).unwrap());
+        let opts = zip::write::SimpleFileOptions::default();
+        z.start_file("index.html", opts).unwrap();
+        z.start_file("../escape.txt", opts).unwrap();
+        z.finish().unwrap();
+    }
+    let (ok, text) = cp
+        .cli(&["apps", "deploy", evil.to_str().unwrap(), "--app", "packed"])
+        .await;
+    assert!(!ok && text.contains("escape.txt"), "{text}");
+    let (_, v) = cp.api("GET", "/api/v1/apps/packed/versions", None).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 2, "{v}");
+}
