@@ -22,12 +22,13 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
+chmod 755 "$WORK"  # nginx workers run as another user
 mkdir -p "$WORK/site/assets"
 head -c 1024 /dev/zero | tr '\0' 'a' | sed 's/^/<!doctype html><title>bench<\/title>/' | head -c 1024 > "$WORK/site/index.html"
 head -c 65536 /dev/urandom > "$WORK/site/assets/data.bin"
 
 taskset -c 0 "$BIN" server --data-dir "$WORK/data" --listen 127.0.0.1:18700 --gateway-port 18701 \
-    --internal 127.0.0.1:18702 --workers 1 >"$WORK/server.out" 2>"$WORK/server.log" &
+    --internal 127.0.0.1:18702 --workers 1 --access-log off >"$WORK/server.out" 2>"$WORK/server.log" &
 PORTICO=$!
 PIDS+=($PORTICO)
 for _ in $(seq 50); do grep -q 'pat_' "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done

@@ -312,6 +312,9 @@ struct ServerArgs {
     /// Share the built-in gateway's rate limits through this Redis.
     #[arg(long, env = "PORTICO_RATE_LIMIT_REDIS")]
     rate_limit_redis: Option<String>,
+    /// The built-in gateway's access log: `-` (standard output), a file, or `off`.
+    #[arg(long, env = "PORTICO_ACCESS_LOG", default_value = "-")]
+    access_log: String,
     /// Serve the admin API and sync over HTTPS with this certificate chain (PEM).
     #[arg(long, requires = "tls_key", conflicts_with = "tls_self_signed")]
     tls_cert: Option<PathBuf>,
@@ -729,6 +732,10 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
                 workers: a.workers,
                 node_offline_after: std::time::Duration::from_secs(a.node_offline_after.max(1)),
                 rate_limit_redis: a.rate_limit_redis,
+                access_log: portico_model::AccessLog {
+                    enabled: a.access_log != "off",
+                    path: a.access_log.clone(),
+                },
                 tls: match (a.tls_cert, a.tls_key, a.tls_self_signed) {
                     (Some(c), Some(k), _) => Some((c, k)),
                     (_, _, true) => Some(server_cmd::self_signed(&a.data_dir, &a.tls_hosts)?),

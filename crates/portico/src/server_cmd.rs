@@ -32,6 +32,8 @@ pub struct ServerOptions {
     pub node_offline_after: Duration,
     /// Redis for shared rate limits.
     pub rate_limit_redis: Option<String>,
+    /// The built-in gateway's access log.
+    pub access_log: portico_model::AccessLog,
     /// HTTPS certificate chain and key for the admin API and sync.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Automatic certificates.
@@ -121,6 +123,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let mut node = NodeSettings {
         workers: opts.workers,
         rate_limit_redis: opts.rate_limit_redis.clone(),
+        access_log: opts.access_log.clone(),
         ..NodeSettings::default()
     };
     node.internal.address = opts.internal;

@@ -293,11 +293,13 @@ impl AppRuntime {
                 "the path is not valid UTF-8 once decoded\n",
             );
         };
-        let mut key = decoded.trim_start_matches('/').to_owned();
-        if key.is_empty() || key.ends_with('/') {
-            key.push_str("index.html");
-        }
-        if let Some(e) = self.files.get(&key) {
+        let trimmed = decoded.trim_start_matches('/');
+        let key: std::borrow::Cow<'_, str> = if trimmed.is_empty() || trimmed.ends_with('/') {
+            format!("{trimmed}index.html").into()
+        } else {
+            trimmed.into()
+        };
+        if let Some(e) = self.files.get(key.as_ref()) {
             return self.file(e, StatusCode::OK, headers, head).await;
         }
         if self.files.contains_key(&format!("{key}/index.html")) {
@@ -360,7 +362,7 @@ impl AppRuntime {
                 }
             }
         }
-        let mut h = HeaderMap::new();
+        let mut h = HeaderMap::with_capacity(12);
         h.insert(CONTENT_TYPE, e.content_type.clone());
         h.insert(
             CACHE_CONTROL,
@@ -464,9 +466,9 @@ fn redirect(to: &str, query: Option<&str>) -> Response<ResponseBody> {
 }
 
 /// Decodes `%XX` escapes; `None` when the result is not UTF-8 or holds a NUL.
-fn percent_decode(s: &str) -> Option<String> {
+fn percent_decode(s: &str) -> Option<std::borrow::Cow<'_, str>> {
     if !s.contains('%') {
-        return Some(s.to_owned());
+        return Some(s.into());
     }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -484,7 +486,7 @@ fn percent_decode(s: &str) -> Option<String> {
         i += 1;
     }
     let text = String::from_utf8(out).ok()?;
-    (!text.contains('\0')).then_some(text)
+    (!text.contains('\0')).then_some(text.into())
 }
 
 fn hexval(c: u8) -> Option<u8> {
@@ -499,6 +501,9 @@ fn hexval(c: u8) -> Option<u8> {
 /// `br` and `gzip` as far as `Accept-Encoding` allows them (q=0 refuses).
 fn accepted_encodings(h: &HeaderMap) -> Vec<&'static str> {
     let mut out = Vec::new();
+    if !h.contains_key(ACCEPT_ENCODING) {
+        return out;
+    }
     for v in h.get_all(ACCEPT_ENCODING) {
         let Ok(v) = v.to_str() else { continue };
         for item in v.split(',') {
