@@ -141,11 +141,17 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
                 .cloned()
                 .collect();
             if tls.acme {
+                // Issued certificates name one host each: only those this gateway serves
+                // (a gateway without hosts gets none, never another gateway's keys).
                 tls.certificates.extend(
                     input
                         .acme_certificates
                         .iter()
-                        .filter(covers_served)
+                        .filter(|c| {
+                            c.hosts
+                                .iter()
+                                .any(|p| served.iter().any(|h| host_covers(p, h)))
+                        })
                         .cloned(),
                 );
             }

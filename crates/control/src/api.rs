@@ -1191,15 +1191,20 @@ async fn delete_app(State(st): St, Path(slug): Path<String>) -> Res {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Removes files no version references any more, from disk and then from the store.
+/// Removes from disk the files the store forgot (no version references them).
 async fn sweep_blobs(st: &ControlPlane, orphans: Vec<String>) {
     if orphans.is_empty() {
         return;
     }
-    st.blobs.remove(&orphans).await;
-    if let Err(e) = st.store.remove_blobs(&orphans).await {
-        tracing::warn!(error = %e, "cannot forget removed app files");
+    // A file uploaded again meanwhile has its row back: keep it.
+    let mut gone = Vec::with_capacity(orphans.len());
+    for h in orphans {
+        if !st.store.has_blob(&h).await.unwrap_or(true) {
+            gone.push(h);
+        }
     }
+    st.blobs.remove(&gone).await;
+    let orphans = gone;
     tracing::info!(files = orphans.len(), "unreferenced app files removed");
 }
 
@@ -1234,6 +1239,12 @@ async fn put_blob(State(st): St, Path(hash): Path<String>, body: axum::body::Bod
         )));
     }
     if st.store.has_blob(&hash).await? && tokio::fs::metadata(st.blobs.path(&hash)).await.is_ok() {
+        // Fresh again: a version is about to use it.
+        let size = tokio::fs::metadata(st.blobs.path(&hash))
+            .await
+            .map(|m| m.len())
+            .unwrap_or_default();
+        st.store.add_blob(&hash, size).await?;
         return ok(json!({ "hash": hash, "stored": "already" }));
     }
     let size = st.blobs.put(&hash, body).await?;

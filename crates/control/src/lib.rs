@@ -187,6 +187,8 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(e.to_string()))?;
+    // Uploads a stopped control plane left half-written.
+    let _ = std::fs::remove_dir_all(config.data_dir.join("blobs").join("tmp"));
     let state = Arc::new(ControlPlane {
         store,
         sealer,

@@ -102,10 +102,20 @@ impl AppFiles {
     }
 
     /// The gzip of a file, made once (off the event loop) and kept in memory.
-    async fn gzip(&self, hash: &str) -> std::io::Result<Bytes> {
+    async fn gzip(&self, hash: &str, size: u64) -> std::io::Result<Bytes> {
         let key = format!("{hash}.gz");
-        if let Some(b) = self.lock().files.get(&key) {
-            return Ok(b.clone());
+        {
+            let m = self.lock();
+            if let Some(b) = m.files.get(&key) {
+                return Ok(b.clone());
+            }
+            // Compressing again for every request would cost more than sending the file as
+            // it is: only when the result can be kept.
+            if m.bytes + size as usize > MEMORY_TOTAL_MAX {
+                return Err(std::io::Error::other(
+                    "no memory left for compressed copies",
+                ));
+            }
         }
         let raw = tokio::fs::read(self.path(hash)).await?;
         let zipped = tokio::task::spawn_blocking(move || {
@@ -151,10 +161,10 @@ impl AppFiles {
             };
             for f in files.flatten() {
                 let name = f.file_name().to_string_lossy().into_owned();
-                if portico_model::app::hash_ok(&name)
-                    && !keep.contains(&name)
-                    && std::fs::remove_file(f.path()).is_ok()
-                {
+                // Whole files no longer served, and downloads a crash left behind.
+                let stale = (portico_model::app::hash_ok(&name) && !keep.contains(&name))
+                    || name.ends_with(".part");
+                if stale && std::fs::remove_file(f.path()).is_ok() {
                     removed += 1;
                 }
             }
@@ -350,7 +360,7 @@ impl AppRuntime {
             && (GZIP_MIN..=GZIP_MAX).contains(&e.size)
             && accepted.contains(&"gzip")
         {
-            match self.store.gzip(&e.hash).await {
+            match self.store.gzip(&e.hash, e.size).await {
                 Ok(b) => {
                     coding = Some("gzip");
                     size = b.len() as u64;
@@ -358,7 +368,7 @@ impl AppRuntime {
                     zipped = Some(b);
                 }
                 Err(err) => {
-                    tracing::warn!(app = %self.slug, file = %e.hash, error = %err, "cannot gzip an app file; sending it as it is");
+                    tracing::debug!(app = %self.slug, file = %e.hash, error = %err, "not gzipped; sent as it is");
                 }
             }
         }
@@ -598,7 +608,7 @@ fn range(h: &HeaderMap, tag: &HeaderValue, modified: std::time::SystemTime, size
                 size
             } else {
                 match b.parse::<u64>() {
-                    Ok(e) if e >= s => (e + 1).min(size),
+                    Ok(e) if e >= s => e.saturating_add(1).min(size),
                     _ => return Range::Full,
                 }
             };
@@ -766,6 +776,7 @@ mod tests {
         assert_eq!(r("bytes=0-1,5-6"), "full");
         assert_eq!(r("items=0-1"), "full");
         assert_eq!(r("bytes=9-3"), "full");
+        assert_eq!(r("bytes=0-18446744073709551615"), "0-100");
     }
 
     #[test]

@@ -194,6 +194,8 @@ fn store_cache(cache_dir: &Path, body: &[u8]) -> std::io::Result<()> {
 
 /// Marks what the cache held as applied (the node started from it).
 pub fn started_from_cache(state: &NodeState, env: &SyncEnvelope) {
+    // Its app files stay until the snapshot after the next one (a rollback needs them).
+    *state.lock_files() = app_hashes(&env.snapshot);
     state.set_applied(env);
 }
 

@@ -1,7 +1,9 @@
 //! OCSP stapling: for every served certificate that names an OCSP responder (its Authority
 //! Information Access) and comes with its issuer in the chain, the gateway fetches a
 //! response in the background, staples it to handshakes, and fetches again halfway to the
-//! response's `nextUpdate` (every 12 hours when it has none). Failures are retried with
+//! response's `nextUpdate` (every 12 hours when it has none). Only a `good` answer about the
+//! certificate asked for is stapled (its signature is left to the client, which checks it
+//! against the issuer it already trusts). Failures are retried with
 //! back-off while the last good response keeps being stapled until it expires. A response
 //! can also be given as a file per certificate (`ocsp_file`), as nginx's
 //! `ssl_stapling_file`. Staples live across reloads: they belong to the gateway, not to a
@@ -29,6 +31,8 @@ struct Want {
     base: Arc<CertifiedKey>,
     url: String,
     request: Vec<u8>,
+    /// The CertID asked about (DER content), which the answer must name.
+    cert_id: Vec<u8>,
     /// Unix seconds of the next fetch.
     due: u64,
     failures: u32,
@@ -60,7 +64,7 @@ impl Stapler {
     /// Registers a served certificate; answers its id when it can be stapled (an OCSP URL
     /// and the issuer in the chain), so the resolver asks for its staple.
     pub fn register(&self, ck: &Arc<CertifiedKey>) -> Option<u64> {
-        let (url, request) = match ocsp_request(ck) {
+        let (url, request, cert_id) = match ocsp_request(ck) {
             Ok(Some(r)) => r,
             Ok(None) => return None,
             Err(e) => {
@@ -81,6 +85,7 @@ impl Stapler {
                         base: ck.clone(),
                         url,
                         request,
+                        cert_id,
                         due: 0,
                         failures: 0,
                         expires: None,
@@ -132,14 +137,29 @@ impl Stapler {
         };
         loop {
             let t = now();
-            let due: Vec<(u64, String, Vec<u8>)> = self
+            let due: Vec<(u64, String, Vec<u8>, Vec<u8>)> = self
                 .lock()
                 .iter()
                 .filter(|(_, w)| w.due <= t)
-                .map(|(id, w)| (*id, w.url.clone(), w.request.clone()))
+                .map(|(id, w)| (*id, w.url.clone(), w.request.clone(), w.cert_id.clone()))
                 .collect();
-            for (id, url, request) in due {
-                let result = fetch(&client, &url, request).await;
+            for (id, url, request, cert_id) in due {
+                let result = fetch(&client, &url, request)
+                    .await
+                    .and_then(|(der, status)| {
+                        if status.cert_id != cert_id {
+                            return Err("the response is about another certificate".to_owned());
+                        }
+                        if !status.good {
+                            return Err(if status.revoked {
+                                "the responder says the certificate is REVOKED: replace it"
+                                    .to_owned()
+                            } else {
+                                "the responder does not know the certificate".to_owned()
+                            });
+                        }
+                        Ok((der, status))
+                    });
                 self.record(id, &url, result);
             }
             self.expire();
@@ -160,9 +180,6 @@ impl Stapler {
         };
         match result {
             Ok((der, status)) => {
-                if status.revoked {
-                    tracing::error!(responder = %url, "the OCSP responder says a served certificate is revoked: replace it");
-                }
                 let refresh = match status.next_update {
                     Some(next) if next > status.this_update => {
                         status.this_update + (next - status.this_update) / 2
@@ -234,7 +251,8 @@ async fn fetch(
 
 /// The OCSP responder URL and a DER OCSP request for a certificate whose chain carries its
 /// issuer; `None` when the certificate names no responder or has no issuer in the chain.
-fn ocsp_request(ck: &CertifiedKey) -> Result<Option<(String, Vec<u8>)>, String> {
+#[allow(clippy::type_complexity)] // (responder URL, request, CertID content)
+fn ocsp_request(ck: &CertifiedKey) -> Result<Option<(String, Vec<u8>, Vec<u8>)>, String> {
     let (Some(leaf), Some(issuer)) = (ck.cert.first(), ck.cert.get(1)) else {
         return Ok(None);
     };
@@ -271,19 +289,17 @@ fn ocsp_request(ck: &CertifiedKey) -> Result<Option<(String, Vec<u8>)>, String> 
         0x30,
         &[der(0x06, &[0x2b, 0x0e, 0x03, 0x02, 0x1a]), der(0x05, &[])].concat(),
     );
-    let cert_id = der(
-        0x30,
-        &[
-            algorithm,
-            der(0x04, &name_hash),
-            der(0x04, &key_hash),
-            der(0x02, serial),
-        ]
-        .concat(),
-    );
+    let cert_id_content = [
+        algorithm,
+        der(0x04, &name_hash),
+        der(0x04, &key_hash),
+        der(0x02, serial),
+    ]
+    .concat();
+    let cert_id = der(0x30, &cert_id_content);
     // OCSPRequest { TBSRequest { requestList { Request { CertID } } } }
     let request = der(0x30, &der(0x30, &der(0x30, &der(0x30, &cert_id))));
-    Ok(Some((url, request)))
+    Ok(Some((url, request, cert_id_content)))
 }
 
 /// One DER element.
@@ -327,8 +343,13 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 }
 
 /// What a response says about the certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Status {
+    /// The CertID it answers about (DER content).
+    cert_id: Vec<u8>,
+    /// `good`.
+    good: bool,
+    /// `revoked`.
     revoked: bool,
     this_update: u64,
     next_update: Option<u64>,
@@ -381,7 +402,7 @@ fn parse_response(der: &[u8]) -> Result<Status, String> {
     let (_, single, _) = tlv(responses)
         .filter(|t| t.0 == 0x30)
         .ok_or_else(|| bad("single"))?;
-    let (_, _cert_id, rest) = tlv(single).ok_or_else(|| bad("certID"))?;
+    let (_, cert_id, rest) = tlv(single).ok_or_else(|| bad("certID"))?;
     let (status_tag, _, rest) = tlv(rest).ok_or_else(|| bad("certStatus"))?;
     let (_, this_update, rest) = tlv(rest)
         .filter(|t| t.0 == 0x18)
@@ -393,6 +414,8 @@ fn parse_response(der: &[u8]) -> Result<Status, String> {
         _ => None,
     };
     Ok(Status {
+        cert_id: cert_id.to_vec(),
+        good: status_tag == 0x80,
         revoked: status_tag == 0xa1,
         this_update: generalized_time(this_update).ok_or_else(|| bad("thisUpdate"))?,
         next_update,

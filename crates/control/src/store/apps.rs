@@ -234,25 +234,30 @@ impl Store {
         Ok(orphans)
     }
 
-    /// The hashes of `hashes` that are not stored yet.
+    /// The hashes of `hashes` that are not stored yet. The stored ones count as fresh again:
+    /// a version about to use them must not lose them to a sweep.
     pub async fn missing_blobs(&self, hashes: &[String]) -> Result<Vec<String>, Error> {
+        let _w = self.write.lock().await;
         let mut missing = Vec::new();
+        let t = now();
         for h in hashes.iter().collect::<BTreeSet<_>>() {
-            let have: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE hash = $1")
+            let touched = sqlx::query("UPDATE blobs SET created_at = $2 WHERE hash = $1")
                 .bind(h)
-                .fetch_optional(&self.pool)
+                .bind(t)
+                .execute(&self.pool)
                 .await?;
-            if have.is_none() {
+            if touched.rows_affected() == 0 {
                 missing.push(h.clone());
             }
         }
         Ok(missing)
     }
 
-    /// Records a stored file.
+    /// Records a stored file (or marks a stored one fresh).
     pub async fn add_blob(&self, hash: &str, size: u64) -> Result<(), Error> {
         sqlx::query(
-            "INSERT INTO blobs (hash, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING",
+            "INSERT INTO blobs (hash, size, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (hash) DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(hash)
         .bind(size as i64)
@@ -586,24 +591,6 @@ impl Store {
             })
             .collect()
     }
-
-    /// Forgets files (after they were removed from disk).
-    pub async fn remove_blobs(&self, hashes: &[String]) -> Result<(), Error> {
-        for h in hashes {
-            sqlx::query("DELETE FROM blobs WHERE hash = $1")
-                .bind(h)
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Stored files no version references (uploads of abandoned versions, deleted
-    /// versions): what a sweep removes.
-    pub async fn unreferenced_blobs(&self) -> Result<Vec<String>, Error> {
-        let mut conn = self.pool.acquire().await?;
-        orphan_blobs(&mut conn).await
-    }
 }
 
 fn no_version(slug: &str, number: u32) -> Error {
@@ -627,7 +614,9 @@ async fn ensure_version(
     found.map(|_| ()).ok_or_else(|| no_version(slug, number))
 }
 
-/// Stored files that no version references (older than an hour).
+/// Forgets stored files that no version references and nobody touched for an hour (an
+/// upload in progress refreshes its files), inside the caller's transaction; answers their
+/// hashes, whose files the caller removes from disk after the commit.
 async fn orphan_blobs(conn: &mut SqliteConnection) -> Result<Vec<String>, Error> {
     let mut used = BTreeSet::new();
     for files in sqlx::query_scalar::<_, String>("SELECT files FROM app_versions")
@@ -642,5 +631,12 @@ async fn orphan_blobs(conn: &mut SqliteConnection) -> Result<Vec<String>, Error>
         .bind(now() - 3600)
         .fetch_all(&mut *conn)
         .await?;
-    Ok(all.into_iter().filter(|h| !used.contains(h)).collect())
+    let orphans: Vec<String> = all.into_iter().filter(|h| !used.contains(h)).collect();
+    for h in &orphans {
+        sqlx::query("DELETE FROM blobs WHERE hash = $1")
+            .bind(h)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(orphans)
 }

@@ -94,6 +94,22 @@ impl Conn {
         if !self.buf.is_empty() {
             return false;
         }
+        if let UpStream::Tls(tls) = &mut self.stream {
+            // rustls may hold decrypted bytes the socket no longer shows, and may read
+            // records that came unasked (a TLS 1.3 session ticket): poll it without waiting;
+            // usable only when it has nothing (no data, no EOF, no error).
+            let mut probe = [0u8; 1];
+            let mut buf = tokio::io::ReadBuf::new(&mut probe);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            return matches!(
+                tokio::io::AsyncRead::poll_read(
+                    std::pin::Pin::new(tls.as_mut()),
+                    &mut cx,
+                    &mut buf
+                ),
+                std::task::Poll::Pending
+            );
+        }
         match self.stream.tcp().ready(Interest::READABLE).now_or_never() {
             None => true,
             Some(Ok(r)) if r.is_read_closed() => false,

@@ -196,10 +196,22 @@ impl Service {
         service
     }
 
-    /// Where pooled connections to `ep` are kept: its address, told apart by TLS settings.
+    /// Where pooled connections to `ep` are kept: its address, told apart by TLS settings
+    /// and, when each endpoint's own host is its TLS name, by that host (two names behind
+    /// one address never share a connection verified for the other).
     #[inline]
     pub fn pool_key(&self, ep: &Endpoint) -> pool::PoolKey {
-        (ep.addr, self.tls.as_ref().map_or(0, |t| t.id))
+        match &self.tls {
+            None => (ep.addr, 0),
+            Some(t) if t.has_server_name() => (ep.addr, t.id),
+            Some(t) => {
+                let mut h = t.id;
+                for b in ep.authority.as_bytes() {
+                    h = (h.rotate_left(5) ^ u32::from(*b)).wrapping_mul(0x9e37_79b9);
+                }
+                (ep.addr, h.max(1))
+            }
+        }
     }
 
     /// The current endpoint set (one atomic load).

@@ -219,6 +219,11 @@ impl TlsClient {
         })
     }
 
+    /// Whether one name is sent to every endpoint (else each endpoint's own host).
+    pub fn has_server_name(&self) -> bool {
+        self.server_name.is_some()
+    }
+
     /// The TLS handshake over a connected socket to an endpoint whose configured host is
     /// `host` (the server name unless one is set).
     pub async fn connect(&self, tcp: TcpStream, host: &str) -> io::Result<UpStream> {
