@@ -69,13 +69,13 @@ forward = { service = "users" }"#,
         (
             r#"[[routes]]
 match = { path = { prefix = "/a" } }"#,
-            "routes[0]: give an action: forward, redirect or fixed_response",
+            "routes[0]: give an action: forward, redirect, fixed_response or app",
         ),
         (
             r#"[[routes]]
 forward = { service = "users" }
 fixed_response = { status = 200 }"#,
-            "routes[0]: give only one action of forward, redirect and fixed_response",
+            "routes[0]: give only one action of forward, redirect, fixed_response and app",
         ),
         (
             r#"[[routes]]
