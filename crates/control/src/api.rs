@@ -1191,21 +1191,8 @@ async fn delete_app(State(st): St, Path(slug): Path<String>) -> Res {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Removes from disk the files the store forgot (no version references them).
 async fn sweep_blobs(st: &ControlPlane, orphans: Vec<String>) {
-    if orphans.is_empty() {
-        return;
-    }
-    // A file uploaded again meanwhile has its row back: keep it.
-    let mut gone = Vec::with_capacity(orphans.len());
-    for h in orphans {
-        if !st.store.has_blob(&h).await.unwrap_or(true) {
-            gone.push(h);
-        }
-    }
-    st.blobs.remove(&gone).await;
-    let orphans = gone;
-    tracing::info!(files = orphans.len(), "unreferenced app files removed");
+    st.sweep_files(orphans).await;
 }
 
 #[derive(Debug, Deserialize)]
@@ -1329,8 +1316,11 @@ async fn list_app_deployments(State(st): St, Path(slug): Path<String>) -> Res {
     for d in st.store.app_deployments(&slug).await? {
         let gid = st.store.gateway_id(&d.gateway).await?;
         let nodes = st.store.nodes(gid).await?;
+        let current = st.store.snapshot(gid).await?.map_or(0, |s| s.version);
         let mut v = to_value(&d);
         v["nodes"] = to_value(&nodes);
+        // Nodes at this snapshot serve `version`; others still serve an older one.
+        v["snapshot_version"] = json!(current);
         items.push(v);
     }
     ok(json!({ "items": items }))

@@ -131,6 +131,39 @@ pub struct ControlPlane {
     pub blobs: blobs::Blobs,
 }
 
+impl ControlPlane {
+    /// Removes from disk the app files the store forgot (no version references them); a
+    /// file uploaded again meanwhile has its row back and stays.
+    pub async fn sweep_files(&self, orphans: Vec<String>) {
+        if orphans.is_empty() {
+            return;
+        }
+        let mut gone = Vec::with_capacity(orphans.len());
+        for h in orphans {
+            if !self.store.has_blob(&h).await.unwrap_or(true) {
+                gone.push(h);
+            }
+        }
+        self.blobs.remove(&gone).await;
+        tracing::info!(files = gone.len(), "unreferenced app files removed");
+    }
+}
+
+/// Sweeps unreferenced app files every hour (uploads of versions never made, deleted
+/// versions) until the control plane is dropped.
+async fn sweep_files_hourly(state: std::sync::Weak<ControlPlane>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(st) = state.upgrade() else { return };
+        match st.store.take_unreferenced_blobs().await {
+            Ok(orphans) => st.sweep_files(orphans).await,
+            Err(e) => tracing::warn!(error = %e, "cannot sweep unreferenced app files"),
+        }
+    }
+}
+
 /// A control plane serving its admin API.
 #[derive(Debug)]
 pub struct Running {
@@ -196,6 +229,7 @@ pub async fn start(
         blobs: blobs::Blobs::new(&config.data_dir),
         config,
     });
+    tokio::spawn(sweep_files_hourly(Arc::downgrade(&state)));
     let app = api::router(state.clone());
     let tls = match &state.config.tls {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),

@@ -543,14 +543,21 @@ async fn status(c: &Client, slug: &str) -> anyhow::Result<()> {
         let node_text = if nodes.is_empty() {
             "-".to_owned()
         } else {
+            let current = d["snapshot_version"].as_u64();
             nodes
                 .iter()
                 .map(|n| {
-                    format!(
-                        "{} (snapshot {})",
-                        cell(n, "/node_id"),
-                        cell(n, "/applied_version")
-                    )
+                    let applied = n["applied_version"].as_u64();
+                    if applied.is_some() && applied == current {
+                        format!("{} (serving it)", cell(n, "/node_id"))
+                    } else {
+                        format!(
+                            "{} (behind: snapshot {} of {})",
+                            cell(n, "/node_id"),
+                            cell(n, "/applied_version"),
+                            current.unwrap_or_default()
+                        )
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join(", ")

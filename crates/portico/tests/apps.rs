@@ -166,7 +166,15 @@ async fn draft_on_default_published_on_a_custom_domain_with_everything_serving_d
     );
     let status = cp.cli_ok(&["apps", "status", "shop"]).await;
     assert!(
-        status.contains("live") && status.contains("node-"),
+        status
+            .lines()
+            .any(|l| l.starts_with("live") && l.contains("node-") && l.contains("(serving it)")),
+        "{status}"
+    );
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("default") && l.contains("builtin (serving it)")),
         "{status}"
     );
 

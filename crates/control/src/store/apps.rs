@@ -567,6 +567,16 @@ impl Store {
         Ok(moved)
     }
 
+    /// Forgets the stored files no version references (untouched for an hour); answers
+    /// their hashes, for removal from disk.
+    pub async fn take_unreferenced_blobs(&self) -> Result<Vec<String>, Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let orphans = orphan_blobs(&mut tx).await?;
+        tx.commit().await?;
+        Ok(orphans)
+    }
+
     /// Where an app's versions run.
     pub async fn app_deployments(&self, slug: &str) -> Result<Vec<AppDeploymentRecord>, Error> {
         let rows: Vec<(String, String, String, i64, Option<i64>, i64)> = sqlx::query_as(
