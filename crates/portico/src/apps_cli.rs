@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::cli::{Client, Output, cell, wait_for};
+use crate::cli::{Client, Output, cell, names, wait_for};
 
 /// `portico apps ...`
 #[derive(Debug, clap::Subcommand)]
@@ -497,12 +497,7 @@ async fn release(
     host: Option<&str>,
     wait: Option<u64>,
 ) -> anyhow::Result<()> {
-    let gateways: Vec<String> = gateways
-        .iter()
-        .flat_map(|g| g.split(','))
-        .map(|g| g.trim().to_owned())
-        .filter(|g| !g.is_empty())
-        .collect();
+    let gateways = names(gateways);
     let mut body = json!({"version": version, "gateways": gateways});
     if let Some(h) = host {
         body["host"] = json!(h);

@@ -233,6 +233,16 @@ impl Client {
     }
 }
 
+/// Names given as repeated flags or comma-separated (`--gateway a,b --gateway c`).
+pub(crate) fn names(given: &[String]) -> Vec<String> {
+    given
+        .iter()
+        .flat_map(|g| g.split(','))
+        .map(|g| g.trim().to_owned())
+        .filter(|g| !g.is_empty())
+        .collect()
+}
+
 /// Reads `pointer` (a JSON pointer such as `/spec/name`) as display text.
 pub(crate) fn cell(v: &Value, pointer: &str) -> String {
     let is_time = ["_at", "not_after", "not_before", "next_attempt"]
@@ -601,12 +611,7 @@ pub async fn deploy(
     gateways: &[String],
     wait: Option<Duration>,
 ) -> anyhow::Result<()> {
-    let gateways: Vec<String> = gateways
-        .iter()
-        .flat_map(|g| g.split(','))
-        .map(|g| g.trim().to_owned())
-        .filter(|g| !g.is_empty())
-        .collect();
+    let gateways = names(gateways);
     let (_, v) = c
         .call(
             Method::POST,
