@@ -1353,11 +1353,19 @@ async fn rollback_app(
     ok(json!({ "deployment": d, "targets": targets }))
 }
 
-/// A node fetches an app file by hash (with its gateway's token).
+/// A node fetches an app file of its gateway's snapshot by hash (with the gateway's token).
 async fn sync_blob(State(st): St, headers: HeaderMap, Path(hash): Path<String>) -> Res {
-    gateway_auth(&st, &headers).await?;
-    if !portico_model::app::hash_ok(&hash) || !st.store.has_blob(&hash).await? {
-        return Err(Error::NotFound(format!("no file {hash}")));
+    let owner = gateway_auth(&st, &headers).await?;
+    // Only files of what this gateway serves: another gateway's apps stay out of reach.
+    let serves_it = st
+        .store
+        .snapshot(owner.gateway_id)
+        .await?
+        .is_some_and(|s| s.body.contains(&format!("\"hash\":\"{hash}\"")));
+    if !portico_model::app::hash_ok(&hash) || !serves_it || !st.store.has_blob(&hash).await? {
+        return Err(Error::NotFound(format!(
+            "no file {hash} in what this gateway serves"
+        )));
     }
     let file = tokio::fs::File::open(st.blobs.path(&hash))
         .await

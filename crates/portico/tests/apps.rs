@@ -148,6 +148,31 @@ async fn draft_on_default_published_on_a_custom_domain_with_everything_serving_d
     let live = n.url("/");
     serves(&c, &draft, None, "<h1>v2</h1>").await;
     serves(&c, &live, Some("shop.example.com"), "<h1>v1</h1>").await;
+    // A node fetches only files of what its gateway serves, and only with its token.
+    let sha = |b: &[u8]| -> String {
+        sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(b))
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    };
+    let fetch = |hash: String, token: Option<String>| {
+        let url = format!("{}/api/v1/sync/blobs/{hash}", cp.url);
+        async move {
+            let mut req = reqwest::Client::new().get(url);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (st, body) = fetch(sha(b"<h1>v1</h1>"), Some(n.token.clone())).await;
+    assert_eq!((st, body.as_slice()), (200, b"<h1>v1</h1>".as_slice()));
+    let (st, _) = fetch(sha(b"<h1>v2</h1>"), Some(n.token.clone())).await;
+    assert_eq!(st, 404, "the draft's file is not the live gateway's");
+    let (st, _) = fetch(sha(b"<h1>v1</h1>"), None).await;
+    assert_eq!(st, 401);
+
     // Only the app's domain is served there.
     let (st, _, _) = get(&c, &live, Some("other.example.com"), &[]).await;
     assert_eq!(st, 404);
