@@ -7,6 +7,7 @@
 //! at least after the CA says its rate limit was hit. One order at a time: the CA sees one
 //! client per control plane, whatever the number of nodes.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,51 +97,218 @@ impl OrderError {
     }
 }
 
-/// Runs the ACME client until `shutdown` turns true.
+/// Where the ACME client keeps its account, hosts, challenges and certificates, and how
+/// challenges reach the servers that answer them: the control plane's store and its
+/// gateways' snapshots, or a standalone gateway's own state directory.
+pub trait Backend: Send + Sync {
+    /// The hosts that want a certificate now, each with the Unix second of its next order.
+    fn hosts(&self) -> impl Future<Output = Result<Vec<(String, i64)>, String>> + Send;
+    /// An order for `host` starts.
+    fn ordering(&self, host: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// Publishes a challenge and returns once the servers answer it.
+    fn challenge(&self, c: &AcmeChallenge) -> impl Future<Output = Result<(), String>> + Send;
+    /// Keeps an issued certificate (chain and key as PEM) and closes the host's challenges.
+    #[allow(clippy::too_many_arguments)] // one certificate's parts
+    fn issued(
+        &self,
+        host: &str,
+        chain: &str,
+        key_pem: &str,
+        not_before: i64,
+        not_after: i64,
+        renew_at: i64,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Records a failed order; `retry_at(failures in a row)` says when to try again.
+    fn failed(
+        &self,
+        host: &str,
+        error: &str,
+        retry_at: &(dyn Fn(i64) -> i64 + Sync),
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// The account's credentials (JSON) at this directory, if one was made.
+    fn account(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = Result<Option<String>, String>> + Send;
+    /// Keeps a new account's credentials (JSON; secret).
+    fn save_account(
+        &self,
+        directory: &str,
+        credentials: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Drops challenges a previous run left open.
+    fn clear_challenges(&self) -> impl Future<Output = ()> + Send;
+    /// Returns when something changed that may add hosts.
+    fn changed(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// The control plane as the ACME client's backend.
+struct ControlPlaneBackend<'a> {
+    cp: &'a ControlPlane,
+    propagation_timeout: Duration,
+}
+
+impl Backend for ControlPlaneBackend<'_> {
+    async fn hosts(&self) -> Result<Vec<(String, i64)>, String> {
+        let (hosts, moved) = self
+            .cp
+            .store
+            .acme_reconcile()
+            .await
+            .map_err(|e| e.to_string())?;
+        self.cp.hub.publish(&moved);
+        Ok(hosts
+            .into_iter()
+            .map(|h| (h.host, h.next_attempt))
+            .collect())
+    }
+
+    async fn ordering(&self, host: &str) -> Result<(), String> {
+        let moved = self
+            .cp
+            .store
+            .acme_ordering(host)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.cp.hub.publish(&moved);
+        Ok(())
+    }
+
+    async fn challenge(&self, c: &AcmeChallenge) -> Result<(), String> {
+        let moved = self
+            .cp
+            .store
+            .acme_add_challenge(c)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.cp.hub.publish(&moved);
+        wait_for_nodes(self.cp, &moved, self.propagation_timeout).await;
+        Ok(())
+    }
+
+    async fn issued(
+        &self,
+        host: &str,
+        chain: &str,
+        key_pem: &str,
+        not_before: i64,
+        not_after: i64,
+        renew_at: i64,
+    ) -> Result<(), String> {
+        let sealed = self.cp.sealer.seal(key_pem).map_err(|e| e.to_string())?;
+        let moved = self
+            .cp
+            .store
+            .acme_issued(host, chain, &sealed, not_before, not_after, renew_at)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.cp.hub.publish(&moved);
+        Ok(())
+    }
+
+    async fn failed(
+        &self,
+        host: &str,
+        error: &str,
+        retry_at: &(dyn Fn(i64) -> i64 + Sync),
+    ) -> Result<(), String> {
+        let moved = self
+            .cp
+            .store
+            .acme_failed(host, error, retry_at)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.cp.hub.publish(&moved);
+        Ok(())
+    }
+
+    async fn account(&self, directory: &str) -> Result<Option<String>, String> {
+        match self
+            .cp
+            .store
+            .acme_account(directory)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(sealed) => self
+                .cp
+                .sealer
+                .open(&sealed)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
+    }
+
+    async fn save_account(&self, directory: &str, credentials: &str) -> Result<(), String> {
+        let sealed = self
+            .cp
+            .sealer
+            .seal(credentials)
+            .map_err(|e| e.to_string())?;
+        self.cp
+            .store
+            .acme_save_account(directory, &sealed)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn clear_challenges(&self) {
+        match self.cp.store.acme_clear_challenges().await {
+            Ok(m) => self.cp.hub.publish(&m),
+            Err(e) => tracing::warn!(error = %e, "cannot clear old ACME challenges"),
+        }
+    }
+
+    async fn changed(&self) {
+        self.cp.hub.changed.notified().await;
+    }
+}
+
+/// Runs the control plane's ACME client until `shutdown` turns true.
 pub fn spawn(
     cp: Arc<ControlPlane>,
     config: AcmeConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let backend = ControlPlaneBackend {
+            cp: &cp,
+            propagation_timeout: config.propagation_timeout,
+        };
         tokio::select! {
-            () = run(&cp, &config) => {}
+            () = run(&backend, &config) => {}
             _ = shutdown.wait_for(|s| *s) => {}
         }
     })
 }
 
-async fn run(cp: &ControlPlane, config: &AcmeConfig) {
+/// Orders and renews certificates for the backend's hosts, for ever.
+pub async fn run<B: Backend>(backend: &B, config: &AcmeConfig) {
     tracing::info!(directory = %config.directory, challenge = config.challenge.as_str(), "automatic certificates on");
-    match cp.store.acme_clear_challenges().await {
-        Ok(m) => cp.hub.publish(&m),
-        Err(e) => tracing::warn!(error = %e, "cannot clear old ACME challenges"),
-    }
+    backend.clear_challenges().await;
     let mut account: Option<Account> = None;
     loop {
-        let hosts = match cp.store.acme_reconcile().await {
-            Ok((hosts, moved)) => {
-                cp.hub.publish(&moved);
-                hosts
-            }
+        let hosts = match backend.hosts().await {
+            Ok(hosts) => hosts,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the hosts that want certificates");
                 Vec::new()
             }
         };
         let t = now();
-        for h in hosts.iter().filter(|h| h.next_attempt <= t) {
+        for (host, _) in hosts.iter().filter(|(_, next)| *next <= t) {
             let started = Instant::now();
-            let result = order(cp, config, &mut account, &h.host).await;
+            let result = order(backend, config, &mut account, host).await;
             match result {
                 Ok(not_after) => {
-                    tracing::info!(host = %h.host, not_after, took_ms = started.elapsed().as_millis() as u64, "certificate issued");
+                    tracing::info!(host = %host, not_after, took_ms = started.elapsed().as_millis() as u64, "certificate issued");
                 }
                 Err(e) => {
                     let limited = e.rate_limited();
                     let base = config.retry_base.as_secs().max(1) as i64;
                     let max = config.retry_max.as_secs().max(1) as i64;
-                    let retry_at = |attempts: i64| {
+                    let retry_at = move |attempts: i64| {
                         let mut delay = base
                             .saturating_mul(1i64 << (attempts - 1).clamp(0, 30))
                             .min(max);
@@ -149,14 +317,9 @@ async fn run(cp: &ControlPlane, config: &AcmeConfig) {
                         }
                         now() + delay
                     };
-                    tracing::warn!(host = %h.host, error = %e, rate_limited = limited, "certificate order failed; retrying later");
-                    match cp
-                        .store
-                        .acme_failed(&h.host, &e.to_string(), retry_at)
-                        .await
-                    {
-                        Ok(m) => cp.hub.publish(&m),
-                        Err(e) => tracing::error!(error = %e, "cannot record a failed order"),
+                    tracing::warn!(host = %host, error = %e, rate_limited = limited, "certificate order failed; retrying later");
+                    if let Err(e) = backend.failed(host, &e.to_string(), &retry_at).await {
+                        tracing::error!(error = %e, "cannot record a failed order");
                     }
                     if matches!(e, OrderError::Acme(_)) {
                         // A fresh client next time: the CA may have been away.
@@ -166,21 +329,22 @@ async fn run(cp: &ControlPlane, config: &AcmeConfig) {
             }
         }
         // Sleep until the earliest renewal or retry, a change anywhere, or a minute.
-        let next = match cp.store.acme_hosts().await {
-            Ok(hosts) => hosts.iter().map(|h| h.next_attempt).min(),
-            Err(_) => None,
-        };
+        let next = backend
+            .hosts()
+            .await
+            .ok()
+            .and_then(|h| h.iter().map(|(_, n)| *n).min());
         let wait = next.map_or(60, |n| (n - now()).clamp(1, 60)) as u64;
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(wait)) => {}
-            () = cp.hub.changed.notified() => {}
+            () = backend.changed() => {}
         }
     }
 }
 
 /// Orders one host's certificate; returns its `notAfter`.
-async fn order(
-    cp: &ControlPlane,
+async fn order<B: Backend>(
+    backend: &B,
     config: &AcmeConfig,
     account: &mut Option<Account>,
     host: &str,
@@ -195,16 +359,11 @@ async fn order(
             "certificates are ordered for host names, not IP addresses: upload one".into(),
         ));
     }
-    let moved = cp
-        .store
-        .acme_ordering(host)
-        .await
-        .map_err(|e| OrderError::Other(e.to_string()))?;
-    cp.hub.publish(&moved);
+    backend.ordering(host).await.map_err(OrderError::Other)?;
     let acct = match account {
         Some(a) => a.clone(),
         None => {
-            let a = load_account(cp, config).await?;
+            let a = load_account(backend, config).await?;
             *account = Some(a.clone());
             a
         }
@@ -245,13 +404,7 @@ async fn order(
                     "the CA sent a malformed challenge token for {host}"
                 )));
             }
-            let moved = cp
-                .store
-                .acme_add_challenge(&c)
-                .await
-                .map_err(|e| OrderError::Other(e.to_string()))?;
-            cp.hub.publish(&moved);
-            wait_for_nodes(cp, &moved, config.propagation_timeout).await;
+            backend.challenge(&c).await.map_err(OrderError::Other)?;
             ch.set_ready().await?;
         }
     }
@@ -275,36 +428,34 @@ async fn order(
     let chain = order.poll_certificate(&retries).await?;
     let (not_before, not_after) = validity(&chain)?;
     let renew_at = not_before + (not_after - not_before) * 2 / 3;
-    let sealed = cp
-        .sealer
-        .seal(&key.serialize_pem())
-        .map_err(|e| OrderError::Other(e.to_string()))?;
-    let moved = cp
-        .store
-        .acme_issued(host, &chain, &sealed, not_before, not_after, renew_at)
+    backend
+        .issued(
+            host,
+            &chain,
+            &key.serialize_pem(),
+            not_before,
+            not_after,
+            renew_at,
+        )
         .await
-        .map_err(|e| OrderError::Other(e.to_string()))?;
-    cp.hub.publish(&moved);
+        .map_err(OrderError::Other)?;
     Ok(not_after)
 }
 
-/// The account at the configured CA: restored from the store, or made and stored (sealed).
-async fn load_account(cp: &ControlPlane, config: &AcmeConfig) -> Result<Account, OrderError> {
+/// The account at the configured CA: restored from the backend, or made and kept there.
+async fn load_account<B: Backend>(backend: &B, config: &AcmeConfig) -> Result<Account, OrderError> {
     let builder = match &config.ca_file {
         Some(path) => Account::builder_with_root(path)?,
         None => Account::builder()?,
     };
-    let other = |e: crate::Error| OrderError::Other(e.to_string());
-    if let Some(sealed) = cp
-        .store
-        .acme_account(&config.directory)
+    if let Some(json) = backend
+        .account(&config.directory)
         .await
-        .map_err(other)?
+        .map_err(OrderError::Other)?
     {
-        let creds: AccountCredentials =
-            serde_json::from_str(&cp.sealer.open(&sealed).map_err(other)?).map_err(|e| {
-                OrderError::Other(format!("stored ACME account is unreadable: {e}"))
-            })?;
+        let creds: AccountCredentials = serde_json::from_str(&json).map_err(|e| {
+            OrderError::Other(format!("the stored ACME account is unreadable: {e}"))
+        })?;
         return Ok(builder.from_credentials(creds).await?);
     }
     let eab = match &config.eab {
@@ -330,11 +481,10 @@ async fn load_account(cp: &ControlPlane, config: &AcmeConfig) -> Result<Account,
         )
         .await?;
     let json = serde_json::to_string(&creds).map_err(|e| OrderError::Other(e.to_string()))?;
-    let sealed = cp.sealer.seal(&json).map_err(other)?;
-    cp.store
-        .acme_save_account(&config.directory, &sealed)
+    backend
+        .save_account(&config.directory, &json)
         .await
-        .map_err(other)?;
+        .map_err(OrderError::Other)?;
     tracing::info!(directory = %config.directory, "ACME account created");
     Ok(acct)
 }
