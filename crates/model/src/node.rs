@@ -36,6 +36,62 @@ pub struct NodeSettings {
     /// each node counts alone when unset or when Redis does not answer in time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_redis: Option<String>,
+    /// Automatic certificates for a gateway run from a file (`acme = true` listeners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<NodeAcme>,
+}
+
+/// How a standalone gateway gets certificates from an ACME CA.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAcme {
+    /// The CA's directory URL, or `letsencrypt` / `letsencrypt-staging`.
+    pub directory: String,
+    /// Contact e-mail addresses for the account.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub email: Vec<String>,
+    /// PEM CA bundle to trust for the directory's HTTPS (a private or test CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// `http-01` (port 80) or `tls-alpn-01` (port 443).
+    #[serde(default = "http01")]
+    pub challenge: String,
+    /// Host names to get certificates for; the exact names routes match on when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Where the account, the certificates and their keys are kept (owner-only files).
+    #[serde(default = "acme_dir")]
+    pub state_dir: String,
+    /// External Account Binding key id, for CAs that need one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eab_kid: Option<String>,
+    /// External Account Binding HMAC key (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eab_hmac_key: Option<String>,
+}
+
+impl std::fmt::Debug for NodeAcme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeAcme")
+            .field("directory", &self.directory)
+            .field("challenge", &self.challenge)
+            .field("hosts", &self.hosts)
+            .field("state_dir", &self.state_dir)
+            .field("eab_kid", &self.eab_kid)
+            .field(
+                "eab_hmac_key",
+                &self.eab_hmac_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+fn http01() -> String {
+    "http-01".into()
+}
+
+fn acme_dir() -> String {
+    "portico-acme".into()
 }
 
 /// How a node reaches its control plane.
@@ -169,6 +225,7 @@ impl Default for NodeSettings {
             control_plane: None,
             admin: None,
             rate_limit_redis: None,
+            acme: None,
         }
     }
 }

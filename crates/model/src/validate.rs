@@ -74,10 +74,35 @@ pub fn gateway_file(f: &GatewayFile) -> Result<(), Error> {
         );
     }
     for (i, l) in f.listeners.iter().enumerate() {
-        if l.tls.as_ref().is_some_and(|t| t.acme) {
+        if l.tls.as_ref().is_some_and(|t| t.acme) && f.node.acme.is_none() {
             v.err(
                 format!("listeners[{i}].tls.acme"),
-                "automatic certificates are ordered by a control plane (portico server --acme-directory); a gateway run from a file names its certificate files",
+                "automatic certificates need an ACME CA: add [node.acme] with its directory (letsencrypt, or a URL)",
+            );
+        }
+    }
+    if let Some(a) = &f.node.acme {
+        if a.directory.trim().is_empty() {
+            v.err(
+                "node.acme.directory",
+                "give the CA's directory URL, or letsencrypt",
+            );
+        }
+        if crate::acme::ChallengeKind::parse(&a.challenge).is_none() {
+            v.err(
+                "node.acme.challenge",
+                format!("`{}`: use http-01 or tls-alpn-01", a.challenge),
+            );
+        }
+        for (i, h) in a.hosts.iter().enumerate() {
+            if let Err(m) = check_host(h, false) {
+                v.err(format!("node.acme.hosts[{i}]"), m);
+            }
+        }
+        if a.eab_kid.is_some() != a.eab_hmac_key.is_some() {
+            v.err(
+                "node.acme.eab_kid",
+                "give eab_kid and eab_hmac_key together",
             );
         }
     }

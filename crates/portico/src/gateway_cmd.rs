@@ -57,9 +57,27 @@ pub async fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<()> {
     if workers.is_some() {
         node.workers = workers;
     }
-    let gateway = Gateway::start(&node, &snapshot)
-        .await
-        .context("cannot start the gateway")?;
+    let gateway = std::sync::Arc::new(
+        Gateway::start(&node, &snapshot)
+            .await
+            .context("cannot start the gateway")?,
+    );
+    // Automatic certificates: the ACME client with its state on this node.
+    let acme = match &node.acme {
+        Some(settings) => {
+            let local =
+                crate::acme_local::LocalAcme::open(settings, gateway.clone(), snapshot.clone())
+                    .await
+                    .context("cannot start automatic certificates")?;
+            let config = crate::acme_local::LocalAcme::config(settings);
+            let client = local.clone();
+            let task = tokio::spawn(async move {
+                portico_control::acme::run(&*client, &config).await;
+            });
+            Some((local, task))
+        }
+        None => None,
+    };
     for (name, addr) in gateway.listeners().await {
         tracing::info!(listener = %name, %addr, "listener ready");
     }
@@ -78,19 +96,22 @@ pub async fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
                 seen = stamp(path);
-                reload(&gateway, path, &node).await;
+                reload(&gateway, path, &node, acme.as_ref().map(|(a, _)| a)).await;
             }
             _ = tick.tick(), if node.watch => {
                 let now = stamp(path);
                 if now != seen {
                     seen = now;
                     tracing::info!(file = %path.display(), "config file changed: reloading");
-                    reload(&gateway, path, &node).await;
+                    reload(&gateway, path, &node, acme.as_ref().map(|(a, _)| a)).await;
                 }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+    }
+    if let Some((_, task)) = &acme {
+        task.abort();
     }
     tracing::info!(drain_timeout = ?node.drain_timeout.get(), "shutting down: draining in-flight requests");
     gateway.shutdown().await;
@@ -98,7 +119,12 @@ pub async fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn reload(gateway: &Gateway, path: &Path, running: &NodeSettings) {
+async fn reload(
+    gateway: &Gateway,
+    path: &Path,
+    running: &NodeSettings,
+    acme: Option<&std::sync::Arc<crate::acme_local::LocalAcme>>,
+) {
     let file = match load(path) {
         Ok(f) => f,
         Err(e) => {
@@ -113,7 +139,11 @@ async fn reload(gateway: &Gateway, path: &Path, running: &NodeSettings) {
             "[node] settings changed; they apply at the next restart (routes, services and listeners apply now)"
         );
     }
-    match gateway.apply(&snapshot).await {
+    let applied = match acme {
+        Some(a) => a.set_base(snapshot).await.map_err(|e| e.to_string()),
+        None => gateway.apply(&snapshot).await.map_err(|e| e.to_string()),
+    };
+    match applied {
         Ok(version) => tracing::info!(%version, "config applied"),
         Err(e) => tracing::error!(error = %e, "reload refused, the running config keeps serving"),
     }

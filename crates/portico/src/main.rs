@@ -1,6 +1,7 @@
 //! The `portico` binary: one executable for gateway nodes (and, later, the control plane and
 //! client commands). Thin: it parses the command line, sets up logging and hands over.
 
+mod acme_local;
 mod apps_cli;
 mod cli;
 mod gateway_cmd;

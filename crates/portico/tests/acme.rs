@@ -620,3 +620,86 @@ async fn acme_listeners_need_a_control_plane_with_an_acme_ca() {
     let (_, after) = cp.api("GET", "/api/v1/gateways/default", None).await;
     assert_eq!(after["version"], gw["version"]);
 }
+
+/// A gateway run from a file, without a control plane: `[node.acme]` orders the certificate
+/// for the host its route matches (HTTP-01 answered by itself), keeps it in its state
+/// directory (owner-only), and a restart serves it without ordering again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_gateway_gets_and_keeps_its_certificate() {
+    let root = TempDir::new().unwrap();
+    let plan = PebblePlan::new(root.path());
+    let (http_port, tls_port) = (free_port(), free_port());
+    let pebble = plan.start(http_port, tls_port, None, None).await;
+    let state = root.path().join("acme-state");
+    let config = root.path().join("solo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[node]
+workers = 1
+internal = {{ address = "127.0.0.1:0" }}
+[node.acme]
+directory = "{}"
+ca_file = "{}"
+state_dir = "{}"
+email = ["ops@example.com"]
+[[listeners]]
+port = {http_port}
+[[listeners]]
+port = {tls_port}
+tls = {{ certificates = [], acme = true }}
+[[routes]]
+match = {{ hosts = ["solo.test"] }}
+fixed_response = {{ status = 200, body = "solo" }}
+"#,
+            pebble.directory,
+            pebble.tls_ca.display(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        Process::spawn(
+            Path::new(BIN),
+            &["gateway", "run", "--config", config.to_str().unwrap()],
+            &[],
+        )
+    };
+    let gw = run();
+    gw.wait_for("gateway running", WAIT).await;
+    let ca_root = pebble.root().await;
+    let (first, text) = eventually_https(tls_port, "solo.test", &ca_root, "/").await;
+    assert!(text.ends_with("solo"), "{text}");
+    assert_eq!(gw.count("certificate issued"), 1, "{}", gw.output());
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(state.join("state.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    drop(gw);
+    // Restarted: the kept certificate serves at once, no new order.
+    let gw = run();
+    gw.wait_for("gateway running", WAIT).await;
+    let (again, _) = eventually_https(tls_port, "solo.test", &ca_root, "/").await;
+    assert_eq!(again, first);
+    assert_eq!(gw.count("certificate issued"), 0, "{}", gw.output());
+    // Without [node.acme], an acme listener is refused with the fix named.
+    let bad = root.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("[[listeners]]\nport = {tls_port}\ntls = {{ certificates = [], acme = true }}\n[[routes]]\nfixed_response = {{ status = 200 }}\n"),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["gateway", "check", "--config", bad.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("[node.acme]"),
+        "{text}"
+    );
+}
