@@ -173,7 +173,7 @@ fn acme_http01(lr: &ListenerRuntime, req: &Request<ClientBody>) -> Option<Respon
     Some(resp)
 }
 
-/// Phases after routing: `authenticate -> (redirect | fixed | forward)`.
+/// Phases after routing: `authenticate -> (redirect | fixed | app | forward)`.
 async fn serve_route(
     lr: &ListenerRuntime,
     route: &Route,
