@@ -304,6 +304,9 @@ async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wi
             "kid-1",
             "--acme-eab-hmac-key",
             eab_key,
+            // A transient failure is retried within the test's patience.
+            "--acme-retry-base",
+            "2",
         ],
     )
     .await;
