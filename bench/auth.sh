@@ -13,10 +13,8 @@ ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-8}"
 command -v wrk >/dev/null || { echo "auth.sh: needs wrk (../shared/bench/setup.sh installs it)" >&2; exit 1; }
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -p portico)
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 cat > "$WORK/backend.toml" <<'TOML'
 [node]
@@ -55,17 +53,15 @@ for s in open key jwt; do
     [ "$code" = 200 ] || { echo "auth.sh: /$s/ answered $code" >&2; exit 1; }
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER/stat"; }
-HZ="$(getconf CLK_TCK)"
 declare -A RPS CPU
 for round in $(seq "$ROUNDS"); do
     for s in open key jwt; do
         hdr=()
         [ "$s" = key ] && hdr=(-H "apikey: $KEY")
         [ "$s" = jwt ] && hdr=(-H "Authorization: Bearer $JWT")
-        before="$(cpu_ticks)"
+        before="$(cpu_ticks "$SERVER")"
         out="$(taskset -c 1 wrk -t1 -c32 -d"${DURATION}s" "${hdr[@]}" "http://127.0.0.1:18480/$s/")"
-        after="$(cpu_ticks)"
+        after="$(cpu_ticks "$SERVER")"
         rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
         reqs="$(awk '/requests in/ {print $1}' <<<"$out")"
         us="$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')"
@@ -73,7 +69,6 @@ for round in $(seq "$ROUNDS"); do
         RPS[$s]="${RPS[$s]:-} $rps"; CPU[$s]="${CPU[$s]:-} $us"
     done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 o_rps="$(median <<<"${RPS[open]}")"; o_cpu="$(median <<<"${CPU[open]}")"
 printf '\n| route | req/s | x no auth | CPU us/req | x no auth CPU |\n|---|---|---|---|---|\n'
 for s in open key jwt; do

@@ -17,10 +17,8 @@ for t in wrk nginx taskset curl; do
     command -v "$t" >/dev/null || { echo "static.sh: needs $t (../shared/bench/setup.sh installs wrk and nginx)" >&2; exit 1; }
 done
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -p portico)
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 chmod 755 "$WORK"  # nginx workers run as another user
 mkdir -p "$WORK/site/assets"
@@ -63,9 +61,6 @@ for url in http://127.0.0.1:18701/site/index.html http://127.0.0.1:18703/site/in
     [ "$a" = "$b" ] || { echo "static.sh: $url does not serve the file" >&2; exit 1; }
 done
 
-cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
-nginx_pids() { echo "$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')"; }
-HZ="$(getconf CLK_TCK)"
 declare -A RPS CPU
 for round in $(seq "$ROUNDS"); do
     for server in nginx portico; do
@@ -82,7 +77,6 @@ for round in $(seq "$ROUNDS"); do
         done
     done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 printf '\n| file | server | req/s | CPU us/req | x nginx req/s | x nginx CPU |\n|---|---|---|---|---|---|\n'
 for file in index.html assets/data.bin; do
     nr="$(median <<<"${RPS[nginx.$file]}")"; nc="$(median <<<"${CPU[nginx.$file]}")"

@@ -15,10 +15,8 @@ for t in wrk nginx openssl taskset; do
     command -v "$t" >/dev/null || { echo "tls.sh: needs $t (../shared/bench/setup.sh installs wrk and nginx)" >&2; exit 1; }
 done
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -p portico)
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench.local \
     -addext subjectAltName=DNS:bench.local,IP:127.0.0.1 -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
@@ -83,13 +81,6 @@ for port in 18643 18644; do
     [ "$code" = 200 ] || { echo "tls.sh: port $port answered $code" >&2; exit 1; }
 done
 
-cpu_ticks() { # user+system ticks of the processes given
-    local t=0
-    for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-    echo "$t"
-}
-nginx_pids() { echo "$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')"; }
-HZ="$(getconf CLK_TCK)"
 declare -A RPS CPU HS
 for round in $(seq "$ROUNDS"); do
     for proxy in nginx portico; do
@@ -108,7 +99,6 @@ for round in $(seq "$ROUNDS"); do
         done
     done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # Handshakes alone, one at a time from one client (openssl s_time): full and resumed, with
 # TLS 1.3 and with TLS 1.2. (s_time reads nothing after a TLS 1.3 handshake, so it resumes
 # only when the server's session ticket came with the handshake: OpenSSL servers send it

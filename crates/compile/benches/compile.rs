@@ -49,7 +49,6 @@ fn bench(c: &mut Criterion) {
     c.bench_function("compile 5,000 routes", |b| {
         b.iter(|| {
             let input = Input {
-                gateway: &gw,
                 apis: defs
                     .iter()
                     .map(|(id, spec)| DeployedApi {
@@ -59,16 +58,7 @@ fn bench(c: &mut Criterion) {
                         spec,
                     })
                     .collect(),
-                routes: vec![],
-                services: &[],
-                api_keys: &[],
-                jwt: None,
-                tiers: &[],
-                consumers: &[],
-                certificates: &[],
-                acme_certificates: &[],
-                acme: &Default::default(),
-                apps: vec![],
+                ..Input::new(&gw)
             };
             let s = compile(&input).unwrap_or_default();
             assert_eq!(s.routes.len(), 5000);

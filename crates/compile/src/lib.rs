@@ -87,6 +87,33 @@ pub struct Input<'a> {
     pub apps: Vec<DeployedApp<'a>>,
 }
 
+/// The ACME part of an input without challenges or hosts.
+static NO_ACME: portico_model::AcmeState = portico_model::AcmeState {
+    challenges: Vec::new(),
+    hosts: Vec::new(),
+};
+
+impl<'a> Input<'a> {
+    /// A gateway with nothing deployed, stored or uploaded; set what it has with
+    /// `Input { apis, ..Input::new(&gw) }`.
+    pub fn new(gateway: &'a GatewaySpec) -> Self {
+        Self {
+            gateway,
+            apis: Vec::new(),
+            routes: Vec::new(),
+            services: &[],
+            api_keys: &[],
+            jwt: None,
+            tiers: &[],
+            consumers: &[],
+            certificates: &[],
+            acme_certificates: &[],
+            acme: &NO_ACME,
+            apps: Vec::new(),
+        }
+    }
+}
+
 /// One app version deployed to the gateway.
 #[derive(Clone, Debug)]
 pub struct DeployedApp<'a> {

@@ -33,18 +33,8 @@ fn deployed<'a>(spec: &'a ApiSpec, id: &'a str) -> DeployedApi<'a> {
 fn build(kind: GatewayKind, apis: Vec<DeployedApi<'_>>) -> Snapshot {
     let gw = GatewaySpec::new("gw", kind);
     compile(&Input {
-        gateway: &gw,
         apis,
-        routes: vec![],
-        services: &[],
-        api_keys: &[],
-        jwt: None,
-        tiers: &[],
-        consumers: &[],
-        certificates: &[],
-        acme_certificates: &[],
-        acme: &Default::default(),
-        apps: vec![],
+        ..Input::new(&gw)
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -167,35 +157,16 @@ fn raw_routes_bring_their_services_and_missing_ones_are_named() {
     let other = Service::new("unused", ["127.0.0.1:10".to_owned()]);
     let services = [svc, other];
     let s = compile(&Input {
-        gateway: &gw,
-        apis: vec![],
         routes: vec![&route],
         services: &services,
-        api_keys: &[],
-        jwt: None,
-        tiers: &[],
-        consumers: &[],
-        certificates: &[],
-        acme_certificates: &[],
-        acme: &Default::default(),
-        apps: vec![],
+        ..Input::new(&gw)
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.services.len(), 1);
     assert_eq!(s.routes[0].name.as_deref(), Some("mesh"));
     let err = compile(&Input {
-        gateway: &gw,
-        apis: vec![],
         routes: vec![&route],
-        services: &[],
-        api_keys: &[],
-        jwt: None,
-        tiers: &[],
-        consumers: &[],
-        certificates: &[],
-        acme_certificates: &[],
-        acme: &Default::default(),
-        apps: vec![],
+        ..Input::new(&gw)
     });
     assert!(
         matches!(err, Err(Error::MissingService { ref service, .. }) if service == "svc"),

@@ -64,6 +64,30 @@ impl Default for AcmeConfig {
     }
 }
 
+impl AcmeConfig {
+    /// The client's settings from `[node.acme]` (or the server's `--acme-*` flags):
+    /// `letsencrypt` and `letsencrypt-staging` name Let's Encrypt's directories, e-mail
+    /// addresses become `mailto:` contacts.
+    pub fn from_settings(s: &portico_model::NodeAcme) -> Self {
+        Self {
+            directory: match s.directory.as_str() {
+                "letsencrypt" => LETS_ENCRYPT.into(),
+                "letsencrypt-staging" => LETS_ENCRYPT_STAGING.into(),
+                d => d.to_owned(),
+            },
+            contact: s
+                .email
+                .iter()
+                .map(|e| format!("mailto:{}", e.trim_start_matches("mailto:")))
+                .collect(),
+            ca_file: s.ca_file.as_ref().map(PathBuf::from),
+            eab: s.eab_kid.clone().zip(s.eab_hmac_key.clone()),
+            challenge: ChallengeKind::parse(&s.challenge).unwrap_or_default(),
+            ..Self::default()
+        }
+    }
+}
+
 /// Why an order failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
@@ -118,13 +142,14 @@ pub trait Backend: Send + Sync {
         not_after: i64,
         renew_at: i64,
     ) -> impl Future<Output = Result<(), String>> + Send;
-    /// Records a failed order; `retry_at(failures in a row)` says when to try again.
+    /// Records a failed order; `retry_at(failures in a row)` says when to try again, and
+    /// that time is returned.
     fn failed(
         &self,
         host: &str,
         error: &str,
         retry_at: &(dyn Fn(i64) -> i64 + Sync),
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<i64, String>> + Send;
     /// The account's credentials (JSON) at this directory, if one was made.
     fn account(
         &self,
@@ -211,15 +236,15 @@ impl Backend for ControlPlaneBackend<'_> {
         host: &str,
         error: &str,
         retry_at: &(dyn Fn(i64) -> i64 + Sync),
-    ) -> Result<(), String> {
-        let moved = self
+    ) -> Result<i64, String> {
+        let (next, moved) = self
             .cp
             .store
             .acme_failed(host, error, retry_at)
             .await
             .map_err(|e| e.to_string())?;
         self.cp.hub.publish(&moved);
-        Ok(())
+        Ok(next)
     }
 
     async fn account(&self, directory: &str) -> Result<Option<String>, String> {
@@ -297,11 +322,14 @@ pub async fn run<B: Backend>(backend: &B, config: &AcmeConfig) {
             }
         };
         let t = now();
+        // The earliest next order: hosts not due keep theirs, ordered ones get a new one.
+        let mut next: Option<i64> = hosts.iter().map(|(_, n)| *n).filter(|n| *n > t).min();
         for (host, _) in hosts.iter().filter(|(_, next)| *next <= t) {
             let started = Instant::now();
             let result = order(backend, config, &mut account, host).await;
             match result {
-                Ok(not_after) => {
+                Ok((not_after, renew_at)) => {
+                    next = Some(next.map_or(renew_at, |n| n.min(renew_at)));
                     tracing::info!(host = %host, not_after, took_ms = started.elapsed().as_millis() as u64, "certificate issued");
                 }
                 Err(e) => {
@@ -318,8 +346,9 @@ pub async fn run<B: Backend>(backend: &B, config: &AcmeConfig) {
                         now() + delay
                     };
                     tracing::warn!(host = %host, error = %e, rate_limited = limited, "certificate order failed; retrying later");
-                    if let Err(e) = backend.failed(host, &e.to_string(), &retry_at).await {
-                        tracing::error!(error = %e, "cannot record a failed order");
+                    match backend.failed(host, &e.to_string(), &retry_at).await {
+                        Ok(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                        Err(e) => tracing::error!(error = %e, "cannot record a failed order"),
                     }
                     if matches!(e, OrderError::Acme(_)) {
                         // A fresh client next time: the CA may have been away.
@@ -329,11 +358,6 @@ pub async fn run<B: Backend>(backend: &B, config: &AcmeConfig) {
             }
         }
         // Sleep until the earliest renewal or retry, a change anywhere, or a minute.
-        let next = backend
-            .hosts()
-            .await
-            .ok()
-            .and_then(|h| h.iter().map(|(_, n)| *n).min());
         let wait = next.map_or(60, |n| (n - now()).clamp(1, 60)) as u64;
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(wait)) => {}
@@ -342,13 +366,13 @@ pub async fn run<B: Backend>(backend: &B, config: &AcmeConfig) {
     }
 }
 
-/// Orders one host's certificate; returns its `notAfter`.
+/// Orders one host's certificate; returns its `notAfter` and when to renew it.
 async fn order<B: Backend>(
     backend: &B,
     config: &AcmeConfig,
     account: &mut Option<Account>,
     host: &str,
-) -> Result<i64, OrderError> {
+) -> Result<(i64, i64), OrderError> {
     if host.starts_with("*.") {
         return Err(OrderError::Other(
             "a wildcard host needs the DNS-01 challenge, which the gateway cannot answer: upload a certificate for it".into(),
@@ -439,7 +463,7 @@ async fn order<B: Backend>(
         )
         .await
         .map_err(OrderError::Other)?;
-    Ok(not_after)
+    Ok((not_after, renew_at))
 }
 
 /// The account at the configured CA: restored from the backend, or made and kept there.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use portico_control::acme::{AcmeConfig, Backend};
+use portico_control::acme::Backend;
 use portico_model::{
     AcmeChallenge, AcmeHostState, AcmeHostStatus, AcmeState, NodeAcme, Snapshot, TlsCertificate,
 };
@@ -91,26 +91,6 @@ impl LocalAcme {
         });
         me.apply().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(me)
-    }
-
-    /// The client's settings.
-    pub fn config(settings: &NodeAcme) -> AcmeConfig {
-        AcmeConfig {
-            directory: match settings.directory.as_str() {
-                "letsencrypt" => portico_control::acme::LETS_ENCRYPT.into(),
-                "letsencrypt-staging" => portico_control::acme::LETS_ENCRYPT_STAGING.into(),
-                d => d.to_owned(),
-            },
-            contact: settings
-                .email
-                .iter()
-                .map(|e| format!("mailto:{}", e.trim_start_matches("mailto:")))
-                .collect(),
-            ca_file: settings.ca_file.as_ref().map(PathBuf::from),
-            eab: settings.eab_kid.clone().zip(settings.eab_hmac_key.clone()),
-            challenge: portico_model::ChallengeKind::parse(&settings.challenge).unwrap_or_default(),
-            ..AcmeConfig::default()
-        }
     }
 
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -312,10 +292,12 @@ impl Backend for LocalAcme {
         host: &str,
         error: &str,
         retry_at: &(dyn Fn(i64) -> i64 + Sync),
-    ) -> Result<(), String> {
+    ) -> Result<i64, String> {
+        let mut next = retry_at(1);
         if let Some(h) = Self::lock(&self.state).hosts.get_mut(host) {
             h.attempts += 1;
             h.next_attempt = retry_at(h.attempts);
+            next = h.next_attempt;
             h.last_error = Some(error.to_owned());
             h.state = if h.not_after.is_some_and(|t| t > now()) {
                 AcmeHostState::Valid
@@ -325,7 +307,7 @@ impl Backend for LocalAcme {
         }
         self.drop_challenges(host);
         self.save()?;
-        self.apply().await.map(|_| ())
+        self.apply().await.map(|_| next)
     }
 
     async fn account(&self, directory: &str) -> Result<Option<String>, String> {

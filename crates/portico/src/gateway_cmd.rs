@@ -69,7 +69,7 @@ pub async fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<()> {
                 crate::acme_local::LocalAcme::open(settings, gateway.clone(), snapshot.clone())
                     .await
                     .context("cannot start automatic certificates")?;
-            let config = crate::acme_local::LocalAcme::config(settings);
+            let config = portico_control::acme::AcmeConfig::from_settings(settings);
             let client = local.clone();
             let task = tokio::spawn(async move {
                 portico_control::acme::run(&*client, &config).await;

@@ -742,29 +742,23 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
                     (_, _, true) => Some(server_cmd::self_signed(&a.data_dir, &a.tls_hosts)?),
                     _ => None,
                 },
-                acme: match a.acme_directory {
-                    None => None,
-                    Some(dir) => Some(portico_control::acme::AcmeConfig {
-                        directory: match dir.as_str() {
-                            "letsencrypt" => portico_control::acme::LETS_ENCRYPT.into(),
-                            "letsencrypt-staging" => {
-                                portico_control::acme::LETS_ENCRYPT_STAGING.into()
-                            }
-                            _ => dir,
-                        },
-                        contact: a
-                            .acme_emails
-                            .iter()
-                            .map(|e| format!("mailto:{}", e.trim_start_matches("mailto:")))
-                            .collect(),
-                        ca_file: a.acme_ca_file,
-                        eab: a.acme_eab_kid.zip(a.acme_eab_hmac_key),
-                        challenge: portico_model::ChallengeKind::parse(&a.acme_challenge)
-                            .unwrap_or_default(),
+                acme: a
+                    .acme_directory
+                    .map(|directory| portico_control::acme::AcmeConfig {
                         retry_base: std::time::Duration::from_secs(a.acme_retry_base.max(1)),
-                        ..Default::default()
+                        ..portico_control::acme::AcmeConfig::from_settings(
+                            &portico_model::NodeAcme {
+                                directory,
+                                email: a.acme_emails,
+                                ca_file: a.acme_ca_file.map(|p| p.display().to_string()),
+                                challenge: a.acme_challenge,
+                                hosts: Vec::new(),
+                                state_dir: String::new(),
+                                eab_kid: a.acme_eab_kid,
+                                eab_hmac_key: a.acme_eab_hmac_key,
+                            },
+                        )
                     }),
-                },
             })
             .await
         }

@@ -351,23 +351,11 @@ async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wi
         )
         .await;
     assert_eq!(st, 200, "{v}");
-    cp.api(
-        "POST",
-        "/api/v1/apis",
-        Some(json!({"name": "App", "version": "v1", "context": "/app",
-            "production_endpoints": [format!("http://{}", up.addr)]})),
-    )
-    .await;
-    cp.api("POST", "/api/v1/apis/app-v1/revisions", None).await;
-    cp.cli_ok(&[
-        "deploy",
-        "app-v1",
-        "--revision",
-        "1",
-        "--gateway",
+    cp.deploy_api(
+        json!({"name": "App", "version": "v1", "context": "/app",
+            "production_endpoints": [format!("http://{}", up.addr)]}),
         "edge",
-        "--wait",
-    ])
+    )
     .await;
 
     let a = acme_state(&cp, "a.test", "valid").await;
@@ -536,23 +524,11 @@ async fn tls_alpn01_waits_for_a_ca_that_is_down_then_renews_short_lived_certific
         )
         .await;
     assert_eq!(st, 200, "{v}");
-    cp.api(
-        "POST",
-        "/api/v1/apis",
-        Some(json!({"name": "Site", "version": "v1", "context": "/site",
-            "production_endpoints": [format!("http://{}", up.addr)]})),
-    )
-    .await;
-    cp.api("POST", "/api/v1/apis/site-v1/revisions", None).await;
-    cp.cli_ok(&[
-        "deploy",
-        "site-v1",
-        "--revision",
-        "1",
-        "--gateway",
+    cp.deploy_api(
+        json!({"name": "Site", "version": "v1", "context": "/site",
+            "production_endpoints": [format!("http://{}", up.addr)]}),
         "default",
-        "--wait",
-    ])
+    )
     .await;
 
     // No CA yet: the order fails and says why; it is retried later.

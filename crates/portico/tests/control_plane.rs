@@ -802,23 +802,11 @@ async fn uploaded_certificates_reach_https_listeners_and_bad_ones_are_refused() 
         )
         .await;
     assert_eq!(st, 200, "{v}");
-    cp.api(
-        "POST",
-        "/api/v1/apis",
-        Some(json!({"name": "T", "version": "v1", "context": "/t",
-        "production_endpoints": [format!("http://{}", up.addr)]})),
-    )
-    .await;
-    cp.api("POST", "/api/v1/apis/t-v1/revisions", None).await;
-    cp.cli_ok(&[
-        "deploy",
-        "t-v1",
-        "--revision",
-        "1",
-        "--gateway",
+    cp.deploy_api(
+        json!({"name": "T", "version": "v1", "context": "/t",
+        "production_endpoints": [format!("http://{}", up.addr)]}),
         "tls-gw",
-        "--wait",
-    ])
+    )
     .await;
     // HTTPS with the uploaded certificate, trusted as its own root.
     let mut roots = rustls::RootCertStore::empty();

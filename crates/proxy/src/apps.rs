@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use http::header::{
@@ -34,12 +34,16 @@ const GZIP_MAX: u64 = 8 * 1024 * 1024;
 #[derive(Debug)]
 pub struct AppFiles {
     dir: PathBuf,
-    memory: Mutex<Memory>,
+    /// Read on every small-file request, written once per file: readers never wait on
+    /// each other.
+    memory: RwLock<Memory>,
 }
 
 #[derive(Debug, Default)]
 struct Memory {
     files: HashMap<String, Bytes>,
+    /// Gzipped copies of text files, by the hash of the original.
+    gzipped: HashMap<String, Bytes>,
     bytes: usize,
 }
 
@@ -48,7 +52,7 @@ impl AppFiles {
     pub fn new(dir: impl Into<PathBuf>) -> Arc<Self> {
         Arc::new(Self {
             dir: dir.into(),
-            memory: Mutex::default(),
+            memory: RwLock::default(),
         })
     }
 
@@ -62,9 +66,15 @@ impl AppFiles {
         portico_model::app::blob_path(&self.dir, hash)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Memory> {
         self.memory
-            .lock()
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Memory> {
+        self.memory
+            .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -77,12 +87,12 @@ impl AppFiles {
         end: u64,
     ) -> std::io::Result<ResponseBody> {
         if size <= MEMORY_FILE_MAX {
-            let cached = self.lock().files.get(hash).cloned();
+            let cached = self.read().files.get(hash).cloned();
             let all = match cached {
                 Some(b) => b,
                 None => {
                     let b = Bytes::from(tokio::fs::read(self.path(hash)).await?);
-                    let mut m = self.lock();
+                    let mut m = self.write();
                     if m.bytes + b.len() <= MEMORY_TOTAL_MAX && !m.files.contains_key(hash) {
                         m.bytes += b.len();
                         m.files.insert(hash.to_owned(), b.clone());
@@ -103,10 +113,9 @@ impl AppFiles {
 
     /// The gzip of a file, made once (off the event loop) and kept in memory.
     async fn gzip(&self, hash: &str, size: u64) -> std::io::Result<Bytes> {
-        let key = format!("{hash}.gz");
         {
-            let m = self.lock();
-            if let Some(b) = m.files.get(&key) {
+            let m = self.read();
+            if let Some(b) = m.gzipped.get(hash) {
                 return Ok(b.clone());
             }
             // Compressing again for every request would cost more than sending the file as
@@ -130,20 +139,25 @@ impl AppFiles {
         .await
         .map_err(std::io::Error::other)??;
         let b = Bytes::from(zipped);
-        let mut m = self.lock();
-        if m.bytes + b.len() <= MEMORY_TOTAL_MAX && !m.files.contains_key(&key) {
+        let mut m = self.write();
+        if m.bytes + b.len() <= MEMORY_TOTAL_MAX && !m.gzipped.contains_key(hash) {
             m.bytes += b.len();
-            m.files.insert(key, b.clone());
+            m.gzipped.insert(hash.to_owned(), b.clone());
         }
         Ok(b)
     }
 
     /// Drops memory copies of files no longer served.
     pub fn retain(&self, keep: &std::collections::HashSet<String>) {
-        let mut m = self.lock();
-        m.files
-            .retain(|h, _| keep.contains(h.strip_suffix(".gz").unwrap_or(h)));
-        m.bytes = m.files.values().map(Bytes::len).sum();
+        let mut m = self.write();
+        m.files.retain(|h, _| keep.contains(h));
+        m.gzipped.retain(|h, _| keep.contains(h));
+        m.bytes = m
+            .files
+            .values()
+            .chain(m.gzipped.values())
+            .map(Bytes::len)
+            .sum();
     }
 
     /// Removes files from disk that `keep` does not name; answers how many.
@@ -349,7 +363,7 @@ impl AppRuntime {
         let (mut coding, hash, mut size, mut tag) = e
             .encoded
             .iter()
-            .find(|(c, ..)| accepted.contains(c))
+            .find(|(c, ..)| accepted.takes(c))
             .map_or((None, &e.hash, e.size, &e.etag), |(c, h, s, t)| {
                 (Some(*c), h, *s, t)
             });
@@ -358,7 +372,7 @@ impl AppRuntime {
         if coding.is_none()
             && e.compressible
             && (GZIP_MIN..=GZIP_MAX).contains(&e.size)
-            && accepted.contains(&"gzip")
+            && accepted.gzip
         {
             match self.store.gzip(&e.hash, e.size).await {
                 Ok(b) => {
@@ -508,17 +522,40 @@ fn hexval(c: u8) -> Option<u8> {
     }
 }
 
-/// `br` and `gzip` as far as `Accept-Encoding` allows them (q=0 refuses).
-fn accepted_encodings(h: &HeaderMap) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if !h.contains_key(ACCEPT_ENCODING) {
-        return out;
+/// The codings of ours a client takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Accepted {
+    br: bool,
+    gzip: bool,
+}
+
+impl Accepted {
+    fn takes(self, coding: &str) -> bool {
+        match coding {
+            "br" => self.br,
+            "gzip" => self.gzip,
+            _ => false,
+        }
     }
+
+    /// Brotli first when both are taken.
+    #[cfg(test)]
+    fn list(self) -> Vec<&'static str> {
+        [(self.br, "br"), (self.gzip, "gzip")]
+            .into_iter()
+            .filter_map(|(on, c)| on.then_some(c))
+            .collect()
+    }
+}
+
+/// `br` and `gzip` as far as `Accept-Encoding` allows them (q=0 refuses); no allocation.
+fn accepted_encodings(h: &HeaderMap) -> Accepted {
+    let mut out = Accepted::default();
     for v in h.get_all(ACCEPT_ENCODING) {
         let Ok(v) = v.to_str() else { continue };
         for item in v.split(',') {
             let mut parts = item.split(';');
-            let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let name = parts.next().unwrap_or("").trim();
             let refused = parts.any(|p| {
                 p.trim()
                     .strip_prefix("q=")
@@ -528,17 +565,18 @@ fn accepted_encodings(h: &HeaderMap) -> Vec<&'static str> {
             if refused {
                 continue;
             }
-            match name.as_str() {
-                "br" => out.push("br"),
-                "gzip" | "x-gzip" => out.push("gzip"),
-                "*" => out.extend(["br", "gzip"]),
-                _ => {}
+            if name.eq_ignore_ascii_case("br") {
+                out.br = true;
+            } else if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+                out.gzip = true;
+            } else if name == "*" {
+                out = Accepted {
+                    br: true,
+                    gzip: true,
+                };
             }
         }
     }
-    // Brotli first when both are taken.
-    out.sort_by_key(|c| if *c == "br" { 0 } else { 1 });
-    out.dedup();
     out
 }
 
@@ -787,7 +825,7 @@ mod tests {
                 ACCEPT_ENCODING,
                 HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("")),
             );
-            accepted_encodings(&h)
+            accepted_encodings(&h).list()
         };
         assert_eq!(a("gzip, deflate, br"), vec!["br", "gzip"]);
         assert_eq!(a("gzip;q=1, br;q=0"), vec!["gzip"]);

@@ -288,18 +288,14 @@ impl Store {
     pub async fn acme_ordering(&self, host: &str) -> Result<Moved, Error> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        {
-            {
-                sqlx::query(
-                    "UPDATE acme_hosts SET state = CASE WHEN state = 'valid' THEN 'valid' ELSE 'pending' END, \
-                     updated_at = $2 WHERE host = $1",
-                )
-                .bind(host)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
+        sqlx::query(
+            "UPDATE acme_hosts SET state = CASE WHEN state = 'valid' THEN 'valid' ELSE 'pending' END, \
+             updated_at = $2 WHERE host = $1",
+        )
+        .bind(host)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
         self.acme_commit(tx).await
     }
 
@@ -307,21 +303,17 @@ impl Store {
     pub async fn acme_add_challenge(&self, c: &AcmeChallenge) -> Result<Moved, Error> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        {
-            {
-                sqlx::query(
-                    "INSERT INTO acme_challenges (token, host, kind, key_authorization, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token) DO NOTHING",
-                )
-                .bind(&c.token)
-                .bind(&c.host)
-                .bind(c.kind.as_str())
-                .bind(&c.key_authorization)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
+        sqlx::query(
+            "INSERT INTO acme_challenges (token, host, kind, key_authorization, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token) DO NOTHING",
+        )
+        .bind(&c.token)
+        .bind(&c.host)
+        .bind(c.kind.as_str())
+        .bind(&c.key_authorization)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
         self.acme_commit(tx).await
     }
 
@@ -338,81 +330,69 @@ impl Store {
     ) -> Result<Moved, Error> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        {
-            {
-                sqlx::query(
-                    "UPDATE acme_hosts SET state = 'valid', cert_pem = $2, key_sealed = $3, \
-                     not_before = $4, not_after = $5, next_attempt = $6, attempts = 0, \
-                     last_error = NULL, updated_at = $7 WHERE host = $1",
-                )
-                .bind(host)
-                .bind(cert_pem)
-                .bind(key_sealed)
-                .bind(not_before)
-                .bind(not_after)
-                .bind(renew_at)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("DELETE FROM acme_challenges WHERE host = $1")
-                    .bind(host)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+        sqlx::query(
+            "UPDATE acme_hosts SET state = 'valid', cert_pem = $2, key_sealed = $3, \
+             not_before = $4, not_after = $5, next_attempt = $6, attempts = 0, \
+             last_error = NULL, updated_at = $7 WHERE host = $1",
+        )
+        .bind(host)
+        .bind(cert_pem)
+        .bind(key_sealed)
+        .bind(not_before)
+        .bind(not_after)
+        .bind(renew_at)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM acme_challenges WHERE host = $1")
+            .bind(host)
+            .execute(&mut *tx)
+            .await?;
         self.acme_commit(tx).await
     }
 
     /// Records a failed order: the host keeps a still-valid certificate, else is in error;
-    /// the next attempt is at `retry_at`. Returns the failures in a row, with the moves.
+    /// the next attempt is `retry_at(failures in a row)`, which is returned with the moves.
     pub async fn acme_failed(
         &self,
         host: &str,
         error: &str,
         retry_at: impl Fn(i64) -> i64,
-    ) -> Result<Moved, Error> {
+    ) -> Result<(i64, Moved), Error> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
         let attempts: i64 = sqlx::query_scalar("SELECT attempts FROM acme_hosts WHERE host = $1")
             .bind(host)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
             .unwrap_or(0)
             + 1;
         let next = retry_at(attempts);
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
-        {
-            {
-                sqlx::query(
-                    "UPDATE acme_hosts SET state = CASE WHEN not_after > $5 THEN 'valid' ELSE 'error' END, \
-                     last_error = $2, attempts = $3, next_attempt = $4, updated_at = $5 WHERE host = $1",
-                )
-                .bind(host)
-                .bind(error)
-                .bind(attempts)
-                .bind(next)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("DELETE FROM acme_challenges WHERE host = $1")
-                    .bind(host)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        self.acme_commit(tx).await
+        sqlx::query(
+            "UPDATE acme_hosts SET state = CASE WHEN not_after > $5 THEN 'valid' ELSE 'error' END, \
+             last_error = $2, attempts = $3, next_attempt = $4, updated_at = $5 WHERE host = $1",
+        )
+        .bind(host)
+        .bind(error)
+        .bind(attempts)
+        .bind(next)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM acme_challenges WHERE host = $1")
+            .bind(host)
+            .execute(&mut *tx)
+            .await?;
+        Ok((next, self.acme_commit(tx).await?))
     }
 
     /// Drops challenges left open by a previous run (their orders are gone with it).
     pub async fn acme_clear_challenges(&self) -> Result<Moved, Error> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        {
-            {
-                sqlx::query("DELETE FROM acme_challenges")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+        sqlx::query("DELETE FROM acme_challenges")
+            .execute(&mut *tx)
+            .await?;
         self.acme_commit(tx).await
     }
 

@@ -295,6 +295,28 @@ pub async fn start_redis() -> (Process, u16) {
 }
 
 impl ControlPlane {
+    /// Creates the API `spec` (its id is `<name>-<version>`, lower case), freezes revision 1
+    /// and deploys it to `gateway`, waiting until the gateway's nodes serve it.
+    pub async fn deploy_api(&self, spec: Value, gateway: &str) {
+        let (st, v) = self.api("POST", "/api/v1/apis", Some(spec)).await;
+        assert_eq!(st, 201, "{v}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        let (st, v) = self
+            .api("POST", &format!("/api/v1/apis/{id}/revisions"), None)
+            .await;
+        assert_eq!(st, 201, "{v}");
+        self.cli_ok(&[
+            "deploy",
+            &id,
+            "--revision",
+            "1",
+            "--gateway",
+            gateway,
+            "--wait",
+        ])
+        .await;
+    }
+
     /// Links `node` as gateway `name` of type `kind` (its traffic on the node's port) with
     /// the CLI; answers what it printed.
     pub async fn link(&self, node: &Node, name: &str, kind: &str, extra: &[&str]) -> String {
