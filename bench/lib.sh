@@ -14,3 +14,9 @@ HZ="$(getconf CLK_TCK)"
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 nginx_pids() { echo "$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')"; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# The median of per-round ratios a_i / b_i of two space-separated lists of the same rounds
+# (robust to the machine speeding up or slowing down between rounds).
+ratio_median() {
+    paste <(tr ' ' '\n' <<<"$1" | grep -v '^$') <(tr ' ' '\n' <<<"$2" | grep -v '^$') \
+        | awk '{printf "%.4f\n", $1 / $2}' | median
+}

@@ -79,10 +79,10 @@ for round in $(seq "$ROUNDS"); do
 done
 printf '\n| file | server | req/s | CPU us/req | x nginx req/s | x nginx CPU |\n|---|---|---|---|---|---|\n'
 for file in index.html assets/data.bin; do
-    nr="$(median <<<"${RPS[nginx.$file]}")"; nc="$(median <<<"${CPU[nginx.$file]}")"
     for server in nginx portico; do
         r="$(median <<<"${RPS[$server.$file]}")"; c="$(median <<<"${CPU[$server.$file]}")"
-        printf '| %s | %s | %s | %s | %.2f | %.2f |\n' "$file" "$server" "$r" "$c" "$(echo "$r / $nr" | bc -l)" "$(echo "$nc / $c" | bc -l)"
+        printf '| %s | %s | %s | %s | %.2f | %.2f |\n' "$file" "$server" "$r" "$c" \
+            "$(ratio_median "${RPS[$server.$file]}" "${RPS[nginx.$file]}")" "$(ratio_median "${CPU[nginx.$file]}" "${CPU[$server.$file]}")"
     done
 done
 

@@ -118,10 +118,10 @@ for proxy in nginx portico; do
 done
 printf '\n| scenario | proxy | req/s | CPU us/req | x nginx req/s | x nginx CPU |\n|---|---|---|---|---|---|\n'
 for mode in keepalive handshake; do
-    nr="$(median <<<"${RPS[nginx.$mode]}")"; nc="$(median <<<"${CPU[nginx.$mode]}")"
     for proxy in nginx portico; do
         r="$(median <<<"${RPS[$proxy.$mode]}")"; c="$(median <<<"${CPU[$proxy.$mode]}")"
-        printf '| %s | %s | %s | %s | %.2f | %.2f |\n' "$mode" "$proxy" "$r" "$c" "$(echo "$r / $nr" | bc -l)" "$(echo "$nc / $c" | bc -l)"
+        printf '| %s | %s | %s | %s | %.2f | %.2f |\n' "$mode" "$proxy" "$r" "$c" \
+            "$(ratio_median "${RPS[$proxy.$mode]}" "${RPS[nginx.$mode]}")" "$(ratio_median "${CPU[nginx.$mode]}" "${CPU[$proxy.$mode]}")"
     done
 done
 printf '\n| handshakes, one client | nginx /s | Portico /s | x nginx |\n|---|---|---|---|\n'
