@@ -25,13 +25,22 @@ pub enum Error {
     },
     /// An HTTPS listener has no certificate for the gateway's hosts.
     #[error(
-        "gateway `{gateway}` has an HTTPS listener but no uploaded certificate covers its hosts ({hosts}): upload one with POST /api/v1/certificates"
+        "gateway `{gateway}` has an HTTPS listener but no uploaded certificate covers its hosts ({hosts}): upload one with `portico certificates upload` (POST /api/v1/certificates)"
     )]
     NoCertificate {
         /// The gateway.
         gateway: String,
         /// The hosts it serves.
         hosts: String,
+    },
+    /// An HTTPS listener on a gateway that serves no host names: no certificate can be
+    /// chosen for it (each certificate goes only to the gateways serving its names).
+    #[error(
+        "gateway `{gateway}` has an HTTPS listener but serves no host names, so no certificate can be chosen for it: give the gateway `hosts` (or its APIs `hosts`) that an uploaded certificate covers"
+    )]
+    NoHosts {
+        /// The gateway.
+        gateway: String,
     },
     /// The result breaks a data-plane rule (two routes with one name, say).
     #[error("the snapshot for gateway `{gateway}` is not valid: {source}")]
@@ -149,11 +158,12 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
     served.iter_mut().for_each(|h| *h = h.to_ascii_lowercase());
     served.sort();
     served.dedup();
+    // A certificate travels (with its private key) only to gateways serving a name it
+    // covers: a gateway without hosts gets none, never every uploaded key.
     let covers_served = |c: &&portico_model::TlsCertificate| {
-        served.is_empty()
-            || c.hosts
-                .iter()
-                .any(|p| served.iter().any(|h| host_covers(p, h)))
+        c.hosts
+            .iter()
+            .any(|p| served.iter().any(|h| host_covers(p, h)))
     };
     for l in &mut listeners {
         if let Some(tls) = &mut l.tls
@@ -168,28 +178,24 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
                 .cloned()
                 .collect();
             if tls.acme {
-                // Issued certificates name one host each: only those this gateway serves
-                // (a gateway without hosts gets none, never another gateway's keys).
+                // Issued certificates name one host each: only those this gateway serves.
                 tls.certificates.extend(
                     input
                         .acme_certificates
                         .iter()
-                        .filter(|c| {
-                            c.hosts
-                                .iter()
-                                .any(|p| served.iter().any(|h| host_covers(p, h)))
-                        })
+                        .filter(covers_served)
                         .cloned(),
                 );
             }
             if tls.certificates.is_empty() && !tls.acme {
+                if served.is_empty() {
+                    return Err(Error::NoHosts {
+                        gateway: gw.name.clone(),
+                    });
+                }
                 return Err(Error::NoCertificate {
                     gateway: gw.name.clone(),
-                    hosts: if served.is_empty() {
-                        "any".into()
-                    } else {
-                        served.join(", ")
-                    },
+                    hosts: served.join(", "),
                 });
             }
         }
@@ -281,8 +287,13 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
     let mut consumers: Vec<portico_model::ConsumerLimits> = input
         .consumers
         .iter()
-        .filter(|c| c.tier.is_some() || !c.subscriptions.is_empty())
+        .filter(|c| c.tier.is_some() || !c.subscriptions.is_empty() || !c.apis.is_empty())
         .cloned()
+        .map(|mut c| {
+            c.apis.sort();
+            c.apis.dedup();
+            c
+        })
         .collect();
     consumers.sort_by(|a, b| a.name.cmp(&b.name));
     for c in &consumers {

@@ -209,3 +209,78 @@ fn mixed_schemes_and_tls_settings_for_cleartext_backends_are_refused() {
     let e = a.validate().unwrap_err().to_string();
     assert!(e.contains("https://"), "{e}");
 }
+
+fn cert(hosts: &[&str], key: &str) -> portico_model::TlsCertificate {
+    portico_model::TlsCertificate {
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        cert_pem: Some(format!("cert for {key}")),
+        key_pem: Some(key.to_owned()),
+        ..Default::default()
+    }
+}
+
+fn https_gateway(hosts: &[&str]) -> GatewaySpec {
+    let mut gw = GatewaySpec::new("gw", GatewayKind::Production);
+    gw.hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
+    let mut l = Listener::new(8443, ListenerProtocol::Http);
+    l.tls = Some(portico_model::ListenerTls {
+        certificates: vec![],
+        client_ca_file: None,
+        client_cert_required: true,
+        acme: false,
+    });
+    gw.listeners = vec![l];
+    gw
+}
+
+fn keys_in(s: &Snapshot) -> Vec<String> {
+    s.listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .flat_map(|t| t.certificates.iter().filter_map(|c| c.key_pem.clone()))
+        .collect()
+}
+
+#[test]
+fn gateways_get_only_the_private_keys_of_names_they_serve() {
+    let uploaded = [
+        cert(&["a.example.com"], "key-a"),
+        cert(&["*.b.example.com"], "key-b"),
+    ];
+    let gw = https_gateway(&["a.example.com"]);
+    let s = compile(&Input {
+        certificates: &uploaded,
+        acme_certificates: &uploaded,
+        ..Input::new(&gw)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(keys_in(&s), vec!["key-a".to_owned()]);
+    let gw = https_gateway(&["x.b.example.com"]);
+    let s = compile(&Input {
+        certificates: &uploaded,
+        ..Input::new(&gw)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(keys_in(&s), vec!["key-b".to_owned()]);
+    // A gateway serving no names gets no key at all, and is told why.
+    let gw = https_gateway(&[]);
+    let e = compile(&Input {
+        certificates: &uploaded,
+        ..Input::new(&gw)
+    })
+    .err()
+    .unwrap_or_else(|| panic!("a host-less HTTPS gateway compiled"));
+    assert!(e.to_string().contains("serves no host names"), "{e}");
+    // With automatic certificates it compiles, still without anyone's key.
+    let mut gw = https_gateway(&[]);
+    if let Some(t) = gw.listeners[0].tls.as_mut() {
+        t.acme = true;
+    }
+    let s = compile(&Input {
+        certificates: &uploaded,
+        acme_certificates: &uploaded,
+        ..Input::new(&gw)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(keys_in(&s).is_empty());
+}

@@ -503,7 +503,36 @@ async fn gateway_snapshot(State(st): St, Path(name): Path<String>) -> Res {
         .snapshot(gid)
         .await?
         .ok_or_else(|| Error::NotFound(format!("gateway `{name}` has no snapshot yet")))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], snap.body).into_response())
+    let mut env: Value = serde_json::from_str(&snap.body)
+        .map_err(|e| Error::Internal(format!("a stored snapshot does not read: {e}")))?;
+    redact_private_keys(&mut env);
+    ok(env)
+}
+
+/// Takes the private keys out of a snapshot envelope shown to an admin: they reach only
+/// the gateway's own nodes, over the sync channel.
+fn redact_private_keys(env: &mut Value) {
+    let Some(listeners) = env
+        .pointer_mut("/snapshot/listeners")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for l in listeners {
+        let Some(certs) = l
+            .pointer_mut("/tls/certificates")
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
+        for c in certs {
+            if let Some(obj) = c.as_object_mut()
+                && obj.remove("key_pem").is_some()
+            {
+                obj.insert("key_pem_redacted".into(), Value::Bool(true));
+            }
+        }
+    }
 }
 
 fn node_state(
@@ -547,7 +576,7 @@ async fn nodes_view(st: &ControlPlane, gid: i64, current: u64) -> Result<Vec<Val
 
 async fn gateway_nodes(State(st): St, Path(name): Path<String>) -> Res {
     let gid = st.store.gateway_id(&name).await?;
-    let current = st.store.snapshot(gid).await?.map_or(0, |s| s.version);
+    let current = st.store.snapshot_version(gid).await?;
     ok(
         json!({ "gateway": name, "snapshot_version": current, "nodes": nodes_view(&st, gid, current).await? }),
     )
@@ -816,7 +845,7 @@ async fn targets_with_versions(st: &ControlPlane, names: &[String]) -> Result<Ve
     let mut out = Vec::new();
     for name in names {
         let gid = st.store.gateway_id(name).await?;
-        let v = st.store.snapshot(gid).await?.map_or(0, |s| s.version);
+        let v = st.store.snapshot_version(gid).await?;
         out.push(json!({ "gateway": name, "snapshot_version": v }));
     }
     Ok(out)
@@ -1316,7 +1345,7 @@ async fn list_app_deployments(State(st): St, Path(slug): Path<String>) -> Res {
     for d in st.store.app_deployments(&slug).await? {
         let gid = st.store.gateway_id(&d.gateway).await?;
         let nodes = st.store.nodes(gid).await?;
-        let current = st.store.snapshot(gid).await?.map_or(0, |s| s.version);
+        let current = st.store.snapshot_version(gid).await?;
         let mut v = to_value(&d);
         v["nodes"] = to_value(&nodes);
         // Nodes at this snapshot serve `version`; others still serve an older one.
@@ -1594,6 +1623,9 @@ async fn issue_for_client(
     {
         return Ok(invalid_client());
     }
+    if st.store.consumer(&client.consumer).await?.spec.blocked {
+        return Ok(invalid_client());
+    }
     let (grantable, apis) = st.store.grantable(&client.consumer).await?;
     let scopes: Vec<String> = match scope {
         None => grantable.clone(),
@@ -1714,7 +1746,11 @@ async fn test_token(State(st): St, Path(name): Path<String>, bytes: Bytes) -> Re
     if !fields.is_empty() {
         return Err(Error::Invalid(fields));
     }
-    st.store.consumer(&name).await?;
+    if st.store.consumer(&name).await?.spec.blocked {
+        return Err(Error::Conflict(format!(
+            "consumer `{name}` is blocked: unblock it first (`portico consumers unblock {name}`)"
+        )));
+    }
     let (grantable, apis) = st.store.grantable(&name).await?;
     let scopes: Vec<String> = match &req.scope {
         None => grantable,
@@ -1768,11 +1804,7 @@ struct SyncQuery {
 
 async fn sync_snapshot(State(st): St, headers: HeaderMap, Query(q): Query<SyncQuery>) -> Res {
     let owner = gateway_auth(&st, &headers).await?;
-    let current = st
-        .store
-        .snapshot(owner.gateway_id)
-        .await?
-        .map_or(0, |s| s.version);
+    let current = st.store.snapshot_version(owner.gateway_id).await?;
     let mut rx = st.hub.subscribe(owner.gateway_id, current);
     let wait = Duration::from_secs(q.wait.unwrap_or(30)).min(st.config.long_poll_max);
     let deadline = tokio::time::Instant::now() + wait;

@@ -122,6 +122,53 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))
 }
 
+/// Creates `dir` (and its missing parents) readable by the owner only, and warns when an
+/// existing one is open to others: it holds secrets that mode bits must keep to the owner.
+pub fn private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                Error::Internal(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        return Ok(());
+    }
+    if let Ok(meta) = std::fs::metadata(dir) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = %format!("{mode:04o}"),
+                "the data directory is open to other users: it holds the secret key and the database; run `chmod 700 {}`",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates `path` empty with mode 0600 when it does not exist, and takes an existing one
+/// back to 0600.
+pub fn private_file(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let err = |e: std::io::Error| Error::Internal(format!("cannot create {}: {e}", path.display()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -202,6 +202,10 @@ pub struct ConsumerSpec {
     /// Throttling tier applied to everything it calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+    /// Blocked: its API keys and tokens are refused on every gateway from the next
+    /// snapshot on, and the token service issues it none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
 }
 
 impl ConsumerSpec {
@@ -337,6 +341,18 @@ impl GatewaySpec {
             && let Err(m) = validate::check_host(h, false)
         {
             errors.push(FieldError::new("apps_host", m));
+        }
+        // A private key in a gateway definition would be stored and shown in clear:
+        // uploaded certificates are sealed and reach only the listeners serving their hosts.
+        for (i, l) in self.listeners.iter().enumerate() {
+            for (j, c) in l.tls.iter().flat_map(|t| t.certificates.iter()).enumerate() {
+                if c.key_pem.is_some() {
+                    errors.push(FieldError::new(
+                        format!("listeners[{i}].tls.certificates[{j}].key_pem"),
+                        "a gateway definition takes no private keys: upload the certificate with `portico certificates upload` (stored encrypted) and leave `certificates` empty",
+                    ));
+                }
+            }
         }
         // Listeners follow the data plane's rules: validate them as a snapshot would.
         let probe = crate::Snapshot {

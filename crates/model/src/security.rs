@@ -176,6 +176,11 @@ pub struct ConsumerLimits {
     /// Tier per subscribed API (API id -> tier).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub subscriptions: std::collections::BTreeMap<String, String>,
+    /// Every API deployed here the consumer is subscribed to (ids, sorted): the gateway
+    /// admits its access tokens to these only, whatever the token's `apis` claim says, so
+    /// deleting, blocking or unsubscribing a consumer takes effect with the next snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apis: Vec<String>,
 }
 
 /// The tiers a route applies to every request.
@@ -414,7 +419,8 @@ pub struct AccessClaims {
     /// Granted scopes, space-separated.
     #[serde(default)]
     pub scope: String,
-    /// APIs the consumer is subscribed to.
+    /// APIs the consumer was subscribed to when the token was issued (informative: the
+    /// gateway checks the subscriptions in its snapshot).
     #[serde(default)]
     pub apis: Vec<String>,
     /// The person the application acts for (password grant).
@@ -480,6 +486,7 @@ mod tests {
                     name: "c".into(),
                     tier: Some("ten".into()),
                     subscriptions: Default::default(),
+                    apis: vec!["pets-v1".into()],
                 }],
                 ..Default::default()
             },

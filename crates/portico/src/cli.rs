@@ -938,6 +938,7 @@ const CONSUMER_COLUMNS: &[(&str, &str)] = &[
     ("NAME", "/spec/name"),
     ("OWNER", "/spec/owner"),
     ("TIER", "/spec/tier"),
+    ("BLOCKED", "/spec/blocked"),
     ("VERSION", "/version"),
 ];
 
@@ -976,6 +977,29 @@ pub async fn consumers(c: &Client, cmd: crate::ConsumersCommand) -> anyhow::Resu
             .await?;
             println!("Deleted consumer `{name}` with its subscriptions and keys.");
         }
+        C::Block { name } => set_blocked(c, &name, true).await?,
+        C::Unblock { name } => set_blocked(c, &name, false).await?,
+    }
+    Ok(())
+}
+
+/// Blocks or unblocks a consumer (read, change, write back naming the version read).
+async fn set_blocked(c: &Client, name: &str, blocked: bool) -> anyhow::Result<()> {
+    let path = format!("/api/v1/consumers/{name}");
+    let current = c.get(&path).await?;
+    let mut spec = current["spec"].clone();
+    spec["blocked"] = Value::Bool(blocked);
+    let (_, v) = c
+        .call(Method::PUT, &path, Some(&spec), current["version"].as_i64())
+        .await?;
+    if c.output == Output::Json {
+        c.print(&v, CONSUMER_COLUMNS, None);
+    } else if blocked {
+        println!(
+            "Blocked consumer `{name}`: its keys and tokens are refused from the next snapshot on."
+        );
+    } else {
+        println!("Unblocked consumer `{name}`.");
     }
     Ok(())
 }

@@ -207,6 +207,17 @@ pub enum ConsumersCommand {
         /// Name.
         name: String,
     },
+    /// Block one: its API keys and tokens are refused on every gateway from the next
+    /// snapshot on, and the token service issues it none.
+    Block {
+        /// Name.
+        name: String,
+    },
+    /// Unblock one.
+    Unblock {
+        /// Name.
+        name: String,
+    },
 }
 
 /// `portico subscriptions ...`

@@ -49,7 +49,7 @@ pub fn self_signed(
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let dir = data_dir.join("tls");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    portico_control::secrets::private_dir(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (ca_pem, ca_key_pem) = (dir.join("ca.pem"), dir.join("ca.key"));
     let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
     let write_private = |path: &std::path::Path, text: &str| -> anyhow::Result<()> {

@@ -40,6 +40,8 @@ pub struct SecurityRuntime {
 
 #[derive(Debug, Default)]
 struct ConsumerTiers {
+    /// APIs deployed here the consumer is subscribed to (what its tokens may open).
+    apis: Vec<Arc<str>>,
     /// The consumer's own tier and its key (`c:<consumer>`).
     own: Option<(Arc<Gcra>, Arc<str>)>,
     /// Subscription tiers by API, with their keys (`s:<consumer>:<api>`).
@@ -77,7 +79,6 @@ struct Verified {
     caller: Caller,
     nbf: u64,
     exp: u64,
-    apis: Vec<String>,
     scopes: Vec<String>,
 }
 
@@ -235,6 +236,7 @@ impl SecurityRuntime {
                 (
                     c.name.clone(),
                     ConsumerTiers {
+                        apis: c.apis.iter().map(|a| Arc::from(a.as_str())).collect(),
                         own: c
                             .tier
                             .as_deref()
@@ -261,6 +263,15 @@ impl SecurityRuntime {
             consumers,
             shared,
         }
+    }
+
+    /// Whether `consumer` is subscribed to `api` in this snapshot.
+    fn subscribed(&self, consumer: &HeaderValue, api: &str) -> bool {
+        consumer
+            .to_str()
+            .ok()
+            .and_then(|c| self.consumers.get(c))
+            .is_some_and(|c| c.apis.iter().any(|a| **a == *api))
     }
 
     /// Verifies a bearer token (cached by hash until it expires).
@@ -339,7 +350,6 @@ impl SecurityRuntime {
             },
             nbf: c.nbf,
             exp: c.exp,
-            apis: c.apis,
             scopes: c.scope.split_whitespace().map(str::to_owned).collect(),
         })
     }
@@ -438,7 +448,9 @@ pub fn authenticate(
     if let Some(token) = bearer(headers).filter(|_| auth.mode.jwt()) {
         let v = sec.verify_jwt(token, now_secs)?;
         check_environment(sec, v.caller.key_type)?;
-        if !v.apis.iter().any(|a| **a == *auth.api) {
+        // The snapshot says who is subscribed now, not the token (issued up to an hour
+        // ago): a deleted, blocked or unsubscribed consumer's token opens nothing.
+        if !sec.subscribed(&v.caller.consumer, &auth.api) {
             return Err(forbidden("the consumer is not subscribed to this API"));
         }
         if !auth.scopes.iter().all(|s| v.scopes.contains(s)) {
@@ -634,6 +646,11 @@ mod tests {
         }
 
         fn gateway(kind: GatewayKind, keys: Vec<JwtKey>) -> SecurityRuntime {
+            gateway_with(kind, keys, &["pets-v1"])
+        }
+
+        /// A gateway where consumer `acme` is subscribed to `apis`.
+        fn gateway_with(kind: GatewayKind, keys: Vec<JwtKey>, apis: &[&str]) -> SecurityRuntime {
             SecurityRuntime::compile(&Security {
                 gateway_type: kind,
                 api_keys: vec![],
@@ -643,8 +660,32 @@ mod tests {
                     keys,
                 }),
                 tiers: vec![],
-                consumers: vec![],
+                consumers: vec![portico_model::ConsumerLimits {
+                    name: "acme".into(),
+                    apis: apis.iter().map(|a| (*a).to_owned()).collect(),
+                    ..Default::default()
+                }],
             })
+        }
+
+        #[test]
+        fn the_snapshot_decides_subscriptions_not_the_tokens_claim() {
+            let (der, public) = key("k1");
+            // The token says `pets-v1`; the gateway's snapshot no longer lists the
+            // subscription (unsubscribed, deleted or blocked since the token was issued).
+            let t = sign(&der, "k1", &claims());
+            for apis in [&[][..], &["other-v1"][..]] {
+                let gw = gateway_with(GatewayKind::Hybrid, vec![public.clone()], apis);
+                let (k, why) = reason(call(&gw, &route(&[]), &t));
+                assert_eq!(k, ErrorKind::Forbidden, "{apis:?}");
+                assert!(why.contains("not subscribed"), "{why}");
+            }
+            // A subscription made after the token was issued counts too.
+            let mut c = claims();
+            c.apis = vec![];
+            let t = sign(&der, "k1", &c);
+            let gw = gateway(GatewayKind::Hybrid, vec![public]);
+            assert!(call(&gw, &route(&[]), &t).is_ok());
         }
 
         fn route(scopes: &[&str]) -> Auth {

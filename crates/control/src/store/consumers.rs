@@ -133,6 +133,9 @@ pub(super) async fn api_key_grants(
             continue;
         }
         let spec: ConsumerSpec = from_json(&r.try_get::<String, _>(1)?)?;
+        if spec.blocked {
+            continue;
+        }
         out.push(ApiKeyGrant {
             hash,
             consumer: spec.name,

@@ -270,14 +270,13 @@ fn parse_lifecycle(s: &str) -> Lifecycle {
 impl Store {
     /// Opens (creating when missing) the SQLite database in `dir` and runs migrations.
     pub async fn open(dir: &Path) -> Result<Self, Error> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Internal(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+        crate::secrets::private_dir(dir)?;
+        // The database holds hashes, sealed secrets and who may do what: owner only. SQLite
+        // gives its -wal and -shm files the database file's mode.
+        let db = dir.join("portico.db");
+        crate::secrets::private_file(&db)?;
         let opts = SqliteConnectOptions::new()
-            .filename(dir.join("portico.db"))
+            .filename(&db)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -635,18 +634,32 @@ impl Store {
         }
     }
 
-    /// A gateway's compiled snapshot.
+    /// A gateway's compiled snapshot, its private keys in clear: for the gateway's own
+    /// nodes only (the sync endpoint, the built-in gateway).
     pub async fn snapshot(&self, gateway_id: i64) -> Result<Option<SnapshotRecord>, Error> {
         let row: Option<(i64, String, String)> =
             sqlx::query_as("SELECT version, hash, body FROM snapshots WHERE gateway_id = $1")
                 .bind(gateway_id)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map(|(version, hash, body)| SnapshotRecord {
-            version: version as u64,
-            hash,
-            body,
-        }))
+        row.map(|(version, hash, body)| {
+            Ok(SnapshotRecord {
+                version: version as u64,
+                hash,
+                body: open_body(self.sealer.as_deref(), body)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// A gateway's current snapshot version (0 before its first).
+    pub async fn snapshot_version(&self, gateway_id: i64) -> Result<u64, Error> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM snapshots WHERE gateway_id = $1")
+                .bind(gateway_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(v.unwrap_or(0) as u64)
     }
 
     /// Current snapshot version of every gateway: (id, name, version).
@@ -1557,6 +1570,48 @@ async fn all_gateway_ids(conn: &mut SqliteConnection) -> Result<Vec<i64>, Error>
         .await?)
 }
 
+/// How a stored snapshot body that carries private keys begins: the rest is the
+/// envelope's JSON sealed with the data directory's key. (The content hash is taken over
+/// the clear snapshot, so a new nonce on every write never moves a version.)
+const SEALED_BODY: &str = "sealed:";
+
+/// Whether a snapshot carries private keys (certificates for HTTPS listeners).
+fn carries_private_keys(s: &portico_model::Snapshot) -> bool {
+    s.listeners.iter().any(|l| {
+        l.tls
+            .as_ref()
+            .is_some_and(|t| t.certificates.iter().any(|c| c.key_pem.is_some()))
+    })
+}
+
+/// The body as stored: sealed when it carries private keys.
+fn seal_body(
+    sealer: Option<&crate::secrets::Sealer>,
+    body: String,
+    private: bool,
+) -> Result<String, Error> {
+    if !private {
+        return Ok(body);
+    }
+    let sealer = sealer.ok_or_else(|| {
+        Error::Internal(
+            "a snapshot with private keys cannot be stored without the secret key".into(),
+        )
+    })?;
+    Ok(format!("{SEALED_BODY}{}", sealer.seal(&body)?))
+}
+
+/// The body in clear, from what is stored.
+fn open_body(sealer: Option<&crate::secrets::Sealer>, stored: String) -> Result<String, Error> {
+    let Some(sealed) = stored.strip_prefix(SEALED_BODY) else {
+        return Ok(stored);
+    };
+    let sealer = sealer.ok_or_else(|| {
+        Error::Internal("a sealed snapshot cannot be read without the secret key".into())
+    })?;
+    sealer.open(sealed)
+}
+
 /// Compiles each gateway from the transaction's view and stores the snapshot when its
 /// content changed. A gateway that does not compile fails the whole write.
 async fn recompile(
@@ -1648,6 +1703,7 @@ async fn recompile(
             ))
         })?;
         let hash = snapshot.content_hash();
+        let private = carries_private_keys(&snapshot);
         let current: Option<(i64, String)> =
             sqlx::query_as("SELECT version, hash FROM snapshots WHERE gateway_id = $1")
                 .bind(gid)
@@ -1663,6 +1719,7 @@ async fn recompile(
                     hash: hash.clone(),
                     snapshot,
                 })?;
+                let body = seal_body(sealer, body, private)?;
                 sqlx::query("UPDATE snapshots SET body = $1 WHERE gateway_id = $2")
                     .bind(body)
                     .bind(gid)
@@ -1679,6 +1736,7 @@ async fn recompile(
             hash: hash.clone(),
             snapshot,
         })?;
+        let body = seal_body(sealer, body, private)?;
         sqlx::query(
             "INSERT INTO snapshots (gateway_id, version, hash, body, compiled_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (gateway_id) DO UPDATE SET version = excluded.version, hash = excluded.hash, \

@@ -38,15 +38,23 @@ pub(super) async fn consumer_limits(
     let mut out: Vec<ConsumerLimits> = Vec::new();
     for (spec, api, tier) in rows {
         let spec: ConsumerSpec = from_json(&spec)?;
+        if spec.blocked {
+            // A blocked consumer is unknown to its gateways: its tokens open nothing.
+            continue;
+        }
         if out.last().is_none_or(|c| c.name != spec.name) {
             out.push(ConsumerLimits {
                 name: spec.name.clone(),
                 tier: spec.tier.clone(),
                 subscriptions: BTreeMap::new(),
+                apis: Vec::new(),
             });
         }
-        if let (Some(t), Some(last)) = (tier, out.last_mut()) {
-            last.subscriptions.insert(api, t);
+        if let Some(last) = out.last_mut() {
+            last.apis.push(api.clone());
+            if let Some(t) = tier {
+                last.subscriptions.insert(api, t);
+            }
         }
     }
     Ok(out)

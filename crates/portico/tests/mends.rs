@@ -1,0 +1,271 @@
+//! Defects found by reviewing Portico as a security engineer, each end to end with real
+//! processes: private keys only on the gateways serving their names and sealed everywhere
+//! the control plane keeps them; revocation (unsubscribe, block, delete) reaching API keys
+//! and access tokens with the next snapshot.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failures
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use portico_testkit::{Client, Upstream};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+mod common;
+
+use common::*;
+
+/// A self-signed certificate for `host`: (cert PEM, key PEM).
+fn certificate(host: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![host.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// The base64 body of a PEM key, as it appears in JSON (one line of it is enough).
+fn key_line(pem: &str) -> String {
+    pem.lines().nth(1).unwrap().to_owned()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Waits until the node's cache holds a snapshot and answers its text.
+async fn cached_snapshot(n: &Node, needle: &str) -> String {
+    let path = n.dir.join("cache").join("snapshot.json");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && text.contains(needle)
+        {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never cached a snapshot with {needle}:\n{}",
+            n.dir.display(),
+            n.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_keys_reach_only_their_gateways_and_stay_sealed_at_rest() {
+    let root = TempDir::new().unwrap();
+    let data = root.path().join("data");
+    let cp = start_server(&data, free_port(), free_port(), None).await;
+    let (a_cert, a_key) = certificate("a.example.test");
+    let (b_cert, b_key) = certificate("b.example.test");
+    for (name, cert, key) in [("a", &a_cert, &a_key), ("b", &b_cert, &b_key)] {
+        let (st, v) = cp
+            .api(
+                "POST",
+                "/api/v1/certificates",
+                Some(json!({"name": name, "cert_pem": cert, "key_pem": key})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    // Two gateways with HTTPS listeners, each serving one of the names.
+    let mut nodes = Vec::new();
+    for (name, host) in [("gw-a", "a.example.test"), ("gw-b", "b.example.test")] {
+        let mut n = init_node(root.path(), name, &cp.url).await;
+        n.start().await;
+        let (st, v) = cp
+            .api(
+                "POST",
+                "/api/v1/gateways/link",
+                Some(json!({
+                    "name": name, "type": "production",
+                    "url": format!("http://127.0.0.1:{}", n.admin_port),
+                    "api_token": n.token, "jwt_secret": n.secret, "hosts": [host],
+                    "listeners": [{"port": n.traffic_port, "address": "127.0.0.1", "tls": {"certificates": []}}],
+                })),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        nodes.push(n);
+    }
+    // Each node's cache carries its own key and never the other gateway's.
+    let a = cached_snapshot(&nodes[0], "a.example.test").await;
+    let b = cached_snapshot(&nodes[1], "b.example.test").await;
+    assert!(a.contains(&key_line(&a_key)) && !a.contains(&key_line(&b_key)));
+    assert!(b.contains(&key_line(&b_key)) && !b.contains(&key_line(&a_key)));
+    for n in &nodes {
+        assert_eq!(mode(&n.dir.join("cache").join("snapshot.json")), 0o600);
+    }
+
+    // No admin answer carries a private key: the snapshot says it left them out.
+    for gw in ["gw-a", "gw-b"] {
+        let (st, snap) = cp
+            .api("GET", &format!("/api/v1/gateways/{gw}/snapshot"), None)
+            .await;
+        assert_eq!(st, 200, "{snap}");
+        let text = snap.to_string();
+        assert!(!text.contains("PRIVATE KEY"), "{text}");
+        assert_eq!(
+            snap["snapshot"]["listeners"][0]["tls"]["certificates"][0]["key_pem_redacted"], true,
+            "{text}"
+        );
+    }
+    let (_, list) = cp.api("GET", "/api/v1/certificates", None).await;
+    assert!(!list.to_string().contains("PRIVATE KEY"), "{list}");
+    // A gateway definition that carries a key in clear is refused, naming the field.
+    let (st, v) = cp
+        .api(
+            "PUT",
+            "/api/v1/gateways/gw-a?version=1",
+            Some(json!({
+                "name": "gw-a", "type": "production", "hosts": ["a.example.test"],
+                "listeners": [{"port": nodes[0].traffic_port, "tls": {"certificates": [
+                    {"cert_pem": a_cert, "key_pem": a_key}]}}],
+            })),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(
+        v["fields"][0]["path"], "listeners[0].tls.certificates[0].key_pem",
+        "{v}"
+    );
+
+    // At rest: nothing in the database files holds a key in clear, and the data
+    // directory and its files are the owner's only.
+    for f in ["portico.db", "portico.db-wal"] {
+        let path = data.join(f);
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("PRIVATE KEY"), "{f} holds a key in clear");
+        for k in [&a_key, &b_key] {
+            assert!(!text.contains(&key_line(k)), "{f} holds a key in clear");
+        }
+        assert_eq!(mode(&path), 0o600, "{f}");
+    }
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("secret.key")), 0o600);
+    for mut n in nodes {
+        n.stop().await;
+    }
+}
+
+/// Calls `url` with an API key or a bearer token until the status is `want`.
+async fn eventually(client: &Client, url: &str, cred: (&str, &str), want: u16) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut req = portico_testkit::client::get(url);
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(cred.0.as_bytes()).unwrap(),
+            cred.1.parse().unwrap(),
+        );
+        let last = match client.send(req).await {
+            Ok(r) => (r.status.as_u16(), r.text()),
+            Err(e) => (0, e),
+        };
+        if last.0 == want {
+            return last.1;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} with {}: wanted {want}, last {last:?}",
+            cred.0
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn client_token(cp: &ControlPlane, id: &str, secret: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth2/token", cp.url))
+        .basic_auth(id, Some(secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribing_blocking_and_deleting_a_consumer_close_its_keys_and_tokens() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let up = Upstream::named("pets").await;
+    cp.deploy_api(
+        json!({"name": "Pets", "version": "v1", "context": "/pets", "auth": "any",
+               "production_endpoints": [format!("http://{}", up.addr)]}),
+        "default",
+    )
+    .await;
+    cp.cli_ok(&["consumers", "create", "acme"]).await;
+    cp.cli_ok(&["subscriptions", "add", "acme", "--api", "pets-v1"])
+        .await;
+    let (st, k) = cp
+        .api(
+            "POST",
+            "/api/v1/consumers/acme/keys",
+            Some(json!({"type": "production"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{k}");
+    let key = k["key"].as_str().unwrap().to_owned();
+    let (st, c) = cp
+        .api(
+            "POST",
+            "/api/v1/consumers/acme/keys",
+            Some(json!({"type": "production", "kind": "client"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{c}");
+    let (id, secret) = (
+        c["client_id"].as_str().unwrap().to_owned(),
+        c["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let (st, t) = client_token(&cp, &id, &secret).await;
+    assert_eq!(st, 200, "{t}");
+    let bearer = format!("Bearer {}", t["access_token"].as_str().unwrap());
+    let url = format!("http://127.0.0.1:{}/pets/x", cp.gateway_port);
+    let client = Client::new();
+    let by_key = ("apikey", key.as_str());
+    let by_token = ("authorization", bearer.as_str());
+    assert_eq!(eventually(&client, &url, by_key, 200).await, "pets");
+    assert_eq!(eventually(&client, &url, by_token, 200).await, "pets");
+
+    // Unsubscribed: the token (whose `apis` claim still names the API) opens nothing.
+    cp.cli_ok(&["subscriptions", "remove", "acme", "--api", "pets-v1"])
+        .await;
+    eventually(&client, &url, by_key, 401).await;
+    let why = eventually(&client, &url, by_token, 403).await;
+    assert!(why.contains("not subscribed"), "{why}");
+    cp.cli_ok(&["subscriptions", "add", "acme", "--api", "pets-v1"])
+        .await;
+    eventually(&client, &url, by_key, 200).await;
+    eventually(&client, &url, by_token, 200).await;
+
+    // Blocked: both refused, and the token service issues it nothing.
+    let out = cp.cli_ok(&["consumers", "block", "acme"]).await;
+    assert!(out.contains("Blocked"), "{out}");
+    eventually(&client, &url, by_key, 401).await;
+    eventually(&client, &url, by_token, 403).await;
+    let (st, v) = client_token(&cp, &id, &secret).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{v}"
+    );
+    cp.cli_ok(&["consumers", "unblock", "acme"]).await;
+    eventually(&client, &url, by_key, 200).await;
+    eventually(&client, &url, by_token, 200).await;
+
+    // Deleted: both refused at the next snapshot.
+    cp.cli_ok(&["consumers", "delete", "acme"]).await;
+    eventually(&client, &url, by_key, 401).await;
+    eventually(&client, &url, by_token, 403).await;
+}
