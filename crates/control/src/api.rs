@@ -1513,7 +1513,12 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 
 /// `POST /oauth2/token`: the client-credentials grant (RFC 6749 section 4.4), client
 /// authenticated by HTTP Basic or form fields; answers a signed ES256 JWT.
-async fn oauth_token(State(st): St, headers: HeaderMap, bytes: Bytes) -> Response {
+async fn oauth_token(
+    State(st): St,
+    ext: axum::http::Extensions,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
     let form: TokenForm = match serde_urlencoded::from_bytes(&bytes) {
         Ok(f) => f,
         Err(_) => {
@@ -1560,58 +1565,92 @@ async fn oauth_token(State(st): St, headers: HeaderMap, bytes: Bytes) -> Respons
             "authenticate the client with HTTP Basic or client_id and client_secret",
         );
     };
+    // The client first: without a good client nothing is said about any user.
+    let client = match authenticate_client(&st, &client_id, &secret).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "unknown client, wrong secret, or the credential was revoked or has expired",
+            );
+        }
+        Err(e) => return e.into_response(),
+    };
     let user = match user {
         None => None,
-        Some((name, password)) => match check_user(&st, &name, &password).await {
-            Ok(Some(n)) => Some(n),
-            Ok(None) => {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_grant",
-                    "the username or password is wrong",
+        Some((name, password)) => {
+            let addr = ext
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip());
+            if let Some(wait) = st.signins.paused(&name, addr) {
+                let mut r = oauth_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "invalid_request",
+                    &format!(
+                        "too many failed sign-ins for this user or from this address: try again in {} s",
+                        wait.as_secs().max(1)
+                    ),
                 );
+                if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return r;
             }
-            Err(e) => return e.into_response(),
-        },
+            match check_user(&st, &name, &password).await {
+                Ok(Some(n)) => {
+                    st.signins.succeeded(&name);
+                    Some(n)
+                }
+                Ok(None) => {
+                    st.signins.failed(&name, addr);
+                    // One answer for an unknown user and a wrong password.
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_grant",
+                        "the username or password is wrong",
+                    );
+                }
+                Err(e) => return e.into_response(),
+            }
+        }
     };
-    match issue_for_client(&st, &client_id, &secret, form.scope.as_deref(), user).await {
+    match issue_for_client(&st, client, &client_id, form.scope.as_deref(), user).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-/// The user's name when the password matches (Argon2 runs off the event loop).
+/// The user's name when the password matches. An unknown name costs one Argon2
+/// verification too, so that its answer cannot be told apart by its time. Argon2 runs off
+/// the event loop.
 async fn check_user(
     st: &ControlPlane,
     name: &str,
     password: &str,
 ) -> Result<Option<String>, Error> {
-    let Some((name, hash)) = st.store.password_hash(name).await? else {
-        return Ok(None);
-    };
+    let found = st.store.password_hash(name).await?;
     let password = password.to_owned();
-    let ok = tokio::task::spawn_blocking(move || crate::tokens::verify_password(&password, &hash))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    Ok(ok.then_some(name))
+    tokio::task::spawn_blocking(move || match found {
+        Some((name, hash)) => crate::tokens::verify_password(&password, &hash).then_some(name),
+        None => {
+            crate::tokens::verify_unknown_user(&password);
+            None
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))
 }
 
-async fn issue_for_client(
+/// The client credential when its id and secret are good and it (and its consumer) may
+/// get tokens.
+async fn authenticate_client(
     st: &ControlPlane,
     client_id: &str,
     secret: &str,
-    scope: Option<&str>,
-    user: Option<String>,
-) -> Result<Response, Error> {
-    let invalid_client = || {
-        oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "unknown client, wrong secret, or the credential was revoked or has expired",
-        )
-    };
+) -> Result<Option<crate::store::ClientRecord>, Error> {
     let Some(client) = st.store.client(client_id).await? else {
-        return Ok(invalid_client());
+        return Ok(None);
     };
     let t = now();
     if client.revoked_at.is_some()
@@ -1620,12 +1659,20 @@ async fn issue_for_client(
             client.secret_hash.as_bytes(),
             secrets::hash(secret).as_bytes(),
         )
+        || st.store.consumer(&client.consumer).await?.spec.blocked
     {
-        return Ok(invalid_client());
+        return Ok(None);
     }
-    if st.store.consumer(&client.consumer).await?.spec.blocked {
-        return Ok(invalid_client());
-    }
+    Ok(Some(client))
+}
+
+async fn issue_for_client(
+    st: &ControlPlane,
+    client: crate::store::ClientRecord,
+    client_id: &str,
+    scope: Option<&str>,
+    user: Option<String>,
+) -> Result<Response, Error> {
     let (grantable, apis) = st.store.grantable(&client.consumer).await?;
     let scopes: Vec<String> = match scope {
         None => grantable.clone(),
@@ -1844,4 +1891,44 @@ async fn sync_report(State(st): St, headers: HeaderMap, bytes: Bytes) -> Res {
     }
     st.store.report_node(owner.gateway_id, &report).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[tokio::test]
+    async fn an_unknown_user_costs_one_argon2_verification_like_a_known_one() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let config = crate::Config {
+            data_dir: dir.path().to_owned(),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..crate::Config::default()
+        };
+        let running = crate::start(config, std::future::pending())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let st = running.state.clone();
+        let hash =
+            crate::tokens::hash_password("correct horse battery").unwrap_or_else(|e| panic!("{e}"));
+        st.store
+            .create_user("alice", &hash)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let count = || crate::tokens::VERIFICATIONS.load(Ordering::Relaxed);
+        for (name, password, want) in [
+            ("alice", "correct horse battery", true),
+            ("alice", "wrong horse battery", false),
+            ("nobody", "correct horse battery", false),
+        ] {
+            let before = count();
+            let got = check_user(&st, name, password)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got.is_some(), want, "{name}");
+            assert_eq!(count() - before, 1, "{name}: one verification per attempt");
+        }
+        running.task.abort();
+    }
 }

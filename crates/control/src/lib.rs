@@ -8,6 +8,7 @@
 //! - [`link`]: proving a gateway's credentials by calling its admin API
 //! - [`secrets`]: tokens, hashes, sealed JWT secrets
 //! - [`tokens`]: the token service's keys, access tokens, JWKS
+//! - [`signin`]: back-off for failed password-grant sign-ins
 
 pub mod acme;
 pub mod api;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod link;
 pub mod openapi;
 pub mod secrets;
+pub mod signin;
 pub mod store;
 pub mod tokens;
 
@@ -129,6 +131,8 @@ pub struct ControlPlane {
     pub config: Config,
     /// App files on disk.
     pub blobs: blobs::Blobs,
+    /// Failed password-grant sign-ins.
+    pub signins: signin::Throttle,
 }
 
 impl ControlPlane {
@@ -227,6 +231,7 @@ pub async fn start(
         sealer,
         hub,
         blobs: blobs::Blobs::new(&config.data_dir),
+        signins: signin::Throttle::default(),
         config,
     });
     tokio::spawn(sweep_files_hourly(Arc::downgrade(&state)));
@@ -237,9 +242,12 @@ pub async fn start(
     };
     let task = match tls {
         None => tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            if let Err(e) = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
             {
                 tracing::error!(error = %e, "admin API stopped");
             }
@@ -292,7 +300,7 @@ async fn serve_tls(
 ) {
     tokio::pin!(shutdown);
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(_) => continue,
@@ -310,7 +318,10 @@ async fn serve_tls(
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     use tower::ServiceExt as _;
-                    app.clone().oneshot(req.map(axum::body::Body::new))
+                    let mut req = req.map(axum::body::Body::new);
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    app.clone().oneshot(req)
                 });
             let _ =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())

@@ -269,3 +269,137 @@ async fn unsubscribing_blocking_and_deleting_a_consumer_close_its_keys_and_token
     eventually(&client, &url, by_key, 401).await;
     eventually(&client, &url, by_token, 403).await;
 }
+
+/// `POST /oauth2/token` with the password grant: (status, body).
+async fn password_grant(
+    cp: &ControlPlane,
+    client: (&str, &str),
+    user: &str,
+    pw: &str,
+) -> (u16, Value, Option<String>) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth2/token", cp.url))
+        .basic_auth(client.0, Some(client.1))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", pw),
+            ])
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        r.status().as_u16(),
+        r.json().await.unwrap_or(Value::Null),
+        retry,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_grant_checks_the_client_first_answers_alike_and_backs_off() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    cp.cli_ok(&["consumers", "create", "app"]).await;
+    let (st, c) = cp
+        .api(
+            "POST",
+            "/api/v1/consumers/app/keys",
+            Some(json!({"type": "production", "kind": "client"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{c}");
+    let client = (
+        c["client_id"].as_str().unwrap().to_owned(),
+        c["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let client = (client.0.as_str(), client.1.as_str());
+    for name in ["alice", "bob"] {
+        let (st, v) = cp
+            .api(
+                "POST",
+                "/api/v1/users",
+                Some(json!({"name": name, "password": "correct horse battery"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    // Without a good client, the right and a wrong password answer the same.
+    let fake = ("cl_madeup", "cs_madeup");
+    let right = password_grant(&cp, fake, "alice", "correct horse battery").await;
+    let wrong = password_grant(&cp, fake, "alice", "wrong horse battery").await;
+    assert_eq!(right.0, 401, "{right:?}");
+    assert_eq!((right.0, &right.1), (wrong.0, &wrong.1));
+    // With a good client: a wrong password and an unknown user answer the same.
+    let wrong = password_grant(&cp, client, "alice", "wrong horse battery").await;
+    let unknown = password_grant(&cp, client, "nobody", "wrong horse battery").await;
+    assert_eq!(wrong.0, 400, "{wrong:?}");
+    assert_eq!((wrong.0, &wrong.1), (unknown.0, &unknown.1));
+    let ok = password_grant(&cp, client, "alice", "correct horse battery").await;
+    assert_eq!(ok.0, 200, "{ok:?}");
+    // Five failures pause the name: even the right password waits, told how long.
+    for _ in 0..5 {
+        let r = password_grant(&cp, client, "alice", "wrong horse battery").await;
+        assert_eq!(r.0, 400, "{r:?}");
+    }
+    let paused = password_grant(&cp, client, "alice", "correct horse battery").await;
+    assert_eq!(paused.0, 429, "{paused:?}");
+    assert!(paused.2.unwrap().parse::<u64>().unwrap() > 0);
+    // Another name from the same address is not paused yet...
+    let r = password_grant(&cp, client, "bob", "correct horse battery").await;
+    assert_eq!(r.0, 200, "{r:?}");
+    // ...until the address has failed too often for any name.
+    for i in 0..20 {
+        password_grant(&cp, client, &format!("guess{i}"), "x").await;
+    }
+    let r = password_grant(&cp, client, "bob", "correct horse battery").await;
+    assert_eq!(r.0, 429, "{r:?}");
+
+    // No admin path answers to a gateway's API token, a consumer's key or an access token.
+    let (st, g) = cp
+        .api(
+            "POST",
+            "/api/v1/gateways",
+            Some(json!({"name": "edge", "type": "production"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{g}");
+    let (_, t) = cp.api("POST", "/api/v1/gateways/edge/token", None).await;
+    let (_, k) = cp
+        .api(
+            "POST",
+            "/api/v1/consumers/app/keys",
+            Some(json!({"type": "production"})),
+        )
+        .await;
+    let (_, tok) = cp
+        .api(
+            "POST",
+            "/api/v1/consumers/app/token",
+            Some(json!({"type": "production"})),
+        )
+        .await;
+    for cred in [
+        t["api_token"].as_str().unwrap(),
+        k["key"].as_str().unwrap(),
+        tok["access_token"].as_str().unwrap(),
+        client.1,
+    ] {
+        for path in ["/api/v1/status", "/api/v1/gateways", "/api/v1/consumers"] {
+            let r = reqwest::Client::new()
+                .get(format!("{}{path}", cp.url))
+                .bearer_auth(cred)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 401, "{path} took {}", &cred[..4]);
+        }
+    }
+}
