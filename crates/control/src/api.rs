@@ -27,6 +27,10 @@ use crate::secrets;
 use crate::store::{Credentials, Meta, now};
 use crate::{ControlPlane, openapi};
 
+/// The node id of the built-in gateway's node (in the server process; never reported
+/// over the sync API).
+pub const BUILTIN_NODE: &str = "builtin";
+
 type St = State<Arc<ControlPlane>>;
 type Res = Result<Response, Error>;
 
@@ -558,6 +562,7 @@ fn node_json(st: &ControlPlane, current: u64, n: &crate::store::NodeRecord, t: i
         "applied_version": n.applied_version,
         "applied_hash": n.applied_hash,
         "last_error": n.last_error,
+        "last_error_at": n.last_error_at,
         "last_seen_seconds_ago": t - n.last_seen,
         "state": node_state(st, current, n.applied_version, n.last_seen),
     })
@@ -1883,13 +1888,42 @@ async fn sync_snapshot(State(st): St, headers: HeaderMap, Query(q): Query<SyncQu
 async fn sync_report(State(st): St, headers: HeaderMap, bytes: Bytes) -> Res {
     let owner = gateway_auth(&st, &headers).await?;
     let report: NodeReport = body(&bytes)?;
+    let mut fields = Vec::new();
     if report.node_id.is_empty() || report.node_id.len() > 128 {
-        return Err(Error::Invalid(vec![FieldError::new(
+        fields.push(FieldError::new("node_id", "1 to 128 characters"));
+    } else if report.node_id == BUILTIN_NODE {
+        fields.push(FieldError::new(
             "node_id",
-            "1 to 128 characters",
-        )]));
+            "`builtin` is the built-in gateway's own node",
+        ));
     }
-    st.store.report_node(owner.gateway_id, &report).await?;
+    if report.hostname.len() > 255 {
+        fields.push(FieldError::new("hostname", "at most 255 characters"));
+    }
+    if report.last_error.as_ref().is_some_and(|e| e.len() > 4096) {
+        fields.push(FieldError::new("last_error", "at most 4096 characters"));
+    }
+    let key_hash = match report.node_key.as_deref() {
+        Some(k) if (32..=256).contains(&k.len()) => secrets::hash(k),
+        _ => {
+            fields.push(FieldError::new(
+                "node_key",
+                "send the node's key (32 to 256 characters, kept in its cache directory): nodes older than the control plane must be upgraded",
+            ));
+            String::new()
+        }
+    };
+    if !fields.is_empty() {
+        return Err(Error::Invalid(fields));
+    }
+    st.store
+        .report_node(
+            owner.gateway_id,
+            &report,
+            Some(&key_hash),
+            st.config.node_limits,
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use error::Error;
-pub use store::{DEFAULT_GATEWAY, Store};
+pub use store::{DEFAULT_GATEWAY, NodeLimits, Store};
 
 /// How a control plane runs.
 #[derive(Clone, Debug)]
@@ -51,6 +51,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// An ACME client runs (listeners may ask for automatic certificates).
     pub acme: bool,
+    /// Nodes per gateway at most, and when a silent one is forgotten.
+    pub node_limits: store::NodeLimits,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             long_poll_max: Duration::from_secs(30),
             tls: None,
             acme: false,
+            node_limits: store::NodeLimits::default(),
         }
     }
 }
@@ -168,6 +171,26 @@ async fn sweep_files_hourly(state: std::sync::Weak<ControlPlane>) {
     }
 }
 
+/// Forgets nodes that stayed silent too long, every minute (or sooner when they are
+/// forgotten sooner), until the control plane is dropped.
+async fn prune_silent_nodes(state: std::sync::Weak<ControlPlane>, forget_after: Duration) {
+    let every = forget_after.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let Some(st) = state.upgrade() else { return };
+        match st
+            .store
+            .prune_nodes(st.config.node_limits.forget_after)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(nodes = n, "silent nodes forgotten"),
+            Err(e) => tracing::warn!(error = %e, "cannot forget silent nodes"),
+        }
+    }
+}
+
 /// A control plane serving its admin API.
 #[derive(Debug)]
 pub struct Running {
@@ -235,6 +258,10 @@ pub async fn start(
         config,
     });
     tokio::spawn(sweep_files_hourly(Arc::downgrade(&state)));
+    tokio::spawn(prune_silent_nodes(
+        Arc::downgrade(&state),
+        state.config.node_limits.forget_after,
+    ));
     let app = api::router(state.clone());
     let tls = match &state.config.tls {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),

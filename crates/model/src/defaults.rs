@@ -9,6 +9,27 @@ pub fn listen_address() -> IpAddr {
     IpAddr::V4(Ipv4Addr::UNSPECIFIED)
 }
 
+/// A request body may pause 60 s between bytes.
+pub fn request_body_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// True for the default [`request_body_idle_timeout`] (left out when serialized).
+pub fn is_request_body_idle_timeout(d: &Duration) -> bool {
+    *d == request_body_idle_timeout()
+}
+
+/// An upstream's response body may pause 5 minutes between bytes (Envoy's stream idle
+/// timeout): long enough for quiet gRPC server streams, short enough to free a stalled one.
+pub fn upstream_body_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// True for the default [`upstream_body_idle_timeout`] (left out when serialized).
+pub fn is_upstream_body_idle_timeout(d: &Duration) -> bool {
+    *d == upstream_body_idle_timeout()
+}
+
 /// Client keep-alive idle timeout: 60 s, as nginx's `keepalive_timeout` and HAProxy's defaults.
 pub fn client_idle_timeout() -> Duration {
     Duration::from_secs(60)
@@ -62,9 +83,19 @@ pub fn retry_budget_min_per_second() -> u32 {
     10
 }
 
-/// Consecutive failures (5xx or connect errors) that eject an endpoint: 5.
+/// Consecutive failures (connect errors, timeouts, 502/503/504) that eject an endpoint: 5.
 pub fn consecutive_failures() -> u32 {
     5
+}
+
+/// Statuses that say an endpoint is unwell: 502, 503 and 504.
+pub fn failure_statuses() -> Vec<u16> {
+    vec![502, 503, 504]
+}
+
+/// True for the default [`failure_statuses`] (left out when serialized).
+pub fn is_failure_statuses(v: &[u16]) -> bool {
+    v == [502, 503, 504]
 }
 
 /// First ejection lasts 10 s; each further one adds another 10 s.

@@ -30,6 +30,18 @@ pub struct Listener {
     /// senders); for HTTP/2, the time with no request in flight and no bytes moving.
     #[serde(default = "defaults::client_idle_timeout")]
     pub idle_timeout: Duration,
+    /// Longest wait for the next bytes of a request body once it has started (60 s by
+    /// default; `0s` turns it off): a client that sends headers and then stalls gets 408
+    /// instead of holding a gateway and a backend connection.
+    #[serde(
+        default = "defaults::request_body_idle_timeout",
+        skip_serializing_if = "defaults::is_request_body_idle_timeout"
+    )]
+    pub request_body_idle_timeout: Duration,
+    /// Longest a whole request body may take to arrive; off unless set, so large uploads
+    /// and long gRPC client streams keep working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body_timeout: Option<Duration>,
     /// Proxies in front of this listener (load balancers) whose `X-Forwarded-For` is
     /// believed: the client is the last address not in these networks. Nobody's by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -132,6 +144,8 @@ impl Listener {
             protocol,
             limits: Limits::default(),
             idle_timeout: defaults::client_idle_timeout(),
+            request_body_idle_timeout: defaults::request_body_idle_timeout(),
+            request_body_timeout: None,
             trusted_proxies: Vec::new(),
             tls: None,
         }

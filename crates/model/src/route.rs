@@ -68,6 +68,11 @@ pub struct Route {
     /// On a hybrid gateway, where callers with sandbox credentials are forwarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_forward: Option<Forward>,
+    /// Protocols a client may switch to with `Upgrade` on this route (`["websocket"]` when
+    /// unset; `[]` allows none). Any other `Upgrade` is removed before the request goes
+    /// upstream; `h2c` is never relayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrades: Option<Vec<String>>,
 }
 
 /// A version of a hosted app, as a route names it.

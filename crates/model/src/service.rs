@@ -36,6 +36,14 @@ pub struct Service {
     /// Pooled connections idle longer than this are closed.
     #[serde(default = "defaults::upstream_idle_timeout")]
     pub idle_timeout: Duration,
+    /// Longest pause between bytes of a response body (5 minutes by default; `0s` turns it
+    /// off): a backend that stalls mid-body has its response ended rather than holding the
+    /// client forever.
+    #[serde(
+        default = "defaults::upstream_body_idle_timeout",
+        skip_serializing_if = "defaults::is_upstream_body_idle_timeout"
+    )]
+    pub body_idle_timeout: Duration,
     /// Idle connections kept per endpoint and worker thread.
     #[serde(default = "defaults::max_idle_per_endpoint")]
     pub max_idle_per_endpoint: u32,
@@ -111,6 +119,7 @@ impl Service {
             connect_timeout: defaults::connect_timeout(),
             request_timeout: defaults::request_timeout(),
             idle_timeout: defaults::upstream_idle_timeout(),
+            body_idle_timeout: defaults::upstream_body_idle_timeout(),
             max_idle_per_endpoint: defaults::max_idle_per_endpoint(),
             dns_refresh: defaults::dns_refresh(),
             retries: Retries::default(),
@@ -193,9 +202,19 @@ pub struct Retries {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierDetection {
-    /// Consecutive failures (5xx responses, connect errors, timeouts) that eject; 0 disables.
+    /// Consecutive failures that eject; 0 disables. A failure says the endpoint is
+    /// unwell: a connect error or timeout, a request timeout, a connection the endpoint
+    /// broke, an answer that is not HTTP, or a status in `failure_statuses`. Answers about
+    /// the request (4xx, 500, 501, an HTTP/2 stream refused or reset) and requests the
+    /// client gave up on never count.
     #[serde(default = "defaults::consecutive_failures")]
     pub consecutive_failures: u32,
+    /// Response statuses that count as failures (502, 503 and 504 by default).
+    #[serde(
+        default = "defaults::failure_statuses",
+        skip_serializing_if = "defaults::is_failure_statuses"
+    )]
+    pub failure_statuses: Vec<u16>,
     /// Length of the first ejection; the n-th ejection in a row lasts n times this.
     #[serde(default = "defaults::base_ejection_time")]
     pub base_ejection_time: Duration,
@@ -222,6 +241,7 @@ impl Default for OutlierDetection {
     fn default() -> Self {
         Self {
             consecutive_failures: defaults::consecutive_failures(),
+            failure_statuses: defaults::failure_statuses(),
             base_ejection_time: defaults::base_ejection_time(),
             max_ejection_time: defaults::max_ejection_time(),
             max_ejection_percent: defaults::max_ejection_percent(),

@@ -20,7 +20,7 @@ pub struct SyncEnvelope {
 }
 
 /// What a node reports after every apply and as a heartbeat.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeReport {
     /// Stable id of the node (kept in its cache directory).
@@ -33,9 +33,45 @@ pub struct NodeReport {
     /// Hash of the snapshot the node serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_hash: Option<String>,
-    /// The last sync or apply error, cleared by the next success.
+    /// The error of the last apply (a refused snapshot, app files that could not be
+    /// fetched), cleared only by a successful apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Unix seconds of `last_error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<u64>,
+    /// A secret the node made at its first start and keeps in its cache directory: the
+    /// control plane binds the node id to it at first contact, so another holder of the
+    /// gateway's token cannot report as this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_key: Option<String>,
+}
+
+impl std::fmt::Debug for NodeKeyRedacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "<redacted>"
+        } else {
+            "None"
+        })
+    }
+}
+
+/// Shows whether a node key is there, never the key.
+struct NodeKeyRedacted<'a>(&'a Option<String>);
+
+impl std::fmt::Debug for NodeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeReport")
+            .field("node_id", &self.node_id)
+            .field("hostname", &self.hostname)
+            .field("applied_version", &self.applied_version)
+            .field("applied_hash", &self.applied_hash)
+            .field("last_error", &self.last_error)
+            .field("last_error_at", &self.last_error_at)
+            .field("node_key", &NodeKeyRedacted(&self.node_key))
+            .finish()
+    }
 }
 
 /// Claims of the short-lived HS256 JWT the control plane sends to a node's admin API, signed

@@ -654,6 +654,14 @@ impl Validator {
                 );
             }
             let o = &s.outlier_detection;
+            for (j, st) in o.failure_statuses.iter().enumerate() {
+                if !(400..=599).contains(st) {
+                    self.err(
+                        format!("{p}.outlier_detection.failure_statuses[{j}]"),
+                        format!("{st} is not an error status (400 to 599)"),
+                    );
+                }
+            }
             if o.max_ejection_percent > 100 {
                 self.err(
                     format!("{p}.outlier_detection.max_ejection_percent"),
@@ -725,6 +733,19 @@ impl Validator {
                 );
             }
             self.forward(&format!("{p}.sandbox_forward"), f, services);
+        }
+        for (j, u) in r.upgrades.iter().flatten().enumerate() {
+            if u.eq_ignore_ascii_case("h2c") {
+                self.err(
+                    format!("{p}.upgrades[{j}]"),
+                    "`h2c` is never relayed: a client that switches a connection to HTTP/2 behind the gateway escapes its routes (request smuggling); clients speak HTTP/2 to the gateway itself",
+                );
+            } else if !u.split('/').all(is_token) {
+                self.err(
+                    format!("{p}.upgrades[{j}]"),
+                    format!("`{u}` is not a protocol name (an HTTP token such as `websocket`)"),
+                );
+            }
         }
         if let Some(ip) = &r.ip {
             for (field, msg) in ip.problems() {

@@ -747,6 +747,7 @@ pub async fn status(c: &Client) -> anyhow::Result<()> {
                 "gateway": g["gateway"], "type": g["type"], "version": g["snapshot_version"],
                 "node": n["node_id"], "host": n["hostname"], "applied": n["applied_version"],
                 "state": n["state"], "seen": n["last_seen_seconds_ago"], "error": n["last_error"],
+                "error_at": n["last_error_at"],
             }));
         }
     }
@@ -762,6 +763,7 @@ pub async fn status(c: &Client) -> anyhow::Result<()> {
             ("STATE", "/state"),
             ("SEEN(s)", "/seen"),
             ("LAST ERROR", "/error"),
+            ("ERROR AT", "/error_at"),
         ],
         &refs,
     );

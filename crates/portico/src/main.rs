@@ -321,6 +321,12 @@ struct ServerArgs {
     /// Seconds without a report after which a node shows as offline.
     #[arg(long, default_value_t = 30)]
     node_offline_after: u64,
+    /// Nodes one gateway may have at most; a new node beyond it is refused.
+    #[arg(long, env = "PORTICO_MAX_NODES_PER_GATEWAY", default_value_t = 100)]
+    max_nodes_per_gateway: usize,
+    /// Seconds without a report after which a node is forgotten (and no longer counts).
+    #[arg(long, default_value_t = 86_400)]
+    node_forget_after: u64,
     /// Share the built-in gateway's rate limits through this Redis.
     #[arg(long, env = "PORTICO_RATE_LIMIT_REDIS")]
     rate_limit_redis: Option<String>,
@@ -743,6 +749,10 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
                 max_revisions: a.max_revisions,
                 workers: a.workers,
                 node_offline_after: std::time::Duration::from_secs(a.node_offline_after.max(1)),
+                node_limits: portico_control::NodeLimits {
+                    max_nodes: a.max_nodes_per_gateway.max(1),
+                    forget_after: std::time::Duration::from_secs(a.node_forget_after.max(1)),
+                },
                 rate_limit_redis: a.rate_limit_redis,
                 access_log: portico_model::AccessLog {
                     enabled: a.access_log != "off",

@@ -30,6 +30,8 @@ pub struct ServerOptions {
     pub workers: Option<usize>,
     /// A node silent this long is offline.
     pub node_offline_after: Duration,
+    /// Nodes per gateway, and when a silent one is forgotten.
+    pub node_limits: portico_control::NodeLimits,
     /// Redis for shared rate limits.
     pub rate_limit_redis: Option<String>,
     /// The built-in gateway's access log.
@@ -91,6 +93,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         default_gateway_port: opts.gateway_port,
         max_revisions: opts.max_revisions,
         node_offline_after: opts.node_offline_after,
+        node_limits: opts.node_limits,
         tls: opts.tls.clone(),
         acme: opts.acme.is_some(),
         ..Config::default()
@@ -144,6 +147,8 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into());
     let mut applied = env;
+    // The last apply's error and its time, reported until an apply succeeds.
+    let mut last_error: Option<(String, u64)> = None;
     report(&st, gid, &hostname, &applied, None).await;
 
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -162,11 +167,13 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
                             Ok(_) => {
                                 tracing::info!(gateway = DEFAULT_GATEWAY, version = env.version, "snapshot applied");
                                 applied = env;
+                                last_error = None;
                                 report(&st, gid, &hostname, &applied, None).await;
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, "the built-in gateway refused its snapshot");
-                                report(&st, gid, &hostname, &applied, Some(e.to_string())).await;
+                                last_error = Some((e.to_string(), now_secs()));
+                                report(&st, gid, &hostname, &applied, last_error.clone()).await;
                             }
                         }
                     }
@@ -174,7 +181,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
                     Err(e) => tracing::error!(error = %e, "cannot load the built-in gateway's snapshot"),
                 }
             }
-            _ = heartbeat.tick() => report(&st, gid, &hostname, &applied, None).await,
+            _ = heartbeat.tick() => report(&st, gid, &hostname, &applied, last_error.clone()).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = stop_rx.changed() => break,
@@ -204,16 +211,28 @@ async fn report(
     gid: i64,
     hostname: &str,
     env: &SyncEnvelope,
-    error: Option<String>,
+    error: Option<(String, u64)>,
 ) {
     let r = NodeReport {
-        node_id: "builtin".into(),
+        node_id: portico_control::api::BUILTIN_NODE.into(),
         hostname: hostname.to_owned(),
         applied_version: Some(env.version),
         applied_hash: Some(env.hash.clone()),
-        last_error: error,
+        last_error_at: error.as_ref().map(|(_, t)| *t),
+        last_error: error.map(|(e, _)| e),
+        node_key: None,
     };
-    if let Err(e) = st.store.report_node(gid, &r).await {
+    if let Err(e) = st
+        .store
+        .report_node(gid, &r, None, st.config.node_limits)
+        .await
+    {
         tracing::warn!(error = %e, "cannot record the built-in node's state");
     }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -403,3 +403,251 @@ async fn the_password_grant_checks_the_client_first_answers_alike_and_backs_off(
         }
     }
 }
+
+/// Posts a node report with a gateway's API token.
+async fn report_as(cp: &ControlPlane, token: &str, report: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/sync/report", cp.url))
+        .bearer_auth(token)
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// The node ids a gateway lists.
+async fn node_ids(cp: &ControlPlane, gateway: &str) -> Vec<String> {
+    let (st, v) = cp
+        .api("GET", &format!("/api/v1/gateways/{gateway}/nodes"), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ids_are_bound_to_their_node_capped_per_gateway_and_forgotten_when_silent() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server_with(
+        &root.path().join("data"),
+        free_port(),
+        free_port(),
+        None,
+        &["--max-nodes-per-gateway", "3", "--node-forget-after", "3"],
+    )
+    .await;
+    let mut n = init_node(root.path(), "edge", &cp.url).await;
+    n.start().await;
+    cp.link(&n, "edge", "production", &[]).await;
+    let real = std::fs::read_to_string(n.dir.join("cache").join("node-id")).unwrap();
+    assert_eq!(mode(&n.dir.join("cache").join("node-key")), 0o600);
+    let deadline = Instant::now() + WAIT;
+    while !node_ids(&cp, "edge").await.contains(&real) {
+        assert!(Instant::now() < deadline, "the node never reported");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The gateway's token alone cannot speak for the real node: its id is bound to its key.
+    let forged = json!({"node_id": real, "hostname": "forger", "applied_version": 999,
+        "node_key": "f".repeat(64)});
+    let (st, v) = report_as(&cp, &n.token, forged).await;
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("another node"),
+        "{v}"
+    );
+    // A report without a key is refused, naming the field.
+    let (st, v) = report_as(
+        &cp,
+        &n.token,
+        json!({"node_id": "keyless", "hostname": "x"}),
+    )
+    .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["fields"][0]["path"], "node_key", "{v}");
+    let (st, v) = report_as(
+        &cp,
+        &n.token,
+        json!({"node_id": "builtin", "hostname": "x", "node_key": "k".repeat(40)}),
+    )
+    .await;
+    assert_eq!(st, 422, "{v}");
+
+    // Three nodes at most: the real one and two more; a fourth is refused.
+    for id in ["fake-1", "fake-2"] {
+        let (st, v) = report_as(
+            &cp,
+            &n.token,
+            json!({"node_id": id, "hostname": "x", "node_key": format!("{id}-{}", "k".repeat(40))}),
+        )
+        .await;
+        assert_eq!(st, 204, "{v}");
+    }
+    let (st, v) = report_as(
+        &cp,
+        &n.token,
+        json!({"node_id": "fake-3", "hostname": "x", "node_key": "k".repeat(40)}),
+    )
+    .await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("3 nodes"), "{v}");
+
+    // Silent nodes are forgotten; the real one, reporting every second, stays.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ids = node_ids(&cp, "edge").await;
+        if ids == vec![real.clone()] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "silent nodes never forgotten: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (st, v) = report_as(
+        &cp,
+        &n.token,
+        json!({"node_id": "fake-3", "hostname": "x", "node_key": "k".repeat(40)}),
+    )
+    .await;
+    assert_eq!(st, 204, "{v}");
+    // The node's key never shows in what the control plane answers.
+    let (_, status) = cp.api("GET", "/api/v1/status", None).await;
+    let key = std::fs::read_to_string(n.dir.join("cache").join("node-key")).unwrap();
+    assert!(!status.to_string().contains(key.trim()));
+    n.stop().await;
+}
+
+/// The state of `node` of `gateway` as the control plane lists it.
+async fn node_view(cp: &ControlPlane, gateway: &str, node: &str) -> Value {
+    let (st, v) = cp
+        .api("GET", &format!("/api/v1/gateways/{gateway}/nodes"), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == node)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Puts `listeners` on gateway `name` (answers the new snapshot version).
+async fn set_listeners(cp: &ControlPlane, name: &str, listeners: Value) {
+    let (_, gw) = cp
+        .api("GET", &format!("/api/v1/gateways/{name}"), None)
+        .await;
+    let mut spec = gw["spec"].clone();
+    spec["listeners"] = listeners;
+    let (st, v) = cp
+        .api_with(
+            "PUT",
+            &format!("/api/v1/gateways/{name}"),
+            Some(spec),
+            &[("if-match", &gw["version"].to_string())],
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+}
+
+/// Waits until `check` holds for the node's view; answers it.
+async fn node_until(
+    cp: &ControlPlane,
+    gateway: &str,
+    node: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = node_view(cp, gateway, node).await;
+        if check(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{gateway}/{node}: never {what}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_last_error_is_its_last_applys_kept_across_heartbeats_until_one_succeeds() {
+    let root = TempDir::new().unwrap();
+    let data = root.path().join("data");
+    let admin = free_port();
+    let gw_port = free_port();
+    let mut cp = start_server(&data, admin, gw_port, None).await;
+    // A port held by something else: a listener there cannot be bound.
+    let held = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let busy = held.local_addr().unwrap().port();
+
+    // The built-in gateway: the error stays through heartbeats (every second here).
+    set_listeners(&cp, "default", json!([{"port": gw_port}, {"port": busy}])).await;
+    let v = node_until(&cp, "default", "builtin", "failed", |v| {
+        v["last_error"].is_string()
+    })
+    .await;
+    assert!(v["last_error_at"].as_i64().unwrap() > 0, "{v}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let v = node_view(&cp, "default", "builtin").await;
+    assert!(
+        v["last_error"].is_string(),
+        "a heartbeat cleared the error: {v}"
+    );
+    let status = cp.cli_ok(&["status"]).await;
+    assert!(status.contains("ERROR AT"), "{status}");
+    set_listeners(&cp, "default", json!([{"port": gw_port}])).await;
+    node_until(&cp, "default", "builtin", "recovered", |v| {
+        v["last_error"].is_null() && v["last_error_at"].is_null()
+    })
+    .await;
+
+    // A gateway node: an apply error stays until an apply succeeds; a sync error (the
+    // control plane away) is not an apply error and is not reported once it is back.
+    let mut n = init_node(root.path(), "edge", &cp.url).await;
+    n.start().await;
+    cp.link(&n, "edge", "production", &[]).await;
+    let id = std::fs::read_to_string(n.dir.join("cache").join("node-id")).unwrap();
+    set_listeners(
+        &cp,
+        "edge",
+        json!([{"port": n.traffic_port}, {"port": busy}]),
+    )
+    .await;
+    node_until(&cp, "edge", &id, "failed", |v| v["last_error"].is_string()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let v = node_view(&cp, "edge", &id).await;
+    assert!(
+        v["last_error"].is_string(),
+        "a heartbeat cleared the error: {v}"
+    );
+    set_listeners(&cp, "edge", json!([{"port": n.traffic_port}])).await;
+    node_until(&cp, "edge", &id, "recovered", |v| v["last_error"].is_null()).await;
+
+    cp.process.signal(libc::SIGTERM);
+    assert!(cp.process.wait(WAIT).await.is_some());
+    // The node notices the control plane is gone...
+    n.process
+        .as_ref()
+        .unwrap()
+        .wait_for("sync failed", WAIT)
+        .await;
+    let cp = start_server(&data, admin, gw_port, Some(&cp.token)).await;
+    // ...and once it is back the node's report carries no error.
+    let v = node_until(&cp, "edge", &id, "seen again", |v| {
+        v["last_seen_seconds_ago"].as_i64().is_some_and(|s| s < 2)
+    })
+    .await;
+    assert!(v["last_error"].is_null(), "{v}");
+    drop(held);
+    n.stop().await;
+}

@@ -2,6 +2,7 @@
 //! the response body sent to the client (streamed from upstream, or made by the gateway),
 //! which completes the exchange's log and metrics when it ends or is dropped.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,71 @@ pub enum BodyError {
     /// Reading from the client failed.
     #[error("reading the request body: {0}")]
     Client(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The client sent no body bytes for too long, or not the whole body in time.
+    #[error("the client's request body stalled for {0:?}")]
+    Stalled(std::time::Duration),
+}
+
+/// A limit on pauses between body frames, and optionally on the whole body. The timer is
+/// armed only when the body has to wait, so a body that flows costs no clock reads.
+#[derive(Debug)]
+pub struct Stall {
+    idle: Option<std::time::Duration>,
+    total: Option<std::time::Duration>,
+    deadline: Option<tokio::time::Instant>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame came since the timer was last set.
+    moved: bool,
+}
+
+impl Stall {
+    /// A limit of `idle` between frames and `total` for the whole body; `None` for neither.
+    pub fn new(
+        idle: Option<std::time::Duration>,
+        total: Option<std::time::Duration>,
+    ) -> Option<Self> {
+        if idle.is_none() && total.is_none() {
+            return None;
+        }
+        Some(Self {
+            idle,
+            total,
+            deadline: total.map(|t| tokio::time::Instant::now() + t),
+            sleep: None,
+            moved: true,
+        })
+    }
+
+    /// The limit that ended the body (for messages).
+    fn limit(&self) -> std::time::Duration {
+        match (self.deadline, self.idle) {
+            (Some(d), _) if d <= tokio::time::Instant::now() => self.total.unwrap_or_default(),
+            (_, Some(i)) => i,
+            _ => self.total.unwrap_or_default(),
+        }
+    }
+
+    /// The body has to wait: ready once it waited too long.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.moved {
+            self.moved = false;
+            let idle = self.idle.map(|i| tokio::time::Instant::now() + i);
+            let until = match (idle, self.deadline) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => return Poll::Pending,
+            };
+            match &mut self.sleep {
+                Some(s) => s.as_mut().reset(until),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(until))),
+            }
+        }
+        match &mut self.sleep {
+            Some(s) => s.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
 }
 
 /// A client's request body, whichever server read it.
@@ -90,15 +156,18 @@ pub struct RequestStream {
     seen: u64,
     counter: Arc<AtomicU64>,
     done: Option<oneshot::Sender<()>>,
+    stall: Option<Stall>,
 }
 
 impl RequestStream {
-    /// Wraps `inner`; `done` fires when the body has been read completely.
+    /// Wraps `inner`; `done` fires when the body has been read completely; `stall` ends a
+    /// body that pauses too long.
     pub fn new(
         inner: ClientBody,
         limit: Option<u64>,
         counter: Arc<AtomicU64>,
         done: Option<oneshot::Sender<()>>,
+        stall: Option<Stall>,
     ) -> Self {
         Self {
             inner,
@@ -106,6 +175,7 @@ impl RequestStream {
             seen: 0,
             counter,
             done,
+            stall,
         }
     }
 
@@ -130,6 +200,9 @@ impl Body for RequestBody {
         };
         match Pin::new(&mut s.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(st) = &mut s.stall {
+                    st.moved = true;
+                }
                 if let Some(data) = frame.data_ref() {
                     s.seen += data.len() as u64;
                     s.counter.store(s.seen, Ordering::Relaxed);
@@ -147,7 +220,13 @@ impl Body for RequestBody {
                 s.finished();
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match &mut s.stall {
+                Some(st) => match st.poll_expired(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Stalled(st.limit())))),
+                    Poll::Pending => Poll::Pending,
+                },
+                None => Poll::Pending,
+            },
         }
     }
 
@@ -171,6 +250,8 @@ impl Body for RequestBody {
 pub struct ResponseBody {
     inner: Inner,
     exchange: Option<Exchange>,
+    /// Ends an upstream body that pauses too long.
+    stall: Option<Stall>,
 }
 
 #[derive(Debug)]
@@ -193,6 +274,9 @@ pub enum ResponseError {
     /// Reading a served file failed.
     #[error("file: {0}")]
     File(std::io::Error),
+    /// The upstream sent no body bytes for too long.
+    #[error("the upstream's response body stalled for {0:?}")]
+    Stalled(std::time::Duration),
 }
 
 impl ResponseBody {
@@ -202,6 +286,7 @@ impl ResponseBody {
         Self {
             inner: Inner::Full((!b.is_empty()).then_some(b)),
             exchange: None,
+            stall: None,
         }
     }
 
@@ -210,6 +295,7 @@ impl ResponseBody {
         Self {
             inner: Inner::Full(None),
             exchange: None,
+            stall: None,
         }
     }
 
@@ -218,14 +304,16 @@ impl ResponseBody {
         Self {
             inner: Inner::File(file, len),
             exchange: None,
+            stall: None,
         }
     }
 
-    /// An upstream body, streamed.
-    pub fn upstream(body: UpstreamBody) -> Self {
+    /// An upstream body, streamed, ended when it pauses longer than `idle`.
+    pub fn upstream(body: UpstreamBody, idle: Option<std::time::Duration>) -> Self {
         Self {
             inner: Inner::Upstream(body),
             exchange: None,
+            stall: Stall::new(idle, None),
         }
     }
 
@@ -267,6 +355,9 @@ impl Body for ResponseBody {
         };
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(st) = &mut this.stall {
+                    st.moved = true;
+                }
                 if let (Some(data), Some(ex)) = (frame.data_ref(), &mut this.exchange) {
                     ex.bytes_out += data.len() as u64;
                 }
@@ -283,7 +374,20 @@ impl Body for ResponseBody {
                 this.complete(false);
                 Poll::Ready(Some(Err(e)))
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                let expired = match &mut this.stall {
+                    Some(st) => st.poll_expired(cx).is_ready().then(|| st.limit()),
+                    None => None,
+                };
+                match expired {
+                    Some(limit) => {
+                        this.stall = None;
+                        this.complete(false);
+                        Poll::Ready(Some(Err(ResponseError::Stalled(limit))))
+                    }
+                    None => Poll::Pending,
+                }
+            }
         }
     }
 

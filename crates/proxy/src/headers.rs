@@ -15,6 +15,8 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The HTTP/2 settings of an `Upgrade: h2c` request (RFC 7540 section 3.2.1): hop-by-hop.
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Compiled header edits: remove, then set, then add.
 #[derive(Debug, Default, Clone)]
@@ -96,6 +98,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     }
     h.remove(&KEEP_ALIVE);
     h.remove(&PROXY_CONNECTION);
+    h.remove(&HTTP2_SETTINGS);
     h.remove(header::TRANSFER_ENCODING);
     if let Some(te) = h.get(header::TE)
         && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
@@ -109,6 +112,26 @@ fn is_simple(v: &[u8]) -> bool {
     v.eq_ignore_ascii_case(b"keep-alive")
         || v.eq_ignore_ascii_case(b"close")
         || v.eq_ignore_ascii_case(b"upgrade")
+}
+
+/// True when every protocol an `Upgrade` header offers is in `allowed` (lower-case names;
+/// a `/version` suffix is ignored). `h2c` never is: a connection switched to HTTP/2 behind
+/// the gateway would carry requests that no route checked.
+pub fn upgrade_allowed(h: &HeaderMap, allowed: &[Box<str>]) -> bool {
+    let mut any = false;
+    for v in h.get_all(header::UPGRADE) {
+        let Ok(v) = v.to_str() else { return false };
+        for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let name = t.split('/').next().unwrap_or(t);
+            if name.eq_ignore_ascii_case("h2c")
+                || !allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+            {
+                return false;
+            }
+            any = true;
+        }
+    }
+    any
 }
 
 /// True for an HTTP/1.1 upgrade request (`Connection: upgrade` and an `Upgrade` header).
@@ -196,6 +219,7 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::TE
         || name == KEEP_ALIVE
         || name == PROXY_CONNECTION
+        || name == HTTP2_SETTINGS
 }
 
 /// The request's id: the client's `x-request-id` when it is sane, else a new UUIDv4.

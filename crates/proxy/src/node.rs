@@ -55,6 +55,8 @@ impl std::fmt::Debug for SyncSettings {
 pub struct NodeState {
     /// Stable id, kept in the cache directory.
     pub node_id: String,
+    /// The secret the control plane binds the id to (in the cache directory, 0600).
+    node_key: String,
     /// Host name.
     pub hostname: String,
     inner: Mutex<Applied>,
@@ -69,22 +71,40 @@ struct Applied {
     gateway: Option<String>,
     version: Option<u64>,
     hash: Option<String>,
-    last_error: Option<String>,
+    /// The last apply's error and when (Unix seconds): cleared only by a good apply.
+    last_error: Option<(String, u64)>,
+    /// The current sync failure (the control plane unreachable, say): cleared by the next
+    /// good poll; shown on the node's admin API, not reported.
+    sync_error: Option<String>,
     last_sync: Option<u64>,
     acme: Vec<portico_model::AcmeHostStatus>,
 }
 
 impl NodeState {
-    /// Loads (or creates) the node id in `cache_dir`.
+    /// Loads (or creates) the node id and node key in `cache_dir`.
     pub fn new(cache_dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(cache_dir)?;
+        use std::os::unix::fs::DirBuilderExt as _;
+        // The cache holds the snapshot (private keys) and the node key: owner only.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(cache_dir)?;
         let id_path = cache_dir.join("node-id");
-        let node_id = match std::fs::read_to_string(&id_path) {
-            Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+        let key_path = cache_dir.join("node-key");
+        let (node_id, node_key) = match (
+            std::fs::read_to_string(&id_path),
+            std::fs::read_to_string(&key_path),
+        ) {
+            (Ok(id), Ok(key)) if !id.trim().is_empty() && key.trim().len() >= 32 => {
+                (id.trim().to_owned(), key.trim().to_owned())
+            }
+            // A first start (or a node id from before node keys): a new identity.
             _ => {
-                let id = format!("node-{:016x}", fastrand::u64(..));
+                let id = format!("node-{}", &random_hex(8)?);
+                let key = random_hex(32)?;
+                write_private(&key_path, key.as_bytes())?;
                 std::fs::write(&id_path, &id)?;
-                id
+                (id, key)
             }
         };
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -92,6 +112,7 @@ impl NodeState {
             .unwrap_or_else(|_| "unknown".into());
         Ok(Self {
             node_id,
+            node_key,
             hostname,
             inner: Mutex::new(Applied::default()),
             resync: Notify::new(),
@@ -119,7 +140,9 @@ impl NodeState {
             hostname: self.hostname.clone(),
             applied_version: a.version,
             applied_hash: a.hash.clone(),
-            last_error: a.last_error.clone(),
+            last_error: a.last_error.as_ref().map(|(e, _)| e.clone()),
+            last_error_at: a.last_error.as_ref().map(|(_, t)| *t),
+            node_key: Some(self.node_key.clone()),
         }
     }
 
@@ -137,12 +160,20 @@ impl NodeState {
         a.acme = env.snapshot.acme.hosts.clone();
     }
 
-    fn set_error(&self, e: String) {
-        self.lock().last_error = Some(e);
+    /// An apply failed: reported until an apply succeeds.
+    fn set_apply_error(&self, e: String) {
+        self.lock().last_error = Some((e, crate::clock::unix_secs()));
+    }
+
+    /// Syncing failed: shown until the next good poll.
+    fn set_sync_error(&self, e: String) {
+        self.lock().sync_error = Some(e);
     }
 
     fn synced(&self) {
-        self.lock().last_sync = Some(crate::clock::unix_secs());
+        let mut a = self.lock();
+        a.last_sync = Some(crate::clock::unix_secs());
+        a.sync_error = None;
     }
 
     fn status_json(&self) -> serde_json::Value {
@@ -153,11 +184,34 @@ impl NodeState {
             "gateway": a.gateway,
             "applied_version": a.version,
             "applied_hash": a.hash,
-            "last_error": a.last_error,
+            "last_error": a.last_error.as_ref().map(|(e, _)| e),
+            "last_error_at": a.last_error.as_ref().map(|(_, t)| t),
+            "sync_error": a.sync_error,
             "last_sync": a.last_sync,
             "certificates": a.acme,
         })
     }
+}
+
+/// `n` random bytes from the kernel, as hex.
+fn random_hex(n: usize) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes a new file readable by its owner only (replacing an old one).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
 }
 
 const CACHE_FILE: &str = "snapshot.json";
@@ -290,11 +344,14 @@ pub async fn run_sync(
                                 // Not a connection problem: no back-off, wait for a newer one.
                                 refused = version;
                                 tracing::error!(error = %e, "snapshot refused; still serving the previous one");
-                                state.set_error(e);
+                                state.set_apply_error(e);
                                 None
                             }
                             // App files could not be fetched: try again after a pause.
-                            Err(ApplyError::Transient(e)) => Some(e),
+                            Err(ApplyError::Transient(e)) => {
+                                state.set_apply_error(e.clone());
+                                Some(e)
+                            }
                         };
                         report(&client, &base, &settings.token, &state);
                         transient
@@ -311,7 +368,7 @@ pub async fn run_sync(
             None => backoff = Duration::from_millis(500),
             Some(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "sync failed");
-                state.set_error(e);
+                state.set_sync_error(e);
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = state.resync.notified() => { force = true; }
@@ -524,8 +581,20 @@ fn report(client: &reqwest::Client, base: &str, token: &str, state: &NodeState) 
         .timeout(Duration::from_secs(10))
         .json(&state.report());
     tokio::spawn(async move {
-        if let Err(e) = req.send().await {
-            tracing::debug!(error = %e, "report failed");
+        match req.send().await {
+            Err(e) => tracing::debug!(error = %e, "report failed"),
+            // Refused: this node's id is bound to another node, or the gateway has as many
+            // nodes as it may have. Say so: `portico status` will not list this node.
+            Ok(r) if !r.status().is_success() => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                let message = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_owned))
+                    .unwrap_or(body);
+                tracing::warn!(%status, error = %message, "the control plane refused this node's report");
+            }
+            Ok(_) => {}
         }
     });
 }

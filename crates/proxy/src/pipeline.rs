@@ -62,7 +62,7 @@ impl Conn {
 pub async fn handle(
     lr: Arc<ListenerRuntime>,
     conn: &Conn,
-    req: Request<ClientBody>,
+    mut req: Request<ClientBody>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     conn.activity.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -70,6 +70,8 @@ pub async fn handle(
     let mut ex = Exchange::new(started, Some(conn.activity.clone()));
     let grpc = lr.protocol == ListenerProtocol::Grpc || is_grpc(req.headers());
     let request_id = headers::request_id(req.headers());
+    // Before the log fields: a request is logged with the host it is routed by.
+    let accepted = accept(&mut req);
     if let Some(sink) = &lr.access_log {
         ex.log = Some(Box::new(LogFields {
             sink: sink.clone(),
@@ -92,7 +94,11 @@ pub async fn handle(
         }));
     }
     let head = req.method() == Method::HEAD;
-    let mut resp = match proxy(&lr, conn, req, &mut ex, &request_id, grpc).await {
+    let answer = match accepted {
+        Ok(()) => proxy(&lr, conn, req, &mut ex, &request_id, grpc).await,
+        Err(e) => Err(e),
+    };
+    let mut resp = match answer {
         Ok(r) => r,
         Err(e) => {
             if let Some(l) = &mut ex.log {
@@ -111,6 +117,54 @@ pub async fn handle(
     }
     resp.body_mut().attach(ex);
     resp
+}
+
+/// Phase `accept`: what makes a request malformed whatever its route.
+fn accept(req: &mut Request<ClientBody>) -> Result<(), ProxyError> {
+    canonical_host(req)
+}
+
+/// Makes `Host` the one host a request is routed, checked, logged and forwarded by. An
+/// absolute-form target's authority replaces `Host` (RFC 9112 section 3.2.2); on HTTP/2 a
+/// `host` that differs from `:authority` makes the request malformed (RFC 9113 section
+/// 8.3.1). Userinfo in either, two `Host` fields, or none on HTTP/1.1 is refused.
+fn canonical_host(req: &mut Request<ClientBody>) -> Result<(), ProxyError> {
+    let bad = |what: &'static str| ProxyError::new(ErrorKind::BadRequest, what);
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad("the request has more than one Host header"));
+    }
+    if host.is_some_and(|h| h.as_bytes().contains(&b'@')) {
+        return Err(bad(
+            "the Host header carries userinfo (`user@`), which is refused",
+        ));
+    }
+    let Some(authority) = req.uri().authority() else {
+        if host.is_none() && req.version() == Version::HTTP_11 {
+            return Err(bad("an HTTP/1.1 request needs exactly one Host header"));
+        }
+        return Ok(());
+    };
+    let authority = authority.as_str();
+    if authority.contains('@') {
+        return Err(bad(
+            "the request's authority carries userinfo (`user@`), which is refused",
+        ));
+    }
+    if let Some(h) = host {
+        if h.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) {
+            return Ok(());
+        }
+        if req.version() == Version::HTTP_2 {
+            return Err(bad(
+                "the `host` header differs from `:authority` (RFC 9113 section 8.3.1)",
+            ));
+        }
+    }
+    let value = HeaderValue::from_str(authority).map_err(|_| bad("bad authority"))?;
+    req.headers_mut().insert(HOST, value);
+    Ok(())
 }
 
 async fn proxy(
@@ -426,6 +480,8 @@ struct Upstream<'a> {
     request_id: &'a HeaderValue,
     /// Forwarding headers to encode directly (HTTP/1.1 without header edits).
     direct: Option<h1::Forwarded<'a>>,
+    /// The client asked for a protocol upgrade the route allows.
+    upgrade: bool,
 }
 
 /// Phases `select_upstream -> send -> respond` with retries.
@@ -444,7 +500,11 @@ async fn forward(
     if let Some(l) = &mut ex.log {
         l.service = Some(svc.name.clone());
     }
-    let upgrade = req.version() <= Version::HTTP_11 && headers::is_upgrade_request(req.headers());
+    // Only the protocols the route allows are relayed; any other `Upgrade` is dropped and
+    // the request goes on as a plain one.
+    let upgrade = req.version() <= Version::HTTP_11
+        && headers::is_upgrade_request(req.headers())
+        && headers::upgrade_allowed(req.headers(), &route.upgrades);
     if upgrade && svc.protocol.is_http2() {
         return Err(ProxyError::new(
             ErrorKind::UpgradeUnsupported,
@@ -520,7 +580,14 @@ async fn forward(
         ex.bytes_in = Some(counter.clone());
         let (tx, rx) = oneshot::channel();
         body_done = Some(rx);
-        RequestBody::Stream(RequestStream::new(body, route.max_body, counter, Some(tx)))
+        let stall = crate::body::Stall::new(route.body_idle, route.body_total);
+        RequestBody::Stream(RequestStream::new(
+            body,
+            route.max_body,
+            counter,
+            Some(tx),
+            stall,
+        ))
     };
     svc.budget.on_request();
     let up = Upstream {
@@ -534,6 +601,7 @@ async fn forward(
         body_done,
         request_id,
         direct,
+        upgrade,
     };
     if svc.protocol.is_http2() {
         forward_h2(up, parts, body, ex).await
@@ -612,6 +680,18 @@ async fn forward_h1(
         let b = body.take().unwrap_or(RequestBody::Empty);
         let can_retry = attempts <= svc.retry_attempts;
         match client::send_h1(svc, &ep, req, b, up.timeout, &mut up.body_done).await {
+            Ok(sent) if sent.head.status == StatusCode::SWITCHING_PROTOCOLS && !up.upgrade => {
+                // A tunnel nobody asked for would carry bytes no route checks.
+                ex.endpoint = Some(in_flight);
+                return Err(send_error(
+                    SendError::Invalid(
+                        "101 Switching Protocols to a request without an upgrade".into(),
+                    ),
+                    svc,
+                    &ep.label,
+                    up.timeout,
+                ));
+            }
             Ok(sent) => {
                 if !record(svc, &set, i, sent.head.status, can_retry && replayable) {
                     avoid = Some(i);
@@ -708,7 +788,7 @@ async fn forward_h2(
 /// Records an answer for outlier detection. Returns false when the answer's status is to be
 /// retried (and the budget allows it).
 fn record(svc: &Service, set: &EndpointSet, i: usize, status: StatusCode, may_retry: bool) -> bool {
-    if status.is_server_error() {
+    if svc.failure_statuses.contains(&status.as_u16()) {
         svc.on_failure(set, i);
     } else {
         set.endpoints[i].state.on_success();
@@ -729,7 +809,14 @@ fn err_retryable(
     err: &SendError,
     resendable: bool,
 ) -> bool {
-    if !matches!(err, SendError::BodyTooLarge(_) | SendError::ClientBody) {
+    // Only what says the endpoint is unwell counts; answers about the request do not.
+    if !matches!(
+        err,
+        SendError::BodyTooLarge(_)
+            | SendError::ClientBody
+            | SendError::ClientStalled(_)
+            | SendError::StreamReset { .. }
+    ) {
         svc.on_failure(set, i);
     }
     matches!(err, SendError::Connect(_) | SendError::ConnectTimeout) && resendable
@@ -768,7 +855,7 @@ fn respond(
         }
         return Response::from_parts(head, ResponseBody::empty());
     }
-    Response::from_parts(head, ResponseBody::upstream(body))
+    Response::from_parts(head, ResponseBody::upstream(body, up.svc.body_idle_timeout))
 }
 
 /// The upstream side of an upgraded connection (its stream and bytes already read),
@@ -809,7 +896,7 @@ fn send_error(
                 format!("service `{name}` endpoint {endpoint} did not answer within {timeout:?}"),
             )
         }
-        SendError::Reset { detail } => {
+        SendError::Reset { detail } | SendError::StreamReset { detail } => {
             svc.stats.failures.inc();
             ProxyError::new(
                 ErrorKind::UpstreamReset,
@@ -829,6 +916,10 @@ fn send_error(
         SendError::ClientBody => ProxyError::new(
             ErrorKind::ClientAborted,
             "the client stopped sending its request body",
+        ),
+        SendError::ClientStalled(after) => ProxyError::new(
+            ErrorKind::RequestTimeout,
+            format!("the request body stalled: no bytes for {after:?}"),
         ),
     }
 }
@@ -904,11 +995,12 @@ fn is_grpc(h: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// The request's host: `Host`, made the one host by [`canonical_host`].
 fn host_of<B>(req: &Request<B>) -> &str {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
+    req.headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("")
 }
 

@@ -101,6 +101,10 @@ pub struct Route {
     pub max_body: Option<u64>,
     /// Largest request header block (route, else listener).
     pub max_header: u64,
+    /// Longest pause in a request body (the listener's), when limited.
+    pub body_idle: Option<Duration>,
+    /// Longest a whole request body may take (the listener's), when limited.
+    pub body_total: Option<Duration>,
     /// Request timeout override.
     pub timeout: Option<Duration>,
     /// Length of the matched prefix (prefix and path_prefix matches).
@@ -117,6 +121,8 @@ pub struct Route {
     pub throttle: Option<crate::auth::RouteThrottle>,
     /// Cross-origin policy.
     pub cors: Option<crate::cors::CorsPolicy>,
+    /// Protocols a client may switch to (lower case; `websocket` by default).
+    pub upgrades: Box<[Box<str>]>,
 }
 
 /// A route's action.
@@ -286,7 +292,18 @@ impl Runtime {
                 }
                 let id = routes.len() as u32;
                 routes.push(compile_route(
-                    r, i, &name, max_header, max_body, &services, &apps, &security, cx,
+                    r,
+                    i,
+                    &name,
+                    (max_header, max_body),
+                    (
+                        l.request_body_idle_timeout.get(),
+                        l.request_body_timeout.map(|t| t.get()),
+                    ),
+                    &services,
+                    &apps,
+                    &security,
+                    cx,
                 )?);
                 matches.push((id, r.priority, &r.matches));
             }
@@ -343,8 +360,8 @@ fn compile_route(
     r: &portico_model::Route,
     index: usize,
     listener: &Arc<str>,
-    listener_max_header: u64,
-    listener_max_body: Option<u64>,
+    (listener_max_header, listener_max_body): (u64, Option<u64>),
+    body_timeouts: (Duration, Option<Duration>),
     services: &HashMap<String, Arc<Service>>,
     apps: &HashMap<(String, u32), Arc<crate::apps::AppRuntime>>,
     security: &crate::auth::SecurityRuntime,
@@ -474,6 +491,8 @@ fn compile_route(
             .unwrap_or(listener_max_header)
             .min(listener_max_header),
         timeout: r.timeout.map(|t| t.get()),
+        body_idle: Some(body_timeouts.0).filter(|d| !d.is_zero()),
+        body_total: body_timeouts.1.filter(|d| !d.is_zero()),
         prefix_len,
         auth,
         sandbox,
@@ -497,6 +516,14 @@ fn compile_route(
             .map(crate::cors::CorsPolicy::compile)
             .transpose()
             .map_err(&err)?,
+        upgrades: match &r.upgrades {
+            None => Box::new([Box::from("websocket")]),
+            Some(list) => list
+                .iter()
+                .filter(|u| !u.eq_ignore_ascii_case("h2c"))
+                .map(|u| Box::from(u.to_ascii_lowercase()))
+                .collect(),
+        },
     })
 }
 

@@ -153,7 +153,7 @@ async fn the_retry_budget_bounds_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_endpoints_are_ejected() {
-    let bad = Upstream::start(|_| Reply::status(500)).await;
+    let bad = Upstream::start(|_| Reply::status(502)).await;
     let good = Upstream::named("good").await;
     let cfg = format!(
         "{WEB}\n{}\n{}",
@@ -200,7 +200,7 @@ async fn failing_endpoints_are_ejected() {
         }
         v
     };
-    assert_eq!(statuses, vec![500, 500, 503, 503]);
+    assert_eq!(statuses, vec![502, 502, 503, 503]);
     let r = client.get(&gw.url("/")).await;
     assert_eq!(r.json()["error"], "no_healthy_endpoint");
 }
@@ -422,4 +422,119 @@ async fn dns_names_resolve_and_connections_are_reused() {
         "{} upstream connections for 50 sequential requests",
         up.connections()
     );
+}
+
+/// An HTTP/2 (h2c) upstream that resets the stream of every request to `/reset` and
+/// answers others with 200.
+async fn resetting_h2_upstream() -> std::net::SocketAddr {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    if req.uri().path() == "/reset" {
+                        // hyper answers a failed service with RST_STREAM.
+                        return Err("refused".to_owned());
+                    }
+                    Ok(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"ok"),
+                    )))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_about_the_request_never_eject_an_endpoint() {
+    // One endpoint answering 404, 500 and 501 to some requests: none of them is about its
+    // health, so it is never ejected however many come in a row.
+    let up = Upstream::start(|r| match r.uri.path() {
+        "/missing" => Reply::status(404),
+        "/broken" => Reply::status(500),
+        "/unsupported" => Reply::status(501),
+        "/overloaded" => Reply::status(503),
+        _ => Reply::text("fine"),
+    })
+    .await;
+    let cfg = format!(
+        "{WEB}\n{}\n{}",
+        service(
+            "s",
+            &[up.addr],
+            "retries = { attempts = 0 }\noutlier_detection = { consecutive_failures = 3, base_ejection_time = \"30s\" }"
+        ),
+        route("s")
+    );
+    let gw = Gw::start(&cfg).await;
+    let client = Client::new();
+    for path in ["/missing", "/broken", "/unsupported"] {
+        for _ in 0..6 {
+            client.get(&gw.url(path)).await;
+        }
+        assert_eq!(
+            client.get(&gw.url("/")).await.text(),
+            "fine",
+            "after {path}"
+        );
+    }
+    // Clients that give up mid-body are not the endpoint's fault either.
+    for _ in 0..6 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr("web"))
+            .await
+            .unwrap();
+        use tokio::io::AsyncWriteExt as _;
+        s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\npartial")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(client.get(&gw.url("/")).await.text(), "fine");
+    assert_eq!(
+        metric(&gw.metrics().await, "portico_upstream_ejections_total", "s"),
+        0.0
+    );
+    // 502/503/504 do say the endpoint is unwell: three in a row eject it.
+    for _ in 0..3 {
+        assert_eq!(client.get(&gw.url("/overloaded")).await.status, 503);
+    }
+    let r = client.get(&gw.url("/")).await;
+    assert_eq!(r.json()["error"], "no_healthy_endpoint");
+
+    // The statuses are configurable: with [500], a 500 ejects.
+    let gw = Gw::start(&cfg.replace(
+        "consecutive_failures = 3,",
+        "consecutive_failures = 3, failure_statuses = [500],",
+    ))
+    .await;
+    for _ in 0..3 {
+        client.get(&gw.url("/broken")).await;
+    }
+    assert_eq!(client.get(&gw.url("/")).await.status, 503);
+
+    // An HTTP/2 upstream that resets a stream refuses that request, not all of them.
+    let h2 = resetting_h2_upstream().await;
+    let cfg = format!(
+        "{WEB}\n{}\n{}",
+        service(
+            "s",
+            &[h2],
+            "protocol = \"http2\"\nretries = { attempts = 0 }\noutlier_detection = { consecutive_failures = 3, base_ejection_time = \"30s\" }"
+        ),
+        route("s")
+    );
+    let gw = Gw::start(&cfg).await;
+    for _ in 0..6 {
+        assert_eq!(client.get(&gw.url("/reset")).await.status, 502);
+    }
+    assert_eq!(client.get(&gw.url("/")).await.text(), "ok");
 }

@@ -85,7 +85,30 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "apps",
         include_str!("../../migrations/sqlite/0008_apps.sql"),
     ),
+    (
+        9,
+        "node identity",
+        include_str!("../../migrations/sqlite/0009_node_identity.sql"),
+    ),
 ];
+
+/// How many nodes a gateway may have, and when a silent one is forgotten.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeLimits {
+    /// Nodes per gateway at most.
+    pub max_nodes: usize,
+    /// A node silent this long is forgotten.
+    pub forget_after: std::time::Duration,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        Self {
+            max_nodes: 100,
+            forget_after: std::time::Duration::from_secs(24 * 3600),
+        }
+    }
+}
 
 /// The control plane's database.
 #[derive(Debug)]
@@ -203,8 +226,10 @@ pub struct NodeRecord {
     pub applied_version: Option<u64>,
     /// The hash it serves.
     pub applied_hash: Option<String>,
-    /// Its last error.
+    /// The error of its last apply, until an apply succeeds.
     pub last_error: Option<String>,
+    /// Unix seconds of `last_error`.
+    pub last_error_at: Option<i64>,
     /// Unix seconds of its last report.
     pub last_seen: i64,
 }
@@ -680,21 +705,62 @@ impl Store {
 
     // ---- nodes ----
 
-    /// Records a node's report.
+    /// Records a node's report. `key_hash` is the SHA-256 of the node's key (none for the
+    /// built-in node, reported in-process): the first report binds the node id to it and
+    /// later ones must match. A gateway takes at most `max_nodes` nodes; nodes silent for
+    /// `forget_after` make room.
     pub async fn report_node(
         &self,
         gateway_id: i64,
         report: &portico_model::NodeReport,
+        key_hash: Option<&str>,
+        limits: NodeLimits,
     ) -> Result<(), Error> {
         // Every write holds the writer lock: a write that started as a read would otherwise
         // meet SQLITE_BUSY_SNAPSHOT when another connection committed meanwhile.
         let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let t = now();
+        let bound: Option<Option<String>> =
+            sqlx::query_scalar("SELECT key_hash FROM nodes WHERE gateway_id = $1 AND node_id = $2")
+                .bind(gateway_id)
+                .bind(&report.node_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match (&bound, key_hash) {
+            (Some(Some(held)), Some(given)) if held != given => {
+                return Err(Error::Conflict(format!(
+                    "node id `{}` belongs to another node of this gateway (its key differs): a copied cache directory? Remove `node-id` and `node-key` from this node's cache directory to give it an identity of its own",
+                    report.node_id
+                )));
+            }
+            (Some(_), _) => {}
+            (None, _) => {
+                sqlx::query("DELETE FROM nodes WHERE gateway_id = $1 AND last_seen < $2")
+                    .bind(gateway_id)
+                    .bind(t - limits.forget_after.as_secs() as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                let count: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE gateway_id = $1")
+                        .bind(gateway_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if count as usize >= limits.max_nodes {
+                    return Err(Error::Conflict(format!(
+                        "this gateway already has {count} nodes, the most it may have: stop one (nodes silent for {} s are forgotten) or start the control plane with a higher --max-nodes-per-gateway",
+                        limits.forget_after.as_secs()
+                    )));
+                }
+            }
+        }
         sqlx::query(
-            "INSERT INTO nodes (gateway_id, node_id, hostname, applied_version, applied_hash, last_error, last_seen) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO nodes (gateway_id, node_id, hostname, applied_version, applied_hash, last_error, last_error_at, last_seen, key_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (gateway_id, node_id) DO UPDATE SET hostname = excluded.hostname, \
              applied_version = excluded.applied_version, applied_hash = excluded.applied_hash, \
-             last_error = excluded.last_error, last_seen = excluded.last_seen",
+             last_error = excluded.last_error, last_error_at = excluded.last_error_at, \
+             last_seen = excluded.last_seen, key_hash = COALESCE(nodes.key_hash, excluded.key_hash)",
         )
         .bind(gateway_id)
         .bind(&report.node_id)
@@ -702,17 +768,30 @@ impl Store {
         .bind(report.applied_version.map(|v| v as i64))
         .bind(&report.applied_hash)
         .bind(&report.last_error)
-        .bind(now())
-        .execute(&self.pool)
+        .bind(report.last_error_at.map(|v| v as i64))
+        .bind(t)
+        .bind(key_hash)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Forgets the nodes silent for longer than `after`; answers how many.
+    pub async fn prune_nodes(&self, after: std::time::Duration) -> Result<u64, Error> {
+        let _w = self.write.lock().await;
+        let done = sqlx::query("DELETE FROM nodes WHERE last_seen < $1")
+            .bind(now() - after.as_secs() as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// Every node of every gateway, by gateway id.
     pub async fn all_nodes(&self) -> Result<HashMap<i64, Vec<NodeRecord>>, Error> {
         let rows = sqlx::query(
-            "SELECT gateway_id, node_id, hostname, applied_version, applied_hash, last_error, last_seen \
-             FROM nodes ORDER BY gateway_id, node_id",
+            "SELECT gateway_id, node_id, hostname, applied_version, applied_hash, last_error, last_seen, \
+             last_error_at FROM nodes ORDER BY gateway_id, node_id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -725,6 +804,7 @@ impl Store {
                 applied_hash: r.try_get(4)?,
                 last_error: r.try_get(5)?,
                 last_seen: r.try_get(6)?,
+                last_error_at: r.try_get(7)?,
             });
         }
         Ok(out)
@@ -753,8 +833,8 @@ impl Store {
     /// The nodes of a gateway.
     pub async fn nodes(&self, gateway_id: i64) -> Result<Vec<NodeRecord>, Error> {
         let rows = sqlx::query(
-            "SELECT node_id, hostname, applied_version, applied_hash, last_error, last_seen \
-             FROM nodes WHERE gateway_id = $1 ORDER BY node_id",
+            "SELECT node_id, hostname, applied_version, applied_hash, last_error, last_seen, \
+             last_error_at FROM nodes WHERE gateway_id = $1 ORDER BY node_id",
         )
         .bind(gateway_id)
         .fetch_all(&self.pool)
@@ -768,6 +848,7 @@ impl Store {
                     applied_hash: r.try_get(3)?,
                     last_error: r.try_get(4)?,
                     last_seen: r.try_get(5)?,
+                    last_error_at: r.try_get(6)?,
                 })
             })
             .collect()

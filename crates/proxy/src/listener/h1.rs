@@ -178,7 +178,9 @@ pub async fn serve(
             }
             return;
         }
-        let keep_alive = head.keep_alive && !*stop.borrow();
+        // A stalled body is still unread: drop the connection rather than wait to drain it.
+        let keep_alive =
+            head.keep_alive && !*stop.borrow() && resp.status() != StatusCode::REQUEST_TIMEOUT;
         match write_response(
             &mut wr,
             &mut out,

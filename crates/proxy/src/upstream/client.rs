@@ -36,12 +36,20 @@ pub enum SendError {
         /// What went wrong.
         detail: String,
     },
+    /// The upstream refused or reset this one HTTP/2 stream: an answer about the request,
+    /// not about the endpoint's health.
+    StreamReset {
+        /// What went wrong.
+        detail: String,
+    },
     /// The upstream answered with something that is not HTTP.
     Invalid(String),
     /// The request body passed its limit.
     BodyTooLarge(u64),
     /// The client's body broke off.
     ClientBody,
+    /// The client's body paused past the listener's limit.
+    ClientStalled(Duration),
 }
 
 /// The response body of an upstream.
@@ -139,6 +147,7 @@ fn h1_error(e: h1::Error, svc: &Service) -> SendError {
     match e {
         h1::Error::Body(BodyError::TooLarge(n)) => SendError::BodyTooLarge(n),
         h1::Error::Body(BodyError::Client(_)) => SendError::ClientBody,
+        h1::Error::Body(BodyError::Stalled(d)) => SendError::ClientStalled(d),
         h1::Error::Invalid(what) => {
             svc.stats.failures.inc();
             SendError::Invalid(what.to_owned())
@@ -277,12 +286,27 @@ fn h2_error(e: hyper::Error) -> SendError {
             return match b {
                 BodyError::TooLarge(n) => SendError::BodyTooLarge(*n),
                 BodyError::Client(_) => SendError::ClientBody,
+                BodyError::Stalled(d) => SendError::ClientStalled(*d),
             };
         }
         source = s.source();
     }
     if e.is_parse() {
-        SendError::Invalid(e.to_string())
+        return SendError::Invalid(e.to_string());
+    }
+    let mut stream_reset = false;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<h2::Error>() {
+            stream_reset = h.is_reset() && !h.is_go_away();
+            break;
+        }
+        source = s.source();
+    }
+    if stream_reset {
+        SendError::StreamReset {
+            detail: e.to_string(),
+        }
     } else {
         SendError::Reset {
             detail: e.to_string(),

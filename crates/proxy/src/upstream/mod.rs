@@ -47,6 +47,10 @@ pub struct Service {
     pub retry_attempts: u32,
     /// Statuses that are retried.
     pub retry_statuses: Box<[u16]>,
+    /// Longest pause in a response body, when limited.
+    pub body_idle_timeout: Option<Duration>,
+    /// Statuses that count as an endpoint's failure for outlier ejection.
+    pub failure_statuses: Box<[u16]>,
     /// Shared retry budget (kept across reloads).
     pub budget: Arc<RetryBudget>,
     /// Outlier ejection policy.
@@ -161,6 +165,7 @@ impl Service {
             connect_timeout: s.connect_timeout.get(),
             request_timeout: s.request_timeout.get(),
             idle_timeout: s.idle_timeout.get(),
+            body_idle_timeout: Some(s.body_idle_timeout.get()).filter(|d| !d.is_zero()),
             max_idle: s.max_idle_per_endpoint as usize,
             hostname: s
                 .hostname
@@ -169,6 +174,11 @@ impl Service {
             tls,
             retry_attempts: s.retries.attempts,
             retry_statuses: s.retries.statuses.clone().into_boxed_slice(),
+            failure_statuses: s
+                .outlier_detection
+                .failure_statuses
+                .clone()
+                .into_boxed_slice(),
             outlier: OutlierPolicy {
                 consecutive_failures: s.outlier_detection.consecutive_failures,
                 base_ms: s.outlier_detection.base_ejection_time.get().as_millis() as u64,
