@@ -129,7 +129,10 @@ impl Body for RequestBody {
             RequestBody::Stream(s) => s,
         };
         match Pin::new(&mut s.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(Some(Ok(mut frame))) => {
+                if let Some(t) = frame.trailers_mut() {
+                    crate::headers::strip_trailer_fields(t);
+                }
                 if let Some(data) = frame.data_ref() {
                     s.seen += data.len() as u64;
                     s.counter.store(s.seen, Ordering::Relaxed);
@@ -266,7 +269,10 @@ impl Body for ResponseBody {
             Inner::File(file, left) => poll_file(file, left, cx),
         };
         match polled {
-            Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(Some(Ok(mut frame))) => {
+                if let Some(t) = frame.trailers_mut() {
+                    crate::headers::strip_trailer_fields(t);
+                }
                 if let (Some(data), Some(ex)) = (frame.data_ref(), &mut this.exchange) {
                     ex.bytes_out += data.len() as u64;
                 }
