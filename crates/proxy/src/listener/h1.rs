@@ -16,13 +16,11 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HOST, TE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio_rustls::server::TlsStream;
 
 use super::Shared;
+use super::transport::{Reader, Transport};
 use crate::body::{ClientBody, ResponseBody};
 use crate::codec::{self, CodingError, Codings, Decoded, Decoder};
 use crate::exchange::Interim;
@@ -36,27 +34,6 @@ const MAX_HEADERS: usize = 100;
 const READ_SIZE: usize = 4096;
 /// Unread request body drained to keep a connection, at most.
 const MAX_DRAIN: u64 = 64 * 1024;
-
-/// A client connection's byte stream, split so that a request body can be read while the
-/// response is written, and joined again for a tunnel after a 101.
-pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + Sized + 'static {
-    /// The write half.
-    type Wr: AsyncWrite + Send + Unpin;
-    /// Splits the stream.
-    fn split(self) -> (Reader, Self::Wr);
-    /// Joins the halves again; `None` when they are not two halves of one stream.
-    fn join(rd: Reader, wr: Self::Wr) -> Option<Self>;
-}
-
-/// The read half of a client connection. An enum rather than a type parameter: a request
-/// body carries it through the pipeline, which serves both kinds of connection.
-#[derive(Debug)]
-pub enum Reader {
-    /// Plain TCP: its own half, no lock between reader and writer.
-    Tcp(OwnedReadHalf),
-    /// TLS: one rustls session shared by both halves (tokio's split, which locks per poll).
-    Tls(ReadHalf<TlsStream<TcpStream>>),
-}
 
 /// The connection's read side: the socket half and what was read but not used yet.
 #[derive(Debug)]
@@ -786,51 +763,6 @@ impl Body for RequestBody {
             Decoder::Length(n) => SizeHint::with_exact(n),
             Decoder::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
-        }
-    }
-}
-
-impl Transport for TcpStream {
-    type Wr = OwnedWriteHalf;
-
-    fn split(self) -> (Reader, OwnedWriteHalf) {
-        let (rd, wr) = self.into_split();
-        (Reader::Tcp(rd), wr)
-    }
-
-    fn join(rd: Reader, wr: OwnedWriteHalf) -> Option<Self> {
-        match rd {
-            Reader::Tcp(rd) => rd.reunite(wr).ok(),
-            Reader::Tls(_) => None,
-        }
-    }
-}
-
-impl Transport for TlsStream<TcpStream> {
-    type Wr = WriteHalf<TlsStream<TcpStream>>;
-
-    fn split(self) -> (Reader, Self::Wr) {
-        let (rd, wr) = tokio::io::split(self);
-        (Reader::Tls(rd), wr)
-    }
-
-    fn join(rd: Reader, wr: Self::Wr) -> Option<Self> {
-        match rd {
-            Reader::Tls(rd) if rd.is_pair_of(&wr) => Some(rd.unsplit(wr)),
-            _ => None,
-        }
-    }
-}
-
-impl AsyncRead for Reader {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Reader::Tcp(rd) => Pin::new(rd).poll_read(cx, buf),
-            Reader::Tls(rd) => Pin::new(rd).poll_read(cx, buf),
         }
     }
 }

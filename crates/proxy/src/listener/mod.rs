@@ -4,6 +4,7 @@
 //! idle timeout and graceful shutdown.
 
 pub mod h1;
+pub mod transport;
 
 use std::convert::Infallible;
 use std::future::Future;
