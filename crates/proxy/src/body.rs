@@ -199,9 +199,12 @@ impl Body for RequestBody {
             RequestBody::Stream(s) => s,
         };
         match Pin::new(&mut s.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(Some(Ok(mut frame))) => {
                 if let Some(st) = &mut s.stall {
                     st.moved = true;
+                }
+                if let Some(t) = frame.trailers_mut() {
+                    crate::headers::strip_trailer_fields(t);
                 }
                 if let Some(data) = frame.data_ref() {
                     s.seen += data.len() as u64;
@@ -354,9 +357,12 @@ impl Body for ResponseBody {
             Inner::File(file, left) => poll_file(file, left, cx),
         };
         match polled {
-            Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(Some(Ok(mut frame))) => {
                 if let Some(st) = &mut this.stall {
                     st.moved = true;
+                }
+                if let Some(t) = frame.trailers_mut() {
+                    crate::headers::strip_trailer_fields(t);
                 }
                 if let (Some(data), Some(ex)) = (frame.data_ref(), &mut this.exchange) {
                     ex.bytes_out += data.len() as u64;

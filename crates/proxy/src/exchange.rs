@@ -1,12 +1,15 @@
 //! One request/response exchange as it is logged and measured. Completed exactly once, when
 //! the response body ends or is dropped.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use http::{HeaderValue, Method, Version};
 
 use crate::access_log::{AccessLog, json_str, now_rfc3339};
@@ -38,6 +41,57 @@ pub struct ConnActivity {
     pub in_flight: AtomicU32,
     /// Requests started, so the idle timer can see that something happened.
     pub started: AtomicU64,
+}
+
+/// Interim (1xx) responses of an HTTP/1.1 upstream on their way to the client connection,
+/// whose task writes them while the final response is awaited. Inline in the connection: no
+/// allocation unless a 1xx arrives, and the waiting side takes no lock until one has.
+#[derive(Debug, Default)]
+pub struct Interim {
+    heads: Mutex<VecDeque<http::response::Parts>>,
+    /// Set (under the lock) while `heads` holds something.
+    ready: AtomicBool,
+    waker: AtomicWaker,
+}
+
+/// Interim responses held for one request at most; more are dropped (they are advisory, and
+/// an upstream must not make the gateway hold unbounded memory for a slow client).
+const MAX_INTERIM: usize = 8;
+
+impl Interim {
+    /// Queues an interim response for the client.
+    pub fn push(&self, head: http::response::Parts) {
+        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        if heads.len() < MAX_INTERIM {
+            heads.push_back(head);
+            self.ready.store(true, Ordering::Release);
+        }
+        drop(heads);
+        self.waker.wake();
+    }
+
+    /// The next queued interim response, without waiting.
+    pub fn take(&self) -> Option<http::response::Parts> {
+        if !self.ready.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        let head = heads.pop_front();
+        if heads.is_empty() {
+            self.ready.store(false, Ordering::Release);
+        }
+        head
+    }
+
+    /// Waits for the next interim response.
+    pub fn poll_next(&self, cx: &mut std::task::Context<'_>) -> Poll<http::response::Parts> {
+        // Registered before looking, so a push in between still wakes this task.
+        self.waker.register(cx.waker());
+        match self.take() {
+            Some(head) => Poll::Ready(head),
+            None => Poll::Pending,
+        }
+    }
 }
 
 /// What the access log records beyond the metrics.

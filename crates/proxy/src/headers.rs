@@ -210,6 +210,33 @@ pub fn connection_listed(h: &HeaderMap) -> Vec<HeaderName> {
     out
 }
 
+/// Fields that have no place in trailers (RFC 9110 section 6.5.1): framing, routing, how to
+/// read the content, and connection-level fields. A recipient that merges trailers into the
+/// header section would act on them, so they stop here.
+static NOT_IN_TRAILERS: [HeaderName; 12] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::TRAILER,
+    header::HOST,
+    header::CONTENT_ENCODING,
+    header::CONTENT_TYPE,
+    header::CONTENT_RANGE,
+    header::CONNECTION,
+    header::TE,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// Removes the fields trailers must not carry (see [`NOT_IN_TRAILERS`]).
+pub fn strip_trailer_fields(t: &mut HeaderMap) {
+    for name in &NOT_IN_TRAILERS {
+        if t.contains_key(name) {
+            t.remove(name);
+        }
+    }
+}
+
 /// True for headers that never cross the gateway (besides those `Connection` lists).
 #[inline]
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {

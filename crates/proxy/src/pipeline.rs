@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::body::{ClientBody, RequestBody, RequestStream, ResponseBody};
 use crate::clock;
-use crate::exchange::{ConnActivity, Exchange, InFlight, LogFields};
+use crate::exchange::{ConnActivity, Exchange, InFlight, Interim, LogFields};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::respond::{ErrorKind, ProxyError, error_response};
 use crate::rewrite;
@@ -42,6 +42,8 @@ pub struct Conn {
     pub scheme: &'static str,
     /// Activity, for the idle timer.
     pub activity: Arc<ConnActivity>,
+    /// Where interim (1xx) responses go, on connections that can send them (HTTP/1.1).
+    pub interim: Option<Interim>,
 }
 
 impl Conn {
@@ -54,6 +56,7 @@ impl Conn {
             peer_ip,
             scheme,
             activity: Arc::new(ConnActivity::default()),
+            interim: None,
         }
     }
 }
@@ -111,6 +114,10 @@ pub async fn handle(
             r
         }
     };
+    if resp.status() == StatusCode::NO_CONTENT {
+        // A 204 has no content and must not say how long it is (RFC 9110 section 8.6).
+        resp.headers_mut().remove(CONTENT_LENGTH);
+    }
     ex.status = resp.status().as_u16();
     if ex.stats.is_none() {
         ex.stats = Some(lr.unrouted.clone());
@@ -307,6 +314,13 @@ fn route(
 ) -> Result<(u32, Option<String>), ProxyError> {
     let host = rewrite::normalize_host(host_of(req));
     let path = req.uri().path();
+    if path == "*" && req.method() != Method::OPTIONS {
+        // The asterisk-form belongs to OPTIONS alone (RFC 9112 section 3.2.4).
+        return Err(ProxyError::new(
+            ErrorKind::BadRequest,
+            "only OPTIONS may have `*` as its target",
+        ));
+    }
     let normalized = rewrite::normalize_path(path).map_err(|e| {
         ProxyError::new(
             ErrorKind::BadRequest,
@@ -353,8 +367,9 @@ fn check_limits(
     route: &Route,
     req: &Request<ClientBody>,
 ) -> Result<(), ProxyError> {
-    // hyper enforces the listener's limit while parsing, but never below 8 KiB.
-    if route.max_header < lr.max_header.max(8192) {
+    // The listener's limit is enforced while parsing (exactly by the HTTP/1.1 server, plain
+    // and TLS; by hyper's header list size on HTTP/2): only a smaller route limit is left.
+    if route.max_header < lr.max_header {
         let size: usize = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
             + req.method().as_str().len()
             + req
@@ -482,6 +497,8 @@ struct Upstream<'a> {
     direct: Option<h1::Forwarded<'a>>,
     /// The client asked for a protocol upgrade the route allows.
     upgrade: bool,
+    /// Where an HTTP/1.1 upstream's interim responses go, when the client can take them.
+    interim: Option<&'a Interim>,
 }
 
 /// Phases `select_upstream -> send -> respond` with retries.
@@ -519,6 +536,9 @@ async fn forward(
         .as_ref()
         .and_then(|on| hash_key(on, req.headers(), conn.peer));
     let (mut parts, body) = req.into_parts();
+    if !svc.protocol.is_http2() {
+        join_cookies(&mut parts.headers);
+    }
 
     // The path and query sent upstream.
     let path_src = normalized.as_deref().unwrap_or(parts.uri.path());
@@ -602,6 +622,11 @@ async fn forward(
         request_id,
         direct,
         upgrade,
+        // HTTP/1.0 clients get no 1xx (RFC 9110 section 15.2).
+        interim: conn
+            .interim
+            .as_ref()
+            .filter(|_| parts.version == Version::HTTP_11),
     };
     if svc.protocol.is_http2() {
         forward_h2(up, parts, body, ex).await
@@ -676,6 +701,7 @@ async fn forward_h1(
             method: &parts.method,
             chunked,
             replayable,
+            interim: up.interim,
         };
         let b = body.take().unwrap_or(RequestBody::Empty);
         let can_retry = attempts <= svc.retry_attempts;
@@ -980,6 +1006,26 @@ fn hash_key(on: &HashOn, h: &HeaderMap, peer: SocketAddr) -> Option<u64> {
             std::net::IpAddr::V4(ip) => hash64(&ip.octets(), 0),
             std::net::IpAddr::V6(ip) => hash64(&ip.octets(), 0),
         }),
+    }
+}
+
+/// Joins several `cookie` fields into one, `; `-separated, for an HTTP/1.1 upstream (RFC 9113
+/// section 8.2.3: HTTP/2 clients may send each cookie as its own field). Costs one lookup
+/// when there is at most one.
+fn join_cookies(h: &mut HeaderMap) {
+    let mut values = h.get_all(COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in h.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(COOKIE, v);
     }
 }
 

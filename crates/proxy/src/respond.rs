@@ -46,6 +46,8 @@ pub enum ErrorKind {
     ClientAborted,
     /// The client's request body stalled past the listener's body timeouts.
     RequestTimeout,
+    /// The request uses a feature the gateway does not implement (a transfer coding).
+    NotImplemented,
     /// Credentials are missing, unknown or expired.
     Unauthorized,
     /// The caller is known but may not call this (key type, subscription).
@@ -94,6 +96,7 @@ impl ErrorKind {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest | Self::ClientAborted => StatusCode::BAD_REQUEST,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -122,6 +125,7 @@ impl ErrorKind {
             Self::UpgradeUnsupported => "upgrade_unsupported",
             Self::ClientAborted => "client_aborted",
             Self::RequestTimeout => "request_timeout",
+            Self::NotImplemented => "not_implemented",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::RateLimited => "rate_limited",
@@ -137,6 +141,7 @@ impl ErrorKind {
             | Self::BodyTooLarge
             | Self::ClientAborted
             | Self::RequestTimeout
+            | Self::NotImplemented
             | Self::Unauthorized
             | Self::Forbidden
             | Self::RateLimited => Fault::Downstream,
@@ -152,14 +157,14 @@ impl ErrorKind {
     /// The gRPC status code for gRPC clients.
     pub fn grpc_status(self) -> u8 {
         match self {
-            Self::NoRoute => 12,                               // UNIMPLEMENTED
-            Self::BadRequest | Self::ClientAborted => 3,       // INVALID_ARGUMENT
-            Self::HeadersTooLarge | Self::BodyTooLarge => 8,   // RESOURCE_EXHAUSTED
+            Self::NoRoute | Self::NotImplemented => 12, // UNIMPLEMENTED
+            Self::BadRequest | Self::ClientAborted => 3, // INVALID_ARGUMENT
+            Self::HeadersTooLarge | Self::BodyTooLarge => 8, // RESOURCE_EXHAUSTED
             Self::UpstreamTimeout | Self::RequestTimeout => 4, // DEADLINE_EXCEEDED
-            Self::UpgradeUnsupported => 13,                    // INTERNAL
-            Self::Unauthorized => 16,                          // UNAUTHENTICATED
-            Self::Forbidden => 7,                              // PERMISSION_DENIED
-            Self::RateLimited => 8,                            // RESOURCE_EXHAUSTED
+            Self::UpgradeUnsupported => 13,             // INTERNAL
+            Self::Unauthorized => 16,                   // UNAUTHENTICATED
+            Self::Forbidden => 7,                       // PERMISSION_DENIED
+            Self::RateLimited => 8,                     // RESOURCE_EXHAUSTED
             Self::NoEndpoint | Self::ConnectFailed | Self::ConnectTimeout | Self::UpstreamReset => {
                 14
             } // UNAVAILABLE
@@ -255,6 +260,7 @@ mod tests {
         assert_eq!(ErrorKind::NoEndpoint.status(), 503);
         assert_eq!(ErrorKind::UpstreamTimeout.status(), 504);
         assert_eq!(ErrorKind::ConnectTimeout.status(), 504);
+        assert_eq!(ErrorKind::NotImplemented.status(), 501);
         assert_eq!(ErrorKind::NoRoute.fault(), Fault::Downstream);
         assert_eq!(ErrorKind::UpstreamReset.fault(), Fault::Upstream);
     }

@@ -134,7 +134,14 @@ pub fn request(
 /// Writes `bytes` to `addr` and returns everything read until the peer closes or is quiet
 /// for 1 s.
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
+    raw_on(TcpStream::connect(addr).await.expect("connect"), bytes).await
+}
+
+/// [`raw`] over a stream already open (a TLS session, say).
+pub async fn raw_on<S>(mut s: S, bytes: &[u8]) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     s.write_all(bytes).await.expect("write");
     let mut out = Vec::new();
     let mut buf = [0u8; 16 * 1024];

@@ -1,8 +1,9 @@
-//! HTTP/1.1 for client connections, written for the proxy path. One task per connection
-//! reads a request head, runs the pipeline, writes the response and reads the next. The
-//! request body, when there is one, takes the connection's read side with it and gives it
-//! back when it ends; buffers are released while the connection waits for a request, so an
-//! idle connection holds next to no memory.
+//! HTTP/1.1 for client connections, written for the proxy path, over plain TCP and TLS
+//! alike (one parser, one set of limits and rejections for `http` and `https`). One task per
+//! connection reads a request head, runs the pipeline, writes the response and reads the
+//! next. The request body, when there is one, takes the connection's read side with it and
+//! gives it back when it ends; buffers are released while the connection waits for a
+//! request, so an idle connection holds next to no memory.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,14 +16,14 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HOST, TE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::Shared;
+use super::transport::{Reader, Transport};
 use crate::body::{ClientBody, ResponseBody};
-use crate::codec::{self, Decoded, Decoder};
+use crate::codec::{self, CodingError, Codings, Decoded, Decoder};
+use crate::exchange::Interim;
 use crate::headers;
 use crate::pipeline::{self, Conn, Tunnel};
 use crate::respond::{ErrorKind, ProxyError, error_response};
@@ -37,7 +38,7 @@ const MAX_DRAIN: u64 = 64 * 1024;
 /// The connection's read side: the socket half and what was read but not used yet.
 #[derive(Debug)]
 struct ReadSide {
-    rd: OwnedReadHalf,
+    rd: Reader,
     buf: BytesMut,
     /// The body that had it stopped before its end (bytes still to skip).
     unread: Decoder,
@@ -61,6 +62,8 @@ enum HeadError {
     Bad(&'static str),
     /// The head is larger than the limit.
     TooLarge,
+    /// A transfer coding the gateway does not decode (RFC 9112 section 6.1: 501).
+    NotImplemented(&'static str),
 }
 
 /// A parsed request head.
@@ -72,16 +75,20 @@ struct Head {
     expect_continue: bool,
 }
 
-/// Serves a client connection until it closes, goes idle, or the listener stops.
-pub async fn serve(
-    stream: TcpStream,
+/// Serves a client connection (`scheme`: `http` or `https`) until it closes, goes idle, or
+/// the listener stops.
+pub async fn serve<S: Transport>(
+    stream: S,
     peer: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     idle: Duration,
     max_header: usize,
 ) {
-    let conn = Conn::new(peer, "http");
-    let (rd, mut wr) = stream.into_split();
+    let mut conn = Conn::new(peer, scheme);
+    // Interim answers of HTTP/1.1 upstreams (103 Early Hints) come back through here.
+    conn.interim = Some(Interim::default());
+    let (rd, mut wr) = stream.split();
     let home: Home = Arc::new(Mutex::new(None));
     let mut side = Some(ReadSide {
         rd,
@@ -108,6 +115,7 @@ pub async fn serve(
             Err(e) => {
                 let (kind, detail) = match e {
                     HeadError::Bad(what) => (ErrorKind::BadRequest, what),
+                    HeadError::NotImplemented(what) => (ErrorKind::NotImplemented, what),
                     HeadError::TooLarge => (
                         ErrorKind::HeadersTooLarge,
                         "the request headers are larger than the listener's limit",
@@ -128,17 +136,16 @@ pub async fn serve(
                     false,
                 )
                 .await;
+                // Over TLS, close_notify: the client can tell the answer is complete.
+                let _ = wr.shutdown().await;
                 return;
             }
         };
-        if head.expect_continue
-            && head.framing.is_some()
-            && wr
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .is_err()
-        {
-            return;
+        if head.expect_continue && head.framing.is_some() {
+            let sent = wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            if sent.is_err() || wr.flush().await.is_err() {
+                return;
+            }
         }
         let method = head.request.method().clone();
         let version = head.request.version();
@@ -163,7 +170,10 @@ pub async fn serve(
             }
         };
         let lr = shared.state.load_full();
-        let mut resp = pipeline::handle(lr, &conn, Request::from_parts(parts, body)).await;
+        let handled = pipeline::handle(lr, &conn, Request::from_parts(parts, body));
+        let Some(mut resp) = relay_interim(handled, &conn, &mut wr, &mut out).await else {
+            return;
+        };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let tunnel = resp
                 .extensions_mut()
@@ -174,7 +184,7 @@ pub async fn serve(
                 .unwrap_or(false);
             let rs = side.take().or_else(|| lock(&home).take());
             if let (true, Some((upstream, leftover)), Some(rs)) = (ok, tunnel, rs) {
-                run_tunnel(rs, wr, upstream, leftover).await;
+                run_tunnel::<S>(rs, wr, upstream, leftover).await;
             }
             return;
         }
@@ -199,6 +209,58 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// Runs the pipeline for one request; interim answers from the upstream go out meanwhile, in
+/// order, before the final one. `None` when the client is gone.
+async fn relay_interim<W: AsyncWrite + Unpin>(
+    handled: impl std::future::Future<Output = http::Response<ResponseBody>>,
+    conn: &Conn,
+    wr: &mut W,
+    out: &mut Vec<u8>,
+) -> Option<http::Response<ResponseBody>> {
+    let Some(interim) = &conn.interim else {
+        return Some(handled.await);
+    };
+    tokio::pin!(handled);
+    let resp = loop {
+        tokio::select! {
+            biased;
+            resp = &mut handled => break resp,
+            head = std::future::poll_fn(|cx| interim.poll_next(cx)) => {
+                write_interim(wr, out, &head).await.ok()?;
+            }
+        }
+    };
+    while let Some(head) = interim.take() {
+        write_interim(wr, out, &head).await.ok()?;
+    }
+    Some(resp)
+}
+
+/// Writes a 1xx response head.
+async fn write_interim<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut Vec<u8>,
+    head: &http::response::Parts,
+) -> io::Result<()> {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(head.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &head.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let written = wr.write_all(out).await;
+    out.clear();
+    written?;
+    wr.flush().await
 }
 
 fn lock(home: &Home) -> std::sync::MutexGuard<'_, Option<ReadSide>> {
@@ -292,6 +354,9 @@ fn parse_head(buf: &mut BytesMut, max_header: usize) -> Result<Option<Head>, Hea
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::Version) if later_minor_version(buf) => {
+            return parse_head(buf, max_header);
+        }
         Err(_) => return Err(HeadError::Bad("malformed request line or header")),
     };
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
@@ -309,7 +374,7 @@ fn parse_head(buf: &mut BytesMut, max_header: usize) -> Result<Option<Head>, Hea
     let target_range = (target.as_ptr() as usize - base, target.len());
     let mut kept: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(req.headers.len());
     let mut content_length: Option<u64> = None;
-    let mut chunked = false;
+    let mut codings = Codings::default();
     let mut close = version == Version::HTTP_10;
     let mut expect_continue = false;
     let mut hosts = 0;
@@ -327,17 +392,7 @@ fn parse_head(buf: &mut BytesMut, max_header: usize) -> Result<Option<Head>, Hea
             }
             content_length = Some(n);
         } else if name == TRANSFER_ENCODING {
-            let last = h
-                .value
-                .split(|b| *b == b',')
-                .next_back()
-                .map(<[u8]>::trim_ascii);
-            if !last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")) {
-                return Err(HeadError::Bad(
-                    "unsupported transfer-encoding; only chunked is accepted",
-                ));
-            }
-            chunked = true;
+            codings.add(h.value);
         } else if name == CONNECTION {
             for t in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 if t.eq_ignore_ascii_case(b"close") {
@@ -354,6 +409,21 @@ fn parse_head(buf: &mut BytesMut, max_header: usize) -> Result<Option<Head>, Hea
         let start = h.value.as_ptr() as usize - base;
         kept.push((name, start, start + h.value.len()));
     }
+    let chunked = match codings.chunked() {
+        Ok(chunked) => chunked,
+        // Without chunked last, once, the body's length cannot be known (RFC 9112 6.3).
+        Err(CodingError::NotChunkedLast) => {
+            return Err(HeadError::Bad(
+                "transfer-encoding must end in chunked, which appears once",
+            ));
+        }
+        // gzip, deflate and the like would have to be decoded, and the gateway does not.
+        Err(CodingError::Unsupported) => {
+            return Err(HeadError::NotImplemented(
+                "transfer codings other than chunked are not implemented",
+            ));
+        }
+    };
     if chunked && (content_length.is_some() || version == Version::HTTP_10) {
         // A request smuggling vector (RFC 9112 section 6.1): refuse rather than guess.
         return Err(HeadError::Bad(
@@ -395,9 +465,33 @@ fn parse_head(buf: &mut BytesMut, max_header: usize) -> Result<Option<Head>, Hea
     }))
 }
 
+/// True when `buf` starts with a request line of HTTP/1.x, x > 1, which then reads HTTP/1.1:
+/// a later minor version is compatible and is answered as the highest the server speaks
+/// (RFC 9110 section 2.5). httparse knows only 1.0 and 1.1. The line may be incomplete.
+fn later_minor_version(buf: &mut BytesMut) -> bool {
+    // Empty lines before a request line are ignored (RFC 9112 section 2.2).
+    let start = buf
+        .iter()
+        .position(|b| *b != b'\r' && *b != b'\n')
+        .unwrap_or(buf.len());
+    let end = buf[start..]
+        .iter()
+        .position(|b| *b == b'\r' || *b == b'\n')
+        .map_or(buf.len(), |n| start + n);
+    let Some(sp) = buf[start..end].iter().rposition(|b| *b == b' ') else {
+        return false;
+    };
+    let v = start + sp + 1;
+    if end - v != 8 || &buf[v..v + 7] != b"HTTP/1." || !matches!(buf[v + 7], b'2'..=b'9') {
+        return false;
+    }
+    buf[v + 7] = b'1';
+    true
+}
+
 /// Writes a response; `Ok(true)` when the connection can serve another request.
-async fn write_response(
-    wr: &mut OwnedWriteHalf,
+async fn write_response<W: AsyncWrite + Unpin>(
+    wr: &mut W,
     out: &mut Vec<u8>,
     resp: http::Response<ResponseBody>,
     method: &Method,
@@ -454,8 +548,12 @@ async fn write_response(
         out.extend_from_slice(b"content-length: ");
         codec::decimal(out, n);
         out.extend_from_slice(b"\r\n");
-    } else if no_body && declared.is_some() {
-        // HEAD: the length the GET would have.
+    } else if no_body
+        && declared.is_some()
+        && status != StatusCode::NO_CONTENT
+        && !status.is_informational()
+    {
+        // HEAD or 304: the length a GET would have. Never on 1xx and 204 (RFC 9110 8.6).
         out.extend_from_slice(b"content-length: ");
         codec::decimal(out, declared.unwrap_or(0));
         out.extend_from_slice(b"\r\n");
@@ -469,6 +567,7 @@ async fn write_response(
     if no_body {
         drop(body);
         wr.write_all(out).await?;
+        wr.flush().await?;
         return Ok(keep_alive);
     }
     // Frames that are ready now are gathered behind the head and written together (the
@@ -487,6 +586,8 @@ async fn write_response(
                     wr.write_all(out).await?;
                     out.clear();
                 }
+                // What is written must reach the client before waiting on the body.
+                wr.flush().await?;
                 std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
             }
         };
@@ -535,6 +636,7 @@ async fn write_response(
                 if !out.is_empty() {
                     wr.write_all(out).await?;
                 }
+                wr.flush().await?;
                 return Ok(false);
             }
             None => break,
@@ -552,6 +654,9 @@ async fn write_response(
         wr.write_all(out).await?;
         out.clear();
     }
+    // A write can leave bytes inside the TLS session when the socket is full; the answer
+    // is complete only once they are out (on plain TCP this costs nothing).
+    wr.flush().await?;
     if length.is_some_and(|n| written != n) {
         keep_alive = false;
     }
@@ -563,13 +668,13 @@ async fn write_response(
 const COALESCE: usize = 64 * 1024;
 
 /// After a 101: bytes both ways between the client and the upstream until either closes.
-async fn run_tunnel(
+async fn run_tunnel<S: Transport>(
     rs: ReadSide,
-    wr: OwnedWriteHalf,
+    wr: S::Wr,
     mut upstream: crate::upstream::tls::UpStream,
     upstream_leftover: Bytes,
 ) {
-    let Ok(mut client) = rs.rd.reunite(wr) else {
+    let Some(mut client) = S::join(rs.rd, wr) else {
         return;
     };
     if !upstream_leftover.is_empty() && client.write_all(&upstream_leftover).await.is_err() {
@@ -676,6 +781,7 @@ mod tests {
         match parse(raw) {
             Err(HeadError::Bad(w)) => w,
             Err(HeadError::TooLarge) => "too large",
+            Err(HeadError::NotImplemented(_)) => "not implemented",
             Ok(_) => "accepted",
         }
     }
@@ -733,6 +839,71 @@ mod tests {
             "CONNECT is not supported"
         );
         assert_eq!(bad("GARBAGE\r\n\r\n"), "malformed request line or header");
+    }
+
+    #[test]
+    fn transfer_codings_other_than_a_single_final_chunked_are_refused() {
+        let te = |v: &str| {
+            bad(&format!(
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {v}\r\n\r\n"
+            ))
+        };
+        assert_eq!(te("chunked"), "accepted");
+        assert_eq!(te("Chunked"), "accepted");
+        assert_eq!(
+            te(" , chunked ,"),
+            "accepted",
+            "empty list elements are ignored"
+        );
+        assert_eq!(te("gzip, chunked"), "not implemented");
+        assert_eq!(te("x-custom,chunked"), "not implemented");
+        for refused in [
+            "chunked, chunked",
+            "chunked, gzip",
+            "gzip",
+            "",
+            "chunked;q=1",
+        ] {
+            assert!(
+                te(refused).contains("chunked"),
+                "{refused:?}: {}",
+                te(refused)
+            );
+        }
+        // Two lines make one list.
+        assert!(
+            bad("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .contains("chunked")
+        );
+        assert_eq!(
+            bad(
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            "not implemented"
+        );
+    }
+
+    #[test]
+    fn later_minor_versions_read_as_http_1_1() {
+        let h = parse("GET / HTTP/1.9\r\nHost: x\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h.request.version(), Version::HTTP_11);
+        assert!(h.keep_alive);
+        let h = parse("\r\nGET / HTTP/1.2\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.request.version(), Version::HTTP_11);
+        assert!(parse("GET / HTTP/1.9").unwrap().is_none(), "incomplete");
+        for refused in [
+            "GET / HTTP/1.10\r\nHost: x\r\n\r\n",
+            "GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.x\r\nHost: x\r\n\r\n",
+        ] {
+            assert_eq!(
+                bad(refused),
+                "malformed request line or header",
+                "{refused}"
+            );
+        }
     }
 
     proptest::proptest! {

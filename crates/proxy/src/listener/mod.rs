@@ -1,8 +1,10 @@
 //! Listeners: binding sockets, accepting on every worker, and serving each client
-//! connection: HTTP/1.1 (with upgrades) on our own server, h2c (detected by its preface, or
-//! on HTTP/2-only listeners) on hyper's, each with an idle timeout and graceful shutdown.
+//! connection: HTTP/1.1 (with upgrades), plain or over TLS, on our own server; HTTP/2 (h2c
+//! detected by its preface, HTTP/2-only listeners, or ALPN `h2`) on hyper's; each with an
+//! idle timeout and graceful shutdown.
 
 pub mod h1;
+pub mod transport;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -155,7 +157,9 @@ async fn serve_tcp(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<
         Some(Proto::Http2)
     };
     match proto {
-        Some(Proto::Http1) => h1::serve(stream, peer, shared.clone(), idle, max_header).await,
+        Some(Proto::Http1) => {
+            h1::serve(stream, peer, "http", shared.clone(), idle, max_header).await;
+        }
         Some(Proto::Http2) => serve_h2(stream, peer, "http", &shared, idle, max_header).await,
         // Closed, or silent for a whole idle period, before sending anything.
         None => {}
@@ -167,7 +171,8 @@ async fn serve_tcp(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<
 }
 
 /// An HTTPS connection: the handshake (within the idle timeout, abandoned on drain), then
-/// HTTP/2 or HTTP/1.1 by ALPN, both served by hyper over the decrypted stream.
+/// HTTP/2 (hyper) or HTTP/1.1 (the same server as plain `http`, so both speak one HTTP/1.1)
+/// by ALPN over the decrypted stream.
 async fn serve_tls(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -196,59 +201,8 @@ async fn serve_tls(
     if h2 {
         serve_h2(stream, peer, "https", shared, idle, max_header).await;
     } else {
-        serve_hyper_h1(stream, peer, "https", shared, idle, max_header).await;
+        h1::serve(stream, peer, "https", shared.clone(), idle, max_header).await;
     }
-}
-
-/// Serves HTTP/1.1 with hyper over any byte stream (HTTPS connections), upgrades included.
-async fn serve_hyper_h1<I>(
-    io: I,
-    peer: SocketAddr,
-    scheme: &'static str,
-    shared: &Arc<Shared>,
-    idle: Duration,
-    max_header: usize,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let conn = Arc::new(Conn::new(peer, scheme));
-    let activity = conn.activity.clone();
-    let svc_shared = shared.clone();
-    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        let lr = svc_shared.state.load_full();
-        let conn = conn.clone();
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        Box::pin(async move {
-            let mut resp = pipeline::handle(lr, &conn, req.map(ClientBody::H2)).await;
-            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
-                && let Some((mut upstream, leftover)) = resp
-                    .extensions_mut()
-                    .remove::<pipeline::Tunnel>()
-                    .and_then(|t| t.take())
-            {
-                // After the 101 goes out, bytes flow both ways until either side closes.
-                tokio::spawn(async move {
-                    let Ok(upgraded) = on_upgrade.await else {
-                        return;
-                    };
-                    let mut client = TokioIo::new(upgraded);
-                    use tokio::io::AsyncWriteExt as _;
-                    if !leftover.is_empty() && client.write_all(&leftover).await.is_err() {
-                        return;
-                    }
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                });
-            }
-            Ok::<_, Infallible>(resp)
-        })
-    });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(idle)
-        .max_buf_size(max_header.max(8192))
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades();
-    drive(connection, shared, idle, &activity).await;
 }
 
 /// Peeks until the first bytes are, or cannot be, the HTTP/2 preface. `None` on close.
@@ -318,20 +272,6 @@ where
     B: http_body::Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
-    fn graceful(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
-where
-    Self: Future,
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    B: http_body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     fn graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();

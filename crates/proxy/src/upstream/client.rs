@@ -83,6 +83,8 @@ pub struct H1Request<'a> {
     pub chunked: bool,
     /// The request can be sent again (idempotent, no body).
     pub replayable: bool,
+    /// Where interim (1xx) responses go; dropped without.
+    pub interim: Option<&'a crate::exchange::Interim>,
 }
 
 /// What comes back when nothing reached the upstream: the body, to send elsewhere.
@@ -120,7 +122,7 @@ pub async fn send_h1(
         };
         let reused = conn.reused;
         let b = body.take().unwrap_or(RequestBody::Empty);
-        let fut = h1::exchange(&mut conn, req.head, b, req.chunked, req.method);
+        let fut = h1::exchange(&mut conn, req.head, b, req.chunked, req.method, req.interim);
         match timed(fut, timeout, body_done.take()).await {
             Some(Ok((head, framing))) => {
                 let body = h1::ResponseBody::new(conn, framing, slot);

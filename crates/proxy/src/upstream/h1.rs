@@ -19,7 +19,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 
 use crate::body::{BodyError, RequestBody};
-use crate::codec::{self, Decoded, Decoder};
+use crate::codec::{self, CodingError, Codings, Decoded, Decoder};
+use crate::exchange::Interim;
 use crate::headers;
 use crate::upstream::pool::{self, PoolSlot};
 
@@ -276,6 +277,7 @@ pub async fn exchange(
     body: RequestBody,
     chunked: bool,
     method: &Method,
+    interim: Option<&Interim>,
 ) -> Result<(Parts, Framing), Error> {
     let Conn {
         stream,
@@ -287,11 +289,11 @@ pub async fn exchange(
     match stream {
         UpStream::Plain(tcp) => {
             let (rd, wr) = tcp.split();
-            exchange_on(rd, wr, buf, reused, head, body, chunked, method).await
+            exchange_on(rd, wr, buf, reused, head, body, chunked, method, interim).await
         }
         UpStream::Tls(tls) => {
             let (rd, wr) = tokio::io::split(tls.as_mut());
-            exchange_on(rd, wr, buf, reused, head, body, chunked, method).await
+            exchange_on(rd, wr, buf, reused, head, body, chunked, method, interim).await
         }
     }
 }
@@ -306,6 +308,7 @@ async fn exchange_on<R, W>(
     body: RequestBody,
     chunked: bool,
     method: &Method,
+    interim: Option<&Interim>,
 ) -> Result<(Parts, Framing), Error>
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -320,7 +323,7 @@ where
             return Err(stale(e, reused));
         }
         let write = write_body(&mut wr, body, chunked);
-        let read = read_head(&mut rd, buf, method, reused);
+        let read = read_head(&mut rd, buf, method, reused, interim);
         tokio::pin!(write, read);
         tokio::select! {
             biased;
@@ -334,7 +337,7 @@ where
         }
         return read.await;
     }
-    read_head(&mut rd, buf, method, reused).await
+    read_head(&mut rd, buf, method, reused, interim).await
 }
 
 fn stale(e: io::Error, reused: bool) -> Error {
@@ -437,6 +440,7 @@ async fn read_head<R: tokio::io::AsyncRead + Unpin>(
     buf: &mut BytesMut,
     method: &Method,
     reused: bool,
+    interim: Option<&Interim>,
 ) -> Result<(Parts, Framing), Error> {
     let mut received = !buf.is_empty();
     loop {
@@ -445,7 +449,14 @@ async fn read_head<R: tokio::io::AsyncRead + Unpin>(
                 if parts.status.is_informational()
                     && parts.status != StatusCode::SWITCHING_PROTOCOLS
                 {
-                    // 100 Continue and friends: the final response follows.
+                    // The final response follows. 100 Continue is the gateway's own to give
+                    // (it answers the client's `Expect` itself); 103 Early Hints and other
+                    // interim answers go on to the client.
+                    if let Some(i) = interim
+                        && parts.status != StatusCode::CONTINUE
+                    {
+                        i.push(parts);
+                    }
                     continue;
                 }
                 return Ok((parts, framing));
@@ -494,7 +505,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<(Parts, Fram
     let mut kept: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(resp.headers.len());
     let mut listed: Vec<HeaderName> = Vec::new();
     let mut content_length: Option<u64> = None;
-    let mut chunked = false;
+    let mut codings = Codings::default();
     let mut close = version == Version::HTTP_10;
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
@@ -509,16 +520,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<(Parts, Fram
             }
             content_length = Some(n);
         } else if name == TRANSFER_ENCODING {
-            let last = h
-                .value
-                .split(|b| *b == b',')
-                .next_back()
-                .map(<[u8]>::trim_ascii);
-            if last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")) {
-                chunked = true;
-            } else {
-                return Err(Error::Invalid("unsupported transfer-encoding"));
-            }
+            codings.add(h.value);
         } else if name == CONNECTION {
             for t in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 if t.eq_ignore_ascii_case(b"close") {
@@ -542,6 +544,14 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<(Parts, Fram
         let start = h.value.as_ptr() as usize - base;
         kept.push((name, start, start + h.value.len()));
     }
+    // The same rule as for requests: a coding the gateway would pass on undecoded, with
+    // Transfer-Encoding dropped as hop-by-hop, would reach the client as corrupt content.
+    let chunked = codings.chunked().map_err(|e| {
+        Error::Invalid(match e {
+            CodingError::NotChunkedLast => "transfer-encoding does not end in a single chunked",
+            CodingError::Unsupported => "unsupported transfer coding",
+        })
+    })?;
     let head = buf.split_to(head_len).freeze();
     let mut map = HeaderMap::with_capacity(kept.len());
     for (name, start, end) in kept {
@@ -913,13 +923,10 @@ mod tests {
             )
             .is_err()
         );
-        assert!(
-            parse(
-                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
-                Method::GET
-            )
-            .is_err()
-        );
+        for coding in ["gzip", "gzip, chunked", "chunked, chunked", "chunked, gzip"] {
+            let raw = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: {coding}\r\n\r\n");
+            assert!(parse(&raw, Method::GET).is_err(), "{coding}");
+        }
         assert!(parse("NOT HTTP\r\n\r\n", Method::GET).is_err());
     }
 
