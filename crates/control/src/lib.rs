@@ -226,6 +226,12 @@ pub async fn start(
     store
         .ensure_default_gateway(config.default_gateway_port)
         .await?;
+    // Stored definitions compiled by this version's compiler: a change in what a stored
+    // definition means (a migrated field, a new default) reaches the gateways now. A gateway
+    // whose stored state no longer compiles keeps its snapshot and is reported.
+    for (gateway, e) in store.recompile_all().await? {
+        tracing::error!(%gateway, error = %e, "this gateway's stored definitions do not compile; it keeps serving its last snapshot until they are fixed");
+    }
     if store.active_signing_key().await?.is_none() {
         store
             .add_signing_key(&tokens::generate_key(&sealer)?)

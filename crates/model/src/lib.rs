@@ -37,7 +37,9 @@ pub use control::{
 };
 pub use error::{Error, FieldError};
 pub use listener::{Limits, Listener, ListenerProtocol, ListenerTls, TlsCertificate};
-pub use node::{AccessLog, AdminSettings, ControlPlaneLink, Internal, NodeAcme, NodeSettings};
+pub use node::{
+    AccessLog, AdminSettings, ControlPlaneLink, Internal, NodeAcme, NodeSettings, PortOwner,
+};
 pub use route::{
     AppRef, FixedResponse, Forward, GrpcMatch, HeaderEdits, HeaderMatch, PathMatch, PrefixRewrite,
     QueryMatch, Redirect, Rewrite, Route, RouteMatch, Target,

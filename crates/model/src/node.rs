@@ -39,6 +39,20 @@ pub struct NodeSettings {
     /// Automatic certificates for a gateway run from a file (`acme = true` listeners).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acme: Option<NodeAcme>,
+    /// Who this node's ports belong to (set by the process, never read from a file):
+    /// another gateway's process on the same machine cannot share them.
+    #[serde(skip)]
+    pub port_owner: Option<PortOwner>,
+}
+
+/// Who holds a node's listening ports. Processes with the same key share them (the nodes
+/// of one gateway); any other is refused a port already held.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortOwner {
+    /// What must match to share a port.
+    pub key: String,
+    /// How the holder is named in errors.
+    pub label: String,
 }
 
 /// How a standalone gateway gets certificates from an ACME CA.
@@ -226,6 +240,7 @@ impl Default for NodeSettings {
             admin: None,
             rate_limit_redis: None,
             acme: None,
+            port_owner: None,
         }
     }
 }

@@ -788,7 +788,8 @@ impl Validator {
                     "rewrites apply to forwarded requests; this route does not forward",
                 );
             }
-            self.rewrite(&format!("{p}.rewrite"), rw, prefix_match);
+            let segment_prefix = matches!(r.matches.path, Some(PathMatch::PathPrefix(_)));
+            self.rewrite(&format!("{p}.rewrite"), rw, prefix_match, segment_prefix);
         }
         if let Some(rd) = &r.redirect {
             self.redirect(&format!("{p}.redirect"), rd, prefix_match);
@@ -955,7 +956,7 @@ impl Validator {
         }
     }
 
-    fn rewrite(&mut self, p: &str, rw: &Rewrite, prefix_match: bool) {
+    fn rewrite(&mut self, p: &str, rw: &Rewrite, prefix_match: bool, segment_prefix: bool) {
         if let Some(PrefixRewrite::Value(v)) = &rw.prefix {
             if !prefix_match {
                 self.err(
@@ -963,7 +964,16 @@ impl Validator {
                     "a prefix rewrite needs a `prefix` or `path_prefix` path match",
                 );
             }
-            if !v.starts_with('/') {
+            // A `path_prefix` match ends at a segment boundary, so what follows it starts
+            // with `/` and an empty replacement just removes the prefix (Gateway API's
+            // `ReplacePrefixMatch: ""`). After a plain `prefix` it could leave `1` of
+            // `/chapter1`: not a path.
+            if v.is_empty() && !segment_prefix {
+                self.err(
+                    format!("{p}.prefix"),
+                    "an empty replacement works only with a `path_prefix` match (after a `prefix` match it could leave a path without its `/`); use `/`",
+                );
+            } else if !v.is_empty() && !v.starts_with('/') {
                 self.err(format!("{p}.prefix"), format!("`{v}` must start with `/`"));
             }
         }

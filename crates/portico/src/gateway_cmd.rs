@@ -57,6 +57,12 @@ pub async fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<()> {
     if workers.is_some() {
         node.workers = workers;
     }
+    // Processes run from the same file are one gateway: they may share ports.
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    node.port_owner = Some(portico_model::PortOwner {
+        key: format!("file {}", canonical.display()),
+        label: format!("the gateway run from {}", canonical.display()),
+    });
     let gateway = std::sync::Arc::new(
         Gateway::start(&node, &snapshot)
             .await

@@ -135,6 +135,18 @@ pub async fn run(mut node: NodeSettings, poll_wait: Duration) -> anyhow::Result<
         None => None,
     };
     let cache_dir = PathBuf::from(&link.cache_dir);
+    // The nodes of one gateway share its token: they may share ports; no other process may.
+    node.port_owner = Some(portico_model::PortOwner {
+        key: format!(
+            "gateway token {} at {}",
+            &portico_control::secrets::hash(&link.token)[..16],
+            link.url
+        ),
+        label: format!(
+            "a node of another gateway of the control plane at {} (cache {})",
+            link.url, link.cache_dir
+        ),
+    });
     let state = Arc::new(
         NodeState::new(&cache_dir)
             .with_context(|| format!("cannot use the cache directory {}", cache_dir.display()))?,

@@ -130,6 +130,14 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         ..NodeSettings::default()
     };
     node.internal.address = opts.internal;
+    let data_dir = std::fs::canonicalize(&opts.data_dir).unwrap_or_else(|_| opts.data_dir.clone());
+    node.port_owner = Some(portico_model::PortOwner {
+        key: format!("built-in gateway of {}", data_dir.display()),
+        label: format!(
+            "the built-in gateway `default` of the control plane in {}",
+            data_dir.display()
+        ),
+    });
     let gateway = Arc::new(
         Gateway::start_with(
             &node,

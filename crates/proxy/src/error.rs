@@ -21,6 +21,19 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// Another gateway's process on this machine listens on the port.
+    #[error(
+        "port {} is held by {holder}; this is {ours}: two gateways on one port would take turns answering each other's requests. Give this listener another port, or stop the other gateway",
+        addr.port()
+    )]
+    PortHeld {
+        /// The address.
+        addr: SocketAddr,
+        /// Who holds it.
+        holder: String,
+        /// Who asked.
+        ours: String,
+    },
     /// A worker thread or runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] io::Error),

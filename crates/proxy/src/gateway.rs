@@ -47,6 +47,8 @@ struct Inner {
     internal: Option<(SocketAddr, oneshot::Sender<()>)>,
     /// Fetches OCSP responses for the served certificates.
     stapling: tokio::task::JoinHandle<()>,
+    /// Who this process's ports belong to.
+    port_owner: portico_model::PortOwner,
 }
 
 #[derive(Debug)]
@@ -61,6 +63,8 @@ struct Active {
     name: Arc<str>,
     addr: SocketAddr,
     shared: Arc<Shared>,
+    /// This process's claim on the port (none for port 0), released with the listener.
+    _claim: Option<crate::portlock::Claim>,
 }
 
 /// Listeners are matched across Snapshots by address, or by name for port 0.
@@ -151,6 +155,13 @@ impl Gateway {
                 health,
                 drain_timeout: settings.drain_timeout.get(),
                 internal,
+                port_owner: settings.port_owner.clone().unwrap_or_else(|| {
+                    let pid = std::process::id();
+                    portico_model::PortOwner {
+                        key: format!("pid {pid}"),
+                        label: format!("process {pid}"),
+                    }
+                }),
             }),
         };
         if let Err(e) = gw.apply(snapshot).await {
@@ -215,7 +226,7 @@ impl Gateway {
                 a.shared.stop.send_replace(true);
             }
         }
-        for (key, cl, (addr, sockets)) in fresh {
+        for (key, cl, (addr, sockets, claim)) in fresh {
             let shared = Shared::new(cl.runtime);
             for (socket, handle) in sockets.into_iter().zip(&inner.handles) {
                 handle.spawn(listener::accept_loop(socket, shared.clone()));
@@ -226,6 +237,7 @@ impl Gateway {
                 name: cl.spec.name.clone(),
                 addr,
                 shared,
+                _claim: claim,
             });
         }
         *active = next;
@@ -238,11 +250,40 @@ impl Gateway {
         Ok(rt.version)
     }
 
-    /// Binds one socket per worker (sharing the port with SO_REUSEPORT when there are several).
+    /// Claims the port for this gateway, then binds one socket per worker (sharing the
+    /// port with SO_REUSEPORT when there are several).
+    #[allow(clippy::type_complexity)] // one caller, which takes the three apart
     fn bind_all(
         &self,
         addr: SocketAddr,
-    ) -> Result<(SocketAddr, Vec<std::net::TcpListener>), Error> {
+    ) -> Result<
+        (
+            SocketAddr,
+            Vec<std::net::TcpListener>,
+            Option<crate::portlock::Claim>,
+        ),
+        Error,
+    > {
+        let owner = &self.inner.port_owner;
+        let claim = if addr.port() == 0 {
+            None
+        } else {
+            match crate::portlock::claim(addr, owner) {
+                Ok(c) => Some(c),
+                Err(crate::portlock::ClaimError::Held(holder)) => {
+                    return Err(Error::PortHeld {
+                        addr,
+                        holder,
+                        ours: owner.label.clone(),
+                    });
+                }
+                Err(crate::portlock::ClaimError::Io(e)) => {
+                    // Without a runtime directory the check cannot run; binding goes on.
+                    tracing::warn!(error = %e, %addr, "cannot check which gateway holds this port");
+                    None
+                }
+            }
+        };
         let n = self.inner.handles.len();
         let first = listener::bind(addr, n > 1).map_err(|source| Error::Bind { addr, source })?;
         let local = first
@@ -255,7 +296,7 @@ impl Gateway {
                 source,
             })?);
         }
-        Ok((local, out))
+        Ok((local, out, claim))
     }
 
     /// Bound listener addresses by listener name.

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod node;
 pub mod ocsp;
 pub mod pipeline;
+pub mod portlock;
 pub mod respond;
 pub mod rewrite;
 pub mod router;

@@ -401,11 +401,15 @@ fn compile_route(
                 cumulative: total,
             });
         }
+        // `prefix` (App Mesh) rewrites the matched prefix to `/` unless told otherwise;
+        // `path_prefix` (Gateway API's PathPrefix) keeps the path unless a rewrite is set.
+        let rewrites_by_default = matches!(r.matches.path, Some(PathMatch::Prefix(_)));
         let path = match (&rw.path, &rw.prefix, prefix_len) {
             (Some(p), _, _) => PathRewrite::Full(p.clone()),
             (None, Some(PrefixRewrite::Off), _) | (None, _, None) => PathRewrite::Keep,
             (None, Some(PrefixRewrite::Value(v)), Some(_)) => PathRewrite::Prefix(v.clone()),
-            (None, None, Some(_)) => PathRewrite::Prefix("/".into()),
+            (None, None, Some(_)) if rewrites_by_default => PathRewrite::Prefix("/".into()),
+            (None, None, Some(_)) => PathRewrite::Keep,
         };
         let host = match (&rw.host, rw.host_to_target) {
             (Some(h), _) => HostRewrite::Value(

@@ -120,6 +120,15 @@ match = {{ path = {{ path_prefix = "/v1/" }} }}
 forward = {{ service = "up" }}
 rewrite = {{ prefix = "/v2" }}
 [[routes]]
+name = "segment"
+match = {{ path = {{ path_prefix = "/seg" }} }}
+forward = {{ service = "up" }}
+[[routes]]
+name = "strip"
+match = {{ path = {{ path_prefix = "/strip/" }} }}
+forward = {{ service = "up" }}
+rewrite = {{ prefix = "" }}
+[[routes]]
 name = "full"
 match = {{ path = {{ exact = "/old" }} }}
 forward = {{ service = "up" }}
@@ -141,6 +150,12 @@ forward = {{ service = "up" }}
         ("/keep/this", "/keep/this"),
         ("/v1/users", "/v2/users"),
         ("/v1", "/v2"),
+        // `path_prefix` is the Gateway API's PathPrefix: no rewrite unless one is set...
+        ("/seg/x", "/seg/x"),
+        ("/seg", "/seg"),
+        // ...and an empty replacement removes the prefix.
+        ("/strip/a/b", "/a/b"),
+        ("/strip", "/"),
         ("/old?q=1", "/new/place?q=1"),
         ("/items/42", "/items/42"),
         ("/chapter/a/../b", "/b"),
@@ -150,6 +165,18 @@ forward = {{ service = "up" }}
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         assert_eq!(r.json()["uri"], want, "{path}");
     }
+    // An empty replacement after a plain `prefix` could leave a path without its `/`.
+    let refused = gw
+        .apply(&cfg.replace(
+            "rewrite = { prefix = false }",
+            "rewrite = { prefix = \"\" }",
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.contains("rewrite.prefix") && refused.contains("path_prefix"),
+        "{refused}"
+    );
     // Climbing above the root is refused before routing.
     let r = client.get(&gw.url("/chapter/../../etc/passwd")).await;
     assert_eq!(r.status, 400, "{}", r.text());

@@ -90,6 +90,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "node identity",
         include_str!("../../migrations/sqlite/0009_node_identity.sql"),
     ),
+    (
+        10,
+        "path_prefix rewrites written out",
+        include_str!("../../migrations/sqlite/0010_path_prefix_rewrite.sql"),
+    ),
 ];
 
 /// How many nodes a gateway may have, and when a silent one is forgotten.
@@ -353,6 +358,24 @@ impl Store {
             tracing::info!(version, description, "database migrated");
         }
         Ok(())
+    }
+
+    /// Compiles every gateway again, storing the snapshots whose content changed. Answers
+    /// the gateways that did not compile (they keep their snapshot), with why.
+    pub async fn recompile_all(&self) -> Result<Vec<(String, Error)>, Error> {
+        let _w = self.write.lock().await;
+        let ids: Vec<(i64, String)> = sqlx::query_as("SELECT id, name_key FROM gateways")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut failed = Vec::new();
+        for (id, name) in ids {
+            let mut tx = self.pool.begin().await?;
+            match recompile(&mut tx, self.sealer.as_deref(), &[id]).await {
+                Ok(_) => tx.commit().await?,
+                Err(e) => failed.push((name, e)),
+            }
+        }
+        Ok(failed)
     }
 
     // ---- admin tokens ----
@@ -1838,6 +1861,61 @@ async fn recompile(
 #[cfg(test)]
 mod tests {
     use super::MIGRATIONS;
+
+    /// A route stored before `path_prefix` stopped rewriting keeps rewriting; a route with a
+    /// rewrite of its own, or a plain `prefix`, is left alone.
+    #[tokio::test]
+    async fn stored_path_prefix_routes_keep_their_rewrite() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = super::Store::open(dir.path())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let specs = [
+            (
+                "old",
+                r#"{"name":"old","match":{"path":{"path_prefix":"/a"}},"forward":{"service":"s"}}"#,
+            ),
+            (
+                "own",
+                r#"{"name":"own","match":{"path":{"path_prefix":"/b"}},"forward":{"service":"s"},"rewrite":{"prefix":false}}"#,
+            ),
+            (
+                "app",
+                r#"{"name":"app","match":{"path":{"prefix":"/c"}},"forward":{"service":"s"}}"#,
+            ),
+        ];
+        for (name, spec) in specs {
+            sqlx::query(
+                "INSERT INTO routes (name_key, spec, version, created_at, updated_at) VALUES ($1, $2, 1, 0, 0)",
+            )
+            .bind(name)
+            .bind(spec)
+            .execute(&store.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        // As if the database came from a version before the migration.
+        sqlx::query("DELETE FROM schema_migrations WHERE version = 10")
+            .execute(&store.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+        let spec = |name: &'static str| {
+            let pool = store.pool.clone();
+            async move {
+                let text: String =
+                    sqlx::query_scalar("SELECT spec FROM routes WHERE name_key = $1")
+                        .bind(name)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
+        assert_eq!(spec("old").await["rewrite"]["prefix"], "/");
+        assert_eq!(spec("own").await["rewrite"]["prefix"], false);
+        assert!(spec("app").await.get("rewrite").is_none());
+    }
 
     #[test]
     fn every_migration_file_is_registered_in_order() {
