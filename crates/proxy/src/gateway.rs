@@ -227,7 +227,7 @@ impl Gateway {
             }
         }
         for (key, cl, (addr, sockets, claim)) in fresh {
-            let shared = Shared::new(cl.runtime);
+            let shared = Shared::new(cl.runtime, addr.port());
             for (socket, handle) in sockets.into_iter().zip(&inner.handles) {
                 handle.spawn(listener::accept_loop(socket, shared.clone()));
             }

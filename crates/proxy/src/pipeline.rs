@@ -44,6 +44,8 @@ pub struct Conn {
     pub activity: Arc<ConnActivity>,
     /// Where interim (1xx) responses go, on connections that can send them (HTTP/1.1).
     pub interim: Option<Interim>,
+    /// The port of the listener it came in on (0 when unknown).
+    pub listener_port: u16,
 }
 
 impl Conn {
@@ -57,6 +59,7 @@ impl Conn {
             scheme,
             activity: Arc::new(ConnActivity::default()),
             interim: None,
+            listener_port: 0,
         }
     }
 }
@@ -282,7 +285,7 @@ async fn serve_route(
             .await?;
     }
     let mut resp = match &route.action {
-        Action::Redirect(r) => redirect(r, route, &req, normalized.as_deref(), conn.scheme),
+        Action::Redirect(r) => redirect(r, route, &req, normalized.as_deref(), conn),
         Action::Fixed(f) => fixed(f, req.method() == Method::HEAD),
         Action::App(app) => {
             let path = normalized.as_deref().unwrap_or(req.uri().path());
@@ -411,16 +414,18 @@ fn redirect(
     route: &Route,
     req: &Request<ClientBody>,
     normalized: Option<&str>,
-    conn_scheme: &str,
+    conn: &Conn,
 ) -> Response<ResponseBody> {
     let raw_host = host_of(req);
     let (req_host, req_port) = split_port(raw_host);
-    let scheme = r.scheme.as_deref().unwrap_or(conn_scheme);
+    let scheme = r.scheme.as_deref().unwrap_or(conn.scheme);
     let host = r.host.as_deref().unwrap_or(req_host);
-    let port = match (r.port, &r.scheme) {
-        (Some(p), _) => Some(p),
-        (None, Some(s)) if s != conn_scheme => None,
-        (None, _) => req_port,
+    // The Gateway API's rules: a given port wins; a scheme change goes to that scheme's
+    // default port; otherwise the port stays: the one the client used, else the listener's.
+    let port = match r.port {
+        Some(p) => Some(p),
+        None if scheme != conn.scheme => None,
+        None => req_port.or((conn.listener_port != 0).then_some(conn.listener_port)),
     };
     let path = normalized.unwrap_or(req.uri().path());
     let path: Cow<str> = match &r.path {

@@ -338,6 +338,14 @@ name = "moved"
 match = {{ path = {{ prefix = "/old/" }} }}
 redirect = {{ host = "new.example.com", port = 8443, prefix = "/new/", status = 308 }}
 [[routes]]
+name = "same"
+match = {{ path = {{ prefix = "/same" }} }}
+redirect = {{ host = "other.example.com" }}
+[[routes]]
+name = "plain"
+match = {{ path = {{ prefix = "/plain" }} }}
+redirect = {{ scheme = "http" }}
+[[routes]]
 name = "teapot"
 match = {{ path = {{ exact = "/teapot" }} }}
 fixed_response = {{ status = 418, headers = {{ "content-type" = "text/plain", "x-brew" = "tea" }}, body = "short and stout" }}
@@ -373,6 +381,48 @@ response_headers = {{ add = {{ "x-extra" = "1" }} }}
     assert_eq!(
         r.header("location").as_deref(),
         Some("http://new.example.com:8443/new/page")
+    );
+    // The scheme unchanged: the port stays, the Host's, else the listener's.
+    let r = client
+        .send(request(
+            Method::GET,
+            &gw.url("/same/x"),
+            "",
+            &[("host", "shop.example.com:8080")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("http://other.example.com:8080/same/x")
+    );
+    let port = gw.addr("web").port();
+    let r = client
+        .send(request(
+            Method::GET,
+            &gw.url("/same/x"),
+            "",
+            &[("host", "shop.example.com")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some(format!("http://other.example.com:{port}/same/x").as_str())
+    );
+    // `scheme = "http"` on an http listener is no change: the port stays too.
+    let r = client
+        .send(request(
+            Method::GET,
+            &gw.url("/plain/x"),
+            "",
+            &[("host", "shop.example.com:8080")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("http://shop.example.com:8080/plain/x")
     );
     let r = client.get(&gw.url("/teapot")).await;
     assert_eq!(r.status, 418);

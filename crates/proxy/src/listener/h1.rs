@@ -86,6 +86,7 @@ pub async fn serve<S: Transport>(
     max_header: usize,
 ) {
     let mut conn = Conn::new(peer, scheme);
+    conn.listener_port = shared.port;
     // Interim answers of HTTP/1.1 upstreams (103 Early Hints) come back through here.
     conn.interim = Some(Interim::default());
     let (rd, mut wr) = stream.split();

@@ -56,12 +56,15 @@ pub struct Shared {
     pub open: AtomicUsize,
     /// Signalled when a connection closes.
     pub closed: Notify,
+    /// The port it is bound to (redirects that keep the port use it).
+    pub port: u16,
 }
 
 impl Shared {
     /// Shared state for a listener serving `state`.
-    pub fn new(state: Arc<ListenerRuntime>) -> Arc<Self> {
+    pub fn new(state: Arc<ListenerRuntime>, port: u16) -> Arc<Self> {
         Arc::new(Self {
+            port,
             state: ArcSwap::new(state),
             stop: watch::channel(false).0,
             open: AtomicUsize::new(0),
@@ -236,7 +239,9 @@ async fn serve_h2<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let conn = Arc::new(Conn::new(peer, scheme));
+    let mut conn = Conn::new(peer, scheme);
+    conn.listener_port = shared.port;
+    let conn = Arc::new(conn);
     let activity = conn.activity.clone();
     let svc_shared = shared.clone();
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
