@@ -384,7 +384,10 @@ fn compile_conditions(m: &RouteMatch) -> Result<(Conditions, PathSlot, u128), St
             let rank = prefix_rank(p.len());
             (PathSlot::Prefix(p, false), rank)
         }
-        (None, _) => (PathSlot::Rest, PATH_REST),
+        // Any gRPC request: the prefix `/` with the content-type condition, so it ranks above
+        // a bare catch-all `/`.
+        (None, Some(_)) => (PathSlot::Prefix("/".into(), false), prefix_rank(1)),
+        (None, None) => (PathSlot::Rest, PATH_REST),
     };
     c.grpc = m.grpc.is_some();
     for meth in &m.methods {
@@ -436,7 +439,8 @@ fn tail_key(priority: Option<u32>, path_rank: u128, c: &Conditions, order: u32) 
         None => 1 << 32,
     };
     let methods = if c.methods.is_empty() { 1 } else { 0 };
-    let headers = 255 - c.headers.len().min(255) as u128;
+    // The gRPC content-type condition counts as a header condition.
+    let headers = 255 - (c.headers.len() + usize::from(c.grpc)).min(255) as u128;
     let query = 255 - c.query.len().min(255) as u128;
     (prio << 88)
         | (path_rank << 49)

@@ -290,6 +290,24 @@ fn grpc_service_and_method() {
 }
 
 #[test]
+fn grpc_matches_outrank_a_catch_all_defined_before_them() {
+    let f = routes(&[
+        ("catch-all", r#"path = { prefix = "/" }"#),
+        ("service", r#"grpc = { service = "pkg.Greeter" }"#),
+        ("any-grpc", r#"grpc = {}"#),
+        ("same-path", r#"path = { prefix = "/pkg.Greeter/" }"#),
+    ]);
+    let grpc = [("content-type", "application/grpc")];
+    let g = |p: &str| f.req("h", p, Method::POST, &grpc);
+    // A gRPC match is the path it implies plus its content-type condition.
+    assert_eq!(g("/pkg.Greeter/SayHello"), Some("service"));
+    assert_eq!(g("/other.Svc/X"), Some("any-grpc"));
+    // Requests that are not gRPC go where they went.
+    assert_eq!(f.get("h", "/pkg.Greeter/SayHello"), Some("same-path"));
+    assert_eq!(f.get("h", "/other"), Some("catch-all"));
+}
+
+#[test]
 fn many_routes_still_find_the_right_one() {
     let mut text = String::new();
     for i in 0..2000 {
