@@ -331,11 +331,23 @@ async fn update_gateway(
     Ok(with_etag(StatusCode::OK, &g.meta, to_value(&g)))
 }
 
-async fn delete_gateway(State(st): St, Path(name): Path<String>) -> Res {
+/// `?force=true` on deletes that would take more with them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForceQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_gateway(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(q): Query<ForceQuery>,
+) -> Res {
     let gid = st.store.gateway_id(&name).await?;
-    st.store.delete_gateway(&name).await?;
+    let removed = st.store.delete_gateway(&name, q.force).await?;
     st.hub.wake(gid);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    ok(json!({ "deleted": name, "removed": removed }))
 }
 
 /// What `POST /gateways/link` takes: the gateway and the credentials it was installed with.
@@ -758,9 +770,10 @@ async fn update_api(
     Ok(with_etag(StatusCode::OK, &a.meta, to_value(&a)))
 }
 
-async fn delete_api(State(st): St, Path(id): Path<String>) -> Res {
-    st.store.delete_api(&id).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+async fn delete_api(State(st): St, Path(id): Path<String>, Query(q): Query<ForceQuery>) -> Res {
+    let (undeployed, moved) = st.store.delete_api(&id, q.force).await?;
+    st.hub.publish(&moved);
+    ok(json!({ "deleted": id, "undeployed_from": undeployed }))
 }
 
 #[derive(Debug, Deserialize)]

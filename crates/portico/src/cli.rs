@@ -397,15 +397,21 @@ pub async fn gateways(c: &Client, cmd: crate::GatewaysCommand) -> anyhow::Result
                 );
             }
         }
-        G::Delete { name } => {
-            c.call(
-                Method::DELETE,
-                &format!("/api/v1/gateways/{name}"),
-                None,
-                None,
-            )
-            .await?;
+        G::Delete { name, force } => {
+            let path = if force {
+                format!("/api/v1/gateways/{name}?force=true")
+            } else {
+                format!("/api/v1/gateways/{name}")
+            };
+            let (_, v) = c.call(Method::DELETE, &path, None, None).await?;
+            if c.output == Output::Json {
+                c.print(&v, &[], None);
+                return Ok(());
+            }
             println!("Deleted gateway `{name}`.");
+            for what in v["removed"].as_array().into_iter().flatten() {
+                println!("  removed with it: {}", what.as_str().unwrap_or_default());
+            }
         }
         G::RotateToken { name } => {
             let (_, v) = c
@@ -553,10 +559,24 @@ pub async fn apis(c: &Client, cmd: crate::ApisCommand) -> anyhow::Result<()> {
                 .await?;
             c.print(&v, API_COLUMNS, None);
         }
-        A::Delete { id } => {
-            c.call(Method::DELETE, &format!("/api/v1/apis/{id}"), None, None)
-                .await?;
+        A::Delete { id, force } => {
+            let path = if force {
+                format!("/api/v1/apis/{id}?force=true")
+            } else {
+                format!("/api/v1/apis/{id}")
+            };
+            let (_, v) = c.call(Method::DELETE, &path, None, None).await?;
+            if c.output == Output::Json {
+                c.print(&v, &[], None);
+                return Ok(());
+            }
             println!("Deleted API `{id}`.");
+            for g in v["undeployed_from"].as_array().into_iter().flatten() {
+                println!(
+                    "  undeployed from gateway `{}`",
+                    g.as_str().unwrap_or_default()
+                );
+            }
         }
     }
     Ok(())

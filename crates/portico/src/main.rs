@@ -506,10 +506,14 @@ pub enum GatewaysCommand {
     },
     /// Link an installed gateway: its admin API is called to prove the credentials.
     Link(Box<LinkArgs>),
-    /// Delete one (not `default`).
+    /// Delete one (not `default`); refused while anything is deployed on it.
     Delete {
         /// Name.
         name: String,
+        /// Delete it with everything deployed on it (API and app deployments, routes'
+        /// attachments, its nodes' records).
+        #[arg(long)]
+        force: bool,
     },
     /// Make a new API token (and a JWT secret if it has none); shown once.
     RotateToken {
@@ -618,10 +622,13 @@ pub enum ApisCommand {
         /// The new state.
         state: String,
     },
-    /// Delete one that is deployed nowhere.
+    /// Delete one; refused while it is deployed.
     Delete {
         /// Id.
         id: String,
+        /// Undeploy it from every gateway and delete it.
+        #[arg(long)]
+        force: bool,
     },
 }
 

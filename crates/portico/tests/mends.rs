@@ -651,3 +651,74 @@ async fn a_nodes_last_error_is_its_last_applys_kept_across_heartbeats_until_one_
     drop(held);
     n.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_gateway_or_api_in_use_needs_force_and_says_what_goes() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/gateways",
+            Some(json!({"name": "edge", "type": "production"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(
+                json!({"name": "Files", "version": "v1", "context": "/files",
+                "production_endpoints": ["http://127.0.0.1:9"]}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    cp.api("POST", "/api/v1/apis/files-v1/revisions", None)
+        .await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis/files-v1/deployments",
+            Some(json!({"revision": 1, "gateways": ["edge", "default"]})),
+        )
+        .await;
+    assert!(st < 300, "{v}");
+
+    // Refused, naming what is deployed; nothing is deleted.
+    let (ok, out) = cp.cli(&["gateways", "delete", "edge"]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("API `files-v1` (revision 1)") && out.contains("--force"),
+        "{out}"
+    );
+    let (st, _) = cp.api("GET", "/api/v1/gateways/edge", None).await;
+    assert_eq!(st, 200);
+    let (ok, out) = cp.cli(&["apis", "delete", "files-v1"]).await;
+    assert!(
+        !ok && out.contains("edge") && out.contains("--force"),
+        "{out}"
+    );
+
+    // With --force it goes, and says what went with it.
+    let out = cp.cli_ok(&["gateways", "delete", "edge", "--force"]).await;
+    assert!(
+        out.contains("removed with it: API `files-v1` (revision 1)"),
+        "{out}"
+    );
+    let (st, _) = cp.api("GET", "/api/v1/gateways/edge", None).await;
+    assert_eq!(st, 404);
+    let out = cp.cli_ok(&["apis", "delete", "files-v1", "--force"]).await;
+    assert!(out.contains("undeployed from gateway `default`"), "{out}");
+    let (_, d) = cp.api("GET", "/api/v1/deployments", None).await;
+    assert!(!d.to_string().contains("files-v1"), "{d}");
+    // An unused gateway goes without --force.
+    cp.api(
+        "POST",
+        "/api/v1/gateways",
+        Some(json!({"name": "spare", "type": "sandbox"})),
+    )
+    .await;
+    cp.cli_ok(&["gateways", "delete", "spare"]).await;
+}

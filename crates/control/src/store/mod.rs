@@ -636,7 +636,10 @@ impl Store {
     }
 
     /// Deletes a gateway (not the built-in one) with its deployments and nodes.
-    pub async fn delete_gateway(&self, name: &str) -> Result<(), Error> {
+    /// Deletes a gateway. What it serves (API and app deployments, raw routes) and its
+    /// nodes go with it only with `force`; without, a gateway that has any is refused,
+    /// naming them. Answers what went besides the gateway.
+    pub async fn delete_gateway(&self, name: &str, force: bool) -> Result<Vec<String>, Error> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let (id, builtin): (i64, i64) =
@@ -651,6 +654,60 @@ impl Store {
                     .into(),
             ));
         }
+        let mut going: Vec<String> = Vec::new();
+        let apis: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT a.api_key, d.revision FROM deployments d JOIN apis a ON a.id = d.api_id \
+             WHERE d.gateway_id = $1 ORDER BY a.api_key",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        going.extend(
+            apis.into_iter()
+                .map(|(api, rev)| format!("API `{api}` (revision {rev})")),
+        );
+        let apps: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT a.slug, d.version, d.host FROM app_deployments d JOIN apps a ON a.id = d.app_id \
+             WHERE d.gateway_id = $1 ORDER BY a.slug, d.host",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        going.extend(apps.into_iter().map(|(slug, v, host)| {
+            if host.is_empty() {
+                format!("app `{slug}` (version {v})")
+            } else {
+                format!("app `{slug}` (version {v} on {host})")
+            }
+        }));
+        let routes: Vec<String> = sqlx::query_scalar(
+            "SELECT r.name_key FROM route_gateways g JOIN routes r ON r.id = g.route_id \
+             WHERE g.gateway_key = $1 ORDER BY r.name_key",
+        )
+        .bind(key(name))
+        .fetch_all(&mut *tx)
+        .await?;
+        going.extend(
+            routes
+                .into_iter()
+                .map(|r| format!("route `{r}` (detached)")),
+        );
+        let nodes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE gateway_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if nodes > 0 {
+            going.push(format!(
+                "{nodes} node{} (they keep serving their last snapshot, cut off)",
+                if nodes == 1 { "" } else { "s" }
+            ));
+        }
+        if !going.is_empty() && !force {
+            return Err(Error::Conflict(format!(
+                "gateway `{name}` is in use: {}. Undeploy first, or delete with --force (`?force=true`) to remove all of that with it",
+                going.join(", ")
+            )));
+        }
         sqlx::query("DELETE FROM route_gateways WHERE gateway_key = $1")
             .bind(key(name))
             .execute(&mut *tx)
@@ -660,7 +717,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(going)
     }
 
     /// The gateway an API token belongs to.
@@ -1132,23 +1189,32 @@ impl Store {
     }
 
     /// Deletes an API that is deployed nowhere.
-    pub async fn delete_api(&self, id: &str) -> Result<(), Error> {
+    /// Deletes an API. One deployed somewhere is refused, naming the gateways, unless
+    /// `force`: then it is undeployed from them in the same write. Answers the gateways it
+    /// was undeployed from and the snapshots that moved.
+    pub async fn delete_api(&self, id: &str, force: bool) -> Result<(Vec<String>, Moved), Error> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let api_id = api_row_id(&mut tx, id).await?;
         let on: Vec<String> = deployed_gateway_names(&mut tx, api_id, None).await?;
-        if !on.is_empty() {
+        if !on.is_empty() && !force {
             return Err(Error::Conflict(format!(
-                "API `{id}` is deployed on {}: undeploy it first",
+                "API `{id}` is deployed on {}: undeploy it first, or delete with --force (`?force=true`) to undeploy it there too",
                 on.join(", ")
             )));
         }
+        let gids: Vec<i64> =
+            sqlx::query_scalar("SELECT gateway_id FROM deployments WHERE api_id = $1")
+                .bind(api_id)
+                .fetch_all(&mut *tx)
+                .await?;
         sqlx::query("DELETE FROM apis WHERE id = $1")
             .bind(api_id)
             .execute(&mut *tx)
             .await?;
+        let moved = recompile(&mut tx, self.sealer.as_deref(), &gids).await?;
         tx.commit().await?;
-        Ok(())
+        Ok((on, moved))
     }
 
     // ---- revisions ----
