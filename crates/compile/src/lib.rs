@@ -5,6 +5,9 @@
 
 use std::collections::BTreeMap;
 
+mod collisions;
+pub use collisions::collisions;
+
 use portico_model::control::parse_endpoint_url;
 use portico_model::{
     ApiKeyGrant, ApiSpec, AuthMode, Forward, GatewayKind, GatewaySpec, HeaderEdits, Lifecycle,

@@ -620,6 +620,7 @@ async fn resync_gateway(State(st): St, Path(name): Path<String>) -> Res {
 async fn status(State(st): St) -> Res {
     let t = now();
     let mut nodes = st.store.all_nodes().await?;
+    let mut warnings = st.store.snapshot_warnings().await?;
     let mut out = Vec::new();
     for (gid, g, current, hash) in st.store.gateways_with_snapshots().await? {
         let list: Vec<Value> = nodes
@@ -636,6 +637,7 @@ async fn status(State(st): St) -> Res {
             "snapshot_version": current,
             "snapshot_hash": hash,
             "nodes": list,
+            "warnings": warnings.remove(&gid).unwrap_or_default(),
         }));
     }
     ok(json!({ "gateways": out }))

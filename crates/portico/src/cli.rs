@@ -787,6 +787,15 @@ pub async fn status(c: &Client) -> anyhow::Result<()> {
         ],
         &refs,
     );
+    for g in v["gateways"].as_array().into_iter().flatten() {
+        for w in g["warnings"].as_array().into_iter().flatten() {
+            println!(
+                "warning: gateway `{}`: {}: the second is never reached",
+                g["gateway"].as_str().unwrap_or_default(),
+                w.as_str().unwrap_or_default()
+            );
+        }
+    }
     Ok(())
 }
 

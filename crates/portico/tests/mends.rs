@@ -722,3 +722,57 @@ async fn deleting_a_gateway_or_api_in_use_needs_force_and_says_what_goes() {
     .await;
     cp.cli_ok(&["gateways", "delete", "spare"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_apis_on_one_context_of_a_gateway_are_refused_at_deploy() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    for (name, context) in [
+        ("Pets", "/pets/v1"),
+        ("Animals", "/pets/v1"),
+        ("Cats", "/cats"),
+    ] {
+        let (st, v) = cp
+            .api(
+                "POST",
+                "/api/v1/apis",
+                Some(json!({"name": name, "version": "v1", "context": context,
+                    "production_endpoints": ["http://127.0.0.1:9"]})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        cp.api("POST", &format!("/api/v1/apis/{id}/revisions"), None)
+            .await;
+    }
+    let deploy = |id: &'static str| {
+        let cp = &cp;
+        async move {
+            cp.api(
+                "POST",
+                &format!("/api/v1/apis/{id}/deployments"),
+                Some(json!({"revision": 1, "gateways": ["default"]})),
+            )
+            .await
+        }
+    };
+    let (st, v) = deploy("pets-v1").await;
+    assert!(st < 300, "{v}");
+    let (st, v) = deploy("animals-v1").await;
+    assert_eq!(st, 409, "{v}");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("API `animals-v1`") && message.contains("API `pets-v1`"),
+        "{message}"
+    );
+    let (_, d) = cp.api("GET", "/api/v1/deployments", None).await;
+    assert!(
+        !d.to_string().contains("animals-v1"),
+        "nothing was deployed: {d}"
+    );
+    // Another context deploys; `portico status` has nothing to warn about.
+    let (st, v) = deploy("cats-v1").await;
+    assert!(st < 300, "{v}");
+    let status = cp.cli_ok(&["status"]).await;
+    assert!(!status.contains("warning"), "{status}");
+}

@@ -95,6 +95,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "path_prefix rewrites written out",
         include_str!("../../migrations/sqlite/0010_path_prefix_rewrite.sql"),
     ),
+    (
+        11,
+        "snapshot warnings",
+        include_str!("../../migrations/sqlite/0011_snapshot_warnings.sql"),
+    ),
 ];
 
 /// How many nodes a gateway may have, and when a silent one is forgotten.
@@ -910,6 +915,17 @@ impl Store {
             .collect()
     }
 
+    /// What the compiler noticed about each gateway's snapshot (routes that match the same
+    /// requests), by gateway id.
+    pub async fn snapshot_warnings(&self) -> Result<HashMap<i64, Vec<String>>, Error> {
+        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT gateway_id, warnings FROM snapshots")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(gid, w)| Ok((gid, from_json(&w)?)))
+            .collect()
+    }
+
     /// The nodes of a gateway.
     pub async fn nodes(&self, gateway_id: i64) -> Result<Vec<NodeRecord>, Error> {
         let rows = sqlx::query(
@@ -1026,7 +1042,7 @@ impl Store {
         check_route_refs(&mut tx, spec).await?;
         let id = insert(&mut tx, "routes", "route", &spec.name, spec).await?;
         let ids = set_route_gateways(&mut tx, id, spec).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &ids).await?;
+        let moved = recompile_without_new_collisions(&mut tx, self.sealer.as_deref(), &ids).await?;
         tx.commit().await?;
         drop(_w);
         Ok((self.route(&spec.name).await?, moved))
@@ -1052,7 +1068,7 @@ impl Store {
         ids.extend(set_route_gateways(&mut tx, id, spec).await?);
         ids.sort_unstable();
         ids.dedup();
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &ids).await?;
+        let moved = recompile_without_new_collisions(&mut tx, self.sealer.as_deref(), &ids).await?;
         tx.commit().await?;
         drop(_w);
         Ok((self.route(name).await?, moved))
@@ -1410,7 +1426,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &ids).await?;
+        let moved = recompile_without_new_collisions(&mut tx, self.sealer.as_deref(), &ids).await?;
         tx.commit().await?;
         drop(_w);
         let all = self.deployments(Some(id)).await?;
@@ -1782,6 +1798,68 @@ fn open_body(sealer: Option<&crate::secrets::Sealer>, stored: String) -> Result<
     sealer.open(sealed)
 }
 
+/// What the compiler noticed about each gateway's stored snapshot (routes that match the
+/// same requests).
+async fn warnings_of(
+    conn: &mut SqliteConnection,
+    gateway_ids: &[i64],
+) -> Result<HashMap<i64, Vec<String>>, Error> {
+    let mut out = HashMap::new();
+    for &gid in gateway_ids {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT warnings FROM snapshots WHERE gateway_id = $1")
+                .bind(gid)
+                .fetch_optional(&mut *conn)
+                .await?;
+        out.insert(
+            gid,
+            match text {
+                Some(t) => from_json(&t)?,
+                None => Vec::new(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// [`recompile`], refusing the write when it makes routes that match the same requests
+/// on a gateway (a second API on a context, a raw route written like another): the
+/// second would never be reached. Collisions that were there before are left alone.
+async fn recompile_without_new_collisions(
+    conn: &mut SqliteConnection,
+    sealer: Option<&crate::secrets::Sealer>,
+    gateway_ids: &[i64],
+) -> Result<Moved, Error> {
+    let before = warnings_of(conn, gateway_ids).await?;
+    let moved = recompile(conn, sealer, gateway_ids).await?;
+    let after = warnings_of(conn, gateway_ids).await?;
+    let mut new = Vec::new();
+    for (gid, list) in &after {
+        let old = before.get(gid);
+        for w in list {
+            if !old.is_some_and(|o| o.contains(w)) {
+                let name: String = sqlx::query_scalar("SELECT spec FROM gateways WHERE id = $1")
+                    .bind(gid)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map(|s: String| {
+                        from_json::<GatewaySpec>(&s)
+                            .map(|g| g.name)
+                            .unwrap_or_default()
+                    })?;
+                new.push(format!("{w} on gateway `{name}`"));
+            }
+        }
+    }
+    if !new.is_empty() {
+        return Err(Error::Conflict(format!(
+            "{}: the second would never be reached, so nothing was changed. Give one another context or path (or hosts), or undeploy the other first",
+            new.join("; ")
+        )));
+    }
+    Ok(moved)
+}
+
 /// Compiles each gateway from the transaction's view and stores the snapshot when its
 /// content changed. A gateway that does not compile fails the whole write.
 async fn recompile(
@@ -1872,6 +1950,12 @@ async fn recompile(
                 gateway.name
             ))
         })?;
+        let ids: Vec<&str> = deployed.iter().map(|(id, ..)| id.as_str()).collect();
+        let warnings = portico_compile::collisions(&snapshot, &ids);
+        for w in &warnings {
+            tracing::warn!(gateway = %gateway.name, "{w}: the second is never reached");
+        }
+        let warnings = to_json(&warnings)?;
         let hash = snapshot.content_hash();
         let private = carries_private_keys(&snapshot);
         let current: Option<(i64, String)> =
@@ -1890,8 +1974,9 @@ async fn recompile(
                     snapshot,
                 })?;
                 let body = seal_body(sealer, body, private)?;
-                sqlx::query("UPDATE snapshots SET body = $1 WHERE gateway_id = $2")
+                sqlx::query("UPDATE snapshots SET body = $1, warnings = $2 WHERE gateway_id = $3")
                     .bind(body)
+                    .bind(&warnings)
                     .bind(gid)
                     .execute(&mut *conn)
                     .await?;
@@ -1908,15 +1993,16 @@ async fn recompile(
         })?;
         let body = seal_body(sealer, body, private)?;
         sqlx::query(
-            "INSERT INTO snapshots (gateway_id, version, hash, body, compiled_at) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO snapshots (gateway_id, version, hash, body, compiled_at, warnings) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (gateway_id) DO UPDATE SET version = excluded.version, hash = excluded.hash, \
-             body = excluded.body, compiled_at = excluded.compiled_at",
+             body = excluded.body, compiled_at = excluded.compiled_at, warnings = excluded.warnings",
         )
         .bind(gid)
         .bind(version)
         .bind(&hash)
         .bind(body)
         .bind(now())
+        .bind(&warnings)
         .execute(&mut *conn)
         .await?;
         moved.push((gid, version as u64));
@@ -1939,15 +2025,15 @@ mod tests {
         let specs = [
             (
                 "old",
-                r#"{"name":"old","match":{"path":{"path_prefix":"/a"}},"forward":{"service":"s"}}"#,
+                r#"{"name":"old","gateways":[],"route":{"match":{"path":{"path_prefix":"/a"}},"forward":{"service":"s"}}}"#,
             ),
             (
                 "own",
-                r#"{"name":"own","match":{"path":{"path_prefix":"/b"}},"forward":{"service":"s"},"rewrite":{"prefix":false}}"#,
+                r#"{"name":"own","gateways":[],"route":{"match":{"path":{"path_prefix":"/b"}},"forward":{"service":"s"},"rewrite":{"prefix":false}}}"#,
             ),
             (
                 "app",
-                r#"{"name":"app","match":{"path":{"prefix":"/c"}},"forward":{"service":"s"}}"#,
+                r#"{"name":"app","gateways":[],"route":{"match":{"path":{"prefix":"/c"}},"forward":{"service":"s"}}}"#,
             ),
         ];
         for (name, spec) in specs {
@@ -1978,9 +2064,87 @@ mod tests {
                 serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| panic!("{e}"))
             }
         };
-        assert_eq!(spec("old").await["rewrite"]["prefix"], "/");
-        assert_eq!(spec("own").await["rewrite"]["prefix"], false);
-        assert!(spec("app").await.get("rewrite").is_none());
+        assert_eq!(spec("old").await["route"]["rewrite"]["prefix"], "/");
+        assert_eq!(spec("own").await["route"]["rewrite"]["prefix"], false);
+        assert!(spec("app").await["route"].get("rewrite").is_none());
+        // What the migration wrote still reads as a route.
+        let old: portico_model::RouteSpec =
+            serde_json::from_value(spec("old").await).unwrap_or_else(|e| panic!("{e}"));
+        assert!(old.route.rewrite.is_some());
+    }
+
+    fn raw_route(name: &str, path: &str) -> portico_model::RouteSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "gateways": ["default"],
+            "route": {"match": {"path": {"path_prefix": path}}, "forward": {"service": "s"}},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A write that makes a route unreachable is refused, naming both; one that was there
+    /// before (from an older version) is reported and blocks nothing.
+    #[tokio::test]
+    async fn colliding_routes_are_refused_and_old_collisions_reported() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = super::Store::open(dir.path())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .ensure_default_gateway(0)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .create_service(&portico_model::Service::new(
+                "s",
+                ["127.0.0.1:9".to_owned()],
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .create_route(&raw_route("first", "/x"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let refused = store
+            .create_route(&raw_route("second", "/x"))
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("route `first` and route `second` match the same requests")
+                && refused.contains("gateway `default`"),
+            "{refused}"
+        );
+        assert!(store.route("second").await.is_err(), "nothing was stored");
+
+        // As if an older version had stored the second one.
+        let spec = serde_json::to_string(&raw_route("second", "/x")).unwrap_or_default();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO routes (name_key, spec, version, created_at, updated_at) VALUES ('second', $1, 1, 0, 0) RETURNING id",
+        )
+        .bind(spec)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query("INSERT INTO route_gateways (route_id, gateway_key) VALUES ($1, 'default')")
+            .bind(id)
+            .execute(&store.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(store.recompile_all().await.unwrap_or_default().is_empty());
+        let warnings = store
+            .snapshot_warnings()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            warnings.values().flatten().collect::<Vec<_>>(),
+            vec!["route `first` and route `second` match the same requests"]
+        );
+        // Later writes to that gateway go on.
+        store
+            .create_route(&raw_route("third", "/y"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]
