@@ -238,7 +238,7 @@ fn gateway_problems(st: &ControlPlane, spec: &GatewaySpec) -> Vec<FieldError> {
             if l.tls.as_ref().is_some_and(|t| t.acme) {
                 fields.push(FieldError::new(
                     format!("listeners[{i}].tls.acme"),
-                    "this control plane has no ACME CA: start it with --acme-directory, or upload certificates (POST /api/v1/certificates) and leave acme off",
+                    "this control plane has no ACME CA: start it with --acme-directory, or upload certificates (`portico certificates upload`, POST /api/v1/certificates) and leave acme off",
                 ));
             }
         }
@@ -1057,7 +1057,7 @@ async fn tiers_exist(st: &ControlPlane, refs: &[(String, &Option<String>)]) -> R
         {
             fields.push(FieldError::new(
                 path.clone(),
-                format!("no tier is named `{t}`: create it with POST /api/v1/tiers"),
+                format!("no tier is named `{t}`: create it with `portico tiers create {t}` (POST /api/v1/tiers)"),
             ));
         }
     }

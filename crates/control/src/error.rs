@@ -64,8 +64,12 @@ impl Error {
             "automatic certificate for host" => "acme/hosts",
             _ => "apis",
         };
+        let command = match list {
+            "acme/hosts" => "certificates acme".to_owned(),
+            l => format!("{l} list"),
+        };
         Self::NotFound(format!(
-            "no {what} named `{name}`: list them with GET /api/v1/{list}"
+            "no {what} named `{name}`: list them with `portico {command}` (GET /api/v1/{list})"
         ))
     }
 

@@ -166,7 +166,7 @@ pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
         A::Delete { slug } => {
             c.call(Method::DELETE, &format!("/api/v1/apps/{slug}"), None, None)
                 .await?;
-            println!("Deleted app `{slug}`.");
+            c.done(format!("Deleted app `{slug}`."));
         }
         A::Deploy(a) => deploy(c, *a).await?,
         A::Publish { slug, number } => {
@@ -177,7 +177,7 @@ pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
                 None,
             )
             .await?;
-            println!("Version {number} of `{slug}` is published.");
+            c.done(format!("Version {number} of `{slug}` is published."));
         }
         A::Versions { slug } => c.print(
             &c.get(&format!("/api/v1/apps/{slug}/versions")).await?,
@@ -239,7 +239,7 @@ pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
                 None,
             )
             .await?;
-            println!("`{slug}` no longer runs on {gateway}.");
+            c.done(format!("`{slug}` no longer runs on {gateway}."));
         }
         A::Status { slug } => status(c, &slug).await?,
     }

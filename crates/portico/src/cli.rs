@@ -127,7 +127,7 @@ impl Client {
             (Some(u), Some(t), s) => (u, t, s.and_then(|s| s.ca_file)),
             (u, t, Some(s)) => (u.unwrap_or(s.url), t.unwrap_or(s.token), s.ca_file),
             _ => bail!(
-                "not logged in: run `portico login --url http://127.0.0.1:9400 --token <admin token>` (or pass --url and --token)"
+                "not logged in: run `portico login --url http://127.0.0.1:9400 --token <admin token>` (or pass --server URL --admin-token TOKEN)"
             ),
         };
         Self::new(url, token, ca, output)
@@ -178,7 +178,7 @@ impl Client {
             }
         }
         if status == StatusCode::UNAUTHORIZED {
-            msg.push_str("\nLog in again: `portico login --url ... --token <admin token>`.");
+            msg.push_str("\nLog in again: `portico login --url URL --token <admin token>` (or pass --admin-token).");
         }
         bail!("{msg}")
     }
@@ -212,6 +212,16 @@ impl Client {
             );
         }
         Ok(value)
+    }
+
+    /// Says what was done: the sentence on a terminal, `{"ok": true, "message": ...}` with
+    /// `-o json`.
+    pub(crate) fn done(&self, sentence: String) {
+        if self.output == Output::Json {
+            println!("{}", json!({ "ok": true, "message": sentence }));
+        } else {
+            println!("{sentence}");
+        }
     }
 
     pub(crate) fn print(&self, value: &Value, columns: &[(&str, &str)], items_key: Option<&str>) {
@@ -442,9 +452,9 @@ pub async fn gateways(c: &Client, cmd: crate::GatewaysCommand) -> anyhow::Result
                 None,
             )
             .await?;
-            println!(
+            c.done(format!(
                 "Revoked the API token of `{name}`: its nodes keep serving what they have but receive nothing new."
-            );
+            ));
         }
         G::Resync { name } => {
             let (_, v) = c
@@ -517,7 +527,7 @@ async fn object_command(
                 None,
             )
             .await?;
-            println!("Deleted `{name}`.");
+            c.done(format!("Deleted `{name}`."));
         }
     }
     Ok(())
@@ -617,7 +627,7 @@ pub async fn revisions(c: &Client, cmd: crate::RevisionsCommand) -> anyhow::Resu
                 None,
             )
             .await?;
-            println!("Deleted revision {number} of `{api}`.");
+            c.done(format!("Deleted revision {number} of `{api}`."));
         }
     }
     Ok(())
@@ -640,44 +650,86 @@ pub async fn deploy(
             None,
         )
         .await?;
-    if c.output == Output::Json && wait.is_none() {
-        c.print(&v, &[], None);
-        return Ok(());
+    if c.output != Output::Json {
+        println!(
+            "Deployed revision {revision} of `{api}` to {}.",
+            gateways.join(", ")
+        );
     }
-    println!(
-        "Deployed revision {revision} of `{api}` to {}.",
-        gateways.join(", ")
-    );
-    if let Some(limit) = wait {
-        wait_for(c, &v, limit).await?;
+    let waited = match wait {
+        Some(limit) => Some(wait_for(c, &v, limit).await?),
+        None => None,
+    };
+    if c.output == Output::Json {
+        let mut out = v;
+        if let Some(w) = waited {
+            out["wait"] = w;
+        }
+        c.print(&out, &[], None);
     }
     Ok(())
 }
 
-/// `portico undeploy API --gateway G`
+/// `portico undeploy API --gateway G[,H]`: every gateway named is checked before any is
+/// touched, so a typo undeploys nothing.
 pub async fn undeploy(
     c: &Client,
     api: &str,
-    gateway: &str,
+    gateways: &[String],
     wait: Option<Duration>,
 ) -> anyhow::Result<()> {
-    let (_, v) = c
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/apis/{api}/deployments/{gateway}"),
-            None,
-            None,
-        )
-        .await?;
-    println!("Undeployed `{api}` from `{gateway}`.");
+    let gateways = names(gateways);
+    let deployed = c.get(&format!("/api/v1/apis/{api}/deployments")).await?;
+    let on: Vec<String> = deployed["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["gateway"].as_str().map(str::to_lowercase))
+        .collect();
+    let missing: Vec<&String> = gateways
+        .iter()
+        .filter(|g| !on.contains(&g.to_lowercase()))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "`{api}` is not deployed on {}: nothing was undeployed (see `portico apis get {api}` for where it runs)",
+            missing
+                .iter()
+                .map(|g| format!("`{g}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut targets = Vec::new();
+    for g in &gateways {
+        let (_, v) = c
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/apis/{api}/deployments/{g}"),
+                None,
+                None,
+            )
+            .await?;
+        targets.extend(v["targets"].as_array().cloned().unwrap_or_default());
+        if c.output != Output::Json {
+            println!("Undeployed `{api}` from `{g}`.");
+        }
+    }
+    let mut out = json!({ "api": api, "undeployed_from": gateways, "targets": targets });
     if let Some(limit) = wait {
-        wait_for(c, &v, limit).await?;
+        out["wait"] = wait_for(c, &out, limit).await?;
+    }
+    if c.output == Output::Json {
+        c.print(&out, &[], None);
     }
     Ok(())
 }
 
-/// Polls `/status` until every node of every target gateway serves its target version.
-pub(crate) async fn wait_for(c: &Client, answer: &Value, limit: Duration) -> anyhow::Result<()> {
+/// Polls `/status` until every node of every target gateway serves its target version;
+/// answers how it ended (per gateway: version, nodes ready of nodes) for `-o json`, where
+/// nothing else is printed.
+pub(crate) async fn wait_for(c: &Client, answer: &Value, limit: Duration) -> anyhow::Result<Value> {
+    let quiet = c.output == Output::Json;
     let targets: Vec<(String, u64)> = answer["targets"]
         .as_array()
         .map(|a| {
@@ -691,12 +743,13 @@ pub(crate) async fn wait_for(c: &Client, answer: &Value, limit: Duration) -> any
                 .collect()
         })
         .unwrap_or_default();
-    let tty = std::io::stderr().is_terminal();
+    let tty = !quiet && std::io::stderr().is_terminal();
     let start = Instant::now();
     loop {
         let status = c.get("/api/v1/status").await?;
         let mut done = true;
         let mut line = Vec::new();
+        let mut summary = Vec::new();
         for (g, want) in &targets {
             let gw = status["gateways"].as_array().and_then(|a| {
                 a.iter().find(|x| {
@@ -720,6 +773,7 @@ pub(crate) async fn wait_for(c: &Client, answer: &Value, limit: Duration) -> any
                 "{g}: {ready}/{} nodes at version {want}",
                 nodes.len()
             ));
+            summary.push(json!({"gateway": g, "snapshot_version": want, "nodes_ready": ready, "nodes": nodes.len()}));
         }
         let text = line.join(", ");
         if tty {
@@ -728,14 +782,14 @@ pub(crate) async fn wait_for(c: &Client, answer: &Value, limit: Duration) -> any
         if done {
             if tty {
                 eprintln!();
-            } else {
+            } else if !quiet {
                 eprintln!("{text}");
             }
-            println!(
-                "Every node serves it ({:.1} s).",
-                start.elapsed().as_secs_f64()
-            );
-            return Ok(());
+            let seconds = start.elapsed().as_secs_f64();
+            if !quiet {
+                println!("Every node serves it ({seconds:.1} s).");
+            }
+            return Ok(json!({"gateways": summary, "seconds": seconds}));
         }
         if start.elapsed() > limit {
             if tty {
@@ -1006,7 +1060,9 @@ pub async fn consumers(c: &Client, cmd: crate::ConsumersCommand) -> anyhow::Resu
                 None,
             )
             .await?;
-            println!("Deleted consumer `{name}` with its subscriptions and keys.");
+            c.done(format!(
+                "Deleted consumer `{name}` with its subscriptions and keys."
+            ));
         }
         C::Block { name } => set_blocked(c, &name, true).await?,
         C::Unblock { name } => set_blocked(c, &name, false).await?,
@@ -1026,11 +1082,11 @@ async fn set_blocked(c: &Client, name: &str, blocked: bool) -> anyhow::Result<()
     if c.output == Output::Json {
         c.print(&v, CONSUMER_COLUMNS, None);
     } else if blocked {
-        println!(
+        c.done(format!(
             "Blocked consumer `{name}`: its keys and tokens are refused from the next snapshot on."
-        );
+        ));
     } else {
-        println!("Unblocked consumer `{name}`.");
+        c.done(format!("Unblocked consumer `{name}`."));
     }
     Ok(())
 }
@@ -1058,7 +1114,7 @@ pub async fn subscriptions(c: &Client, cmd: crate::SubscriptionsCommand) -> anyh
                 None,
             )
             .await?;
-            println!("Subscribed `{consumer}` to `{api}`.");
+            c.done(format!("Subscribed `{consumer}` to `{api}`."));
         }
         S::Remove { consumer, api } => {
             c.call(
@@ -1068,7 +1124,7 @@ pub async fn subscriptions(c: &Client, cmd: crate::SubscriptionsCommand) -> anyh
                 None,
             )
             .await?;
-            println!("Unsubscribed `{consumer}` from `{api}`.");
+            c.done(format!("Unsubscribed `{consumer}` from `{api}`."));
         }
     }
     Ok(())
@@ -1175,7 +1231,9 @@ pub async fn keys(c: &Client, cmd: crate::KeysCommand) -> anyhow::Result<()> {
                 None,
             )
             .await?;
-            println!("Revoked `{id}`: gateways refuse it from their next sync.");
+            c.done(format!(
+                "Revoked `{id}`: gateways refuse it from their next sync."
+            ));
         }
     }
     Ok(())
@@ -1234,7 +1292,7 @@ pub async fn tiers(c: &Client, cmd: crate::TiersCommand) -> anyhow::Result<()> {
         T::Delete { name } => {
             c.call(Method::DELETE, &format!("/api/v1/tiers/{name}"), None, None)
                 .await?;
-            println!("Deleted tier `{name}`.");
+            c.done(format!("Deleted tier `{name}`."));
         }
     }
     Ok(())
@@ -1268,12 +1326,12 @@ pub async fn users(c: &Client, cmd: crate::UsersCommand) -> anyhow::Result<()> {
                 None,
             )
             .await?;
-            println!("Created user `{name}`.");
+            c.done(format!("Created user `{name}`."));
         }
         U::Delete { name } => {
             c.call(Method::DELETE, &format!("/api/v1/users/{name}"), None, None)
                 .await?;
-            println!("Deleted user `{name}`.");
+            c.done(format!("Deleted user `{name}`."));
         }
     }
     Ok(())
@@ -1318,7 +1376,7 @@ pub async fn certificates(c: &Client, cmd: crate::CertificatesCommand) -> anyhow
                 None,
             )
             .await?;
-            println!("Deleted certificate `{name}`.");
+            c.done(format!("Deleted certificate `{name}`."));
         }
         C::Acme => c.print(
             &c.get("/api/v1/acme/hosts").await?,
@@ -1339,7 +1397,9 @@ pub async fn certificates(c: &Client, cmd: crate::CertificatesCommand) -> anyhow
                 None,
             )
             .await?;
-            println!("Ordering a certificate for {host}; see `portico certificates acme`.");
+            c.done(format!(
+                "Ordering a certificate for {host}; see `portico certificates acme`."
+            ));
         }
     }
     Ok(())

@@ -50,12 +50,32 @@ pub fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// `portico gateway run`.
-pub async fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<()> {
+/// Command-line settings that win over the file's `[node]`.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// `--workers`.
+    pub workers: Option<usize>,
+    /// `--internal`.
+    pub internal: Option<std::net::SocketAddr>,
+    /// `--rate-limit-redis`.
+    pub rate_limit_redis: Option<String>,
+}
+
+/// `portico gateway run` with a file and no control plane.
+pub async fn run(path: &Path, overrides: Overrides) -> anyhow::Result<()> {
     let file = load(path).map_err(|e| anyhow::anyhow!("the config is invalid:\n{e}"))?;
     let (mut node, snapshot) = file.into_parts();
-    if workers.is_some() {
-        node.workers = workers;
+    // What the file says, to tell at reload whether `[node]` changed in it.
+    let from_file = node.clone();
+    if overrides.workers.is_some() {
+        node.workers = overrides.workers;
+    }
+    if let Some(addr) = overrides.internal {
+        node.internal.address = addr;
+        node.internal.enabled = true;
+    }
+    if let Some(url) = overrides.rate_limit_redis {
+        node.rate_limit_redis = Some(url);
     }
     // Processes run from the same file are one gateway: they may share ports.
     let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
@@ -102,14 +122,14 @@ pub async fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
                 seen = stamp(path);
-                reload(&gateway, path, &node, acme.as_ref().map(|(a, _)| a)).await;
+                reload(&gateway, path, &from_file, acme.as_ref().map(|(a, _)| a)).await;
             }
             _ = tick.tick(), if node.watch => {
                 let now = stamp(path);
                 if now != seen {
                     seen = now;
                     tracing::info!(file = %path.display(), "config file changed: reloading");
-                    reload(&gateway, path, &node, acme.as_ref().map(|(a, _)| a)).await;
+                    reload(&gateway, path, &from_file, acme.as_ref().map(|(a, _)| a)).await;
                 }
             }
             _ = term.recv() => break,

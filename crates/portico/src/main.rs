@@ -679,9 +679,9 @@ struct DeployArgs {
 struct UndeployArgs {
     /// API id.
     api: String,
-    /// Gateway.
-    #[arg(long = "gateway", short)]
-    gateway: String,
+    /// Gateways, repeated or comma-separated (as `deploy` takes them).
+    #[arg(long = "gateway", short, required = true)]
+    gateway: Vec<String>,
     /// Wait until every node of the gateway has dropped it.
     #[arg(long)]
     wait: bool,
@@ -832,7 +832,36 @@ async fn run_gateway(a: RunArgs) -> anyhow::Result<()> {
         Some(path) if a.control_plane.is_none() => {
             let file = gateway_cmd::load_file(path)?;
             if file.node.control_plane.is_none() {
-                return gateway_cmd::run(path, a.workers).await;
+                // A gateway from a file: the flags of a linked node mean nothing here.
+                let linked_only = [
+                    ("--token", a.token.is_some()),
+                    ("--jwt-secret", a.jwt_secret.is_some()),
+                    ("--admin-listen", a.admin_listen.is_some()),
+                    ("--cache-dir", a.cache_dir.is_some()),
+                    ("--ca-file", a.ca_file.is_some()),
+                ];
+                let given: Vec<&str> = linked_only
+                    .iter()
+                    .filter(|(_, set)| *set)
+                    .map(|(f, _)| *f)
+                    .collect();
+                if !given.is_empty() {
+                    anyhow::bail!(
+                        "{} {} for a gateway linked to a control plane; {} has no [node.control_plane] (add one, or pass --control-plane URL)",
+                        given.join(", "),
+                        if given.len() == 1 { "is" } else { "are" },
+                        path.display()
+                    );
+                }
+                return gateway_cmd::run(
+                    path,
+                    gateway_cmd::Overrides {
+                        workers: a.workers,
+                        internal: a.internal,
+                        rate_limit_redis: a.rate_limit_redis,
+                    },
+                )
+                .await;
             }
             file.node
         }

@@ -776,3 +776,132 @@ async fn two_apis_on_one_context_of_a_gateway_are_refused_at_deploy() {
     let status = cp.cli_ok(&["status"]).await;
     assert!(!status.contains("warning"), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_flag_works_or_is_refused_and_every_command_answers_json() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+
+    // A gateway from a file: --internal works; a linked node's flags are refused.
+    let port = free_port();
+    let internal = free_port();
+    let file = root.path().join("file-gw.toml");
+    std::fs::write(
+        &file,
+        format!("[[listeners]]\naddress = \"127.0.0.1\"\nport = {port}\n[[routes]]\nfixed_response = {{ status = 200, body = \"ok\" }}\n"),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "gateway",
+            "run",
+            "--config",
+            file.to_str().unwrap(),
+            "--cache-dir",
+            "/tmp/x",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("--cache-dir is for a gateway linked to a control plane"),
+        "{text}"
+    );
+    let mut gw = portico_testkit::process::Process::spawn(
+        Path::new(BIN),
+        &[
+            "gateway",
+            "run",
+            "--config",
+            file.to_str().unwrap(),
+            "--internal",
+            &format!("127.0.0.1:{internal}"),
+        ],
+        &[],
+    );
+    gw.wait_for("gateway running", WAIT).await;
+    let health = reqwest::get(format!("http://127.0.0.1:{internal}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    gw.signal(libc::SIGTERM);
+    gw.wait(WAIT).await;
+
+    // -o json on deploy (with --wait), undeploy of a list, and plain answers.
+    cp.api(
+        "POST",
+        "/api/v1/gateways",
+        Some(json!({"name": "edge", "type": "production"})),
+    )
+    .await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(
+                json!({"name": "Files", "version": "v1", "context": "/files",
+                "production_endpoints": ["http://127.0.0.1:9"]}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    cp.cli_ok(&["revisions", "create", "files-v1"]).await;
+    let out = cp
+        .cli_ok(&[
+            "deploy",
+            "files-v1",
+            "--revision",
+            "1",
+            "--gateway",
+            "default",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .await;
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["wait"]["gateways"][0]["gateway"], "default", "{v}");
+    cp.cli_ok(&["deploy", "files-v1", "--revision", "1", "--gateway", "edge"])
+        .await;
+    // A list with one gateway it is not on undeploys nothing.
+    let (ok, out) = cp
+        .cli(&["undeploy", "files-v1", "--gateway", "default,nowhere"])
+        .await;
+    assert!(!ok && out.contains("`nowhere`"), "{out}");
+    let out = cp
+        .cli_ok(&[
+            "undeploy",
+            "files-v1",
+            "--gateway",
+            "default,edge",
+            "-o",
+            "json",
+        ])
+        .await;
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["undeployed_from"], json!(["default", "edge"]), "{v}");
+    let out = cp
+        .cli_ok(&["tiers", "create", "gold", "--limit", "5", "--per", "second"])
+        .await;
+    let out = cp.cli_ok(&["tiers", "delete", "gold", "-o", "json"]).await + &out;
+    assert!(out.contains("\"ok\":true"), "{out}");
+    // Errors name the command to run next, not only a REST path.
+    let (ok, out) = cp
+        .cli(&[
+            "deploy",
+            "files-v1",
+            "--revision",
+            "7",
+            "--gateway",
+            "default",
+        ])
+        .await;
+    assert!(
+        !ok && out.contains("`portico revisions create files-v1`"),
+        "{out}"
+    );
+    let (ok, out) = cp.cli(&["gateways", "get", "missing"]).await;
+    assert!(!ok && out.contains("`portico gateways list`"), "{out}");
+}

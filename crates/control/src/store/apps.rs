@@ -317,7 +317,7 @@ impl Store {
             return Err(Error::Invalid(vec![FieldError::new(
                 "files",
                 format!(
-                    "{} file(s) not uploaded yet (PUT /api/v1/blobs/<hash>): {}",
+                    "{} file(s) not uploaded yet (`portico apps upload` sends them; PUT /api/v1/blobs/<hash>): {}",
                     missing.len(),
                     missing.join(", ")
                 ),
@@ -605,7 +605,7 @@ impl Store {
 
 fn no_version(slug: &str, number: u32) -> Error {
     Error::NotFound(format!(
-        "app `{slug}` has no version {number}: list them with GET /api/v1/apps/{slug}/versions"
+        "app `{slug}` has no version {number}: list them with `portico apps versions {slug}` (GET /api/v1/apps/{slug}/versions)"
     ))
 }
 

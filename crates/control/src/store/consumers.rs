@@ -351,7 +351,7 @@ impl Store {
         .await?;
         if done.rows_affected() == 0 {
             return Err(Error::NotFound(format!(
-                "consumer `{consumer}` has no active credential `{id}`: list them with GET /api/v1/consumers/{consumer}/keys"
+                "consumer `{consumer}` has no active credential `{id}`: list them with `portico keys list {consumer}` (GET /api/v1/consumers/{consumer}/keys)"
             )));
         }
         let gws = consumer_gateways(&mut tx, cid).await?;

@@ -1130,7 +1130,7 @@ impl Store {
         .await?;
         if done.rows_affected() == 0 {
             return Err(Error::Conflict(format!(
-                "API `{id}` ({} {}) exists already: update it with PUT /api/v1/apis/{id}, or give a new version",
+                "API `{id}` ({} {}) exists already: update it with `portico apply -f FILE` (PUT /api/v1/apis/{id}), or give a new version",
                 spec.name, spec.version
             )));
         }
@@ -1332,7 +1332,7 @@ impl Store {
             .await?
             .into_iter()
             .find(|r| r.number == number)
-            .ok_or_else(|| Error::NotFound(format!("API `{id}` has no revision {number}: list them with GET /api/v1/apis/{id}/revisions")))
+            .ok_or_else(|| Error::NotFound(format!("API `{id}` has no revision {number}: list them with `portico revisions list {id}` (GET /api/v1/apis/{id}/revisions)")))
     }
 
     /// Deletes a revision that is deployed nowhere.
@@ -1392,7 +1392,7 @@ impl Store {
                 .await?;
         if exists.is_none() {
             return Err(Error::NotFound(format!(
-                "API `{id}` has no revision {number}: create one with POST /api/v1/apis/{id}/revisions"
+                "API `{id}` has no revision {number}: create one with `portico revisions create {id}` (POST /api/v1/apis/{id}/revisions)"
             )));
         }
         let mut ids = Vec::new();
@@ -1409,7 +1409,7 @@ impl Store {
         }
         if !missing.is_empty() {
             return Err(Error::NotFound(format!(
-                "no gateway named {}: list them with GET /api/v1/gateways",
+                "no gateway named {}: list them with `portico gateways list` (GET /api/v1/gateways)",
                 missing.join(", ")
             )));
         }
