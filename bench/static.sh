@@ -34,7 +34,7 @@ export PORTICO_URL=http://127.0.0.1:18700 PORTICO_CLI_CONFIG="$WORK/cli.json"
 PORTICO_TOKEN="$(grep -o 'pat_[A-Za-z0-9_-]*' "$WORK/server.out" | head -1)"
 export PORTICO_TOKEN
 "$BIN" apps create site >/dev/null
-"$BIN" apps deploy "$WORK/site" --app site --gateway default --wait >/dev/null
+"$BIN" apps upload "$WORK/site" --app site --gateway default --wait >/dev/null
 
 mkdir -p "$WORK/nginx"
 cat > "$WORK/nginx.conf" <<CONF
@@ -91,9 +91,9 @@ mkdir -p "$WORK/big"
 for i in $(seq 1000); do printf 'file %s %s\n' "$i" "$(head -c 600 /dev/urandom | base64 -w0)" > "$WORK/big/f$i.txt"; done
 cp "$WORK/site/index.html" "$WORK/big/index.html"
 "$BIN" apps create big >/dev/null
-first="$("$BIN" apps deploy "$WORK/big" --app big)"
+first="$("$BIN" apps upload "$WORK/big" --app big)"
 echo "changed" >> "$WORK/big/f500.txt"
 start=$(date +%s.%N)
-second="$("$BIN" apps deploy "$WORK/big" --app big)"
+second="$("$BIN" apps upload "$WORK/big" --app big)"
 end=$(date +%s.%N)
 printf '\nfirst upload:  %s\nredeploy:      %s (%.2f s)\n' "$first" "$second" "$(echo "$end - $start" | bc -l)"

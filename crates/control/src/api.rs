@@ -1331,6 +1331,9 @@ struct AppDeployRequest {
     gateways: Vec<String>,
     #[serde(default)]
     host: Option<String>,
+    /// A draft version may go to a production gateway only when this says so.
+    #[serde(default)]
+    allow_draft: bool,
 }
 
 async fn deploy_app(State(st): St, Path(slug): Path<String>, bytes: Bytes) -> Res {
@@ -1348,7 +1351,13 @@ async fn deploy_app(State(st): St, Path(slug): Path<String>, bytes: Bytes) -> Re
     }
     let (items, moved) = st
         .store
-        .deploy_app(&slug, req.version, &req.gateways, req.host.as_deref())
+        .deploy_app(
+            &slug,
+            req.version,
+            &req.gateways,
+            req.host.as_deref(),
+            req.allow_draft,
+        )
         .await?;
     st.hub.publish(&moved);
     let targets = targets_with_versions(&st, &req.gateways).await?;

@@ -45,6 +45,8 @@ pub enum AppsCommand {
         slug: String,
     },
     /// Upload a folder as a new (draft) version; with --gateway, deploy it too.
+    Upload(Box<UploadArgs>),
+    /// Run a version on gateways: `portico apps deploy SLUG VERSION --gateway G`.
     Deploy(Box<DeployArgs>),
     /// Mark a version published.
     Publish {
@@ -59,7 +61,8 @@ pub enum AppsCommand {
         /// Slug.
         slug: String,
     },
-    /// Run an existing version on gateways.
+    /// Old name of `apps deploy SLUG VERSION` (kept for one release).
+    #[command(hide = true)]
     Release {
         /// Slug.
         slug: String,
@@ -108,9 +111,9 @@ pub enum AppsCommand {
     },
 }
 
-/// `portico apps deploy`.
+/// `portico apps upload`.
 #[derive(Debug, clap::Args)]
-pub struct DeployArgs {
+pub struct UploadArgs {
     /// The folder, .tar.gz or .zip to upload (its contents become the app's root).
     path: PathBuf,
     /// The app.
@@ -128,6 +131,38 @@ pub struct DeployArgs {
     /// Wait until every node serves it (seconds).
     #[arg(long, num_args = 0..=1, default_missing_value = "60")]
     wait: Option<u64>,
+    /// Let the new (draft) version run on production gateways.
+    #[arg(long)]
+    allow_draft: bool,
+}
+
+/// `portico apps deploy SLUG VERSION --gateway G` (and, for one release, the old
+/// `portico apps deploy DIR --app SLUG`, which uploads).
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// The app's slug (the old form: the folder to upload).
+    target: String,
+    /// The version to run.
+    #[arg(value_name = "VERSION")]
+    number: Option<u32>,
+    /// The old form's app: `apps deploy DIR --app SLUG` is now `apps upload`.
+    #[arg(long, hide = true)]
+    app: Option<String>,
+    /// The old form's note.
+    #[arg(long, hide = true, default_value = "")]
+    note: String,
+    /// Gateways (repeat or comma-separated).
+    #[arg(long = "gateway")]
+    gateways: Vec<String>,
+    /// Serve it on this domain instead of the gateway's apps host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Wait until every node serves it (seconds).
+    #[arg(long, num_args = 0..=1, default_missing_value = "60")]
+    wait: Option<u64>,
+    /// Let a draft version run on production gateways.
+    #[arg(long)]
+    allow_draft: bool,
 }
 
 /// Runs an apps command.
@@ -158,9 +193,9 @@ pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
             }
             c.call(Method::POST, "/api/v1/apps", Some(&spec), None)
                 .await?;
-            println!(
-                "Created app `{slug}`. Upload a version: portico apps deploy ./dist --app {slug}"
-            );
+            c.done(format!(
+                "Created app `{slug}`. Upload a version: portico apps upload ./dist --app {slug}"
+            ));
         }
         A::Get { slug } => c.print(&c.get(&format!("/api/v1/apps/{slug}")).await?, &[], None),
         A::Delete { slug } => {
@@ -168,7 +203,52 @@ pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
                 .await?;
             c.done(format!("Deleted app `{slug}`."));
         }
-        A::Deploy(a) => deploy(c, *a).await?,
+        A::Upload(a) => upload(c, *a).await?,
+        A::Deploy(a) => match (a.app, a.number) {
+            (Some(app), None) => {
+                eprintln!(
+                    "warning: `portico apps deploy DIR --app SLUG` is now `portico apps upload DIR --app SLUG` (and `portico apps deploy SLUG VERSION --gateway G` runs a version); the old form goes away in the next release"
+                );
+                let args = UploadArgs {
+                    path: PathBuf::from(a.target),
+                    app,
+                    note: a.note,
+                    gateways: a.gateways,
+                    host: a.host,
+                    wait: a.wait,
+                    allow_draft: a.allow_draft,
+                };
+                upload(c, args).await?;
+            }
+            (Some(_), Some(_)) => {
+                bail!(
+                    "give either SLUG VERSION (deploy a version) or DIR --app SLUG (upload; now `portico apps upload`), not both"
+                )
+            }
+            (None, None) => bail!(
+                "which version of `{}`? `portico apps deploy {} VERSION --gateway G` (see `portico apps versions {}`); to upload a folder: `portico apps upload DIR --app SLUG`",
+                a.target,
+                a.target,
+                a.target
+            ),
+            (None, Some(version)) => {
+                if a.gateways.is_empty() {
+                    bail!(
+                        "name the gateways to run it on: --gateway G (repeat or comma-separated)"
+                    );
+                }
+                release(
+                    c,
+                    &a.target,
+                    version,
+                    &a.gateways,
+                    a.host.as_deref(),
+                    a.wait,
+                    a.allow_draft,
+                )
+                .await?;
+            }
+        },
         A::Publish { slug, number } => {
             c.call(
                 Method::POST,
@@ -198,7 +278,12 @@ pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
             gateways,
             host,
             wait,
-        } => release(c, &slug, number, &gateways, host.as_deref(), wait).await?,
+        } => {
+            eprintln!(
+                "warning: `portico apps release` is now `portico apps deploy {slug} {number} --gateway ...`; the old name goes away in the next release"
+            );
+            release(c, &slug, number, &gateways, host.as_deref(), wait, false).await?;
+        }
         A::Rollback {
             slug,
             gateway,
@@ -407,7 +492,7 @@ fn walk(root: &Path) -> anyhow::Result<BTreeMap<String, Local>> {
     Ok(out)
 }
 
-async fn deploy(c: &Client, a: DeployArgs) -> anyhow::Result<()> {
+async fn upload(c: &Client, a: UploadArgs) -> anyhow::Result<()> {
     let files = collect(&a.path)?;
     let hashes: Vec<&str> = files.values().map(|f| f.hash.as_str()).collect();
     let (_, missing) = c
@@ -484,7 +569,16 @@ async fn deploy(c: &Client, a: DeployArgs) -> anyhow::Result<()> {
         );
     }
     if !a.gateways.is_empty() {
-        release(c, &a.app, number, &a.gateways, a.host.as_deref(), a.wait).await?;
+        release(
+            c,
+            &a.app,
+            number,
+            &a.gateways,
+            a.host.as_deref(),
+            a.wait,
+            a.allow_draft,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -496,9 +590,10 @@ async fn release(
     gateways: &[String],
     host: Option<&str>,
     wait: Option<u64>,
+    allow_draft: bool,
 ) -> anyhow::Result<()> {
     let gateways = names(gateways);
-    let mut body = json!({"version": version, "gateways": gateways});
+    let mut body = json!({"version": version, "gateways": gateways, "allow_draft": allow_draft});
     if let Some(h) = host {
         body["host"] = json!(h);
     }
@@ -510,13 +605,19 @@ async fn release(
             None,
         )
         .await?;
-    println!(
-        "Version {version} of `{slug}` runs on {}{}.",
-        gateways.join(", "),
-        host.map(|h| format!(" at {h}")).unwrap_or_default()
-    );
+    if c.output != Output::Json {
+        println!(
+            "Version {version} of `{slug}` runs on {}{}.",
+            gateways.join(", "),
+            host.map(|h| format!(" at {h}")).unwrap_or_default()
+        );
+    }
+    let mut out = v;
     if let Some(s) = wait {
-        wait_for(c, &v, Duration::from_secs(s)).await?;
+        out["wait"] = wait_for(c, &out, Duration::from_secs(s)).await?;
+    }
+    if c.output == Output::Json {
+        c.print(&out, &[], None);
     }
     Ok(())
 }
@@ -559,6 +660,7 @@ async fn status(c: &Client, slug: &str) -> anyhow::Result<()> {
         };
         rows.push(json!({
             "gateway": d["gateway"], "host": d["host"], "version": d["version"],
+            "state": if d["draft"] == true { "draft" } else { "published" },
             "previous": d["previous"], "nodes": node_text,
         }));
     }
@@ -568,6 +670,7 @@ async fn status(c: &Client, slug: &str) -> anyhow::Result<()> {
             ("GATEWAY", "/gateway"),
             ("HOST", "/host"),
             ("VERSION", "/version"),
+            ("STATE", "/state"),
             ("PREVIOUS", "/previous"),
             ("NODES", "/nodes"),
         ],

@@ -403,6 +403,7 @@ async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wi
         dist.to_str().unwrap(),
         "--app",
         "shop",
+        "--allow-draft",
         "--gateway",
         "edge",
         "--host",

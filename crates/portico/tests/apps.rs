@@ -91,7 +91,7 @@ async fn draft_on_default_published_on_a_custom_domain_with_everything_serving_d
     cp.cli_ok(&["apps", "create", "shop", "--spa", "--not-found", "404.html"])
         .await;
     let out = cp
-        .cli_ok(&["apps", "deploy", dist.to_str().unwrap(), "--app", "shop"])
+        .cli_ok(&["apps", "upload", dist.to_str().unwrap(), "--app", "shop"])
         .await;
     assert!(
         out.contains("Version 1 of `shop`: 8 files, 8 uploaded"),
@@ -114,6 +114,11 @@ async fn draft_on_default_published_on_a_custom_domain_with_everything_serving_d
         out.contains("Version 2 of `shop`: 8 files, 1 uploaded (11 bytes), 7 already there"),
         "{out}"
     );
+    // The old form of upload still works, and says what it is called now.
+    assert!(
+        out.contains("is now `portico apps upload DIR --app SLUG`"),
+        "{out}"
+    );
     cp.cli_ok(&["apps", "publish", "shop", "1"]).await;
 
     // The draft (2) on the built-in gateway by path, the published one (1) on `live` at
@@ -123,7 +128,7 @@ async fn draft_on_default_published_on_a_custom_domain_with_everything_serving_d
     cp.link(&n, "live", "production", &[]).await;
     cp.cli_ok(&[
         "apps",
-        "release",
+        "deploy",
         "shop",
         "2",
         "--gateway",
@@ -133,7 +138,7 @@ async fn draft_on_default_published_on_a_custom_domain_with_everything_serving_d
     .await;
     cp.cli_ok(&[
         "apps",
-        "release",
+        "deploy",
         "shop",
         "1",
         "--gateway",
@@ -148,6 +153,29 @@ async fn draft_on_default_published_on_a_custom_domain_with_everything_serving_d
     let live = n.url("/");
     serves(&c, &draft, None, "<h1>v2</h1>").await;
     serves(&c, &live, Some("shop.example.com"), "<h1>v1</h1>").await;
+    // A draft goes to a production gateway only when asked to, and shows as a draft.
+    let (ok, out) = cp
+        .cli(&[
+            "apps",
+            "deploy",
+            "shop",
+            "2",
+            "--gateway",
+            "live",
+            "--host",
+            "shop.example.com",
+        ])
+        .await;
+    assert!(
+        !ok && out.contains("--allow-draft") && out.contains("draft"),
+        "{out}"
+    );
+    serves(&c, &live, Some("shop.example.com"), "<h1>v1</h1>").await;
+    let out = cp.cli_ok(&["apps", "status", "shop"]).await;
+    let default_row = out.lines().find(|l| l.starts_with("default")).unwrap_or("");
+    assert!(default_row.contains("draft"), "{out}");
+    let live_row = out.lines().find(|l| l.starts_with("live")).unwrap_or("");
+    assert!(live_row.contains("published"), "{out}");
     // A node fetches only files of what its gateway serves, and only with its token.
     let sha = |b: &[u8]| -> String {
         sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(b))
@@ -318,7 +346,7 @@ async fn draft_on_default_published_on_a_custom_domain_with_everything_serving_d
     // Version 1 on the built-in gateway too, then a rollback to what ran before (2).
     cp.cli_ok(&[
         "apps",
-        "release",
+        "deploy",
         "shop",
         "1",
         "--gateway",
@@ -378,6 +406,7 @@ async fn a_50_mib_bundle_reaches_a_node_intact() {
         dist.to_str().unwrap(),
         "--app",
         "media",
+        "--allow-draft",
         "--gateway",
         "edge",
         "--wait",
@@ -427,9 +456,10 @@ async fn switching_versions_under_load_fails_no_request() {
     cp.link(&n, "blue", "production", &[]).await;
     cp.cli_ok(&[
         "apps",
-        "release",
+        "deploy",
         "site",
         "1",
+        "--allow-draft",
         "--gateway",
         "blue",
         "--wait",
@@ -473,9 +503,10 @@ async fn switching_versions_under_load_fails_no_request() {
     }
     cp.cli_ok(&[
         "apps",
-        "release",
+        "deploy",
         "site",
         "2",
+        "--allow-draft",
         "--gateway",
         "blue",
         "--wait",
@@ -484,9 +515,10 @@ async fn switching_versions_under_load_fails_no_request() {
     serves(&c, &url, None, "version 2").await;
     cp.cli_ok(&[
         "apps",
-        "release",
+        "deploy",
         "site",
         "3",
+        "--allow-draft",
         "--gateway",
         "blue",
         "--wait",

@@ -56,6 +56,8 @@ pub struct AppDeploymentRecord {
     pub version: u32,
     /// The version it replaced (what a rollback goes back to).
     pub previous: Option<u32>,
+    /// The version running is a draft (not published).
+    pub draft: bool,
     /// Unix seconds.
     pub deployed_at: i64,
 }
@@ -449,11 +451,37 @@ impl Store {
         number: u32,
         gateways: &[String],
         host: Option<&str>,
+        allow_draft: bool,
     ) -> Result<(Vec<AppDeploymentRecord>, Moved), Error> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let (id, _) = app_id(&mut tx, slug).await?;
         ensure_version(&mut tx, id, slug, number).await?;
+        let published: i64 = sqlx::query_scalar(
+            "SELECT published FROM app_versions WHERE app_id = $1 AND number = $2",
+        )
+        .bind(id)
+        .bind(i64::from(number))
+        .fetch_one(&mut *tx)
+        .await?;
+        if published == 0 && !allow_draft {
+            // A draft may go anywhere but production without a second thought.
+            for g in gateways {
+                let spec: Option<String> =
+                    sqlx::query_scalar("SELECT spec FROM gateways WHERE name_key = $1")
+                        .bind(key(g))
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(spec) = spec else { continue };
+                let spec: portico_model::GatewaySpec = from_json(&spec)?;
+                if spec.kind == portico_model::GatewayKind::Production {
+                    return Err(Error::Conflict(format!(
+                        "version {number} of `{slug}` is a draft and `{}` is a production gateway: publish it first (`portico apps publish {slug} {number}`), or deploy it anyway with --allow-draft (`allow_draft: true`)",
+                        spec.name
+                    )));
+                }
+            }
+        }
         let host = host.map(str::to_ascii_lowercase).unwrap_or_default();
         let t = now();
         let mut gids = Vec::new();
@@ -579,26 +607,31 @@ impl Store {
 
     /// Where an app's versions run.
     pub async fn app_deployments(&self, slug: &str) -> Result<Vec<AppDeploymentRecord>, Error> {
-        let rows: Vec<(String, String, String, i64, Option<i64>, i64)> = sqlx::query_as(
-            "SELECT a.slug, g.spec, d.host, d.version, d.previous, d.deployed_at FROM app_deployments d \
-             JOIN apps a ON a.id = d.app_id JOIN gateways g ON g.id = d.gateway_id \
+        let rows: Vec<(String, String, String, i64, Option<i64>, i64, i64)> = sqlx::query_as(
+            "SELECT a.slug, g.spec, d.host, d.version, d.previous, d.deployed_at, v.published \
+             FROM app_deployments d JOIN apps a ON a.id = d.app_id \
+             JOIN gateways g ON g.id = d.gateway_id \
+             JOIN app_versions v ON v.app_id = d.app_id AND v.number = d.version \
              WHERE a.slug = $1 ORDER BY g.name_key, d.host",
         )
         .bind(key(slug))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(app, gspec, host, version, previous, deployed_at)| {
-                let g: portico_model::GatewaySpec = from_json(&gspec)?;
-                Ok(AppDeploymentRecord {
-                    app,
-                    gateway: g.name,
-                    host: (!host.is_empty()).then_some(host),
-                    version: version as u32,
-                    previous: previous.map(|p| p as u32),
-                    deployed_at,
-                })
-            })
+            .map(
+                |(app, gspec, host, version, previous, deployed_at, published)| {
+                    let g: portico_model::GatewaySpec = from_json(&gspec)?;
+                    Ok(AppDeploymentRecord {
+                        app,
+                        gateway: g.name,
+                        host: (!host.is_empty()).then_some(host),
+                        version: version as u32,
+                        previous: previous.map(|p| p as u32),
+                        draft: published == 0,
+                        deployed_at,
+                    })
+                },
+            )
             .collect()
     }
 }
