@@ -607,7 +607,9 @@ impl Store {
 
     /// Where an app's versions run.
     pub async fn app_deployments(&self, slug: &str) -> Result<Vec<AppDeploymentRecord>, Error> {
-        let rows: Vec<(String, String, String, i64, Option<i64>, i64, i64)> = sqlx::query_as(
+        // app, gateway spec, host, version, previous, deployed at, published
+        type Row = (String, String, String, i64, Option<i64>, i64, i64);
+        let rows: Vec<Row> = sqlx::query_as(
             "SELECT a.slug, g.spec, d.host, d.version, d.previous, d.deployed_at, v.published \
              FROM app_deployments d JOIN apps a ON a.id = d.app_id \
              JOIN gateways g ON g.id = d.gateway_id \
