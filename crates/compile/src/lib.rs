@@ -664,7 +664,7 @@ fn backend_tls(
 
 /// Whether a certificate name (`api.example.com`, `*.example.com`) covers a served host
 /// (which may itself be a wildcard).
-fn host_covers(pattern: &str, host: &str) -> bool {
+pub fn host_covers(pattern: &str, host: &str) -> bool {
     let p = pattern.to_ascii_lowercase();
     if p == host {
         return true;

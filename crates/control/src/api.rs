@@ -150,6 +150,7 @@ pub fn router(state: Arc<ControlPlane>) -> Router {
             "/consumers/{name}/keys/{id}",
             axum::routing::delete(revoke_key),
         )
+        .route("/apply", post(crate::apply::apply))
         .route("/status", get(status))
         .layer(middleware::from_fn_with_state(state.clone(), admin_auth));
     let sync = Router::new()
@@ -227,7 +228,7 @@ fn invalid(e: portico_model::Error) -> Error {
 
 /// A gateway definition's problems: its own rules, and `acme` listeners on a control plane
 /// without an ACME CA (their certificates would never come).
-fn gateway_problems(st: &ControlPlane, spec: &GatewaySpec) -> Vec<FieldError> {
+pub(crate) fn gateway_problems(st: &ControlPlane, spec: &GatewaySpec) -> Vec<FieldError> {
     let mut fields = spec
         .validate()
         .err()
@@ -654,22 +655,32 @@ async fn get_service(State(st): St, Path(name): Path<String>) -> Res {
     Ok(with_etag(StatusCode::OK, &r.meta, to_value(&r)))
 }
 
-fn check_service(spec: &Service) -> Result<(), Error> {
+/// A service definition's problems: the data plane's rules for it, paths from the service.
+pub(crate) fn service_problems(spec: &Service) -> Vec<FieldError> {
     let probe = portico_model::Snapshot {
         services: vec![spec.clone()],
         ..Default::default()
     };
-    probe.validate().map_err(|e| {
-        Error::Invalid(
-            e.field_errors()
-                .into_iter()
-                .map(|mut f| {
-                    f.path = f.path.replacen("services[0].", "", 1);
-                    f
-                })
-                .collect(),
-        )
-    })
+    probe
+        .validate()
+        .err()
+        .map(|e| e.field_errors())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut f| {
+            f.path = f.path.replacen("services[0].", "", 1);
+            f
+        })
+        .collect()
+}
+
+fn check_service(spec: &Service) -> Result<(), Error> {
+    let fields = service_problems(spec);
+    if fields.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(fields))
+    }
 }
 
 async fn create_service(State(st): St, bytes: Bytes) -> Res {
@@ -1035,12 +1046,16 @@ async fn revoke_key(State(st): St, Path((name, id)): Path<(String, String)>) -> 
 
 // ---- throttling tiers ----
 
-fn check_tier(t: &portico_model::Tier) -> Result<(), Error> {
-    let fields: Vec<FieldError> = t
-        .problems()
+/// A tier's problems.
+pub(crate) fn tier_problems(t: &portico_model::Tier) -> Vec<FieldError> {
+    t.problems()
         .into_iter()
         .map(|(f, m)| FieldError::new(f, m))
-        .collect();
+        .collect()
+}
+
+fn check_tier(t: &portico_model::Tier) -> Result<(), Error> {
+    let fields = tier_problems(t);
     if fields.is_empty() {
         Ok(())
     } else {
@@ -1068,7 +1083,8 @@ async fn tiers_exist(st: &ControlPlane, refs: &[(String, &Option<String>)]) -> R
     }
 }
 
-fn api_tier_refs(spec: &ApiSpec) -> Vec<(String, &Option<String>)> {
+/// Every tier an API names, with its field path.
+pub(crate) fn api_tier_refs(spec: &ApiSpec) -> Vec<(String, &Option<String>)> {
     let mut refs = vec![("tier".to_owned(), &spec.tier)];
     for (i, op) in spec.operations.iter().enumerate() {
         refs.push((format!("operations[{i}].tier"), &op.tier));

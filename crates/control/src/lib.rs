@@ -4,6 +4,7 @@
 //!
 //! - [`store`]: SQLite through sqlx; every SQL statement lives there
 //! - [`api`]: the admin REST API under `/api/v1` and the sync endpoints
+//! - [`apply`]: `POST /api/v1/apply`, a document of every kind of object in one transaction
 //! - [`acme`]: automatic certificates from an ACME CA
 //! - [`link`]: proving a gateway's credentials by calling its admin API
 //! - [`secrets`]: tokens, hashes, sealed JWT secrets
@@ -12,6 +13,7 @@
 
 pub mod acme;
 pub mod api;
+pub mod apply;
 pub mod blobs;
 pub mod error;
 pub mod link;

@@ -12,5 +12,6 @@ mod tests {
         let paths = doc["paths"].as_object().map(|p| p.len()).unwrap_or(0);
         assert!(paths >= 20, "{paths} paths");
         assert!(doc["paths"]["/api/v1/apis/{id}/deployments"]["post"].is_object());
+        assert!(doc["paths"]["/api/v1/apply"]["post"].is_object());
     }
 }

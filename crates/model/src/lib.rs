@@ -4,6 +4,7 @@
 //!
 //! - [`listener`]: ports and protocols
 //! - [`app`]: hosted web apps, their versions and bundles
+//! - [`apply`]: the document `portico apply` sends, every kind of object in one file
 //! - [`acme`]: automatic certificates' challenges and states
 //! - [`route`]: matches and actions
 //! - [`service`]: upstreams, load balancing, retries, outlier ejection
@@ -17,6 +18,7 @@
 
 pub mod acme;
 pub mod app;
+pub mod apply;
 pub mod control;
 pub mod defaults;
 pub mod error;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use portico_model::{ApiSpec, Format, GatewaySpec, RouteSpec, Service};
+use portico_model::{ApiSpec, Format, GatewaySpec};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -151,6 +151,29 @@ impl Client {
         if let Some(v) = if_match {
             req = req.header("if-match", format!("\"{v}\""));
         }
+        self.finish(req).await
+    }
+
+    /// Sends a text body (a file as it is) with its content type; errors as [`Self::call`].
+    pub(crate) async fn send_text(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        text: String,
+    ) -> anyhow::Result<Value> {
+        let req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(text);
+        Ok(self.finish(req).await?.1)
+    }
+
+    /// Sends a request; non-2xx answers become errors carrying the server's message and
+    /// every field it names.
+    async fn finish(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
         let resp = req.send().await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot reach the control plane at {}: {}\nIs `portico server` running there? Check the URL given to `portico login`.",
@@ -853,170 +876,52 @@ pub async fn status(c: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What `portico apply -f` reads.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApplyFile {
-    #[serde(default)]
-    gateways: Vec<GatewaySpec>,
-    #[serde(default)]
-    services: Vec<Service>,
-    #[serde(default)]
-    routes: Vec<RouteSpec>,
-    #[serde(default)]
-    apis: Vec<ApiSpec>,
-}
+const PLAN_COLUMNS: &[(&str, &str)] = &[
+    ("ACTION", "/action"),
+    ("KIND", "/kind"),
+    ("NAME", "/name"),
+    ("CHANGES", "/changes"),
+];
 
-/// `portico apply -f FILE [--dry-run] [--prune]`: creates what is missing, updates what
-/// differs and, with `--prune`, deletes services, routes and APIs the file does not name;
-/// prints the difference first.
+/// `portico apply -f FILE [--dry-run] [--prune]`: sends the file (TOML, or JSON for `.json`)
+/// to the control plane, which checks every object and writes all of them in one transaction
+/// (a dry run checks the same way and writes nothing), and prints its plan.
 pub async fn apply(c: &Client, file: &Path, dry_run: bool, prune: bool) -> anyhow::Result<()> {
-    let want: ApplyFile = parse_file(file)?;
-    let mut plan: Vec<(String, String, Option<i64>, Value)> = Vec::new(); // (kind, key, version, body)
-    let mut unchanged = 0;
-    let items: Vec<(&str, String, Value)> = want
-        .gateways
-        .iter()
-        .map(|g| ("gateways", g.name.clone(), json!(g)))
-        .chain(
-            want.services
-                .iter()
-                .map(|s| ("services", s.name.clone(), json!(s))),
-        )
-        .chain(
-            want.routes
-                .iter()
-                .map(|r| ("routes", r.name.clone(), json!(r))),
-        )
-        .chain(want.apis.iter().map(|a| ("apis", a.id(), json!(a))))
-        .collect();
-    for (kind, key, body) in items {
-        let current = c
-            .call(Method::GET, &format!("/api/v1/{kind}/{key}"), None, None)
-            .await;
-        match current {
-            Ok((_, v)) => {
-                let same = normalized(kind, &v["spec"]) == normalized(kind, &body);
-                if same {
-                    unchanged += 1;
-                } else {
-                    println!("~ {kind}/{key}");
-                    for line in diff_lines(&v["spec"], &body) {
-                        println!("    {line}");
-                    }
-                    plan.push((kind.to_owned(), key, v["version"].as_i64(), body));
-                }
-            }
-            Err(e) if e.to_string().starts_with("no ") => {
-                println!("+ {kind}/{key}");
-                plan.push((kind.to_owned(), key, None, body));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    // With --prune: what the file does not name goes (routes first: they name services).
-    let mut doomed: Vec<(String, String)> = Vec::new();
-    if prune {
-        for kind in ["routes", "apis", "services"] {
-            let listed = c.get(&format!("/api/v1/{kind}")).await?;
-            for item in listed["items"].as_array().into_iter().flatten() {
-                let key = if kind == "apis" {
-                    cell(item, "/id")
-                } else {
-                    cell(item, "/spec/name")
-                };
-                let named = match kind {
-                    "routes" => want
-                        .routes
-                        .iter()
-                        .any(|r| r.name.eq_ignore_ascii_case(&key)),
-                    "apis" => want.apis.iter().any(|a| a.id().eq_ignore_ascii_case(&key)),
-                    _ => want
-                        .services
-                        .iter()
-                        .any(|s| s.name.eq_ignore_ascii_case(&key)),
-                };
-                if !named {
-                    println!("- {kind}/{key}");
-                    doomed.push((kind.to_owned(), key));
-                }
-            }
-        }
-    }
-    println!(
-        "{} to create, {} to update, {} to delete, {unchanged} unchanged.",
-        plan.iter().filter(|p| p.2.is_none()).count(),
-        plan.iter().filter(|p| p.2.is_some()).count(),
-        doomed.len()
-    );
-    if dry_run || (plan.is_empty() && doomed.is_empty()) {
-        if dry_run {
-            println!("Dry run: nothing changed.");
-        }
+    let (text, format) = read_file(file)?;
+    let content_type = match format {
+        Format::Json => "application/json",
+        Format::Toml => "application/toml",
+    };
+    let path = format!("/api/v1/apply?dry_run={dry_run}&prune={prune}");
+    let plan = c
+        .send_text(Method::POST, &path, content_type, text)
+        .await
+        .with_context(|| format!("{}: nothing was applied", file.display()))?;
+    if c.output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).unwrap_or_default()
+        );
         return Ok(());
     }
-    for (kind, key, version, body) in plan {
-        match version {
-            None => {
-                c.call(Method::POST, &format!("/api/v1/{kind}"), Some(&body), None)
-                    .await
-            }
-            Some(v) => {
-                c.call(
-                    Method::PUT,
-                    &format!("/api/v1/{kind}/{key}"),
-                    Some(&body),
-                    Some(v),
-                )
-                .await
-            }
-        }
-        .with_context(|| format!("{kind}/{key} was not applied (the ones before it were)"))?;
+    let items: Vec<&Value> = plan["items"].as_array().into_iter().flatten().collect();
+    if !items.is_empty() {
+        table(PLAN_COLUMNS, &items);
     }
-    for (kind, key) in doomed {
-        c.call(Method::DELETE, &format!("/api/v1/{kind}/{key}"), None, None)
-            .await
-            .with_context(|| {
-                format!("{kind}/{key} was not deleted (the changes before it were applied)")
-            })?;
+    let n = |k: &str| plan[k].as_u64().unwrap_or_default();
+    println!(
+        "{} created, {} updated, {} deleted, {} unchanged.",
+        n("created"),
+        n("updated"),
+        n("deleted"),
+        n("unchanged")
+    );
+    if dry_run {
+        println!("Dry run: everything was checked and nothing was changed.");
+    } else {
+        println!("Applied.");
     }
-    println!("Applied.");
     Ok(())
-}
-
-/// A spec with its defaults filled in, so a file that leaves defaults out compares equal.
-fn normalized(kind: &str, v: &Value) -> Value {
-    fn round<T: serde::de::DeserializeOwned + Serialize>(v: &Value) -> Value {
-        serde_json::from_value::<T>(v.clone())
-            .map(|t| json!(t))
-            .unwrap_or_else(|_| v.clone())
-    }
-    match kind {
-        "gateways" => round::<GatewaySpec>(v),
-        "services" => round::<Service>(v),
-        "routes" => round::<RouteSpec>(v),
-        _ => round::<ApiSpec>(v),
-    }
-}
-
-fn diff_lines(old: &Value, new: &Value) -> Vec<String> {
-    let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else {
-        return vec![];
-    };
-    let mut out = Vec::new();
-    for (k, nv) in n {
-        match o.get(k) {
-            Some(ov) if ov == nv => {}
-            Some(ov) => out.push(format!("{k}: {ov} -> {nv}")),
-            None => out.push(format!("{k}: + {nv}")),
-        }
-    }
-    for k in o.keys() {
-        if !n.contains_key(k) {
-            out.push(format!("{k}: removed"));
-        }
-    }
-    out
 }
 
 const CONSUMER_COLUMNS: &[(&str, &str)] = &[

@@ -67,7 +67,7 @@ enum Command {
     Undeploy(UndeployArgs),
     /// Every gateway's nodes: applied version, in sync, stale or offline.
     Status,
-    /// Bring the control plane to a file's state (gateways, services, routes, APIs).
+    /// Bring the control plane to a file's state, every object in one transaction.
     Apply(ApplyArgs),
     /// Consumers: who calls APIs.
     #[command(subcommand)]
@@ -689,14 +689,16 @@ struct UndeployArgs {
 
 #[derive(Debug, Args)]
 struct ApplyArgs {
-    /// TOML or JSON file with `gateways`, `services`, `routes` and `apis`.
+    /// TOML (or `.json`) file: one object (an API file as `apis create -f` takes, or any
+    /// object with `kind = "..."`), or sections `gateways`, `services`, `tiers`, `apis`,
+    /// `consumers`, `subscriptions`, `routes`, `certificates`, `apps` (docs/apply.md).
     #[arg(long, short)]
     file: PathBuf,
-    /// Show the difference only.
+    /// Check everything exactly as a real apply does and print the plan; change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Also delete services, routes and APIs the file does not name (gateways are never
-    /// deleted this way).
+    /// Also delete stored objects of the kinds the file names that it does not name (never
+    /// the built-in gateway `default`).
     #[arg(long)]
     prune: bool,
 }

@@ -662,7 +662,7 @@ async fn ensure_version(
 /// Forgets stored files that no version references and nobody touched for an hour (an
 /// upload in progress refreshes its files), inside the caller's transaction; answers their
 /// hashes, whose files the caller removes from disk after the commit.
-async fn orphan_blobs(conn: &mut SqliteConnection) -> Result<Vec<String>, Error> {
+pub(super) async fn orphan_blobs(conn: &mut SqliteConnection) -> Result<Vec<String>, Error> {
     let mut used = BTreeSet::new();
     for files in sqlx::query_scalar::<_, String>("SELECT files FROM app_versions")
         .fetch_all(&mut *conn)

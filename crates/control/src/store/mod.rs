@@ -25,6 +25,7 @@ use tokio::sync::Mutex;
 use crate::error::Error;
 
 mod acme;
+mod apply;
 mod apps;
 mod certs;
 mod consumers;
@@ -32,6 +33,7 @@ mod keys;
 mod tiers;
 mod users;
 pub use acme::AcmeHostRecord;
+pub use apply::{Action, Applied, ApplyOptions, PlanItem};
 pub use apps::{AppDeploymentRecord, AppRecord, AppVersionRecord};
 pub use certs::CertificateRecord;
 pub use consumers::{
