@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use sqlx::SqliteConnection;
 
 use super::{
-    Moved, Store, all_gateway_ids, delete, from_json, insert, key, now, recompile,
-    set_route_gateways, to_json, update,
+    Moved, Store, all_gateway_ids, delete, from_json, insert, key, now,
+    recompile_without_new_collisions, set_route_gateways, to_json, update,
 };
 use crate::error::Error;
 
@@ -126,7 +126,8 @@ impl Store {
         let changed = items.iter().any(|i| i.action != Action::Unchanged);
         let moved = if changed {
             let all = all_gateway_ids(&mut tx).await?;
-            recompile(&mut tx, self.sealer.as_deref(), &all).await?
+            // Raw routes written alike on a gateway are refused here as everywhere else.
+            recompile_without_new_collisions(&mut tx, self.sealer.as_deref(), &all).await?
         } else {
             Vec::new()
         };

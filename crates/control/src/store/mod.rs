@@ -1827,7 +1827,7 @@ async fn warnings_of(
 /// [`recompile`], refusing the write when it makes routes that match the same requests
 /// on a gateway (a second API on a context, a raw route written like another): the
 /// second would never be reached. Collisions that were there before are left alone.
-async fn recompile_without_new_collisions(
+pub(crate) async fn recompile_without_new_collisions(
     conn: &mut SqliteConnection,
     sealer: Option<&crate::secrets::Sealer>,
     gateway_ids: &[i64],
