@@ -1900,6 +1900,7 @@ async fn sync_snapshot(State(st): St, headers: HeaderMap, Query(q): Query<SyncQu
     let mut rx = st.hub.subscribe(owner.gateway_id, current);
     let wait = Duration::from_secs(q.wait.unwrap_or(30)).min(st.config.long_poll_max);
     let deadline = tokio::time::Instant::now() + wait;
+    let mut stopping = st.stopping.clone();
     loop {
         let v = *rx.borrow_and_update();
         if v > 0 && Some(v) != q.after {
@@ -1915,12 +1916,19 @@ async fn sync_snapshot(State(st): St, headers: HeaderMap, Query(q): Query<SyncQu
             }
             return Ok(resp);
         }
-        match tokio::time::timeout_at(deadline, rx.changed()).await {
-            Ok(Ok(())) => {
-                // Woken: a new version, or the token was revoked or the gateway deleted.
-                gateway_auth(&st, &headers).await?;
-            }
-            Ok(Err(_)) | Err(_) => return Ok(StatusCode::NOT_MODIFIED.into_response()),
+        if *stopping.borrow() {
+            return Ok(StatusCode::NOT_MODIFIED.into_response());
+        }
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, rx.changed()) => match changed {
+                Ok(Ok(())) => {
+                    // Woken: a new version, or the token was revoked or the gateway deleted.
+                    gateway_auth(&st, &headers).await?;
+                }
+                Ok(Err(_)) | Err(_) => return Ok(StatusCode::NOT_MODIFIED.into_response()),
+            },
+            // The control plane stops: nothing new will come from this one.
+            _ = stopping.changed() => return Ok(StatusCode::NOT_MODIFIED.into_response()),
         }
     }
 }

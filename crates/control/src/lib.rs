@@ -138,6 +138,9 @@ pub struct ControlPlane {
     pub blobs: blobs::Blobs,
     /// Failed password-grant sign-ins.
     pub signins: signin::Throttle,
+    /// Set when the control plane stops: sync long-polls answer at once instead of
+    /// holding the shutdown for up to their 30 s.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ControlPlane {
@@ -257,6 +260,7 @@ pub async fn start(
         .map_err(|e| Error::Internal(e.to_string()))?;
     // Uploads a stopped control plane left half-written.
     let _ = std::fs::remove_dir_all(config.data_dir.join("blobs").join("tmp"));
+    let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(ControlPlane {
         store,
         sealer,
@@ -264,7 +268,17 @@ pub async fn start(
         blobs: blobs::Blobs::new(&config.data_dir),
         signins: signin::Throttle::default(),
         config,
+        stopping,
     });
+    // The shutdown first releases the long-polls, then lets the server drain.
+    let mut stopped = state.stopping.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
     tokio::spawn(sweep_files_hourly(Arc::downgrade(&state)));
     tokio::spawn(prune_silent_nodes(
         Arc::downgrade(&state),

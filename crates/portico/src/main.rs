@@ -330,6 +330,10 @@ struct ServerArgs {
     /// Share the built-in gateway's rate limits through this Redis.
     #[arg(long, env = "PORTICO_RATE_LIMIT_REDIS")]
     rate_limit_redis: Option<String>,
+    /// How long the built-in gateway's in-flight requests may run after SIGTERM (the same
+    /// setting and default as a gateway node's `drain_timeout`), e.g. `30s`.
+    #[arg(long, env = "PORTICO_DRAIN_TIMEOUT", default_value_t = portico_model::defaults::drain_timeout())]
+    drain_timeout: portico_model::Duration,
     /// The built-in gateway's access log: `-` (standard output), a file, or `off`.
     #[arg(long, env = "PORTICO_ACCESS_LOG", default_value = "-")]
     access_log: String,
@@ -763,6 +767,7 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
                     forget_after: std::time::Duration::from_secs(a.node_forget_after.max(1)),
                 },
                 rate_limit_redis: a.rate_limit_redis,
+                drain_timeout: a.drain_timeout,
                 access_log: portico_model::AccessLog {
                     enabled: a.access_log != "off",
                     path: a.access_log.clone(),

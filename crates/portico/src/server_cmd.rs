@@ -34,6 +34,8 @@ pub struct ServerOptions {
     pub node_limits: portico_control::NodeLimits,
     /// Redis for shared rate limits.
     pub rate_limit_redis: Option<String>,
+    /// How long in-flight requests of the built-in gateway may run after SIGTERM.
+    pub drain_timeout: portico_model::Duration,
     /// The built-in gateway's access log.
     pub access_log: portico_model::AccessLog,
     /// HTTPS certificate chain and key for the admin API and sync.
@@ -127,6 +129,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         workers: opts.workers,
         rate_limit_redis: opts.rate_limit_redis.clone(),
         access_log: opts.access_log.clone(),
+        drain_timeout: opts.drain_timeout,
         ..NodeSettings::default()
     };
     node.internal.address = opts.internal;
@@ -195,7 +198,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
             _ = stop_rx.changed() => break,
         }
     }
-    tracing::info!("shutting down");
+    tracing::info!(drain_timeout = ?opts.drain_timeout.get(), "shutting down: the admin API stops, the built-in gateway drains its in-flight requests");
     let _ = stop_tx.send(true);
     gateway.shutdown().await;
     if let Some(task) = acme {

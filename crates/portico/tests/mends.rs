@@ -905,3 +905,53 @@ async fn every_flag_works_or_is_refused_and_every_command_answers_json() {
     let (ok, out) = cp.cli(&["gateways", "get", "missing"]).await;
     assert!(!ok && out.contains("`portico gateways list`"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_drains_its_built_in_gateway_and_does_not_wait_on_long_polls() {
+    let root = TempDir::new().unwrap();
+    let mut cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let slow = Upstream::start(|_| {
+        portico_testkit::Reply::Delay(
+            Duration::from_secs(2),
+            Box::new(portico_testkit::Reply::text("finished")),
+        )
+    })
+    .await;
+    cp.deploy_api(
+        json!({"name": "Slow", "version": "v1", "context": "/slow",
+            "production_endpoints": [format!("http://{}", slow.addr)]}),
+        "default",
+    )
+    .await;
+    // A node long-polling the server (its wait is the longest the server allows).
+    let mut n = init_node(root.path(), "edge", &cp.url).await;
+    n.extra = vec!["--poll-wait".into(), "30".into()];
+    n.start().await;
+    cp.link(&n, "edge", "production", &[]).await;
+    n.process
+        .as_ref()
+        .unwrap()
+        .wait_for("snapshot applied", WAIT)
+        .await;
+
+    // A request in flight when SIGTERM comes is answered, then the server exits.
+    let url = format!("http://127.0.0.1:{}/slow/", cp.gateway_port);
+    let in_flight = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = Instant::now();
+    cp.process.signal(libc::SIGTERM);
+    let status = in_flight.await.unwrap().unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        cp.process.wait(WAIT).await.is_some(),
+        "{}",
+        cp.process.output()
+    );
+    // Not held by the node's long-poll: it ended before the poll's own 30 s.
+    assert!(
+        asked.elapsed() < Duration::from_secs(25),
+        "the server waited {:?} to exit",
+        asked.elapsed()
+    );
+    n.stop().await;
+}

@@ -223,12 +223,13 @@ impl Node {
             // the same gateway can share it on this one machine.
             "--workers",
             "2",
-            "--poll-wait",
-            "5",
             // Several nodes share this machine: each gets its own internal port.
             "--internal",
             "127.0.0.1:0",
         ];
+        if !self.extra.iter().any(|a| a == "--poll-wait") {
+            args.extend(["--poll-wait", "5"]);
+        }
         args.extend(self.extra.iter().map(String::as_str));
         let p = Process::spawn(Path::new(BIN), &args, &[]);
         p.wait_for("admin API ready", WAIT).await;
