@@ -402,8 +402,21 @@ async fn link_gateway(State(st): St, bytes: Bytes) -> Res {
     spec.kind = req.kind;
     spec.url = req.url.clone();
     spec.ip = req.ip.clone();
-    if let Some(p) = req.admin_port {
-        spec.admin_port = p;
+    // One port, whichever way it was given: the URL's, unless admin_port says the same.
+    let url_port = req
+        .url
+        .as_deref()
+        .and_then(|u| u.parse::<axum::http::Uri>().ok())
+        .and_then(|u| u.port_u16());
+    match (req.admin_port, url_port) {
+        (Some(p), Some(u)) if p != u => {
+            return Err(Error::Invalid(vec![FieldError::new(
+                "admin_port",
+                format!("{p} differs from the port of url ({u}): give one of them, or the same"),
+            )]));
+        }
+        (Some(p), _) | (None, Some(p)) => spec.admin_port = p,
+        (None, None) => {}
     }
     if req.admin_ca_pem.is_some() {
         spec.admin_ca_pem = req.admin_ca_pem.clone();
@@ -757,7 +770,55 @@ async fn list_apis(State(st): St) -> Res {
 
 async fn get_api(State(st): St, Path(id): Path<String>) -> Res {
     let a = st.store.api(&id).await?;
-    Ok(with_etag(StatusCode::OK, &a.meta, to_value(&a)))
+    let mut v = to_value(&a);
+    v["invoke_urls"] = json!(invoke_urls(&st, &id).await?);
+    Ok(with_etag(StatusCode::OK, &a.meta, v))
+}
+
+/// Where a deployed API answers, per gateway it is deployed to: every listener's scheme
+/// and port with each host the API answers on (its own hosts, else the gateway's, else
+/// the gateway's address), and the deployed revision's context.
+async fn invoke_urls(st: &ControlPlane, id: &str) -> Result<Vec<Value>, Error> {
+    let mut out = Vec::new();
+    for d in st.store.deployments(Some(id)).await? {
+        let rev = st.store.revision(id, d.revision).await?;
+        let g = st.store.gateway(&d.gateway).await?.spec;
+        let hosts: Vec<String> = if !rev.spec.hosts.is_empty() {
+            rev.spec.hosts.clone()
+        } else if !g.hosts.is_empty() {
+            g.hosts.clone()
+        } else if let Some(ip) = &g.ip {
+            vec![ip.clone()]
+        } else if let Some(h) = g
+            .url
+            .as_deref()
+            .and_then(|u| u.parse::<axum::http::Uri>().ok())
+            .and_then(|u| u.host().map(str::to_owned))
+        {
+            vec![h]
+        } else {
+            // The built-in gateway, or one whose address the control plane was not told.
+            vec!["localhost".to_owned()]
+        };
+        let mut urls = Vec::new();
+        for l in &g.listeners {
+            let scheme = if l.tls.is_some() { "https" } else { "http" };
+            let default =
+                (scheme == "http" && l.port == 80) || (scheme == "https" && l.port == 443);
+            for h in &hosts {
+                // A wildcard host stands for its names: show one of them.
+                let h = h.replace("*.", "any.");
+                let port = if default {
+                    String::new()
+                } else {
+                    format!(":{}", l.port)
+                };
+                urls.push(format!("{scheme}://{h}{port}{}", rev.spec.context));
+            }
+        }
+        out.push(json!({ "gateway": g.name, "type": g.kind.as_str(), "revision": d.revision, "urls": urls }));
+    }
+    Ok(out)
 }
 
 async fn create_api(State(st): St, bytes: Bytes) -> Res {

@@ -405,13 +405,16 @@ pub async fn gateways(c: &Client, cmd: crate::GatewaysCommand) -> anyhow::Result
                 ),
                 None => None,
             };
-            let body = json!({
+            let mut body = json!({
                 "admin_ca_pem": admin_ca,
-                "name": a.name, "type": a.kind, "url": a.url, "ip": a.ip, "admin_port": a.port,
+                "name": a.name, "type": a.kind, "url": a.url, "ip": a.ip,
                 "jwt_secret": a.jwt_secret, "api_token": a.api_token, "hosts": a.hosts,
                 "listeners": a.listen.iter().map(|p| json!({"port": p})).collect::<Vec<_>>(),
                 "verify": !a.no_verify, "description": a.description,
             });
+            if let Some(p) = a.port {
+                body["admin_port"] = json!(p);
+            }
             let (_, v) = c
                 .call(Method::POST, "/api/v1/gateways/link", Some(&body), None)
                 .await?;
@@ -569,11 +572,29 @@ pub async fn apis(c: &Client, cmd: crate::ApisCommand) -> anyhow::Result<()> {
     use crate::ApisCommand as A;
     match cmd {
         A::List => c.print(&c.get("/api/v1/apis").await?, API_COLUMNS, Some("items")),
-        A::Get { id } => c.print(
-            &c.get(&format!("/api/v1/apis/{id}")).await?,
-            API_COLUMNS,
-            None,
-        ),
+        A::Get { id } => {
+            let v = c.get(&format!("/api/v1/apis/{id}")).await?;
+            c.print(&v, API_COLUMNS, None);
+            if c.output != Output::Json {
+                let deployed = v["invoke_urls"].as_array().cloned().unwrap_or_default();
+                if deployed.is_empty() {
+                    println!("\nDeployed nowhere: `portico deploy {id} --revision N --gateway G`.");
+                } else {
+                    println!("\nInvoke URLs:");
+                }
+                for d in deployed {
+                    for u in d["urls"].as_array().into_iter().flatten() {
+                        println!(
+                            "  {}  ({} gateway `{}`, revision {})",
+                            u.as_str().unwrap_or_default(),
+                            cell(&d, "/type"),
+                            cell(&d, "/gateway"),
+                            cell(&d, "/revision")
+                        );
+                    }
+                }
+            }
+        }
         A::Create { file } => {
             let spec: ApiSpec = parse_file(&file)?;
             let (_, v) = c

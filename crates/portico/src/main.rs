@@ -550,9 +550,9 @@ pub struct LinkArgs {
     /// The gateway server's IP address.
     #[arg(long)]
     ip: Option<String>,
-    /// The admin port.
-    #[arg(long, default_value_t = 2020)]
-    port: u16,
+    /// The admin port (default: the URL's, else 2020).
+    #[arg(long)]
+    port: Option<u16>,
     /// The JWT secret it was installed with.
     #[arg(
         long,

@@ -955,3 +955,61 @@ async fn the_server_drains_its_built_in_gateway_and_does_not_wait_on_long_polls(
     );
     n.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_says_where_it_answers_and_a_linked_gateway_keeps_its_urls_port() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let mut n = init_node(root.path(), "edge", &cp.url).await;
+    n.start().await;
+    cp.link(&n, "edge", "production", &[]).await;
+    // The admin port is the URL's, not a default beside it.
+    let (_, g) = cp.api("GET", "/api/v1/gateways/edge", None).await;
+    assert_eq!(g["spec"]["admin_port"], n.admin_port, "{g}");
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/gateways/link",
+            Some(
+                json!({"name": "edge", "url": format!("http://127.0.0.1:{}", n.admin_port),
+                "admin_port": 2020, "api_token": n.token, "jwt_secret": n.secret}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["fields"][0]["path"], "admin_port", "{v}");
+
+    let up = Upstream::echo().await;
+    cp.deploy_api(
+        json!({"name": "Files", "version": "v1", "context": "/files/v1",
+            "production_endpoints": [format!("http://{}", up.addr)]}),
+        "default,edge",
+    )
+    .await;
+    let (_, v) = cp.api("GET", "/api/v1/apis/files-v1", None).await;
+    let urls: Vec<String> = v["invoke_urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d["urls"].as_array().unwrap().clone())
+        .map(|u| u.as_str().unwrap().to_owned())
+        .collect();
+    let on_default = format!("http://localhost:{}/files/v1", cp.gateway_port);
+    let on_edge = format!("http://127.0.0.1:{}/files/v1", n.traffic_port);
+    assert_eq!(urls, vec![on_default.clone(), on_edge.clone()], "{v}");
+    // They answer, and the CLI shows them.
+    let client = Client::new();
+    for u in [&on_default, &on_edge] {
+        let r = client
+            .send(portico_testkit::client::get(&format!("{u}/x")))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{u}");
+    }
+    let out = cp.cli_ok(&["apis", "get", "files-v1"]).await;
+    assert!(
+        out.contains(&on_edge) && out.contains("production gateway `edge`"),
+        "{out}"
+    );
+    n.stop().await;
+}
