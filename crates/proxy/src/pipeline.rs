@@ -162,16 +162,18 @@ fn canonical_host(req: &mut Request<ClientBody>) -> Result<(), ProxyError> {
             "the request's authority carries userinfo (`user@`), which is refused",
         ));
     }
-    if let Some(h) = host {
-        if h.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) {
-            return Ok(());
-        }
-        if req.version() == Version::HTTP_2 {
+    match host {
+        Some(h) if h.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) => return Ok(()),
+        Some(_) if req.version() == Version::HTTP_2 => {
             return Err(bad(
                 "the `host` header differs from `:authority` (RFC 9113 section 8.3.1)",
             ));
         }
+        // HTTP/2 without `host`: `:authority` is the host ([`host_of`] reads it), no copy.
+        None if req.version() == Version::HTTP_2 => return Ok(()),
+        _ => {}
     }
+    // HTTP/1.1 absolute form: the target's authority replaces `Host`.
     let value = HeaderValue::from_str(authority).map_err(|_| bad("bad authority"))?;
     req.headers_mut().insert(HOST, value);
     Ok(())
