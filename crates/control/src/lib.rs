@@ -4,6 +4,7 @@
 //!
 //! - [`store`]: SQLite through sqlx; every SQL statement lives there
 //! - [`api`]: the admin REST API under `/api/v1` and the sync endpoints
+//! - [`extract`]: request parts read so that every rejection answers the JSON error shape
 //! - [`acme`]: automatic certificates from an ACME CA
 //! - [`link`]: proving a gateway's credentials by calling its admin API
 //! - [`secrets`]: tokens, hashes, sealed JWT secrets
@@ -14,6 +15,7 @@ pub mod acme;
 pub mod api;
 pub mod blobs;
 pub mod error;
+pub mod extract;
 pub mod link;
 pub mod openapi;
 pub mod secrets;
