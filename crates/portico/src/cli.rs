@@ -1361,4 +1361,23 @@ mod tests {
         assert_eq!(super::utc(1_795_977_311), "2026-11-29 18:35:11");
         assert_eq!(super::utc(4_107_542_399), "2100-02-28 23:59:59");
     }
+
+    #[test]
+    fn a_cell_is_one_line_of_at_most_sixty_characters() {
+        assert_eq!(super::fit("short"), "short");
+        assert_eq!(super::fit("a\nb\tc"), "a b c");
+        let long = super::fit(&"é".repeat(200_000));
+        assert_eq!(long.chars().count(), super::CELL_MAX);
+        assert!(long.ends_with('…'));
+        assert_eq!(super::fit(&"x".repeat(60)), "x".repeat(60));
+    }
+
+    #[test]
+    fn options_not_given_are_left_out_of_bodies() {
+        let body = serde_json::json!({"name": "c", "tier": null, "nested": {"a": null, "b": [1]}});
+        assert_eq!(
+            super::without_nulls(&body),
+            serde_json::json!({"name": "c", "nested": {"b": [1]}})
+        );
+    }
 }
