@@ -531,12 +531,14 @@ impl RouteSpec {
         for (i, g) in self.gateways.iter().enumerate() {
             name_rule(g, &format!("gateways[{i}]"), &mut errors);
         }
-        // The route alone, with stand-in services for what it forwards to.
+        // The route alone, with stand-in services for what it forwards to; a name no
+        // service can have gets none, so the route's own field reports it.
         let mut services = Vec::new();
         for t in self.route.all_targets() {
-            if !services
-                .iter()
-                .any(|s: &crate::Service| s.name == t.service)
+            if validate::is_name(&t.service)
+                && !services
+                    .iter()
+                    .any(|s: &crate::Service| s.name == t.service)
             {
                 services.push(crate::Service::new(&t.service, ["127.0.0.1:1".to_owned()]));
             }

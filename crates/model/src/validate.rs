@@ -279,7 +279,8 @@ pub fn header_name_problem(name: &str) -> Option<String> {
     }
 }
 
-fn is_name(s: &str) -> bool {
+/// A name of a service, route or listener: letters, digits, `.`, `_`, `-`.
+pub(crate) fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= limits::OBJECT_NAME
         && s.bytes()

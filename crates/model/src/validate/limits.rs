@@ -25,7 +25,8 @@ pub const CONTEXT: usize = 256;
 pub const HOST: usize = 253;
 /// A backend URL or a gateway's admin URL.
 pub const URL: usize = 2048;
-/// A header name (in matches, edits, fixed responses, `api_key_header`).
+/// An HTTP token: a header name (in matches, edits, fixed responses, `api_key_header`) or a
+/// method.
 pub const HEADER_NAME: usize = 256;
 /// Any other string: descriptions, notes, header values, paths, regular expressions.
 pub const TEXT: usize = 4096;
@@ -59,7 +60,8 @@ pub fn string_limit(key: &str) -> usize {
         "context" => CONTEXT,
         "hosts" => HOST,
         "url" | "endpoints" | "production_endpoints" | "sandbox_endpoints" => URL,
-        "api_key_header" | "remove" | "allow_headers" | "expose_headers" => HEADER_NAME,
+        "api_key_header" | "remove" | "allow_headers" | "expose_headers" | "method" | "methods"
+        | "allow_methods" => HEADER_NAME,
         _ => TEXT,
     }
 }
