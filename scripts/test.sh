@@ -6,17 +6,30 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages the tests use: curl and procps (kill, /proc readers) for process tests,
 # redis-server for rate limits shared across nodes, pebble (with pebble-challtestsrv) as the
-# ACME CA automatic certificates are ordered from, openssl as an OCSP responder and client.
+# ACME CA automatic certificates are ordered from, openssl as an OCSP responder and client,
+# sqlite3 to put into a control plane's store what its API no longer takes, python3 and pip
+# for schemathesis.
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v kill >/dev/null || need+=(procps)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v pebble >/dev/null || need+=(pebble)
 command -v openssl >/dev/null || need+=(openssl)
+command -v sqlite3 >/dev/null || need+=(sqlite3)
+command -v python3 >/dev/null || need+=(python3 python3-pip)
 if [ "${#need[@]}" -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -q
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+# schemathesis (PyPI) checks the admin API against its OpenAPI document
+# (crates/portico/tests/api_shape.rs); pip puts `st` in ~/.local/bin when it installs for
+# the user only.
+export PATH="$HOME/.local/bin:$PATH"
+if ! command -v st >/dev/null; then
+    python3 -m pip install --quiet schemathesis ||
+        python3 -m pip install --quiet --user --break-system-packages schemathesis
 fi
 
 cargo fmt --all -- --check

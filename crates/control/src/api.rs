@@ -8,20 +8,22 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use portico_model::validate::limits;
 use portico_model::{
-    ApiSpec, ConsumerSpec, FieldError, Format, GatewayKind, GatewaySpec, KeyType, Lifecycle,
-    Listener, NodeReport, RouteSpec, Service,
+    ApiSpec, ConsumerSpec, FieldError, GatewayKind, GatewaySpec, KeyType, Lifecycle, Listener,
+    NodeReport, RouteSpec, Service,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::error::Error;
+use crate::extract::{self, JsonBody, Path, Query, RawBody};
 use crate::link::{self, AdminTarget};
 use crate::secrets;
 use crate::store::{Credentials, Meta, now};
@@ -152,9 +154,11 @@ pub fn router(state: Arc<ControlPlane>) -> Router {
         )
         .route("/apply", post(crate::apply::apply))
         .route("/status", get(status))
+        .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), admin_auth));
     let sync = Router::new()
         .route("/sync/snapshot", get(sync_snapshot))
+        .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(tower_http::compression::CompressionLayer::new())
         .route("/sync/report", post(sync_report))
         .route("/sync/blobs/{hash}", get(sync_blob));
@@ -164,11 +168,13 @@ pub fn router(state: Arc<ControlPlane>) -> Router {
         .route("/oauth2/token", post(oauth_token))
         .route("/oauth2/jwks", get(oauth_jwks))
         .nest("/api/v1", admin.merge(sync))
-        .fallback(|| async {
-            Error::NotFound(
-                "no such endpoint: the API lives under /api/v1 (see /api/v1/openapi.json)".into(),
-            )
-        })
+        .method_not_allowed_fallback(extract::method_not_allowed)
+        .fallback(extract::not_found)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY))
+        .layer(middleware::map_response(extract::json_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            extract::panicked,
+        ))
         .with_state(state)
 }
 
@@ -200,7 +206,9 @@ async fn admin_auth(State(st): St, req: Request, next: Next) -> Response {
     }
 }
 
-/// Parses a JSON body, naming the field that failed.
+/// Parses a JSON body, naming the field that failed: JSON that does not read or has the
+/// wrong shape is a 400; a `null` or a string or list over its limit is a 422 with the
+/// field's path.
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Error> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| Error::BadRequest("the body must be UTF-8 JSON".into()))?;
@@ -209,7 +217,14 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Error> {
             "the body is empty: send a JSON object".into(),
         ));
     }
-    portico_model::snapshot::parse(text, Format::Json).map_err(|e| match e {
+    let doc: Value = serde_json::from_str(text)
+        .map_err(|e| Error::BadRequest(format!("the body is not JSON: {e}")))?;
+    let mut fields = limits::nulls(&doc);
+    fields.extend(limits::check(&doc));
+    if !fields.is_empty() {
+        return Err(Error::Invalid(fields));
+    }
+    portico_model::snapshot::parse_value(doc).map_err(|e| match e {
         portico_model::Error::Syntax { .. } => Error::BadRequest(format!(
             "the body cannot be read: {}",
             e.field_errors()
@@ -306,7 +321,7 @@ async fn get_gateway(State(st): St, Path(name): Path<String>) -> Res {
     Ok(with_etag(StatusCode::OK, &g.meta, to_value(&g)))
 }
 
-async fn create_gateway(State(st): St, bytes: Bytes) -> Res {
+async fn create_gateway(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let spec: GatewaySpec = body(&bytes)?;
     check_gateway(&st, &spec)?;
     let (g, moved) = st.store.create_gateway(&spec, None).await?;
@@ -319,7 +334,7 @@ async fn update_gateway(
     Path(name): Path<String>,
     Query(q): Query<VersionQuery>,
     headers: HeaderMap,
-    bytes: Bytes,
+    JsonBody(bytes): JsonBody,
 ) -> Res {
     let expected = expected_version(&headers, &q)?;
     let spec: GatewaySpec = body(&bytes)?;
@@ -383,7 +398,7 @@ fn yes() -> bool {
     true
 }
 
-async fn link_gateway(State(st): St, bytes: Bytes) -> Res {
+async fn link_gateway(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let req: LinkRequest = body(&bytes)?;
     let existing = st.store.gateway(&req.name).await.ok();
     let mut spec = existing
@@ -696,7 +711,7 @@ fn check_service(spec: &Service) -> Result<(), Error> {
     }
 }
 
-async fn create_service(State(st): St, bytes: Bytes) -> Res {
+async fn create_service(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let spec: Service = body(&bytes)?;
     check_service(&spec)?;
     let (r, moved) = st.store.create_service(&spec).await?;
@@ -709,7 +724,7 @@ async fn update_service(
     Path(name): Path<String>,
     Query(q): Query<VersionQuery>,
     headers: HeaderMap,
-    bytes: Bytes,
+    JsonBody(bytes): JsonBody,
 ) -> Res {
     let expected = expected_version(&headers, &q)?;
     let spec: Service = body(&bytes)?;
@@ -733,7 +748,7 @@ async fn get_route(State(st): St, Path(name): Path<String>) -> Res {
     Ok(with_etag(StatusCode::OK, &r.meta, to_value(&r)))
 }
 
-async fn create_route(State(st): St, bytes: Bytes) -> Res {
+async fn create_route(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let spec: RouteSpec = body(&bytes)?;
     spec.validate().map_err(invalid)?;
     let (r, moved) = st.store.create_route(&spec).await?;
@@ -746,7 +761,7 @@ async fn update_route(
     Path(name): Path<String>,
     Query(q): Query<VersionQuery>,
     headers: HeaderMap,
-    bytes: Bytes,
+    JsonBody(bytes): JsonBody,
 ) -> Res {
     let expected = expected_version(&headers, &q)?;
     let spec: RouteSpec = body(&bytes)?;
@@ -806,8 +821,14 @@ async fn invoke_urls(st: &ControlPlane, id: &str) -> Result<Vec<Value>, Error> {
             let default =
                 (scheme == "http" && l.port == 80) || (scheme == "https" && l.port == 443);
             for h in &hosts {
-                // A wildcard host stands for its names: show one of them.
+                // A wildcard host stands for its names: show one of them; an IPv6 address
+                // goes in brackets.
                 let h = h.replace("*.", "any.");
+                let h = if h.contains(':') && !h.starts_with('[') {
+                    format!("[{h}]")
+                } else {
+                    h
+                };
                 let port = if default {
                     String::new()
                 } else {
@@ -821,7 +842,7 @@ async fn invoke_urls(st: &ControlPlane, id: &str) -> Result<Vec<Value>, Error> {
     Ok(out)
 }
 
-async fn create_api(State(st): St, bytes: Bytes) -> Res {
+async fn create_api(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let spec: ApiSpec = body(&bytes)?;
     spec.validate().map_err(invalid)?;
     tiers_exist(&st, &api_tier_refs(&spec)).await?;
@@ -834,7 +855,7 @@ async fn update_api(
     Path(id): Path<String>,
     Query(q): Query<VersionQuery>,
     headers: HeaderMap,
-    bytes: Bytes,
+    JsonBody(bytes): JsonBody,
 ) -> Res {
     let expected = expected_version(&headers, &q)?;
     let spec: ApiSpec = body(&bytes)?;
@@ -861,7 +882,7 @@ async fn set_lifecycle(
     Path(id): Path<String>,
     Query(q): Query<VersionQuery>,
     headers: HeaderMap,
-    bytes: Bytes,
+    JsonBody(bytes): JsonBody,
 ) -> Res {
     let req: LifecycleRequest = body(&bytes)?;
     let expected = match expected_version(&headers, &q) {
@@ -881,7 +902,7 @@ struct RevisionRequest {
     note: String,
 }
 
-async fn create_revision(State(st): St, Path(id): Path<String>, bytes: Bytes) -> Res {
+async fn create_revision(State(st): St, Path(id): Path<String>, JsonBody(bytes): JsonBody) -> Res {
     let req: RevisionRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
         RevisionRequest::default()
     } else {
@@ -918,7 +939,7 @@ struct DeployRequest {
     gateways: Vec<String>,
 }
 
-async fn deploy(State(st): St, Path(id): Path<String>, bytes: Bytes) -> Res {
+async fn deploy(State(st): St, Path(id): Path<String>, JsonBody(bytes): JsonBody) -> Res {
     let req: DeployRequest = body(&bytes)?;
     if req.gateways.is_empty() {
         return Err(Error::Invalid(vec![FieldError::new(
@@ -970,7 +991,7 @@ async fn get_consumer(State(st): St, Path(name): Path<String>) -> Res {
     Ok(with_etag(StatusCode::OK, &r.meta, to_value(&r)))
 }
 
-async fn create_consumer(State(st): St, bytes: Bytes) -> Res {
+async fn create_consumer(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let spec: ConsumerSpec = body(&bytes)?;
     spec.validate().map_err(invalid)?;
     tiers_exist(&st, &[("tier".into(), &spec.tier)]).await?;
@@ -983,7 +1004,7 @@ async fn update_consumer(
     Path(name): Path<String>,
     Query(q): Query<VersionQuery>,
     headers: HeaderMap,
-    bytes: Bytes,
+    JsonBody(bytes): JsonBody,
 ) -> Res {
     let expected = expected_version(&headers, &q)?;
     let spec: ConsumerSpec = body(&bytes)?;
@@ -1012,7 +1033,7 @@ async fn list_subscriptions(State(st): St, Path(name): Path<String>) -> Res {
     ok(json!({ "items": st.store.subscriptions(&name).await? }))
 }
 
-async fn subscribe(State(st): St, Path(name): Path<String>, bytes: Bytes) -> Res {
+async fn subscribe(State(st): St, Path(name): Path<String>, JsonBody(bytes): JsonBody) -> Res {
     let req: SubscribeRequest = body(&bytes)?;
     tiers_exist(&st, &[("tier".into(), &req.tier)]).await?;
     let moved = st
@@ -1053,7 +1074,7 @@ fn api_key_kind() -> crate::store::CredentialKind {
     crate::store::CredentialKind::ApiKey
 }
 
-async fn create_key(State(st): St, Path(name): Path<String>, bytes: Bytes) -> Res {
+async fn create_key(State(st): St, Path(name): Path<String>, JsonBody(bytes): JsonBody) -> Res {
     use crate::store::{CredentialKind, NewCredential};
     let req: KeyRequest = body(&bytes)?;
     if req.expires_in_days == Some(0) {
@@ -1162,7 +1183,7 @@ async fn get_tier(State(st): St, Path(name): Path<String>) -> Res {
     Ok(with_etag(StatusCode::OK, &r.meta, to_value(&r)))
 }
 
-async fn create_tier(State(st): St, bytes: Bytes) -> Res {
+async fn create_tier(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let spec: portico_model::Tier = body(&bytes)?;
     check_tier(&spec)?;
     let r = st.store.create_tier(&spec).await?;
@@ -1174,7 +1195,7 @@ async fn update_tier(
     Path(name): Path<String>,
     Query(q): Query<VersionQuery>,
     headers: HeaderMap,
-    bytes: Bytes,
+    JsonBody(bytes): JsonBody,
 ) -> Res {
     let expected = expected_version(&headers, &q)?;
     let spec: portico_model::Tier = body(&bytes)?;
@@ -1253,12 +1274,12 @@ fn inspect_certificate(cert_pem: &str, key_pem: &str) -> Result<(Vec<String>, i6
     Ok((hosts, not_after))
 }
 
-async fn upload_certificate(State(st): St, bytes: Bytes) -> Res {
+async fn upload_certificate(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let req: CertificateUpload = body(&bytes)?;
-    if req.name.is_empty() || req.name.len() > 64 {
+    if req.name.is_empty() || req.name.chars().count() > limits::NAME {
         return Err(Error::Invalid(vec![FieldError::new(
             "name",
-            "1 to 64 characters",
+            format!("1 to {} characters", limits::NAME),
         )]));
     }
     let (hosts, not_after) = inspect_certificate(&req.cert_pem, &req.key_pem)?;
@@ -1289,7 +1310,7 @@ async fn get_app(State(st): St, Path(slug): Path<String>) -> Res {
     Ok(with_etag(StatusCode::OK, &a.meta, to_value(&a)))
 }
 
-async fn create_app(State(st): St, bytes: Bytes) -> Res {
+async fn create_app(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let spec: portico_model::AppSpec = body(&bytes)?;
     spec.validate().map_err(invalid)?;
     let a = st.store.create_app(&spec).await?;
@@ -1301,7 +1322,7 @@ async fn update_app(
     Path(slug): Path<String>,
     Query(q): Query<VersionQuery>,
     headers: HeaderMap,
-    bytes: Bytes,
+    JsonBody(bytes): JsonBody,
 ) -> Res {
     let expected = expected_version(&headers, &q)?;
     let spec: portico_model::AppSpec = body(&bytes)?;
@@ -1328,7 +1349,7 @@ struct MissingRequest {
 }
 
 /// Which of these files still need uploading (the rest are stored already).
-async fn missing_blobs(State(st): St, bytes: Bytes) -> Res {
+async fn missing_blobs(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let req: MissingRequest = body(&bytes)?;
     if let Some((i, _)) = req
         .hashes
@@ -1377,7 +1398,11 @@ struct AppVersionRequest {
     note: String,
 }
 
-async fn create_app_version(State(st): St, Path(slug): Path<String>, bytes: Bytes) -> Res {
+async fn create_app_version(
+    State(st): St,
+    Path(slug): Path<String>,
+    JsonBody(bytes): JsonBody,
+) -> Res {
     let req: AppVersionRequest = body(&bytes)?;
     let (v, orphans) = st
         .store
@@ -1413,7 +1438,7 @@ struct AppDeployRequest {
     allow_draft: bool,
 }
 
-async fn deploy_app(State(st): St, Path(slug): Path<String>, bytes: Bytes) -> Res {
+async fn deploy_app(State(st): St, Path(slug): Path<String>, JsonBody(bytes): JsonBody) -> Res {
     let req: AppDeployRequest = body(&bytes)?;
     if req.gateways.is_empty() {
         return Err(Error::Invalid(vec![FieldError::new(
@@ -1547,11 +1572,17 @@ async fn list_users(State(st): St) -> Res {
     ok(json!({ "items": st.store.users().await? }))
 }
 
-async fn create_user(State(st): St, bytes: Bytes) -> Res {
+async fn create_user(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let req: UserRequest = body(&bytes)?;
     let mut fields = Vec::new();
-    if req.name.is_empty() || req.name.len() > 64 || req.name.contains(char::is_whitespace) {
-        fields.push(FieldError::new("name", "1 to 64 characters without spaces"));
+    if req.name.is_empty()
+        || req.name.chars().count() > limits::NAME
+        || req.name.contains(char::is_whitespace)
+    {
+        fields.push(FieldError::new(
+            "name",
+            format!("1 to {} characters without spaces", limits::NAME),
+        ));
     }
     if req.password.chars().count() < 12 {
         fields.push(FieldError::new("password", "use at least 12 characters"));
@@ -1623,7 +1654,7 @@ async fn oauth_token(
     State(st): St,
     ext: axum::http::Extensions,
     headers: HeaderMap,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Response {
     let form: TokenForm = match serde_urlencoded::from_bytes(&bytes) {
         Ok(f) => f,
@@ -1884,7 +1915,7 @@ fn one_hour() -> i64 {
 
 /// `POST /api/v1/consumers/{name}/token`: a token for a consumer without a client secret
 /// (admins testing an API).
-async fn test_token(State(st): St, Path(name): Path<String>, bytes: Bytes) -> Res {
+async fn test_token(State(st): St, Path(name): Path<String>, JsonBody(bytes): JsonBody) -> Res {
     let req: TestTokenRequest = body(&bytes)?;
     let mut fields = Vec::new();
     if !(-86_400..=86_400).contains(&req.expires_in) {
@@ -1994,23 +2025,23 @@ async fn sync_snapshot(State(st): St, headers: HeaderMap, Query(q): Query<SyncQu
     }
 }
 
-async fn sync_report(State(st): St, headers: HeaderMap, bytes: Bytes) -> Res {
+async fn sync_report(State(st): St, headers: HeaderMap, JsonBody(bytes): JsonBody) -> Res {
     let owner = gateway_auth(&st, &headers).await?;
     let report: NodeReport = body(&bytes)?;
     let mut fields = Vec::new();
-    if report.node_id.is_empty() || report.node_id.len() > 128 {
-        fields.push(FieldError::new("node_id", "1 to 128 characters"));
+    if report.node_id.is_empty() || report.node_id.chars().count() > limits::OBJECT_NAME {
+        fields.push(FieldError::new(
+            "node_id",
+            format!("1 to {} characters", limits::OBJECT_NAME),
+        ));
     } else if report.node_id == BUILTIN_NODE {
         fields.push(FieldError::new(
             "node_id",
             "`builtin` is the built-in gateway's own node",
         ));
     }
-    if report.hostname.len() > 255 {
-        fields.push(FieldError::new("hostname", "at most 255 characters"));
-    }
-    if report.last_error.as_ref().is_some_and(|e| e.len() > 4096) {
-        fields.push(FieldError::new("last_error", "at most 4096 characters"));
+    if let Err(m) = limits::at_most(&report.hostname, limits::HOST) {
+        fields.push(FieldError::new("hostname", m));
     }
     let key_hash = match report.node_key.as_deref() {
         Some(k) if (32..=256).contains(&k.len()) => secrets::hash(k),

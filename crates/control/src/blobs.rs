@@ -54,7 +54,7 @@ impl Blobs {
                 })?;
                 size += chunk.len() as u64;
                 if size > MAX_FILE {
-                    return Err(Error::BadRequest(format!(
+                    return Err(Error::PayloadTooLarge(format!(
                         "a file may be at most {} MiB",
                         MAX_FILE >> 20
                     )));

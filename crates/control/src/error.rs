@@ -14,9 +14,18 @@ pub enum Error {
     /// The request reads but breaks rules; every problem has a field path.
     #[error("the request is not valid")]
     Invalid(Vec<FieldError>),
-    /// No such object.
+    /// No such object, or no such endpoint.
     #[error("{0}")]
     NotFound(String),
+    /// The endpoint exists but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The body is larger than the endpoint takes.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The body is not JSON by its `Content-Type`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The change conflicts with what is stored (a name taken, something still in use).
     #[error("{0}")]
     Conflict(String),
@@ -78,6 +87,11 @@ impl Error {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Stale(_) => (StatusCode::CONFLICT, "stale_version"),
             Self::PreconditionRequired(_) => {

@@ -5,6 +5,7 @@
 //! - [`store`]: SQLite through sqlx; every SQL statement lives there
 //! - [`api`]: the admin REST API under `/api/v1` and the sync endpoints
 //! - [`apply`]: `POST /api/v1/apply`, a document of every kind of object in one transaction
+//! - [`extract`]: request parts read so that every rejection answers the JSON error shape
 //! - [`acme`]: automatic certificates from an ACME CA
 //! - [`link`]: proving a gateway's credentials by calling its admin API
 //! - [`secrets`]: tokens, hashes, sealed JWT secrets
@@ -16,6 +17,7 @@ pub mod api;
 pub mod apply;
 pub mod blobs;
 pub mod error;
+pub mod extract;
 pub mod link;
 pub mod openapi;
 pub mod secrets;

@@ -188,6 +188,7 @@ impl AppSpec {
                 ));
             }
         }
+        crate::validate::limits::merge(&mut errors, crate::validate::limits::of(self));
         if errors.is_empty() {
             Ok(())
         } else {

@@ -10,6 +10,7 @@ use crate::error::{Error, FieldError};
 use crate::listener::Listener;
 use crate::route::Route;
 use crate::validate;
+use crate::validate::limits;
 
 /// Which credentials a gateway accepts and which endpoints its APIs forward to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -216,6 +217,7 @@ impl ConsumerSpec {
         if let Some(t) = &self.tier {
             name_rule(t, "tier", &mut errors);
         }
+        limits::merge(&mut errors, limits::of(self));
         done(errors)
     }
 }
@@ -310,13 +312,15 @@ impl GatewaySpec {
     pub fn validate(&self) -> Result<(), Error> {
         let mut errors = Vec::new();
         name_rule(&self.name, "name", &mut errors);
-        if let Some(url) = &self.url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            errors.push(FieldError::new(
-                "url",
-                format!("`{url}` is not a URL: write it as https://host:2020"),
-            ));
+        if let Some(url) = &self.url {
+            if let Err(m) = limits::at_most(url, limits::URL) {
+                errors.push(FieldError::new("url", m));
+            } else if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errors.push(FieldError::new(
+                    "url",
+                    format!("`{url}` is not a URL: write it as https://host:2020"),
+                ));
+            }
         }
         if let Some(ip) = &self.ip
             && ip.parse::<std::net::IpAddr>().is_err()
@@ -367,6 +371,7 @@ impl GatewaySpec {
                     .filter(|f| !f.path.ends_with(".tls.certificates")),
             );
         }
+        limits::merge(&mut errors, limits::of(self));
         done(errors)
     }
 }
@@ -381,19 +386,27 @@ impl ApiSpec {
     /// Checks every rule; errors carry field paths.
     pub fn validate(&self) -> Result<(), Error> {
         let mut errors = Vec::new();
-        if self.name.trim().is_empty() || self.name.len() > 100 {
+        if self.name.trim().is_empty() || self.name.chars().count() > limits::API_NAME {
             errors.push(FieldError::new(
                 "name",
-                "give the API a name of 1 to 100 characters",
+                format!(
+                    "give the API a name of 1 to {} characters",
+                    limits::API_NAME
+                ),
             ));
         }
-        if self.version.trim().is_empty() || self.version.len() > 30 {
+        if self.version.trim().is_empty() || self.version.chars().count() > limits::API_VERSION {
             errors.push(FieldError::new(
                 "version",
-                "give a version label of 1 to 30 characters, e.g. v1",
+                format!(
+                    "give a version label of 1 to {} characters, e.g. v1",
+                    limits::API_VERSION
+                ),
             ));
         }
-        if !self.context.starts_with('/') || self.context.len() < 2 {
+        if let Err(m) = limits::at_most(&self.context, limits::CONTEXT) {
+            errors.push(FieldError::new("context", m));
+        } else if !self.context.starts_with('/') || self.context.len() < 2 {
             errors.push(FieldError::new(
                 "context",
                 format!(
@@ -427,6 +440,10 @@ impl ApiSpec {
         ] {
             let mut schemes = HashSet::new();
             for (i, u) in list.iter().enumerate() {
+                if let Err(m) = limits::at_most(u, limits::URL) {
+                    errors.push(FieldError::new(format!("{field}[{i}]"), m));
+                    continue;
+                }
                 match parse_endpoint_url(u) {
                     Ok(e) => {
                         schemes.insert(e.tls);
@@ -451,12 +468,9 @@ impl ApiSpec {
             errors.extend(validate::upstream_tls("backend_tls", t));
         }
         if let Some(h) = &self.api_key_header
-            && !validate::is_token(h)
+            && let Some(m) = validate::header_name_problem(h)
         {
-            errors.push(FieldError::new(
-                "api_key_header",
-                format!("`{h}` is not a header name"),
-            ));
+            errors.push(FieldError::new("api_key_header", m));
         }
         if let Some(q) = &self.api_key_query
             && (q.is_empty() || q.contains(['&', '=', '#', ' ']))
@@ -503,6 +517,7 @@ impl ApiSpec {
                 ));
             }
         }
+        limits::merge(&mut errors, limits::of(self));
         done(errors)
     }
 }
@@ -516,12 +531,14 @@ impl RouteSpec {
         for (i, g) in self.gateways.iter().enumerate() {
             name_rule(g, &format!("gateways[{i}]"), &mut errors);
         }
-        // The route alone, with stand-in services for what it forwards to.
+        // The route alone, with stand-in services for what it forwards to; a name no
+        // service can have gets none, so the route's own field reports it.
         let mut services = Vec::new();
         for t in self.route.all_targets() {
-            if !services
-                .iter()
-                .any(|s: &crate::Service| s.name == t.service)
+            if validate::is_name(&t.service)
+                && !services
+                    .iter()
+                    .any(|s: &crate::Service| s.name == t.service)
             {
                 services.push(crate::Service::new(&t.service, ["127.0.0.1:1".to_owned()]));
             }
@@ -537,6 +554,7 @@ impl RouteSpec {
                 errors.push(fe);
             }
         }
+        limits::merge(&mut errors, limits::of(self));
         done(errors)
     }
 }
@@ -557,7 +575,7 @@ pub fn slug(s: &str) -> String {
 
 fn name_rule(name: &str, path: &str, errors: &mut Vec<FieldError>) {
     let ok = !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= limits::NAME
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));

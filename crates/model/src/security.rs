@@ -346,8 +346,8 @@ impl Cors {
             }
         }
         for h in self.allow_headers.iter().chain(&self.expose_headers) {
-            if !crate::validate::is_token(h) {
-                out.push(("allow_headers", format!("`{h}` is not a header name")));
+            if let Some(m) = crate::validate::header_name_problem(h) {
+                out.push(("allow_headers", m));
             }
         }
         out

@@ -187,6 +187,39 @@ pub fn parse<T: DeserializeOwned>(text: &str, format: Format) -> Result<T, Error
     }
 }
 
+/// Deserializes a JSON document already read, naming the path of the field that failed. A
+/// number with no fraction (`3.0`) reads as the integer it is, as JSON Schema has it.
+pub fn parse_value<T: DeserializeOwned>(mut doc: serde_json::Value) -> Result<T, Error> {
+    integral_floats(&mut doc);
+    serde_path_to_error::deserialize(doc).map_err(|e| Error::Syntax {
+        path: e.path().to_string(),
+        line: None,
+        message: e.inner().to_string(),
+    })
+}
+
+fn integral_floats(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    // Integers beyond 2^63 do not fit any field: they stay floats and fail as such.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    match v {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0)
+                && f.abs() < LIMIT
+            {
+                *v = if f >= 0.0 {
+                    Value::from(f as u64)
+                } else {
+                    Value::from(f as i64)
+                };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats),
+        _ => {}
+    }
+}
+
 fn toml_error(text: &str, e: &toml::de::Error, path: String) -> Error {
     let line = e
         .span()

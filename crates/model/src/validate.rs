@@ -13,6 +13,8 @@ use crate::route::{
 use crate::service::{HashOn, LoadBalancing, Service};
 use crate::snapshot::{GatewayFile, SCHEMA, Snapshot};
 
+pub mod limits;
+
 /// Largest weight a target or endpoint may have.
 pub const MAX_WEIGHT: u32 = 10_000;
 
@@ -107,6 +109,7 @@ pub fn gateway_file(f: &GatewayFile) -> Result<(), Error> {
         }
     }
     v.content(&f.listeners, &f.services, &f.routes);
+    limits::merge(&mut v.errors, limits::of(f));
     v.finish()
 }
 
@@ -237,9 +240,10 @@ pub fn check_host(host: &str, wildcard_ok: bool) -> Result<(), String> {
     if host == "*" {
         return Err("`*`: leave `hosts` out to match every host".into());
     }
-    if name.is_empty() || name.len() > 253 {
+    if name.is_empty() {
         return Err(format!("`{host}` is not a hostname"));
     }
+    limits::at_most(host, limits::HOST)?;
     if name.contains(':') && name.parse::<IpAddr>().is_err() {
         return Err(format!(
             "`{host}`: hosts are matched without the port; remove `:{}`",
@@ -266,9 +270,19 @@ pub fn check_host(host: &str, wildcard_ok: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn is_name(s: &str) -> bool {
+/// What is wrong with a header name: not an HTTP token, or too long.
+pub fn header_name_problem(name: &str) -> Option<String> {
+    if !is_token(name) {
+        Some(format!("`{name}` is not a header name"))
+    } else {
+        limits::at_most(name, limits::HEADER_NAME).err()
+    }
+}
+
+/// A name of a service, route or listener: letters, digits, `.`, `_`, `-`.
+pub(crate) fn is_name(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 128
+        && s.len() <= limits::OBJECT_NAME
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
@@ -618,11 +632,10 @@ impl Validator {
                 self.err(format!("{p}.dns_refresh"), "must be at least 100ms");
             }
             match &s.load_balancing {
-                LoadBalancing::ConsistentHash(HashOn::Header(h)) if !is_token(h) => {
-                    self.err(
-                        format!("{p}.load_balancing.consistent_hash.header"),
-                        format!("`{h}` is not a header name"),
-                    );
+                LoadBalancing::ConsistentHash(HashOn::Header(h)) => {
+                    if let Some(m) = header_name_problem(h) {
+                        self.err(format!("{p}.load_balancing.consistent_hash.header"), m);
+                    }
                 }
                 LoadBalancing::ConsistentHash(HashOn::Cookie(c)) if !is_token(c) => {
                     self.err(
@@ -764,11 +777,8 @@ impl Validator {
                     "name the API callers must be subscribed to",
                 );
             }
-            if !is_token(&a.api_key_header) {
-                self.err(
-                    format!("{p}.auth.api_key_header"),
-                    format!("`{}` is not a header name", a.api_key_header),
-                );
+            if let Some(m) = header_name_problem(&a.api_key_header) {
+                self.err(format!("{p}.auth.api_key_header"), m);
             }
             if a.mode == crate::security::AuthMode::None {
                 self.err(
@@ -875,11 +885,8 @@ impl Validator {
     }
 
     fn header_match(&mut self, p: &str, h: &HeaderMatch) {
-        if !is_token(&h.name) {
-            self.err(
-                format!("{p}.name"),
-                format!("`{}` is not a header name", h.name),
-            );
+        if let Some(m) = header_name_problem(&h.name) {
+            self.err(format!("{p}.name"), m);
         }
         match h.condition() {
             Ok(HeaderCondition::Regex(re)) => {
@@ -1072,18 +1079,15 @@ impl Validator {
             self.header_pair(&format!("{p}.add.{name}"), name, value);
         }
         for (j, name) in e.remove.iter().enumerate() {
-            if !is_token(name) {
-                self.err(
-                    format!("{p}.remove[{j}]"),
-                    format!("`{name}` is not a header name"),
-                );
+            if let Some(m) = header_name_problem(name) {
+                self.err(format!("{p}.remove[{j}]"), m);
             }
         }
     }
 
     fn header_pair(&mut self, p: &str, name: &str, value: &str) {
-        if !is_token(name) {
-            self.err(p, format!("`{name}` is not a header name"));
+        if let Some(m) = header_name_problem(name) {
+            self.err(p, m);
         } else if is_hop_by_hop(name) {
             self.err(
                 p,

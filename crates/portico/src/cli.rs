@@ -146,7 +146,7 @@ impl Client {
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(&self.token);
         if let Some(b) = body {
-            req = req.json(b);
+            req = req.json(&without_nulls(b));
         }
         if let Some(v) = if_match {
             req = req.header("if-match", format!("\"{v}\""));
@@ -266,6 +266,22 @@ impl Client {
     }
 }
 
+/// `v` without the fields it has no value for: options not given are left out, as the API
+/// refuses `null`.
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), without_nulls(x)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
 /// Names given as repeated flags or comma-separated (`--gateway a,b --gateway c`).
 pub(crate) fn names(given: &[String]) -> Vec<String> {
     given
@@ -316,17 +332,34 @@ fn utc(secs: i64) -> String {
     )
 }
 
+/// Widest a table cell is shown: longer values end in `…` (`-o json` shows them whole).
+const CELL_MAX: usize = 60;
+
+/// A value as one table cell: one line, at most [`CELL_MAX`] characters.
+fn fit(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(CELL_MAX + 1)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if out.chars().count() > CELL_MAX {
+        out = out.chars().take(CELL_MAX - 1).collect();
+        out.push('…');
+    }
+    out
+}
+
 fn table(columns: &[(&str, &str)], items: &[&Value]) {
     let rows: Vec<Vec<String>> = items
         .iter()
-        .map(|v| columns.iter().map(|(_, p)| cell(v, p)).collect())
+        .map(|v| columns.iter().map(|(_, p)| fit(&cell(v, p))).collect())
         .collect();
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
         .map(|(i, (h, _))| {
             rows.iter()
-                .map(|r| r[i].len())
+                .map(|r| r[i].chars().count())
                 .max()
                 .unwrap_or(0)
                 .max(h.len())
@@ -336,7 +369,10 @@ fn table(columns: &[(&str, &str)], items: &[&Value]) {
         let s: Vec<String> = cells
             .iter()
             .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .map(|(c, w)| {
+                let pad = w.saturating_sub(c.chars().count());
+                format!("{c}{}", " ".repeat(pad))
+            })
             .collect();
         println!("{}", s.join("  ").trim_end());
     };
@@ -1339,5 +1375,24 @@ mod tests {
         assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00");
         assert_eq!(super::utc(1_795_977_311), "2026-11-29 18:35:11");
         assert_eq!(super::utc(4_107_542_399), "2100-02-28 23:59:59");
+    }
+
+    #[test]
+    fn a_cell_is_one_line_of_at_most_sixty_characters() {
+        assert_eq!(super::fit("short"), "short");
+        assert_eq!(super::fit("a\nb\tc"), "a b c");
+        let long = super::fit(&"é".repeat(200_000));
+        assert_eq!(long.chars().count(), super::CELL_MAX);
+        assert!(long.ends_with('…'));
+        assert_eq!(super::fit(&"x".repeat(60)), "x".repeat(60));
+    }
+
+    #[test]
+    fn options_not_given_are_left_out_of_bodies() {
+        let body = serde_json::json!({"name": "c", "tier": null, "nested": {"a": null, "b": [1]}});
+        assert_eq!(
+            super::without_nulls(&body),
+            serde_json::json!({"name": "c", "nested": {"b": [1]}})
+        );
     }
 }

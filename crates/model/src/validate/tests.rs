@@ -267,3 +267,28 @@ load_balancing = { consistent_hash = { header = "x-user" } }
         LoadBalancing::ConsistentHash(HashOn::Header("x-user".into()))
     );
 }
+
+#[test]
+fn gateway_files_keep_the_limits_of_the_admin_api() {
+    let errs = with(&format!(
+        r#"
+[[routes]]
+name = "api"
+match = {{ hosts = [{}] }}
+forward = {{ service = "users" }}
+request_headers = {{ set = {{ x-long = "{}" }} }}
+"#,
+        vec!["\"a.example.com\""; 101].join(", "),
+        "v".repeat(4097)
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("routes[0].match.hosts: at most 100 items")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e
+            .starts_with("routes[0].request_headers.set.x-long: at most 4096 characters")),
+        "{errs:?}"
+    );
+}
