@@ -28,8 +28,8 @@ fi
 # the user only.
 export PATH="$HOME/.local/bin:$PATH"
 if ! command -v st >/dev/null; then
-    python3 -m pip install --quiet schemathesis ||
-        python3 -m pip install --quiet --user --break-system-packages schemathesis
+    python3 -m pip install --quiet 'schemathesis==4.32.5' ||
+        python3 -m pip install --quiet --user --break-system-packages 'schemathesis==4.32.5'
 fi
 
 cargo fmt --all -- --check
