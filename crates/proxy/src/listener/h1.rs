@@ -171,7 +171,10 @@ pub async fn serve<S: Transport>(
             }
         };
         let lr = shared.state.load_full();
+        // Pinned where it is made: the request's future is kilobytes, and moving it into
+        // `relay_interim` would copy it on every request.
         let handled = pipeline::handle(lr, &conn, Request::from_parts(parts, body));
+        tokio::pin!(handled);
         let Some(mut resp) = relay_interim(handled, &conn, &mut wr, &mut out).await else {
             return;
         };
@@ -214,20 +217,22 @@ pub async fn serve<S: Transport>(
 
 /// Runs the pipeline for one request; interim answers from the upstream go out meanwhile, in
 /// order, before the final one. `None` when the client is gone.
-async fn relay_interim<W: AsyncWrite + Unpin>(
-    handled: impl std::future::Future<Output = http::Response<ResponseBody>>,
+async fn relay_interim<W: AsyncWrite + Unpin, F>(
+    mut handled: Pin<&mut F>,
     conn: &Conn,
     wr: &mut W,
     out: &mut Vec<u8>,
-) -> Option<http::Response<ResponseBody>> {
+) -> Option<http::Response<ResponseBody>>
+where
+    F: std::future::Future<Output = http::Response<ResponseBody>>,
+{
     let Some(interim) = &conn.interim else {
         return Some(handled.await);
     };
-    tokio::pin!(handled);
     let resp = loop {
         tokio::select! {
             biased;
-            resp = &mut handled => break resp,
+            resp = handled.as_mut() => break resp,
             head = std::future::poll_fn(|cx| interim.poll_next(cx)) => {
                 write_interim(wr, out, &head).await.ok()?;
             }
