@@ -224,9 +224,15 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Error> {
     if !fields.is_empty() {
         return Err(Error::Invalid(fields));
     }
-    portico_model::snapshot::parse_value(doc).map_err(|e| match e {
+    portico_model::snapshot::parse_value(doc).map_err(|e| unreadable("the body", e))
+}
+
+/// A model error reading `what`: a syntax error is 400 (the text cannot be read), broken
+/// rules are 422 with their fields.
+pub(crate) fn unreadable(what: &str, e: portico_model::Error) -> Error {
+    match e {
         portico_model::Error::Syntax { .. } => Error::BadRequest(format!(
-            "the body cannot be read: {}",
+            "{what} cannot be read: {}",
             e.field_errors()
                 .iter()
                 .map(ToString::to_string)
@@ -234,7 +240,7 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Error> {
                 .join("; ")
         )),
         portico_model::Error::Invalid(f) => Error::Invalid(f),
-    })
+    }
 }
 
 fn invalid(e: portico_model::Error) -> Error {

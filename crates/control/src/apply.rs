@@ -54,17 +54,8 @@ pub(crate) async fn apply(
     let format = if toml { Format::Toml } else { Format::Json };
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| Error::BadRequest("the document must be UTF-8 (TOML or JSON)".into()))?;
-    let doc = Document::parse(text, format).map_err(|e| match e {
-        portico_model::Error::Syntax { .. } => Error::BadRequest(format!(
-            "the document cannot be read: {}",
-            e.field_errors()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )),
-        portico_model::Error::Invalid(f) => Error::Invalid(f),
-    })?;
+    let doc =
+        Document::parse(text, format).map_err(|e| crate::api::unreadable("the document", e))?;
     let fields = problems(&st, &doc);
     if !fields.is_empty() {
         return Err(Error::Invalid(fields));

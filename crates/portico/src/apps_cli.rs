@@ -122,16 +122,24 @@ pub struct UploadArgs {
     /// What changed.
     #[arg(long, default_value = "")]
     note: String,
-    /// Also run the new version on these gateways.
+    /// Also run the new version on gateways.
+    #[command(flatten)]
+    on: RunOn,
+}
+
+/// Where and how a version runs: what `apps upload` and `apps deploy` share.
+#[derive(Debug, clap::Args)]
+pub struct RunOn {
+    /// Gateways (repeat or comma-separated).
     #[arg(long = "gateway")]
     gateways: Vec<String>,
-    /// ...on this domain instead of the gateway's apps host.
+    /// Serve it on this domain instead of the gateway's apps host.
     #[arg(long)]
     host: Option<String>,
     /// Wait until every node serves it (seconds).
     #[arg(long, num_args = 0..=1, default_missing_value = "60")]
     wait: Option<u64>,
-    /// Let the new (draft) version run on production gateways.
+    /// Let a draft version run on production gateways.
     #[arg(long)]
     allow_draft: bool,
 }
@@ -151,18 +159,9 @@ pub struct DeployArgs {
     /// The old form's note.
     #[arg(long, hide = true, default_value = "")]
     note: String,
-    /// Gateways (repeat or comma-separated).
-    #[arg(long = "gateway")]
-    gateways: Vec<String>,
-    /// Serve it on this domain instead of the gateway's apps host.
-    #[arg(long)]
-    host: Option<String>,
-    /// Wait until every node serves it (seconds).
-    #[arg(long, num_args = 0..=1, default_missing_value = "60")]
-    wait: Option<u64>,
-    /// Let a draft version run on production gateways.
-    #[arg(long)]
-    allow_draft: bool,
+    /// Where it runs.
+    #[command(flatten)]
+    on: RunOn,
 }
 
 /// Runs an apps command.
@@ -213,10 +212,7 @@ pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
                     path: PathBuf::from(a.target),
                     app,
                     note: a.note,
-                    gateways: a.gateways,
-                    host: a.host,
-                    wait: a.wait,
-                    allow_draft: a.allow_draft,
+                    on: a.on,
                 };
                 upload(c, args).await?;
             }
@@ -232,21 +228,12 @@ pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
                 a.target
             ),
             (None, Some(version)) => {
-                if a.gateways.is_empty() {
+                if a.on.gateways.is_empty() {
                     bail!(
                         "name the gateways to run it on: --gateway G (repeat or comma-separated)"
                     );
                 }
-                release(
-                    c,
-                    &a.target,
-                    version,
-                    &a.gateways,
-                    a.host.as_deref(),
-                    a.wait,
-                    a.allow_draft,
-                )
-                .await?;
+                release(c, &a.target, version, &a.on).await?;
             }
         },
         A::Publish { slug, number } => {
@@ -282,7 +269,13 @@ pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
             eprintln!(
                 "warning: `portico apps release` is now `portico apps deploy {slug} {number} --gateway ...`; the old name goes away in the next release"
             );
-            release(c, &slug, number, &gateways, host.as_deref(), wait, false).await?;
+            let on = RunOn {
+                gateways,
+                host,
+                wait,
+                allow_draft: false,
+            };
+            release(c, &slug, number, &on).await?;
         }
         A::Rollback {
             slug,
@@ -568,31 +561,15 @@ async fn upload(c: &Client, a: UploadArgs) -> anyhow::Result<()> {
             files.len() - to_send.len()
         );
     }
-    if !a.gateways.is_empty() {
-        release(
-            c,
-            &a.app,
-            number,
-            &a.gateways,
-            a.host.as_deref(),
-            a.wait,
-            a.allow_draft,
-        )
-        .await?;
+    if !a.on.gateways.is_empty() {
+        release(c, &a.app, number, &a.on).await?;
     }
     Ok(())
 }
 
-async fn release(
-    c: &Client,
-    slug: &str,
-    version: u32,
-    gateways: &[String],
-    host: Option<&str>,
-    wait: Option<u64>,
-    allow_draft: bool,
-) -> anyhow::Result<()> {
-    let gateways = names(gateways);
+async fn release(c: &Client, slug: &str, version: u32, on: &RunOn) -> anyhow::Result<()> {
+    let (host, wait, allow_draft) = (on.host.as_deref(), on.wait, on.allow_draft);
+    let gateways = names(&on.gateways);
     let mut body = json!({"version": version, "gateways": gateways, "allow_draft": allow_draft});
     if let Some(h) = host {
         body["host"] = json!(h);
