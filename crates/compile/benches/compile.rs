@@ -37,6 +37,8 @@ fn apis(n: usize) -> Vec<(String, ApiSpec)> {
                 cors: None,
                 tier: None,
                 ip: None,
+                visibility: Default::default(),
+                visible_roles: vec![],
             };
             (spec.id(), spec)
         })

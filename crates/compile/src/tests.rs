@@ -18,6 +18,8 @@ fn api(name: &str, context: &str) -> ApiSpec {
         cors: None,
         tier: None,
         ip: None,
+        visibility: Default::default(),
+        visible_roles: vec![],
     }
 }
 

@@ -41,6 +41,12 @@ pub enum Error {
     /// Missing or wrong credentials.
     #[error("{0}")]
     Unauthorized(String),
+    /// The caller is known but lacks the role.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many attempts: wait this many seconds.
+    #[error("{0}")]
+    TooManyRequests(String, u64),
     /// Linking: the gateway's admin API did not answer.
     #[error("{0}")]
     GatewayUnreachable(String),
@@ -59,26 +65,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// `what` `name` does not exist.
-    pub fn not_found(what: &str, name: &str) -> Self {
-        let list = match what {
-            "gateway" => "gateways",
-            "service" => "services",
-            "route" => "routes",
-            "consumer" => "consumers",
-            "tier" => "tiers",
-            "user" => "users",
-            "certificate" => "certificates",
-            "app" => "apps",
-            "automatic certificate for host" => "acme/hosts",
-            _ => "apis",
-        };
-        let command = match list {
-            "acme/hosts" => "certificates acme".to_owned(),
-            l => format!("{l} list"),
-        };
+    /// `kind` `name` does not exist.
+    pub fn not_found(kind: crate::access::KindId, name: &str) -> Self {
+        let (path, command) = kind.listed_at();
         Self::NotFound(format!(
-            "no {what} named `{name}`: list them with `portico {command}` (GET /api/v1/{list})"
+            "no {} named `{name}`: list them with `portico {command}` (GET /api/v1/{path})",
+            kind.noun()
         ))
     }
 
@@ -99,6 +91,8 @@ impl Error {
             }
             Self::Compile(_) => (StatusCode::UNPROCESSABLE_ENTITY, "snapshot_invalid"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::TooManyRequests(..) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::GatewayUnreachable(_) => (StatusCode::BAD_GATEWAY, "gateway_unreachable"),
             Self::JwtSecretMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "jwt_secret_mismatch"),
             Self::ApiTokenMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "api_token_mismatch"),
@@ -130,6 +124,11 @@ impl IntoResponse for Error {
             }
             other => json!({"error": code, "message": other.to_string()}),
         };
-        (status, axum::Json(body)).into_response()
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Self::TooManyRequests(_, secs) = self {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }

@@ -12,6 +12,7 @@
 //! - [`tokens`]: the token service's keys, access tokens, JWKS
 //! - [`signin`]: back-off for failed password-grant sign-ins
 
+pub mod access;
 pub mod acme;
 pub mod api;
 pub mod apply;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod extract;
 pub mod link;
 pub mod openapi;
+pub mod page;
 pub mod secrets;
 pub mod signin;
 pub mod store;
@@ -132,8 +134,8 @@ pub struct ControlPlane {
     pub store: Store,
     /// Seals JWT secrets and certificate keys.
     pub sealer: Arc<secrets::Sealer>,
-    /// Snapshot versions.
-    pub hub: Hub,
+    /// Snapshot versions (the store's: its writes announce new ones at commit).
+    pub hub: Arc<Hub>,
     /// Settings.
     pub config: Config,
     /// App files on disk.
@@ -245,7 +247,7 @@ pub async fn start(
             .await?;
         tracing::info!("token signing key created");
     }
-    let hub = Hub::default();
+    let hub = store.hub.clone();
     hub.publish(
         &store
             .snapshot_versions()

@@ -173,6 +173,31 @@ pub struct ApiSpec {
     /// Client networks allowed or denied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<crate::security::IpPolicy>,
+    /// Who sees it in the developer portal once published: `public` (everyone, the
+    /// default) or `restricted` to `visible_roles`.
+    #[serde(default, skip_serializing_if = "ApiVisibility::is_public")]
+    pub visibility: ApiVisibility,
+    /// Roles that see a `restricted` API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub visible_roles: Vec<String>,
+}
+
+/// Who sees an API in the developer portal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiVisibility {
+    /// Everyone, signed in or not.
+    #[default]
+    Public,
+    /// Only callers with one of the API's `visible_roles`.
+    Restricted,
+}
+
+impl ApiVisibility {
+    /// Whether it is `public`.
+    pub fn is_public(&self) -> bool {
+        *self == Self::Public
+    }
 }
 
 /// A raw gateway route for mesh-style ingress, attached to gateways by name.
@@ -428,6 +453,24 @@ impl ApiSpec {
                 errors.push(FieldError::new(format!("hosts[{i}]"), m));
             }
         }
+        match self.visibility {
+            ApiVisibility::Restricted if self.visible_roles.is_empty() => {
+                errors.push(FieldError::new(
+                    "visible_roles",
+                    "a restricted API names the roles that see it, e.g. [\"partner\"]",
+                ));
+            }
+            ApiVisibility::Public if !self.visible_roles.is_empty() => {
+                errors.push(FieldError::new(
+                    "visible_roles",
+                    "set visibility = \"restricted\" for visible_roles to apply (a public API is seen by everyone)",
+                ));
+            }
+            _ => {}
+        }
+        for (i, r) in self.visible_roles.iter().enumerate() {
+            name_rule(r, &format!("visible_roles[{i}]"), &mut errors);
+        }
         if self.production_endpoints.is_empty() {
             errors.push(FieldError::new(
                 "production_endpoints",
@@ -646,6 +689,8 @@ mod tests {
             cors: None,
             tier: None,
             ip: None,
+            visibility: Default::default(),
+            visible_roles: vec![],
         };
         let Err(Error::Invalid(errs)) = api.validate() else {
             panic!("expected errors")

@@ -10,7 +10,7 @@ use portico_model::{
 use serde::Serialize;
 use sqlx::{Row, SqliteConnection};
 
-use super::{Moved, Store, from_json, now, recompile};
+use super::{Moved, Store, Write, from_json, now};
 use crate::error::Error;
 
 /// A host's automatic certificate, as the admin API shows it.
@@ -192,8 +192,7 @@ impl Store {
     /// Brings the host list in line with what gateways serve now: new hosts start pending,
     /// hosts no longer served (or now covered by an uploaded certificate) are dropped.
     pub async fn acme_reconcile(&self) -> Result<(Vec<AcmeHostRecord>, Moved), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let wanted = wanted_hosts(&mut tx).await?;
         let have: Vec<String> = sqlx::query_scalar("SELECT host FROM acme_hosts")
             .fetch_all(&mut *tx)
@@ -221,19 +220,17 @@ impl Store {
                 .await?;
             changed = true;
         }
-        let moved = if changed {
+        if changed {
             let ids = acme_gateway_ids(&mut tx).await?;
-            recompile(&mut tx, self.sealer.as_deref(), &ids).await?
-        } else {
-            Vec::new()
-        };
+            tx.recompile(&ids).await?;
+        }
         let rows = sqlx::query(SELECT_HOSTS)
             .fetch_all(&mut *tx)
             .await?
             .iter()
             .map(host_record)
             .collect::<Result<_, _>>()?;
-        tx.commit().await?;
+        let moved = tx.commit().await?;
         Ok((rows, moved))
     }
 
@@ -255,7 +252,7 @@ impl Store {
             .execute(&self.pool)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(Error::not_found("automatic certificate for host", host));
+            return Err(Error::not_found(crate::access::KindId::Acme, host));
         }
         Ok(())
     }
@@ -286,8 +283,7 @@ impl Store {
 
     /// Marks an order started: the host is pending unless it has a valid certificate.
     pub async fn acme_ordering(&self, host: &str) -> Result<Moved, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query(
             "UPDATE acme_hosts SET state = CASE WHEN state = 'valid' THEN 'valid' ELSE 'pending' END, \
              updated_at = $2 WHERE host = $1",
@@ -301,8 +297,7 @@ impl Store {
 
     /// Publishes a challenge to the nodes of the gateways serving its host.
     pub async fn acme_add_challenge(&self, c: &AcmeChallenge) -> Result<Moved, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO acme_challenges (token, host, kind, key_authorization, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token) DO NOTHING",
@@ -328,8 +323,7 @@ impl Store {
         not_after: i64,
         renew_at: i64,
     ) -> Result<Moved, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query(
             "UPDATE acme_hosts SET state = 'valid', cert_pem = $2, key_sealed = $3, \
              not_before = $4, not_after = $5, next_attempt = $6, attempts = 0, \
@@ -359,8 +353,7 @@ impl Store {
         error: &str,
         retry_at: impl Fn(i64) -> i64,
     ) -> Result<(i64, Moved), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let attempts: i64 = sqlx::query_scalar("SELECT attempts FROM acme_hosts WHERE host = $1")
             .bind(host)
             .fetch_optional(&mut *tx)
@@ -388,8 +381,7 @@ impl Store {
 
     /// Drops challenges left open by a previous run (their orders are gone with it).
     pub async fn acme_clear_challenges(&self) -> Result<Moved, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query("DELETE FROM acme_challenges")
             .execute(&mut *tx)
             .await?;
@@ -397,13 +389,9 @@ impl Store {
     }
 
     /// Recompiles the ACME gateways in the write's transaction and commits it.
-    async fn acme_commit(
-        &self,
-        mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
-    ) -> Result<Moved, Error> {
+    async fn acme_commit(&self, mut tx: Write<'_>) -> Result<Moved, Error> {
         let ids = acme_gateway_ids(&mut tx).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &ids).await?;
-        tx.commit().await?;
-        Ok(moved)
+        tx.recompile(&ids).await?;
+        tx.commit().await
     }
 }

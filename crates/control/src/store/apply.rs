@@ -14,9 +14,10 @@ use serde::de::DeserializeOwned;
 use sqlx::SqliteConnection;
 
 use super::{
-    Moved, Store, all_gateway_ids, delete, from_json, insert, key, now,
-    recompile_without_new_collisions, set_route_gateways, to_json, update,
+    Moved, Store, Write, all_gateway_ids, delete, from_json, insert, key, now, set_route_gateways,
+    to_json, update,
 };
+use crate::access::KindId;
 use crate::error::Error;
 
 mod plan;
@@ -33,6 +34,18 @@ pub enum Action {
     Unchanged,
     /// Stored, of a kind the document names, but not in it: deleted (`prune` only).
     Deleted,
+}
+
+impl Action {
+    /// How the audit log names it.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "apply:create",
+            Self::Updated => "apply:update",
+            Self::Unchanged => "apply:unchanged",
+            Self::Deleted => "apply:delete",
+        }
+    }
 }
 
 /// One object of the plan.
@@ -117,20 +130,17 @@ impl Store {
     /// Applies a document (already checked object by object) in one transaction, or with
     /// `dry_run` checks all of it the same way and rolls back. Answers the plan.
     pub async fn apply(&self, doc: &Document, opts: ApplyOptions) -> Result<Applied, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let stored = Stored::load(&mut tx).await?;
         let items = plan::plan(doc, &stored, opts.prune);
         plan::check(doc, &stored, &items)?;
         write(&mut tx, doc, &stored, &items).await?;
         let changed = items.iter().any(|i| i.action != Action::Unchanged);
-        let moved = if changed {
+        if changed {
             let all = all_gateway_ids(&mut tx).await?;
             // Raw routes written alike on a gateway are refused here as everywhere else.
-            recompile_without_new_collisions(&mut tx, self.sealer.as_deref(), &all).await?
-        } else {
-            Vec::new()
-        };
+            tx.recompile_checked(&all).await?;
+        }
         let deletes_apps = items
             .iter()
             .any(|i| i.of == Kind::App && i.action == Action::Deleted);
@@ -145,13 +155,13 @@ impl Store {
             .filter_map(|i| stored.gateways.get(&key(&i.name)).map(|r| r.id))
             .collect();
         if opts.dry_run {
-            tx.rollback().await?;
+            drop(tx);
             return Ok(Applied {
                 items,
                 ..Applied::default()
             });
         }
-        tx.commit().await?;
+        let moved = tx.commit().await?;
         Ok(Applied {
             items,
             moved,
@@ -245,11 +255,16 @@ async fn rows<T: DeserializeOwned>(
 /// Writes the plan: creations and updates in kind order (what is named exists before what
 /// names it), then deletions in the reverse order.
 async fn write(
-    conn: &mut SqliteConnection,
+    w: &mut Write<'_>,
     doc: &Document,
     stored: &Stored,
     items: &[PlanItem],
 ) -> Result<(), Error> {
+    for item in items.iter().filter(|i| i.action != Action::Unchanged) {
+        let (kind, action) = (audited_kind(item.of), item.action.as_str());
+        w.audit(action, kind, &item.name, None, None);
+    }
+    let conn: &mut SqliteConnection = w;
     for item in items.iter().filter(|i| i.action != Action::Deleted) {
         if let Some(i) = item.index {
             upsert(conn, doc, stored, item, i).await?;
@@ -264,6 +279,20 @@ async fn write(
         remove(conn, stored, item).await?;
     }
     Ok(())
+}
+
+/// The kind the audit log names for an item of a document.
+fn audited_kind(of: Kind) -> KindId {
+    match of {
+        Kind::Gateway => KindId::Gateway,
+        Kind::Service => KindId::Service,
+        Kind::Tier => KindId::Tier,
+        Kind::Consumer | Kind::Subscription => KindId::Consumer,
+        Kind::Route => KindId::Route,
+        Kind::Api => KindId::Api,
+        Kind::App => KindId::App,
+        Kind::Certificate => KindId::Certificate,
+    }
 }
 
 /// Creates or replaces one object of the document.
@@ -283,7 +312,7 @@ async fn upsert(
             let spec = &doc.gateways[i];
             match stored.gateways.get(&k) {
                 Some(row) => {
-                    update(conn, "gateways", "gateway", &spec.name, spec, row.version).await?;
+                    update(conn, KindId::Gateway, &spec.name, spec, row.version).await?;
                 }
                 None => {
                     sqlx::query(
@@ -300,10 +329,7 @@ async fn upsert(
         }
         Kind::Service => {
             let spec = &doc.services[i];
-            named(
-                conn,
-                "services",
-                "service",
+            named(conn, KindId::Service,
                 &spec.name,
                 spec,
                 stored.services.get(&k),
@@ -312,10 +338,7 @@ async fn upsert(
         }
         Kind::Tier => {
             let spec = &doc.tiers[i];
-            named(
-                conn,
-                "tiers",
-                "tier",
+            named(conn, KindId::Tier,
                 &spec.name,
                 spec,
                 stored.tiers.get(&k),
@@ -325,14 +348,11 @@ async fn upsert(
         Kind::Consumer => {
             let spec = &doc.consumers[i];
             let row = stored.consumers.get(&k);
-            named(conn, "consumers", "consumer", &spec.name, spec, row).await?;
+            named(conn, KindId::Consumer, &spec.name, spec, row).await?;
         }
         Kind::Route => {
             let spec = &doc.routes[i];
-            let id = named(
-                conn,
-                "routes",
-                "route",
+            let id = named(conn, KindId::Route,
                 &spec.name,
                 spec,
                 stored.routes.get(&k),
@@ -416,15 +436,14 @@ async fn upsert(
 /// Creates or replaces an object of a table keyed by `name_key`; answers its row id.
 async fn named<T: Serialize>(
     conn: &mut SqliteConnection,
-    table: &str,
-    what: &str,
+    kind: KindId,
     name: &str,
     spec: &T,
     current: Option<&Row<impl Sized>>,
 ) -> Result<i64, Error> {
     match current {
-        Some(row) => update(conn, table, what, name, spec, row.version).await,
-        None => insert(conn, table, what, name, spec).await,
+        Some(row) => update(conn, kind, name, spec, row.version).await,
+        None => insert(conn, kind, name, spec).await,
     }
 }
 
@@ -441,12 +460,12 @@ async fn remove(
                 .bind(&k)
                 .execute(&mut *conn)
                 .await?;
-            delete(conn, "gateways", "gateway", &item.name).await
+            delete(conn, KindId::Gateway, &item.name).await.map(drop)
         }
-        Kind::Service => delete(conn, "services", "service", &item.name).await,
-        Kind::Tier => delete(conn, "tiers", "tier", &item.name).await,
-        Kind::Consumer => delete(conn, "consumers", "consumer", &item.name).await,
-        Kind::Route => delete(conn, "routes", "route", &item.name).await,
+        Kind::Service => delete(conn, KindId::Service, &item.name).await.map(drop),
+        Kind::Tier => delete(conn, KindId::Tier, &item.name).await.map(drop),
+        Kind::Consumer => delete(conn, KindId::Consumer, &item.name).await.map(drop),
+        Kind::Route => delete(conn, KindId::Route, &item.name).await.map(drop),
         Kind::Api => {
             sqlx::query("DELETE FROM apis WHERE api_key = $1")
                 .bind(&k)

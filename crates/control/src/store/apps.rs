@@ -9,7 +9,7 @@ use portico_model::{AppFile, AppSpec, FieldError};
 use serde::Serialize;
 use sqlx::{Row, SqliteConnection};
 
-use super::{Meta, Moved, Store, from_json, key, now, recompile, stale, to_json};
+use super::{Meta, Moved, Store, from_json, key, now, stale, to_json};
 use crate::error::Error;
 
 /// A stored app.
@@ -103,7 +103,7 @@ async fn app_id(conn: &mut SqliteConnection, slug: &str) -> Result<(i64, AppSpec
         .bind(key(slug))
         .fetch_optional(&mut *conn)
         .await?;
-    let (id, spec) = row.ok_or_else(|| Error::not_found("app", slug))?;
+    let (id, spec) = row.ok_or_else(|| Error::not_found(crate::access::KindId::App, slug))?;
     Ok((id, from_json(&spec)?))
 }
 
@@ -112,7 +112,7 @@ async fn gateway_id(conn: &mut SqliteConnection, name: &str) -> Result<i64, Erro
         .bind(key(name))
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or_else(|| Error::not_found("gateway", name))
+        .ok_or_else(|| Error::not_found(crate::access::KindId::Gateway, name))
 }
 
 async fn app_gateway_ids(conn: &mut SqliteConnection, app: i64) -> Result<Vec<i64>, Error> {
@@ -137,9 +137,13 @@ fn app_record(r: &sqlx::sqlite::SqliteRow) -> Result<AppRecord, Error> {
 
 impl Store {
     /// Every app.
-    pub async fn apps(&self) -> Result<Vec<AppRecord>, Error> {
-        sqlx::query("SELECT spec, version, created_at, updated_at FROM apps ORDER BY slug")
-            .fetch_all(&self.pool)
+    pub async fn apps(&self, page: &crate::page::Page) -> Result<Vec<AppRecord>, Error> {
+        sqlx::query(
+            "SELECT spec, version, created_at, updated_at FROM apps WHERE slug > $1 ORDER BY slug LIMIT $2",
+        )
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch())
+        .fetch_all(&self.pool)
             .await?
             .iter()
             .map(app_record)
@@ -153,13 +157,14 @@ impl Store {
                 .bind(key(slug))
                 .fetch_optional(&self.pool)
                 .await?
-                .ok_or_else(|| Error::not_found("app", slug))?;
+                .ok_or_else(|| Error::not_found(crate::access::KindId::App, slug))?;
         app_record(&row)
     }
 
     /// Creates an app.
     pub async fn create_app(&self, spec: &AppSpec) -> Result<AppRecord, Error> {
-        let _w = self.write.lock().await;
+        let mut tx = self.write().await?;
+        tx.audit("create", crate::access::KindId::App, &spec.slug, None, Some(1));
         let t = now();
         let done = sqlx::query(
             "INSERT INTO apps (slug, spec, version, created_at, updated_at) VALUES ($1, $2, 1, $3, $3) \
@@ -168,7 +173,7 @@ impl Store {
         .bind(key(&spec.slug))
         .bind(to_json(spec)?)
         .bind(t)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(Error::Conflict(format!(
@@ -176,6 +181,7 @@ impl Store {
                 spec.slug
             )));
         }
+        tx.commit().await?;
         self.app(&spec.slug).await
     }
 
@@ -185,15 +191,15 @@ impl Store {
         slug: &str,
         spec: &AppSpec,
         expected: i64,
-    ) -> Result<(AppRecord, Moved), Error> {
+    ) -> Result<AppRecord, Error> {
         if key(&spec.slug) != key(slug) {
             return Err(Error::Invalid(vec![FieldError::new(
                 "slug",
                 "an app's slug cannot change: create a new app",
             )]));
         }
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("update", crate::access::KindId::App, slug, Some(expected), Some(expected + 1));
         let (id, _) = app_id(&mut tx, slug).await?;
         let done = sqlx::query(
             "UPDATE apps SET spec = $1, version = version + 1, updated_at = $2 WHERE id = $3 AND version = $4",
@@ -205,18 +211,18 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(stale("app", slug));
+            return Err(stale(crate::access::KindId::App, slug));
         }
         let ids = app_gateway_ids(&mut tx, id).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &ids).await?;
+        tx.recompile(&ids).await?;
         tx.commit().await?;
-        Ok((self.app(slug).await?, moved))
+        Ok(self.app(slug).await?)
     }
 
     /// Deletes an app that runs nowhere; answers the hashes no version references any more.
     pub async fn delete_app(&self, slug: &str) -> Result<Vec<String>, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("delete", crate::access::KindId::App, slug, None, None);
         let (id, _) = app_id(&mut tx, slug).await?;
         if !app_gateway_ids(&mut tx, id).await?.is_empty() {
             return Err(Error::Conflict(format!(
@@ -289,8 +295,8 @@ impl Store {
         files: &BTreeMap<String, AppFile>,
         note: &str,
     ) -> Result<(AppVersionRecord, Vec<String>), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("create_version", crate::access::KindId::App, slug, None, None);
         let (id, spec) = app_id(&mut tx, slug).await?;
         let problems = portico_model::app::validate_files(files, &spec, "files");
         if !problems.is_empty() {
@@ -430,8 +436,8 @@ impl Store {
 
     /// Marks version `number` published (the one before stops being so).
     pub async fn publish_app_version(&self, slug: &str, number: u32) -> Result<(), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("publish_version", crate::access::KindId::App, &format!("{slug} version {number}"), None, None);
         let (id, _) = app_id(&mut tx, slug).await?;
         ensure_version(&mut tx, id, slug, number).await?;
         sqlx::query("UPDATE app_versions SET published = (number = $2) WHERE app_id = $1")
@@ -453,8 +459,8 @@ impl Store {
         host: Option<&str>,
         allow_draft: bool,
     ) -> Result<(Vec<AppDeploymentRecord>, Moved), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("deploy", crate::access::KindId::App, &format!("{slug} version {number} to {}", gateways.join(", ")), None, None);
         let (id, _) = app_id(&mut tx, slug).await?;
         ensure_version(&mut tx, id, slug, number).await?;
         let published: i64 = sqlx::query_scalar(
@@ -504,8 +510,8 @@ impl Store {
             .await?;
             gids.push(gid);
         }
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &gids).await?;
-        tx.commit().await?;
+        tx.recompile(&gids).await?;
+        let moved = tx.commit().await?;
         let all = self.app_deployments(slug).await?;
         let mine = all
             .into_iter()
@@ -524,8 +530,8 @@ impl Store {
         gateway: &str,
         host: Option<&str>,
     ) -> Result<(AppDeploymentRecord, Moved), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("rollback", crate::access::KindId::App, &format!("{slug} on {gateway}"), None, None);
         let (id, _) = app_id(&mut tx, slug).await?;
         let gid = gateway_id(&mut tx, gateway).await?;
         let host = host.map(str::to_ascii_lowercase).unwrap_or_default();
@@ -554,8 +560,8 @@ impl Store {
         .bind(now())
         .execute(&mut *tx)
         .await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &[gid]).await?;
-        tx.commit().await?;
+        tx.recompile(&[gid]).await?;
+        let moved = tx.commit().await?;
         let d = self
             .app_deployments(slug)
             .await?
@@ -572,8 +578,8 @@ impl Store {
         gateway: &str,
         host: Option<&str>,
     ) -> Result<Moved, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("undeploy", crate::access::KindId::App, &format!("{slug} from {gateway}"), None, None);
         let (id, _) = app_id(&mut tx, slug).await?;
         let gid = gateway_id(&mut tx, gateway).await?;
         let done = sqlx::query(
@@ -590,16 +596,15 @@ impl Store {
                 host.map(|h| format!(" for {h}")).unwrap_or_default()
             )));
         }
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &[gid]).await?;
-        tx.commit().await?;
+        tx.recompile(&[gid]).await?;
+        let moved = tx.commit().await?;
         Ok(moved)
     }
 
     /// Forgets the stored files no version references (untouched for an hour); answers
     /// their hashes, for removal from disk.
     pub async fn take_unreferenced_blobs(&self) -> Result<Vec<String>, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let orphans = orphan_blobs(&mut tx).await?;
         tx.commit().await?;
         Ok(orphans)

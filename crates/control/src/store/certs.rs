@@ -5,7 +5,7 @@ use portico_model::TlsCertificate;
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use super::{Moved, Store, all_gateway_ids, from_json, key, now, recompile, to_json};
+use super::{Moved, Store, all_gateway_ids, from_json, key, now, to_json};
 use crate::error::Error;
 
 /// An uploaded certificate, without its key.
@@ -74,8 +74,8 @@ impl Store {
         key_sealed: &str,
         not_after: i64,
     ) -> Result<(CertificateRecord, Moved), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("upload", crate::access::KindId::Certificate, name, None, None);
         let t = now();
         let done = sqlx::query(
             "INSERT INTO certificates (name_key, name, hosts, cert_pem, key_sealed, not_after, created_at) \
@@ -96,8 +96,8 @@ impl Store {
             )));
         }
         let all = all_gateway_ids(&mut tx).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &all).await?;
-        tx.commit().await?;
+        tx.recompile(&all).await?;
+        let moved = tx.commit().await?;
         Ok((
             CertificateRecord {
                 name: name.to_owned(),
@@ -111,18 +111,18 @@ impl Store {
 
     /// Deletes a certificate.
     pub async fn delete_certificate(&self, name: &str) -> Result<Moved, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("delete", crate::access::KindId::Certificate, name, None, None);
         let done = sqlx::query("DELETE FROM certificates WHERE name_key = $1")
             .bind(key(name))
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(Error::not_found("certificate", name));
+            return Err(Error::not_found(crate::access::KindId::Certificate, name));
         }
         let all = all_gateway_ids(&mut tx).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &all).await?;
-        tx.commit().await?;
+        tx.recompile(&all).await?;
+        let moved = tx.commit().await?;
         Ok(moved)
     }
 }

@@ -5,11 +5,10 @@ use portico_model::{ApiKeyGrant, ConsumerSpec, KeyType};
 use serde::Serialize;
 use sqlx::{Row, SqliteConnection};
 
-use super::{
-    Moved, Record, Store, api_gateway_ids, delete, from_json, get, insert, key, list, now,
-    recompile, update,
-};
+use super::{Moved, Record, Store, api_gateway_ids, from_json, get, key, list, now};
+use crate::access::KindId;
 use crate::error::Error;
+use crate::page::Page;
 
 /// A subscription of a consumer to an API.
 #[derive(Clone, Debug, Serialize)]
@@ -92,7 +91,7 @@ async fn consumer_id(conn: &mut SqliteConnection, name: &str) -> Result<i64, Err
         .bind(key(name))
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or_else(|| Error::not_found("consumer", name))
+        .ok_or_else(|| Error::not_found(crate::access::KindId::Consumer, name))
 }
 
 /// Gateways whose snapshots carry this consumer's keys.
@@ -149,13 +148,13 @@ pub(super) async fn api_key_grants(
 
 impl Store {
     /// Every consumer.
-    pub async fn consumers(&self) -> Result<Vec<Record<ConsumerSpec>>, Error> {
-        list(&self.pool, "consumers").await
+    pub async fn consumers(&self, page: &Page) -> Result<Vec<Record<ConsumerSpec>>, Error> {
+        list(&self.pool, KindId::Consumer, page).await
     }
 
     /// One consumer.
     pub async fn consumer(&self, name: &str) -> Result<Record<ConsumerSpec>, Error> {
-        get(&self.pool, "consumers", "consumer", name).await
+        get(&self.pool, KindId::Consumer, name).await
     }
 
     /// Creates a consumer.
@@ -163,12 +162,61 @@ impl Store {
         &self,
         spec: &ConsumerSpec,
     ) -> Result<Record<ConsumerSpec>, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
-        insert(&mut tx, "consumers", "consumer", &spec.name, spec).await?;
+        self.create_owned_consumer(spec, None).await
+    }
+
+    /// Creates a consumer that a portal user owns (an application of theirs).
+    pub async fn create_owned_consumer(
+        &self,
+        spec: &ConsumerSpec,
+        owner_user: Option<&str>,
+    ) -> Result<Record<ConsumerSpec>, Error> {
+        let mut tx = self.write().await?;
+        let id = tx.insert(KindId::Consumer, &spec.name, spec).await?;
+        if let Some(u) = owner_user {
+            sqlx::query("UPDATE consumers SET owner_user = $1 WHERE id = $2")
+                .bind(key(u))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        drop(_w);
         self.consumer(&spec.name).await
+    }
+
+    /// The consumers a portal user owns, by name.
+    pub async fn owned_consumers(&self, user: &str) -> Result<Vec<Record<ConsumerSpec>>, Error> {
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT spec, version, created_at, updated_at FROM consumers WHERE owner_user = $1 \
+             ORDER BY name_key",
+        )
+        .bind(key(user))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(spec, version, created_at, updated_at)| {
+                Ok(Record {
+                    spec: from_json(&spec)?,
+                    meta: super::Meta {
+                        version,
+                        created_at,
+                        updated_at,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Whether a portal user owns this consumer.
+    pub async fn owns_consumer(&self, user: &str, consumer: &str) -> Result<bool, Error> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM consumers WHERE name_key = $1 AND owner_user = $2",
+        )
+        .bind(key(consumer))
+        .bind(key(user))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
     }
 
     /// Replaces a consumer if `expected` is its current version.
@@ -177,32 +225,29 @@ impl Store {
         name: &str,
         spec: &ConsumerSpec,
         expected: i64,
-    ) -> Result<(Record<ConsumerSpec>, Moved), Error> {
+    ) -> Result<Record<ConsumerSpec>, Error> {
         if key(&spec.name) != key(name) {
             return Err(Error::Conflict(
                 "a consumer cannot be renamed: its keys and tokens name it".into(),
             ));
         }
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let id = update(&mut tx, "consumers", "consumer", name, spec, expected).await?;
+        let mut tx = self.write().await?;
+        let id = tx.update(KindId::Consumer, name, spec, expected).await?;
         let gws = consumer_gateways(&mut tx, id).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &gws).await?;
+        tx.recompile(&gws).await?;
         tx.commit().await?;
-        drop(_w);
-        Ok((self.consumer(name).await?, moved))
+        Ok(self.consumer(name).await?)
     }
 
     /// Deletes a consumer with its subscriptions and credentials.
-    pub async fn delete_consumer(&self, name: &str) -> Result<Moved, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+    pub async fn delete_consumer(&self, name: &str) -> Result<(), Error> {
+        let mut tx = self.write().await?;
         let id = consumer_id(&mut tx, name).await?;
         let gws = consumer_gateways(&mut tx, id).await?;
-        delete(&mut tx, "consumers", "consumer", name).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &gws).await?;
+        tx.delete(KindId::Consumer, name).await?;
+        tx.recompile(&gws).await?;
         tx.commit().await?;
-        Ok(moved)
+        Ok(())
     }
 
     /// A consumer's subscriptions.
@@ -233,8 +278,8 @@ impl Store {
         api: &str,
         tier: Option<&str>,
     ) -> Result<Moved, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("subscribe", crate::access::KindId::Consumer, &format!("{consumer} to {api}"), None, None);
         let cid = consumer_id(&mut tx, consumer).await?;
         let aid = super::api_row_id(&mut tx, api).await?;
         sqlx::query(
@@ -248,15 +293,15 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let gws = api_gateway_ids(&mut tx, aid).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &gws).await?;
-        tx.commit().await?;
+        tx.recompile(&gws).await?;
+        let moved = tx.commit().await?;
         Ok(moved)
     }
 
     /// Ends a subscription.
     pub async fn unsubscribe(&self, consumer: &str, api: &str) -> Result<Moved, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("unsubscribe", crate::access::KindId::Consumer, &format!("{consumer} from {api}"), None, None);
         let cid = consumer_id(&mut tx, consumer).await?;
         let aid = super::api_row_id(&mut tx, api).await?;
         let done = sqlx::query("DELETE FROM subscriptions WHERE consumer_id = $1 AND api_id = $2")
@@ -270,8 +315,8 @@ impl Store {
             )));
         }
         let gws = api_gateway_ids(&mut tx, aid).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &gws).await?;
-        tx.commit().await?;
+        tx.recompile(&gws).await?;
+        let moved = tx.commit().await?;
         Ok(moved)
     }
 
@@ -309,8 +354,8 @@ impl Store {
 
     /// Stores a new credential (its secret hashed).
     pub async fn add_credential(&self, consumer: &str, c: &NewCredential) -> Result<Moved, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("add_credential", crate::access::KindId::Consumer, &format!("{consumer} key {}", c.id), None, None);
         let cid = consumer_id(&mut tx, consumer).await?;
         sqlx::query(
             "INSERT INTO credentials (id, consumer_id, kind, key_type, secret_hash, hint, created_at, expires_at) \
@@ -326,20 +371,17 @@ impl Store {
         .bind(c.expires_at)
         .execute(&mut *tx)
         .await?;
-        let moved = if c.kind == CredentialKind::ApiKey {
+        if c.kind == CredentialKind::ApiKey {
             let gws = consumer_gateways(&mut tx, cid).await?;
-            recompile(&mut tx, self.sealer.as_deref(), &gws).await?
-        } else {
-            Vec::new()
-        };
-        tx.commit().await?;
-        Ok(moved)
+            tx.recompile(&gws).await?;
+        }
+        tx.commit().await
     }
 
     /// Revokes a credential: API keys leave the snapshots, clients get no new tokens.
     pub async fn revoke_credential(&self, consumer: &str, id: &str) -> Result<Moved, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("revoke_credential", crate::access::KindId::Consumer, &format!("{consumer} key {id}"), None, None);
         let cid = consumer_id(&mut tx, consumer).await?;
         let done = sqlx::query(
             "UPDATE credentials SET revoked_at = $1 WHERE id = $2 AND consumer_id = $3 AND revoked_at IS NULL",
@@ -355,8 +397,8 @@ impl Store {
             )));
         }
         let gws = consumer_gateways(&mut tx, cid).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &gws).await?;
-        tx.commit().await?;
+        tx.recompile(&gws).await?;
+        let moved = tx.commit().await?;
         Ok(moved)
     }
 

@@ -4,7 +4,7 @@ use portico_model::{JwtKey, JwtSettings};
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use super::{Moved, Store, all_gateway_ids, now, recompile};
+use super::{Moved, Store, all_gateway_ids, now};
 use crate::error::Error;
 
 /// Issuer of access tokens.
@@ -90,8 +90,8 @@ impl Store {
     /// Adds a key that signs from now on; the previous one is retired (still published
     /// until its tokens expire). Every gateway recompiles.
     pub async fn add_signing_key(&self, key: &SigningKeyRecord) -> Result<Moved, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("rotate", crate::access::KindId::SigningKey, &key.kid, None, None);
         let t = now();
         sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
             .bind(t)
@@ -108,8 +108,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let all = all_gateway_ids(&mut tx).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &all).await?;
-        tx.commit().await?;
+        tx.recompile(&all).await?;
+        let moved = tx.commit().await?;
         Ok(moved)
     }
 

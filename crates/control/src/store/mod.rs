@@ -22,7 +22,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
 
+use crate::access::KindId;
 use crate::error::Error;
+pub use crate::page::Page;
 
 mod acme;
 mod apply;
@@ -32,6 +34,9 @@ mod consumers;
 mod keys;
 mod tiers;
 mod users;
+mod write;
+pub use write::{ACTOR, actor};
+pub(crate) use write::Write;
 pub use acme::AcmeHostRecord;
 pub use apply::{Action, Applied, ApplyOptions, PlanItem};
 pub use apps::{AppDeploymentRecord, AppRecord, AppVersionRecord};
@@ -40,7 +45,7 @@ pub use consumers::{
     ClientRecord, CredentialKind, CredentialRecord, NewCredential, SubscriptionRecord,
 };
 pub use keys::{AUDIENCE, ISSUER, SigningKeyRecord, TOKEN_MAX_LIFETIME};
-pub use users::UserRecord;
+pub use users::{AuditFilter, AuditRecord, RoleRecord, TokenHolder, UserRecord, UserTokenRecord};
 
 /// Name of the gateway `portico server` serves itself.
 pub const DEFAULT_GATEWAY: &str = "default";
@@ -102,6 +107,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "snapshot warnings",
         include_str!("../../migrations/sqlite/0011_snapshot_warnings.sql"),
     ),
+    (
+        12,
+        "people: roles, tokens, audit",
+        include_str!("../../migrations/sqlite/0012_people.sql"),
+    ),
 ];
 
 /// How many nodes a gateway may have, and when a silent one is forgotten.
@@ -131,6 +141,8 @@ pub struct Store {
     pub max_revisions: u32,
     /// Opens sealed certificate keys when snapshots are compiled.
     pub sealer: Option<std::sync::Arc<crate::secrets::Sealer>>,
+    /// Told about every snapshot version a committed write moved.
+    pub hub: std::sync::Arc<crate::Hub>,
 }
 
 /// Bookkeeping every stored object has.
@@ -329,6 +341,7 @@ impl Store {
             write: Mutex::new(()),
             max_revisions: 10,
             sealer: None,
+            hub: std::sync::Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -397,13 +410,15 @@ impl Store {
 
     /// Stores an admin token's hash.
     pub async fn add_admin_token(&self, name: &str, hash: &str) -> Result<(), Error> {
-        let _w = self.write.lock().await;
+        let mut tx = self.write().await?;
+        tx.audit("create", KindId::AdminToken, name, None, None);
         sqlx::query("INSERT INTO admin_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)")
             .bind(name)
             .bind(hash)
             .bind(now())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -427,8 +442,8 @@ impl Store {
         let mut spec = GatewaySpec::new(DEFAULT_GATEWAY, GatewayKind::Hybrid);
         spec.description = "Built into the control plane".into();
         spec.listeners = vec![Listener::new(port, ListenerProtocol::Http)];
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("create", crate::access::KindId::Gateway, DEFAULT_GATEWAY, None, Some(1));
         let t = now();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO gateways (name_key, spec, builtin, version, created_at, updated_at) \
@@ -439,17 +454,19 @@ impl Store {
         .bind(t)
         .fetch_one(&mut *tx)
         .await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &[id]).await?;
-        tx.commit().await?;
+        tx.recompile(&[id]).await?;
+        let moved = tx.commit().await?;
         Ok(moved)
     }
 
     /// Every gateway, by name.
-    pub async fn gateways(&self) -> Result<Vec<GatewayRecord>, Error> {
+    pub async fn gateways(&self, page: &Page) -> Result<Vec<GatewayRecord>, Error> {
         let rows = sqlx::query(
             "SELECT id, spec, builtin, token_hash, linked_at, version, created_at, updated_at \
-             FROM gateways ORDER BY name_key",
+             FROM gateways WHERE name_key > $1 ORDER BY name_key LIMIT $2",
         )
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(gateway_row).collect()
@@ -464,7 +481,7 @@ impl Store {
         .bind(key(name))
         .fetch_optional(&self.pool)
         .await?
-        .ok_or_else(|| Error::not_found("gateway", name))?;
+        .ok_or_else(|| Error::not_found(crate::access::KindId::Gateway, name))?;
         gateway_row(&row)
     }
 
@@ -478,9 +495,9 @@ impl Store {
         &self,
         spec: &GatewaySpec,
         creds: Option<&Credentials>,
-    ) -> Result<(GatewayRecord, Moved), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+    ) -> Result<GatewayRecord, Error> {
+        let mut tx = self.write().await?;
+        tx.audit("create", crate::access::KindId::Gateway, &spec.name, None, Some(1));
         let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
             .bind(key(&spec.name))
             .fetch_optional(&mut *tx)
@@ -505,10 +522,9 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         .map_err(token_clash)?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &[id]).await?;
+        tx.recompile(&[id]).await?;
         tx.commit().await?;
-        drop(_w);
-        Ok((self.gateway(&spec.name).await?, moved))
+        Ok(self.gateway(&spec.name).await?)
     }
 
     /// Replaces a gateway's definition if `expected` is its current version; with `creds`,
@@ -519,15 +535,15 @@ impl Store {
         spec: &GatewaySpec,
         expected: i64,
         creds: Option<&Credentials>,
-    ) -> Result<(GatewayRecord, Moved), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+    ) -> Result<GatewayRecord, Error> {
+        let mut tx = self.write().await?;
+        tx.audit(if creds.is_some() { "link" } else { "update" }, crate::access::KindId::Gateway, &spec.name, Some(expected), Some(expected + 1));
         let (id, builtin): (i64, i64) =
             sqlx::query_as("SELECT id, builtin FROM gateways WHERE name_key = $1")
                 .bind(key(name))
                 .fetch_optional(&mut *tx)
                 .await?
-                .ok_or_else(|| Error::not_found("gateway", name))?;
+                .ok_or_else(|| Error::not_found(crate::access::KindId::Gateway, name))?;
         if builtin == 1 && (key(&spec.name) != key(name) || spec.kind != GatewayKind::Hybrid) {
             return Err(Error::Conflict(
                 "the built-in gateway `default` keeps its name and type (hybrid); change its hosts or listeners only".into(),
@@ -564,7 +580,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(stale("gateway", name));
+            return Err(stale(KindId::Gateway, name));
         }
         if let Some(c) = creds {
             sqlx::query(
@@ -578,10 +594,9 @@ impl Store {
             .await
             .map_err(token_clash)?;
         }
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &[id]).await?;
+        tx.recompile(&[id]).await?;
         tx.commit().await?;
-        drop(_w);
-        Ok((self.gateway(&spec.name).await?, moved))
+        Ok(self.gateway(&spec.name).await?)
     }
 
     /// Sets (link, rotate) or clears (revoke) a gateway's credentials.
@@ -591,7 +606,13 @@ impl Store {
         creds: Option<&Credentials>,
         jwt_too: bool,
     ) -> Result<GatewayRecord, Error> {
-        let _w = self.write.lock().await;
+        let mut tx = self.write().await?;
+        let action = match (creds, jwt_too) {
+            (Some(_), true) => "link",
+            (Some(_), false) => "rotate_token",
+            (None, _) => "revoke_token",
+        };
+        tx.audit(action, KindId::Gateway, name, None, None);
         let t = now();
         let done =
             match (creds, jwt_too) {
@@ -603,7 +624,7 @@ impl Store {
                 .bind(&c.jwt_secret_sealed)
                 .bind(t)
                 .bind(key(name))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(token_clash)?,
                 (Some(c), false) => sqlx::query(
@@ -613,7 +634,7 @@ impl Store {
                 .bind(&c.token_hash)
                 .bind(t)
                 .bind(key(name))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(token_clash)?,
                 (None, _) => sqlx::query(
@@ -622,13 +643,13 @@ impl Store {
                 )
                 .bind(t)
                 .bind(key(name))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?,
             };
         if done.rows_affected() == 0 {
-            return Err(Error::not_found("gateway", name));
+            return Err(Error::not_found(crate::access::KindId::Gateway, name));
         }
-        drop(_w);
+        tx.commit().await?;
         self.gateway(name).await
     }
 
@@ -639,7 +660,7 @@ impl Store {
                 .bind(key(name))
                 .fetch_optional(&self.pool)
                 .await?;
-        v.ok_or_else(|| Error::not_found("gateway", name))
+        v.ok_or_else(|| Error::not_found(crate::access::KindId::Gateway, name))
     }
 
     /// Deletes a gateway (not the built-in one) with its deployments and nodes.
@@ -647,14 +668,14 @@ impl Store {
     /// nodes go with it only with `force`; without, a gateway that has any is refused,
     /// naming them. Answers what went besides the gateway.
     pub async fn delete_gateway(&self, name: &str, force: bool) -> Result<Vec<String>, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("delete", crate::access::KindId::Gateway, name, None, None);
         let (id, builtin): (i64, i64) =
             sqlx::query_as("SELECT id, builtin FROM gateways WHERE name_key = $1")
                 .bind(key(name))
                 .fetch_optional(&mut *tx)
                 .await?
-                .ok_or_else(|| Error::not_found("gateway", name))?;
+                .ok_or_else(|| Error::not_found(crate::access::KindId::Gateway, name))?;
         if builtin == 1 {
             return Err(Error::Conflict(
                 "the built-in gateway `default` cannot be deleted; undeploy what runs on it instead"
@@ -724,6 +745,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.hub.wake(id);
         Ok(going)
     }
 
@@ -805,8 +827,7 @@ impl Store {
     ) -> Result<(), Error> {
         // Every write holds the writer lock: a write that started as a read would otherwise
         // meet SQLITE_BUSY_SNAPSHOT when another connection committed meanwhile.
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let t = now();
         let bound: Option<Option<String>> =
             sqlx::query_scalar("SELECT key_hash FROM nodes WHERE gateway_id = $1 AND node_id = $2")
@@ -955,23 +976,21 @@ impl Store {
     // ---- services ----
 
     /// Every service.
-    pub async fn services(&self) -> Result<Vec<Record<Service>>, Error> {
-        list(&self.pool, "services").await
+    pub async fn services(&self, page: &Page) -> Result<Vec<Record<Service>>, Error> {
+        list(&self.pool, KindId::Service, page).await
     }
 
     /// One service.
     pub async fn service(&self, name: &str) -> Result<Record<Service>, Error> {
-        get(&self.pool, "services", "service", name).await
+        get(&self.pool, KindId::Service, name).await
     }
 
     /// Creates a service.
-    pub async fn create_service(&self, spec: &Service) -> Result<(Record<Service>, Moved), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
-        insert(&mut tx, "services", "service", &spec.name, spec).await?;
+    pub async fn create_service(&self, spec: &Service) -> Result<Record<Service>, Error> {
+        let mut tx = self.write().await?;
+        tx.insert(KindId::Service, &spec.name, spec).await?;
         tx.commit().await?;
-        drop(_w);
-        Ok((self.service(&spec.name).await?, Vec::new()))
+        self.service(&spec.name).await
     }
 
     /// Replaces a service if `expected` is its current version; gateways using it recompile.
@@ -980,27 +999,24 @@ impl Store {
         name: &str,
         spec: &Service,
         expected: i64,
-    ) -> Result<(Record<Service>, Moved), Error> {
+    ) -> Result<Record<Service>, Error> {
         if key(&spec.name) != key(name) {
             return Err(Error::Conflict(
                 "a service cannot be renamed: create the new one, move routes to it, delete the old"
                     .into(),
             ));
         }
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
-        update(&mut tx, "services", "service", name, spec, expected).await?;
+        let mut tx = self.write().await?;
+        tx.update(KindId::Service, name, spec, expected).await?;
         let all = all_gateway_ids(&mut tx).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &all).await?;
+        tx.recompile(&all).await?;
         tx.commit().await?;
-        drop(_w);
-        Ok((self.service(name).await?, moved))
+        Ok(self.service(name).await?)
     }
 
     /// Deletes a service no route uses.
     pub async fn delete_service(&self, name: &str) -> Result<(), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let routes: Vec<String> = sqlx::query_scalar("SELECT spec FROM routes")
             .fetch_all(&mut *tx)
             .await?;
@@ -1017,7 +1033,7 @@ impl Store {
                 )));
             }
         }
-        delete(&mut tx, "services", "service", name).await?;
+        tx.delete(KindId::Service, name).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1025,29 +1041,27 @@ impl Store {
     // ---- raw routes ----
 
     /// Every raw route.
-    pub async fn routes(&self) -> Result<Vec<Record<RouteSpec>>, Error> {
-        list(&self.pool, "routes").await
+    pub async fn routes(&self, page: &Page) -> Result<Vec<Record<RouteSpec>>, Error> {
+        list(&self.pool, KindId::Route, page).await
     }
 
     /// One raw route.
     pub async fn route(&self, name: &str) -> Result<Record<RouteSpec>, Error> {
-        get(&self.pool, "routes", "route", name).await
+        get(&self.pool, KindId::Route, name).await
     }
 
     /// Creates a raw route; the gateways it names recompile.
     pub async fn create_route(
         &self,
         spec: &RouteSpec,
-    ) -> Result<(Record<RouteSpec>, Moved), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+    ) -> Result<Record<RouteSpec>, Error> {
+        let mut tx = self.write().await?;
         check_route_refs(&mut tx, spec).await?;
-        let id = insert(&mut tx, "routes", "route", &spec.name, spec).await?;
+        let id = tx.insert(KindId::Route, &spec.name, spec).await?;
         let ids = set_route_gateways(&mut tx, id, spec).await?;
-        let moved = recompile_without_new_collisions(&mut tx, self.sealer.as_deref(), &ids).await?;
+        tx.recompile_checked(&ids).await?;
         tx.commit().await?;
-        drop(_w);
-        Ok((self.route(&spec.name).await?, moved))
+        Ok(self.route(&spec.name).await?)
     }
 
     /// Replaces a raw route if `expected` is its current version.
@@ -1056,49 +1070,49 @@ impl Store {
         name: &str,
         spec: &RouteSpec,
         expected: i64,
-    ) -> Result<(Record<RouteSpec>, Moved), Error> {
+    ) -> Result<Record<RouteSpec>, Error> {
         if key(&spec.name) != key(name) {
             return Err(Error::Conflict(
                 "a route cannot be renamed: create the new one and delete the old".into(),
             ));
         }
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         check_route_refs(&mut tx, spec).await?;
-        let id = update(&mut tx, "routes", "route", name, spec, expected).await?;
+        let id = tx.update(KindId::Route, name, spec, expected).await?;
         let mut ids = route_gateway_ids(&mut tx, id).await?;
         ids.extend(set_route_gateways(&mut tx, id, spec).await?);
         ids.sort_unstable();
         ids.dedup();
-        let moved = recompile_without_new_collisions(&mut tx, self.sealer.as_deref(), &ids).await?;
+        tx.recompile_checked(&ids).await?;
         tx.commit().await?;
-        drop(_w);
-        Ok((self.route(name).await?, moved))
+        Ok(self.route(name).await?)
     }
 
     /// Deletes a raw route.
-    pub async fn delete_route(&self, name: &str) -> Result<Moved, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+    pub async fn delete_route(&self, name: &str) -> Result<(), Error> {
+        let mut tx = self.write().await?;
         let id: i64 = sqlx::query_scalar("SELECT id FROM routes WHERE name_key = $1")
             .bind(key(name))
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| Error::not_found("route", name))?;
+            .ok_or_else(|| Error::not_found(crate::access::KindId::Route, name))?;
         let ids = route_gateway_ids(&mut tx, id).await?;
-        delete(&mut tx, "routes", "route", name).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &ids).await?;
+        tx.delete(KindId::Route, name).await?;
+        tx.recompile(&ids).await?;
         tx.commit().await?;
-        Ok(moved)
+        Ok(())
     }
 
     // ---- APIs ----
 
     /// Every API.
-    pub async fn apis(&self) -> Result<Vec<ApiRecord>, Error> {
+    pub async fn apis(&self, page: &Page) -> Result<Vec<ApiRecord>, Error> {
         let rows = sqlx::query(
-            "SELECT api_key, spec, lifecycle, version, created_at, updated_at FROM apis ORDER BY api_key",
+            "SELECT api_key, spec, lifecycle, version, created_at, updated_at FROM apis \
+             WHERE api_key > $1 ORDER BY api_key LIMIT $2",
         )
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(api_row).collect()
@@ -1112,14 +1126,15 @@ impl Store {
         .bind(key(id))
         .fetch_optional(&self.pool)
         .await?
-        .ok_or_else(|| Error::not_found("API", id))?;
+        .ok_or_else(|| Error::not_found(crate::access::KindId::Api, id))?;
         api_row(&row)
     }
 
     /// Creates an API (lifecycle `created`).
     pub async fn create_api(&self, spec: &ApiSpec) -> Result<ApiRecord, Error> {
         let id = spec.id();
-        let _w = self.write.lock().await;
+        let mut tx = self.write().await?;
+        tx.audit("create", KindId::Api, &id, None, Some(1));
         let t = now();
         let done = sqlx::query(
             "INSERT INTO apis (api_key, spec, lifecycle, version, created_at, updated_at) \
@@ -1128,7 +1143,7 @@ impl Store {
         .bind(&id)
         .bind(to_json(spec)?)
         .bind(t)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(Error::Conflict(format!(
@@ -1136,7 +1151,7 @@ impl Store {
                 spec.name, spec.version
             )));
         }
-        drop(_w);
+        tx.commit().await?;
         self.api(&id).await
     }
 
@@ -1153,7 +1168,8 @@ impl Store {
                 spec.id()
             )));
         }
-        let _w = self.write.lock().await;
+        let mut tx = self.write().await?;
+        tx.audit("update", KindId::Api, id, Some(expected), Some(expected + 1));
         let done = sqlx::query(
             "UPDATE apis SET spec = $1, version = version + 1, updated_at = $2 \
              WHERE api_key = $3 AND version = $4",
@@ -1162,14 +1178,14 @@ impl Store {
         .bind(now())
         .bind(key(id))
         .bind(expected)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            drop(_w);
+            drop(tx);
             self.api(id).await?;
-            return Err(stale("API", id));
+            return Err(stale(KindId::Api, id));
         }
-        drop(_w);
+        tx.commit().await?;
         self.api(id).await
     }
 
@@ -1180,16 +1196,16 @@ impl Store {
         state: Lifecycle,
         expected: Option<i64>,
     ) -> Result<(ApiRecord, Moved), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("set_lifecycle", crate::access::KindId::Api, &format!("{id} -> {}", lifecycle_str(state)), expected, expected.map(|v| v + 1));
         let (api_id, version): (i64, i64) =
             sqlx::query_as("SELECT id, version FROM apis WHERE api_key = $1")
                 .bind(key(id))
                 .fetch_optional(&mut *tx)
                 .await?
-                .ok_or_else(|| Error::not_found("API", id))?;
+                .ok_or_else(|| Error::not_found(crate::access::KindId::Api, id))?;
         if expected.is_some_and(|e| e != version) {
-            return Err(stale("API", id));
+            return Err(stale(KindId::Api, id));
         }
         sqlx::query(
             "UPDATE apis SET lifecycle = $1, version = version + 1, updated_at = $2 WHERE id = $3",
@@ -1200,9 +1216,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let ids = api_gateway_ids(&mut tx, api_id).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &ids).await?;
-        tx.commit().await?;
-        drop(_w);
+        tx.recompile(&ids).await?;
+        let moved = tx.commit().await?;
         Ok((self.api(id).await?, moved))
     }
 
@@ -1211,8 +1226,8 @@ impl Store {
     /// `force`: then it is undeployed from them in the same write. Answers the gateways it
     /// was undeployed from and the snapshots that moved.
     pub async fn delete_api(&self, id: &str, force: bool) -> Result<(Vec<String>, Moved), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("delete", crate::access::KindId::Api, id, None, None);
         let api_id = api_row_id(&mut tx, id).await?;
         let on: Vec<String> = deployed_gateway_names(&mut tx, api_id, None).await?;
         if !on.is_empty() && !force {
@@ -1230,8 +1245,8 @@ impl Store {
             .bind(api_id)
             .execute(&mut *tx)
             .await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &gids).await?;
-        tx.commit().await?;
+        tx.recompile(&gids).await?;
+        let moved = tx.commit().await?;
         Ok((on, moved))
     }
 
@@ -1240,14 +1255,14 @@ impl Store {
     /// Freezes the API's current definition as its next revision; prunes the oldest
     /// undeployed revisions beyond `max_revisions`.
     pub async fn create_revision(&self, id: &str, note: &str) -> Result<RevisionRecord, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("create_revision", crate::access::KindId::Api, id, None, None);
         let (api_id, spec): (i64, String) =
             sqlx::query_as("SELECT id, spec FROM apis WHERE api_key = $1")
                 .bind(key(id))
                 .fetch_optional(&mut *tx)
                 .await?
-                .ok_or_else(|| Error::not_found("API", id))?;
+                .ok_or_else(|| Error::not_found(crate::access::KindId::Api, id))?;
         let numbers: Vec<i64> =
             sqlx::query_scalar("SELECT number FROM revisions WHERE api_id = $1 ORDER BY number")
                 .bind(api_id)
@@ -1297,7 +1312,6 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        drop(_w);
         if !to_prune.is_empty() {
             tracing::info!(api = id, pruned = ?to_prune, "old revisions pruned");
         }
@@ -1339,8 +1353,8 @@ impl Store {
 
     /// Deletes a revision that is deployed nowhere.
     pub async fn delete_revision(&self, id: &str, number: u32) -> Result<(), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("delete_revision", crate::access::KindId::Api, &format!("{id} revision {number}"), None, None);
         let api_id = api_row_id(&mut tx, id).await?;
         let on = deployed_gateway_names(&mut tx, api_id, Some(number as i64)).await?;
         if !on.is_empty() {
@@ -1373,14 +1387,14 @@ impl Store {
         number: u32,
         gateways: &[String],
     ) -> Result<(Vec<DeploymentRecord>, Moved), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("deploy", crate::access::KindId::Api, &format!("{id} revision {number} to {}", gateways.join(", ")), None, None);
         let (api_id, lifecycle): (i64, String) =
             sqlx::query_as("SELECT id, lifecycle FROM apis WHERE api_key = $1")
                 .bind(key(id))
                 .fetch_optional(&mut *tx)
                 .await?
-                .ok_or_else(|| Error::not_found("API", id))?;
+                .ok_or_else(|| Error::not_found(crate::access::KindId::Api, id))?;
         if parse_lifecycle(&lifecycle) == Lifecycle::Retired {
             return Err(Error::Conflict(format!(
                 "API `{id}` is retired and cannot be deployed: move it back to published first"
@@ -1428,23 +1442,22 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let moved = recompile_without_new_collisions(&mut tx, self.sealer.as_deref(), &ids).await?;
-        tx.commit().await?;
-        drop(_w);
+        tx.recompile_checked(&ids).await?;
+        let moved = tx.commit().await?;
         let all = self.deployments(Some(id)).await?;
         Ok((all, moved))
     }
 
     /// Takes an API off a gateway.
     pub async fn undeploy(&self, id: &str, gateway: &str) -> Result<Moved, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        tx.audit("undeploy", crate::access::KindId::Api, &format!("{id} from {gateway}"), None, None);
         let api_id = api_row_id(&mut tx, id).await?;
         let gid: i64 = sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
             .bind(key(gateway))
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| Error::not_found("gateway", gateway))?;
+            .ok_or_else(|| Error::not_found(crate::access::KindId::Gateway, gateway))?;
         let done = sqlx::query("DELETE FROM deployments WHERE api_id = $1 AND gateway_id = $2")
             .bind(api_id)
             .bind(gid)
@@ -1455,8 +1468,8 @@ impl Store {
                 "API `{id}` is not deployed on gateway `{gateway}`"
             )));
         }
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &[gid]).await?;
-        tx.commit().await?;
+        tx.recompile(&[gid]).await?;
+        let moved = tx.commit().await?;
         Ok(moved)
     }
 
@@ -1515,9 +1528,10 @@ fn api_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApiRecord, Error> {
     })
 }
 
-fn stale(what: &str, name: &str) -> Error {
+fn stale(kind: KindId, name: &str) -> Error {
     Error::Stale(format!(
-        "{what} `{name}` changed since you read it: fetch it again, reapply your change and send the new version"
+        "{} `{name}` changed since you read it: fetch it again, reapply your change and send the new version",
+        kind.noun()
     ))
 }
 
@@ -1535,7 +1549,7 @@ async fn api_row_id(conn: &mut SqliteConnection, id: &str) -> Result<i64, Error>
         .bind(key(id))
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or_else(|| Error::not_found("API", id))
+        .ok_or_else(|| Error::not_found(crate::access::KindId::Api, id))
 }
 
 async fn deployed_gateway_names(
@@ -1557,13 +1571,31 @@ async fn deployed_gateway_names(
         .collect()
 }
 
+/// The table of a kind stored as its JSON spec with the common columns.
+fn table(kind: KindId) -> &'static str {
+    match kind {
+        KindId::Service => "services",
+        KindId::Route => "routes",
+        KindId::Consumer => "consumers",
+        KindId::Gateway => "gateways",
+        _ => "tiers",
+    }
+}
+
+/// One page of a kind stored as its JSON spec: the first `page.limit + 1` after the
+/// cursor, in key order (the extra one tells the caller there is more).
 async fn list<T: DeserializeOwned>(
     pool: &SqlitePool,
-    table: &str,
+    kind: KindId,
+    page: &Page,
 ) -> Result<Vec<Record<T>>, Error> {
     let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT spec, version, created_at, updated_at FROM {table} ORDER BY name_key"
+        "SELECT spec, version, created_at, updated_at FROM {} WHERE name_key > $1 \
+         ORDER BY name_key LIMIT $2",
+        table(kind)
     )))
+    .bind(page.after.as_deref().unwrap_or(""))
+    .bind(page.fetch())
     .fetch_all(pool)
     .await?;
     rows.into_iter()
@@ -1582,18 +1614,18 @@ async fn list<T: DeserializeOwned>(
 
 async fn get<T: DeserializeOwned>(
     pool: &SqlitePool,
-    table: &str,
-    what: &str,
+    kind: KindId,
     name: &str,
 ) -> Result<Record<T>, Error> {
     let row: Option<(String, i64, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT spec, version, created_at, updated_at FROM {table} WHERE name_key = $1"
+        "SELECT spec, version, created_at, updated_at FROM {} WHERE name_key = $1",
+        table(kind)
     )))
     .bind(key(name))
     .fetch_optional(pool)
     .await?;
     let (spec, version, created_at, updated_at) =
-        row.ok_or_else(|| Error::not_found(what, name))?;
+        row.ok_or_else(|| Error::not_found(kind, name))?;
     Ok(Record {
         spec: from_json(&spec)?,
         meta: Meta {
@@ -1604,79 +1636,77 @@ async fn get<T: DeserializeOwned>(
     })
 }
 
+/// Inserts a new object (version 1); answers its row id.
 async fn insert<T: Serialize>(
-    conn: &mut SqliteConnection,
-    table: &str,
-    what: &str,
+    w: &mut SqliteConnection,
+    kind: KindId,
     name: &str,
     spec: &T,
 ) -> Result<i64, Error> {
     let t = now();
     let id: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "INSERT INTO {table} (name_key, spec, version, created_at, updated_at) VALUES ($1, $2, 1, $3, $3) \
-         ON CONFLICT (name_key) DO NOTHING RETURNING id"
+        "INSERT INTO {} (name_key, spec, version, created_at, updated_at) VALUES ($1, $2, 1, $3, $3) \
+         ON CONFLICT (name_key) DO NOTHING RETURNING id",
+        table(kind)
     )))
     .bind(key(name))
     .bind(to_json(spec)?)
     .bind(t)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut *w)
     .await?;
     id.ok_or_else(|| {
         Error::Conflict(format!(
-            "a {what} named `{name}` exists already (names are case-insensitive): pick another name, or update it with PUT"
+            "a {} named `{name}` exists already (names are case-insensitive): pick another name, or update it with PUT",
+            kind.noun()
         ))
     })
 }
 
+/// Replaces an object when `expected` is its version; answers its row id.
 async fn update<T: Serialize>(
-    conn: &mut SqliteConnection,
-    table: &str,
-    what: &str,
+    w: &mut SqliteConnection,
+    kind: KindId,
     name: &str,
     spec: &T,
     expected: i64,
 ) -> Result<i64, Error> {
     let id: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "UPDATE {table} SET spec = $1, version = version + 1, updated_at = $2 \
-         WHERE name_key = $3 AND version = $4 RETURNING id"
+        "UPDATE {} SET spec = $1, version = version + 1, updated_at = $2 \
+         WHERE name_key = $3 AND version = $4 RETURNING id",
+        table(kind)
     )))
     .bind(to_json(spec)?)
     .bind(now())
     .bind(key(name))
     .bind(expected)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut *w)
     .await?;
     if let Some(id) = id {
         return Ok(id);
     }
     let exists: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT id FROM {table} WHERE name_key = $1"
+        "SELECT id FROM {} WHERE name_key = $1",
+        table(kind)
     )))
     .bind(key(name))
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut *w)
     .await?;
     Err(match exists {
-        Some(_) => stale(what, name),
-        None => Error::not_found(what, name),
+        Some(_) => stale(kind, name),
+        None => Error::not_found(kind, name),
     })
 }
 
-async fn delete(
-    conn: &mut SqliteConnection,
-    table: &str,
-    what: &str,
-    name: &str,
-) -> Result<(), Error> {
-    let done = sqlx::query(AssertSqlSafe(format!(
-        "DELETE FROM {table} WHERE name_key = $1"
+/// Deletes an object; answers the version it had.
+async fn delete(w: &mut SqliteConnection, kind: KindId, name: &str) -> Result<i64, Error> {
+    let version: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "DELETE FROM {} WHERE name_key = $1 RETURNING version",
+        table(kind)
     )))
     .bind(key(name))
-    .execute(&mut *conn)
+    .fetch_optional(&mut *w)
     .await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::not_found(what, name));
-    }
-    Ok(())
+    version.ok_or_else(|| Error::not_found(kind, name))
 }
 
 async fn check_route_refs(conn: &mut SqliteConnection, spec: &RouteSpec) -> Result<(), Error> {

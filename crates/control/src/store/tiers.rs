@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use portico_model::{ConsumerLimits, ConsumerSpec, Tier};
 use sqlx::SqliteConnection;
 
-use super::{
-    Moved, Record, Store, all_gateway_ids, delete, from_json, get, insert, key, list, recompile,
-    update,
-};
+use super::{Record, Store, all_gateway_ids, from_json, get, key, list};
+use crate::access::KindId;
 use crate::error::Error;
+use crate::page::Page;
 
 /// Every tier.
 pub(super) async fn all_tiers(conn: &mut SqliteConnection) -> Result<Vec<Tier>, Error> {
@@ -62,22 +61,20 @@ pub(super) async fn consumer_limits(
 
 impl Store {
     /// Every tier.
-    pub async fn tiers(&self) -> Result<Vec<Record<Tier>>, Error> {
-        list(&self.pool, "tiers").await
+    pub async fn tiers(&self, page: &Page) -> Result<Vec<Record<Tier>>, Error> {
+        list(&self.pool, KindId::Tier, page).await
     }
 
     /// One tier.
     pub async fn tier(&self, name: &str) -> Result<Record<Tier>, Error> {
-        get(&self.pool, "tiers", "tier", name).await
+        get(&self.pool, KindId::Tier, name).await
     }
 
     /// Creates a tier.
     pub async fn create_tier(&self, spec: &Tier) -> Result<Record<Tier>, Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
-        insert(&mut tx, "tiers", "tier", &spec.name, spec).await?;
+        let mut tx = self.write().await?;
+        tx.insert(KindId::Tier, &spec.name, spec).await?;
         tx.commit().await?;
-        drop(_w);
         self.tier(&spec.name).await
     }
 
@@ -87,26 +84,23 @@ impl Store {
         name: &str,
         spec: &Tier,
         expected: i64,
-    ) -> Result<(Record<Tier>, Moved), Error> {
+    ) -> Result<Record<Tier>, Error> {
         if key(&spec.name) != key(name) {
             return Err(Error::Conflict(
                 "a tier cannot be renamed: create a new one".into(),
             ));
         }
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
-        update(&mut tx, "tiers", "tier", name, spec, expected).await?;
+        let mut tx = self.write().await?;
+        tx.update(KindId::Tier, name, spec, expected).await?;
         let all = all_gateway_ids(&mut tx).await?;
-        let moved = recompile(&mut tx, self.sealer.as_deref(), &all).await?;
+        tx.recompile(&all).await?;
         tx.commit().await?;
-        drop(_w);
-        Ok((self.tier(name).await?, moved))
+        Ok(self.tier(name).await?)
     }
 
     /// Deletes a tier nothing uses.
     pub async fn delete_tier(&self, name: &str) -> Result<(), Error> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let subs: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM subscriptions WHERE lower(tier) = $1")
                 .bind(key(name))
@@ -124,10 +118,10 @@ impl Store {
                 "tier `{name}` is used by consumers or subscriptions: move them to another tier first"
             )));
         }
-        delete(&mut tx, "tiers", "tier", name).await?;
+        tx.delete(KindId::Tier, name).await?;
         // Deployed APIs that name it would no longer compile: that refuses the delete.
         let all = all_gateway_ids(&mut tx).await?;
-        recompile(&mut tx, self.sealer.as_deref(), &all)
+        tx.recompile(&all)
             .await
             .map_err(|e| match e {
                 Error::Compile(m) => {

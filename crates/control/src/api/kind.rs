@@ -1,0 +1,524 @@
+//! Every kind of object with a definition (gateways, services, routes, APIs, consumers,
+//! tiers, apps) is one declaration here: where it lives in the API, how a definition is
+//! checked, and which store calls read and write it. One set of generic handlers serves
+//! them all: paged lists, gets with an `ETag`, creates, updates that name the version they
+//! read, and deletes. Who may call them is decided before, by the kind's section of the
+//! router ([`super::section`]); the store's write guard audits and announces each change.
+
+use std::future::Future;
+
+use portico_model::{AppSpec, ConsumerSpec, Tier};
+
+use super::*;
+use crate::page::{Page, PageQuery};
+use crate::store::{AppRecord, GatewayRecord, Record};
+
+/// One kind of object with a definition.
+pub(crate) trait Kind: Send + Sync + 'static {
+    /// Which kind, for authorization and messages.
+    const KIND: KindId;
+    /// Where its list lives under `/api/v1`.
+    const PATH: &'static str;
+    /// The name of its key in paths (`name`, `id`, `slug`).
+    const PARAM: &'static str;
+    /// Its definition.
+    type Spec: DeserializeOwned + Send + Sync + 'static;
+    /// A stored one.
+    type Record: serde::Serialize + Send + Sync + 'static;
+
+    /// Its key in list order.
+    fn key(r: &Self::Record) -> String;
+    /// Its bookkeeping.
+    fn meta(r: &Self::Record) -> &Meta;
+    /// Everything wrong with a definition: its own rules and what it names.
+    fn check(
+        st: &ControlPlane,
+        spec: &Self::Spec,
+    ) -> impl Future<Output = Result<Vec<FieldError>, Error>> + Send;
+    /// A page, in key order after the cursor (one more than the limit when there is more).
+    fn list(
+        st: &ControlPlane,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<Self::Record>, Error>> + Send;
+    /// One by key.
+    fn get(st: &ControlPlane, key: &str)
+    -> impl Future<Output = Result<Self::Record, Error>> + Send;
+    /// Creates one.
+    fn create(
+        st: &ControlPlane,
+        spec: &Self::Spec,
+    ) -> impl Future<Output = Result<Self::Record, Error>> + Send;
+    /// Replaces one if `expected` is its version.
+    fn update(
+        st: &ControlPlane,
+        key: &str,
+        spec: &Self::Spec,
+        expected: i64,
+    ) -> impl Future<Output = Result<Self::Record, Error>> + Send;
+    /// Deletes one; answers a body when there is more to say than 204.
+    fn delete(
+        st: &ControlPlane,
+        key: &str,
+        force: bool,
+    ) -> impl Future<Output = Result<Option<Value>, Error>> + Send;
+    /// How one is shown on its own (a get adds what a list leaves out).
+    fn shown(
+        _st: &ControlPlane,
+        r: &Self::Record,
+    ) -> impl Future<Output = Result<Value, Error>> + Send {
+        std::future::ready(Ok(to_value(r)))
+    }
+}
+
+/// A kind's section of the router: its list, get, create, update and delete routes with
+/// the kind's `more` routes, all behind the kind's authorization.
+pub(super) fn routes<K: Kind>(more: R) -> R {
+    section(
+        K::KIND,
+        more.route(K::PATH, get(list::<K>).post(create::<K>)).route(
+            &format!("{}/{{{}}}", K::PATH, K::PARAM),
+            get(show::<K>).put(update::<K>).delete(delete::<K>),
+        ),
+    )
+}
+
+async fn list<K: Kind>(State(st): St, Query(q): Query<PageQuery>) -> Res {
+    let page = Page::from_query(&q)?;
+    let items = K::list(&st, &page).await?;
+    ok(page.answer(items.iter().map(|r| (K::key(r), to_value(r))).collect()))
+}
+
+async fn show<K: Kind>(State(st): St, Path(key): Path<String>) -> Res {
+    let r = K::get(&st, &key).await?;
+    Ok(with_etag(
+        StatusCode::OK,
+        K::meta(&r),
+        K::shown(&st, &r).await?,
+    ))
+}
+
+async fn checked<K: Kind>(st: &ControlPlane, bytes: &Bytes) -> Result<K::Spec, Error> {
+    let spec: K::Spec = body(bytes)?;
+    let fields = K::check(st, &spec).await?;
+    if fields.is_empty() {
+        Ok(spec)
+    } else {
+        Err(Error::Invalid(fields))
+    }
+}
+
+async fn create<K: Kind>(State(st): St, JsonBody(bytes): JsonBody) -> Res {
+    let spec = checked::<K>(&st, &bytes).await?;
+    let r = K::create(&st, &spec).await?;
+    Ok(with_etag(StatusCode::CREATED, K::meta(&r), to_value(&r)))
+}
+
+async fn update<K: Kind>(
+    State(st): St,
+    Path(key): Path<String>,
+    Query(q): Query<VersionQuery>,
+    headers: HeaderMap,
+    JsonBody(bytes): JsonBody,
+) -> Res {
+    let expected = expected_version(&headers, &q)?;
+    let spec = checked::<K>(&st, &bytes).await?;
+    let r = K::update(&st, &key, &spec, expected).await?;
+    Ok(with_etag(StatusCode::OK, K::meta(&r), to_value(&r)))
+}
+
+async fn delete<K: Kind>(
+    State(st): St,
+    Path(key): Path<String>,
+    Query(q): Query<ForceQuery>,
+) -> Res {
+    match K::delete(&st, &key, q.force).await? {
+        Some(v) => ok(v),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+fn own(r: Result<(), portico_model::Error>) -> Vec<FieldError> {
+    r.err().map(|e| e.field_errors()).unwrap_or_default()
+}
+
+/// A service definition's problems: the data plane's rules for it, paths from the service.
+pub(crate) fn service_problems(spec: &Service) -> Vec<FieldError> {
+    let probe = portico_model::Snapshot {
+        services: vec![spec.clone()],
+        ..Default::default()
+    };
+    own(probe.validate())
+        .into_iter()
+        .map(|mut f| {
+            f.path = f.path.replacen("services[0].", "", 1);
+            f
+        })
+        .collect()
+}
+
+/// A tier's problems.
+pub(crate) fn tier_problems(t: &Tier) -> Vec<FieldError> {
+    t.problems()
+        .into_iter()
+        .map(|(f, m)| FieldError::new(f, m))
+        .collect()
+}
+
+/// The tiers a definition names that do not exist.
+pub(super) async fn missing_tiers(
+    st: &ControlPlane,
+    refs: &[(String, &Option<String>)],
+) -> Result<Vec<FieldError>, Error> {
+    let mut fields = Vec::new();
+    for (path, tier) in refs {
+        if let Some(t) = tier
+            && st.store.tier(t).await.is_err()
+        {
+            fields.push(FieldError::new(
+                path.clone(),
+                format!("no tier is named `{t}`: create it with `portico tiers create {t}` (POST /api/v1/tiers)"),
+            ));
+        }
+    }
+    Ok(fields)
+}
+
+/// Every tier an API names, with its field path.
+pub(crate) fn api_tier_refs(spec: &ApiSpec) -> Vec<(String, &Option<String>)> {
+    let mut refs = vec![("tier".to_owned(), &spec.tier)];
+    for (i, op) in spec.operations.iter().enumerate() {
+        refs.push((format!("operations[{i}].tier"), &op.tier));
+    }
+    refs
+}
+
+/// The roles a gateway's visibility names that do not exist.
+pub(crate) async fn gateway_role_problems(
+    st: &ControlPlane,
+    g: &GatewaySpec,
+) -> Result<Vec<FieldError>, Error> {
+    let mut fields = st
+        .store
+        .unknown_roles(&g.visibility.roles_allowed, "visibility.roles_allowed")
+        .await?;
+    fields.extend(
+        st.store
+            .unknown_roles(&g.visibility.roles_denied, "visibility.roles_denied")
+            .await?,
+    );
+    Ok(fields)
+}
+
+/// Gateways: deploy targets. Credentials, nodes and snapshots are in [`super::gateways`].
+pub(crate) struct Gateways;
+
+impl Kind for Gateways {
+    const KIND: KindId = KindId::Gateway;
+    const PATH: &'static str = "/gateways";
+    const PARAM: &'static str = "name";
+    type Spec = GatewaySpec;
+    type Record = GatewayRecord;
+
+    fn key(r: &GatewayRecord) -> String {
+        r.spec.name.to_ascii_lowercase()
+    }
+    fn meta(r: &GatewayRecord) -> &Meta {
+        &r.meta
+    }
+    async fn check(st: &ControlPlane, spec: &GatewaySpec) -> Result<Vec<FieldError>, Error> {
+        let mut fields = gateway_problems(st, spec);
+        fields.extend(gateway_role_problems(st, spec).await?);
+        Ok(fields)
+    }
+    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<GatewayRecord>, Error> {
+        st.store.gateways(page).await
+    }
+    async fn get(st: &ControlPlane, key: &str) -> Result<GatewayRecord, Error> {
+        st.store.gateway(key).await
+    }
+    async fn create(st: &ControlPlane, spec: &GatewaySpec) -> Result<GatewayRecord, Error> {
+        st.store.create_gateway(spec, None).await
+    }
+    async fn update(
+        st: &ControlPlane,
+        key: &str,
+        spec: &GatewaySpec,
+        expected: i64,
+    ) -> Result<GatewayRecord, Error> {
+        st.store.update_gateway(key, spec, expected, None).await
+    }
+    async fn delete(st: &ControlPlane, key: &str, force: bool) -> Result<Option<Value>, Error> {
+        let removed = st.store.delete_gateway(key, force).await?;
+        Ok(Some(json!({ "deleted": key, "removed": removed })))
+    }
+}
+
+/// Services: where routes forward.
+pub(crate) struct Services;
+
+impl Kind for Services {
+    const KIND: KindId = KindId::Service;
+    const PATH: &'static str = "/services";
+    const PARAM: &'static str = "name";
+    type Spec = Service;
+    type Record = Record<Service>;
+
+    fn key(r: &Record<Service>) -> String {
+        r.spec.name.to_ascii_lowercase()
+    }
+    fn meta(r: &Record<Service>) -> &Meta {
+        &r.meta
+    }
+    async fn check(_st: &ControlPlane, spec: &Service) -> Result<Vec<FieldError>, Error> {
+        Ok(service_problems(spec))
+    }
+    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<Record<Service>>, Error> {
+        st.store.services(page).await
+    }
+    async fn get(st: &ControlPlane, key: &str) -> Result<Record<Service>, Error> {
+        st.store.service(key).await
+    }
+    async fn create(st: &ControlPlane, spec: &Service) -> Result<Record<Service>, Error> {
+        st.store.create_service(spec).await
+    }
+    async fn update(
+        st: &ControlPlane,
+        key: &str,
+        spec: &Service,
+        expected: i64,
+    ) -> Result<Record<Service>, Error> {
+        st.store.update_service(key, spec, expected).await
+    }
+    async fn delete(st: &ControlPlane, key: &str, _force: bool) -> Result<Option<Value>, Error> {
+        st.store.delete_service(key).await?;
+        Ok(None)
+    }
+}
+
+/// Raw routes: mesh-style ingress rules attached to gateways by name.
+pub(crate) struct Routes;
+
+impl Kind for Routes {
+    const KIND: KindId = KindId::Route;
+    const PATH: &'static str = "/routes";
+    const PARAM: &'static str = "name";
+    type Spec = RouteSpec;
+    type Record = Record<RouteSpec>;
+
+    fn key(r: &Record<RouteSpec>) -> String {
+        r.spec.name.to_ascii_lowercase()
+    }
+    fn meta(r: &Record<RouteSpec>) -> &Meta {
+        &r.meta
+    }
+    async fn check(_st: &ControlPlane, spec: &RouteSpec) -> Result<Vec<FieldError>, Error> {
+        Ok(own(spec.validate()))
+    }
+    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<Record<RouteSpec>>, Error> {
+        st.store.routes(page).await
+    }
+    async fn get(st: &ControlPlane, key: &str) -> Result<Record<RouteSpec>, Error> {
+        st.store.route(key).await
+    }
+    async fn create(st: &ControlPlane, spec: &RouteSpec) -> Result<Record<RouteSpec>, Error> {
+        st.store.create_route(spec).await
+    }
+    async fn update(
+        st: &ControlPlane,
+        key: &str,
+        spec: &RouteSpec,
+        expected: i64,
+    ) -> Result<Record<RouteSpec>, Error> {
+        st.store.update_route(key, spec, expected).await
+    }
+    async fn delete(st: &ControlPlane, key: &str, _force: bool) -> Result<Option<Value>, Error> {
+        st.store.delete_route(key).await?;
+        Ok(None)
+    }
+}
+
+/// Managed APIs. Revisions, deployments and lifecycle are in [`super::apis`].
+pub(crate) struct Apis;
+
+impl Kind for Apis {
+    const KIND: KindId = KindId::Api;
+    const PATH: &'static str = "/apis";
+    const PARAM: &'static str = "id";
+    type Spec = ApiSpec;
+    type Record = ApiRecord;
+
+    fn key(r: &ApiRecord) -> String {
+        r.id.clone()
+    }
+    fn meta(r: &ApiRecord) -> &Meta {
+        &r.meta
+    }
+    async fn check(st: &ControlPlane, spec: &ApiSpec) -> Result<Vec<FieldError>, Error> {
+        let mut fields = own(spec.validate());
+        fields.extend(missing_tiers(st, &api_tier_refs(spec)).await?);
+        fields.extend(
+            st.store
+                .unknown_roles(&spec.visible_roles, "visible_roles")
+                .await?,
+        );
+        Ok(fields)
+    }
+    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<ApiRecord>, Error> {
+        st.store.apis(page).await
+    }
+    async fn get(st: &ControlPlane, key: &str) -> Result<ApiRecord, Error> {
+        st.store.api(key).await
+    }
+    async fn create(st: &ControlPlane, spec: &ApiSpec) -> Result<ApiRecord, Error> {
+        st.store.create_api(spec).await
+    }
+    async fn update(
+        st: &ControlPlane,
+        key: &str,
+        spec: &ApiSpec,
+        expected: i64,
+    ) -> Result<ApiRecord, Error> {
+        st.store.update_api(key, spec, expected).await
+    }
+    async fn delete(st: &ControlPlane, key: &str, force: bool) -> Result<Option<Value>, Error> {
+        let (undeployed, _) = st.store.delete_api(key, force).await?;
+        Ok(Some(json!({ "deleted": key, "undeployed_from": undeployed })))
+    }
+    async fn shown(st: &ControlPlane, r: &ApiRecord) -> Result<Value, Error> {
+        let mut v = to_value(r);
+        v["invoke_urls"] = json!(apis::invoke_urls(st, &r.id, |_| true).await?);
+        Ok(v)
+    }
+}
+
+/// Consumers: who calls APIs (a portal user's applications among them).
+pub(crate) struct Consumers;
+
+impl Kind for Consumers {
+    const KIND: KindId = KindId::Consumer;
+    const PATH: &'static str = "/consumers";
+    const PARAM: &'static str = "name";
+    type Spec = ConsumerSpec;
+    type Record = Record<ConsumerSpec>;
+
+    fn key(r: &Record<ConsumerSpec>) -> String {
+        r.spec.name.to_ascii_lowercase()
+    }
+    fn meta(r: &Record<ConsumerSpec>) -> &Meta {
+        &r.meta
+    }
+    async fn check(st: &ControlPlane, spec: &ConsumerSpec) -> Result<Vec<FieldError>, Error> {
+        let mut fields = own(spec.validate());
+        fields.extend(missing_tiers(st, &[("tier".into(), &spec.tier)]).await?);
+        Ok(fields)
+    }
+    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<Record<ConsumerSpec>>, Error> {
+        st.store.consumers(page).await
+    }
+    async fn get(st: &ControlPlane, key: &str) -> Result<Record<ConsumerSpec>, Error> {
+        st.store.consumer(key).await
+    }
+    async fn create(
+        st: &ControlPlane,
+        spec: &ConsumerSpec,
+    ) -> Result<Record<ConsumerSpec>, Error> {
+        st.store.create_consumer(spec).await
+    }
+    async fn update(
+        st: &ControlPlane,
+        key: &str,
+        spec: &ConsumerSpec,
+        expected: i64,
+    ) -> Result<Record<ConsumerSpec>, Error> {
+        st.store.update_consumer(key, spec, expected).await
+    }
+    async fn delete(st: &ControlPlane, key: &str, _force: bool) -> Result<Option<Value>, Error> {
+        st.store.delete_consumer(key).await?;
+        Ok(None)
+    }
+}
+
+/// Throttling tiers.
+pub(crate) struct Tiers;
+
+impl Kind for Tiers {
+    const KIND: KindId = KindId::Tier;
+    const PATH: &'static str = "/tiers";
+    const PARAM: &'static str = "name";
+    type Spec = Tier;
+    type Record = Record<Tier>;
+
+    fn key(r: &Record<Tier>) -> String {
+        r.spec.name.to_ascii_lowercase()
+    }
+    fn meta(r: &Record<Tier>) -> &Meta {
+        &r.meta
+    }
+    async fn check(_st: &ControlPlane, spec: &Tier) -> Result<Vec<FieldError>, Error> {
+        Ok(tier_problems(spec))
+    }
+    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<Record<Tier>>, Error> {
+        st.store.tiers(page).await
+    }
+    async fn get(st: &ControlPlane, key: &str) -> Result<Record<Tier>, Error> {
+        st.store.tier(key).await
+    }
+    async fn create(st: &ControlPlane, spec: &Tier) -> Result<Record<Tier>, Error> {
+        st.store.create_tier(spec).await
+    }
+    async fn update(
+        st: &ControlPlane,
+        key: &str,
+        spec: &Tier,
+        expected: i64,
+    ) -> Result<Record<Tier>, Error> {
+        st.store.update_tier(key, spec, expected).await
+    }
+    async fn delete(st: &ControlPlane, key: &str, _force: bool) -> Result<Option<Value>, Error> {
+        st.store.delete_tier(key).await?;
+        Ok(None)
+    }
+}
+
+/// Hosted apps. Versions, files and deployments are in [`super::apps`].
+pub(crate) struct Apps;
+
+impl Kind for Apps {
+    const KIND: KindId = KindId::App;
+    const PATH: &'static str = "/apps";
+    const PARAM: &'static str = "slug";
+    type Spec = AppSpec;
+    type Record = AppRecord;
+
+    fn key(r: &AppRecord) -> String {
+        r.spec.slug.to_ascii_lowercase()
+    }
+    fn meta(r: &AppRecord) -> &Meta {
+        &r.meta
+    }
+    async fn check(_st: &ControlPlane, spec: &AppSpec) -> Result<Vec<FieldError>, Error> {
+        Ok(own(spec.validate()))
+    }
+    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<AppRecord>, Error> {
+        st.store.apps(page).await
+    }
+    async fn get(st: &ControlPlane, key: &str) -> Result<AppRecord, Error> {
+        st.store.app(key).await
+    }
+    async fn create(st: &ControlPlane, spec: &AppSpec) -> Result<AppRecord, Error> {
+        st.store.create_app(spec).await
+    }
+    async fn update(
+        st: &ControlPlane,
+        key: &str,
+        spec: &AppSpec,
+        expected: i64,
+    ) -> Result<AppRecord, Error> {
+        st.store.update_app(key, spec, expected).await
+    }
+    async fn delete(st: &ControlPlane, key: &str, _force: bool) -> Result<Option<Value>, Error> {
+        let orphans = st.store.delete_app(key).await?;
+        st.sweep_files(orphans).await;
+        Ok(None)
+    }
+}

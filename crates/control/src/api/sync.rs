@@ -1,0 +1,110 @@
+//! sync
+
+use super::*;
+// ---- sync (gateway API token) ----
+
+pub(super) async fn gateway_auth(
+    st: &ControlPlane,
+    headers: &HeaderMap,
+) -> Result<crate::store::TokenOwner, Error> {
+    let Some(token) = bearer(headers) else {
+        return Err(Error::Unauthorized(
+            "send the gateway's API token as `Authorization: Bearer <token>`".into(),
+        ));
+    };
+    st.store
+        .token_owner(&secrets::hash(token))
+        .await?
+        .ok_or_else(|| {
+            Error::Unauthorized(
+                "this API token belongs to no gateway: link the gateway first, or the token was revoked or rotated".into(),
+            )
+        })
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SyncQuery {
+    after: Option<u64>,
+    wait: Option<u64>,
+}
+
+pub(super) async fn sync_snapshot(State(st): St, headers: HeaderMap, Query(q): Query<SyncQuery>) -> Res {
+    let owner = gateway_auth(&st, &headers).await?;
+    let current = st.store.snapshot_version(owner.gateway_id).await?;
+    let mut rx = st.hub.subscribe(owner.gateway_id, current);
+    let wait = Duration::from_secs(q.wait.unwrap_or(30)).min(st.config.long_poll_max);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut stopping = st.stopping.clone();
+    loop {
+        let v = *rx.borrow_and_update();
+        if v > 0 && Some(v) != q.after {
+            let snap = st
+                .store
+                .snapshot(owner.gateway_id)
+                .await?
+                .ok_or_else(|| Error::Internal("a published snapshot is missing".into()))?;
+            let mut resp =
+                ([(header::CONTENT_TYPE, "application/json")], snap.body).into_response();
+            if let Ok(e) = HeaderValue::from_str(&format!("\"{}\"", snap.version)) {
+                resp.headers_mut().insert(header::ETAG, e);
+            }
+            return Ok(resp);
+        }
+        if *stopping.borrow() {
+            return Ok(StatusCode::NOT_MODIFIED.into_response());
+        }
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, rx.changed()) => match changed {
+                Ok(Ok(())) => {
+                    // Woken: a new version, or the token was revoked or the gateway deleted.
+                    gateway_auth(&st, &headers).await?;
+                }
+                Ok(Err(_)) | Err(_) => return Ok(StatusCode::NOT_MODIFIED.into_response()),
+            },
+            // The control plane stops: nothing new will come from this one.
+            _ = stopping.changed() => return Ok(StatusCode::NOT_MODIFIED.into_response()),
+        }
+    }
+}
+
+pub(super) async fn sync_report(State(st): St, headers: HeaderMap, JsonBody(bytes): JsonBody) -> Res {
+    let owner = gateway_auth(&st, &headers).await?;
+    let report: NodeReport = body(&bytes)?;
+    let mut fields = Vec::new();
+    if report.node_id.is_empty() || report.node_id.chars().count() > limits::OBJECT_NAME {
+        fields.push(FieldError::new(
+            "node_id",
+            format!("1 to {} characters", limits::OBJECT_NAME),
+        ));
+    } else if report.node_id == BUILTIN_NODE {
+        fields.push(FieldError::new(
+            "node_id",
+            "`builtin` is the built-in gateway's own node",
+        ));
+    }
+    if let Err(m) = limits::at_most(&report.hostname, limits::HOST) {
+        fields.push(FieldError::new("hostname", m));
+    }
+    let key_hash = match report.node_key.as_deref() {
+        Some(k) if (32..=256).contains(&k.len()) => secrets::hash(k),
+        _ => {
+            fields.push(FieldError::new(
+                "node_key",
+                "send the node's key (32 to 256 characters, kept in its cache directory): nodes older than the control plane must be upgraded",
+            ));
+            String::new()
+        }
+    };
+    if !fields.is_empty() {
+        return Err(Error::Invalid(fields));
+    }
+    st.store
+        .report_node(
+            owner.gateway_id,
+            &report,
+            Some(&key_hash),
+            st.config.node_limits,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

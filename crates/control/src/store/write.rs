@@ -1,0 +1,172 @@
+//! The one way the store writes: [`Store::write`] takes the writer lock and opens a
+//! transaction; the change records what it did with [`Write::audit`] and the gateways it
+//! touches with [`Write::recompile`]; [`Write::commit`] writes the audit rows in that same
+//! transaction, commits, and only then tells the gateways' watchers (sync long-polls, the
+//! built-in gateway) about their new snapshot versions. Dropping a `Write` without
+//! committing rolls everything back and tells no one.
+
+use std::ops::{Deref, DerefMut};
+
+use sqlx::{Sqlite, SqliteConnection, Transaction};
+use tokio::sync::MutexGuard;
+
+use super::{Moved, Store, now};
+use crate::access::KindId;
+use crate::error::Error;
+
+tokio::task_local! {
+    /// Who the current request acts for (`admin-token:NAME`, `user:NAME`); set by the
+    /// admin API's authentication for the whole request.
+    pub static ACTOR: String;
+}
+
+/// Who a write acts for: the request's caller, or `system` for the control plane's own work.
+pub fn actor() -> String {
+    ACTOR
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "system".to_owned())
+}
+
+/// One audit row, written at commit.
+struct Entry {
+    action: &'static str,
+    kind: KindId,
+    object: String,
+    before: Option<i64>,
+    after: Option<i64>,
+}
+
+/// A write in progress: the writer lock, the transaction, what it did.
+pub(crate) struct Write<'a> {
+    store: &'a Store,
+    tx: Transaction<'static, Sqlite>,
+    _lock: MutexGuard<'a, ()>,
+    moved: Moved,
+    entries: Vec<Entry>,
+}
+
+impl Store {
+    /// Starts a write (waits for the one before it).
+    pub(crate) async fn write(&self) -> Result<Write<'_>, Error> {
+        let lock = self.write.lock().await;
+        let tx = self.pool.begin().await?;
+        Ok(Write {
+            store: self,
+            tx,
+            _lock: lock,
+            moved: Vec::new(),
+            entries: Vec::new(),
+        })
+    }
+}
+
+impl Write<'_> {
+    /// Records that `action` was done to `kind` `object`, moving its version from `before`
+    /// to `after` (either absent when the object is new, gone, or has no version).
+    pub(crate) fn audit(
+        &mut self,
+        action: &'static str,
+        kind: KindId,
+        object: &str,
+        before: Option<i64>,
+        after: Option<i64>,
+    ) {
+        self.entries.push(Entry {
+            action,
+            kind,
+            object: object.to_owned(),
+            before,
+            after,
+        });
+    }
+
+    /// Inserts a new object of a kind stored as its spec, audited; answers its row id.
+    pub(crate) async fn insert<T: serde::Serialize>(
+        &mut self,
+        kind: KindId,
+        name: &str,
+        spec: &T,
+    ) -> Result<i64, Error> {
+        let id = super::insert(&mut self.tx, kind, name, spec).await?;
+        self.audit("create", kind, name, None, Some(1));
+        Ok(id)
+    }
+
+    /// Replaces an object of a kind stored as its spec when `expected` is its version,
+    /// audited; answers its row id.
+    pub(crate) async fn update<T: serde::Serialize>(
+        &mut self,
+        kind: KindId,
+        name: &str,
+        spec: &T,
+        expected: i64,
+    ) -> Result<i64, Error> {
+        let id = super::update(&mut self.tx, kind, name, spec, expected).await?;
+        self.audit("update", kind, name, Some(expected), Some(expected + 1));
+        Ok(id)
+    }
+
+    /// Deletes an object of a kind stored as its spec, audited.
+    pub(crate) async fn delete(&mut self, kind: KindId, name: &str) -> Result<(), Error> {
+        let version = super::delete(&mut self.tx, kind, name).await?;
+        self.audit("delete", kind, name, Some(version), None);
+        Ok(())
+    }
+
+    /// Compiles these gateways again inside the write; their new versions are announced
+    /// at commit.
+    pub(crate) async fn recompile(&mut self, gateway_ids: &[i64]) -> Result<(), Error> {
+        let sealer = self.store.sealer.clone();
+        let moved = super::recompile(&mut self.tx, sealer.as_deref(), gateway_ids).await?;
+        self.moved.extend(moved);
+        Ok(())
+    }
+
+    /// [`Write::recompile`], refusing the write when it makes new routes that collide.
+    pub(crate) async fn recompile_checked(&mut self, gateway_ids: &[i64]) -> Result<(), Error> {
+        let sealer = self.store.sealer.clone();
+        let moved =
+            super::recompile_without_new_collisions(&mut self.tx, sealer.as_deref(), gateway_ids)
+                .await?;
+        self.moved.extend(moved);
+        Ok(())
+    }
+
+    /// Writes the audit rows, commits, and announces the new snapshot versions.
+    pub(crate) async fn commit(mut self) -> Result<Moved, Error> {
+        let actor = actor();
+        let at = now();
+        for e in &self.entries {
+            sqlx::query(
+                "INSERT INTO audit (at, actor, action, kind, object, before_version, after_version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(at)
+            .bind(&actor)
+            .bind(e.action)
+            .bind(e.kind.as_str())
+            .bind(&e.object)
+            .bind(e.before)
+            .bind(e.after)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        self.tx.commit().await?;
+        self.store.hub.publish(&self.moved);
+        Ok(self.moved)
+    }
+}
+
+impl Deref for Write<'_> {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for Write<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
