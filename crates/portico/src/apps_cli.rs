@@ -169,7 +169,7 @@ pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
     use AppsCommand as A;
     match cmd {
         A::List => c.print(
-            &c.get("/api/v1/apps").await?,
+            &c.get_all("/api/v1/apps").await?,
             &[
                 ("SLUG", "/spec/slug"),
                 ("NAME", "/spec/name"),
@@ -247,7 +247,7 @@ pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
             c.done(format!("Version {number} of `{slug}` is published."));
         }
         A::Versions { slug } => c.print(
-            &c.get(&format!("/api/v1/apps/{slug}/versions")).await?,
+            &c.get_all(&format!("/api/v1/apps/{slug}/versions")).await?,
             &[
                 ("VERSION", "/number"),
                 ("STATE", "/state"),
@@ -600,7 +600,9 @@ async fn release(c: &Client, slug: &str, version: u32, on: &RunOn) -> anyhow::Re
 }
 
 async fn status(c: &Client, slug: &str) -> anyhow::Result<()> {
-    let v = c.get(&format!("/api/v1/apps/{slug}/deployments")).await?;
+    let v = c
+        .get_all(&format!("/api/v1/apps/{slug}/deployments"))
+        .await?;
     if c.output == Output::Json {
         c.print(&v, &[], None);
         return Ok(());

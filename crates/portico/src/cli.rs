@@ -22,7 +22,7 @@ pub enum Output {
 }
 
 /// Where the CLI keeps the control plane URL and token.
-fn credentials_path() -> PathBuf {
+pub(crate) fn credentials_path() -> PathBuf {
     if let Ok(p) = std::env::var("PORTICO_CLI_CONFIG") {
         return PathBuf::from(p);
     }
@@ -33,12 +33,83 @@ fn credentials_path() -> PathBuf {
     base.join("portico").join("cli.json")
 }
 
+/// What `portico login` saved.
 #[derive(Debug, Serialize, Deserialize)]
-struct Saved {
-    url: String,
-    token: String,
+pub(crate) struct Saved {
+    /// The control plane's URL.
+    pub(crate) url: String,
+    /// An admin token, a personal access token or a session token.
+    pub(crate) token: String,
+    /// PEM of the CA that signed the control plane's HTTPS certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    ca_file: Option<String>,
+    pub(crate) ca_file: Option<String>,
+}
+
+impl Saved {
+    /// What `portico login` saved, if anything.
+    pub(crate) fn load() -> Option<Self> {
+        std::fs::read(credentials_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// Writes URL and token where later commands find them (mode 0600); answers the file.
+    pub(crate) fn store(&self) -> anyhow::Result<PathBuf> {
+        let path = credentials_path();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let _ = std::fs::remove_file(&path);
+        let body = serde_json::to_vec_pretty(&Saved {
+            url: self.url.trim_end_matches('/').to_owned(),
+            token: self.token.clone(),
+            ca_file: self.ca_file.clone(),
+        })?;
+        portico_control::secrets::write_private(&path, &body)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(path)
+    }
+}
+
+/// An answer of any status: only a failure to reach the control plane is an error here.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// The status.
+    pub(crate) status: StatusCode,
+    /// The body as JSON (`null` when it is not JSON).
+    pub(crate) value: Value,
+    text: String,
+    retry_after: Option<u64>,
+}
+
+impl Answer {
+    /// The server's `message` with every field it names, else the status and body.
+    pub(crate) fn message(&self) -> String {
+        let mut msg = self
+            .value
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(
+                || format!("{}: {}", self.status, self.text),
+                ToOwned::to_owned,
+            );
+        if let Some(fields) = self.value.get("fields").and_then(Value::as_array) {
+            for f in fields {
+                msg.push_str(&format!(
+                    "\n  {}: {}",
+                    f["path"].as_str().unwrap_or(""),
+                    f["message"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        if self.value.get("message").is_none()
+            && let Some(s) = self.retry_after
+        {
+            msg.push_str(&format!("\nTry again in {s} s."));
+        }
+        msg
+    }
 }
 
 /// A connection to the admin API.
@@ -51,7 +122,7 @@ pub struct Client {
     pub output: Output,
 }
 
-/// `portico login`: checks the token and stores URL and token (mode 0600).
+/// `portico login --token`: checks the token and stores URL and token (mode 0600).
 pub async fn login(url: &str, token: &str, ca_file: Option<&str>) -> anyhow::Result<()> {
     let client = Client::new(
         url.to_owned(),
@@ -59,20 +130,24 @@ pub async fn login(url: &str, token: &str, ca_file: Option<&str>) -> anyhow::Res
         ca_file.map(ToOwned::to_owned),
         Output::Table,
     )?;
-    client
-        .call(Method::GET, "/api/v1/status", None, None)
+    // Any signed-in caller may ask who it is; a control plane without `whoami` is checked
+    // with the status an admin token reads.
+    let answer = client
+        .try_call(Method::GET, "/api/v1/auth/whoami", None)
         .await?;
-    let path = credentials_path();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if answer.status == StatusCode::NOT_FOUND {
+        client
+            .call(Method::GET, "/api/v1/status", None, None)
+            .await?;
+    } else if !answer.status.is_success() {
+        bail!("{}", client.refusal(&answer));
     }
-    let _ = std::fs::remove_file(&path);
-    let body = serde_json::to_vec_pretty(&Saved {
-        url: url.trim_end_matches('/').to_owned(),
+    let path = Saved {
+        url: url.to_owned(),
         token: token.to_owned(),
         ca_file: ca_file.map(ToOwned::to_owned),
-    })?;
-    portico_control::secrets::write_private(&path, &body).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    .store()?;
     println!(
         "Logged in to {url}; credentials saved in {}",
         path.display()
@@ -81,7 +156,8 @@ pub async fn login(url: &str, token: &str, ca_file: Option<&str>) -> anyhow::Res
 }
 
 impl Client {
-    fn new(
+    /// A client for `url`; an empty token sends no `Authorization` (signing in).
+    pub(crate) fn new(
         url: String,
         token: String,
         ca_file: Option<String>,
@@ -120,14 +196,11 @@ impl Client {
         token: Option<String>,
         output: Output,
     ) -> anyhow::Result<Self> {
-        let saved: Option<Saved> = std::fs::read(credentials_path())
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let (url, token, ca) = match (url, token, saved) {
+        let (url, token, ca) = match (url, token, Saved::load()) {
             (Some(u), Some(t), s) => (u, t, s.and_then(|s| s.ca_file)),
             (u, t, Some(s)) => (u.unwrap_or(s.url), t.unwrap_or(s.token), s.ca_file),
             _ => bail!(
-                "not logged in: run `portico login --url http://127.0.0.1:9400 --token <admin token>` (or pass --server URL --admin-token TOKEN)"
+                "not logged in: run `portico login --url http://127.0.0.1:9400 --token <admin token>` (or `--user NAME`), or pass --server URL --admin-token TOKEN"
             ),
         };
         Self::new(url, token, ca, output)
@@ -141,10 +214,7 @@ impl Client {
         body: Option<&Value>,
         if_match: Option<i64>,
     ) -> anyhow::Result<(StatusCode, Value)> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token);
+        let mut req = self.request(method, path);
         if let Some(b) = body {
             req = req.json(&without_nulls(b));
         }
@@ -152,6 +222,74 @@ impl Client {
             req = req.header("if-match", format!("\"{v}\""));
         }
         self.finish(req).await
+    }
+
+    /// One API call whose refusals the caller reads itself: only a failure to reach the
+    /// control plane is an error.
+    pub(crate) async fn try_call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Answer> {
+        let mut req = self.request(method, path);
+        if let Some(b) = body {
+            req = req.json(&without_nulls(b));
+        }
+        self.exchange(req).await
+    }
+
+    /// Every item of a list: follows `next` page by page (1000 items each) to the end and
+    /// answers `{"items": [...]}` with all of them.
+    pub(crate) async fn get_all(&self, path: &str) -> anyhow::Result<Value> {
+        const PAGE: u32 = 1000;
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut page_path = format!("{path}{sep}limit={PAGE}");
+            if let Some(c) = &cursor {
+                page_path.push_str("&cursor=");
+                page_path.push_str(&encode(c));
+            }
+            let mut page = self.get(&page_path).await?;
+            match page.get_mut("items").map(Value::take) {
+                Some(Value::Array(a)) => items.extend(a),
+                _ => bail!(
+                    "{path}: the control plane answered without an `items` list (is it older than this CLI?)"
+                ),
+            }
+            let next = match page.get("next") {
+                None | Some(Value::Null) => break,
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                Some(other) => {
+                    bail!("{path}: the control plane answered a cursor `{other}` that is not text")
+                }
+            };
+            if cursor.as_deref() == Some(next.as_str()) {
+                bail!(
+                    "{path}: the control plane answered the cursor it was given as the next one; the list would never end"
+                );
+            }
+            cursor = Some(next);
+        }
+        Ok(json!({ "items": items }))
+    }
+
+    /// The control plane's URL, without a trailing `/`.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A request to `path` with the token, when there is one.
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.url));
+        if self.token.is_empty() {
+            req
+        } else {
+            req.bearer_auth(&self.token)
+        }
     }
 
     /// Sends a text body (a file as it is) with its content type; errors as [`Self::call`].
@@ -163,9 +301,7 @@ impl Client {
         text: String,
     ) -> anyhow::Result<Value> {
         let req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
+            .request(method, path)
             .header("content-type", content_type)
             .body(text);
         Ok(self.finish(req).await?.1)
@@ -174,6 +310,24 @@ impl Client {
     /// Sends a request; non-2xx answers become errors carrying the server's message and
     /// every field it names.
     async fn finish(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
+        let answer = self.exchange(req).await?;
+        if answer.status.is_success() || answer.status == StatusCode::NOT_MODIFIED {
+            return Ok((answer.status, answer.value));
+        }
+        bail!("{}", self.refusal(&answer))
+    }
+
+    /// A refusal as an error message: the server's, and how to sign in again after a 401.
+    pub(crate) fn refusal(&self, answer: &Answer) -> String {
+        let mut msg = answer.message();
+        if answer.status == StatusCode::UNAUTHORIZED {
+            msg.push_str("\nLog in again: `portico login --url URL --token <admin token>` or `--user NAME` (or pass --admin-token).");
+        }
+        msg
+    }
+
+    /// Sends a request and reads the answer, whatever its status.
+    async fn exchange(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
         let resp = req.send().await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot reach the control plane at {}: {}\nIs `portico server` running there? Check the URL given to `portico login`.",
@@ -182,28 +336,19 @@ impl Client {
             )
         })?;
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse().ok());
         let text = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status.is_success() || status == StatusCode::NOT_MODIFIED {
-            return Ok((status, value));
-        }
-        let mut msg = value
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("{status}: {text}"), ToOwned::to_owned);
-        if let Some(fields) = value.get("fields").and_then(Value::as_array) {
-            for f in fields {
-                msg.push_str(&format!(
-                    "\n  {}: {}",
-                    f["path"].as_str().unwrap_or(""),
-                    f["message"].as_str().unwrap_or("")
-                ));
-            }
-        }
-        if status == StatusCode::UNAUTHORIZED {
-            msg.push_str("\nLog in again: `portico login --url URL --token <admin token>` (or pass --admin-token).");
-        }
-        bail!("{msg}")
+        Ok(Answer {
+            status,
+            value,
+            text,
+            retry_after,
+        })
     }
 
     pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -213,9 +358,7 @@ impl Client {
     /// Sends raw bytes with PUT (an app file); errors carry the server's message.
     pub(crate) async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
         let resp = self
-            .http
-            .put(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
+            .request(Method::PUT, path)
             .header("content-type", "application/octet-stream")
             .timeout(Duration::from_secs(600))
             .body(bytes)
@@ -292,11 +435,26 @@ pub(crate) fn names(given: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// `text` as one query string value: every byte but RFC 3986's unreserved ones
+/// percent-encoded.
+pub(crate) fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Reads `pointer` (a JSON pointer such as `/spec/name`) as display text.
 pub(crate) fn cell(v: &Value, pointer: &str) -> String {
-    let is_time = ["_at", "not_after", "not_before", "next_attempt"]
-        .iter()
-        .any(|s| pointer.ends_with(s));
+    let is_time = pointer == "/at"
+        || ["_at", "not_after", "not_before", "next_attempt"]
+            .iter()
+            .any(|s| pointer.ends_with(s));
     match v.pointer(pointer) {
         None | Some(Value::Null) => "-".into(),
         Some(Value::Number(n)) if is_time && n.as_i64().is_some() => {
@@ -313,7 +471,7 @@ pub(crate) fn cell(v: &Value, pointer: &str) -> String {
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS` UTC (days to civil date: H. Hinnant's algorithm).
-fn utc(secs: i64) -> String {
+pub(crate) fn utc(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -417,7 +575,7 @@ pub async fn gateways(c: &Client, cmd: crate::GatewaysCommand) -> anyhow::Result
     use crate::GatewaysCommand as G;
     match cmd {
         G::List => c.print(
-            &c.get("/api/v1/gateways").await?,
+            &c.get_all("/api/v1/gateways").await?,
             GATEWAY_COLUMNS,
             Some("items"),
         ),
@@ -572,7 +730,7 @@ async fn object_command(
     use crate::ObjectCommand as O;
     match cmd {
         O::List => c.print(
-            &c.get(&format!("/api/v1/{kind}")).await?,
+            &c.get_all(&format!("/api/v1/{kind}")).await?,
             columns,
             Some("items"),
         ),
@@ -607,7 +765,11 @@ const API_COLUMNS: &[(&str, &str)] = &[
 pub async fn apis(c: &Client, cmd: crate::ApisCommand) -> anyhow::Result<()> {
     use crate::ApisCommand as A;
     match cmd {
-        A::List => c.print(&c.get("/api/v1/apis").await?, API_COLUMNS, Some("items")),
+        A::List => c.print(
+            &c.get_all("/api/v1/apis").await?,
+            API_COLUMNS,
+            Some("items"),
+        ),
         A::Get { id } => {
             let v = c.get(&format!("/api/v1/apis/{id}")).await?;
             c.print(&v, API_COLUMNS, None);
@@ -684,7 +846,7 @@ pub async fn revisions(c: &Client, cmd: crate::RevisionsCommand) -> anyhow::Resu
     use crate::RevisionsCommand as R;
     match cmd {
         R::List { api } => c.print(
-            &c.get(&format!("/api/v1/apis/{api}/revisions")).await?,
+            &c.get_all(&format!("/api/v1/apis/{api}/revisions")).await?,
             REVISION_COLUMNS,
             Some("items"),
         ),
@@ -759,7 +921,9 @@ pub async fn undeploy(
     wait: Option<Duration>,
 ) -> anyhow::Result<()> {
     let gateways = names(gateways);
-    let deployed = c.get(&format!("/api/v1/apis/{api}/deployments")).await?;
+    let deployed = c
+        .get_all(&format!("/api/v1/apis/{api}/deployments"))
+        .await?;
     let on: Vec<String> = deployed["items"]
         .as_array()
         .into_iter()
@@ -994,7 +1158,7 @@ pub async fn consumers(c: &Client, cmd: crate::ConsumersCommand) -> anyhow::Resu
     use crate::ConsumersCommand as C;
     match cmd {
         C::List => c.print(
-            &c.get("/api/v1/consumers").await?,
+            &c.get_all("/api/v1/consumers").await?,
             CONSUMER_COLUMNS,
             Some("items"),
         ),
@@ -1059,7 +1223,7 @@ pub async fn subscriptions(c: &Client, cmd: crate::SubscriptionsCommand) -> anyh
     let columns: &[(&str, &str)] = &[("API", "/api"), ("TIER", "/tier")];
     match cmd {
         S::List { consumer } => c.print(
-            &c.get(&format!("/api/v1/consumers/{consumer}/subscriptions"))
+            &c.get_all(&format!("/api/v1/consumers/{consumer}/subscriptions"))
                 .await?,
             columns,
             Some("items"),
@@ -1097,7 +1261,8 @@ pub async fn keys(c: &Client, cmd: crate::KeysCommand) -> anyhow::Result<()> {
     use crate::KeysCommand as K;
     match cmd {
         K::List { consumer } => c.print(
-            &c.get(&format!("/api/v1/consumers/{consumer}/keys")).await?,
+            &c.get_all(&format!("/api/v1/consumers/{consumer}/keys"))
+                .await?,
             &[
                 ("ID", "/id"),
                 ("KIND", "/kind"),
@@ -1144,7 +1309,9 @@ pub async fn keys(c: &Client, cmd: crate::KeysCommand) -> anyhow::Result<()> {
             }
         }
         K::Rotate { consumer, id } => {
-            let list = c.get(&format!("/api/v1/consumers/{consumer}/keys")).await?;
+            let list = c
+                .get_all(&format!("/api/v1/consumers/{consumer}/keys"))
+                .await?;
             let Some(old) = list["items"].as_array().and_then(|a| {
                 a.iter()
                     .find(|k| k["id"] == id.as_str() && k["revoked_at"].is_null())
@@ -1234,7 +1401,7 @@ pub async fn tiers(c: &Client, cmd: crate::TiersCommand) -> anyhow::Result<()> {
         ("BURST", "/spec/burst"),
     ];
     match cmd {
-        T::List => c.print(&c.get("/api/v1/tiers").await?, columns, Some("items")),
+        T::List => c.print(&c.get_all("/api/v1/tiers").await?, columns, Some("items")),
         T::Create {
             name,
             limit,
@@ -1260,51 +1427,12 @@ pub async fn tiers(c: &Client, cmd: crate::TiersCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `portico users ...`
-pub async fn users(c: &Client, cmd: crate::UsersCommand) -> anyhow::Result<()> {
-    use crate::UsersCommand as U;
-    match cmd {
-        U::List => c.print(
-            &c.get("/api/v1/users").await?,
-            &[("NAME", "/name"), ("CREATED", "/created_at")],
-            Some("items"),
-        ),
-        U::Create { name } => {
-            // Never on the command line, where `ps` shows it.
-            let password = match std::env::var("PORTICO_USER_PASSWORD") {
-                Ok(p) => p,
-                Err(_) => {
-                    let mut line = String::new();
-                    std::io::stdin()
-                        .read_line(&mut line)
-                        .context("cannot read the password from standard input")?;
-                    line.trim_end_matches(['\r', '\n']).to_owned()
-                }
-            };
-            c.call(
-                Method::POST,
-                "/api/v1/users",
-                Some(&json!({"name": name, "password": password})),
-                None,
-            )
-            .await?;
-            c.done(format!("Created user `{name}`."));
-        }
-        U::Delete { name } => {
-            c.call(Method::DELETE, &format!("/api/v1/users/{name}"), None, None)
-                .await?;
-            c.done(format!("Deleted user `{name}`."));
-        }
-    }
-    Ok(())
-}
-
 /// `portico certificates ...`
 pub async fn certificates(c: &Client, cmd: crate::CertificatesCommand) -> anyhow::Result<()> {
     use crate::CertificatesCommand as C;
     match cmd {
         C::List => c.print(
-            &c.get("/api/v1/certificates").await?,
+            &c.get_all("/api/v1/certificates").await?,
             &[
                 ("NAME", "/name"),
                 ("HOSTS", "/hosts"),
@@ -1341,7 +1469,7 @@ pub async fn certificates(c: &Client, cmd: crate::CertificatesCommand) -> anyhow
             c.done(format!("Deleted certificate `{name}`."));
         }
         C::Acme => c.print(
-            &c.get("/api/v1/acme/hosts").await?,
+            &c.get_all("/api/v1/acme/hosts").await?,
             &[
                 ("HOST", "/host"),
                 ("STATE", "/state"),

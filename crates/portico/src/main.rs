@@ -6,7 +6,9 @@ mod apps_cli;
 mod cli;
 mod gateway_cmd;
 mod node_cmd;
+mod people_cli;
 mod server_cmd;
+mod session_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,8 +46,12 @@ enum Command {
     /// Run, check or set up a gateway node.
     #[command(subcommand)]
     Gateway(GatewayCommand),
-    /// Store the control plane's URL and an admin token for the commands below.
+    /// Store the control plane's URL with a token, or sign in as a user (--user).
     Login(LoginArgs),
+    /// Who the stored login is: name, roles and how it signed in.
+    Whoami,
+    /// End the stored session and forget the stored login.
+    Logout,
     /// Gateways: list, link, rotate or revoke tokens, resync.
     #[command(subcommand)]
     Gateways(GatewaysCommand),
@@ -83,9 +89,14 @@ enum Command {
     /// Throttling tiers.
     #[command(subcommand)]
     Tiers(TiersCommand),
-    /// People who get tokens with the password grant.
+    /// Users: their roles and personal access tokens; the admin token's rotation.
     #[command(subcommand)]
-    Users(UsersCommand),
+    Users(people_cli::UsersCommand),
+    /// Roles given to users and named in visibility rules.
+    #[command(subcommand)]
+    Roles(people_cli::RolesCommand),
+    /// The audit log: who changed what, when.
+    Audit(people_cli::AuditArgs),
     /// HTTPS certificates: uploaded ones and automatic ones (ACME).
     #[command(subcommand)]
     Certificates(CertificatesCommand),
@@ -122,23 +133,6 @@ pub enum CertificatesCommand {
     Order {
         /// Host.
         host: String,
-    },
-}
-
-/// `portico users ...`
-#[derive(Debug, Subcommand)]
-pub enum UsersCommand {
-    /// List users.
-    List,
-    /// Create one; the password is read from PORTICO_USER_PASSWORD or standard input.
-    Create {
-        /// Name.
-        name: String,
-    },
-    /// Delete one.
-    Delete {
-        /// Name.
-        name: String,
     },
 }
 
@@ -460,13 +454,17 @@ struct InitArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["token", "user"])))]
 struct LoginArgs {
     /// Control plane URL.
     #[arg(long, default_value = "http://127.0.0.1:9400")]
     url: String,
-    /// An admin token.
+    /// An admin token (or a personal access token).
     #[arg(long, allow_hyphen_values = true)]
-    token: String,
+    token: Option<String>,
+    /// Sign in as this user; the password is read from PORTICO_USER_PASSWORD or standard input.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
     /// PEM of the CA that signed the control plane's HTTPS certificate.
     #[arg(long)]
     ca_file: Option<String>,
@@ -799,7 +797,15 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
         }
         Command::Gateway(GatewayCommand::Run(a)) => run_gateway(a).await,
         Command::Gateway(GatewayCommand::Check(_) | GatewayCommand::Init(_)) => Ok(()),
-        Command::Login(a) => cli::login(&a.url, &a.token, a.ca_file.as_deref()).await,
+        Command::Login(a) => match (a.token, a.user) {
+            (Some(token), _) => cli::login(&a.url, &token, a.ca_file.as_deref()).await,
+            (None, Some(user)) => {
+                session_cli::login_user(&a.url, &user, a.ca_file.as_deref()).await
+            }
+            (None, None) => anyhow::bail!("give --token TOKEN or --user NAME"),
+        },
+        Command::Whoami => session_cli::whoami(&client(&global)?).await,
+        Command::Logout => session_cli::logout(global.url, global.token, global.output).await,
         Command::Gateways(cmd) => cli::gateways(&client(&global)?, cmd).await,
         Command::Services(cmd) => cli::services(&client(&global)?, cmd).await,
         Command::Routes(cmd) => cli::routes(&client(&global)?, cmd).await,
@@ -818,7 +824,9 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
         Command::Subscriptions(cmd) => cli::subscriptions(&client(&global)?, cmd).await,
         Command::Keys(cmd) => cli::keys(&client(&global)?, cmd).await,
         Command::Tiers(cmd) => cli::tiers(&client(&global)?, cmd).await,
-        Command::Users(cmd) => cli::users(&client(&global)?, cmd).await,
+        Command::Users(cmd) => people_cli::users(&client(&global)?, cmd).await,
+        Command::Roles(cmd) => people_cli::roles(&client(&global)?, cmd).await,
+        Command::Audit(a) => people_cli::audit(&client(&global)?, a).await,
         Command::Certificates(cmd) => cli::certificates(&client(&global)?, cmd).await,
         Command::Apps(cmd) => apps_cli::run(&client(&global)?, cmd).await,
         Command::Token(a) => {
