@@ -314,8 +314,7 @@ impl<'a> Viewer<'a> {
     }
 
     fn has_any(&self, roles: &[String]) -> bool {
-        self.caller
-            .is_some_and(|c| roles.iter().any(|r| c.has(r)))
+        self.caller.is_some_and(|c| roles.iter().any(|r| c.has(r)))
     }
 
     /// Whether the viewer sees this gateway (its invoke URLs): admins always; otherwise
@@ -469,10 +468,7 @@ mod tests {
                     Viewer::new(Some(&admin)).sees_gateway(&g),
                 ];
                 assert_eq!(got, want, "allowed {allowed:?} denied {denied:?}");
-                assert_eq!(
-                    Viewer::new(Some(&partner)).tries_on(&g),
-                    want[2] && console
-                );
+                assert_eq!(Viewer::new(Some(&partner)).tries_on(&g), want[2] && console);
             }
         }
     }

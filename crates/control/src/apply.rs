@@ -17,9 +17,9 @@ use portico_model::{FieldError, Format};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::ControlPlane;
 use crate::error::Error;
 use crate::store::{Action, ApplyOptions};
+use crate::{ControlPlane, access};
 
 /// How messages name objects of a kind.
 pub(crate) fn label(kind: Kind) -> &'static str {
@@ -43,6 +43,7 @@ pub(crate) struct ApplyQuery {
 /// `POST /api/v1/apply`: answers the plan, `{"items": [{kind, name, action, changes}], ...}`.
 pub(crate) async fn apply(
     State(st): State<Arc<ControlPlane>>,
+    who: crate::api::Who,
     Query(q): Query<ApplyQuery>,
     headers: HeaderMap,
     bytes: Bytes,
@@ -56,7 +57,14 @@ pub(crate) async fn apply(
         .map_err(|_| Error::BadRequest("the document must be UTF-8 (TOML or JSON)".into()))?;
     let doc =
         Document::parse(text, format).map_err(|e| crate::api::unreadable("the document", e))?;
-    let fields = problems(&st, &doc);
+    // Every kind the document writes (or prunes) is checked as if written on its own.
+    for kind in Kind::ALL {
+        if !doc.names(kind).is_empty() {
+            access::authorize(who.0.as_ref(), audited(kind), access::Action::Write, None)?;
+        }
+    }
+    let mut fields = problems(&st, &doc);
+    fields.extend(unknown_roles(&st, &doc).await?);
     if !fields.is_empty() {
         return Err(Error::Invalid(fields));
     }
@@ -91,6 +99,47 @@ pub(crate) async fn apply(
         "items": done.items,
     }))
     .into_response())
+}
+
+/// The kind the access rules and the audit log name for a kind of document item.
+pub(crate) fn audited(of: Kind) -> access::KindId {
+    use access::KindId as K;
+    match of {
+        Kind::Gateway => K::Gateway,
+        Kind::Service => K::Service,
+        Kind::Tier => K::Tier,
+        Kind::Consumer | Kind::Subscription => K::Consumer,
+        Kind::Route => K::Route,
+        Kind::Api => K::Api,
+        Kind::App => K::App,
+        Kind::Certificate => K::Certificate,
+    }
+}
+
+/// Roles named by visibility rules that do not exist.
+async fn unknown_roles(st: &ControlPlane, doc: &Document) -> Result<Vec<FieldError>, Error> {
+    let mut out = Vec::new();
+    for (i, g) in doc.gateways.iter().enumerate() {
+        for f in crate::api::kind::gateway_role_problems(st, g).await? {
+            out.push(FieldError::new(
+                doc.path(Kind::Gateway, i, &f.path),
+                format!("gateway `{}`: {}", g.name, f.message),
+            ));
+        }
+    }
+    for (i, a) in doc.apis.iter().enumerate() {
+        for f in st
+            .store
+            .unknown_roles(&a.visible_roles, "visible_roles")
+            .await?
+        {
+            out.push(FieldError::new(
+                doc.path(Kind::Api, i, &f.path),
+                format!("API `{}`: {}", a.id(), f.message),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Each object's own problems, found by the rules its kind's endpoint uses, and objects

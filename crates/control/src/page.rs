@@ -94,7 +94,9 @@ impl Page {
     pub fn answer(&self, mut items: Vec<(String, Value)>) -> Value {
         let next = if items.len() > self.limit {
             items.truncate(self.limit);
-            items.last().map(|(k, _)| URL_SAFE_NO_PAD.encode(k.as_bytes()))
+            items
+                .last()
+                .map(|(k, _)| URL_SAFE_NO_PAD.encode(k.as_bytes()))
         } else {
             None
         };
@@ -105,7 +107,12 @@ impl Page {
     }
 
     /// Pages a list held in memory: sorts by key, keeps what follows the cursor.
-    pub fn of<T>(&self, items: Vec<T>, key: impl Fn(&T) -> String, value: impl Fn(&T) -> Value) -> Value {
+    pub fn of<T>(
+        &self,
+        items: Vec<T>,
+        key: impl Fn(&T) -> String,
+        value: impl Fn(&T) -> Value,
+    ) -> Value {
         let mut keyed: Vec<(String, Value)> = items
             .iter()
             .map(|i| (key(i), i))
@@ -131,13 +138,20 @@ mod tests {
 
     #[test]
     fn limits_and_cursors_are_checked() {
-        assert_eq!(Page::from_query(&q(None, None)).map(|p| p.limit).ok(), Some(100));
+        assert_eq!(
+            Page::from_query(&q(None, None)).map(|p| p.limit).ok(),
+            Some(100)
+        );
         for bad in ["0", "1001", "-1", "x", ""] {
-            let e = Page::from_query(&q(Some(bad), None)).unwrap_err().to_string();
+            let e = Page::from_query(&q(Some(bad), None))
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with("limit:"), "{e}");
         }
         for bad in ["%%%", "", "!!"] {
-            let e = Page::from_query(&q(None, Some(bad))).unwrap_err().to_string();
+            let e = Page::from_query(&q(None, Some(bad)))
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with("cursor:"), "{e}");
         }
     }

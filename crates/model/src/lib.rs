@@ -35,7 +35,8 @@ pub mod validate;
 pub use acme::{AcmeChallenge, AcmeHostState, AcmeHostStatus, AcmeState, ChallengeKind};
 pub use app::{AppBundle, AppFile, AppRoute, AppSpec, CacheRule};
 pub use control::{
-    ApiSpec, ApiVisibility, ConsumerSpec, GatewayKind, GatewaySpec, Lifecycle, Operation, RouteSpec, Visibility,
+    ApiSpec, ApiVisibility, ConsumerSpec, GatewayKind, GatewaySpec, Lifecycle, Operation,
+    RouteSpec, Visibility,
 };
 pub use error::{Error, FieldError};
 pub use listener::{Limits, Listener, ListenerProtocol, ListenerTls, TlsCertificate};

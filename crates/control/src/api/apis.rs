@@ -3,8 +3,6 @@
 use super::*;
 // ---- APIs, revisions, deployments ----
 
-
-
 /// Where a deployed API answers, per gateway it is deployed to: every listener's scheme
 /// and port with each host the API answers on (its own hosts, else the gateway's, else
 /// the gateway's address), and the deployed revision's context.
@@ -64,9 +62,6 @@ pub(super) async fn invoke_urls(
     Ok(out)
 }
 
-
-
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LifecycleRequest {
@@ -98,7 +93,11 @@ pub(super) struct RevisionRequest {
     note: String,
 }
 
-pub(super) async fn create_revision(State(st): St, Path(id): Path<String>, JsonBody(bytes): JsonBody) -> Res {
+pub(super) async fn create_revision(
+    State(st): St,
+    Path(id): Path<String>,
+    JsonBody(bytes): JsonBody,
+) -> Res {
     let req: RevisionRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
         RevisionRequest::default()
     } else {
@@ -108,8 +107,17 @@ pub(super) async fn create_revision(State(st): St, Path(id): Path<String>, JsonB
     Ok((StatusCode::CREATED, axum::Json(to_value(&r))).into_response())
 }
 
-pub(super) async fn list_revisions(State(st): St, Path(id): Path<String>) -> Res {
-    ok(json!({ "items": st.store.revisions(&id).await? }))
+pub(super) async fn list_revisions(
+    State(st): St,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Res {
+    let page = Page::from_query(&q)?;
+    ok(page.of(
+        st.store.revisions(&id).await?,
+        |r| format!("{:010}", r.number),
+        to_value,
+    ))
 }
 
 pub(super) fn revision_number(raw: &str) -> Result<u32, Error> {
@@ -135,7 +143,11 @@ pub(super) struct DeployRequest {
     gateways: Vec<String>,
 }
 
-pub(super) async fn deploy(State(st): St, Path(id): Path<String>, JsonBody(bytes): JsonBody) -> Res {
+pub(super) async fn deploy(
+    State(st): St,
+    Path(id): Path<String>,
+    JsonBody(bytes): JsonBody,
+) -> Res {
     let req: DeployRequest = body(&bytes)?;
     if req.gateways.is_empty() {
         return Err(Error::Invalid(vec![FieldError::new(
@@ -150,7 +162,10 @@ pub(super) async fn deploy(State(st): St, Path(id): Path<String>, JsonBody(bytes
 }
 
 /// Each gateway's snapshot version after a change, so clients can wait for nodes to reach it.
-pub(super) async fn targets_with_versions(st: &ControlPlane, names: &[String]) -> Result<Vec<Value>, Error> {
+pub(super) async fn targets_with_versions(
+    st: &ControlPlane,
+    names: &[String],
+) -> Result<Vec<Value>, Error> {
     let mut out = Vec::new();
     for name in names {
         let gid = st.store.gateway_id(name).await?;
@@ -167,12 +182,25 @@ pub(super) async fn undeploy(State(st): St, Path((id, gateway)): Path<(String, S
     ok(json!({ "targets": targets }))
 }
 
-pub(super) async fn api_deployments(State(st): St, Path(id): Path<String>) -> Res {
+pub(super) async fn api_deployments(
+    State(st): St,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Res {
+    let page = Page::from_query(&q)?;
     st.store.api(&id).await?;
-    ok(json!({ "items": st.store.deployments(Some(&id)).await? }))
+    ok(page.of(
+        st.store.deployments(Some(&id)).await?,
+        |d| d.gateway.to_ascii_lowercase(),
+        to_value,
+    ))
 }
 
-pub(super) async fn all_deployments(State(st): St) -> Res {
-    ok(json!({ "items": st.store.deployments(None).await? }))
+pub(super) async fn all_deployments(State(st): St, Query(q): Query<PageQuery>) -> Res {
+    let page = Page::from_query(&q)?;
+    ok(page.of(
+        st.store.deployments(None).await?,
+        |d| format!("{}/{}", d.api, d.gateway.to_ascii_lowercase()),
+        to_value,
+    ))
 }
-

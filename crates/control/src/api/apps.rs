@@ -3,11 +3,6 @@
 use super::*;
 // ---- apps ----
 
-
-
-
-
-
 pub(super) async fn sweep_blobs(st: &ControlPlane, orphans: Vec<String>) {
     st.sweep_files(orphans).await;
 }
@@ -36,7 +31,11 @@ pub(super) async fn missing_blobs(State(st): St, JsonBody(bytes): JsonBody) -> R
 }
 
 /// Stores one file under its SHA-256 (checked while it streams to disk).
-pub(super) async fn put_blob(State(st): St, Path(hash): Path<String>, body: axum::body::Body) -> Res {
+pub(super) async fn put_blob(
+    State(st): St,
+    Path(hash): Path<String>,
+    body: axum::body::Body,
+) -> Res {
     if !portico_model::app::hash_ok(&hash) {
         return Err(Error::BadRequest(format!(
             "`{hash}` is not a SHA-256 in lower-case hex"
@@ -82,16 +81,31 @@ pub(super) async fn create_app_version(
     Ok((StatusCode::CREATED, axum::Json(to_value(&v))).into_response())
 }
 
-pub(super) async fn list_app_versions(State(st): St, Path(slug): Path<String>) -> Res {
-    ok(json!({ "items": st.store.app_versions(&slug).await? }))
+pub(super) async fn list_app_versions(
+    State(st): St,
+    Path(slug): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Res {
+    let page = Page::from_query(&q)?;
+    ok(page.of(
+        st.store.app_versions(&slug).await?,
+        |v| format!("{:010}", v.number),
+        to_value,
+    ))
 }
 
-pub(super) async fn get_app_version(State(st): St, Path((slug, number)): Path<(String, u32)>) -> Res {
+pub(super) async fn get_app_version(
+    State(st): St,
+    Path((slug, number)): Path<(String, u32)>,
+) -> Res {
     let files = st.store.app_version_files(&slug, number).await?;
     ok(json!({ "app": slug, "number": number, "files": files }))
 }
 
-pub(super) async fn publish_app_version(State(st): St, Path((slug, number)): Path<(String, u32)>) -> Res {
+pub(super) async fn publish_app_version(
+    State(st): St,
+    Path((slug, number)): Path<(String, u32)>,
+) -> Res {
     st.store.publish_app_version(&slug, number).await?;
     ok(json!({ "app": slug, "number": number, "state": "published" }))
 }
@@ -108,7 +122,11 @@ pub(super) struct AppDeployRequest {
     allow_draft: bool,
 }
 
-pub(super) async fn deploy_app(State(st): St, Path(slug): Path<String>, JsonBody(bytes): JsonBody) -> Res {
+pub(super) async fn deploy_app(
+    State(st): St,
+    Path(slug): Path<String>,
+    JsonBody(bytes): JsonBody,
+) -> Res {
     let req: AppDeployRequest = body(&bytes)?;
     if req.gateways.is_empty() {
         return Err(Error::Invalid(vec![FieldError::new(
@@ -141,7 +159,12 @@ pub(super) struct HostQuery {
     host: Option<String>,
 }
 
-pub(super) async fn list_app_deployments(State(st): St, Path(slug): Path<String>) -> Res {
+pub(super) async fn list_app_deployments(
+    State(st): St,
+    Path(slug): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Res {
+    let page = Page::from_query(&q)?;
     let mut items = Vec::new();
     for d in st.store.app_deployments(&slug).await? {
         let gid = st.store.gateway_id(&d.gateway).await?;
@@ -151,9 +174,14 @@ pub(super) async fn list_app_deployments(State(st): St, Path(slug): Path<String>
         v["nodes"] = to_value(&nodes);
         // Nodes at this snapshot serve `version`; others still serve an older one.
         v["snapshot_version"] = json!(current);
-        items.push(v);
+        let key = format!(
+            "{}/{}",
+            d.gateway.to_ascii_lowercase(),
+            d.host.as_deref().unwrap_or("")
+        );
+        items.push((key, v));
     }
-    ok(json!({ "items": items }))
+    ok(page.of(items, |(k, _)| k.clone(), |(_, v)| v.clone()))
 }
 
 pub(super) async fn undeploy_app(
@@ -211,4 +239,3 @@ pub(super) async fn sync_blob(State(st): St, headers: HeaderMap, Path(hash): Pat
     )
         .into_response())
 }
-

@@ -11,13 +11,21 @@ pub(super) struct CertificateUpload {
     key_pem: String,
 }
 
-pub(super) async fn list_certificates(State(st): St) -> Res {
-    ok(json!({ "items": st.store.certificates().await? }))
+pub(super) async fn list_certificates(State(st): St, Query(q): Query<PageQuery>) -> Res {
+    let page = Page::from_query(&q)?;
+    ok(page.of(
+        st.store.certificates().await?,
+        |c| c.name.to_ascii_lowercase(),
+        to_value,
+    ))
 }
 
 /// Checks an uploaded chain and key: they parse, belong together and are not expired.
 /// Answers the certificate's DNS names and its expiry (Unix seconds).
-pub(super) fn inspect_certificate(cert_pem: &str, key_pem: &str) -> Result<(Vec<String>, i64), Error> {
+pub(super) fn inspect_certificate(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<(Vec<String>, i64), Error> {
     use rustls_pki_types::pem::PemObject as _;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let field = |f: &str, m: String| Error::Invalid(vec![FieldError::new(f, m)]);
@@ -92,8 +100,9 @@ pub(super) async fn delete_certificate(State(st): St, Path(name): Path<String>) 
 
 // ---- automatic certificates ----
 
-pub(super) async fn list_acme_hosts(State(st): St) -> Res {
-    ok(json!({ "items": st.store.acme_hosts().await? }))
+pub(super) async fn list_acme_hosts(State(st): St, Query(q): Query<PageQuery>) -> Res {
+    let page = Page::from_query(&q)?;
+    ok(page.of(st.store.acme_hosts().await?, |h| h.host.clone(), to_value))
 }
 
 /// Orders a host's certificate now: an early renewal, or a retry without the back-off.
@@ -106,4 +115,3 @@ pub(super) async fn order_acme_host(State(st): St, Path(host): Path<String>) -> 
     )
         .into_response())
 }
-

@@ -3,11 +3,6 @@
 use super::*;
 // ---- consumers, subscriptions, keys ----
 
-
-
-
-
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SubscribeRequest {
@@ -16,11 +11,24 @@ pub(super) struct SubscribeRequest {
     tier: Option<String>,
 }
 
-pub(super) async fn list_subscriptions(State(st): St, Path(name): Path<String>) -> Res {
-    ok(json!({ "items": st.store.subscriptions(&name).await? }))
+pub(super) async fn list_subscriptions(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Res {
+    let page = Page::from_query(&q)?;
+    ok(page.of(
+        st.store.subscriptions(&name).await?,
+        |s| s.api.clone(),
+        to_value,
+    ))
 }
 
-pub(super) async fn subscribe(State(st): St, Path(name): Path<String>, JsonBody(bytes): JsonBody) -> Res {
+pub(super) async fn subscribe(
+    State(st): St,
+    Path(name): Path<String>,
+    JsonBody(bytes): JsonBody,
+) -> Res {
     let req: SubscribeRequest = body(&bytes)?;
     let fields = missing_tiers(&st, &[("tier".into(), &req.tier)]).await?;
     if !fields.is_empty() {
@@ -42,8 +50,17 @@ pub(super) async fn unsubscribe(State(st): St, Path((name, api)): Path<(String, 
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub(super) async fn list_keys(State(st): St, Path(name): Path<String>) -> Res {
-    ok(json!({ "items": st.store.credentials(&name).await? }))
+pub(super) async fn list_keys(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Res {
+    let page = Page::from_query(&q)?;
+    ok(page.of(
+        st.store.credentials(&name).await?,
+        |c| c.id.clone(),
+        to_value,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,7 +79,11 @@ pub(super) fn api_key_kind() -> crate::store::CredentialKind {
     crate::store::CredentialKind::ApiKey
 }
 
-pub(super) async fn create_key(State(st): St, Path(name): Path<String>, JsonBody(bytes): JsonBody) -> Res {
+pub(super) async fn create_key(
+    State(st): St,
+    Path(name): Path<String>,
+    JsonBody(bytes): JsonBody,
+) -> Res {
     use crate::store::{CredentialKind, NewCredential};
     let req: KeyRequest = body(&bytes)?;
     if req.expires_in_days == Some(0) {
@@ -113,4 +134,3 @@ pub(super) async fn revoke_key(State(st): St, Path((name, id)): Path<(String, St
     st.hub.publish(&moved);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
-

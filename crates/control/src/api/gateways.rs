@@ -3,12 +3,6 @@
 use super::*;
 // ---- gateways ----
 
-
-
-
-
-
-
 /// What `POST /gateways/link` takes: the gateway and the credentials it was installed with.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -238,7 +232,12 @@ pub(super) fn node_state(
     }
 }
 
-pub(super) fn node_json(st: &ControlPlane, current: u64, n: &crate::store::NodeRecord, t: i64) -> Value {
+pub(super) fn node_json(
+    st: &ControlPlane,
+    current: u64,
+    n: &crate::store::NodeRecord,
+    t: i64,
+) -> Value {
     json!({
         "node_id": n.node_id,
         "hostname": n.hostname,
@@ -251,7 +250,11 @@ pub(super) fn node_json(st: &ControlPlane, current: u64, n: &crate::store::NodeR
     })
 }
 
-pub(super) async fn nodes_view(st: &ControlPlane, gid: i64, current: u64) -> Result<Vec<Value>, Error> {
+pub(super) async fn nodes_view(
+    st: &ControlPlane,
+    gid: i64,
+    current: u64,
+) -> Result<Vec<Value>, Error> {
     let t = now();
     Ok(st
         .store
@@ -313,4 +316,3 @@ pub(super) async fn status(State(st): St) -> Res {
     }
     ok(json!({ "gateways": out }))
 }
-

@@ -10,7 +10,6 @@ use std::future::Future;
 use portico_model::{AppSpec, ConsumerSpec, Tier};
 
 use super::*;
-use crate::page::{Page, PageQuery};
 use crate::store::{AppRecord, GatewayRecord, Record};
 
 /// One kind of object with a definition.
@@ -41,8 +40,10 @@ pub(crate) trait Kind: Send + Sync + 'static {
         page: &Page,
     ) -> impl Future<Output = Result<Vec<Self::Record>, Error>> + Send;
     /// One by key.
-    fn get(st: &ControlPlane, key: &str)
-    -> impl Future<Output = Result<Self::Record, Error>> + Send;
+    fn get(
+        st: &ControlPlane,
+        key: &str,
+    ) -> impl Future<Output = Result<Self::Record, Error>> + Send;
     /// Creates one.
     fn create(
         st: &ControlPlane,
@@ -382,7 +383,9 @@ impl Kind for Apis {
     }
     async fn delete(st: &ControlPlane, key: &str, force: bool) -> Result<Option<Value>, Error> {
         let (undeployed, _) = st.store.delete_api(key, force).await?;
-        Ok(Some(json!({ "deleted": key, "undeployed_from": undeployed })))
+        Ok(Some(
+            json!({ "deleted": key, "undeployed_from": undeployed }),
+        ))
     }
     async fn shown(st: &ControlPlane, r: &ApiRecord) -> Result<Value, Error> {
         let mut v = to_value(r);
@@ -418,10 +421,7 @@ impl Kind for Consumers {
     async fn get(st: &ControlPlane, key: &str) -> Result<Record<ConsumerSpec>, Error> {
         st.store.consumer(key).await
     }
-    async fn create(
-        st: &ControlPlane,
-        spec: &ConsumerSpec,
-    ) -> Result<Record<ConsumerSpec>, Error> {
+    async fn create(st: &ControlPlane, spec: &ConsumerSpec) -> Result<Record<ConsumerSpec>, Error> {
         st.store.create_consumer(spec).await
     }
     async fn update(

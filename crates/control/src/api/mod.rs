@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::extract::FromRequestParts;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -27,6 +27,7 @@ use crate::access::{self, Action, Caller, KindId};
 use crate::error::Error;
 use crate::extract::{self, JsonBody, Path, Query, RawBody};
 use crate::link::{self, AdminTarget};
+use crate::page::{Page, PageQuery};
 use crate::secrets;
 use crate::store::{ApiRecord, Credentials, Meta, now};
 use crate::{ControlPlane, openapi};
@@ -50,9 +51,9 @@ mod people;
 mod portal;
 mod sync;
 
-pub(crate) use kind::{api_tier_refs, service_problems, tier_problems};
 use apis::targets_with_versions;
 use kind::missing_tiers;
+pub(crate) use kind::{api_tier_refs, service_problems, tier_problems};
 use sync::gateway_auth;
 
 /// The whole HTTP surface of the control plane.
@@ -222,7 +223,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The caller of a request, set by [`authenticate`]: `None` for anonymous callers.
 #[derive(Clone, Debug)]
-pub(crate) struct Who(pub Option<Caller>);
+pub(crate) struct Who(pub(crate) Option<Caller>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Who {
     type Rejection = Error;
@@ -373,7 +374,6 @@ pub(crate) fn gateway_problems(st: &ControlPlane, spec: &GatewaySpec) -> Vec<Fie
     fields
 }
 
-
 /// The version an update names: `If-Match: "3"` (or `?version=3`).
 fn expected_version(headers: &HeaderMap, q: &VersionQuery) -> Result<i64, Error> {
     if let Some(v) = q.version {
@@ -411,7 +411,6 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 fn ok(value: Value) -> Res {
     Ok(axum::Json(value).into_response())
 }
-
 
 /// `?force=true` on deletes that would take more with them.
 #[derive(Debug, Default, Deserialize)]

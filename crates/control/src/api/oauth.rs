@@ -136,8 +136,7 @@ pub(super) async fn oauth_token(
                     Some(n)
                 }
                 Err(Error::TooManyRequests(m, secs)) => {
-                    let mut r =
-                        oauth_error(StatusCode::TOO_MANY_REQUESTS, "invalid_request", &m);
+                    let mut r = oauth_error(StatusCode::TOO_MANY_REQUESTS, "invalid_request", &m);
                     if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                         r.headers_mut().insert(header::RETRY_AFTER, v);
                     }
@@ -239,7 +238,10 @@ pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub(super) async fn sign_token(st: &ControlPlane, g: &crate::tokens::Grant) -> Result<String, Error> {
+pub(super) async fn sign_token(
+    st: &ControlPlane,
+    g: &crate::tokens::Grant,
+) -> Result<String, Error> {
     let key = st
         .store
         .active_signing_key()
@@ -264,8 +266,14 @@ pub(super) async fn oauth_jwks(State(st): St) -> Res {
     ok(crate::tokens::jwks(&keys))
 }
 
-pub(super) async fn list_signing_keys(State(st): St) -> Res {
-    ok(json!({ "items": st.store.signing_keys().await? }))
+pub(super) async fn list_signing_keys(State(st): St, Query(q): Query<PageQuery>) -> Res {
+    let page = Page::from_query(&q)?;
+    // Newest first, as rotations come.
+    ok(page.of(
+        st.store.signing_keys().await?,
+        |k| format!("{:020}-{}", i64::MAX - k.created_at, k.kid),
+        to_value,
+    ))
 }
 
 pub(super) async fn rotate_signing_key(State(st): St) -> Res {
@@ -297,7 +305,11 @@ pub(super) fn one_hour() -> i64 {
 
 /// `POST /api/v1/consumers/{name}/token`: a token for a consumer without a client secret
 /// (admins testing an API).
-pub(super) async fn test_token(State(st): St, Path(name): Path<String>, JsonBody(bytes): JsonBody) -> Res {
+pub(super) async fn test_token(
+    State(st): St,
+    Path(name): Path<String>,
+    JsonBody(bytes): JsonBody,
+) -> Res {
     let req: TestTokenRequest = body(&bytes)?;
     let mut fields = Vec::new();
     if !(-86_400..=86_400).contains(&req.expires_in) {
@@ -340,4 +352,3 @@ pub(super) async fn test_token(State(st): St, Path(name): Path<String>, JsonBody
         json!({ "access_token": token, "token_type": "Bearer", "expires_in": req.expires_in, "scope": scopes.join(" ") }),
     )
 }
-

@@ -5,7 +5,6 @@ use std::net::IpAddr;
 
 use super::*;
 use crate::access::Via;
-use crate::page::{Page, PageQuery};
 use crate::store::AuditFilter;
 
 /// How long a sign-in session lasts.
@@ -31,10 +30,7 @@ pub(super) fn roles() -> R {
 /// A user's own tokens (that user or admins), and who the caller is.
 pub(super) fn tokens() -> R {
     R::new()
-        .route(
-            "/users/{name}/tokens",
-            get(list_tokens).post(create_token),
-        )
+        .route("/users/{name}/tokens", get(list_tokens).post(create_token))
         .route(
             "/users/{name}/tokens/{id}",
             axum::routing::delete(revoke_token),
@@ -164,7 +160,12 @@ fn roles_or_default(roles: Option<Vec<String>>) -> Vec<String> {
 async fn list_users(State(st): St, Query(q): Query<PageQuery>) -> Res {
     let page = Page::from_query(&q)?;
     let items = st.store.users(&page).await?;
-    ok(page.answer(items.iter().map(|(k, u)| (k.clone(), to_value(u))).collect()))
+    ok(page.answer(
+        items
+            .iter()
+            .map(|(k, u)| (k.clone(), to_value(u)))
+            .collect(),
+    ))
 }
 
 async fn get_user(State(st): St, Path(name): Path<String>) -> Res {
@@ -358,9 +359,8 @@ pub(super) struct AuditQuery {
 
 fn seconds(name: &str, raw: Option<&str>) -> Result<Option<i64>, Error> {
     raw.map(|r| {
-        r.parse::<i64>().map_err(|_| {
-            Error::BadRequest(format!("{name}: `{r}` is not a time in Unix seconds"))
-        })
+        r.parse::<i64>()
+            .map_err(|_| Error::BadRequest(format!("{name}: `{r}` is not a time in Unix seconds")))
     })
     .transpose()
 }
@@ -433,4 +433,3 @@ mod tests {
         running.task.abort();
     }
 }
-

@@ -5,7 +5,6 @@
 
 use super::*;
 use crate::access::Viewer;
-use crate::page::{Page, PageQuery};
 
 /// Every portal route.
 pub(super) fn routes() -> R {
@@ -165,33 +164,29 @@ async fn delete_application(State(st): St, who: Who, Path(name): Path<String>) -
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_keys(State(st): St, who: Who, Path(name): Path<String>) -> Res {
+async fn list_keys(State(st): St, who: Who, Path(name): Path<String>, q: Query<PageQuery>) -> Res {
     own_application(&st, &who, &name).await?;
-    consumers::list_keys(State(st), Path(name)).await
+    consumers::list_keys(State(st), Path(name), q).await
 }
 
-async fn create_key(
-    State(st): St,
-    who: Who,
-    Path(name): Path<String>,
-    json: JsonBody,
-) -> Res {
+async fn create_key(State(st): St, who: Who, Path(name): Path<String>, json: JsonBody) -> Res {
     own_application(&st, &who, &name).await?;
     consumers::create_key(State(st), Path(name), json).await
 }
 
-async fn revoke_key(
-    State(st): St,
-    who: Who,
-    Path((name, id)): Path<(String, String)>,
-) -> Res {
+async fn revoke_key(State(st): St, who: Who, Path((name, id)): Path<(String, String)>) -> Res {
     own_application(&st, &who, &name).await?;
     consumers::revoke_key(State(st), Path((name, id))).await
 }
 
-async fn list_subscriptions(State(st): St, who: Who, Path(name): Path<String>) -> Res {
+async fn list_subscriptions(
+    State(st): St,
+    who: Who,
+    Path(name): Path<String>,
+    q: Query<PageQuery>,
+) -> Res {
     own_application(&st, &who, &name).await?;
-    consumers::list_subscriptions(State(st), Path(name)).await
+    consumers::list_subscriptions(State(st), Path(name), q).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,7 +195,12 @@ struct PortalSubscribe {
     api: String,
 }
 
-async fn subscribe(State(st): St, who: Who, Path(name): Path<String>, JsonBody(bytes): JsonBody) -> Res {
+async fn subscribe(
+    State(st): St,
+    who: Who,
+    Path(name): Path<String>,
+    JsonBody(bytes): JsonBody,
+) -> Res {
     own_application(&st, &who, &name).await?;
     let req: PortalSubscribe = body(&bytes)?;
     visible_api(&st, Viewer::new(who.0.as_ref()), &req.api).await?;
@@ -212,11 +212,7 @@ async fn subscribe(State(st): St, who: Who, Path(name): Path<String>, JsonBody(b
         .into_response())
 }
 
-async fn unsubscribe(
-    State(st): St,
-    who: Who,
-    Path((name, api)): Path<(String, String)>,
-) -> Res {
+async fn unsubscribe(State(st): St, who: Who, Path((name, api)): Path<(String, String)>) -> Res {
     own_application(&st, &who, &name).await?;
     consumers::unsubscribe(State(st), Path((name, api))).await
 }

@@ -28,7 +28,11 @@ pub(super) struct SyncQuery {
     wait: Option<u64>,
 }
 
-pub(super) async fn sync_snapshot(State(st): St, headers: HeaderMap, Query(q): Query<SyncQuery>) -> Res {
+pub(super) async fn sync_snapshot(
+    State(st): St,
+    headers: HeaderMap,
+    Query(q): Query<SyncQuery>,
+) -> Res {
     let owner = gateway_auth(&st, &headers).await?;
     let current = st.store.snapshot_version(owner.gateway_id).await?;
     let mut rx = st.hub.subscribe(owner.gateway_id, current);
@@ -67,7 +71,11 @@ pub(super) async fn sync_snapshot(State(st): St, headers: HeaderMap, Query(q): Q
     }
 }
 
-pub(super) async fn sync_report(State(st): St, headers: HeaderMap, JsonBody(bytes): JsonBody) -> Res {
+pub(super) async fn sync_report(
+    State(st): St,
+    headers: HeaderMap,
+    JsonBody(bytes): JsonBody,
+) -> Res {
     let owner = gateway_auth(&st, &headers).await?;
     let report: NodeReport = body(&bytes)?;
     let mut fields = Vec::new();

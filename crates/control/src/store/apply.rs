@@ -261,7 +261,7 @@ async fn write(
     items: &[PlanItem],
 ) -> Result<(), Error> {
     for item in items.iter().filter(|i| i.action != Action::Unchanged) {
-        let (kind, action) = (audited_kind(item.of), item.action.as_str());
+        let (kind, action) = (crate::apply::audited(item.of), item.action.as_str());
         w.audit(action, kind, &item.name, None, None);
     }
     let conn: &mut SqliteConnection = w;
@@ -279,20 +279,6 @@ async fn write(
         remove(conn, stored, item).await?;
     }
     Ok(())
-}
-
-/// The kind the audit log names for an item of a document.
-fn audited_kind(of: Kind) -> KindId {
-    match of {
-        Kind::Gateway => KindId::Gateway,
-        Kind::Service => KindId::Service,
-        Kind::Tier => KindId::Tier,
-        Kind::Consumer | Kind::Subscription => KindId::Consumer,
-        Kind::Route => KindId::Route,
-        Kind::Api => KindId::Api,
-        Kind::App => KindId::App,
-        Kind::Certificate => KindId::Certificate,
-    }
 }
 
 /// Creates or replaces one object of the document.
@@ -329,7 +315,9 @@ async fn upsert(
         }
         Kind::Service => {
             let spec = &doc.services[i];
-            named(conn, KindId::Service,
+            named(
+                conn,
+                KindId::Service,
                 &spec.name,
                 spec,
                 stored.services.get(&k),
@@ -338,12 +326,7 @@ async fn upsert(
         }
         Kind::Tier => {
             let spec = &doc.tiers[i];
-            named(conn, KindId::Tier,
-                &spec.name,
-                spec,
-                stored.tiers.get(&k),
-            )
-            .await?;
+            named(conn, KindId::Tier, &spec.name, spec, stored.tiers.get(&k)).await?;
         }
         Kind::Consumer => {
             let spec = &doc.consumers[i];
@@ -352,12 +335,7 @@ async fn upsert(
         }
         Kind::Route => {
             let spec = &doc.routes[i];
-            let id = named(conn, KindId::Route,
-                &spec.name,
-                spec,
-                stored.routes.get(&k),
-            )
-            .await?;
+            let id = named(conn, KindId::Route, &spec.name, spec, stored.routes.get(&k)).await?;
             set_route_gateways(conn, id, spec).await?;
         }
         Kind::Api => {

@@ -164,7 +164,13 @@ impl Store {
     /// Creates an app.
     pub async fn create_app(&self, spec: &AppSpec) -> Result<AppRecord, Error> {
         let mut tx = self.write().await?;
-        tx.audit("create", crate::access::KindId::App, &spec.slug, None, Some(1));
+        tx.audit(
+            "create",
+            crate::access::KindId::App,
+            &spec.slug,
+            None,
+            Some(1),
+        );
         let t = now();
         let done = sqlx::query(
             "INSERT INTO apps (slug, spec, version, created_at, updated_at) VALUES ($1, $2, 1, $3, $3) \
@@ -199,7 +205,13 @@ impl Store {
             )]));
         }
         let mut tx = self.write().await?;
-        tx.audit("update", crate::access::KindId::App, slug, Some(expected), Some(expected + 1));
+        tx.audit(
+            "update",
+            crate::access::KindId::App,
+            slug,
+            Some(expected),
+            Some(expected.saturating_add(1)),
+        );
         let (id, _) = app_id(&mut tx, slug).await?;
         let done = sqlx::query(
             "UPDATE apps SET spec = $1, version = version + 1, updated_at = $2 WHERE id = $3 AND version = $4",
@@ -296,7 +308,13 @@ impl Store {
         note: &str,
     ) -> Result<(AppVersionRecord, Vec<String>), Error> {
         let mut tx = self.write().await?;
-        tx.audit("create_version", crate::access::KindId::App, slug, None, None);
+        tx.audit(
+            "create_version",
+            crate::access::KindId::App,
+            slug,
+            None,
+            None,
+        );
         let (id, spec) = app_id(&mut tx, slug).await?;
         let problems = portico_model::app::validate_files(files, &spec, "files");
         if !problems.is_empty() {
@@ -437,7 +455,13 @@ impl Store {
     /// Marks version `number` published (the one before stops being so).
     pub async fn publish_app_version(&self, slug: &str, number: u32) -> Result<(), Error> {
         let mut tx = self.write().await?;
-        tx.audit("publish_version", crate::access::KindId::App, &format!("{slug} version {number}"), None, None);
+        tx.audit(
+            "publish_version",
+            crate::access::KindId::App,
+            &format!("{slug} version {number}"),
+            None,
+            None,
+        );
         let (id, _) = app_id(&mut tx, slug).await?;
         ensure_version(&mut tx, id, slug, number).await?;
         sqlx::query("UPDATE app_versions SET published = (number = $2) WHERE app_id = $1")
@@ -460,7 +484,13 @@ impl Store {
         allow_draft: bool,
     ) -> Result<(Vec<AppDeploymentRecord>, Moved), Error> {
         let mut tx = self.write().await?;
-        tx.audit("deploy", crate::access::KindId::App, &format!("{slug} version {number} to {}", gateways.join(", ")), None, None);
+        tx.audit(
+            "deploy",
+            crate::access::KindId::App,
+            &format!("{slug} version {number} to {}", gateways.join(", ")),
+            None,
+            None,
+        );
         let (id, _) = app_id(&mut tx, slug).await?;
         ensure_version(&mut tx, id, slug, number).await?;
         let published: i64 = sqlx::query_scalar(
@@ -531,7 +561,13 @@ impl Store {
         host: Option<&str>,
     ) -> Result<(AppDeploymentRecord, Moved), Error> {
         let mut tx = self.write().await?;
-        tx.audit("rollback", crate::access::KindId::App, &format!("{slug} on {gateway}"), None, None);
+        tx.audit(
+            "rollback",
+            crate::access::KindId::App,
+            &format!("{slug} on {gateway}"),
+            None,
+            None,
+        );
         let (id, _) = app_id(&mut tx, slug).await?;
         let gid = gateway_id(&mut tx, gateway).await?;
         let host = host.map(str::to_ascii_lowercase).unwrap_or_default();
@@ -579,7 +615,13 @@ impl Store {
         host: Option<&str>,
     ) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit("undeploy", crate::access::KindId::App, &format!("{slug} from {gateway}"), None, None);
+        tx.audit(
+            "undeploy",
+            crate::access::KindId::App,
+            &format!("{slug} from {gateway}"),
+            None,
+            None,
+        );
         let (id, _) = app_id(&mut tx, slug).await?;
         let gid = gateway_id(&mut tx, gateway).await?;
         let done = sqlx::query(

@@ -75,7 +75,13 @@ impl Store {
         not_after: i64,
     ) -> Result<(CertificateRecord, Moved), Error> {
         let mut tx = self.write().await?;
-        tx.audit("upload", crate::access::KindId::Certificate, name, None, None);
+        tx.audit(
+            "upload",
+            crate::access::KindId::Certificate,
+            name,
+            None,
+            None,
+        );
         let t = now();
         let done = sqlx::query(
             "INSERT INTO certificates (name_key, name, hosts, cert_pem, key_sealed, not_after, created_at) \
@@ -112,7 +118,13 @@ impl Store {
     /// Deletes a certificate.
     pub async fn delete_certificate(&self, name: &str) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit("delete", crate::access::KindId::Certificate, name, None, None);
+        tx.audit(
+            "delete",
+            crate::access::KindId::Certificate,
+            name,
+            None,
+            None,
+        );
         let done = sqlx::query("DELETE FROM certificates WHERE name_key = $1")
             .bind(key(name))
             .execute(&mut *tx)

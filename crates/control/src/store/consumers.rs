@@ -209,13 +209,12 @@ impl Store {
 
     /// Whether a portal user owns this consumer.
     pub async fn owns_consumer(&self, user: &str, consumer: &str) -> Result<bool, Error> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM consumers WHERE name_key = $1 AND owner_user = $2",
-        )
-        .bind(key(consumer))
-        .bind(key(user))
-        .fetch_optional(&self.pool)
-        .await?;
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM consumers WHERE name_key = $1 AND owner_user = $2")
+                .bind(key(consumer))
+                .bind(key(user))
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(found.is_some())
     }
 
@@ -279,7 +278,13 @@ impl Store {
         tier: Option<&str>,
     ) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit("subscribe", crate::access::KindId::Consumer, &format!("{consumer} to {api}"), None, None);
+        tx.audit(
+            "subscribe",
+            crate::access::KindId::Consumer,
+            &format!("{consumer} to {api}"),
+            None,
+            None,
+        );
         let cid = consumer_id(&mut tx, consumer).await?;
         let aid = super::api_row_id(&mut tx, api).await?;
         sqlx::query(
@@ -301,7 +306,13 @@ impl Store {
     /// Ends a subscription.
     pub async fn unsubscribe(&self, consumer: &str, api: &str) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit("unsubscribe", crate::access::KindId::Consumer, &format!("{consumer} from {api}"), None, None);
+        tx.audit(
+            "unsubscribe",
+            crate::access::KindId::Consumer,
+            &format!("{consumer} from {api}"),
+            None,
+            None,
+        );
         let cid = consumer_id(&mut tx, consumer).await?;
         let aid = super::api_row_id(&mut tx, api).await?;
         let done = sqlx::query("DELETE FROM subscriptions WHERE consumer_id = $1 AND api_id = $2")
@@ -355,7 +366,13 @@ impl Store {
     /// Stores a new credential (its secret hashed).
     pub async fn add_credential(&self, consumer: &str, c: &NewCredential) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit("add_credential", crate::access::KindId::Consumer, &format!("{consumer} key {}", c.id), None, None);
+        tx.audit(
+            "add_credential",
+            crate::access::KindId::Consumer,
+            &format!("{consumer} key {}", c.id),
+            None,
+            None,
+        );
         let cid = consumer_id(&mut tx, consumer).await?;
         sqlx::query(
             "INSERT INTO credentials (id, consumer_id, kind, key_type, secret_hash, hint, created_at, expires_at) \
@@ -381,7 +398,13 @@ impl Store {
     /// Revokes a credential: API keys leave the snapshots, clients get no new tokens.
     pub async fn revoke_credential(&self, consumer: &str, id: &str) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit("revoke_credential", crate::access::KindId::Consumer, &format!("{consumer} key {id}"), None, None);
+        tx.audit(
+            "revoke_credential",
+            crate::access::KindId::Consumer,
+            &format!("{consumer} key {id}"),
+            None,
+            None,
+        );
         let cid = consumer_id(&mut tx, consumer).await?;
         let done = sqlx::query(
             "UPDATE credentials SET revoked_at = $1 WHERE id = $2 AND consumer_id = $3 AND revoked_at IS NULL",

@@ -91,7 +91,13 @@ impl Store {
     /// until its tokens expire). Every gateway recompiles.
     pub async fn add_signing_key(&self, key: &SigningKeyRecord) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit("rotate", crate::access::KindId::SigningKey, &key.kid, None, None);
+        tx.audit(
+            "rotate",
+            crate::access::KindId::SigningKey,
+            &key.kid,
+            None,
+            None,
+        );
         let t = now();
         sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
             .bind(t)

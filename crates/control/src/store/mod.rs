@@ -35,8 +35,6 @@ mod keys;
 mod tiers;
 mod users;
 mod write;
-pub use write::{ACTOR, actor};
-pub(crate) use write::Write;
 pub use acme::AcmeHostRecord;
 pub use apply::{Action, Applied, ApplyOptions, PlanItem};
 pub use apps::{AppDeploymentRecord, AppRecord, AppVersionRecord};
@@ -46,6 +44,8 @@ pub use consumers::{
 };
 pub use keys::{AUDIENCE, ISSUER, SigningKeyRecord, TOKEN_MAX_LIFETIME};
 pub use users::{AuditFilter, AuditRecord, RoleRecord, TokenHolder, UserRecord, UserTokenRecord};
+pub(crate) use write::Write;
+pub use write::{ACTOR, actor};
 
 /// Name of the gateway `portico server` serves itself.
 pub const DEFAULT_GATEWAY: &str = "default";
@@ -443,7 +443,13 @@ impl Store {
         spec.description = "Built into the control plane".into();
         spec.listeners = vec![Listener::new(port, ListenerProtocol::Http)];
         let mut tx = self.write().await?;
-        tx.audit("create", crate::access::KindId::Gateway, DEFAULT_GATEWAY, None, Some(1));
+        tx.audit(
+            "create",
+            crate::access::KindId::Gateway,
+            DEFAULT_GATEWAY,
+            None,
+            Some(1),
+        );
         let t = now();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO gateways (name_key, spec, builtin, version, created_at, updated_at) \
@@ -497,7 +503,13 @@ impl Store {
         creds: Option<&Credentials>,
     ) -> Result<GatewayRecord, Error> {
         let mut tx = self.write().await?;
-        tx.audit("create", crate::access::KindId::Gateway, &spec.name, None, Some(1));
+        tx.audit(
+            "create",
+            crate::access::KindId::Gateway,
+            &spec.name,
+            None,
+            Some(1),
+        );
         let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
             .bind(key(&spec.name))
             .fetch_optional(&mut *tx)
@@ -537,7 +549,13 @@ impl Store {
         creds: Option<&Credentials>,
     ) -> Result<GatewayRecord, Error> {
         let mut tx = self.write().await?;
-        tx.audit(if creds.is_some() { "link" } else { "update" }, crate::access::KindId::Gateway, &spec.name, Some(expected), Some(expected + 1));
+        tx.audit(
+            if creds.is_some() { "link" } else { "update" },
+            crate::access::KindId::Gateway,
+            &spec.name,
+            Some(expected),
+            Some(expected.saturating_add(1)),
+        );
         let (id, builtin): (i64, i64) =
             sqlx::query_as("SELECT id, builtin FROM gateways WHERE name_key = $1")
                 .bind(key(name))
@@ -1051,10 +1069,7 @@ impl Store {
     }
 
     /// Creates a raw route; the gateways it names recompile.
-    pub async fn create_route(
-        &self,
-        spec: &RouteSpec,
-    ) -> Result<Record<RouteSpec>, Error> {
+    pub async fn create_route(&self, spec: &RouteSpec) -> Result<Record<RouteSpec>, Error> {
         let mut tx = self.write().await?;
         check_route_refs(&mut tx, spec).await?;
         let id = tx.insert(KindId::Route, &spec.name, spec).await?;
@@ -1169,7 +1184,13 @@ impl Store {
             )));
         }
         let mut tx = self.write().await?;
-        tx.audit("update", KindId::Api, id, Some(expected), Some(expected + 1));
+        tx.audit(
+            "update",
+            KindId::Api,
+            id,
+            Some(expected),
+            Some(expected.saturating_add(1)),
+        );
         let done = sqlx::query(
             "UPDATE apis SET spec = $1, version = version + 1, updated_at = $2 \
              WHERE api_key = $3 AND version = $4",
@@ -1197,7 +1218,13 @@ impl Store {
         expected: Option<i64>,
     ) -> Result<(ApiRecord, Moved), Error> {
         let mut tx = self.write().await?;
-        tx.audit("set_lifecycle", crate::access::KindId::Api, &format!("{id} -> {}", lifecycle_str(state)), expected, expected.map(|v| v + 1));
+        tx.audit(
+            "set_lifecycle",
+            crate::access::KindId::Api,
+            &format!("{id} -> {}", lifecycle_str(state)),
+            expected,
+            expected.map(|v| v.saturating_add(1)),
+        );
         let (api_id, version): (i64, i64) =
             sqlx::query_as("SELECT id, version FROM apis WHERE api_key = $1")
                 .bind(key(id))
@@ -1256,7 +1283,13 @@ impl Store {
     /// undeployed revisions beyond `max_revisions`.
     pub async fn create_revision(&self, id: &str, note: &str) -> Result<RevisionRecord, Error> {
         let mut tx = self.write().await?;
-        tx.audit("create_revision", crate::access::KindId::Api, id, None, None);
+        tx.audit(
+            "create_revision",
+            crate::access::KindId::Api,
+            id,
+            None,
+            None,
+        );
         let (api_id, spec): (i64, String) =
             sqlx::query_as("SELECT id, spec FROM apis WHERE api_key = $1")
                 .bind(key(id))
@@ -1354,7 +1387,13 @@ impl Store {
     /// Deletes a revision that is deployed nowhere.
     pub async fn delete_revision(&self, id: &str, number: u32) -> Result<(), Error> {
         let mut tx = self.write().await?;
-        tx.audit("delete_revision", crate::access::KindId::Api, &format!("{id} revision {number}"), None, None);
+        tx.audit(
+            "delete_revision",
+            crate::access::KindId::Api,
+            &format!("{id} revision {number}"),
+            None,
+            None,
+        );
         let api_id = api_row_id(&mut tx, id).await?;
         let on = deployed_gateway_names(&mut tx, api_id, Some(number as i64)).await?;
         if !on.is_empty() {
@@ -1388,7 +1427,13 @@ impl Store {
         gateways: &[String],
     ) -> Result<(Vec<DeploymentRecord>, Moved), Error> {
         let mut tx = self.write().await?;
-        tx.audit("deploy", crate::access::KindId::Api, &format!("{id} revision {number} to {}", gateways.join(", ")), None, None);
+        tx.audit(
+            "deploy",
+            crate::access::KindId::Api,
+            &format!("{id} revision {number} to {}", gateways.join(", ")),
+            None,
+            None,
+        );
         let (api_id, lifecycle): (i64, String) =
             sqlx::query_as("SELECT id, lifecycle FROM apis WHERE api_key = $1")
                 .bind(key(id))
@@ -1451,7 +1496,13 @@ impl Store {
     /// Takes an API off a gateway.
     pub async fn undeploy(&self, id: &str, gateway: &str) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit("undeploy", crate::access::KindId::Api, &format!("{id} from {gateway}"), None, None);
+        tx.audit(
+            "undeploy",
+            crate::access::KindId::Api,
+            &format!("{id} from {gateway}"),
+            None,
+            None,
+        );
         let api_id = api_row_id(&mut tx, id).await?;
         let gid: i64 = sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
             .bind(key(gateway))

@@ -121,14 +121,12 @@ impl Store {
         tx.delete(KindId::Tier, name).await?;
         // Deployed APIs that name it would no longer compile: that refuses the delete.
         let all = all_gateway_ids(&mut tx).await?;
-        tx.recompile(&all)
-            .await
-            .map_err(|e| match e {
-                Error::Compile(m) => {
-                    Error::Conflict(format!("tier `{name}` is used by a deployed API: {m}"))
-                }
-                other => other,
-            })?;
+        tx.recompile(&all).await.map_err(|e| match e {
+            Error::Compile(m) => {
+                Error::Conflict(format!("tier `{name}` is used by a deployed API: {m}"))
+            }
+            other => other,
+        })?;
         tx.commit().await?;
         Ok(())
     }

@@ -272,7 +272,11 @@ impl Store {
     }
 
     /// The roles of `names` that do not exist, as field errors under `path`.
-    pub async fn unknown_roles(&self, names: &[String], path: &str) -> Result<Vec<FieldError>, Error> {
+    pub async fn unknown_roles(
+        &self,
+        names: &[String],
+        path: &str,
+    ) -> Result<Vec<FieldError>, Error> {
         let mut conn = self.pool.acquire().await?;
         unknown_roles(&mut conn, names, path).await
     }
@@ -316,27 +320,37 @@ impl Store {
         let mut tx = self.write().await?;
         tx.audit("delete", KindId::Role, name, None, None);
         let mut used = Vec::new();
-        let users: Vec<(String, String)> = sqlx::query_as("SELECT name, roles FROM users ORDER BY name_key")
-            .fetch_all(&mut *tx)
-            .await?;
+        let users: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, roles FROM users ORDER BY name_key")
+                .fetch_all(&mut *tx)
+                .await?;
         for (user, roles) in users {
-            if from_json::<Vec<String>>(&roles)?.iter().any(|r| key(r) == k) {
+            if from_json::<Vec<String>>(&roles)?
+                .iter()
+                .any(|r| key(r) == k)
+            {
                 used.push(format!("user `{user}`"));
             }
         }
-        let gateways: Vec<String> = sqlx::query_scalar("SELECT spec FROM gateways ORDER BY name_key")
-            .fetch_all(&mut *tx)
-            .await?;
+        let gateways: Vec<String> =
+            sqlx::query_scalar("SELECT spec FROM gateways ORDER BY name_key")
+                .fetch_all(&mut *tx)
+                .await?;
         for g in gateways {
             let g: portico_model::GatewaySpec = from_json(&g)?;
             let v = &g.visibility;
-            if v.roles_allowed.iter().chain(&v.roles_denied).any(|r| key(r) == k) {
+            if v.roles_allowed
+                .iter()
+                .chain(&v.roles_denied)
+                .any(|r| key(r) == k)
+            {
                 used.push(format!("gateway `{}`", g.name));
             }
         }
-        let apis: Vec<(String, String)> = sqlx::query_as("SELECT api_key, spec FROM apis ORDER BY api_key")
-            .fetch_all(&mut *tx)
-            .await?;
+        let apis: Vec<(String, String)> =
+            sqlx::query_as("SELECT api_key, spec FROM apis ORDER BY api_key")
+                .fetch_all(&mut *tx)
+                .await?;
         for (id, spec) in apis {
             let a: portico_model::ApiSpec = from_json(&spec)?;
             if a.visible_roles.iter().any(|r| key(r) == k) {
@@ -373,7 +387,11 @@ impl Store {
         expires_at: Option<i64>,
     ) -> Result<UserTokenRecord, Error> {
         let mut tx = self.write().await?;
-        let action = if via == Via::Session { "sign_in" } else { "create_token" };
+        let action = if via == Via::Session {
+            "sign_in"
+        } else {
+            "create_token"
+        };
         tx.audit(action, KindId::Token, &format!("{user}/{id}"), None, None);
         let uid: i64 = sqlx::query_scalar("SELECT id FROM users WHERE name_key = $1")
             .bind(key(user))
@@ -427,21 +445,33 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, name, kind, created_at, expires_at, last_used_at)| UserTokenRecord {
-                id,
-                name,
-                kind: if kind == "session" { "session" } else { "token" },
-                created_at,
-                expires_at,
-                last_used_at,
-            })
+            .map(
+                |(id, name, kind, created_at, expires_at, last_used_at)| UserTokenRecord {
+                    id,
+                    name,
+                    kind: if kind == "session" {
+                        "session"
+                    } else {
+                        "token"
+                    },
+                    created_at,
+                    expires_at,
+                    last_used_at,
+                },
+            )
             .collect())
     }
 
     /// Revokes one of a user's tokens or sessions.
     pub async fn revoke_user_token(&self, user: &str, id: &str) -> Result<(), Error> {
         let mut tx = self.write().await?;
-        tx.audit("revoke_token", KindId::Token, &format!("{user}/{id}"), None, None);
+        tx.audit(
+            "revoke_token",
+            KindId::Token,
+            &format!("{user}/{id}"),
+            None,
+            None,
+        );
         let done = sqlx::query(
             "DELETE FROM user_tokens WHERE id = $1 AND user_id = (SELECT id FROM users WHERE name_key = $2)",
         )
@@ -498,7 +528,11 @@ impl Store {
         Ok(Some(TokenHolder {
             name,
             roles: from_json(&roles)?,
-            via: if kind == "session" { Via::Session } else { Via::Token },
+            via: if kind == "session" {
+                Via::Session
+            } else {
+                Via::Token
+            },
             id,
         }))
     }
@@ -530,9 +564,9 @@ impl Store {
     ) -> Result<Vec<(String, AuditRecord)>, Error> {
         let before: i64 = match page.after.as_deref() {
             None => i64::MAX,
-            Some(c) => c.parse().map_err(|_| {
-                Error::BadRequest("cursor: not a cursor this list gave out".into())
-            })?,
+            Some(c) => c
+                .parse()
+                .map_err(|_| Error::BadRequest("cursor: not a cursor this list gave out".into()))?,
         };
         let (exact, bare) = match filter.actor.as_deref() {
             Some(a) if a.contains(':') => (Some(a.to_owned()), None),
@@ -558,21 +592,23 @@ impl Store {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, at, actor, action, kind, object, before_version, after_version)| {
-                (
-                    id.to_string(),
-                    AuditRecord {
-                        id,
-                        at,
-                        actor,
-                        action,
-                        kind,
-                        object,
-                        before_version,
-                        after_version,
-                    },
-                )
-            })
+            .map(
+                |(id, at, actor, action, kind, object, before_version, after_version)| {
+                    (
+                        id.to_string(),
+                        AuditRecord {
+                            id,
+                            at,
+                            actor,
+                            action,
+                            kind,
+                            object,
+                            before_version,
+                            after_version,
+                        },
+                    )
+                },
+            )
             .collect())
     }
 }

@@ -102,7 +102,13 @@ impl Write<'_> {
         expected: i64,
     ) -> Result<i64, Error> {
         let id = super::update(&mut self.tx, kind, name, spec, expected).await?;
-        self.audit("update", kind, name, Some(expected), Some(expected + 1));
+        self.audit(
+            "update",
+            kind,
+            name,
+            Some(expected),
+            Some(expected.saturating_add(1)),
+        );
         Ok(id)
     }
 
