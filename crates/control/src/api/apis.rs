@@ -36,7 +36,17 @@ pub(super) async fn invoke_urls(
             vec!["localhost".to_owned()]
         };
         let mut urls = Vec::new();
-        for l in &g.listeners {
+        // A gateway without listeners serves on the compiler's default one.
+        let default_listener = [Listener::new(
+            portico_compile::DEFAULT_PORT,
+            portico_model::ListenerProtocol::Http,
+        )];
+        let listeners = if g.listeners.is_empty() {
+            &default_listener[..]
+        } else {
+            &g.listeners[..]
+        };
+        for l in listeners {
             let scheme = if l.tls.is_some() { "https" } else { "http" };
             let default =
                 (scheme == "http" && l.port == 80) || (scheme == "https" && l.port == 443);

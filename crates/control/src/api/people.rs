@@ -107,14 +107,18 @@ pub(super) async fn login(
     let token = secrets::generate("pss_");
     let id = secrets::generate("ses_");
     let expires_at = now() + SESSION_SECONDS;
-    st.store
-        .create_user_token(
-            &name,
-            Via::Session,
-            "session",
-            &id,
-            &secrets::hash(&token),
-            Some(expires_at),
+    // Signing in is outside authentication: the audit log names the user who did.
+    crate::store::ACTOR
+        .scope(
+            format!("user:{name}"),
+            st.store.create_user_token(
+                &name,
+                Via::Session,
+                "session",
+                &id,
+                &secrets::hash(&token),
+                Some(expires_at),
+            ),
         )
         .await?;
     tracing::info!(user = %name, "signed in");
