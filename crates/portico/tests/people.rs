@@ -13,6 +13,24 @@ use common::*;
 
 const PASSWORD: &str = "correct horse battery";
 
+/// A row of the role matrix: what, read path, write (method, path), roles besides admin that
+/// may read, that may write.
+type KindCase<'a> = (
+    &'a str,
+    &'a str,
+    (&'a str, &'a str),
+    &'a [&'a str],
+    &'a [&'a str],
+);
+/// A row of the visibility table: who, their token, APIs seen, gateways with URLs, try-out.
+type SeenCase<'a> = (
+    &'a str,
+    Option<&'a str>,
+    &'a [&'a str],
+    &'a [&'a str],
+    &'a [&'a str],
+);
+
 /// A request with `token` as the bearer (none: anonymous): (status, body).
 async fn call(
     cp: &ControlPlane,
@@ -112,7 +130,7 @@ async fn every_role_may_do_what_it_should_and_nothing_else() {
     // (what, read, write, roles besides admin that may read, that may write). Writes send
     // bodies that do not validate: an allowed caller gets past authorization to a 4xx
     // about the body, a refused one gets 403 before the body is read.
-    let kinds: [(&str, &str, (&str, &str), &[&str], &[&str]); 15] = [
+    let kinds: [KindCase; 15] = [
         (
             "gateways",
             "/api/v1/gateways",
@@ -662,7 +680,7 @@ async fn the_portal_shows_each_caller_what_its_roles_allow() {
     let partner = user(&cp, "pia", &["subscriber", "partner"]).await;
     let publisher = user(&cp, "pat", &["publisher"]).await;
     // caller → (APIs seen, gateways with URLs for `pets`, try-out gateways for `pets`)
-    let cases: [(&str, Option<&str>, &[&str], &[&str], &[&str]); 5] = [
+    let cases: [SeenCase; 5] = [
         (
             "anonymous",
             None,

@@ -125,7 +125,8 @@ pub(super) async fn list_revisions(
     let page = Page::from_query(&q)?;
     ok(page.of(
         st.store.revisions(&id).await?,
-        |r| format!("{:010}", r.number),
+        // Newest first.
+        |r| format!("{:010}", u32::MAX - r.number),
         to_value,
     ))
 }

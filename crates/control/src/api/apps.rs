@@ -89,7 +89,8 @@ pub(super) async fn list_app_versions(
     let page = Page::from_query(&q)?;
     ok(page.of(
         st.store.app_versions(&slug).await?,
-        |v| format!("{:010}", v.number),
+        // Newest first.
+        |v| format!("{:010}", u32::MAX - v.number),
         to_value,
     ))
 }

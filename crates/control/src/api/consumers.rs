@@ -56,9 +56,10 @@ pub(super) async fn list_keys(
     Query(q): Query<PageQuery>,
 ) -> Res {
     let page = Page::from_query(&q)?;
+    // Oldest first, as they were made.
     ok(page.of(
         st.store.credentials(&name).await?,
-        |c| c.id.clone(),
+        |c| format!("{:020}-{}", c.created_at, c.id),
         to_value,
     ))
 }

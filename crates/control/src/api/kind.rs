@@ -10,7 +10,7 @@ use std::future::Future;
 use portico_model::{AppSpec, ConsumerSpec, Tier};
 
 use super::*;
-use crate::store::{AppRecord, GatewayRecord, Record};
+use crate::store::{AppRecord, GatewayRecord, Record, SpecKind};
 
 /// One kind of object with a definition.
 pub(crate) trait Kind: Send + Sync + 'static {
@@ -173,7 +173,7 @@ pub(super) async fn missing_tiers(
     let mut fields = Vec::new();
     for (path, tier) in refs {
         if let Some(t) = tier
-            && st.store.tier(t).await.is_err()
+            && st.store.one::<Tier>(t).await.is_err()
         {
             fields.push(FieldError::new(
                 path.clone(),
@@ -254,87 +254,87 @@ impl Kind for Gateways {
     }
 }
 
-/// Services: where routes forward.
-pub(crate) struct Services;
+/// A kind stored as its definition ([`SpecKind`]), declared for the API by where it lives
+/// and how a definition is checked.
+pub(crate) trait Declared: SpecKind {
+    /// Where its list lives under `/api/v1`.
+    const PATH: &'static str;
+    /// Everything wrong with a definition: its own rules and what it names.
+    fn problems(
+        st: &ControlPlane,
+        spec: &Self,
+    ) -> impl Future<Output = Result<Vec<FieldError>, Error>> + Send;
+}
 
-impl Kind for Services {
-    const KIND: KindId = KindId::Service;
-    const PATH: &'static str = "/services";
+/// The API of a [`Declared`] kind: every part of it comes from the generic store path.
+pub(crate) struct Spec<T>(std::marker::PhantomData<T>);
+
+impl<T: Declared> Kind for Spec<T> {
+    const KIND: KindId = T::KIND;
+    const PATH: &'static str = T::PATH;
     const PARAM: &'static str = "name";
-    type Spec = Service;
-    type Record = Record<Service>;
+    type Spec = T;
+    type Record = Record<T>;
 
-    fn key(r: &Record<Service>) -> String {
-        r.spec.name.to_ascii_lowercase()
+    fn key(r: &Record<T>) -> String {
+        r.spec.name().to_ascii_lowercase()
     }
-    fn meta(r: &Record<Service>) -> &Meta {
+    fn meta(r: &Record<T>) -> &Meta {
         &r.meta
     }
-    async fn check(_st: &ControlPlane, spec: &Service) -> Result<Vec<FieldError>, Error> {
-        Ok(service_problems(spec))
+    async fn check(st: &ControlPlane, spec: &T) -> Result<Vec<FieldError>, Error> {
+        T::problems(st, spec).await
     }
-    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<Record<Service>>, Error> {
-        st.store.services(page).await
+    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<Record<T>>, Error> {
+        st.store.list_of(page).await
     }
-    async fn get(st: &ControlPlane, key: &str) -> Result<Record<Service>, Error> {
-        st.store.service(key).await
+    async fn get(st: &ControlPlane, key: &str) -> Result<Record<T>, Error> {
+        st.store.one(key).await
     }
-    async fn create(st: &ControlPlane, spec: &Service) -> Result<Record<Service>, Error> {
-        st.store.create_service(spec).await
+    async fn create(st: &ControlPlane, spec: &T) -> Result<Record<T>, Error> {
+        st.store.create(spec).await
     }
     async fn update(
         st: &ControlPlane,
         key: &str,
-        spec: &Service,
+        spec: &T,
         expected: i64,
-    ) -> Result<Record<Service>, Error> {
-        st.store.update_service(key, spec, expected).await
+    ) -> Result<Record<T>, Error> {
+        st.store.update(key, spec, expected).await
     }
     async fn delete(st: &ControlPlane, key: &str, _force: bool) -> Result<Option<Value>, Error> {
-        st.store.delete_service(key).await?;
+        st.store.delete::<T>(key).await?;
         Ok(None)
     }
 }
 
-/// Raw routes: mesh-style ingress rules attached to gateways by name.
-pub(crate) struct Routes;
+impl Declared for Service {
+    const PATH: &'static str = "/services";
+    async fn problems(_st: &ControlPlane, spec: &Service) -> Result<Vec<FieldError>, Error> {
+        Ok(service_problems(spec))
+    }
+}
 
-impl Kind for Routes {
-    const KIND: KindId = KindId::Route;
+impl Declared for RouteSpec {
     const PATH: &'static str = "/routes";
-    const PARAM: &'static str = "name";
-    type Spec = RouteSpec;
-    type Record = Record<RouteSpec>;
-
-    fn key(r: &Record<RouteSpec>) -> String {
-        r.spec.name.to_ascii_lowercase()
-    }
-    fn meta(r: &Record<RouteSpec>) -> &Meta {
-        &r.meta
-    }
-    async fn check(_st: &ControlPlane, spec: &RouteSpec) -> Result<Vec<FieldError>, Error> {
+    async fn problems(_st: &ControlPlane, spec: &RouteSpec) -> Result<Vec<FieldError>, Error> {
         Ok(own(spec.validate()))
     }
-    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<Record<RouteSpec>>, Error> {
-        st.store.routes(page).await
+}
+
+impl Declared for ConsumerSpec {
+    const PATH: &'static str = "/consumers";
+    async fn problems(st: &ControlPlane, spec: &ConsumerSpec) -> Result<Vec<FieldError>, Error> {
+        let mut fields = own(spec.validate());
+        fields.extend(missing_tiers(st, &[("tier".into(), &spec.tier)]).await?);
+        Ok(fields)
     }
-    async fn get(st: &ControlPlane, key: &str) -> Result<Record<RouteSpec>, Error> {
-        st.store.route(key).await
-    }
-    async fn create(st: &ControlPlane, spec: &RouteSpec) -> Result<Record<RouteSpec>, Error> {
-        st.store.create_route(spec).await
-    }
-    async fn update(
-        st: &ControlPlane,
-        key: &str,
-        spec: &RouteSpec,
-        expected: i64,
-    ) -> Result<Record<RouteSpec>, Error> {
-        st.store.update_route(key, spec, expected).await
-    }
-    async fn delete(st: &ControlPlane, key: &str, _force: bool) -> Result<Option<Value>, Error> {
-        st.store.delete_route(key).await?;
-        Ok(None)
+}
+
+impl Declared for Tier {
+    const PATH: &'static str = "/tiers";
+    async fn problems(_st: &ControlPlane, spec: &Tier) -> Result<Vec<FieldError>, Error> {
+        Ok(tier_problems(spec))
     }
 }
 
@@ -391,92 +391,6 @@ impl Kind for Apis {
         let mut v = to_value(r);
         v["invoke_urls"] = json!(apis::invoke_urls(st, &r.id, |_| true).await?);
         Ok(v)
-    }
-}
-
-/// Consumers: who calls APIs (a portal user's applications among them).
-pub(crate) struct Consumers;
-
-impl Kind for Consumers {
-    const KIND: KindId = KindId::Consumer;
-    const PATH: &'static str = "/consumers";
-    const PARAM: &'static str = "name";
-    type Spec = ConsumerSpec;
-    type Record = Record<ConsumerSpec>;
-
-    fn key(r: &Record<ConsumerSpec>) -> String {
-        r.spec.name.to_ascii_lowercase()
-    }
-    fn meta(r: &Record<ConsumerSpec>) -> &Meta {
-        &r.meta
-    }
-    async fn check(st: &ControlPlane, spec: &ConsumerSpec) -> Result<Vec<FieldError>, Error> {
-        let mut fields = own(spec.validate());
-        fields.extend(missing_tiers(st, &[("tier".into(), &spec.tier)]).await?);
-        Ok(fields)
-    }
-    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<Record<ConsumerSpec>>, Error> {
-        st.store.consumers(page).await
-    }
-    async fn get(st: &ControlPlane, key: &str) -> Result<Record<ConsumerSpec>, Error> {
-        st.store.consumer(key).await
-    }
-    async fn create(st: &ControlPlane, spec: &ConsumerSpec) -> Result<Record<ConsumerSpec>, Error> {
-        st.store.create_consumer(spec).await
-    }
-    async fn update(
-        st: &ControlPlane,
-        key: &str,
-        spec: &ConsumerSpec,
-        expected: i64,
-    ) -> Result<Record<ConsumerSpec>, Error> {
-        st.store.update_consumer(key, spec, expected).await
-    }
-    async fn delete(st: &ControlPlane, key: &str, _force: bool) -> Result<Option<Value>, Error> {
-        st.store.delete_consumer(key).await?;
-        Ok(None)
-    }
-}
-
-/// Throttling tiers.
-pub(crate) struct Tiers;
-
-impl Kind for Tiers {
-    const KIND: KindId = KindId::Tier;
-    const PATH: &'static str = "/tiers";
-    const PARAM: &'static str = "name";
-    type Spec = Tier;
-    type Record = Record<Tier>;
-
-    fn key(r: &Record<Tier>) -> String {
-        r.spec.name.to_ascii_lowercase()
-    }
-    fn meta(r: &Record<Tier>) -> &Meta {
-        &r.meta
-    }
-    async fn check(_st: &ControlPlane, spec: &Tier) -> Result<Vec<FieldError>, Error> {
-        Ok(tier_problems(spec))
-    }
-    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<Record<Tier>>, Error> {
-        st.store.tiers(page).await
-    }
-    async fn get(st: &ControlPlane, key: &str) -> Result<Record<Tier>, Error> {
-        st.store.tier(key).await
-    }
-    async fn create(st: &ControlPlane, spec: &Tier) -> Result<Record<Tier>, Error> {
-        st.store.create_tier(spec).await
-    }
-    async fn update(
-        st: &ControlPlane,
-        key: &str,
-        spec: &Tier,
-        expected: i64,
-    ) -> Result<Record<Tier>, Error> {
-        st.store.update_tier(key, spec, expected).await
-    }
-    async fn delete(st: &ControlPlane, key: &str, _force: bool) -> Result<Option<Value>, Error> {
-        st.store.delete_tier(key).await?;
-        Ok(None)
     }
 }
 

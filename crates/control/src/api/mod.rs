@@ -131,11 +131,11 @@ pub fn router(state: Arc<ControlPlane>) -> Router {
         .route("/blobs/{hash}", axum::routing::put(apps::put_blob));
     let admin = R::new()
         .merge(kind::routes::<kind::Gateways>(gateways))
-        .merge(kind::routes::<kind::Services>(R::new()))
-        .merge(kind::routes::<kind::Routes>(R::new()))
+        .merge(kind::routes::<kind::Spec<Service>>(R::new()))
+        .merge(kind::routes::<kind::Spec<RouteSpec>>(R::new()))
         .merge(kind::routes::<kind::Apis>(apis))
-        .merge(kind::routes::<kind::Consumers>(consumers))
-        .merge(kind::routes::<kind::Tiers>(R::new()))
+        .merge(kind::routes::<kind::Spec<ConsumerSpec>>(consumers))
+        .merge(kind::routes::<kind::Spec<portico_model::Tier>>(R::new()))
         .merge(kind::routes::<kind::Apps>(apps))
         .merge(section(
             K::Certificate,

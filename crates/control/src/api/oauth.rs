@@ -177,7 +177,12 @@ pub(super) async fn authenticate_client(
             client.secret_hash.as_bytes(),
             secrets::hash(secret).as_bytes(),
         )
-        || st.store.consumer(&client.consumer).await?.spec.blocked
+        || st
+            .store
+            .one::<ConsumerSpec>(&client.consumer)
+            .await?
+            .spec
+            .blocked
     {
         return Ok(None);
     }
@@ -324,7 +329,7 @@ pub(super) async fn test_token(
     if !fields.is_empty() {
         return Err(Error::Invalid(fields));
     }
-    if st.store.consumer(&name).await?.spec.blocked {
+    if st.store.one::<ConsumerSpec>(&name).await?.spec.blocked {
         return Err(Error::Conflict(format!(
             "consumer `{name}` is blocked: unblock it first (`portico consumers unblock {name}`)"
         )));

@@ -154,13 +154,13 @@ async fn create_application(State(st): St, who: Who, JsonBody(bytes): JsonBody) 
 
 async fn get_application(State(st): St, who: Who, Path(name): Path<String>) -> Res {
     own_application(&st, &who, &name).await?;
-    let r = st.store.consumer(&name).await?;
+    let r = st.store.one::<ConsumerSpec>(&name).await?;
     Ok(with_etag(StatusCode::OK, &r.meta, to_value(&r)))
 }
 
 async fn delete_application(State(st): St, who: Who, Path(name): Path<String>) -> Res {
     own_application(&st, &who, &name).await?;
-    st.store.delete_consumer(&name).await?;
+    st.store.delete::<ConsumerSpec>(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

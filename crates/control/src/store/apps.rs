@@ -228,7 +228,7 @@ impl Store {
         let ids = app_gateway_ids(&mut tx, id).await?;
         tx.recompile(&ids).await?;
         tx.commit().await?;
-        Ok(self.app(slug).await?)
+        self.app(slug).await
     }
 
     /// Deletes an app that runs nowhere; answers the hashes no version references any more.

@@ -5,10 +5,9 @@ use portico_model::{ApiKeyGrant, ConsumerSpec, KeyType};
 use serde::Serialize;
 use sqlx::{Row, SqliteConnection};
 
-use super::{Moved, Record, Store, api_gateway_ids, from_json, get, key, list, now};
+use super::{Moved, Record, Store, api_gateway_ids, from_json, key, now};
 use crate::access::KindId;
 use crate::error::Error;
-use crate::page::Page;
 
 /// A subscription of a consumer to an API.
 #[derive(Clone, Debug, Serialize)]
@@ -95,7 +94,10 @@ async fn consumer_id(conn: &mut SqliteConnection, name: &str) -> Result<i64, Err
 }
 
 /// Gateways whose snapshots carry this consumer's keys.
-async fn consumer_gateways(conn: &mut SqliteConnection, consumer: i64) -> Result<Vec<i64>, Error> {
+pub(super) async fn consumer_gateways(
+    conn: &mut SqliteConnection,
+    consumer: i64,
+) -> Result<Vec<i64>, Error> {
     Ok(sqlx::query_scalar(
         "SELECT DISTINCT d.gateway_id FROM deployments d JOIN subscriptions s ON s.api_id = d.api_id \
          WHERE s.consumer_id = $1",
@@ -147,24 +149,6 @@ pub(super) async fn api_key_grants(
 }
 
 impl Store {
-    /// Every consumer.
-    pub async fn consumers(&self, page: &Page) -> Result<Vec<Record<ConsumerSpec>>, Error> {
-        list(&self.pool, KindId::Consumer, page).await
-    }
-
-    /// One consumer.
-    pub async fn consumer(&self, name: &str) -> Result<Record<ConsumerSpec>, Error> {
-        get(&self.pool, KindId::Consumer, name).await
-    }
-
-    /// Creates a consumer.
-    pub async fn create_consumer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Record<ConsumerSpec>, Error> {
-        self.create_owned_consumer(spec, None).await
-    }
-
     /// Creates a consumer that a portal user owns (an application of theirs).
     pub async fn create_owned_consumer(
         &self,
@@ -181,7 +165,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        self.consumer(&spec.name).await
+        self.one(&spec.name).await
     }
 
     /// The consumers a portal user owns, by name.
@@ -216,37 +200,6 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(found.is_some())
-    }
-
-    /// Replaces a consumer if `expected` is its current version.
-    pub async fn update_consumer(
-        &self,
-        name: &str,
-        spec: &ConsumerSpec,
-        expected: i64,
-    ) -> Result<Record<ConsumerSpec>, Error> {
-        if key(&spec.name) != key(name) {
-            return Err(Error::Conflict(
-                "a consumer cannot be renamed: its keys and tokens name it".into(),
-            ));
-        }
-        let mut tx = self.write().await?;
-        let id = tx.update(KindId::Consumer, name, spec, expected).await?;
-        let gws = consumer_gateways(&mut tx, id).await?;
-        tx.recompile(&gws).await?;
-        tx.commit().await?;
-        Ok(self.consumer(name).await?)
-    }
-
-    /// Deletes a consumer with its subscriptions and credentials.
-    pub async fn delete_consumer(&self, name: &str) -> Result<(), Error> {
-        let mut tx = self.write().await?;
-        let id = consumer_id(&mut tx, name).await?;
-        let gws = consumer_gateways(&mut tx, id).await?;
-        tx.delete(KindId::Consumer, name).await?;
-        tx.recompile(&gws).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// A consumer's subscriptions.

@@ -5,10 +5,8 @@ use std::collections::BTreeMap;
 use portico_model::{ConsumerLimits, ConsumerSpec, Tier};
 use sqlx::SqliteConnection;
 
-use super::{Record, Store, all_gateway_ids, from_json, get, key, list};
-use crate::access::KindId;
+use super::from_json;
 use crate::error::Error;
-use crate::page::Page;
 
 /// Every tier.
 pub(super) async fn all_tiers(conn: &mut SqliteConnection) -> Result<Vec<Tier>, Error> {
@@ -57,77 +55,4 @@ pub(super) async fn consumer_limits(
         }
     }
     Ok(out)
-}
-
-impl Store {
-    /// Every tier.
-    pub async fn tiers(&self, page: &Page) -> Result<Vec<Record<Tier>>, Error> {
-        list(&self.pool, KindId::Tier, page).await
-    }
-
-    /// One tier.
-    pub async fn tier(&self, name: &str) -> Result<Record<Tier>, Error> {
-        get(&self.pool, KindId::Tier, name).await
-    }
-
-    /// Creates a tier.
-    pub async fn create_tier(&self, spec: &Tier) -> Result<Record<Tier>, Error> {
-        let mut tx = self.write().await?;
-        tx.insert(KindId::Tier, &spec.name, spec).await?;
-        tx.commit().await?;
-        self.tier(&spec.name).await
-    }
-
-    /// Changes a tier; every gateway using it recompiles.
-    pub async fn update_tier(
-        &self,
-        name: &str,
-        spec: &Tier,
-        expected: i64,
-    ) -> Result<Record<Tier>, Error> {
-        if key(&spec.name) != key(name) {
-            return Err(Error::Conflict(
-                "a tier cannot be renamed: create a new one".into(),
-            ));
-        }
-        let mut tx = self.write().await?;
-        tx.update(KindId::Tier, name, spec, expected).await?;
-        let all = all_gateway_ids(&mut tx).await?;
-        tx.recompile(&all).await?;
-        tx.commit().await?;
-        Ok(self.tier(name).await?)
-    }
-
-    /// Deletes a tier nothing uses.
-    pub async fn delete_tier(&self, name: &str) -> Result<(), Error> {
-        let mut tx = self.write().await?;
-        let subs: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM subscriptions WHERE lower(tier) = $1")
-                .bind(key(name))
-                .fetch_one(&mut *tx)
-                .await?;
-        let consumers: Vec<String> = sqlx::query_scalar("SELECT spec FROM consumers")
-            .fetch_all(&mut *tx)
-            .await?;
-        let by_consumer = consumers
-            .iter()
-            .filter_map(|s| from_json::<ConsumerSpec>(s).ok())
-            .any(|c| c.tier.is_some_and(|t| key(&t) == key(name)));
-        if subs > 0 || by_consumer {
-            return Err(Error::Conflict(format!(
-                "tier `{name}` is used by consumers or subscriptions: move them to another tier first"
-            )));
-        }
-        tx.delete(KindId::Tier, name).await?;
-        // Deployed APIs that name it would no longer compile: that refuses the delete.
-        let all = all_gateway_ids(&mut tx).await?;
-        tx.recompile(&all).await.map_err(|e| match e {
-            Error::Compile(m) => {
-                Error::Conflict(format!("tier `{name}` is used by a deployed API: {m}"))
-            }
-            other => other,
-        })?;
-        tx.commit().await?;
-        Ok(())
-    }
 }

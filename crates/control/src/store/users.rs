@@ -2,7 +2,7 @@
 //! token, and the audit log.
 
 use serde::Serialize;
-use sqlx::SqliteConnection;
+use sqlx::{Row, SqliteConnection};
 
 use super::{Store, from_json, key, now, to_json};
 use crate::access::{BUILTIN_ROLES, KindId, Via};
@@ -434,7 +434,7 @@ impl Store {
     /// A user's tokens and live sessions.
     pub async fn user_tokens(&self, user: &str) -> Result<Vec<UserTokenRecord>, Error> {
         self.user(user).await?;
-        let rows: Vec<(String, String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+        let rows = sqlx::query(
             "SELECT t.id, t.name, t.kind, t.created_at, t.expires_at, t.last_used_at FROM user_tokens t \
              JOIN users u ON u.id = t.user_id WHERE u.name_key = $1 \
              AND (t.expires_at IS NULL OR t.expires_at > $2) ORDER BY t.id",
@@ -443,23 +443,23 @@ impl Store {
         .bind(now())
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, name, kind, created_at, expires_at, last_used_at)| UserTokenRecord {
-                    id,
-                    name,
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get(2)?;
+                Ok(UserTokenRecord {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
                     kind: if kind == "session" {
                         "session"
                     } else {
                         "token"
                     },
-                    created_at,
-                    expires_at,
-                    last_used_at,
-                },
-            )
-            .collect())
+                    created_at: r.try_get(3)?,
+                    expires_at: r.try_get(4)?,
+                    last_used_at: r.try_get(5)?,
+                })
+            })
+            .collect()
     }
 
     /// Revokes one of a user's tokens or sessions.
@@ -573,42 +573,39 @@ impl Store {
             Some(a) => (None, Some(a.to_owned())),
             None => (None, None),
         };
-        let rows: Vec<(i64, i64, String, String, String, String, Option<i64>, Option<i64>)> =
-            sqlx::query_as(
-                "SELECT id, at, actor, action, kind, object, before_version, after_version FROM audit \
-                 WHERE id < $1 AND ($2 IS NULL OR actor = $2) \
-                 AND ($3 IS NULL OR actor = 'user:' || $3 OR actor = 'admin-token:' || $3) \
-                 AND ($4 IS NULL OR kind = $4) AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at <= $6) \
-                 ORDER BY id DESC LIMIT $7",
-            )
-            .bind(before)
-            .bind(exact)
-            .bind(bare)
-            .bind(&filter.kind)
-            .bind(filter.since)
-            .bind(filter.until)
-            .bind(page.fetch())
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, at, actor, action, kind, object, before_version, after_version)| {
-                    (
-                        id.to_string(),
-                        AuditRecord {
-                            id,
-                            at,
-                            actor,
-                            action,
-                            kind,
-                            object,
-                            before_version,
-                            after_version,
-                        },
-                    )
-                },
-            )
-            .collect())
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, kind, object, before_version, after_version FROM audit \
+             WHERE id < $1 AND ($2 IS NULL OR actor = $2) \
+             AND ($3 IS NULL OR actor = 'user:' || $3 OR actor = 'admin-token:' || $3) \
+             AND ($4 IS NULL OR kind = $4) AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at <= $6) \
+             ORDER BY id DESC LIMIT $7",
+        )
+        .bind(before)
+        .bind(exact)
+        .bind(bare)
+        .bind(&filter.kind)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(page.fetch())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get(0)?;
+                Ok((
+                    id.to_string(),
+                    AuditRecord {
+                        id,
+                        at: r.try_get(1)?,
+                        actor: r.try_get(2)?,
+                        action: r.try_get(3)?,
+                        kind: r.try_get(4)?,
+                        object: r.try_get(5)?,
+                        before_version: r.try_get(6)?,
+                        after_version: r.try_get(7)?,
+                    },
+                ))
+            })
+            .collect()
     }
 }

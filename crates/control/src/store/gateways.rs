@@ -1,0 +1,401 @@
+//! Gateways: deploy targets, their credentials and snapshots.
+
+use super::*;
+
+impl Store {
+    /// Creates the built-in gateway when it does not exist yet.
+    pub async fn ensure_default_gateway(&self, port: u16) -> Result<Moved, Error> {
+        if self.gateway(DEFAULT_GATEWAY).await.is_ok() {
+            return Ok(Vec::new());
+        }
+        let mut spec = GatewaySpec::new(DEFAULT_GATEWAY, GatewayKind::Hybrid);
+        spec.description = "Built into the control plane".into();
+        spec.listeners = vec![Listener::new(port, ListenerProtocol::Http)];
+        let mut tx = self.write().await?;
+        tx.audit(
+            "create",
+            crate::access::KindId::Gateway,
+            DEFAULT_GATEWAY,
+            None,
+            Some(1),
+        );
+        let t = now();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO gateways (name_key, spec, builtin, version, created_at, updated_at) \
+             VALUES ($1, $2, 1, 1, $3, $3) RETURNING id",
+        )
+        .bind(key(DEFAULT_GATEWAY))
+        .bind(to_json(&spec)?)
+        .bind(t)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.recompile(&[id]).await?;
+        let moved = tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// Every gateway, by name.
+    pub async fn gateways(&self, page: &Page) -> Result<Vec<GatewayRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, spec, builtin, token_hash, linked_at, version, created_at, updated_at \
+             FROM gateways WHERE name_key > $1 ORDER BY name_key LIMIT $2",
+        )
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(gateway_row).collect()
+    }
+
+    /// One gateway by name (case-insensitive).
+    pub async fn gateway(&self, name: &str) -> Result<GatewayRecord, Error> {
+        let row = sqlx::query(
+            "SELECT id, spec, builtin, token_hash, linked_at, version, created_at, updated_at \
+             FROM gateways WHERE name_key = $1",
+        )
+        .bind(key(name))
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::not_found(crate::access::KindId::Gateway, name))?;
+        gateway_row(&row)
+    }
+
+    /// The row id of a gateway.
+    pub async fn gateway_id(&self, name: &str) -> Result<i64, Error> {
+        Ok(self.gateway(name).await?.id)
+    }
+
+    /// Creates a gateway, optionally with credentials.
+    pub async fn create_gateway(
+        &self,
+        spec: &GatewaySpec,
+        creds: Option<&Credentials>,
+    ) -> Result<GatewayRecord, Error> {
+        let mut tx = self.write().await?;
+        tx.audit(
+            "create",
+            crate::access::KindId::Gateway,
+            &spec.name,
+            None,
+            Some(1),
+        );
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
+            .bind(key(&spec.name))
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Err(Error::Conflict(format!(
+                "a gateway named `{}` exists already (names are case-insensitive): pick another name, or update it with PUT",
+                spec.name
+            )));
+        }
+        let t = now();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO gateways (name_key, spec, builtin, token_hash, jwt_secret, linked_at, version, created_at, updated_at) \
+             VALUES ($1, $2, 0, $3, $4, $5, 1, $6, $6) RETURNING id",
+        )
+        .bind(key(&spec.name))
+        .bind(to_json(spec)?)
+        .bind(creds.map(|c| c.token_hash.clone()))
+        .bind(creds.map(|c| c.jwt_secret_sealed.clone()))
+        .bind(creds.map(|_| t))
+        .bind(t)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(token_clash)?;
+        tx.recompile(&[id]).await?;
+        tx.commit().await?;
+        self.gateway(&spec.name).await
+    }
+
+    /// Replaces a gateway's definition if `expected` is its current version; with `creds`,
+    /// its credentials too, in the same transaction (a re-link).
+    pub async fn update_gateway(
+        &self,
+        name: &str,
+        spec: &GatewaySpec,
+        expected: i64,
+        creds: Option<&Credentials>,
+    ) -> Result<GatewayRecord, Error> {
+        let mut tx = self.write().await?;
+        tx.audit(
+            if creds.is_some() { "link" } else { "update" },
+            crate::access::KindId::Gateway,
+            &spec.name,
+            Some(expected),
+            Some(expected.saturating_add(1)),
+        );
+        let (id, builtin): (i64, i64) =
+            sqlx::query_as("SELECT id, builtin FROM gateways WHERE name_key = $1")
+                .bind(key(name))
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::not_found(crate::access::KindId::Gateway, name))?;
+        if builtin == 1 && (key(&spec.name) != key(name) || spec.kind != GatewayKind::Hybrid) {
+            return Err(Error::Conflict(
+                "the built-in gateway `default` keeps its name and type (hybrid); change its hosts or listeners only".into(),
+            ));
+        }
+        if key(&spec.name) != key(name) {
+            let clash: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
+                    .bind(key(&spec.name))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if clash.is_some() {
+                return Err(Error::Conflict(format!(
+                    "a gateway named `{}` exists already",
+                    spec.name
+                )));
+            }
+            // Deployments and nodes follow the id; raw routes name gateways, so move them.
+            sqlx::query("UPDATE route_gateways SET gateway_key = $1 WHERE gateway_key = $2")
+                .bind(key(&spec.name))
+                .bind(key(name))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query(
+            "UPDATE gateways SET name_key = $1, spec = $2, version = version + 1, updated_at = $3 \
+             WHERE id = $4 AND version = $5",
+        )
+        .bind(key(&spec.name))
+        .bind(to_json(spec)?)
+        .bind(now())
+        .bind(id)
+        .bind(expected)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(stale(KindId::Gateway, name));
+        }
+        if let Some(c) = creds {
+            sqlx::query(
+                "UPDATE gateways SET token_hash = $1, jwt_secret = $2, linked_at = $3 WHERE id = $4",
+            )
+            .bind(&c.token_hash)
+            .bind(&c.jwt_secret_sealed)
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(token_clash)?;
+        }
+        tx.recompile(&[id]).await?;
+        tx.commit().await?;
+        self.gateway(&spec.name).await
+    }
+
+    /// Sets (link, rotate) or clears (revoke) a gateway's credentials.
+    pub async fn set_credentials(
+        &self,
+        name: &str,
+        creds: Option<&Credentials>,
+        jwt_too: bool,
+    ) -> Result<GatewayRecord, Error> {
+        let mut tx = self.write().await?;
+        let action = match (creds, jwt_too) {
+            (Some(_), true) => "link",
+            (Some(_), false) => "rotate_token",
+            (None, _) => "revoke_token",
+        };
+        tx.audit(action, KindId::Gateway, name, None, None);
+        let t = now();
+        let done =
+            match (creds, jwt_too) {
+                (Some(c), true) => sqlx::query(
+                    "UPDATE gateways SET token_hash = $1, jwt_secret = $2, linked_at = $3, \
+                 version = version + 1, updated_at = $3 WHERE name_key = $4",
+                )
+                .bind(&c.token_hash)
+                .bind(&c.jwt_secret_sealed)
+                .bind(t)
+                .bind(key(name))
+                .execute(&mut *tx)
+                .await
+                .map_err(token_clash)?,
+                (Some(c), false) => sqlx::query(
+                    "UPDATE gateways SET token_hash = $1, version = version + 1, updated_at = $2 \
+                 WHERE name_key = $3",
+                )
+                .bind(&c.token_hash)
+                .bind(t)
+                .bind(key(name))
+                .execute(&mut *tx)
+                .await
+                .map_err(token_clash)?,
+                (None, _) => sqlx::query(
+                    "UPDATE gateways SET token_hash = NULL, version = version + 1, updated_at = $1 \
+                 WHERE name_key = $2",
+                )
+                .bind(t)
+                .bind(key(name))
+                .execute(&mut *tx)
+                .await?,
+            };
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found(crate::access::KindId::Gateway, name));
+        }
+        tx.commit().await?;
+        self.gateway(name).await
+    }
+
+    /// The sealed JWT secret of a gateway, if it has one.
+    pub async fn jwt_secret_sealed(&self, name: &str) -> Result<Option<String>, Error> {
+        let v: Option<Option<String>> =
+            sqlx::query_scalar("SELECT jwt_secret FROM gateways WHERE name_key = $1")
+                .bind(key(name))
+                .fetch_optional(&self.pool)
+                .await?;
+        v.ok_or_else(|| Error::not_found(crate::access::KindId::Gateway, name))
+    }
+
+    /// Deletes a gateway (not the built-in one) with its deployments and nodes.
+    /// Deletes a gateway. What it serves (API and app deployments, raw routes) and its
+    /// nodes go with it only with `force`; without, a gateway that has any is refused,
+    /// naming them. Answers what went besides the gateway.
+    pub async fn delete_gateway(&self, name: &str, force: bool) -> Result<Vec<String>, Error> {
+        let mut tx = self.write().await?;
+        tx.audit("delete", crate::access::KindId::Gateway, name, None, None);
+        let (id, builtin): (i64, i64) =
+            sqlx::query_as("SELECT id, builtin FROM gateways WHERE name_key = $1")
+                .bind(key(name))
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::not_found(crate::access::KindId::Gateway, name))?;
+        if builtin == 1 {
+            return Err(Error::Conflict(
+                "the built-in gateway `default` cannot be deleted; undeploy what runs on it instead"
+                    .into(),
+            ));
+        }
+        let mut going: Vec<String> = Vec::new();
+        let apis: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT a.api_key, d.revision FROM deployments d JOIN apis a ON a.id = d.api_id \
+             WHERE d.gateway_id = $1 ORDER BY a.api_key",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        going.extend(
+            apis.into_iter()
+                .map(|(api, rev)| format!("API `{api}` (revision {rev})")),
+        );
+        let apps: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT a.slug, d.version, d.host FROM app_deployments d JOIN apps a ON a.id = d.app_id \
+             WHERE d.gateway_id = $1 ORDER BY a.slug, d.host",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        going.extend(apps.into_iter().map(|(slug, v, host)| {
+            if host.is_empty() {
+                format!("app `{slug}` (version {v})")
+            } else {
+                format!("app `{slug}` (version {v} on {host})")
+            }
+        }));
+        let routes: Vec<String> = sqlx::query_scalar(
+            "SELECT r.name_key FROM route_gateways g JOIN routes r ON r.id = g.route_id \
+             WHERE g.gateway_key = $1 ORDER BY r.name_key",
+        )
+        .bind(key(name))
+        .fetch_all(&mut *tx)
+        .await?;
+        going.extend(
+            routes
+                .into_iter()
+                .map(|r| format!("route `{r}` (detached)")),
+        );
+        let nodes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE gateway_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if nodes > 0 {
+            going.push(format!(
+                "{nodes} node{} (they keep serving their last snapshot, cut off)",
+                if nodes == 1 { "" } else { "s" }
+            ));
+        }
+        if !going.is_empty() && !force {
+            return Err(Error::Conflict(format!(
+                "gateway `{name}` is in use: {}. Undeploy first, or delete with --force (`?force=true`) to remove all of that with it",
+                going.join(", ")
+            )));
+        }
+        sqlx::query("DELETE FROM route_gateways WHERE gateway_key = $1")
+            .bind(key(name))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM gateways WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.hub.wake(id);
+        Ok(going)
+    }
+
+    /// The gateway an API token belongs to.
+    pub async fn token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>, Error> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, spec FROM gateways WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            None => Ok(None),
+            Some((id, spec)) => {
+                let spec: GatewaySpec = from_json(&spec)?;
+                Ok(Some(TokenOwner {
+                    gateway_id: id,
+                    name: spec.name,
+                }))
+            }
+        }
+    }
+
+    /// A gateway's compiled snapshot, its private keys in clear: for the gateway's own
+    /// nodes only (the sync endpoint, the built-in gateway).
+    pub async fn snapshot(&self, gateway_id: i64) -> Result<Option<SnapshotRecord>, Error> {
+        let row: Option<(i64, String, String)> =
+            sqlx::query_as("SELECT version, hash, body FROM snapshots WHERE gateway_id = $1")
+                .bind(gateway_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(version, hash, body)| {
+            Ok(SnapshotRecord {
+                version: version as u64,
+                hash,
+                body: open_body(self.sealer.as_deref(), body)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// A gateway's current snapshot version (0 before its first).
+    pub async fn snapshot_version(&self, gateway_id: i64) -> Result<u64, Error> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM snapshots WHERE gateway_id = $1")
+                .bind(gateway_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// Current snapshot version of every gateway: (id, name, version).
+    pub async fn snapshot_versions(&self) -> Result<Vec<(i64, String, u64)>, Error> {
+        let rows: Vec<(i64, String, Option<i64>)> = sqlx::query_as(
+            "SELECT g.id, g.spec, s.version FROM gateways g LEFT JOIN snapshots s ON s.gateway_id = g.id \
+             ORDER BY g.name_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, spec, v)| {
+                let spec: GatewaySpec = from_json(&spec)?;
+                Ok((id, spec.name, v.unwrap_or(0) as u64))
+            })
+            .collect()
+    }
+}
