@@ -21,10 +21,18 @@ mod tests {
         assert!(paths >= 20, "{paths} paths");
         assert!(doc["paths"]["/api/v1/apis/{id}/deployments"]["post"].is_object());
         assert!(doc["paths"]["/api/v1/apply"]["post"].is_object());
+        assert!(doc["paths"]["/api/v1/auth/login"]["post"].is_object());
+        assert!(doc["paths"]["/api/v1/users/{name}/tokens/{id}"]["delete"].is_object());
+        assert!(
+            doc["paths"]["/api/v1/portal/applications/{name}/subscriptions/{api}"]["delete"]
+                .is_object()
+        );
     }
 
     /// Walks a request schema: every string has a `maxLength`, every list a `maxItems`,
-    /// every map a `maxProperties`, every object with fields refuses others.
+    /// every map a `maxProperties`, every object with fields refuses others. A branch of
+    /// `allOf`, `oneOf` or `anyOf` without a `type` only adds rules to the object it is in
+    /// (`ApiSpec`'s visibility), whose own `additionalProperties` decides about other fields.
     fn unbounded(
         doc: &Value,
         s: &Value,
@@ -32,16 +40,28 @@ mod tests {
         seen: &mut HashSet<String>,
         out: &mut Vec<String>,
     ) {
+        walk(doc, s, at, false, seen, out);
+    }
+
+    fn walk(
+        doc: &Value,
+        s: &Value,
+        at: &str,
+        branch: bool,
+        seen: &mut HashSet<String>,
+        out: &mut Vec<String>,
+    ) {
         if let Some(r) = s.get("$ref").and_then(Value::as_str) {
             let name = r.rsplit('/').next().unwrap_or_default().to_owned();
             if seen.insert(name.clone()) {
-                unbounded(doc, &doc["components"]["schemas"][&name], &name, seen, out);
+                let named = &doc["components"]["schemas"][&name];
+                walk(doc, named, &name, false, seen, out);
             }
             return;
         }
         for key in ["allOf", "oneOf", "anyOf"] {
             for (i, sub) in s[key].as_array().into_iter().flatten().enumerate() {
-                unbounded(doc, sub, &format!("{at}/{key}[{i}]"), seen, out);
+                walk(doc, sub, &format!("{at}/{key}[{i}]"), true, seen, out);
             }
         }
         let types: Vec<&str> = match &s["type"] {
@@ -61,14 +81,15 @@ mod tests {
             if s.get("maxItems").is_none() {
                 out.push(format!("{at}: a list without maxItems"));
             }
-            unbounded(doc, &s["items"], &format!("{at}[]"), seen, out);
+            walk(doc, &s["items"], &format!("{at}[]"), false, seen, out);
         }
         if let Some(fields) = s.get("properties").and_then(Value::as_object) {
-            if s.get("additionalProperties") != Some(&Value::Bool(false)) {
+            let adds_rules = branch && s.get("type").is_none();
+            if !adds_rules && s.get("additionalProperties") != Some(&Value::Bool(false)) {
                 out.push(format!("{at}: an object that takes unknown fields"));
             }
             for (k, v) in fields {
-                unbounded(doc, v, &format!("{at}.{k}"), seen, out);
+                walk(doc, v, &format!("{at}.{k}"), false, seen, out);
             }
         } else if let Some(values) = s.get("additionalProperties").filter(|v| v.is_object()) {
             if s.get("maxProperties").is_none() || s["propertyNames"].get("maxLength").is_none() {
@@ -76,7 +97,7 @@ mod tests {
                     "{at}: a map without maxProperties and propertyNames"
                 ));
             }
-            unbounded(doc, values, &format!("{at}.*"), seen, out);
+            walk(doc, values, &format!("{at}.*"), false, seen, out);
         }
     }
 
@@ -137,6 +158,15 @@ mod tests {
             ),
             ("/TlsCertificate/properties/cert_pem/maxLength", limits::PEM),
             ("/Service/properties/name/maxLength", limits::OBJECT_NAME),
+            ("/UserRequest/properties/name/maxLength", limits::NAME),
+            ("/RoleRequest/properties/name/maxLength", limits::NAME),
+            ("/RoleName/maxLength", limits::NAME),
+            ("/TokenRequest/properties/name/maxLength", limits::NAME),
+            (
+                "/ApplicationRequest/properties/name/maxLength",
+                limits::NAME,
+            ),
+            ("/Page/properties/items/maxItems", crate::page::MAX_LIMIT),
         ] {
             assert_eq!(
                 s.pointer(pointer).and_then(Value::as_u64),
@@ -144,5 +174,161 @@ mod tests {
                 "{pointer}"
             );
         }
+    }
+
+    /// The schema a `$ref` names, or the schema itself.
+    fn resolved<'a>(doc: &'a Value, s: &'a Value) -> &'a Value {
+        match s.get("$ref").and_then(Value::as_str) {
+            Some(r) => doc
+                .pointer(r.trim_start_matches('#'))
+                .unwrap_or(&Value::Null),
+            None => s,
+        }
+    }
+
+    /// Every operation, with its method and path.
+    fn operations(doc: &Value) -> Vec<(&str, &str, &Value)> {
+        let mut out = Vec::new();
+        for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in ops.as_object().into_iter().flatten() {
+                if method != "parameters" {
+                    out.push((method.as_str(), path.as_str(), op));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_list_is_a_page_with_limit_and_cursor() {
+        use crate::page::{DEFAULT_LIMIT, MAX_LIMIT};
+        let doc = doc();
+        let limit = &doc["components"]["parameters"]["Limit"]["schema"];
+        assert_eq!(limit["minimum"], 1);
+        assert_eq!(limit["maximum"].as_u64(), Some(MAX_LIMIT as u64));
+        assert_eq!(limit["default"].as_u64(), Some(DEFAULT_LIMIT as u64));
+        let page = "#/components/schemas/Page";
+        let mut lists = 0;
+        for (method, path, op) in operations(&doc) {
+            let at = format!("{method} {path}");
+            let answer = resolved(
+                &doc,
+                op.pointer("/responses/200/content/application~1json/schema")
+                    .unwrap_or(&Value::Null),
+            );
+            assert!(
+                method != "get"
+                    || answer.pointer("/properties/items/type") != Some(&Value::from("array")),
+                "{at}: a list that is not a `Page`"
+            );
+            let paged = answer.pointer("/allOf/0/$ref") == Some(&Value::from(page));
+            let params: Vec<&str> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["$ref"].as_str())
+                .collect();
+            let takes = |p: &str| params.contains(&format!("#/components/parameters/{p}").as_str());
+            assert_eq!(
+                paged,
+                takes("Limit"),
+                "{at}: a page takes `limit`, and only a page"
+            );
+            if paged {
+                lists += 1;
+                assert!(takes("Cursor"), "{at}: no `cursor`");
+                assert!(op["responses"]["400"].is_object(), "{at}: no 400");
+                let words = op["description"].as_str().unwrap_or_default();
+                assert!(
+                    words.contains("100 items") && words.contains("`next`"),
+                    "{at}: the description does not say how pages go: {words}"
+                );
+            }
+        }
+        assert!(lists >= 25, "{lists} lists");
+    }
+
+    /// Every operation behind the bearer token documents 401 and 403, but those
+    /// [`crate::access::authorize`] lets every caller through: asking who one is, ending one's
+    /// session, and the developer portal's reads.
+    #[test]
+    fn every_operation_a_role_can_refuse_documents_403() {
+        use crate::access::{Action, Caller, KindId, Via, authorize};
+        let anyone = [
+            ("get", "/api/v1/auth/whoami", KindId::Token),
+            ("post", "/api/v1/auth/logout", KindId::Token),
+            ("get", "/api/v1/portal/apis", KindId::Portal),
+            ("get", "/api/v1/portal/apis/{id}", KindId::Portal),
+            ("get", "/api/v1/portal/applications", KindId::Portal),
+            ("get", "/api/v1/portal/applications/{name}", KindId::Portal),
+            (
+                "get",
+                "/api/v1/portal/applications/{name}/keys",
+                KindId::Portal,
+            ),
+            (
+                "get",
+                "/api/v1/portal/applications/{name}/subscriptions",
+                KindId::Portal,
+            ),
+        ];
+        let no_roles = Caller {
+            name: "someone".into(),
+            roles: Vec::new(),
+            via: Via::Token,
+            token_id: None,
+        };
+        for (method, path, kind) in anyone {
+            let action = if method == "get" {
+                Action::Read
+            } else {
+                Action::Write
+            };
+            assert!(
+                authorize(Some(&no_roles), kind, action, None).is_ok(),
+                "{method} {path} refuses callers without roles: document its 403"
+            );
+        }
+        let doc = doc();
+        let mut refusable = 0;
+        for (method, path, op) in operations(&doc) {
+            let at = format!("{method} {path}");
+            let security = op.get("security").unwrap_or(&doc["security"]);
+            let bearer = security
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s.get("bearer").is_some());
+            let documents = |status: &str| op["responses"][status].is_object();
+            if !bearer {
+                assert!(!documents("403"), "{at}: no bearer token, no roles, no 403");
+                continue;
+            }
+            assert!(documents("401"), "{at}: no 401");
+            let exempt = anyone.iter().any(|(m, p, _)| (*m, *p) == (method, path));
+            assert_eq!(documents("403"), !exempt, "{at}");
+            if !exempt {
+                refusable += 1;
+                assert_eq!(
+                    op["responses"]["403"]["$ref"], "#/components/responses/Forbidden",
+                    "{at}"
+                );
+            }
+        }
+        assert!(refusable >= 90, "{refusable} operations");
+    }
+
+    #[test]
+    fn the_audit_log_is_filtered_by_every_kind() {
+        let doc = doc();
+        let kinds = doc["paths"]["/api/v1/audit"]["get"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == "kind")
+            .map(|p| p["schema"]["enum"].clone())
+            .unwrap_or_default();
+        let want: Vec<&str> = crate::access::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(kinds, Value::from(want));
     }
 }

@@ -117,18 +117,13 @@ pub(super) async fn create_revision(
     Ok((StatusCode::CREATED, axum::Json(to_value(&r))).into_response())
 }
 
-pub(super) async fn list_revisions(
-    State(st): St,
-    Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
-) -> Res {
-    let page = Page::from_query(&q)?;
-    ok(page.of(
+pub(super) async fn list_revisions(State(st): St, Path(id): Path<String>, Query(q): Pq) -> Res {
+    paged(
+        &q,
         st.store.revisions(&id).await?,
         // Newest first.
         |r| format!("{:010}", u32::MAX - r.number),
-        to_value,
-    ))
+    )
 }
 
 pub(super) fn revision_number(raw: &str) -> Result<u32, Error> {
@@ -193,25 +188,15 @@ pub(super) async fn undeploy(State(st): St, Path((id, gateway)): Path<(String, S
     ok(json!({ "targets": targets }))
 }
 
-pub(super) async fn api_deployments(
-    State(st): St,
-    Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
-) -> Res {
-    let page = Page::from_query(&q)?;
+pub(super) async fn api_deployments(State(st): St, Path(id): Path<String>, Query(q): Pq) -> Res {
     st.store.api(&id).await?;
-    ok(page.of(
-        st.store.deployments(Some(&id)).await?,
-        |d| d.gateway.to_ascii_lowercase(),
-        to_value,
-    ))
+    paged(&q, st.store.deployments(Some(&id)).await?, |d| {
+        d.gateway.to_ascii_lowercase()
+    })
 }
 
-pub(super) async fn all_deployments(State(st): St, Query(q): Query<PageQuery>) -> Res {
-    let page = Page::from_query(&q)?;
-    ok(page.of(
-        st.store.deployments(None).await?,
-        |d| format!("{}/{}", d.api, d.gateway.to_ascii_lowercase()),
-        to_value,
-    ))
+pub(super) async fn all_deployments(State(st): St, Query(q): Pq) -> Res {
+    paged(&q, st.store.deployments(None).await?, |d| {
+        format!("{}/{}", d.api, d.gateway.to_ascii_lowercase())
+    })
 }

@@ -84,15 +84,14 @@ pub(super) async fn create_app_version(
 pub(super) async fn list_app_versions(
     State(st): St,
     Path(slug): Path<String>,
-    Query(q): Query<PageQuery>,
+    Query(q): Pq,
 ) -> Res {
-    let page = Page::from_query(&q)?;
-    ok(page.of(
+    paged(
+        &q,
         st.store.app_versions(&slug).await?,
         // Newest first.
         |v| format!("{:010}", u32::MAX - v.number),
-        to_value,
-    ))
+    )
 }
 
 pub(super) async fn get_app_version(
@@ -163,7 +162,7 @@ pub(super) struct HostQuery {
 pub(super) async fn list_app_deployments(
     State(st): St,
     Path(slug): Path<String>,
-    Query(q): Query<PageQuery>,
+    Query(q): Pq,
 ) -> Res {
     let page = Page::from_query(&q)?;
     let mut items = Vec::new();

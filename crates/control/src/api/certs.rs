@@ -11,13 +11,10 @@ pub(super) struct CertificateUpload {
     key_pem: String,
 }
 
-pub(super) async fn list_certificates(State(st): St, Query(q): Query<PageQuery>) -> Res {
-    let page = Page::from_query(&q)?;
-    ok(page.of(
-        st.store.certificates().await?,
-        |c| c.name.to_ascii_lowercase(),
-        to_value,
-    ))
+pub(super) async fn list_certificates(State(st): St, Query(q): Pq) -> Res {
+    paged(&q, st.store.certificates().await?, |c| {
+        c.name.to_ascii_lowercase()
+    })
 }
 
 /// Checks an uploaded chain and key: they parse, belong together and are not expired.
@@ -100,9 +97,8 @@ pub(super) async fn delete_certificate(State(st): St, Path(name): Path<String>) 
 
 // ---- automatic certificates ----
 
-pub(super) async fn list_acme_hosts(State(st): St, Query(q): Query<PageQuery>) -> Res {
-    let page = Page::from_query(&q)?;
-    ok(page.of(st.store.acme_hosts().await?, |h| h.host.clone(), to_value))
+pub(super) async fn list_acme_hosts(State(st): St, Query(q): Pq) -> Res {
+    paged(&q, st.store.acme_hosts().await?, |h| h.host.clone())
 }
 
 /// Orders a host's certificate now: an early renewal, or a retry without the back-off.

@@ -14,14 +14,9 @@ pub(super) struct SubscribeRequest {
 pub(super) async fn list_subscriptions(
     State(st): St,
     Path(name): Path<String>,
-    Query(q): Query<PageQuery>,
+    Query(q): Pq,
 ) -> Res {
-    let page = Page::from_query(&q)?;
-    ok(page.of(
-        st.store.subscriptions(&name).await?,
-        |s| s.api.clone(),
-        to_value,
-    ))
+    paged(&q, st.store.subscriptions(&name).await?, |s| s.api.clone())
 }
 
 pub(super) async fn subscribe(
@@ -50,18 +45,11 @@ pub(super) async fn unsubscribe(State(st): St, Path((name, api)): Path<(String, 
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub(super) async fn list_keys(
-    State(st): St,
-    Path(name): Path<String>,
-    Query(q): Query<PageQuery>,
-) -> Res {
-    let page = Page::from_query(&q)?;
+pub(super) async fn list_keys(State(st): St, Path(name): Path<String>, Query(q): Pq) -> Res {
     // Oldest first, as they were made.
-    ok(page.of(
-        st.store.credentials(&name).await?,
-        |c| format!("{:020}-{}", c.created_at, c.id),
-        to_value,
-    ))
+    paged(&q, st.store.credentials(&name).await?, |c| {
+        format!("{:020}-{}", c.created_at, c.id)
+    })
 }
 
 #[derive(Debug, Deserialize)]

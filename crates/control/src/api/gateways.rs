@@ -106,10 +106,10 @@ pub(super) async fn link_gateway(State(st): St, JsonBody(bytes): JsonBody) -> Re
         jwt_secret_sealed: st.sealer.seal(&req.jwt_secret)?,
     };
     let g = match existing {
-        None => st.store.create_gateway(&spec, Some(&creds)).await?,
+        None => st.store.create_linked_gateway(&spec, Some(&creds)).await?,
         Some(g) => {
             st.store
-                .update_gateway(&spec.name, &spec, g.meta.version, Some(&creds))
+                .relink_gateway(&spec.name, &spec, g.meta.version, Some(&creds))
                 .await?
         }
     };

@@ -10,7 +10,7 @@ use std::future::Future;
 use portico_model::{AppSpec, ConsumerSpec, Tier};
 
 use super::*;
-use crate::store::{AppRecord, GatewayRecord, Record, SpecKind};
+use crate::store::{AppRecord, GatewayRecord, Keyed, Record, SpecKind};
 
 /// One kind of object with a definition.
 pub(crate) trait Kind: Send + Sync + 'static {
@@ -23,12 +23,8 @@ pub(crate) trait Kind: Send + Sync + 'static {
     /// Its definition.
     type Spec: DeserializeOwned + Send + Sync + 'static;
     /// A stored one.
-    type Record: serde::Serialize + Send + Sync + 'static;
+    type Record: Keyed + serde::Serialize + Send + Sync + 'static;
 
-    /// Its key in list order.
-    fn key(r: &Self::Record) -> String;
-    /// Its bookkeeping.
-    fn meta(r: &Self::Record) -> &Meta;
     /// Everything wrong with a definition: its own rules and what it names.
     fn check(
         st: &ControlPlane,
@@ -71,6 +67,29 @@ pub(crate) trait Kind: Send + Sync + 'static {
     }
 }
 
+/// The store calls of a kind, by the names its store gives them.
+macro_rules! stored_as {
+    ($list:ident, $get:ident, $create:ident, $update:ident) => {
+        async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<Self::Record>, Error> {
+            st.store.$list(page).await
+        }
+        async fn get(st: &ControlPlane, key: &str) -> Result<Self::Record, Error> {
+            st.store.$get(key).await
+        }
+        async fn create(st: &ControlPlane, spec: &Self::Spec) -> Result<Self::Record, Error> {
+            st.store.$create(spec).await
+        }
+        async fn update(
+            st: &ControlPlane,
+            key: &str,
+            spec: &Self::Spec,
+            expected: i64,
+        ) -> Result<Self::Record, Error> {
+            st.store.$update(key, spec, expected).await
+        }
+    };
+}
+
 /// A kind's section of the router: its list, get, create, update and delete routes with
 /// the kind's `more` routes, all behind the kind's authorization.
 pub(super) fn routes<K: Kind>(more: R) -> R {
@@ -83,17 +102,17 @@ pub(super) fn routes<K: Kind>(more: R) -> R {
     )
 }
 
-async fn list<K: Kind>(State(st): St, Query(q): Query<PageQuery>) -> Res {
+async fn list<K: Kind>(State(st): St, Query(q): Pq) -> Res {
     let page = Page::from_query(&q)?;
     let items = K::list(&st, &page).await?;
-    ok(page.answer(items.iter().map(|r| (K::key(r), to_value(r))).collect()))
+    ok(page.answer(items.iter().map(|r| (r.key(), to_value(r))).collect()))
 }
 
 async fn show<K: Kind>(State(st): St, Path(key): Path<String>) -> Res {
     let r = K::get(&st, &key).await?;
     Ok(with_etag(
         StatusCode::OK,
-        K::meta(&r),
+        r.meta(),
         K::shown(&st, &r).await?,
     ))
 }
@@ -111,7 +130,7 @@ async fn checked<K: Kind>(st: &ControlPlane, bytes: &Bytes) -> Result<K::Spec, E
 async fn create<K: Kind>(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let spec = checked::<K>(&st, &bytes).await?;
     let r = K::create(&st, &spec).await?;
-    Ok(with_etag(StatusCode::CREATED, K::meta(&r), to_value(&r)))
+    Ok(with_etag(StatusCode::CREATED, r.meta(), to_value(&r)))
 }
 
 async fn update<K: Kind>(
@@ -124,7 +143,7 @@ async fn update<K: Kind>(
     let expected = expected_version(&headers, &q)?;
     let spec = checked::<K>(&st, &bytes).await?;
     let r = K::update(&st, &key, &spec, expected).await?;
-    Ok(with_etag(StatusCode::OK, K::meta(&r), to_value(&r)))
+    Ok(with_etag(StatusCode::OK, r.meta(), to_value(&r)))
 }
 
 async fn delete<K: Kind>(
@@ -220,34 +239,12 @@ impl Kind for Gateways {
     type Spec = GatewaySpec;
     type Record = GatewayRecord;
 
-    fn key(r: &GatewayRecord) -> String {
-        r.spec.name.to_ascii_lowercase()
-    }
-    fn meta(r: &GatewayRecord) -> &Meta {
-        &r.meta
-    }
     async fn check(st: &ControlPlane, spec: &GatewaySpec) -> Result<Vec<FieldError>, Error> {
         let mut fields = gateway_problems(st, spec);
         fields.extend(gateway_role_problems(st, spec).await?);
         Ok(fields)
     }
-    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<GatewayRecord>, Error> {
-        st.store.gateways(page).await
-    }
-    async fn get(st: &ControlPlane, key: &str) -> Result<GatewayRecord, Error> {
-        st.store.gateway(key).await
-    }
-    async fn create(st: &ControlPlane, spec: &GatewaySpec) -> Result<GatewayRecord, Error> {
-        st.store.create_gateway(spec, None).await
-    }
-    async fn update(
-        st: &ControlPlane,
-        key: &str,
-        spec: &GatewaySpec,
-        expected: i64,
-    ) -> Result<GatewayRecord, Error> {
-        st.store.update_gateway(key, spec, expected, None).await
-    }
+    stored_as!(gateways, gateway, create_gateway, update_gateway);
     async fn delete(st: &ControlPlane, key: &str, force: bool) -> Result<Option<Value>, Error> {
         let removed = st.store.delete_gateway(key, force).await?;
         Ok(Some(json!({ "deleted": key, "removed": removed })))
@@ -276,32 +273,10 @@ impl<T: Declared> Kind for Spec<T> {
     type Spec = T;
     type Record = Record<T>;
 
-    fn key(r: &Record<T>) -> String {
-        r.spec.name().to_ascii_lowercase()
-    }
-    fn meta(r: &Record<T>) -> &Meta {
-        &r.meta
-    }
     async fn check(st: &ControlPlane, spec: &T) -> Result<Vec<FieldError>, Error> {
         T::problems(st, spec).await
     }
-    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<Record<T>>, Error> {
-        st.store.list_of(page).await
-    }
-    async fn get(st: &ControlPlane, key: &str) -> Result<Record<T>, Error> {
-        st.store.one(key).await
-    }
-    async fn create(st: &ControlPlane, spec: &T) -> Result<Record<T>, Error> {
-        st.store.create(spec).await
-    }
-    async fn update(
-        st: &ControlPlane,
-        key: &str,
-        spec: &T,
-        expected: i64,
-    ) -> Result<Record<T>, Error> {
-        st.store.update(key, spec, expected).await
-    }
+    stored_as!(list_of, one, create, update);
     async fn delete(st: &ControlPlane, key: &str, _force: bool) -> Result<Option<Value>, Error> {
         st.store.delete::<T>(key).await?;
         Ok(None)
@@ -348,12 +323,6 @@ impl Kind for Apis {
     type Spec = ApiSpec;
     type Record = ApiRecord;
 
-    fn key(r: &ApiRecord) -> String {
-        r.id.clone()
-    }
-    fn meta(r: &ApiRecord) -> &Meta {
-        &r.meta
-    }
     async fn check(st: &ControlPlane, spec: &ApiSpec) -> Result<Vec<FieldError>, Error> {
         let mut fields = own(spec.validate());
         fields.extend(missing_tiers(st, &api_tier_refs(spec)).await?);
@@ -364,23 +333,7 @@ impl Kind for Apis {
         );
         Ok(fields)
     }
-    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<ApiRecord>, Error> {
-        st.store.apis(page).await
-    }
-    async fn get(st: &ControlPlane, key: &str) -> Result<ApiRecord, Error> {
-        st.store.api(key).await
-    }
-    async fn create(st: &ControlPlane, spec: &ApiSpec) -> Result<ApiRecord, Error> {
-        st.store.create_api(spec).await
-    }
-    async fn update(
-        st: &ControlPlane,
-        key: &str,
-        spec: &ApiSpec,
-        expected: i64,
-    ) -> Result<ApiRecord, Error> {
-        st.store.update_api(key, spec, expected).await
-    }
+    stored_as!(apis, api, create_api, update_api);
     async fn delete(st: &ControlPlane, key: &str, force: bool) -> Result<Option<Value>, Error> {
         let (undeployed, _) = st.store.delete_api(key, force).await?;
         Ok(Some(
@@ -404,32 +357,10 @@ impl Kind for Apps {
     type Spec = AppSpec;
     type Record = AppRecord;
 
-    fn key(r: &AppRecord) -> String {
-        r.spec.slug.to_ascii_lowercase()
-    }
-    fn meta(r: &AppRecord) -> &Meta {
-        &r.meta
-    }
     async fn check(_st: &ControlPlane, spec: &AppSpec) -> Result<Vec<FieldError>, Error> {
         Ok(own(spec.validate()))
     }
-    async fn list(st: &ControlPlane, page: &Page) -> Result<Vec<AppRecord>, Error> {
-        st.store.apps(page).await
-    }
-    async fn get(st: &ControlPlane, key: &str) -> Result<AppRecord, Error> {
-        st.store.app(key).await
-    }
-    async fn create(st: &ControlPlane, spec: &AppSpec) -> Result<AppRecord, Error> {
-        st.store.create_app(spec).await
-    }
-    async fn update(
-        st: &ControlPlane,
-        key: &str,
-        spec: &AppSpec,
-        expected: i64,
-    ) -> Result<AppRecord, Error> {
-        st.store.update_app(key, spec, expected).await
-    }
+    stored_as!(apps, app, create_app, update_app);
     async fn delete(st: &ControlPlane, key: &str, _force: bool) -> Result<Option<Value>, Error> {
         let orphans = st.store.delete_app(key).await?;
         st.sweep_files(orphans).await;

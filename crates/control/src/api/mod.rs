@@ -408,6 +408,14 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
+/// `?limit=N&cursor=C` of a list.
+type Pq = Query<PageQuery>;
+
+/// A list held in memory, answered a page at a time in the order of `key`.
+fn paged<T: serde::Serialize>(q: &PageQuery, items: Vec<T>, key: impl Fn(&T) -> String) -> Res {
+    ok(Page::from_query(q)?.of(items, key, to_value))
+}
+
 fn ok(value: Value) -> Res {
     Ok(axum::Json(value).into_response())
 }

@@ -271,14 +271,11 @@ pub(super) async fn oauth_jwks(State(st): St) -> Res {
     ok(crate::tokens::jwks(&keys))
 }
 
-pub(super) async fn list_signing_keys(State(st): St, Query(q): Query<PageQuery>) -> Res {
-    let page = Page::from_query(&q)?;
+pub(super) async fn list_signing_keys(State(st): St, Query(q): Pq) -> Res {
     // Newest first, as rotations come.
-    ok(page.of(
-        st.store.signing_keys().await?,
-        |k| format!("{:020}-{}", i64::MAX - k.created_at, k.kid),
-        to_value,
-    ))
+    paged(&q, st.store.signing_keys().await?, |k| {
+        format!("{:020}-{}", i64::MAX - k.created_at, k.kid)
+    })
 }
 
 pub(super) async fn rotate_signing_key(State(st): St) -> Res {

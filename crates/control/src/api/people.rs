@@ -161,7 +161,7 @@ fn roles_or_default(roles: Option<Vec<String>>) -> Vec<String> {
     roles.unwrap_or_else(|| vec![access::SUBSCRIBER.to_owned()])
 }
 
-async fn list_users(State(st): St, Query(q): Query<PageQuery>) -> Res {
+async fn list_users(State(st): St, Query(q): Pq) -> Res {
     let page = Page::from_query(&q)?;
     let items = st.store.users(&page).await?;
     ok(page.answer(
@@ -228,13 +228,8 @@ struct RoleRequest {
     description: String,
 }
 
-async fn list_roles(State(st): St, Query(q): Query<PageQuery>) -> Res {
-    let page = Page::from_query(&q)?;
-    ok(page.of(
-        st.store.roles().await?,
-        |r| r.name.to_ascii_lowercase(),
-        to_value,
-    ))
+async fn list_roles(State(st): St, Query(q): Pq) -> Res {
+    paged(&q, st.store.roles().await?, |r| r.name.to_ascii_lowercase())
 }
 
 async fn create_role(State(st): St, JsonBody(bytes): JsonBody) -> Res {
@@ -274,13 +269,8 @@ struct TokenRequest {
     expires_in: Option<i64>,
 }
 
-async fn list_tokens(State(st): St, Path(name): Path<String>, Query(q): Query<PageQuery>) -> Res {
-    let page = Page::from_query(&q)?;
-    ok(page.of(
-        st.store.user_tokens(&name).await?,
-        |t| t.id.clone(),
-        to_value,
-    ))
+async fn list_tokens(State(st): St, Path(name): Path<String>, Query(q): Pq) -> Res {
+    paged(&q, st.store.user_tokens(&name).await?, |t| t.id.clone())
 }
 
 async fn create_token(State(st): St, Path(name): Path<String>, JsonBody(bytes): JsonBody) -> Res {

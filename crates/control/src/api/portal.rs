@@ -77,7 +77,7 @@ async fn visible_api(st: &ControlPlane, viewer: Viewer<'_>, id: &str) -> Result<
     }
 }
 
-async fn list_apis(State(st): St, who: Who, Query(q): Query<PageQuery>) -> Res {
+async fn list_apis(State(st): St, who: Who, Query(q): Pq) -> Res {
     let page = Page::from_query(&q)?;
     let viewer = Viewer::new(who.0.as_ref());
     // Pages of the visible ones: reads on through the stored ones until a page is full.
@@ -119,14 +119,11 @@ async fn own_application(st: &ControlPlane, who: &Who, name: &str) -> Result<(),
     )))
 }
 
-async fn list_applications(State(st): St, who: Who, Query(q): Query<PageQuery>) -> Res {
-    let page = Page::from_query(&q)?;
+async fn list_applications(State(st): St, who: Who, Query(q): Pq) -> Res {
     let c = who.signed_in()?;
-    ok(page.of(
-        st.store.owned_consumers(&c.name).await?,
-        |r| r.spec.name.to_ascii_lowercase(),
-        to_value,
-    ))
+    paged(&q, st.store.owned_consumers(&c.name).await?, |r| {
+        r.spec.name.to_ascii_lowercase()
+    })
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,13 +18,7 @@ impl Store {
 
     /// One API by id.
     pub async fn api(&self, id: &str) -> Result<ApiRecord, Error> {
-        let row = sqlx::query(
-            "SELECT api_key, spec, lifecycle, version, created_at, updated_at FROM apis WHERE api_key = $1",
-        )
-        .bind(key(id))
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| Error::not_found(crate::access::KindId::Api, id))?;
+        let row = row_of(&self.pool, "SELECT api_key, spec, lifecycle, version, created_at, updated_at FROM apis WHERE api_key = $1", crate::access::KindId::Api, id).await?;
         api_row(&row)
     }
 
@@ -67,28 +61,7 @@ impl Store {
             )));
         }
         let mut tx = self.write().await?;
-        tx.audit(
-            "update",
-            KindId::Api,
-            id,
-            Some(expected),
-            Some(expected.saturating_add(1)),
-        );
-        let done = sqlx::query(
-            "UPDATE apis SET spec = $1, version = version + 1, updated_at = $2 \
-             WHERE api_key = $3 AND version = $4",
-        )
-        .bind(to_json(spec)?)
-        .bind(now())
-        .bind(key(id))
-        .bind(expected)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            drop(tx);
-            self.api(id).await?;
-            return Err(stale(KindId::Api, id));
-        }
+        tx.update(KindId::Api, id, spec, expected).await?;
         tx.commit().await?;
         self.api(id).await
     }
@@ -137,7 +110,6 @@ impl Store {
     /// was undeployed from and the snapshots that moved.
     pub async fn delete_api(&self, id: &str, force: bool) -> Result<(Vec<String>, Moved), Error> {
         let mut tx = self.write().await?;
-        tx.audit("delete", crate::access::KindId::Api, id, None, None);
         let api_id = api_row_id(&mut tx, id).await?;
         let on: Vec<String> = deployed_gateway_names(&mut tx, api_id, None).await?;
         if !on.is_empty() && !force {
@@ -151,10 +123,7 @@ impl Store {
                 .bind(api_id)
                 .fetch_all(&mut *tx)
                 .await?;
-        sqlx::query("DELETE FROM apis WHERE id = $1")
-            .bind(api_id)
-            .execute(&mut *tx)
-            .await?;
+        tx.delete(KindId::Api, id).await?;
         tx.recompile(&gids).await?;
         let moved = tx.commit().await?;
         Ok((on, moved))

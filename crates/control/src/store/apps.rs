@@ -9,7 +9,7 @@ use portico_model::{AppFile, AppSpec, FieldError};
 use serde::Serialize;
 use sqlx::{Row, SqliteConnection};
 
-use super::{Meta, Moved, Store, from_json, key, now, stale, to_json};
+use super::{Meta, Moved, Store, from_json, key, now, to_json};
 use crate::error::Error;
 
 /// A stored app.
@@ -135,6 +135,15 @@ fn app_record(r: &sqlx::sqlite::SqliteRow) -> Result<AppRecord, Error> {
     })
 }
 
+impl super::Keyed for AppRecord {
+    fn key(&self) -> String {
+        key(&self.spec.slug)
+    }
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+}
+
 impl Store {
     /// Every app.
     pub async fn apps(&self, page: &crate::page::Page) -> Result<Vec<AppRecord>, Error> {
@@ -152,12 +161,13 @@ impl Store {
 
     /// One app.
     pub async fn app(&self, slug: &str) -> Result<AppRecord, Error> {
-        let row =
-            sqlx::query("SELECT spec, version, created_at, updated_at FROM apps WHERE slug = $1")
-                .bind(key(slug))
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or_else(|| Error::not_found(crate::access::KindId::App, slug))?;
+        let row = super::row_of(
+            &self.pool,
+            "SELECT spec, version, created_at, updated_at FROM apps WHERE slug = $1",
+            crate::access::KindId::App,
+            slug,
+        )
+        .await?;
         app_record(&row)
     }
 
@@ -205,26 +215,9 @@ impl Store {
             )]));
         }
         let mut tx = self.write().await?;
-        tx.audit(
-            "update",
-            crate::access::KindId::App,
-            slug,
-            Some(expected),
-            Some(expected.saturating_add(1)),
-        );
-        let (id, _) = app_id(&mut tx, slug).await?;
-        let done = sqlx::query(
-            "UPDATE apps SET spec = $1, version = version + 1, updated_at = $2 WHERE id = $3 AND version = $4",
-        )
-        .bind(to_json(spec)?)
-        .bind(now())
-        .bind(id)
-        .bind(expected)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(stale(crate::access::KindId::App, slug));
-        }
+        let id = tx
+            .update(crate::access::KindId::App, slug, spec, expected)
+            .await?;
         let ids = app_gateway_ids(&mut tx, id).await?;
         tx.recompile(&ids).await?;
         tx.commit().await?;
@@ -234,7 +227,6 @@ impl Store {
     /// Deletes an app that runs nowhere; answers the hashes no version references any more.
     pub async fn delete_app(&self, slug: &str) -> Result<Vec<String>, Error> {
         let mut tx = self.write().await?;
-        tx.audit("delete", crate::access::KindId::App, slug, None, None);
         let (id, _) = app_id(&mut tx, slug).await?;
         if !app_gateway_ids(&mut tx, id).await?.is_empty() {
             return Err(Error::Conflict(format!(
@@ -245,10 +237,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM apps WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        tx.delete(crate::access::KindId::App, slug).await?;
         let orphans = orphan_blobs(&mut tx).await?;
         tx.commit().await?;
         Ok(orphans)

@@ -49,14 +49,14 @@ impl Store {
 
     /// One gateway by name (case-insensitive).
     pub async fn gateway(&self, name: &str) -> Result<GatewayRecord, Error> {
-        let row = sqlx::query(
+        let row = row_of(
+            &self.pool,
             "SELECT id, spec, builtin, token_hash, linked_at, version, created_at, updated_at \
              FROM gateways WHERE name_key = $1",
+            crate::access::KindId::Gateway,
+            name,
         )
-        .bind(key(name))
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| Error::not_found(crate::access::KindId::Gateway, name))?;
+        .await?;
         gateway_row(&row)
     }
 
@@ -66,7 +66,12 @@ impl Store {
     }
 
     /// Creates a gateway, optionally with credentials.
-    pub async fn create_gateway(
+    pub async fn create_gateway(&self, spec: &GatewaySpec) -> Result<GatewayRecord, Error> {
+        self.create_linked_gateway(spec, None).await
+    }
+
+    /// Creates a gateway with the credentials it was installed with.
+    pub async fn create_linked_gateway(
         &self,
         spec: &GatewaySpec,
         creds: Option<&Credentials>,
@@ -103,14 +108,21 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         .map_err(token_clash)?;
-        tx.recompile(&[id]).await?;
-        tx.commit().await?;
-        self.gateway(&spec.name).await
+        self.finish_gateway(tx, id, &spec.name).await
     }
 
-    /// Replaces a gateway's definition if `expected` is its current version; with `creds`,
-    /// its credentials too, in the same transaction (a re-link).
+    /// Replaces a gateway's definition if `expected` is its current version.
     pub async fn update_gateway(
+        &self,
+        name: &str,
+        spec: &GatewaySpec,
+        expected: i64,
+    ) -> Result<GatewayRecord, Error> {
+        self.relink_gateway(name, spec, expected, None).await
+    }
+
+    /// [`Store::update_gateway`] with new credentials in the same transaction (a re-link).
+    pub async fn relink_gateway(
         &self,
         name: &str,
         spec: &GatewaySpec,
@@ -181,9 +193,19 @@ impl Store {
             .await
             .map_err(token_clash)?;
         }
+        self.finish_gateway(tx, id, &spec.name).await
+    }
+
+    /// Recompiles the gateway a write changed, commits, and answers it.
+    async fn finish_gateway(
+        &self,
+        mut tx: Write<'_>,
+        id: i64,
+        name: &str,
+    ) -> Result<GatewayRecord, Error> {
         tx.recompile(&[id]).await?;
         tx.commit().await?;
-        self.gateway(&spec.name).await
+        self.gateway(name).await
     }
 
     /// Sets (link, rotate) or clears (revoke) a gateway's credentials.
@@ -256,7 +278,6 @@ impl Store {
     /// naming them. Answers what went besides the gateway.
     pub async fn delete_gateway(&self, name: &str, force: bool) -> Result<Vec<String>, Error> {
         let mut tx = self.write().await?;
-        tx.audit("delete", crate::access::KindId::Gateway, name, None, None);
         let (id, builtin): (i64, i64) =
             sqlx::query_as("SELECT id, builtin FROM gateways WHERE name_key = $1")
                 .bind(key(name))
@@ -327,10 +348,7 @@ impl Store {
             .bind(key(name))
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM gateways WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        tx.delete(KindId::Gateway, name).await?;
         tx.commit().await?;
         self.hub.wake(id);
         Ok(going)

@@ -189,6 +189,41 @@ pub struct Record<T> {
     pub meta: Meta,
 }
 
+/// A stored object's key in list order and its bookkeeping.
+pub trait Keyed {
+    /// Its key (lower case), the order lists follow.
+    fn key(&self) -> String;
+    /// Its version and times.
+    fn meta(&self) -> &Meta;
+}
+
+impl Keyed for GatewayRecord {
+    fn key(&self) -> String {
+        key(&self.spec.name)
+    }
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+}
+
+impl<T: SpecKind> Keyed for Record<T> {
+    fn key(&self) -> String {
+        key(self.spec.name())
+    }
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+}
+
+impl Keyed for ApiRecord {
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+}
+
 /// A stored API.
 #[derive(Clone, Debug, Serialize)]
 pub struct ApiRecord {
@@ -402,40 +437,6 @@ impl Store {
         }
         Ok(failed)
     }
-
-    // ---- admin tokens ----
-
-    /// Whether any admin token exists.
-    pub async fn has_admin_token(&self) -> Result<bool, Error> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n > 0)
-    }
-
-    /// Stores an admin token's hash.
-    pub async fn add_admin_token(&self, name: &str, hash: &str) -> Result<(), Error> {
-        let mut tx = self.write().await?;
-        tx.audit("create", KindId::AdminToken, name, None, None);
-        sqlx::query("INSERT INTO admin_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)")
-            .bind(name)
-            .bind(hash)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Whether this hash belongs to an admin token.
-    pub async fn admin_token_exists(&self, hash: &str) -> Result<bool, Error> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM admin_tokens WHERE token_hash = $1")
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(found.is_some())
-    }
 }
 
 fn gateway_row(row: &sqlx::sqlite::SqliteRow) -> Result<GatewayRecord, Error> {
@@ -512,6 +513,20 @@ async fn deployed_gateway_names(
         .collect()
 }
 
+/// The one row of `kind` named `name`: `sql` selects it by its key column with `$1`.
+async fn row_of(
+    pool: &SqlitePool,
+    sql: &'static str,
+    kind: KindId,
+    name: &str,
+) -> Result<sqlx::sqlite::SqliteRow, Error> {
+    sqlx::query(sql)
+        .bind(key(name))
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::not_found(kind, name))
+}
+
 /// The table of a kind stored as its JSON spec with the common columns.
 fn table(kind: KindId) -> &'static str {
     match kind {
@@ -519,7 +534,18 @@ fn table(kind: KindId) -> &'static str {
         KindId::Route => "routes",
         KindId::Consumer => "consumers",
         KindId::Gateway => "gateways",
+        KindId::Api => "apis",
+        KindId::App => "apps",
         _ => "tiers",
+    }
+}
+
+/// The column a kind's table is keyed by (lower case).
+fn key_column(kind: KindId) -> &'static str {
+    match kind {
+        KindId::Api => "api_key",
+        KindId::App => "slug",
+        _ => "name_key",
     }
 }
 
@@ -613,8 +639,9 @@ async fn update<T: Serialize>(
 ) -> Result<i64, Error> {
     let id: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
         "UPDATE {} SET spec = $1, version = version + 1, updated_at = $2 \
-         WHERE name_key = $3 AND version = $4 RETURNING id",
-        table(kind)
+         WHERE {} = $3 AND version = $4 RETURNING id",
+        table(kind),
+        key_column(kind)
     )))
     .bind(to_json(spec)?)
     .bind(now())
@@ -626,8 +653,9 @@ async fn update<T: Serialize>(
         return Ok(id);
     }
     let exists: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT id FROM {} WHERE name_key = $1",
-        table(kind)
+        "SELECT id FROM {} WHERE {} = $1",
+        table(kind),
+        key_column(kind)
     )))
     .bind(key(name))
     .fetch_optional(&mut *w)
@@ -641,8 +669,9 @@ async fn update<T: Serialize>(
 /// Deletes an object; answers the version it had.
 async fn delete(w: &mut SqliteConnection, kind: KindId, name: &str) -> Result<i64, Error> {
     let version: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "DELETE FROM {} WHERE name_key = $1 RETURNING version",
-        table(kind)
+        "DELETE FROM {} WHERE {} = $1 RETURNING version",
+        table(kind),
+        key_column(kind)
     )))
     .bind(key(name))
     .fetch_optional(&mut *w)

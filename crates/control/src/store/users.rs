@@ -133,6 +133,17 @@ pub(crate) async fn unknown_roles(
         .collect())
 }
 
+/// A name that was taken when an insert that does nothing on conflict wrote no row.
+fn taken(rows: u64, kind: KindId, name: &str) -> Result<(), Error> {
+    if rows == 0 {
+        return Err(Error::Conflict(format!(
+            "a {} named `{name}` exists already (names are case-insensitive)",
+            kind.noun()
+        )));
+    }
+    Ok(())
+}
+
 fn user_record(name: String, roles: &str, created_at: i64) -> Result<UserRecord, Error> {
     Ok(UserRecord {
         name,
@@ -194,11 +205,7 @@ impl Store {
         .bind(to_json(&roles)?)
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::Conflict(format!(
-                "a user named `{name}` exists already (names are case-insensitive)"
-            )));
-        }
+        taken(done.rows_affected(), KindId::User, name)?;
         tx.commit().await?;
         self.user(name).await
     }
@@ -295,11 +302,7 @@ impl Store {
         .bind(now())
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::Conflict(format!(
-                "a role named `{name}` exists already (names are case-insensitive)"
-            )));
-        }
+        taken(done.rows_affected(), KindId::Role, name)?;
         tx.commit().await?;
         Ok(RoleRecord {
             name: name.to_owned(),
@@ -537,13 +540,33 @@ impl Store {
         }))
     }
 
+    /// Whether any admin token exists.
+    pub async fn has_admin_token(&self) -> Result<bool, Error> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Stores an admin token's hash beside those there are (the first start's).
+    pub async fn add_admin_token(&self, name: &str, hash: &str) -> Result<(), Error> {
+        self.put_admin_token(name, hash, false).await
+    }
+
     /// Replaces every admin token with this one.
     pub async fn rotate_admin_token(&self, name: &str, hash: &str) -> Result<(), Error> {
+        self.put_admin_token(name, hash, true).await
+    }
+
+    async fn put_admin_token(&self, name: &str, hash: &str, replace: bool) -> Result<(), Error> {
         let mut tx = self.write().await?;
-        tx.audit("rotate", KindId::AdminToken, name, None, None);
-        sqlx::query("DELETE FROM admin_tokens")
-            .execute(&mut *tx)
-            .await?;
+        let action = if replace { "rotate" } else { "create" };
+        tx.audit(action, KindId::AdminToken, name, None, None);
+        if replace {
+            sqlx::query("DELETE FROM admin_tokens")
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("INSERT INTO admin_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)")
             .bind(name)
             .bind(hash)
