@@ -26,23 +26,7 @@ impl Store {
     pub async fn create_api(&self, spec: &ApiSpec) -> Result<ApiRecord, Error> {
         let id = spec.id();
         let mut tx = self.write().await?;
-        tx.audit("create", KindId::Api, &id, None, Some(1));
-        let t = now();
-        let done = sqlx::query(
-            "INSERT INTO apis (api_key, spec, lifecycle, version, created_at, updated_at) \
-             VALUES ($1, $2, 'created', 1, $3, $3) ON CONFLICT (api_key) DO NOTHING",
-        )
-        .bind(&id)
-        .bind(to_json(spec)?)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::Conflict(format!(
-                "API `{id}` ({} {}) exists already: update it with `portico apply -f FILE` (PUT /api/v1/apis/{id}), or give a new version",
-                spec.name, spec.version
-            )));
-        }
+        tx.insert(KindId::Api, &id, spec).await?;
         tx.commit().await?;
         self.api(&id).await
     }
@@ -135,13 +119,7 @@ impl Store {
     /// undeployed revisions beyond `max_revisions`.
     pub async fn create_revision(&self, id: &str, note: &str) -> Result<RevisionRecord, Error> {
         let mut tx = self.write().await?;
-        tx.audit(
-            "create_revision",
-            crate::access::KindId::Api,
-            id,
-            None,
-            None,
-        );
+        tx.event("create_revision", KindId::Api, id);
         let (api_id, spec): (i64, String) =
             sqlx::query_as("SELECT id, spec FROM apis WHERE api_key = $1")
                 .bind(key(id))
@@ -239,12 +217,10 @@ impl Store {
     /// Deletes a revision that is deployed nowhere.
     pub async fn delete_revision(&self, id: &str, number: u32) -> Result<(), Error> {
         let mut tx = self.write().await?;
-        tx.audit(
+        tx.event(
             "delete_revision",
-            crate::access::KindId::Api,
+            KindId::Api,
             &format!("{id} revision {number}"),
-            None,
-            None,
         );
         let api_id = api_row_id(&mut tx, id).await?;
         let on = deployed_gateway_names(&mut tx, api_id, Some(number as i64)).await?;
@@ -279,12 +255,10 @@ impl Store {
         gateways: &[String],
     ) -> Result<(Vec<DeploymentRecord>, Moved), Error> {
         let mut tx = self.write().await?;
-        tx.audit(
+        tx.event(
             "deploy",
-            crate::access::KindId::Api,
+            KindId::Api,
             &format!("{id} revision {number} to {}", gateways.join(", ")),
-            None,
-            None,
         );
         let (api_id, lifecycle): (i64, String) =
             sqlx::query_as("SELECT id, lifecycle FROM apis WHERE api_key = $1")
@@ -348,13 +322,7 @@ impl Store {
     /// Takes an API off a gateway.
     pub async fn undeploy(&self, id: &str, gateway: &str) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit(
-            "undeploy",
-            crate::access::KindId::Api,
-            &format!("{id} from {gateway}"),
-            None,
-            None,
-        );
+        tx.event("undeploy", KindId::Api, &format!("{id} from {gateway}"));
         let api_id = api_row_id(&mut tx, id).await?;
         let gid: i64 = sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
             .bind(key(gateway))

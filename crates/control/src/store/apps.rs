@@ -10,6 +10,7 @@ use serde::Serialize;
 use sqlx::{Row, SqliteConnection};
 
 use super::{Meta, Moved, Store, from_json, key, now, to_json};
+use crate::access::KindId;
 use crate::error::Error;
 
 /// A stored app.
@@ -174,29 +175,8 @@ impl Store {
     /// Creates an app.
     pub async fn create_app(&self, spec: &AppSpec) -> Result<AppRecord, Error> {
         let mut tx = self.write().await?;
-        tx.audit(
-            "create",
-            crate::access::KindId::App,
-            &spec.slug,
-            None,
-            Some(1),
-        );
-        let t = now();
-        let done = sqlx::query(
-            "INSERT INTO apps (slug, spec, version, created_at, updated_at) VALUES ($1, $2, 1, $3, $3) \
-             ON CONFLICT (slug) DO NOTHING",
-        )
-        .bind(key(&spec.slug))
-        .bind(to_json(spec)?)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::Conflict(format!(
-                "an app with slug `{}` exists already",
-                spec.slug
-            )));
-        }
+        tx.insert(crate::access::KindId::App, &spec.slug, spec)
+            .await?;
         tx.commit().await?;
         self.app(&spec.slug).await
     }
@@ -297,13 +277,7 @@ impl Store {
         note: &str,
     ) -> Result<(AppVersionRecord, Vec<String>), Error> {
         let mut tx = self.write().await?;
-        tx.audit(
-            "create_version",
-            crate::access::KindId::App,
-            slug,
-            None,
-            None,
-        );
+        tx.event("create_version", KindId::App, slug);
         let (id, spec) = app_id(&mut tx, slug).await?;
         let problems = portico_model::app::validate_files(files, &spec, "files");
         if !problems.is_empty() {
@@ -444,12 +418,10 @@ impl Store {
     /// Marks version `number` published (the one before stops being so).
     pub async fn publish_app_version(&self, slug: &str, number: u32) -> Result<(), Error> {
         let mut tx = self.write().await?;
-        tx.audit(
+        tx.event(
             "publish_version",
-            crate::access::KindId::App,
+            KindId::App,
             &format!("{slug} version {number}"),
-            None,
-            None,
         );
         let (id, _) = app_id(&mut tx, slug).await?;
         ensure_version(&mut tx, id, slug, number).await?;
@@ -473,12 +445,10 @@ impl Store {
         allow_draft: bool,
     ) -> Result<(Vec<AppDeploymentRecord>, Moved), Error> {
         let mut tx = self.write().await?;
-        tx.audit(
+        tx.event(
             "deploy",
-            crate::access::KindId::App,
+            KindId::App,
             &format!("{slug} version {number} to {}", gateways.join(", ")),
-            None,
-            None,
         );
         let (id, _) = app_id(&mut tx, slug).await?;
         ensure_version(&mut tx, id, slug, number).await?;
@@ -550,13 +520,7 @@ impl Store {
         host: Option<&str>,
     ) -> Result<(AppDeploymentRecord, Moved), Error> {
         let mut tx = self.write().await?;
-        tx.audit(
-            "rollback",
-            crate::access::KindId::App,
-            &format!("{slug} on {gateway}"),
-            None,
-            None,
-        );
+        tx.event("rollback", KindId::App, &format!("{slug} on {gateway}"));
         let (id, _) = app_id(&mut tx, slug).await?;
         let gid = gateway_id(&mut tx, gateway).await?;
         let host = host.map(str::to_ascii_lowercase).unwrap_or_default();
@@ -604,13 +568,7 @@ impl Store {
         host: Option<&str>,
     ) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit(
-            "undeploy",
-            crate::access::KindId::App,
-            &format!("{slug} from {gateway}"),
-            None,
-            None,
-        );
+        tx.event("undeploy", KindId::App, &format!("{slug} from {gateway}"));
         let (id, _) = app_id(&mut tx, slug).await?;
         let gid = gateway_id(&mut tx, gateway).await?;
         let done = sqlx::query(

@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::{Moved, Store, all_gateway_ids, from_json, key, now, to_json};
+use crate::access::KindId;
 use crate::error::Error;
 
 /// An uploaded certificate, without its key.
@@ -75,13 +76,7 @@ impl Store {
         not_after: i64,
     ) -> Result<(CertificateRecord, Moved), Error> {
         let mut tx = self.write().await?;
-        tx.audit(
-            "upload",
-            crate::access::KindId::Certificate,
-            name,
-            None,
-            None,
-        );
+        tx.event("upload", KindId::Certificate, name);
         let t = now();
         let done = sqlx::query(
             "INSERT INTO certificates (name_key, name, hosts, cert_pem, key_sealed, not_after, created_at) \
@@ -118,13 +113,7 @@ impl Store {
     /// Deletes a certificate.
     pub async fn delete_certificate(&self, name: &str) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit(
-            "delete",
-            crate::access::KindId::Certificate,
-            name,
-            None,
-            None,
-        );
+        tx.event("delete", KindId::Certificate, name);
         let done = sqlx::query("DELETE FROM certificates WHERE name_key = $1")
             .bind(key(name))
             .execute(&mut *tx)

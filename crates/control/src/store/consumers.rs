@@ -231,12 +231,10 @@ impl Store {
         tier: Option<&str>,
     ) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit(
+        tx.event(
             "subscribe",
-            crate::access::KindId::Consumer,
+            KindId::Consumer,
             &format!("{consumer} to {api}"),
-            None,
-            None,
         );
         let cid = consumer_id(&mut tx, consumer).await?;
         let aid = super::api_row_id(&mut tx, api).await?;
@@ -259,12 +257,10 @@ impl Store {
     /// Ends a subscription.
     pub async fn unsubscribe(&self, consumer: &str, api: &str) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit(
+        tx.event(
             "unsubscribe",
-            crate::access::KindId::Consumer,
+            KindId::Consumer,
             &format!("{consumer} from {api}"),
-            None,
-            None,
         );
         let cid = consumer_id(&mut tx, consumer).await?;
         let aid = super::api_row_id(&mut tx, api).await?;
@@ -319,12 +315,10 @@ impl Store {
     /// Stores a new credential (its secret hashed).
     pub async fn add_credential(&self, consumer: &str, c: &NewCredential) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit(
+        tx.event(
             "add_credential",
-            crate::access::KindId::Consumer,
+            KindId::Consumer,
             &format!("{consumer} key {}", c.id),
-            None,
-            None,
         );
         let cid = consumer_id(&mut tx, consumer).await?;
         sqlx::query(
@@ -351,12 +345,10 @@ impl Store {
     /// Revokes a credential: API keys leave the snapshots, clients get no new tokens.
     pub async fn revoke_credential(&self, consumer: &str, id: &str) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit(
+        tx.event(
             "revoke_credential",
-            crate::access::KindId::Consumer,
+            KindId::Consumer,
             &format!("{consumer} key {id}"),
-            None,
-            None,
         );
         let cid = consumer_id(&mut tx, consumer).await?;
         let done = sqlx::query(

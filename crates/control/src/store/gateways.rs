@@ -221,7 +221,7 @@ impl Store {
             (Some(_), false) => "rotate_token",
             (None, _) => "revoke_token",
         };
-        tx.audit(action, KindId::Gateway, name, None, None);
+        tx.event(action, KindId::Gateway, name);
         let t = now();
         let done =
             match (creds, jwt_too) {

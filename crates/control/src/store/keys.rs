@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::{Moved, Store, all_gateway_ids, now};
+use crate::access::KindId;
 use crate::error::Error;
 
 /// Issuer of access tokens.
@@ -91,13 +92,7 @@ impl Store {
     /// until its tokens expire). Every gateway recompiles.
     pub async fn add_signing_key(&self, key: &SigningKeyRecord) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
-        tx.audit(
-            "rotate",
-            crate::access::KindId::SigningKey,
-            &key.kid,
-            None,
-            None,
-        );
+        tx.event("rotate", KindId::SigningKey, &key.kid);
         let t = now();
         sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
             .bind(t)

@@ -611,10 +611,16 @@ async fn insert<T: Serialize>(
     spec: &T,
 ) -> Result<i64, Error> {
     let t = now();
+    // A new API starts its lifecycle as `created`.
+    let (more, values) = match kind {
+        KindId::Api => (", lifecycle", ", 'created'"),
+        _ => ("", ""),
+    };
     let id: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "INSERT INTO {} (name_key, spec, version, created_at, updated_at) VALUES ($1, $2, 1, $3, $3) \
-         ON CONFLICT (name_key) DO NOTHING RETURNING id",
-        table(kind)
+        "INSERT INTO {t} ({k}, spec, version, created_at, updated_at{more}) \
+         VALUES ($1, $2, 1, $3, $3{values}) ON CONFLICT ({k}) DO NOTHING RETURNING id",
+        t = table(kind),
+        k = key_column(kind),
     )))
     .bind(key(name))
     .bind(to_json(spec)?)

@@ -189,7 +189,7 @@ impl Store {
         roles: &[String],
     ) -> Result<UserRecord, Error> {
         let mut tx = self.write().await?;
-        tx.audit("create", KindId::User, name, None, None);
+        tx.event("create", KindId::User, name);
         let unknown = unknown_roles(&mut tx, roles, "roles").await?;
         if !unknown.is_empty() {
             return Err(Error::Invalid(unknown));
@@ -213,7 +213,7 @@ impl Store {
     /// Gives a user these (existing) roles instead of theirs.
     pub async fn set_user_roles(&self, name: &str, roles: &[String]) -> Result<UserRecord, Error> {
         let mut tx = self.write().await?;
-        tx.audit("set_roles", KindId::User, name, None, None);
+        tx.event("set_roles", KindId::User, name);
         let unknown = unknown_roles(&mut tx, roles, "roles").await?;
         if !unknown.is_empty() {
             return Err(Error::Invalid(unknown));
@@ -246,7 +246,7 @@ impl Store {
     /// Deletes a user with their tokens and sessions.
     pub async fn delete_user(&self, name: &str) -> Result<(), Error> {
         let mut tx = self.write().await?;
-        tx.audit("delete", KindId::User, name, None, None);
+        tx.event("delete", KindId::User, name);
         let done = sqlx::query("DELETE FROM users WHERE name_key = $1")
             .bind(key(name))
             .execute(&mut *tx)
@@ -291,7 +291,7 @@ impl Store {
     /// Creates a role of the operator's own.
     pub async fn create_role(&self, name: &str, description: &str) -> Result<RoleRecord, Error> {
         let mut tx = self.write().await?;
-        tx.audit("create", KindId::Role, name, None, None);
+        tx.event("create", KindId::Role, name);
         let done = sqlx::query(
             "INSERT INTO roles (name_key, name, description, builtin, created_at) VALUES ($1, $2, $3, 0, $4) \
              ON CONFLICT (name_key) DO NOTHING",
@@ -321,7 +321,7 @@ impl Store {
             )));
         }
         let mut tx = self.write().await?;
-        tx.audit("delete", KindId::Role, name, None, None);
+        tx.event("delete", KindId::Role, name);
         let mut used = Vec::new();
         let users: Vec<(String, String)> =
             sqlx::query_as("SELECT name, roles FROM users ORDER BY name_key")
@@ -395,7 +395,7 @@ impl Store {
         } else {
             "create_token"
         };
-        tx.audit(action, KindId::Token, &format!("{user}/{id}"), None, None);
+        tx.event(action, KindId::Token, &format!("{user}/{id}"));
         let uid: i64 = sqlx::query_scalar("SELECT id FROM users WHERE name_key = $1")
             .bind(key(user))
             .fetch_optional(&mut *tx)
@@ -468,13 +468,7 @@ impl Store {
     /// Revokes one of a user's tokens or sessions.
     pub async fn revoke_user_token(&self, user: &str, id: &str) -> Result<(), Error> {
         let mut tx = self.write().await?;
-        tx.audit(
-            "revoke_token",
-            KindId::Token,
-            &format!("{user}/{id}"),
-            None,
-            None,
-        );
+        tx.event("revoke_token", KindId::Token, &format!("{user}/{id}"));
         let done = sqlx::query(
             "DELETE FROM user_tokens WHERE id = $1 AND user_id = (SELECT id FROM users WHERE name_key = $2)",
         )
@@ -561,7 +555,7 @@ impl Store {
     async fn put_admin_token(&self, name: &str, hash: &str, replace: bool) -> Result<(), Error> {
         let mut tx = self.write().await?;
         let action = if replace { "rotate" } else { "create" };
-        tx.audit(action, KindId::AdminToken, name, None, None);
+        tx.event(action, KindId::AdminToken, name);
         if replace {
             sqlx::query("DELETE FROM admin_tokens")
                 .execute(&mut *tx)

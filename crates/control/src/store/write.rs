@@ -80,6 +80,11 @@ impl Write<'_> {
         });
     }
 
+    /// Records an action on an object that has no version (a deploy, a key, a user).
+    pub(crate) fn event(&mut self, action: &'static str, kind: KindId, object: &str) {
+        self.audit(action, kind, object, None, None);
+    }
+
     /// Inserts a new object of a kind stored as its spec, audited; answers its row id.
     pub(crate) async fn insert<T: serde::Serialize>(
         &mut self,
