@@ -175,13 +175,12 @@ struct ControlPlaneBackend<'a> {
 
 impl Backend for ControlPlaneBackend<'_> {
     async fn hosts(&self) -> Result<Vec<(String, i64)>, String> {
-        let (hosts, moved) = self
+        let (hosts, _) = self
             .cp
             .store
             .acme_reconcile()
             .await
             .map_err(|e| e.to_string())?;
-        self.cp.hub.publish(&moved);
         Ok(hosts
             .into_iter()
             .map(|h| (h.host, h.next_attempt))
@@ -189,13 +188,11 @@ impl Backend for ControlPlaneBackend<'_> {
     }
 
     async fn ordering(&self, host: &str) -> Result<(), String> {
-        let moved = self
-            .cp
+        self.cp
             .store
             .acme_ordering(host)
             .await
             .map_err(|e| e.to_string())?;
-        self.cp.hub.publish(&moved);
         Ok(())
     }
 
@@ -206,7 +203,6 @@ impl Backend for ControlPlaneBackend<'_> {
             .acme_add_challenge(c)
             .await
             .map_err(|e| e.to_string())?;
-        self.cp.hub.publish(&moved);
         wait_for_nodes(self.cp, &moved, self.propagation_timeout).await;
         Ok(())
     }
@@ -221,13 +217,11 @@ impl Backend for ControlPlaneBackend<'_> {
         renew_at: i64,
     ) -> Result<(), String> {
         let sealed = self.cp.sealer.seal(key_pem).map_err(|e| e.to_string())?;
-        let moved = self
-            .cp
+        self.cp
             .store
             .acme_issued(host, chain, &sealed, not_before, not_after, renew_at)
             .await
             .map_err(|e| e.to_string())?;
-        self.cp.hub.publish(&moved);
         Ok(())
     }
 
@@ -237,13 +231,12 @@ impl Backend for ControlPlaneBackend<'_> {
         error: &str,
         retry_at: &(dyn Fn(i64) -> i64 + Sync),
     ) -> Result<i64, String> {
-        let (next, moved) = self
+        let (next, _) = self
             .cp
             .store
             .acme_failed(host, error, retry_at)
             .await
             .map_err(|e| e.to_string())?;
-        self.cp.hub.publish(&moved);
         Ok(next)
     }
 
@@ -280,7 +273,7 @@ impl Backend for ControlPlaneBackend<'_> {
 
     async fn clear_challenges(&self) {
         match self.cp.store.acme_clear_challenges().await {
-            Ok(m) => self.cp.hub.publish(&m),
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot clear old ACME challenges"),
         }
     }

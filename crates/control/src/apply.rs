@@ -73,7 +73,6 @@ pub(crate) async fn apply(
         dry_run: q.dry_run,
     };
     let done = st.store.apply(&doc, opts).await?;
-    st.hub.publish(&done.moved);
     for gid in &done.deleted_gateways {
         st.hub.wake(*gid);
     }

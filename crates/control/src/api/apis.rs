@@ -91,8 +91,7 @@ pub(super) async fn set_lifecycle(
         Err(Error::PreconditionRequired(_)) => None,
         Err(e) => return Err(e),
     };
-    let (a, moved) = st.store.set_lifecycle(&id, req.state, expected).await?;
-    st.hub.publish(&moved);
+    let (a, _) = st.store.set_lifecycle(&id, req.state, expected).await?;
     Ok(with_etag(StatusCode::OK, &a.meta, to_value(&a)))
 }
 
@@ -161,8 +160,7 @@ pub(super) async fn deploy(
             "name at least one gateway to deploy to",
         )]));
     }
-    let (deployments, moved) = st.store.deploy(&id, req.revision, &req.gateways).await?;
-    st.hub.publish(&moved);
+    let (deployments, _) = st.store.deploy(&id, req.revision, &req.gateways).await?;
     let versions: Vec<Value> = targets_with_versions(&st, &req.gateways).await?;
     ok(json!({ "deployments": deployments, "targets": versions }))
 }
@@ -182,8 +180,7 @@ pub(super) async fn targets_with_versions(
 }
 
 pub(super) async fn undeploy(State(st): St, Path((id, gateway)): Path<(String, String)>) -> Res {
-    let moved = st.store.undeploy(&id, &gateway).await?;
-    st.hub.publish(&moved);
+    st.store.undeploy(&id, &gateway).await?;
     let targets = targets_with_versions(&st, &[gateway]).await?;
     ok(json!({ "targets": targets }))
 }

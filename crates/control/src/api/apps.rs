@@ -139,7 +139,7 @@ pub(super) async fn deploy_app(
     {
         return Err(Error::Invalid(vec![FieldError::new("host", m)]));
     }
-    let (items, moved) = st
+    let (items, _) = st
         .store
         .deploy_app(
             &slug,
@@ -149,7 +149,6 @@ pub(super) async fn deploy_app(
             req.allow_draft,
         )
         .await?;
-    st.hub.publish(&moved);
     let targets = targets_with_versions(&st, &req.gateways).await?;
     ok(json!({ "items": items, "targets": targets }))
 }
@@ -189,11 +188,9 @@ pub(super) async fn undeploy_app(
     Path((slug, gateway)): Path<(String, String)>,
     Query(q): Query<HostQuery>,
 ) -> Res {
-    let moved = st
-        .store
+    st.store
         .undeploy_app(&slug, &gateway, q.host.as_deref())
         .await?;
-    st.hub.publish(&moved);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -202,11 +199,10 @@ pub(super) async fn rollback_app(
     Path((slug, gateway)): Path<(String, String)>,
     Query(q): Query<HostQuery>,
 ) -> Res {
-    let (d, moved) = st
+    let (d, _) = st
         .store
         .rollback_app(&slug, &gateway, q.host.as_deref())
         .await?;
-    st.hub.publish(&moved);
     let targets = targets_with_versions(&st, &[gateway]).await?;
     ok(json!({ "deployment": d, "targets": targets }))
 }

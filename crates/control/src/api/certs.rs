@@ -80,18 +80,16 @@ pub(super) async fn upload_certificate(State(st): St, JsonBody(bytes): JsonBody)
     }
     let (hosts, not_after) = inspect_certificate(&req.cert_pem, &req.key_pem)?;
     let sealed = st.sealer.seal(&req.key_pem)?;
-    let (rec, moved) = st
+    let (rec, _) = st
         .store
         .add_certificate(&req.name, &hosts, &req.cert_pem, &sealed, not_after)
         .await?;
-    st.hub.publish(&moved);
     tracing::info!(name = %rec.name, hosts = ?rec.hosts, "certificate uploaded");
     Ok((StatusCode::CREATED, axum::Json(to_value(&rec))).into_response())
 }
 
 pub(super) async fn delete_certificate(State(st): St, Path(name): Path<String>) -> Res {
-    let moved = st.store.delete_certificate(&name).await?;
-    st.hub.publish(&moved);
+    st.store.delete_certificate(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -40,8 +40,7 @@ pub(super) async fn subscribe(
 }
 
 pub(super) async fn unsubscribe(State(st): St, Path((name, api)): Path<(String, String)>) -> Res {
-    let moved = st.store.unsubscribe(&name, &api).await?;
-    st.hub.publish(&moved);
+    st.store.unsubscribe(&name, &api).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -96,8 +95,7 @@ pub(super) async fn create_key(
             (client_id, secret, out)
         }
     };
-    let moved = st
-        .store
+    st.store
         .add_credential(
             &name,
             &NewCredential {
@@ -110,7 +108,6 @@ pub(super) async fn create_key(
             },
         )
         .await?;
-    st.hub.publish(&moved);
     out["consumer"] = json!(name);
     out["type"] = json!(req.key_type.as_str());
     out["expires_at"] = json!(expires_at);
@@ -119,7 +116,6 @@ pub(super) async fn create_key(
 }
 
 pub(super) async fn revoke_key(State(st): St, Path((name, id)): Path<(String, String)>) -> Res {
-    let moved = st.store.revoke_credential(&name, &id).await?;
-    st.hub.publish(&moved);
+    st.store.revoke_credential(&name, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -280,8 +280,7 @@ pub(super) async fn list_signing_keys(State(st): St, Query(q): Pq) -> Res {
 
 pub(super) async fn rotate_signing_key(State(st): St) -> Res {
     let key = crate::tokens::generate_key(&st.sealer)?;
-    let moved = st.store.add_signing_key(&key).await?;
-    st.hub.publish(&moved);
+    st.store.add_signing_key(&key).await?;
     tracing::info!(kid = %key.kid, "token signing key rotated");
     Ok((StatusCode::CREATED, axum::Json(to_value(&key))).into_response())
 }
