@@ -31,6 +31,9 @@ pub enum UsersCommand {
     Delete {
         /// Name.
         name: String,
+        /// Also delete the portal applications they own (with their keys).
+        #[arg(long)]
+        force: bool,
     },
     /// Replace a user's roles.
     SetRoles {
@@ -169,15 +172,29 @@ pub async fn users(c: &Client, cmd: UsersCommand) -> anyhow::Result<()> {
             USER_COLUMNS,
             None,
         ),
-        U::Delete { name } => {
-            c.call(
-                Method::DELETE,
-                &format!("/api/v1/users/{}", encode(&name)),
-                None,
-                None,
-            )
-            .await?;
-            c.done(format!("Deleted user `{name}`."));
+        U::Delete { name, force } => {
+            let (_, v) = c
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/users/{}?force={force}", encode(&name)),
+                    None,
+                    None,
+                )
+                .await?;
+            let gone: Vec<&str> = v["applications_removed"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if gone.is_empty() {
+                c.done(format!("Deleted user `{name}`."));
+            } else {
+                c.done(format!(
+                    "Deleted user `{name}` and their applications {}.",
+                    gone.join(", ")
+                ));
+            }
         }
         U::SetRoles { name, roles } => {
             let roles = names(&[roles]);

@@ -215,9 +215,12 @@ async fn set_roles(State(st): St, Path(name): Path<String>, JsonBody(bytes): Jso
     ok(to_value(&st.store.set_user_roles(&name, &req.roles).await?))
 }
 
-async fn delete_user(State(st): St, Path(name): Path<String>) -> Res {
-    st.store.delete_user(&name).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+async fn delete_user(State(st): St, Path(name): Path<String>, Query(q): Query<ForceQuery>) -> Res {
+    let removed = st.store.delete_user(&name, q.force).await?;
+    if removed.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    ok(json!({ "deleted": name, "applications_removed": removed }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -243,10 +243,29 @@ impl Store {
         row.map(|(n, h, r)| Ok((n, h, from_json(&r)?))).transpose()
     }
 
-    /// Deletes a user with their tokens and sessions.
-    pub async fn delete_user(&self, name: &str) -> Result<(), Error> {
+    /// Deletes a user with their tokens and sessions. The applications they made in the
+    /// portal go too, with their keys and subscriptions, only with `force`: without, a user
+    /// who has any is refused, naming them. Either way nothing they owned passes to a
+    /// later user of the same name. Answers the applications removed.
+    pub async fn delete_user(&self, name: &str, force: bool) -> Result<Vec<String>, Error> {
         let mut tx = self.write().await?;
         tx.event("delete", KindId::User, name);
+        let owned: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, name_key FROM consumers WHERE owner_user = $1 ORDER BY name_key",
+        )
+        .bind(key(name))
+        .fetch_all(&mut *tx)
+        .await?;
+        if !owned.is_empty() && !force {
+            return Err(Error::Conflict(format!(
+                "user `{name}` owns applications {}: delete them first, or delete the user with --force (`?force=true`) to delete them too",
+                owned
+                    .iter()
+                    .map(|(_, n)| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         let done = sqlx::query("DELETE FROM users WHERE name_key = $1")
             .bind(key(name))
             .execute(&mut *tx)
@@ -254,8 +273,20 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(Error::not_found(KindId::User, name));
         }
+        let mut gateways = Vec::new();
+        for (id, consumer) in &owned {
+            gateways.extend(super::consumers::consumer_gateways(&mut tx, *id).await?);
+            tx.event("delete", KindId::Consumer, consumer);
+            sqlx::query("DELETE FROM consumers WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        gateways.sort_unstable();
+        gateways.dedup();
+        tx.recompile(&gateways).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(owned.into_iter().map(|(_, n)| n).collect())
     }
 
     // ---- roles ----
