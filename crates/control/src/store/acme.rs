@@ -247,13 +247,16 @@ impl Store {
     /// Asks for a host's certificate to be ordered now (a renewal before its time, or a
     /// retry without waiting for the back-off).
     pub async fn acme_order_now(&self, host: &str) -> Result<(), Error> {
+        let mut tx = self.write().await?;
+        tx.event("order", crate::access::KindId::Acme, host);
         let done = sqlx::query("UPDATE acme_hosts SET next_attempt = 0 WHERE host = $1")
             .bind(host.to_ascii_lowercase())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(Error::not_found(crate::access::KindId::Acme, host));
         }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -269,6 +272,7 @@ impl Store {
 
     /// Keeps the (sealed) credentials of a new account.
     pub async fn acme_save_account(&self, directory: &str, sealed: &str) -> Result<(), Error> {
+        let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO acme_accounts (directory, credentials_sealed, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (directory) DO UPDATE SET credentials_sealed = excluded.credentials_sealed",
@@ -276,8 +280,9 @@ impl Store {
         .bind(directory)
         .bind(sealed)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

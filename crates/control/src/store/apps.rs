@@ -244,6 +244,7 @@ impl Store {
 
     /// Records a stored file (or marks a stored one fresh).
     pub async fn add_blob(&self, hash: &str, size: u64) -> Result<(), Error> {
+        let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO blobs (hash, size, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (hash) DO UPDATE SET created_at = excluded.created_at",
@@ -251,8 +252,9 @@ impl Store {
         .bind(hash)
         .bind(size as i64)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

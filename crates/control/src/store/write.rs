@@ -49,7 +49,9 @@ impl Store {
     /// Starts a write (waits for the one before it).
     pub(crate) async fn write(&self) -> Result<Write<'_>, Error> {
         let lock = self.write.lock().await;
-        let tx = self.pool.begin().await?;
+        // IMMEDIATE: the database's write lock is taken now, not at the first write after
+        // some reads, so a write can never find its read snapshot stale (SQLITE_BUSY).
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok(Write {
             store: self,
             tx,
@@ -179,5 +181,46 @@ impl Deref for Write<'_> {
 impl DerefMut for Write<'_> {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
         &mut self.tx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// A write that reads before it writes is never spoiled by a commit that slipped in
+    /// between (SQLite's SQLITE_BUSY_SNAPSHOT, "database is locked"): the guard holds the
+    /// database's write lock from its first statement.
+    #[tokio::test]
+    async fn a_write_that_reads_first_is_not_spoiled_by_another_commit() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = std::sync::Arc::new(
+            super::Store::open(dir.path())
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let mut w = store.write().await.unwrap_or_else(|e| panic!("{e}"));
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM roles")
+            .fetch_one(&mut *w)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(n, 3);
+        // A writer that does not take the guard (as a careless one could) commits meanwhile.
+        let other = store.clone();
+        let outside = tokio::spawn(async move {
+            sqlx::query("INSERT INTO blobs (hash, size, created_at) VALUES ('h', 1, 0)")
+                .execute(&other.pool)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sqlx::query(
+            "INSERT INTO roles (name_key, name, description, builtin, created_at) VALUES ('x', 'x', '', 0, 0)",
+        )
+        .execute(&mut *w)
+        .await
+        .unwrap_or_else(|e| panic!("the guarded write failed: {e}"));
+        w.commit().await.unwrap_or_else(|e| panic!("{e}"));
+        let done = outside.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(done.is_ok(), "the outside write waits its turn: {done:?}");
     }
 }
