@@ -145,7 +145,8 @@ pub async fn json_errors(resp: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    // Pages answer their errors as pages.
     if json || !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }

@@ -26,6 +26,7 @@ pub mod secrets;
 pub mod signin;
 pub mod store;
 pub mod tokens;
+pub mod web;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

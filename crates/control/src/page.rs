@@ -106,6 +106,20 @@ impl Page {
         })
     }
 
+    /// Items in key order starting after the cursor (at most one more than the limit),
+    /// cut to the page, with the cursor of the next page.
+    pub fn split<T>(&self, mut items: Vec<(String, T)>) -> (Vec<T>, Option<String>) {
+        let next = if items.len() > self.limit {
+            items.truncate(self.limit);
+            items
+                .last()
+                .map(|(k, _)| URL_SAFE_NO_PAD.encode(k.as_bytes()))
+        } else {
+            None
+        };
+        (items.into_iter().map(|(_, v)| v).collect(), next)
+    }
+
     /// Pages a list held in memory: sorts by key, keeps what follows the cursor.
     pub fn of<T>(
         &self,

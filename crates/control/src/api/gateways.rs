@@ -1,34 +1,34 @@
-//! gateways
+//! Gateways beyond their definitions: linking with credentials, API tokens, snapshots,
+//! nodes and the fleet's status.
 
 use super::*;
-// ---- gateways ----
 
 /// What `POST /gateways/link` takes: the gateway and the credentials it was installed with.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct LinkRequest {
-    name: String,
+pub(crate) struct LinkRequest {
+    pub(crate) name: String,
     #[serde(rename = "type", default)]
-    kind: GatewayKind,
+    pub(crate) kind: GatewayKind,
     #[serde(default)]
-    description: String,
+    pub(crate) description: String,
     #[serde(default)]
-    url: Option<String>,
+    pub(crate) url: Option<String>,
     #[serde(default)]
-    ip: Option<String>,
+    pub(crate) ip: Option<String>,
     #[serde(default)]
-    admin_port: Option<u16>,
+    pub(crate) admin_port: Option<u16>,
     #[serde(default)]
-    admin_ca_pem: Option<String>,
-    jwt_secret: String,
-    api_token: String,
+    pub(crate) admin_ca_pem: Option<String>,
+    pub(crate) jwt_secret: String,
+    pub(crate) api_token: String,
     #[serde(default)]
-    hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
     #[serde(default)]
-    listeners: Vec<Listener>,
+    pub(crate) listeners: Vec<Listener>,
     /// Check the credentials against the running gateway (default true).
     #[serde(default = "yes")]
-    verify: bool,
+    pub(crate) verify: bool,
 }
 
 pub(super) fn yes() -> bool {
@@ -37,6 +37,17 @@ pub(super) fn yes() -> bool {
 
 pub(super) async fn link_gateway(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let req: LinkRequest = body(&bytes)?;
+    let (g, out) = link(&st, req).await?;
+    Ok(with_etag(StatusCode::OK, &g.meta, out))
+}
+
+/// Links a gateway (the API's and the console's one way): checks the definition and the
+/// credentials, calls the gateway's admin API to prove them unless told not to, and stores
+/// the gateway with them. Answers it and what the API shows.
+pub(crate) async fn link(
+    st: &ControlPlane,
+    req: LinkRequest,
+) -> Result<(crate::store::GatewayRecord, Value), Error> {
     let existing = st.store.gateway(&req.name).await.ok();
     let mut spec = existing
         .as_ref()
@@ -86,7 +97,7 @@ pub(super) async fn link_gateway(State(st): St, JsonBody(bytes): JsonBody) -> Re
             "give the gateway's API token (at least 32 characters; `portico gateway init` makes one)",
         ));
     }
-    fields.extend(gateway_problems(&st, &spec));
+    fields.extend(gateway_problems(st, &spec));
     if !fields.is_empty() {
         return Err(Error::Invalid(fields));
     }
@@ -125,11 +136,8 @@ pub(super) async fn link_gateway(State(st): St, JsonBody(bytes): JsonBody) -> Re
             }
         });
     }
-    Ok(with_etag(
-        StatusCode::OK,
-        &g.meta,
-        json!({ "gateway": g, "verified": req.verify, "node": node }),
-    ))
+    let out = json!({ "gateway": g, "verified": req.verify, "node": node });
+    Ok((g, out))
 }
 
 pub(super) async fn rotate_token(State(st): St, Path(name): Path<String>) -> Res {
@@ -232,7 +240,7 @@ pub(super) fn node_state(
     }
 }
 
-pub(super) fn node_json(
+pub(crate) fn node_json(
     st: &ControlPlane,
     current: u64,
     n: &crate::store::NodeRecord,

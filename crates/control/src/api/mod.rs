@@ -40,20 +40,21 @@ type St = State<Arc<ControlPlane>>;
 type Res = Result<Response, Error>;
 type R = Router<Arc<ControlPlane>>;
 
-mod apis;
+pub(crate) mod apis;
 mod apps;
 mod certs;
 mod consumers;
-mod gateways;
+pub(crate) mod gateways;
 pub(crate) mod kind;
 mod oauth;
 mod people;
-mod portal;
+pub(crate) mod portal;
 mod sync;
 
 use apis::targets_with_versions;
 use kind::missing_tiers;
 pub(crate) use kind::{api_tier_refs, service_problems, tier_problems};
+pub(crate) use people::{SESSION_SECONDS, sign_in, start_session};
 use sync::gateway_auth;
 
 /// The whole HTTP surface of the control plane.
@@ -197,6 +198,7 @@ pub fn router(state: Arc<ControlPlane>) -> Router {
         .route("/oauth2/token", post(oauth::oauth_token))
         .route("/oauth2/jwks", get(oauth::oauth_jwks))
         .nest("/api/v1", admin.merge(sync))
+        .merge(crate::web::router())
         .method_not_allowed_fallback(extract::method_not_allowed)
         .fallback(extract::not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))

@@ -86,6 +86,30 @@ pub(crate) async fn sign_in(
     }
 }
 
+/// Starts a session for a user who signed in: its token (shown to them once) and when it
+/// ends. The audit log names the user.
+pub(crate) async fn start_session(st: &ControlPlane, name: &str) -> Result<(String, i64), Error> {
+    let token = secrets::generate("pss_");
+    let id = secrets::generate("ses_");
+    let expires_at = now() + SESSION_SECONDS;
+    // Signing in is outside authentication: the audit log names the user who did.
+    crate::store::ACTOR
+        .scope(
+            format!("user:{name}"),
+            st.store.create_user_token(
+                name,
+                Via::Session,
+                "session",
+                &id,
+                &secrets::hash(&token),
+                Some(expires_at),
+            ),
+        )
+        .await?;
+    tracing::info!(user = %name, "signed in");
+    Ok((token, expires_at))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LoginRequest {
@@ -104,24 +128,7 @@ pub(super) async fn login(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
     let (name, roles) = sign_in(&st, &req.name, &req.password, addr).await?;
-    let token = secrets::generate("pss_");
-    let id = secrets::generate("ses_");
-    let expires_at = now() + SESSION_SECONDS;
-    // Signing in is outside authentication: the audit log names the user who did.
-    crate::store::ACTOR
-        .scope(
-            format!("user:{name}"),
-            st.store.create_user_token(
-                &name,
-                Via::Session,
-                "session",
-                &id,
-                &secrets::hash(&token),
-                Some(expires_at),
-            ),
-        )
-        .await?;
-    tracing::info!(user = %name, "signed in");
+    let (token, expires_at) = start_session(&st, &name).await?;
     ok(json!({
         "token": token,
         "expires_at": expires_at,

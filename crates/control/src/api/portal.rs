@@ -38,7 +38,11 @@ pub(super) fn routes() -> R {
 }
 
 /// An API as the portal shows it to `viewer`.
-async fn shown_api(st: &ControlPlane, viewer: Viewer<'_>, a: &ApiRecord) -> Result<Value, Error> {
+pub(crate) async fn shown_api(
+    st: &ControlPlane,
+    viewer: Viewer<'_>,
+    a: &ApiRecord,
+) -> Result<Value, Error> {
     let gateways = apis::invoke_urls(st, &a.id, |g| viewer.sees_gateway(g)).await?;
     let mut try_out = Vec::new();
     for d in st.store.deployments(Some(&a.id)).await? {
@@ -69,7 +73,11 @@ fn no_api(id: &str) -> Error {
 
 /// The API when the viewer may see it in the portal, else 404 (not 403: what one may not
 /// see, one is not told exists).
-async fn visible_api(st: &ControlPlane, viewer: Viewer<'_>, id: &str) -> Result<ApiRecord, Error> {
+pub(crate) async fn visible_api(
+    st: &ControlPlane,
+    viewer: Viewer<'_>,
+    id: &str,
+) -> Result<ApiRecord, Error> {
     match st.store.api(id).await {
         Ok(a) if viewer.sees_api(a.lifecycle, &a.spec) => Ok(a),
         Ok(_) | Err(Error::NotFound(_)) => Err(no_api(id)),
@@ -77,29 +85,46 @@ async fn visible_api(st: &ControlPlane, viewer: Viewer<'_>, id: &str) -> Result<
     }
 }
 
-async fn list_apis(State(st): St, who: Who, Query(q): Pq) -> Res {
-    let page = Page::from_query(&q)?;
-    let viewer = Viewer::new(who.0.as_ref());
-    // Pages of the visible ones: reads on through the stored ones until a page is full.
-    let mut out = Vec::new();
-    let mut cursor = Page {
-        after: page.after.clone(),
-        limit: page.limit,
-    };
+/// A page of the published APIs `viewer` may see that `keep` keeps, in id order, and the
+/// cursor of the next page. Reads on through the stored ones until a page is full.
+pub(crate) async fn visible_apis(
+    st: &ControlPlane,
+    viewer: Viewer<'_>,
+    page: &Page,
+    keep: impl Fn(&ApiRecord) -> bool,
+) -> Result<(Vec<ApiRecord>, Option<String>), Error> {
+    let mut out: Vec<ApiRecord> = Vec::new();
+    let mut cursor = page.clone();
     loop {
         let batch = st.store.apis(&cursor).await?;
         let more = batch.len() > cursor.limit;
-        for a in batch.iter().take(cursor.limit) {
-            if viewer.sees_api(a.lifecycle, &a.spec) {
-                out.push((a.id.clone(), shown_api(&st, viewer, a).await?));
-            }
-        }
+        let last = batch
+            .get(cursor.limit.saturating_sub(1))
+            .map(|a| a.id.clone());
+        out.extend(
+            batch
+                .into_iter()
+                .take(cursor.limit)
+                .filter(|a| viewer.sees_api(a.lifecycle, &a.spec) && keep(a)),
+        );
         if out.len() > page.limit || !more {
             break;
         }
-        cursor.after = batch.get(cursor.limit - 1).map(|a| a.id.clone());
+        cursor.after = last;
     }
-    ok(page.answer(out))
+    let keyed = out.into_iter().map(|a| (a.id.clone(), a)).collect();
+    Ok(page.split(keyed))
+}
+
+async fn list_apis(State(st): St, who: Who, Query(q): Query<PageQuery>) -> Res {
+    let page = Page::from_query(&q)?;
+    let viewer = Viewer::new(who.0.as_ref());
+    let (apis, next) = visible_apis(&st, viewer, &page, |_| true).await?;
+    let mut items = Vec::new();
+    for a in &apis {
+        items.push(shown_api(&st, viewer, a).await?);
+    }
+    ok(json!({ "items": items, "next": next }))
 }
 
 async fn get_api(State(st): St, who: Who, Path(id): Path<String>) -> Res {

@@ -189,6 +189,13 @@ pub struct Record<T> {
     pub meta: Meta,
 }
 
+impl GatewayRecord {
+    /// Its row id (stable while it exists).
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+}
+
 /// A stored object's key in list order and its bookkeeping.
 pub trait Keyed {
     /// Its key (lower case), the order lists follow.

@@ -1,0 +1,483 @@
+//! The pages: the publisher console under `/console` and the developer portal under
+//! `/portal`, rendered on the server from templates checked at compile time (every value
+//! escaped), with a little script from `/static` for live parts. People sign in with the
+//! same names, passwords and back-off as the API; a page is a session cookie (HttpOnly,
+//! SameSite=Strict, Secure over HTTPS) plus a CSRF token on every form, and every page and
+//! form passes the API's one authorization check ([`access::authorize`]) for what it shows
+//! or does. What a role may not do is not offered.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::access::{self, Action, Caller, KindId, Via};
+use crate::error::Error;
+use crate::{ControlPlane, secrets};
+
+mod console;
+mod portal;
+
+type St = State<Arc<ControlPlane>>;
+
+/// The session cookie.
+const SESSION: &str = "portico_session";
+/// The cookie a sign-in form's CSRF token is checked against (no session yet).
+const PRE_SESSION: &str = "portico_signin";
+
+/// Every page and the files they load.
+pub fn router() -> Router<Arc<ControlPlane>> {
+    Router::new()
+        .route(
+            "/console",
+            get(|| async { Redirect::to("/console/gateways") }),
+        )
+        .route("/console/login", get(login_page).post(login))
+        .route("/console/logout", post(logout))
+        .route("/portal/login", get(login_page).post(login))
+        .merge(console::routes())
+        .merge(portal::routes())
+        .route("/static/portico.css", get(css))
+        .route("/static/portico.js", get(js))
+        .layer(axum::middleware::map_response(secure_headers))
+}
+
+async fn css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../static/portico.css"),
+    )
+        .into_response()
+}
+
+async fn js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../static/portico.js"),
+    )
+        .into_response()
+}
+
+/// Headers every page carries: scripts and styles from this origin only (no inline
+/// script), never framed, no referrer beyond this origin, never cached.
+async fn secure_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src *; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    resp
+}
+
+/// A cookie's value from the request.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The CSRF token of a session: bound to its secret, so no other site can know it.
+fn csrf_for(secret: &str) -> String {
+    let d = Sha256::digest(format!("portico csrf:{secret}").as_bytes());
+    d.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Who is looking at a page, from the session cookie (anonymous without one).
+pub(crate) struct Viewer {
+    /// The signed-in caller.
+    pub(crate) caller: Option<Caller>,
+    /// The CSRF token of the session (empty without one).
+    pub(crate) csrf: String,
+}
+
+impl Viewer {
+    async fn of(st: &ControlPlane, headers: &HeaderMap) -> Result<Self, Error> {
+        let Some(secret) = cookie(headers, SESSION) else {
+            return Ok(Self {
+                caller: None,
+                csrf: String::new(),
+            });
+        };
+        let holder = st.store.token_holder(&secrets::hash(secret)).await?;
+        let caller = holder.filter(|h| h.via == Via::Session).map(|h| Caller {
+            name: h.name,
+            roles: h.roles,
+            via: h.via,
+            token_id: Some(h.id),
+        });
+        Ok(Self {
+            csrf: if caller.is_some() {
+                csrf_for(secret)
+            } else {
+                String::new()
+            },
+            caller,
+        })
+    }
+
+    /// The page may show `kind` for `action`: the API's one check.
+    pub(crate) fn may(&self, kind: KindId, action: Action) -> bool {
+        access::authorize(self.caller.as_ref(), kind, action, None).is_ok()
+    }
+
+    /// A form's CSRF token is this session's.
+    pub(crate) fn check_csrf(&self, sent: &str) -> Result<(), Error> {
+        if self.caller.is_some() && same(sent, &self.csrf) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(
+                "the form is out of date or came from another site: open the page again".into(),
+            ))
+        }
+    }
+}
+
+/// What every page's header shows.
+pub(crate) struct Nav {
+    area: &'static str,
+    home: &'static str,
+    links: Vec<(&'static str, &'static str)>,
+    user: Option<String>,
+    csrf: String,
+    signin: &'static str,
+}
+
+impl Nav {
+    /// The console's header for `v`: only the sections its roles may read.
+    pub(crate) fn console(v: &Viewer) -> Self {
+        let mut links = Vec::new();
+        for (kind, href, label) in [
+            (KindId::Gateway, "/console/gateways", "Gateways"),
+            (KindId::Api, "/console/apis", "APIs"),
+        ] {
+            if v.may(kind, Action::Read) {
+                links.push((href, label));
+            }
+        }
+        links.push(("/portal", "Portal"));
+        Self {
+            area: "console",
+            home: "/console",
+            links,
+            user: v.caller.as_ref().map(|c| c.name.clone()),
+            csrf: v.csrf.clone(),
+            signin: "/console/login",
+        }
+    }
+
+    /// The portal's header.
+    pub(crate) fn portal(v: &Viewer) -> Self {
+        Self {
+            area: "portal",
+            home: "/portal",
+            links: vec![("/portal", "APIs")],
+            user: v.caller.as_ref().map(|c| c.name.clone()),
+            csrf: v.csrf.clone(),
+            signin: "/portal/login",
+        }
+    }
+}
+
+/// A rendered page.
+pub(crate) fn page(status: StatusCode, t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a page did not render");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page did not render").into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage {
+    nav: Nav,
+    heading: String,
+    message: String,
+}
+
+/// An error as a page: sign in for 401, the message otherwise (never a stored secret:
+/// errors say what is wrong, not what is stored).
+pub(crate) fn error_page(nav: Nav, e: Error) -> Response {
+    let status = e.status();
+    if status == StatusCode::UNAUTHORIZED {
+        return Redirect::to(nav.signin).into_response();
+    }
+    let heading = match status {
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::NOT_FOUND => "Not found",
+        s if s.is_server_error() => "Something went wrong",
+        _ => "That did not work",
+    };
+    let message = match status {
+        s if s.is_server_error() => "The change was not made; the server log says why.".into(),
+        _ => heading.to_owned(),
+    };
+    page(
+        status,
+        &MessagePage {
+            nav,
+            heading: heading.into(),
+            message,
+        },
+    )
+}
+
+/// An error with its own message as a page.
+pub(crate) fn refusal(nav: Nav, status: StatusCode, message: String) -> Response {
+    let heading = if status == StatusCode::FORBIDDEN {
+        "Not allowed"
+    } else {
+        "That did not work"
+    };
+    page(
+        status,
+        &MessagePage {
+            nav,
+            heading: heading.into(),
+            message,
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    nav: Nav,
+    action: &'static str,
+    csrf: String,
+    next: String,
+    name: String,
+    error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+/// Where a sign-in may lead: a page of this site, never another origin.
+fn safe_next(next: Option<&str>, portal: bool) -> String {
+    match next {
+        Some(n)
+            if (n.starts_with("/console") || n.starts_with("/portal"))
+                && !n.contains("//")
+                && !n.contains('\\') =>
+        {
+            n.to_owned()
+        }
+        _ if portal => "/portal".into(),
+        _ => "/console/gateways".into(),
+    }
+}
+
+fn is_portal(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
+    let _ = headers;
+    uri.path().starts_with("/portal")
+}
+
+fn login_view(
+    portal: bool,
+    csrf: String,
+    next: String,
+    name: String,
+    error: Option<String>,
+) -> LoginPage {
+    let v = Viewer {
+        caller: None,
+        csrf: String::new(),
+    };
+    LoginPage {
+        nav: if portal {
+            Nav::portal(&v)
+        } else {
+            Nav::console(&v)
+        },
+        action: if portal {
+            "/portal/login"
+        } else {
+            "/console/login"
+        },
+        csrf,
+        next,
+        name,
+        error,
+    }
+}
+
+async fn login_page(
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    let portal = is_portal(&headers, &uri);
+    let token = secrets::generate("");
+    let view = login_view(
+        portal,
+        token.clone(),
+        safe_next(q.next.as_deref(), portal),
+        String::new(),
+        None,
+    );
+    let mut resp = page(StatusCode::OK, &view);
+    set_cookie(&mut resp, PRE_SESSION, &token, 600, false);
+    resp
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    name: String,
+    password: String,
+    csrf: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// Sets a cookie for the whole site (`max_age` 0 removes it).
+fn set_cookie(resp: &mut Response, name: &str, value: &str, max_age: i64, secure: bool) {
+    let c = format!(
+        "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+async fn login(
+    State(st): St,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let portal = is_portal(&headers, &uri);
+    let next = safe_next(Some(&f.next), portal);
+    let again = |error: String, status: StatusCode| {
+        let token = secrets::generate("");
+        let view = login_view(
+            portal,
+            token.clone(),
+            next.clone(),
+            f.name.clone(),
+            Some(error),
+        );
+        let mut resp = page(status, &view);
+        set_cookie(&mut resp, PRE_SESSION, &token, 600, false);
+        resp
+    };
+    if !cookie(&headers, PRE_SESSION).is_some_and(|c| same(c, &f.csrf)) {
+        return again(
+            "The form is out of date: sign in again.".into(),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let addr = ext
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (name, _) = match crate::api::sign_in(&st, &f.name, &f.password, addr).await {
+        Ok(found) => found,
+        // One answer whether the name exists or not.
+        Err(Error::Unauthorized(_)) => {
+            return again(
+                "The name or password is wrong.".into(),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+        Err(Error::TooManyRequests(m, _)) => return again(m, StatusCode::TOO_MANY_REQUESTS),
+        Err(e) => {
+            return error_page(
+                Nav::console(&Viewer {
+                    caller: None,
+                    csrf: String::new(),
+                }),
+                e,
+            );
+        }
+    };
+    let session = match crate::api::start_session(&st, &name).await {
+        Ok(s) => s,
+        Err(e) => {
+            return error_page(
+                Nav::console(&Viewer {
+                    caller: None,
+                    csrf: String::new(),
+                }),
+                e,
+            );
+        }
+    };
+    let mut resp = Redirect::to(&next).into_response();
+    let secure = st.config.tls.is_some();
+    set_cookie(
+        &mut resp,
+        SESSION,
+        &session.0,
+        crate::api::SESSION_SECONDS,
+        secure,
+    );
+    set_cookie(&mut resp, PRE_SESSION, "", 0, secure);
+    resp
+}
+
+#[derive(Debug, Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(State(st): St, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
+    let v = match Viewer::of(&st, &headers).await {
+        Ok(v) => v,
+        Err(e) => {
+            return error_page(
+                Nav::console(&Viewer {
+                    caller: None,
+                    csrf: String::new(),
+                }),
+                e,
+            );
+        }
+    };
+    if let Err(e) = v.check_csrf(&f.csrf) {
+        return error_page(Nav::console(&v), e);
+    }
+    if let Some(c) = &v.caller
+        && let Some(id) = &c.token_id
+        && let Err(e) = st.store.revoke_user_token(&c.name, id).await
+    {
+        return error_page(Nav::console(&v), e);
+    }
+    let mut resp = Redirect::to("/console/login").into_response();
+    set_cookie(&mut resp, SESSION, "", 0, st.config.tls.is_some());
+    resp
+}
