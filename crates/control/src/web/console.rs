@@ -22,6 +22,13 @@ pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
         .route("/console/gateways/link", post(link_gateway))
         .route("/console/gateways/{name}", get(gateway))
         .route("/console/gateways/{name}/nodes", get(gateway_nodes))
+        .route("/console/apis", get(apis))
+        .route("/console/apis/{id}", get(api))
+        .route("/console/apis/{id}/deployments", get(api_deployments))
+        .route("/console/apis/{id}/revisions", post(create_revision))
+        .route("/console/apis/{id}/deploy", post(deploy))
+        .route("/console/apis/{id}/undeploy", post(undeploy))
+        .route("/console/apis/{id}/lifecycle", post(lifecycle))
 }
 
 /// A gateway as the list shows it.
@@ -193,25 +200,14 @@ async fn gateways_page(
     let gateways = list
         .iter()
         .map(|g| {
-            let allowed = g.spec.visibility.roles_allowed.clone();
-            let denied = g.spec.visibility.roles_denied.clone();
-            let rule = match (allowed.is_empty(), denied.is_empty()) {
-                (false, true) => "allowed roles".into(),
-                (true, false) => "denied roles".into(),
-                _ => "allowed and denied roles".into(),
-            };
             let count = nodes.get(&g.id()).map_or(0, Vec::len);
             GatewayRow {
-                name: g.spec.name.clone(),
-                kind: g.spec.kind.as_str(),
-                allowed,
-                denied,
-                rule,
                 nodes: if g.builtin {
                     "built in".into()
                 } else {
                     count.to_string()
                 },
+                ..gateway_row(g)
             }
         })
         .collect();
@@ -445,3 +441,352 @@ async fn gateway_nodes(
         Err(e) => e.into_response(),
     }
 }
+
+/// Runs a write as the page's viewer: the audit log names them.
+async fn as_viewer<T>(v: &Viewer, f: impl std::future::Future<Output = T>) -> T {
+    let actor = v
+        .caller
+        .as_ref()
+        .map_or_else(|| "anonymous".to_owned(), crate::access::Caller::actor);
+    crate::store::ACTOR.scope(actor, f).await
+}
+
+/// An API in the list.
+struct ApiRow {
+    id: String,
+    name: String,
+    version: String,
+    context: String,
+    lifecycle: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/apis.html")]
+struct ApisPage {
+    nav: Nav,
+    apis: Vec<ApiRow>,
+}
+
+fn lifecycle_name(l: portico_model::Lifecycle) -> String {
+    serde_json::to_value(l)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn apis(State(st): St, headers: HeaderMap) -> Response {
+    let v = match Viewer::of(&st, &headers).await {
+        Ok(v) => v,
+        Err(e) => {
+            return error_page(
+                Nav::console(&Viewer {
+                    caller: None,
+                    csrf: String::new(),
+                }),
+                e,
+            );
+        }
+    };
+    if let Err(e) = crate::access::authorize(v.caller.as_ref(), KindId::Api, Action::Read, None) {
+        return error_page(Nav::console(&v), e);
+    }
+    match st.store.apis(&Page::all()).await {
+        Ok(list) => page(
+            StatusCode::OK,
+            &ApisPage {
+                nav: Nav::console(&v),
+                apis: list
+                    .into_iter()
+                    .map(|a| ApiRow {
+                        id: a.id,
+                        name: a.spec.name,
+                        version: a.spec.version,
+                        context: a.spec.context,
+                        lifecycle: lifecycle_name(a.lifecycle),
+                    })
+                    .collect(),
+            },
+        ),
+        Err(e) => error_page(Nav::console(&v), e),
+    }
+}
+
+/// A revision on the API's page.
+struct RevisionRow {
+    number: u32,
+    note: String,
+    deployed_on: Vec<String>,
+}
+
+/// A deployment on the API's page: where, which revision, how its nodes are.
+struct DeploymentRow {
+    gateway: String,
+    revision: u32,
+    nodes: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/api.html")]
+struct ApiPage {
+    nav: Nav,
+    id: String,
+    name: String,
+    version: String,
+    context: String,
+    lifecycle: String,
+    can_write: bool,
+    revisions: Vec<RevisionRow>,
+    gateways: Vec<GatewayRow>,
+    deployments: Vec<DeploymentRow>,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+/// How a gateway's nodes stand against its snapshot: "2 of 2 nodes at version 7".
+async fn nodes_summary(st: &crate::ControlPlane, gateway: &str) -> Result<String, Error> {
+    let g = st.store.gateway(gateway).await?;
+    let gid = g.id();
+    let current = st.store.snapshot_version(gid).await?;
+    if g.builtin {
+        return Ok(format!("built in, version {current}"));
+    }
+    let nodes = st.store.nodes(gid).await?;
+    let t = now();
+    let in_sync = nodes
+        .iter()
+        .filter(|n| node_json(st, current, n, t)["state"] == "in_sync")
+        .count();
+    Ok(format!(
+        "{in_sync} of {} nodes at version {current}",
+        nodes.len()
+    ))
+}
+
+async fn deployment_rows(st: &crate::ControlPlane, id: &str) -> Result<Vec<DeploymentRow>, Error> {
+    let mut out = Vec::new();
+    for d in st.store.deployments(Some(id)).await? {
+        out.push(DeploymentRow {
+            nodes: nodes_summary(st, &d.gateway).await?,
+            gateway: d.gateway,
+            revision: d.revision,
+        });
+    }
+    Ok(out)
+}
+
+async fn api_page(
+    st: &crate::ControlPlane,
+    v: &Viewer,
+    id: &str,
+    notice: Option<String>,
+    failed: Option<Error>,
+) -> Response {
+    let status = failed.as_ref().map_or(StatusCode::OK, Error::status);
+    let built = async {
+        crate::access::authorize(v.caller.as_ref(), KindId::Api, Action::Read, None)?;
+        let a = st.store.api(id).await?;
+        let revisions = st.store.revisions(id).await?;
+        let gateways = st.store.gateways(&Page::all()).await?;
+        let deployments = deployment_rows(st, id).await?;
+        Ok::<_, Error>(ApiPage {
+            nav: Nav::console(v),
+            id: a.id.clone(),
+            name: a.spec.name.clone(),
+            version: a.spec.version.clone(),
+            context: a.spec.context.clone(),
+            lifecycle: lifecycle_name(a.lifecycle),
+            can_write: v.may(KindId::Api, Action::Write),
+            revisions: revisions
+                .into_iter()
+                .map(|r| RevisionRow {
+                    number: r.number,
+                    note: r.note,
+                    deployed_on: r.deployed_on,
+                })
+                .collect(),
+            gateways: gateways.iter().map(gateway_row).collect(),
+            deployments,
+            notice,
+            error: failed.map(|e| match e {
+                Error::Invalid(fs) => fs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                other => other.to_string(),
+            }),
+        })
+    }
+    .await;
+    match built {
+        Ok(p) => page(status, &p),
+        Err(e) => error_page(Nav::console(v), e),
+    }
+}
+
+/// A gateway as lists and the deploy dialog show it, visibility rules one click away.
+fn gateway_row(g: &crate::store::GatewayRecord) -> GatewayRow {
+    let allowed = g.spec.visibility.roles_allowed.clone();
+    let denied = g.spec.visibility.roles_denied.clone();
+    let rule = match (allowed.is_empty(), denied.is_empty()) {
+        (false, true) => "allowed roles".into(),
+        (true, false) => "denied roles".into(),
+        _ => "allowed and denied roles".into(),
+    };
+    GatewayRow {
+        name: g.spec.name.clone(),
+        kind: g.spec.kind.as_str(),
+        allowed,
+        denied,
+        rule,
+        nodes: String::new(),
+    }
+}
+
+async fn api(
+    State(st): St,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match Viewer::of(&st, &headers).await {
+        Ok(v) => api_page(&st, &v, &id, None, None).await,
+        Err(e) => error_page(
+            Nav::console(&Viewer {
+                caller: None,
+                csrf: String::new(),
+            }),
+            e,
+        ),
+    }
+}
+
+/// The deployments table's live rows.
+async fn api_deployments(
+    State(st): St,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let found = async {
+        let v = Viewer::of(&st, &headers).await?;
+        crate::access::authorize(v.caller.as_ref(), KindId::Api, Action::Read, None)?;
+        deployment_rows(&st, &id).await
+    }
+    .await;
+    match found {
+        Ok(rows) => axum::Json(serde_json::json!({
+            "deployments": rows.iter().map(|d| serde_json::json!({
+                "gateway": d.gateway, "revision": d.revision, "nodes": d.nodes,
+            })).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A form's fields, repeated ones included.
+fn pairs(body: &axum::body::Bytes) -> Vec<(String, String)> {
+    serde_urlencoded::from_bytes(body).unwrap_or_default()
+}
+
+fn field<'a>(pairs: &'a [(String, String)], name: &str) -> &'a str {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+/// Every write on an API's page: checked as the API checks it, then done as the viewer.
+async fn api_write(
+    st: &crate::ControlPlane,
+    headers: &HeaderMap,
+    id: &str,
+    body: &axum::body::Bytes,
+    what: &str,
+) -> Response {
+    let v = match Viewer::of(st, headers).await {
+        Ok(v) => v,
+        Err(e) => {
+            return error_page(
+                Nav::console(&Viewer {
+                    caller: None,
+                    csrf: String::new(),
+                }),
+                e,
+            );
+        }
+    };
+    if let Err(e) = crate::access::authorize(v.caller.as_ref(), KindId::Api, Action::Write, None) {
+        return refusal(Nav::console(&v), e.status(), e.to_string());
+    }
+    let f = pairs(body);
+    if let Err(e) = v.check_csrf(field(&f, "csrf")) {
+        return refusal(Nav::console(&v), StatusCode::FORBIDDEN, e.to_string());
+    }
+    let done: Result<String, Error> = as_viewer(&v, async {
+        match what {
+            "revision" => {
+                let r = st.store.create_revision(id, field(&f, "note")).await?;
+                Ok(format!("Revision {} created.", r.number))
+            }
+            "deploy" => {
+                let revision: u32 = field(&f, "revision")
+                    .parse()
+                    .map_err(|_| Error::BadRequest("choose a revision to deploy".into()))?;
+                let gateways: Vec<String> = f
+                    .iter()
+                    .filter(|(k, _)| k == "gateway")
+                    .map(|(_, g)| g.clone())
+                    .collect();
+                if gateways.is_empty() {
+                    return Err(Error::BadRequest(
+                        "choose at least one gateway to deploy to".into(),
+                    ));
+                }
+                st.store.deploy(id, revision, &gateways).await?;
+                Ok(format!(
+                    "Revision {revision} deployed to {}: its nodes follow below.",
+                    gateways.join(", ")
+                ))
+            }
+            "undeploy" => {
+                let g = field(&f, "gateway");
+                st.store.undeploy(id, g).await?;
+                Ok(format!("Undeployed from {g}."))
+            }
+            _ => {
+                let state: portico_model::Lifecycle =
+                    serde_json::from_value(serde_json::Value::String(field(&f, "state").into()))
+                        .map_err(|_| {
+                            Error::BadRequest(
+                                "the state is created, published, deprecated or retired".into(),
+                            )
+                        })?;
+                st.store.set_lifecycle(id, state, None).await?;
+                Ok(format!("Now {}.", lifecycle_name(state)))
+            }
+        }
+    })
+    .await;
+    match done {
+        Ok(notice) => api_page(st, &v, id, Some(notice), None).await,
+        Err(e) => api_page(st, &v, id, None, Some(e)).await,
+    }
+}
+
+macro_rules! api_form {
+    ($name:ident, $what:literal) => {
+        async fn $name(
+            State(st): St,
+            headers: HeaderMap,
+            axum::extract::Path(id): axum::extract::Path<String>,
+            body: axum::body::Bytes,
+        ) -> Response {
+            api_write(&st, &headers, &id, &body, $what).await
+        }
+    };
+}
+
+api_form!(create_revision, "revision");
+api_form!(deploy, "deploy");
+api_form!(undeploy, "undeploy");
+api_form!(lifecycle, "lifecycle");
