@@ -60,6 +60,33 @@ pub struct Config {
     pub acme: bool,
     /// Nodes per gateway at most, and when a silent one is forgotten.
     pub node_limits: store::NodeLimits,
+    /// Who may sign up in the developer portal.
+    pub portal_signup: Signup,
+}
+
+/// Who may sign up in the developer portal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Signup {
+    /// Anyone, at once.
+    Open,
+    /// Anyone, once an admin approves them in the console.
+    #[default]
+    Approval,
+    /// Nobody: admins create users.
+    Closed,
+}
+
+impl std::str::FromStr for Signup {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "open" => Ok(Self::Open),
+            "approval" => Ok(Self::Approval),
+            "closed" => Ok(Self::Closed),
+            other => Err(format!("`{other}`: open, approval or closed")),
+        }
+    }
 }
 
 impl Default for Config {
@@ -74,6 +101,7 @@ impl Default for Config {
             tls: None,
             acme: false,
             node_limits: store::NodeLimits::default(),
+            portal_signup: Signup::default(),
         }
     }
 }

@@ -321,6 +321,10 @@ struct ServerArgs {
     /// Seconds without a report after which a node is forgotten (and no longer counts).
     #[arg(long, default_value_t = 86_400)]
     node_forget_after: u64,
+    /// Who may sign up in the developer portal: open, approval (an admin approves each in
+    /// the console) or closed.
+    #[arg(long, env = "PORTICO_PORTAL_SIGNUP", default_value = "approval")]
+    portal_signup: portico_control::Signup,
     /// Share the built-in gateway's rate limits through this Redis.
     #[arg(long, env = "PORTICO_RATE_LIMIT_REDIS")]
     rate_limit_redis: Option<String>,
@@ -765,6 +769,7 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
                     forget_after: std::time::Duration::from_secs(a.node_forget_after.max(1)),
                 },
                 rate_limit_redis: a.rate_limit_redis,
+                portal_signup: a.portal_signup,
                 drain_timeout: a.drain_timeout,
                 access_log: portico_model::AccessLog {
                     enabled: a.access_log != "off",

@@ -32,6 +32,8 @@ pub struct ServerOptions {
     pub node_offline_after: Duration,
     /// Nodes per gateway, and when a silent one is forgotten.
     pub node_limits: portico_control::NodeLimits,
+    /// Who may sign up in the developer portal.
+    pub portal_signup: portico_control::Signup,
     /// Redis for shared rate limits.
     pub rate_limit_redis: Option<String>,
     /// How long in-flight requests of the built-in gateway may run after SIGTERM.
@@ -96,6 +98,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         max_revisions: opts.max_revisions,
         node_offline_after: opts.node_offline_after,
         node_limits: opts.node_limits,
+        portal_signup: opts.portal_signup,
         tls: opts.tls.clone(),
         acme: opts.acme.is_some(),
         ..Config::default()

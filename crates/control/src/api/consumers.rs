@@ -53,14 +53,14 @@ pub(super) async fn list_keys(State(st): St, Path(name): Path<String>, Query(q):
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct KeyRequest {
+pub(crate) struct KeyRequest {
     #[serde(rename = "type")]
-    key_type: KeyType,
+    pub(crate) key_type: KeyType,
     #[serde(default = "api_key_kind")]
-    kind: crate::store::CredentialKind,
+    pub(crate) kind: crate::store::CredentialKind,
     /// Days until it stops working; never when absent.
     #[serde(default)]
-    expires_in_days: Option<u32>,
+    pub(crate) expires_in_days: Option<u32>,
 }
 
 pub(super) fn api_key_kind() -> crate::store::CredentialKind {
@@ -72,8 +72,19 @@ pub(super) async fn create_key(
     Path(name): Path<String>,
     JsonBody(bytes): JsonBody,
 ) -> Res {
-    use crate::store::{CredentialKind, NewCredential};
     let req: KeyRequest = body(&bytes)?;
+    let out = issue_key(&st, &name, req).await?;
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+/// Makes a consumer's API key or client credential; answers it with its secret, the one
+/// time it is shown.
+pub(crate) async fn issue_key(
+    st: &ControlPlane,
+    name: &str,
+    req: KeyRequest,
+) -> Result<Value, Error> {
+    use crate::store::{CredentialKind, NewCredential};
     if req.expires_in_days == Some(0) {
         return Err(Error::Invalid(vec![FieldError::new(
             "expires_in_days",
@@ -97,7 +108,7 @@ pub(super) async fn create_key(
     };
     st.store
         .add_credential(
-            &name,
+            name,
             &NewCredential {
                 id,
                 kind: req.kind,
@@ -112,7 +123,7 @@ pub(super) async fn create_key(
     out["type"] = json!(req.key_type.as_str());
     out["expires_at"] = json!(expires_at);
     out["message"] = json!("shown once: store it now; only its hash is kept");
-    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+    Ok(out)
 }
 
 pub(super) async fn revoke_key(State(st): St, Path((name, id)): Path<(String, String)>) -> Res {

@@ -43,7 +43,7 @@ type R = Router<Arc<ControlPlane>>;
 pub(crate) mod apis;
 mod apps;
 mod certs;
-mod consumers;
+pub(crate) mod consumers;
 pub(crate) mod gateways;
 pub(crate) mod kind;
 mod oauth;

@@ -18,6 +18,7 @@ pub(super) fn users() -> R {
         .route("/users", get(list_users).post(create_user))
         .route("/users/{name}", get(get_user).delete(delete_user))
         .route("/users/{name}/roles", axum::routing::put(set_roles))
+        .route("/users/{name}/approve", post(approve_user))
 }
 
 /// `/roles`, `/roles/{name}` (admins).
@@ -62,8 +63,8 @@ pub(crate) async fn sign_in(
     let found = st.store.password_hash(name).await?;
     let password = password.to_owned();
     let ok = tokio::task::spawn_blocking(move || match found {
-        Some((name, hash, roles)) => {
-            crate::tokens::verify_password(&password, &hash).then_some((name, roles))
+        Some((name, hash, roles, active)) => {
+            crate::tokens::verify_password(&password, &hash).then_some((name, roles, active))
         }
         None => {
             crate::tokens::verify_unknown_user(&password);
@@ -73,9 +74,13 @@ pub(crate) async fn sign_in(
     .await
     .map_err(|e| Error::Internal(e.to_string()))?;
     match ok {
-        Some(found) => {
+        // Told only to who knows the password: the name alone reveals nothing.
+        Some((_, _, false)) => Err(Error::Forbidden(
+            "your sign-up waits for an administrator's approval".into(),
+        )),
+        Some((name_, roles, true)) => {
             st.signins.succeeded(name);
-            Ok(found)
+            Ok((name_, roles))
         }
         None => {
             st.signins.failed(name, addr);
@@ -220,6 +225,10 @@ struct RolesRequest {
 async fn set_roles(State(st): St, Path(name): Path<String>, JsonBody(bytes): JsonBody) -> Res {
     let req: RolesRequest = body(&bytes)?;
     ok(to_value(&st.store.set_user_roles(&name, &req.roles).await?))
+}
+
+async fn approve_user(State(st): St, Path(name): Path<String>) -> Res {
+    ok(to_value(&st.store.approve_user(&name).await?))
 }
 
 async fn delete_user(State(st): St, Path(name): Path<String>, Query(q): Query<ForceQuery>) -> Res {

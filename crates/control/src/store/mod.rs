@@ -117,6 +117,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "people: roles, tokens, audit",
         include_str!("../../migrations/sqlite/0012_people.sql"),
     ),
+    (
+        13,
+        "portal sign-ups",
+        include_str!("../../migrations/sqlite/0013_user_status.sql"),
+    ),
 ];
 
 /// How many nodes a gateway may have, and when a silent one is forgotten.

@@ -17,6 +17,8 @@ pub struct UserRecord {
     pub name: String,
     /// Roles.
     pub roles: Vec<String>,
+    /// `active`, or `pending` when they signed up and wait for an admin's approval.
+    pub status: String,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -144,10 +146,16 @@ fn taken(rows: u64, kind: KindId, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn user_record(name: String, roles: &str, created_at: i64) -> Result<UserRecord, Error> {
+fn user_record(
+    name: String,
+    roles: &str,
+    status: String,
+    created_at: i64,
+) -> Result<UserRecord, Error> {
     Ok(UserRecord {
         name,
         roles: from_json(roles)?,
+        status,
         created_at,
     })
 }
@@ -157,8 +165,8 @@ impl Store {
 
     /// A page of users, by name.
     pub async fn users(&self, page: &Page) -> Result<Vec<(String, UserRecord)>, Error> {
-        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT name_key, name, roles, created_at FROM users WHERE name_key > $1 \
+        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT name_key, name, roles, status, created_at FROM users WHERE name_key > $1 \
              ORDER BY name_key LIMIT $2",
         )
         .bind(page.after.as_deref().unwrap_or(""))
@@ -166,19 +174,19 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(k, name, roles, t)| Ok((k, user_record(name, &roles, t)?)))
+            .map(|(k, name, roles, status, t)| Ok((k, user_record(name, &roles, status, t)?)))
             .collect()
     }
 
     /// One user.
     pub async fn user(&self, name: &str) -> Result<UserRecord, Error> {
-        let row: Option<(String, String, i64)> =
-            sqlx::query_as("SELECT name, roles, created_at FROM users WHERE name_key = $1")
+        let row: Option<(String, String, String, i64)> =
+            sqlx::query_as("SELECT name, roles, status, created_at FROM users WHERE name_key = $1")
                 .bind(key(name))
                 .fetch_optional(&self.pool)
                 .await?;
-        let (name_, roles, t) = row.ok_or_else(|| Error::not_found(KindId::User, name))?;
-        user_record(name_, &roles, t)
+        let (name_, roles, status, t) = row.ok_or_else(|| Error::not_found(KindId::User, name))?;
+        user_record(name_, &roles, status, t)
     }
 
     /// Creates a user with an already hashed password and these (existing) roles.
@@ -188,6 +196,44 @@ impl Store {
         password_hash: &str,
         roles: &[String],
     ) -> Result<UserRecord, Error> {
+        self.add_user(name, password_hash, roles, "active").await
+    }
+
+    /// Records a portal sign-up: a subscriber who waits for an admin's approval unless
+    /// `approved`.
+    pub async fn sign_up(
+        &self,
+        name: &str,
+        password_hash: &str,
+        approved: bool,
+    ) -> Result<UserRecord, Error> {
+        let roles = [crate::access::SUBSCRIBER.to_owned()];
+        let status = if approved { "active" } else { "pending" };
+        self.add_user(name, password_hash, &roles, status).await
+    }
+
+    /// Lets a pending sign-up sign in.
+    pub async fn approve_user(&self, name: &str) -> Result<UserRecord, Error> {
+        let mut tx = self.write().await?;
+        tx.event("approve", KindId::User, name);
+        let done = sqlx::query("UPDATE users SET status = 'active' WHERE name_key = $1")
+            .bind(key(name))
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found(KindId::User, name));
+        }
+        tx.commit().await?;
+        self.user(name).await
+    }
+
+    async fn add_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        roles: &[String],
+        status: &str,
+    ) -> Result<UserRecord, Error> {
         let mut tx = self.write().await?;
         tx.event("create", KindId::User, name);
         let unknown = unknown_roles(&mut tx, roles, "roles").await?;
@@ -195,14 +241,15 @@ impl Store {
             return Err(Error::Invalid(unknown));
         }
         let done = sqlx::query(
-            "INSERT INTO users (name_key, name, password_hash, created_at, roles) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (name_key) DO NOTHING",
+            "INSERT INTO users (name_key, name, password_hash, created_at, roles, status) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name_key) DO NOTHING",
         )
         .bind(key(name))
         .bind(name)
         .bind(password_hash)
         .bind(now())
         .bind(to_json(&roles)?)
+        .bind(status)
         .execute(&mut *tx)
         .await?;
         taken(done.rows_affected(), KindId::User, name)?;
@@ -230,17 +277,20 @@ impl Store {
         self.user(name).await
     }
 
-    /// A user's name, password hash and roles.
+    /// A user's name, password hash, roles and whether they may sign in (a sign-up waiting
+    /// for approval may not).
     pub async fn password_hash(
         &self,
         name: &str,
-    ) -> Result<Option<(String, String, Vec<String>)>, Error> {
-        let row: Option<(String, String, String)> =
-            sqlx::query_as("SELECT name, password_hash, roles FROM users WHERE name_key = $1")
-                .bind(key(name))
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|(n, h, r)| Ok((n, h, from_json(&r)?))).transpose()
+    ) -> Result<Option<(String, String, Vec<String>, bool)>, Error> {
+        let row: Option<(String, String, String, String)> = sqlx::query_as(
+            "SELECT name, password_hash, roles, status FROM users WHERE name_key = $1",
+        )
+        .bind(key(name))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(n, h, r, s)| Ok((n, h, from_json(&r)?, s == "active")))
+            .transpose()
     }
 
     /// Deletes a user with their tokens and sessions. The applications they made in the
@@ -536,7 +586,8 @@ impl Store {
         let row: Option<(String, String, String, String, Option<i64>)> = sqlx::query_as(
             "SELECT t.id, t.kind, u.name, u.roles, t.last_used_at FROM user_tokens t \
              JOIN users u ON u.id = t.user_id \
-             WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2)",
+             WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2) \
+             AND u.status = 'active'",
         )
         .bind(hash)
         .bind(t)

@@ -29,6 +29,8 @@ pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
         .route("/console/apis/{id}/deploy", post(deploy))
         .route("/console/apis/{id}/undeploy", post(undeploy))
         .route("/console/apis/{id}/lifecycle", post(lifecycle))
+        .route("/console/users", get(users))
+        .route("/console/users/{name}/approve", post(approve))
 }
 
 /// A gateway as the list shows it.
@@ -790,3 +792,74 @@ api_form!(create_revision, "revision");
 api_form!(deploy, "deploy");
 api_form!(undeploy, "undeploy");
 api_form!(lifecycle, "lifecycle");
+
+#[derive(Template)]
+#[template(path = "console/users.html")]
+struct UsersPage {
+    nav: Nav,
+    users: Vec<crate::store::UserRecord>,
+    notice: Option<String>,
+}
+
+async fn users_page(st: &crate::ControlPlane, v: &Viewer, notice: Option<String>) -> Response {
+    let listed = async {
+        crate::access::authorize(v.caller.as_ref(), KindId::User, Action::Read, None)?;
+        st.store.users(&Page::all()).await
+    }
+    .await;
+    match listed {
+        Ok(rows) => page(
+            StatusCode::OK,
+            &UsersPage {
+                nav: Nav::console(v),
+                users: rows.into_iter().map(|(_, u)| u).collect(),
+                notice,
+            },
+        ),
+        Err(e) => error_page(Nav::console(v), e),
+    }
+}
+
+async fn users(State(st): St, headers: HeaderMap) -> Response {
+    match Viewer::of(&st, &headers).await {
+        Ok(v) => users_page(&st, &v, None).await,
+        Err(e) => error_page(
+            Nav::console(&Viewer {
+                caller: None,
+                csrf: String::new(),
+            }),
+            e,
+        ),
+    }
+}
+
+/// Approving a portal sign-up: the admin's, as the API's `POST /users/{name}/approve`.
+async fn approve(
+    State(st): St,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let v = match Viewer::of(&st, &headers).await {
+        Ok(v) => v,
+        Err(e) => {
+            return error_page(
+                Nav::console(&Viewer {
+                    caller: None,
+                    csrf: String::new(),
+                }),
+                e,
+            );
+        }
+    };
+    if let Err(e) = crate::access::authorize(v.caller.as_ref(), KindId::User, Action::Write, None) {
+        return refusal(Nav::console(&v), e.status(), e.to_string());
+    }
+    if let Err(e) = v.check_csrf(field(&pairs(&body), "csrf")) {
+        return refusal(Nav::console(&v), StatusCode::FORBIDDEN, e.to_string());
+    }
+    match as_viewer(&v, st.store.approve_user(&name)).await {
+        Ok(u) => users_page(&st, &v, Some(format!("Approved {}.", u.name))).await,
+        Err(e) => error_page(Nav::console(&v), e),
+    }
+}

@@ -178,6 +178,7 @@ impl Nav {
         for (kind, href, label) in [
             (KindId::Gateway, "/console/gateways", "Gateways"),
             (KindId::Api, "/console/apis", "APIs"),
+            (KindId::User, "/console/users", "Users"),
         ] {
             if v.may(kind, Action::Read) {
                 links.push((href, label));
@@ -196,10 +197,16 @@ impl Nav {
 
     /// The portal's header.
     pub(crate) fn portal(v: &Viewer) -> Self {
+        let mut links = vec![("/portal", "APIs")];
+        if v.caller.is_some() {
+            links.push(("/portal/applications", "Applications"));
+        } else {
+            links.push(("/portal/signup", "Sign up"));
+        }
         Self {
             area: "portal",
             home: "/portal",
-            links: vec![("/portal", "APIs")],
+            links,
             user: v.caller.as_ref().map(|c| c.name.clone()),
             csrf: v.csrf.clone(),
             signin: "/portal/login",
@@ -415,6 +422,8 @@ async fn login(
             );
         }
         Err(Error::TooManyRequests(m, _)) => return again(m, StatusCode::TOO_MANY_REQUESTS),
+        // Said only to who gave the right password.
+        Err(Error::Forbidden(m)) => return again(m, StatusCode::FORBIDDEN),
         Err(e) => {
             return error_page(
                 Nav::console(&Viewer {

@@ -5,12 +5,13 @@
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::{Nav, St, Viewer, error_page, page};
 use crate::access;
+use crate::error::Error;
 use crate::page::{Page, PageQuery};
 
 /// The portal's routes.
@@ -18,6 +19,15 @@ pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
     axum::Router::new()
         .route("/portal", get(apis))
         .route("/portal/apis/{id}", get(api))
+        .route("/portal/signup", get(signup_page).post(signup))
+        .route(
+            "/portal/applications",
+            get(applications).post(create_application),
+        )
+        .route("/portal/applications/{name}", get(application))
+        .route("/portal/applications/{name}/subscribe", post(subscribe))
+        .route("/portal/applications/{name}/keys", post(make_key))
+        .route("/portal/applications/{name}/revoke", post(revoke_key))
 }
 
 /// An API in the list.
@@ -179,3 +189,417 @@ async fn api(State(st): St, headers: HeaderMap, Path(id): Path<String>) -> Respo
         Err(e) => error_page(Nav::portal(&v), e),
     }
 }
+
+#[derive(Template)]
+#[template(path = "portal/signup.html")]
+struct SignupPage {
+    nav: Nav,
+    open: bool,
+    csrf: String,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+fn signup_view(
+    st: &crate::ControlPlane,
+    csrf: String,
+    notice: Option<String>,
+    error: Option<String>,
+) -> SignupPage {
+    SignupPage {
+        nav: Nav::portal(&Viewer {
+            caller: None,
+            csrf: String::new(),
+        }),
+        open: st.config.portal_signup != crate::Signup::Closed,
+        csrf,
+        notice,
+        error,
+    }
+}
+
+async fn signup_page(State(st): St) -> Response {
+    let token = crate::secrets::generate("");
+    let mut resp = page(StatusCode::OK, &signup_view(&st, token.clone(), None, None));
+    super::set_cookie(&mut resp, super::PRE_SESSION, &token, 600, false);
+    resp
+}
+
+#[derive(Debug, Deserialize)]
+struct SignupForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// A sign-up answers the same whether the name was free or taken: it never tells who
+/// has an account.
+async fn signup(
+    State(st): St,
+    headers: HeaderMap,
+    axum::extract::Form(f): axum::extract::Form<SignupForm>,
+) -> Response {
+    let again = |status: StatusCode, notice: Option<String>, error: Option<String>| {
+        let token = crate::secrets::generate("");
+        let mut resp = page(status, &signup_view(&st, token.clone(), notice, error));
+        super::set_cookie(&mut resp, super::PRE_SESSION, &token, 600, false);
+        resp
+    };
+    if st.config.portal_signup == crate::Signup::Closed {
+        return again(
+            StatusCode::FORBIDDEN,
+            None,
+            Some("Sign-up is closed.".into()),
+        );
+    }
+    if !super::cookie(&headers, super::PRE_SESSION).is_some_and(|c| super::same(c, &f.csrf)) {
+        return again(
+            StatusCode::FORBIDDEN,
+            None,
+            Some("The form is out of date: try again.".into()),
+        );
+    }
+    let name = f.name.trim();
+    let name_ok = !name.is_empty()
+        && name.chars().count() <= portico_model::validate::limits::NAME
+        && !name.contains(char::is_whitespace)
+        && !name.contains('/');
+    if !name_ok || f.password.chars().count() < 12 {
+        return again(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            Some(format!(
+                "Use a name of 1 to {} characters without spaces or `/`, and a password of 12 characters or more.",
+                portico_model::validate::limits::NAME
+            )),
+        );
+    }
+    let password = f.password.clone();
+    let hashed = tokio::task::spawn_blocking(move || crate::tokens::hash_password(&password)).await;
+    let Ok(Ok(hash)) = hashed else {
+        return again(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            Some("The sign-up did not work: try again.".into()),
+        );
+    };
+    let approved = st.config.portal_signup == crate::Signup::Open;
+    let done = crate::store::ACTOR
+        .scope(
+            format!("signup:{name}"),
+            st.store.sign_up(name, &hash, approved),
+        )
+        .await;
+    match done {
+        Ok(_) | Err(Error::Conflict(_)) => {
+            let notice = if approved {
+                "Thank you. If the name was free, your account is ready: sign in."
+            } else {
+                "Thank you. If the name was free, an administrator will approve your account; sign in once they have."
+            };
+            again(StatusCode::OK, Some(notice.into()), None)
+        }
+        Err(e) => error_page(
+            Nav::portal(&Viewer {
+                caller: None,
+                csrf: String::new(),
+            }),
+            e,
+        ),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "portal/applications.html")]
+struct ApplicationsPage {
+    nav: Nav,
+    applications: Vec<String>,
+    error: Option<String>,
+}
+
+/// The signed-in viewer (the portal's writes need one), or sign in.
+async fn signed_in(st: &crate::ControlPlane, headers: &HeaderMap) -> Result<Viewer, Response> {
+    let v = Viewer::of(st, headers).await.map_err(|e| {
+        error_page(
+            Nav::portal(&Viewer {
+                caller: None,
+                csrf: String::new(),
+            }),
+            e,
+        )
+    })?;
+    if v.caller.is_none() {
+        return Err(axum::response::Redirect::to("/portal/login").into_response());
+    }
+    Ok(v)
+}
+
+async fn applications_page(st: &crate::ControlPlane, v: &Viewer, error: Option<Error>) -> Response {
+    let Some(c) = &v.caller else {
+        return axum::response::Redirect::to("/portal/login").into_response();
+    };
+    let status = error.as_ref().map_or(StatusCode::OK, Error::status);
+    match st.store.owned_consumers(&c.name).await {
+        Ok(list) => page(
+            status,
+            &ApplicationsPage {
+                nav: Nav::portal(v),
+                applications: list.into_iter().map(|r| r.spec.name).collect(),
+                error: error.map(|e| e.to_string()),
+            },
+        ),
+        Err(e) => error_page(Nav::portal(v), e),
+    }
+}
+
+async fn applications(State(st): St, headers: HeaderMap) -> Response {
+    match signed_in(&st, &headers).await {
+        Ok(v) => applications_page(&st, &v, None).await,
+        Err(r) => r,
+    }
+}
+
+/// A form's fields, repeated ones included.
+fn pairs(body: &axum::body::Bytes) -> Vec<(String, String)> {
+    serde_urlencoded::from_bytes(body).unwrap_or_default()
+}
+
+fn field<'a>(pairs: &'a [(String, String)], name: &str) -> &'a str {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+/// A portal write: the same check as `/api/v1/portal/…` (`subscriber`, or admin), the
+/// session's CSRF token, then the write as the viewer.
+async fn portal_write(
+    st: &crate::ControlPlane,
+    headers: &HeaderMap,
+    body: &axum::body::Bytes,
+) -> Result<(Viewer, Vec<(String, String)>), Response> {
+    let v = signed_in(st, headers).await?;
+    if let Err(e) = access::authorize(
+        v.caller.as_ref(),
+        crate::access::KindId::Portal,
+        crate::access::Action::Write,
+        None,
+    ) {
+        return Err(super::refusal(Nav::portal(&v), e.status(), e.to_string()));
+    }
+    let f = pairs(body);
+    if let Err(e) = v.check_csrf(field(&f, "csrf")) {
+        return Err(super::refusal(
+            Nav::portal(&v),
+            StatusCode::FORBIDDEN,
+            e.to_string(),
+        ));
+    }
+    Ok((v, f))
+}
+
+async fn create_application(
+    State(st): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (v, f) = match portal_write(&st, &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(c) = v.caller.clone() else {
+        return axum::response::Redirect::to("/portal/login").into_response();
+    };
+    let spec = portico_model::ConsumerSpec {
+        name: field(&f, "name").trim().to_owned(),
+        owner: c.name.clone(),
+        description: String::new(),
+        tier: None,
+        blocked: false,
+    };
+    if let Err(e) = spec.validate() {
+        return applications_page(&st, &v, Some(Error::Invalid(e.field_errors()))).await;
+    }
+    let done = crate::store::ACTOR
+        .scope(
+            c.actor(),
+            st.store.create_owned_consumer(&spec, Some(&c.name)),
+        )
+        .await;
+    match done {
+        Ok(_) => axum::response::Redirect::to(&format!("/portal/applications/{}", spec.name))
+            .into_response(),
+        Err(e) => applications_page(&st, &v, Some(e)).await,
+    }
+}
+
+/// A key on an application's page.
+struct KeyRow {
+    id: String,
+    kind: String,
+    key_type: String,
+    hint: String,
+    revoked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "portal/application.html")]
+struct ApplicationPage {
+    nav: Nav,
+    name: String,
+    subscriptions: Vec<String>,
+    apis: Vec<String>,
+    keys: Vec<KeyRow>,
+    secret: Option<String>,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+/// The application when the viewer owns it (admins: any), else not found.
+async fn owned(st: &crate::ControlPlane, v: &Viewer, name: &str) -> Result<(), Error> {
+    let c = v
+        .caller
+        .as_ref()
+        .ok_or_else(|| Error::Unauthorized("sign in".into()))?;
+    if c.is_admin() || st.store.owns_consumer(&c.name, name).await? {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!(
+            "you have no application named `{name}`"
+        )))
+    }
+}
+
+async fn application_page(
+    st: &crate::ControlPlane,
+    v: &Viewer,
+    name: &str,
+    secret: Option<String>,
+    notice: Option<String>,
+    error: Option<Error>,
+) -> Response {
+    let status = error.as_ref().map_or(StatusCode::OK, Error::status);
+    let built = async {
+        owned(st, v, name).await?;
+        let subs = st.store.subscriptions(name).await?;
+        let creds = st.store.credentials(name).await?;
+        let viewer = access::Viewer::new(v.caller.as_ref());
+        let (apis, _) =
+            crate::api::portal::visible_apis(st, viewer, &Page::all(), |_| true).await?;
+        Ok::<_, Error>(ApplicationPage {
+            nav: Nav::portal(v),
+            name: name.to_owned(),
+            subscriptions: subs.into_iter().map(|s| s.api).collect(),
+            apis: apis.into_iter().map(|a| a.id).collect(),
+            keys: creds
+                .into_iter()
+                .map(|k| KeyRow {
+                    id: k.id,
+                    kind: serde_json::to_value(k.kind)
+                        .ok()
+                        .and_then(|x| x.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    key_type: k.key_type.as_str().to_owned(),
+                    hint: k.hint,
+                    revoked: k.revoked_at.is_some(),
+                })
+                .collect(),
+            secret,
+            notice,
+            error: error.map(|e| e.to_string()),
+        })
+    }
+    .await;
+    match built {
+        Ok(p) => page(status, &p),
+        Err(e) => error_page(Nav::portal(v), e),
+    }
+}
+
+async fn application(State(st): St, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    match signed_in(&st, &headers).await {
+        Ok(v) => application_page(&st, &v, &name, None, None, None).await,
+        Err(r) => r,
+    }
+}
+
+/// Subscribing, making and revoking keys: as the API does it, for the viewer's own
+/// applications only, to APIs the viewer may see.
+async fn application_write(
+    st: &crate::ControlPlane,
+    headers: &HeaderMap,
+    name: &str,
+    body: &axum::body::Bytes,
+    what: &str,
+) -> Response {
+    let (v, f) = match portal_write(st, headers, body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Err(e) = owned(st, &v, name).await {
+        return error_page(Nav::portal(&v), e);
+    }
+    let actor = v
+        .caller
+        .as_ref()
+        .map_or_else(String::new, crate::access::Caller::actor);
+    let done: Result<(Option<String>, String), Error> = crate::store::ACTOR
+        .scope(actor, async {
+            match what {
+                "subscribe" => {
+                    let api = field(&f, "api");
+                    let viewer = access::Viewer::new(v.caller.as_ref());
+                    crate::api::portal::visible_api(st, viewer, api).await?;
+                    st.store.subscribe(name, api, None).await?;
+                    Ok((None, format!("Subscribed to {api}.")))
+                }
+                "keys" => {
+                    let req: crate::api::consumers::KeyRequest =
+                        serde_json::from_value(serde_json::json!({
+                            "type": field(&f, "type"),
+                            "kind": field(&f, "kind"),
+                        }))
+                        .map_err(|_| Error::BadRequest("choose a type and a kind of key".into()))?;
+                    let out = crate::api::consumers::issue_key(st, name, req).await?;
+                    let secret = out["key"].as_str().map(str::to_owned).or_else(|| {
+                        Some(format!(
+                            "client id {} · secret {}",
+                            out["client_id"].as_str()?,
+                            out["client_secret"].as_str()?
+                        ))
+                    });
+                    Ok((secret, "Made a new key.".into()))
+                }
+                _ => {
+                    let id = field(&f, "id");
+                    st.store.revoke_credential(name, id).await?;
+                    Ok((None, format!("Revoked {id}.")))
+                }
+            }
+        })
+        .await;
+    match done {
+        Ok((secret, notice)) => application_page(st, &v, name, secret, Some(notice), None).await,
+        Err(e) => application_page(st, &v, name, None, None, Some(e)).await,
+    }
+}
+
+macro_rules! application_form {
+    ($name:ident, $what:literal) => {
+        async fn $name(
+            State(st): St,
+            headers: HeaderMap,
+            Path(name): Path<String>,
+            body: axum::body::Bytes,
+        ) -> Response {
+            application_write(&st, &headers, &name, &body, $what).await
+        }
+    };
+}
+
+application_form!(subscribe, "subscribe");
+application_form!(make_key, "keys");
+application_form!(revoke_key, "revoke");
