@@ -8,7 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # redis-server for rate limits shared across nodes, pebble (with pebble-challtestsrv) as the
 # ACME CA automatic certificates are ordered from, openssl as an OCSP responder and client,
 # sqlite3 to put into a control plane's store what its API no longer takes, python3 and pip
-# for schemathesis.
+# for schemathesis, chromium and chromium-driver (chromedriver) for the browser tests of the
+# console and portal pages (docs/testing.md).
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v kill >/dev/null || need+=(procps)
@@ -17,6 +18,8 @@ command -v pebble >/dev/null || need+=(pebble)
 command -v openssl >/dev/null || need+=(openssl)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ "${#need[@]}" -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -q

@@ -7,7 +7,9 @@
 //! - [`websocket`]: a WebSocket echo server and client
 //! - [`client`]: HTTP/1.1 and h2c clients, raw TCP
 //! - [`process`]: launching the `portico` binary and reading its logs
+//! - [`browser`]: headless Chromium through chromedriver, with screenshots of failed steps
 
+pub mod browser;
 pub mod canned;
 pub mod client;
 pub mod grpc;
@@ -15,6 +17,7 @@ pub mod process;
 pub mod upstream;
 pub mod websocket;
 
+pub use browser::Browser;
 pub use canned::Canned;
 pub use client::{Client, Resp};
 pub use upstream::{Recorded, Reply, Upstream};

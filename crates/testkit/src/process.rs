@@ -17,7 +17,18 @@ pub struct Process {
 impl Process {
     /// Starts `program` with `args` and extra environment variables.
     pub fn spawn(program: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start(Command::new(program), program, args, envs)
+    }
+
+    /// [`Process::spawn`] as the leader of a new process group, so that
+    /// [`Process::signal_group`] reaches whatever it starts in turn (chromedriver's browser).
+    pub fn spawn_group(program: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(program);
+        cmd.process_group(0);
+        Self::start(cmd, program, args, envs)
+    }
+
+    fn start(mut cmd: Command, program: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
         cmd.args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -123,6 +134,20 @@ impl Process {
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill -{sig} {pid} failed");
+    }
+
+    /// Sends a signal to the whole process group of a process started with
+    /// [`Process::spawn_group`]; answers whether `kill` succeeded (no group left is `false`).
+    /// Blocking and short, so that a `Drop` can call it.
+    pub fn signal_group(&self, sig: i32) -> bool {
+        let Some(pid) = self.child.id() else {
+            return false;
+        };
+        std::process::Command::new("kill")
+            .args(["-s", &sig.to_string(), "--", &format!("-{pid}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// Waits for the process to exit.
