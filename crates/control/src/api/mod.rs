@@ -46,7 +46,7 @@ mod certs;
 pub(crate) mod consumers;
 pub(crate) mod gateways;
 pub(crate) mod kind;
-mod oauth;
+pub(crate) mod oauth;
 mod people;
 pub(crate) mod portal;
 mod sync;

@@ -300,6 +300,39 @@ pub(super) struct TestTokenRequest {
     not_before_in: i64,
 }
 
+/// A signed access token for a consumer as the token service makes them: its scopes (every
+/// one its subscriptions declare unless `scope` names some) and the APIs it may call.
+pub(crate) async fn consumer_token(
+    st: &ControlPlane,
+    name: &str,
+    client_id: &str,
+    key_type: KeyType,
+    scope: Option<&str>,
+    expires_in: i64,
+    not_before_in: i64,
+) -> Result<(String, Vec<String>), Error> {
+    let (grantable, apis) = st.store.grantable(name).await?;
+    let scopes: Vec<String> = match scope {
+        None => grantable,
+        Some(s) => s.split_whitespace().map(str::to_owned).collect(),
+    };
+    let token = sign_token(
+        st,
+        &crate::tokens::Grant {
+            consumer: name.to_owned(),
+            client_id: client_id.into(),
+            key_type,
+            scopes: scopes.clone(),
+            apis,
+            expires_in,
+            not_before_in,
+            user: None,
+        },
+    )
+    .await?;
+    Ok((token, scopes))
+}
+
 pub(super) fn one_hour() -> i64 {
     crate::tokens::TOKEN_LIFETIME
 }
@@ -330,23 +363,14 @@ pub(super) async fn test_token(
             "consumer `{name}` is blocked: unblock it first (`portico consumers unblock {name}`)"
         )));
     }
-    let (grantable, apis) = st.store.grantable(&name).await?;
-    let scopes: Vec<String> = match &req.scope {
-        None => grantable,
-        Some(s) => s.split_whitespace().map(str::to_owned).collect(),
-    };
-    let token = sign_token(
+    let (token, scopes) = consumer_token(
         &st,
-        &crate::tokens::Grant {
-            consumer: name.clone(),
-            client_id: "admin".into(),
-            key_type: req.key_type,
-            scopes: scopes.clone(),
-            apis,
-            expires_in: req.expires_in,
-            not_before_in: req.not_before_in,
-            user: None,
-        },
+        &name,
+        "admin",
+        req.key_type,
+        req.scope.as_deref(),
+        req.expires_in,
+        req.not_before_in,
     )
     .await?;
     ok(

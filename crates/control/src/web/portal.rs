@@ -28,6 +28,7 @@ pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
         .route("/portal/applications/{name}/subscribe", post(subscribe))
         .route("/portal/applications/{name}/keys", post(make_key))
         .route("/portal/applications/{name}/revoke", post(revoke_key))
+        .route("/portal/apis/{id}/tryout-token", post(tryout_token))
 }
 
 /// An API in the list.
@@ -117,12 +118,16 @@ struct UrlSet {
 #[template(path = "portal/api.html")]
 struct ApiPage {
     nav: Nav,
+    id: String,
     name: String,
     version: String,
     lifecycle: String,
     description: String,
     gateways: Vec<UrlSet>,
-    try_out: Vec<String>,
+    /// Gateways of the try-out picker: name, the URL tried, type.
+    try_out: Vec<(String, String, String)>,
+    applications: Vec<String>,
+    signed_in: bool,
 }
 
 async fn api(State(st): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -152,7 +157,7 @@ async fn api(State(st): St, headers: HeaderMap, Path(id): Path<String>) -> Respo
                     .unwrap_or_default()
                     .to_owned()
             };
-            let gateways = a["gateways"]
+            let gateways: Vec<UrlSet> = a["gateways"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -167,16 +172,32 @@ async fn api(State(st): St, headers: HeaderMap, Path(id): Path<String>) -> Respo
                         .collect(),
                 })
                 .collect();
-            let try_out = a["try_out"]
+            let try_out: Vec<(String, String, String)> = a["try_out"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|g| g["gateway"].as_str().map(str::to_owned))
+                .filter_map(|t| {
+                    let name = t["gateway"].as_str()?;
+                    let set = gateways.iter().find(|g: &&UrlSet| g.name == name)?;
+                    Some((name.to_owned(), set.urls.first()?.clone(), set.kind.clone()))
+                })
                 .collect();
+            let applications = match &v.caller {
+                Some(c) => st
+                    .store
+                    .owned_consumers(&c.name)
+                    .await
+                    .map(|l| l.into_iter().map(|r| r.spec.name).collect())
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
             page(
                 StatusCode::OK,
                 &ApiPage {
                     nav: Nav::portal(&v),
+                    id: text("/id"),
+                    applications,
+                    signed_in: v.caller.is_some(),
                     name: text("/name"),
                     version: text("/version"),
                     lifecycle: text("/lifecycle"),
@@ -603,3 +624,61 @@ macro_rules! application_form {
 application_form!(subscribe, "subscribe");
 application_form!(make_key, "keys");
 application_form!(revoke_key, "revoke");
+
+/// A short-lived access token for one of the viewer's applications subscribed to an API
+/// the viewer may see: the try-out's credential, made on the server so that no key shown
+/// once is ever needed again.
+async fn tryout_token(
+    State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let (v, f) = match portal_write(&st, &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let made = async {
+        let app = field(&f, "application");
+        owned(&st, &v, app).await?;
+        let viewer = access::Viewer::new(v.caller.as_ref());
+        crate::api::portal::visible_api(&st, viewer, &id).await?;
+        if !st
+            .store
+            .subscriptions(app)
+            .await?
+            .iter()
+            .any(|s| s.api == id)
+        {
+            return Err(Error::Conflict(format!(
+                "application `{app}` is not subscribed to `{id}`: subscribe it on its page first"
+            )));
+        }
+        let key_type = match field(&f, "type") {
+            "sandbox" => portico_model::KeyType::Sandbox,
+            _ => portico_model::KeyType::Production,
+        };
+        let (token, _) = crate::api::oauth::consumer_token(
+            &st,
+            app,
+            "portal",
+            key_type,
+            None,
+            TRYOUT_SECONDS,
+            0,
+        )
+        .await?;
+        Ok::<_, Error>(token)
+    }
+    .await;
+    match made {
+        Ok(token) => {
+            axum::Json(serde_json::json!({ "access_token": token, "expires_in": TRYOUT_SECONDS }))
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// How long a try-out token lasts.
+const TRYOUT_SECONDS: i64 = 300;
