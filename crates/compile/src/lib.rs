@@ -97,6 +97,10 @@ pub struct Input<'a> {
     pub acme: &'a portico_model::AcmeState,
     /// App versions deployed to it.
     pub apps: Vec<DeployedApp<'a>>,
+    /// The developer portal's origin (`https://portal.example.com`, as
+    /// `portico_model::portal::parse_origin` serializes it): its Try Out may call the
+    /// gateway's managed APIs from the browser.
+    pub portal_origin: Option<&'a str>,
 }
 
 /// The ACME part of an input without challenges or hosts.
@@ -122,6 +126,7 @@ impl<'a> Input<'a> {
             acme_certificates: &[],
             acme: &NO_ACME,
             apps: Vec::new(),
+            portal_origin: None,
         }
     }
 }
@@ -211,8 +216,10 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
         .filter(|a| a.lifecycle != Lifecycle::Retired)
         .collect();
     apis.sort_by(|a, b| a.api_id.cmp(b.api_id));
+    // Only managed APIs are in the portal: its Try Out calls nothing else cross-origin.
+    let try_out = input.portal_origin.is_some();
     for api in apis {
-        compile_api(gw, api, &mut services, &mut api_routes);
+        compile_api(gw, api, try_out, &mut services, &mut api_routes);
     }
     let mut raw: Vec<&RouteSpec> = input.routes.clone();
     raw.sort_by(|a, b| a.name.cmp(&b.name));
@@ -278,6 +285,9 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
         },
         acme: acme_state(gw, &served, input.acme),
         apps: bundles.into_values().collect(),
+        portal: input.portal_origin.map(|origin| portico_model::Portal {
+            origin: origin.to_owned(),
+        }),
     };
     let mut snapshot = snapshot;
     // Tiers: those the routes and the consumers here name.
@@ -348,6 +358,7 @@ pub fn endpoints_for(kind: GatewayKind, api: &ApiSpec) -> &[String] {
 fn compile_api(
     gw: &GatewaySpec,
     api: &DeployedApi<'_>,
+    try_out: bool,
     services: &mut BTreeMap<String, Service>,
     routes: &mut Vec<(String, Route)>,
 ) {
@@ -448,6 +459,8 @@ fn compile_api(
                 hosts: hosts.clone(),
                 path: Some(PathMatch::PathPrefix(format!("{}{op_path}", spec.context))),
                 // Preflights are OPTIONS requests: let them reach the route's CORS policy.
+                // (The portal's Try Out needs no such method: a gateway routes its
+                // preflights by the method they ask for.)
                 methods: match method {
                     Some(m) if spec.cors.is_some() && !m.eq_ignore_ascii_case("OPTIONS") => {
                         vec![m, "OPTIONS".to_owned()]
@@ -463,6 +476,7 @@ fn compile_api(
             }),
             response_headers: response_headers.clone(),
             cors: spec.cors.clone(),
+            try_out,
             ip: spec.ip.clone().filter(|p| !p.is_empty()),
             throttle: Some(portico_model::Throttle {
                 api: api.api_id.to_owned(),

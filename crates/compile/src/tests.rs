@@ -286,3 +286,51 @@ fn gateways_get_only_the_private_keys_of_names_they_serve() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(keys_in(&s).is_empty());
 }
+
+#[test]
+fn the_portal_origin_reaches_the_snapshot_and_marks_only_api_routes() {
+    let mut a = api("Pets", "/pets/v1");
+    a.operations = vec![Operation {
+        method: Some("GET".into()),
+        path: "/pets".into(),
+        auth: None,
+        scopes: vec![],
+        tier: None,
+    }];
+    let route: RouteSpec = serde_json::from_str(
+        r#"{"name":"mesh","gateways":["gw"],"route":{"match":{"path":{"prefix":"/m"}},"forward":{"service":"svc"}}}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let services = [Service::new("svc", ["127.0.0.1:9".to_owned()])];
+    let gw = GatewaySpec::new("gw", GatewayKind::Production);
+    let input = |portal_origin| Input {
+        apis: vec![deployed(&a, "pets-v1")],
+        routes: vec![&route],
+        services: &services,
+        portal_origin,
+        ..Input::new(&gw)
+    };
+    let without = compile(&input(None)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(without.portal, None);
+    assert!(without.routes.iter().all(|r| !r.try_out));
+    let with =
+        compile(&input(Some("https://portal.example.com"))).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        with.portal.as_ref().map(|p| p.origin.as_str()),
+        Some("https://portal.example.com")
+    );
+    let marked: Vec<(&str, bool)> = with
+        .routes
+        .iter()
+        .map(|r| (r.name.as_deref().unwrap_or(""), r.try_out))
+        .collect();
+    assert_eq!(marked, [("api.pets-v1.0", true), ("mesh", false)]);
+    // The operation's method list is left alone: preflights are routed by the method they
+    // ask for at the gateway.
+    assert_eq!(with.routes[0].matches.methods, ["GET"]);
+    // The origin is content: another origin, another hash.
+    let other =
+        compile(&input(Some("https://other.example.com"))).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(with.content_hash(), without.content_hash());
+    assert_ne!(with.content_hash(), other.content_hash());
+}

@@ -60,6 +60,12 @@ pub struct Config {
     pub acme: bool,
     /// Nodes per gateway at most, and when a silent one is forgotten.
     pub node_limits: store::NodeLimits,
+    /// The developer portal's origin (`https://portal.example.com`), compiled into every
+    /// gateway's snapshot so that its Try Out can call their APIs from the browser. When
+    /// unset, the origin the admin API is reached at: `http://<listen address>` (`https://`
+    /// with `tls`). [`start`] checks it and, in the running control plane's config, sets it
+    /// to the serialized origin in use.
+    pub portal_origin: Option<String>,
     /// Who may sign up in the developer portal.
     pub portal_signup: Signup,
 }
@@ -102,6 +108,7 @@ impl Default for Config {
             acme: false,
             node_limits: store::NodeLimits::default(),
             portal_signup: Signup::default(),
+            portal_origin: None,
         }
     }
 }
@@ -245,11 +252,42 @@ pub struct Running {
 /// Opens the store (creating the built-in gateway and the first admin token when they do
 /// not exist yet) and serves the admin API until `shutdown` completes.
 pub async fn start(
-    config: Config,
+    mut config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running, Error> {
+    let configured_portal = config
+        .portal_origin
+        .as_deref()
+        .map(portico_model::portal::parse_origin)
+        .transpose()
+        .map_err(|e| Error::Internal(format!("the portal origin (portal_origin): {e}")))?;
+    // Bound before the store compiles anything: the default portal origin is the address
+    // the admin API really listens on (port 0 resolved).
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let portal_origin = match configured_portal {
+        Some(o) => o,
+        None => {
+            if addr.ip().is_unspecified() {
+                tracing::warn!(%addr, "the admin API listens on every address, so the portal's origin cannot be known: browsers' Try Out calls will be refused until --portal-origin names it");
+            }
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            portico_model::portal::parse_origin(&format!("{scheme}://{addr}"))
+                .map_err(|e| Error::Internal(format!("the portal origin: {e}")))?
+        }
+    };
+    config.portal_origin = Some(portal_origin.clone());
     let mut store = Store::open(&config.data_dir).await?;
     store.max_revisions = config.max_revisions;
+    store.portal_origin = Some(portal_origin);
     let sealer = Arc::new(secrets::Sealer::load_or_create(&config.data_dir)?);
     store.sealer = Some(sealer.clone());
     let first_admin_token = if store.has_admin_token().await? {
@@ -285,12 +323,6 @@ pub async fn start(
             .map(|(id, _, v)| (id, v))
             .collect::<Vec<_>>(),
     );
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Internal(e.to_string()))?;
     // Uploads a stopped control plane left half-written.
     let _ = std::fs::remove_dir_all(config.data_dir.join("blobs").join("tmp"));
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);

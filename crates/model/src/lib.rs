@@ -9,6 +9,7 @@
 //! - [`route`]: matches and actions
 //! - [`service`]: upstreams, load balancing, retries, outlier ejection
 //! - [`node`]: process settings of one gateway node
+//! - [`portal`]: the developer portal's origin, which gateways answer cross-origin
 //! - [`snapshot`]: the Snapshot, the config file, parsing
 //! - [`control`]: gateways, APIs and raw routes as the control plane stores them
 //! - [`sync`]: what nodes pull and report
@@ -24,6 +25,7 @@ pub mod defaults;
 pub mod error;
 pub mod listener;
 pub mod node;
+pub mod portal;
 pub mod route;
 pub mod security;
 pub mod service;
@@ -43,6 +45,7 @@ pub use listener::{Limits, Listener, ListenerProtocol, ListenerTls, TlsCertifica
 pub use node::{
     AccessLog, AdminSettings, ControlPlaneLink, Internal, NodeAcme, NodeSettings, PortOwner,
 };
+pub use portal::Portal;
 pub use route::{
     AppRef, FixedResponse, Forward, GrpcMatch, HeaderEdits, HeaderMatch, PathMatch, PrefixRewrite,
     QueryMatch, Redirect, Rewrite, Route, RouteMatch, Target,

@@ -65,6 +65,11 @@ pub struct Route {
     /// Cross-origin access: preflights answered here, `Access-Control-*` on responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<crate::security::Cors>,
+    /// The developer portal's Try Out may call this route from the Snapshot's
+    /// `portal.origin`: preflights from it are answered and responses marked for it (set by
+    /// the compiler on managed APIs' routes; no effect without `portal`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub try_out: bool,
     /// On a hybrid gateway, where callers with sandbox credentials are forwarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_forward: Option<Forward>,

@@ -41,6 +41,9 @@ pub struct Snapshot {
     /// Hosted app versions the routes serve (their files are fetched by hash).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<crate::app::AppBundle>,
+    /// The developer portal, whose Try Out routes with `try_out` answer cross-origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<crate::portal::Portal>,
 }
 
 impl Default for Snapshot {
@@ -54,6 +57,7 @@ impl Default for Snapshot {
             security: Security::default(),
             acme: AcmeState::default(),
             apps: Vec::new(),
+            portal: None,
         }
     }
 }
@@ -154,6 +158,7 @@ impl GatewayFile {
             security: Security::default(),
             acme: AcmeState::default(),
             apps: Vec::new(),
+            portal: None,
         };
         (self.node, snapshot)
     }

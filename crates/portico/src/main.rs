@@ -375,6 +375,11 @@ struct ServerArgs {
     /// Seconds before the first retry of a failed order (doubles per failure, up to 6 h).
     #[arg(long, default_value_t = 60, hide = true)]
     acme_retry_base: u64,
+    /// The developer portal's origin, `scheme://host[:port]`: every gateway answers its Try
+    /// Out's CORS preflights and marks API responses for it (default: the admin API's
+    /// origin, `http://<--listen>`, `https://` with TLS).
+    #[arg(long, value_name = "URL", env = "PORTICO_PORTAL_ORIGIN", value_parser = portico_model::portal::parse_origin)]
+    portal_origin: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -771,6 +776,7 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
                 rate_limit_redis: a.rate_limit_redis,
                 portal_signup: a.portal_signup,
                 drain_timeout: a.drain_timeout,
+                portal_origin: a.portal_origin,
                 access_log: portico_model::AccessLog {
                     enabled: a.access_log != "off",
                     path: a.access_log.clone(),

@@ -44,6 +44,8 @@ pub struct ServerOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Automatic certificates.
     pub acme: Option<portico_control::acme::AcmeConfig>,
+    /// The developer portal's origin (default: the admin API's).
+    pub portal_origin: Option<String>,
 }
 
 /// A CA and a server certificate in `<data>/tls/`, made once: clients and nodes trust
@@ -101,6 +103,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         portal_signup: opts.portal_signup,
         tls: opts.tls.clone(),
         acme: opts.acme.is_some(),
+        portal_origin: opts.portal_origin.clone(),
         ..Config::default()
     };
     let running = portico_control::start(config, async move {
@@ -119,7 +122,12 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
             "\nPortico control plane, first start. The admin token (shown once, stored hashed):\n\n    {token}\n\nUse it:\n    portico login --url {url} --token {token}\n    curl -H 'Authorization: Bearer {token}' {url}/api/v1/status\n"
         );
     }
-    tracing::info!(%url, data_dir = %opts.data_dir.display(), "control plane ready");
+    tracing::info!(
+        %url,
+        data_dir = %opts.data_dir.display(),
+        portal_origin = %running.state.config.portal_origin.as_deref().unwrap_or(""),
+        "control plane ready"
+    );
 
     let st = running.state.clone();
     let acme = opts

@@ -586,8 +586,12 @@ async fn control_plane_over_https_with_a_pinned_ca_and_no_tokens_in_clear() {
         &[],
     );
     let token = process.wait_for("    pat_", WAIT).await.trim().to_owned();
-    process.wait_for("control plane ready", WAIT).await;
+    let ready = process.wait_for("control plane ready", WAIT).await;
     let url = format!("https://127.0.0.1:{port}");
+    // The portal is served where the admin API is, over HTTPS too: that is the origin
+    // gateways answer the Try Out for by default.
+    let portal = ready.split("portal_origin").nth(1).unwrap_or_default();
+    assert!(portal.contains(&url), "{ready}");
     let ca = data.join("tls").join("ca.pem");
     let cli = |args: Vec<String>, with_ca: bool| {
         let mut cmd = std::process::Command::new(BIN);

@@ -781,6 +781,211 @@ async fn cors_preflights_are_answered_at_the_gateway() {
         r.header("access-control-allow-origin").as_deref(),
         Some("https://app.example.com")
     );
+    // Without --portal-origin the portal is where the admin API is: its Try Out gets an
+    // answer for a method the API's own policy does not list, other origins still do not.
+    let r = send(
+        "OPTIONS",
+        &[
+            ("origin", &cp.url),
+            ("access-control-request-method", "PUT"),
+            ("access-control-request-headers", "apikey, x-debug"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some(cp.url.as_str())
+    );
+    assert_eq!(
+        r.header("access-control-allow-headers").as_deref(),
+        Some("apikey, x-debug")
+    );
+    assert_eq!(up.count(), 1, "preflights never reach the backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portals_try_out_calls_apis_cross_origin_on_every_gateway() {
+    const PORTAL: &str = "https://portal.example.com";
+    let root = TempDir::new().unwrap();
+    let cp = start_server_with(
+        &root.path().join("data"),
+        free_port(),
+        free_port(),
+        None,
+        &["--portal-origin", "HTTPS://Portal.Example.com:443"],
+    )
+    .await;
+    let up = Upstream::start(|_| Reply::Full {
+        status: http::StatusCode::OK,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-total-count".into(), "1".into()),
+        ],
+        body: r#"[{"id":1}]"#.into(),
+    })
+    .await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(json!({
+                "name": "Try", "version": "v1", "context": "/try", "auth": "api_key",
+                "production_endpoints": [format!("http://{}", up.addr)],
+                "operations": [{"method": "GET", "path": "/items"}],
+            })),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    cp.api("POST", "/api/v1/apis/try-v1/revisions", None).await;
+    cp.api(
+        "POST",
+        "/api/v1/apis/try-v1/deployments",
+        Some(json!({"revision": 1, "gateways": ["default"]})),
+    )
+    .await;
+    cp.api("POST", "/api/v1/consumers", Some(json!({"name": "c"})))
+        .await;
+    cp.api(
+        "POST",
+        "/api/v1/consumers/c/subscriptions",
+        Some(json!({"api": "try-v1"})),
+    )
+    .await;
+    let (_, v) = cp
+        .api(
+            "POST",
+            "/api/v1/consumers/c/keys",
+            Some(json!({"type": "production"})),
+        )
+        .await;
+    let key = v["key"].as_str().unwrap().to_owned();
+    // Every gateway's snapshot carries the origin, as browsers serialize it.
+    let (st, v) = cp
+        .api("POST", "/api/v1/gateways", Some(json!({"name": "edge"})))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    for gw in ["default", "edge"] {
+        let (_, snap) = cp
+            .api("GET", &format!("/api/v1/gateways/{gw}/snapshot"), None)
+            .await;
+        assert_eq!(snap["snapshot"]["portal"]["origin"], PORTAL, "{gw}: {snap}");
+    }
+
+    let url = format!("http://127.0.0.1:{}/try/items", cp.gateway_port);
+    let client = Client::new();
+    let send = |method: &str, headers: &[(&str, &str)]| {
+        let mut b = http::Request::builder().method(method).uri(&url);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        client.send(
+            b.body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+    };
+    let preflight = [
+        ("origin", PORTAL),
+        ("access-control-request-method", "GET"),
+        ("access-control-request-headers", "apikey"),
+    ];
+    let deadline = Instant::now() + WAIT;
+    let pre = loop {
+        let r = send("OPTIONS", &preflight).await.unwrap();
+        if r.status == 204 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(pre.status, 204, "{}", pre.text());
+    assert_eq!(
+        pre.header("access-control-allow-origin").as_deref(),
+        Some(PORTAL)
+    );
+    assert_eq!(
+        pre.header("access-control-allow-methods").as_deref(),
+        Some("GET")
+    );
+    assert_eq!(
+        pre.header("access-control-allow-headers").as_deref(),
+        Some("apikey")
+    );
+    assert_eq!(pre.header("access-control-max-age").as_deref(), Some("600"));
+    assert!(pre.header("vary").is_some_and(|v| v.contains("Origin")));
+    assert_eq!(up.count(), 0, "the preflight reached the backend");
+
+    // The actual call, once the key has reached the gateway.
+    let deadline = Instant::now() + WAIT;
+    let r = loop {
+        let r = send("GET", &[("origin", PORTAL), ("apikey", &key)])
+            .await
+            .unwrap();
+        if r.status != 401 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), r#"[{"id":1}]"#);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some(PORTAL)
+    );
+    let exposed = r
+        .header("access-control-expose-headers")
+        .unwrap_or_default();
+    for name in ["x-total-count", "content-type", "x-request-id"] {
+        assert!(
+            exposed.split(", ").any(|n| n == name),
+            "{name} in {exposed}"
+        );
+    }
+    assert!(r.header("vary").is_some_and(|v| v.contains("Origin")));
+    // The gateway's own 401 is readable by the Try Out too.
+    let r = send("GET", &[("origin", PORTAL)]).await.unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some(PORTAL)
+    );
+    assert!(
+        r.header("access-control-expose-headers")
+            .is_some_and(|e| e.contains("www-authenticate"))
+    );
+    // Another origin: no CORS headers at all.
+    for origin in ["https://evil.example.com", cp.url.as_str()] {
+        let r = send("GET", &[("origin", origin), ("apikey", &key)])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("access-control-allow-origin"), None, "{origin}");
+        assert_eq!(r.header("access-control-expose-headers"), None, "{origin}");
+    }
+}
+
+#[tokio::test]
+async fn a_portal_origin_that_is_not_an_origin_stops_the_server_naming_the_flag() {
+    let root = TempDir::new().unwrap();
+    for bad in [
+        "not-a-url",
+        "https://portal.example.com/portal",
+        "ftp://x.example",
+    ] {
+        let out = tokio::process::Command::new(BIN)
+            .args(["server", "--data-dir"])
+            .arg(root.path().join("data"))
+            .args(["--listen", "127.0.0.1:0", "--portal-origin", bad])
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: {err}");
+        assert!(err.contains("--portal-origin"), "{bad}: {err}");
+        assert!(err.contains(bad), "{bad}: {err}");
+    }
+    // Nothing was started: no data directory was made.
+    assert!(!root.path().join("data").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

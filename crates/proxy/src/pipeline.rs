@@ -192,35 +192,94 @@ async fn proxy(
     {
         return Ok(answer);
     }
-    let (id, normalized) = route(lr, &req, grpc)?;
+    // The portal's Try Out preflight is routed by the method it asks for: it is answered
+    // for the route the actual request will take, and only if that is a Try Out route.
+    let try_out = try_out_preflight(lr, &req)
+        .and_then(|m| route(lr, &req, &m, grpc).ok())
+        .filter(|(id, _)| lr.routes[*id as usize].try_out);
+    let try_out_preflight = try_out.is_some();
+    let (id, normalized) = match try_out {
+        Some(found) => found,
+        None => route(lr, &req, req.method(), grpc)?,
+    };
     let route = &lr.routes[id as usize];
     ex.stats = Some(route.stats.clone());
     if let Some(l) = &mut ex.log {
         l.route = Some(route.name.clone());
     }
-    check_limits(lr, route, &req)?;
-    let Some(cors) = &route.cors else {
+    let portal = lr.portal.as_deref().filter(|_| route.try_out);
+    // Requests without `Origin`, and routes without a policy, pass with no more than a
+    // header lookup: nothing is allocated or locked for them.
+    let origin = match (&route.cors, portal) {
+        (None, None) => None,
+        _ => req.headers().get(http::header::ORIGIN),
+    };
+    let portal = portal.filter(|p| origin.is_some_and(|o| p.allows(o)));
+    let Some(origin) = origin.filter(|_| route.cors.is_some() || portal.is_some()) else {
+        check_limits(lr, route, &req)?;
         return serve_route(lr, route, conn, req, normalized, ex, request_id).await;
     };
     // Phase `cors`: preflights are answered here, before credentials are asked for.
     if crate::cors::CorsPolicy::is_preflight(req.method(), req.headers()) {
-        return cors.preflight(req.headers());
+        check_limits(lr, route, &req)?;
+        if let Some(p) = portal.filter(|_| try_out_preflight) {
+            // The API's own answer when it allows all that is asked, else the portal's.
+            if let Some(Ok(own)) = route.cors.as_ref().map(|c| c.preflight(req.headers())) {
+                return Ok(own);
+            }
+            return p.preflight(req.headers());
+        }
+        if let Some(cors) = &route.cors {
+            return cors.preflight(req.headers());
+        }
     }
-    let Some(origin) = req.headers().get(http::header::ORIGIN).cloned() else {
-        return serve_route(lr, route, conn, req, normalized, ex, request_id).await;
-    };
+    let origin = origin.clone();
+    let head = req.method() == Method::HEAD;
     // A browser can read only answers that carry CORS headers, errors included.
-    let mut resp = match serve_route(lr, route, conn, req, normalized, ex, request_id).await {
+    let answer = match check_limits(lr, route, &req) {
+        Ok(()) => serve_route(lr, route, conn, req, normalized, ex, request_id).await,
+        Err(e) => Err(e),
+    };
+    let mut resp = match answer {
         Ok(r) => r,
         Err(e) => {
             if let Some(l) = &mut ex.log {
                 l.error = Some(e.kind.code());
             }
-            error_response(&e, grpc, Some(request_id))
+            let mut r = error_response(&e, grpc, Some(request_id));
+            if head {
+                *r.body_mut() = ResponseBody::empty();
+            }
+            r
         }
     };
-    cors.decorate(&origin, resp.headers_mut());
+    if let Some(cors) = &route.cors {
+        cors.decorate(&origin, resp.headers_mut());
+    }
+    if let Some(p) = portal {
+        // After the API's own policy: the portal's rule adds to what it set.
+        p.decorate(&origin, resp.headers_mut());
+    }
     Ok(resp)
+}
+
+/// The method a CORS preflight from the developer portal's origin asks for, when the
+/// listener answers the portal's Try Out. Costs a pointer test on requests that are not
+/// `OPTIONS` or when no portal is set.
+fn try_out_preflight(lr: &ListenerRuntime, req: &Request<ClientBody>) -> Option<Method> {
+    let portal = lr.portal.as_deref()?;
+    if req.method() != Method::OPTIONS {
+        return None;
+    }
+    let h = req.headers();
+    if !portal.allows(h.get(http::header::ORIGIN)?) {
+        return None;
+    }
+    Method::from_bytes(
+        h.get(http::header::ACCESS_CONTROL_REQUEST_METHOD)?
+            .as_bytes(),
+    )
+    .ok()
 }
 
 /// An ACME CA's HTTP-01 validation request, answered before any route (a redirect to
@@ -311,15 +370,17 @@ async fn serve_route(
     Ok(resp)
 }
 
-/// Phase `route`: normalize host and path, find the route.
+/// Phase `route`: normalize host and path, find the route for `method` (the request's,
+/// or the one a Try Out preflight asks for).
 fn route(
     lr: &ListenerRuntime,
     req: &Request<ClientBody>,
+    method: &Method,
     grpc: bool,
 ) -> Result<(u32, Option<String>), ProxyError> {
     let host = rewrite::normalize_host(host_of(req));
     let path = req.uri().path();
-    if path == "*" && req.method() != Method::OPTIONS {
+    if path == "*" && method != Method::OPTIONS {
         // The asterisk-form belongs to OPTIONS alone (RFC 9112 section 3.2.4).
         return Err(ProxyError::new(
             ErrorKind::BadRequest,
@@ -340,7 +401,7 @@ fn route(
     let rreq = router::Request {
         host: &host,
         path: &normalized,
-        method: req.method(),
+        method,
         headers: req.headers(),
         query: req.uri().query(),
         grpc,
@@ -357,7 +418,7 @@ fn route(
             ErrorKind::NoRoute,
             format!(
                 "no route for {} {}{}",
-                req.method(),
+                method,
                 host,
                 truncate(&normalized, 200)
             ),

@@ -84,6 +84,9 @@ pub struct ListenerRuntime {
     pub tls: Option<crate::tls::TlsRuntime>,
     /// Open HTTP-01 challenges: token -> key authorization.
     pub acme_http01: Arc<HashMap<String, Bytes>>,
+    /// The developer portal's Try Out rule, for routes with `try_out`, when the Snapshot
+    /// names the portal's origin.
+    pub portal: Option<Arc<crate::cors::CorsPolicy>>,
 }
 
 /// A compiled route.
@@ -121,6 +124,8 @@ pub struct Route {
     pub throttle: Option<crate::auth::RouteThrottle>,
     /// Cross-origin policy.
     pub cors: Option<crate::cors::CorsPolicy>,
+    /// The developer portal's Try Out may call it (the listener's `portal` rule applies).
+    pub try_out: bool,
     /// Protocols a client may switch to (lower case; `websocket` by default).
     pub upgrades: Box<[Box<str>]>,
 }
@@ -265,6 +270,12 @@ impl Runtime {
                 .map(|c| (c.token.clone(), Bytes::from(c.key_authorization.clone())))
                 .collect(),
         );
+        let portal = snapshot
+            .portal
+            .as_ref()
+            .map(|p| crate::cors::CorsPolicy::portal(&p.origin).map(Arc::new))
+            .transpose()
+            .map_err(|e| Error::Route(format!("portal.origin: {e}")))?;
         let mut apps = HashMap::new();
         if !snapshot.apps.is_empty() {
             let store = cx.app_files.as_ref().ok_or_else(|| {
@@ -340,6 +351,7 @@ impl Runtime {
                 trusted_proxies: crate::ip::networks(&l.trusted_proxies),
                 tls,
                 acme_http01: http01.clone(),
+                portal: portal.clone(),
             });
             listeners.push(CompiledListener { spec, runtime });
         }
@@ -520,6 +532,7 @@ fn compile_route(
             .map(crate::cors::CorsPolicy::compile)
             .transpose()
             .map_err(&err)?,
+        try_out: r.try_out,
         upgrades: match &r.upgrades {
             None => Box::new([Box::from("websocket")]),
             Some(list) => list

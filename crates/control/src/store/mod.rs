@@ -151,6 +151,9 @@ pub struct Store {
     pub max_revisions: u32,
     /// Opens sealed certificate keys when snapshots are compiled.
     pub sealer: Option<std::sync::Arc<crate::secrets::Sealer>>,
+    /// The developer portal's origin (serialized), compiled into every gateway's snapshot
+    /// so that its Try Out can call their APIs from the browser; none when unset.
+    pub portal_origin: Option<String>,
     /// Told about every snapshot version a committed write moved.
     pub hub: std::sync::Arc<crate::Hub>,
 }
@@ -393,6 +396,7 @@ impl Store {
             write: Mutex::new(()),
             max_revisions: 10,
             sealer: None,
+            portal_origin: None,
             hub: std::sync::Arc::default(),
         };
         store.migrate().await?;
@@ -432,6 +436,14 @@ impl Store {
         Ok(())
     }
 
+    /// What compiling a snapshot takes besides the stored definitions.
+    pub(crate) fn compiling(&self) -> Compiling<'_> {
+        Compiling {
+            sealer: self.sealer.as_deref(),
+            portal_origin: self.portal_origin.as_deref(),
+        }
+    }
+
     /// Compiles every gateway again, storing the snapshots whose content changed. Answers
     /// the gateways that did not compile (they keep their snapshot), with why.
     pub async fn recompile_all(&self) -> Result<Vec<(String, Error)>, Error> {
@@ -442,7 +454,7 @@ impl Store {
         let mut failed = Vec::new();
         for (id, name) in ids {
             let mut tx = self.pool.begin().await?;
-            match recompile(&mut tx, self.sealer.as_deref(), &[id]).await {
+            match recompile(&mut tx, &self.compiling(), &[id]).await {
                 Ok(_) => tx.commit().await?,
                 Err(e) => failed.push((name, e)),
             }
@@ -847,11 +859,11 @@ async fn warnings_of(
 /// second would never be reached. Collisions that were there before are left alone.
 pub(crate) async fn recompile_without_new_collisions(
     conn: &mut SqliteConnection,
-    sealer: Option<&crate::secrets::Sealer>,
+    with: &Compiling<'_>,
     gateway_ids: &[i64],
 ) -> Result<Moved, Error> {
     let before = warnings_of(conn, gateway_ids).await?;
-    let moved = recompile(conn, sealer, gateway_ids).await?;
+    let moved = recompile(conn, with, gateway_ids).await?;
     let after = warnings_of(conn, gateway_ids).await?;
     let mut new = Vec::new();
     for (gid, list) in &after {
@@ -880,13 +892,24 @@ pub(crate) async fn recompile_without_new_collisions(
     Ok(moved)
 }
 
+/// What compiling a snapshot takes besides the stored definitions: the control plane's
+/// settings every gateway gets.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Compiling<'a> {
+    /// Opens sealed certificate keys.
+    sealer: Option<&'a crate::secrets::Sealer>,
+    /// The developer portal's origin.
+    portal_origin: Option<&'a str>,
+}
+
 /// Compiles each gateway from the transaction's view and stores the snapshot when its
 /// content changed. A gateway that does not compile fails the whole write.
 async fn recompile(
     conn: &mut SqliteConnection,
-    sealer: Option<&crate::secrets::Sealer>,
+    with: &Compiling<'_>,
     gateway_ids: &[i64],
 ) -> Result<Moved, Error> {
+    let sealer = with.sealer;
     let mut moved = Vec::new();
     if gateway_ids.is_empty() {
         return Ok(moved);
@@ -963,6 +986,7 @@ async fn recompile(
                     host: a.host.as_deref(),
                 })
                 .collect(),
+            portal_origin: with.portal_origin,
         };
         let snapshot = portico_compile::compile(&input).map_err(|e| {
             Error::Compile(format!(

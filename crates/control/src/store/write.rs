@@ -129,18 +129,17 @@ impl Write<'_> {
     /// Compiles these gateways again inside the write; their new versions are announced
     /// at commit.
     pub(crate) async fn recompile(&mut self, gateway_ids: &[i64]) -> Result<(), Error> {
-        let sealer = self.store.sealer.clone();
-        let moved = super::recompile(&mut self.tx, sealer.as_deref(), gateway_ids).await?;
+        let with = self.store.compiling();
+        let moved = super::recompile(&mut self.tx, &with, gateway_ids).await?;
         self.moved.extend(moved);
         Ok(())
     }
 
     /// [`Write::recompile`], refusing the write when it makes new routes that collide.
     pub(crate) async fn recompile_checked(&mut self, gateway_ids: &[i64]) -> Result<(), Error> {
-        let sealer = self.store.sealer.clone();
+        let with = self.store.compiling();
         let moved =
-            super::recompile_without_new_collisions(&mut self.tx, sealer.as_deref(), gateway_ids)
-                .await?;
+            super::recompile_without_new_collisions(&mut self.tx, &with, gateway_ids).await?;
         self.moved.extend(moved);
         Ok(())
     }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use portico_model::{Format, GatewayFile};
+use portico_model::{Format, GatewayFile, Snapshot};
 use portico_proxy::Gateway;
 
 /// A gateway running in this test process.
@@ -25,9 +25,15 @@ access_log = { enabled = false }
 impl Gw {
     /// Starts a gateway from `config` (listeners, services, routes; `[node]` is added).
     pub async fn start(config: &str) -> Self {
+        Self::start_with(config, |_| {}).await
+    }
+
+    /// [`Gw::start`] with the Snapshot edited first (for what only a control plane sets).
+    pub async fn start_with(config: &str, edit: impl FnOnce(&mut Snapshot)) -> Self {
         let file = GatewayFile::parse(&format!("{NODE}\n{config}"), Format::Toml)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{config}"));
-        let (node, snapshot) = file.into_parts();
+        let (node, mut snapshot) = file.into_parts();
+        edit(&mut snapshot);
         let gw = Gateway::start(&node, &snapshot)
             .await
             .expect("gateway starts");
