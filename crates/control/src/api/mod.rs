@@ -54,6 +54,7 @@ mod sync;
 use apis::targets_with_versions;
 use kind::missing_tiers;
 pub(crate) use kind::{api_tier_refs, service_problems, tier_problems};
+pub(crate) use oauth::constant_time_eq;
 pub(crate) use people::{SESSION_SECONDS, sign_in, start_session};
 use sync::gateway_auth;
 

@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use portico_model::{GatewayKind, GatewaySpec, Listener, ListenerProtocol};
 use serde::Deserialize;
 
-use super::{Nav, St, Viewer, error_page, page, refusal};
+use super::{Nav, St, Viewer, error_page, page};
 use crate::access::{Action, KindId};
 use crate::api::gateways::{LinkRequest, link, node_json};
 use crate::error::Error;
@@ -25,10 +25,7 @@ pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
         .route("/console/apis", get(apis))
         .route("/console/apis/{id}", get(api))
         .route("/console/apis/{id}/deployments", get(api_deployments))
-        .route("/console/apis/{id}/revisions", post(create_revision))
-        .route("/console/apis/{id}/deploy", post(deploy))
-        .route("/console/apis/{id}/undeploy", post(undeploy))
-        .route("/console/apis/{id}/lifecycle", post(lifecycle))
+        .route("/console/apis/{id}/{action}", post(api_write))
         .route("/console/users", get(users))
         .route("/console/users/{name}/approve", post(approve))
 }
@@ -188,16 +185,15 @@ async fn gateways_page(
     message: Option<String>,
     status: StatusCode,
 ) -> Response {
-    if let Err(e) = crate::access::authorize(v.caller.as_ref(), KindId::Gateway, Action::Read, None)
-    {
-        return error_page(Nav::console(v), e);
+    if let Err(r) = v.require(KindId::Gateway, Action::Read) {
+        return *r;
     }
     let (list, nodes) = match (
         st.store.gateways(&Page::all()).await,
         st.store.all_nodes().await,
     ) {
         (Ok(l), Ok(n)) => (l, n),
-        (Err(e), _) | (_, Err(e)) => return error_page(Nav::console(v), e),
+        (Err(e), _) | (_, Err(e)) => return error_page(v.nav(), e),
     };
     let gateways = list
         .iter()
@@ -217,7 +213,7 @@ async fn gateways_page(
     page(
         status,
         &GatewaysPage {
-            nav: Nav::console(v),
+            nav: v.nav(),
             gateways,
             can_link,
             link_fields: fields(form, errors),
@@ -226,17 +222,8 @@ async fn gateways_page(
     )
 }
 
-async fn gateways(State(st): St, headers: HeaderMap) -> Response {
-    match Viewer::of(&st, &headers).await {
-        Ok(v) => gateways_page(&st, &v, &LinkForm::default(), &[], None, StatusCode::OK).await,
-        Err(e) => error_page(
-            Nav::console(&Viewer {
-                caller: None,
-                csrf: String::new(),
-            }),
-            e,
-        ),
-    }
+async fn gateways(State(st): St, v: Viewer) -> Response {
+    gateways_page(&st, &v, &LinkForm::default(), &[], None, StatusCode::OK).await
 }
 
 fn kind_of(s: &str) -> Option<GatewayKind> {
@@ -249,28 +236,13 @@ fn kind_of(s: &str) -> Option<GatewayKind> {
 }
 
 /// The link form: the API's link, field errors shown beside their fields.
-async fn link_gateway(State(st): St, headers: HeaderMap, Form(f): Form<LinkForm>) -> Response {
-    let v = match Viewer::of(&st, &headers).await {
-        Ok(v) => v,
-        Err(e) => {
-            return error_page(
-                Nav::console(&Viewer {
-                    caller: None,
-                    csrf: String::new(),
-                }),
-                e,
-            );
-        }
-    };
+async fn link_gateway(State(st): St, v: Viewer, Form(f): Form<LinkForm>) -> Response {
     // The one check first: a caller the form is not offered to is refused, whatever it sends.
-    if let Err(e) =
-        crate::access::authorize(v.caller.as_ref(), KindId::Gateway, Action::Write, None)
-    {
-        let status = e.status();
-        return refusal(Nav::console(&v), status, e.to_string());
+    if let Err(r) = v.require(KindId::Gateway, Action::Write) {
+        return *r;
     }
     if let Err(e) = v.check_csrf(&f.csrf) {
-        return refusal(Nav::console(&v), StatusCode::FORBIDDEN, e.to_string());
+        return v.denied(e);
     }
     let mut errors = Vec::new();
     let kind = kind_of(&f.kind).unwrap_or_else(|| {
@@ -385,26 +357,14 @@ async fn gateway_state(
 
 async fn gateway(
     State(st): St,
-    headers: HeaderMap,
+    v: Viewer,
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> Response {
-    let v = match Viewer::of(&st, &headers).await {
-        Ok(v) => v,
-        Err(e) => {
-            return error_page(
-                Nav::console(&Viewer {
-                    caller: None,
-                    csrf: String::new(),
-                }),
-                e,
-            );
-        }
-    };
     match gateway_state(&st, &v, &name).await {
         Ok((spec, version, nodes)) => page(
             StatusCode::OK,
             &GatewayPage {
-                nav: Nav::console(&v),
+                nav: v.nav(),
                 name: spec.name,
                 kind: spec.kind.as_str(),
                 version,
@@ -421,7 +381,7 @@ async fn gateway(
                     .collect(),
             },
         ),
-        Err(e) => error_page(Nav::console(&v), e),
+        Err(e) => error_page(v.nav(), e),
     }
 }
 
@@ -431,7 +391,8 @@ async fn gateway_nodes(
     headers: HeaderMap,
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> Response {
-    let v = match Viewer::of(&st, &headers).await {
+    // JSON for the page's script: errors stay JSON.
+    let v = match Viewer::of(&st, &headers, false).await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -476,27 +437,15 @@ fn lifecycle_name(l: portico_model::Lifecycle) -> String {
         .unwrap_or_default()
 }
 
-async fn apis(State(st): St, headers: HeaderMap) -> Response {
-    let v = match Viewer::of(&st, &headers).await {
-        Ok(v) => v,
-        Err(e) => {
-            return error_page(
-                Nav::console(&Viewer {
-                    caller: None,
-                    csrf: String::new(),
-                }),
-                e,
-            );
-        }
-    };
-    if let Err(e) = crate::access::authorize(v.caller.as_ref(), KindId::Api, Action::Read, None) {
-        return error_page(Nav::console(&v), e);
+async fn apis(State(st): St, v: Viewer) -> Response {
+    if let Err(r) = v.require(KindId::Api, Action::Read) {
+        return *r;
     }
     match st.store.apis(&Page::all()).await {
         Ok(list) => page(
             StatusCode::OK,
             &ApisPage {
-                nav: Nav::console(&v),
+                nav: v.nav(),
                 apis: list
                     .into_iter()
                     .map(|a| ApiRow {
@@ -509,7 +458,7 @@ async fn apis(State(st): St, headers: HeaderMap) -> Response {
                     .collect(),
             },
         ),
-        Err(e) => error_page(Nav::console(&v), e),
+        Err(e) => error_page(v.nav(), e),
     }
 }
 
@@ -591,7 +540,7 @@ async fn api_page(
         let gateways = st.store.gateways(&Page::all()).await?;
         let deployments = deployment_rows(st, id).await?;
         Ok::<_, Error>(ApiPage {
-            nav: Nav::console(v),
+            nav: v.nav(),
             id: a.id.clone(),
             name: a.spec.name.clone(),
             version: a.spec.version.clone(),
@@ -622,7 +571,7 @@ async fn api_page(
     .await;
     match built {
         Ok(p) => page(status, &p),
-        Err(e) => error_page(Nav::console(v), e),
+        Err(e) => error_page(v.nav(), e),
     }
 }
 
@@ -647,19 +596,10 @@ fn gateway_row(g: &crate::store::GatewayRecord) -> GatewayRow {
 
 async fn api(
     State(st): St,
-    headers: HeaderMap,
+    v: Viewer,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    match Viewer::of(&st, &headers).await {
-        Ok(v) => api_page(&st, &v, &id, None, None).await,
-        Err(e) => error_page(
-            Nav::console(&Viewer {
-                caller: None,
-                csrf: String::new(),
-            }),
-            e,
-        ),
-    }
+    api_page(&st, &v, &id, None, None).await
 }
 
 /// The deployments table's live rows.
@@ -669,7 +609,7 @@ async fn api_deployments(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
     let found = async {
-        let v = Viewer::of(&st, &headers).await?;
+        let v = Viewer::of(&st, &headers, false).await?;
         crate::access::authorize(v.caller.as_ref(), KindId::Api, Action::Read, None)?;
         deployment_rows(&st, &id).await
     }
@@ -685,60 +625,31 @@ async fn api_deployments(
     }
 }
 
-/// A form's fields, repeated ones included.
-fn pairs(body: &axum::body::Bytes) -> Vec<(String, String)> {
-    serde_urlencoded::from_bytes(body).unwrap_or_default()
-}
-
-fn field<'a>(pairs: &'a [(String, String)], name: &str) -> &'a str {
-    pairs
-        .iter()
-        .find(|(k, _)| k == name)
-        .map_or("", |(_, v)| v.as_str())
-}
-
-/// Every write on an API's page: checked as the API checks it, then done as the viewer.
+/// Every write on an API's page (`revisions`, `deploy`, `undeploy`, `lifecycle`): checked
+/// as the API checks it, then done as the viewer.
 async fn api_write(
-    st: &crate::ControlPlane,
-    headers: &HeaderMap,
-    id: &str,
-    body: &axum::body::Bytes,
-    what: &str,
+    State(st): St,
+    v: Viewer,
+    axum::extract::Path((id, what)): axum::extract::Path<(String, String)>,
+    f: super::Fields,
 ) -> Response {
-    let v = match Viewer::of(st, headers).await {
-        Ok(v) => v,
-        Err(e) => {
-            return error_page(
-                Nav::console(&Viewer {
-                    caller: None,
-                    csrf: String::new(),
-                }),
-                e,
-            );
-        }
-    };
-    if let Err(e) = crate::access::authorize(v.caller.as_ref(), KindId::Api, Action::Write, None) {
-        return refusal(Nav::console(&v), e.status(), e.to_string());
+    if let Err(r) = v.require_form(KindId::Api, Action::Write, &f) {
+        return *r;
     }
-    let f = pairs(body);
-    if let Err(e) = v.check_csrf(field(&f, "csrf")) {
-        return refusal(Nav::console(&v), StatusCode::FORBIDDEN, e.to_string());
-    }
+    let st = &*st;
+    let id = id.as_str();
     let done: Result<String, Error> = as_viewer(&v, async {
-        match what {
-            "revision" => {
-                let r = st.store.create_revision(id, field(&f, "note")).await?;
+        match what.as_str() {
+            "revisions" => {
+                let r = st.store.create_revision(id, f.get("note")).await?;
                 Ok(format!("Revision {} created.", r.number))
             }
             "deploy" => {
-                let revision: u32 = field(&f, "revision")
+                let revision: u32 = f
+                    .get("revision")
                     .parse()
                     .map_err(|_| Error::BadRequest("choose a revision to deploy".into()))?;
-                let gateways: Vec<String> = f
-                    .iter()
-                    .filter(|(k, _)| k == "gateway")
-                    .map(|(_, g)| g.clone())
-                    .collect();
+                let gateways: Vec<String> = f.all("gateway").map(str::to_owned).collect();
                 if gateways.is_empty() {
                     return Err(Error::BadRequest(
                         "choose at least one gateway to deploy to".into(),
@@ -751,13 +662,13 @@ async fn api_write(
                 ))
             }
             "undeploy" => {
-                let g = field(&f, "gateway");
+                let g = f.get("gateway");
                 st.store.undeploy(id, g).await?;
                 Ok(format!("Undeployed from {g}."))
             }
-            _ => {
+            "lifecycle" => {
                 let state: portico_model::Lifecycle =
-                    serde_json::from_value(serde_json::Value::String(field(&f, "state").into()))
+                    serde_json::from_value(serde_json::Value::String(f.get("state").into()))
                         .map_err(|_| {
                             Error::BadRequest(
                                 "the state is created, published, deprecated or retired".into(),
@@ -766,6 +677,9 @@ async fn api_write(
                 st.store.set_lifecycle(id, state, None).await?;
                 Ok(format!("Now {}.", lifecycle_name(state)))
             }
+            other => Err(Error::NotFound(format!(
+                "no action `{other}` on an API page"
+            ))),
         }
     })
     .await;
@@ -774,24 +688,6 @@ async fn api_write(
         Err(e) => api_page(st, &v, id, None, Some(e)).await,
     }
 }
-
-macro_rules! api_form {
-    ($name:ident, $what:literal) => {
-        async fn $name(
-            State(st): St,
-            headers: HeaderMap,
-            axum::extract::Path(id): axum::extract::Path<String>,
-            body: axum::body::Bytes,
-        ) -> Response {
-            api_write(&st, &headers, &id, &body, $what).await
-        }
-    };
-}
-
-api_form!(create_revision, "revision");
-api_form!(deploy, "deploy");
-api_form!(undeploy, "undeploy");
-api_form!(lifecycle, "lifecycle");
 
 #[derive(Template)]
 #[template(path = "console/users.html")]
@@ -811,55 +707,31 @@ async fn users_page(st: &crate::ControlPlane, v: &Viewer, notice: Option<String>
         Ok(rows) => page(
             StatusCode::OK,
             &UsersPage {
-                nav: Nav::console(v),
+                nav: v.nav(),
                 users: rows.into_iter().map(|(_, u)| u).collect(),
                 notice,
             },
         ),
-        Err(e) => error_page(Nav::console(v), e),
+        Err(e) => error_page(v.nav(), e),
     }
 }
 
-async fn users(State(st): St, headers: HeaderMap) -> Response {
-    match Viewer::of(&st, &headers).await {
-        Ok(v) => users_page(&st, &v, None).await,
-        Err(e) => error_page(
-            Nav::console(&Viewer {
-                caller: None,
-                csrf: String::new(),
-            }),
-            e,
-        ),
-    }
+async fn users(State(st): St, v: Viewer) -> Response {
+    users_page(&st, &v, None).await
 }
 
 /// Approving a portal sign-up: the admin's, as the API's `POST /users/{name}/approve`.
 async fn approve(
     State(st): St,
-    headers: HeaderMap,
+    v: Viewer,
     axum::extract::Path(name): axum::extract::Path<String>,
-    body: axum::body::Bytes,
+    f: super::Fields,
 ) -> Response {
-    let v = match Viewer::of(&st, &headers).await {
-        Ok(v) => v,
-        Err(e) => {
-            return error_page(
-                Nav::console(&Viewer {
-                    caller: None,
-                    csrf: String::new(),
-                }),
-                e,
-            );
-        }
-    };
-    if let Err(e) = crate::access::authorize(v.caller.as_ref(), KindId::User, Action::Write, None) {
-        return refusal(Nav::console(&v), e.status(), e.to_string());
-    }
-    if let Err(e) = v.check_csrf(field(&pairs(&body), "csrf")) {
-        return refusal(Nav::console(&v), StatusCode::FORBIDDEN, e.to_string());
+    if let Err(r) = v.require_form(KindId::User, Action::Write, &f) {
+        return *r;
     }
     match as_viewer(&v, st.store.approve_user(&name)).await {
         Ok(u) => users_page(&st, &v, Some(format!("Approved {}.", u.name))).await,
-        Err(e) => error_page(Nav::console(&v), e),
+        Err(e) => error_page(v.nav(), e),
     }
 }

@@ -40,6 +40,7 @@ pub fn router() -> Router<Arc<ControlPlane>> {
         )
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
+        .route("/portal/logout", post(logout))
         .route("/portal/login", get(login_page).post(login))
         .merge(console::routes())
         .merge(portal::routes())
@@ -104,28 +105,52 @@ fn csrf_for(secret: &str) -> String {
 
 /// Compares without stopping at the first difference.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    crate::api::constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
-/// Who is looking at a page, from the session cookie (anonymous without one).
+/// Who is looking at a page, from the session cookie (anonymous without one). As a
+/// handler's argument it answers a failed lookup with an error page.
 pub(crate) struct Viewer {
     /// The signed-in caller.
     pub(crate) caller: Option<Caller>,
     /// The CSRF token of the session (empty without one).
     pub(crate) csrf: String,
+    /// On a portal page (else a console page): which header it shows.
+    pub(crate) portal: bool,
+}
+
+impl axum::extract::FromRequestParts<Arc<ControlPlane>> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        st: &Arc<ControlPlane>,
+    ) -> Result<Self, Response> {
+        let portal = parts.uri.path().starts_with("/portal");
+        Self::of(st, &parts.headers, portal)
+            .await
+            .map_err(|e| error_page(Self::anonymous(portal).nav(), e))
+    }
 }
 
 impl Viewer {
-    async fn of(st: &ControlPlane, headers: &HeaderMap) -> Result<Self, Error> {
+    /// Nobody signed in.
+    pub(crate) fn anonymous(portal: bool) -> Self {
+        Self {
+            caller: None,
+            csrf: String::new(),
+            portal,
+        }
+    }
+
+    /// The viewer of a request's cookies.
+    pub(crate) async fn of(
+        st: &ControlPlane,
+        headers: &HeaderMap,
+        portal: bool,
+    ) -> Result<Self, Error> {
         let Some(secret) = cookie(headers, SESSION) else {
-            return Ok(Self {
-                caller: None,
-                csrf: String::new(),
-            });
+            return Ok(Self::anonymous(portal));
         };
         let holder = st.store.token_holder(&secrets::hash(secret)).await?;
         let caller = holder.filter(|h| h.via == Via::Session).map(|h| Caller {
@@ -141,7 +166,44 @@ impl Viewer {
                 String::new()
             },
             caller,
+            portal,
         })
+    }
+
+    /// The header of the viewer's pages.
+    pub(crate) fn nav(&self) -> Nav {
+        if self.portal {
+            Nav::portal(self)
+        } else {
+            Nav::console(self)
+        }
+    }
+
+    /// The one authorization check for a page: refused, the page that says why (sign in
+    /// when nobody is).
+    pub(crate) fn require(&self, kind: KindId, action: Action) -> Result<(), Box<Response>> {
+        access::authorize(self.caller.as_ref(), kind, action, None)
+            .map_err(|e| Box::new(self.denied(e)))
+    }
+
+    /// A form that changes something: the one check, then the session's CSRF token.
+    pub(crate) fn require_form(
+        &self,
+        kind: KindId,
+        action: Action,
+        form: &Fields,
+    ) -> Result<(), Box<Response>> {
+        self.require(kind, action)?;
+        self.check_csrf(form.get("csrf"))
+            .map_err(|e| Box::new(self.denied(e)))
+    }
+
+    /// An error as the page that says why (sign in when nobody is).
+    pub(crate) fn denied(&self, e: Error) -> Response {
+        match e.status() {
+            StatusCode::UNAUTHORIZED => Redirect::to(self.nav().signin).into_response(),
+            status => refusal(self.nav(), status, e.to_string()),
+        }
     }
 
     /// The page may show `kind` for `action`: the API's one check.
@@ -161,6 +223,40 @@ impl Viewer {
     }
 }
 
+/// A posted form's fields, repeated ones included (a form that does not read has none).
+pub(crate) struct Fields(Vec<(String, String)>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Fields {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self(
+            serde_urlencoded::from_bytes(&body).unwrap_or_default(),
+        ))
+    }
+}
+
+impl Fields {
+    /// A field's (first) value, empty when absent.
+    pub(crate) fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeated field.
+    pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// What every page's header shows.
 pub(crate) struct Nav {
     area: &'static str,
@@ -169,6 +265,7 @@ pub(crate) struct Nav {
     user: Option<String>,
     csrf: String,
     signin: &'static str,
+    signout: &'static str,
 }
 
 impl Nav {
@@ -192,6 +289,7 @@ impl Nav {
             user: v.caller.as_ref().map(|c| c.name.clone()),
             csrf: v.csrf.clone(),
             signin: "/console/login",
+            signout: "/console/logout",
         }
     }
 
@@ -210,6 +308,7 @@ impl Nav {
             user: v.caller.as_ref().map(|c| c.name.clone()),
             csrf: v.csrf.clone(),
             signin: "/portal/login",
+            signout: "/portal/logout",
         }
     }
 }
@@ -308,8 +407,7 @@ fn safe_next(next: Option<&str>, portal: bool) -> String {
     }
 }
 
-fn is_portal(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
-    let _ = headers;
+fn is_portal(uri: &axum::http::Uri) -> bool {
     uri.path().starts_with("/portal")
 }
 
@@ -320,16 +418,8 @@ fn login_view(
     name: String,
     error: Option<String>,
 ) -> LoginPage {
-    let v = Viewer {
-        caller: None,
-        csrf: String::new(),
-    };
     LoginPage {
-        nav: if portal {
-            Nav::portal(&v)
-        } else {
-            Nav::console(&v)
-        },
+        nav: Viewer::anonymous(portal).nav(),
         action: if portal {
             "/portal/login"
         } else {
@@ -342,12 +432,9 @@ fn login_view(
     }
 }
 
-async fn login_page(
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    Query(q): Query<NextQuery>,
-) -> Response {
-    let portal = is_portal(&headers, &uri);
+async fn login_page(State(st): St, uri: axum::http::Uri, Query(q): Query<NextQuery>) -> Response {
+    let portal = is_portal(&uri);
+    let secure = st.config.tls.is_some();
     let token = secrets::generate("");
     let view = login_view(
         portal,
@@ -357,7 +444,7 @@ async fn login_page(
         None,
     );
     let mut resp = page(StatusCode::OK, &view);
-    set_cookie(&mut resp, PRE_SESSION, &token, 600, false);
+    set_cookie(&mut resp, PRE_SESSION, &token, 600, secure);
     resp
 }
 
@@ -388,7 +475,8 @@ async fn login(
     ext: axum::http::Extensions,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    let portal = is_portal(&headers, &uri);
+    let portal = is_portal(&uri);
+    let secure = st.config.tls.is_some();
     let next = safe_next(Some(&f.next), portal);
     let again = |error: String, status: StatusCode| {
         let token = secrets::generate("");
@@ -400,7 +488,7 @@ async fn login(
             Some(error),
         );
         let mut resp = page(status, &view);
-        set_cookie(&mut resp, PRE_SESSION, &token, 600, false);
+        set_cookie(&mut resp, PRE_SESSION, &token, 600, secure);
         resp
     };
     if !cookie(&headers, PRE_SESSION).is_some_and(|c| same(c, &f.csrf)) {
@@ -425,29 +513,16 @@ async fn login(
         // Said only to who gave the right password.
         Err(Error::Forbidden(m)) => return again(m, StatusCode::FORBIDDEN),
         Err(e) => {
-            return error_page(
-                Nav::console(&Viewer {
-                    caller: None,
-                    csrf: String::new(),
-                }),
-                e,
-            );
+            return error_page(Viewer::anonymous(portal).nav(), e);
         }
     };
     let session = match crate::api::start_session(&st, &name).await {
         Ok(s) => s,
         Err(e) => {
-            return error_page(
-                Nav::console(&Viewer {
-                    caller: None,
-                    csrf: String::new(),
-                }),
-                e,
-            );
+            return error_page(Viewer::anonymous(portal).nav(), e);
         }
     };
     let mut resp = Redirect::to(&next).into_response();
-    let secure = st.config.tls.is_some();
     set_cookie(
         &mut resp,
         SESSION,
@@ -464,29 +539,17 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn logout(State(st): St, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
-    let v = match Viewer::of(&st, &headers).await {
-        Ok(v) => v,
-        Err(e) => {
-            return error_page(
-                Nav::console(&Viewer {
-                    caller: None,
-                    csrf: String::new(),
-                }),
-                e,
-            );
-        }
-    };
+async fn logout(State(st): St, v: Viewer, Form(f): Form<CsrfForm>) -> Response {
     if let Err(e) = v.check_csrf(&f.csrf) {
-        return error_page(Nav::console(&v), e);
+        return error_page(v.nav(), e);
     }
     if let Some(c) = &v.caller
         && let Some(id) = &c.token_id
         && let Err(e) = st.store.revoke_user_token(&c.name, id).await
     {
-        return error_page(Nav::console(&v), e);
+        return error_page(v.nav(), e);
     }
-    let mut resp = Redirect::to("/console/login").into_response();
+    let mut resp = Redirect::to(v.nav().signin).into_response();
     set_cookie(&mut resp, SESSION, "", 0, st.config.tls.is_some());
     resp
 }

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::{Nav, St, Viewer, error_page, page};
-use crate::access;
+use crate::access::{self, Action, KindId};
 use crate::error::Error;
 use crate::page::{Page, PageQuery};
 
@@ -25,9 +25,10 @@ pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
             get(applications).post(create_application),
         )
         .route("/portal/applications/{name}", get(application))
-        .route("/portal/applications/{name}/subscribe", post(subscribe))
-        .route("/portal/applications/{name}/keys", post(make_key))
-        .route("/portal/applications/{name}/revoke", post(revoke_key))
+        .route(
+            "/portal/applications/{name}/{action}",
+            post(application_write),
+        )
         .route("/portal/apis/{id}/tryout-token", post(tryout_token))
 }
 
@@ -55,19 +56,7 @@ struct Search {
     cursor: Option<String>,
 }
 
-async fn apis(State(st): St, headers: HeaderMap, Query(s): Query<Search>) -> Response {
-    let v = match Viewer::of(&st, &headers).await {
-        Ok(v) => v,
-        Err(e) => {
-            return error_page(
-                Nav::portal(&Viewer {
-                    caller: None,
-                    csrf: String::new(),
-                }),
-                e,
-            );
-        }
-    };
+async fn apis(State(st): St, v: Viewer, Query(s): Query<Search>) -> Response {
     let page_q = PageQuery {
         limit: Some("20".into()),
         cursor: s.cursor.clone(),
@@ -89,7 +78,7 @@ async fn apis(State(st): St, headers: HeaderMap, Query(s): Query<Search>) -> Res
         Ok((list, next)) => page(
             StatusCode::OK,
             &ApisPage {
-                nav: Nav::portal(&v),
+                nav: v.nav(),
                 q: s.q,
                 apis: list
                     .into_iter()
@@ -103,7 +92,7 @@ async fn apis(State(st): St, headers: HeaderMap, Query(s): Query<Search>) -> Res
                 next,
             },
         ),
-        Err(e) => error_page(Nav::portal(&v), e),
+        Err(e) => error_page(v.nav(), e),
     }
 }
 
@@ -130,19 +119,7 @@ struct ApiPage {
     signed_in: bool,
 }
 
-async fn api(State(st): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let v = match Viewer::of(&st, &headers).await {
-        Ok(v) => v,
-        Err(e) => {
-            return error_page(
-                Nav::portal(&Viewer {
-                    caller: None,
-                    csrf: String::new(),
-                }),
-                e,
-            );
-        }
-    };
+async fn api(State(st): St, v: Viewer, Path(id): Path<String>) -> Response {
     let viewer = access::Viewer::new(v.caller.as_ref());
     let shown = async {
         let a = crate::api::portal::visible_api(&st, viewer, &id).await?;
@@ -194,7 +171,7 @@ async fn api(State(st): St, headers: HeaderMap, Path(id): Path<String>) -> Respo
             page(
                 StatusCode::OK,
                 &ApiPage {
-                    nav: Nav::portal(&v),
+                    nav: v.nav(),
                     id: text("/id"),
                     applications,
                     signed_in: v.caller.is_some(),
@@ -207,7 +184,7 @@ async fn api(State(st): St, headers: HeaderMap, Path(id): Path<String>) -> Respo
                 },
             )
         }
-        Err(e) => error_page(Nav::portal(&v), e),
+        Err(e) => error_page(v.nav(), e),
     }
 }
 
@@ -228,10 +205,7 @@ fn signup_view(
     error: Option<String>,
 ) -> SignupPage {
     SignupPage {
-        nav: Nav::portal(&Viewer {
-            caller: None,
-            csrf: String::new(),
-        }),
+        nav: Viewer::anonymous(true).nav(),
         open: st.config.portal_signup != crate::Signup::Closed,
         csrf,
         notice,
@@ -323,13 +297,7 @@ async fn signup(
             };
             again(StatusCode::OK, Some(notice.into()), None)
         }
-        Err(e) => error_page(
-            Nav::portal(&Viewer {
-                caller: None,
-                csrf: String::new(),
-            }),
-            e,
-        ),
+        Err(e) => error_page(Viewer::anonymous(true).nav(), e),
     }
 }
 
@@ -341,23 +309,6 @@ struct ApplicationsPage {
     error: Option<String>,
 }
 
-/// The signed-in viewer (the portal's writes need one), or sign in.
-async fn signed_in(st: &crate::ControlPlane, headers: &HeaderMap) -> Result<Viewer, Response> {
-    let v = Viewer::of(st, headers).await.map_err(|e| {
-        error_page(
-            Nav::portal(&Viewer {
-                caller: None,
-                csrf: String::new(),
-            }),
-            e,
-        )
-    })?;
-    if v.caller.is_none() {
-        return Err(axum::response::Redirect::to("/portal/login").into_response());
-    }
-    Ok(v)
-}
-
 async fn applications_page(st: &crate::ControlPlane, v: &Viewer, error: Option<Error>) -> Response {
     let Some(c) = &v.caller else {
         return axum::response::Redirect::to("/portal/login").into_response();
@@ -367,75 +318,33 @@ async fn applications_page(st: &crate::ControlPlane, v: &Viewer, error: Option<E
         Ok(list) => page(
             status,
             &ApplicationsPage {
-                nav: Nav::portal(v),
+                nav: v.nav(),
                 applications: list.into_iter().map(|r| r.spec.name).collect(),
                 error: error.map(|e| e.to_string()),
             },
         ),
-        Err(e) => error_page(Nav::portal(v), e),
+        Err(e) => error_page(v.nav(), e),
     }
 }
 
-async fn applications(State(st): St, headers: HeaderMap) -> Response {
-    match signed_in(&st, &headers).await {
-        Ok(v) => applications_page(&st, &v, None).await,
-        Err(r) => r,
+/// The applications area is the subscriber's (anonymous viewers sign in first): the
+/// same check as the portal API's writes.
+async fn applications(State(st): St, v: Viewer) -> Response {
+    if let Err(r) = v.require(KindId::Portal, Action::Write) {
+        return *r;
     }
+    applications_page(&st, &v, None).await
 }
 
-/// A form's fields, repeated ones included.
-fn pairs(body: &axum::body::Bytes) -> Vec<(String, String)> {
-    serde_urlencoded::from_bytes(body).unwrap_or_default()
-}
-
-fn field<'a>(pairs: &'a [(String, String)], name: &str) -> &'a str {
-    pairs
-        .iter()
-        .find(|(k, _)| k == name)
-        .map_or("", |(_, v)| v.as_str())
-}
-
-/// A portal write: the same check as `/api/v1/portal/…` (`subscriber`, or admin), the
-/// session's CSRF token, then the write as the viewer.
-async fn portal_write(
-    st: &crate::ControlPlane,
-    headers: &HeaderMap,
-    body: &axum::body::Bytes,
-) -> Result<(Viewer, Vec<(String, String)>), Response> {
-    let v = signed_in(st, headers).await?;
-    if let Err(e) = access::authorize(
-        v.caller.as_ref(),
-        crate::access::KindId::Portal,
-        crate::access::Action::Write,
-        None,
-    ) {
-        return Err(super::refusal(Nav::portal(&v), e.status(), e.to_string()));
+async fn create_application(State(st): St, v: Viewer, f: super::Fields) -> Response {
+    if let Err(r) = v.require_form(KindId::Portal, Action::Write, &f) {
+        return *r;
     }
-    let f = pairs(body);
-    if let Err(e) = v.check_csrf(field(&f, "csrf")) {
-        return Err(super::refusal(
-            Nav::portal(&v),
-            StatusCode::FORBIDDEN,
-            e.to_string(),
-        ));
-    }
-    Ok((v, f))
-}
-
-async fn create_application(
-    State(st): St,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let (v, f) = match portal_write(&st, &headers, &body).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let Some(c) = v.caller.clone() else {
         return axum::response::Redirect::to("/portal/login").into_response();
     };
     let spec = portico_model::ConsumerSpec {
-        name: field(&f, "name").trim().to_owned(),
+        name: f.get("name").trim().to_owned(),
         owner: c.name.clone(),
         description: String::new(),
         tier: None,
@@ -511,7 +420,7 @@ async fn application_page(
         let (apis, _) =
             crate::api::portal::visible_apis(st, viewer, &Page::all(), |_| true).await?;
         Ok::<_, Error>(ApplicationPage {
-            nav: Nav::portal(v),
+            nav: v.nav(),
             name: name.to_owned(),
             subscriptions: subs.into_iter().map(|s| s.api).collect(),
             apis: apis.into_iter().map(|a| a.id).collect(),
@@ -536,32 +445,31 @@ async fn application_page(
     .await;
     match built {
         Ok(p) => page(status, &p),
-        Err(e) => error_page(Nav::portal(v), e),
+        Err(e) => error_page(v.nav(), e),
     }
 }
 
-async fn application(State(st): St, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    match signed_in(&st, &headers).await {
-        Ok(v) => application_page(&st, &v, &name, None, None, None).await,
-        Err(r) => r,
+async fn application(State(st): St, v: Viewer, Path(name): Path<String>) -> Response {
+    if let Err(r) = v.require(KindId::Portal, Action::Write) {
+        return *r;
     }
+    application_page(&st, &v, &name, None, None, None).await
 }
 
-/// Subscribing, making and revoking keys: as the API does it, for the viewer's own
-/// applications only, to APIs the viewer may see.
+/// Subscribing, making and revoking keys (`subscribe`, `keys`, `revoke`): as the API does
+/// it, for the viewer's own applications only, to APIs the viewer may see.
 async fn application_write(
-    st: &crate::ControlPlane,
-    headers: &HeaderMap,
-    name: &str,
-    body: &axum::body::Bytes,
-    what: &str,
+    State(st): St,
+    v: Viewer,
+    Path((name, what)): Path<(String, String)>,
+    f: super::Fields,
 ) -> Response {
-    let (v, f) = match portal_write(st, headers, body).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    if let Err(r) = v.require_form(KindId::Portal, Action::Write, &f) {
+        return *r;
+    }
+    let (st, name) = (&*st, name.as_str());
     if let Err(e) = owned(st, &v, name).await {
-        return error_page(Nav::portal(&v), e);
+        return error_page(v.nav(), e);
     }
     let actor = v
         .caller
@@ -569,9 +477,9 @@ async fn application_write(
         .map_or_else(String::new, crate::access::Caller::actor);
     let done: Result<(Option<String>, String), Error> = crate::store::ACTOR
         .scope(actor, async {
-            match what {
+            match what.as_str() {
                 "subscribe" => {
-                    let api = field(&f, "api");
+                    let api = f.get("api");
                     let viewer = access::Viewer::new(v.caller.as_ref());
                     crate::api::portal::visible_api(st, viewer, api).await?;
                     st.store.subscribe(name, api, None).await?;
@@ -580,8 +488,8 @@ async fn application_write(
                 "keys" => {
                     let req: crate::api::consumers::KeyRequest =
                         serde_json::from_value(serde_json::json!({
-                            "type": field(&f, "type"),
-                            "kind": field(&f, "kind"),
+                            "type": f.get("type"),
+                            "kind": f.get("kind"),
                         }))
                         .map_err(|_| Error::BadRequest("choose a type and a kind of key".into()))?;
                     let out = crate::api::consumers::issue_key(st, name, req).await?;
@@ -594,11 +502,14 @@ async fn application_write(
                     });
                     Ok((secret, "Made a new key.".into()))
                 }
-                _ => {
-                    let id = field(&f, "id");
+                "revoke" => {
+                    let id = f.get("id");
                     st.store.revoke_credential(name, id).await?;
                     Ok((None, format!("Revoked {id}.")))
                 }
+                other => Err(Error::NotFound(format!(
+                    "no action `{other}` on an application's page"
+                ))),
             }
         })
         .await;
@@ -608,38 +519,23 @@ async fn application_write(
     }
 }
 
-macro_rules! application_form {
-    ($name:ident, $what:literal) => {
-        async fn $name(
-            State(st): St,
-            headers: HeaderMap,
-            Path(name): Path<String>,
-            body: axum::body::Bytes,
-        ) -> Response {
-            application_write(&st, &headers, &name, &body, $what).await
-        }
-    };
-}
-
-application_form!(subscribe, "subscribe");
-application_form!(make_key, "keys");
-application_form!(revoke_key, "revoke");
-
 /// A short-lived access token for one of the viewer's applications subscribed to an API
 /// the viewer may see: the try-out's credential, made on the server so that no key shown
 /// once is ever needed again.
 async fn tryout_token(
     State(st): St,
-    headers: HeaderMap,
+    v: Viewer,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    f: super::Fields,
 ) -> Response {
-    let (v, f) = match portal_write(&st, &headers, &body).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    // The page's script reads the answer: errors stay JSON.
+    if let Err(e) = access::authorize(v.caller.as_ref(), KindId::Portal, Action::Write, None)
+        .and_then(|()| v.check_csrf(f.get("csrf")))
+    {
+        return e.into_response();
+    }
     let made = async {
-        let app = field(&f, "application");
+        let app = f.get("application");
         owned(&st, &v, app).await?;
         let viewer = access::Viewer::new(v.caller.as_ref());
         crate::api::portal::visible_api(&st, viewer, &id).await?;
@@ -654,7 +550,7 @@ async fn tryout_token(
                 "application `{app}` is not subscribed to `{id}`: subscribe it on its page first"
             )));
         }
-        let key_type = match field(&f, "type") {
+        let key_type = match f.get("type") {
             "sandbox" => portico_model::KeyType::Sandbox,
             _ => portico_model::KeyType::Production,
         };
