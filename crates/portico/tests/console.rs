@@ -1,0 +1,513 @@
+//! The publisher console and the developer portal in a real headless Chromium, against the
+//! real `portico` binary and real gateway nodes (issue 14): an admin links gateways with the
+//! form and watches their nodes; a publisher is not offered the form and is refused when
+//! posting it anyway, then deploys a revision to two gateways with the deploy dialog and
+//! watches the nodes reach it; a subscriber signs up, is approved, sees one set of URLs per
+//! gateway their role may see, makes an application, subscribes, gets a key shown once and
+//! tries the API through the sandbox gateway; a script in an API's description never runs.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failures
+
+use portico_testkit::browser::Error as BrowserError;
+use portico_testkit::{Browser, Client, Upstream};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+mod common;
+
+use common::*;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Creates a user with `roles` through the admin API.
+async fn user(cp: &ControlPlane, name: &str, roles: &[&str]) {
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"name": name, "password": PASSWORD, "roles": roles})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+}
+
+/// Signs `name` in with the form at `area`'s sign-in page (`console` or `portal`).
+async fn sign_in(
+    b: &Browser,
+    cp: &ControlPlane,
+    area: &str,
+    name: &str,
+) -> Result<(), BrowserError> {
+    b.goto(&format!("{}/{area}/login", cp.url)).await?;
+    b.fill("#name", name).await?;
+    b.fill("#password", PASSWORD).await?;
+    b.click("#signin-form button[type=submit]").await?;
+    b.wait_for_text("#whoami", name).await?;
+    Ok(())
+}
+
+async fn sign_out(b: &Browser) -> Result<(), BrowserError> {
+    b.click("#signout button[type=submit]").await?;
+    b.wait_for("#signin").await?;
+    Ok(())
+}
+
+/// Sets a `<select>`'s value as a person picking the option would.
+async fn choose(b: &Browser, css: &str, value: &str) -> Result<(), BrowserError> {
+    let found = b
+        .execute(
+            "const s = document.querySelector(arguments[0]);
+             if (!s || ![...s.options].some(o => o.value === arguments[1])) { return false; }
+             s.value = arguments[1];
+             s.dispatchEvent(new Event('change', { bubbles: true }));
+             return true;",
+            vec![json!(css), json!(value)],
+        )
+        .await?;
+    assert_eq!(found, json!(true), "no option `{value}` in `{css}`");
+    Ok(())
+}
+
+/// The values of the options of the `<select>` matching `css`.
+async fn options(b: &Browser, css: &str) -> Result<Vec<String>, BrowserError> {
+    let v = b
+        .execute(
+            "return [...document.querySelectorAll(arguments[0] + ' option')].map(o => o.value);",
+            vec![json!(css)],
+        )
+        .await?;
+    Ok(serde_json::from_value(v).unwrap())
+}
+
+/// Posts a form from the page (as a forged or hand-made request would), with the page's
+/// own CSRF token: the answer's status.
+async fn post_from_page(b: &Browser, path: &str, fields: Value) -> Result<u16, BrowserError> {
+    let v = b
+        .execute(
+            "const f = new URLSearchParams(arguments[1]);
+             f.set('csrf', document.querySelector('#signout input[name=csrf]').value);
+             return fetch(arguments[0], { method: 'POST', body: f, credentials: 'same-origin',
+                                          redirect: 'manual' }).then(r => r.status);",
+            vec![json!(path), fields],
+        )
+        .await?;
+    Ok(v.as_u64().unwrap() as u16)
+}
+
+/// Fills and submits the console's link form for `node` as gateway `name` of type `kind`.
+async fn link_with_form(
+    b: &Browser,
+    cp: &ControlPlane,
+    node: &Node,
+    name: &str,
+    kind: &str,
+) -> Result<(), BrowserError> {
+    b.goto(&format!("{}/console/gateways", cp.url)).await?;
+    b.fill("#link-name", name).await?;
+    choose(b, "#link-type", kind).await?;
+    b.fill(
+        "#link-url",
+        &format!("http://127.0.0.1:{}", node.admin_port),
+    )
+    .await?;
+    b.fill("#link-admin_port", &node.admin_port.to_string())
+        .await?;
+    b.fill("#link-listen", &node.traffic_port.to_string())
+        .await?;
+    b.fill("#link-jwt_secret", &node.secret).await?;
+    b.fill("#link-api_token", &node.token).await?;
+    b.click("#link-form button[type=submit]").await?;
+    // Linked: the gateway's own page, where its nodes show up.
+    b.wait_for_text("h1", &format!("Gateway {name}")).await?;
+    b.wait_for("#nodes").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let (mut eu, mut us) = (
+        init_node(root.path(), "eu", &cp.url).await,
+        init_node(root.path(), "us", &cp.url).await,
+    );
+    eu.start().await;
+    us.start().await;
+    user(&cp, "ada", &["admin"]).await;
+    user(&cp, "pat", &["publisher"]).await;
+    let (one, two) = (Upstream::named("one").await, Upstream::named("two").await);
+    let b = Browser::start_named("console-deploy").await;
+
+    b.step("admin links two gateways with the form", async {
+        sign_in(&b, &cp, "console", "ada").await?;
+        b.goto(&format!("{}/console/gateways", cp.url)).await?;
+        // The Toca form: its fields, the admin port prefilled with 2020.
+        let port = b
+            .execute(
+                "return document.querySelector('#link-admin_port').value;",
+                vec![],
+            )
+            .await?;
+        assert_eq!(port, json!("2020"));
+        // A wrong field is shown beside the field, the other values kept, nothing linked.
+        b.fill("#link-name", "Bad Name!").await?;
+        b.fill("#link-jwt_secret", "s").await?;
+        b.fill("#link-api_token", "t").await?;
+        b.click("#link-form button[type=submit]").await?;
+        let err = b.wait_for("#link-name-error").await?.text().await.unwrap();
+        assert!(!err.is_empty());
+        let rows = b
+            .execute(
+                "return document.querySelectorAll('#gateways tr[data-gateway]').length;",
+                vec![],
+            )
+            .await?;
+        assert_eq!(
+            rows,
+            json!(1),
+            "the built-in gateway only: nothing was linked"
+        );
+        link_with_form(&b, &cp, &eu, "eu", "production").await?;
+        link_with_form(&b, &cp, &us, "us", "sandbox").await?;
+        b.goto(&format!("{}/console/gateways", cp.url)).await?;
+        let rows = b.text("#gateways").await?;
+        assert!(
+            rows.contains("production") && rows.contains("sandbox"),
+            "{rows}"
+        );
+        // The secrets given are never sent back.
+        let html = b.page_source().await?;
+        assert!(!html.contains(&eu.secret) && !html.contains(&eu.token));
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step("the gateway's node shows in sync, by itself", async {
+        b.goto(&format!("{}/console/gateways/eu", cp.url)).await?;
+        // The page was drawn before the node had its first snapshot (or just after):
+        // the table updates itself until the node reports the gateway's version.
+        b.wait_for_text("#nodes", "in_sync").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    // The API, with revision 1 on eu (through the admin API, as the CLI would).
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(json!({"name": "Pets", "version": "v1", "context": "/pets",
+                        "production_endpoints": [format!("http://{}", one.addr)],
+                        "sandbox_endpoints": [format!("http://{}", one.addr)]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = cp.api("POST", "/api/v1/apis/pets-v1/revisions", None).await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis/pets-v1/deployments",
+            Some(json!({"revision": 1, "gateways": ["eu"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let client = Client::new();
+    eventually_serves(&client, &eu.url("/pets/x"), "one").await;
+    // The API's endpoints change; revision 2 is made in the console.
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/apis/pets-v1", cp.url))
+        .bearer_auth(&cp.token)
+        .send()
+        .await
+        .unwrap();
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    let spec = json!({"name": "Pets", "version": "v1", "context": "/pets",
+                      "production_endpoints": [format!("http://{}", two.addr)],
+                      "sandbox_endpoints": [format!("http://{}", two.addr)]});
+    let (st, v) = cp
+        .api_with(
+            "PUT",
+            "/api/v1/apis/pets-v1",
+            Some(spec),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+
+    b.step(
+        "a publisher is not offered the link form and is refused when posting it",
+        async {
+            sign_out(&b).await?;
+            sign_in(&b, &cp, "console", "pat").await?;
+            b.goto(&format!("{}/console/gateways", cp.url)).await?;
+            b.wait_for("#gateways tr[data-gateway=eu]").await?;
+            assert!(
+                b.find("#link-form").await.is_err(),
+                "no link form for a publisher"
+            );
+            let status = post_from_page(
+                &b,
+                "/console/gateways/link",
+                json!({"name": "evil", "type": "production", "admin_port": "2020",
+                   "jwt_secret": "s", "api_token": "t"}),
+            )
+            .await?;
+            assert_eq!(status, 403);
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let (_, list) = cp.api("GET", "/api/v1/gateways", None).await;
+    assert!(
+        !list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "evil"),
+        "{list}"
+    );
+
+    b.step(
+        "the publisher makes revision 2 and deploys it to two gateways",
+        async {
+            b.goto(&format!("{}/console/apis/pets-v1", cp.url)).await?;
+            b.fill("#revision-note", "endpoints moved to two").await?;
+            b.click("#revision-form button[type=submit]").await?;
+            b.wait_for_text(".notice", "Revision 2 created").await?;
+            let revisions = b.text("#revisions").await?;
+            assert!(revisions.contains("endpoints moved to two"), "{revisions}");
+            // The dialog lists every gateway with its type; two are chosen.
+            b.click("#deploy-dialog summary").await?;
+            let dialog = b.text("#deploy-form").await?;
+            assert!(
+                dialog.contains("eu") && dialog.contains("production"),
+                "{dialog}"
+            );
+            assert!(
+                dialog.contains("us") && dialog.contains("sandbox"),
+                "{dialog}"
+            );
+            choose(&b, "#deploy-revision", "2").await?;
+            b.click("#deploy-eu").await?;
+            b.click("#deploy-us").await?;
+            b.click("#deploy-form button[type=submit]").await?;
+            b.wait_for_text(".notice", "Revision 2 deployed to eu, us")
+                .await?;
+            // Each gateway's row follows its nodes until all are at the new version.
+            b.wait_for_text("#deployments tr[data-gateway=eu] .nodes", "1 of 1 nodes")
+                .await?;
+            b.wait_for_text("#deployments tr[data-gateway=us] .nodes", "1 of 1 nodes")
+                .await?;
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    eventually_serves(&client, &eu.url("/pets/x"), "two").await;
+    eventually_serves(&client, &us.url("/pets/x"), "two").await;
+
+    b.step("undeploy from one gateway", async {
+        b.click("#deployments tr[data-gateway=us] button[type=submit]")
+            .await?;
+        b.wait_for_text(".notice", "Undeployed from us").await?;
+        assert!(b.find("#deployments tr[data-gateway=us]").await.is_err());
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.close().await;
+    eu.stop().await;
+    us.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server_with(
+        &root.path().join("data"),
+        free_port(),
+        free_port(),
+        None,
+        &["--portal-signup", "approval"],
+    )
+    .await;
+    let (mut prod, mut sandbox) = (
+        init_node(root.path(), "prod", &cp.url).await,
+        init_node(root.path(), "sandbox", &cp.url).await,
+    );
+    prod.start().await;
+    sandbox.start().await;
+    cp.link(&prod, "prod", "production", &[]).await;
+    cp.link(&sandbox, "sandbox", "sandbox", &[]).await;
+    // Gateways a subscriber may not see: one for partners only, one denying subscribers.
+    for g in [
+        json!({"name": "partners", "hosts": ["p.example"], "visibility": {"roles_allowed": ["partner"]}}),
+        json!({"name": "staff", "hosts": ["staff.example"], "visibility": {"roles_denied": ["subscriber"]}}),
+    ] {
+        let (st, v) = cp
+            .api("POST", "/api/v1/roles", Some(json!({"name": "partner"})))
+            .await;
+        assert!(st == 201 || st == 409, "{v}");
+        let (st, v) = cp.api("POST", "/api/v1/gateways", Some(g)).await;
+        assert_eq!(st, 201, "{v}");
+    }
+    user(&cp, "ada", &["admin"]).await;
+    let (live, test) = (Upstream::named("live").await, Upstream::named("test").await);
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(json!({"name": "Pets", "version": "v1", "context": "/pets", "auth": "any",
+                        "description": "Pets. <script>window.__xss = 1</script><img src=x onerror=\"window.__xss = 1\">",
+                        "production_endpoints": [format!("http://{}", live.addr)],
+                        "sandbox_endpoints": [format!("http://{}", test.addr)]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    cp.api("POST", "/api/v1/apis/pets-v1/revisions", None).await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis/pets-v1/deployments",
+            Some(json!({"revision": 1, "gateways": ["prod", "sandbox", "partners", "staff"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis/pets-v1/lifecycle",
+            Some(json!({"state": "published"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let b = Browser::start_named("portal-subscriber").await;
+
+    b.step("sign up, then wait for approval", async {
+        b.goto(&format!("{}/portal/signup", cp.url)).await?;
+        b.fill("#signup-name", "sam").await?;
+        b.fill("#signup-password", PASSWORD).await?;
+        b.click("#signup-form button[type=submit]").await?;
+        b.wait_for_text(".notice", "approv").await?;
+        // Not yet: the sign-in says why.
+        b.goto(&format!("{}/portal/login", cp.url)).await?;
+        b.fill("#name", "sam").await?;
+        b.fill("#password", PASSWORD).await?;
+        b.click("#signin-form button[type=submit]").await?;
+        b.wait_for_text(".error", "approv").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step("an admin approves in the console", async {
+        sign_in(&b, &cp, "console", "ada").await?;
+        b.goto(&format!("{}/console/users", cp.url)).await?;
+        b.wait_for_text("#users tr[data-user=sam]", "pending")
+            .await?;
+        b.click("#users tr[data-user=sam] button[type=submit]")
+            .await?;
+        b.wait_for_text(".notice", "Approved sam").await?;
+        sign_out(&b).await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step("the API page: one URL set per gateway the subscriber may see, no script run", async {
+        sign_in(&b, &cp, "portal", "sam").await?;
+        b.goto(&format!("{}/portal", cp.url)).await?;
+        b.click("#apis a[href='/portal/apis/pets-v1']").await?;
+        b.wait_for("#description").await?;
+        let shown: Vec<String> = serde_json::from_value(
+            b.execute(
+                "return [...document.querySelectorAll('section.gateway')].map(s => s.dataset.gateway);",
+                vec![],
+            )
+            .await?,
+        )
+        .unwrap();
+        assert_eq!(shown, ["prod", "sandbox"]);
+        let urls = b.text("section.gateway[data-gateway=sandbox]").await?;
+        assert!(urls.contains(&sandbox.url("/pets")), "{urls}");
+        // The description is text, not markup.
+        assert!(b.text("#description").await?.contains("<script>"));
+        assert!(!b.js_marker("__xss").await?, "a script in the description ran");
+        assert_eq!(b.alert().await?, None);
+        // No application yet: the Try Out says to make one.
+        assert!(b.find("#tryout").await.is_err());
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    let key = b
+        .step(
+            "an application, a subscription and a key shown once",
+            async {
+                b.goto(&format!("{}/portal/applications", cp.url)).await?;
+                b.fill("#application-name", "sams-app").await?;
+                b.click("#application-form button[type=submit]").await?;
+                b.wait_for_text("h1", "sams-app").await?;
+                choose(&b, "#subscribe-api", "pets-v1").await?;
+                b.click("#subscribe-form button[type=submit]").await?;
+                b.wait_for_text("#subscriptions", "pets-v1").await?;
+                choose(&b, "#key-type", "sandbox").await?;
+                b.click("#key-form button[type=submit]").await?;
+                let key = b.wait_for("#secret-value").await?.text().await.unwrap();
+                assert!(!key.is_empty());
+                // Shown once: the page opened again has its hint only.
+                b.goto(&format!("{}/portal/applications/sams-app", cp.url))
+                    .await?;
+                b.wait_for_text("#keys", "sandbox").await?;
+                assert!(b.find("#secret-value").await.is_err());
+                assert!(!b.page_source().await?.contains(&key));
+                Ok(key)
+            },
+        )
+        .await
+        .unwrap();
+    // The key works on the sandbox gateway, where the sandbox endpoints answer.
+    let client = Client::new();
+    let mut answer = String::new();
+    for _ in 0..600 {
+        let mut req = portico_testkit::client::get(&sandbox.url("/pets/x"));
+        req.headers_mut().insert("apikey", key.parse().unwrap());
+        let r = client.send(req).await.unwrap();
+        answer = format!("{} {}", r.status, r.text());
+        if r.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer, "200 OK test");
+
+    b.step("Try Out through the sandbox gateway", async {
+        b.goto(&format!("{}/portal/apis/pets-v1", cp.url)).await?;
+        b.wait_for("#tryout").await?;
+        let gateways = options(&b, "#tryout-gateway").await?;
+        assert_eq!(gateways, [prod.url("/pets"), sandbox.url("/pets")]);
+        assert_eq!(options(&b, "#tryout-application").await?, ["sams-app"]);
+        choose(&b, "#tryout-gateway", &sandbox.url("/pets")).await?;
+        b.fill("#tryout-path", "/x").await?;
+        b.click("#tryout-send").await?;
+        b.wait_for_text("#tryout-status", "200").await?;
+        assert_eq!(b.text("#tryout-body-out").await?, "test");
+        // Production, through the other gateway.
+        choose(&b, "#tryout-gateway", &prod.url("/pets")).await?;
+        b.click("#tryout-send").await?;
+        b.wait_for_text("#tryout-body-out", "live").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.close().await;
+    prod.stop().await;
+    sandbox.stop().await;
+}
