@@ -68,6 +68,8 @@ pub struct Config {
     pub portal_origin: Option<String>,
     /// Who may sign up in the developer portal.
     pub portal_signup: Signup,
+    /// A sign-in session unused this long ends (it ends 12 h after sign-in in any case).
+    pub session_idle: Duration,
 }
 
 /// Who may sign up in the developer portal.
@@ -109,6 +111,7 @@ impl Default for Config {
             node_limits: store::NodeLimits::default(),
             portal_signup: Signup::default(),
             portal_origin: None,
+            session_idle: Duration::from_secs(3600),
         }
     }
 }

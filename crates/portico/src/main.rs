@@ -42,7 +42,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane with its built-in gateway `default`.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run, check or set up a gateway node.
     #[command(subcommand)]
     Gateway(GatewayCommand),
@@ -325,6 +325,10 @@ struct ServerArgs {
     /// the console) or closed.
     #[arg(long, env = "PORTICO_PORTAL_SIGNUP", default_value = "approval")]
     portal_signup: portico_control::Signup,
+    /// A console or portal session unused this long ends (e.g. `30m`); every session ends
+    /// 12 h after sign-in in any case.
+    #[arg(long, env = "PORTICO_SESSION_IDLE", default_value = "1h")]
+    session_idle: portico_model::Duration,
     /// Share the built-in gateway's rate limits through this Redis.
     #[arg(long, env = "PORTICO_RATE_LIMIT_REDIS")]
     rate_limit_redis: Option<String>,
@@ -761,6 +765,7 @@ fn client(a: &ClientArgs) -> anyhow::Result<cli::Client> {
 async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
     match command {
         Command::Server(a) => {
+            let a = *a;
             server_cmd::run(server_cmd::ServerOptions {
                 data_dir: a.data_dir.clone(),
                 listen: a.listen,
@@ -775,6 +780,7 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
                 },
                 rate_limit_redis: a.rate_limit_redis,
                 portal_signup: a.portal_signup,
+                session_idle: a.session_idle.get(),
                 drain_timeout: a.drain_timeout,
                 portal_origin: a.portal_origin,
                 access_log: portico_model::AccessLog {

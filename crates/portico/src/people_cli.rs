@@ -35,6 +35,13 @@ pub enum UsersCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Set a user's password (admins: anyone's; yourself: with your current one in
+    /// PORTICO_CURRENT_PASSWORD). The new one is read from PORTICO_USER_PASSWORD or standard
+    /// input. Every session of the user ends.
+    SetPassword {
+        /// Name.
+        name: String,
+    },
     /// Replace a user's roles.
     SetRoles {
         /// Name.
@@ -195,6 +202,22 @@ pub async fn users(c: &Client, cmd: UsersCommand) -> anyhow::Result<()> {
                     gone.join(", ")
                 ));
             }
+        }
+        U::SetPassword { name } => {
+            let password = password()?;
+            let current = std::env::var("PORTICO_CURRENT_PASSWORD").ok();
+            let (_, v) = c
+                .call(
+                    Method::PUT,
+                    &format!("/api/v1/users/{}/password", encode(&name)),
+                    Some(&json!({"password": password, "current_password": current})),
+                    None,
+                )
+                .await?;
+            c.done(format!(
+                "Changed the password of `{name}`; {} session(s) ended.",
+                v["sessions_ended"]
+            ));
         }
         U::SetRoles { name, roles } => {
             let roles = names(&[roles]);

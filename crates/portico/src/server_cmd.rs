@@ -34,6 +34,8 @@ pub struct ServerOptions {
     pub node_limits: portico_control::NodeLimits,
     /// Who may sign up in the developer portal.
     pub portal_signup: portico_control::Signup,
+    /// A session unused this long ends.
+    pub session_idle: Duration,
     /// Redis for shared rate limits.
     pub rate_limit_redis: Option<String>,
     /// How long in-flight requests of the built-in gateway may run after SIGTERM.
@@ -101,6 +103,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         node_offline_after: opts.node_offline_after,
         node_limits: opts.node_limits,
         portal_signup: opts.portal_signup,
+        session_idle: opts.session_idle,
         tls: opts.tls.clone(),
         acme: opts.acme.is_some(),
         portal_origin: opts.portal_origin.clone(),

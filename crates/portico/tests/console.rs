@@ -4,7 +4,8 @@
 //! posting it anyway, then deploys a revision to two gateways with the deploy dialog and
 //! watches the nodes reach it; a subscriber signs up, is approved, sees one set of URLs per
 //! gateway their role may see, makes an application, subscribes, gets a key shown once and
-//! tries the API through the sandbox gateway; a script in an API's description never runs.
+//! tries the API through the sandbox gateway, then changes their password, which ends their
+//! session; a script in an API's description never runs.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failures
 
@@ -502,6 +503,26 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
         choose(&b, "#tryout-gateway", &prod.url("/pets")).await?;
         b.click("#tryout-send").await?;
         b.wait_for_text("#tryout-body-out", "live").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step("changing the password ends the session", async {
+        b.click("#whoami a").await?;
+        b.wait_for_text("h1", "Your account").await?;
+        b.fill("#current_password", "not my password").await?;
+        b.fill("#new_password", "an even longer passphrase").await?;
+        b.click("#password-form button[type=submit]").await?;
+        b.wait_for_text("#current_password-error", "current password")
+            .await?;
+        b.fill("#current_password", PASSWORD).await?;
+        b.fill("#new_password", "an even longer passphrase").await?;
+        b.click("#password-form button[type=submit]").await?;
+        b.wait_for("#signin-form").await?;
+        // Signed out everywhere: the applications ask for a sign-in again.
+        b.goto(&format!("{}/portal/applications", cp.url)).await?;
+        b.wait_for("#signin-form").await?;
         Ok(())
     })
     .await

@@ -1193,3 +1193,118 @@ async fn a_newcomer_signs_in_with_the_cli() {
     let out = cli(vec!["services", "list"], &alice_cfg).output().unwrap();
     assert!(!out.status.success());
 }
+
+/// Signs `name` in with `password`: (status, session token).
+async fn login_as(cp: &ControlPlane, name: &str, password: &str) -> (u16, String) {
+    let (st, v) = call(
+        cp,
+        None,
+        "POST",
+        "/api/v1/auth/login",
+        Some(json!({"name": name, "password": password})),
+    )
+    .await;
+    (st, v["token"].as_str().unwrap_or_default().to_owned())
+}
+
+async fn whoami(cp: &ControlPlane, token: &str) -> u16 {
+    call(cp, Some(token), "GET", "/api/v1/auth/whoami", None)
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn a_password_change_ends_every_session_and_idle_sessions_end() {
+    let dir = TempDir::new().unwrap();
+    let cp = start_server_with(
+        dir.path(),
+        free_port(),
+        free_port(),
+        None,
+        &["--session-idle", "4s"],
+    )
+    .await;
+    let first = user(&cp, "alice", &["publisher"]).await;
+    let (_, second) = login_as(&cp, "alice", PASSWORD).await;
+    let bob = user(&cp, "bob", &["subscriber"]).await;
+    let (st, v) = call(
+        &cp,
+        Some(&first),
+        "POST",
+        "/api/v1/users/alice/tokens",
+        Some(json!({"name": "ci"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let pat = v["token"].as_str().unwrap().to_owned();
+    let path = "/api/v1/users/alice/password";
+    let new = "a much better passphrase";
+    // Your own: the current password is required, and must be right.
+    let (st, v) = call(
+        &cp,
+        Some(&first),
+        "PUT",
+        path,
+        Some(json!({"password": new})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["fields"][0]["path"].as_str()),
+        (422, Some("current_password")),
+        "{v}"
+    );
+    let wrong = json!({"password": new, "current_password": "not the password"});
+    let (st, v) = call(&cp, Some(&first), "PUT", path, Some(wrong)).await;
+    assert_eq!(st, 403, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("current password"),
+        "{v}"
+    );
+    let short = json!({"password": "short", "current_password": PASSWORD});
+    let (st, v) = call(&cp, Some(&first), "PUT", path, Some(short)).await;
+    assert_eq!(
+        (st, v["fields"][0]["path"].as_str()),
+        (422, Some("password")),
+        "{v}"
+    );
+    // Someone else's: admins only.
+    let (st, v) = call(&cp, Some(&bob), "PUT", path, Some(json!({"password": new}))).await;
+    assert_eq!(st, 403, "{v}");
+    let (st, v) = call(
+        &cp,
+        Some(&first),
+        "PUT",
+        path,
+        Some(json!({"password": new, "current_password": PASSWORD})),
+    )
+    .await;
+    assert_eq!((st, &v["sessions_ended"]), (200, &json!(2)), "{v}");
+    // Both sessions are over; the personal token stays; only the new password signs in.
+    assert_eq!(whoami(&cp, &first).await, 401);
+    assert_eq!(whoami(&cp, &second).await, 401);
+    assert_eq!(whoami(&cp, &pat).await, 200);
+    assert_eq!(login_as(&cp, "alice", PASSWORD).await.0, 401);
+    let (st, third) = login_as(&cp, "alice", new).await;
+    assert_eq!(st, 200);
+    // An admin needs no current password, and ends the user's sessions too.
+    let (st, v) = cp
+        .api("PUT", path, Some(json!({"password": PASSWORD})))
+        .await;
+    assert_eq!((st, &v["sessions_ended"]), (200, &json!(1)), "{v}");
+    assert_eq!(whoami(&cp, &third).await, 401);
+    let audit = cp.cli_ok(&["audit", "--kind", "user"]).await;
+    assert!(audit.contains("set_password"), "{audit}");
+    assert!(!audit.contains(new) && !cp.process.output().contains(new));
+
+    // A session in use stays; one left alone past the idle limit (4 s here) ends. (The
+    // limit is checked at each use; a personal token has no idle limit.)
+    let (_, busy) = login_as(&cp, "alice", PASSWORD).await;
+    let (_, idle) = login_as(&cp, "alice", PASSWORD).await;
+    for _ in 0..20 {
+        assert_eq!(whoami(&cp, &busy).await, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert_eq!(whoami(&cp, &idle).await, 401, "idle for 6 s");
+    assert_eq!(whoami(&cp, &busy).await, 200);
+    assert_eq!(whoami(&cp, &pat).await, 200);
+}

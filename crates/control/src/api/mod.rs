@@ -55,7 +55,7 @@ use apis::targets_with_versions;
 use kind::missing_tiers;
 pub(crate) use kind::{api_tier_refs, service_problems, tier_problems};
 pub(crate) use oauth::constant_time_eq;
-pub(crate) use people::{SESSION_SECONDS, sign_in, start_session};
+pub(crate) use people::{SESSION_SECONDS, set_password, sign_in, start_session};
 use sync::gateway_auth;
 
 /// The whole HTTP surface of the control plane.
@@ -261,7 +261,11 @@ impl Who {
 async fn authenticate(State(st): St, mut req: Request, next: Next) -> Response {
     let caller = match bearer(req.headers()) {
         None => None,
-        Some(token) => match st.store.token_holder(&secrets::hash(token)).await {
+        Some(token) => match st
+            .store
+            .token_holder(&secrets::hash(token), st.config.session_idle)
+            .await
+        {
             Ok(Some(h)) => Some(Caller {
                 name: h.name,
                 roles: h.roles,

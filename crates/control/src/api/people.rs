@@ -9,6 +9,8 @@ use crate::store::AuditFilter;
 
 /// How long a sign-in session lasts.
 pub(crate) const SESSION_SECONDS: i64 = 12 * 3600;
+/// The longest password taken (Argon2 hashes what it is given: no unbounded work).
+const MAX_PASSWORD: usize = 4096;
 /// The longest a personal access token may live when it expires at all (two years).
 const MAX_TOKEN_SECONDS: i64 = 2 * 366 * 24 * 3600;
 
@@ -35,6 +37,10 @@ pub(super) fn tokens() -> R {
         .route(
             "/users/{name}/tokens/{id}",
             axum::routing::delete(revoke_token),
+        )
+        .route(
+            "/users/{name}/password",
+            axum::routing::put(change_password),
         )
         .route("/auth/whoami", get(whoami))
         .route("/auth/logout", post(logout))
@@ -201,8 +207,11 @@ async fn create_user(State(st): St, JsonBody(bytes): JsonBody) -> Res {
             format!("1 to {} characters without spaces or `/`", limits::NAME),
         ));
     }
-    if req.password.chars().count() < 12 {
-        fields.push(FieldError::new("password", "use at least 12 characters"));
+    if !(12..=MAX_PASSWORD).contains(&req.password.chars().count()) {
+        fields.push(FieldError::new(
+            "password",
+            format!("use 12 to {MAX_PASSWORD} characters"),
+        ));
     }
     if !fields.is_empty() {
         return Err(Error::Invalid(fields));
@@ -214,6 +223,86 @@ async fn create_user(State(st): St, JsonBody(bytes): JsonBody) -> Res {
         .map_err(|e| Error::Internal(e.to_string()))??;
     let u = st.store.create_user(&req.name, &hash, &roles).await?;
     Ok((StatusCode::CREATED, axum::Json(to_value(&u))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordRequest {
+    /// The password now: required when users change their own.
+    #[serde(default)]
+    current_password: Option<String>,
+    password: String,
+}
+
+/// `PUT /users/{name}/password`: users change their own (giving the current one, checked
+/// with sign-in's back-off), admins anyone's. Every session of the user ends.
+async fn change_password(
+    State(st): St,
+    who: Who,
+    ext: axum::http::Extensions,
+    Path(name): Path<String>,
+    JsonBody(bytes): JsonBody,
+) -> Res {
+    let req: PasswordRequest = body(&bytes)?;
+    let caller = who.signed_in()?;
+    let addr = ext
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let ended = set_password(
+        &st,
+        caller,
+        &name,
+        req.current_password.as_deref(),
+        &req.password,
+        addr,
+    )
+    .await?;
+    ok(json!({ "name": name, "sessions_ended": ended }))
+}
+
+/// Changes `name`'s password as `caller` may (see [`change_password`]): how many sessions
+/// ended. The console's account page does the same.
+pub(crate) async fn set_password(
+    st: &ControlPlane,
+    caller: &access::Caller,
+    name: &str,
+    current: Option<&str>,
+    password: &str,
+    addr: Option<IpAddr>,
+) -> Result<u64, Error> {
+    if !(12..=MAX_PASSWORD).contains(&password.chars().count()) {
+        return Err(Error::Invalid(vec![FieldError::new(
+            "password",
+            format!("use 12 to {MAX_PASSWORD} characters"),
+        )]));
+    }
+    if caller.is_user(name) {
+        let Some(current) = current.filter(|c| !c.is_empty()) else {
+            return Err(Error::Invalid(vec![FieldError::new(
+                "current_password",
+                "give your current password to change it",
+            )]));
+        };
+        match sign_in(st, name, current, addr).await {
+            Ok(_) => {}
+            Err(Error::Unauthorized(_)) => {
+                return Err(Error::Forbidden("the current password is wrong".into()));
+            }
+            Err(e) => return Err(e),
+        }
+    } else if !caller.is_admin() {
+        return Err(Error::Forbidden(format!(
+            "only `{}` may change another user's password",
+            access::ADMIN
+        )));
+    }
+    let password = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || crate::tokens::hash_password(&password))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let ended = st.store.set_password(name, &hash).await?;
+    tracing::info!(user = %name, sessions_ended = ended, "password changed");
+    Ok(ended)
 }
 
 #[derive(Debug, Deserialize)]

@@ -566,9 +566,38 @@ impl Store {
         Ok(())
     }
 
+    /// Sets a user's password (already hashed) and ends every sign-in session they have, in
+    /// one transaction: answers how many sessions ended. Personal access tokens stay.
+    pub async fn set_password(&self, name: &str, password_hash: &str) -> Result<u64, Error> {
+        let mut tx = self.write().await?;
+        tx.event("set_password", KindId::User, name);
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE name_key = $2")
+            .bind(password_hash)
+            .bind(key(name))
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found(KindId::User, name));
+        }
+        let ended = sqlx::query(
+            "DELETE FROM user_tokens WHERE kind = 'session' \
+             AND user_id = (SELECT id FROM users WHERE name_key = $1)",
+        )
+        .bind(key(name))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(ended)
+    }
+
     /// Who holds a token (by its hash): the admin token, or a user's unexpired token or
-    /// session. Marks it used (to the minute).
-    pub async fn token_holder(&self, hash: &str) -> Result<Option<TokenHolder>, Error> {
+    /// session (a session unused for `session_idle` has ended). Marks it used.
+    pub async fn token_holder(
+        &self,
+        hash: &str,
+        session_idle: std::time::Duration,
+    ) -> Result<Option<TokenHolder>, Error> {
         let admin: Option<(i64, String)> =
             sqlx::query_as("SELECT id, name FROM admin_tokens WHERE token_hash = $1")
                 .bind(hash)
@@ -583,8 +612,9 @@ impl Store {
             }));
         }
         let t = now();
-        let row: Option<(String, String, String, String, Option<i64>)> = sqlx::query_as(
-            "SELECT t.id, t.kind, u.name, u.roles, t.last_used_at FROM user_tokens t \
+        let row: Option<(String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT t.id, t.kind, u.name, u.roles, COALESCE(t.last_used_at, t.created_at) \
+             FROM user_tokens t \
              JOIN users u ON u.id = t.user_id \
              WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2) \
              AND u.status = 'active'",
@@ -596,7 +626,15 @@ impl Store {
         let Some((id, kind, name, roles, last_used)) = row else {
             return Ok(None);
         };
-        if last_used.is_none_or(|l| l < t - 60) {
+        let idle = i64::try_from(session_idle.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        if kind == "session" && last_used < t.saturating_sub(idle) {
+            // Unused too long: as good as signed out.
+            return Ok(None);
+        }
+        // Marked to the minute (or finer, for an idle limit under two minutes).
+        if last_used < t - (idle / 2).clamp(0, 60) {
             let _w = self.write.lock().await;
             sqlx::query("UPDATE user_tokens SET last_used_at = $1 WHERE id = $2")
                 .bind(t)

@@ -42,6 +42,8 @@ pub fn router() -> Router<Arc<ControlPlane>> {
         .route("/console/logout", post(logout))
         .route("/portal/logout", post(logout))
         .route("/portal/login", get(login_page).post(login))
+        .route("/console/account", get(account).post(change_password))
+        .route("/portal/account", get(account).post(change_password))
         .merge(console::routes())
         .merge(portal::routes())
         .route("/static/portico.css", get(css))
@@ -152,7 +154,10 @@ impl Viewer {
         let Some(secret) = cookie(headers, SESSION) else {
             return Ok(Self::anonymous(portal));
         };
-        let holder = st.store.token_holder(&secrets::hash(secret)).await?;
+        let holder = st
+            .store
+            .token_holder(&secrets::hash(secret), st.config.session_idle)
+            .await?;
         let caller = holder.filter(|h| h.via == Via::Session).map(|h| Caller {
             name: h.name,
             roles: h.roles,
@@ -552,4 +557,99 @@ async fn logout(State(st): St, v: Viewer, Form(f): Form<CsrfForm>) -> Response {
     let mut resp = Redirect::to(v.nav().signin).into_response();
     set_cookie(&mut resp, SESSION, "", 0, st.config.tls.is_some());
     resp
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    nav: Nav,
+    action: &'static str,
+    name: String,
+    roles: String,
+    error: Option<String>,
+    current_error: Option<String>,
+    password_error: Option<String>,
+}
+
+/// The signed-in viewer's account page (`error`: why the last change was refused).
+fn account_page(v: &Viewer, error: Option<Error>) -> Response {
+    let Some(c) = &v.caller else {
+        return Redirect::to(v.nav().signin).into_response();
+    };
+    let status = error.as_ref().map_or(StatusCode::OK, Error::status);
+    let (mut general, mut current_error, mut password_error) = (None, None, None);
+    match error {
+        Some(Error::Invalid(fields)) => {
+            for f in fields {
+                let slot = if f.path == "current_password" {
+                    &mut current_error
+                } else {
+                    &mut password_error
+                };
+                *slot = Some(f.message.clone());
+            }
+        }
+        Some(Error::Forbidden(m)) if m.contains("current password") => current_error = Some(m),
+        Some(e) => general = Some(e.to_string()),
+        None => {}
+    }
+    page(
+        status,
+        &AccountPage {
+            nav: v.nav(),
+            action: if v.portal {
+                "/portal/account"
+            } else {
+                "/console/account"
+            },
+            name: c.name.clone(),
+            roles: c.roles.join(", "),
+            error: general,
+            current_error,
+            password_error,
+        },
+    )
+}
+
+async fn account(v: Viewer) -> Response {
+    account_page(&v, None)
+}
+
+/// Changing one's own password: every session ends, so the next page is the sign-in.
+async fn change_password(
+    State(st): St,
+    v: Viewer,
+    ext: axum::http::Extensions,
+    f: Fields,
+) -> Response {
+    let Some(c) = &v.caller else {
+        return Redirect::to(v.nav().signin).into_response();
+    };
+    if let Err(e) = v.check_csrf(f.get("csrf")) {
+        return v.denied(e);
+    }
+    let addr = ext
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let done = crate::store::ACTOR
+        .scope(
+            c.actor(),
+            crate::api::set_password(
+                &st,
+                c,
+                &c.name,
+                Some(f.get("current_password")),
+                f.get("password"),
+                addr,
+            ),
+        )
+        .await;
+    match done {
+        Ok(_) => {
+            let mut resp = Redirect::to(v.nav().signin).into_response();
+            set_cookie(&mut resp, SESSION, "", 0, st.config.tls.is_some());
+            resp
+        }
+        Err(e) => account_page(&v, Some(e)),
+    }
 }
