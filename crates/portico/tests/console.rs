@@ -179,6 +179,10 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
         // The secrets given are never sent back.
         let html = b.page_source().await?;
         assert!(!html.contains(&eu.secret) && !html.contains(&eu.token));
+        // The audit log names who linked them.
+        b.click("nav a[href='/console/audit']").await?;
+        let log = b.wait_for_text("#list", "user:ada").await?;
+        assert!(log.contains("gateway") && log.contains("eu"), "{log}");
         Ok(())
     })
     .await
@@ -189,6 +193,8 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
         // The page was drawn before the node had its first snapshot (or just after):
         // the table updates itself until the node reports the gateway's version.
         b.wait_for_text("#nodes", "in_sync").await?;
+        // Kept for the README and for whoever reads a failed run.
+        b.screenshot("gateway-in-sync").await?;
         Ok(())
     })
     .await
@@ -257,6 +263,19 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
             )
             .await?;
             assert_eq!(status, 403);
+            // Admin-only sections are not offered, and refused when asked for.
+            let nav = b.text("header nav").await?;
+            assert!(nav.contains("APIs") && nav.contains("Services"), "{nav}");
+            for admin_only in ["Users", "Roles", "Audit"] {
+                assert!(!nav.contains(admin_only), "{admin_only} offered: {nav}");
+            }
+            let status = b
+                .execute(
+                    "return fetch('/console/audit').then(r => r.status);",
+                    vec![],
+                )
+                .await?;
+            assert_eq!(status, json!(403));
             Ok(())
         },
     )
@@ -281,6 +300,23 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
             b.wait_for_text(".notice", "Revision 2 created").await?;
             let revisions = b.text("#revisions").await?;
             assert!(revisions.contains("endpoints moved to two"), "{revisions}");
+            // Who made each: revision 1 the admin token, revision 2 this publisher.
+            assert_eq!(b.text("#revisions tr[data-revision='2'] .by").await?, "pat");
+            // The two revisions compared: the endpoint that changed, and nothing else.
+            b.click("#diff-form button[type=submit]").await?;
+            b.wait_for("#diff").await?;
+            let removed = b.text("#diff .del").await?;
+            let added = b.text("#diff .add").await?;
+            assert!(removed.contains(&one.addr.to_string()), "{removed}");
+            assert!(added.contains(&two.addr.to_string()), "{added}");
+            let changed = b
+                .execute(
+                    "return document.querySelectorAll('#diff .add, #diff .del').length;",
+                    vec![],
+                )
+                .await?;
+            assert_eq!(changed, json!(4), "two endpoints lists, one line each way");
+            b.goto(&format!("{}/console/apis/pets-v1", cp.url)).await?;
             // The dialog lists every gateway with its type; two are chosen.
             b.click("#deploy-dialog summary").await?;
             let dialog = b.text("#deploy-form").await?;
@@ -295,6 +331,7 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
             choose(&b, "#deploy-revision", "2").await?;
             b.click("#deploy-eu").await?;
             b.click("#deploy-us").await?;
+            b.screenshot("deploy-dialog").await?;
             b.click("#deploy-form button[type=submit]").await?;
             b.wait_for_text(".notice", "Revision 2 deployed to eu, us")
                 .await?;
@@ -498,6 +535,7 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
         b.fill("#tryout-path", "/x").await?;
         b.click("#tryout-send").await?;
         b.wait_for_text("#tryout-status", "200").await?;
+        b.screenshot("try-out").await?;
         assert_eq!(b.text("#tryout-body-out").await?, "test");
         // Production, through the other gateway.
         choose(&b, "#tryout-gateway", &prod.url("/pets")).await?;

@@ -165,13 +165,15 @@ impl Store {
         let number = numbers.last().copied().unwrap_or(0) + 1;
         let t = now();
         sqlx::query(
-            "INSERT INTO revisions (api_id, number, spec, note, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO revisions (api_id, number, spec, note, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(api_id)
         .bind(number)
         .bind(&spec)
         .bind(note)
         .bind(t)
+        .bind(super::write::actor())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -185,14 +187,15 @@ impl Store {
     pub async fn revisions(&self, id: &str) -> Result<Vec<RevisionRecord>, Error> {
         let mut conn = self.pool.acquire().await?;
         let api_id = api_row_id(&mut conn, id).await?;
-        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
-            "SELECT number, spec, note, created_at FROM revisions WHERE api_id = $1 ORDER BY number DESC",
+        let rows: Vec<(i64, String, String, i64, String)> = sqlx::query_as(
+            "SELECT number, spec, note, created_at, created_by FROM revisions WHERE api_id = $1 \
+             ORDER BY number DESC",
         )
         .bind(api_id)
         .fetch_all(&mut *conn)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
-        for (number, spec, note, created_at) in rows {
+        for (number, spec, note, created_at, created_by) in rows {
             out.push(RevisionRecord {
                 api: key(id),
                 number: number as u32,
@@ -200,6 +203,7 @@ impl Store {
                 spec: from_json(&spec)?,
                 deployed_on: deployed_gateway_names(&mut conn, api_id, Some(number)).await?,
                 created_at,
+                created_by,
             });
         }
         Ok(out)

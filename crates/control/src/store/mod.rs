@@ -122,6 +122,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "portal sign-ups",
         include_str!("../../migrations/sqlite/0013_user_status.sql"),
     ),
+    (
+        14,
+        "revision authors",
+        include_str!("../../migrations/sqlite/0014_revision_author.sql"),
+    ),
 ];
 
 /// How many nodes a gateway may have, and when a silent one is forgotten.
@@ -268,6 +273,8 @@ pub struct RevisionRecord {
     pub deployed_on: Vec<String>,
     /// Unix seconds.
     pub created_at: i64,
+    /// Who made it, as the audit log names them (empty for revisions older than this field).
+    pub created_by: String,
 }
 
 /// Revision R of an API on gateway G.

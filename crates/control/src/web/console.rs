@@ -25,6 +25,7 @@ pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
         .route("/console/apis", get(apis))
         .route("/console/apis/{id}", get(api))
         .route("/console/apis/{id}/deployments", get(api_deployments))
+        .route("/console/apis/{id}/diff", get(diff))
         .route("/console/apis/{id}/{action}", post(api_write))
         .route("/console/users", get(users))
         .route("/console/users/{name}/approve", post(approve))
@@ -467,6 +468,8 @@ struct RevisionRow {
     number: u32,
     note: String,
     deployed_on: Vec<String>,
+    /// Who made it, without the audit log's `user:` prefix.
+    by: String,
 }
 
 /// A deployment on the API's page: where, which revision, how its nodes are.
@@ -553,6 +556,11 @@ async fn api_page(
                     number: r.number,
                     note: r.note,
                     deployed_on: r.deployed_on,
+                    by: r
+                        .created_by
+                        .strip_prefix("user:")
+                        .unwrap_or(&r.created_by)
+                        .to_owned(),
                 })
                 .collect(),
             gateways: gateways.iter().map(gateway_row).collect(),
@@ -733,5 +741,108 @@ async fn approve(
     match as_viewer(&v, st.store.approve_user(&name)).await {
         Ok(u) => users_page(&st, &v, Some(format!("Approved {}.", u.name))).await,
         Err(e) => error_page(v.nav(), e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/diff.html")]
+struct DiffPage {
+    nav: Nav,
+    id: String,
+    from: u32,
+    to: u32,
+    /// Each line of the two definitions: `' '` both, `'-'` only in `from`, `'+'` only in `to`.
+    lines: Vec<(char, String)>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DiffQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// Two revisions of an API side by side: their frozen definitions as JSON, line by line.
+async fn diff(
+    State(st): St,
+    v: Viewer,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<DiffQuery>,
+) -> Response {
+    if let Err(r) = v.require(KindId::Api, Action::Read) {
+        return *r;
+    }
+    let number = |name: &str, raw: Option<&str>| {
+        raw.unwrap_or_default()
+            .parse::<u32>()
+            .map_err(|_| Error::BadRequest(format!("{name}: choose a revision number to compare")))
+    };
+    let built = async {
+        let (from, to) = (
+            number("from", q.from.as_deref())?,
+            number("to", q.to.as_deref())?,
+        );
+        let (a, b) = (
+            st.store.revision(&id, from).await?,
+            st.store.revision(&id, to).await?,
+        );
+        let text = |spec: &portico_model::ApiSpec| {
+            serde_json::to_string_pretty(spec).map_err(|e| Error::Internal(e.to_string()))
+        };
+        Ok::<_, Error>(DiffPage {
+            nav: v.nav(),
+            id: id.clone(),
+            from,
+            to,
+            lines: line_diff(&text(&a.spec)?, &text(&b.spec)?),
+        })
+    }
+    .await;
+    match built {
+        Ok(p) => page(StatusCode::OK, &p),
+        Err(e) => error_page(v.nav(), e),
+    }
+}
+
+/// A line diff by longest common subsequence (definitions are a few hundred lines at most).
+fn line_diff(a: &str, b: &str) -> Vec<(char, String)> {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    // common[i][j]: the longest common subsequence of a[i..] and b[j..].
+    let mut common = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            common[i][j] = if a[i] == b[j] {
+                common[i + 1][j + 1] + 1
+            } else {
+                common[i + 1][j].max(common[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::with_capacity(a.len().max(b.len())));
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out.push((' ', a[i].to_owned()));
+            (i, j) = (i + 1, j + 1);
+        } else if j < b.len() && (i == a.len() || common[i][j + 1] >= common[i + 1][j]) {
+            out.push(('+', b[j].to_owned()));
+            j += 1;
+        } else {
+            out.push(('-', a[i].to_owned()));
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_diff;
+
+    #[test]
+    fn a_line_diff_keeps_what_is_common_and_marks_the_rest() {
+        let d = line_diff("a\nb\nc\nd", "a\nc\nx\nd");
+        let shown: Vec<String> = d.iter().map(|(m, l)| format!("{m}{l}")).collect();
+        assert_eq!(shown, [" a", "-b", " c", "+x", " d"]);
+        assert!(line_diff("", "").is_empty());
+        assert_eq!(line_diff("a", ""), [('-', "a".to_owned())]);
     }
 }

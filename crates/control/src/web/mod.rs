@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::{ControlPlane, secrets};
 
 mod console;
+mod lists;
 mod portal;
 
 type St = State<Arc<ControlPlane>>;
@@ -45,6 +46,7 @@ pub fn router() -> Router<Arc<ControlPlane>> {
         .route("/console/account", get(account).post(change_password))
         .route("/portal/account", get(account).post(change_password))
         .merge(console::routes())
+        .merge(lists::routes())
         .merge(portal::routes())
         .route("/static/portico.css", get(css))
         .route("/static/portico.js", get(js))
@@ -280,7 +282,14 @@ impl Nav {
         for (kind, href, label) in [
             (KindId::Gateway, "/console/gateways", "Gateways"),
             (KindId::Api, "/console/apis", "APIs"),
+            (KindId::Service, "/console/services", "Services"),
+            (KindId::App, "/console/apps", "Apps"),
+            (KindId::Certificate, "/console/certificates", "Certificates"),
+            (KindId::Consumer, "/console/consumers", "Consumers"),
+            (KindId::Tier, "/console/tiers", "Tiers"),
             (KindId::User, "/console/users", "Users"),
+            (KindId::Role, "/console/roles", "Roles"),
+            (KindId::Audit, "/console/audit", "Audit"),
         ] {
             if v.may(kind, Action::Read) {
                 links.push((href, label));

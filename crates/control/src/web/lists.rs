@@ -1,0 +1,300 @@
+//! The console's lists of the other kinds (services, routes, consumers, tiers, apps, roles,
+//! certificates, the audit log): one page drawn from the same calls as the API's lists,
+//! with each kind's columns declared once, paged like the API.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::Value;
+
+use super::{Nav, St, Viewer, error_page, page};
+use crate::access::{Action, KindId};
+use crate::api::kind::{Apps, Kind, Spec};
+use crate::error::Error;
+use crate::page::{Page, PageQuery};
+
+/// The list pages.
+pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
+    axum::Router::new()
+        .route(
+            "/console/services",
+            get(kind_page::<Spec<portico_model::Service>>),
+        )
+        .route(
+            "/console/routes",
+            get(kind_page::<Spec<portico_model::RouteSpec>>),
+        )
+        .route(
+            "/console/consumers",
+            get(kind_page::<Spec<portico_model::ConsumerSpec>>),
+        )
+        .route(
+            "/console/tiers",
+            get(kind_page::<Spec<portico_model::Tier>>),
+        )
+        .route("/console/apps", get(kind_page::<Apps>))
+        .route("/console/roles", get(roles))
+        .route("/console/certificates", get(certificates))
+        .route("/console/audit", get(audit))
+}
+
+/// A list's heading, where it is, and its columns: header and JSON pointer into an item as
+/// the API shows it.
+struct Columns {
+    title: &'static str,
+    path: &'static str,
+    empty: &'static str,
+    columns: &'static [(&'static str, &'static str)],
+}
+
+/// Each kind's list, declared once.
+fn columns(kind: KindId) -> Option<Columns> {
+    let c = |title, path, empty, columns| {
+        Some(Columns {
+            title,
+            path,
+            empty,
+            columns,
+        })
+    };
+    match kind {
+        KindId::Service => c(
+            "Services",
+            "/console/services",
+            "No service yet: `portico services create`.",
+            &[
+                ("Name", "/spec/name"),
+                ("Endpoints", "/spec/endpoints"),
+                ("Balancing", "/spec/load_balancing"),
+                ("Version", "/version"),
+            ],
+        ),
+        KindId::Route => c(
+            "Routes",
+            "/console/routes",
+            "No route yet: `portico routes create`.",
+            &[
+                ("Name", "/spec/name"),
+                ("Gateway", "/spec/gateway"),
+                ("Match", "/spec/match"),
+                ("Service", "/spec/service"),
+                ("Version", "/version"),
+            ],
+        ),
+        KindId::Consumer => c(
+            "Consumers",
+            "/console/consumers",
+            "No consumer yet: subscribers make applications in the portal.",
+            &[
+                ("Name", "/spec/name"),
+                ("Owner", "/spec/owner"),
+                ("Tier", "/spec/tier"),
+                ("Blocked", "/spec/blocked"),
+            ],
+        ),
+        KindId::Tier => c(
+            "Tiers",
+            "/console/tiers",
+            "No tier yet: `portico tiers create NAME --limit N`.",
+            &[
+                ("Name", "/spec/name"),
+                ("Limit", "/spec/limit"),
+                ("Per", "/spec/per"),
+                ("Burst", "/spec/burst"),
+            ],
+        ),
+        KindId::App => c(
+            "Apps",
+            "/console/apps",
+            "No app yet: `portico apps create`.",
+            &[
+                ("Slug", "/slug"),
+                ("Name", "/spec/name"),
+                ("Versions", "/versions"),
+                ("Deployments", "/deployments"),
+            ],
+        ),
+        KindId::Role => c(
+            "Roles",
+            "/console/roles",
+            "",
+            &[
+                ("Name", "/name"),
+                ("Description", "/description"),
+                ("Built in", "/builtin"),
+            ],
+        ),
+        KindId::Certificate => c(
+            "Certificates",
+            "/console/certificates",
+            "No certificate uploaded: `portico certificates upload`.",
+            &[
+                ("Name", "/name"),
+                ("Hosts", "/hosts"),
+                ("Expires", "/not_after"),
+            ],
+        ),
+        KindId::Audit => c(
+            "Audit log",
+            "/console/audit",
+            "Nothing changed yet.",
+            &[
+                ("When", "/at"),
+                ("Who", "/actor"),
+                ("Did", "/action"),
+                ("Kind", "/kind"),
+                ("Object", "/object"),
+                ("Version", "/after_version"),
+            ],
+        ),
+        _ => None,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/list.html")]
+struct ListPage {
+    nav: Nav,
+    title: &'static str,
+    empty: &'static str,
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+    next: Option<String>,
+    path: &'static str,
+}
+
+/// A cell: text as is, numbers and flags written out, lists joined, objects as compact JSON;
+/// times (`at`, `not_after`, `created_at`) as UTC.
+fn cell(pointer: &str, v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) if pointer.ends_with("/at") || pointer.ends_with("not_after") => {
+            n.as_i64().map_or_else(|| n.to_string(), utc)
+        }
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| cell("", Some(x)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Some(Value::Bool(b)) => if *b { "yes" } else { "no" }.into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Unix seconds as `2026-01-02 03:04:05 UTC`.
+fn utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Draws `kind`'s list from an API-shaped answer (`{items, next}`).
+fn list_page(v: &Viewer, kind: KindId, answer: &Value) -> Response {
+    let Some(c) = columns(kind) else {
+        return error_page(v.nav(), Error::NotFound("no such list".into()));
+    };
+    let rows = answer["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| {
+            c.columns
+                .iter()
+                .map(|(_, p)| cell(p, item.pointer(p)))
+                .collect()
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        &ListPage {
+            nav: v.nav(),
+            title: c.title,
+            empty: c.empty,
+            headers: c.columns.iter().map(|(h, _)| *h).collect(),
+            rows,
+            next: answer["next"].as_str().map(str::to_owned),
+            path: c.path,
+        },
+    )
+}
+
+/// The one check, then the list.
+async fn listed(
+    v: &Viewer,
+    kind: KindId,
+    answer: impl std::future::Future<Output = Result<Value, Error>>,
+) -> Response {
+    if let Err(r) = v.require(kind, Action::Read) {
+        return *r;
+    }
+    match answer.await {
+        Ok(a) => list_page(v, kind, &a),
+        Err(e) => error_page(v.nav(), e),
+    }
+}
+
+fn json<T: serde::Serialize>(t: &T) -> Value {
+    serde_json::to_value(t).unwrap_or_default()
+}
+
+async fn kind_page<K: Kind>(State(st): St, v: Viewer, Query(q): Query<PageQuery>) -> Response {
+    let answer = async {
+        let page = Page::from_query(&q)?;
+        let items = K::list(&st, &page).await?;
+        Ok(page.answer(
+            items
+                .iter()
+                .map(|r| (crate::store::Keyed::key(r), json(r)))
+                .collect(),
+        ))
+    };
+    listed(&v, K::KIND, answer).await
+}
+
+async fn roles(State(st): St, v: Viewer, Query(q): Query<PageQuery>) -> Response {
+    let answer = async {
+        let page = Page::from_query(&q)?;
+        let roles = st.store.roles().await?;
+        Ok(page.of(roles, |r| r.name.to_ascii_lowercase(), json))
+    };
+    listed(&v, KindId::Role, answer).await
+}
+
+async fn certificates(State(st): St, v: Viewer, Query(q): Query<PageQuery>) -> Response {
+    let answer = async {
+        let page = Page::from_query(&q)?;
+        let certs = st.store.certificates().await?;
+        Ok(page.of(certs, |c| c.name.clone(), json))
+    };
+    listed(&v, KindId::Certificate, answer).await
+}
+
+async fn audit(State(st): St, v: Viewer, Query(q): Query<PageQuery>) -> Response {
+    let answer = async {
+        let page = Page::from_query(&q)?;
+        let rows = st
+            .store
+            .audit(&crate::store::AuditFilter::default(), &page)
+            .await?;
+        Ok(page.answer(rows.iter().map(|(k, r)| (k.clone(), json(r))).collect()))
+    };
+    listed(&v, KindId::Audit, answer).await
+}
