@@ -137,6 +137,14 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
     user(&cp, "ada", &["admin"]).await;
     user(&cp, "pat", &["publisher"]).await;
     let (one, two) = (Upstream::named("one").await, Upstream::named("two").await);
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/services",
+            Some(json!({"name": "backend", "endpoints": ["127.0.0.1:9"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
     let b = Browser::start_named("console-deploy").await;
 
     b.step("admin links two gateways with the form", async {
@@ -276,6 +284,10 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
                 )
                 .await?;
             assert_eq!(status, json!(403));
+            // Lists of other kinds, drawn like the API's: a service with its endpoint.
+            b.click("nav a[href='/console/services']").await?;
+            let services = b.wait_for_text("#list", "backend").await?;
+            assert!(services.contains("127.0.0.1:9"), "{services}");
             Ok(())
         },
     )

@@ -66,6 +66,7 @@ fn columns(kind: KindId) -> Option<Columns> {
             "No service yet: `portico services create`.",
             &[
                 ("Name", "/spec/name"),
+                ("Protocol", "/spec/protocol"),
                 ("Endpoints", "/spec/endpoints"),
                 ("Balancing", "/spec/load_balancing"),
                 ("Version", "/version"),
@@ -77,9 +78,8 @@ fn columns(kind: KindId) -> Option<Columns> {
             "No route yet: `portico routes create`.",
             &[
                 ("Name", "/spec/name"),
-                ("Gateway", "/spec/gateway"),
-                ("Match", "/spec/match"),
-                ("Service", "/spec/service"),
+                ("Gateways", "/spec/gateways"),
+                ("Matches", "/spec/route/matches"),
                 ("Version", "/version"),
             ],
         ),
@@ -110,10 +110,10 @@ fn columns(kind: KindId) -> Option<Columns> {
             "/console/apps",
             "No app yet: `portico apps create`.",
             &[
-                ("Slug", "/slug"),
+                ("Slug", "/spec/slug"),
                 ("Name", "/spec/name"),
-                ("Versions", "/versions"),
-                ("Deployments", "/deployments"),
+                ("Description", "/spec/description"),
+                ("Version", "/version"),
             ],
         ),
         KindId::Role => c(
@@ -180,6 +180,11 @@ fn cell(pointer: &str, v: Option<&Value>) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         Some(Value::Bool(b)) => if *b { "yes" } else { "no" }.into(),
+        // An endpoint or a named thing by its address or name; anything else as JSON.
+        Some(Value::Object(o)) => ["address", "name"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_str))
+            .map_or_else(|| Value::Object(o.clone()).to_string(), str::to_owned),
         Some(other) => other.to_string(),
     }
 }
