@@ -304,6 +304,80 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
     );
 
     b.step(
+        "the publisher creates an API with the form, errors shown beside their fields",
+        async {
+            b.goto(&format!("{}/console/apis", cp.url)).await?;
+            b.click("#new-api").await?;
+            b.fill("#api-name", "Orders").await?;
+            b.fill("#api-version", "v1").await?;
+            b.fill("#api-context", "orders").await?;
+            b.fill("#api-production_endpoints", "not a url").await?;
+            b.click("#api-form button[type=submit]").await?;
+            b.wait_for("#api-context-error").await?;
+            b.wait_for("#api-production_endpoints-error").await?;
+            assert!(
+                b.find("#api-name-error").await.is_err(),
+                "the name was right"
+            );
+            // What was typed is kept.
+            let kept = b
+                .execute("return document.querySelector('#api-name').value;", vec![])
+                .await?;
+            assert_eq!(kept, json!("Orders"));
+            b.fill("#api-context", "/orders").await?;
+            b.fill("#api-production_endpoints", &format!("http://{}", one.addr))
+                .await?;
+            b.click("#api-form button[type=submit]").await?;
+            b.wait_for_text("h1", "Orders").await?;
+            // Edited: the description changes, the rest stays.
+            b.click("#edit-api").await?;
+            b.fill("#api-description", "Orders, by customer.").await?;
+            b.click("#api-form button[type=submit]").await?;
+            b.wait_for_text("h1", "Orders").await?;
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let (_, orders) = cp.api("GET", "/api/v1/apis/orders-v1", None).await;
+    assert_eq!(
+        orders["spec"]["description"], "Orders, by customer.",
+        "{orders}"
+    );
+    assert_eq!(orders["spec"]["context"], "/orders", "{orders}");
+    assert_eq!(orders["version"], 2, "{orders}");
+
+    b.step("an edit made meanwhile is not overwritten", async {
+        b.goto(&format!("{}/console/apis/orders-v1/edit", cp.url))
+            .await?;
+        b.wait_for("#api-form").await?;
+        let (st, v) = cp
+            .api_with(
+                "PUT",
+                "/api/v1/apis/orders-v1",
+                Some(
+                    json!({"name": "Orders", "version": "v1", "context": "/orders",
+                            "description": "changed meanwhile",
+                            "production_endpoints": [format!("http://{}", one.addr)]}),
+                ),
+                &[("if-match", "\"2\"")],
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        b.fill("#api-description", "from the stale form").await?;
+        b.click("#api-form button[type=submit]").await?;
+        b.wait_for(".error").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let (_, orders) = cp.api("GET", "/api/v1/apis/orders-v1", None).await;
+    assert_eq!(
+        orders["spec"]["description"], "changed meanwhile",
+        "{orders}"
+    );
+
+    b.step(
         "the publisher makes revision 2 and deploys it to two gateways",
         async {
             b.goto(&format!("{}/console/apis/pets-v1", cp.url)).await?;

@@ -127,6 +127,23 @@ async fn checked<K: Kind>(st: &ControlPlane, bytes: &Bytes) -> Result<K::Spec, E
     }
 }
 
+/// Checks a definition as the API does, then creates it (`key` none) or replaces the one
+/// at `key` if it is still at version `expected`: the console's forms save through this.
+pub(crate) async fn save<K: Kind>(
+    st: &ControlPlane,
+    key: Option<(&str, i64)>,
+    spec: &K::Spec,
+) -> Result<K::Record, Error> {
+    let fields = K::check(st, spec).await?;
+    if !fields.is_empty() {
+        return Err(Error::Invalid(fields));
+    }
+    match key {
+        None => K::create(st, spec).await,
+        Some((key, expected)) => K::update(st, key, spec, expected).await,
+    }
+}
+
 async fn create<K: Kind>(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let spec = checked::<K>(&st, &bytes).await?;
     let r = K::create(&st, &spec).await?;

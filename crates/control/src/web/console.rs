@@ -407,7 +407,7 @@ async fn gateway_nodes(
 }
 
 /// Runs a write as the page's viewer: the audit log names them.
-async fn as_viewer<T>(v: &Viewer, f: impl std::future::Future<Output = T>) -> T {
+pub(super) async fn as_viewer<T>(v: &Viewer, f: impl std::future::Future<Output = T>) -> T {
     let actor = v
         .caller
         .as_ref()
@@ -429,6 +429,7 @@ struct ApiRow {
 struct ApisPage {
     nav: Nav,
     apis: Vec<ApiRow>,
+    can_write: bool,
 }
 
 fn lifecycle_name(l: portico_model::Lifecycle) -> String {
@@ -457,6 +458,7 @@ async fn apis(State(st): St, v: Viewer) -> Response {
                         lifecycle: lifecycle_name(a.lifecycle),
                     })
                     .collect(),
+                can_write: v.may(KindId::Api, Action::Write),
             },
         ),
         Err(e) => error_page(v.nav(), e),

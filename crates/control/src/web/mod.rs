@@ -21,6 +21,7 @@ use crate::access::{self, Action, Caller, KindId, Via};
 use crate::error::Error;
 use crate::{ControlPlane, secrets};
 
+mod api_form;
 mod console;
 mod lists;
 mod portal;
@@ -47,6 +48,7 @@ pub fn router() -> Router<Arc<ControlPlane>> {
         .route("/portal/account", get(account).post(change_password))
         .merge(console::routes())
         .merge(lists::routes())
+        .merge(api_form::routes())
         .merge(portal::routes())
         .route("/static/portico.css", get(css))
         .route("/static/portico.js", get(js))
