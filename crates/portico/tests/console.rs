@@ -610,6 +610,44 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(answer, "200 OK test");
+    let sandbox_get = |key: String| {
+        let url = sandbox.url("/pets/x");
+        async move {
+            let mut req = portico_testkit::client::get(&url);
+            req.headers_mut().insert("apikey", key.parse().unwrap());
+            Client::new().send(req).await.unwrap().status.as_u16()
+        }
+    };
+
+    let new_key = b
+        .step(
+            "regenerating the key: a new one shown once, the old one stops",
+            async {
+                b.goto(&format!("{}/portal/applications/sams-app", cp.url))
+                    .await?;
+                b.click("#keys button.regenerate").await?;
+                let new_key = b.wait_for("#secret-value").await?.text().await.unwrap();
+                assert_ne!(new_key, key);
+                b.wait_for_text(".notice", "no longer works").await?;
+                let keys = b.text("#keys").await?;
+                assert!(keys.contains("revoked"), "{keys}");
+                Ok(new_key)
+            },
+        )
+        .await
+        .unwrap();
+    let mut last = (0, 0);
+    for _ in 0..600 {
+        last = (
+            sandbox_get(key.clone()).await,
+            sandbox_get(new_key.clone()).await,
+        );
+        if last == (401, 200) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(last, (401, 200), "old key refused, new key served");
 
     b.step("Try Out through the sandbox gateway", async {
         b.goto(&format!("{}/portal/apis/pets-v1", cp.url)).await?;

@@ -809,6 +809,39 @@ async fn the_portal_shows_each_caller_what_its_roles_allow() {
     .await;
     assert_eq!(st, 201, "{v}");
     assert!(v["key"].as_str().unwrap().len() > 20);
+    // Regenerated: a new key shown once, the old one revoked in the same change; only the
+    // owner may, and only an active key.
+    let old = v["id"].as_str().unwrap().to_owned();
+    let regenerate = format!("/api/v1/portal/applications/sams-app/keys/{old}/regenerate");
+    let (st, _) = call(&cp, Some(&partner), "POST", &regenerate, None).await;
+    assert_eq!(st, 404, "not the partner's application");
+    let (st, r) = call(&cp, Some(&subscriber), "POST", &regenerate, None).await;
+    assert_eq!(
+        (st, r["replaces"].as_str()),
+        (201, Some(old.as_str())),
+        "{r}"
+    );
+    assert!(r["key"].as_str().unwrap().starts_with("pk_") && r["id"] != old.as_str());
+    let (st, _) = call(&cp, Some(&subscriber), "POST", &regenerate, None).await;
+    assert_eq!(st, 404, "the old key is revoked");
+    let (_, keys) = call(
+        &cp,
+        Some(&subscriber),
+        "GET",
+        "/api/v1/portal/applications/sams-app/keys",
+        None,
+    )
+    .await;
+    let revoked: Vec<(&str, bool)> = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].as_str().unwrap(), !k["revoked_at"].is_null()))
+        .collect();
+    assert_eq!(revoked.len(), 2, "{keys}");
+    for (id, is_revoked) in revoked {
+        assert_eq!(is_revoked, id == old, "{keys}");
+    }
     let (st, v) = call(
         &cp,
         Some(&subscriber),

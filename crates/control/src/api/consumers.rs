@@ -84,7 +84,6 @@ pub(crate) async fn issue_key(
     name: &str,
     req: KeyRequest,
 ) -> Result<Value, Error> {
-    use crate::store::{CredentialKind, NewCredential};
     if req.expires_in_days == Some(0) {
         return Err(Error::Invalid(vec![FieldError::new(
             "expires_in_days",
@@ -92,7 +91,20 @@ pub(crate) async fn issue_key(
         )]));
     }
     let expires_at = req.expires_in_days.map(|d| now() + i64::from(d) * 86_400);
-    let (id, secret, mut out) = match req.kind {
+    let (new, out) = new_credential(name, req.kind, req.key_type, expires_at);
+    st.store.add_credential(name, &new).await?;
+    Ok(out)
+}
+
+/// A new secret of `kind`: what is stored (its hash) and what is shown once.
+fn new_credential(
+    consumer: &str,
+    kind: crate::store::CredentialKind,
+    key_type: portico_model::KeyType,
+    expires_at: Option<i64>,
+) -> (crate::store::NewCredential, Value) {
+    use crate::store::CredentialKind;
+    let (id, secret, mut out) = match kind {
         CredentialKind::ApiKey => {
             let key = secrets::generate("pk_");
             let id = format!("key_{}", &secrets::hash(&key)[..12]);
@@ -106,24 +118,47 @@ pub(crate) async fn issue_key(
             (client_id, secret, out)
         }
     };
-    st.store
-        .add_credential(
-            name,
-            &NewCredential {
-                id,
-                kind: req.kind,
-                key_type: req.key_type,
-                secret_hash: secrets::hash(&secret),
-                hint: secret.chars().take(8).collect(),
-                expires_at,
-            },
-        )
-        .await?;
-    out["consumer"] = json!(name);
-    out["type"] = json!(req.key_type.as_str());
+    out["consumer"] = json!(consumer);
+    out["type"] = json!(key_type.as_str());
     out["expires_at"] = json!(expires_at);
     out["message"] = json!("shown once: store it now; only its hash is kept");
+    let new = crate::store::NewCredential {
+        id,
+        kind,
+        key_type,
+        secret_hash: secrets::hash(&secret),
+        hint: secret.chars().take(8).collect(),
+        expires_at,
+    };
+    (new, out)
+}
+
+/// Replaces an active key or client secret by a new one of the same kind, type and expiry:
+/// the old one stops working as the new one starts. The new secret is shown once.
+pub(crate) async fn regenerate(st: &ControlPlane, name: &str, id: &str) -> Result<Value, Error> {
+    let old = st
+        .store
+        .credentials(name)
+        .await?
+        .into_iter()
+        .find(|c| c.id == id && c.revoked_at.is_none())
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "consumer `{name}` has no active credential `{id}`: list them with `portico keys list {name}`"
+            ))
+        })?;
+    let (new, mut out) = new_credential(name, old.kind, old.key_type, old.expires_at);
+    st.store.replace_credential(name, id, &new).await?;
+    out["replaces"] = json!(id);
     Ok(out)
+}
+
+pub(super) async fn regenerate_key(State(st): St, Path((name, id)): Path<(String, String)>) -> Res {
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(regenerate(&st, &name, &id).await?),
+    )
+        .into_response())
 }
 
 pub(super) async fn revoke_key(State(st): St, Path((name, id)): Path<(String, String)>) -> Res {

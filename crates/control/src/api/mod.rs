@@ -106,6 +106,10 @@ pub fn router(state: Arc<ControlPlane>) -> Router {
             "/consumers/{name}/keys/{id}",
             axum::routing::delete(consumers::revoke_key),
         )
+        .route(
+            "/consumers/{name}/keys/{id}/regenerate",
+            post(consumers::regenerate_key),
+        )
         .route("/consumers/{name}/token", post(oauth::test_token));
     let apps = R::new()
         .route(

@@ -28,6 +28,10 @@ pub(super) fn routes() -> R {
             axum::routing::delete(revoke_key),
         )
         .route(
+            "/portal/applications/{name}/keys/{id}/regenerate",
+            post(regenerate_key),
+        )
+        .route(
             "/portal/applications/{name}/subscriptions",
             get(list_subscriptions).post(subscribe),
         )
@@ -199,6 +203,11 @@ async fn create_key(State(st): St, who: Who, Path(name): Path<String>, json: Jso
 async fn revoke_key(State(st): St, who: Who, Path((name, id)): Path<(String, String)>) -> Res {
     own_application(&st, &who, &name).await?;
     consumers::revoke_key(State(st), Path((name, id))).await
+}
+
+async fn regenerate_key(State(st): St, who: Who, Path((name, id)): Path<(String, String)>) -> Res {
+    own_application(&st, &who, &name).await?;
+    consumers::regenerate_key(State(st), Path((name, id))).await
 }
 
 async fn list_subscriptions(

@@ -342,6 +342,53 @@ impl Store {
         tx.commit().await
     }
 
+    /// Replaces an active credential by a new one of the same kind, type and expiry, in one
+    /// transaction: the old one is revoked as the new one is added.
+    pub async fn replace_credential(
+        &self,
+        consumer: &str,
+        old: &str,
+        new: &NewCredential,
+    ) -> Result<Moved, Error> {
+        let mut tx = self.write().await?;
+        tx.event(
+            "regenerate_credential",
+            KindId::Consumer,
+            &format!("{consumer} key {old} as {}", new.id),
+        );
+        let cid = consumer_id(&mut tx, consumer).await?;
+        let done = sqlx::query(
+            "UPDATE credentials SET revoked_at = $1 WHERE id = $2 AND consumer_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(old)
+        .bind(cid)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!(
+                "consumer `{consumer}` has no active credential `{old}`: list them with `portico keys list {consumer}` (GET /api/v1/consumers/{consumer}/keys)"
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO credentials (id, consumer_id, kind, key_type, secret_hash, hint, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&new.id)
+        .bind(cid)
+        .bind(new.kind.as_str())
+        .bind(new.key_type.as_str())
+        .bind(&new.secret_hash)
+        .bind(&new.hint)
+        .bind(now())
+        .bind(new.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        let gws = consumer_gateways(&mut tx, cid).await?;
+        tx.recompile(&gws).await?;
+        tx.commit().await
+    }
+
     /// Revokes a credential: API keys leave the snapshots, clients get no new tokens.
     pub async fn revoke_credential(&self, consumer: &str, id: &str) -> Result<Moved, Error> {
         let mut tx = self.write().await?;

@@ -493,19 +493,20 @@ async fn application_write(
                         }))
                         .map_err(|_| Error::BadRequest("choose a type and a kind of key".into()))?;
                     let out = crate::api::consumers::issue_key(st, name, req).await?;
-                    let secret = out["key"].as_str().map(str::to_owned).or_else(|| {
-                        Some(format!(
-                            "client id {} · secret {}",
-                            out["client_id"].as_str()?,
-                            out["client_secret"].as_str()?
-                        ))
-                    });
-                    Ok((secret, "Made a new key.".into()))
+                    Ok((shown_once(&out), "Made a new key.".into()))
                 }
                 "revoke" => {
                     let id = f.get("id");
                     st.store.revoke_credential(name, id).await?;
                     Ok((None, format!("Revoked {id}.")))
+                }
+                "regenerate" => {
+                    let id = f.get("id");
+                    let out = crate::api::consumers::regenerate(st, name, id).await?;
+                    Ok((
+                        shown_once(&out),
+                        format!("Replaced {id}: it no longer works."),
+                    ))
                 }
                 other => Err(Error::NotFound(format!(
                     "no action `{other}` on an application's page"
@@ -578,3 +579,14 @@ async fn tryout_token(
 
 /// How long a try-out token lasts.
 const TRYOUT_SECONDS: i64 = 300;
+
+/// What a new key or client shows once: the key, or the client id and secret.
+fn shown_once(out: &serde_json::Value) -> Option<String> {
+    out["key"].as_str().map(str::to_owned).or_else(|| {
+        Some(format!(
+            "client id {} · secret {}",
+            out["client_id"].as_str()?,
+            out["client_secret"].as_str()?
+        ))
+    })
+}
