@@ -39,6 +39,7 @@ fn apis(n: usize) -> Vec<(String, ApiSpec)> {
                 ip: None,
                 visibility: Default::default(),
                 visible_roles: vec![],
+                subscription_tiers: vec![],
             };
             (spec.id(), spec)
         })

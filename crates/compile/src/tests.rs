@@ -20,6 +20,7 @@ fn api(name: &str, context: &str) -> ApiSpec {
         ip: None,
         visibility: Default::default(),
         visible_roles: vec![],
+        subscription_tiers: vec![],
     }
 }
 

@@ -180,6 +180,11 @@ pub struct ApiSpec {
     /// Roles that see a `restricted` API.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub visible_roles: Vec<String>,
+    /// The tiers (plans) a subscriber may choose when subscribing in the developer portal;
+    /// empty: none to choose, and a subscription is limited by the API's or the consumer's
+    /// tier as an admin set them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscription_tiers: Vec<String>,
 }
 
 /// Who sees an API in the developer portal.
@@ -471,6 +476,15 @@ impl ApiSpec {
         for (i, r) in self.visible_roles.iter().enumerate() {
             name_rule(r, &format!("visible_roles[{i}]"), &mut errors);
         }
+        if self.subscription_tiers.len() > 100 {
+            errors.push(FieldError::new(
+                "subscription_tiers",
+                "offer at most 100 tiers",
+            ));
+        }
+        for (i, t) in self.subscription_tiers.iter().enumerate() {
+            name_rule(t, &format!("subscription_tiers[{i}]"), &mut errors);
+        }
         if self.production_endpoints.is_empty() {
             errors.push(FieldError::new(
                 "production_endpoints",
@@ -691,6 +705,7 @@ mod tests {
             ip: None,
             visibility: Default::default(),
             visible_roles: vec![],
+            subscription_tiers: vec![],
         };
         let Err(Error::Invalid(errs)) = api.validate() else {
             panic!("expected errors")

@@ -481,6 +481,14 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
         assert_eq!(st, 201, "{v}");
     }
     user(&cp, "ada", &["admin"]).await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/tiers",
+            Some(json!({"name": "bronze", "limit": 100000})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
     let (live, test) = (Upstream::named("live").await, Upstream::named("test").await);
     let (st, v) = cp
         .api(
@@ -489,7 +497,8 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
             Some(json!({"name": "Pets", "version": "v1", "context": "/pets", "auth": "any",
                         "description": "Pets. <script>window.__xss = 1</script><img src=x onerror=\"window.__xss = 1\">",
                         "production_endpoints": [format!("http://{}", live.addr)],
-                        "sandbox_endpoints": [format!("http://{}", test.addr)]})),
+                        "sandbox_endpoints": [format!("http://{}", test.addr)],
+                        "subscription_tiers": ["bronze"]})),
         )
         .await;
     assert_eq!(st, 201, "{v}");
@@ -579,8 +588,11 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
                 b.click("#application-form button[type=submit]").await?;
                 b.wait_for_text("h1", "sams-app").await?;
                 choose(&b, "#subscribe-api", "pets-v1").await?;
+                // On one of the tiers the API offers.
+                choose(&b, "#subscribe-tier", "bronze").await?;
                 b.click("#subscribe-form button[type=submit]").await?;
-                b.wait_for_text("#subscriptions", "pets-v1").await?;
+                b.wait_for_text("#subscriptions", "pets-v1 (tier bronze)")
+                    .await?;
                 choose(&b, "#key-type", "sandbox").await?;
                 b.click("#key-form button[type=submit]").await?;
                 let key = b.wait_for("#secret-value").await?.text().await.unwrap();

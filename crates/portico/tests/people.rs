@@ -1341,3 +1341,113 @@ async fn a_password_change_ends_every_session_and_idle_sessions_end() {
     assert_eq!(whoami(&cp, &busy).await, 200);
     assert_eq!(whoami(&cp, &pat).await, 200);
 }
+
+#[tokio::test]
+async fn a_subscriber_chooses_only_a_tier_the_api_offers() {
+    let (_dir, cp) = start().await;
+    for t in ["bronze", "gold"] {
+        let (st, v) = cp
+            .api(
+                "POST",
+                "/api/v1/tiers",
+                Some(json!({"name": t, "limit": 10})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    // An API may offer only tiers that exist.
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(json!({"name": "bad", "version": "v1", "context": "/bad",
+                        "production_endpoints": ["http://127.0.0.1:9"],
+                        "subscription_tiers": ["platinum"]})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["fields"][0]["path"].as_str()),
+        (422, Some("subscription_tiers[0]")),
+        "{v}"
+    );
+    api(
+        &cp,
+        "pets",
+        json!({"subscription_tiers": ["bronze"]}),
+        &["default"],
+        "published",
+    )
+    .await;
+    api(&cp, "plain", json!({}), &["default"], "published").await;
+    let sam = user(&cp, "sam", &["subscriber"]).await;
+    let (st, v) = call(
+        &cp,
+        Some(&sam),
+        "POST",
+        "/api/v1/portal/applications",
+        Some(json!({"name": "sams-app"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let subscribe = "/api/v1/portal/applications/sams-app/subscriptions";
+    // The portal shows what each API offers.
+    let (_, shown) = call(&cp, Some(&sam), "GET", "/api/v1/portal/apis/pets-v1", None).await;
+    assert_eq!(shown["tiers"], json!(["bronze"]), "{shown}");
+    // A plan the API does not offer is refused, naming what it offers.
+    let (st, v) = call(
+        &cp,
+        Some(&sam),
+        "POST",
+        subscribe,
+        Some(json!({"api": "pets-v1", "tier": "gold"})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["fields"][0]["path"].as_str()),
+        (422, Some("tier")),
+        "{v}"
+    );
+    assert!(
+        v["fields"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bronze"),
+        "{v}"
+    );
+    let (st, v) = call(
+        &cp,
+        Some(&sam),
+        "POST",
+        subscribe,
+        Some(json!({"api": "plain-v1", "tier": "gold"})),
+    )
+    .await;
+    assert_eq!(st, 422, "an API that offers none: {v}");
+    let (st, v) = call(
+        &cp,
+        Some(&sam),
+        "POST",
+        subscribe,
+        Some(json!({"api": "pets-v1", "tier": "bronze"})),
+    )
+    .await;
+    assert_eq!((st, &v["tier"]), (201, &json!("bronze")), "{v}");
+    let (_, subs) = call(&cp, Some(&sam), "GET", subscribe, None).await;
+    assert_eq!(subs["items"][0]["tier"], "bronze", "{subs}");
+    // Without a tier: the API's or the consumer's limits, as before.
+    let (st, v) = call(
+        &cp,
+        Some(&sam),
+        "POST",
+        subscribe,
+        Some(json!({"api": "plain-v1"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    // A tier an API offers cannot be deleted from under it.
+    cp.api("DELETE", "/api/v1/portal/applications/sams-app", None)
+        .await;
+    let (st, v) = cp.api("DELETE", "/api/v1/tiers/bronze", None).await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("pets-v1"), "{v}");
+}

@@ -343,6 +343,15 @@ impl Kind for Apis {
     async fn check(st: &ControlPlane, spec: &ApiSpec) -> Result<Vec<FieldError>, Error> {
         let mut fields = own(spec.validate());
         fields.extend(missing_tiers(st, &api_tier_refs(spec)).await?);
+        let offered: Vec<(String, Option<String>)> = spec
+            .subscription_tiers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("subscription_tiers[{i}]"), Some(t.clone())))
+            .collect();
+        let offered: Vec<(String, &Option<String>)> =
+            offered.iter().map(|(p, t)| (p.clone(), t)).collect();
+        fields.extend(missing_tiers(st, &offered).await?);
         fields.extend(
             st.store
                 .unknown_roles(&spec.visible_roles, "visible_roles")

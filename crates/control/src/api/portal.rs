@@ -64,6 +64,7 @@ pub(crate) async fn shown_api(
         "lifecycle": a.lifecycle,
         "auth": a.spec.auth,
         "operations": a.spec.operations,
+        "tiers": a.spec.subscription_tiers,
         "gateways": gateways,
         "try_out": try_out,
     }))
@@ -224,6 +225,9 @@ async fn list_subscriptions(
 #[serde(deny_unknown_fields)]
 struct PortalSubscribe {
     api: String,
+    /// One of the API's `subscription_tiers`.
+    #[serde(default)]
+    tier: Option<String>,
 }
 
 async fn subscribe(
@@ -234,11 +238,17 @@ async fn subscribe(
 ) -> Res {
     own_application(&st, &who, &name).await?;
     let req: PortalSubscribe = body(&bytes)?;
-    visible_api(&st, Viewer::new(who.0.as_ref()), &req.api).await?;
-    st.store.subscribe(&name, &req.api, None).await?;
+    let tier = offered_tier(
+        &st,
+        Viewer::new(who.0.as_ref()),
+        &req.api,
+        req.tier.as_deref(),
+    )
+    .await?;
+    st.store.subscribe(&name, &req.api, tier.as_deref()).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({ "application": name, "api": req.api })),
+        axum::Json(json!({ "application": name, "api": req.api, "tier": tier })),
     )
         .into_response())
 }
@@ -246,4 +256,38 @@ async fn subscribe(
 async fn unsubscribe(State(st): St, who: Who, Path((name, api)): Path<(String, String)>) -> Res {
     own_application(&st, &who, &name).await?;
     consumers::unsubscribe(State(st), Path((name, api))).await
+}
+
+/// Checks a subscription's tier against what the API offers subscribers (its
+/// `subscription_tiers`): a subscriber never picks a plan the API does not offer. Answers
+/// the tier to store (none when none was asked for).
+pub(crate) async fn offered_tier(
+    st: &ControlPlane,
+    viewer: Viewer<'_>,
+    api: &str,
+    tier: Option<&str>,
+) -> Result<Option<String>, Error> {
+    let a = visible_api(st, viewer, api).await?;
+    let Some(t) = tier.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    match a
+        .spec
+        .subscription_tiers
+        .iter()
+        .find(|o| o.eq_ignore_ascii_case(t))
+    {
+        Some(o) => Ok(Some(o.clone())),
+        None if a.spec.subscription_tiers.is_empty() => Err(Error::Invalid(vec![FieldError::new(
+            "tier",
+            format!("`{api}` offers no tiers to choose: subscribe without one"),
+        )])),
+        None => Err(Error::Invalid(vec![FieldError::new(
+            "tier",
+            format!(
+                "`{api}` offers the tiers {}: choose one of them",
+                a.spec.subscription_tiers.join(", ")
+            ),
+        )])),
+    }
 }

@@ -261,6 +261,29 @@ impl SpecKind for Tier {
                 "tier `{name}` is used by consumers or subscriptions: move them to another tier first"
             )));
         }
+        // APIs that limit with it or offer it to subscribers.
+        let apis: Vec<(String, String)> = sqlx::query_as("SELECT api_key, spec FROM apis")
+            .fetch_all(&mut *conn)
+            .await?;
+        let named: Vec<String> = apis
+            .iter()
+            .filter(|(_, s)| {
+                from_json::<portico_model::ApiSpec>(s).is_ok_and(|a| {
+                    a.tier
+                        .iter()
+                        .chain(a.operations.iter().filter_map(|o| o.tier.as_ref()))
+                        .chain(&a.subscription_tiers)
+                        .any(|t| key(t) == key(name))
+                })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !named.is_empty() {
+            return Err(Error::Conflict(format!(
+                "tier `{name}` is named by the APIs {}: change them first",
+                named.join(", ")
+            )));
+        }
         Ok(())
     }
 

@@ -79,6 +79,12 @@ const SHOWN: &[(&str, &str, &str, &str)] = &[
     ),
     ("auth", "Authentication", "auth", ""),
     ("tier", "Tier", "text", "a rate-limit tier's name, or empty"),
+    (
+        "subscription_tiers",
+        "Tiers offered to subscribers",
+        "list",
+        "comma-separated; subscribers choose one in the portal",
+    ),
     ("visibility", "Visibility", "visibility", ""),
     (
         "visible_roles",

@@ -382,6 +382,8 @@ struct ApplicationPage {
     name: String,
     subscriptions: Vec<String>,
     apis: Vec<String>,
+    /// Every tier the listed APIs offer (the server checks the one chosen against the API).
+    tiers: Vec<String>,
     keys: Vec<KeyRow>,
     secret: Option<String>,
     notice: Option<String>,
@@ -422,7 +424,22 @@ async fn application_page(
         Ok::<_, Error>(ApplicationPage {
             nav: v.nav(),
             name: name.to_owned(),
-            subscriptions: subs.into_iter().map(|s| s.api).collect(),
+            subscriptions: subs
+                .into_iter()
+                .map(|s| match s.tier {
+                    Some(t) => format!("{} (tier {t})", s.api),
+                    None => s.api,
+                })
+                .collect(),
+            tiers: {
+                let mut t: Vec<String> = apis
+                    .iter()
+                    .flat_map(|a| a.spec.subscription_tiers.iter().cloned())
+                    .collect();
+                t.sort();
+                t.dedup();
+                t
+            },
             apis: apis.into_iter().map(|a| a.id).collect(),
             keys: creds
                 .into_iter()
@@ -481,9 +498,17 @@ async fn application_write(
                 "subscribe" => {
                     let api = f.get("api");
                     let viewer = access::Viewer::new(v.caller.as_ref());
-                    crate::api::portal::visible_api(st, viewer, api).await?;
-                    st.store.subscribe(name, api, None).await?;
-                    Ok((None, format!("Subscribed to {api}.")))
+                    let tier =
+                        crate::api::portal::offered_tier(st, viewer, api, Some(f.get("tier")))
+                            .await?;
+                    st.store.subscribe(name, api, tier.as_deref()).await?;
+                    Ok((
+                        None,
+                        match tier {
+                            Some(t) => format!("Subscribed to {api} on tier {t}."),
+                            None => format!("Subscribed to {api}."),
+                        },
+                    ))
                 }
                 "keys" => {
                     let req: crate::api::consumers::KeyRequest =
