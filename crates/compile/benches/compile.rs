@@ -40,6 +40,7 @@ fn apis(n: usize) -> Vec<(String, ApiSpec)> {
                 visibility: Default::default(),
                 visible_roles: vec![],
                 subscription_tiers: vec![],
+                openapi: None,
             };
             (spec.id(), spec)
         })

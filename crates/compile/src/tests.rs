@@ -21,6 +21,7 @@ fn api(name: &str, context: &str) -> ApiSpec {
         visibility: Default::default(),
         visible_roles: vec![],
         subscription_tiers: vec![],
+        openapi: None,
     }
 }
 

@@ -185,7 +185,15 @@ pub struct ApiSpec {
     /// tier as an admin set them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscription_tiers: Vec<String>,
+    /// The API's OpenAPI (or Swagger 2) document, as JSON: frozen with each revision and
+    /// rendered on the API's page in the developer portal. In a definition file given to
+    /// the CLI, a string names a JSON file beside it, which the CLI reads in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openapi: Option<serde_json::Value>,
 }
+
+/// The largest OpenAPI document an API may carry, serialized (1 MiB).
+pub const MAX_OPENAPI_BYTES: usize = 1 << 20;
 
 /// Who sees an API in the developer portal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -476,6 +484,23 @@ impl ApiSpec {
         for (i, r) in self.visible_roles.iter().enumerate() {
             name_rule(r, &format!("visible_roles[{i}]"), &mut errors);
         }
+        if let Some(doc) = &self.openapi {
+            let versioned = doc
+                .get("openapi")
+                .or_else(|| doc.get("swagger"))
+                .is_some_and(serde_json::Value::is_string);
+            if !doc.is_object() || !versioned || !doc.get("paths").is_some_and(|p| p.is_object()) {
+                errors.push(FieldError::new(
+                    "openapi",
+                    "give an OpenAPI document: an object with `openapi` (or `swagger`) and `paths` (the CLI reads a JSON file named here)",
+                ));
+            } else if doc.to_string().len() > MAX_OPENAPI_BYTES {
+                errors.push(FieldError::new(
+                    "openapi",
+                    format!("the document is larger than {MAX_OPENAPI_BYTES} bytes"),
+                ));
+            }
+        }
         if self.subscription_tiers.len() > 100 {
             errors.push(FieldError::new(
                 "subscription_tiers",
@@ -706,6 +731,7 @@ mod tests {
             visibility: Default::default(),
             visible_roles: vec![],
             subscription_tiers: vec![],
+            openapi: None,
         };
         let Err(Error::Invalid(errs)) = api.validate() else {
             panic!("expected errors")

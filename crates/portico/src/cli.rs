@@ -794,7 +794,8 @@ pub async fn apis(c: &Client, cmd: crate::ApisCommand) -> anyhow::Result<()> {
             }
         }
         A::Create { file } => {
-            let spec: ApiSpec = parse_file(&file)?;
+            let mut spec: ApiSpec = parse_file(&file)?;
+            read_openapi(&mut spec, &file)?;
             let (_, v) = c
                 .call(Method::POST, "/api/v1/apis", Some(&json!(spec)), None)
                 .await?;
@@ -1492,6 +1493,28 @@ pub async fn certificates(c: &Client, cmd: crate::CertificatesCommand) -> anyhow
             ));
         }
     }
+    Ok(())
+}
+
+/// An API definition's `openapi` given as a file name: the JSON document read from beside
+/// the definition file.
+fn read_openapi(spec: &mut ApiSpec, definition: &Path) -> anyhow::Result<()> {
+    let Some(serde_json::Value::String(name)) = &spec.openapi else {
+        return Ok(());
+    };
+    let path = definition
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("openapi: cannot read {}", path.display()))?;
+    let doc: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "openapi: {} is not JSON (convert a YAML document to JSON first)",
+            path.display()
+        )
+    })?;
+    spec.openapi = Some(doc);
     Ok(())
 }
 

@@ -498,7 +498,17 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
                         "description": "Pets. <script>window.__xss = 1</script><img src=x onerror=\"window.__xss = 1\">",
                         "production_endpoints": [format!("http://{}", live.addr)],
                         "sandbox_endpoints": [format!("http://{}", test.addr)],
-                        "subscription_tiers": ["bronze"]})),
+                        "subscription_tiers": ["bronze"],
+                        "openapi": {
+                            "openapi": "3.0.3",
+                            "info": {"title": "Pets", "version": "1.0",
+                                     "description": "<img src=x onerror=\"window.__xss = 1\">"},
+                            "paths": {"/pets/{id}": {
+                                "parameters": [{"name": "id", "in": "path", "required": true}],
+                                "get": {"summary": "One pet <script>window.__xss = 1</script>",
+                                        "responses": {"200": {"description": "the pet"},
+                                                      "404": {"description": "no such pet"}}}}}
+                        }})),
         )
         .await;
     assert_eq!(st, 201, "{v}");
@@ -570,6 +580,13 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
         assert!(urls.contains(&sandbox.url("/pets")), "{urls}");
         // The description is text, not markup.
         assert!(b.text("#description").await?.contains("<script>"));
+        // The OpenAPI document, readable: each operation with its parameters and answers.
+        let reference = b.text("#reference").await?;
+        assert!(reference.contains("API reference: Pets"), "{reference}");
+        b.click("#reference details.operation summary").await?;
+        let op = b.text("#reference details.operation").await?;
+        assert!(op.contains("GET") && op.contains("/pets/{id}"), "{op}");
+        assert!(op.contains("id (path, required)") && op.contains("404 no such pet"), "{op}");
         assert!(!b.js_marker("__xss").await?, "a script in the description ran");
         assert_eq!(b.alert().await?, None);
         // No application yet: the Try Out says to make one.

@@ -1451,3 +1451,56 @@ async fn a_subscriber_chooses_only_a_tier_the_api_offers() {
     assert_eq!(st, 409, "{v}");
     assert!(v["message"].as_str().unwrap().contains("pets-v1"), "{v}");
 }
+
+#[tokio::test]
+async fn an_apis_openapi_document_is_read_by_the_cli_and_frozen_with_each_revision() {
+    let (dir, cp) = start().await;
+    let doc = json!({"openapi": "3.0.3", "info": {"title": "Orders", "version": "2"},
+                     "paths": {"/orders": {"get": {"summary": "All orders",
+                               "responses": {"200": {"description": "the orders"}}}}}});
+    std::fs::write(dir.path().join("orders.json"), doc.to_string()).unwrap();
+    let def = dir.path().join("orders.toml");
+    std::fs::write(
+        &def,
+        "name = \"Orders\"\nversion = \"v1\"\ncontext = \"/orders\"\n\
+         production_endpoints = [\"http://127.0.0.1:9\"]\nopenapi = \"orders.json\"\n",
+    )
+    .unwrap();
+    cp.cli_ok(&["apis", "create", "-f", def.to_str().unwrap()])
+        .await;
+    let (_, a) = cp.api("GET", "/api/v1/apis/orders-v1", None).await;
+    assert_eq!(a["spec"]["openapi"], doc, "{a}");
+    let (st, r) = cp
+        .api("POST", "/api/v1/apis/orders-v1/revisions", None)
+        .await;
+    assert_eq!((st, &r["spec"]["openapi"]), (201, &doc), "{r}");
+    // A file that is not there, or not an OpenAPI document, is said with its field.
+    std::fs::write(
+        &def,
+        std::fs::read_to_string(&def)
+            .unwrap()
+            .replace("orders.json", "nope.json"),
+    )
+    .unwrap();
+    let (ok, out) = cp
+        .cli(&["apis", "create", "-f", def.to_str().unwrap()])
+        .await;
+    assert!(
+        !ok && out.contains("openapi") && out.contains("nope.json"),
+        "{out}"
+    );
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(json!({"name": "bad", "version": "v1", "context": "/bad",
+                        "production_endpoints": ["http://127.0.0.1:9"],
+                        "openapi": {"info": {}}})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["fields"][0]["path"].as_str()),
+        (422, Some("openapi")),
+        "{v}"
+    );
+}

@@ -117,17 +117,96 @@ struct ApiPage {
     try_out: Vec<(String, String, String)>,
     applications: Vec<String>,
     signed_in: bool,
+    /// The API's OpenAPI document, readably.
+    reference: Option<Reference>,
+}
+
+/// An OpenAPI document as the API's page shows it.
+struct Reference {
+    title: String,
+    version: String,
+    description: String,
+    operations: Vec<RefOperation>,
+}
+
+/// One operation of the document.
+struct RefOperation {
+    method: String,
+    path: String,
+    summary: String,
+    /// `name (in, required)` for each parameter.
+    parameters: Vec<String>,
+    /// The statuses it answers, with their descriptions.
+    responses: Vec<String>,
+}
+
+/// Reads what a reader needs from an OpenAPI (or Swagger 2) document: its title and each
+/// operation with its parameters and responses. Whatever is missing is left empty.
+fn reference(doc: &serde_json::Value) -> Reference {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        for method in [
+            "get", "put", "post", "delete", "patch", "head", "options", "trace",
+        ] {
+            let Some(op) = item.get(method).filter(|o| o.is_object()) else {
+                continue;
+            };
+            let params = item["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(op["parameters"].as_array().into_iter().flatten())
+                .filter_map(|p| {
+                    let name = p["name"].as_str()?;
+                    let required = if p["required"].as_bool() == Some(true) {
+                        ", required"
+                    } else {
+                        ""
+                    };
+                    Some(format!("{name} ({}{required})", s(&p["in"])))
+                })
+                .collect();
+            let responses = op["responses"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(code, r)| format!("{code} {}", s(&r["description"])).trim().to_owned())
+                .collect();
+            operations.push(RefOperation {
+                method: method.to_ascii_uppercase(),
+                path: path.clone(),
+                summary: [&op["summary"], &op["description"], &op["operationId"]]
+                    .into_iter()
+                    .map(s)
+                    .find(|t| !t.is_empty())
+                    .unwrap_or_default(),
+                parameters: params,
+                responses,
+            });
+        }
+    }
+    Reference {
+        title: s(&doc["info"]["title"]),
+        version: s(&doc["info"]["version"]),
+        description: s(&doc["info"]["description"]),
+        operations,
+    }
 }
 
 async fn api(State(st): St, v: Viewer, Path(id): Path<String>) -> Response {
     let viewer = access::Viewer::new(v.caller.as_ref());
     let shown = async {
         let a = crate::api::portal::visible_api(&st, viewer, &id).await?;
-        crate::api::portal::shown_api(&st, viewer, &a).await
+        let reference = a.spec.openapi.as_ref().map(reference);
+        Ok::<_, Error>((
+            crate::api::portal::shown_api(&st, viewer, &a).await?,
+            reference,
+        ))
     }
     .await;
     match shown {
-        Ok(a) => {
+        Ok((a, reference)) => {
             let text = |p: &str| {
                 a.pointer(p)
                     .and_then(|x| x.as_str())
@@ -181,6 +260,7 @@ async fn api(State(st): St, v: Viewer, Path(id): Path<String>) -> Response {
                     description: text("/description"),
                     gateways,
                     try_out,
+                    reference,
                 },
             )
         }
