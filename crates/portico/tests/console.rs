@@ -435,7 +435,7 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
     eventually_serves(&client, &us.url("/pets/x"), "two").await;
 
     b.step("undeploy from one gateway", async {
-        b.click("#deployments tr[data-gateway=us] button[type=submit]")
+        b.click("#deployments tr[data-gateway=us] form.undeploy button")
             .await?;
         b.wait_for_text(".notice", "Undeployed from us").await?;
         assert!(b.find("#deployments tr[data-gateway=us]").await.is_err());
@@ -443,6 +443,19 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
     })
     .await
     .unwrap();
+
+    b.step("roll eu back to revision 1 with one click", async {
+        b.click("#deployments tr[data-gateway=eu] form.rollback button")
+            .await?;
+        b.wait_for_text(".notice", "Revision 1 deployed to eu")
+            .await?;
+        b.wait_for_text("#deployments tr[data-gateway=eu]", "1 of 1 nodes")
+            .await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    eventually_serves(&client, &eu.url("/pets/x"), "one").await;
 
     b.close().await;
     eu.stop().await;

@@ -479,6 +479,8 @@ struct DeploymentRow {
     gateway: String,
     revision: u32,
     nodes: String,
+    /// The newest revision older than the deployed one: what a rollback deploys.
+    previous: Option<u32>,
 }
 
 #[derive(Template)]
@@ -525,6 +527,7 @@ async fn deployment_rows(st: &crate::ControlPlane, id: &str) -> Result<Vec<Deplo
             nodes: nodes_summary(st, &d.gateway).await?,
             gateway: d.gateway,
             revision: d.revision,
+            previous: None,
         });
     }
     Ok(out)
@@ -543,7 +546,14 @@ async fn api_page(
         let a = st.store.api(id).await?;
         let revisions = st.store.revisions(id).await?;
         let gateways = st.store.gateways(&Page::all()).await?;
-        let deployments = deployment_rows(st, id).await?;
+        let mut deployments = deployment_rows(st, id).await?;
+        for d in &mut deployments {
+            d.previous = revisions
+                .iter()
+                .map(|r| r.number)
+                .filter(|n| *n < d.revision)
+                .max();
+        }
         Ok::<_, Error>(ApiPage {
             nav: v.nav(),
             id: a.id.clone(),
