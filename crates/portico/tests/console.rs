@@ -187,6 +187,27 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
         // The secrets given are never sent back.
         let html = b.page_source().await?;
         assert!(!html.contains(&eu.secret) && !html.contains(&eu.token));
+        // A certificate uploaded with the form; a wrong one is said beside the field, and
+        // the key typed is never sent back.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["shop.example".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        b.click("nav a[href='/console/certificates']").await?;
+        b.fill("#certificate-name", "shop").await?;
+        b.fill("#certificate-cert", "not a certificate").await?;
+        b.fill("#certificate-key", &key.serialize_pem()).await?;
+        b.click("#certificate-form button[type=submit]").await?;
+        b.wait_for("#certificate-pem-error").await?;
+        assert!(!b.page_source().await?.contains("PRIVATE KEY"));
+        b.fill("#certificate-cert", &cert.pem()).await?;
+        b.fill("#certificate-key", &key.serialize_pem()).await?;
+        b.click("#certificate-form button[type=submit]").await?;
+        let row = b
+            .wait_for_text("#uploaded tr[data-certificate=shop]", "shop.example")
+            .await?;
+        assert!(row.contains("UTC"), "{row}");
         // The audit log names who linked them.
         b.click("nav a[href='/console/audit']").await?;
         let log = b.wait_for_text("#list", "user:ada").await?;

@@ -72,20 +72,32 @@ pub(super) fn inspect_certificate(
 
 pub(super) async fn upload_certificate(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let req: CertificateUpload = body(&bytes)?;
-    if req.name.is_empty() || req.name.chars().count() > limits::NAME {
+    let rec = add_certificate(&st, &req.name, &req.cert_pem, &req.key_pem).await?;
+    Ok((StatusCode::CREATED, axum::Json(to_value(&rec))).into_response())
+}
+
+/// Checks a chain and key and stores them, the key sealed: the API's upload and the
+/// console's form.
+pub(crate) async fn add_certificate(
+    st: &ControlPlane,
+    name: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<crate::store::CertificateRecord, Error> {
+    if name.is_empty() || name.chars().count() > limits::NAME {
         return Err(Error::Invalid(vec![FieldError::new(
             "name",
             format!("1 to {} characters", limits::NAME),
         )]));
     }
-    let (hosts, not_after) = inspect_certificate(&req.cert_pem, &req.key_pem)?;
-    let sealed = st.sealer.seal(&req.key_pem)?;
+    let (hosts, not_after) = inspect_certificate(cert_pem, key_pem)?;
+    let sealed = st.sealer.seal(key_pem)?;
     let (rec, _) = st
         .store
-        .add_certificate(&req.name, &hosts, &req.cert_pem, &sealed, not_after)
+        .add_certificate(name, &hosts, cert_pem, &sealed, not_after)
         .await?;
     tracing::info!(name = %rec.name, hosts = ?rec.hosts, "certificate uploaded");
-    Ok((StatusCode::CREATED, axum::Json(to_value(&rec))).into_response())
+    Ok(rec)
 }
 
 pub(super) async fn delete_certificate(State(st): St, Path(name): Path<String>) -> Res {

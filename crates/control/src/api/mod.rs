@@ -42,7 +42,7 @@ type R = Router<Arc<ControlPlane>>;
 
 pub(crate) mod apis;
 mod apps;
-mod certs;
+pub(crate) mod certs;
 pub(crate) mod consumers;
 pub(crate) mod gateways;
 pub(crate) mod kind;

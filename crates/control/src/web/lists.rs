@@ -1,5 +1,5 @@
 //! The console's lists of the other kinds (services, routes, consumers, tiers, apps, roles,
-//! certificates, the audit log): one page drawn from the same calls as the API's lists,
+//! the audit log): one page drawn from the same calls as the API's lists,
 //! with each kind's columns declared once, paged like the API.
 
 use askama::Template;
@@ -36,7 +36,6 @@ pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
         )
         .route("/console/apps", get(kind_page::<Apps>))
         .route("/console/roles", get(roles))
-        .route("/console/certificates", get(certificates))
         .route("/console/audit", get(audit))
 }
 
@@ -126,16 +125,6 @@ fn columns(kind: KindId) -> Option<Columns> {
                 ("Built in", "/builtin"),
             ],
         ),
-        KindId::Certificate => c(
-            "Certificates",
-            "/console/certificates",
-            "No certificate uploaded: `portico certificates upload`.",
-            &[
-                ("Name", "/name"),
-                ("Hosts", "/hosts"),
-                ("Expires", "/not_after"),
-            ],
-        ),
         KindId::Audit => c(
             "Audit log",
             "/console/audit",
@@ -190,7 +179,7 @@ fn cell(pointer: &str, v: Option<&Value>) -> String {
 }
 
 /// Unix seconds as `2026-01-02 03:04:05 UTC`.
-fn utc(secs: i64) -> String {
+pub(super) fn utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil from days (Howard Hinnant's algorithm).
@@ -281,15 +270,6 @@ async fn roles(State(st): St, v: Viewer, Query(q): Query<PageQuery>) -> Response
         Ok(page.of(roles, |r| r.name.to_ascii_lowercase(), json))
     };
     listed(&v, KindId::Role, answer).await
-}
-
-async fn certificates(State(st): St, v: Viewer, Query(q): Query<PageQuery>) -> Response {
-    let answer = async {
-        let page = Page::from_query(&q)?;
-        let certs = st.store.certificates().await?;
-        Ok(page.of(certs, |c| c.name.clone(), json))
-    };
-    listed(&v, KindId::Certificate, answer).await
 }
 
 async fn audit(State(st): St, v: Viewer, Query(q): Query<PageQuery>) -> Response {

@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::{ControlPlane, secrets};
 
 mod api_form;
+mod certs;
 mod console;
 mod lists;
 mod portal;
@@ -49,6 +50,7 @@ pub fn router() -> Router<Arc<ControlPlane>> {
         .merge(console::routes())
         .merge(lists::routes())
         .merge(api_form::routes())
+        .merge(certs::routes())
         .merge(portal::routes())
         .route("/static/portico.css", get(css))
         .route("/static/portico.js", get(js))
