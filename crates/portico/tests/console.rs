@@ -309,6 +309,29 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
             b.click("nav a[href='/console/services']").await?;
             let services = b.wait_for_text("#list", "backend").await?;
             assert!(services.contains("127.0.0.1:9"), "{services}");
+            // Created and edited as its JSON definition, problems listed by field path.
+            b.click("#new").await?;
+            b.fill("#definition", r#"{"name": "orders", "endpoints": []}"#)
+                .await?;
+            b.click("#editor-form button[type=submit]").await?;
+            b.wait_for_text("#problems", "endpoints").await?;
+            b.fill(
+                "#definition",
+                r#"{"name": "orders", "endpoints": ["127.0.0.1:7"]}"#,
+            )
+            .await?;
+            b.click("#editor-form button[type=submit]").await?;
+            b.wait_for_text("#list tr[data-key=orders]", "127.0.0.1:7")
+                .await?;
+            b.click("#list tr[data-key=orders] a.edit").await?;
+            b.fill(
+                "#definition",
+                r#"{"name": "orders", "endpoints": ["127.0.0.1:8"]}"#,
+            )
+            .await?;
+            b.click("#editor-form button[type=submit]").await?;
+            b.wait_for_text("#list tr[data-key=orders]", "127.0.0.1:8")
+                .await?;
             Ok(())
         },
     )

@@ -17,26 +17,32 @@ use crate::page::{Page, PageQuery};
 
 /// The list pages.
 pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
-    axum::Router::new()
-        .route(
-            "/console/services",
-            get(kind_page::<Spec<portico_model::Service>>),
-        )
-        .route(
-            "/console/routes",
-            get(kind_page::<Spec<portico_model::RouteSpec>>),
-        )
-        .route(
-            "/console/consumers",
-            get(kind_page::<Spec<portico_model::ConsumerSpec>>),
-        )
-        .route(
-            "/console/tiers",
-            get(kind_page::<Spec<portico_model::Tier>>),
-        )
-        .route("/console/apps", get(kind_page::<Apps>))
-        .route("/console/roles", get(roles))
-        .route("/console/audit", get(audit))
+    use super::editor::editable;
+    use portico_model::{ConsumerSpec, RouteSpec, Service, Tier};
+    let r = editable::<Spec<Service>>(axum::Router::new(), "/console/services");
+    let r = editable::<Spec<RouteSpec>>(r, "/console/routes");
+    let r = editable::<Spec<ConsumerSpec>>(r, "/console/consumers");
+    let r = editable::<Spec<Tier>>(r, "/console/tiers");
+    let r = editable::<Apps>(r, "/console/apps");
+    r.route(
+        "/console/services",
+        get(kind_page::<Spec<portico_model::Service>>),
+    )
+    .route(
+        "/console/routes",
+        get(kind_page::<Spec<portico_model::RouteSpec>>),
+    )
+    .route(
+        "/console/consumers",
+        get(kind_page::<Spec<portico_model::ConsumerSpec>>),
+    )
+    .route(
+        "/console/tiers",
+        get(kind_page::<Spec<portico_model::Tier>>),
+    )
+    .route("/console/apps", get(kind_page::<Apps>))
+    .route("/console/roles", get(roles))
+    .route("/console/audit", get(audit))
 }
 
 /// A list's heading, where it is, and its columns: header and JSON pointer into an item as
@@ -149,7 +155,10 @@ struct ListPage {
     title: &'static str,
     empty: &'static str,
     headers: Vec<&'static str>,
-    rows: Vec<Vec<String>>,
+    /// Each row's cells, and its key when it can be edited here.
+    rows: Vec<(Vec<String>, Option<String>)>,
+    /// The list's kinds may be created and edited here by this viewer.
+    can_write: bool,
     next: Option<String>,
     path: &'static str,
 }
@@ -205,15 +214,27 @@ fn list_page(v: &Viewer, kind: KindId, answer: &Value) -> Response {
     let Some(c) = columns(kind) else {
         return error_page(v.nav(), Error::NotFound("no such list".into()));
     };
+    let editable = matches!(
+        kind,
+        KindId::Service | KindId::Route | KindId::Consumer | KindId::Tier | KindId::App
+    );
     let rows = answer["items"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|item| {
-            c.columns
+            let key = item
+                .pointer("/spec/name")
+                .or_else(|| item.pointer("/spec/slug"))
+                .and_then(Value::as_str)
+                .filter(|_| editable)
+                .map(str::to_owned);
+            let cells = c
+                .columns
                 .iter()
                 .map(|(_, p)| cell(p, item.pointer(p)))
-                .collect()
+                .collect();
+            (cells, key)
         })
         .collect();
     page(
@@ -224,6 +245,7 @@ fn list_page(v: &Viewer, kind: KindId, answer: &Value) -> Response {
             empty: c.empty,
             headers: c.columns.iter().map(|(h, _)| *h).collect(),
             rows,
+            can_write: editable && v.may(kind, Action::Write),
             next: answer["next"].as_str().map(str::to_owned),
             path: c.path,
         },

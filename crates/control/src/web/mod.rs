@@ -24,6 +24,7 @@ use crate::{ControlPlane, secrets};
 mod api_form;
 mod certs;
 mod console;
+mod editor;
 mod lists;
 mod portal;
 
