@@ -332,6 +332,14 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
             b.click("#editor-form button[type=submit]").await?;
             b.wait_for_text("#list tr[data-key=orders]", "127.0.0.1:8")
                 .await?;
+            // Apps are keyed by their slug, not their display name.
+            b.click("nav a[href='/console/apps']").await?;
+            b.click("#new").await?;
+            b.fill("#definition", r#"{"slug": "shop", "name": "The Shop"}"#)
+                .await?;
+            b.click("#editor-form button[type=submit]").await?;
+            b.click("#list tr[data-key=shop] a.edit").await?;
+            b.wait_for_text("h1", "Edit app shop").await?;
             Ok(())
         },
     )

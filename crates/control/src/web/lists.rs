@@ -207,8 +207,8 @@ fn list_page(v: &Viewer, kind: KindId, answer: &Value) -> Response {
         .flatten()
         .map(|item| {
             let key = item
-                .pointer("/spec/name")
-                .or_else(|| item.pointer("/spec/slug"))
+                .pointer("/spec/slug")
+                .or_else(|| item.pointer("/spec/name"))
                 .and_then(Value::as_str)
                 .filter(|_| editable)
                 .map(str::to_owned);
