@@ -211,6 +211,13 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
         // The audit log names who linked them.
         b.click("nav a[href='/console/audit']").await?;
         let log = b.wait_for_text("#list", "user:ada").await?;
+        // Roles of the operator's own, created with the roles page's form.
+        b.click("nav a[href='/console/roles']").await?;
+        b.fill("#role-name", "partner").await?;
+        b.fill("#role-description", "our partners").await?;
+        b.click("#role-form button[type=submit]").await?;
+        b.wait_for_text("#list", "our partners").await?;
+        b.goto(&format!("{}/console/audit", cp.url)).await?;
         assert!(log.contains("gateway") && log.contains("eu"), "{log}");
         Ok(())
     })

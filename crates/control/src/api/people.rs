@@ -342,24 +342,31 @@ async fn list_roles(State(st): St, Query(q): Pq) -> Res {
 
 async fn create_role(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let req: RoleRequest = body(&bytes)?;
-    let ok_name = !req.name.is_empty()
-        && req.name.len() <= limits::NAME
-        && req
-            .name
+    let r = add_role(&st, &req.name, &req.description).await?;
+    Ok((StatusCode::CREATED, axum::Json(to_value(&r))).into_response())
+}
+
+/// Checks a role's name and creates it: the API's and the console's.
+pub(crate) async fn add_role(
+    st: &ControlPlane,
+    name: &str,
+    description: &str,
+) -> Result<crate::store::RoleRecord, Error> {
+    let ok_name = !name.is_empty()
+        && name.len() <= limits::NAME
+        && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if !ok_name {
         return Err(Error::Invalid(vec![FieldError::new(
             "name",
             format!(
-                "`{}`: use 1 to {} letters, digits, `.`, `_` or `-`",
-                req.name,
+                "`{name}`: use 1 to {} letters, digits, `.`, `_` or `-`",
                 limits::NAME
             ),
         )]));
     }
-    let r = st.store.create_role(&req.name, &req.description).await?;
-    Ok((StatusCode::CREATED, axum::Json(to_value(&r))).into_response())
+    st.store.create_role(name, description).await
 }
 
 async fn delete_role(State(st): St, Path(name): Path<String>) -> Res {

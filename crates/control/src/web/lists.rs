@@ -5,7 +5,7 @@
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
 
@@ -41,7 +41,7 @@ pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
         get(kind_page::<Spec<portico_model::Tier>>),
     )
     .route("/console/apps", get(kind_page::<Apps>))
-    .route("/console/roles", get(roles))
+    .route("/console/roles", get(roles).post(create_role))
     .route("/console/audit", get(audit))
 }
 
@@ -159,6 +159,8 @@ struct ListPage {
     rows: Vec<(Vec<String>, Option<String>)>,
     /// The list's kinds may be created and edited here by this viewer.
     can_write: bool,
+    /// The roles list, to an admin: its form to create one.
+    role_form: bool,
     next: Option<String>,
     path: &'static str,
 }
@@ -229,6 +231,7 @@ fn list_page(v: &Viewer, kind: KindId, answer: &Value) -> Response {
             headers: c.columns.iter().map(|(h, _)| *h).collect(),
             rows,
             can_write: editable && v.may(kind, Action::Write),
+            role_form: kind == KindId::Role && v.may(KindId::Role, Action::Write),
             next: answer["next"].as_str().map(str::to_owned),
             path: c.path,
         },
@@ -287,4 +290,21 @@ async fn audit(State(st): St, v: Viewer, Query(q): Query<PageQuery>) -> Response
         Ok(page.answer(rows.iter().map(|(k, r)| (k.clone(), json(r))).collect()))
     };
     listed(&v, KindId::Audit, answer).await
+}
+
+/// A role of the operator's own, from the roles page's form: the API's check; a refusal is
+/// the page that says why.
+async fn create_role(State(st): St, v: Viewer, f: super::Fields) -> Response {
+    if let Err(r) = v.require_form(KindId::Role, Action::Write, &f) {
+        return *r;
+    }
+    let done = super::console::as_viewer(
+        &v,
+        crate::api::add_role(&st, f.get("name").trim(), f.get("description").trim()),
+    )
+    .await;
+    match done {
+        Ok(_) => axum::response::Redirect::to("/console/roles").into_response(),
+        Err(e) => v.denied(e),
+    }
 }
