@@ -516,6 +516,28 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
     .unwrap();
     eventually_serves(&client, &eu.url("/pets/x"), "one").await;
 
+    b.step("the console at phone width", async {
+        b.client().set_window_size(390, 844).await.unwrap();
+        for path in [
+            "/console/gateways",
+            "/console/apis/pets-v1",
+            "/console/services",
+        ] {
+            b.goto(&format!("{}{path}", cp.url)).await?;
+            b.wait_for("main").await?;
+            let fits = b
+                .execute(
+                    "return document.documentElement.scrollWidth <= window.innerWidth;",
+                    vec![],
+                )
+                .await?;
+            assert_eq!(fits, json!(true), "{path} is wider than a phone");
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+
     b.close().await;
     eu.stop().await;
     us.stop().await;
@@ -766,6 +788,30 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
         choose(&b, "#tryout-gateway", &prod.url("/pets")).await?;
         b.click("#tryout-send").await?;
         b.wait_for_text("#tryout-body-out", "live").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step("at phone width nothing runs off the side", async {
+        b.client().set_window_size(390, 844).await.unwrap();
+        for path in [
+            "/portal".to_owned(),
+            "/portal/apis/pets-v1".to_owned(),
+            "/portal/applications/sams-app".to_owned(),
+        ] {
+            b.goto(&format!("{}{path}", cp.url)).await?;
+            b.wait_for("main").await?;
+            let fits = b
+                .execute(
+                    "return document.documentElement.scrollWidth <= window.innerWidth;",
+                    vec![],
+                )
+                .await?;
+            assert_eq!(fits, json!(true), "{path} is wider than a phone");
+        }
+        b.screenshot("phone").await?;
+        b.client().set_window_size(1280, 800).await.unwrap();
         Ok(())
     })
     .await
