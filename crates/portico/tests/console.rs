@@ -95,6 +95,26 @@ async fn post_from_page(b: &Browser, path: &str, fields: Value) -> Result<u16, B
     Ok(v.as_u64().unwrap() as u16)
 }
 
+/// Opens each page at a phone's width (390 px) and checks nothing runs off the side (a
+/// screenshot of the last one is kept), then goes back to a desktop's width.
+async fn fit_a_phone(b: &Browser, cp: &ControlPlane, paths: &[&str]) -> Result<(), BrowserError> {
+    b.client().set_window_size(390, 844).await.unwrap();
+    for path in paths {
+        b.goto(&format!("{}{path}", cp.url)).await?;
+        b.wait_for("main").await?;
+        let fits = b
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth;",
+                vec![],
+            )
+            .await?;
+        assert_eq!(fits, json!(true), "{path} is wider than a phone");
+    }
+    b.screenshot("phone").await?;
+    b.client().set_window_size(1280, 800).await.unwrap();
+    Ok(())
+}
+
 /// Fills and submits the console's link form for `node` as gateway `name` of type `kind`.
 async fn link_with_form(
     b: &Browser,
@@ -517,23 +537,16 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
     eventually_serves(&client, &eu.url("/pets/x"), "one").await;
 
     b.step("the console at phone width", async {
-        b.client().set_window_size(390, 844).await.unwrap();
-        for path in [
-            "/console/gateways",
-            "/console/apis/pets-v1",
-            "/console/services",
-        ] {
-            b.goto(&format!("{}{path}", cp.url)).await?;
-            b.wait_for("main").await?;
-            let fits = b
-                .execute(
-                    "return document.documentElement.scrollWidth <= window.innerWidth;",
-                    vec![],
-                )
-                .await?;
-            assert_eq!(fits, json!(true), "{path} is wider than a phone");
-        }
-        Ok(())
+        fit_a_phone(
+            &b,
+            &cp,
+            &[
+                "/console/gateways",
+                "/console/apis/pets-v1",
+                "/console/services",
+            ],
+        )
+        .await
     })
     .await
     .unwrap();
@@ -794,25 +807,16 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
     .unwrap();
 
     b.step("at phone width nothing runs off the side", async {
-        b.client().set_window_size(390, 844).await.unwrap();
-        for path in [
-            "/portal".to_owned(),
-            "/portal/apis/pets-v1".to_owned(),
-            "/portal/applications/sams-app".to_owned(),
-        ] {
-            b.goto(&format!("{}{path}", cp.url)).await?;
-            b.wait_for("main").await?;
-            let fits = b
-                .execute(
-                    "return document.documentElement.scrollWidth <= window.innerWidth;",
-                    vec![],
-                )
-                .await?;
-            assert_eq!(fits, json!(true), "{path} is wider than a phone");
-        }
-        b.screenshot("phone").await?;
-        b.client().set_window_size(1280, 800).await.unwrap();
-        Ok(())
+        fit_a_phone(
+            &b,
+            &cp,
+            &[
+                "/portal",
+                "/portal/apis/pets-v1",
+                "/portal/applications/sams-app",
+            ],
+        )
+        .await
     })
     .await
     .unwrap();

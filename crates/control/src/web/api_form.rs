@@ -129,11 +129,7 @@ fn form(
             // `production_endpoints[1]` and `production_endpoints` both belong to the field.
             let error = errors
                 .iter()
-                .filter(|(p, _)| {
-                    p == name
-                        || p.strip_prefix(name)
-                            .is_some_and(|r| r.starts_with('[') || r.starts_with('.'))
-                })
+                .filter(|(p, _)| super::under(p, name))
                 .map(|(p, m)| format!("{p}: {m}"))
                 .reduce(|a, b| format!("{a}; {b}"));
             Field {
@@ -149,11 +145,7 @@ fn form(
     // Errors on fields the form does not show are said at the top.
     let elsewhere: Vec<String> = errors
         .iter()
-        .filter(|(p, _)| {
-            !SHOWN.iter().any(|(n, ..)| {
-                p == n || p.strip_prefix(n).is_some_and(|r| r.starts_with(['[', '.']))
-            })
-        })
+        .filter(|(p, _)| !SHOWN.iter().any(|(n, ..)| super::under(p, n)))
         .map(|(p, m)| format!("{p}: {m}"))
         .collect();
     if !elsewhere.is_empty() {
@@ -225,7 +217,7 @@ async fn create(State(st): St, v: Viewer, f: Fields) -> Response {
     let spec = from_form(&json!({}), &f);
     let saved = async {
         let parsed = parse(&spec)?;
-        super::console::as_viewer(&v, save::<Apis>(&st, None, &parsed)).await
+        v.act(save::<Apis>(&st, None, &parsed)).await
     }
     .await;
     match saved {
@@ -271,7 +263,8 @@ async fn update(State(st): St, v: Viewer, Path(id): Path<String>, f: Fields) -> 
     let expected = f.get("resource_version").parse::<i64>().unwrap_or(-1);
     let saved = async {
         let parsed = parse(&spec)?;
-        super::console::as_viewer(&v, save::<Apis>(&st, Some((&id, expected)), &parsed)).await
+        v.act(save::<Apis>(&st, Some((&id, expected)), &parsed))
+            .await
     }
     .await;
     match saved {

@@ -134,11 +134,14 @@ async fn upload(State(st): St, v: Viewer, f: Fields) -> Response {
         return *r;
     }
     let name = f.get("name").trim();
-    let done = super::console::as_viewer(
-        &v,
-        crate::api::certs::add_certificate(&st, name, f.get("cert_pem"), f.get("key_pem")),
-    )
-    .await;
+    let done = v
+        .act(crate::api::certs::add_certificate(
+            &st,
+            name,
+            f.get("cert_pem"),
+            f.get("key_pem"),
+        ))
+        .await;
     match done {
         Ok(_) => Redirect::to("/console/certificates").into_response(),
         Err(e) => render(&st, &v, name, None, Some(e)).await,

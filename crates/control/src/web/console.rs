@@ -90,7 +90,7 @@ fn fields(f: &LinkForm, errors: &[(String, String)]) -> Vec<Field> {
     let err = |name: &str| {
         errors
             .iter()
-            .filter(|(p, _)| p == name || p.starts_with(&format!("{name}[")))
+            .filter(|(p, _)| super::under(p, name))
             .map(|(_, m)| m.clone())
             .reduce(|a, b| format!("{a}; {b}"))
     };
@@ -297,11 +297,7 @@ async fn link_gateway(State(st): St, v: Viewer, Form(f): Form<LinkForm>) -> Resp
         listeners,
         verify: true,
     };
-    let actor = v
-        .caller
-        .as_ref()
-        .map_or_else(String::new, crate::access::Caller::actor);
-    let done = crate::store::ACTOR.scope(actor, link(&st, req)).await;
+    let done = v.act(link(&st, req)).await;
     match done {
         Ok((g, _)) => Redirect::to(&format!("/console/gateways/{}", g.spec.name)).into_response(),
         Err(Error::Invalid(fs)) => {
@@ -404,15 +400,6 @@ async fn gateway_nodes(
         }
         Err(e) => e.into_response(),
     }
-}
-
-/// Runs a write as the page's viewer: the audit log names them.
-pub(super) async fn as_viewer<T>(v: &Viewer, f: impl std::future::Future<Output = T>) -> T {
-    let actor = v
-        .caller
-        .as_ref()
-        .map_or_else(|| "anonymous".to_owned(), crate::access::Caller::actor);
-    crate::store::ACTOR.scope(actor, f).await
 }
 
 /// An API in the list.
@@ -658,51 +645,52 @@ async fn api_write(
     }
     let st = &*st;
     let id = id.as_str();
-    let done: Result<String, Error> = as_viewer(&v, async {
-        match what.as_str() {
-            "revisions" => {
-                let r = st.store.create_revision(id, f.get("note")).await?;
-                Ok(format!("Revision {} created.", r.number))
-            }
-            "deploy" => {
-                let revision: u32 = f
-                    .get("revision")
-                    .parse()
-                    .map_err(|_| Error::BadRequest("choose a revision to deploy".into()))?;
-                let gateways: Vec<String> = f.all("gateway").map(str::to_owned).collect();
-                if gateways.is_empty() {
-                    return Err(Error::BadRequest(
-                        "choose at least one gateway to deploy to".into(),
-                    ));
+    let done: Result<String, Error> = v
+        .act(async {
+            match what.as_str() {
+                "revisions" => {
+                    let r = st.store.create_revision(id, f.get("note")).await?;
+                    Ok(format!("Revision {} created.", r.number))
                 }
-                st.store.deploy(id, revision, &gateways).await?;
-                Ok(format!(
-                    "Revision {revision} deployed to {}: its nodes follow below.",
-                    gateways.join(", ")
-                ))
+                "deploy" => {
+                    let revision: u32 = f
+                        .get("revision")
+                        .parse()
+                        .map_err(|_| Error::BadRequest("choose a revision to deploy".into()))?;
+                    let gateways: Vec<String> = f.all("gateway").map(str::to_owned).collect();
+                    if gateways.is_empty() {
+                        return Err(Error::BadRequest(
+                            "choose at least one gateway to deploy to".into(),
+                        ));
+                    }
+                    st.store.deploy(id, revision, &gateways).await?;
+                    Ok(format!(
+                        "Revision {revision} deployed to {}: its nodes follow below.",
+                        gateways.join(", ")
+                    ))
+                }
+                "undeploy" => {
+                    let g = f.get("gateway");
+                    st.store.undeploy(id, g).await?;
+                    Ok(format!("Undeployed from {g}."))
+                }
+                "lifecycle" => {
+                    let state: portico_model::Lifecycle =
+                        serde_json::from_value(serde_json::Value::String(f.get("state").into()))
+                            .map_err(|_| {
+                                Error::BadRequest(
+                                    "the state is created, published, deprecated or retired".into(),
+                                )
+                            })?;
+                    st.store.set_lifecycle(id, state, None).await?;
+                    Ok(format!("Now {}.", lifecycle_name(state)))
+                }
+                other => Err(Error::NotFound(format!(
+                    "no action `{other}` on an API page"
+                ))),
             }
-            "undeploy" => {
-                let g = f.get("gateway");
-                st.store.undeploy(id, g).await?;
-                Ok(format!("Undeployed from {g}."))
-            }
-            "lifecycle" => {
-                let state: portico_model::Lifecycle =
-                    serde_json::from_value(serde_json::Value::String(f.get("state").into()))
-                        .map_err(|_| {
-                            Error::BadRequest(
-                                "the state is created, published, deprecated or retired".into(),
-                            )
-                        })?;
-                st.store.set_lifecycle(id, state, None).await?;
-                Ok(format!("Now {}.", lifecycle_name(state)))
-            }
-            other => Err(Error::NotFound(format!(
-                "no action `{other}` on an API page"
-            ))),
-        }
-    })
-    .await;
+        })
+        .await;
     match done {
         Ok(notice) => api_page(st, &v, id, Some(notice), None).await,
         Err(e) => api_page(st, &v, id, None, Some(e)).await,
@@ -750,7 +738,7 @@ async fn approve(
     if let Err(r) = v.require_form(KindId::User, Action::Write, &f) {
         return *r;
     }
-    match as_viewer(&v, st.store.approve_user(&name)).await {
+    match v.act(st.store.approve_user(&name)).await {
         Ok(u) => users_page(&st, &v, Some(format!("Approved {}.", u.name))).await,
         Err(e) => error_page(v.nav(), e),
     }

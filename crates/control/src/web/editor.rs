@@ -91,7 +91,7 @@ async fn new_page<K: Kind>(v: Viewer, uri: Uri) -> Response {
     editor(
         &v,
         &uri,
-        format!("New {}", K::KIND.as_str()),
+        title::<K>(None),
         "{\n  \"name\": \"\"\n}".into(),
         None,
         None,
@@ -104,26 +104,7 @@ fn parse<K: Kind>(text: &str) -> Result<K::Spec, Error> {
 }
 
 async fn create<K: Kind>(State(st): St, v: Viewer, uri: Uri, f: Fields) -> Response {
-    if let Err(r) = v.require_form(K::KIND, Action::Write, &f) {
-        return *r;
-    }
-    let text = f.get("definition");
-    let saved = async {
-        let spec = parse::<K>(text)?;
-        super::console::as_viewer(&v, save::<K>(&st, None, &spec)).await
-    }
-    .await;
-    match saved {
-        Ok(_) => Redirect::to(&list_of(&uri)).into_response(),
-        Err(e) => editor(
-            &v,
-            &uri,
-            format!("New {}", K::KIND.as_str()),
-            text.to_owned(),
-            None,
-            Some(e),
-        ),
-    }
+    submit::<K>(&st, &v, &uri, None, &f).await
 }
 
 async fn edit_page<K: Kind>(State(st): St, v: Viewer, uri: Uri, Path(key): Path<String>) -> Response
@@ -139,7 +120,7 @@ where
             editor(
                 &v,
                 &uri,
-                format!("Edit {} {key}", K::KIND.as_str()),
+                title::<K>(Some(&key)),
                 serde_json::to_string_pretty(&spec).unwrap_or_default(),
                 Some(r.meta().version),
                 None,
@@ -156,26 +137,40 @@ async fn update<K: Kind>(
     Path(key): Path<String>,
     f: Fields,
 ) -> Response {
-    if let Err(r) = v.require_form(K::KIND, Action::Write, &f) {
+    submit::<K>(&st, &v, &uri, Some(&key), &f).await
+}
+
+/// Saves the definition typed as a new one (`key` none) or over `key` at the version the
+/// page was drawn at (a change made meanwhile is not overwritten); back to the list, or
+/// the editor again with the problems.
+async fn submit<K: Kind>(
+    st: &crate::ControlPlane,
+    v: &Viewer,
+    uri: &Uri,
+    key: Option<&str>,
+    f: &Fields,
+) -> Response {
+    if let Err(r) = v.require_form(K::KIND, Action::Write, f) {
         return *r;
     }
     let text = f.get("definition");
-    // The version the page was drawn at: a change made meanwhile is not overwritten.
-    let expected = f.get("resource_version").parse::<i64>().unwrap_or(-1);
+    let expected = key.map(|_| f.get("resource_version").parse::<i64>().unwrap_or(-1));
+    let target = key.zip(expected);
     let saved = async {
         let spec = parse::<K>(text)?;
-        super::console::as_viewer(&v, save::<K>(&st, Some((&key, expected)), &spec)).await
+        v.act(save::<K>(st, target, &spec)).await
     }
     .await;
     match saved {
-        Ok(_) => Redirect::to(&list_of(&uri)).into_response(),
-        Err(e) => editor(
-            &v,
-            &uri,
-            format!("Edit {} {key}", K::KIND.as_str()),
-            text.to_owned(),
-            Some(expected),
-            Some(e),
-        ),
+        Ok(_) => Redirect::to(&list_of(uri)).into_response(),
+        Err(e) => editor(v, uri, title::<K>(key), text.to_owned(), expected, Some(e)),
+    }
+}
+
+/// `New service` or `Edit service orders`.
+fn title<K: Kind>(key: Option<&str>) -> String {
+    match key {
+        None => format!("New {}", K::KIND.as_str()),
+        Some(k) => format!("Edit {} {k}", K::KIND.as_str()),
     }
 }

@@ -298,11 +298,13 @@ async fn create_role(State(st): St, v: Viewer, f: super::Fields) -> Response {
     if let Err(r) = v.require_form(KindId::Role, Action::Write, &f) {
         return *r;
     }
-    let done = super::console::as_viewer(
-        &v,
-        crate::api::add_role(&st, f.get("name").trim(), f.get("description").trim()),
-    )
-    .await;
+    let done = v
+        .act(crate::api::add_role(
+            &st,
+            f.get("name").trim(),
+            f.get("description").trim(),
+        ))
+        .await;
     match done {
         Ok(_) => axum::response::Redirect::to("/console/roles").into_response(),
         Err(e) => v.denied(e),

@@ -112,6 +112,12 @@ fn csrf_for(secret: &str) -> String {
     d.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether an API error's field path (`endpoints[1].address`) is about form field `field`.
+pub(crate) fn under(path: &str, field: &str) -> bool {
+    path.strip_prefix(field)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['[', '.']))
+}
+
 /// Compares without stopping at the first difference.
 fn same(a: &str, b: &str) -> bool {
     crate::api::constant_time_eq(a.as_bytes(), b.as_bytes())
@@ -216,6 +222,15 @@ impl Viewer {
             StatusCode::UNAUTHORIZED => Redirect::to(self.nav().signin).into_response(),
             status => refusal(self.nav(), status, e.to_string()),
         }
+    }
+
+    /// Runs a write as the viewer: the audit log names them (`anonymous` without a session).
+    pub(crate) async fn act<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        let actor = self
+            .caller
+            .as_ref()
+            .map_or_else(|| "anonymous".to_owned(), Caller::actor);
+        crate::store::ACTOR.scope(actor, f).await
     }
 
     /// The page may show `kind` for `action`: the API's one check.
@@ -645,18 +660,15 @@ async fn change_password(
     let addr = ext
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    let done = crate::store::ACTOR
-        .scope(
-            c.actor(),
-            crate::api::set_password(
-                &st,
-                c,
-                &c.name,
-                Some(f.get("current_password")),
-                f.get("password"),
-                addr,
-            ),
-        )
+    let done = v
+        .act(crate::api::set_password(
+            &st,
+            c,
+            &c.name,
+            Some(f.get("current_password")),
+            f.get("password"),
+            addr,
+        ))
         .await;
     match done {
         Ok(_) => {

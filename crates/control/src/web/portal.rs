@@ -433,11 +433,8 @@ async fn create_application(State(st): St, v: Viewer, f: super::Fields) -> Respo
     if let Err(e) = spec.validate() {
         return applications_page(&st, &v, Some(Error::Invalid(e.field_errors()))).await;
     }
-    let done = crate::store::ACTOR
-        .scope(
-            c.actor(),
-            st.store.create_owned_consumer(&spec, Some(&c.name)),
-        )
+    let done = v
+        .act(st.store.create_owned_consumer(&spec, Some(&c.name)))
         .await;
     match done {
         Ok(_) => axum::response::Redirect::to(&format!("/portal/applications/{}", spec.name))
@@ -568,12 +565,8 @@ async fn application_write(
     if let Err(e) = owned(st, &v, name).await {
         return error_page(v.nav(), e);
     }
-    let actor = v
-        .caller
-        .as_ref()
-        .map_or_else(String::new, crate::access::Caller::actor);
-    let done: Result<(Option<String>, String), Error> = crate::store::ACTOR
-        .scope(actor, async {
+    let done: Result<(Option<String>, String), Error> = v
+        .act(async {
             match what.as_str() {
                 "subscribe" => {
                     let api = f.get("api");
