@@ -17,32 +17,25 @@ use crate::page::{Page, PageQuery};
 
 /// The list pages.
 pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
-    use super::editor::editable;
     use portico_model::{ConsumerSpec, RouteSpec, Service, Tier};
-    let r = editable::<Spec<Service>>(axum::Router::new(), "/console/services");
-    let r = editable::<Spec<RouteSpec>>(r, "/console/routes");
-    let r = editable::<Spec<ConsumerSpec>>(r, "/console/consumers");
-    let r = editable::<Spec<Tier>>(r, "/console/tiers");
-    let r = editable::<Apps>(r, "/console/apps");
-    r.route(
-        "/console/services",
-        get(kind_page::<Spec<portico_model::Service>>),
-    )
-    .route(
-        "/console/routes",
-        get(kind_page::<Spec<portico_model::RouteSpec>>),
-    )
-    .route(
-        "/console/consumers",
-        get(kind_page::<Spec<portico_model::ConsumerSpec>>),
-    )
-    .route(
-        "/console/tiers",
-        get(kind_page::<Spec<portico_model::Tier>>),
-    )
-    .route("/console/apps", get(kind_page::<Apps>))
-    .route("/console/roles", get(roles).post(create_role))
-    .route("/console/audit", get(audit))
+    let r = kind_pages::<Spec<Service>>(axum::Router::new(), "/console/services");
+    let r = kind_pages::<Spec<RouteSpec>>(r, "/console/routes");
+    let r = kind_pages::<Spec<ConsumerSpec>>(r, "/console/consumers");
+    let r = kind_pages::<Spec<Tier>>(r, "/console/tiers");
+    kind_pages::<Apps>(r, "/console/apps")
+        .route("/console/roles", get(roles).post(create_role))
+        .route("/console/audit", get(audit))
+}
+
+/// A kind's list at `base`, with its pages to create and edit one.
+fn kind_pages<K: Kind>(
+    r: axum::Router<std::sync::Arc<crate::ControlPlane>>,
+    base: &'static str,
+) -> axum::Router<std::sync::Arc<crate::ControlPlane>>
+where
+    K::Spec: serde::Serialize,
+{
+    super::editor::editable::<K>(r.route(base, get(kind_page::<K>)), base)
 }
 
 /// A list's heading, where it is, and its columns: header and JSON pointer into an item as
@@ -195,14 +188,11 @@ pub(super) fn utc(secs: i64) -> String {
 }
 
 /// Draws `kind`'s list from an API-shaped answer (`{items, next}`).
-fn list_page(v: &Viewer, kind: KindId, answer: &Value) -> Response {
+/// `editable`: the list's items are created and edited on the console's editor pages.
+fn list_page(v: &Viewer, kind: KindId, editable: bool, answer: &Value) -> Response {
     let Some(c) = columns(kind) else {
         return error_page(v.nav(), Error::NotFound("no such list".into()));
     };
-    let editable = matches!(
-        kind,
-        KindId::Service | KindId::Route | KindId::Consumer | KindId::Tier | KindId::App
-    );
     let rows = answer["items"]
         .as_array()
         .into_iter()
@@ -242,13 +232,14 @@ fn list_page(v: &Viewer, kind: KindId, answer: &Value) -> Response {
 async fn listed(
     v: &Viewer,
     kind: KindId,
+    editable: bool,
     answer: impl std::future::Future<Output = Result<Value, Error>>,
 ) -> Response {
     if let Err(r) = v.require(kind, Action::Read) {
         return *r;
     }
     match answer.await {
-        Ok(a) => list_page(v, kind, &a),
+        Ok(a) => list_page(v, kind, editable, &a),
         Err(e) => error_page(v.nav(), e),
     }
 }
@@ -268,7 +259,7 @@ async fn kind_page<K: Kind>(State(st): St, v: Viewer, Query(q): Query<PageQuery>
                 .collect(),
         ))
     };
-    listed(&v, K::KIND, answer).await
+    listed(&v, K::KIND, true, answer).await
 }
 
 async fn roles(State(st): St, v: Viewer, Query(q): Query<PageQuery>) -> Response {
@@ -277,7 +268,7 @@ async fn roles(State(st): St, v: Viewer, Query(q): Query<PageQuery>) -> Response
         let roles = st.store.roles().await?;
         Ok(page.of(roles, |r| r.name.to_ascii_lowercase(), json))
     };
-    listed(&v, KindId::Role, answer).await
+    listed(&v, KindId::Role, false, answer).await
 }
 
 async fn audit(State(st): St, v: Viewer, Query(q): Query<PageQuery>) -> Response {
@@ -289,7 +280,7 @@ async fn audit(State(st): St, v: Viewer, Query(q): Query<PageQuery>) -> Response
             .await?;
         Ok(page.answer(rows.iter().map(|(k, r)| (k.clone(), json(r))).collect()))
     };
-    listed(&v, KindId::Audit, answer).await
+    listed(&v, KindId::Audit, false, answer).await
 }
 
 /// A role of the operator's own, from the roles page's form: the API's check; a refusal is
