@@ -8,7 +8,7 @@ use common::{Gw, WEB, service};
 use http::{Method, StatusCode};
 use portico_testkit::client::request;
 use portico_testkit::upstream::Reply;
-use portico_testkit::{Client, Upstream};
+use portico_testkit::{Client, Resp, Upstream};
 
 const PORTAL: &str = "https://portal.example.com";
 const APP: &str = "https://app.example.com";
@@ -71,6 +71,14 @@ async fn start(api: &Upstream, raw: &Upstream) -> Gw {
     .await
 }
 
+/// Sends a request without a body with these headers.
+async fn send(client: &Client, method: Method, url: &str, headers: &[(&str, &str)]) -> Resp {
+    client
+        .send(request(method, url, "", headers))
+        .await
+        .expect("send")
+}
+
 fn preflight<'a>(origin: &'a str, method: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("origin", origin),
@@ -94,15 +102,13 @@ async fn portal_preflights_are_answered_at_the_gateway_and_forward_nothing() {
     let (api, raw) = upstreams().await;
     let gw = start(&api, &raw).await;
     let client = Client::new();
-    let r = client
-        .send(request(
-            Method::OPTIONS,
-            &gw.url("/pets/1"),
-            "",
-            &preflight(PORTAL, "GET"),
-        ))
-        .await
-        .expect("send");
+    let r = send(
+        &client,
+        Method::OPTIONS,
+        &gw.url("/pets/1"),
+        &preflight(PORTAL, "GET"),
+    )
+    .await;
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(
         r.header("access-control-allow-origin").as_deref(),
@@ -120,15 +126,13 @@ async fn portal_preflights_are_answered_at_the_gateway_and_forward_nothing() {
     assert!(r.header("vary").is_some_and(|v| v.contains("Origin")));
     assert_eq!(r.header("access-control-allow-credentials"), None);
     // Before authentication: the API that asks for a key answers the preflight too.
-    let r = client
-        .send(request(
-            Method::OPTIONS,
-            &gw.url("/secure/items"),
-            "",
-            &preflight(PORTAL, "DELETE"),
-        ))
-        .await
-        .expect("send");
+    let r = send(
+        &client,
+        Method::OPTIONS,
+        &gw.url("/secure/items"),
+        &preflight(PORTAL, "DELETE"),
+    )
+    .await;
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(
         r.header("access-control-allow-methods").as_deref(),
@@ -136,28 +140,24 @@ async fn portal_preflights_are_answered_at_the_gateway_and_forward_nothing() {
     );
     // After routing: a path or a method no route serves stays 404.
     for (path, method) in [("/nowhere", "GET"), ("/pets/1", "DELETE")] {
-        let r = client
-            .send(request(
-                Method::OPTIONS,
-                &gw.url(path),
-                "",
-                &preflight(PORTAL, method),
-            ))
-            .await
-            .expect("send");
+        let r = send(
+            &client,
+            Method::OPTIONS,
+            &gw.url(path),
+            &preflight(PORTAL, method),
+        )
+        .await;
         assert_eq!(r.status, 404, "{method} {path}: {}", r.text());
     }
     assert_eq!(api.count(), 0, "a preflight reached the API");
     // Raw routes are not in the portal: their preflights go on as requests.
-    let r = client
-        .send(request(
-            Method::OPTIONS,
-            &gw.url("/mesh"),
-            "",
-            &preflight(PORTAL, "GET"),
-        ))
-        .await
-        .expect("send");
+    let r = send(
+        &client,
+        Method::OPTIONS,
+        &gw.url("/mesh"),
+        &preflight(PORTAL, "GET"),
+    )
+    .await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "raw"));
     no_cors(&r);
     assert_eq!(raw.count(), 1);
@@ -218,15 +218,13 @@ async fn portal_requests_get_cors_headers_and_other_origins_none() {
         no_cors(&r);
         assert_eq!(r.header("vary"), None, "{path} {headers:?}");
     }
-    let r = client
-        .send(request(
-            Method::OPTIONS,
-            &gw.url("/pets/1"),
-            "",
-            &preflight("https://evil.example.com", "GET"),
-        ))
-        .await
-        .expect("send");
+    let r = send(
+        &client,
+        Method::OPTIONS,
+        &gw.url("/pets/1"),
+        &preflight("https://evil.example.com", "GET"),
+    )
+    .await;
     assert_eq!(r.status, 404, "another origin's preflight is no Try Out");
 }
 
@@ -267,15 +265,13 @@ async fn an_apis_own_cors_policy_keeps_answering_its_origins() {
         r.header("access-control-allow-credentials").as_deref(),
         Some("true")
     );
-    let r = client
-        .send(request(
-            Method::DELETE,
-            &gw.url("/own/x"),
-            "",
-            &[("origin", APP)],
-        ))
-        .await
-        .expect("send");
+    let r = send(
+        &client,
+        Method::DELETE,
+        &gw.url("/own/x"),
+        &[("origin", APP)],
+    )
+    .await;
     assert_eq!(
         r.header("access-control-allow-origin").as_deref(),
         Some(APP)
@@ -285,40 +281,34 @@ async fn an_apis_own_cors_policy_keeps_answering_its_origins() {
         Some("x-request-id")
     );
     // A method its policy does not allow is still refused to its own origin...
-    let r = client
-        .send(request(
-            Method::OPTIONS,
-            &gw.url("/own/x"),
-            "",
-            &preflight(APP, "DELETE"),
-        ))
-        .await
-        .expect("send");
+    let r = send(
+        &client,
+        Method::OPTIONS,
+        &gw.url("/own/x"),
+        &preflight(APP, "DELETE"),
+    )
+    .await;
     assert_eq!(r.status, 403);
     // ...and allowed to the portal's Try Out, whose answer adds to the policy's.
-    let r = client
-        .send(request(
-            Method::OPTIONS,
-            &gw.url("/own/x"),
-            "",
-            &preflight(PORTAL, "DELETE"),
-        ))
-        .await
-        .expect("send");
+    let r = send(
+        &client,
+        Method::OPTIONS,
+        &gw.url("/own/x"),
+        &preflight(PORTAL, "DELETE"),
+    )
+    .await;
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(
         r.header("access-control-allow-origin").as_deref(),
         Some(PORTAL)
     );
-    let r = client
-        .send(request(
-            Method::DELETE,
-            &gw.url("/own/x"),
-            "",
-            &[("origin", PORTAL)],
-        ))
-        .await
-        .expect("send");
+    let r = send(
+        &client,
+        Method::DELETE,
+        &gw.url("/own/x"),
+        &[("origin", PORTAL)],
+    )
+    .await;
     assert_eq!(
         r.header("access-control-allow-origin").as_deref(),
         Some(PORTAL)
@@ -336,25 +326,21 @@ async fn a_snapshot_without_the_portal_turns_the_try_out_off() {
     let gw = start(&api, &raw).await;
     gw.apply(&config(&api, &raw)).await.expect("applied");
     let client = Client::new();
-    let r = client
-        .send(request(
-            Method::OPTIONS,
-            &gw.url("/pets/1"),
-            "",
-            &preflight(PORTAL, "GET"),
-        ))
-        .await
-        .expect("send");
+    let r = send(
+        &client,
+        Method::OPTIONS,
+        &gw.url("/pets/1"),
+        &preflight(PORTAL, "GET"),
+    )
+    .await;
     assert_eq!(r.status, 404, "OPTIONS is not a method of the route");
-    let r = client
-        .send(request(
-            Method::GET,
-            &gw.url("/pets/1"),
-            "",
-            &[("origin", PORTAL)],
-        ))
-        .await
-        .expect("send");
+    let r = send(
+        &client,
+        Method::GET,
+        &gw.url("/pets/1"),
+        &[("origin", PORTAL)],
+    )
+    .await;
     assert_eq!(r.status, 200);
     no_cors(&r);
 }
