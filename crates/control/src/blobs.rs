@@ -39,48 +39,103 @@ impl Blobs {
 
     /// Stores a body under `hash`, checking it hashes to that; answers its size.
     pub async fn put(&self, hash: &str, body: axum::body::Body) -> Result<u64, Error> {
-        let io = |e: std::io::Error| Error::Internal(format!("cannot store a file: {e}"));
+        let spooled = self.spool(body.into_data_stream()).await?;
+        if spooled.hash != hash {
+            return Err(Error::BadRequest(format!(
+                "the file's SHA-256 is {}, not {hash}: it was changed or cut short on the way",
+                spooled.hash
+            )));
+        }
+        self.keep(&spooled)
+    }
+
+    /// Stores a stream whose content is not known ahead (a file of a form's upload);
+    /// answers its SHA-256 and size.
+    pub async fn put_any<E: std::fmt::Display>(
+        &self,
+        stream: impl futures_util::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    ) -> Result<(String, u64), Error> {
+        let spooled = self.spool(stream).await?;
+        let size = self.keep(&spooled)?;
+        Ok((spooled.hash.clone(), size))
+    }
+
+    /// Writes a stream to a temporary file (removed when the answer is dropped, unless
+    /// kept), hashing it on the way.
+    pub async fn spool<E: std::fmt::Display>(
+        &self,
+        mut stream: impl futures_util::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    ) -> Result<Spooled, Error> {
+        let path = self.temp_path()?;
+        let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
+        let mut spooled = Spooled {
+            path,
+            hash: String::new(),
+            size: 0,
+        };
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| Error::BadRequest(format!("the upload broke off: {e}")))?;
+            spooled.size += chunk.len() as u64;
+            if spooled.size > MAX_FILE {
+                return Err(too_large());
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.sync_all().await.map_err(io)?;
+        spooled.hash = hex(&hasher.finalize());
+        Ok(spooled)
+    }
+
+    /// Stores what `content` reads (a file out of an archive, on a blocking thread): at
+    /// most [`MAX_FILE`] bytes; answers its SHA-256 and size.
+    pub fn put_read(&self, content: &mut dyn std::io::Read) -> Result<(String, u64), Error> {
+        use std::io::Write as _;
+        let mut spooled = Spooled {
+            path: self.temp_path()?,
+            hash: String::new(),
+            size: 0,
+        };
+        let mut file = std::fs::File::create(&spooled.path).map_err(io)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = content
+                .read(&mut buf)
+                .map_err(|e| Error::BadRequest(format!("a file cannot be read: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            spooled.size += n as u64;
+            if spooled.size > MAX_FILE {
+                return Err(too_large());
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n]).map_err(io)?;
+        }
+        file.sync_all().map_err(io)?;
+        spooled.hash = hex(&hasher.finalize());
+        let size = self.keep(&spooled)?;
+        Ok((spooled.hash.clone(), size))
+    }
+
+    /// A fresh temporary file's path under the blob directory.
+    fn temp_path(&self) -> Result<PathBuf, Error> {
         let tmp_dir = self.dir.join("tmp");
-        tokio::fs::create_dir_all(&tmp_dir).await.map_err(io)?;
-        let tmp = tmp_dir.join(format!("{hash}.{:016x}", fastrand_u64()));
-        let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
-            let mut stream = body.into_data_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| {
-                    Error::BadRequest(format!("the upload broke off: {e}"))
-                })?;
-                size += chunk.len() as u64;
-                if size > MAX_FILE {
-                    return Err(Error::PayloadTooLarge(format!(
-                        "a file may be at most {} MiB",
-                        MAX_FILE >> 20
-                    )));
-                }
-                hasher.update(&chunk);
-                file.write_all(&chunk).await.map_err(io)?;
-            }
-            file.sync_all().await.map_err(io)?;
-            let got = hex(&hasher.finalize());
-            if got != hash {
-                return Err(Error::BadRequest(format!(
-                    "the file's SHA-256 is {got}, not {hash}: it was changed or cut short on the way"
-                )));
-            }
-            let path = self.path(hash);
-            if let Some(parent) = path.parent() {
-                tokio::fs::create_dir_all(parent).await.map_err(io)?;
-            }
-            tokio::fs::rename(&tmp, &path).await.map_err(io)?;
-            Ok(size)
+        std::fs::create_dir_all(&tmp_dir).map_err(io)?;
+        Ok(tmp_dir.join(format!("upload.{:016x}", fastrand_u64())))
+    }
+
+    /// Keeps a spooled file under its hash; answers its size.
+    fn keep(&self, spooled: &Spooled) -> Result<u64, Error> {
+        let path = self.path(&spooled.hash);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
         }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result
+        std::fs::rename(&spooled.path, &path).map_err(io)?;
+        Ok(spooled.size)
     }
 
     /// Removes files (missing ones are fine).
@@ -89,6 +144,33 @@ impl Blobs {
             let _ = tokio::fs::remove_file(self.path(h)).await;
         }
     }
+}
+
+/// A stream written to a temporary file: where, its SHA-256 and size. The file is removed
+/// when this is dropped, unless it was kept under its hash.
+#[derive(Debug)]
+pub struct Spooled {
+    /// The temporary file.
+    pub path: PathBuf,
+    /// SHA-256, lower-case hex.
+    pub hash: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        // Gone already when it was kept (renamed).
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::Internal(format!("cannot store a file: {e}"))
+}
+
+fn too_large() -> Error {
+    Error::PayloadTooLarge(format!("a file may be at most {} MiB", MAX_FILE >> 20))
 }
 
 /// Lower-case hex.

@@ -16,6 +16,7 @@ pub mod access;
 pub mod acme;
 pub mod api;
 pub mod apply;
+pub mod archive;
 pub mod blobs;
 pub mod error;
 pub mod extract;

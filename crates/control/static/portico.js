@@ -24,7 +24,7 @@
   }
   function deployments(table, v) {
     v.deployments.forEach(function (d) {
-      var row = table.querySelector("tr[data-gateway=\"" + CSS.escape(d.gateway) + "\"] .nodes");
+      var row = table.querySelector("tr[data-key=\"" + CSS.escape(d.key) + "\"] .nodes");
       if (row) { row.textContent = d.nodes; }
     });
   }
@@ -40,6 +40,17 @@
   document.querySelectorAll("table[data-refresh]").forEach(function (t) {
     setInterval(function () { refresh(t); }, 1000);
   });
+
+  // An app's folder upload: each file's path inside the chosen folder, in the order the
+  // files are sent (browsers send only the file's own name).
+  var folder = document.getElementById("upload-folder");
+  if (folder) {
+    folder.addEventListener("change", function () {
+      document.getElementById("upload-paths").value = Array.prototype.map
+        .call(folder.files, function (f) { return f.webkitRelativePath || f.name; })
+        .join("\n");
+    });
+  }
 
   // Try Out: a short-lived token for the chosen application, obtained by the portal on
   // the server, then the request straight from the browser to the chosen gateway.

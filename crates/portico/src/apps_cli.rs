@@ -346,73 +346,29 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The files of a folder, a `.tar.gz`/`.tgz` or a `.zip`.
 fn collect(path: &Path) -> anyhow::Result<BTreeMap<String, Local>> {
-    let name = path.to_string_lossy().to_ascii_lowercase();
-    let entries: Vec<(String, Vec<u8>)> = if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-        let file =
-            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-        let mut out = Vec::new();
-        for entry in archive
-            .entries()
-            .with_context(|| format!("{} is not a .tar.gz archive", path.display()))?
-        {
-            let mut entry = entry.with_context(|| format!("{}: a broken entry", path.display()))?;
-            if !entry.header().entry_type().is_file() {
-                continue;
-            }
-            let rel = entry.path()?.to_string_lossy().into_owned();
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut bytes)
-                .with_context(|| format!("{}: cannot read `{rel}`", path.display()))?;
-            out.push((rel, bytes));
-        }
-        out
-    } else if name.ends_with(".zip") {
-        let file =
-            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut archive = zip::ZipArchive::new(file)
-            .with_context(|| format!("{} is not a zip archive", path.display()))?;
-        let mut out = Vec::new();
-        for i in 0..archive.len() {
-            let mut f = archive.by_index(i)?;
-            if !f.is_file() {
-                continue;
-            }
-            let rel = f.name()?.into_owned();
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut f, &mut bytes)
-                .with_context(|| format!("{}: cannot read `{rel}`", path.display()))?;
-            out.push((rel, bytes));
-        }
-        out
-    } else {
+    use portico_control::archive;
+    let Some(format) = archive::Format::of(&path.to_string_lossy()) else {
         return walk(path);
     };
-    let mut files: Vec<(String, Vec<u8>)> = entries
-        .into_iter()
-        .map(|(rel, bytes)| (rel.trim_start_matches("./").to_owned(), bytes))
-        .filter(|(rel, _)| !rel.is_empty())
-        .collect();
-    // An archive of the folder itself (`dist/index.html`, ...): its contents are the root.
-    let first = |p: &str| p.split('/').next().unwrap_or("").to_owned();
-    if !files.iter().any(|(p, _)| p == "index.html")
-        && let Some((p0, _)) = files.first()
-    {
-        let top = first(p0);
-        if files
-            .iter()
-            .all(|(p, _)| p.contains('/') && first(p) == top)
-        {
-            for (p, _) in &mut files {
-                *p = p[top.len() + 1..].to_owned();
-            }
-        }
-    }
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    archive::each_file(
+        std::io::BufReader::new(file),
+        format,
+        &archive::Limits::default(),
+        |rel, content| {
+            let mut bytes = Vec::new();
+            let n = content.read_to_end(&mut bytes)?;
+            entries.push((rel.to_owned(), bytes));
+            Ok(n as u64)
+        },
+    )
+    .with_context(|| path.display().to_string())?;
+    let mut paths: Vec<String> = entries.iter().map(|(p, _)| p.clone()).collect();
+    archive::app_paths(&mut paths).with_context(|| path.display().to_string())?;
     let mut out = BTreeMap::new();
-    for (rel, bytes) in files {
-        if let Some(problem) = portico_model::app::path_problem(&rel) {
-            bail!("{}: `{rel}`: {problem}", path.display());
-        }
+    for (rel, (_, bytes)) in paths.into_iter().zip(entries) {
         out.insert(
             rel.clone(),
             Local {
@@ -422,9 +378,6 @@ fn collect(path: &Path) -> anyhow::Result<BTreeMap<String, Local>> {
                 bytes: Some(bytes),
             },
         );
-    }
-    if out.is_empty() {
-        bail!("{} has no files", path.display());
     }
     Ok(out)
 }

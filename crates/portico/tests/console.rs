@@ -845,3 +845,279 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
     prod.stop().await;
     sandbox.stop().await;
 }
+
+/// Writes `body` at `rel` under `dir`, making folders.
+fn write(dir: &std::path::Path, rel: &str, body: &[u8]) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, body).unwrap();
+}
+
+/// A `.tar.gz` of `files` (path, content), as a build tool packs a `dist` folder.
+fn tar_gz(path: &std::path::Path, files: &[(&str, &[u8])]) {
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut t = tar::Builder::new(gz);
+    for (name, body) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, name, *body).unwrap();
+    }
+    t.into_inner().unwrap().finish().unwrap();
+}
+
+/// The state cell of version `n` in the app page's versions table.
+async fn version_state(b: &Browser, n: u32) -> Result<String, BrowserError> {
+    b.text(&format!("#versions tr[data-version='{n}'] .state"))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_uploads_an_app_runs_a_draft_beside_the_published_version_and_goes_blue_green()
+{
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let (mut blue, mut green) = (
+        init_node(root.path(), "blue", &cp.url).await,
+        init_node(root.path(), "green", &cp.url).await,
+    );
+    blue.start().await;
+    green.start().await;
+    cp.link(&blue, "blue", "production", &[]).await;
+    cp.link(&green, "green", "production", &[]).await;
+    user(&cp, "pat", &["publisher"]).await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apps",
+            Some(json!({"slug": "site", "name": "Our site", "spa": true})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    // Version 1 is a folder as a build leaves it; version 2 comes packed.
+    let dist = root.path().join("dist");
+    write(&dist, "index.html", b"<h1>v1</h1>");
+    write(&dist, "assets/app.js", b"console.log('v1');");
+    let packed = root.path().join("site-v2.tar.gz");
+    tar_gz(
+        &packed,
+        &[
+            ("dist/index.html", b"<h1>v2</h1>"),
+            ("dist/assets/app.js", b"console.log('v2');"),
+        ],
+    );
+    let evil = root.path().join("evil.zip");
+    {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&evil).unwrap());
+        let opts = zip::write::SimpleFileOptions::default();
+        z.start_file("index.html", opts).unwrap();
+        z.start_file("../escape.txt", opts).unwrap();
+        std::io::Write::write_all(&mut z, b"out of the root").unwrap();
+        z.finish().unwrap();
+    }
+    let client = Client::new();
+    let default_gw = |path: &str| format!("http://127.0.0.1:{}{path}", cp.gateway_port);
+    let b = Browser::start_named("console-apps").await;
+
+    b.step("the publisher finds the app and uploads a folder", async {
+        sign_in(&b, &cp, "console", "pat").await?;
+        b.goto(&format!("{}/console/apps", cp.url)).await?;
+        b.click("#list a[href='/console/apps/site']").await?;
+        b.wait_for_text("h1", "Our site").await?;
+        // Nothing chosen: said beside the form, nothing made.
+        b.click("#upload-form button[type=submit]").await?;
+        b.wait_for_text(".error", "choose a folder or an archive")
+            .await?;
+        b.choose_file("#upload-folder", &dist).await?;
+        b.fill("#upload-note", "first cut").await?;
+        b.click("#upload-form button[type=submit]").await?;
+        b.wait_for_text(".notice", "Version 1 uploaded as a draft: 2 files")
+            .await?;
+        assert_eq!(version_state(&b, 1).await?, "draft");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    // The folder's own name is not part of the paths: the files are the app's root.
+    let (st, v) = cp.api("GET", "/api/v1/apps/site/versions/1", None).await;
+    assert_eq!(st, 200, "{v}");
+    let mut paths: Vec<&String> = v["files"].as_object().unwrap().keys().collect();
+    paths.sort();
+    assert_eq!(paths, ["assets/app.js", "index.html"], "{v}");
+
+    b.step(
+        "a draft is refused on production gateways until asked for",
+        async {
+            b.click("#deploy-dialog summary").await?;
+            choose(&b, "#deploy-version", "1").await?;
+            b.click("#deploy-blue").await?;
+            b.click("#deploy-form button[type=submit]").await?;
+            b.wait_for_text(".error", "is a draft").await?;
+            assert!(b.find("#deployments tr[data-key=blue]").await.is_err());
+            // The draft goes to the built-in gateway for testing.
+            b.click("#deploy-dialog summary").await?;
+            choose(&b, "#deploy-version", "1").await?;
+            b.click("#deploy-default").await?;
+            b.click("#deploy-form button[type=submit]").await?;
+            b.wait_for_text(".notice", "Version 1 deployed to default")
+                .await?;
+            b.wait_for_text("#deployments tr[data-key=default] .version", "draft")
+                .await?;
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    eventually_serves(&client, &default_gw("/site/"), "<h1>v1</h1>").await;
+    eventually_serves(
+        &client,
+        &default_gw("/site/assets/app.js"),
+        "console.log('v1');",
+    )
+    .await;
+
+    b.step(
+        "publish version 1 and deploy it to blue and green at once",
+        async {
+            b.click("#versions tr[data-version='1'] form.publish button")
+                .await?;
+            b.wait_for_text(".notice", "Version 1 is published").await?;
+            assert_eq!(version_state(&b, 1).await?, "published");
+            b.click("#deploy-dialog summary").await?;
+            choose(&b, "#deploy-version", "1").await?;
+            b.click("#deploy-blue").await?;
+            b.click("#deploy-green").await?;
+            b.click("#deploy-form button[type=submit]").await?;
+            b.wait_for_text(".notice", "Version 1 deployed to blue, green")
+                .await?;
+            // Both nodes reach it, shown as it happens.
+            b.wait_for_text("#deployments tr[data-key=blue] .nodes", "1 of 1 nodes")
+                .await?;
+            b.wait_for_text("#deployments tr[data-key=green] .nodes", "1 of 1 nodes")
+                .await?;
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    eventually_serves(&client, &blue.url("/site/"), "<h1>v1</h1>").await;
+    eventually_serves(&client, &green.url("/site/"), "<h1>v1</h1>").await;
+
+    b.step("an archive that climbs out of its root is refused", async {
+        b.choose_file("#upload-archive", &evil).await?;
+        b.click("#upload-form button[type=submit]").await?;
+        b.wait_for_text(".error", "escape.txt").await?;
+        assert!(b.find("#versions tr[data-version='2']").await.is_err());
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step(
+        "version 2 from an archive: a draft on default, the published 1 on blue",
+        async {
+            b.choose_file("#upload-archive", &packed).await?;
+            b.click("#upload-form button[type=submit]").await?;
+            b.wait_for_text(".notice", "Version 2 uploaded as a draft: 2 files")
+                .await?;
+            b.click("#deploy-dialog summary").await?;
+            choose(&b, "#deploy-version", "2").await?;
+            b.click("#deploy-default").await?;
+            b.click("#deploy-form button[type=submit]").await?;
+            b.wait_for_text("#deployments tr[data-key=default] .version", "2")
+                .await?;
+            b.wait_for_text("#deployments tr[data-key=blue] .version", "1")
+                .await?;
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    eventually_serves(&client, &default_gw("/site/"), "<h1>v2</h1>").await;
+    eventually_serves(&client, &blue.url("/site/"), "<h1>v1</h1>").await;
+
+    b.step(
+        "blue-green: 2 goes to idle green first, then to blue; blue rolls back in one click",
+        async {
+            b.click("#versions tr[data-version='2'] form.publish button")
+                .await?;
+            b.wait_for_text(".notice", "Version 2 is published").await?;
+            b.click("#deploy-dialog summary").await?;
+            choose(&b, "#deploy-version", "2").await?;
+            b.click("#deploy-green").await?;
+            b.click("#deploy-form button[type=submit]").await?;
+            b.wait_for_text("#deployments tr[data-key=green] .version", "2")
+                .await?;
+            b.wait_for_text("#deployments tr[data-key=green] .nodes", "1 of 1 nodes")
+                .await?;
+            // Blue still runs 1 (no longer the published version: 2 is).
+            let blue_runs = b.text("#deployments tr[data-key=blue] .version").await?;
+            assert!(blue_runs.starts_with('1'), "{blue_runs}");
+            b.screenshot("app-blue-green").await?;
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    // Green answers with the new version while blue still serves the old one.
+    eventually_serves(&client, &green.url("/site/"), "<h1>v2</h1>").await;
+    eventually_serves(&client, &blue.url("/site/"), "<h1>v1</h1>").await;
+
+    b.step("traffic moved: blue takes 2, then rolls back", async {
+        b.click("#deploy-dialog summary").await?;
+        choose(&b, "#deploy-version", "2").await?;
+        b.click("#deploy-blue").await?;
+        b.click("#deploy-form button[type=submit]").await?;
+        b.wait_for_text("#deployments tr[data-key=blue] .version", "2")
+            .await?;
+        b.click("#deployments tr[data-key=blue] form.rollback button")
+            .await?;
+        b.wait_for_text(".notice", "blue is back on version 1")
+            .await?;
+        b.wait_for_text("#deployments tr[data-key=blue] .nodes", "1 of 1 nodes")
+            .await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    eventually_serves(&client, &blue.url("/site/"), "<h1>v1</h1>").await;
+
+    b.step("undeploy from green", async {
+        b.click("#deployments tr[data-key=green] form.undeploy button")
+            .await?;
+        b.wait_for_text(".notice", "Undeployed from green").await?;
+        assert!(b.find("#deployments tr[data-key=green]").await.is_err());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let r = client.get(&green.url("/site/")).await;
+        if r.status == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "green still serves the app"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The audit log names the publisher for each step.
+    let (_, v) = cp.api("GET", "/api/v1/audit?kind=app", None).await;
+    let by_pat = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "user:pat")
+        .count();
+    assert!(by_pat >= 8, "{v}");
+
+    b.close().await;
+    blue.stop().await;
+    green.stop().await;
+}

@@ -32,13 +32,13 @@ pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
 }
 
 /// A gateway as the list shows it.
-struct GatewayRow {
-    name: String,
-    kind: &'static str,
-    allowed: Vec<String>,
-    denied: Vec<String>,
-    rule: String,
-    nodes: String,
+pub(super) struct GatewayRow {
+    pub(super) name: String,
+    pub(super) kind: &'static str,
+    pub(super) allowed: Vec<String>,
+    pub(super) denied: Vec<String>,
+    pub(super) rule: String,
+    pub(super) nodes: String,
 }
 
 /// A field of the link form.
@@ -488,7 +488,10 @@ struct ApiPage {
 }
 
 /// How a gateway's nodes stand against its snapshot: "2 of 2 nodes at version 7".
-async fn nodes_summary(st: &crate::ControlPlane, gateway: &str) -> Result<String, Error> {
+pub(super) async fn nodes_summary(
+    st: &crate::ControlPlane,
+    gateway: &str,
+) -> Result<String, Error> {
     let g = st.store.gateway(gateway).await?;
     let gid = g.id();
     let current = st.store.snapshot_version(gid).await?;
@@ -583,7 +586,7 @@ async fn api_page(
 }
 
 /// A gateway as lists and the deploy dialog show it, visibility rules one click away.
-fn gateway_row(g: &crate::store::GatewayRecord) -> GatewayRow {
+pub(super) fn gateway_row(g: &crate::store::GatewayRecord) -> GatewayRow {
     let allowed = g.spec.visibility.roles_allowed.clone();
     let denied = g.spec.visibility.roles_denied.clone();
     let rule = match (allowed.is_empty(), denied.is_empty()) {
@@ -624,7 +627,7 @@ async fn api_deployments(
     match found {
         Ok(rows) => axum::Json(serde_json::json!({
             "deployments": rows.iter().map(|d| serde_json::json!({
-                "gateway": d.gateway, "revision": d.revision, "nodes": d.nodes,
+                "key": d.gateway, "gateway": d.gateway, "revision": d.revision, "nodes": d.nodes,
             })).collect::<Vec<_>>()
         }))
         .into_response(),

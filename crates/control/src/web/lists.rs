@@ -154,6 +154,8 @@ struct ListPage {
     can_write: bool,
     /// The roles list, to an admin: its form to create one.
     role_form: bool,
+    /// Each row's first cell links to the item's own page (`path/KEY`).
+    own_pages: bool,
     next: Option<String>,
     path: &'static str,
 }
@@ -222,6 +224,7 @@ fn list_page(v: &Viewer, kind: KindId, editable: bool, answer: &Value) -> Respon
             rows,
             can_write: editable && v.may(kind, Action::Write),
             role_form: kind == KindId::Role && v.may(KindId::Role, Action::Write),
+            own_pages: kind == KindId::App,
             next: answer["next"].as_str().map(str::to_owned),
             path: c.path,
         },

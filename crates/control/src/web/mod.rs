@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::{ControlPlane, secrets};
 
 mod api_form;
+mod apps;
 mod certs;
 mod console;
 mod editor;
@@ -51,6 +52,7 @@ pub fn router() -> Router<Arc<ControlPlane>> {
         .merge(console::routes())
         .merge(lists::routes())
         .merge(api_form::routes())
+        .merge(apps::routes())
         .merge(certs::routes())
         .merge(portal::routes())
         .route("/static/portico.css", get(css))
@@ -243,11 +245,16 @@ impl Viewer {
         if self.caller.is_some() && same(sent, &self.csrf) {
             Ok(())
         } else {
-            Err(Error::Forbidden(
-                "the form is out of date or came from another site: open the page again".into(),
-            ))
+            Err(stale_form())
         }
     }
+}
+
+/// A form without this session's CSRF token.
+pub(crate) fn stale_form() -> Error {
+    Error::Forbidden(
+        "the form is out of date or came from another site: open the page again".into(),
+    )
 }
 
 /// A posted form's fields, repeated ones included (a form that does not read has none).

@@ -308,6 +308,15 @@ impl Browser {
             .map_err(|e| wd(format!("type into `{css}`"), e))
     }
 
+    /// Chooses `path` (a file, or a folder for an `webkitdirectory` input) in the file
+    /// input matching `css`, as a person picking it in the file dialog would.
+    pub async fn choose_file(&self, css: &str, path: &std::path::Path) -> Result<(), Error> {
+        let el = self.wait_for(css).await?;
+        el.send_keys(&path.to_string_lossy())
+            .await
+            .map_err(|e| wd(format!("choose {} in `{css}`", path.display()), e))
+    }
+
     /// Clicks the element matching `css` (waiting for it).
     pub async fn click(&self, css: &str) -> Result<(), Error> {
         let el = self.wait_for(css).await?;
