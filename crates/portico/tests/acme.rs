@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use portico_testkit::Upstream;
 use portico_testkit::process::Process;
+use portico_testkit::{Browser, Upstream};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -433,7 +433,31 @@ async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wi
     );
     assert_eq!(cp.process.count("certificate issued"), 3);
     let (before, _) = eventually_https(tls_port, "a.test", &ca_root, "/app/x").await;
-    cp.cli_ok(&["certificates", "order", "a.test"]).await;
+    // In the console: the uploaded certificate and the automatic ones with their state, and
+    // an early renewal one click away.
+    user(&cp, "ada", &["admin"]).await;
+    let b = Browser::start_named("console-certificates").await;
+    b.step(
+        "the certificates page shows every automatic host valid",
+        async {
+            sign_in(&b, &cp, "console", "ada").await?;
+            b.goto(&format!("{}/console/certificates", cp.url)).await?;
+            b.wait_for_text("#uploaded tr[data-certificate=c]", "c.test")
+                .await?;
+            for host in ["a.test", "b.test", "shop.test"] {
+                let row = format!("#automatic tr[data-host='{host}']");
+                assert_eq!(b.text(&format!("{row} .state")).await?, "valid");
+                assert!(b.text(&format!("{row} .expires")).await?.ends_with(" UTC"));
+            }
+            b.click("#automatic tr[data-host='a.test'] form.order button")
+                .await?;
+            b.wait_for_text(".notice", "A new certificate for a.test is being ordered")
+                .await?;
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
     let deadline = Instant::now() + ACME_WAIT;
     while eventually_https(tls_port, "a.test", &ca_root, "/app/x")
         .await
@@ -444,6 +468,15 @@ async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wi
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(cp.process.count("certificate issued"), 4);
+    b.step("the page shows the new certificate, valid", async {
+        b.goto(&format!("{}/console/certificates", cp.url)).await?;
+        b.wait_for_text("#automatic tr[data-host='a.test'] .state", "valid")
+            .await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    b.close().await;
     let (ok, text) = cp.cli(&["certificates", "order", "nowhere.test"]).await;
     assert!(!ok && text.contains("nowhere.test"), "{text}");
     n2.stop().await;

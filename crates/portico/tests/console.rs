@@ -18,35 +18,6 @@ mod common;
 
 use common::*;
 
-const PASSWORD: &str = "correct horse battery";
-
-/// Creates a user with `roles` through the admin API.
-async fn user(cp: &ControlPlane, name: &str, roles: &[&str]) {
-    let (st, v) = cp
-        .api(
-            "POST",
-            "/api/v1/users",
-            Some(json!({"name": name, "password": PASSWORD, "roles": roles})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-}
-
-/// Signs `name` in with the form at `area`'s sign-in page (`console` or `portal`).
-async fn sign_in(
-    b: &Browser,
-    cp: &ControlPlane,
-    area: &str,
-    name: &str,
-) -> Result<(), BrowserError> {
-    b.goto(&format!("{}/{area}/login", cp.url)).await?;
-    b.fill("#name", name).await?;
-    b.fill("#password", PASSWORD).await?;
-    b.click("#signin-form button[type=submit]").await?;
-    b.wait_for_text("#whoami", name).await?;
-    Ok(())
-}
-
 async fn sign_out(b: &Browser) -> Result<(), BrowserError> {
     b.click("#signout button[type=submit]").await?;
     b.wait_for("#signin").await?;
@@ -102,17 +73,55 @@ async fn fit_a_phone(b: &Browser, cp: &ControlPlane, paths: &[&str]) -> Result<(
     for path in paths {
         b.goto(&format!("{}{path}", cp.url)).await?;
         b.wait_for("main").await?;
-        let fits = b
+        // What runs off the side, by tag, id and class (none when the page fits).
+        let wide = b
             .execute(
-                "return document.documentElement.scrollWidth <= window.innerWidth;",
+                "if (document.documentElement.scrollWidth <= window.innerWidth) { return []; }
+                 return [...document.querySelectorAll('main *')]
+                   .filter(e => e.getBoundingClientRect().right > window.innerWidth)
+                   .map(e => e.tagName + '#' + e.id + '.' + e.className);",
                 vec![],
             )
             .await?;
-        assert_eq!(fits, json!(true), "{path} is wider than a phone");
+        assert_eq!(wide, json!([]), "{path} is wider than a phone");
+        // Every control a person fills in has a label that names it.
+        let unlabelled = b
+            .execute(
+                "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+                   .filter(e => e.labels.length === 0 && !e.getAttribute('aria-label'))
+                   .map(e => e.id || e.name);",
+                vec![],
+            )
+            .await?;
+        assert_eq!(unlabelled, json!([]), "controls without a label on {path}");
     }
     b.screenshot("phone").await?;
     b.client().set_window_size(1280, 800).await.unwrap();
     Ok(())
+}
+
+/// Presses keys in the focused element (`\u{E004}` Tab, `\u{E007}` Enter, ` ` Space).
+async fn press(b: &Browser, keys: &str) {
+    b.press(keys).await.unwrap();
+}
+
+/// Presses Tab until the element matching `css` has the focus, as a keyboard user moves
+/// through a page (a bounded number of times: a control Tab never reaches fails).
+async fn tab_to(b: &Browser, css: &str) {
+    for _ in 0..80 {
+        let there = b
+            .execute(
+                "return document.activeElement !== null && document.activeElement.matches(arguments[0]);",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap();
+        if there == json!(true) {
+            return;
+        }
+        press(b, "\u{E004}").await;
+    }
+    panic!("Tab never reaches `{css}`");
 }
 
 /// Fills and submits the console's link form for `node` as gateway `name` of type `kind`.
@@ -1107,6 +1116,37 @@ async fn a_publisher_uploads_an_app_runs_a_draft_beside_the_published_version_an
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    b.step(
+        "the deploy dialog by keyboard alone: version 2 back to green",
+        async {
+            b.goto(&format!("{}/console/apps/site", cp.url)).await?;
+            b.wait_for("#deploy-dialog").await?;
+            tab_to(&b, "#deploy-dialog summary").await;
+            press(&b, "\u{E007}").await;
+            tab_to(&b, "#deploy-version").await;
+            // A select takes the option's first letter, as people type it.
+            press(&b, "2").await;
+            tab_to(&b, "#deploy-green").await;
+            press(&b, " ").await;
+            tab_to(&b, "#deploy-form button[type=submit]").await;
+            press(&b, "\u{E007}").await;
+            b.wait_for_text(".notice", "Version 2 deployed to green")
+                .await?;
+            b.wait_for_text("#deployments tr[data-key=green] .nodes", "1 of 1 nodes")
+                .await?;
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    eventually_serves(&client, &green.url("/site/"), "<h1>v2</h1>").await;
+
+    b.step("the app pages at phone width", async {
+        fit_a_phone(&b, &cp, &["/console/apps", "/console/apps/site"]).await
+    })
+    .await
+    .unwrap();
+
     // The audit log names the publisher for each step.
     let (_, v) = cp.api("GET", "/api/v1/audit?kind=app", None).await;
     let by_pat = v["items"]

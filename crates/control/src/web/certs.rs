@@ -13,7 +13,9 @@ use crate::error::Error;
 
 /// The certificates page and its form.
 pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
-    axum::Router::new().route("/console/certificates", get(show).post(upload))
+    axum::Router::new()
+        .route("/console/certificates", get(show).post(upload))
+        .route("/console/certificates/order", axum::routing::post(order))
 }
 
 /// An uploaded certificate as listed.
@@ -39,6 +41,8 @@ struct CertificatesPage {
     automatic: Vec<Automatic>,
     can_upload: bool,
     may_see_automatic: bool,
+    /// May order a hostname's certificate now.
+    can_order: bool,
     name: String,
     notice: Option<String>,
     error: Option<String>,
@@ -114,6 +118,7 @@ async fn render(
                 .collect(),
             can_upload: v.may(KindId::Certificate, Action::Write),
             may_see_automatic,
+            can_order: v.may(KindId::Acme, Action::Write),
             name: name.to_owned(),
             notice,
             error,
@@ -145,5 +150,23 @@ async fn upload(State(st): St, v: Viewer, f: Fields) -> Response {
     match done {
         Ok(_) => Redirect::to("/console/certificates").into_response(),
         Err(e) => render(&st, &v, name, None, Some(e)).await,
+    }
+}
+
+/// Orders a hostname's certificate now (an early renewal, or a retry after a failure): the
+/// API's check and call.
+async fn order(State(st): St, v: Viewer, f: Fields) -> Response {
+    if let Err(r) = v.require_form(KindId::Acme, Action::Write, &f) {
+        return *r;
+    }
+    let host = f.get("host").trim().to_ascii_lowercase();
+    let done = v.act(st.store.acme_order_now(&host)).await;
+    match done {
+        Ok(()) => {
+            st.hub.changed.notify_one();
+            let notice = format!("A new certificate for {host} is being ordered.");
+            render(&st, &v, "", Some(notice), None).await
+        }
+        Err(e) => render(&st, &v, "", None, Some(e)).await,
     }
 }

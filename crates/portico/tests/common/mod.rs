@@ -371,3 +371,33 @@ impl Node {
         other
     }
 }
+
+/// The password of the people the browser tests make.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Creates a user with `roles` through the admin API.
+pub async fn user(cp: &ControlPlane, name: &str, roles: &[&str]) {
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/users",
+            Some(serde_json::json!({"name": name, "password": PASSWORD, "roles": roles})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+}
+
+/// Signs `name` in with the form at `area`'s sign-in page (`console` or `portal`).
+pub async fn sign_in(
+    b: &portico_testkit::Browser,
+    cp: &ControlPlane,
+    area: &str,
+    name: &str,
+) -> Result<(), portico_testkit::browser::Error> {
+    b.goto(&format!("{}/{area}/login", cp.url)).await?;
+    b.fill("#name", name).await?;
+    b.fill("#password", PASSWORD).await?;
+    b.click("#signin-form button[type=submit]").await?;
+    b.wait_for_text("#whoami", name).await?;
+    Ok(())
+}

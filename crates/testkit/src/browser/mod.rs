@@ -317,6 +317,22 @@ impl Browser {
             .map_err(|e| wd(format!("choose {} in `{css}`", path.display()), e))
     }
 
+    /// Presses keys on the keyboard, wherever the focus is (`\u{E004}` Tab, `\u{E007}`
+    /// Enter, ` ` Space, or text).
+    pub async fn press(&self, keys: &str) -> Result<(), Error> {
+        use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
+        let mut actions = KeyActions::new("keyboard".into());
+        for value in keys.chars() {
+            actions = actions
+                .then(KeyAction::Down { value })
+                .then(KeyAction::Up { value });
+        }
+        self.client
+            .perform_actions(actions)
+            .await
+            .map_err(|e| wd(format!("press {keys:?}"), e))
+    }
+
     /// Clicks the element matching `css` (waiting for it).
     pub async fn click(&self, css: &str) -> Result<(), Error> {
         let el = self.wait_for(css).await?;
