@@ -877,3 +877,45 @@ async fn uploaded_certificates_reach_https_listeners_and_bad_ones_are_refused() 
     assert_eq!(mode & 0o777, 0o600);
     n.stop().await;
 }
+
+/// A node whose cached snapshot cannot start (its traffic port is taken) starts empty
+/// instead, with its internal health and metrics port serving: the failed first attempt
+/// does not keep that port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_cache_cannot_start_starts_empty_with_its_internal_port() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let up = Upstream::named("cached").await;
+    let mut n = init_node(root.path(), "n", &cp.url).await;
+    n.start().await;
+    cp.link(&n, "edge", "production", &[]).await;
+    cp.deploy_api(
+        json!({"name": "Cached", "version": "v1", "context": "/c",
+               "production_endpoints": [format!("http://{}", up.addr)]}),
+        "edge",
+    )
+    .await;
+    eventually_serves(&Client::new(), &n.url("/c/x"), "cached").await;
+    n.stop().await;
+    // Someone else holds the traffic port now.
+    let _squatter = std::net::TcpListener::bind(("0.0.0.0", n.traffic_port)).unwrap();
+    let internal = free_port();
+    let p = portico_testkit::process::Process::spawn(
+        std::path::Path::new(BIN),
+        &[
+            "gateway",
+            "run",
+            "--config",
+            n.config.to_str().unwrap(),
+            "--internal",
+            &format!("127.0.0.1:{internal}"),
+        ],
+        &[],
+    );
+    p.wait_for("starting empty", WAIT).await;
+    p.wait_for("admin API ready", WAIT).await;
+    let r = Client::new()
+        .get(&format!("http://127.0.0.1:{internal}/healthz"))
+        .await;
+    assert_eq!(r.status, 200, "{}", p.output());
+}

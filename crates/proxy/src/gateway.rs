@@ -125,15 +125,16 @@ impl Gateway {
             handles.push(h);
         }
         let health = Arc::new(Health::default());
-        let internal = if settings.internal.enabled {
+        // Bound now, served once the snapshot applies: a start that fails closes the
+        // socket at once, so a retry (with an empty snapshot) can bind it again.
+        let (internal, internal_serve) = if settings.internal.enabled {
             let addr = settings.internal.address;
             let std = listener::bind(addr, false).map_err(|source| Error::Bind { addr, source })?;
             let local = std.local_addr().map_err(Error::Runtime)?;
             let (tx, rx) = oneshot::channel();
-            tokio::spawn(internal::serve(std, metrics.clone(), health.clone(), rx));
-            Some((local, tx))
+            (Some((local, tx)), Some((std, rx)))
         } else {
-            None
+            (None, None)
         };
         let stapler = Arc::new(crate::ocsp::Stapler::default());
         let stapling = tokio::spawn(stapler.clone().run());
@@ -167,6 +168,14 @@ impl Gateway {
         if let Err(e) = gw.apply(snapshot).await {
             gw.shutdown().await;
             return Err(e);
+        }
+        if let Some((std, rx)) = internal_serve {
+            tokio::spawn(internal::serve(
+                std,
+                gw.inner.cx.metrics.clone(),
+                gw.inner.health.clone(),
+                rx,
+            ));
         }
         gw.inner.health.ready.store(true, Ordering::Release);
         Ok(gw)
