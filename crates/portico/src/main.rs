@@ -451,9 +451,10 @@ struct InitArgs {
     /// Admin API address.
     #[arg(long, default_value = "0.0.0.0:2020")]
     admin_listen: std::net::SocketAddr,
-    /// Cache directory.
-    #[arg(long, default_value = "portico-gateway-cache")]
-    cache_dir: String,
+    /// Cache directory (default: beside the config, named after it: `edge-cache` for
+    /// `edge.toml`, so gateways set up in one folder never share a cache).
+    #[arg(long)]
+    cache_dir: Option<String>,
     /// PEM of the CA that signed the control plane's HTTPS certificate (pinned in the file).
     #[arg(long)]
     ca_file: Option<String>,
@@ -729,7 +730,16 @@ fn main() -> ExitCode {
             output: a.config.clone(),
             control_plane: a.control_plane.clone(),
             admin_address: a.admin_listen,
-            cache_dir: a.cache_dir.clone(),
+            cache_dir: a.cache_dir.clone().unwrap_or_else(|| {
+                let stem = a
+                    .config
+                    .file_stem()
+                    .map_or_else(|| "gateway".into(), |s| s.to_string_lossy().into_owned());
+                a.config
+                    .with_file_name(format!("{stem}-cache"))
+                    .to_string_lossy()
+                    .into_owned()
+            }),
             ca_file: a.ca_file.clone(),
             admin_tls_hosts: a.admin_tls_hosts.clone(),
             force: a.force,

@@ -370,3 +370,31 @@ async fn memory_stays_flat_while_a_gibibyte_streams_each_way() {
         "peak RSS grew from {before} KiB to {after} KiB while streaming 2 GiB"
     );
 }
+
+/// Two gateways set up in one folder each get a cache of their own, named after their
+/// config (a shared cache would start one gateway from the other's snapshot).
+#[tokio::test]
+async fn gateways_initialised_in_one_folder_never_share_a_cache() {
+    let root = TempDir::new().unwrap();
+    let mut caches = Vec::new();
+    for name in ["edge", "eu"] {
+        let out = tokio::process::Command::new(BIN)
+            .current_dir(root.path())
+            .args(["gateway", "init", "--config", &format!("{name}.toml")])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = std::fs::read_to_string(root.path().join(format!("{name}.toml"))).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("cache_dir"))
+            .unwrap()
+            .to_owned();
+        caches.push(line);
+    }
+    assert_eq!(
+        caches,
+        ["cache_dir = \"edge-cache\"", "cache_dir = \"eu-cache\""]
+    );
+}

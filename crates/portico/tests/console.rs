@@ -879,6 +879,23 @@ fn tar_gz(path: &std::path::Path, files: &[(&str, &[u8])]) {
     t.into_inner().unwrap().finish().unwrap();
 }
 
+/// Files under `dir`, at any depth.
+fn walk_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk_count(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// The state cell of version `n` in the app page's versions table.
 async fn version_state(b: &Browser, n: u32) -> Result<String, BrowserError> {
     b.text(&format!("#versions tr[data-version='{n}'] .state"))
@@ -957,6 +974,43 @@ async fn a_publisher_uploads_an_app_runs_a_draft_beside_the_published_version_an
     let mut paths: Vec<&String> = v["files"].as_object().unwrap().keys().collect();
     paths.sort();
     assert_eq!(paths, ["assets/app.js", "index.html"], "{v}");
+
+    b.step(
+        "a forged upload is refused before any file is kept",
+        async {
+            let blobs = root.path().join("data/blobs");
+            let before = walk_count(&blobs);
+            // From another site the CSRF token is unknown; a file sent before the token is
+            // refused too, so nothing reaches the disk either way.
+            let statuses = b
+                .execute(
+                    "const post = (withToken) => {
+                   const f = new FormData();
+                   f.append('files', new Blob(['<h1>forged</h1>']), 'index.html');
+                   if (withToken) {
+                     f.append('csrf', document.querySelector('#signout input[name=csrf]').value);
+                   }
+                   return fetch('/console/apps/site/versions', { method: 'POST', body: f,
+                                credentials: 'same-origin' }).then(r => r.status);
+                 };
+                 return Promise.all([post(false), post(true)]);",
+                    vec![],
+                )
+                .await?;
+            assert_eq!(statuses, json!([403, 403]));
+            assert_eq!(
+                walk_count(&blobs),
+                before,
+                "a refused upload left files behind"
+            );
+            b.goto(&format!("{}/console/apps/site", cp.url)).await?;
+            b.wait_for("#versions tr[data-version='1']").await?;
+            assert!(b.find("#versions tr[data-version='2']").await.is_err());
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
 
     b.step(
         "a draft is refused on production gateways until asked for",

@@ -351,7 +351,7 @@ async fn receive(
     while let Some(field) = form.next_field().await.map_err(broken)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name == "csrf" {
-            v.check_csrf(&field.text().await.map_err(broken)?)?;
+            v.check_csrf(&text(field, 256).await?)?;
             csrf_ok = true;
             continue;
         }
@@ -359,12 +359,12 @@ async fn receive(
             return Err(super::stale_form());
         }
         match name.as_str() {
-            "note" => note = field.text().await.map_err(broken)?,
+            "note" => note = text(field, 64 * 1024).await?,
             "paths" => {
-                given_paths = field
-                    .text()
-                    .await
-                    .map_err(broken)?
+                // A path per file, each at most MAX_PATH bytes.
+                let most = archive::MAX_FILES * (portico_model::app::MAX_PATH + 1);
+                given_paths = text(field, most)
+                    .await?
                     .lines()
                     .map(str::to_owned)
                     .filter(|l| !l.is_empty())
@@ -440,6 +440,27 @@ async fn receive(
         }
     }
     Ok(Upload { files, note })
+}
+
+/// A text field of the upload form, read only up to `most` bytes (a form field is no
+/// place for a gigabyte).
+async fn text(mut field: Field<'_>, most: usize) -> Result<String, Error> {
+    let name = field.name().unwrap_or_default().to_owned();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| Error::BadRequest(format!("the upload broke off: {e}")))?
+    {
+        if bytes.len() + chunk.len() > most {
+            return Err(Error::PayloadTooLarge(format!(
+                "the form's `{name}` may be at most {most} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| Error::BadRequest(format!("the form's `{name}` is not UTF-8 text")))
 }
 
 fn invalid(e: ArchiveError) -> Error {
