@@ -8,7 +8,7 @@ use portico_model::{
     TlsCertificate,
 };
 use serde::Serialize;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use super::{Moved, Store, Write, from_json, now};
 use crate::error::Error;
@@ -37,7 +37,7 @@ pub struct AcmeHostRecord {
 const SELECT_HOSTS: &str = "SELECT host, state, not_before, not_after, next_attempt, attempts, \
      last_error, updated_at FROM acme_hosts ORDER BY host";
 
-fn host_record(r: &sqlx::sqlite::SqliteRow) -> Result<AcmeHostRecord, Error> {
+fn host_record(r: &sqlx::any::AnyRow) -> Result<AcmeHostRecord, Error> {
     Ok(AcmeHostRecord {
         host: r.try_get(0)?,
         state: AcmeHostState::parse(&r.try_get::<String, _>(1)?),
@@ -53,7 +53,7 @@ fn host_record(r: &sqlx::sqlite::SqliteRow) -> Result<AcmeHostRecord, Error> {
 /// Issued certificates still valid (keys opened with `open`), and the challenges and host
 /// states every snapshot filters for its gateway.
 pub(super) async fn for_snapshots(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     open: Option<&crate::secrets::Sealer>,
 ) -> Result<(Vec<TlsCertificate>, AcmeState), Error> {
     let mut certs = Vec::new();
@@ -106,7 +106,7 @@ pub(super) async fn for_snapshots(
 }
 
 /// Gateways with a listener taking automatic certificates, with their definitions.
-async fn acme_gateways(conn: &mut SqliteConnection) -> Result<Vec<(i64, GatewaySpec)>, Error> {
+async fn acme_gateways(conn: &mut AnyConnection) -> Result<Vec<(i64, GatewaySpec)>, Error> {
     let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, spec FROM gateways ORDER BY id")
         .fetch_all(&mut *conn)
         .await?;
@@ -124,7 +124,7 @@ async fn acme_gateways(conn: &mut SqliteConnection) -> Result<Vec<(i64, GatewayS
     Ok(out)
 }
 
-async fn acme_gateway_ids(conn: &mut SqliteConnection) -> Result<Vec<i64>, Error> {
+async fn acme_gateway_ids(conn: &mut AnyConnection) -> Result<Vec<i64>, Error> {
     Ok(acme_gateways(conn)
         .await?
         .into_iter()
@@ -134,7 +134,7 @@ async fn acme_gateway_ids(conn: &mut SqliteConnection) -> Result<Vec<i64>, Error
 
 /// Every host some gateway wants an automatic certificate for: its own, its APIs', and its
 /// apps' domains.
-async fn wanted_hosts(conn: &mut SqliteConnection) -> Result<Vec<String>, Error> {
+async fn wanted_hosts(conn: &mut AnyConnection) -> Result<Vec<String>, Error> {
     let uploaded: Vec<TlsCertificate> =
         sqlx::query_scalar::<_, String>("SELECT hosts FROM certificates WHERE not_after > $1")
             .bind(now())

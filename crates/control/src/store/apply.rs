@@ -11,7 +11,7 @@ use portico_model::apply::{Document, Kind};
 use portico_model::{ApiSpec, AppSpec, ConsumerSpec, GatewaySpec, RouteSpec, Service, Tier};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::{
     Moved, Store, Write, all_gateway_ids, delete, from_json, insert, key, now, set_route_gateways,
@@ -172,7 +172,7 @@ impl Store {
 }
 
 impl Stored {
-    async fn load(conn: &mut SqliteConnection) -> Result<Self, Error> {
+    async fn load(conn: &mut AnyConnection) -> Result<Self, Error> {
         let mut s = Self {
             gateways: rows(conn, "SELECT id, name_key, spec, version FROM gateways").await?,
             services: rows(conn, "SELECT id, name_key, spec, version FROM services").await?,
@@ -233,7 +233,7 @@ impl Stored {
 }
 
 async fn rows<T: DeserializeOwned>(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     sql: &'static str,
 ) -> Result<BTreeMap<String, Row<T>>, Error> {
     let found: Vec<(i64, String, String, i64)> = sqlx::query_as(sql).fetch_all(&mut *conn).await?;
@@ -264,7 +264,7 @@ async fn write(
         let (kind, action) = (crate::apply::audited(item.of), item.action.as_str());
         w.audit(action, kind, &item.name, None, None);
     }
-    let conn: &mut SqliteConnection = w;
+    let conn: &mut AnyConnection = w;
     for item in items.iter().filter(|i| i.action != Action::Deleted) {
         if let Some(i) = item.index {
             upsert(conn, doc, stored, item, i).await?;
@@ -283,7 +283,7 @@ async fn write(
 
 /// Creates or replaces one object of the document.
 async fn upsert(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     doc: &Document,
     stored: &Stored,
     item: &PlanItem,
@@ -413,7 +413,7 @@ async fn upsert(
 
 /// Creates or replaces an object of a table keyed by `name_key`; answers its row id.
 async fn named<T: Serialize>(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     kind: KindId,
     name: &str,
     spec: &T,
@@ -426,11 +426,7 @@ async fn named<T: Serialize>(
 }
 
 /// Deletes one stored object the document does not name.
-async fn remove(
-    conn: &mut SqliteConnection,
-    stored: &Stored,
-    item: &PlanItem,
-) -> Result<(), Error> {
+async fn remove(conn: &mut AnyConnection, stored: &Stored, item: &PlanItem) -> Result<(), Error> {
     let k = key(&item.name);
     match item.of {
         Kind::Gateway => {

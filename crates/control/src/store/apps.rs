@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use portico_model::{AppFile, AppSpec, FieldError};
 use serde::Serialize;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use super::{Meta, Moved, Store, from_json, key, now, to_json};
 use crate::access::KindId;
@@ -74,7 +74,7 @@ pub(super) struct DeployedApp {
 }
 
 pub(super) async fn for_snapshot(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     gid: i64,
 ) -> Result<Vec<DeployedApp>, Error> {
     let rows: Vec<(String, i64, String, i64, String)> = sqlx::query_as(
@@ -99,7 +99,7 @@ pub(super) async fn for_snapshot(
         .collect()
 }
 
-async fn app_id(conn: &mut SqliteConnection, slug: &str) -> Result<(i64, AppSpec), Error> {
+async fn app_id(conn: &mut AnyConnection, slug: &str) -> Result<(i64, AppSpec), Error> {
     let row: Option<(i64, String)> = sqlx::query_as("SELECT id, spec FROM apps WHERE slug = $1")
         .bind(key(slug))
         .fetch_optional(&mut *conn)
@@ -108,7 +108,7 @@ async fn app_id(conn: &mut SqliteConnection, slug: &str) -> Result<(i64, AppSpec
     Ok((id, from_json(&spec)?))
 }
 
-async fn gateway_id(conn: &mut SqliteConnection, name: &str) -> Result<i64, Error> {
+async fn gateway_id(conn: &mut AnyConnection, name: &str) -> Result<i64, Error> {
     sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
         .bind(key(name))
         .fetch_optional(&mut *conn)
@@ -116,7 +116,7 @@ async fn gateway_id(conn: &mut SqliteConnection, name: &str) -> Result<i64, Erro
         .ok_or_else(|| Error::not_found(crate::access::KindId::Gateway, name))
 }
 
-async fn app_gateway_ids(conn: &mut SqliteConnection, app: i64) -> Result<Vec<i64>, Error> {
+async fn app_gateway_ids(conn: &mut AnyConnection, app: i64) -> Result<Vec<i64>, Error> {
     Ok(
         sqlx::query_scalar("SELECT DISTINCT gateway_id FROM app_deployments WHERE app_id = $1")
             .bind(app)
@@ -125,7 +125,7 @@ async fn app_gateway_ids(conn: &mut SqliteConnection, app: i64) -> Result<Vec<i6
     )
 }
 
-fn app_record(r: &sqlx::sqlite::SqliteRow) -> Result<AppRecord, Error> {
+fn app_record(r: &sqlx::any::AnyRow) -> Result<AppRecord, Error> {
     Ok(AppRecord {
         spec: from_json(&r.try_get::<String, _>(0)?)?,
         meta: Meta {
@@ -641,7 +641,7 @@ fn no_version(slug: &str, number: u32) -> Error {
 }
 
 async fn ensure_version(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     id: i64,
     slug: &str,
     number: u32,
@@ -658,7 +658,7 @@ async fn ensure_version(
 /// Forgets stored files that no version references and nobody touched for an hour (an
 /// upload in progress refreshes its files), inside the caller's transaction; answers their
 /// hashes, whose files the caller removes from disk after the commit.
-pub(super) async fn orphan_blobs(conn: &mut SqliteConnection) -> Result<Vec<String>, Error> {
+pub(super) async fn orphan_blobs(conn: &mut AnyConnection) -> Result<Vec<String>, Error> {
     let mut used = BTreeSet::new();
     for files in sqlx::query_scalar::<_, String>("SELECT files FROM app_versions")
         .fetch_all(&mut *conn)

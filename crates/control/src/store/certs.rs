@@ -3,7 +3,7 @@
 
 use portico_model::TlsCertificate;
 use serde::Serialize;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::{Moved, Store, all_gateway_ids, from_json, key, now, to_json};
 use crate::access::KindId;
@@ -24,7 +24,7 @@ pub struct CertificateRecord {
 
 /// Every uploaded certificate, its key opened with `open`.
 pub(super) async fn for_snapshots(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     open: Option<&crate::secrets::Sealer>,
 ) -> Result<Vec<TlsCertificate>, Error> {
     let Some(sealer) = open else {

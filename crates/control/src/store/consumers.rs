@@ -3,7 +3,7 @@
 
 use portico_model::{ApiKeyGrant, ConsumerSpec, KeyType};
 use serde::Serialize;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use super::{Moved, Record, Store, api_gateway_ids, from_json, key, now};
 use crate::access::KindId;
@@ -85,7 +85,7 @@ fn parse_key_type(s: &str) -> KeyType {
     }
 }
 
-async fn consumer_id(conn: &mut SqliteConnection, name: &str) -> Result<i64, Error> {
+async fn consumer_id(conn: &mut AnyConnection, name: &str) -> Result<i64, Error> {
     sqlx::query_scalar("SELECT id FROM consumers WHERE name_key = $1")
         .bind(key(name))
         .fetch_optional(&mut *conn)
@@ -95,7 +95,7 @@ async fn consumer_id(conn: &mut SqliteConnection, name: &str) -> Result<i64, Err
 
 /// Gateways whose snapshots carry this consumer's keys.
 pub(super) async fn consumer_gateways(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     consumer: i64,
 ) -> Result<Vec<i64>, Error> {
     Ok(sqlx::query_scalar(
@@ -109,7 +109,7 @@ pub(super) async fn consumer_gateways(
 
 /// The API keys a gateway accepts: keys of consumers subscribed to APIs deployed on it.
 pub(super) async fn api_key_grants(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     gateway_id: i64,
 ) -> Result<Vec<ApiKeyGrant>, Error> {
     let rows = sqlx::query(

@@ -2,7 +2,7 @@
 
 use portico_model::{JwtKey, JwtSettings};
 use serde::Serialize;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::{Moved, Store, all_gateway_ids, now};
 use crate::access::KindId;
@@ -34,9 +34,7 @@ pub struct SigningKeyRecord {
 }
 
 /// What the gateways verify tokens with: the active key and recently retired ones.
-pub(super) async fn jwt_settings(
-    conn: &mut SqliteConnection,
-) -> Result<Option<JwtSettings>, Error> {
+pub(super) async fn jwt_settings(conn: &mut AnyConnection) -> Result<Option<JwtSettings>, Error> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT kid, x, y FROM signing_keys WHERE retired_at IS NULL OR retired_at > $1 ORDER BY kid",
     )

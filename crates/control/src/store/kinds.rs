@@ -9,7 +9,7 @@ use std::future::{Future, ready};
 use portico_model::{ConsumerSpec, RouteSpec, Service, Tier};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::{
     Record, Store, Write, all_gateway_ids, check_route_refs, from_json, get, key, list,
@@ -34,7 +34,7 @@ pub(crate) trait SpecKind: Serialize + DeserializeOwned + Send + Sync + 'static 
     /// Refuses a write that breaks a reference or takes away what is in use, inside the
     /// write: `spec` is the new definition, none for a delete of `name`.
     fn check<'a>(
-        _conn: &'a mut SqliteConnection,
+        _conn: &'a mut AnyConnection,
         _name: &'a str,
         _spec: Option<&'a Self>,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
@@ -43,13 +43,13 @@ pub(crate) trait SpecKind: Serialize + DeserializeOwned + Send + Sync + 'static 
 
     /// The gateways whose snapshots hold the object with this row id, now.
     fn gateways(
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         id: i64,
     ) -> impl Future<Output = Result<Vec<i64>, Error>> + Send;
 
     /// Writes what the object's own row does not hold, after it.
     fn written<'a>(
-        _conn: &'a mut SqliteConnection,
+        _conn: &'a mut AnyConnection,
         _id: i64,
         _spec: &'a Self,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
@@ -74,7 +74,7 @@ impl Write<'_> {
     }
 }
 
-async fn row_id(conn: &mut SqliteConnection, kind: KindId, name: &str) -> Result<i64, Error> {
+async fn row_id(conn: &mut AnyConnection, kind: KindId, name: &str) -> Result<i64, Error> {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT id FROM {} WHERE name_key = $1",
         super::table(kind)
@@ -155,7 +155,7 @@ impl SpecKind for Service {
     }
 
     async fn check(
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         name: &str,
         spec: Option<&Service>,
     ) -> Result<(), Error> {
@@ -181,7 +181,7 @@ impl SpecKind for Service {
         Ok(())
     }
 
-    async fn gateways(conn: &mut SqliteConnection, _id: i64) -> Result<Vec<i64>, Error> {
+    async fn gateways(conn: &mut AnyConnection, _id: i64) -> Result<Vec<i64>, Error> {
         all_gateway_ids(conn).await
     }
 }
@@ -196,7 +196,7 @@ impl SpecKind for RouteSpec {
     }
 
     async fn check(
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         _name: &str,
         spec: Option<&RouteSpec>,
     ) -> Result<(), Error> {
@@ -206,11 +206,11 @@ impl SpecKind for RouteSpec {
         }
     }
 
-    async fn gateways(conn: &mut SqliteConnection, id: i64) -> Result<Vec<i64>, Error> {
+    async fn gateways(conn: &mut AnyConnection, id: i64) -> Result<Vec<i64>, Error> {
         route_gateway_ids(conn, id).await
     }
 
-    async fn written(conn: &mut SqliteConnection, id: i64, spec: &RouteSpec) -> Result<(), Error> {
+    async fn written(conn: &mut AnyConnection, id: i64, spec: &RouteSpec) -> Result<(), Error> {
         set_route_gateways(conn, id, spec).await.map(drop)
     }
 }
@@ -223,7 +223,7 @@ impl SpecKind for ConsumerSpec {
         &self.name
     }
 
-    async fn gateways(conn: &mut SqliteConnection, id: i64) -> Result<Vec<i64>, Error> {
+    async fn gateways(conn: &mut AnyConnection, id: i64) -> Result<Vec<i64>, Error> {
         super::consumers::consumer_gateways(conn, id).await
     }
 }
@@ -236,11 +236,7 @@ impl SpecKind for Tier {
         &self.name
     }
 
-    async fn check(
-        conn: &mut SqliteConnection,
-        name: &str,
-        spec: Option<&Tier>,
-    ) -> Result<(), Error> {
+    async fn check(conn: &mut AnyConnection, name: &str, spec: Option<&Tier>) -> Result<(), Error> {
         if spec.is_some() {
             return Ok(());
         }
@@ -287,7 +283,7 @@ impl SpecKind for Tier {
         Ok(())
     }
 
-    async fn gateways(conn: &mut SqliteConnection, _id: i64) -> Result<Vec<i64>, Error> {
+    async fn gateways(conn: &mut AnyConnection, _id: i64) -> Result<Vec<i64>, Error> {
         all_gateway_ids(conn).await
     }
 

@@ -17,9 +17,9 @@ use portico_model::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::any::AnyPoolOptions;
 // Table names in dynamic SQL come from a closed set of literals in this file, never from input.
-use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Row};
 use tokio::sync::Mutex;
 
 use crate::access::KindId;
@@ -55,79 +55,35 @@ pub use write::{ACTOR, actor};
 /// Name of the gateway `portico server` serves itself.
 pub const DEFAULT_GATEWAY: &str = "default";
 
-/// The versioned migrations, in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../../migrations/sqlite/0001_init.sql"),
-    ),
-    (
-        2,
-        "consumers",
-        include_str!("../../migrations/sqlite/0002_consumers.sql"),
-    ),
-    (
-        3,
-        "signing keys",
-        include_str!("../../migrations/sqlite/0003_signing_keys.sql"),
-    ),
-    (
-        4,
-        "tiers",
-        include_str!("../../migrations/sqlite/0004_tiers.sql"),
-    ),
-    (
-        5,
-        "users",
-        include_str!("../../migrations/sqlite/0005_users.sql"),
-    ),
-    (
-        6,
-        "certificates",
-        include_str!("../../migrations/sqlite/0006_certificates.sql"),
-    ),
-    (
-        7,
-        "acme",
-        include_str!("../../migrations/sqlite/0007_acme.sql"),
-    ),
-    (
-        8,
-        "apps",
-        include_str!("../../migrations/sqlite/0008_apps.sql"),
-    ),
-    (
-        9,
-        "node identity",
-        include_str!("../../migrations/sqlite/0009_node_identity.sql"),
-    ),
-    (
-        10,
-        "path_prefix rewrites written out",
-        include_str!("../../migrations/sqlite/0010_path_prefix_rewrite.sql"),
-    ),
-    (
-        11,
-        "snapshot warnings",
-        include_str!("../../migrations/sqlite/0011_snapshot_warnings.sql"),
-    ),
-    (
-        12,
-        "people: roles, tokens, audit",
-        include_str!("../../migrations/sqlite/0012_people.sql"),
-    ),
-    (
-        13,
-        "portal sign-ups",
-        include_str!("../../migrations/sqlite/0013_user_status.sql"),
-    ),
-    (
-        14,
-        "revision authors",
-        include_str!("../../migrations/sqlite/0014_revision_author.sql"),
-    ),
-];
+/// The versioned migrations, in order: each version in both backends' folders, the same
+/// change in each one's SQL.
+macro_rules! migrations {
+    ($($version:literal $description:literal $file:literal,)*) => {
+        const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[$(
+            ($version, $description, include_str!(concat!("../../migrations/sqlite/", $file))),
+        )*];
+        const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[$(
+            ($version, $description, include_str!(concat!("../../migrations/postgres/", $file))),
+        )*];
+    };
+}
+
+migrations! {
+    1 "init" "0001_init.sql",
+    2 "consumers" "0002_consumers.sql",
+    3 "signing keys" "0003_signing_keys.sql",
+    4 "tiers" "0004_tiers.sql",
+    5 "users" "0005_users.sql",
+    6 "certificates" "0006_certificates.sql",
+    7 "acme" "0007_acme.sql",
+    8 "apps" "0008_apps.sql",
+    9 "node identity" "0009_node_identity.sql",
+    10 "path_prefix rewrites written out" "0010_path_prefix_rewrite.sql",
+    11 "snapshot warnings" "0011_snapshot_warnings.sql",
+    12 "people: roles, tokens, audit" "0012_people.sql",
+    13 "portal sign-ups" "0013_user_status.sql",
+    14 "revision authors" "0014_revision_author.sql",
+}
 
 /// How many nodes a gateway may have, and when a silent one is forgotten.
 #[derive(Clone, Copy, Debug)]
@@ -150,7 +106,8 @@ impl Default for NodeLimits {
 /// The control plane's database.
 #[derive(Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     write: Mutex<()>,
     /// Revisions kept per API.
     pub max_revisions: u32,
@@ -161,6 +118,77 @@ pub struct Store {
     pub portal_origin: Option<String>,
     /// Told about every snapshot version a committed write moved.
     pub hub: std::sync::Arc<crate::Hub>,
+}
+
+/// The databases the store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded file under the data directory: one control-plane node.
+    Sqlite,
+    /// A PostgreSQL server: any number of control-plane nodes.
+    Postgres,
+}
+
+/// PostgreSQL advisory lock keys (one namespace: Portico's).
+const MIGRATE_LOCK: i64 = 0x706f_7274_0001;
+/// Held by every write transaction on PostgreSQL: writes are serialized across all
+/// control-plane nodes as the writer lock serializes them within one.
+pub(crate) const WRITE_LOCK: i64 = 0x706f_7274_0002;
+
+/// A database URL with its password hidden, to show in messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn migrate_on(
+    conn: &mut AnyConnection,
+    migrations: &[(i64, &str, &'static str)],
+) -> Result<(), Error> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, \
+         description TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *conn)
+        .await?;
+    let known = migrations.last().map_or(0, |m| m.0);
+    if let Some(n) = applied.iter().copied().max()
+        && n > known
+    {
+        return Err(Error::Internal(format!(
+            "the database's schema is version {n}, newer than this Portico knows ({known}): \
+             run the Portico that wrote it (or a newer one)"
+        )));
+    }
+    for (version, description, sql) in migrations {
+        if applied.contains(version) {
+            continue;
+        }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(version)
+        .bind(*description)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(version, description, "database migrated");
+    }
+    Ok(())
 }
 
 /// Bookkeeping every stored object has.
@@ -381,25 +409,62 @@ fn parse_lifecycle(s: &str) -> Lifecycle {
 impl Store {
     /// Opens (creating when missing) the SQLite database in `dir` and runs migrations.
     pub async fn open(dir: &Path) -> Result<Self, Error> {
+        sqlx::any::install_default_drivers();
         crate::secrets::private_dir(dir)?;
         // The database holds hashes, sealed secrets and who may do what: owner only. SQLite
         // gives its -wal and -shm files the database file's mode.
         let db = dir.join("portico.db");
         crate::secrets::private_file(&db)?;
-        let opts = SqliteConnectOptions::new()
-            .filename(&db)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
+        let path = db.to_string_lossy();
+        if path.contains(['?', '#']) {
+            return Err(Error::BadRequest(format!(
+                "the data directory's path may not hold `?` or `#`: {}",
+                dir.display()
+            )));
+        }
+        let url = format!("sqlite://{}?mode=rwc", path.replace('%', "%25"));
+        let pool = AnyPoolOptions::new()
             .max_connections(8)
-            .connect_with(opts)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                    )
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
             .await
             .map_err(Error::Db)?;
+        Self::opened(pool, Backend::Sqlite).await
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`postgres://user:password@host/db`) and
+    /// runs migrations, one control-plane node at a time.
+    pub async fn open_postgres(url: &str) -> Result<Self, Error> {
+        sqlx::any::install_default_drivers();
+        let shown = redact(url);
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(Error::BadRequest(format!(
+                "`{shown}` is not a PostgreSQL URL: give postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+            )));
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| Error::BadRequest(format!("cannot open the database at {shown}: {e}")))?;
+        Self::opened(pool, Backend::Postgres).await
+    }
+
+    async fn opened(pool: AnyPool, backend: Backend) -> Result<Self, Error> {
         let store = Self {
             pool,
+            backend,
             write: Mutex::new(()),
             max_revisions: 10,
             sealer: None,
@@ -410,37 +475,35 @@ impl Store {
         Ok(store)
     }
 
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Runs the migrations this database lacks, each in its own transaction; refuses a
+    /// schema newer than this binary knows. On PostgreSQL, control-plane nodes starting
+    /// together migrate one at a time (an advisory lock held for the whole run).
     async fn migrate(&self) -> Result<(), Error> {
         let _w = self.write.lock().await;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, \
-             description TEXT NOT NULL, applied_at INTEGER NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await?;
-        for (version, description, sql) in MIGRATIONS {
-            let done: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                    .bind(version)
-                    .fetch_optional(&self.pool)
+        let mut conn = self.pool.acquire().await?;
+        let migrations = match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => {
+                sqlx::query("SELECT 1 FROM pg_advisory_lock($1)")
+                    .bind(MIGRATE_LOCK)
+                    .execute(&mut *conn)
                     .await?;
-            if done.is_some() {
-                continue;
+                POSTGRES_MIGRATIONS
             }
-            let mut tx = self.pool.begin().await?;
-            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-            sqlx::query(
-                "INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)",
-            )
-            .bind(version)
-            .bind(description)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            tracing::info!(version, description, "database migrated");
+        };
+        let done = migrate_on(&mut conn, migrations).await;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM pg_advisory_unlock($1)")
+                .bind(MIGRATE_LOCK)
+                .execute(&mut *conn)
+                .await?;
         }
-        Ok(())
+        done
     }
 
     /// What compiling a snapshot takes besides the stored definitions.
@@ -470,7 +533,7 @@ impl Store {
     }
 }
 
-fn gateway_row(row: &sqlx::sqlite::SqliteRow) -> Result<GatewayRecord, Error> {
+fn gateway_row(row: &sqlx::any::AnyRow) -> Result<GatewayRecord, Error> {
     let spec: String = row.try_get(1)?;
     Ok(GatewayRecord {
         id: row.try_get(0)?,
@@ -486,7 +549,7 @@ fn gateway_row(row: &sqlx::sqlite::SqliteRow) -> Result<GatewayRecord, Error> {
     })
 }
 
-fn api_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApiRecord, Error> {
+fn api_row(row: &sqlx::any::AnyRow) -> Result<ApiRecord, Error> {
     let spec: String = row.try_get(1)?;
     let lifecycle: String = row.try_get(2)?;
     Ok(ApiRecord {
@@ -517,7 +580,7 @@ fn token_clash(e: sqlx::Error) -> Error {
     }
 }
 
-async fn api_row_id(conn: &mut SqliteConnection, id: &str) -> Result<i64, Error> {
+async fn api_row_id(conn: &mut AnyConnection, id: &str) -> Result<i64, Error> {
     sqlx::query_scalar("SELECT id FROM apis WHERE api_key = $1")
         .bind(key(id))
         .fetch_optional(&mut *conn)
@@ -526,7 +589,7 @@ async fn api_row_id(conn: &mut SqliteConnection, id: &str) -> Result<i64, Error>
 }
 
 async fn deployed_gateway_names(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     api_id: i64,
     revision: Option<i64>,
 ) -> Result<Vec<String>, Error> {
@@ -546,11 +609,11 @@ async fn deployed_gateway_names(
 
 /// The one row of `kind` named `name`: `sql` selects it by its key column with `$1`.
 async fn row_of(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     sql: &'static str,
     kind: KindId,
     name: &str,
-) -> Result<sqlx::sqlite::SqliteRow, Error> {
+) -> Result<sqlx::any::AnyRow, Error> {
     sqlx::query(sql)
         .bind(key(name))
         .fetch_optional(pool)
@@ -583,7 +646,7 @@ fn key_column(kind: KindId) -> &'static str {
 /// One page of a kind stored as its JSON spec: the first `page.limit + 1` after the
 /// cursor, in key order (the extra one tells the caller there is more).
 async fn list<T: DeserializeOwned>(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     kind: KindId,
     page: &Page,
 ) -> Result<Vec<Record<T>>, Error> {
@@ -611,7 +674,7 @@ async fn list<T: DeserializeOwned>(
 }
 
 async fn get<T: DeserializeOwned>(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     kind: KindId,
     name: &str,
 ) -> Result<Record<T>, Error> {
@@ -636,7 +699,7 @@ async fn get<T: DeserializeOwned>(
 
 /// Inserts a new object (version 1); answers its row id.
 async fn insert<T: Serialize>(
-    w: &mut SqliteConnection,
+    w: &mut AnyConnection,
     kind: KindId,
     name: &str,
     spec: &T,
@@ -668,7 +731,7 @@ async fn insert<T: Serialize>(
 
 /// Replaces an object when `expected` is its version; answers its row id.
 async fn update<T: Serialize>(
-    w: &mut SqliteConnection,
+    w: &mut AnyConnection,
     kind: KindId,
     name: &str,
     spec: &T,
@@ -704,7 +767,7 @@ async fn update<T: Serialize>(
 }
 
 /// Deletes an object; answers the version it had.
-async fn delete(w: &mut SqliteConnection, kind: KindId, name: &str) -> Result<i64, Error> {
+async fn delete(w: &mut AnyConnection, kind: KindId, name: &str) -> Result<i64, Error> {
     let version: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
         "DELETE FROM {} WHERE {} = $1 RETURNING version",
         table(kind),
@@ -716,7 +779,7 @@ async fn delete(w: &mut SqliteConnection, kind: KindId, name: &str) -> Result<i6
     version.ok_or_else(|| Error::not_found(kind, name))
 }
 
-async fn check_route_refs(conn: &mut SqliteConnection, spec: &RouteSpec) -> Result<(), Error> {
+async fn check_route_refs(conn: &mut AnyConnection, spec: &RouteSpec) -> Result<(), Error> {
     let mut errors = Vec::new();
     for (i, g) in spec.gateways.iter().enumerate() {
         let found: Option<i64> = sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
@@ -750,7 +813,7 @@ async fn check_route_refs(conn: &mut SqliteConnection, spec: &RouteSpec) -> Resu
 }
 
 async fn set_route_gateways(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     route_id: i64,
     spec: &RouteSpec,
 ) -> Result<Vec<i64>, Error> {
@@ -770,7 +833,7 @@ async fn set_route_gateways(
     route_gateway_ids(conn, route_id).await
 }
 
-async fn route_gateway_ids(conn: &mut SqliteConnection, route_id: i64) -> Result<Vec<i64>, Error> {
+async fn route_gateway_ids(conn: &mut AnyConnection, route_id: i64) -> Result<Vec<i64>, Error> {
     Ok(sqlx::query_scalar(
         "SELECT g.id FROM route_gateways r JOIN gateways g ON g.name_key = r.gateway_key WHERE r.route_id = $1",
     )
@@ -780,7 +843,7 @@ async fn route_gateway_ids(conn: &mut SqliteConnection, route_id: i64) -> Result
 }
 
 /// Gateways an API is deployed on.
-async fn api_gateway_ids(conn: &mut SqliteConnection, api_id: i64) -> Result<Vec<i64>, Error> {
+async fn api_gateway_ids(conn: &mut AnyConnection, api_id: i64) -> Result<Vec<i64>, Error> {
     Ok(
         sqlx::query_scalar("SELECT gateway_id FROM deployments WHERE api_id = $1")
             .bind(api_id)
@@ -789,7 +852,7 @@ async fn api_gateway_ids(conn: &mut SqliteConnection, api_id: i64) -> Result<Vec
     )
 }
 
-async fn all_gateway_ids(conn: &mut SqliteConnection) -> Result<Vec<i64>, Error> {
+async fn all_gateway_ids(conn: &mut AnyConnection) -> Result<Vec<i64>, Error> {
     Ok(sqlx::query_scalar("SELECT id FROM gateways")
         .fetch_all(&mut *conn)
         .await?)
@@ -840,7 +903,7 @@ fn open_body(sealer: Option<&crate::secrets::Sealer>, stored: String) -> Result<
 /// What the compiler noticed about each gateway's stored snapshot (routes that match the
 /// same requests).
 async fn warnings_of(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     gateway_ids: &[i64],
 ) -> Result<HashMap<i64, Vec<String>>, Error> {
     let mut out = HashMap::new();
@@ -865,7 +928,7 @@ async fn warnings_of(
 /// on a gateway (a second API on a context, a raw route written like another): the
 /// second would never be reached. Collisions that were there before are left alone.
 pub(crate) async fn recompile_without_new_collisions(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     with: &Compiling<'_>,
     gateway_ids: &[i64],
 ) -> Result<Moved, Error> {
@@ -912,7 +975,7 @@ pub(crate) struct Compiling<'a> {
 /// Compiles each gateway from the transaction's view and stores the snapshot when its
 /// content changed. A gateway that does not compile fails the whole write.
 async fn recompile(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     with: &Compiling<'_>,
     gateway_ids: &[i64],
 ) -> Result<Moved, Error> {
@@ -1063,7 +1126,7 @@ async fn recompile(
 
 #[cfg(test)]
 mod tests {
-    use super::MIGRATIONS;
+    use super::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 
     /// A route stored before `path_prefix` stopped rewriting keeps rewriting; a route with a
     /// rewrite of its own, or a plain `prefix`, is left alone.
@@ -1205,20 +1268,25 @@ mod tests {
     }
 
     #[test]
-    fn every_migration_file_is_registered_in_order() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("{dir}: {e}"))
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.ends_with(".sql"))
-            .collect();
-        files.sort();
-        assert_eq!(files.len(), MIGRATIONS.len(), "{files:?}");
-        for (i, (version, _, sql)) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(*version, i as i64 + 1);
-            let text = std::fs::read_to_string(format!("{dir}/{}", files[i]))
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(*sql, text, "{}", files[i]);
+    fn every_migration_file_is_registered_in_order_in_both_folders() {
+        for (folder, migrations) in [
+            ("sqlite", SQLITE_MIGRATIONS),
+            ("postgres", POSTGRES_MIGRATIONS),
+        ] {
+            let dir = format!("{}/migrations/{folder}", env!("CARGO_MANIFEST_DIR"));
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{dir}: {e}"))
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".sql"))
+                .collect();
+            files.sort();
+            assert_eq!(files.len(), migrations.len(), "{files:?}");
+            for (i, (version, _, sql)) in migrations.iter().enumerate() {
+                assert_eq!(*version, i as i64 + 1);
+                let text = std::fs::read_to_string(format!("{dir}/{}", files[i]))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(*sql, text, "{}", files[i]);
+            }
         }
     }
 }

@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use portico_model::{ConsumerLimits, ConsumerSpec, Tier};
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::from_json;
 use crate::error::Error;
 
 /// Every tier.
-pub(super) async fn all_tiers(conn: &mut SqliteConnection) -> Result<Vec<Tier>, Error> {
+pub(super) async fn all_tiers(conn: &mut AnyConnection) -> Result<Vec<Tier>, Error> {
     sqlx::query_scalar::<_, String>("SELECT spec FROM tiers")
         .fetch_all(&mut *conn)
         .await?
@@ -20,7 +20,7 @@ pub(super) async fn all_tiers(conn: &mut SqliteConnection) -> Result<Vec<Tier>, 
 
 /// Consumer and subscription tiers of the consumers subscribed to APIs on a gateway.
 pub(super) async fn consumer_limits(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     gateway_id: i64,
 ) -> Result<Vec<ConsumerLimits>, Error> {
     let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(

@@ -2,7 +2,7 @@
 //! token, and the audit log.
 
 use serde::Serialize;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use super::{Store, from_json, key, now, to_json};
 use crate::access::{BUILTIN_ROLES, KindId, Via};
@@ -109,7 +109,7 @@ fn token_kind(via: Via) -> &'static str {
 
 /// The roles of `names` that do not exist, as field errors under `path`.
 pub(crate) async fn unknown_roles(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     names: &[String],
     path: &str,
 ) -> Result<Vec<FieldError>, Error> {

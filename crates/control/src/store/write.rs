@@ -7,7 +7,7 @@
 
 use std::ops::{Deref, DerefMut};
 
-use sqlx::{Sqlite, SqliteConnection, Transaction};
+use sqlx::{Any, AnyConnection, Transaction};
 use tokio::sync::MutexGuard;
 
 use super::{Moved, Store, now};
@@ -39,7 +39,7 @@ struct Entry {
 /// A write in progress: the writer lock, the transaction, what it did.
 pub(crate) struct Write<'a> {
     store: &'a Store,
-    tx: Transaction<'static, Sqlite>,
+    tx: Transaction<'static, Any>,
     _lock: MutexGuard<'a, ()>,
     moved: Moved,
     entries: Vec<Entry>,
@@ -49,9 +49,22 @@ impl Store {
     /// Starts a write (waits for the one before it).
     pub(crate) async fn write(&self) -> Result<Write<'_>, Error> {
         let lock = self.write.lock().await;
-        // IMMEDIATE: the database's write lock is taken now, not at the first write after
-        // some reads, so a write can never find its read snapshot stale (SQLITE_BUSY).
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let tx = match self.backend {
+            // IMMEDIATE: the database's write lock is taken now, not at the first write
+            // after some reads, so a write can never find its read snapshot stale
+            // (SQLITE_BUSY).
+            super::Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            // Every control-plane node's writes, one at a time: the lock is the
+            // transaction's, released by its commit or rollback.
+            super::Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+                    .bind(super::WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
+        };
         Ok(Write {
             store: self,
             tx,
@@ -170,15 +183,15 @@ impl Write<'_> {
 }
 
 impl Deref for Write<'_> {
-    type Target = SqliteConnection;
+    type Target = AnyConnection;
 
-    fn deref(&self) -> &SqliteConnection {
+    fn deref(&self) -> &AnyConnection {
         &self.tx
     }
 }
 
 impl DerefMut for Write<'_> {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
         &mut self.tx
     }
 }
