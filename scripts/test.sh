@@ -9,7 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # ACME CA automatic certificates are ordered from, openssl as an OCSP responder and client,
 # sqlite3 to put into a control plane's store what its API no longer takes, python3 and pip
 # for schemathesis, chromium and chromium-driver (chromedriver) for the browser tests of the
-# console and portal pages (docs/testing.md).
+# console and portal pages (docs/testing.md), postgresql for the control plane's second
+# backend (the end-to-end suite runs again on it).
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v kill >/dev/null || need+=(procps)
@@ -20,6 +21,8 @@ command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need+=(postgresql)
+command -v psql >/dev/null || need+=(postgresql-client)
 if [ "${#need[@]}" -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -q
@@ -37,11 +40,25 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The end-to-end tests that start a control plane, again with its state on PostgreSQL: a
+# throwaway cluster on loopback (scripts/postgres.sh), a database per control plane.
+on_postgres='binary(acme) | binary(api_shape) | binary(apply) | binary(apps) | binary(browser) | binary(console) | binary(control_plane) | binary(mends) | binary(people) | binary(ports) | binary(security)'
+pg_dir=$(mktemp -d /tmp/portico-pg.XXXXXX)
+pg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast
     cargo test --workspace --doc
+    scripts/postgres.sh start "$pg_dir" "$pg_port"
+    trap 'scripts/postgres.sh stop "$pg_dir"' EXIT
+    PORTICO_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pg_port" \
+        cargo nextest run -p portico --no-fail-fast -E "$on_postgres"
 else
     cargo test --workspace --no-fail-fast
+    scripts/postgres.sh start "$pg_dir" "$pg_port"
+    trap 'scripts/postgres.sh stop "$pg_dir"' EXIT
+    PORTICO_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pg_port" \
+        cargo test -p portico --no-fail-fast --test acme --test api_shape --test apply --test apps \
+        --test browser --test console --test control_plane --test mends --test people --test ports --test security
 fi
 # One crypto provider only (see DEPENDENCIES.md): ring must never enter the graph.
 # (The lock file may list ring as an optional dependency of a dependency; what counts is the

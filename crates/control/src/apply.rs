@@ -74,7 +74,7 @@ pub(crate) async fn apply(
     };
     let done = st.store.apply(&doc, opts).await?;
     for gid in &done.deleted_gateways {
-        st.hub.wake(*gid);
+        st.store.wake(*gid).await;
     }
     if !done.orphans.is_empty() {
         st.sweep_files(done.orphans).await;

@@ -101,9 +101,21 @@ impl Error {
             Self::GatewayUnreachable(_) => (StatusCode::BAD_GATEWAY, "gateway_unreachable"),
             Self::JwtSecretMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "jwt_secret_mismatch"),
             Self::ApiTokenMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "api_token_mismatch"),
+            Self::Db(e) if unavailable(e) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+            }
             Self::Db(_) | Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
+}
+
+/// The database is away (down, restarting, out of connections) rather than refusing the
+/// statement: worth a retry.
+fn unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+    )
 }
 
 impl IntoResponse for Error {
@@ -119,6 +131,10 @@ impl IntoResponse for Error {
                 ),
                 "fields": fields.iter().map(|f| json!({"path": f.path, "message": f.message})).collect::<Vec<_>>(),
             }),
+            Self::Db(e) if unavailable(e) => {
+                tracing::warn!(error = %e, "the database cannot be reached");
+                json!({"error": code, "message": "the database cannot be reached right now; nothing was changed: try again shortly"})
+            }
             Self::Db(e) => {
                 tracing::error!(error = %e, "database error");
                 json!({"error": code, "message": "the database failed; the change was not applied (see the server log)"})

@@ -45,6 +45,11 @@ pub use store::{DEFAULT_GATEWAY, NodeLimits, Store};
 pub struct Config {
     /// Where the database and the secret key live.
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL: the state lives there instead of the data directory's SQLite file.
+    pub database: Option<String>,
+    /// The key secrets at rest are sealed with (32 bytes); `<data_dir>/secret.key` when unset.
+    /// Every control-plane node of one database is given the same file.
+    pub secret_key_file: Option<PathBuf>,
     /// Admin API address.
     pub listen: SocketAddr,
     /// Port of the built-in gateway's HTTP listener when it is first created.
@@ -102,6 +107,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("portico-data"),
+            database: None,
+            secret_key_file: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
             default_gateway_port: 8080,
             max_revisions: 10,
@@ -137,17 +144,29 @@ impl Hub {
         if moved.is_empty() {
             return;
         }
-        self.changed.notify_one();
         let mut map = self.lock();
+        let mut any = false;
         for &(gid, version) in moved {
             match map.get(&gid) {
+                // Told only when it differs: the periodic check repeats what is known.
                 Some(tx) => {
-                    tx.send_replace(version);
+                    any |= tx.send_if_modified(|v| {
+                        let newer = version != *v;
+                        if newer {
+                            *v = version;
+                        }
+                        newer
+                    });
                 }
                 None => {
                     map.insert(gid, watch::channel(version).0);
+                    any = true;
                 }
             }
+        }
+        drop(map);
+        if any {
+            self.changed.notify_one();
         }
     }
 
@@ -289,10 +308,22 @@ pub async fn start(
         }
     };
     config.portal_origin = Some(portal_origin.clone());
-    let mut store = Store::open(&config.data_dir).await?;
+    // The secret key (and, on SQLite, the database) live here: owner only.
+    secrets::private_dir(&config.data_dir)?;
+    let mut store = match &config.database {
+        Some(url) => Store::open_postgres(url).await?,
+        None => Store::open(&config.data_dir).await?,
+    };
     store.max_revisions = config.max_revisions;
     store.portal_origin = Some(portal_origin);
-    let sealer = Arc::new(secrets::Sealer::load_or_create(&config.data_dir)?);
+    let key_file = config
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("secret.key"));
+    let sealer = Arc::new(secrets::Sealer::load_or_create_at(&key_file)?);
+    // Every node of one database seals with one key: another key would make the stored
+    // secrets unreadable, or mix two keys in one table.
+    store.check_key(&sealer, &key_file).await?;
     store.sealer = Some(sealer.clone());
     let first_admin_token = if store.has_admin_token().await? {
         None
@@ -348,6 +379,13 @@ pub async fn start(
     let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
+    if let Some(url) = &state.config.database {
+        tokio::spawn(store::notify::follow(
+            Arc::downgrade(&state),
+            url.clone(),
+            state.stopping.clone(),
+        ));
+    }
     tokio::spawn(sweep_files_hourly(Arc::downgrade(&state)));
     tokio::spawn(prune_silent_nodes(
         Arc::downgrade(&state),

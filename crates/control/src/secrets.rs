@@ -43,7 +43,12 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// Loads `secret.key` from `dir`, creating it (mode 0600) on first start.
     pub fn load_or_create(dir: &Path) -> Result<Self, Error> {
-        let path = dir.join("secret.key");
+        Self::load_or_create_at(&dir.join("secret.key"))
+    }
+
+    /// Loads the key in the file at `path` (32 bytes), creating it (mode 0600) when missing.
+    pub fn load_or_create_at(path: &Path) -> Result<Self, Error> {
+        let path = path.to_path_buf();
         let raw = match std::fs::read(&path) {
             Ok(raw) => raw,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -297,6 +297,19 @@ struct ServerArgs {
     /// Data directory (database, secret key).
     #[arg(long, env = "PORTICO_DATA_DIR", default_value = "portico-data")]
     data_dir: PathBuf,
+    /// The database: PostgreSQL (`postgres://USER:PASSWORD@HOST:PORT/DATABASE`) for several
+    /// control-plane nodes sharing one state; unset, SQLite in the data directory.
+    #[arg(long, env = "PORTICO_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+    /// The key secrets at rest are sealed with (32 bytes, made on first start when missing;
+    /// default `<data-dir>/secret.key`). Give every control-plane node of one database the
+    /// same file: a node with another key refuses to start.
+    #[arg(long, env = "PORTICO_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
+    /// Serve no node of the built-in gateway `default` from this process (another
+    /// control-plane node of the same database serves it, or none does).
+    #[arg(long)]
+    no_builtin_gateway: bool,
     /// Admin API address.
     #[arg(long, env = "PORTICO_LISTEN", default_value = "127.0.0.1:9400")]
     listen: std::net::SocketAddr,
@@ -778,6 +791,9 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
             let a = *a;
             server_cmd::run(server_cmd::ServerOptions {
                 data_dir: a.data_dir.clone(),
+                database: a.database.clone(),
+                secret_key_file: a.secret_key_file.clone(),
+                no_builtin_gateway: a.no_builtin_gateway,
                 listen: a.listen,
                 gateway_port: a.gateway_port,
                 internal: a.internal,

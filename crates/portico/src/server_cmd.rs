@@ -18,6 +18,12 @@ use tokio::sync::watch;
 pub struct ServerOptions {
     /// Data directory.
     pub data_dir: PathBuf,
+    /// PostgreSQL URL; SQLite in the data directory when unset.
+    pub database: Option<String>,
+    /// The secret key's file; `<data_dir>/secret.key` when unset.
+    pub secret_key_file: Option<PathBuf>,
+    /// Run no node of the built-in gateway `default` in this process.
+    pub no_builtin_gateway: bool,
     /// Admin API address.
     pub listen: SocketAddr,
     /// Port of the built-in gateway (first start).
@@ -97,6 +103,8 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let mut stop_api = stop_rx.clone();
     let config = Config {
         data_dir: opts.data_dir.clone(),
+        database: opts.database.clone(),
+        secret_key_file: opts.secret_key_file.clone(),
         listen: opts.listen,
         default_gateway_port: opts.gateway_port,
         max_revisions: opts.max_revisions,
@@ -137,6 +145,24 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         .acme
         .clone()
         .map(|cfg| portico_control::acme::spawn(st.clone(), cfg, stop_rx.clone()));
+    if opts.no_builtin_gateway {
+        // Only the control plane: the built-in gateway `default` is served by other
+        // control-plane nodes (or by none).
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = stop_rx.changed() => {}
+        }
+        tracing::info!("shutting down: the admin API stops");
+        let _ = stop_tx.send(true);
+        if let Some(task) = acme {
+            let _ = task.await;
+        }
+        let _ = running.task.await;
+        return Ok(());
+    }
     let gid = st.store.gateway_id(DEFAULT_GATEWAY).await?;
     let env = current(&st, gid).await?;
     let mut node = NodeSettings {

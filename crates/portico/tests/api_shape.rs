@@ -201,12 +201,19 @@ async fn apis_list_prints_long_values_the_store_already_holds() {
     stop(cp).await;
 
     // A definition stored before the limits existed: a 200,001-character context.
-    let db = data.join("portico.db");
-    let out = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg("UPDATE apis SET spec = json_set(spec, '$.context', '/' || lower(hex(zeroblob(100000))))")
-        .output()
-        .unwrap();
+    let out = match test_database(&data) {
+        Some(url) => std::process::Command::new("psql")
+            .arg(url)
+            .arg("-c")
+            .arg("UPDATE apis SET spec = jsonb_set(spec::jsonb, '{context}', to_jsonb('/' || repeat('0', 200000)))::text")
+            .output()
+            .unwrap(),
+        None => std::process::Command::new("sqlite3")
+            .arg(data.join("portico.db"))
+            .arg("UPDATE apis SET spec = json_set(spec, '$.context', '/' || lower(hex(zeroblob(100000))))")
+            .output()
+            .unwrap(),
+    };
     assert!(
         out.status.success(),
         "{}",

@@ -161,7 +161,7 @@ pub(super) async fn rotate_token(State(st): St, Path(name): Path<String>) -> Res
         .store
         .set_credentials(&name, Some(&creds), jwt_too)
         .await?;
-    st.hub.wake(g_id(&st, &name).await?);
+    st.store.wake(g_id(&st, &name).await?).await;
     tracing::info!(gateway = %g.spec.name, "gateway API token rotated");
     let mut out = json!({
         "gateway": g.spec.name,
@@ -180,7 +180,7 @@ pub(super) async fn g_id(st: &ControlPlane, name: &str) -> Result<i64, Error> {
 
 pub(super) async fn revoke_token(State(st): St, Path(name): Path<String>) -> Res {
     let g = st.store.set_credentials(&name, None, false).await?;
-    st.hub.wake(g_id(&st, &name).await?);
+    st.store.wake(g_id(&st, &name).await?).await;
     tracing::info!(gateway = %g.spec.name, "gateway API token revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

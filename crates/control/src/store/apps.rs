@@ -427,7 +427,7 @@ impl Store {
         );
         let (id, _) = app_id(&mut tx, slug).await?;
         ensure_version(&mut tx, id, slug, number).await?;
-        sqlx::query("UPDATE app_versions SET published = (number = $2) WHERE app_id = $1")
+        sqlx::query("UPDATE app_versions SET published = CASE WHEN number = $2 THEN 1 ELSE 0 END WHERE app_id = $1")
             .bind(id)
             .bind(i64::from(number))
             .execute(&mut *tx)

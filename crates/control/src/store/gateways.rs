@@ -350,7 +350,7 @@ impl Store {
             .await?;
         tx.delete(KindId::Gateway, name).await?;
         tx.commit().await?;
-        self.hub.wake(id);
+        self.wake(id).await;
         Ok(going)
     }
 

@@ -36,6 +36,7 @@ mod gateways;
 mod keys;
 mod kinds;
 mod nodes;
+pub mod notify;
 pub(crate) use kinds::SpecKind;
 mod tiers;
 mod users;
@@ -83,6 +84,7 @@ migrations! {
     12 "people: roles, tokens, audit" "0012_people.sql",
     13 "portal sign-ups" "0013_user_status.sql",
     14 "revision authors" "0014_revision_author.sql",
+    15 "settings" "0015_settings.sql",
 }
 
 /// How many nodes a gateway may have, and when a silent one is forgotten.

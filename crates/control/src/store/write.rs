@@ -176,6 +176,14 @@ impl Write<'_> {
             .execute(&mut *self.tx)
             .await?;
         }
+        if self.store.backend == super::Backend::Postgres && !self.moved.is_empty() {
+            // Delivered to every control-plane node when (and only if) this commits.
+            sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
+                .bind(super::notify::CHANNEL)
+                .bind(super::notify::versions_payload(&self.moved))
+                .execute(&mut *self.tx)
+                .await?;
+        }
         self.tx.commit().await?;
         self.store.hub.publish(&self.moved);
         Ok(self.moved)

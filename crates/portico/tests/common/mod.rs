@@ -72,6 +72,15 @@ pub async fn start_server_with(
         "--node-offline-after",
         "3",
     ];
+    // A test that names its own database keeps it.
+    let database = if extra.contains(&"--database") {
+        None
+    } else {
+        test_database(data)
+    };
+    if let Some(url) = &database {
+        args.extend(["--database", url.as_str()]);
+    }
     args.extend_from_slice(extra);
     let process = Process::spawn(Path::new(BIN), &args, &[]);
     process.wait_for("control plane ready", WAIT).await;
@@ -400,4 +409,132 @@ pub async fn sign_in(
     b.click("#signin-form button[type=submit]").await?;
     b.wait_for_text("#whoami", name).await?;
     Ok(())
+}
+
+/// Where Debian keeps PostgreSQL's server programs (`initdb`, `pg_ctl`).
+fn pg_bin(program: &str) -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions
+        .last()
+        .map(|v| v.join("bin").join(program))
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
+/// A throwaway PostgreSQL cluster on loopback, run as the `postgres` user (the tests run as
+/// root, which PostgreSQL refuses), stopped and removed when dropped.
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl PgCluster {
+    /// initdb in a fresh directory, then start it on a free port (trust on loopback only).
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("portico-pg")
+            .tempdir()
+            .unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres", dir.path().to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "chown: {out:?}");
+            let out = std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+        };
+        run(&[
+            pg_bin("initdb").to_str().unwrap(),
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+        ]);
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.path().display()
+        );
+        run(&[
+            pg_bin("pg_ctl").to_str().unwrap(),
+            "-D",
+            data.to_str().unwrap(),
+            "-o",
+            &opts,
+            "-l",
+            dir.path().join("log").to_str().unwrap(),
+            "-w",
+            "start",
+        ]);
+        Self { dir, port }
+    }
+
+    /// The URL of database `name` on it.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Stops the server now (`-m fast`: sessions end).
+    pub fn stop(&self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(pg_bin("pg_ctl"))
+            .args(["-D", self.dir.path().join("data").to_str().unwrap()])
+            .args(["-m", "fast", "-w", "stop"])
+            .output();
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Makes database `name` on the PostgreSQL server at `server` (`postgres://USER@HOST:PORT`)
+/// unless it exists.
+pub fn create_database(server: &str, name: &str) {
+    let exists = std::process::Command::new("psql")
+        .arg(format!("{server}/postgres"))
+        .args([
+            "-tAc",
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
+        ])
+        .output()
+        .unwrap();
+    assert!(exists.status.success(), "psql: {exists:?}");
+    if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
+        let out = std::process::Command::new("psql")
+            .arg(format!("{server}/postgres"))
+            .args(["-c", &format!("CREATE DATABASE {name}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql: {out:?}");
+    }
+}
+
+/// When the suite runs against PostgreSQL (`PORTICO_TEST_POSTGRES=postgres://USER@HOST:PORT`,
+/// set by `scripts/test.sh` for its second pass), the database of the control plane whose
+/// data directory is `data`: one per directory, so a restart finds its state again.
+pub fn test_database(data: &Path) -> Option<String> {
+    let server = std::env::var("PORTICO_TEST_POSTGRES").ok()?;
+    let digest = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
+        data.to_string_lossy().as_bytes(),
+    ));
+    let name: String = std::iter::once("t_".to_owned())
+        .chain(digest.iter().take(12).map(|b| format!("{b:02x}")))
+        .collect();
+    create_database(&server, &name);
+    Some(format!("{server}/{name}"))
 }

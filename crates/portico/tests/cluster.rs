@@ -1,0 +1,176 @@
+//! Several control-plane nodes on one PostgreSQL (issue 15): a gateway node syncing through
+//! node B serves what was deployed through node A; `portico status` says the same whichever
+//! node answers; a stale update through one node is refused while the other's succeeds; a
+//! node given another secret key refuses to start; a node killed with SIGKILL costs the
+//! gateways nothing.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failures
+
+use portico_testkit::process::Process;
+use portico_testkit::{Client, Upstream};
+use serde_json::json;
+use tempfile::TempDir;
+
+mod common;
+
+use common::*;
+
+/// A database of its own on the suite's PostgreSQL, or on a cluster started for this test.
+fn database(name: &str) -> (Option<PgCluster>, String) {
+    match std::env::var("PORTICO_TEST_POSTGRES") {
+        Ok(server) => {
+            create_database(&server, name);
+            (None, format!("{server}/{name}"))
+        }
+        Err(_) => {
+            let pg = PgCluster::start();
+            create_database(pg.url("").trim_end_matches('/'), name);
+            let url = pg.url(name);
+            (Some(pg), url)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_control_plane_nodes_on_one_postgresql_serve_one_fleet() {
+    let root = TempDir::new().unwrap();
+    let suffix: String = root
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let (_pg, url) = database(&format!("cluster_{suffix}"));
+    let key = root.path().join("secret.key");
+    let key_arg = key.to_str().unwrap().to_owned();
+    let a = start_server_with(
+        &root.path().join("a"),
+        free_port(),
+        free_port(),
+        None,
+        &["--database", &url, "--secret-key-file", &key_arg],
+    )
+    .await;
+    // B shares the database and the key; the built-in gateway runs on A only.
+    let b = start_server_with(
+        &root.path().join("b"),
+        free_port(),
+        free_port(),
+        Some(&a.token),
+        &[
+            "--database",
+            &url,
+            "--secret-key-file",
+            &key_arg,
+            "--no-builtin-gateway",
+        ],
+    )
+    .await;
+
+    // A gateway node that knows only B.
+    let mut n = init_node(root.path(), "edge", &b.url).await;
+    n.start().await;
+    a.link(&n, "edge", "production", &[]).await;
+    let up = Upstream::named("one").await;
+    a.deploy_api(
+        json!({"name": "Pets", "version": "v1", "context": "/pets",
+               "production_endpoints": [format!("http://{}", up.addr)]}),
+        "edge",
+    )
+    .await;
+    let client = Client::new();
+    eventually_serves(&client, &n.url("/pets/x"), "one").await;
+
+    // Either node answers the same about the fleet: the nodes, their versions and states.
+    let nodes = |v: &serde_json::Value| -> Vec<(String, String, String)> {
+        v["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["gateway"] == "edge")
+            .unwrap()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["node_id"].to_string(),
+                    n["applied_version"].to_string(),
+                    n["state"].to_string(),
+                )
+            })
+            .collect()
+    };
+    let (st, from_a) = a.api("GET", "/api/v1/status", None).await;
+    assert_eq!(st, 200, "{from_a}");
+    let (st, from_b) = b.api("GET", "/api/v1/status", None).await;
+    assert_eq!(st, 200, "{from_b}");
+    assert_eq!(nodes(&from_a).len(), 1, "{from_a}");
+    assert_eq!(nodes(&from_a), nodes(&from_b));
+
+    // The same stale version through both nodes: one update wins, the other is refused.
+    let (_, api) = a.api("GET", "/api/v1/apis/pets-v1", None).await;
+    let at = format!("/api/v1/apis/pets-v1?version={}", api["version"]);
+    let mut spec_a = api["spec"].clone();
+    spec_a["description"] = json!("through A");
+    let mut spec_b = api["spec"].clone();
+    spec_b["description"] = json!("through B");
+    let (ra, rb) = tokio::join!(
+        a.api("PUT", &at, Some(spec_a)),
+        b.api("PUT", &at, Some(spec_b)),
+    );
+    let mut statuses = [ra.0, rb.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{} / {}", ra.1, rb.1);
+
+    // A node with another key would seal what nobody else can open: it does not start.
+    let other_key = root.path().join("other.key");
+    let c = Process::spawn(
+        std::path::Path::new(BIN),
+        &[
+            "server",
+            "--data-dir",
+            root.path().join("c").to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--database",
+            &url,
+            "--secret-key-file",
+            other_key.to_str().unwrap(),
+            "--no-builtin-gateway",
+        ],
+        &[],
+    );
+    c.wait_for("not the one this database's secrets are sealed with", WAIT)
+        .await;
+
+    // A revision 2 written through B reaches the node too, and A dying costs nothing.
+    a.process.signal(libc::SIGKILL);
+    let up2 = Upstream::named("two").await;
+    let (_, api) = b.api("GET", "/api/v1/apis/pets-v1", None).await;
+    let mut spec = api["spec"].clone();
+    spec["production_endpoints"] = json!([format!("http://{}", up2.addr)]);
+    let (st, v) = b
+        .api(
+            "PUT",
+            &format!("/api/v1/apis/pets-v1?version={}", api["version"]),
+            Some(spec),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = b.api("POST", "/api/v1/apis/pets-v1/revisions", None).await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = b
+        .api(
+            "POST",
+            "/api/v1/apis/pets-v1/deployments",
+            Some(json!({"revision": 2, "gateways": ["edge"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    eventually_serves(&client, &n.url("/pets/x"), "two").await;
+    n.stop().await;
+}
