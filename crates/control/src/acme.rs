@@ -283,7 +283,9 @@ impl Backend for ControlPlaneBackend<'_> {
     }
 }
 
-/// Runs the control plane's ACME client until `shutdown` turns true.
+/// Runs the control plane's ACME client until `shutdown` turns true, while this node
+/// leads the background duties: an order in flight when leadership is lost is dropped at
+/// once (the host stays due, and the new leader orders it again).
 pub fn spawn(
     cp: Arc<ControlPlane>,
     config: AcmeConfig,
@@ -294,9 +296,19 @@ pub fn spawn(
             cp: &cp,
             propagation_timeout: config.propagation_timeout,
         };
-        tokio::select! {
-            () = run(&backend, &config) => {}
-            _ = shutdown.wait_for(|s| *s) => {}
+        let mut leader = cp.leader.clone();
+        loop {
+            tokio::select! {
+                () = leader.until_leader() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            tokio::select! {
+                () = run(&backend, &config) => return,
+                () = leader.until_lost() => {
+                    tracing::warn!("not the leader any more: automatic certificates stop here");
+                }
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
         }
     })
 }

@@ -20,6 +20,7 @@ pub mod archive;
 pub mod blobs;
 pub mod error;
 pub mod extract;
+pub mod leader;
 pub mod link;
 pub mod openapi;
 pub mod page;
@@ -204,6 +205,8 @@ pub struct ControlPlane {
     /// Set when the control plane stops: sync long-polls answer at once instead of
     /// holding the shutdown for up to their 30 s.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Whether this node does the background duties that must run once (ACME, pruning).
+    pub leader: leader::Leadership,
 }
 
 impl ControlPlane {
@@ -232,6 +235,9 @@ async fn sweep_files_hourly(state: std::sync::Weak<ControlPlane>) {
     loop {
         tick.tick().await;
         let Some(st) = state.upgrade() else { return };
+        if !st.leader.is_leader() {
+            continue;
+        }
         match st.store.take_unreferenced_blobs().await {
             Ok(orphans) => st.sweep_files(orphans).await,
             Err(e) => tracing::warn!(error = %e, "cannot sweep unreferenced app files"),
@@ -247,6 +253,9 @@ async fn prune_silent_nodes(state: std::sync::Weak<ControlPlane>, forget_after: 
     loop {
         tick.tick().await;
         let Some(st) = state.upgrade() else { return };
+        if !st.leader.is_leader() {
+            continue;
+        }
         match st
             .store
             .prune_nodes(st.config.node_limits.forget_after)
@@ -361,7 +370,12 @@ pub async fn start(
     // Uploads a stopped control plane left half-written.
     let _ = std::fs::remove_dir_all(config.data_dir.join("blobs").join("tmp"));
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
+    let leader = match &config.database {
+        Some(url) => leader::Leadership::campaign(url.clone(), stopping.clone()),
+        None => leader::Leadership::always(),
+    };
     let state = Arc::new(ControlPlane {
+        leader,
         store,
         sealer,
         hub,
