@@ -101,7 +101,9 @@ async fn campaign(url: &str, leading: &watch::Sender<bool>) {
                 }
             }
             leading.send_replace(false);
-            tracing::warn!("lost the database connection that held leadership: background duties stop");
+            tracing::warn!(
+                "lost the database connection that held leadership: background duties stop"
+            );
         }
         // A fresh connection (the old one may be half dead); its session lock is gone with it.
         drop(conn);
