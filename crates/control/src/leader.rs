@@ -41,13 +41,21 @@ impl Leadership {
 
     /// Returns once this node leads (at once when it does).
     pub async fn until_leader(&mut self) {
-        let _ = self.rx.wait_for(|l| *l).await;
+        if self.rx.wait_for(|l| *l).await.is_err() && !*self.rx.borrow() {
+            // The campaign ended (the process is stopping): never again.
+            std::future::pending::<()>().await;
+        }
     }
 
-    /// Returns once this node stops leading (never, while it leads for ever).
+    /// Returns once this node stops leading (never while it leads for ever, as the only
+    /// node does).
     pub async fn until_lost(&mut self) {
         if self.rx.wait_for(|l| !*l).await.is_err() {
-            // The campaign ended (shutdown): nothing to lead any more.
+            // Nothing will change it any more (the only node, or a campaign that ended with
+            // the process): what holds now holds for good.
+            if *self.rx.borrow() {
+                std::future::pending::<()>().await;
+            }
         }
     }
 
@@ -108,5 +116,20 @@ async fn campaign(url: &str, leading: &watch::Sender<bool>) {
         // A fresh connection (the old one may be half dead); its session lock is gone with it.
         drop(conn);
         tokio::time::sleep(EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_only_node_leads_for_good() {
+        let mut l = Leadership::always();
+        assert!(l.is_leader());
+        l.until_leader().await;
+        // Leadership is never lost: waiting for that does not end.
+        let lost = tokio::time::timeout(Duration::from_millis(50), l.until_lost()).await;
+        assert!(lost.is_err());
     }
 }
