@@ -46,6 +46,9 @@ pub use store::{DEFAULT_GATEWAY, NodeLimits, Store};
 pub struct Config {
     /// Where the database and the secret key live.
     pub data_dir: PathBuf,
+    /// The public side's address (token service, JWKS, gateway sync, developer portal);
+    /// when unset, everything is served on `listen`.
+    pub public_listen: Option<SocketAddr>,
     /// A PostgreSQL URL: the state lives there instead of the data directory's SQLite file.
     pub database: Option<String>,
     /// The key secrets at rest are sealed with (32 bytes); `<data_dir>/secret.key` when unset.
@@ -110,6 +113,7 @@ impl Default for Config {
             data_dir: PathBuf::from("portico-data"),
             database: None,
             secret_key_file: None,
+            public_listen: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
             default_gateway_port: 8080,
             max_revisions: 10,
@@ -273,6 +277,8 @@ async fn prune_silent_nodes(state: std::sync::Weak<ControlPlane>, forget_after: 
 pub struct Running {
     /// The address the admin API listens on.
     pub addr: SocketAddr,
+    /// The address of the public side, when it has a listener of its own.
+    pub public_addr: Option<SocketAddr>,
     /// Shared state.
     pub state: Arc<ControlPlane>,
     /// The admin token made on first start; shown once, stored hashed.
@@ -301,9 +307,22 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(e.to_string()))?;
+    let public = match config.public_listen {
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| Error::Internal(format!("cannot listen on {at}: {e}")))?;
+            let local = l.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+            Some((l, local))
+        }
+        None => None,
+    };
+    // The portal is served on the public side when there is one.
+    let portal_addr = public.as_ref().map_or(addr, |(_, a)| *a);
     let portal_origin = match configured_portal {
         Some(o) => o,
         None => {
+            let addr = portal_addr;
             if addr.ip().is_unspecified() {
                 tracing::warn!(%addr, "the admin API listens on every address, so the portal's origin cannot be known: browsers' Try Out calls will be refused until --portal-origin names it");
             }
@@ -405,26 +424,26 @@ pub async fn start(
         Arc::downgrade(&state),
         state.config.node_limits.forget_after,
     ));
-    let app = api::router(state.clone());
     let tls = match &state.config.tls {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,
     };
-    let task = match tls {
-        None => tokio::spawn(async move {
-            if let Err(e) = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-            {
-                tracing::error!(error = %e, "admin API stopped");
-            }
-        }),
-        Some(acceptor) => tokio::spawn(serve_tls(listener, acceptor, app, shutdown)),
+    let (admin_side, public_addr) = match public {
+        Some((l, local)) => {
+            let mut stopped = state.stopping.clone();
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            let app = api::router_for(state.clone(), api::Side::Public);
+            tokio::spawn(serve(l, tls.clone(), app, shutdown, "public side"));
+            (api::Side::Admin, Some(local))
+        }
+        None => (api::Side::Both, None),
     };
+    let app = api::router_for(state.clone(), admin_side);
+    let task = tokio::spawn(serve(listener, tls, app, shutdown, "admin API"));
     Ok(Running {
+        public_addr,
         addr,
         state,
         first_admin_token,
@@ -462,6 +481,30 @@ fn tls_acceptor(
 }
 
 /// The admin API over HTTPS: TLS handshake per connection, then HTTP/1.1 or HTTP/2.
+/// Serves `app` on `listener` (over TLS when given an acceptor) until `shutdown`.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    what: &'static str,
+) {
+    match tls {
+        None => {
+            if let Err(e) = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+            {
+                tracing::error!(error = %e, "{what} stopped");
+            }
+        }
+        Some(acceptor) => serve_tls(listener, acceptor, app, shutdown).await,
+    }
+}
+
 async fn serve_tls(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,

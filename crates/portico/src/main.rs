@@ -306,6 +306,11 @@ struct ServerArgs {
     /// same file: a node with another key refuses to start.
     #[arg(long, env = "PORTICO_SECRET_KEY_FILE")]
     secret_key_file: Option<PathBuf>,
+    /// The public side's own address: the token service and JWKS, gateway sync and node
+    /// reports, the developer portal and its API. Set, the `--listen` address serves only
+    /// the admin API and the console (a firewall can then keep it inside).
+    #[arg(long, env = "PORTICO_PUBLIC_LISTEN")]
+    public_listen: Option<std::net::SocketAddr>,
     /// Serve no node of the built-in gateway `default` from this process (another
     /// control-plane node of the same database serves it, or none does).
     #[arg(long)]
@@ -794,6 +799,7 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
                 database: a.database.clone(),
                 secret_key_file: a.secret_key_file.clone(),
                 no_builtin_gateway: a.no_builtin_gateway,
+                public_listen: a.public_listen,
                 listen: a.listen,
                 gateway_port: a.gateway_port,
                 internal: a.internal,

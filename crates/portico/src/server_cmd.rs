@@ -24,6 +24,8 @@ pub struct ServerOptions {
     pub secret_key_file: Option<PathBuf>,
     /// Run no node of the built-in gateway `default` in this process.
     pub no_builtin_gateway: bool,
+    /// The public side's own listener.
+    pub public_listen: Option<std::net::SocketAddr>,
     /// Admin API address.
     pub listen: SocketAddr,
     /// Port of the built-in gateway (first start).
@@ -105,6 +107,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         data_dir: opts.data_dir.clone(),
         database: opts.database.clone(),
         secret_key_file: opts.secret_key_file.clone(),
+        public_listen: opts.public_listen,
         listen: opts.listen,
         default_gateway_port: opts.gateway_port,
         max_revisions: opts.max_revisions,
@@ -132,6 +135,9 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         println!(
             "\nPortico control plane, first start. The admin token (shown once, stored hashed):\n\n    {token}\n\nUse it:\n    portico login --url {url} --token {token}\n    curl -H 'Authorization: Bearer {token}' {url}/api/v1/status\n"
         );
+    }
+    if let Some(public) = running.public_addr {
+        tracing::info!(%public, "public side (token service, gateway sync, developer portal) listening");
     }
     tracing::info!(
         %url,

@@ -174,3 +174,109 @@ async fn two_control_plane_nodes_on_one_postgresql_serve_one_fleet() {
     eventually_serves(&client, &n.url("/pets/x"), "two").await;
     n.stop().await;
 }
+
+/// The admin side and the public side on listeners of their own: each answers only its
+/// own paths (404 for the other's), the console's portal link leads to the public side,
+/// gateways sync through the public side only, and the portal's origin (compiled into
+/// snapshots for Try Out) is the public one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_and_public_sides_listen_apart() {
+    let root = TempDir::new().unwrap();
+    let public_port = free_port();
+    let public = format!("http://127.0.0.1:{public_port}");
+    let cp = start_server_with(
+        &root.path().join("data"),
+        free_port(),
+        free_port(),
+        None,
+        &["--public-listen", &format!("127.0.0.1:{public_port}")],
+    )
+    .await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let status = |method: reqwest::Method, url: String| {
+        let req = http.request(method, url).bearer_auth(&cp.token);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    use reqwest::Method as M;
+    // Admin paths: served on the admin side only.
+    for path in ["/api/v1/apis", "/api/v1/status", "/console/login"] {
+        assert_eq!(
+            status(M::GET, format!("{}{path}", cp.url)).await,
+            200,
+            "{path}"
+        );
+        assert_eq!(
+            status(M::GET, format!("{public}{path}")).await,
+            404,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        status(M::POST, format!("{public}/api/v1/auth/login")).await,
+        404
+    );
+    // Public paths: served on the public side only.
+    for path in ["/oauth2/jwks", "/portal", "/api/v1/portal/apis"] {
+        assert_eq!(
+            status(M::GET, format!("{public}{path}")).await,
+            200,
+            "{path}"
+        );
+    }
+    for path in [
+        "/oauth2/jwks",
+        "/api/v1/portal/apis",
+        "/api/v1/sync/snapshot",
+    ] {
+        assert_eq!(
+            status(M::GET, format!("{}{path}", cp.url)).await,
+            404,
+            "{path}"
+        );
+    }
+    // The console's link to the portal leads to the public side.
+    let r = http
+        .get(format!("{}/portal/apis/x?y=1", cp.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 307);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        format!("{public}/portal/apis/x?y=1")
+    );
+    for base in [&cp.url, &public] {
+        assert_eq!(status(M::GET, format!("{base}/healthz")).await, 200);
+    }
+
+    // A gateway that knows only the public side syncs and serves; the portal's origin in
+    // its snapshot is the public one.
+    let mut n = init_node(root.path(), "edge", &public).await;
+    n.start().await;
+    cp.link(&n, "edge", "production", &[]).await;
+    let up = Upstream::named("one").await;
+    cp.deploy_api(
+        json!({"name": "Pets", "version": "v1", "context": "/pets",
+               "production_endpoints": [format!("http://{}", up.addr)]}),
+        "edge",
+    )
+    .await;
+    eventually_serves(&Client::new(), &n.url("/pets/x"), "one").await;
+    let r = http
+        .request(M::OPTIONS, n.url("/pets/x"))
+        .header("origin", &public)
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        Some(public.clone())
+    );
+    n.stop().await;
+}

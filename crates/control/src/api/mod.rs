@@ -58,8 +58,35 @@ pub(crate) use oauth::constant_time_eq;
 pub(crate) use people::{SESSION_SECONDS, add_role, set_password, sign_in, start_session};
 use sync::gateway_auth;
 
-/// The whole HTTP surface of the control plane.
+/// Which requests a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Everything, on one listener (the default).
+    Both,
+    /// The admin API and the publisher console.
+    Admin,
+    /// What gateways and API consumers reach: the token service and JWKS, gateway sync and
+    /// node reports, the developer portal and its `/api/v1/portal` API.
+    Public,
+}
+
+impl Side {
+    fn admin(self) -> bool {
+        self != Self::Public
+    }
+
+    fn public(self) -> bool {
+        self != Self::Admin
+    }
+}
+
+/// The whole HTTP surface of the control plane, on one listener.
 pub fn router(state: Arc<ControlPlane>) -> Router {
+    router_for(state, Side::Both)
+}
+
+/// The part of the HTTP surface a listener on `side` serves.
+pub fn router_for(state: Arc<ControlPlane>, side: Side) -> Router {
     use KindId as K;
     let gateways = R::new()
         .route("/gateways/link", post(gateways::link_gateway))
@@ -187,7 +214,11 @@ pub fn router(state: Arc<ControlPlane>) -> Router {
             K::Apply,
             R::new().route("/apply", post(crate::apply::apply)),
         ))
-        .merge(section(K::Portal, portal::routes()))
+        .method_not_allowed_fallback(extract::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    // Signing in with a password (the CLI's `login --user`): before any authentication.
+    let login = R::new().route("/auth/login", post(people::login));
+    let portal_api = section(K::Portal, portal::routes())
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let sync = R::new()
@@ -195,15 +226,22 @@ pub fn router(state: Arc<ControlPlane>) -> Router {
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(tower_http::compression::CompressionLayer::new())
         .route("/sync/report", post(sync::sync_report))
-        .route("/sync/blobs/{hash}", get(apps::sync_blob))
-        .route("/auth/login", post(people::login));
-    Router::new()
+        .route("/sync/blobs/{hash}", get(apps::sync_blob));
+    let mut v1 = R::new();
+    let mut top = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/api/v1/openapi.json", get(openapi_doc))
-        .route("/oauth2/token", post(oauth::oauth_token))
-        .route("/oauth2/jwks", get(oauth::oauth_jwks))
-        .nest("/api/v1", admin.merge(sync))
-        .merge(crate::web::router())
+        .route("/api/v1/openapi.json", get(openapi_doc));
+    if side.admin() {
+        v1 = v1.merge(admin).merge(login);
+    }
+    if side.public() {
+        v1 = v1.merge(sync).merge(portal_api);
+        top = top
+            .route("/oauth2/token", post(oauth::oauth_token))
+            .route("/oauth2/jwks", get(oauth::oauth_jwks));
+    }
+    top.nest("/api/v1", v1)
+        .merge(crate::web::router(side))
         .method_not_allowed_fallback(extract::method_not_allowed)
         .fallback(extract::not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))

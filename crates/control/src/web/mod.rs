@@ -36,28 +36,49 @@ const SESSION: &str = "portico_session";
 /// The cookie a sign-in form's CSRF token is checked against (no session yet).
 const PRE_SESSION: &str = "portico_signin";
 
-/// Every page and the files they load.
-pub fn router() -> Router<Arc<ControlPlane>> {
-    Router::new()
-        .route(
-            "/console",
-            get(|| async { Redirect::to("/console/gateways") }),
-        )
-        .route("/console/login", get(login_page).post(login))
-        .route("/console/logout", post(logout))
-        .route("/portal/logout", post(logout))
-        .route("/portal/login", get(login_page).post(login))
-        .route("/console/account", get(account).post(change_password))
-        .route("/portal/account", get(account).post(change_password))
-        .merge(console::routes())
-        .merge(lists::routes())
-        .merge(api_form::routes())
-        .merge(apps::routes())
-        .merge(certs::routes())
-        .merge(portal::routes())
+/// The pages of a listener's `side` (the console on the admin side, the portal on the
+/// public side, both on one listener) and the files they load.
+pub fn router(side: crate::api::Side) -> Router<Arc<ControlPlane>> {
+    use crate::api::Side;
+    let mut r = Router::new()
         .route("/static/portico.css", get(css))
-        .route("/static/portico.js", get(js))
-        .layer(axum::middleware::map_response(secure_headers))
+        .route("/static/portico.js", get(js));
+    if side != Side::Public {
+        r = r
+            .route(
+                "/console",
+                get(|| async { Redirect::to("/console/gateways") }),
+            )
+            .route("/console/login", get(login_page).post(login))
+            .route("/console/logout", post(logout))
+            .route("/console/account", get(account).post(change_password))
+            .merge(console::routes())
+            .merge(lists::routes())
+            .merge(api_form::routes())
+            .merge(apps::routes())
+            .merge(certs::routes());
+    }
+    if side != Side::Admin {
+        r = r
+            .route("/portal/logout", post(logout))
+            .route("/portal/login", get(login_page).post(login))
+            .route("/portal/account", get(account).post(change_password))
+            .merge(portal::routes());
+    }
+    if side == Side::Admin {
+        // The portal is on the public listener: the console's link goes there.
+        r = r
+            .route("/portal", get(to_portal))
+            .route("/portal/{*rest}", get(to_portal));
+    }
+    r.layer(axum::middleware::map_response(secure_headers))
+}
+
+/// A portal page asked of the admin listener: the same page on the portal's origin.
+async fn to_portal(State(st): St, uri: axum::http::Uri) -> Response {
+    let origin = st.config.portal_origin.as_deref().unwrap_or_default();
+    let path = uri.path_and_query().map_or("/portal", |p| p.as_str());
+    Redirect::temporary(&format!("{origin}{path}")).into_response()
 }
 
 async fn css() -> Response {
