@@ -214,6 +214,25 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
+    /// Records an app file stored on this node's disk; on PostgreSQL it also goes into the
+    /// database first, so that every control-plane node can serve it.
+    pub async fn keep_blob(&self, hash: &str, size: u64) -> Result<(), Error> {
+        self.store
+            .copy_blob_in(hash, &self.blobs.path(hash))
+            .await?;
+        self.store.add_blob(hash, size).await
+    }
+
+    /// Whether an app file is on this node's disk, writing it there from the database
+    /// when another control-plane node took its upload.
+    pub async fn local_blob(&self, hash: &str) -> Result<bool, Error> {
+        let path = self.blobs.path(hash);
+        if tokio::fs::metadata(&path).await.is_ok() {
+            return Ok(true);
+        }
+        self.store.copy_blob_out(hash, &path).await
+    }
+
     /// Removes from disk the app files the store forgot (no version references them); a
     /// file uploaded again meanwhile has its row back and stays.
     pub async fn sweep_files(&self, orphans: Vec<String>) {

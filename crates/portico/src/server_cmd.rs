@@ -171,6 +171,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     }
     let gid = st.store.gateway_id(DEFAULT_GATEWAY).await?;
     let env = current(&st, gid).await?;
+    local_files(&st, &env).await;
     let mut node = NodeSettings {
         workers: opts.workers,
         rate_limit_redis: opts.rate_limit_redis.clone(),
@@ -220,6 +221,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
                 if r.is_err() { break; }
                 match current(&st, gid).await {
                     Ok(env) if env.version != applied.version => {
+                        local_files(&st, &env).await;
                         match gateway.apply(&env.snapshot).await {
                             Ok(_) => {
                                 tracing::info!(gateway = DEFAULT_GATEWAY, version = env.version, "snapshot applied");
@@ -252,6 +254,25 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     }
     let _ = running.task.await;
     Ok(())
+}
+
+/// Puts the files of the apps in a snapshot on this node's disk (with PostgreSQL, another
+/// control-plane node may have taken their upload); a file that cannot be had is logged
+/// and the snapshot's apply says what is missing.
+async fn local_files(st: &portico_control::ControlPlane, env: &SyncEnvelope) {
+    for bundle in &env.snapshot.apps {
+        for f in bundle.files.values() {
+            match st.local_blob(&f.hash).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(app = %bundle.slug, hash = %f.hash, "an app file is in no store")
+                }
+                Err(e) => {
+                    tracing::warn!(app = %bundle.slug, hash = %f.hash, error = %e, "cannot fetch an app file")
+                }
+            }
+        }
+    }
 }
 
 async fn current(st: &portico_control::ControlPlane, gid: i64) -> anyhow::Result<SyncEnvelope> {

@@ -1,6 +1,6 @@
 //! Several control-plane nodes on one PostgreSQL (issue 15): a gateway node syncing through
-//! node B serves what was deployed through node A; `portico status` says the same whichever
-//! node answers; a stale update through one node is refused while the other's succeeds; a
+//! node B serves what was deployed through node A, app files included; `portico status`
+//! says the same whichever node answers; a stale update through one node is refused while the other's succeeds; a
 //! node given another secret key refuses to start; a node killed with SIGKILL costs the
 //! gateways nothing.
 
@@ -125,6 +125,46 @@ async fn two_control_plane_nodes_on_one_postgresql_serve_one_fleet() {
     let mut statuses = [ra.0, rb.0];
     statuses.sort();
     assert_eq!(statuses, [200, 409], "{} / {}", ra.1, rb.1);
+
+    // App files live in the database too: a file uploaded through A reaches a gateway that
+    // syncs through B, and one uploaded through B is served by A's built-in gateway.
+    let dist = root.path().join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::write(dist.join("index.html"), "through A").unwrap();
+    a.cli_ok(&["apps", "create", "site"]).await;
+    a.cli_ok(&["apps", "upload", dist.to_str().unwrap(), "--app", "site"])
+        .await;
+    a.cli_ok(&[
+        "apps",
+        "deploy",
+        "site",
+        "1",
+        "--gateway",
+        "edge",
+        "--allow-draft",
+        "--wait",
+    ])
+    .await;
+    eventually_serves(&client, &n.url("/site/"), "through A").await;
+    std::fs::write(dist.join("index.html"), "through B").unwrap();
+    b.cli_ok(&["apps", "upload", dist.to_str().unwrap(), "--app", "site"])
+        .await;
+    b.cli_ok(&[
+        "apps",
+        "deploy",
+        "site",
+        "2",
+        "--gateway",
+        "default",
+        "--wait",
+    ])
+    .await;
+    eventually_serves(
+        &client,
+        &format!("http://127.0.0.1:{}/site/", a.gateway_port),
+        "through B",
+    )
+    .await;
 
     // A node with another key would seal what nobody else can open: it does not start.
     let other_key = root.path().join("other.key");

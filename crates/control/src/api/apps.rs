@@ -47,11 +47,11 @@ pub(super) async fn put_blob(
             .await
             .map(|m| m.len())
             .unwrap_or_default();
-        st.store.add_blob(&hash, size).await?;
+        st.keep_blob(&hash, size).await?;
         return ok(json!({ "hash": hash, "stored": "already" }));
     }
     let size = st.blobs.put(&hash, body).await?;
-    st.store.add_blob(&hash, size).await?;
+    st.keep_blob(&hash, size).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "hash": hash, "size": size })),
@@ -216,7 +216,13 @@ pub(super) async fn sync_blob(State(st): St, headers: HeaderMap, Path(hash): Pat
         .snapshot(owner.gateway_id)
         .await?
         .is_some_and(|s| s.body.contains(&format!("\"hash\":\"{hash}\"")));
-    if !portico_model::app::hash_ok(&hash) || !serves_it || !st.store.has_blob(&hash).await? {
+    // On PostgreSQL the file may have been uploaded through another control-plane node:
+    // `local_blob` writes it to this node's disk from the database first.
+    if !portico_model::app::hash_ok(&hash)
+        || !serves_it
+        || !st.store.has_blob(&hash).await?
+        || !st.local_blob(&hash).await?
+    {
         return Err(Error::NotFound(format!(
             "no file {hash} in what this gateway serves"
         )));

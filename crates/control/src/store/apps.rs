@@ -678,6 +678,10 @@ pub(super) async fn orphan_blobs(conn: &mut AnyConnection) -> Result<Vec<String>
             .bind(h)
             .execute(&mut *conn)
             .await?;
+        sqlx::query("DELETE FROM blob_chunks WHERE hash = $1")
+            .bind(h)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(orphans)
 }

@@ -30,6 +30,7 @@ mod acme;
 mod apis;
 mod apply;
 mod apps;
+mod blob_chunks;
 mod certs;
 mod consumers;
 mod gateways;
@@ -85,6 +86,7 @@ migrations! {
     13 "portal sign-ups" "0013_user_status.sql",
     14 "revision authors" "0014_revision_author.sql",
     15 "settings" "0015_settings.sql",
+    16 "app files in the database" "0016_blob_chunks.sql",
 }
 
 /// How many nodes a gateway may have, and when a silent one is forgotten.

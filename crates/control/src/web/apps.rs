@@ -383,7 +383,7 @@ async fn receive(
                     )));
                 }
                 let (hash, size) = st.blobs.put_any(Box::pin(field)).await?;
-                st.store.add_blob(&hash, size).await?;
+                st.keep_blob(&hash, size).await?;
                 sent.push((file_name, AppFile { hash, size }));
             }
             "archive" => {
@@ -525,7 +525,7 @@ async fn unpack(
     let (files, walked) = read;
     // Recorded even when a later entry failed: unused files are swept like any other.
     for (_, f) in &files {
-        st.store.add_blob(&f.hash, f.size).await?;
+        st.keep_blob(&f.hash, f.size).await?;
     }
     walked.map(|()| files)
 }
