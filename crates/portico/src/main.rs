@@ -9,6 +9,7 @@ mod node_cmd;
 mod people_cli;
 mod server_cmd;
 mod session_cli;
+mod store_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ enum Command {
     /// Run, check or set up a gateway node.
     #[command(subcommand)]
     Gateway(GatewayCommand),
+    /// The whole control-plane state as one file: export it, import it into another store.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Store the control plane's URL with a token, or sign in as a user (--user).
     Login(LoginArgs),
     /// Who the stored login is: name, roles and how it signed in.
@@ -458,6 +462,27 @@ struct CheckArgs {
     config: PathBuf,
 }
 
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Write every table and every app file to FILE, read consistently (the server may run).
+    Export {
+        /// Where to write the dump (mode 0600).
+        file: PathBuf,
+        #[command(flatten)]
+        store: store_cmd::StoreArgs,
+    },
+    /// Load a dump into an empty store (SQLite in --data-dir, or --database), in one go.
+    Import {
+        /// The dump `store export` wrote.
+        file: PathBuf,
+        #[command(flatten)]
+        store: store_cmd::StoreArgs,
+        /// Replace everything the target store holds.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
 #[derive(Debug, Args)]
 struct InitArgs {
     /// Where to write the node's config.
@@ -792,6 +817,12 @@ fn client(a: &ClientArgs) -> anyhow::Result<cli::Client> {
 
 async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
     match command {
+        Command::Store(StoreCommand::Export { file, store }) => {
+            store_cmd::export(&file, &store).await
+        }
+        Command::Store(StoreCommand::Import { file, store, force }) => {
+            store_cmd::import(&file, &store, force).await
+        }
         Command::Server(a) => {
             let a = *a;
             server_cmd::run(server_cmd::ServerOptions {

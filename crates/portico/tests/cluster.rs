@@ -320,3 +320,195 @@ async fn admin_and_public_sides_listen_apart() {
     );
     n.stop().await;
 }
+
+/// Runs the `portico` binary with `args` (no control plane needed); answers whether it
+/// succeeded and what it printed.
+async fn portico(args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .env_remove("PORTICO_DATABASE")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// From one machine to many: `store export` from SQLite, `store import` into PostgreSQL,
+/// the server started on it with the same key. The gateway node serves throughout, its
+/// snapshot version never goes backwards, app files come along, and a damaged dump or a
+/// store that is not empty is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_from_sqlite_to_postgresql_keeps_every_gateway_serving() {
+    let root = TempDir::new().unwrap();
+    let old_data = root.path().join("old");
+    let (admin, gw) = (free_port(), free_port());
+    let cp = start_server(&old_data, admin, gw, None).await;
+    let mut n = init_node(root.path(), "edge", &cp.url).await;
+    n.start().await;
+    cp.link(&n, "edge", "production", &[]).await;
+    let up = Upstream::named("one").await;
+    cp.deploy_api(
+        json!({"name": "Pets", "version": "v1", "context": "/pets",
+               "production_endpoints": [format!("http://{}", up.addr)]}),
+        "edge",
+    )
+    .await;
+    let dist = root.path().join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::write(dist.join("index.html"), "moved").unwrap();
+    cp.cli_ok(&["apps", "create", "site"]).await;
+    cp.cli_ok(&["apps", "upload", dist.to_str().unwrap(), "--app", "site"])
+        .await;
+    cp.cli_ok(&[
+        "apps",
+        "deploy",
+        "site",
+        "1",
+        "--gateway",
+        "default",
+        "--wait",
+    ])
+    .await;
+    let client = Client::new();
+    eventually_serves(&client, &n.url("/pets/x"), "one").await;
+    let (_, before) = cp.api("GET", "/api/v1/status", None).await;
+    let version_of = |v: &serde_json::Value| {
+        v["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["gateway"] == "edge")
+            .unwrap()["snapshot_version"]
+            .as_u64()
+            .unwrap()
+    };
+    let edge_version = version_of(&before);
+
+    // The old control plane stops; the gateway keeps serving.
+    let mut cp = cp;
+    cp.process.signal(libc::SIGTERM);
+    assert!(cp.process.wait(WAIT).await.is_some());
+    eventually_serves(&client, &n.url("/pets/x"), "one").await;
+
+    let dump = root.path().join("state.json");
+    let (ok, out) = portico(&[
+        "store",
+        "export",
+        dump.to_str().unwrap(),
+        "--data-dir",
+        old_data.to_str().unwrap(),
+    ])
+    .await;
+    assert!(ok, "{out}");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let suffix: String = root
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let (_pg, url) = database(&format!("moved_{suffix}"));
+    let new_data = root.path().join("new");
+    let import = |file: std::path::PathBuf| {
+        let url = url.clone();
+        let new_data = new_data.clone();
+        async move {
+            portico(&[
+                "store",
+                "import",
+                file.to_str().unwrap(),
+                "--database",
+                &url,
+                "--data-dir",
+                new_data.to_str().unwrap(),
+            ])
+            .await
+        }
+    };
+    // A damaged dump is refused before anything is written.
+    let damaged = root.path().join("damaged.json");
+    let text = std::fs::read_to_string(&dump).unwrap();
+    std::fs::write(&damaged, text.replacen("\"Pets\\\"", "\"Petz\\\"", 1)).unwrap();
+    assert_ne!(std::fs::read_to_string(&damaged).unwrap(), text);
+    let (ok, out) = import(damaged).await;
+    assert!(!ok && out.contains("damaged"), "{out}");
+    let (ok, out) = import(dump.clone()).await;
+    assert!(ok, "{out}");
+    // Once is enough: the store is not empty any more.
+    let (ok, out) = import(dump.clone()).await;
+    assert!(!ok && out.contains("not empty"), "{out}");
+
+    // The server on PostgreSQL, with the old key, where the old one was.
+    let key = old_data.join("secret.key");
+    let cp = start_server_with(
+        &new_data,
+        admin,
+        gw,
+        Some(&cp.token),
+        &[
+            "--database",
+            &url,
+            "--secret-key-file",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let (st, after) = cp.api("GET", "/api/v1/status", None).await;
+    assert_eq!(st, 200, "{after}");
+    assert!(version_of(&after) >= edge_version, "{after}");
+    // The node, back in touch, is in sync at once: nothing newer to fetch, nothing older.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, v) = cp.api("GET", "/api/v1/gateways/edge/nodes", None).await;
+        if v["nodes"][0]["state"] == "in_sync" {
+            assert_eq!(
+                v["nodes"][0]["applied_version"].as_u64(),
+                Some(edge_version)
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // What the old store held works: the app file (from the database), and a new deploy.
+    eventually_serves(&client, &format!("http://127.0.0.1:{gw}/site/"), "moved").await;
+    let up2 = Upstream::named("two").await;
+    let (_, api) = cp.api("GET", "/api/v1/apis/pets-v1", None).await;
+    let mut spec = api["spec"].clone();
+    spec["production_endpoints"] = json!([format!("http://{}", up2.addr)]);
+    let (st, v) = cp
+        .api(
+            "PUT",
+            &format!("/api/v1/apis/pets-v1?version={}", api["version"]),
+            Some(spec),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    cp.cli_ok(&["revisions", "create", "pets-v1"]).await;
+    cp.cli_ok(&[
+        "deploy",
+        "pets-v1",
+        "--revision",
+        "2",
+        "--gateway",
+        "edge",
+        "--wait",
+    ])
+    .await;
+    eventually_serves(&client, &n.url("/pets/x"), "two").await;
+    n.stop().await;
+}

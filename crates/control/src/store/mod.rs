@@ -33,6 +33,7 @@ mod apps;
 mod blob_chunks;
 mod certs;
 mod consumers;
+pub mod dump;
 mod gateways;
 mod keys;
 mod kinds;

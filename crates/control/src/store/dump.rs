@@ -1,0 +1,478 @@
+//! The whole state as one file, to move a control plane from SQLite to PostgreSQL (or back):
+//! [`Store::export`] reads every table in one consistent read and the app files' bytes;
+//! [`Store::import`] checks the dump (format, schema, checksum) and writes all of it into
+//! an empty store in one transaction. Sealed secrets stay sealed (the target needs the same
+//! secret key), and every gateway's snapshot keeps its version and hash, so gateway nodes,
+//! which ask for what is newer than what they hold, never see a version go backwards.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use sqlx::{AnyConnection, AssertSqlSafe, Row as _};
+
+use super::{Backend, Store, now};
+use crate::error::Error;
+
+/// What the file says it is.
+pub const FORMAT: &str = "portico-store-dump";
+
+/// The dump format's version this Portico writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Every table, parents before children (the order rows are written in).
+const TABLES: &[&str] = &[
+    "admin_tokens",
+    "gateways",
+    "services",
+    "routes",
+    "route_gateways",
+    "apis",
+    "revisions",
+    "deployments",
+    "snapshots",
+    "nodes",
+    "consumers",
+    "subscriptions",
+    "credentials",
+    "signing_keys",
+    "tiers",
+    "users",
+    "user_tokens",
+    "certificates",
+    "acme_accounts",
+    "acme_hosts",
+    "acme_challenges",
+    "apps",
+    "app_versions",
+    "app_deployments",
+    "blobs",
+    "roles",
+    "audit",
+    "settings",
+];
+
+/// Tables whose `id` column a PostgreSQL identity fills (its sequence moves past the
+/// imported ids).
+const IDENTITIES: &[&str] = &[
+    "admin_tokens",
+    "gateways",
+    "services",
+    "routes",
+    "apis",
+    "consumers",
+    "tiers",
+    "users",
+    "certificates",
+    "apps",
+    "audit",
+];
+
+/// B64 for file contents and binary columns.
+const B64: base64::engine::general_purpose::GeneralPurpose =
+    base64::engine::general_purpose::STANDARD;
+
+/// A whole store.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dump {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`FORMAT_VERSION`] of the Portico that wrote it.
+    pub format_version: u32,
+    /// The schema (migration) version of the store it came from.
+    pub schema_version: i64,
+    /// Which Portico wrote it.
+    pub made_by: String,
+    /// Unix seconds.
+    pub made_at: i64,
+    /// Rows by table.
+    pub tables: BTreeMap<String, Table>,
+    /// App files' bytes (base64) by SHA-256.
+    pub files: BTreeMap<String, String>,
+    /// SHA-256 of the tables and files as written, to tell a damaged file.
+    pub checksum: String,
+}
+
+/// One table's rows.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Table {
+    /// Column names, in the order of each row's values.
+    pub columns: Vec<String>,
+    /// Values: numbers, text, base64 for binary, null.
+    pub rows: Vec<Vec<Value>>,
+}
+
+/// How a column is read and written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Int,
+    Text,
+    Bytes,
+}
+
+fn checksum(tables: &BTreeMap<String, Table>, files: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(tables).unwrap_or_default());
+    h.update(serde_json::to_vec(files).unwrap_or_default());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn bad(m: impl Into<String>) -> Error {
+    Error::BadRequest(m.into())
+}
+
+impl Store {
+    /// The columns of `table` in this database, with how each is read.
+    async fn columns(
+        &self,
+        conn: &mut AnyConnection,
+        table: &str,
+    ) -> Result<Vec<(String, Kind)>, Error> {
+        let rows: Vec<(String, String)> = match self.backend {
+            Backend::Sqlite => {
+                let sql = format!("SELECT name, type FROM pragma_table_info('{table}') ORDER BY cid");
+                sqlx::query_as(AssertSqlSafe(sql)).fetch_all(&mut *conn).await?
+            }
+            Backend::Postgres => {
+                sqlx::query_as(
+                    "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                     WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+                )
+                .bind(table)
+                .fetch_all(&mut *conn)
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(name, ty)| {
+                let ty = ty.to_ascii_uppercase();
+                let kind = if ty.contains("INT") {
+                    Kind::Int
+                } else if ty.contains("BLOB") || ty.contains("BYTEA") {
+                    Kind::Bytes
+                } else {
+                    Kind::Text
+                };
+                (name, kind)
+            })
+            .collect())
+    }
+
+    /// The schema version this store is at.
+    async fn schema_version(&self, conn: &mut AnyConnection) -> Result<i64, Error> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Every table and every app file (read from `blobs_dir` on SQLite, from the database
+    /// on PostgreSQL), read in one transaction.
+    pub async fn export(&self, blobs_dir: &Path) -> Result<Dump, Error> {
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin().await?,
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                    .await?
+            }
+        };
+        let schema_version = self.schema_version(&mut tx).await?;
+        let mut tables = BTreeMap::new();
+        for table in TABLES {
+            let columns = self.columns(&mut tx, table).await?;
+            let list = columns
+                .iter()
+                .map(|(c, _)| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("SELECT {list} FROM {table}");
+            let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&mut *tx).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let mut values = Vec::with_capacity(columns.len());
+                for (i, (_, kind)) in columns.iter().enumerate() {
+                    values.push(match kind {
+                        Kind::Int => row
+                            .try_get::<Option<i64>, _>(i)?
+                            .map_or(Value::Null, Value::from),
+                        Kind::Text => row
+                            .try_get::<Option<String>, _>(i)?
+                            .map_or(Value::Null, Value::from),
+                        Kind::Bytes => row
+                            .try_get::<Option<Vec<u8>>, _>(i)?
+                            .map_or(Value::Null, |b| Value::from(B64.encode(b))),
+                    });
+                }
+                out.push(values);
+            }
+            tables.insert(
+                (*table).to_owned(),
+                Table {
+                    columns: columns.into_iter().map(|(c, _)| c).collect(),
+                    rows: out,
+                },
+            );
+        }
+        let hashes: Vec<String> = sqlx::query_scalar("SELECT hash FROM blobs")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut files = BTreeMap::new();
+        for hash in hashes {
+            let bytes = match self.backend {
+                Backend::Sqlite => {
+                    let path = portico_model::app::blob_path(blobs_dir, &hash);
+                    match tokio::fs::read(&path).await {
+                        Ok(b) => b,
+                        // Recorded, but gone from disk: nothing to carry.
+                        Err(_) => continue,
+                    }
+                }
+                Backend::Postgres => {
+                    let chunks: Vec<Vec<u8>> = sqlx::query_scalar(
+                        "SELECT data FROM blob_chunks WHERE hash = $1 ORDER BY n",
+                    )
+                    .bind(&hash)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    if chunks.is_empty() {
+                        continue;
+                    }
+                    chunks.concat()
+                }
+            };
+            files.insert(hash, B64.encode(bytes));
+        }
+        tx.commit().await?;
+        Ok(Dump {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            schema_version,
+            made_by: format!("portico {}", env!("CARGO_PKG_VERSION")),
+            made_at: now(),
+            checksum: checksum(&tables, &files),
+            tables,
+            files,
+        })
+    }
+
+    /// What the store already holds beyond a fresh start (the built-in gateway, the
+    /// built-in roles, its own settings): `table: rows` for each such table.
+    async fn holdings(&self) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        for (table, fresh) in [
+            ("gateways", "builtin = 0"),
+            ("apis", "1 = 1"),
+            ("services", "1 = 1"),
+            ("routes", "1 = 1"),
+            ("consumers", "1 = 1"),
+            ("tiers", "1 = 1"),
+            ("users", "1 = 1"),
+            ("apps", "1 = 1"),
+            ("certificates", "1 = 1"),
+            ("admin_tokens", "1 = 1"),
+            ("roles", "builtin = 0"),
+        ] {
+            let sql = format!("SELECT COUNT(*) FROM {table} WHERE {fresh}");
+            let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+                .fetch_one(&self.pool)
+                .await?;
+            if n > 0 {
+                out.push(format!("{table}: {n}"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks `dump` and writes it into this store in one transaction: refuses a damaged
+    /// dump, one of another schema, and (unless `force`) a store that holds anything yet.
+    /// App files go into the database on PostgreSQL, under `blobs_dir` on SQLite.
+    /// Answers how many rows and files were written.
+    pub async fn import(
+        &self,
+        dump: &Dump,
+        blobs_dir: &Path,
+        force: bool,
+    ) -> Result<(usize, usize), Error> {
+        if dump.format != FORMAT {
+            return Err(bad(format!(
+                "not a Portico store dump (format `{}`)",
+                dump.format
+            )));
+        }
+        if dump.format_version > FORMAT_VERSION {
+            return Err(bad(format!(
+                "the dump was made by a newer Portico ({}, dump format {}): import it with that one",
+                dump.made_by, dump.format_version
+            )));
+        }
+        if checksum(&dump.tables, &dump.files) != dump.checksum {
+            return Err(bad(
+                "the dump is damaged: its content does not match its checksum",
+            ));
+        }
+        let mut conn = self.pool.acquire().await?;
+        let ours = self.schema_version(&mut conn).await?;
+        drop(conn);
+        if dump.schema_version > ours {
+            return Err(bad(format!(
+                "the dump's schema is version {}, newer than this Portico's ({ours}): import it with the Portico that made it ({})",
+                dump.schema_version, dump.made_by
+            )));
+        }
+        if dump.schema_version < ours {
+            return Err(bad(format!(
+                "the dump's schema is version {}, older than this Portico's ({ours}): start the Portico that made it ({}) on a copy, or upgrade the source first, then export again",
+                dump.schema_version, dump.made_by
+            )));
+        }
+        for name in dump.tables.keys() {
+            if !TABLES.contains(&name.as_str()) {
+                return Err(bad(format!(
+                    "the dump has a table `{name}` this Portico does not know"
+                )));
+            }
+        }
+        let held = self.holdings().await?;
+        if !held.is_empty() && !force {
+            return Err(Error::Conflict(format!(
+                "the target store is not empty ({}): import into an empty one, or pass --force to replace everything in it",
+                held.join(", ")
+            )));
+        }
+        let mut files = Vec::with_capacity(dump.files.len());
+        for (hash, b64) in &dump.files {
+            let bytes = B64
+                .decode(b64)
+                .map_err(|_| bad(format!("app file {hash} in the dump is not base64")))?;
+            let got: String = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if &got != hash {
+                return Err(bad(format!("app file {hash} in the dump hashes to {got}")));
+            }
+            files.push((hash, bytes));
+        }
+        let mut tx = self.write().await?;
+        for table in TABLES.iter().rev() {
+            let sql = format!("DELETE FROM {table}");
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        }
+        sqlx::query("DELETE FROM blob_chunks")
+            .execute(&mut *tx)
+            .await?;
+        let mut rows = 0;
+        for table in TABLES {
+            let Some(t) = dump.tables.get(*table) else {
+                continue;
+            };
+            let known = self.columns(&mut tx, table).await?;
+            let kinds: Vec<Kind> = t
+                .columns
+                .iter()
+                .map(|c| {
+                    known
+                        .iter()
+                        .find(|(k, _)| k == c)
+                        .map(|(_, kind)| *kind)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "the dump's `{table}` has a column `{c}` this Portico does not know"
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            let list = t.columns.join(", ");
+            let marks = (1..=t.columns.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("INSERT INTO {table} ({list}) VALUES ({marks})");
+            for (r, values) in t.rows.iter().enumerate() {
+                if values.len() != kinds.len() {
+                    return Err(bad(format!(
+                        "row {r} of `{table}` has {} values for {} columns",
+                        values.len(),
+                        kinds.len()
+                    )));
+                }
+                let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
+                for (v, kind) in values.iter().zip(&kinds) {
+                    let wrong = || {
+                        bad(format!(
+                            "row {r} of `{table}`: `{v}` does not fit its column"
+                        ))
+                    };
+                    q = match kind {
+                        Kind::Int => q.bind(match v {
+                            Value::Null => None,
+                            v => Some(v.as_i64().ok_or_else(wrong)?),
+                        }),
+                        Kind::Text => q.bind(match v {
+                            Value::Null => None,
+                            v => Some(v.as_str().ok_or_else(wrong)?.to_owned()),
+                        }),
+                        Kind::Bytes => q.bind(match v {
+                            Value::Null => None,
+                            v => Some(
+                                B64.decode(v.as_str().ok_or_else(wrong)?)
+                                    .map_err(|_| wrong())?,
+                            ),
+                        }),
+                    };
+                }
+                q.execute(&mut *tx).await?;
+                rows += 1;
+            }
+        }
+        if self.backend == Backend::Postgres {
+            for table in IDENTITIES {
+                let sql = format!(
+                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
+                     COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+                );
+                sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+            }
+            for (hash, bytes) in &files {
+                for (n, chunk) in bytes.chunks(1 << 20).enumerate() {
+                    sqlx::query("INSERT INTO blob_chunks (hash, n, data) VALUES ($1, $2, $3)")
+                        .bind(hash.as_str())
+                        .bind(n as i64)
+                        .bind(chunk.to_vec())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if bytes.is_empty() {
+                    sqlx::query("INSERT INTO blob_chunks (hash, n, data) VALUES ($1, 0, $2)")
+                        .bind(hash.as_str())
+                        .bind(Vec::<u8>::new())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.event("import", crate::access::KindId::Apply, &dump.made_by);
+        tx.commit().await?;
+        if self.backend == Backend::Sqlite {
+            for (hash, bytes) in &files {
+                let path = portico_model::app::blob_path(blobs_dir, hash);
+                if let Some(dir) = path.parent() {
+                    tokio::fs::create_dir_all(dir)
+                        .await
+                        .map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
+                }
+                tokio::fs::write(&path, bytes)
+                    .await
+                    .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+            }
+        }
+        Ok((rows, files.len()))
+    }
+}

@@ -1,0 +1,78 @@
+//! `portico store export|import`: the whole control-plane state as one file, to move from
+//! SQLite to PostgreSQL (or between databases). Run against the store directly, not
+//! through the admin API.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use portico_control::store::Store;
+use portico_control::store::dump::Dump;
+
+/// Which store a command works on.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// The data directory (SQLite's database and the app files are there).
+    #[arg(long, env = "PORTICO_DATA_DIR", default_value = "portico-data")]
+    pub data_dir: PathBuf,
+    /// A PostgreSQL URL instead of the data directory's SQLite database.
+    #[arg(long, env = "PORTICO_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
+}
+
+async fn open(s: &StoreArgs) -> anyhow::Result<Store> {
+    Ok(match &s.database {
+        Some(url) => Store::open_postgres(url).await?,
+        None => Store::open(&s.data_dir)
+            .await
+            .with_context(|| format!("cannot open the store in {}", s.data_dir.display()))?,
+    })
+}
+
+/// Writes the whole state to `file` (owner-only: it holds sealed secrets and hashes).
+pub async fn export(file: &Path, s: &StoreArgs) -> anyhow::Result<()> {
+    let store = open(s).await?;
+    let dump = store.export(&s.data_dir.join("blobs")).await?;
+    let text = serde_json::to_vec(&dump)?;
+    let tmp = file.with_extension("part");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, file).with_context(|| format!("cannot write {}", file.display()))?;
+    let rows: usize = dump.tables.values().map(|t| t.rows.len()).sum();
+    println!(
+        "Exported {rows} rows and {} app files (schema {}) to {}. Secrets stay sealed: give the \
+         target the same secret key (--secret-key-file).",
+        dump.files.len(),
+        dump.schema_version,
+        file.display()
+    );
+    Ok(())
+}
+
+/// Loads `file` into the store (empty unless `force`).
+pub async fn import(file: &Path, s: &StoreArgs, force: bool) -> anyhow::Result<()> {
+    let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let dump: Dump = serde_json::from_slice(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a Portico store dump: {e}", file.display()))?;
+    let store = open(s).await?;
+    let (rows, files) = store
+        .import(&dump, &s.data_dir.join("blobs"), force)
+        .await?;
+    println!(
+        "Imported {rows} rows and {files} app files from {} (made by {}). Start `portico server` \
+         on this store with the source's secret key.",
+        file.display(),
+        dump.made_by
+    );
+    Ok(())
+}
