@@ -10,7 +10,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # sqlite3 to put into a control plane's store what its API no longer takes, python3 and pip
 # for schemathesis, chromium and chromium-driver (chromedriver) for the browser tests of the
 # console and portal pages (docs/testing.md), postgresql for the control plane's second
-# backend (the end-to-end suite runs again on it).
+# backend (the end-to-end suite runs again on it), haproxy as the load balancer in front of
+# several control-plane nodes.
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v kill >/dev/null || need+=(procps)
@@ -22,6 +23,7 @@ command -v python3 >/dev/null || need+=(python3 python3-pip)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need+=(postgresql)
+command -v haproxy >/dev/null || need+=(haproxy)
 command -v psql >/dev/null || need+=(postgresql-client)
 if [ "${#need[@]}" -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

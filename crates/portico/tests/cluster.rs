@@ -512,3 +512,152 @@ async fn moving_from_sqlite_to_postgresql_keeps_every_gateway_serving() {
     eventually_serves(&client, &n.url("/pets/x"), "two").await;
     n.stop().await;
 }
+
+/// HAProxy in front of two control-plane nodes, as `haproxy -db` with health checks on
+/// `/healthz`: answers its frontend's URL.
+fn haproxy(root: &std::path::Path, backends: &[&str]) -> (Process, String) {
+    let port = free_port();
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("    server cp{i} {b} check inter 300ms fall 2 rise 1\n"))
+        .collect();
+    let cfg = root.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n    log stdout format raw local0\ndefaults\n    mode http\n    timeout connect 2s\n    \
+             timeout client 90s\n    timeout server 90s\n    retries 2\n    option redispatch\n\
+             frontend cp\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\
+             backend nodes\n    balance roundrobin\n    option httpchk GET /healthz\n{servers}"
+        ),
+    )
+    .unwrap();
+    let p = Process::spawn(
+        std::path::Path::new("haproxy"),
+        &["-db", "-f", cfg.to_str().unwrap()],
+        &[],
+    );
+    (p, format!("http://127.0.0.1:{port}"))
+}
+
+/// Two control-plane nodes on one PostgreSQL behind HAProxy, a gateway node that knows only
+/// HAProxy's address: node A is killed with SIGKILL under traffic; the gateway keeps serving
+/// every request and takes the next deploy, written through B, through the load balancer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_node_killed_behind_haproxy_costs_the_gateways_nothing() {
+    let root = TempDir::new().unwrap();
+    let suffix: String = root
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let (_pg, url) = database(&format!("lb_{suffix}"));
+    let key = root.path().join("secret.key");
+    let key_arg = key.to_str().unwrap().to_owned();
+    let (a_port, b_port) = (free_port(), free_port());
+    let a = start_server_with(
+        &root.path().join("a"),
+        a_port,
+        free_port(),
+        None,
+        &["--database", &url, "--secret-key-file", &key_arg],
+    )
+    .await;
+    let b = start_server_with(
+        &root.path().join("b"),
+        b_port,
+        free_port(),
+        Some(&a.token),
+        &[
+            "--database",
+            &url,
+            "--secret-key-file",
+            &key_arg,
+            "--no-builtin-gateway",
+        ],
+    )
+    .await;
+    let (lb, lb_url) = haproxy(
+        root.path(),
+        &[
+            &format!("127.0.0.1:{a_port}"),
+            &format!("127.0.0.1:{b_port}"),
+        ],
+    );
+    // The load balancer answers once a node is up behind it.
+    let client = Client::new();
+    eventually_serves(&client, &format!("{lb_url}/healthz"), "ok\n").await;
+
+    let mut n = init_node(root.path(), "edge", &lb_url).await;
+    n.start().await;
+    b.link(&n, "edge", "production", &[]).await;
+    let up = Upstream::named("one").await;
+    b.deploy_api(
+        json!({"name": "Pets", "version": "v1", "context": "/pets",
+               "production_endpoints": [format!("http://{}", up.addr)]}),
+        "edge",
+    )
+    .await;
+    eventually_serves(&client, &n.url("/pets/x"), "one").await;
+
+    // Traffic through the gateway all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        let target = n.url("/pets/x");
+        tokio::spawn(async move {
+            let client = Client::new();
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client.get(&target).await;
+                if r.status == 200 {
+                    ok += 1;
+                } else {
+                    failed.push(r.status);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        })
+    };
+
+    a.process.signal(libc::SIGKILL);
+    // The next change, written through B, reaches the gateway through the load balancer.
+    let up2 = Upstream::named("two").await;
+    let (_, api) = b.api("GET", "/api/v1/apis/pets-v1", None).await;
+    let mut spec = api["spec"].clone();
+    spec["production_endpoints"] = json!([format!("http://{}", up2.addr)]);
+    let (st, v) = b
+        .api(
+            "PUT",
+            &format!("/api/v1/apis/pets-v1?version={}", api["version"]),
+            Some(spec),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    b.cli_ok(&["revisions", "create", "pets-v1"]).await;
+    b.cli_ok(&["deploy", "pets-v1", "--revision", "2", "--gateway", "edge"])
+        .await;
+    eventually_serves(&client, &n.url("/pets/x"), "two").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = traffic.await.unwrap();
+    assert!(ok > 0);
+    assert!(failed.is_empty(), "requests failed: {failed:?}");
+    // The node reports through the load balancer too: B sees it in sync.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, v) = b.api("GET", "/api/v1/gateways/edge/nodes", None).await;
+        if v["nodes"][0]["state"] == "in_sync" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(lb);
+    n.stop().await;
+}
