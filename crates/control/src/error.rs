@@ -112,10 +112,15 @@ impl Error {
 /// The database is away (down, restarting, out of connections) rather than refusing the
 /// statement: worth a retry.
 fn unavailable(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-    )
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        // PostgreSQL going away: connection exceptions (08...), shutting down or starting
+        // up (57P01-57P03), too many connections (53300).
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
 }
 
 impl IntoResponse for Error {
@@ -133,7 +138,7 @@ impl IntoResponse for Error {
             }),
             Self::Db(e) if unavailable(e) => {
                 tracing::warn!(error = %e, "the database cannot be reached");
-                json!({"error": code, "message": "the database cannot be reached right now; nothing was changed: try again shortly"})
+                json!({"error": code, "message": "the database cannot be reached right now, so the change was not confirmed: try again shortly"})
             }
             Self::Db(e) => {
                 tracing::error!(error = %e, "database error");

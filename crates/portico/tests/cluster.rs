@@ -661,3 +661,122 @@ async fn a_control_plane_node_killed_behind_haproxy_costs_the_gateways_nothing()
     drop(lb);
     n.stop().await;
 }
+
+/// PostgreSQL stopped for 10 s under admin traffic: the control plane answers 503 with a
+/// message that says so (never a 500), the gateway keeps serving, and everything recovers
+/// by itself with no acknowledged write lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_away_for_ten_seconds_loses_no_acknowledged_write() {
+    let root = TempDir::new().unwrap();
+    // A cluster of its own: this test stops it.
+    let pg = PgCluster::start();
+    create_database(pg.url("").trim_end_matches('/'), "away");
+    let url = pg.url("away");
+    let cp = start_server_with(
+        &root.path().join("data"),
+        free_port(),
+        free_port(),
+        None,
+        &["--database", &url],
+    )
+    .await;
+    let mut n = init_node(root.path(), "edge", &cp.url).await;
+    n.start().await;
+    cp.link(&n, "edge", "production", &[]).await;
+    let up = Upstream::named("one").await;
+    cp.deploy_api(
+        json!({"name": "Pets", "version": "v1", "context": "/pets",
+               "production_endpoints": [format!("http://{}", up.addr)]}),
+        "edge",
+    )
+    .await;
+    let client = Client::new();
+    eventually_serves(&client, &n.url("/pets/x"), "one").await;
+
+    // Writes all along: each tier acknowledged (201) must be there afterwards.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let (url, token) = (cp.url.clone(), cp.token.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let (mut acked, mut refused, mut other) = (Vec::new(), Vec::new(), Vec::new());
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let name = format!("t{i}");
+                let r = http
+                    .post(format!("{url}/api/v1/tiers"))
+                    .bearer_auth(&token)
+                    .json(&json!({"name": name, "limit": 10}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap_or_default();
+                match status {
+                    201 => acked.push(name),
+                    503 => refused.push(body),
+                    _ => other.push(format!("{status} {body}")),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            (acked, refused, other)
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    pg.stop();
+    let away = std::time::Instant::now();
+    while away.elapsed() < std::time::Duration::from_secs(10) {
+        // The gateway serves from what it has.
+        let r = client.get(&n.url("/pets/x")).await;
+        assert_eq!(r.status, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    pg.start_again();
+    // Back by itself: a write goes through again.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (st, _) = cp
+            .api(
+                "POST",
+                "/api/v1/tiers",
+                Some(json!({"name": "after", "limit": 1})),
+            )
+            .await;
+        if st == 201 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write after the database came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, refused, other) = writer.await.unwrap();
+    assert!(
+        other.is_empty(),
+        "answers other than 201 and 503: {other:?}"
+    );
+    assert!(!refused.is_empty(), "no write met the database away");
+    assert!(
+        refused.iter().all(|b| b.contains("database_unavailable")),
+        "{refused:?}"
+    );
+    let (st, v) = cp.api("GET", "/api/v1/tiers?limit=1000", None).await;
+    assert_eq!(st, 200, "{v}");
+    let stored: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["spec"]["name"].as_str())
+        .collect();
+    for name in &acked {
+        assert!(
+            stored.contains(&name.as_str()),
+            "acknowledged {name} is gone"
+        );
+    }
+    n.stop().await;
+}

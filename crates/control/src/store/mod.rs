@@ -459,7 +459,7 @@ impl Store {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(std::time::Duration::from_secs(10))
+            .acquire_timeout(std::time::Duration::from_secs(3))
             .connect(url)
             .await
             .map_err(|e| Error::BadRequest(format!("cannot open the database at {shown}: {e}")))?;

@@ -428,6 +428,8 @@ fn pg_bin(program: &str) -> PathBuf {
 pub struct PgCluster {
     dir: tempfile::TempDir,
     pub port: u16,
+    /// The server's options, for a start after a stop.
+    opts: String,
 }
 
 impl PgCluster {
@@ -466,18 +468,23 @@ impl PgCluster {
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             dir.path().display()
         );
-        run(&[
-            pg_bin("pg_ctl").to_str().unwrap(),
-            "-D",
-            data.to_str().unwrap(),
-            "-o",
-            &opts,
-            "-l",
-            dir.path().join("log").to_str().unwrap(),
-            "-w",
-            "start",
-        ]);
-        Self { dir, port }
+        let pg = Self { dir, port, opts };
+        pg.start_again();
+        pg
+    }
+
+    /// Starts the server (again, after [`PgCluster::stop`]) and waits until it answers.
+    pub fn start_again(&self) {
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(pg_bin("pg_ctl"))
+            .args(["-D", self.dir.path().join("data").to_str().unwrap()])
+            .args(["-o", &self.opts])
+            .args(["-l", self.dir.path().join("log").to_str().unwrap()])
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl start: {out:?}");
     }
 
     /// The URL of database `name` on it.
