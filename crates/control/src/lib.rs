@@ -288,6 +288,15 @@ async fn prune_silent_nodes(state: std::sync::Weak<ControlPlane>, forget_after: 
             Ok(n) => tracing::info!(nodes = n, "silent nodes forgotten"),
             Err(e) => tracing::warn!(error = %e, "cannot forget silent nodes"),
         }
+        // Failed sign-ins shared in the database are forgotten like the memory's.
+        if matches!(st.signins, signin::Throttle::Shared)
+            && let Err(e) = st
+                .store
+                .forget_signin_failures(signin::LONGEST_PAUSE.as_secs() as i64)
+                .await
+        {
+            tracing::warn!(error = %e, "cannot forget old failed sign-ins");
+        }
     }
 }
 
@@ -418,7 +427,11 @@ pub async fn start(
         sealer,
         hub,
         blobs: blobs::Blobs::new(&config.data_dir),
-        signins: signin::Throttle::default(),
+        signins: if config.database.is_some() {
+            signin::Throttle::Shared
+        } else {
+            signin::Throttle::Local(signin::Memory::default())
+        },
         config,
         stopping,
     });

@@ -1,7 +1,9 @@
 //! Back-off for the password grant: after a few failed sign-ins for one user name (known or
 //! not) or from one address, every attempt is refused for a while without looking at the
-//! password, and the pause doubles with each further failure. State is in memory, bounded,
-//! and forgotten a while after the last failure.
+//! password, and the pause doubles with each further failure. On SQLite (one node) the
+//! state is in memory, bounded; on PostgreSQL it is in the database, so that it holds
+//! across every control-plane node ([`Throttle::Shared`]). Either way it is forgotten a
+//! while after the last failure.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -44,13 +46,113 @@ impl Failures {
     }
 }
 
-/// Failed sign-ins by user name and by address.
-#[derive(Debug, Default)]
-pub struct Throttle {
-    failures: Mutex<HashMap<Key, Failures>>,
+/// The pause after `count` failures, the last `ago` seconds ago, for a key paused from
+/// `threshold` failures on: how long is left, if any.
+fn left(count: u32, ago: u64, threshold: u32) -> Option<Duration> {
+    let over = count.checked_sub(threshold)?;
+    let pause = FIRST_PAUSE
+        .checked_mul(1u32 << over.min(16))
+        .unwrap_or(LONGEST_PAUSE)
+        .min(LONGEST_PAUSE);
+    pause
+        .checked_sub(Duration::from_secs(ago))
+        .filter(|d| !d.is_zero())
+}
+
+/// Where failed sign-ins are counted.
+#[derive(Debug)]
+pub enum Throttle {
+    /// In this process (one control-plane node).
+    Local(Memory),
+    /// In the database, shared by every control-plane node.
+    Shared,
 }
 
 impl Throttle {
+    /// How long a sign-in for `user` from `addr` must wait, when it must.
+    pub async fn paused(
+        &self,
+        store: &crate::store::Store,
+        user: &str,
+        addr: Option<IpAddr>,
+    ) -> Result<Option<Duration>, crate::error::Error> {
+        match self {
+            Self::Local(m) => Ok(m.paused(user, addr)),
+            Self::Shared => {
+                let now = crate::store::now();
+                let rows = store
+                    .signin_failures(&user_key(user), addr.map(addr_key))
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(key, count, last)| {
+                        let threshold = if key.starts_with("user:") {
+                            USER_FAILURES
+                        } else {
+                            ADDRESS_FAILURES
+                        };
+                        left(count, now.saturating_sub(last).max(0) as u64, threshold)
+                    })
+                    .max())
+            }
+        }
+    }
+
+    /// Counts a failed sign-in.
+    pub async fn failed(
+        &self,
+        store: &crate::store::Store,
+        user: &str,
+        addr: Option<IpAddr>,
+    ) -> Result<(), crate::error::Error> {
+        match self {
+            Self::Local(m) => {
+                m.failed(user, addr);
+                Ok(())
+            }
+            Self::Shared => {
+                store
+                    .signin_failed(
+                        &user_key(user),
+                        addr.map(addr_key),
+                        LONGEST_PAUSE.as_secs() as i64,
+                    )
+                    .await
+            }
+        }
+    }
+
+    /// Forgets the user name's failures (a good sign-in).
+    pub async fn succeeded(
+        &self,
+        store: &crate::store::Store,
+        user: &str,
+    ) -> Result<(), crate::error::Error> {
+        match self {
+            Self::Local(m) => {
+                m.succeeded(user);
+                Ok(())
+            }
+            Self::Shared => store.signin_succeeded(&user_key(user)).await,
+        }
+    }
+}
+
+fn user_key(user: &str) -> String {
+    format!("user:{}", user.to_lowercase())
+}
+
+fn addr_key(a: IpAddr) -> String {
+    format!("addr:{a}")
+}
+
+/// Failed sign-ins by user name and by address, in memory.
+#[derive(Debug, Default)]
+pub struct Memory {
+    failures: Mutex<HashMap<Key, Failures>>,
+}
+
+impl Memory {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Failures>> {
         self.failures
             .lock()
@@ -111,7 +213,7 @@ mod tests {
 
     #[test]
     fn users_and_addresses_pause_after_their_thresholds() {
-        let t = Throttle::default();
+        let t = Memory::default();
         let here: IpAddr = [10, 0, 0, 1].into();
         for _ in 0..USER_FAILURES - 1 {
             t.failed("Alice", Some(here));
@@ -131,6 +233,14 @@ mod tests {
         t.succeeded("alice");
         assert!(t.paused("alice", None).is_none());
         assert!(t.paused("alice", Some(here)).is_some());
+    }
+
+    #[test]
+    fn the_shared_pause_is_the_same_rule() {
+        assert_eq!(left(4, 0, 5), None);
+        assert_eq!(left(5, 10, 5), Some(FIRST_PAUSE - Duration::from_secs(10)));
+        assert_eq!(left(5, 31, 5), None);
+        assert_eq!(left(60, 0, 5), Some(LONGEST_PAUSE));
     }
 
     #[test]

@@ -111,6 +111,26 @@ async fn two_control_plane_nodes_on_one_postgresql_serve_one_fleet() {
     assert_eq!(nodes(&from_a).len(), 1, "{from_a}");
     assert_eq!(nodes(&from_a), nodes(&from_b));
 
+    // The sign-in back-off holds across nodes: failures through A pause the name on B.
+    user(&a, "ada", &["admin"]).await;
+    let http = reqwest::Client::new();
+    let login = |base: String, password: &'static str| {
+        let http = http.clone();
+        async move {
+            http.post(format!("{base}/api/v1/auth/login"))
+                .json(&json!({"name": "ada", "password": password}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(login(a.url.clone(), "wrong password!").await, 401);
+    }
+    assert_eq!(login(b.url.clone(), PASSWORD).await, 429);
+
     // The same stale version through both nodes: one update wins, the other is refused.
     let (_, api) = a.api("GET", "/api/v1/apis/pets-v1", None).await;
     let at = format!("/api/v1/apis/pets-v1?version={}", api["version"]);

@@ -57,7 +57,7 @@ pub(crate) async fn sign_in(
     password: &str,
     addr: Option<IpAddr>,
 ) -> Result<(String, Vec<String>), Error> {
-    if let Some(wait) = st.signins.paused(name, addr) {
+    if let Some(wait) = st.signins.paused(&st.store, name, addr).await? {
         let secs = wait.as_secs().max(1);
         return Err(Error::TooManyRequests(
             format!(
@@ -85,11 +85,11 @@ pub(crate) async fn sign_in(
             "your sign-up waits for an administrator's approval".into(),
         )),
         Some((name_, roles, true)) => {
-            st.signins.succeeded(name);
+            st.signins.succeeded(&st.store, name).await?;
             Ok((name_, roles))
         }
         None => {
-            st.signins.failed(name, addr);
+            st.signins.failed(&st.store, name, addr).await?;
             Err(Error::Unauthorized(
                 "the user name or password is wrong".into(),
             ))

@@ -88,6 +88,7 @@ migrations! {
     14 "revision authors" "0014_revision_author.sql",
     15 "settings" "0015_settings.sql",
     16 "app files in the database" "0016_blob_chunks.sql",
+    17 "sign-in failures" "0017_signin_failures.sql",
 }
 
 /// How many nodes a gateway may have, and when a silent one is forgotten.

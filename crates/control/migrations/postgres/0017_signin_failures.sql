@@ -1,0 +1,8 @@
+-- Failed sign-ins by user name ('user:NAME', lower case) and by address ('addr:IP'), so
+-- that the back-off holds across every control-plane node of one PostgreSQL database.
+-- (One SQLite node keeps them in memory: the table stays empty there.)
+CREATE TABLE signin_failures (
+    key         TEXT    PRIMARY KEY,
+    count       BIGINT NOT NULL,
+    last        BIGINT NOT NULL
+);
