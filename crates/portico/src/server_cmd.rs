@@ -204,10 +204,20 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into());
+    // Each control-plane node of one database runs a node of `default`: each its own id.
+    let builtin_id = if opts.database.is_some() {
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(
+            format!("{hostname} {}", data_dir.display()).as_bytes(),
+        );
+        let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        format!("{}-{short}", portico_control::api::BUILTIN_NODE)
+    } else {
+        portico_control::api::BUILTIN_NODE.to_owned()
+    };
     let mut applied = env;
     // The last apply's error and its time, reported until an apply succeeds.
     let mut last_error: Option<(String, u64)> = None;
-    report(&st, gid, &hostname, &applied, None).await;
+    report(&st, &builtin_id, gid, &hostname, &applied, None).await;
 
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -227,12 +237,12 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
                                 tracing::info!(gateway = DEFAULT_GATEWAY, version = env.version, "snapshot applied");
                                 applied = env;
                                 last_error = None;
-                                report(&st, gid, &hostname, &applied, None).await;
+                                report(&st, &builtin_id, gid, &hostname, &applied, None).await;
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, "the built-in gateway refused its snapshot");
                                 last_error = Some((e.to_string(), now_secs()));
-                                report(&st, gid, &hostname, &applied, last_error.clone()).await;
+                                report(&st, &builtin_id, gid, &hostname, &applied, last_error.clone()).await;
                             }
                         }
                     }
@@ -240,7 +250,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
                     Err(e) => tracing::error!(error = %e, "cannot load the built-in gateway's snapshot"),
                 }
             }
-            _ = heartbeat.tick() => report(&st, gid, &hostname, &applied, last_error.clone()).await,
+            _ = heartbeat.tick() => report(&st, &builtin_id, gid, &hostname, &applied, last_error.clone()).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = stop_rx.changed() => break,
@@ -286,13 +296,14 @@ async fn current(st: &portico_control::ControlPlane, gid: i64) -> anyhow::Result
 
 async fn report(
     st: &portico_control::ControlPlane,
+    node_id: &str,
     gid: i64,
     hostname: &str,
     env: &SyncEnvelope,
     error: Option<(String, u64)>,
 ) {
     let r = NodeReport {
-        node_id: portico_control::api::BUILTIN_NODE.into(),
+        node_id: node_id.to_owned(),
         hostname: hostname.to_owned(),
         applied_version: Some(env.version),
         applied_hash: Some(env.hash.clone()),

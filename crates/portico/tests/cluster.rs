@@ -110,6 +110,21 @@ async fn two_control_plane_nodes_on_one_postgresql_serve_one_fleet() {
     assert_eq!(st, 200, "{from_b}");
     assert_eq!(nodes(&from_a).len(), 1, "{from_a}");
     assert_eq!(nodes(&from_a), nodes(&from_b));
+    // A's node of the built-in gateway has an id of its own (each control-plane node that
+    // runs `default` reports as its own node).
+    let builtin: Vec<String> = from_a["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gateway"] == "default")
+        .unwrap()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(builtin.len(), 1, "{from_a}");
+    assert!(builtin[0].starts_with("builtin-"), "{builtin:?}");
 
     // The sign-in back-off holds across nodes: failures through A pause the name on B.
     user(&a, "ada", &["admin"]).await;

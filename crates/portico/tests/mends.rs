@@ -477,6 +477,14 @@ async fn node_ids_are_bound_to_their_node_capped_per_gateway_and_forgotten_when_
     )
     .await;
     assert_eq!(st, 422, "{v}");
+    // Nor as a control-plane node's built-in node.
+    let (st, v) = report_as(
+        &cp,
+        &n.token,
+        json!({"node_id": "builtin-1a2b3c4d", "hostname": "x", "node_key": "k".repeat(40)}),
+    )
+    .await;
+    assert_eq!(st, 422, "{v}");
 
     // Three nodes at most: the real one and two more; a fourth is refused.
     for id in ["fake-1", "fake-2"] {
@@ -534,7 +542,11 @@ async fn node_view(cp: &ControlPlane, gateway: &str, node: &str) -> Value {
         .as_array()
         .unwrap()
         .iter()
-        .find(|n| n["node_id"] == node)
+        .find(|n| {
+            // On PostgreSQL each control-plane node's built-in node is `builtin-<id>`.
+            let id = n["node_id"].as_str().unwrap_or_default();
+            id == node || (node == "builtin" && id.starts_with("builtin-"))
+        })
         .cloned()
         .unwrap_or(Value::Null)
 }

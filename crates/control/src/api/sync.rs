@@ -84,10 +84,10 @@ pub(super) async fn sync_report(
             "node_id",
             format!("1 to {} characters", limits::OBJECT_NAME),
         ));
-    } else if report.node_id == BUILTIN_NODE {
+    } else if report.node_id == BUILTIN_NODE || report.node_id.starts_with("builtin-") {
         fields.push(FieldError::new(
             "node_id",
-            "`builtin` is the built-in gateway's own node",
+            "`builtin` and `builtin-...` are the built-in gateway's own nodes",
         ));
     }
     if let Err(m) = limits::at_most(&report.hostname, limits::HOST) {
