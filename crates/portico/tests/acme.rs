@@ -716,3 +716,135 @@ fixed_response = {{ status = 200, body = "solo" }}
         "{text}"
     );
 }
+
+/// Two control-plane nodes on one PostgreSQL, A leading the background duties: A is killed
+/// with SIGKILL in the middle of an order (its challenge published, the gateway's node
+/// paused so that the order cannot end before); B takes over the lead, orders the host again, and the
+/// store ends with exactly one valid certificate, which the gateway serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acme_leader_killed_mid_order_leaves_one_certificate_issued_by_the_next() {
+    let root = TempDir::new().unwrap();
+    let plan = PebblePlan::new(root.path());
+    let (http_port, tls_port) = (free_port(), free_port());
+    let pebble = plan.start(http_port, tls_port, None, None).await;
+    let (_pg, url) = database(&db_name("acme", root.path()));
+    let key = root.path().join("secret.key");
+    let acme = |extra: &[&'static str]| {
+        let mut args = vec![
+            "--database".to_owned(),
+            url.clone(),
+            "--secret-key-file".to_owned(),
+            key.to_str().unwrap().to_owned(),
+            "--acme-directory".to_owned(),
+            pebble.directory.clone(),
+            "--acme-ca-file".to_owned(),
+            pebble.tls_ca.to_str().unwrap().to_owned(),
+            "--acme-retry-base".to_owned(),
+            "2".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let a_args = acme(&[]);
+    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let a = start_server_with(
+        &root.path().join("a"),
+        free_port(),
+        free_port(),
+        None,
+        &a_args,
+    )
+    .await;
+    a.process
+        .wait_for("leads the background duties", WAIT)
+        .await;
+    let b_args = acme(&["--no-builtin-gateway"]);
+    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
+    let b = start_server_with(
+        &root.path().join("b"),
+        free_port(),
+        free_port(),
+        Some(&a.token),
+        &b_args,
+    )
+    .await;
+
+    // The gateway's node syncs through B; it serves HTTP-01 challenges on `http_port`.
+    let up = Upstream::named("secure").await;
+    let mut n = init_node(root.path(), "n", &b.url).await;
+    n.traffic_port = http_port;
+    n.start().await;
+    let (st, v) = b
+        .api(
+            "POST",
+            "/api/v1/gateways/link",
+            Some(json!({
+                "name": "edge", "type": "production",
+                "url": format!("http://127.0.0.1:{}", n.admin_port),
+                "api_token": n.token, "jwt_secret": n.secret,
+                "hosts": ["a.test"],
+                "listeners": [{"port": http_port}],
+            })),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    b.deploy_api(
+        json!({"name": "App", "version": "v1", "context": "/app",
+            "production_endpoints": [format!("http://{}", up.addr)]}),
+        "edge",
+    )
+    .await;
+
+    // The node pauses; an automatic certificate is asked for; A starts the order and waits
+    // for the node to take the challenge. Then A dies.
+    let node = n.process.as_ref().unwrap();
+    node.signal(libc::SIGSTOP);
+    let (_, g) = b.api("GET", "/api/v1/gateways/edge", None).await;
+    let mut spec = g["spec"].clone();
+    spec["listeners"] =
+        json!([{"port": http_port}, {"port": tls_port, "tls": {"certificates": [], "acme": true}}]);
+    let (st, v) = b
+        .api(
+            "PUT",
+            &format!("/api/v1/gateways/edge?version={}", g["version"]),
+            Some(spec),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    // Mid-order: A has published the challenge and waits for the paused node to take it.
+    let deadline = Instant::now() + ACME_WAIT;
+    loop {
+        let (_, snap) = b.api("GET", "/api/v1/gateways/edge/snapshot", None).await;
+        if snap.to_string().contains("key_authorization") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no challenge published: {snap}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.process.signal(libc::SIGKILL);
+    node.signal(libc::SIGCONT);
+
+    // B leads now, and finishes: one valid certificate, issued once, by B.
+    b.process
+        .wait_for("leads the background duties", WAIT)
+        .await;
+    acme_state(&b, "a.test", "valid").await;
+    assert_eq!(
+        b.process.count("certificate issued"),
+        1,
+        "{}",
+        b.process.output()
+    );
+    assert_eq!(
+        a.process.count("certificate issued"),
+        0,
+        "{}",
+        a.process.output()
+    );
+    let (_, hosts) = b.api("GET", "/api/v1/acme/hosts", None).await;
+    assert_eq!(hosts["items"].as_array().unwrap().len(), 1, "{hosts}");
+    let ca_root = pebble.root().await;
+    let (_, text) = eventually_https(tls_port, "a.test", &ca_root, "/app/x").await;
+    assert!(text.ends_with("secure"), "{text}");
+    n.stop().await;
+}

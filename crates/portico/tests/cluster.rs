@@ -15,35 +15,10 @@ mod common;
 
 use common::*;
 
-/// A database of its own on the suite's PostgreSQL, or on a cluster started for this test.
-fn database(name: &str) -> (Option<PgCluster>, String) {
-    match std::env::var("PORTICO_TEST_POSTGRES") {
-        Ok(server) => {
-            create_database(&server, name);
-            (None, format!("{server}/{name}"))
-        }
-        Err(_) => {
-            let pg = PgCluster::start();
-            create_database(pg.url("").trim_end_matches('/'), name);
-            let url = pg.url(name);
-            (Some(pg), url)
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_control_plane_nodes_on_one_postgresql_serve_one_fleet() {
     let root = TempDir::new().unwrap();
-    let suffix: String = root
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let (_pg, url) = database(&format!("cluster_{suffix}"));
+    let (_pg, url) = database(&db_name("cluster", root.path()));
     let key = root.path().join("secret.key");
     let key_arg = key.to_str().unwrap().to_owned();
     let a = start_server_with(
@@ -447,16 +422,7 @@ async fn moving_from_sqlite_to_postgresql_keeps_every_gateway_serving() {
         std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let suffix: String = root
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let (_pg, url) = database(&format!("moved_{suffix}"));
+    let (_pg, url) = database(&db_name("moved", root.path()));
     let new_data = root.path().join("new");
     let import = |file: std::path::PathBuf| {
         let url = url.clone();
@@ -582,16 +548,7 @@ fn haproxy(root: &std::path::Path, backends: &[&str]) -> (Process, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_plane_node_killed_behind_haproxy_costs_the_gateways_nothing() {
     let root = TempDir::new().unwrap();
-    let suffix: String = root
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let (_pg, url) = database(&format!("lb_{suffix}"));
+    let (_pg, url) = database(&db_name("lb", root.path()));
     let key = root.path().join("secret.key");
     let key_arg = key.to_str().unwrap().to_owned();
     let (a_port, b_port) = (free_port(), free_port());

@@ -545,3 +545,31 @@ pub fn test_database(data: &Path) -> Option<String> {
     create_database(&server, &name);
     Some(format!("{server}/{name}"))
 }
+
+/// A database name for a test: `prefix` and the test's temporary directory's name.
+pub fn db_name(prefix: &str, root: &Path) -> String {
+    let suffix: String = root
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    format!("{prefix}_{}", suffix.to_ascii_lowercase())
+}
+
+/// A database of its own on the suite's PostgreSQL, or on a cluster started for this test.
+pub fn database(name: &str) -> (Option<PgCluster>, String) {
+    match std::env::var("PORTICO_TEST_POSTGRES") {
+        Ok(server) => {
+            create_database(&server, name);
+            (None, format!("{server}/{name}"))
+        }
+        Err(_) => {
+            let pg = PgCluster::start();
+            create_database(pg.url("").trim_end_matches('/'), name);
+            let url = pg.url(name);
+            (Some(pg), url)
+        }
+    }
+}
