@@ -227,7 +227,10 @@ async fn draft_on_default_published_on_a_custom_domain_with_everything_serving_d
     assert!(
         status
             .lines()
-            .any(|l| l.starts_with("default") && l.contains("builtin (serving it)")),
+            // `builtin`, or `builtin-<id>` for a control-plane node on PostgreSQL.
+            .any(|l| l.starts_with("default")
+                && l.contains("builtin")
+                && l.contains("(serving it)")),
         "{status}"
     );
 

@@ -15,6 +15,41 @@ mod common;
 
 use common::*;
 
+/// A gateway node `edge` that syncs through `sync_url`, linked (production) through `cp`,
+/// with API Pets (`/pets`) deployed to it from an upstream that answers `one`.
+async fn edge_serving_pets(
+    root: &std::path::Path,
+    cp: &ControlPlane,
+    sync_url: &str,
+) -> (Node, Upstream) {
+    let mut n = init_node(root, "edge", sync_url).await;
+    n.start().await;
+    cp.link(&n, "edge", "production", &[]).await;
+    let up = Upstream::named("one").await;
+    cp.deploy_api(
+        json!({"name": "Pets", "version": "v1", "context": "/pets",
+               "production_endpoints": [format!("http://{}", up.addr)]}),
+        "edge",
+    )
+    .await;
+    (n, up)
+}
+
+/// Points API `pets-v1`'s production endpoint at `up` (an update naming the version read).
+async fn point_pets_at(cp: &ControlPlane, up: &Upstream) {
+    let (_, api) = cp.api("GET", "/api/v1/apis/pets-v1", None).await;
+    let mut spec = api["spec"].clone();
+    spec["production_endpoints"] = json!([format!("http://{}", up.addr)]);
+    let (st, v) = cp
+        .api(
+            "PUT",
+            &format!("/api/v1/apis/pets-v1?version={}", api["version"]),
+            Some(spec),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_control_plane_nodes_on_one_postgresql_serve_one_fleet() {
     let root = TempDir::new().unwrap();
@@ -46,16 +81,7 @@ async fn two_control_plane_nodes_on_one_postgresql_serve_one_fleet() {
     .await;
 
     // A gateway node that knows only B.
-    let mut n = init_node(root.path(), "edge", &b.url).await;
-    n.start().await;
-    a.link(&n, "edge", "production", &[]).await;
-    let up = Upstream::named("one").await;
-    a.deploy_api(
-        json!({"name": "Pets", "version": "v1", "context": "/pets",
-               "production_endpoints": [format!("http://{}", up.addr)]}),
-        "edge",
-    )
-    .await;
+    let (mut n, _up) = edge_serving_pets(root.path(), &a, &b.url).await;
     let client = Client::new();
     eventually_serves(&client, &n.url("/pets/x"), "one").await;
 
@@ -200,17 +226,7 @@ async fn two_control_plane_nodes_on_one_postgresql_serve_one_fleet() {
     // A revision 2 written through B reaches the node too, and A dying costs nothing.
     a.process.signal(libc::SIGKILL);
     let up2 = Upstream::named("two").await;
-    let (_, api) = b.api("GET", "/api/v1/apis/pets-v1", None).await;
-    let mut spec = api["spec"].clone();
-    spec["production_endpoints"] = json!([format!("http://{}", up2.addr)]);
-    let (st, v) = b
-        .api(
-            "PUT",
-            &format!("/api/v1/apis/pets-v1?version={}", api["version"]),
-            Some(spec),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
+    point_pets_at(&b, &up2).await;
     let (st, v) = b.api("POST", "/api/v1/apis/pets-v1/revisions", None).await;
     assert_eq!(st, 201, "{v}");
     let (st, v) = b
@@ -304,16 +320,7 @@ async fn admin_and_public_sides_listen_apart() {
 
     // A gateway that knows only the public side syncs and serves; the portal's origin in
     // its snapshot is the public one.
-    let mut n = init_node(root.path(), "edge", &public).await;
-    n.start().await;
-    cp.link(&n, "edge", "production", &[]).await;
-    let up = Upstream::named("one").await;
-    cp.deploy_api(
-        json!({"name": "Pets", "version": "v1", "context": "/pets",
-               "production_endpoints": [format!("http://{}", up.addr)]}),
-        "edge",
-    )
-    .await;
+    let (mut n, _up) = edge_serving_pets(root.path(), &cp, &public).await;
     eventually_serves(&Client::new(), &n.url("/pets/x"), "one").await;
     let r = http
         .request(M::OPTIONS, n.url("/pets/x"))
@@ -360,16 +367,7 @@ async fn moving_from_sqlite_to_postgresql_keeps_every_gateway_serving() {
     let old_data = root.path().join("old");
     let (admin, gw) = (free_port(), free_port());
     let cp = start_server(&old_data, admin, gw, None).await;
-    let mut n = init_node(root.path(), "edge", &cp.url).await;
-    n.start().await;
-    cp.link(&n, "edge", "production", &[]).await;
-    let up = Upstream::named("one").await;
-    cp.deploy_api(
-        json!({"name": "Pets", "version": "v1", "context": "/pets",
-               "production_endpoints": [format!("http://{}", up.addr)]}),
-        "edge",
-    )
-    .await;
+    let (mut n, _up) = edge_serving_pets(root.path(), &cp, &cp.url).await;
     let dist = root.path().join("dist");
     std::fs::create_dir_all(&dist).unwrap();
     std::fs::write(dist.join("index.html"), "moved").unwrap();
@@ -488,17 +486,7 @@ async fn moving_from_sqlite_to_postgresql_keeps_every_gateway_serving() {
     // What the old store held works: the app file (from the database), and a new deploy.
     eventually_serves(&client, &format!("http://127.0.0.1:{gw}/site/"), "moved").await;
     let up2 = Upstream::named("two").await;
-    let (_, api) = cp.api("GET", "/api/v1/apis/pets-v1", None).await;
-    let mut spec = api["spec"].clone();
-    spec["production_endpoints"] = json!([format!("http://{}", up2.addr)]);
-    let (st, v) = cp
-        .api(
-            "PUT",
-            &format!("/api/v1/apis/pets-v1?version={}", api["version"]),
-            Some(spec),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
+    point_pets_at(&cp, &up2).await;
     cp.cli_ok(&["revisions", "create", "pets-v1"]).await;
     cp.cli_ok(&[
         "deploy",
@@ -585,16 +573,7 @@ async fn a_control_plane_node_killed_behind_haproxy_costs_the_gateways_nothing()
     let client = Client::new();
     eventually_serves(&client, &format!("{lb_url}/healthz"), "ok\n").await;
 
-    let mut n = init_node(root.path(), "edge", &lb_url).await;
-    n.start().await;
-    b.link(&n, "edge", "production", &[]).await;
-    let up = Upstream::named("one").await;
-    b.deploy_api(
-        json!({"name": "Pets", "version": "v1", "context": "/pets",
-               "production_endpoints": [format!("http://{}", up.addr)]}),
-        "edge",
-    )
-    .await;
+    let (mut n, _up) = edge_serving_pets(root.path(), &b, &lb_url).await;
     eventually_serves(&client, &n.url("/pets/x"), "one").await;
 
     // Traffic through the gateway all along.
@@ -621,17 +600,7 @@ async fn a_control_plane_node_killed_behind_haproxy_costs_the_gateways_nothing()
     a.process.signal(libc::SIGKILL);
     // The next change, written through B, reaches the gateway through the load balancer.
     let up2 = Upstream::named("two").await;
-    let (_, api) = b.api("GET", "/api/v1/apis/pets-v1", None).await;
-    let mut spec = api["spec"].clone();
-    spec["production_endpoints"] = json!([format!("http://{}", up2.addr)]);
-    let (st, v) = b
-        .api(
-            "PUT",
-            &format!("/api/v1/apis/pets-v1?version={}", api["version"]),
-            Some(spec),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
+    point_pets_at(&b, &up2).await;
     b.cli_ok(&["revisions", "create", "pets-v1"]).await;
     b.cli_ok(&["deploy", "pets-v1", "--revision", "2", "--gateway", "edge"])
         .await;
@@ -672,16 +641,7 @@ async fn postgresql_away_for_ten_seconds_loses_no_acknowledged_write() {
         &["--database", &url],
     )
     .await;
-    let mut n = init_node(root.path(), "edge", &cp.url).await;
-    n.start().await;
-    cp.link(&n, "edge", "production", &[]).await;
-    let up = Upstream::named("one").await;
-    cp.deploy_api(
-        json!({"name": "Pets", "version": "v1", "context": "/pets",
-               "production_endpoints": [format!("http://{}", up.addr)]}),
-        "edge",
-    )
-    .await;
+    let (mut n, _up) = edge_serving_pets(root.path(), &cp, &cp.url).await;
     let client = Client::new();
     eventually_serves(&client, &n.url("/pets/x"), "one").await;
 

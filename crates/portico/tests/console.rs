@@ -896,6 +896,16 @@ fn walk_count(dir: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Deploys app version `version` to `gateways` with the app page's deploy dialog.
+async fn deploy_version(b: &Browser, version: &str, gateways: &[&str]) -> Result<(), BrowserError> {
+    b.click("#deploy-dialog summary").await?;
+    choose(b, "#deploy-version", version).await?;
+    for g in gateways {
+        b.click(&format!("#deploy-{g}")).await?;
+    }
+    b.click("#deploy-form button[type=submit]").await
+}
+
 /// The state cell of version `n` in the app page's versions table.
 async fn version_state(b: &Browser, n: u32) -> Result<String, BrowserError> {
     b.text(&format!("#versions tr[data-version='{n}'] .state"))
@@ -1015,17 +1025,11 @@ async fn a_publisher_uploads_an_app_runs_a_draft_beside_the_published_version_an
     b.step(
         "a draft is refused on production gateways until asked for",
         async {
-            b.click("#deploy-dialog summary").await?;
-            choose(&b, "#deploy-version", "1").await?;
-            b.click("#deploy-blue").await?;
-            b.click("#deploy-form button[type=submit]").await?;
+            deploy_version(&b, "1", &["blue"]).await?;
             b.wait_for_text(".error", "is a draft").await?;
             assert!(b.find("#deployments tr[data-key=blue]").await.is_err());
             // The draft goes to the built-in gateway for testing.
-            b.click("#deploy-dialog summary").await?;
-            choose(&b, "#deploy-version", "1").await?;
-            b.click("#deploy-default").await?;
-            b.click("#deploy-form button[type=submit]").await?;
+            deploy_version(&b, "1", &["default"]).await?;
             b.wait_for_text(".notice", "Version 1 deployed to default")
                 .await?;
             b.wait_for_text("#deployments tr[data-key=default] .version", "draft")
@@ -1050,11 +1054,7 @@ async fn a_publisher_uploads_an_app_runs_a_draft_beside_the_published_version_an
                 .await?;
             b.wait_for_text(".notice", "Version 1 is published").await?;
             assert_eq!(version_state(&b, 1).await?, "published");
-            b.click("#deploy-dialog summary").await?;
-            choose(&b, "#deploy-version", "1").await?;
-            b.click("#deploy-blue").await?;
-            b.click("#deploy-green").await?;
-            b.click("#deploy-form button[type=submit]").await?;
+            deploy_version(&b, "1", &["blue", "green"]).await?;
             b.wait_for_text(".notice", "Version 1 deployed to blue, green")
                 .await?;
             // Both nodes reach it, shown as it happens.
@@ -1087,10 +1087,7 @@ async fn a_publisher_uploads_an_app_runs_a_draft_beside_the_published_version_an
             b.click("#upload-form button[type=submit]").await?;
             b.wait_for_text(".notice", "Version 2 uploaded as a draft: 2 files")
                 .await?;
-            b.click("#deploy-dialog summary").await?;
-            choose(&b, "#deploy-version", "2").await?;
-            b.click("#deploy-default").await?;
-            b.click("#deploy-form button[type=submit]").await?;
+            deploy_version(&b, "2", &["default"]).await?;
             b.wait_for_text("#deployments tr[data-key=default] .version", "2")
                 .await?;
             b.wait_for_text("#deployments tr[data-key=blue] .version", "1")
@@ -1109,10 +1106,7 @@ async fn a_publisher_uploads_an_app_runs_a_draft_beside_the_published_version_an
             b.click("#versions tr[data-version='2'] form.publish button")
                 .await?;
             b.wait_for_text(".notice", "Version 2 is published").await?;
-            b.click("#deploy-dialog summary").await?;
-            choose(&b, "#deploy-version", "2").await?;
-            b.click("#deploy-green").await?;
-            b.click("#deploy-form button[type=submit]").await?;
+            deploy_version(&b, "2", &["green"]).await?;
             b.wait_for_text("#deployments tr[data-key=green] .version", "2")
                 .await?;
             b.wait_for_text("#deployments tr[data-key=green] .nodes", "1 of 1 nodes")
@@ -1131,10 +1125,7 @@ async fn a_publisher_uploads_an_app_runs_a_draft_beside_the_published_version_an
     eventually_serves(&client, &blue.url("/site/"), "<h1>v1</h1>").await;
 
     b.step("traffic moved: blue takes 2, then rolls back", async {
-        b.click("#deploy-dialog summary").await?;
-        choose(&b, "#deploy-version", "2").await?;
-        b.click("#deploy-blue").await?;
-        b.click("#deploy-form button[type=submit]").await?;
+        deploy_version(&b, "2", &["blue"]).await?;
         b.wait_for_text("#deployments tr[data-key=blue] .version", "2")
             .await?;
         b.click("#deployments tr[data-key=blue] form.rollback button")

@@ -161,14 +161,7 @@ async fn app_page(
             gateways: gateways.iter().map(gateway_row).collect(),
             deployments: deployment_rows(st, slug).await?,
             notice,
-            error: failed.map(|e| match e {
-                Error::Invalid(fs) => fs
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                other => other.to_string(),
-            }),
+            error: failed.map(super::error_text),
         })
     }
     .await;

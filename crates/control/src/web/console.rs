@@ -568,14 +568,7 @@ async fn api_page(
             gateways: gateways.iter().map(gateway_row).collect(),
             deployments,
             notice,
-            error: failed.map(|e| match e {
-                Error::Invalid(fs) => fs
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                other => other.to_string(),
-            }),
+            error: failed.map(super::error_text),
         })
     }
     .await;

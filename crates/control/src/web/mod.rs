@@ -141,6 +141,18 @@ pub(crate) fn under(path: &str, field: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(['[', '.']))
 }
 
+/// An error as one line for a page's alert: each field's problem with its path.
+pub(crate) fn error_text(e: Error) -> String {
+    match e {
+        Error::Invalid(fs) => fs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}
+
 /// Compares without stopping at the first difference.
 fn same(a: &str, b: &str) -> bool {
     crate::api::constant_time_eq(a.as_bytes(), b.as_bytes())
