@@ -732,3 +732,64 @@ async fn postgresql_away_for_ten_seconds_loses_no_acknowledged_write() {
     }
     n.stop().await;
 }
+
+/// PostgreSQL that takes TLS only: the control plane connects with `sslmode=verify-full`
+/// and the CA pinned in the URL, and says clearly why when it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_over_tls_with_a_pinned_ca() {
+    let root = TempDir::new().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let pg = PgCluster::start_tls(&cert.pem(), &key.serialize_pem());
+    create_database(pg.url("").trim_end_matches('/'), "secure");
+    let ca_file = root.path().join("db-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let url = format!(
+        "postgres://postgres@localhost:{}/secure?sslmode=verify-full&sslrootcert={}",
+        pg.port,
+        ca_file.display()
+    );
+    let cp = start_server_with(
+        &root.path().join("data"),
+        free_port(),
+        free_port(),
+        None,
+        &["--database", &url],
+    )
+    .await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/tiers",
+            Some(json!({"name": "gold", "limit": 5})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    // Without TLS the database refuses the connection, and the server says why at start.
+    let plain = format!(
+        "postgres://postgres@localhost:{}/secure?sslmode=disable",
+        pg.port
+    );
+    let p = Process::spawn(
+        std::path::Path::new(BIN),
+        &[
+            "server",
+            "--data-dir",
+            root.path().join("other").to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--database",
+            &plain,
+        ],
+        &[],
+    );
+    p.wait_for("cannot open the database at", WAIT).await;
+}

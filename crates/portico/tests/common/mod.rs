@@ -435,6 +435,16 @@ pub struct PgCluster {
 impl PgCluster {
     /// initdb in a fresh directory, then start it on a free port (trust on loopback only).
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// [`PgCluster::start`] taking TLS connections only, with this certificate chain and key
+    /// (PEM): a client that does not speak TLS is refused.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("portico-pg")
             .tempdir()
@@ -464,10 +474,30 @@ impl PgCluster {
             "--no-sync",
         ]);
         let port = free_port();
-        let opts = format!(
+        let mut opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             dir.path().display()
         );
+        if let Some((cert, key)) = tls {
+            let (cert_file, key_file) = (data.join("server.crt"), data.join("server.key"));
+            std::fs::write(&cert_file, cert).unwrap();
+            std::fs::write(&key_file, key).unwrap();
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            // TLS or nothing on loopback.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert_file.display(),
+                key_file.display()
+            ));
+            // The files are the server's: `run` hands the directory to `postgres`.
+            run(&["true"]);
+        }
         let pg = Self { dir, port, opts };
         pg.start_again();
         pg
