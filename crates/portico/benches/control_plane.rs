@@ -5,6 +5,10 @@
 //! 2. scale: 1,000 gateways and 10,000 APIs (a revision each, each deployed to one gateway),
 //!    then the latency of listing, status and one more deploy.
 //!
+//! Each runs on SQLite and then on PostgreSQL (a throwaway cluster from
+//! `scripts/postgres.sh`), side by side; on PostgreSQL the deploys are written through
+//! control-plane node A while the gateway nodes sync through node B.
+//!
 //! Run: `cargo bench -p portico --bench control_plane` (`-- --quick` for a smaller run).
 
 #![allow(clippy::unwrap_used, missing_docs)] // a benchmark driver: setup failures panic
@@ -73,37 +77,108 @@ fn summary(name: &str, mut ms: Vec<f64>) {
     );
 }
 
-async fn start_server(dir: &Path) -> (Process, Api) {
-    let port = free_port();
-    let p = Process::spawn(
-        Path::new(BIN),
-        &[
-            "server",
-            "--data-dir",
-            dir.join("data").to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--gateway-port",
-            &free_port().to_string(),
-            "--internal",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-        ],
-        &[("PORTICO_LOG", "warn")],
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let token = loop {
-        if let Some(t) = p
-            .lines()
-            .iter()
-            .map(|l| l.trim().to_owned())
-            .find(|l| l.starts_with("pat_"))
-        {
-            break t;
+/// Where the control plane keeps its state in a run.
+#[derive(Clone)]
+enum Backend {
+    Sqlite,
+    /// A PostgreSQL URL, and a second control-plane node on it for the gateways.
+    Postgres(String),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Sqlite => "SQLite",
+            Self::Postgres(_) => "PostgreSQL",
         }
-        assert!(Instant::now() < deadline, "no token:\n{}", p.output());
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A throwaway PostgreSQL cluster (`scripts/postgres.sh`), stopped when dropped.
+struct Pg {
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl Pg {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("portico-bench-pg-{}", std::process::id()));
+        let port = free_port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/postgres.sh");
+        let ok = std::process::Command::new(script)
+            .args(["start", dir.to_str().unwrap(), &port.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "scripts/postgres.sh start failed");
+        Self { dir, port }
+    }
+
+    /// A fresh database on it.
+    fn database(&self, name: &str) -> String {
+        let server = format!("postgres://postgres@127.0.0.1:{}", self.port);
+        let ok = std::process::Command::new("psql")
+            .arg(format!("{server}/postgres"))
+            .args(["-qc", &format!("CREATE DATABASE {name}")])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        format!("{server}/{name}")
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/postgres.sh");
+        let _ = std::process::Command::new(script)
+            .args(["stop", self.dir.to_str().unwrap()])
+            .status();
+    }
+}
+
+/// A control-plane node on `backend`; with `token`, a further node of a database that has
+/// one already (it prints no token, and serves no built-in gateway).
+async fn start_server_on(dir: &Path, backend: &Backend, token: Option<&str>) -> (Process, Api) {
+    let port = free_port();
+    let data = dir.join(if token.is_some() { "data-b" } else { "data" });
+    let (listen, gw) = (format!("127.0.0.1:{port}"), free_port().to_string());
+    let key = dir.join("secret.key");
+    let mut args = vec![
+        "server",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--gateway-port",
+        &gw,
+        "--internal",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--secret-key-file",
+        key.to_str().unwrap(),
+    ];
+    if let Backend::Postgres(url) = backend {
+        args.extend(["--database", url.as_str()]);
+    }
+    if token.is_some() {
+        args.push("--no-builtin-gateway");
+    }
+    let p = Process::spawn(Path::new(BIN), &args, &[("PORTICO_LOG", "warn")]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let token = match token {
+        Some(t) => t.to_owned(),
+        None => loop {
+            if let Some(t) = p
+                .lines()
+                .iter()
+                .map(|l| l.trim().to_owned())
+                .find(|l| l.starts_with("pat_"))
+            {
+                break t;
+            }
+            assert!(Instant::now() < deadline, "no token:\n{}", p.output());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        },
     };
     let api = Api {
         url: format!("http://127.0.0.1:{port}"),
@@ -123,9 +198,17 @@ async fn start_server(dir: &Path) -> (Process, Api) {
     (p, api)
 }
 
-async fn deploy_to_serving(nodes: usize, deploys: usize) {
+async fn deploy_to_serving(nodes: usize, deploys: usize, backend: &Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, api) = start_server(dir.path()).await;
+    let (_server, api) = start_server_on(dir.path(), backend, None).await;
+    // On PostgreSQL the gateway nodes sync through a second control-plane node.
+    let (_b, sync_url) = match backend {
+        Backend::Sqlite => (None, api.url.clone()),
+        Backend::Postgres(_) => {
+            let (p, b) = start_server_on(dir.path(), backend, Some(&api.token)).await;
+            (Some(p), b.url)
+        }
+    };
     let blue = Upstream::named("blue").await;
     let green = Upstream::named("green").await;
     let mut procs = Vec::new();
@@ -141,7 +224,7 @@ async fn deploy_to_serving(nodes: usize, deploys: usize) {
                 "--config",
                 config.to_str().unwrap(),
                 "--control-plane",
-                &api.url,
+                &sync_url,
                 "--admin-listen",
                 &format!("127.0.0.1:{admin}"),
                 "--cache-dir",
@@ -253,14 +336,18 @@ async fn deploy_to_serving(nodes: usize, deploys: usize) {
         }
     }
     summary(
-        &format!("deploy -> serving, {nodes} nodes, {deploys} deploys"),
+        &format!(
+            "{}: deploy -> serving, {nodes} nodes, {deploys} deploys",
+            backend.name()
+        ),
         samples,
     );
 }
 
-async fn scale(gateways: usize, apis: usize) {
+async fn scale(gateways: usize, apis: usize, backend: &Backend) {
+    println!("{}:", backend.name());
     let dir = tempfile::tempdir().unwrap();
-    let (_server, api) = start_server(dir.path()).await;
+    let (_server, api) = start_server_on(dir.path(), backend, None).await;
     let api = Arc::new(api);
     let up = Upstream::named("x").await;
     let t = Instant::now();
@@ -385,13 +472,24 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let pg = Pg::start();
     rt.block_on(async {
-        if quick {
-            deploy_to_serving(3, 10).await;
-            scale(50, 500).await;
+        let (nodes, deploys, gateways, apis) = if quick {
+            (3, 10, 50, 500)
         } else {
-            deploy_to_serving(10, 50).await;
-            scale(1000, 10_000).await;
+            (10, 50, 1000, 10_000)
+        };
+        for backend in [
+            Backend::Sqlite,
+            Backend::Postgres(pg.database("bench_deploy")),
+        ] {
+            deploy_to_serving(nodes, deploys, &backend).await;
+        }
+        for backend in [
+            Backend::Sqlite,
+            Backend::Postgres(pg.database("bench_scale")),
+        ] {
+            scale(gateways, apis, &backend).await;
         }
     });
 }
