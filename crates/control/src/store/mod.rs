@@ -137,9 +137,11 @@ pub enum Backend {
 
 /// PostgreSQL advisory lock keys (one namespace: Portico's).
 const MIGRATE_LOCK: i64 = 0x706f_7274_0001;
-/// Held by every write transaction on PostgreSQL: writes are serialized across all
-/// control-plane nodes as the writer lock serializes them within one.
-pub(crate) const WRITE_LOCK: i64 = 0x706f_7274_0002;
+
+/// How a write transaction starts on PostgreSQL: holding advisory lock 0x706f_7274_0002
+/// (Portico's namespace) until it commits or rolls back, so that writes from every
+/// control-plane node run one at a time, as the writer lock orders them within one.
+pub(crate) const BEGIN_LOCKED: &str = "BEGIN; SELECT pg_advisory_xact_lock(123623963885570)";
 
 /// A database URL with its password hidden, to show in messages.
 pub fn redact(url: &str) -> String {

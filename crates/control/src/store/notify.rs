@@ -276,4 +276,14 @@ mod tests {
         assert_eq!(parse("v:1=x"), Notice::All);
         assert_eq!(parse("something new"), Notice::All);
     }
+
+    #[test]
+    fn the_locked_begin_takes_the_write_lock() {
+        let key: i64 = 0x706f_7274_0002;
+        assert!(
+            super::super::BEGIN_LOCKED.ends_with(&format!("pg_advisory_xact_lock({key})")),
+            "{}",
+            super::super::BEGIN_LOCKED
+        );
+    }
 }

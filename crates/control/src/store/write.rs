@@ -56,14 +56,8 @@ impl Store {
             super::Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             // Every control-plane node's writes, one at a time: the lock is the
             // transaction's, released by its commit or rollback.
-            super::Backend::Postgres => {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
-                    .bind(super::WRITE_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-                tx
-            }
+            // (One round trip: the lock is taken with the BEGIN.)
+            super::Backend::Postgres => self.pool.begin_with(super::BEGIN_LOCKED).await?,
         };
         Ok(Write {
             store: self,
