@@ -15,6 +15,36 @@ mod common;
 
 use common::*;
 
+/// Control-plane nodes A (with the built-in gateway) and B (without) on the database at
+/// `url`, with one secret key.
+async fn two_nodes(root: &std::path::Path, url: &str) -> (ControlPlane, ControlPlane) {
+    let key = root.join("secret.key");
+    let key = key.to_str().unwrap();
+    let a = start_server_with(
+        &root.join("a"),
+        free_port(),
+        free_port(),
+        None,
+        &["--database", url, "--secret-key-file", key],
+    )
+    .await;
+    let b = start_server_with(
+        &root.join("b"),
+        free_port(),
+        free_port(),
+        Some(&a.token),
+        &[
+            "--database",
+            url,
+            "--secret-key-file",
+            key,
+            "--no-builtin-gateway",
+        ],
+    )
+    .await;
+    (a, b)
+}
+
 /// A gateway node `edge` that syncs through `sync_url`, linked (production) through `cp`,
 /// with API Pets (`/pets`) deployed to it from an upstream that answers `one`.
 async fn edge_serving_pets(
@@ -54,31 +84,7 @@ async fn point_pets_at(cp: &ControlPlane, up: &Upstream) {
 async fn two_control_plane_nodes_on_one_postgresql_serve_one_fleet() {
     let root = TempDir::new().unwrap();
     let (_pg, url) = database(&db_name("cluster", root.path()));
-    let key = root.path().join("secret.key");
-    let key_arg = key.to_str().unwrap().to_owned();
-    let a = start_server_with(
-        &root.path().join("a"),
-        free_port(),
-        free_port(),
-        None,
-        &["--database", &url, "--secret-key-file", &key_arg],
-    )
-    .await;
-    // B shares the database and the key; the built-in gateway runs on A only.
-    let b = start_server_with(
-        &root.path().join("b"),
-        free_port(),
-        free_port(),
-        Some(&a.token),
-        &[
-            "--database",
-            &url,
-            "--secret-key-file",
-            &key_arg,
-            "--no-builtin-gateway",
-        ],
-    )
-    .await;
+    let (a, b) = two_nodes(root.path(), &url).await;
 
     // A gateway node that knows only B.
     let (mut n, _up) = edge_serving_pets(root.path(), &a, &b.url).await;
@@ -537,36 +543,12 @@ fn haproxy(root: &std::path::Path, backends: &[&str]) -> (Process, String) {
 async fn a_control_plane_node_killed_behind_haproxy_costs_the_gateways_nothing() {
     let root = TempDir::new().unwrap();
     let (_pg, url) = database(&db_name("lb", root.path()));
-    let key = root.path().join("secret.key");
-    let key_arg = key.to_str().unwrap().to_owned();
-    let (a_port, b_port) = (free_port(), free_port());
-    let a = start_server_with(
-        &root.path().join("a"),
-        a_port,
-        free_port(),
-        None,
-        &["--database", &url, "--secret-key-file", &key_arg],
-    )
-    .await;
-    let b = start_server_with(
-        &root.path().join("b"),
-        b_port,
-        free_port(),
-        Some(&a.token),
-        &[
-            "--database",
-            &url,
-            "--secret-key-file",
-            &key_arg,
-            "--no-builtin-gateway",
-        ],
-    )
-    .await;
+    let (a, b) = two_nodes(root.path(), &url).await;
     let (lb, lb_url) = haproxy(
         root.path(),
         &[
-            &format!("127.0.0.1:{a_port}"),
-            &format!("127.0.0.1:{b_port}"),
+            a.url.trim_start_matches("http://"),
+            b.url.trim_start_matches("http://"),
         ],
     );
     // The load balancer answers once a node is up behind it.
