@@ -37,24 +37,24 @@ struct Failures {
 impl Failures {
     /// Until when it is paused, if it is.
     fn paused_until(&self, threshold: u32) -> Option<Instant> {
-        let over = self.count.checked_sub(threshold)?;
-        let pause = FIRST_PAUSE
-            .checked_mul(1u32 << over.min(16))
-            .unwrap_or(LONGEST_PAUSE)
-            .min(LONGEST_PAUSE);
-        Some(self.last + pause)
+        pause(self.count, threshold).map(|p| self.last + p)
     }
 }
 
-/// The pause after `count` failures, the last `ago` seconds ago, for a key paused from
-/// `threshold` failures on: how long is left, if any.
-fn left(count: u32, ago: u64, threshold: u32) -> Option<Duration> {
+/// The whole pause after `count` failures, for a key paused from `threshold` on.
+fn pause(count: u32, threshold: u32) -> Option<Duration> {
     let over = count.checked_sub(threshold)?;
-    let pause = FIRST_PAUSE
-        .checked_mul(1u32 << over.min(16))
-        .unwrap_or(LONGEST_PAUSE)
-        .min(LONGEST_PAUSE);
-    pause
+    Some(
+        FIRST_PAUSE
+            .checked_mul(1u32 << over.min(16))
+            .unwrap_or(LONGEST_PAUSE)
+            .min(LONGEST_PAUSE),
+    )
+}
+
+/// What is left of the pause after `count` failures, the last `ago` seconds ago.
+fn left(count: u32, ago: u64, threshold: u32) -> Option<Duration> {
+    pause(count, threshold)?
         .checked_sub(Duration::from_secs(ago))
         .filter(|d| !d.is_zero())
 }
