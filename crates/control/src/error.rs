@@ -104,6 +104,7 @@ impl Error {
             Self::Db(e) if unavailable(e) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
             }
+            Self::Db(e) if unstorable_text(e) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Db(_) | Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -123,6 +124,13 @@ fn unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// PostgreSQL refused a text value it cannot hold (the NUL character, SQLSTATE 22021):
+/// the request's fault, not the server's. The API refuses NUL at the door; this is the
+/// net under every other way in (a form, a TOML document's escape).
+fn unstorable_text(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c == "22021"))
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
@@ -140,6 +148,10 @@ impl IntoResponse for Error {
                 tracing::warn!(error = %e, "the database cannot be reached");
                 json!({"error": code, "message": "the database cannot be reached right now, so the change was not confirmed: try again shortly"})
             }
+            Self::Db(e) if unstorable_text(e) => json!({
+                "error": code,
+                "message": "a text value holds the NUL character (\\u0000), which cannot be stored: nothing was changed",
+            }),
             Self::Db(e) => {
                 tracing::error!(error = %e, "database error");
                 json!({"error": code, "message": "the database failed; the change was not applied (see the server log)"})

@@ -40,8 +40,41 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 "send the body as JSON with `Content-Type: application/json`".into(),
             ));
         }
+        if let Some(at) = nul_in_json(&bytes) {
+            return Err(Error::BadRequest(format!(
+                "{at} holds the NUL character (\\u0000): text cannot contain it"
+            )));
+        }
         Ok(Self(bytes))
     }
+}
+
+/// Where a JSON body holds the NUL character (escaped as `\u0000`, the only way JSON can
+/// carry it), named the way field errors are (`name`, `routes[0].path`), or `the body`.
+/// `None` when it holds none (the cheap byte scan finds most bodies clean).
+///
+/// PostgreSQL cannot store NUL in text, and no name, path or note needs it: it is refused
+/// at the door on both backends alike.
+fn nul_in_json(bytes: &[u8]) -> Option<String> {
+    // A `\u0000` preceded by an even number of other backslashes is an escaped NUL.
+    let escaped = bytes.windows(6).enumerate().any(|(i, w)| {
+        w == b"\\u0000" && bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+    });
+    if !escaped {
+        return None;
+    }
+    // A body that does not parse says so where it is parsed.
+    let value = serde_json::from_slice::<serde_json::Value>(bytes).ok()?;
+    portico_model::snapshot::nul_at(&value).map(|at| match at.as_str() {
+        "." => "the body".to_owned(),
+        _ => format!("`{at}`"),
+    })
+}
+
+/// An encoded NUL character (`%00`): no name or id holds one (they are refused when made),
+/// and PostgreSQL cannot even look one up.
+fn has_nul(text: &str) -> bool {
+    text.as_bytes().windows(3).any(|w| w == b"%00")
 }
 
 impl<S: Send + Sync> FromRequest<S> for RawBody {
@@ -63,6 +96,11 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        if has_nul(parts.uri.path()) {
+            return Err(Error::NotFound(
+                "nothing is named with the NUL character (%00) the path holds".into(),
+            ));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(p) => Ok(Self(p.0)),
             Err(e) if e.status().is_server_error() => Err(Error::Internal(e.body_text())),
@@ -82,6 +120,11 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        if parts.uri.query().is_some_and(has_nul) {
+            return Err(Error::BadRequest(
+                "the query string holds the NUL character (%00): no name or value has it".into(),
+            ));
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Self(q.0))

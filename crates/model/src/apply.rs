@@ -163,6 +163,7 @@ impl Document {
     /// one-object file).
     pub fn parse(text: &str, format: Format) -> Result<Self, Error> {
         let root: Value = parse(text, format)?;
+        crate::snapshot::refuse_nul(&root)?;
         let Value::Object(mut root) = root else {
             return Err(Error::Invalid(vec![FieldError::new(
                 ".",

@@ -195,12 +195,68 @@ pub fn parse<T: DeserializeOwned>(text: &str, format: Format) -> Result<T, Error
 /// Deserializes a JSON document already read, naming the path of the field that failed. A
 /// number with no fraction (`3.0`) reads as the integer it is, as JSON Schema has it.
 pub fn parse_value<T: DeserializeOwned>(mut doc: serde_json::Value) -> Result<T, Error> {
+    refuse_nul(&doc)?;
     integral_floats(&mut doc);
     serde_path_to_error::deserialize(doc).map_err(|e| Error::Syntax {
         path: e.path().to_string(),
         line: None,
         message: e.inner().to_string(),
     })
+}
+
+/// Where a document holds the NUL character, in a value or a field name, as a field path
+/// (`routes[0].path`, `.` for the whole): `None` when it holds none. No name, path or note
+/// needs NUL, and PostgreSQL cannot store it in text: documents with it are refused whole,
+/// on either backend.
+pub fn nul_at(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    fn walk(v: &Value, at: &mut String) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(i, x)| {
+                let len = at.len();
+                at.push_str(&format!("[{i}]"));
+                let found = walk(x, at);
+                if !found {
+                    at.truncate(len);
+                }
+                found
+            }),
+            Value::Object(map) => map.iter().any(|(k, x)| {
+                let len = at.len();
+                if !at.is_empty() {
+                    at.push('.');
+                }
+                at.push_str(k);
+                let found = k.contains('\0') || walk(x, at);
+                if !found {
+                    at.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut at = String::new();
+    walk(v, &mut at).then(|| {
+        if at.is_empty() {
+            ".".into()
+        } else {
+            at.replace('\0', "\\u0000")
+        }
+    })
+}
+
+/// [`nul_at`] as the syntax error it is.
+pub fn refuse_nul(v: &serde_json::Value) -> Result<(), Error> {
+    match nul_at(v) {
+        Some(path) => Err(Error::Syntax {
+            path,
+            line: None,
+            message: "holds the NUL character (\\u0000): text cannot contain it".into(),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn integral_floats(v: &mut serde_json::Value) {

@@ -359,6 +359,68 @@ async fn every_error_answers_the_json_shape_with_its_status() {
     assert_eq!(a.status, 201, "{}", a.body);
     assert_eq!(a.body["spec"]["limit"], 10, "{}", a.body);
 
+    // The NUL character: PostgreSQL cannot store it, and no name needs it. Refused on every
+    // backend alike, in a body (with the field), in the URL, and in an apply document
+    // (TOML's escape too); a backslash before `u0000` is text, not NUL.
+    let a = post(&cp, "/api/v1/users", &json!({"name": "nul\u{0}user"})).await;
+    assert_error(&a, 400, "bad_request");
+    assert!(
+        a.body["message"].as_str().unwrap().contains("`name`"),
+        "{}",
+        a.body
+    );
+    let a = post(
+        &cp,
+        "/api/v1/consumers",
+        &json!({"name": "nul", "description": "b\u{0}"}),
+    )
+    .await;
+    assert_error(&a, 400, "bad_request");
+    // Nothing is named with NUL: a path holding it names nothing.
+    for (p, status, code) in [
+        ("/api/v1/users/a%00b", 404, "not_found"),
+        ("/api/v1/users/a%00b/tokens", 404, "not_found"),
+        ("/api/v1/apis?cursor=%00", 400, "bad_request"),
+    ] {
+        let a = send(authed(client.get(url(p)))).await;
+        assert_error(&a, status, code);
+        assert!(
+            a.body["message"].as_str().unwrap().contains("NUL"),
+            "{p}: {}",
+            a.body
+        );
+    }
+    let a = send(
+        authed(client.post(url("/api/v1/users/admin/tokens")))
+            .header("content-type", "application/json")
+            .body(r#"{"name": "t\u0000"}"#),
+    )
+    .await;
+    assert_error(&a, 400, "bad_request");
+    let a = send(
+        authed(client.post(url("/api/v1/apply")))
+            .header("content-type", "application/toml")
+            .body("[[consumers]]\nname = \"nul\"\ndescription = \"a\\u0000b\"\n"),
+    )
+    .await;
+    assert_error(&a, 400, "bad_request");
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("consumers[0].description"),
+        "{}",
+        a.body
+    );
+    let a = send(
+        authed(client.post(url("/api/v1/consumers")))
+            .header("content-type", "application/json")
+            .body(r#"{"name": "slashes", "description": "C:\\u0000"}"#),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.body["spec"]["description"], "C:\\u0000", "{}", a.body);
+
     // No token, a wrong token.
     let a = send(client.get(url("/api/v1/apis"))).await;
     assert_error(&a, 401, "unauthorized");
@@ -455,6 +517,10 @@ async fn schemathesis(cp: &ControlPlane, dir: &Path, report: &str, only: &[&str]
                 "--report-junit-path",
                 report.to_str().unwrap(),
                 "--no-color",
+                // The generator gives up on operations whose inputs it filters (path
+                // parameters fit for a URL): a health check of schemathesis, not an answer.
+                "--suppress-health-check",
+                "filter_too_much",
             ])
             .args(only)
             .output(),
