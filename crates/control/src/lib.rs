@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod acme;
+pub mod admin_tls;
 pub mod api;
 pub mod apply;
 pub mod archive;
@@ -64,8 +65,8 @@ pub struct Config {
     pub node_offline_after: Duration,
     /// Longest a sync long-poll waits.
     pub long_poll_max: Duration,
-    /// Serve the admin API and sync over HTTPS with this certificate chain and key (PEM).
-    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Serve the admin API and the public side over HTTPS.
+    pub tls: Option<admin_tls::AdminTls>,
     /// An ACME client runs (listeners may ask for automatic certificates).
     pub acme: bool,
     /// Nodes per gateway at most, and when a silent one is forgotten.
@@ -457,7 +458,15 @@ pub async fn start(
         state.config.node_limits.forget_after,
     ));
     let tls = match &state.config.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        Some(how) => {
+            let (chain, key, ca_file) =
+                admin_tls::identity(how, &state.store, &state.sealer, &state.config.data_dir)
+                    .await?;
+            if let Some(ca) = ca_file {
+                tracing::info!(ca = %ca.display(), "HTTPS with the control plane's CA: give this file to clients and gateway nodes (--ca-file)");
+            }
+            Some(admin_tls::acceptor(how, &chain, &key)?)
+        }
         None => None,
     };
     let (admin_side, public_addr) = match public {
@@ -481,35 +490,6 @@ pub async fn start(
         first_admin_token,
         task,
     })
-}
-
-fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, Error> {
-    use rustls_pki_types::pem::PemObject as _;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let bad =
-        |what: &std::path::Path, e: String| Error::Internal(format!("{}: {e}", what.display()));
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| bad(cert, e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| bad(cert, e.to_string()))?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| {
-            bad(
-                cert,
-                format!("certificate and key do not work together: {e}"),
-            )
-        })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The admin API over HTTPS: TLS handshake per connection, then HTTP/1.1 or HTTP/2.

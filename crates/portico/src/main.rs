@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use portico_control::admin_tls::AdminTls;
 
 /// mimalloc: the proxy allocates and frees small buffers on every request; glibc's malloc
 /// spent 6-8 % of the CPU per request there (bench/callgrind.sh, bench/profile.sh).
@@ -367,8 +368,9 @@ struct ServerArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Serve HTTPS with a certificate from a CA made in the data directory on first use
-    /// (`tls/ca.pem` is what clients and nodes trust, with `--ca-file`).
+    /// Serve HTTPS with a certificate from the control plane's own CA, made on first use and
+    /// kept in the database (every control-plane node of one database signs with it);
+    /// `<data-dir>/tls/ca.pem` is what clients and nodes trust, with `--ca-file`.
     #[arg(long)]
     tls_self_signed: bool,
     /// Host names and IPs the self-signed certificate is for (repeat).
@@ -851,8 +853,8 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
                     path: a.access_log.clone(),
                 },
                 tls: match (a.tls_cert, a.tls_key, a.tls_self_signed) {
-                    (Some(c), Some(k), _) => Some((c, k)),
-                    (_, _, true) => Some(server_cmd::self_signed(&a.data_dir, &a.tls_hosts)?),
+                    (Some(cert), Some(key), _) => Some(AdminTls::Files { cert, key }),
+                    (_, _, true) => Some(AdminTls::SelfSigned { hosts: a.tls_hosts }),
                     _ => None,
                 },
                 acme: a

@@ -51,52 +51,11 @@ pub struct ServerOptions {
     /// The built-in gateway's access log.
     pub access_log: portico_model::AccessLog,
     /// HTTPS certificate chain and key for the admin API and sync.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    pub tls: Option<portico_control::admin_tls::AdminTls>,
     /// Automatic certificates.
     pub acme: Option<portico_control::acme::AcmeConfig>,
     /// The developer portal's origin (default: the admin API's).
     pub portal_origin: Option<String>,
-}
-
-/// A CA and a server certificate in `<data>/tls/`, made once: clients and nodes trust
-/// `tls/ca.pem`. The CA key is kept (mode 0600) so the server certificate can be remade
-/// for other host names.
-pub fn self_signed(
-    data_dir: &std::path::Path,
-    hosts: &[String],
-) -> anyhow::Result<(PathBuf, PathBuf)> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let dir = data_dir.join("tls");
-    portico_control::secrets::private_dir(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (ca_pem, ca_key_pem) = (dir.join("ca.pem"), dir.join("ca.key"));
-    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
-    let write_private = |path: &std::path::Path, text: &str| -> anyhow::Result<()> {
-        let _ = std::fs::remove_file(path);
-        portico_control::secrets::write_private(path, text.as_bytes())
-            .map_err(|e| anyhow::anyhow!("{e}"))
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Portico control plane CA");
-    let ca_key = match std::fs::read_to_string(&ca_key_pem) {
-        Ok(pem) => KeyPair::from_pem(&pem)?,
-        Err(_) => {
-            let k = KeyPair::generate()?;
-            let ca = ca_params.clone().self_signed(&k)?;
-            std::fs::write(&ca_pem, ca.pem())?;
-            write_private(&ca_key_pem, &k.serialize_pem())?;
-            tracing::info!(ca = %ca_pem.display(), "made a CA for the control plane's HTTPS: give it to clients and nodes (--ca-file)");
-            k
-        }
-    };
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate()?;
-    let server = CertificateParams::new(hosts.to_vec())?.signed_by(&server_key, &issuer)?;
-    std::fs::write(&cert, server.pem())?;
-    write_private(&key, &server_key.serialize_pem())?;
-    Ok((cert, key))
 }
 
 /// Runs until SIGTERM or SIGINT.

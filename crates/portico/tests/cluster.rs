@@ -775,3 +775,94 @@ async fn postgresql_over_tls_with_a_pinned_ca() {
     );
     p.wait_for("cannot open the database at", WAIT).await;
 }
+
+/// `--tls-self-signed` on several nodes: the CA is kept in the database, so every node
+/// serves HTTPS from one CA and clients trust one `ca.pem` whichever node answers. A CA an
+/// older Portico made in the data directory is adopted, so its clients keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_control_plane_node_serves_https_from_one_ca() {
+    let root = TempDir::new().unwrap();
+    let (_pg, url) = database(&db_name("https", root.path()));
+    // Node A's data directory holds the CA files an older Portico made.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let tls_dir = root.path().join("a").join("tls");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    std::fs::write(tls_dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(tls_dir.join("ca.key"), ca_key.serialize_pem()).unwrap();
+
+    let key = root.path().join("secret.key");
+    let key = key.to_str().unwrap();
+    let (a_port, b_port) = (free_port(), free_port());
+    let a = start_server_with(
+        &root.path().join("a"),
+        a_port,
+        free_port(),
+        None,
+        &[
+            "--database",
+            &url,
+            "--secret-key-file",
+            key,
+            "--tls-self-signed",
+            "--tls-host",
+            "localhost",
+        ],
+    )
+    .await;
+    let _b = start_server_with(
+        &root.path().join("b"),
+        b_port,
+        free_port(),
+        Some(&a.token),
+        &[
+            "--database",
+            &url,
+            "--secret-key-file",
+            key,
+            "--no-builtin-gateway",
+            "--tls-self-signed",
+            "--tls-host",
+            "localhost",
+        ],
+    )
+    .await;
+    // B, which never saw A's files, writes the same CA for its clients.
+    let b_ca = std::fs::read_to_string(root.path().join("b").join("tls").join("ca.pem")).unwrap();
+    assert_eq!(b_ca, ca.pem());
+    // A client that trusts the old CA alone talks to both nodes.
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    for port in [a_port, b_port] {
+        let r = client
+            .get(format!("https://localhost:{port}/api/v1/status"))
+            .bearer_auth(&a.token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("https on port {port}: {e:?}"));
+        assert_eq!(r.status().as_u16(), 200, "port {port}");
+    }
+    // A client that trusts another CA is refused by both.
+    let other = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let stranger = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(other.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    for port in [a_port, b_port] {
+        let r = stranger
+            .get(format!("https://localhost:{port}/healthz"))
+            .send()
+            .await;
+        assert!(
+            r.is_err(),
+            "port {port} served a client that trusts another CA"
+        );
+    }
+}

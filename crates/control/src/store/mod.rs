@@ -39,6 +39,7 @@ mod keys;
 mod kinds;
 mod nodes;
 pub mod notify;
+mod settings;
 pub(crate) use kinds::SpecKind;
 mod tiers;
 mod users;
@@ -143,18 +144,37 @@ const MIGRATE_LOCK: i64 = 0x706f_7274_0001;
 /// control-plane node run one at a time, as the writer lock orders them within one.
 pub(crate) const BEGIN_LOCKED: &str = "BEGIN; SELECT pg_advisory_xact_lock(123623963885570)";
 
-/// A database URL with its password hidden, to show in messages.
+/// A database URL with its passwords hidden, to show in messages: the one after the user
+/// name, and `password=` or `sslpassword=` in the query string.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    let (main, query) = match url.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (main.find("://"), main.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match main[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &main[..s + 3], &main[at..]),
+            None => main.to_owned(),
+        },
+        _ => main.to_owned(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _))
+                    if k.eq_ignore_ascii_case("password")
+                        || k.eq_ignore_ascii_case("sslpassword") =>
+                {
+                    format!("{k}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 async fn migrate_on(
@@ -1135,6 +1155,29 @@ async fn recompile(
 #[cfg(test)]
 mod tests {
     use super::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+
+    /// Every password a database URL can carry is hidden; the rest is kept to say where.
+    #[test]
+    fn database_urls_are_shown_without_their_passwords() {
+        for (url, shown) in [
+            (
+                "postgres://portico:s3cret@db:5432/portico",
+                "postgres://portico:***@db:5432/portico",
+            ),
+            (
+                "postgres://portico@db/portico?password=s3cret&sslmode=verify-full",
+                "postgres://portico@db/portico?password=***&sslmode=verify-full",
+            ),
+            (
+                "postgres://u:p@db/x?sslmode=require&SSLPassword=k3y&application_name=a",
+                "postgres://u:***@db/x?sslmode=require&SSLPassword=***&application_name=a",
+            ),
+            ("postgres://db/portico", "postgres://db/portico"),
+        ] {
+            assert_eq!(super::redact(url), shown);
+            assert!(!super::redact(url).contains("s3cret"));
+        }
+    }
 
     /// A route stored before `path_prefix` stopped rewriting keeps rewriting; a route with a
     /// rewrite of its own, or a plain `prefix`, is left alone.

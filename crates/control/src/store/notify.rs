@@ -156,42 +156,6 @@ impl Store {
     }
 }
 
-impl Store {
-    /// Checks that `sealer` holds the key this database's secrets are sealed with (the
-    /// first start records a known text sealed with it): a control-plane node given
-    /// another key refuses to start rather than write secrets nobody else can open.
-    pub async fn check_key(
-        &self,
-        sealer: &crate::secrets::Sealer,
-        key_file: &std::path::Path,
-    ) -> Result<(), Error> {
-        const KNOWN: &str = "portico key check";
-        let stored: Option<String> =
-            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'key_check'")
-                .fetch_optional(&self.pool)
-                .await?;
-        match stored {
-            Some(sealed) if sealer.open(&sealed).ok().as_deref() == Some(KNOWN) => Ok(()),
-            Some(_) => Err(Error::Internal(format!(
-                "the secret key in {} is not the one this database's secrets are sealed with: \
-                 give every control-plane node the same key file (--secret-key-file)",
-                key_file.display()
-            ))),
-            None => {
-                sqlx::query(
-                    "INSERT INTO settings (name, value) VALUES ('key_check', $1) \
-                     ON CONFLICT (name) DO NOTHING",
-                )
-                .bind(sealer.seal(KNOWN)?)
-                .execute(&self.pool)
-                .await?;
-                // Another node may have won the race with its own key: check again.
-                Box::pin(self.check_key(sealer, key_file)).await
-            }
-        }
-    }
-}
-
 /// Follows the other control-plane nodes' changes (PostgreSQL only) until `stop` turns
 /// true: listens on [`CHANNEL`], reconnecting after a second when the connection drops, and
 /// checks the stored versions after each (re)connection and every few seconds.
