@@ -264,23 +264,21 @@ impl Store {
             KindId::Api,
             &format!("{id} revision {number} to {}", gateways.join(", ")),
         );
-        let (api_id, lifecycle): (i64, String) =
-            sqlx::query_as("SELECT id, lifecycle FROM apis WHERE api_key = $1")
-                .bind(key(id))
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| Error::not_found(crate::access::KindId::Api, id))?;
+        // The API and whether it has that revision, in one round trip.
+        let (api_id, lifecycle, exists): (i64, String, Option<i64>) = sqlx::query_as(
+            "SELECT a.id, a.lifecycle, r.number FROM apis a \
+             LEFT JOIN revisions r ON r.api_id = a.id AND r.number = $2 WHERE a.api_key = $1",
+        )
+        .bind(key(id))
+        .bind(number as i64)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::not_found(crate::access::KindId::Api, id))?;
         if parse_lifecycle(&lifecycle) == Lifecycle::Retired {
             return Err(Error::Conflict(format!(
                 "API `{id}` is retired and cannot be deployed: move it back to published first"
             )));
         }
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT number FROM revisions WHERE api_id = $1 AND number = $2")
-                .bind(api_id)
-                .bind(number as i64)
-                .fetch_optional(&mut *tx)
-                .await?;
         if exists.is_none() {
             return Err(Error::NotFound(format!(
                 "API `{id}` has no revision {number}: create one with `portico revisions create {id}` (POST /api/v1/apis/{id}/revisions)"

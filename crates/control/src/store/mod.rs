@@ -928,30 +928,6 @@ fn open_body(sealer: Option<&crate::secrets::Sealer>, stored: String) -> Result<
     sealer.open(sealed)
 }
 
-/// What the compiler noticed about each gateway's stored snapshot (routes that match the
-/// same requests).
-async fn warnings_of(
-    conn: &mut AnyConnection,
-    gateway_ids: &[i64],
-) -> Result<HashMap<i64, Vec<String>>, Error> {
-    let mut out = HashMap::new();
-    for &gid in gateway_ids {
-        let text: Option<String> =
-            sqlx::query_scalar("SELECT warnings FROM snapshots WHERE gateway_id = $1")
-                .bind(gid)
-                .fetch_optional(&mut *conn)
-                .await?;
-        out.insert(
-            gid,
-            match text {
-                Some(t) => from_json(&t)?,
-                None => Vec::new(),
-            },
-        );
-    }
-    Ok(out)
-}
-
 /// [`recompile`], refusing the write when it makes routes that match the same requests
 /// on a gateway (a second API on a context, a raw route written like another): the
 /// second would never be reached. Collisions that were there before are left alone.
@@ -960,27 +936,7 @@ pub(crate) async fn recompile_without_new_collisions(
     with: &Compiling<'_>,
     gateway_ids: &[i64],
 ) -> Result<Moved, Error> {
-    let before = warnings_of(conn, gateway_ids).await?;
-    let moved = recompile(conn, with, gateway_ids).await?;
-    let after = warnings_of(conn, gateway_ids).await?;
-    let mut new = Vec::new();
-    for (gid, list) in &after {
-        let old = before.get(gid);
-        for w in list {
-            if !old.is_some_and(|o| o.contains(w)) {
-                let name: String = sqlx::query_scalar("SELECT spec FROM gateways WHERE id = $1")
-                    .bind(gid)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map(|s: String| {
-                        from_json::<GatewaySpec>(&s)
-                            .map(|g| g.name)
-                            .unwrap_or_default()
-                    })?;
-                new.push(format!("{w} on gateway `{name}`"));
-            }
-        }
-    }
+    let (moved, new) = compile_and_store(conn, with, gateway_ids).await?;
     if !new.is_empty() {
         return Err(Error::Conflict(format!(
             "{}: the second would never be reached, so nothing was changed. Give one another context or path (or hosts), or undeploy the other first",
@@ -1007,10 +963,21 @@ async fn recompile(
     with: &Compiling<'_>,
     gateway_ids: &[i64],
 ) -> Result<Moved, Error> {
+    Ok(compile_and_store(conn, with, gateway_ids).await?.0)
+}
+
+/// [`recompile`], answering also the route collisions the new snapshots have that the
+/// stored ones had not (`… on gateway `NAME``).
+async fn compile_and_store(
+    conn: &mut AnyConnection,
+    with: &Compiling<'_>,
+    gateway_ids: &[i64],
+) -> Result<(Moved, Vec<String>), Error> {
     let sealer = with.sealer;
     let mut moved = Vec::new();
+    let mut new_collisions = Vec::new();
     if gateway_ids.is_empty() {
-        return Ok(moved);
+        return Ok((moved, new_collisions));
     }
     let services: Vec<Service> = sqlx::query_scalar::<_, String>("SELECT spec FROM services")
         .fetch_all(&mut *conn)
@@ -1019,11 +986,24 @@ async fn recompile(
         .map(|s| from_json(s))
         .collect::<Result<_, _>>()?;
     for &gid in gateway_ids {
-        let spec: String = sqlx::query_scalar("SELECT spec FROM gateways WHERE id = $1")
-            .bind(gid)
-            .fetch_one(&mut *conn)
-            .await?;
+        // The gateway and what its stored snapshot is, in one round trip.
+        let (spec, current_version, current_hash, current_warnings): (
+            String,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+        ) = sqlx::query_as(
+            "SELECT g.spec, s.version, s.hash, s.warnings FROM gateways g \
+             LEFT JOIN snapshots s ON s.gateway_id = g.id WHERE g.id = $1",
+        )
+        .bind(gid)
+        .fetch_one(&mut *conn)
+        .await?;
         let gateway: GatewaySpec = from_json(&spec)?;
+        let warned_before: Vec<String> = match &current_warnings {
+            Some(t) => from_json(t)?,
+            None => Vec::new(),
+        };
         let deployed: Vec<(String, String, i64, String)> = sqlx::query_as(
             "SELECT a.api_key, a.lifecycle, d.revision, r.spec FROM deployments d \
              JOIN apis a ON a.id = d.api_id \
@@ -1096,19 +1076,18 @@ async fn recompile(
         let warnings = portico_compile::collisions(&snapshot, &ids);
         for w in &warnings {
             tracing::warn!(gateway = %gateway.name, "{w}: the second is never reached");
+            if !warned_before.contains(w) {
+                new_collisions.push(format!("{w} on gateway `{}`", gateway.name));
+            }
         }
         let warnings = to_json(&warnings)?;
         let hash = snapshot.content_hash();
         let private = carries_private_keys(&snapshot);
-        let current: Option<(i64, String)> =
-            sqlx::query_as("SELECT version, hash FROM snapshots WHERE gateway_id = $1")
-                .bind(gid)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let current = current_version.zip(current_hash);
         let version = match &current {
-            Some((_, h)) if *h == hash => {
+            Some((v, h)) if *h == hash => {
                 // Same content; keep the version but refresh the envelope (a rename).
-                let (v, _) = current.clone().unwrap_or_default();
+                let v = *v;
                 let body = to_json(&SyncEnvelope {
                     gateway: gateway.name.clone(),
                     version: v as u64,
@@ -1149,7 +1128,7 @@ async fn recompile(
         .await?;
         moved.push((gid, version as u64));
     }
-    Ok(moved)
+    Ok((moved, new_collisions))
 }
 
 #[cfg(test)]

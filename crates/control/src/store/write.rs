@@ -153,25 +153,57 @@ impl Write<'_> {
 
     /// Writes the audit rows, commits, and announces the new snapshot versions.
     pub(crate) async fn commit(mut self) -> Result<Moved, Error> {
-        let actor = actor();
-        let at = now();
-        for e in &self.entries {
-            sqlx::query(
-                "INSERT INTO audit (at, actor, action, kind, object, before_version, after_version) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(at)
-            .bind(&actor)
-            .bind(e.action)
-            .bind(e.kind.as_str())
-            .bind(&e.object)
-            .bind(e.before)
-            .bind(e.after)
-            .execute(&mut *self.tx)
-            .await?;
+        // Audit rows go in statements of up to this many (a statement's parameters are
+        // bounded: SQLite's 32,766, PostgreSQL's 65,535).
+        const ROWS: usize = 500;
+        let notify = self.store.backend == super::Backend::Postgres && !self.moved.is_empty();
+        let (at, actor) = (now(), actor());
+        let chunks: Vec<&[Entry]> = self.entries.chunks(ROWS).collect();
+        let last = chunks.len().saturating_sub(1);
+        for (i, chunk) in chunks.iter().enumerate() {
+            let mut sql = String::from(
+                "INSERT INTO audit (at, actor, action, kind, object, before_version, after_version) VALUES ",
+            );
+            for r in 0..chunk.len() {
+                let n = r * 5 + 3;
+                if r > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "($1, $2, ${n}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4
+                ));
+            }
+            // The notification rides with the last rows: one round trip. It is delivered
+            // to every control-plane node when (and only if) this commits.
+            let with_notify = notify && i == last;
+            if with_notify {
+                let n = chunk.len() * 5 + 3;
+                sql = format!(
+                    "WITH audited AS ({sql}) SELECT 1 FROM pg_notify(${n}, ${})",
+                    n + 1
+                );
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at).bind(&actor);
+            for e in *chunk {
+                q = q
+                    .bind(e.action)
+                    .bind(e.kind.as_str())
+                    .bind(e.object.as_str())
+                    .bind(e.before)
+                    .bind(e.after);
+            }
+            if with_notify {
+                q = q
+                    .bind(super::notify::CHANNEL)
+                    .bind(super::notify::versions_payload(&self.moved));
+            }
+            q.execute(&mut *self.tx).await?;
         }
-        if self.store.backend == super::Backend::Postgres && !self.moved.is_empty() {
-            // Delivered to every control-plane node when (and only if) this commits.
+        if notify && chunks.is_empty() {
             sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
                 .bind(super::notify::CHANNEL)
                 .bind(super::notify::versions_payload(&self.moved))
