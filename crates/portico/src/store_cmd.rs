@@ -64,6 +64,17 @@ pub async fn import(file: &Path, s: &StoreArgs, force: bool) -> anyhow::Result<(
     let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let dump: Dump = serde_json::from_slice(&text)
         .map_err(|e| anyhow::anyhow!("{} is not a Portico store dump: {e}", file.display()))?;
+    // A dump of an older schema is brought up to date first, as the store it came from
+    // would be when a newer Portico starts on it.
+    let from = dump.schema_version;
+    let scratch = std::env::temp_dir().join(format!("portico-upgrade-{}", std::process::id()));
+    let dump = dump.upgraded(&scratch).await?;
+    if dump.schema_version != from {
+        println!(
+            "The dump's schema (version {from}) was brought up to version {}.",
+            dump.schema_version
+        );
+    }
     let store = open(s).await?;
     let (rows, files) = store
         .import(&dump, &s.data_dir.join("blobs"), force)

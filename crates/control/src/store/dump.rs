@@ -187,6 +187,10 @@ impl Store {
         let mut tables = BTreeMap::new();
         for table in TABLES {
             let columns = self.columns(&mut tx, table).await?;
+            if columns.is_empty() {
+                // Not in this store's schema (a scratch store of an older one).
+                continue;
+            }
             let list = columns
                 .iter()
                 .map(|(c, _)| c.as_str())
@@ -220,9 +224,13 @@ impl Store {
                 },
             );
         }
-        let hashes: Vec<String> = sqlx::query_scalar("SELECT hash FROM blobs")
-            .fetch_all(&mut *tx)
-            .await?;
+        let hashes: Vec<String> = if tables.contains_key("blobs") {
+            sqlx::query_scalar("SELECT hash FROM blobs")
+                .fetch_all(&mut *tx)
+                .await?
+        } else {
+            Vec::new()
+        };
         let mut files = BTreeMap::new();
         for hash in hashes {
             let bytes = match self.backend {
@@ -328,8 +336,8 @@ impl Store {
         }
         if dump.schema_version < ours {
             return Err(bad(format!(
-                "the dump's schema is version {}, older than this Portico's ({ours}): start the Portico that made it ({}) on a copy, or upgrade the source first, then export again",
-                dump.schema_version, dump.made_by
+                "the dump's schema is version {}, older than this store's ({ours}): bring it up to date first (`portico store import` does, through Dump::upgraded)",
+                dump.schema_version
             )));
         }
         for name in dump.tables.keys() {
@@ -339,8 +347,12 @@ impl Store {
                 )));
             }
         }
-        let held = self.holdings().await?;
-        if !held.is_empty() && !force {
+        let held = if force {
+            Vec::new()
+        } else {
+            self.holdings().await?
+        };
+        if !held.is_empty() {
             return Err(Error::Conflict(format!(
                 "the target store is not empty ({}): import into an empty one, or pass --force to replace everything in it",
                 held.join(", ")
@@ -361,13 +373,14 @@ impl Store {
             files.push((hash, bytes));
         }
         let mut tx = self.write().await?;
-        for table in TABLES.iter().rev() {
+        // A store of an older schema (a scratch one upgrading a dump) lacks later tables.
+        for table in TABLES.iter().rev().chain(&["blob_chunks"]) {
+            if self.columns(&mut tx, table).await?.is_empty() {
+                continue;
+            }
             let sql = format!("DELETE FROM {table}");
             sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
         }
-        sqlx::query("DELETE FROM blob_chunks")
-            .execute(&mut *tx)
-            .await?;
         let mut rows = 0;
         for table in TABLES {
             let Some(t) = dump.tables.get(*table) else {
@@ -458,7 +471,9 @@ impl Store {
                 }
             }
         }
-        tx.event("import", crate::access::KindId::Apply, &dump.made_by);
+        if !self.columns(&mut tx, "audit").await?.is_empty() {
+            tx.event("import", crate::access::KindId::Apply, &dump.made_by);
+        }
         tx.commit().await?;
         if self.backend == Backend::Sqlite {
             for (hash, bytes) in &files {
@@ -474,6 +489,39 @@ impl Store {
             }
         }
         Ok((rows, files.len()))
+    }
+}
+
+impl Dump {
+    /// This dump brought to this Portico's schema when it is older: loaded into a scratch
+    /// SQLite store in `scratch` (an empty directory, removed after) at the dump's own
+    /// version, migrated exactly as a store of that version is when a newer Portico starts
+    /// on it, and exported again. A dump of this schema is answered as it is; a newer one
+    /// is left for [`Store::import`] to refuse.
+    pub async fn upgraded(self, scratch: &Path) -> Result<Dump, Error> {
+        if self.schema_version >= super::SCHEMA_VERSION {
+            return Ok(self);
+        }
+        let made_by = self.made_by.clone();
+        let upgraded = async {
+            let store = Store::open_at(scratch, self.schema_version).await?;
+            let blobs = scratch.join("blobs");
+            store.import(&self, &blobs, true).await?;
+            store.migrate(super::SCHEMA_VERSION).await?;
+            let out = store.export(&blobs).await;
+            store.pool.close().await;
+            out
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(scratch);
+        let mut out = upgraded?;
+        tracing::info!(
+            from = self.schema_version,
+            to = out.schema_version,
+            "the dump's schema brought up to date"
+        );
+        out.made_by = made_by;
+        Ok(out)
     }
 }
 
@@ -546,5 +594,63 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("damaged"), "{e}");
+    }
+
+    /// A dump of an older schema (9: before stored `path_prefix` routes had their rewrite
+    /// written out, before roles, the audit log and settings) is refused as it is, and
+    /// brought up to date through a scratch store migrated as that store would have been;
+    /// then it imports like any other.
+    #[tokio::test]
+    async fn an_older_dump_is_brought_up_to_date_and_imports() {
+        let dir = || tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (a, b, scratch) = (dir(), dir(), dir());
+        let old = Store::open_at(a.path(), 9)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query(
+            "INSERT INTO routes (name_key, spec, version, created_at, updated_at) VALUES ($1, $2, 1, 0, 0)",
+        )
+        .bind("old")
+        .bind(r#"{"name":"old","gateways":[],"route":{"match":{"path":{"path_prefix":"/a"}},"forward":{"service":"s"}}}"#)
+        .execute(&old.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let dump = old
+            .export(&a.path().join("blobs"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(dump.schema_version, 9);
+        assert!(!dump.tables.contains_key("roles"));
+
+        let to = Store::open(b.path())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = to
+            .import(&dump, &b.path().join("blobs"), false)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("older"), "{e}");
+
+        let work = scratch.path().join("upgrade");
+        let up = dump.upgraded(&work).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(up.schema_version, super::super::SCHEMA_VERSION);
+        assert!(!work.exists(), "the scratch store is removed");
+        to.import(&up, &b.path().join("blobs"), false)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let spec: String = sqlx::query_scalar("SELECT spec FROM routes WHERE name_key = 'old'")
+            .fetch_one(&to.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let spec: Value = serde_json::from_str(&spec).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec["route"]["rewrite"]["prefix"], "/", "{spec}");
+        // The built-in roles came with the migrations the dump went through.
+        let roles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM roles")
+            .fetch_one(&to.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(roles, 3);
     }
 }

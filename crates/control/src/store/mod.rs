@@ -92,6 +92,9 @@ migrations! {
     17 "sign-in failures" "0017_signin_failures.sql",
 }
 
+/// The schema version this Portico writes (its last migration).
+pub const SCHEMA_VERSION: i64 = SQLITE_MIGRATIONS[SQLITE_MIGRATIONS.len() - 1].0;
+
 /// How many nodes a gateway may have, and when a silent one is forgotten.
 #[derive(Clone, Copy, Debug)]
 pub struct NodeLimits {
@@ -180,6 +183,7 @@ pub fn redact(url: &str) -> String {
 async fn migrate_on(
     conn: &mut AnyConnection,
     migrations: &[(i64, &str, &'static str)],
+    up_to: i64,
 ) -> Result<(), Error> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, \
@@ -200,7 +204,7 @@ async fn migrate_on(
         )));
     }
     for (version, description, sql) in migrations {
-        if applied.contains(version) {
+        if applied.contains(version) || *version > up_to {
             continue;
         }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -437,6 +441,12 @@ fn parse_lifecycle(s: &str) -> Lifecycle {
 impl Store {
     /// Opens (creating when missing) the SQLite database in `dir` and runs migrations.
     pub async fn open(dir: &Path) -> Result<Self, Error> {
+        Self::open_at(dir, SCHEMA_VERSION).await
+    }
+
+    /// [`Store::open`], migrating no further than schema version `up_to`: a scratch store
+    /// that loads an older dump as the Portico that wrote it would have.
+    pub(crate) async fn open_at(dir: &Path, up_to: i64) -> Result<Self, Error> {
         sqlx::any::install_default_drivers();
         crate::secrets::private_dir(dir)?;
         // The database holds hashes, sealed secrets and who may do what: owner only. SQLite
@@ -467,7 +477,7 @@ impl Store {
             .connect(&url)
             .await
             .map_err(Error::Db)?;
-        Self::opened(pool, Backend::Sqlite).await
+        Self::opened(pool, Backend::Sqlite, up_to).await
     }
 
     /// Connects to the PostgreSQL database at `url` (`postgres://user:password@host/db`) and
@@ -486,10 +496,10 @@ impl Store {
             .connect(url)
             .await
             .map_err(|e| Error::BadRequest(format!("cannot open the database at {shown}: {e}")))?;
-        Self::opened(pool, Backend::Postgres).await
+        Self::opened(pool, Backend::Postgres, SCHEMA_VERSION).await
     }
 
-    async fn opened(pool: AnyPool, backend: Backend) -> Result<Self, Error> {
+    async fn opened(pool: AnyPool, backend: Backend, up_to: i64) -> Result<Self, Error> {
         let store = Self {
             pool,
             backend,
@@ -499,7 +509,7 @@ impl Store {
             portal_origin: None,
             hub: std::sync::Arc::default(),
         };
-        store.migrate().await?;
+        store.migrate(up_to).await?;
         Ok(store)
     }
 
@@ -511,7 +521,7 @@ impl Store {
     /// Runs the migrations this database lacks, each in its own transaction; refuses a
     /// schema newer than this binary knows. On PostgreSQL, control-plane nodes starting
     /// together migrate one at a time (an advisory lock held for the whole run).
-    async fn migrate(&self) -> Result<(), Error> {
+    async fn migrate(&self, up_to: i64) -> Result<(), Error> {
         let _w = self.write.lock().await;
         let mut conn = self.pool.acquire().await?;
         let migrations = match self.backend {
@@ -524,7 +534,7 @@ impl Store {
                 POSTGRES_MIGRATIONS
             }
         };
-        let done = migrate_on(&mut conn, migrations).await;
+        let done = migrate_on(&mut conn, migrations, up_to).await;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT 1 FROM pg_advisory_unlock($1)")
                 .bind(MIGRATE_LOCK)
@@ -979,12 +989,17 @@ async fn compile_and_store(
     if gateway_ids.is_empty() {
         return Ok((moved, new_collisions));
     }
+    // What every gateway gets alike, read once.
     let services: Vec<Service> = sqlx::query_scalar::<_, String>("SELECT spec FROM services")
         .fetch_all(&mut *conn)
         .await?
         .iter()
         .map(|s| from_json(s))
         .collect::<Result<_, _>>()?;
+    let jwt = keys::jwt_settings(conn).await?;
+    let certificates = certs::for_snapshots(conn, sealer).await?;
+    let (acme_certificates, acme_state) = acme::for_snapshots(conn, sealer).await?;
+    let tiers = tiers::all_tiers(conn).await?;
     for &gid in gateway_ids {
         // The gateway and what its stored snapshot is, in one round trip.
         let (spec, current_version, current_hash, current_warnings): (
@@ -1027,11 +1042,7 @@ async fn compile_and_store(
         .map(|s| from_json(s))
         .collect::<Result<_, _>>()?;
         let api_keys = consumers::api_key_grants(conn, gid).await?;
-        let jwt = keys::jwt_settings(conn).await?;
-        let certificates = certs::for_snapshots(conn, sealer).await?;
-        let (acme_certificates, acme_state) = acme::for_snapshots(conn, sealer).await?;
         let deployed_apps = apps::for_snapshot(conn, gid).await?;
-        let tiers = tiers::all_tiers(conn).await?;
         let consumer_limits = tiers::consumer_limits(conn, gid).await?;
         let input = Input {
             gateway: &gateway,
@@ -1195,7 +1206,10 @@ mod tests {
             .execute(&store.pool)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+        store
+            .migrate(super::SCHEMA_VERSION)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let spec = |name: &'static str| {
             let pool = store.pool.clone();
             async move {
