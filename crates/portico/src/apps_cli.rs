@@ -294,7 +294,7 @@ pub async fn run(c: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            println!(
+            crate::cli::out!(
                 "`{slug}` on {gateway} is back to version {}.",
                 cell(&v, "/deployment/version")
             );
@@ -506,7 +506,7 @@ async fn upload(c: &Client, a: UploadArgs) -> anyhow::Result<()> {
             None,
         );
     } else {
-        println!(
+        crate::cli::out!(
             "Version {number} of `{}`: {} files, {} uploaded ({bytes} bytes), {} already there.",
             a.app,
             files.len(),
@@ -536,7 +536,7 @@ async fn release(c: &Client, slug: &str, version: u32, on: &RunOn) -> anyhow::Re
         )
         .await?;
     if c.output != Output::Json {
-        println!(
+        crate::cli::out!(
             "Version {version} of `{slug}` runs on {}{}.",
             gateways.join(", "),
             host.map(|h| format!(" at {h}")).unwrap_or_default()
@@ -562,7 +562,7 @@ async fn status(c: &Client, slug: &str) -> anyhow::Result<()> {
     }
     let items = v["items"].as_array().cloned().unwrap_or_default();
     if items.is_empty() {
-        println!("`{slug}` runs nowhere yet.");
+        crate::cli::out!("`{slug}` runs nowhere yet.");
         return Ok(());
     }
     let mut rows = Vec::new();

@@ -12,6 +12,34 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+/// `println!` for client commands: when the reader has gone away (`portico apis list |
+/// head`), the command ends quietly with 141 (128 + SIGPIPE), as Unix tools do, instead of
+/// panicking on the write.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::emit(format_args!($($arg)*))
+    };
+}
+pub(crate) use out;
+
+/// Writes one line to standard output (see [`out!`]).
+pub(crate) fn emit(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+        Err(e) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -148,7 +176,7 @@ pub async fn login(url: &str, token: &str, ca_file: Option<&str>) -> anyhow::Res
         ca_file: ca_file.map(ToOwned::to_owned),
     }
     .store()?;
-    println!(
+    crate::cli::out!(
         "Logged in to {url}; credentials saved in {}",
         path.display()
     );
@@ -384,15 +412,15 @@ impl Client {
     /// `-o json`.
     pub(crate) fn done(&self, sentence: String) {
         if self.output == Output::Json {
-            println!("{}", json!({ "ok": true, "message": sentence }));
+            crate::cli::out!("{}", json!({ "ok": true, "message": sentence }));
         } else {
-            println!("{sentence}");
+            crate::cli::out!("{sentence}");
         }
     }
 
     pub(crate) fn print(&self, value: &Value, columns: &[(&str, &str)], items_key: Option<&str>) {
         if self.output == Output::Json {
-            println!(
+            crate::cli::out!(
                 "{}",
                 serde_json::to_string_pretty(value).unwrap_or_default()
             );
@@ -517,7 +545,7 @@ fn table(columns: &[(&str, &str)], items: &[&Value]) {
                 format!("{c}{}", " ".repeat(pad))
             })
             .collect();
-        println!("{}", s.join("  ").trim_end());
+        crate::cli::out!("{}", s.join("  ").trim_end());
     };
     line(columns.iter().map(|(h, _)| (*h).to_owned()).collect());
     for r in rows {
@@ -600,7 +628,7 @@ pub async fn gateways(c: &Client, cmd: crate::GatewaysCommand) -> anyhow::Result
             if c.output == Output::Json {
                 c.print(&v, &[], None);
             } else {
-                println!(
+                crate::cli::out!(
                     "Linked gateway `{}` ({}){}.",
                     cell(&v, "/gateway/spec/name"),
                     cell(&v, "/gateway/spec/type"),
@@ -623,9 +651,9 @@ pub async fn gateways(c: &Client, cmd: crate::GatewaysCommand) -> anyhow::Result
                 c.print(&v, &[], None);
                 return Ok(());
             }
-            println!("Deleted gateway `{name}`.");
+            crate::cli::out!("Deleted gateway `{name}`.");
             for what in v["removed"].as_array().into_iter().flatten() {
-                println!("  removed with it: {}", what.as_str().unwrap_or_default());
+                crate::cli::out!("  removed with it: {}", what.as_str().unwrap_or_default());
             }
         }
         G::RotateToken { name } => {
@@ -640,12 +668,12 @@ pub async fn gateways(c: &Client, cmd: crate::GatewaysCommand) -> anyhow::Result
             if c.output == Output::Json {
                 c.print(&v, &[], None);
             } else {
-                println!(
+                crate::cli::out!(
                     "New API token for `{name}` (shown once): {}",
                     cell(&v, "/api_token")
                 );
                 if v.get("jwt_secret").is_some() {
-                    println!("JWT secret (shown once): {}", cell(&v, "/jwt_secret"));
+                    crate::cli::out!("JWT secret (shown once): {}", cell(&v, "/jwt_secret"));
                 }
             }
         }
@@ -761,13 +789,15 @@ pub async fn apis(c: &Client, cmd: crate::ApisCommand) -> anyhow::Result<()> {
             if c.output != Output::Json {
                 let deployed = v["invoke_urls"].as_array().cloned().unwrap_or_default();
                 if deployed.is_empty() {
-                    println!("\nDeployed nowhere: `portico deploy {id} --revision N --gateway G`.");
+                    crate::cli::out!(
+                        "\nDeployed nowhere: `portico deploy {id} --revision N --gateway G`."
+                    );
                 } else {
-                    println!("\nInvoke URLs:");
+                    crate::cli::out!("\nInvoke URLs:");
                 }
                 for d in deployed {
                     for u in d["urls"].as_array().into_iter().flatten() {
-                        println!(
+                        crate::cli::out!(
                             "  {}  ({} gateway `{}`, revision {})",
                             u.as_str().unwrap_or_default(),
                             cell(&d, "/type"),
@@ -808,9 +838,9 @@ pub async fn apis(c: &Client, cmd: crate::ApisCommand) -> anyhow::Result<()> {
                 c.print(&v, &[], None);
                 return Ok(());
             }
-            println!("Deleted API `{id}`.");
+            crate::cli::out!("Deleted API `{id}`.");
             for g in v["undeployed_from"].as_array().into_iter().flatten() {
-                println!(
+                crate::cli::out!(
                     "  undeployed from gateway `{}`",
                     g.as_str().unwrap_or_default()
                 );
@@ -879,7 +909,7 @@ pub async fn deploy(
         )
         .await?;
     if c.output != Output::Json {
-        println!(
+        crate::cli::out!(
             "Deployed revision {revision} of `{api}` to {}.",
             gateways.join(", ")
         );
@@ -942,7 +972,7 @@ pub async fn undeploy(
             .await?;
         targets.extend(v["targets"].as_array().cloned().unwrap_or_default());
         if c.output != Output::Json {
-            println!("Undeployed `{api}` from `{g}`.");
+            crate::cli::out!("Undeployed `{api}` from `{g}`.");
         }
     }
     let mut out = json!({ "api": api, "undeployed_from": gateways, "targets": targets });
@@ -1017,7 +1047,7 @@ pub(crate) async fn wait_for(c: &Client, answer: &Value, limit: Duration) -> any
             }
             let seconds = start.elapsed().as_secs_f64();
             if !quiet {
-                println!("Every node serves it ({seconds:.1} s).");
+                crate::cli::out!("Every node serves it ({seconds:.1} s).");
             }
             return Ok(json!({"gateways": summary, "seconds": seconds}));
         }
@@ -1073,7 +1103,7 @@ pub async fn status(c: &Client) -> anyhow::Result<()> {
     );
     for g in v["gateways"].as_array().into_iter().flatten() {
         for w in g["warnings"].as_array().into_iter().flatten() {
-            println!(
+            crate::cli::out!(
                 "warning: gateway `{}`: {}: the second is never reached",
                 g["gateway"].as_str().unwrap_or_default(),
                 w.as_str().unwrap_or_default()
@@ -1105,7 +1135,7 @@ pub async fn apply(c: &Client, file: &Path, dry_run: bool, prune: bool) -> anyho
         .await
         .with_context(|| format!("{}: nothing was applied", file.display()))?;
     if c.output == Output::Json {
-        println!(
+        crate::cli::out!(
             "{}",
             serde_json::to_string_pretty(&plan).unwrap_or_default()
         );
@@ -1116,7 +1146,7 @@ pub async fn apply(c: &Client, file: &Path, dry_run: bool, prune: bool) -> anyho
         table(PLAN_COLUMNS, &items);
     }
     let n = |k: &str| plan[k].as_u64().unwrap_or_default();
-    println!(
+    crate::cli::out!(
         "{} created, {} updated, {} deleted, {} unchanged.",
         n("created"),
         n("updated"),
@@ -1124,9 +1154,9 @@ pub async fn apply(c: &Client, file: &Path, dry_run: bool, prune: bool) -> anyho
         n("unchanged")
     );
     if dry_run {
-        println!("Dry run: everything was checked and nothing was changed.");
+        crate::cli::out!("Dry run: everything was checked and nothing was changed.");
     } else {
-        println!("Applied.");
+        crate::cli::out!("Applied.");
     }
     Ok(())
 }
@@ -1281,13 +1311,13 @@ pub async fn keys(c: &Client, cmd: crate::KeysCommand) -> anyhow::Result<()> {
             if c.output == Output::Json {
                 c.print(&v, &[], None);
             } else if client {
-                println!(
+                crate::cli::out!(
                     "Client for `{consumer}` ({key_type}), shown once:\n    client_id:     {}\n    client_secret: {}",
                     cell(&v, "/client_id"),
                     cell(&v, "/client_secret")
                 );
             } else {
-                println!(
+                crate::cli::out!(
                     "API key for `{consumer}` ({key_type}), shown once (id {}):\n    {}",
                     cell(&v, "/id"),
                     cell(&v, "/key")
@@ -1325,13 +1355,13 @@ pub async fn keys(c: &Client, cmd: crate::KeysCommand) -> anyhow::Result<()> {
             if c.output == Output::Json {
                 c.print(&v, &[], None);
             } else if v.get("key").is_some() {
-                println!(
+                crate::cli::out!(
                     "New API key (id {}), shown once; `{id}` is revoked:\n    {}",
                     cell(&v, "/id"),
                     cell(&v, "/key")
                 );
             } else {
-                println!(
+                crate::cli::out!(
                     "New client secret, shown once; `{id}` is revoked:\n    client_id:     {}\n    client_secret: {}",
                     cell(&v, "/client_id"),
                     cell(&v, "/client_secret")
@@ -1372,7 +1402,7 @@ pub async fn token(
     if c.output == Output::Json {
         c.print(&v, &[], None);
     } else {
-        println!("{}", cell(&v, "/access_token"));
+        crate::cli::out!("{}", cell(&v, "/access_token"));
     }
     Ok(())
 }
@@ -1438,7 +1468,7 @@ pub async fn certificates(c: &Client, cmd: crate::CertificatesCommand) -> anyhow
                     None,
                 )
                 .await?;
-            println!(
+            crate::cli::out!(
                 "Uploaded certificate `{name}` for {} (valid until {} UTC).",
                 cell(&v, "/hosts"),
                 cell(&v, "/not_after")

@@ -33,7 +33,7 @@ pub fn check(path: &Path) -> ExitCode {
     match load(path) {
         Ok(file) => {
             let (_, snapshot) = file.into_parts();
-            println!(
+            crate::cli::out!(
                 "{}: ok: {} listeners, {} services, {} routes (version {})",
                 path.display(),
                 snapshot.listeners.len(),

@@ -84,13 +84,13 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let port = opts.admin_address.port();
     if let Some(cert) = &admin_cert {
-        println!(
+        crate::cli::out!(
             "The admin API serves HTTPS with {} (self-signed): link with --url https://THIS_HOST:{port} --admin-ca {}\n",
             cert.display(),
             cert.display()
         );
     }
-    println!(
+    crate::cli::out!(
         "Wrote {out} (mode 0600).\n\nThis gateway's credentials (also in the file):\n    API token:  {token}\n    JWT secret: {secret}\n\nStart it:\n    portico gateway run --config {out}\n\nThen link it from the control plane (name, admin URL, IP and port {port}):\n    portico gateways link NAME --type production --url http://THIS_HOST:{port} --ip THIS_IP \\\n        --api-token {token} --jwt-secret {secret}",
         out = opts.output.display()
     );

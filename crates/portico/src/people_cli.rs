@@ -263,7 +263,7 @@ async fn tokens(c: &Client, cmd: TokensCommand) -> anyhow::Result<()> {
                     None | Some(Value::Null) => "it does not expire".to_owned(),
                     Some(_) => format!("it expires {}", moment(&v["expires_at"])),
                 };
-                println!(
+                crate::cli::out!(
                     "Token `{name}` for `{user}` (id {}), shown once; {expires}:\n    {}",
                     cell(&v, "/id"),
                     cell(&v, "/token")
@@ -324,12 +324,12 @@ async fn rotate_admin(c: &Client) -> anyhow::Result<()> {
         out["saved_login_updated"] = json!(matches!(stored, Some(Ok(_))));
         c.print(&out, &[], None);
     } else {
-        println!(
+        crate::cli::out!(
             "New admin token, shown once; every older admin token stops working:\n    {token}"
         );
     }
     match stored {
-        Some(Ok(path)) if c.output != Output::Json => println!(
+        Some(Ok(path)) if c.output != Output::Json => crate::cli::out!(
             "Your saved login used the old admin token: {} now holds the new one.",
             path.display()
         ),
@@ -340,7 +340,7 @@ async fn rotate_admin(c: &Client) -> anyhow::Result<()> {
         _ => {}
     }
     if c.output != Output::Json && !saved_is_admin {
-        println!(
+        crate::cli::out!(
             "Replace the old token wherever it is still used (PORTICO_TOKEN, --admin-token, scripts)."
         );
     }

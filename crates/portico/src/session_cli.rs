@@ -52,7 +52,7 @@ pub async fn login_user(url: &str, name: &str, ca_file: Option<&str>) -> anyhow:
         None | Some(Value::Null) => "the session has no set end".to_owned(),
         Some(at) => format!("the session ends {}", moment(at)),
     };
-    println!(
+    crate::cli::out!(
         "Signed in as {} (roles: {roles}); {ends}. Credentials saved in {}.",
         v["user"]["name"].as_str().unwrap_or(name),
         path.display()
@@ -89,7 +89,7 @@ pub async fn logout(
                 std::fs::remove_file(&path)
                     .with_context(|| format!("cannot remove {}", path.display()))?;
             }
-            println!("Not signed in: nothing is saved in {}.", path.display());
+            crate::cli::out!("Not signed in: nothing is saved in {}.", path.display());
             return Ok(());
         }
     };

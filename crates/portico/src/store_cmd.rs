@@ -14,9 +14,21 @@ pub struct StoreArgs {
     /// The data directory (SQLite's database and the app files are there).
     #[arg(long, env = "PORTICO_DATA_DIR", default_value = "portico-data")]
     pub data_dir: PathBuf,
-    /// A PostgreSQL URL instead of the data directory's SQLite database.
-    #[arg(long, env = "PORTICO_DATABASE", hide_env_values = true)]
+    /// A PostgreSQL URL instead of the data directory's SQLite database. Given on the
+    /// command line only (not from PORTICO_DATABASE): moving a store, which one is read and
+    /// which one written is said, never assumed.
+    #[arg(long)]
     pub database: Option<String>,
+}
+
+impl StoreArgs {
+    /// The store, as messages name it (a database URL without its password).
+    fn shown(&self) -> String {
+        match &self.database {
+            Some(url) => format!("PostgreSQL at {}", portico_control::store::redact(url)),
+            None => format!("SQLite in {}", self.data_dir.display()),
+        }
+    }
 }
 
 async fn open(s: &StoreArgs) -> anyhow::Result<Store> {
@@ -49,11 +61,12 @@ pub async fn export(file: &Path, s: &StoreArgs) -> anyhow::Result<()> {
     }
     std::fs::rename(&tmp, file).with_context(|| format!("cannot write {}", file.display()))?;
     let rows: usize = dump.tables.values().map(|t| t.rows.len()).sum();
-    println!(
-        "Exported {rows} rows and {} app files (schema {}) to {}. Secrets stay sealed: give the \
-         target the same secret key (--secret-key-file).",
+    crate::cli::out!(
+        "Exported {rows} rows and {} app files (schema {}) from {} to {}. Secrets stay sealed: \
+         give the target the same secret key (--secret-key-file).",
         dump.files.len(),
         dump.schema_version,
+        s.shown(),
         file.display()
     );
     Ok(())
@@ -70,7 +83,7 @@ pub async fn import(file: &Path, s: &StoreArgs, force: bool) -> anyhow::Result<(
     let scratch = std::env::temp_dir().join(format!("portico-upgrade-{}", std::process::id()));
     let dump = dump.upgraded(&scratch).await?;
     if dump.schema_version != from {
-        println!(
+        crate::cli::out!(
             "The dump's schema (version {from}) was brought up to version {}.",
             dump.schema_version
         );
@@ -79,11 +92,12 @@ pub async fn import(file: &Path, s: &StoreArgs, force: bool) -> anyhow::Result<(
     let (rows, files) = store
         .import(&dump, &s.data_dir.join("blobs"), force)
         .await?;
-    println!(
-        "Imported {rows} rows and {files} app files from {} (made by {}). Start `portico server` \
-         on this store with the source's secret key.",
+    crate::cli::out!(
+        "Imported {rows} rows and {files} app files from {} (made by {}) into {}. Start \
+         `portico server` on this store with the source's secret key.",
         file.display(),
-        dump.made_by
+        dump.made_by,
+        s.shown()
     );
     Ok(())
 }

@@ -1025,3 +1025,27 @@ async fn an_api_says_where_it_answers_and_a_linked_gateway_keeps_its_urls_port()
     );
     n.stop().await;
 }
+
+/// A client command whose reader has gone away (`portico status | head`) ends quietly, as
+/// Unix tools do (141, 128 + SIGPIPE), instead of panicking on its write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_command_whose_reader_went_away_ends_quietly() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    for args in [&["status"][..], &["apis", "list", "-o", "json"][..]] {
+        // The pipe's reading end is closed before the command writes a byte.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .env("PORTICO_URL", &cp.url)
+            .env("PORTICO_TOKEN", &cp.token)
+            .env("PORTICO_CLI_CONFIG", "/nonexistent/cli.json")
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+    }
+}

@@ -50,30 +50,9 @@ fn host_record(r: &sqlx::any::AnyRow) -> Result<AcmeHostRecord, Error> {
     })
 }
 
-/// Issued certificates still valid (keys opened with `open`), and the challenges and host
-/// states every snapshot filters for its gateway.
-pub(super) async fn for_snapshots(
-    conn: &mut AnyConnection,
-    open: Option<&crate::secrets::Sealer>,
-) -> Result<(Vec<TlsCertificate>, AcmeState), Error> {
-    let mut certs = Vec::new();
-    if let Some(sealer) = open {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT host, cert_pem, key_sealed FROM acme_hosts \
-             WHERE cert_pem IS NOT NULL AND key_sealed IS NOT NULL AND not_after > $1 ORDER BY host",
-        )
-        .bind(now())
-        .fetch_all(&mut *conn)
-        .await?;
-        for (host, cert, key) in rows {
-            certs.push(TlsCertificate {
-                hosts: vec![host],
-                cert_pem: Some(cert),
-                key_pem: Some(sealer.open(&key)?),
-                ..Default::default()
-            });
-        }
-    }
+/// What gateways are told about automatic certificates: every host's state and the
+/// pending challenges (the certificates themselves are read with the other shared inputs).
+pub(super) async fn state_for_snapshots(conn: &mut AnyConnection) -> Result<AcmeState, Error> {
     let hosts = sqlx::query(SELECT_HOSTS)
         .fetch_all(&mut *conn)
         .await?
@@ -102,7 +81,7 @@ pub(super) async fn for_snapshots(
         key_authorization,
     })
     .collect();
-    Ok((certs, AcmeState { challenges, hosts }))
+    Ok(AcmeState { challenges, hosts })
 }
 
 /// Gateways with a listener taking automatic certificates, with their definitions.

@@ -1,9 +1,7 @@
 //! Uploaded certificates: the chain in clear, the private key sealed. Gateways with an
 //! HTTPS listener get the ones for the hosts they serve, in their snapshots.
 
-use portico_model::TlsCertificate;
 use serde::Serialize;
-use sqlx::AnyConnection;
 
 use super::{Moved, Store, all_gateway_ids, from_json, key, now, to_json};
 use crate::access::KindId;
@@ -20,30 +18,6 @@ pub struct CertificateRecord {
     pub not_after: i64,
     /// Unix seconds.
     pub created_at: i64,
-}
-
-/// Every uploaded certificate, its key opened with `open`.
-pub(super) async fn for_snapshots(
-    conn: &mut AnyConnection,
-    open: Option<&crate::secrets::Sealer>,
-) -> Result<Vec<TlsCertificate>, Error> {
-    let Some(sealer) = open else {
-        return Ok(Vec::new());
-    };
-    let rows: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT hosts, cert_pem, key_sealed FROM certificates ORDER BY name_key")
-            .fetch_all(&mut *conn)
-            .await?;
-    rows.into_iter()
-        .map(|(hosts, cert, key)| {
-            Ok(TlsCertificate {
-                hosts: from_json(&hosts)?,
-                cert_pem: Some(cert),
-                key_pem: Some(sealer.open(&key)?),
-                ..Default::default()
-            })
-        })
-        .collect()
 }
 
 impl Store {

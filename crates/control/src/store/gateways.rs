@@ -84,20 +84,11 @@ impl Store {
             None,
             Some(1),
         );
-        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
-            .bind(key(&spec.name))
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_some() {
-            return Err(Error::Conflict(format!(
-                "a gateway named `{}` exists already (names are case-insensitive): pick another name, or update it with PUT",
-                spec.name
-            )));
-        }
         let t = now();
-        let id: i64 = sqlx::query_scalar(
+        // A name taken already inserts nothing (one round trip for the check and the write).
+        let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO gateways (name_key, spec, builtin, token_hash, jwt_secret, linked_at, version, created_at, updated_at) \
-             VALUES ($1, $2, 0, $3, $4, $5, 1, $6, $6) RETURNING id",
+             VALUES ($1, $2, 0, $3, $4, $5, 1, $6, $6) ON CONFLICT (name_key) DO NOTHING RETURNING id",
         )
         .bind(key(&spec.name))
         .bind(to_json(spec)?)
@@ -105,9 +96,15 @@ impl Store {
         .bind(creds.map(|c| c.jwt_secret_sealed.clone()))
         .bind(creds.map(|_| t))
         .bind(t)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(token_clash)?;
+        let Some(id) = id else {
+            return Err(Error::Conflict(format!(
+                "a gateway named `{}` exists already (names are case-insensitive): pick another name, or update it with PUT",
+                spec.name
+            )));
+        };
         self.finish_gateway(tx, id, &spec.name).await
     }
 

@@ -1,8 +1,6 @@
 //! The token service's signing keys.
 
-use portico_model::{JwtKey, JwtSettings};
 use serde::Serialize;
-use sqlx::AnyConnection;
 
 use super::{Moved, Store, all_gateway_ids, now};
 use crate::access::KindId;
@@ -31,27 +29,6 @@ pub struct SigningKeyRecord {
     pub created_at: i64,
     /// Unix seconds, when a newer key took over.
     pub retired_at: Option<i64>,
-}
-
-/// What the gateways verify tokens with: the active key and recently retired ones.
-pub(super) async fn jwt_settings(conn: &mut AnyConnection) -> Result<Option<JwtSettings>, Error> {
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT kid, x, y FROM signing_keys WHERE retired_at IS NULL OR retired_at > $1 ORDER BY kid",
-    )
-    .bind(now() - TOKEN_MAX_LIFETIME)
-    .fetch_all(&mut *conn)
-    .await?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(JwtSettings {
-        issuer: ISSUER.into(),
-        audience: AUDIENCE.into(),
-        keys: rows
-            .into_iter()
-            .map(|(kid, x, y)| JwtKey { kid, x, y })
-            .collect(),
-    }))
 }
 
 impl Store {

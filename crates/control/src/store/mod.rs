@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use portico_compile::{DeployedApi, Input};
 use portico_model::{
-    ApiSpec, GatewayKind, GatewaySpec, Lifecycle, Listener, ListenerProtocol, RouteSpec, Service,
+    ApiSpec, GatewayKind, GatewaySpec, Lifecycle, Listener, ListenerProtocol, RouteSpec,
     SyncEnvelope,
 };
 use serde::Serialize;
@@ -35,6 +35,7 @@ mod certs;
 mod consumers;
 pub mod dump;
 mod gateways;
+mod inputs;
 mod keys;
 mod kinds;
 mod nodes;
@@ -178,6 +179,23 @@ pub fn redact(url: &str) -> String {
         out.push_str(&pairs.join("&"));
     }
     out
+}
+
+/// Pool settings for either backend: a connection that sat idle is checked before it is
+/// handed out (the database may have restarted meanwhile), one in steady use is not (a
+/// check is a round trip on every acquire).
+fn pool_options(max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= std::time::Duration::from_secs(1) {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 async fn migrate_on(
@@ -461,8 +479,7 @@ impl Store {
             )));
         }
         let url = format!("sqlite://{}?mode=rwc", path.replace('%', "%25"));
-        let pool = AnyPoolOptions::new()
-            .max_connections(8)
+        let pool = pool_options(8)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     sqlx::raw_sql(
@@ -490,8 +507,7 @@ impl Store {
                 "`{shown}` is not a PostgreSQL URL: give postgres://USER:PASSWORD@HOST:PORT/DATABASE"
             )));
         }
-        let pool = AnyPoolOptions::new()
-            .max_connections(16)
+        let pool = pool_options(16)
             .acquire_timeout(std::time::Duration::from_secs(3))
             .connect(url)
             .await
@@ -990,16 +1006,14 @@ async fn compile_and_store(
         return Ok((moved, new_collisions));
     }
     // What every gateway gets alike, read once.
-    let services: Vec<Service> = sqlx::query_scalar::<_, String>("SELECT spec FROM services")
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|s| from_json(s))
-        .collect::<Result<_, _>>()?;
-    let jwt = keys::jwt_settings(conn).await?;
-    let certificates = certs::for_snapshots(conn, sealer).await?;
-    let (acme_certificates, acme_state) = acme::for_snapshots(conn, sealer).await?;
-    let tiers = tiers::all_tiers(conn).await?;
+    let inputs::Shared {
+        services,
+        jwt,
+        certificates,
+        acme_certificates,
+        tiers,
+    } = inputs::shared(conn, sealer).await?;
+    let acme_state = acme::state_for_snapshots(conn).await?;
     for &gid in gateway_ids {
         // The gateway and what its stored snapshot is, in one round trip.
         let (spec, current_version, current_hash, current_warnings): (

@@ -2,21 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use portico_model::{ConsumerLimits, ConsumerSpec, Tier};
+use portico_model::{ConsumerLimits, ConsumerSpec};
 use sqlx::AnyConnection;
 
 use super::from_json;
 use crate::error::Error;
-
-/// Every tier.
-pub(super) async fn all_tiers(conn: &mut AnyConnection) -> Result<Vec<Tier>, Error> {
-    sqlx::query_scalar::<_, String>("SELECT spec FROM tiers")
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|s| from_json(s))
-        .collect()
-}
 
 /// Consumer and subscription tiers of the consumers subscribed to APIs on a gateway.
 pub(super) async fn consumer_limits(
