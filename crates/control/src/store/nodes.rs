@@ -14,63 +14,27 @@ impl Store {
         key_hash: Option<&str>,
         limits: NodeLimits,
     ) -> Result<(), Error> {
-        // Every write holds the writer lock: a write that started as a read would otherwise
-        // meet SQLITE_BUSY_SNAPSHOT when another connection committed meanwhile.
-        let mut tx = self.write().await?;
-        let t = now();
-        let bound: Option<Option<String>> =
-            sqlx::query_scalar("SELECT key_hash FROM nodes WHERE gateway_id = $1 AND node_id = $2")
-                .bind(gateway_id)
-                .bind(&report.node_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match (&bound, key_hash) {
-            (Some(Some(held)), Some(given)) if held != given => {
-                return Err(Error::Conflict(format!(
-                    "node id `{}` belongs to another node of this gateway (its key differs): a copied cache directory? Remove `node-id` and `node-key` from this node's cache directory to give it an identity of its own",
-                    report.node_id
-                )));
+        match self.backend {
+            // Every write holds the writer lock: a write that started as a read would
+            // otherwise meet SQLITE_BUSY_SNAPSHOT when another connection committed meanwhile.
+            Backend::Sqlite => {
+                let mut tx = self.write().await?;
+                record_report(&mut tx, gateway_id, report, key_hash, limits).await?;
+                tx.commit().await?;
             }
-            (Some(_), _) => {}
-            (None, _) => {
-                sqlx::query("DELETE FROM nodes WHERE gateway_id = $1 AND last_seen < $2")
-                    .bind(gateway_id)
-                    .bind(t - limits.forget_after.as_secs() as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                let count: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE gateway_id = $1")
-                        .bind(gateway_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if count as usize >= limits.max_nodes {
-                    return Err(Error::Conflict(format!(
-                        "this gateway already has {count} nodes, the most it may have: stop one (nodes silent for {} s are forgotten) or start the control plane with a higher --max-nodes-per-gateway",
-                        limits.forget_after.as_secs()
-                    )));
-                }
+            // Reports touch only their gateway's node rows: they take that gateway's own
+            // lock (for the count of its nodes), never the lock every write takes, so the
+            // reports of a fleet never queue behind deploys or one another's gateways.
+            Backend::Postgres => {
+                let begin = format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({REPORT_LOCK}, {})",
+                    gateway_id as i32
+                );
+                let mut tx = self.pool.begin_with(AssertSqlSafe(begin)).await?;
+                record_report(&mut tx, gateway_id, report, key_hash, limits).await?;
+                tx.commit().await?;
             }
         }
-        sqlx::query(
-            "INSERT INTO nodes (gateway_id, node_id, hostname, applied_version, applied_hash, last_error, last_error_at, last_seen, key_hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (gateway_id, node_id) DO UPDATE SET hostname = excluded.hostname, \
-             applied_version = excluded.applied_version, applied_hash = excluded.applied_hash, \
-             last_error = excluded.last_error, last_error_at = excluded.last_error_at, \
-             last_seen = excluded.last_seen, key_hash = COALESCE(nodes.key_hash, excluded.key_hash)",
-        )
-        .bind(gateway_id)
-        .bind(&report.node_id)
-        .bind(&report.hostname)
-        .bind(report.applied_version.map(|v| v as i64))
-        .bind(&report.applied_hash)
-        .bind(&report.last_error)
-        .bind(report.last_error_at.map(|v| v as i64))
-        .bind(t)
-        .bind(key_hash)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -161,4 +125,78 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// The first of the two 32-bit keys of a gateway's report lock (PostgreSQL advisory locks
+/// of two keys never meet the one-key locks writes take); the second is the gateway id.
+const REPORT_LOCK: i32 = 0x706f_7274;
+
+/// Checks and stores one node report inside a transaction.
+async fn record_report(
+    conn: &mut AnyConnection,
+    gateway_id: i64,
+    report: &portico_model::NodeReport,
+    key_hash: Option<&str>,
+    limits: NodeLimits,
+) -> Result<(), Error> {
+    let t = now();
+    let bound: Option<Option<String>> =
+        sqlx::query_scalar("SELECT key_hash FROM nodes WHERE gateway_id = $1 AND node_id = $2")
+            .bind(gateway_id)
+            .bind(&report.node_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match (&bound, key_hash) {
+        (Some(Some(held)), Some(given)) if held != given => {
+            return Err(Error::Conflict(format!(
+                "node id `{}` belongs to another node of this gateway (its key differs): a copied cache directory? Remove `node-id` and `node-key` from this node's cache directory to give it an identity of its own",
+                report.node_id
+            )));
+        }
+        (Some(_), _) => {}
+        (None, _) => {
+            sqlx::query("DELETE FROM nodes WHERE gateway_id = $1 AND last_seen < $2")
+                .bind(gateway_id)
+                .bind(t - limits.forget_after.as_secs() as i64)
+                .execute(&mut *conn)
+                .await?;
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE gateway_id = $1")
+                .bind(gateway_id)
+                .fetch_one(&mut *conn)
+                .await?;
+            if count as usize >= limits.max_nodes {
+                return Err(Error::Conflict(format!(
+                    "this gateway already has {count} nodes, the most it may have: stop one (nodes silent for {} s are forgotten) or start the control plane with a higher --max-nodes-per-gateway",
+                    limits.forget_after.as_secs()
+                )));
+            }
+        }
+    }
+    sqlx::query(
+        "INSERT INTO nodes (gateway_id, node_id, hostname, applied_version, applied_hash, last_error, last_error_at, last_seen, key_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (gateway_id, node_id) DO UPDATE SET hostname = excluded.hostname, \
+         applied_version = excluded.applied_version, applied_hash = excluded.applied_hash, \
+         last_error = excluded.last_error, last_error_at = excluded.last_error_at, \
+         last_seen = excluded.last_seen, key_hash = COALESCE(nodes.key_hash, excluded.key_hash)",
+    )
+    .bind(gateway_id)
+    .bind(&report.node_id)
+    .bind(&report.hostname)
+    .bind(report.applied_version.map(|v| v as i64))
+    .bind(&report.applied_hash)
+    .bind(&report.last_error)
+    .bind(report.last_error_at.map(|v| v as i64))
+    .bind(t)
+    .bind(key_hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match &e {
+        // The gateway was deleted while its node reported (reports do not wait for writes).
+        sqlx::Error::Database(d) if d.code().is_some_and(|c| c == "23503") => {
+            Error::NotFound("this node's gateway was deleted".into())
+        }
+        _ => Error::Db(e),
+    })?;
+    Ok(())
 }

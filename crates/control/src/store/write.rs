@@ -269,4 +269,25 @@ mod tests {
         let done = outside.await.unwrap_or_else(|e| panic!("{e}"));
         assert!(done.is_ok(), "the outside write waits its turn: {done:?}");
     }
+
+    /// A write with more audit rows than one statement carries commits them all.
+    #[tokio::test]
+    async fn a_write_with_many_audit_rows_keeps_every_one() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = super::Store::open(dir.path())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut w = store.write().await.unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..1201 {
+            w.event("create", crate::access::KindId::Tier, &format!("t{i}"));
+        }
+        w.commit().await.unwrap_or_else(|e| panic!("{e}"));
+        let objects: Vec<String> = sqlx::query_scalar("SELECT object FROM audit ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(objects.len(), 1201);
+        assert_eq!(objects[0], "t0");
+        assert_eq!(objects[1200], "t1200");
+    }
 }
