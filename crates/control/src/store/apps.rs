@@ -73,11 +73,19 @@ pub(super) struct DeployedApp {
     pub host: Option<String>,
 }
 
-/// The apps deployed on a gateway, from rows of (app spec, version, files, made at, host)
-/// sorted by slug and host.
-pub(super) fn deployed(
-    rows: Vec<(String, i64, String, i64, String)>,
+pub(super) async fn for_snapshot(
+    conn: &mut AnyConnection,
+    gid: i64,
 ) -> Result<Vec<DeployedApp>, Error> {
+    let rows: Vec<(String, i64, String, i64, String)> = sqlx::query_as(
+        "SELECT a.spec, d.version, v.files, v.created_at, d.host FROM app_deployments d \
+         JOIN apps a ON a.id = d.app_id \
+         JOIN app_versions v ON v.app_id = d.app_id AND v.number = d.version \
+         WHERE d.gateway_id = $1 ORDER BY a.slug, d.host",
+    )
+    .bind(gid)
+    .fetch_all(&mut *conn)
+    .await?;
     rows.into_iter()
         .map(|(spec, version, files, created_at, host)| {
             Ok(DeployedApp {

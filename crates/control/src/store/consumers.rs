@@ -108,30 +108,41 @@ pub(super) async fn consumer_gateways(
 }
 
 /// The API keys a gateway accepts: keys of consumers subscribed to APIs deployed on it.
-/// An API key's row as a gateway's snapshot reads it: hash, the consumer's spec, key type,
-/// a subscribed API deployed there, expiry. Sorted by hash.
-pub(super) type KeyRow = (String, String, String, String, Option<i64>);
-
-/// The API keys a gateway's snapshot carries, from its [`KeyRow`]s.
-pub(super) fn api_key_grants(rows: Vec<KeyRow>) -> Result<Vec<ApiKeyGrant>, Error> {
+pub(super) async fn api_key_grants(
+    conn: &mut AnyConnection,
+    gateway_id: i64,
+) -> Result<Vec<ApiKeyGrant>, Error> {
+    let rows = sqlx::query(
+        "SELECT c.secret_hash, co.spec, c.key_type, a.api_key, c.expires_at FROM credentials c \
+         JOIN consumers co ON co.id = c.consumer_id \
+         JOIN subscriptions s ON s.consumer_id = c.consumer_id \
+         JOIN deployments d ON d.api_id = s.api_id AND d.gateway_id = $1 \
+         JOIN apis a ON a.id = s.api_id \
+         WHERE c.kind = 'api_key' AND c.revoked_at IS NULL ORDER BY c.secret_hash",
+    )
+    .bind(gateway_id)
+    .fetch_all(&mut *conn)
+    .await?;
     let mut out: Vec<ApiKeyGrant> = Vec::new();
-    for (hash, spec, key_type, api, expires_at) in rows {
+    for r in &rows {
+        let hash: String = r.try_get(0)?;
+        let api: String = r.try_get(3)?;
         if let Some(last) = out.last_mut()
             && last.hash == hash
         {
             last.apis.push(api);
             continue;
         }
-        let spec: ConsumerSpec = from_json(&spec)?;
+        let spec: ConsumerSpec = from_json(&r.try_get::<String, _>(1)?)?;
         if spec.blocked {
             continue;
         }
         out.push(ApiKeyGrant {
             hash,
             consumer: spec.name,
-            key_type: parse_key_type(&key_type),
+            key_type: parse_key_type(&r.try_get::<String, _>(2)?),
             apis: vec![api],
-            expires_at: expires_at.map(|t| t.max(0) as u64),
+            expires_at: r.try_get::<Option<i64>, _>(4)?.map(|t| t.max(0) as u64),
         });
     }
     Ok(out)

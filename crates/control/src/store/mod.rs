@@ -1015,33 +1015,49 @@ async fn compile_and_store(
     } = inputs::shared(conn, sealer).await?;
     let acme_state = acme::state_for_snapshots(conn).await?;
     for &gid in gateway_ids {
-        // The gateway, what its stored snapshot is, and all it is made of: one round trip.
-        let inputs::ForGateway {
-            spec,
-            current,
-            warnings: current_warnings,
-            deployed,
-            routes,
-            keys,
-            apps: app_rows,
-            limits,
-        } = inputs::for_gateway(conn, gid).await?;
+        // The gateway and what its stored snapshot is, in one round trip.
+        let (spec, current_version, current_hash, current_warnings): (
+            String,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+        ) = sqlx::query_as(
+            "SELECT g.spec, s.version, s.hash, s.warnings FROM gateways g \
+             LEFT JOIN snapshots s ON s.gateway_id = g.id WHERE g.id = $1",
+        )
+        .bind(gid)
+        .fetch_one(&mut *conn)
+        .await?;
         let gateway: GatewaySpec = from_json(&spec)?;
         let warned_before: Vec<String> = match &current_warnings {
             Some(t) => from_json(t)?,
             None => Vec::new(),
         };
+        let deployed: Vec<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT a.api_key, a.lifecycle, d.revision, r.spec FROM deployments d \
+             JOIN apis a ON a.id = d.api_id \
+             JOIN revisions r ON r.api_id = d.api_id AND r.number = d.revision \
+             WHERE d.gateway_id = $1",
+        )
+        .bind(gid)
+        .fetch_all(&mut *conn)
+        .await?;
         let api_specs: Vec<ApiSpec> = deployed
             .iter()
             .map(|(_, _, _, s)| from_json(s))
             .collect::<Result<_, _>>()?;
-        let route_specs: Vec<RouteSpec> = routes
-            .iter()
-            .map(|s| from_json(s))
-            .collect::<Result<_, _>>()?;
-        let api_keys = consumers::api_key_grants(keys)?;
-        let deployed_apps = apps::deployed(app_rows)?;
-        let consumer_limits = tiers::consumer_limits(limits)?;
+        let route_specs: Vec<RouteSpec> = sqlx::query_scalar::<_, String>(
+            "SELECT r.spec FROM routes r JOIN route_gateways g ON g.route_id = r.id WHERE g.gateway_key = $1",
+        )
+        .bind(key(&gateway.name))
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|s| from_json(s))
+        .collect::<Result<_, _>>()?;
+        let api_keys = consumers::api_key_grants(conn, gid).await?;
+        let deployed_apps = apps::for_snapshot(conn, gid).await?;
+        let consumer_limits = tiers::consumer_limits(conn, gid).await?;
         let input = Input {
             gateway: &gateway,
             apis: deployed
@@ -1092,6 +1108,7 @@ async fn compile_and_store(
         let warnings = to_json(&warnings)?;
         let hash = snapshot.content_hash();
         let private = carries_private_keys(&snapshot);
+        let current = current_version.zip(current_hash);
         let version = match &current {
             Some((v, h)) if *h == hash => {
                 // Same content; keep the version but refresh the envelope (a rename).

@@ -3,15 +3,25 @@
 use std::collections::BTreeMap;
 
 use portico_model::{ConsumerLimits, ConsumerSpec};
+use sqlx::AnyConnection;
 
 use super::from_json;
 use crate::error::Error;
 
-/// Consumer and subscription tiers of the consumers subscribed to APIs on a gateway, from
-/// rows of (consumer spec, API, subscription tier) sorted by consumer and API.
-pub(super) fn consumer_limits(
-    rows: Vec<(String, String, Option<String>)>,
+/// Consumer and subscription tiers of the consumers subscribed to APIs on a gateway.
+pub(super) async fn consumer_limits(
+    conn: &mut AnyConnection,
+    gateway_id: i64,
 ) -> Result<Vec<ConsumerLimits>, Error> {
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT co.spec, a.api_key, s.tier FROM subscriptions s \
+         JOIN consumers co ON co.id = s.consumer_id JOIN apis a ON a.id = s.api_id \
+         JOIN deployments d ON d.api_id = s.api_id AND d.gateway_id = $1 \
+         ORDER BY co.name_key, a.api_key",
+    )
+    .bind(gateway_id)
+    .fetch_all(&mut *conn)
+    .await?;
     let mut out: Vec<ConsumerLimits> = Vec::new();
     for (spec, api, tier) in rows {
         let spec: ConsumerSpec = from_json(&spec)?;
