@@ -105,7 +105,11 @@ impl Store {
                 spec.name
             )));
         };
-        self.finish_gateway(tx, id, &spec.name).await
+        // Nothing names the new row yet: only what every gateway gets, and the routes
+        // placed on its name, go into its first snapshot.
+        tx.compile_new(&[id]).await?;
+        tx.commit().await?;
+        self.gateway(&spec.name).await
     }
 
     /// Replaces a gateway's definition if `expected` is its current version.

@@ -954,6 +954,15 @@ fn open_body(sealer: Option<&crate::secrets::Sealer>, stored: String) -> Result<
     sealer.open(sealed)
 }
 
+/// [`recompile`] for gateways this transaction inserted (see [`compile_and_store`]).
+pub(crate) async fn compile_new(
+    conn: &mut AnyConnection,
+    with: &Compiling<'_>,
+    gateway_ids: &[i64],
+) -> Result<Moved, Error> {
+    Ok(compile_and_store(conn, with, gateway_ids, true).await?.0)
+}
+
 /// [`recompile`], refusing the write when it makes routes that match the same requests
 /// on a gateway (a second API on a context, a raw route written like another): the
 /// second would never be reached. Collisions that were there before are left alone.
@@ -962,7 +971,7 @@ pub(crate) async fn recompile_without_new_collisions(
     with: &Compiling<'_>,
     gateway_ids: &[i64],
 ) -> Result<Moved, Error> {
-    let (moved, new) = compile_and_store(conn, with, gateway_ids).await?;
+    let (moved, new) = compile_and_store(conn, with, gateway_ids, false).await?;
     if !new.is_empty() {
         return Err(Error::Conflict(format!(
             "{}: the second would never be reached, so nothing was changed. Give one another context or path (or hosts), or undeploy the other first",
@@ -989,15 +998,18 @@ async fn recompile(
     with: &Compiling<'_>,
     gateway_ids: &[i64],
 ) -> Result<Moved, Error> {
-    Ok(compile_and_store(conn, with, gateway_ids).await?.0)
+    Ok(compile_and_store(conn, with, gateway_ids, false).await?.0)
 }
 
 /// [`recompile`], answering also the route collisions the new snapshots have that the
-/// stored ones had not (`… on gateway `NAME``).
+/// stored ones had not (`… on gateway `NAME``). With `new_rows`, the gateways were
+/// inserted by this very transaction: nothing can be deployed on them or subscribed
+/// through them yet (those rows name a gateway by its id), so that is not read.
 async fn compile_and_store(
     conn: &mut AnyConnection,
     with: &Compiling<'_>,
     gateway_ids: &[i64],
+    new_rows: bool,
 ) -> Result<(Moved, Vec<String>), Error> {
     let sealer = with.sealer;
     let mut moved = Vec::new();
@@ -1033,15 +1045,19 @@ async fn compile_and_store(
             Some(t) => from_json(t)?,
             None => Vec::new(),
         };
-        let deployed: Vec<(String, String, i64, String)> = sqlx::query_as(
-            "SELECT a.api_key, a.lifecycle, d.revision, r.spec FROM deployments d \
-             JOIN apis a ON a.id = d.api_id \
-             JOIN revisions r ON r.api_id = d.api_id AND r.number = d.revision \
-             WHERE d.gateway_id = $1",
-        )
-        .bind(gid)
-        .fetch_all(&mut *conn)
-        .await?;
+        let deployed: Vec<(String, String, i64, String)> = if new_rows {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "SELECT a.api_key, a.lifecycle, d.revision, r.spec FROM deployments d \
+                 JOIN apis a ON a.id = d.api_id \
+                 JOIN revisions r ON r.api_id = d.api_id AND r.number = d.revision \
+                 WHERE d.gateway_id = $1",
+            )
+            .bind(gid)
+            .fetch_all(&mut *conn)
+            .await?
+        };
         let api_specs: Vec<ApiSpec> = deployed
             .iter()
             .map(|(_, _, _, s)| from_json(s))
@@ -1055,9 +1071,15 @@ async fn compile_and_store(
         .iter()
         .map(|s| from_json(s))
         .collect::<Result<_, _>>()?;
-        let api_keys = consumers::api_key_grants(conn, gid).await?;
-        let deployed_apps = apps::for_snapshot(conn, gid).await?;
-        let consumer_limits = tiers::consumer_limits(conn, gid).await?;
+        let (api_keys, deployed_apps, consumer_limits) = if new_rows {
+            (Vec::new(), Vec::new(), Vec::new())
+        } else {
+            (
+                consumers::api_key_grants(conn, gid).await?,
+                apps::for_snapshot(conn, gid).await?,
+                tiers::consumer_limits(conn, gid).await?,
+            )
+        };
         let input = Input {
             gateway: &gateway,
             apis: deployed

@@ -142,6 +142,15 @@ impl Write<'_> {
         Ok(())
     }
 
+    /// Compiles the first snapshot of gateways this write inserted; their versions are
+    /// announced at commit.
+    pub(crate) async fn compile_new(&mut self, gateway_ids: &[i64]) -> Result<(), Error> {
+        let with = self.store.compiling();
+        let moved = super::compile_new(&mut self.tx, &with, gateway_ids).await?;
+        self.moved.extend(moved);
+        Ok(())
+    }
+
     /// [`Write::recompile`], refusing the write when it makes new routes that collide.
     pub(crate) async fn recompile_checked(&mut self, gateway_ids: &[i64]) -> Result<(), Error> {
         let with = self.store.compiling();
