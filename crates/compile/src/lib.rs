@@ -46,12 +46,12 @@ pub enum Error {
         gateway: String,
     },
     /// The result breaks a data-plane rule (two routes with one name, say).
-    #[error("the snapshot for gateway `{gateway}` is not valid: {source}")]
+    #[error("the snapshot for gateway `{gateway}` is not valid: {error}")]
     Invalid {
         /// The gateway.
         gateway: String,
-        /// What the data plane's validation said.
-        source: portico_model::Error,
+        /// What the data plane's validation said (in the message, not also the source).
+        error: portico_model::Error,
     },
 }
 
@@ -338,9 +338,9 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
     {
         snapshot.security.jwt = input.jwt.cloned();
     }
-    snapshot.validate().map_err(|source| Error::Invalid {
+    snapshot.validate().map_err(|error| Error::Invalid {
         gateway: gw.name.clone(),
-        source,
+        error,
     })?;
     Ok(snapshot)
 }

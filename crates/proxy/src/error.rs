@@ -14,12 +14,13 @@ pub enum Error {
     #[error("cannot compile {0}")]
     Route(String),
     /// A listener's address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (said in the message, so not also given as the source: a chain
+        /// printed whole would say it twice).
+        error: io::Error,
     },
     /// Another gateway's process on this machine listens on the port.
     #[error(

@@ -129,7 +129,7 @@ impl Gateway {
         // socket at once, so a retry (with an empty snapshot) can bind it again.
         let (internal, internal_serve) = if settings.internal.enabled {
             let addr = settings.internal.address;
-            let std = listener::bind(addr, false).map_err(|source| Error::Bind { addr, source })?;
+            let std = listener::bind(addr, false).map_err(|error| Error::Bind { addr, error })?;
             let local = std.local_addr().map_err(Error::Runtime)?;
             let (tx, rx) = oneshot::channel();
             (Some((local, tx)), Some((std, rx)))
@@ -294,16 +294,15 @@ impl Gateway {
             }
         };
         let n = self.inner.handles.len();
-        let first = listener::bind(addr, n > 1).map_err(|source| Error::Bind { addr, source })?;
+        let first = listener::bind(addr, n > 1).map_err(|error| Error::Bind { addr, error })?;
         let local = first
             .local_addr()
-            .map_err(|source| Error::Bind { addr, source })?;
+            .map_err(|error| Error::Bind { addr, error })?;
         let mut out = vec![first];
         for _ in 1..n {
-            out.push(listener::bind(local, true).map_err(|source| Error::Bind {
-                addr: local,
-                source,
-            })?);
+            out.push(
+                listener::bind(local, true).map_err(|error| Error::Bind { addr: local, error })?,
+            );
         }
         Ok((local, out, claim))
     }

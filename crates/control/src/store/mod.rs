@@ -543,6 +543,11 @@ impl Store {
         let migrations = match self.backend {
             Backend::Sqlite => SQLITE_MIGRATIONS,
             Backend::Postgres => {
+                // `CREATE TABLE IF NOT EXISTS` of a table that exists is a NOTICE, which
+                // would be logged on every start: this connection keeps to warnings.
+                sqlx::query("SET client_min_messages = warning")
+                    .execute(&mut *conn)
+                    .await?;
                 sqlx::query("SELECT 1 FROM pg_advisory_lock($1)")
                     .bind(MIGRATE_LOCK)
                     .execute(&mut *conn)
