@@ -131,36 +131,48 @@ fn unstorable_text(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c == "22021"))
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let (status, code) = self.parts();
-        let body = match &self {
-            Self::Invalid(fields) => json!({
-                "error": code,
-                "message": format!(
-                    "the request has {} problem{}: fix the fields listed and send it again",
-                    fields.len(),
-                    if fields.len() == 1 { "" } else { "s" }
-                ),
-                "fields": fields.iter().map(|f| json!({"path": f.path, "message": f.message})).collect::<Vec<_>>(),
-            }),
+impl Error {
+    /// What a caller is told: the error's own words, except for the database's and the
+    /// server's own failures, which are logged here and answered in general terms (their
+    /// text can name hosts, tables or statements).
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Invalid(fields) => format!(
+                "the request has {} problem{}: fix the fields listed and send it again",
+                fields.len(),
+                if fields.len() == 1 { "" } else { "s" }
+            ),
             Self::Db(e) if unavailable(e) => {
                 tracing::warn!(error = %e, "the database cannot be reached");
-                json!({"error": code, "message": "the database cannot be reached right now, so the change was not confirmed: try again shortly"})
+                "the database cannot be reached right now, so the change was not confirmed: try again shortly".into()
             }
-            Self::Db(e) if unstorable_text(e) => json!({
-                "error": code,
-                "message": "a text value holds the NUL character (\\u0000), which cannot be stored: nothing was changed",
-            }),
+            Self::Db(e) if unstorable_text(e) => {
+                "a text value holds the NUL character (\\u0000), which cannot be stored: nothing was changed".into()
+            }
             Self::Db(e) => {
                 tracing::error!(error = %e, "database error");
-                json!({"error": code, "message": "the database failed; the change was not applied (see the server log)"})
+                "the database failed; the change was not applied (see the server log)".into()
             }
             Self::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
-                json!({"error": code, "message": "internal error; the change was not applied (see the server log)"})
+                "internal error; the change was not applied (see the server log)".into()
             }
-            other => json!({"error": code, "message": other.to_string()}),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        let message = self.public_message();
+        let body = match &self {
+            Self::Invalid(fields) => json!({
+                "error": code,
+                "message": message,
+                "fields": fields.iter().map(|f| json!({"path": f.path, "message": f.message})).collect::<Vec<_>>(),
+            }),
+            _ => json!({"error": code, "message": message}),
         };
         let mut resp = (status, axum::Json(body)).into_response();
         if let Self::TooManyRequests(_, secs) = self {

@@ -15,6 +15,24 @@ mod common;
 
 use common::*;
 
+/// Starts `portico server` on `database` with `extra` arguments, expecting it to refuse to
+/// start and say `says`.
+async fn refused_server(data: &std::path::Path, database: &str, extra: &[&str], says: &str) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "server",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--database",
+        database,
+    ];
+    args.extend_from_slice(extra);
+    let p = Process::spawn(std::path::Path::new(BIN), &args, &[]);
+    p.wait_for(says, WAIT).await;
+}
+
 /// Control-plane nodes A (with the built-in gateway) and B (without) on the database at
 /// `url`, with one secret key.
 async fn two_nodes(root: &std::path::Path, url: &str) -> (ControlPlane, ControlPlane) {
@@ -210,24 +228,17 @@ async fn two_control_plane_nodes_on_one_postgresql_serve_one_fleet() {
 
     // A node with another key would seal what nobody else can open: it does not start.
     let other_key = root.path().join("other.key");
-    let c = Process::spawn(
-        std::path::Path::new(BIN),
+    refused_server(
+        &root.path().join("c"),
+        &url,
         &[
-            "server",
-            "--data-dir",
-            root.path().join("c").to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--database",
-            &url,
             "--secret-key-file",
             other_key.to_str().unwrap(),
             "--no-builtin-gateway",
         ],
-        &[],
-    );
-    c.wait_for("not the one this database's secrets are sealed with", WAIT)
-        .await;
+        "not the one this database's secrets are sealed with",
+    )
+    .await;
 
     // A revision 2 written through B reaches the node too, and A dying costs nothing.
     a.process.signal(libc::SIGKILL);
@@ -760,20 +771,13 @@ async fn postgresql_over_tls_with_a_pinned_ca() {
         "postgres://postgres@localhost:{}/secure?sslmode=disable",
         pg.port
     );
-    let p = Process::spawn(
-        std::path::Path::new(BIN),
-        &[
-            "server",
-            "--data-dir",
-            root.path().join("other").to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--database",
-            &plain,
-        ],
+    refused_server(
+        &root.path().join("other"),
+        &plain,
         &[],
-    );
-    p.wait_for("cannot open the database at", WAIT).await;
+        "cannot open the database at",
+    )
+    .await;
 }
 
 /// `--tls-self-signed` on several nodes: the CA is kept in the database, so every node

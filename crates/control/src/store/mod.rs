@@ -41,6 +41,7 @@ mod kinds;
 mod nodes;
 pub mod notify;
 mod settings;
+mod signins;
 pub(crate) use kinds::SpecKind;
 mod tiers;
 mod users;

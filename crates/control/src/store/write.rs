@@ -299,4 +299,14 @@ mod tests {
         assert_eq!(objects[0], "t0");
         assert_eq!(objects[1200], "t1200");
     }
+
+    #[test]
+    fn the_locked_begin_takes_the_write_lock() {
+        let key: i64 = 0x706f_7274_0002;
+        assert!(
+            super::super::BEGIN_LOCKED.ends_with(&format!("pg_advisory_xact_lock({key})")),
+            "{}",
+            super::super::BEGIN_LOCKED
+        );
+    }
 }

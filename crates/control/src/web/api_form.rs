@@ -110,7 +110,7 @@ fn form(
         Some(Error::Invalid(fs)) => {
             errors = fs.into_iter().map(|f| (f.path, f.message)).collect();
         }
-        Some(e) => general = Some(e.to_string()),
+        Some(e) => general = Some(e.public_message()),
         None => {}
     }
     let fields = SHOWN

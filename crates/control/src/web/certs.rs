@@ -73,8 +73,8 @@ async fn render(
             }
         }
         // What is wrong with the PEM itself is said beside it.
-        Some(e @ Error::BadRequest(_)) => pem_error = Some(e.to_string()),
-        Some(e) => error = Some(e.to_string()),
+        Some(e @ Error::BadRequest(_)) => pem_error = Some(e.public_message()),
+        Some(e) => error = Some(e.public_message()),
         None => {}
     }
     let may_see_automatic = v.may(KindId::Acme, Action::Read);

@@ -307,7 +307,7 @@ async fn link_gateway(State(st): St, v: Viewer, Form(f): Form<LinkForm>) -> Resp
         }
         Err(e) => {
             let status = e.status();
-            gateways_page(&st, &v, &f, &[], Some(e.to_string()), status).await
+            gateways_page(&st, &v, &f, &[], Some(e.public_message()), status).await
         }
     }
 }

@@ -67,7 +67,7 @@ fn editor(
     let status = failed.as_ref().map_or(StatusCode::OK, Error::status);
     let problems = match failed {
         Some(Error::Invalid(fs)) => fs.iter().map(ToString::to_string).collect(),
-        Some(e) => vec![e.to_string()],
+        Some(e) => vec![e.public_message()],
         None => Vec::new(),
     };
     page(

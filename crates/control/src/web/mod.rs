@@ -141,7 +141,8 @@ pub(crate) fn under(path: &str, field: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(['[', '.']))
 }
 
-/// An error as one line for a page's alert: each field's problem with its path.
+/// An error as one line for a page's alert: each field's problem with its path, or what
+/// the API would answer (never a database's or the server's own failure text).
 pub(crate) fn error_text(e: Error) -> String {
     match e {
         Error::Invalid(fs) => fs
@@ -149,7 +150,7 @@ pub(crate) fn error_text(e: Error) -> String {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; "),
-        other => other.to_string(),
+        other => other.public_message(),
     }
 }
 
@@ -255,7 +256,7 @@ impl Viewer {
     pub(crate) fn denied(&self, e: Error) -> Response {
         match e.status() {
             StatusCode::UNAUTHORIZED => Redirect::to(self.nav().signin).into_response(),
-            status => refusal(self.nav(), status, e.to_string()),
+            status => refusal(self.nav(), status, e.public_message()),
         }
     }
 
@@ -420,7 +421,8 @@ pub(crate) fn error_page(nav: Nav, e: Error) -> Response {
         _ => "That did not work",
     };
     let message = match status {
-        s if s.is_server_error() => "The change was not made; the server log says why.".into(),
+        // In general terms, and logged with its detail.
+        s if s.is_server_error() => e.public_message(),
         _ => heading.to_owned(),
     };
     page(
@@ -659,7 +661,7 @@ fn account_page(v: &Viewer, error: Option<Error>) -> Response {
             }
         }
         Some(Error::Forbidden(m)) if m.contains("current password") => current_error = Some(m),
-        Some(e) => general = Some(e.to_string()),
+        Some(e) => general = Some(e.public_message()),
         None => {}
     }
     page(

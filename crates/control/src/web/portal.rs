@@ -400,7 +400,7 @@ async fn applications_page(st: &crate::ControlPlane, v: &Viewer, error: Option<E
             &ApplicationsPage {
                 nav: v.nav(),
                 applications: list.into_iter().map(|r| r.spec.name).collect(),
-                error: error.map(|e| e.to_string()),
+                error: error.map(|e| e.public_message()),
             },
         ),
         Err(e) => error_page(v.nav(), e),
@@ -533,7 +533,7 @@ async fn application_page(
                 .collect(),
             secret,
             notice,
-            error: error.map(|e| e.to_string()),
+            error: error.map(|e| e.public_message()),
         })
     }
     .await;
