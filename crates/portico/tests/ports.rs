@@ -37,7 +37,9 @@ fn run(config: &Path) -> Process {
 async fn a_port_is_shared_only_by_the_processes_of_one_gateway() {
     let root = TempDir::new().unwrap();
     let gw_port = free_port();
-    let _cp = start_server(&root.path().join("data"), free_port(), gw_port, None).await;
+    let cp = start_server(&root.path().join("data"), free_port(), gw_port, None).await;
+    // "control plane ready" comes before the built-in gateway binds its port.
+    cp.process.wait_for("listener ready", WAIT).await;
 
     // The built-in gateway holds its port: a gateway from a file is refused it.
     let intruder = gateway_file(root.path(), "intruder", gw_port, "intruder");
