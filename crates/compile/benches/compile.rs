@@ -21,6 +21,9 @@ fn apis(n: usize) -> Vec<(String, ApiSpec)> {
                     i % 250
                 )],
                 sandbox_endpoints: vec![],
+                production_failover_endpoints: vec![],
+                sandbox_failover_endpoints: vec![],
+                endpoint_settings: None,
                 backend_tls: None,
                 operations: (0..5)
                     .map(|o| Operation {

@@ -147,6 +147,17 @@ pub struct ApiSpec {
     /// Backend URLs for sandbox traffic.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sandbox_endpoints: Vec<String>,
+    /// Backend URLs tried in this order when no production endpoint is available (WSO2's
+    /// failover endpoints): each is a failover group of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub production_failover_endpoints: Vec<String>,
+    /// The same for sandbox traffic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandbox_failover_endpoints: Vec<String>,
+    /// How the gateway uses the endpoints: load balancing, timeouts, retries, outlier
+    /// ejection, active health checks and connection limits, as a service takes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_settings: Option<crate::service::EndpointSettings>,
     /// TLS to `https://` backends: a private CA, the name to verify, a client certificate
     /// (files on the nodes), or no verification for tests. System roots when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -516,9 +527,26 @@ impl ApiSpec {
                 "give at least one backend URL, e.g. http://10.0.0.5:8080",
             ));
         }
+        if self.sandbox_endpoints.is_empty() && !self.sandbox_failover_endpoints.is_empty() {
+            errors.push(FieldError::new(
+                "sandbox_failover_endpoints",
+                "failover endpoints back sandbox_endpoints up: give those first",
+            ));
+        }
+        if let Some(settings) = &self.endpoint_settings {
+            errors.extend(validate::endpoint_settings("endpoint_settings", settings));
+        }
         for (field, list) in [
             ("production_endpoints", &self.production_endpoints),
             ("sandbox_endpoints", &self.sandbox_endpoints),
+            (
+                "production_failover_endpoints",
+                &self.production_failover_endpoints,
+            ),
+            (
+                "sandbox_failover_endpoints",
+                &self.sandbox_failover_endpoints,
+            ),
         ] {
             let mut schemes = HashSet::new();
             for (i, u) in list.iter().enumerate() {
@@ -714,6 +742,9 @@ mod tests {
             hosts: vec![],
             production_endpoints: vec!["ftp://x".into()],
             sandbox_endpoints: vec![],
+            production_failover_endpoints: vec![],
+            sandbox_failover_endpoints: vec![],
+            endpoint_settings: None,
             backend_tls: None,
             operations: vec![Operation {
                 method: Some("GE T".into()),

@@ -68,6 +68,41 @@ pub fn weight() -> u32 {
     1
 }
 
+/// `0`, for serde.
+pub fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// An endpoint is probed every 10 s.
+pub fn health_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// A probe fails after 2 s without an answer.
+pub fn health_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// Two passing probes in a row bring an endpoint back.
+pub fn healthy_threshold() -> u32 {
+    2
+}
+
+/// Three failing probes in a row take an endpoint out.
+pub fn unhealthy_threshold() -> u32 {
+    3
+}
+
+/// Statuses 200 to 399 pass an HTTP probe.
+pub fn expected_statuses() -> Vec<crate::service::StatusRange> {
+    vec![crate::service::StatusRange { from: 200, to: 399 }]
+}
+
+/// True for the default [`expected_statuses`] (left out when serialized).
+pub fn is_expected_statuses(v: &[crate::service::StatusRange]) -> bool {
+    v == expected_statuses().as_slice()
+}
+
 /// Retries after the first attempt: 1.
 pub fn retry_attempts() -> u32 {
     1

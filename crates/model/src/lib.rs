@@ -55,8 +55,8 @@ pub use security::{
     KeyType, Period, RouteAuth, Security, Throttle, Tier,
 };
 pub use service::{
-    Endpoint, HashOn, LoadBalancing, OutlierDetection, Retries, Service, UpstreamProtocol,
-    UpstreamTls,
+    ConnectionPool, Endpoint, EndpointSettings, FailMode, HashOn, HealthCheck, HealthProtocol,
+    LoadBalancing, OutlierDetection, Retries, Service, StatusRange, UpstreamProtocol, UpstreamTls,
 };
 pub use snapshot::{Format, GatewayFile, SCHEMA, Snapshot};
 pub use sync::{ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims, NodeReport, SyncEnvelope};

@@ -59,6 +59,255 @@ pub struct Service {
     /// Speak TLS to the endpoints (HTTPS, gRPC over TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// Active health checks: every gateway node probes every endpoint, and an endpoint that
+    /// fails is taken out of balancing until it passes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// Limits on what the service's endpoints are asked to carry at once.
+    #[serde(default, skip_serializing_if = "ConnectionPool::is_unlimited")]
+    pub connection_pool: ConnectionPool,
+}
+
+/// The upstream settings of an API's endpoints: a service's, for the service each of the
+/// API's environments compiles to. Unset fields keep a service's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSettings {
+    /// How a request picks an endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing: Option<LoadBalancing>,
+    /// Time allowed to open a connection to an endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Duration>,
+    /// Time from the end of the request to the response headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout: Option<Duration>,
+    /// Pooled connections idle longer than this are closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
+    /// Retry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+    /// Passive outlier ejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Active health checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// Connection and request limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPool>,
+}
+
+impl EndpointSettings {
+    /// Sets what is given on `service`.
+    pub fn apply(&self, service: &mut Service) {
+        if let Some(v) = &self.load_balancing {
+            service.load_balancing = v.clone();
+        }
+        if let Some(v) = self.connect_timeout {
+            service.connect_timeout = v;
+        }
+        if let Some(v) = self.request_timeout {
+            service.request_timeout = v;
+        }
+        if let Some(v) = self.idle_timeout {
+            service.idle_timeout = v;
+        }
+        if let Some(v) = &self.retries {
+            service.retries = v.clone();
+        }
+        if let Some(v) = &self.outlier_detection {
+            service.outlier_detection = v.clone();
+        }
+        if let Some(v) = &self.health_check {
+            service.health_check = Some(v.clone());
+        }
+        if let Some(v) = self.connection_pool {
+            service.connection_pool = v;
+        }
+    }
+}
+
+/// Active health checks of a service's endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// How an endpoint is probed: `http`, `http2`, `grpc` (`grpc.health.v1.Health/Check`)
+    /// or `tcp` (a connection that opens).
+    #[serde(default)]
+    pub protocol: HealthProtocol,
+    /// Path requested by `http` and `http2` checks (`/` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Port probed; the endpoint's own by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Time between two probes of one endpoint (with up to 10 % jitter).
+    #[serde(default = "defaults::health_interval")]
+    pub interval: Duration,
+    /// A probe without an answer within this fails.
+    #[serde(default = "defaults::health_timeout")]
+    pub timeout: Duration,
+    /// Probes in a row that bring an unhealthy endpoint back.
+    #[serde(default = "defaults::healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Probes in a row that take a healthy endpoint out.
+    #[serde(default = "defaults::unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Statuses that pass an `http` or `http2` probe: numbers or ranges such as
+    /// `"200-399"` (the default).
+    #[serde(
+        default = "defaults::expected_statuses",
+        skip_serializing_if = "defaults::is_expected_statuses"
+    )]
+    pub expected_statuses: Vec<StatusRange>,
+    /// The service name a `grpc` probe asks about (empty: the server as a whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_service: Option<String>,
+    /// `Host` (`:authority`) of `http`, `http2` and `grpc` probes; the service's `hostname`,
+    /// else the endpoint's `host:port`, by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// When every endpoint is unhealthy: `open` sends traffic to all of them anyway (the
+    /// default, as Envoy's panic threshold), `closed` answers 503.
+    #[serde(default, skip_serializing_if = "FailMode::is_open")]
+    pub when_all_unhealthy: FailMode,
+}
+
+/// How a health check probes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthProtocol {
+    /// An HTTP/1.1 `GET` of `path`.
+    #[default]
+    Http,
+    /// An HTTP/2 (cleartext, prior knowledge; TLS when the service has it) `GET` of `path`.
+    Http2,
+    /// `grpc.health.v1.Health/Check`, passing when the answer is `SERVING`.
+    Grpc,
+    /// A TCP connection (and TLS handshake when the service has TLS) that opens.
+    Tcp,
+}
+
+/// What a service does when all its endpoints fail their health checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Balance across every endpoint anyway.
+    #[default]
+    Open,
+    /// Answer 503.
+    Closed,
+}
+
+impl FailMode {
+    /// Whether it is `open` (the default).
+    pub fn is_open(&self) -> bool {
+        *self == Self::Open
+    }
+}
+
+/// A status or an inclusive range of statuses, written `200` or `"200-299"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusRange {
+    /// Lowest status.
+    pub from: u16,
+    /// Highest status.
+    pub to: u16,
+}
+
+impl StatusRange {
+    /// Whether `status` is in the range.
+    pub fn contains(&self, status: u16) -> bool {
+        (self.from..=self.to).contains(&status)
+    }
+}
+
+impl fmt::Display for StatusRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.from == self.to {
+            write!(f, "{}", self.from)
+        } else {
+            write!(f, "{}-{}", self.from, self.to)
+        }
+    }
+}
+
+impl std::str::FromStr for StatusRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a status or a range of statuses such as \"200-299\"");
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let from: u16 = a.trim().parse().map_err(|_| bad())?;
+        let to: u16 = b.trim().parse().map_err(|_| bad())?;
+        if !(100..=599).contains(&from) || !(100..=599).contains(&to) || from > to {
+            return Err(format!(
+                "`{s}`: statuses are 100 to 599, the lower one first"
+            ));
+        }
+        Ok(Self { from, to })
+    }
+}
+
+impl Serialize for StatusRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.from == self.to {
+            s.serialize_u16(self.from)
+        } else {
+            s.collect_str(self)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = StatusRange;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a status such as 200 or a range such as \"200-299\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusRange, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusRange, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusRange, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Limits on a service's connections and requests (App Mesh's and Envoy's connection pool).
+/// A request over them is answered 503 at once, naming the limit; none queues without bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPool {
+    /// HTTP/1.1: connections to the service's endpoints in use at once, from one gateway
+    /// node (each carries one request at a time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Requests waiting for a connection or a stream when the others are in use; 0 (and
+    /// the default when the other limits are set) answers 503 at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<u32>,
+    /// Requests in flight to the service at once, from one gateway node (HTTP/2 and gRPC
+    /// streams; any protocol's requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+}
+
+impl ConnectionPool {
+    /// True when no limit is set.
+    pub fn is_unlimited(&self) -> bool {
+        self.max_connections.is_none()
+            && self.max_pending_requests.is_none()
+            && self.max_requests.is_none()
+    }
 }
 
 /// TLS to a service's endpoints: verified against the system's roots or given CAs, with the
@@ -112,6 +361,7 @@ impl Service {
                 .map(|address| Endpoint {
                     address,
                     weight: defaults::weight(),
+                    priority: 0,
                 })
                 .collect(),
             load_balancing: LoadBalancing::default(),
@@ -125,6 +375,8 @@ impl Service {
             retries: Retries::default(),
             outlier_detection: OutlierDetection::default(),
             tls: None,
+            health_check: None,
+            connection_pool: ConnectionPool::default(),
         }
     }
 }
@@ -151,6 +403,10 @@ pub struct Endpoint {
     /// Relative weight.
     #[serde(default = "defaults::weight")]
     pub weight: u32,
+    /// Failover group: endpoints of the lowest priority take the traffic while any of them
+    /// is available; the next group only when none is (0, the first, by default).
+    #[serde(default, skip_serializing_if = "defaults::is_zero")]
+    pub priority: u32,
 }
 
 /// Load-balancing algorithm.
@@ -301,6 +557,7 @@ impl<'de> Deserialize<'de> for EndpointForm {
                 Ok(EndpointForm(Endpoint {
                     address: v.to_owned(),
                     weight: defaults::weight(),
+                    priority: 0,
                 }))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EndpointForm, A::Error> {

@@ -297,6 +297,15 @@ struct Validator {
     errors: Vec<FieldError>,
 }
 
+/// The problems of an API's endpoint settings at `path`.
+pub fn endpoint_settings(path: &str, e: &crate::service::EndpointSettings) -> Vec<FieldError> {
+    let mut service = Service::new("settings", []);
+    e.apply(&mut service);
+    let mut v = Validator::default();
+    v.service_settings(path, &service);
+    v.errors
+}
+
 /// The problems of upstream TLS settings at `path`.
 pub fn upstream_tls(path: &str, t: &crate::service::UpstreamTls) -> Vec<FieldError> {
     let mut v = Validator::default();
@@ -609,6 +618,12 @@ impl Validator {
                         format!("`{}` is listed twice", e.address),
                     );
                 }
+                if e.priority > 100 {
+                    self.err(
+                        format!("{ep}.priority"),
+                        format!("{}: use 0 (the first group) to 100", e.priority),
+                    );
+                }
                 if e.weight == 0 || e.weight > MAX_WEIGHT {
                     self.err(
                         format!("{ep}.weight"),
@@ -624,82 +639,179 @@ impl Validator {
             if let Some(t) = &s.tls {
                 self.upstream_tls(&format!("{p}.tls"), t);
             }
-            for (field, d) in [
-                ("connect_timeout", s.connect_timeout),
-                ("request_timeout", s.request_timeout),
-                ("idle_timeout", s.idle_timeout),
-            ] {
-                if d.get().is_zero() {
-                    self.err(format!("{p}.{field}"), "must be more than 0s");
+            self.service_settings(&p, s);
+        }
+        names.into_keys().collect()
+    }
+
+    /// The settings a service shares with an API's `endpoint_settings`.
+    fn service_settings(&mut self, p: &str, s: &Service) {
+        for (field, d) in [
+            ("connect_timeout", s.connect_timeout),
+            ("request_timeout", s.request_timeout),
+            ("idle_timeout", s.idle_timeout),
+        ] {
+            if d.get().is_zero() {
+                self.err(format!("{p}.{field}"), "must be more than 0s");
+            }
+        }
+        if s.dns_refresh.get().as_millis() < 100 {
+            self.err(format!("{p}.dns_refresh"), "must be at least 100ms");
+        }
+        match &s.load_balancing {
+            LoadBalancing::ConsistentHash(HashOn::Header(h)) => {
+                if let Some(m) = header_name_problem(h) {
+                    self.err(format!("{p}.load_balancing.consistent_hash.header"), m);
                 }
             }
-            if s.dns_refresh.get().as_millis() < 100 {
-                self.err(format!("{p}.dns_refresh"), "must be at least 100ms");
-            }
-            match &s.load_balancing {
-                LoadBalancing::ConsistentHash(HashOn::Header(h)) => {
-                    if let Some(m) = header_name_problem(h) {
-                        self.err(format!("{p}.load_balancing.consistent_hash.header"), m);
-                    }
-                }
-                LoadBalancing::ConsistentHash(HashOn::Cookie(c)) if !is_token(c) => {
-                    self.err(
-                        format!("{p}.load_balancing.consistent_hash.cookie"),
-                        format!("`{c}` is not a cookie name"),
-                    );
-                }
-                _ => {}
-            }
-            let r = &s.retries;
-            if r.attempts > 10 {
+            LoadBalancing::ConsistentHash(HashOn::Cookie(c)) if !is_token(c) => {
                 self.err(
-                    format!("{p}.retries.attempts"),
-                    format!("{}: use 0 to 10", r.attempts),
+                    format!("{p}.load_balancing.consistent_hash.cookie"),
+                    format!("`{c}` is not a cookie name"),
                 );
             }
-            for (j, st) in r.statuses.iter().enumerate() {
-                if !(400..=599).contains(st) {
-                    self.err(
-                        format!("{p}.retries.statuses[{j}]"),
-                        format!("{st}: only 4xx and 5xx statuses can be retried"),
-                    );
-                }
-            }
-            if !(0.0..=1.0).contains(&r.budget_ratio) {
+            _ => {}
+        }
+        let r = &s.retries;
+        if r.attempts > 10 {
+            self.err(
+                format!("{p}.retries.attempts"),
+                format!("{}: use 0 to 10", r.attempts),
+            );
+        }
+        for (j, st) in r.statuses.iter().enumerate() {
+            if !(400..=599).contains(st) {
                 self.err(
-                    format!("{p}.retries.budget_ratio"),
-                    format!("{}: use 0.0 to 1.0", r.budget_ratio),
-                );
-            }
-            let o = &s.outlier_detection;
-            for (j, st) in o.failure_statuses.iter().enumerate() {
-                if !(400..=599).contains(st) {
-                    self.err(
-                        format!("{p}.outlier_detection.failure_statuses[{j}]"),
-                        format!("{st} is not an error status (400 to 599)"),
-                    );
-                }
-            }
-            if o.max_ejection_percent > 100 {
-                self.err(
-                    format!("{p}.outlier_detection.max_ejection_percent"),
-                    "use 0 to 100",
-                );
-            }
-            if o.consecutive_failures > 0 && o.base_ejection_time.get().is_zero() {
-                self.err(
-                    format!("{p}.outlier_detection.base_ejection_time"),
-                    "must be more than 0s",
-                );
-            }
-            if o.max_ejection_time < o.base_ejection_time {
-                self.err(
-                    format!("{p}.outlier_detection.max_ejection_time"),
-                    "must not be shorter than base_ejection_time",
+                    format!("{p}.retries.statuses[{j}]"),
+                    format!("{st}: only 4xx and 5xx statuses can be retried"),
                 );
             }
         }
-        names.into_keys().collect()
+        if !(0.0..=1.0).contains(&r.budget_ratio) {
+            self.err(
+                format!("{p}.retries.budget_ratio"),
+                format!("{}: use 0.0 to 1.0", r.budget_ratio),
+            );
+        }
+        let o = &s.outlier_detection;
+        for (j, st) in o.failure_statuses.iter().enumerate() {
+            if !(400..=599).contains(st) {
+                self.err(
+                    format!("{p}.outlier_detection.failure_statuses[{j}]"),
+                    format!("{st} is not an error status (400 to 599)"),
+                );
+            }
+        }
+        if o.max_ejection_percent > 100 {
+            self.err(
+                format!("{p}.outlier_detection.max_ejection_percent"),
+                "use 0 to 100",
+            );
+        }
+        if o.consecutive_failures > 0 && o.base_ejection_time.get().is_zero() {
+            self.err(
+                format!("{p}.outlier_detection.base_ejection_time"),
+                "must be more than 0s",
+            );
+        }
+        if o.max_ejection_time < o.base_ejection_time {
+            self.err(
+                format!("{p}.outlier_detection.max_ejection_time"),
+                "must not be shorter than base_ejection_time",
+            );
+        }
+        if let Some(h) = &s.health_check {
+            self.health_check(&format!("{p}.health_check"), h);
+        }
+        let pool = &s.connection_pool;
+        for (field, v) in [
+            ("max_connections", pool.max_connections),
+            ("max_requests", pool.max_requests),
+        ] {
+            if v == Some(0) {
+                self.err(
+                    format!("{p}.connection_pool.{field}"),
+                    "must be at least 1 (leave it out for no limit)",
+                );
+            }
+        }
+        if pool.max_connections.is_some() && s.protocol.is_http2() {
+            self.err(
+                format!("{p}.connection_pool.max_connections"),
+                "limits HTTP/1.1 connections; this service speaks HTTP/2: limit its streams with max_requests",
+            );
+        }
+        if pool.max_pending_requests.is_some()
+            && pool.max_connections.is_none()
+            && pool.max_requests.is_none()
+        {
+            self.err(
+                format!("{p}.connection_pool.max_pending_requests"),
+                "requests wait only when max_connections or max_requests is reached: set one of them",
+            );
+        }
+    }
+
+    fn health_check(&mut self, p: &str, h: &crate::service::HealthCheck) {
+        use crate::service::HealthProtocol;
+        let interval = h.interval.get();
+        if interval < std::time::Duration::from_millis(100) || interval.as_secs() > 3600 {
+            self.err(format!("{p}.interval"), "use 100ms to 1h");
+        }
+        if h.timeout.get().is_zero() || h.timeout.get().as_secs() > 60 {
+            self.err(format!("{p}.timeout"), "use more than 0s and at most 60s");
+        }
+        for (field, n) in [
+            ("healthy_threshold", h.healthy_threshold),
+            ("unhealthy_threshold", h.unhealthy_threshold),
+        ] {
+            if n == 0 || n > 100 {
+                self.err(format!("{p}.{field}"), format!("{n}: use 1 to 100"));
+            }
+        }
+        if h.port == Some(0) {
+            self.err(format!("{p}.port"), "port 0 cannot be connected to");
+        }
+        let http = matches!(h.protocol, HealthProtocol::Http | HealthProtocol::Http2);
+        match &h.path {
+            Some(_) if !http => self.err(
+                format!("{p}.path"),
+                "only http and http2 checks request a path",
+            ),
+            Some(path)
+                if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) =>
+            {
+                self.err(
+                    format!("{p}.path"),
+                    format!("`{path}`: write a path starting with `/`, without spaces"),
+                )
+            }
+            _ => {}
+        }
+        if h.expected_statuses.is_empty() {
+            self.err(
+                format!("{p}.expected_statuses"),
+                "list at least one status or range, e.g. \"200-399\"",
+            );
+        } else if !http && !crate::defaults::is_expected_statuses(&h.expected_statuses) {
+            self.err(
+                format!("{p}.expected_statuses"),
+                "only http and http2 checks read a status",
+            );
+        }
+        if h.grpc_service.is_some() && h.protocol != HealthProtocol::Grpc {
+            self.err(
+                format!("{p}.grpc_service"),
+                "only grpc checks name a service",
+            );
+        }
+        if let Some(host) = &h.host {
+            if h.protocol == HealthProtocol::Tcp {
+                self.err(format!("{p}.host"), "tcp checks send no Host");
+            } else if let Err(m) = check_host(host.split(':').next().unwrap_or(host), false) {
+                self.err(format!("{p}.host"), m);
+            }
+        }
     }
 
     fn route(

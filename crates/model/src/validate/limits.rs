@@ -59,7 +59,12 @@ pub fn string_limit(key: &str) -> usize {
         "body" => BODY,
         "context" => CONTEXT,
         "hosts" => HOST,
-        "url" | "endpoints" | "production_endpoints" | "sandbox_endpoints" => URL,
+        "url"
+        | "endpoints"
+        | "production_endpoints"
+        | "sandbox_endpoints"
+        | "production_failover_endpoints"
+        | "sandbox_failover_endpoints" => URL,
         "api_key_header" | "remove" | "allow_headers" | "expose_headers" | "method" | "methods"
         | "allow_methods" => HEADER_NAME,
         _ => TEXT,
@@ -79,7 +84,11 @@ pub fn map_key_limit(key: &str) -> usize {
 pub fn list_limit(key: &str) -> usize {
     match key {
         "hosts" => HOSTS,
-        "endpoints" | "production_endpoints" | "sandbox_endpoints" => ENDPOINTS,
+        "endpoints"
+        | "production_endpoints"
+        | "sandbox_endpoints"
+        | "production_failover_endpoints"
+        | "sandbox_failover_endpoints" => ENDPOINTS,
         "routes" | "services" | "files" | "hashes" => COLLECTION,
         _ => LIST,
     }
