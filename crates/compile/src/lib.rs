@@ -413,13 +413,12 @@ fn compile_api(
         && !spec.sandbox_endpoints.is_empty()
     {
         let name = format!("api.{}.sandbox", api.api_id);
-        let eps: Vec<_> = spec
-            .sandbox_endpoints
-            .iter()
-            .filter_map(|u| parse_endpoint_url(u).ok())
-            .collect();
-        let mut svc = Service::new(&name, eps.iter().map(|e| e.address.clone()));
-        svc.tls = backend_tls(spec, &eps);
+        let svc = api_service(
+            &name,
+            spec,
+            &spec.sandbox_endpoints,
+            &spec.sandbox_failover_endpoints,
+        );
         services.insert(name.clone(), svc);
         Some(Forward {
             service: Some(name),
@@ -431,8 +430,7 @@ fn compile_api(
     let forward = if parsed.is_empty() {
         None
     } else {
-        let mut svc = Service::new(&service_name, parsed.iter().map(|e| e.address.clone()));
-        svc.tls = backend_tls(spec, &parsed);
+        let svc = api_service(&service_name, spec, urls, failover_for(gw.kind, spec));
         services.insert(service_name.clone(), svc);
         Some(Forward {
             service: Some(service_name.clone()),
@@ -666,6 +664,44 @@ fn compile_app(
 
 /// TLS to an API's backends when they are `https://` URLs: its `backend_tls`, else the
 /// system's roots.
+/// The failover endpoints that back up [`endpoints_for`].
+fn failover_for(kind: GatewayKind, api: &ApiSpec) -> &[String] {
+    match kind {
+        GatewayKind::Sandbox if !api.sandbox_endpoints.is_empty() => {
+            &api.sandbox_failover_endpoints
+        }
+        GatewayKind::Sandbox => &[],
+        GatewayKind::Production | GatewayKind::Hybrid => &api.production_failover_endpoints,
+    }
+}
+
+/// The service an API's endpoints make: the endpoints in the first failover group, each
+/// failover endpoint in a group of its own after them, with the API's endpoint settings.
+fn api_service(name: &str, spec: &ApiSpec, urls: &[String], failover: &[String]) -> Service {
+    let parse = |list: &[String]| -> Vec<_> {
+        list.iter()
+            .filter_map(|u| parse_endpoint_url(u).ok())
+            .collect()
+    };
+    let primary = parse(urls);
+    let backups = parse(failover);
+    let mut svc = Service::new(name, primary.iter().map(|e| e.address.clone()));
+    for (k, e) in backups.iter().enumerate() {
+        if svc.endpoints.iter().all(|x| x.address != e.address) {
+            svc.endpoints.push(portico_model::Endpoint {
+                address: e.address.clone(),
+                weight: 1,
+                priority: k as u32 + 1,
+            });
+        }
+    }
+    svc.tls = backend_tls(spec, &primary).or_else(|| backend_tls(spec, &backups));
+    if let Some(settings) = &spec.endpoint_settings {
+        settings.apply(&mut svc);
+    }
+    svc
+}
+
 fn backend_tls(
     spec: &ApiSpec,
     endpoints: &[portico_model::control::EndpointUrl],

@@ -574,6 +574,37 @@ impl ApiSpec {
                 ));
             }
         }
+        // A failover endpoint takes the same requests: one scheme and one base path.
+        for (field, primary, backups) in [
+            (
+                "production_failover_endpoints",
+                &self.production_endpoints,
+                &self.production_failover_endpoints,
+            ),
+            (
+                "sandbox_failover_endpoints",
+                &self.sandbox_endpoints,
+                &self.sandbox_failover_endpoints,
+            ),
+        ] {
+            let Some(first) = primary.first().and_then(|u| parse_endpoint_url(u).ok()) else {
+                continue;
+            };
+            for (i, u) in backups.iter().enumerate() {
+                let Ok(e) = parse_endpoint_url(u) else {
+                    continue;
+                };
+                if e.tls != first.tls || e.base_path != first.base_path {
+                    errors.push(FieldError::new(
+                        format!("{field}[{i}]"),
+                        format!(
+                            "`{u}`: a failover endpoint takes the same requests as `{}`: use its scheme and path",
+                            primary[0]
+                        ),
+                    ));
+                }
+            }
+        }
         if let Some(t) = &self.backend_tls {
             errors.extend(validate::upstream_tls("backend_tls", t));
         }

@@ -59,5 +59,8 @@ pub use service::{
     LoadBalancing, OutlierDetection, Retries, Service, StatusRange, UpstreamProtocol, UpstreamTls,
 };
 pub use snapshot::{Format, GatewayFile, SCHEMA, Snapshot};
-pub use sync::{ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims, NodeReport, SyncEnvelope};
+pub use sync::{
+    ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims, MAX_REPORTED_ENDPOINTS, NodeReport, SyncEnvelope,
+    UnhealthyEndpoint,
+};
 pub use units::{ByteSize, Duration};

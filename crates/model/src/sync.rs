@@ -45,6 +45,23 @@ pub struct NodeReport {
     /// gateway's token cannot report as this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_key: Option<String>,
+    /// Endpoints the node's active health checks hold out of balancing (at most
+    /// [`MAX_REPORTED_ENDPOINTS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unhealthy_endpoints: Vec<UnhealthyEndpoint>,
+}
+
+/// The most unhealthy endpoints one report lists.
+pub const MAX_REPORTED_ENDPOINTS: usize = 1000;
+
+/// An endpoint that failed its health checks on a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnhealthyEndpoint {
+    /// The service.
+    pub service: String,
+    /// The endpoint's address.
+    pub endpoint: String,
 }
 
 impl std::fmt::Debug for NodeKeyRedacted<'_> {
@@ -70,6 +87,7 @@ impl std::fmt::Debug for NodeReport {
             .field("last_error", &self.last_error)
             .field("last_error_at", &self.last_error_at)
             .field("node_key", &NodeKeyRedacted(&self.node_key))
+            .field("unhealthy_endpoints", &self.unhealthy_endpoints)
             .finish()
     }
 }

@@ -1102,6 +1102,17 @@ pub async fn status(c: &Client) -> anyhow::Result<()> {
         &refs,
     );
     for g in v["gateways"].as_array().into_iter().flatten() {
+        for n in g["nodes"].as_array().into_iter().flatten() {
+            for e in n["unhealthy_endpoints"].as_array().into_iter().flatten() {
+                crate::cli::out!(
+                    "unhealthy: gateway `{}` node {}: service `{}` endpoint {} fails its health checks",
+                    g["gateway"].as_str().unwrap_or_default(),
+                    n["node_id"].as_str().unwrap_or_default(),
+                    e["service"].as_str().unwrap_or_default(),
+                    e["endpoint"].as_str().unwrap_or_default()
+                );
+            }
+        }
         for w in g["warnings"].as_array().into_iter().flatten() {
             crate::cli::out!(
                 "warning: gateway `{}`: {}: the second is never reached",

@@ -176,7 +176,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let mut applied = env;
     // The last apply's error and its time, reported until an apply succeeds.
     let mut last_error: Option<(String, u64)> = None;
-    report(&st, &builtin_id, gid, &hostname, &applied, None).await;
+    report(&st, &gateway, &builtin_id, gid, &hostname, &applied, None).await;
 
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -196,12 +196,12 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
                                 tracing::info!(gateway = DEFAULT_GATEWAY, version = env.version, "snapshot applied");
                                 applied = env;
                                 last_error = None;
-                                report(&st, &builtin_id, gid, &hostname, &applied, None).await;
+                                report(&st, &gateway, &builtin_id, gid, &hostname, &applied, None).await;
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, "the built-in gateway refused its snapshot");
                                 last_error = Some((e.to_string(), now_secs()));
-                                report(&st, &builtin_id, gid, &hostname, &applied, last_error.clone()).await;
+                                report(&st, &gateway, &builtin_id, gid, &hostname, &applied, last_error.clone()).await;
                             }
                         }
                     }
@@ -209,7 +209,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
                     Err(e) => tracing::error!(error = %e, "cannot load the built-in gateway's snapshot"),
                 }
             }
-            _ = heartbeat.tick() => report(&st, &builtin_id, gid, &hostname, &applied, last_error.clone()).await,
+            _ = heartbeat.tick() => report(&st, &gateway, &builtin_id, gid, &hostname, &applied, last_error.clone()).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = stop_rx.changed() => break,
@@ -255,6 +255,7 @@ async fn current(st: &portico_control::ControlPlane, gid: i64) -> anyhow::Result
 
 async fn report(
     st: &portico_control::ControlPlane,
+    gateway: &Gateway,
     node_id: &str,
     gid: i64,
     hostname: &str,
@@ -269,6 +270,7 @@ async fn report(
         last_error_at: error.as_ref().map(|(_, t)| *t),
         last_error: error.map(|(e, _)| e),
         node_key: None,
+        unhealthy_endpoints: gateway.unhealthy_endpoints(),
     };
     if let Err(e) = st
         .store

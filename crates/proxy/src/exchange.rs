@@ -142,6 +142,8 @@ pub struct Exchange {
     pub stats: Option<Arc<RouteStats>>,
     /// The endpoint that answered, counted in flight until the end.
     pub endpoint: Option<InFlight>,
+    /// The service's connection pool slot this request holds until the end.
+    pub pool_slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The client connection's activity.
     pub conn: Option<Arc<ConnActivity>>,
     /// Access log fields, when the log is on.
@@ -160,6 +162,7 @@ impl Exchange {
             upstream_time: None,
             stats: None,
             endpoint: None,
+            pool_slot: None,
             conn,
             log: None,
             done: false,

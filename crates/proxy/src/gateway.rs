@@ -323,6 +323,21 @@ impl Gateway {
         self.inner.internal.as_ref().map(|(a, _)| *a)
     }
 
+    /// Every endpoint active health checks watch, with its health.
+    pub fn endpoint_health(&self) -> Vec<crate::upstream::EndpointHealth> {
+        self.inner.cx.registry.health()
+    }
+
+    /// The endpoints active health checks hold out of balancing, for reports.
+    pub fn unhealthy_endpoints(&self) -> Vec<portico_model::UnhealthyEndpoint> {
+        unhealthy(&self.inner.cx.registry)
+    }
+
+    /// The state kept across Snapshots (endpoint health, budgets, pool limits).
+    pub fn registry(&self) -> &Arc<crate::upstream::StateRegistry> {
+        &self.inner.cx.registry
+    }
+
     /// The metric families.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.cx.metrics
@@ -434,4 +449,20 @@ fn start_worker(i: usize) -> Result<(Worker, tokio::runtime::Handle), Error> {
         },
         handle,
     ))
+}
+
+/// The endpoints `registry`'s health checks hold out, at most as many as a report lists.
+pub fn unhealthy(
+    registry: &crate::upstream::StateRegistry,
+) -> Vec<portico_model::UnhealthyEndpoint> {
+    registry
+        .health()
+        .into_iter()
+        .filter(|h| !h.healthy)
+        .take(portico_model::MAX_REPORTED_ENDPOINTS)
+        .map(|h| portico_model::UnhealthyEndpoint {
+            service: h.service,
+            endpoint: h.endpoint,
+        })
+        .collect()
 }

@@ -42,6 +42,27 @@ struct ErrorLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    service: Arc<str>,
+    limit: &'static str,
+}
+
+/// Labels of per-endpoint series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// Service name.
+    pub service: Arc<str>,
+    /// The endpoint's address.
+    pub endpoint: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    service: Arc<str>,
+    result: &'static str,
+}
+
 /// Labels of per-listener series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -65,6 +86,9 @@ pub struct Metrics {
     upstream_errors: Family<ErrorLabels, Counter>,
     retries: Family<ServiceLabels, Counter>,
     ejections: Family<ServiceLabels, Counter>,
+    overflows: Family<LimitLabels, Counter>,
+    endpoint_healthy: Family<EndpointLabels, Gauge>,
+    health_checks: Family<CheckLabels, Counter>,
     client_connections: Family<ListenerLabels, Gauge>,
     client_connections_total: Family<ListenerLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
@@ -105,6 +129,49 @@ pub struct ServiceStats {
     pub retries: Counter,
     /// Endpoints ejected.
     pub ejections: Counter,
+    name: Arc<str>,
+    health_checks: Family<CheckLabels, Counter>,
+    overflows: Family<LimitLabels, Counter>,
+    endpoint_healthy: Family<EndpointLabels, Gauge>,
+}
+
+impl ServiceStats {
+    /// Counts a request refused by the connection pool's `limit`.
+    pub fn overflow(&self, limit: &'static str) {
+        self.overflows
+            .get_or_create(&LimitLabels {
+                service: self.name.clone(),
+                limit,
+            })
+            .inc();
+    }
+
+    /// The counters of health probes passed and failed (made when a service has checks).
+    pub fn health_checks(&self) -> (Counter, Counter) {
+        let c = |result| {
+            self.health_checks.get_or_create_owned(&CheckLabels {
+                service: self.name.clone(),
+                result,
+            })
+        };
+        (c("passed"), c("failed"))
+    }
+
+    /// The gauge of an endpoint's health (1 healthy, 0 not).
+    pub fn endpoint_health(&self, endpoint: &Arc<str>) -> Gauge {
+        self.endpoint_healthy.get_or_create_owned(&EndpointLabels {
+            service: self.name.clone(),
+            endpoint: endpoint.clone(),
+        })
+    }
+
+    /// Forgets an endpoint's health gauge (it left the service).
+    pub fn forget_endpoint(&self, endpoint: &Arc<str>) {
+        self.endpoint_healthy.remove(&EndpointLabels {
+            service: self.name.clone(),
+            endpoint: endpoint.clone(),
+        });
+    }
 }
 
 /// Handles for one listener.
@@ -167,6 +234,24 @@ impl Metrics {
             "Endpoints ejected by passive outlier detection",
             ejections.clone(),
         );
+        let overflows = Family::default();
+        registry.register(
+            "upstream_overflow",
+            "Requests refused by a service's connection pool limit (max_connections, max_requests, max_pending_requests, pending_timeout)",
+            overflows.clone(),
+        );
+        let endpoint_healthy = Family::default();
+        registry.register(
+            "upstream_endpoint_healthy",
+            "Active health of an endpoint: 1 healthy, 0 taken out by its health checks",
+            endpoint_healthy.clone(),
+        );
+        let health_checks = Family::default();
+        registry.register(
+            "upstream_health_checks",
+            "Health probes sent to a service's endpoints, by result: passed, failed",
+            health_checks.clone(),
+        );
         let client_connections = Family::default();
         registry.register(
             "client_connections",
@@ -206,6 +291,9 @@ impl Metrics {
             upstream_errors,
             retries,
             ejections,
+            overflows,
+            endpoint_healthy,
+            health_checks,
             client_connections,
             client_connections_total,
             reloads,
@@ -261,6 +349,10 @@ impl Metrics {
             failures: err("reset"),
             retries: self.retries.get_or_create_owned(&l),
             ejections: self.ejections.get_or_create_owned(&l),
+            name: name.clone(),
+            health_checks: self.health_checks.clone(),
+            overflows: self.overflows.clone(),
+            endpoint_healthy: self.endpoint_healthy.clone(),
         }
     }
 

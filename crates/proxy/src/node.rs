@@ -64,6 +64,8 @@ pub struct NodeState {
     pub resync: Notify,
     /// App files of the snapshot applied before the current one.
     previous_files: Mutex<std::collections::HashSet<String>>,
+    /// The gateway's endpoint health, once the node serves.
+    health: std::sync::OnceLock<Arc<crate::upstream::StateRegistry>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -117,6 +119,7 @@ impl NodeState {
             inner: Mutex::new(Applied::default()),
             resync: Notify::new(),
             previous_files: Mutex::default(),
+            health: std::sync::OnceLock::new(),
         })
     }
 
@@ -132,8 +135,18 @@ impl NodeState {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Watches the endpoint health of the gateway this node serves (for reports and status).
+    pub fn watch_health(&self, registry: Arc<crate::upstream::StateRegistry>) {
+        let _ = self.health.set(registry);
+    }
+
     /// The report sent to the control plane.
     pub fn report(&self) -> NodeReport {
+        let unhealthy_endpoints = self
+            .health
+            .get()
+            .map(|r| crate::gateway::unhealthy(r))
+            .unwrap_or_default();
         let a = self.lock();
         NodeReport {
             node_id: self.node_id.clone(),
@@ -143,6 +156,7 @@ impl NodeState {
             last_error: a.last_error.as_ref().map(|(e, _)| e.clone()),
             last_error_at: a.last_error.as_ref().map(|(_, t)| *t),
             node_key: Some(self.node_key.clone()),
+            unhealthy_endpoints,
         }
     }
 
@@ -189,6 +203,7 @@ impl NodeState {
             "sync_error": a.sync_error,
             "last_sync": a.last_sync,
             "certificates": a.acme,
+            "endpoints": self.health.get().map(|r| r.health()).unwrap_or_default(),
         })
     }
 }
@@ -260,6 +275,7 @@ pub async fn run_sync(
     state: Arc<NodeState>,
     mut stop: watch::Receiver<bool>,
 ) {
+    state.watch_health(gateway.registry().clone());
     let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
     if let Some(pem) = &settings.ca_pem {
         match reqwest::Certificate::from_pem_bundle(pem) {

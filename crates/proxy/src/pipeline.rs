@@ -696,6 +696,15 @@ async fn forward(
             .as_ref()
             .filter(|_| parts.version == Version::HTTP_11),
     };
+    if let Some(limits) = &svc.limits {
+        match limits.admit(up.timeout).await {
+            Ok(slot) => ex.pool_slot = Some(slot),
+            Err(refused) => {
+                svc.stats.overflow(limits.metric_limit(refused));
+                return Err(limits.error(&svc.name, refused, up.timeout));
+            }
+        }
+    }
     if svc.protocol.is_http2() {
         forward_h2(up, parts, body, ex).await
     } else {

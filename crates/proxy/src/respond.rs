@@ -32,6 +32,9 @@ pub enum ErrorKind {
     BodyTooLarge,
     /// The route's service has no available endpoint.
     NoEndpoint,
+    /// The service's connection pool is full (`max_connections`, `max_requests`,
+    /// `max_pending_requests`).
+    Overflow,
     /// Connecting to the endpoint failed.
     ConnectFailed,
     /// Connecting to the endpoint timed out.
@@ -102,7 +105,7 @@ impl ErrorKind {
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoEndpoint | Self::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             Self::ConnectFailed | Self::UpstreamReset | Self::UpgradeUnsupported => {
                 StatusCode::BAD_GATEWAY
             }
@@ -118,6 +121,7 @@ impl ErrorKind {
             Self::HeadersTooLarge => "headers_too_large",
             Self::BodyTooLarge => "body_too_large",
             Self::NoEndpoint => "no_healthy_endpoint",
+            Self::Overflow => "upstream_overflow",
             Self::ConnectFailed => "upstream_connect_failed",
             Self::ConnectTimeout => "upstream_connect_timeout",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -146,6 +150,7 @@ impl ErrorKind {
             | Self::Forbidden
             | Self::RateLimited => Fault::Downstream,
             Self::NoEndpoint
+            | Self::Overflow
             | Self::ConnectFailed
             | Self::ConnectTimeout
             | Self::UpstreamTimeout
@@ -165,9 +170,11 @@ impl ErrorKind {
             Self::Unauthorized => 16,                   // UNAUTHENTICATED
             Self::Forbidden => 7,                       // PERMISSION_DENIED
             Self::RateLimited => 8,                     // RESOURCE_EXHAUSTED
-            Self::NoEndpoint | Self::ConnectFailed | Self::ConnectTimeout | Self::UpstreamReset => {
-                14
-            } // UNAVAILABLE
+            Self::NoEndpoint
+            | Self::Overflow
+            | Self::ConnectFailed
+            | Self::ConnectTimeout
+            | Self::UpstreamReset => 14, // UNAVAILABLE
         }
     }
 }

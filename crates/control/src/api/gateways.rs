@@ -255,6 +255,7 @@ pub(crate) fn node_json(
         "last_error_at": n.last_error_at,
         "last_seen_seconds_ago": t - n.last_seen,
         "state": node_state(st, current, n.applied_version, n.last_seen),
+        "unhealthy_endpoints": n.unhealthy_endpoints,
     })
 }
 

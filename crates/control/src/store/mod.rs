@@ -92,6 +92,7 @@ migrations! {
     15 "settings" "0015_settings.sql",
     16 "app files in the database" "0016_blob_chunks.sql",
     17 "sign-in failures" "0017_signin_failures.sql",
+    18 "endpoint health in node reports" "0018_endpoint_health.sql",
 }
 
 /// The schema version this Portico writes (its last migration).
@@ -397,6 +398,8 @@ pub struct NodeRecord {
     pub last_error_at: Option<i64>,
     /// Unix seconds of its last report.
     pub last_seen: i64,
+    /// Endpoints its health checks hold out of balancing.
+    pub unhealthy_endpoints: Vec<portico_model::UnhealthyEndpoint>,
 }
 
 /// A gateway a token belongs to.

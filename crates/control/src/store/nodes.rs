@@ -52,7 +52,7 @@ impl Store {
     pub async fn all_nodes(&self) -> Result<HashMap<i64, Vec<NodeRecord>>, Error> {
         let rows = sqlx::query(
             "SELECT gateway_id, node_id, hostname, applied_version, applied_hash, last_error, last_seen, \
-             last_error_at FROM nodes ORDER BY gateway_id, node_id",
+             last_error_at, unhealthy_endpoints FROM nodes ORDER BY gateway_id, node_id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -66,6 +66,7 @@ impl Store {
                 last_error: r.try_get(5)?,
                 last_seen: r.try_get(6)?,
                 last_error_at: r.try_get(7)?,
+                unhealthy_endpoints: endpoints(r.try_get(8)?),
             });
         }
         Ok(out)
@@ -106,7 +107,7 @@ impl Store {
     pub async fn nodes(&self, gateway_id: i64) -> Result<Vec<NodeRecord>, Error> {
         let rows = sqlx::query(
             "SELECT node_id, hostname, applied_version, applied_hash, last_error, last_seen, \
-             last_error_at FROM nodes WHERE gateway_id = $1 ORDER BY node_id",
+             last_error_at, unhealthy_endpoints FROM nodes WHERE gateway_id = $1 ORDER BY node_id",
         )
         .bind(gateway_id)
         .fetch_all(&self.pool)
@@ -121,6 +122,7 @@ impl Store {
                     last_error: r.try_get(4)?,
                     last_seen: r.try_get(5)?,
                     last_error_at: r.try_get(6)?,
+                    unhealthy_endpoints: endpoints(r.try_get(7)?),
                 })
             })
             .collect()
@@ -173,11 +175,12 @@ async fn record_report(
         }
     }
     sqlx::query(
-        "INSERT INTO nodes (gateway_id, node_id, hostname, applied_version, applied_hash, last_error, last_error_at, last_seen, key_hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+        "INSERT INTO nodes (gateway_id, node_id, hostname, applied_version, applied_hash, last_error, last_error_at, last_seen, key_hash, unhealthy_endpoints) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (gateway_id, node_id) DO UPDATE SET hostname = excluded.hostname, \
          applied_version = excluded.applied_version, applied_hash = excluded.applied_hash, \
          last_error = excluded.last_error, last_error_at = excluded.last_error_at, \
+         unhealthy_endpoints = excluded.unhealthy_endpoints, \
          last_seen = excluded.last_seen, key_hash = COALESCE(nodes.key_hash, excluded.key_hash)",
     )
     .bind(gateway_id)
@@ -189,6 +192,17 @@ async fn record_report(
     .bind(report.last_error_at.map(|v| v as i64))
     .bind(t)
     .bind(key_hash)
+    .bind(if report.unhealthy_endpoints.is_empty() {
+        None
+    } else {
+        serde_json::to_string(
+            &report.unhealthy_endpoints[..report
+                .unhealthy_endpoints
+                .len()
+                .min(portico_model::MAX_REPORTED_ENDPOINTS)],
+        )
+        .ok()
+    })
     .execute(&mut *conn)
     .await
     .map_err(|e| match &e {
@@ -199,4 +213,10 @@ async fn record_report(
         _ => Error::Db(e),
     })?;
     Ok(())
+}
+
+/// The stored list of a node's unhealthy endpoints (none when unreadable: it is advisory).
+fn endpoints(text: Option<String>) -> Vec<portico_model::UnhealthyEndpoint> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
 }

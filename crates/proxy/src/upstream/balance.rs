@@ -17,6 +17,18 @@ pub struct EndpointSet {
     balancer: Balancer,
     /// Cumulative weights for weighted random picks.
     cumulative: Box<[u64]>,
+    /// Failover groups, lowest priority first, when the endpoints have more than one
+    /// priority (empty otherwise): each with its own tables and its endpoints' indices here.
+    groups: Box<[Group]>,
+    /// When every endpoint is out by its health checks, balance across them anyway.
+    fail_open: bool,
+}
+
+/// One failover group.
+#[derive(Debug)]
+struct Group {
+    set: EndpointSet,
+    index: Box<[usize]>,
 }
 
 /// The algorithm and its tables.
@@ -49,8 +61,36 @@ pub enum Algorithm {
 const SCHEDULE_MAX: u64 = 1 << 16;
 
 impl EndpointSet {
-    /// Builds the tables for `endpoints`.
-    pub fn new(endpoints: Vec<Arc<Endpoint>>, algorithm: &Algorithm) -> Self {
+    /// Builds the tables for `endpoints`, in failover groups when they have several
+    /// priorities. `fail_open`: when none is available by its health checks, pick among
+    /// them anyway.
+    pub fn new(endpoints: Vec<Arc<Endpoint>>, algorithm: &Algorithm, fail_open: bool) -> Self {
+        let mut priorities: Vec<u32> = endpoints.iter().map(|e| e.priority).collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        let groups = if priorities.len() > 1 {
+            priorities
+                .iter()
+                .map(|&p| {
+                    let index: Box<[usize]> = (0..endpoints.len())
+                        .filter(|&i| endpoints[i].priority == p)
+                        .collect();
+                    let members = index.iter().map(|&i| endpoints[i].clone()).collect();
+                    Group {
+                        set: Self::flat(members, algorithm, false),
+                        index,
+                    }
+                })
+                .collect()
+        } else {
+            Box::default()
+        };
+        let mut set = Self::flat(endpoints, algorithm, fail_open);
+        set.groups = groups;
+        set
+    }
+
+    fn flat(endpoints: Vec<Arc<Endpoint>>, algorithm: &Algorithm, fail_open: bool) -> Self {
         let mut acc = 0u64;
         let cumulative = endpoints
             .iter()
@@ -74,6 +114,8 @@ impl EndpointSet {
             endpoints,
             balancer,
             cumulative,
+            groups: Box::default(),
+            fail_open,
         }
     }
 
@@ -82,15 +124,60 @@ impl EndpointSet {
         self.endpoints.is_empty()
     }
 
-    /// Picks an available endpoint. `hash` feeds consistent hashing (random without one);
-    /// `avoid` is an endpoint index to skip when another is available (a retry's previous pick).
+    /// Picks an available endpoint: from the first failover group that has one, and, when
+    /// none has and the set fails open, from the endpoints out only by their health checks.
+    /// `hash` feeds consistent hashing (random without one); `avoid` is an endpoint index to
+    /// skip when another is available (a retry's previous pick).
     #[inline]
     pub fn pick(&self, hash: Option<u64>, avoid: Option<usize>, now_ms: u64) -> Option<usize> {
+        if self.groups.is_empty() {
+            return self.pick_in(hash, avoid, now_ms, false).or_else(|| {
+                if self.fail_open {
+                    self.pick_in(hash, avoid, now_ms, true)
+                } else {
+                    None
+                }
+            });
+        }
+        let in_groups = |ignore_health: bool| {
+            self.groups.iter().find_map(|g| {
+                let avoid = avoid.and_then(|a| g.index.iter().position(|&x| x == a));
+                g.set
+                    .pick_in(hash, avoid, now_ms, ignore_health)
+                    .map(|i| g.index[i])
+            })
+        };
+        in_groups(false).or_else(|| {
+            if self.fail_open {
+                in_groups(true)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Picks within this set's own tables; `ignore_health` counts endpoints out only by
+    /// their health checks as available.
+    #[inline]
+    fn pick_in(
+        &self,
+        hash: Option<u64>,
+        avoid: Option<usize>,
+        now_ms: u64,
+        ignore_health: bool,
+    ) -> Option<usize> {
         let n = self.endpoints.len();
         if n == 0 {
             return None;
         }
-        let ok = |i: usize| self.endpoints[i].available(now_ms) && (Some(i) != avoid || n == 1);
+        let ok = |i: usize| {
+            let s = &self.endpoints[i].state;
+            (if ignore_health {
+                s.not_ejected(now_ms)
+            } else {
+                s.available(now_ms)
+            }) && (Some(i) != avoid || n == 1)
+        };
         let first = match &self.balancer {
             Balancer::RoundRobin { schedule, next } => {
                 let start = next.fetch_add(1, Ordering::Relaxed);
@@ -279,11 +366,12 @@ mod tests {
                     authority: http::HeaderValue::from_str(&addr.to_string()).unwrap(),
                     label: addr.to_string().into(),
                     weight: w,
+                    priority: 0,
                     state: Arc::new(EndpointState::default()),
                 })
             })
             .collect();
-        EndpointSet::new(endpoints, &algorithm)
+        EndpointSet::new(endpoints, &algorithm, false)
     }
 
     fn counts(s: &EndpointSet, picks: usize, hash: impl Fn(usize) -> Option<u64>) -> Vec<usize> {
@@ -366,10 +454,50 @@ mod tests {
             }
             s.endpoints[2].state.set_healthy(false);
             assert_eq!(s.pick(None, None, 0), None, "{alg:?}");
+            // Failing open: all out by health checks, all in the running again.
+            let open = EndpointSet::new(s.endpoints.clone(), &alg, true);
+            assert!(open.pick(None, None, 0).is_some(), "{alg:?}");
             let s = set(&[1, 1], alg.clone());
             for i in 0..50 {
                 assert_eq!(s.pick(Some(i), Some(0), 0), Some(1), "{alg:?}");
             }
         }
+    }
+
+    #[test]
+    fn failover_groups_take_traffic_in_priority_order() {
+        let endpoints: Vec<Arc<Endpoint>> = [(1, 0), (2, 0), (3, 1), (4, 2)]
+            .iter()
+            .map(|&(n, priority)| {
+                let addr: std::net::SocketAddr = format!("10.0.0.{n}:80").parse().unwrap();
+                Arc::new(Endpoint {
+                    addr,
+                    authority: http::HeaderValue::from_str(&addr.to_string()).unwrap(),
+                    label: addr.to_string().into(),
+                    weight: 1,
+                    priority,
+                    state: Arc::new(EndpointState::default()),
+                })
+            })
+            .collect();
+        let s = EndpointSet::new(endpoints, &Algorithm::RoundRobin, false);
+        let picks: std::collections::BTreeSet<usize> =
+            (0..20).map(|_| s.pick(None, None, 0).unwrap()).collect();
+        assert_eq!(picks, [0, 1].into(), "the first group takes everything");
+        assert_eq!(
+            s.pick(None, Some(0), 0),
+            Some(1),
+            "a retry stays in the group"
+        );
+        s.endpoints[0].state.set_healthy(false);
+        assert_eq!(s.pick(None, Some(1), 0), Some(2), "then the next group");
+        s.endpoints[1].state.set_healthy(false);
+        assert_eq!(s.pick(None, None, 0), Some(2));
+        s.endpoints[2].state.set_healthy(false);
+        assert_eq!(s.pick(None, None, 0), Some(3), "and the last");
+        s.endpoints[3].state.set_healthy(false);
+        assert_eq!(s.pick(None, None, 0), None, "closed: nothing");
+        s.endpoints[1].state.set_healthy(true);
+        assert_eq!(s.pick(None, None, 0), Some(1), "the first group back first");
     }
 }

@@ -229,7 +229,7 @@ async fn connect(svc: &Service, ep: &Endpoint) -> Result<UpStream, SendError> {
 }
 
 /// The host part of `host:port` (brackets of an IPv6 address removed).
-fn host_of(authority: &http::HeaderValue) -> &str {
+pub(crate) fn host_of(authority: &http::HeaderValue) -> &str {
     let a = authority.to_str().unwrap_or_default();
     let host = match a.rsplit_once(':') {
         Some((h, p)) if p.parse::<u16>().is_ok() => h,

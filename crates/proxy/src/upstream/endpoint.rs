@@ -20,6 +20,8 @@ pub struct Endpoint {
     pub label: Arc<str>,
     /// Relative weight.
     pub weight: u32,
+    /// Failover group (lowest first).
+    pub priority: u32,
     /// Live state shared across Snapshots.
     pub state: Arc<EndpointState>,
 }
@@ -34,8 +36,12 @@ pub struct EndpointState {
     ejected_until: AtomicU64,
     /// Ejections in a row, for the growing back-off.
     ejections: AtomicU32,
-    /// Active health (the seam for active health checks, a later feature): 1 healthy.
+    /// Active health: 1 while the endpoint has failed its health checks.
     unhealthy: AtomicU32,
+    /// Probes passed in a row while unhealthy, failed in a row while healthy.
+    probe_streak: AtomicU32,
+    /// 1 once a health check has probed it (it is then watched).
+    probed: AtomicU32,
 }
 
 /// Passive outlier ejection settings, compiled.
@@ -57,6 +63,49 @@ impl EndpointState {
     pub fn available(&self, now_ms: u64) -> bool {
         let until = self.ejected_until.load(Ordering::Relaxed);
         (until == 0 || until <= now_ms) && self.unhealthy.load(Ordering::Relaxed) == 0
+    }
+
+    /// True unless ejected (active health ignored: a service failing open).
+    #[inline]
+    pub fn not_ejected(&self, now_ms: u64) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until == 0 || until <= now_ms
+    }
+
+    /// True while active health checks hold the endpoint out.
+    pub fn unhealthy(&self) -> bool {
+        self.unhealthy.load(Ordering::Relaxed) != 0
+    }
+
+    /// True once a health check has probed the endpoint.
+    pub fn probed(&self) -> bool {
+        self.probed.load(Ordering::Relaxed) != 0
+    }
+
+    /// Records a health probe: `rise` passes in a row bring an unhealthy endpoint back,
+    /// `fall` failures in a row take a healthy one out. Returns the new health on a change.
+    pub fn on_probe(&self, passed: bool, rise: u32, fall: u32) -> Option<bool> {
+        self.probed.store(1, Ordering::Relaxed);
+        let unhealthy = self.unhealthy();
+        // The streak counts probes that disagree with the current state.
+        if passed != unhealthy {
+            self.probe_streak.store(0, Ordering::Relaxed);
+            return None;
+        }
+        let n = self.probe_streak.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < if unhealthy { rise } else { fall } {
+            return None;
+        }
+        self.probe_streak.store(0, Ordering::Relaxed);
+        self.set_healthy(unhealthy);
+        Some(unhealthy)
+    }
+
+    /// Forgets active health (the service no longer has a health check).
+    pub fn clear_health(&self) {
+        self.unhealthy.store(0, Ordering::Relaxed);
+        self.probe_streak.store(0, Ordering::Relaxed);
+        self.probed.store(0, Ordering::Relaxed);
     }
 
     /// True while an ejection is running.
@@ -174,6 +223,38 @@ mod tests {
             s.on_failure(&POLICY, 2, || 0);
         }
         assert!(s.ejected_until.load(Ordering::Relaxed) <= clock::now_ms() + 2500);
+    }
+
+    #[test]
+    fn probes_take_an_endpoint_out_and_bring_it_back_at_the_thresholds() {
+        let s = EndpointState::default();
+        assert_eq!(s.on_probe(false, 2, 3), None);
+        assert_eq!(
+            s.on_probe(true, 2, 3),
+            None,
+            "a pass breaks the failure streak"
+        );
+        assert_eq!(s.on_probe(false, 2, 3), None);
+        assert_eq!(s.on_probe(false, 2, 3), None);
+        assert!(s.available(0));
+        assert_eq!(
+            s.on_probe(false, 2, 3),
+            Some(false),
+            "third failure in a row"
+        );
+        assert!(!s.available(0) && s.not_ejected(0));
+        assert_eq!(s.on_probe(false, 2, 3), None);
+        assert_eq!(s.on_probe(true, 2, 3), None);
+        assert_eq!(
+            s.on_probe(false, 2, 3),
+            None,
+            "a failure breaks the pass streak"
+        );
+        assert_eq!(s.on_probe(true, 2, 3), None);
+        assert_eq!(s.on_probe(true, 2, 3), Some(true), "second pass in a row");
+        assert!(s.available(0) && s.probed());
+        s.clear_health();
+        assert!(!s.probed());
     }
 
     #[test]

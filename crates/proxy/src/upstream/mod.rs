@@ -5,6 +5,8 @@ pub mod balance;
 pub mod client;
 pub mod endpoint;
 pub mod h1;
+pub mod health;
+pub mod limits;
 pub mod pool;
 pub mod retry;
 pub mod tls;
@@ -57,8 +59,13 @@ pub struct Service {
     pub outlier: OutlierPolicy,
     /// What consistent hashing hashes, if it is the algorithm.
     pub hash_on: Option<HashOn>,
+    /// Active health checks, when the service has them.
+    pub health: Option<Arc<health::HealthPolicy>>,
+    /// Connection pool limits, when the service has them.
+    pub limits: Option<Arc<limits::PoolLimits>>,
     algorithm: Algorithm,
     endpoints: ArcSwap<EndpointSet>,
+    fail_open: bool,
     targets: Vec<Target>,
     dns_refresh: Duration,
     registry: Arc<StateRegistry>,
@@ -72,6 +79,7 @@ struct Target {
     host: String,
     port: u16,
     weight: u32,
+    priority: u32,
     authority: HeaderValue,
     is_ip: bool,
 }
@@ -85,6 +93,18 @@ type EndpointKey = (Arc<str>, SocketAddr);
 pub struct StateRegistry {
     endpoints: Mutex<HashMap<EndpointKey, Weak<EndpointState>>>,
     budgets: Mutex<HashMap<Arc<str>, Weak<RetryBudget>>>,
+    pools: Mutex<HashMap<Arc<str>, Weak<limits::PoolLimits>>>,
+}
+
+/// An endpoint's active health, as status pages show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointHealth {
+    /// The service.
+    pub service: String,
+    /// The endpoint's address.
+    pub endpoint: String,
+    /// Passing its health checks.
+    pub healthy: bool,
 }
 
 impl StateRegistry {
@@ -109,6 +129,38 @@ impl StateRegistry {
         b
     }
 
+    /// The limits of `service`: the ones it had when they are the same (what is in use
+    /// stays counted), else `fresh`.
+    fn pool(&self, service: &Arc<str>, fresh: limits::PoolLimits) -> Arc<limits::PoolLimits> {
+        let mut map = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = map.get(service).and_then(Weak::upgrade)
+            && p.same(&fresh)
+        {
+            return p;
+        }
+        let p = Arc::new(fresh);
+        map.insert(service.clone(), Arc::downgrade(&p));
+        p
+    }
+
+    /// Every endpoint that active health checks watch, sorted by service and address.
+    pub fn health(&self) -> Vec<EndpointHealth> {
+        let map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<EndpointHealth> = map
+            .iter()
+            .filter_map(|((service, addr), w)| {
+                let s = w.upgrade()?;
+                s.probed().then(|| EndpointHealth {
+                    service: service.to_string(),
+                    endpoint: addr.to_string(),
+                    healthy: !s.unhealthy(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.service, &a.endpoint).cmp(&(&b.service, &b.endpoint)));
+        out
+    }
+
     /// Forgets state nobody refers to any more.
     pub fn prune(&self) {
         self.endpoints
@@ -116,6 +168,10 @@ impl StateRegistry {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, w| w.strong_count() > 0);
         self.budgets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, w| w.strong_count() > 0);
+        self.pools
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, w| w.strong_count() > 0);
@@ -142,6 +198,7 @@ impl Service {
                     host: bare.to_owned(),
                     port,
                     weight: e.weight.max(1),
+                    priority: e.priority,
                     authority: HeaderValue::from_str(&e.address).ok()?,
                     is_ip: bare.parse::<IpAddr>().is_ok(),
                 })
@@ -153,7 +210,20 @@ impl Service {
             LoadBalancing::Random => Algorithm::Random,
             LoadBalancing::ConsistentHash(on) => Algorithm::ConsistentHash(on.clone()),
         };
+        let hostname = s
+            .hostname
+            .as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok());
+        let health = s
+            .health_check
+            .as_ref()
+            .map(|h| Arc::new(health::HealthPolicy::new(h, hostname.as_ref())));
+        let fail_open = health.as_ref().is_none_or(|h| h.fail_open);
         let service = Self {
+            limits: limits::PoolLimits::new(&s.connection_pool, s.protocol.is_http2())
+                .map(|l| registry.pool(&name, l)),
+            health,
+            fail_open,
             budget: registry.budget(
                 &name,
                 s.retries.budget_ratio,
@@ -167,10 +237,7 @@ impl Service {
             idle_timeout: s.idle_timeout.get(),
             body_idle_timeout: Some(s.body_idle_timeout.get()).filter(|d| !d.is_zero()),
             max_idle: s.max_idle_per_endpoint as usize,
-            hostname: s
-                .hostname
-                .as_deref()
-                .and_then(|h| HeaderValue::from_str(h).ok()),
+            hostname,
             tls,
             retry_attempts: s.retries.attempts,
             retry_statuses: s.retries.statuses.clone().into_boxed_slice(),
@@ -189,19 +256,30 @@ impl Service {
                 Algorithm::ConsistentHash(on) => Some(on.clone()),
                 _ => None,
             },
-            endpoints: ArcSwap::from_pointee(EndpointSet::new(Vec::new(), &algorithm)),
+            endpoints: ArcSwap::from_pointee(EndpointSet::new(Vec::new(), &algorithm, fail_open)),
             algorithm,
             targets,
             dns_refresh: s.dns_refresh.get(),
             registry: registry.clone(),
         };
         let resolved = service.resolve(None).await;
-        service
-            .endpoints
-            .store(Arc::new(EndpointSet::new(resolved, &service.algorithm)));
+        if service.health.is_none() {
+            // Health a previous version of the service had checked no longer applies.
+            for e in &resolved {
+                e.state.clear_health();
+            }
+        }
+        service.endpoints.store(Arc::new(EndpointSet::new(
+            resolved,
+            &service.algorithm,
+            service.fail_open,
+        )));
         let service = Arc::new(service);
         if service.targets.iter().any(|t| !t.is_ip) {
             tokio::spawn(refresh_dns(Arc::downgrade(&service)));
+        }
+        if service.health.is_some() {
+            tokio::spawn(health::supervise(Arc::downgrade(&service)));
         }
         service
     }
@@ -270,6 +348,7 @@ impl Service {
                     authority: t.authority.clone(),
                     label: addr.to_string().into(),
                     weight: t.weight,
+                    priority: t.priority,
                     state: self.registry.endpoint(&self.name, addr),
                 }));
             }
@@ -321,7 +400,7 @@ async fn refresh_dns(service: Weak<Service>) {
         if old != new {
             tracing::info!(service = %s.name, endpoints = ?new, "endpoint addresses changed");
             s.endpoints
-                .store(Arc::new(EndpointSet::new(fresh, &s.algorithm)));
+                .store(Arc::new(EndpointSet::new(fresh, &s.algorithm, s.fail_open)));
         }
     }
 }
