@@ -484,37 +484,6 @@ async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wi
     drop(pebble);
 }
 
-/// The node's admin status, with the JWT the control plane would send.
-async fn node_status(n: &Node) -> Value {
-    use portico_model::{ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims};
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = AdminClaims {
-        iss: ADMIN_ISSUER.into(),
-        aud: ADMIN_AUDIENCE.into(),
-        sub: "test".into(),
-        iat: now,
-        exp: now + 60,
-        tok: None,
-    };
-    let jwt = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(n.secret.as_bytes()),
-    )
-    .unwrap();
-    let r = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{}/admin/v1/status", n.admin_port))
-        .bearer_auth(jwt)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    r.json().await.unwrap()
-}
-
 /// The built-in gateway with TLS-ALPN-01: the CA is down at first (the order fails, is
 /// retried with back-off and says why), then up (issued); short-lived certificates are
 /// renewed two thirds into their lifetime without a restart.

@@ -603,3 +603,34 @@ pub fn database(name: &str) -> (Option<PgCluster>, String) {
         }
     }
 }
+
+/// The node's admin status, with the JWT the control plane would send.
+pub async fn node_status(n: &Node) -> Value {
+    use portico_model::{ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = AdminClaims {
+        iss: ADMIN_ISSUER.into(),
+        aud: ADMIN_AUDIENCE.into(),
+        sub: "test".into(),
+        iat: now,
+        exp: now + 60,
+        tok: None,
+    };
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(n.secret.as_bytes()),
+    )
+    .unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/admin/v1/status", n.admin_port))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json().await.unwrap()
+}
