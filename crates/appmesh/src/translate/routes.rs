@@ -1,0 +1,754 @@
+//! Gateway routes to Portico routes. A gateway route to a virtual service provided by a
+//! virtual node becomes one route; one provided by a virtual router becomes one route per
+//! router route (both matches combined, the router route's weighted targets, retries and
+//! timeout) and a fallback answering 404 to what the gateway route takes and no router route
+//! does, as App Mesh drops it. A gateway route any part of which cannot be said exactly is
+//! not carried at all: a looser route would take requests App Mesh does not send there.
+
+use portico_model::validate::{anchored_regex, check_host, header_name_problem};
+use portico_model::{
+    FixedResponse, GrpcMatch, HeaderMatch, QueryMatch, Retries, Rewrite, Route,
+    RouteMatch,
+};
+
+use crate::mesh::common::{HeaderCond, HeaderKind, PathCond, Proto, QueryCond};
+use crate::mesh::gateway::{GatewayRoute, HostCond, Match, PrefixRewrite};
+use crate::mesh::router::{MeshRoute, Provider, RetryPolicy, VirtualRouter};
+use crate::mesh::{Cx, Meta};
+use crate::report::Item;
+use crate::translate::gateways::{Bound, Gateway, Scheme};
+use crate::translate::order::{Order, Place};
+use crate::translate::paths::{self, Combined, Flat};
+use crate::translate::services::{Overrides, Services, UseKey};
+use crate::translate::{Input, range};
+
+/// A Portico route being made; its services are named once every route is known.
+#[derive(Clone, Debug)]
+pub(crate) struct Draft {
+    /// The name wanted (before names are made unique).
+    pub wanted: String,
+    /// The gateway route it comes from, for the report.
+    pub source: Meta,
+    /// The route (its forward is filled in from `targets`).
+    pub route: Route,
+    /// Forward targets: a service use and its weight; `single` when one with no weight.
+    pub targets: Vec<(UseKey, u32)>,
+    /// Forward to one service (`forward.service`) rather than weighted targets.
+    pub single: bool,
+    /// Where it sits, for priorities.
+    pub order: Order,
+}
+
+/// What routes of one gateway route are made with.
+pub(crate) struct Ctx<'a> {
+    /// Everything read.
+    pub input: &'a Input,
+    /// The node services.
+    pub services: &'a mut Services,
+    /// The report.
+    pub notes: &'a mut Vec<Item>,
+    /// Router routes that some gateway route reached.
+    pub reached: &'a mut std::collections::HashSet<(String, String, String)>,
+}
+
+impl Ctx<'_> {
+    fn cx(&mut self, meta: &Meta) -> Cx<'_> {
+        Cx {
+            file: meta.file.clone(),
+            object: meta.label(self.input.multi_mesh),
+            notes: self.notes,
+        }
+    }
+}
+
+/// The gateway-level conditions, apart from the path.
+#[derive(Clone, Debug, Default)]
+struct Cond {
+    hosts: Vec<String>,
+    headers: Vec<HeaderMatch>,
+    query: Vec<QueryMatch>,
+    method: Option<String>,
+    grpc_service: Option<String>,
+    grpc_method: Option<String>,
+}
+
+/// Why a gateway route (or one combination of it) cannot be carried.
+enum Fail {
+    /// It can never match: dropped, harmlessly.
+    Never(String),
+    /// It cannot be said exactly: the whole gateway route is not carried.
+    Cannot(String, String),
+}
+
+/// The Portico routes of one gateway route (none when it is not carried; reported).
+pub(crate) fn gateway_route(
+    gr: &GatewayRoute,
+    gw: &Gateway,
+    group: usize,
+    ctx: &mut Ctx<'_>,
+) -> Vec<Draft> {
+    match drafts(gr, gw, group, ctx) {
+        Ok(d) => d,
+        Err(fails) => {
+            let mut cx = ctx.cx(&gr.meta);
+            for (path, why) in fails {
+                cx.not_carried(path, format!("the gateway route is not carried: {why}"));
+            }
+            Vec::new()
+        }
+    }
+}
+
+fn drafts(
+    gr: &GatewayRoute,
+    gw: &Gateway,
+    group: usize,
+    ctx: &mut Ctx<'_>,
+) -> Result<Vec<Draft>, Vec<(String, String)>> {
+    let one = |path: &str, why: String| vec![(path.to_owned(), why)];
+    // Listeners of the route's protocol (and port).
+    let bound: Vec<&Bound> = gw
+        .listeners
+        .iter()
+        .filter(|l| l.protocol == gr.proto && gr.m.port.is_none_or(|p| p == l.port))
+        .collect();
+    if bound.is_empty() {
+        return Err(one(
+            &gr.at,
+            format!(
+                "the virtual gateway has no {} listener{}: App Mesh serves it on none",
+                gr.proto.word(),
+                gr.m.port.map(|p| format!(" on port {p}")).unwrap_or_default()
+            ),
+        ));
+    }
+    let (cond, gpath) = {
+        let mut cx = ctx.cx(&gr.meta);
+        let cond = gateway_cond(&gr.m, &mut cx).map_err(|f| match f {
+            Fail::Never(w) => vec![(gr.m.at.clone(), w)],
+            Fail::Cannot(p, w) => vec![(p, w)],
+        })?;
+        (cond, gateway_path(gr))
+    };
+    let meta = &gr.meta;
+    let input = ctx.input;
+    let vs = input.virtual_service(&meta.mesh, &gr.target).ok_or_else(|| {
+        one(
+            &gr.target_at,
+            format!(
+                "the virtual service {} is not in the input: add its describe-virtual-service output",
+                gr.target
+            ),
+        )
+    })?;
+    let Some((_, provider)) = &vs.provider else {
+        return Err(one(
+            &gr.target_at,
+            format!(
+                "the virtual service {} has no provider: App Mesh has nowhere to send",
+                gr.target
+            ),
+        ));
+    };
+    let hostname = if gr.rewrite.host_to_target {
+        if let Err(m) = check_host(&gr.target, false) {
+            return Err(one(
+                &gr.target_at,
+                format!("the virtual service's name is sent as Host, and {m}"),
+            ));
+        }
+        Some(gr.target.clone())
+    } else {
+        None
+    };
+    let base_route = Route {
+        listeners: bound.iter().map(|b| b.name.clone()).collect(),
+        ..Route::default()
+    };
+    let wanted = format!("{}.{}", gw.spec.name, meta.name);
+    let gateway_match = to_match(&cond, &paths::alone(&gpath));
+    let overrides = |ctx: &Ctx<'_>, id: usize| Overrides {
+        hostname: hostname.clone(),
+        retries: None,
+        tls: gw.client_tls.as_ref().and_then(|(ports, tls)| {
+            (ports.is_empty() || ports.contains(&ctx.services.base(id).port)).then(|| tls.clone())
+        }),
+    };
+    match provider {
+        Provider::Node(node) => {
+            let id = ctx
+                .services
+                .resolve(&meta.mesh, node, gr.target_port)
+                .map_err(|m| one(&gr.target_at, m))?;
+            let flat = paths::alone(&gpath);
+            let mut route = base_route;
+            route.matches = to_match(&cond, &flat);
+            route.rewrite = rewrite(&flat, gr.rewrite.host_to_target);
+            let o = overrides(ctx, id);
+            let key = ctx.services.use_with(id, o);
+            let service = ctx.services.base(id).service.name.clone();
+            summary(ctx, gr, &wanted, &format!("service `{service}`"));
+            Ok(vec![Draft {
+                wanted,
+                source: meta.clone(),
+                route,
+                targets: vec![(key, 1)],
+                single: true,
+                order: Order {
+                    priority: gr.priority,
+                    place: Place::Direct,
+                    group,
+                    gateway_match,
+                },
+            }])
+        }
+        Provider::Router(name) => {
+            let router = input.virtual_router(&meta.mesh, name).ok_or_else(|| {
+                one(
+                    &gr.target_at,
+                    format!(
+                        "the virtual router {name} (the provider of {}) is not in the input",
+                        gr.target
+                    ),
+                )
+            })?;
+            let port = router_port(router, gr).map_err(|m| one(&gr.target_at, m))?;
+            let mut out = Vec::new();
+            let mut fails = Vec::new();
+            for rr in input.router_routes(&meta.mesh, name) {
+                let family = |p: Proto| match p {
+                    Proto::Grpc => 1,
+                    Proto::Tcp => 2,
+                    _ => 0,
+                };
+                if family(rr.proto) != family(gr.proto) || rr.m.port.is_some_and(|p| Some(p) != port)
+                {
+                    continue;
+                }
+                match combination(gr, rr, &cond, &gpath, &bound, ctx) {
+                    Ok(parts) => {
+                        ctx.reached.insert((
+                            rr.meta.mesh.clone(),
+                            name.clone(),
+                            rr.meta.name.clone(),
+                        ));
+                        for (i, (route, targets)) in parts.into_iter().enumerate() {
+                            let mut rwanted = format!("{wanted}.{}", rr.meta.name);
+                            if i > 0 {
+                                rwanted.push_str(&format!(".{}", i + 1));
+                            }
+                            out.push((rr, rwanted, route, targets));
+                        }
+                    }
+                    Err(Fail::Never(why)) => {
+                        ctx.reached.insert((
+                            rr.meta.mesh.clone(),
+                            name.clone(),
+                            rr.meta.name.clone(),
+                        ));
+                        let mut cx = ctx.cx(&rr.meta);
+                        cx.not_carried(
+                            rr.at.clone(),
+                            format!(
+                                "through gateway route {}: no request can meet both matches ({why}); App Mesh never routes there either",
+                                gr.meta.name
+                            ),
+                        );
+                    }
+                    Err(Fail::Cannot(path, why)) => fails.push((path, why)),
+                }
+            }
+            if !fails.is_empty() {
+                return Err(fails);
+            }
+            let mut drafts = Vec::new();
+            for (rr, rwanted, route, targets) in out {
+                let mut keys = Vec::new();
+                for (id, weight, retries) in targets {
+                    let mut o = overrides(ctx, id);
+                    o.retries = retries;
+                    keys.push((ctx.services.use_with(id, o), weight));
+                }
+                drafts.push(Draft {
+                    wanted: rwanted,
+                    source: meta.clone(),
+                    route,
+                    targets: keys,
+                    single: false,
+                    order: Order {
+                        priority: gr.priority,
+                        place: Place::Router(rr.priority),
+                        group,
+                        gateway_match: gateway_match.clone(),
+                    },
+                });
+            }
+            // What the gateway route takes and no router route does: 404, as App Mesh.
+            let mut fallback = base_route;
+            fallback.matches = gateway_match.clone();
+            fallback.fixed_response = Some(FixedResponse {
+                status: 404,
+                headers: Default::default(),
+                body: None,
+            });
+            summary(
+                ctx,
+                gr,
+                &wanted,
+                &format!(
+                    "virtual router {name}: {} route(s) `{wanted}.<route>` and the fallback `{wanted}` answering 404 to what no router route takes",
+                    drafts.len()
+                ),
+            );
+            drafts.push(Draft {
+                wanted,
+                source: meta.clone(),
+                route: fallback,
+                targets: Vec::new(),
+                single: false,
+                order: Order {
+                    priority: gr.priority,
+                    place: Place::Fallback,
+                    group,
+                    gateway_match,
+                },
+            });
+            Ok(drafts)
+        }
+    }
+}
+
+fn summary(ctx: &mut Ctx<'_>, gr: &GatewayRoute, wanted: &str, to: &str) {
+    let host = if gr.rewrite.host_to_target {
+        format!("Host `{}` sent upstream", gr.target)
+    } else {
+        "the client's Host kept".to_owned()
+    };
+    let mut cx = ctx.cx(&gr.meta);
+    cx.carried(
+        gr.at.clone(),
+        format!("-> route `{wanted}` to {to}; {host}"),
+    );
+}
+
+/// The port of the router's listener the gateway route reaches.
+fn router_port(router: &VirtualRouter, gr: &GatewayRoute) -> Result<Option<u16>, String> {
+    match (gr.target_port, router.listeners.as_slice()) {
+        (Some(p), ls) if ls.iter().any(|l| l.0 == p) => Ok(Some(p)),
+        (Some(p), _) => Err(format!(
+            "the virtual router {} has no listener on port {p}",
+            router.meta.name
+        )),
+        (None, [only]) => Ok(Some(only.0)),
+        (None, []) => Ok(None),
+        (None, _) => Err(format!(
+            "the virtual router {} has several listeners and the target names no port",
+            router.meta.name
+        )),
+    }
+}
+
+type Part = (Route, Vec<(usize, u32, Option<Retries>)>);
+
+/// The Portico routes of one gateway route and one router route.
+fn combination(
+    gr: &GatewayRoute,
+    rr: &MeshRoute,
+    gcond: &Cond,
+    gpath: &paths::Gateway,
+    bound: &[&Bound],
+    ctx: &mut Ctx<'_>,
+) -> Result<Vec<Part>, Fail> {
+    let at = rr.meta.path("");
+    let rcond = {
+        let mut cx = ctx.cx(&rr.meta);
+        router_cond(&rr.m, &mut cx)?
+    };
+    let cond = and(gcond, &rcond)?;
+    let rpath = match (&rr.m.prefix, &rr.m.path) {
+        (Some(p), _) => paths::Router::Prefix(p.clone()),
+        (_, Some(PathCond::Exact(e))) => paths::Router::Exact(e.clone()),
+        (_, Some(PathCond::Regex(x))) => paths::Router::Regex(x.clone()),
+        _ => paths::Router::Any,
+    };
+    let flats = match paths::combine(gpath, &rpath) {
+        Combined::Routes(f) => f,
+        Combined::Never(w) => return Err(Fail::Never(w)),
+        Combined::Inexpressible(w) => {
+            return Err(Fail::Cannot(
+                rr.m.at.clone(),
+                format!("router route {} (in {}): {w}", rr.meta.name, rr.meta.file),
+            ));
+        }
+    };
+    // The router route's scheme: the listeners whose clients speak it.
+    let mut listeners: Vec<String> = bound.iter().map(|b| b.name.clone()).collect();
+    if let Some((sat, scheme)) = &rr.m.scheme {
+        let want = if scheme == "https" {
+            Scheme::Tls
+        } else {
+            Scheme::Plain
+        };
+        if bound.iter().any(|b| b.scheme == Scheme::Both) {
+            return Err(Fail::Cannot(
+                sat.clone(),
+                format!(
+                    "router route {}: scheme {scheme} on a PERMISSIVE listener (TLS and plaintext on one port) cannot be told apart",
+                    rr.meta.name
+                ),
+            ));
+        }
+        listeners = bound
+            .iter()
+            .filter(|b| b.scheme == want)
+            .map(|b| b.name.clone())
+            .collect();
+        if listeners.is_empty() {
+            return Err(Fail::Never(format!(
+                "scheme {scheme}: no listener of the gateway route speaks it"
+            )));
+        }
+    }
+    let mut targets = Vec::new();
+    for t in &rr.targets {
+        let id = ctx
+            .services
+            .resolve(&rr.meta.mesh, &t.node, t.port)
+            .map_err(|m| {
+                Fail::Cannot(
+                    t.at.clone(),
+                    format!("router route {} target: {m}", rr.meta.name),
+                )
+            })?;
+        targets.push((id, t.weight));
+    }
+    if targets.iter().all(|t| t.1 == 0) {
+        return Err(Fail::Cannot(
+            at,
+            format!(
+                "router route {}: every weighted target has weight 0",
+                rr.meta.name
+            ),
+        ));
+    }
+    let (retries, timeout) = {
+        let mut cx = ctx.cx(&rr.meta);
+        let retries = rr.retry.as_ref().map(|p| retries(p, &mut cx));
+        let mut timeout = None;
+        if let Some(t) = &rr.timeout {
+            if let Some((tat, d)) = &t.per_request {
+                if d.get().is_zero() {
+                    cx.changed(
+                        tat.clone(),
+                        "0 turns App Mesh's request timeout off; Portico always has one: the service's request_timeout (60 s unless the node's listener sets it)",
+                    );
+                } else {
+                    timeout = Some(*d);
+                    cx.carried(tat.clone(), format!("perRequest -> the route's timeout {d}"));
+                }
+            }
+            if let Some((iat, _)) = &t.idle {
+                cx.not_carried(
+                    iat.clone(),
+                    "a route's idle timeout: Portico has it per service (body_idle_timeout, from the virtual node listener's timeout.idle)",
+                );
+            }
+        }
+        (retries, timeout)
+    };
+    Ok(flats
+        .into_iter()
+        .map(|flat| {
+            let route = Route {
+                listeners: listeners.clone(),
+                matches: to_match(&cond, &flat),
+                rewrite: rewrite(&flat, gr.rewrite.host_to_target),
+                timeout,
+                ..Route::default()
+            };
+            let ts = targets
+                .iter()
+                .map(|(id, w)| (*id, *w, retries.clone()))
+                .collect();
+            (route, ts)
+        })
+        .collect())
+}
+
+/// The gateway route's path condition and rewrite.
+fn gateway_path(gr: &GatewayRoute) -> paths::Gateway {
+    let rw = &gr.rewrite;
+    match (&gr.m.prefix, &gr.m.path) {
+        (Some(p), _) => paths::Gateway::Prefix {
+            prefix: p.clone(),
+            replace: match &rw.prefix {
+                PrefixRewrite::Default => Some("/".into()),
+                PrefixRewrite::Disabled => None,
+                PrefixRewrite::Value(v) => Some(v.clone()),
+            },
+        },
+        (_, Some(PathCond::Exact(e))) => paths::Gateway::Exact {
+            path: e.clone(),
+            rewrite: rw.path.as_ref().map(|p| p.1.clone()),
+        },
+        (_, Some(PathCond::Regex(x))) => paths::Gateway::Regex {
+            regex: x.clone(),
+            rewrite: rw.path.as_ref().map(|p| p.1.clone()),
+        },
+        _ => paths::Gateway::Any,
+    }
+}
+
+/// The conditions of a gateway route's match, apart from the path.
+fn gateway_cond(m: &Match, cx: &mut Cx<'_>) -> Result<Cond, Fail> {
+    let mut c = common_cond(m, cx)?;
+    match &m.hostname {
+        None => {}
+        Some(HostCond::Exact(h)) => {
+            check_host(h, false)
+                .map_err(|w| Fail::Cannot(format!("{}.hostname.exact", m.at), w))?;
+            c.hosts.push(h.clone());
+        }
+        Some(HostCond::Suffix(s)) => {
+            let at = format!("{}.hostname.suffix", m.at);
+            let wildcard = match s.strip_prefix('.') {
+                Some(rest) => format!("*.{rest}"),
+                None => {
+                    cx.changed(
+                        at.clone(),
+                        format!(
+                            "suffix `{s}` takes any host ending in it (`my{s}` too); Portico's `*.{s}` takes the names under `{s}` only"
+                        ),
+                    );
+                    format!("*.{s}")
+                }
+            };
+            check_host(&wildcard, true).map_err(|w| Fail::Cannot(at, w))?;
+            c.hosts.push(wildcard);
+        }
+    }
+    Ok(c)
+}
+
+/// The conditions of a router route's match, apart from the path.
+fn router_cond(m: &Match, cx: &mut Cx<'_>) -> Result<Cond, Fail> {
+    let mut c = common_cond(m, cx)?;
+    if let Some(meth) = &m.method_name {
+        check_grpc_name(meth, false, &format!("{}.methodName", m.at))?;
+        c.grpc_method = Some(meth.clone());
+    }
+    Ok(c)
+}
+
+fn common_cond(m: &Match, cx: &mut Cx<'_>) -> Result<Cond, Fail> {
+    let mut c = Cond {
+        method: m.method.clone(),
+        ..Cond::default()
+    };
+    for h in &m.headers {
+        c.headers.push(header(h)?);
+    }
+    for q in &m.query {
+        c.query.push(query(q, cx));
+    }
+    if let Some(s) = &m.service_name {
+        check_grpc_name(s, true, &format!("{}.serviceName", m.at))?;
+        c.grpc_service = Some(s.clone());
+    }
+    Ok(c)
+}
+
+fn check_grpc_name(s: &str, dots: bool, at: &str) -> Result<(), Fail> {
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || (dots && b == b'.'))
+        && !s.starts_with('.')
+        && !s.ends_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Fail::Cannot(
+            at.to_owned(),
+            format!("`{s}` is not a gRPC name Portico can match"),
+        ))
+    }
+}
+
+fn header(h: &HeaderCond) -> Result<HeaderMatch, Fail> {
+    if let Some(m) = header_name_problem(&h.name) {
+        return Err(Fail::Cannot(format!("{}.name", h.at), m));
+    }
+    let mut out = HeaderMatch {
+        name: h.name.clone(),
+        invert: h.invert,
+        ..HeaderMatch::default()
+    };
+    match &h.kind {
+        None => out.present = true,
+        Some(HeaderKind::Exact(v)) => out.exact = Some(v.clone()),
+        Some(HeaderKind::Prefix(v)) => out.prefix = Some(v.clone()),
+        Some(HeaderKind::Suffix(v)) => out.suffix = Some(v.clone()),
+        Some(HeaderKind::Regex(v)) => {
+            anchored_regex(v).map_err(|m| {
+                Fail::Cannot(
+                    format!("{}.match.regex", h.at),
+                    format!("`{v}` is not a regex Portico can run: {m}"),
+                )
+            })?;
+            out.regex = Some(v.clone());
+        }
+        Some(HeaderKind::Range { start, end }) => match range::regex(*start, *end) {
+            Some(re) => out.regex = Some(re),
+            None if h.invert => {
+                return Err(Fail::Cannot(
+                    format!("{}.match.range", h.at),
+                    format!("an inverted empty range ({start}..{end}) of header {}", h.name),
+                ));
+            }
+            None => {
+                return Err(Fail::Never(format!(
+                    "header {} range {start}..{end} is empty",
+                    h.name
+                )));
+            }
+        },
+    }
+    Ok(out)
+}
+
+fn query(q: &QueryCond, cx: &mut Cx<'_>) -> QueryMatch {
+    match &q.exact {
+        Some(e) => QueryMatch {
+            name: q.name.clone(),
+            exact: Some(e.clone()),
+            ..QueryMatch::default()
+        },
+        None => {
+            cx.changed(
+                q.at.clone(),
+                format!(
+                    "no match: taken as \"parameter {} present\" (present = true)",
+                    q.name
+                ),
+            );
+            QueryMatch {
+                name: q.name.clone(),
+                present: true,
+                ..QueryMatch::default()
+            }
+        }
+    }
+}
+
+/// Both sets of conditions at once.
+fn and(a: &Cond, b: &Cond) -> Result<Cond, Fail> {
+    let one = |x: &Option<String>, y: &Option<String>, what: &str| match (x, y) {
+        (Some(x), Some(y)) if x != y => Err(Fail::Never(format!(
+            "the gateway route takes {what} {x} and the router route {what} {y}"
+        ))),
+        (Some(x), _) | (_, Some(x)) => Ok(Some(x.clone())),
+        (None, None) => Ok(None),
+    };
+    let mut out = Cond {
+        hosts: a.hosts.clone(),
+        method: one(&a.method, &b.method, "method")?,
+        grpc_service: one(&a.grpc_service, &b.grpc_service, "gRPC service")?,
+        grpc_method: b.grpc_method.clone(),
+        ..Cond::default()
+    };
+    // Header and query conditions all hold: Portico checks each of a list.
+    out.headers = a.headers.iter().chain(&b.headers).cloned().collect();
+    out.query = a.query.iter().chain(&b.query).cloned().collect();
+    Ok(out)
+}
+
+fn to_match(c: &Cond, flat: &Flat) -> RouteMatch {
+    let grpc = (c.grpc_service.is_some() || c.grpc_method.is_some()).then(|| GrpcMatch {
+        service: c.grpc_service.clone(),
+        method: c.grpc_method.clone(),
+    });
+    RouteMatch {
+        hosts: c.hosts.clone(),
+        path: flat.path.clone(),
+        methods: c.method.iter().cloned().collect(),
+        headers: c.headers.clone(),
+        query: c.query.clone(),
+        grpc,
+    }
+}
+
+fn rewrite(flat: &Flat, host_to_target: bool) -> Option<Rewrite> {
+    let rw = Rewrite {
+        prefix: flat.prefix.clone(),
+        path: flat.rewrite_path.clone(),
+        host: None,
+        host_to_target,
+    };
+    (rw != Rewrite::default()).then_some(rw)
+}
+
+/// A router route's retry policy as a service's retries.
+fn retries(p: &RetryPolicy, cx: &mut Cx<'_>) -> Retries {
+    let mut r = Retries {
+        attempts: p.max_retries.min(10),
+        ..Retries::default()
+    };
+    if p.max_retries > 10 {
+        cx.changed(
+            format!("{}.maxRetries", p.at),
+            format!("{} retries: Portico allows at most 10", p.max_retries),
+        );
+    }
+    let mut statuses = Vec::new();
+    for (at, e) in &p.http_events {
+        match e.as_str() {
+            "server-error" => statuses.extend(500..=599),
+            "gateway-error" => statuses.extend([502, 503, 504]),
+            "client-error" => statuses.push(409),
+            _ => cx.changed(
+                at.clone(),
+                "stream-error: Portico retries requests whose connection failed before anything was sent, always; a stream reset midway is not retried",
+            ),
+        }
+    }
+    statuses.sort_unstable();
+    statuses.dedup();
+    if !statuses.is_empty() {
+        cx.changed(
+            format!("{}.httpRetryEvents", p.at),
+            format!(
+                "-> retries.statuses ({} statuses): Portico retries them for idempotent requests without a body only; Envoy retries any request",
+                statuses.len()
+            ),
+        );
+    }
+    r.statuses = statuses;
+    for (at, _) in &p.tcp_events {
+        cx.changed(
+            at.clone(),
+            "connection-error: Portico always retries a request whose connection failed before anything was sent",
+        );
+    }
+    for (at, e) in &p.grpc_events {
+        cx.not_carried(
+            at.clone(),
+            format!(
+                "gRPC status {e}: Portico retries by HTTP status and connect failure, not by gRPC status"
+            ),
+        );
+    }
+    if let Some((at, _)) = &p.per_retry {
+        cx.not_carried(
+            at.clone(),
+            "Portico has no per-try timeout: each try may take the whole request timeout",
+        );
+    }
+    cx.carried(
+        p.at.clone(),
+        format!(
+            "-> retries.attempts {} on the target services",
+            r.attempts
+        ),
+    );
+    r
+}
