@@ -52,8 +52,8 @@ pub(crate) struct GatewayInfo {
     pub access_log: Option<String>,
     /// Why a gateway file cannot stand alone.
     pub incomplete: Vec<String>,
-    /// Its routes, as indices into `objects.routes`.
-    pub routes: Vec<usize>,
+    /// Its routes, bound to their listeners.
+    pub routes: Vec<portico_model::Route>,
 }
 
 impl Import {
@@ -108,6 +108,7 @@ impl Import {
                 message: "the gateway is missing from the objects".into(),
             })?;
         let mut file = GatewayFile {
+            schema: portico_model::SCHEMA,
             listeners: spec.listeners.clone(),
             ..GatewayFile::default()
         };
@@ -115,8 +116,7 @@ impl Import {
             file.node.access_log.path = path.clone();
         }
         let mut used = BTreeSet::new();
-        for i in &info.routes {
-            let r = &self.objects.routes[*i].route;
+        for r in &info.routes {
             for t in r.all_targets() {
                 used.insert(t.service);
             }

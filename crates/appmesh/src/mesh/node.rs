@@ -141,14 +141,14 @@ pub(crate) fn virtual_node(meta: Meta, spec: &Obj<'_>, cx: &mut Cx<'_>) -> R<Vir
         });
     }
     for key in ["backends", "backendDefaults"] {
-        if spec.get(key).is_some() {
+        if spec.get(key).is_some_and(|v| !is_empty(v)) {
             cx.not_carried(
                 spec.at(key),
                 "the node's own outbound calls (to its backends) do not pass through a Portico gateway: nothing to carry",
             );
         }
     }
-    if spec.get("logging").is_some() {
+    if spec.get("logging").is_some_and(|v| !is_empty(v)) {
         cx.not_carried(
             spec.at("logging"),
             "the node's own proxy's access log: Portico logs requests at the gateway (node.access_log)",
@@ -186,4 +186,9 @@ fn outlier(o: &Obj<'_>, cx: &mut Cx<'_>) -> R<Outlier> {
         base_ejection,
         max_ejection_percent,
     })
+}
+
+/// `[]` or `{}`: nothing configured.
+fn is_empty(v: &serde_json::Value) -> bool {
+    v.as_array().is_some_and(Vec::is_empty) || v.as_object().is_some_and(|o| o.is_empty())
 }

@@ -245,12 +245,31 @@ pub(crate) fn run(input: Input, mut notes: Vec<Item>) -> Import {
                     .collect(),
             });
         }
-        infos[gi].routes.push(objects.routes.len());
-        objects.routes.push(RouteSpec {
-            name,
-            gateways: vec![gws[gi].spec.name.clone()],
-            route,
-        });
+        // Bound to every listener of the gateway: no need to name them.
+        if route.listeners.len() == gws[gi].listeners.len() {
+            route.listeners.clear();
+        }
+        infos[gi].routes.push(route.clone());
+        if route.listeners.is_empty() {
+            objects.routes.push(RouteSpec {
+                name,
+                gateways: vec![gws[gi].spec.name.clone()],
+                route,
+            });
+        } else {
+            Cx {
+                file: d.source.file.clone(),
+                object: d.source.label(multi),
+                notes: &mut notes,
+            }
+            .not_carried(
+                d.source.path(""),
+                format!(
+                    "route `{name}` takes requests on some of the gateway's listeners only ({}): a Portico route definition cannot name listeners yet, so it is left out of the apply document (a gateway file made for this gateway has it)",
+                    route.listeners.join(", ")
+                ),
+            );
+        }
     }
     for g in gws {
         for c in g.certificates {

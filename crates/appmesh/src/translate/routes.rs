@@ -186,8 +186,7 @@ fn drafts(
             route.rewrite = rewrite(&flat, gr.rewrite.host_to_target);
             let o = overrides(ctx, id);
             let key = ctx.services.use_with(id, o);
-            let service = ctx.services.base(id).service.name.clone();
-            summary(ctx, gr, &wanted, &format!("service `{service}`"));
+            summary(ctx, gr, &wanted, &format!("virtual node {node}'s service"));
             Ok(vec![Draft {
                 wanted,
                 source: meta.clone(),
@@ -237,6 +236,14 @@ fn drafts(
                             if i > 0 {
                                 rwanted.push_str(&format!(".{}", i + 1));
                             }
+                            let mut cx = ctx.cx(&rr.meta);
+                            cx.carried(
+                                rr.at.clone(),
+                                format!(
+                                    "through {} -> route `{rwanted}`",
+                                    gr.meta.label(false)
+                                ),
+                            );
                             out.push((rr, rwanted, route, targets));
                         }
                     }

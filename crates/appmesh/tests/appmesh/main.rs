@@ -1,0 +1,6 @@
+//! The importer end to end: App Mesh JSON as the `aws appmesh` CLI prints or takes it, in,
+//! Portico objects that validate and a report, out.
+
+mod common;
+mod matches;
+mod shop;
