@@ -3,4 +3,5 @@
 
 mod common;
 mod matches;
+mod router;
 mod shop;
