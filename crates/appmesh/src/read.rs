@@ -141,7 +141,10 @@ fn body(f: &Found<'_>, meta: Meta, input: &mut Input, cx: &mut Cx<'_>) -> R<()> 
     for k in BOOKKEEPING {
         o.skip(k);
     }
-    if o.get("tags").is_some() {
+    if o
+        .get("tags")
+        .is_some_and(|t| !t.as_array().is_some_and(Vec::is_empty))
+    {
         cx.not_carried(
             o.at("tags"),
             "AWS resource tags: Portico objects have no tags",

@@ -257,8 +257,8 @@ fn drafts(
                         cx.not_carried(
                             rr.at.clone(),
                             format!(
-                                "through gateway route {}: no request can meet both matches ({why}); App Mesh never routes there either",
-                                gr.meta.name
+                                "through {}: no request can meet both matches ({why}); App Mesh never routes there either",
+                                gr.meta.label(false)
                             ),
                         );
                     }

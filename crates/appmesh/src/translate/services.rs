@@ -297,7 +297,11 @@ fn listener_service(name: &str, host: &str, l: &NodeListener, cx: &mut Cx<'_>) -
             healthy_threshold: h.healthy,
             unhealthy_threshold: h.unhealthy,
             // Envoy's HTTP checks pass on 200 only.
-            expected_statuses: vec![StatusRange { from: 200, to: 200 }],
+            expected_statuses: if http {
+                vec![StatusRange { from: 200, to: 200 }]
+            } else {
+                portico_model::defaults::expected_statuses()
+            },
             grpc_service: None,
             host: None,
             when_all_unhealthy: Default::default(),

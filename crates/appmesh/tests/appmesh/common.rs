@@ -41,6 +41,13 @@ pub fn checked(imp: Import) -> Import {
         r.validate()
             .unwrap_or_else(|e| panic!("route {}: {e}\n{r:#?}", r.name));
     }
+    let all_services = portico_model::Snapshot {
+        services: imp.objects.services.clone(),
+        ..portico_model::Snapshot::default()
+    };
+    all_services
+        .validate()
+        .unwrap_or_else(|e| panic!("services: {e}"));
     let json = serde_json::to_string(&imp.objects).expect("serializes");
     let doc = Document::parse(&json, Format::Json).unwrap_or_else(|e| panic!("apply JSON: {e}"));
     assert_eq!(doc.routes.len(), imp.objects.routes.len());

@@ -2,6 +2,8 @@
 //! Portico objects that validate and a report, out.
 
 mod common;
+mod grpc;
 mod matches;
 mod router;
 mod shop;
+mod tls;
