@@ -2,8 +2,10 @@
 //! Portico objects that validate and a report, out.
 
 mod common;
+mod errors;
 mod grpc;
 mod matches;
 mod router;
+mod shapes;
 mod shop;
 mod tls;
