@@ -28,8 +28,10 @@ fn mesh() -> Vec<Source> {
     for k in 0..20 {
         services.push(json!({"virtualService": {"meshName": MESH, "virtualServiceName": format!("router-{k}.local"),
             "spec": {"provider": {"virtualRouter": {"virtualRouterName": format!("router-{k}")}}}}}));
-        routers.push(json!({"virtualRouter": {"meshName": MESH, "virtualRouterName": format!("router-{k}"),
-            "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}}}));
+        routers.push(
+            json!({"virtualRouter": {"meshName": MESH, "virtualRouterName": format!("router-{k}"),
+            "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}}}),
+        );
         for (n, prefix) in ["/read", "/write", "/"].iter().enumerate() {
             routers.push(json!({"route": {"meshName": MESH, "virtualRouterName": format!("router-{k}"), "routeName": format!("r{n}"),
                 "spec": {"priority": n, "httpRoute": {
@@ -66,18 +68,28 @@ fn mesh() -> Vec<Source> {
 
 fn bench(c: &mut Criterion) {
     let sources = mesh();
-    let routes = import(&sources).map(|i| i.objects.routes.len()).unwrap_or(0);
+    let routes = import(&sources)
+        .map(|i| i.objects.routes.len())
+        .unwrap_or(0);
     assert_eq!(routes, 480 + 20 * 4, "the generated mesh imports");
     c.bench_function("parse the mesh's JSON only (baseline)", |b| {
         b.iter(|| {
             sources
                 .iter()
-                .map(|s| serde_json::from_str::<Value>(&s.text).map(|_| 1).unwrap_or(0))
+                .map(|s| {
+                    serde_json::from_str::<Value>(&s.text)
+                        .map(|_| 1)
+                        .unwrap_or(0)
+                })
                 .sum::<usize>()
         })
     });
     c.bench_function("import 500 gateway routes, 200 nodes", |b| {
-        b.iter(|| import(&sources).map(|i| i.objects.routes.len()).unwrap_or(0))
+        b.iter(|| {
+            import(&sources)
+                .map(|i| i.objects.routes.len())
+                .unwrap_or(0)
+        })
     });
 }
 

@@ -165,9 +165,8 @@ impl<'a> Obj<'a> {
 
     /// A required whole number within `min..=max`.
     pub fn req_int(&self, key: &str, min: i64, max: i64) -> R<i64> {
-        self.int(key, min, max)?.ok_or_else(|| {
-            Bad::new(self.at(key), "missing: App Mesh requires this field")
-        })
+        self.int(key, min, max)?
+            .ok_or_else(|| Bad::new(self.at(key), "missing: App Mesh requires this field"))
     }
 
     /// An optional boolean.
@@ -244,7 +243,11 @@ impl<'a> Obj<'a> {
             )),
             many => Err(Bad::new(
                 self.path.clone(),
-                format!("give only one of {} (found {})", keys.join(", "), many.join(", ")),
+                format!(
+                    "give only one of {} (found {})",
+                    keys.join(", "),
+                    many.join(", ")
+                ),
             )),
         }
     }

@@ -141,8 +141,7 @@ fn body(f: &Found<'_>, meta: Meta, input: &mut Input, cx: &mut Cx<'_>) -> R<()> 
     for k in BOOKKEEPING {
         o.skip(k);
     }
-    if o
-        .get("tags")
+    if o.get("tags")
         .is_some_and(|t| !t.as_array().is_some_and(Vec::is_empty))
     {
         cx.not_carried(
@@ -167,9 +166,7 @@ fn body(f: &Found<'_>, meta: Meta, input: &mut Input, cx: &mut Cx<'_>) -> R<()> 
         Kind::VirtualService => input
             .services
             .push(router::virtual_service(meta, &spec, cx)?),
-        Kind::VirtualRouter => input
-            .routers
-            .push(router::virtual_router(meta, &spec, cx)?),
+        Kind::VirtualRouter => input.routers.push(router::virtual_router(meta, &spec, cx)?),
         Kind::Route => input.routes.push(router::route(meta, &spec, cx)?),
         Kind::VirtualNode => input.nodes.push(node::virtual_node(meta, &spec, cx)?),
     }

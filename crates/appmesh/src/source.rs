@@ -214,8 +214,7 @@ fn walk<'a>(
             });
         }
     }
-    if let Some(token) = o.str("nextToken")? {
-        let _ = token;
+    if o.str("nextToken")?.is_some() {
         notes.push(Item {
             file: file.to_owned(),
             path: o.at("nextToken"),

@@ -196,7 +196,10 @@ pub(crate) fn path_cond(o: &Obj<'_>, cx: &mut Cx<'_>) -> R<Option<PathCond>> {
     let which = p.exactly_one(&["exact", "regex"])?;
     let v = p.req_str(which)?.to_owned();
     if which == "exact" && !v.starts_with('/') {
-        return Err(Bad::new(p.at("exact"), format!("`{v}` must start with `/`")));
+        return Err(Bad::new(
+            p.at("exact"),
+            format!("`{v}` must start with `/`"),
+        ));
     }
     cx.rest(&p);
     Ok(Some(if which == "exact" {
@@ -208,14 +211,13 @@ pub(crate) fn path_cond(o: &Obj<'_>, cx: &mut Cx<'_>) -> R<Option<PathCond>> {
 
 /// An HTTP method: App Mesh takes these nine.
 pub(crate) fn method(o: &Obj<'_>) -> R<Option<String>> {
-    Ok(o
-        .one_of(
-            "method",
-            &[
-                "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-            ],
-        )?
-        .map(str::to_owned))
+    Ok(o.one_of(
+        "method",
+        &[
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ],
+    )?
+    .map(str::to_owned))
 }
 
 /// Where a certificate comes from.
@@ -418,7 +420,7 @@ pub(crate) struct ClientTls {
     pub validation: Validation,
 }
 
-/// `backendDefaults.clientPolicy.tls` of `o` (a spec), every other part reported by `other`.
+/// `backendDefaults.clientPolicy.tls` of a spec; other fields of it are reported as unknown.
 pub(crate) fn backend_defaults(o: &Obj<'_>, cx: &mut Cx<'_>) -> R<Option<ClientTls>> {
     let Some(bd) = o.obj("backendDefaults")? else {
         return Ok(None);

@@ -2,8 +2,8 @@
 
 use crate::json::{Bad, Obj, R, object};
 use crate::mesh::common::{
-    ClientTls, HeaderCond, Health, ListenerTls, PathCond, Pool, Proto, QueryCond,
-    backend_defaults, headers, health, listener_tls, method, path_cond, pool, proto, query,
+    ClientTls, HeaderCond, Health, ListenerTls, PathCond, Pool, Proto, QueryCond, backend_defaults,
+    headers, health, listener_tls, method, path_cond, pool, proto, query,
 };
 use crate::mesh::{Cx, Meta, port, req_port};
 
@@ -16,10 +16,19 @@ pub(crate) struct VirtualGateway {
     pub listeners: Vec<GatewayListener>,
     /// TLS towards the backends, when set.
     pub client_tls: Option<ClientTls>,
-    /// The access log file, with its path.
-    pub access_log: Option<(String, String)>,
-    /// JSON path of the access log `format`, when set.
-    pub access_log_format: Option<String>,
+    /// The access log file.
+    pub access_log: Option<AccessLog>,
+}
+
+/// `logging.accessLog.file`.
+#[derive(Clone, Debug)]
+pub(crate) struct AccessLog {
+    /// JSON path of `path`.
+    pub at: String,
+    /// The file.
+    pub path: String,
+    /// JSON path of `format`, when set.
+    pub format_at: Option<String>,
 }
 
 /// One listener of a virtual gateway.
@@ -161,33 +170,29 @@ pub(crate) fn virtual_gateway(meta: Meta, spec: &Obj<'_>, cx: &mut Cx<'_>) -> R<
         });
     }
     let client_tls = backend_defaults(spec, cx)?;
-    let (access_log, access_log_format) = logging(spec, cx)?;
+    let access_log = logging(spec, cx)?;
     cx.rest(spec);
     Ok(VirtualGateway {
         meta,
         listeners,
         client_tls,
         access_log,
-        access_log_format,
     })
 }
 
-/// `logging.accessLog.file`: its path (with the JSON path) and the JSON path of `format`.
-pub(crate) fn logging(
-    spec: &Obj<'_>,
-    cx: &mut Cx<'_>,
-) -> R<(Option<(String, String)>, Option<String>)> {
+/// `logging.accessLog.file`.
+pub(crate) fn logging(spec: &Obj<'_>, cx: &mut Cx<'_>) -> R<Option<AccessLog>> {
     let Some(lg) = spec.obj("logging")? else {
-        return Ok((None, None));
+        return Ok(None);
     };
-    let mut out = (None, None);
+    let mut out = None;
     if let Some(al) = lg.obj("accessLog")? {
         if let Some(f) = al.obj("file")? {
-            let path = f.req_str("path")?.to_owned();
-            out.0 = Some((f.at("path"), path));
-            if f.get("format").is_some() {
-                out.1 = Some(f.at("format"));
-            }
+            out = Some(AccessLog {
+                at: f.at("path"),
+                path: f.req_str("path")?.to_owned(),
+                format_at: f.get("format").map(|_| f.at("format")),
+            });
             cx.rest(&f);
         }
         cx.rest(&al);
@@ -237,7 +242,10 @@ fn http_match(mo: &Obj<'_>, cx: &mut Cx<'_>) -> R<Match> {
     if let Some(p) = &prefix
         && !p.starts_with('/')
     {
-        return Err(Bad::new(mo.at("prefix"), format!("`{p}` must start with `/`")));
+        return Err(Bad::new(
+            mo.at("prefix"),
+            format!("`{p}` must start with `/`"),
+        ));
     }
     let path = path_cond(mo, cx)?;
     if prefix.is_some() && path.is_some() {
@@ -305,8 +313,8 @@ fn rewrite(action: &Obj<'_>, m: &Match, cx: &mut Cx<'_>) -> R<Rewrite> {
     };
     if let Some(h) = rw.obj("hostname")? {
         out.host_at = Some(h.path.clone());
-        out.host_to_target = h.one_of("defaultTargetHostname", &["ENABLED", "DISABLED"])?
-            != Some("DISABLED");
+        out.host_to_target =
+            h.one_of("defaultTargetHostname", &["ENABLED", "DISABLED"])? != Some("DISABLED");
         cx.rest(&h);
     }
     if let Some(p) = rw.obj("prefix")? {
@@ -321,7 +329,10 @@ fn rewrite(action: &Obj<'_>, m: &Match, cx: &mut Cx<'_>) -> R<Rewrite> {
             "value" => {
                 let v = p.req_str("value")?;
                 if !v.starts_with('/') {
-                    return Err(Bad::new(p.at("value"), format!("`{v}` must start with `/`")));
+                    return Err(Bad::new(
+                        p.at("value"),
+                        format!("`{v}` must start with `/`"),
+                    ));
                 }
                 out.prefix = PrefixRewrite::Value(v.to_owned());
             }
@@ -342,7 +353,10 @@ fn rewrite(action: &Obj<'_>, m: &Match, cx: &mut Cx<'_>) -> R<Rewrite> {
         }
         let e = p.req_str("exact")?;
         if !e.starts_with('/') {
-            return Err(Bad::new(p.at("exact"), format!("`{e}` must start with `/`")));
+            return Err(Bad::new(
+                p.at("exact"),
+                format!("`{e}` must start with `/`"),
+            ));
         }
         out.path = Some((p.at("exact"), e.to_owned()));
         cx.rest(&p);

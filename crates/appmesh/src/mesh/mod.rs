@@ -218,7 +218,9 @@ impl Cx<'_> {
         for (path, key) in o.rest() {
             self.not_carried(
                 path,
-                format!("`{key}` is not an App Mesh field this importer knows; nothing was made of it"),
+                format!(
+                    "`{key}` is not an App Mesh field this importer knows; nothing was made of it"
+                ),
             );
         }
     }

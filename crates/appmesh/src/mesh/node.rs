@@ -105,7 +105,10 @@ pub(crate) fn virtual_node(meta: Meta, spec: &Obj<'_>, cx: &mut Cx<'_>) -> R<Vir
         let protocol = proto(&pm, "protocol", &["http", "http2", "grpc", "tcp"])?;
         cx.rest(&pm);
         if listeners.iter().any(|x: &NodeListener| x.port == port) {
-            return Err(Bad::new(pm.at("port"), format!("two listeners on port {port}")));
+            return Err(Bad::new(
+                pm.at("port"),
+                format!("two listeners on port {port}"),
+            ));
         }
         let health = health(&l, &["http", "http2", "grpc", "tcp"], cx)?;
         let outlier = match l.obj("outlierDetection")? {

@@ -139,7 +139,12 @@ pub(crate) fn route(meta: Meta, spec: &Obj<'_>, cx: &mut Cx<'_>) -> R<MeshRoute>
             cx.rest(&mo);
             m
         }
-        (_, None) => return Err(Bad::new(r.at("match"), "missing: App Mesh requires this field")),
+        (_, None) => {
+            return Err(Bad::new(
+                r.at("match"),
+                "missing: App Mesh requires this field",
+            ));
+        }
         (Proto::Grpc, Some(mo)) => grpc_match(&mo, cx)?,
         (_, Some(mo)) => http_match(&mo, cx)?,
     };
@@ -193,7 +198,10 @@ fn http_match(mo: &Obj<'_>, cx: &mut Cx<'_>) -> R<Match> {
     if let Some(p) = &prefix
         && !p.starts_with('/')
     {
-        return Err(Bad::new(mo.at("prefix"), format!("`{p}` must start with `/`")));
+        return Err(Bad::new(
+            mo.at("prefix"),
+            format!("`{p}` must start with `/`"),
+        ));
     }
     let path = path_cond(mo, cx)?;
     if prefix.is_some() && path.is_some() {
@@ -272,7 +280,12 @@ fn retry_policy(rp: &Obj<'_>, cx: &mut Cx<'_>) -> R<RetryPolicy> {
         per_retry,
         http_events: events(
             "httpRetryEvents",
-            &["server-error", "gateway-error", "client-error", "stream-error"],
+            &[
+                "server-error",
+                "gateway-error",
+                "client-error",
+                "stream-error",
+            ],
         )?,
         tcp_events: events("tcpRetryEvents", &["connection-error"])?,
         grpc_events: events(

@@ -3,8 +3,7 @@
 
 use portico_model::apply::CertificateRef;
 use portico_model::{
-    GatewayKind, GatewaySpec, Listener, ListenerProtocol, ListenerTls,
-    TlsCertificate, UpstreamTls,
+    GatewayKind, GatewaySpec, Listener, ListenerProtocol, ListenerTls, TlsCertificate, UpstreamTls,
 };
 
 use crate::mesh::Cx;
@@ -90,21 +89,25 @@ pub(crate) fn gateway(vg: &VirtualGateway, named: &Named, cx: &mut Cx<'_>) -> Ga
     if let Some(t) = &vg.client_tls {
         out.client_tls = client_tls(t, cx);
     }
-    if let Some((at, path)) = &vg.access_log {
-        let file_path = if path == "/dev/stdout" { "-" } else { path };
+    if let Some(log) = &vg.access_log {
+        let file_path = if log.path == "/dev/stdout" {
+            "-"
+        } else {
+            log.path.as_str()
+        };
         out.access_log = Some(file_path.to_owned());
         cx.changed(
-            at.clone(),
+            log.at.clone(),
             format!(
                 "a gateway file made for this gateway logs to `{file_path}` (node.access_log.path); a node linked to a control plane logs where its own node settings say"
             ),
         );
-    }
-    if let Some(at) = &vg.access_log_format {
-        cx.not_carried(
-            at.clone(),
-            "Portico writes its own access log line (one JSON object per request); the format is not carried",
-        );
+        if let Some(at) = &log.format_at {
+            cx.not_carried(
+                at.clone(),
+                "Portico writes its own access log line (one JSON object per request); the format is not carried",
+            );
+        }
     }
     out
 }

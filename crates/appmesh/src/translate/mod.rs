@@ -7,7 +7,7 @@
 //! - [`routes`]: gateway routes (and router routes) to routes
 //! - [`paths`]: a gateway route's and a router route's path conditions combined
 //! - [`range`]: header ranges as regular expressions
-//! - [`order`]: priorities
+//! - [`order`]: the routes' priorities
 
 pub(crate) mod gateways;
 pub(crate) mod names;
@@ -81,7 +81,10 @@ impl Input {
         }
         for (i, r) in self.routes.iter().enumerate() {
             self.routes_of
-                .entry((r.meta.mesh.clone(), r.meta.parent.clone().unwrap_or_default()))
+                .entry((
+                    r.meta.mesh.clone(),
+                    r.meta.parent.clone().unwrap_or_default(),
+                ))
                 .or_default()
                 .push(i);
         }
@@ -147,7 +150,7 @@ pub(crate) fn run(input: Input, mut notes: Vec<Item>) -> Import {
         let grs = input.gateway_routes.iter().filter(|gr| {
             gr.meta.mesh == vg.meta.mesh && gr.meta.parent.as_deref() == Some(&vg.meta.name)
         });
-        for (group, gr) in grs.enumerate() {
+        for gr in grs {
             used_services.insert((gr.meta.mesh.clone(), gr.target.clone()));
             let mut ctx = routes::Ctx {
                 input: &input,
@@ -155,7 +158,7 @@ pub(crate) fn run(input: Input, mut notes: Vec<Item>) -> Import {
                 notes: &mut notes,
                 reached: &mut reached,
             };
-            mine.extend(routes::gateway_route(gr, &gws[gi], group, &mut ctx));
+            mine.extend(routes::gateway_route(gr, &gws[gi], &mut ctx));
         }
         let orders: Vec<order::Order> = mine.iter().map(|d| d.order.clone()).collect();
         let (priorities, renumbered) = order::priorities(&orders);

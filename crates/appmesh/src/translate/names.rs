@@ -114,7 +114,7 @@ mod tests {
     fn names_are_kept_cleaned_cut_and_made_unique() {
         let mut n = Names::new(SHORT);
         assert_eq!(n.take("ingress-gw").name, "ingress-gw");
-        assert_eq!(n.take("ingress-gw").why.is_some(), true);
+        assert!(n.take("ingress-gw").why.is_some());
         let spaced = n.take("my gateway");
         assert_eq!(spaced.name, "my-gateway");
         assert!(spaced.why.unwrap_or_default().contains("characters"));

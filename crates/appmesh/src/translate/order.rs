@@ -36,8 +36,6 @@ pub(crate) struct Order {
     pub priority: Option<u32>,
     /// Its place in the gateway route.
     pub place: Place,
-    /// Which gateway route of the gateway it comes from.
-    pub group: usize,
     /// The gateway route's own match.
     pub gateway_match: RouteMatch,
 }
@@ -52,14 +50,12 @@ pub(crate) fn priorities(orders: &[Order]) -> (Vec<Option<u32>>, bool) {
         .iter()
         .any(|o| o.priority.is_none() && o.place != Place::Direct);
     // Dense ranks of the unprioritized gateway routes by their own match.
-    let mut keys: Vec<(Key, usize)> = orders
+    let mut distinct: Vec<Key> = orders
         .iter()
         .filter(|o| o.priority.is_none())
-        .map(|o| (key(&o.gateway_match), o.group))
+        .map(|o| key(&o.gateway_match))
         .collect();
-    keys.sort();
-    keys.dedup();
-    let mut distinct: Vec<Key> = keys.iter().map(|k| k.0).collect();
+    distinct.sort_unstable();
     distinct.dedup();
     let rank = |o: &Order| -> u32 {
         let k = key(&o.gateway_match);
@@ -130,11 +126,10 @@ fn key(m: &RouteMatch) -> Key {
 mod tests {
     use super::*;
 
-    fn o(priority: Option<u32>, place: Place, group: usize, prefix: &str) -> Order {
+    fn o(priority: Option<u32>, place: Place, prefix: &str) -> Order {
         Order {
             priority,
             place,
-            group,
             gateway_match: RouteMatch {
                 path: Some(PathMatch::Prefix(prefix.into())),
                 ..RouteMatch::default()
@@ -145,8 +140,8 @@ mod tests {
     #[test]
     fn direct_routes_keep_their_priorities() {
         let (p, renumbered) = priorities(&[
-            o(Some(5), Place::Direct, 0, "/a"),
-            o(None, Place::Direct, 1, "/b"),
+            o(Some(5), Place::Direct, "/a"),
+            o(None, Place::Direct, "/b"),
         ]);
         assert_eq!(p, [Some(5), None]);
         assert!(!renumbered);
@@ -155,13 +150,13 @@ mod tests {
     #[test]
     fn router_routes_keep_both_orders() {
         let (p, renumbered) = priorities(&[
-            o(Some(1), Place::Router(Some(2)), 0, "/"),
-            o(Some(1), Place::Router(None), 0, "/"),
-            o(Some(1), Place::Fallback, 0, "/"),
-            o(Some(0), Place::Direct, 1, "/x"),
-            o(None, Place::Router(Some(0)), 2, "/"),
-            o(None, Place::Fallback, 2, "/"),
-            o(None, Place::Direct, 3, "/api"),
+            o(Some(1), Place::Router(Some(2)), "/"),
+            o(Some(1), Place::Router(None), "/"),
+            o(Some(1), Place::Fallback, "/"),
+            o(Some(0), Place::Direct, "/x"),
+            o(None, Place::Router(Some(0)), "/"),
+            o(None, Place::Fallback, "/"),
+            o(None, Place::Direct, "/api"),
         ]);
         assert!(renumbered);
         assert_eq!(

@@ -133,12 +133,21 @@ mod tests {
             (555, 556),
         ];
         let mut values: Vec<String> = (-1_500..=1_500).map(|n: i64| n.to_string()).collect();
-        values.extend(["+5", "007", "-007", "-0", "+0", "00", "", "-", "+", "1e3", " 5", "5 ", "x"].map(String::from));
+        values.extend(
+            [
+                "+5", "007", "-007", "-0", "+0", "00", "", "-", "+", "1e3", " 5", "5 ", "x",
+            ]
+            .map(String::from),
+        );
         for (start, end) in ranges {
             let re = portico_model::validate::anchored_regex(&regex(start, end).expect("range"))
                 .expect("compiles");
             for v in &values {
-                assert_eq!(re.is_match(v), envoy(v, start, end), "{v} in {start}..{end}");
+                assert_eq!(
+                    re.is_match(v),
+                    envoy(v, start, end),
+                    "{v} in {start}..{end}"
+                );
             }
         }
     }
@@ -149,7 +158,13 @@ mod tests {
         assert_eq!(regex(9, 2), None);
         let all = regex(i64::MIN, i64::MAX).expect("range");
         let re = portico_model::validate::anchored_regex(&all).expect("compiles");
-        for v in ["0", "-9223372036854775808", "9223372036854775806", "-1", "42"] {
+        for v in [
+            "0",
+            "-9223372036854775808",
+            "9223372036854775806",
+            "-1",
+            "42",
+        ] {
             assert!(re.is_match(v), "{v}");
         }
         assert!(!re.is_match("9223372036854775807"), "end is excluded");

@@ -7,8 +7,7 @@
 
 use portico_model::validate::{anchored_regex, check_host, header_name_problem};
 use portico_model::{
-    FixedResponse, GrpcMatch, HeaderMatch, QueryMatch, Retries, Rewrite, Route,
-    RouteMatch,
+    FixedResponse, GrpcMatch, HeaderMatch, QueryMatch, Retries, Rewrite, Route, RouteMatch,
 };
 
 use crate::mesh::common::{HeaderCond, HeaderKind, PathCond, Proto, QueryCond};
@@ -81,13 +80,8 @@ enum Fail {
 }
 
 /// The Portico routes of one gateway route (none when it is not carried; reported).
-pub(crate) fn gateway_route(
-    gr: &GatewayRoute,
-    gw: &Gateway,
-    group: usize,
-    ctx: &mut Ctx<'_>,
-) -> Vec<Draft> {
-    match drafts(gr, gw, group, ctx) {
+pub(crate) fn gateway_route(gr: &GatewayRoute, gw: &Gateway, ctx: &mut Ctx<'_>) -> Vec<Draft> {
+    match drafts(gr, gw, ctx) {
         Ok(d) => d,
         Err(fails) => {
             let mut cx = ctx.cx(&gr.meta);
@@ -102,7 +96,6 @@ pub(crate) fn gateway_route(
 fn drafts(
     gr: &GatewayRoute,
     gw: &Gateway,
-    group: usize,
     ctx: &mut Ctx<'_>,
 ) -> Result<Vec<Draft>, Vec<(String, String)>> {
     let one = |path: &str, why: String| vec![(path.to_owned(), why)];
@@ -118,7 +111,9 @@ fn drafts(
             format!(
                 "the virtual gateway has no {} listener{}: App Mesh serves it on none",
                 gr.proto.word(),
-                gr.m.port.map(|p| format!(" on port {p}")).unwrap_or_default()
+                gr.m.port
+                    .map(|p| format!(" on port {p}"))
+                    .unwrap_or_default()
             ),
         ));
     }
@@ -196,7 +191,6 @@ fn drafts(
                 order: Order {
                     priority: gr.priority,
                     place: Place::Direct,
-                    group,
                     gateway_match,
                 },
             }])
@@ -220,7 +214,8 @@ fn drafts(
                     Proto::Tcp => 2,
                     _ => 0,
                 };
-                if family(rr.proto) != family(gr.proto) || rr.m.port.is_some_and(|p| Some(p) != port)
+                if family(rr.proto) != family(gr.proto)
+                    || rr.m.port.is_some_and(|p| Some(p) != port)
                 {
                     continue;
                 }
@@ -239,10 +234,7 @@ fn drafts(
                             let mut cx = ctx.cx(&rr.meta);
                             cx.carried(
                                 rr.at.clone(),
-                                format!(
-                                    "through {} -> route `{rwanted}`",
-                                    gr.meta.label(false)
-                                ),
+                                format!("through {} -> route `{rwanted}`", gr.meta.label(false)),
                             );
                             out.push((rr, rwanted, route, targets));
                         }
@@ -285,7 +277,6 @@ fn drafts(
                     order: Order {
                         priority: gr.priority,
                         place: Place::Router(rr.priority),
-                        group,
                         gateway_match: gateway_match.clone(),
                     },
                 });
@@ -316,7 +307,6 @@ fn drafts(
                 order: Order {
                     priority: gr.priority,
                     place: Place::Fallback,
-                    group,
                     gateway_match,
                 },
             });
@@ -451,7 +441,10 @@ fn combination(
                     );
                 } else {
                     timeout = Some(*d);
-                    cx.carried(tat.clone(), format!("perRequest -> the route's timeout {d}"));
+                    cx.carried(
+                        tat.clone(),
+                        format!("perRequest -> the route's timeout {d}"),
+                    );
                 }
             }
             if let Some((iat, _)) = &t.idle {
@@ -609,7 +602,10 @@ fn header(h: &HeaderCond) -> Result<HeaderMatch, Fail> {
             None if h.invert => {
                 return Err(Fail::Cannot(
                     format!("{}.match.range", h.at),
-                    format!("an inverted empty range ({start}..{end}) of header {}", h.name),
+                    format!(
+                        "an inverted empty range ({start}..{end}) of header {}",
+                        h.name
+                    ),
                 ));
             }
             None => {
@@ -752,10 +748,7 @@ fn retries(p: &RetryPolicy, cx: &mut Cx<'_>) -> Retries {
     }
     cx.carried(
         p.at.clone(),
-        format!(
-            "-> retries.attempts {} on the target services",
-            r.attempts
-        ),
+        format!("-> retries.attempts {} on the target services", r.attempts),
     );
     r
 }

@@ -11,9 +11,9 @@ use portico_model::{
 };
 use serde::Serialize;
 
+use crate::mesh::Cx;
 use crate::mesh::common::Proto;
 use crate::mesh::node::{NodeListener, VirtualNode};
-use crate::mesh::Cx;
 use crate::report::Item;
 use crate::translate::names::{Names, hash8};
 
@@ -43,12 +43,15 @@ pub(crate) struct Base {
 /// A service as a route uses it: a base and what the route adds.
 pub(crate) type UseKey = (usize, String);
 
+/// What a use adds, and how many routes make it.
+type Use = (Overrides, usize);
+
 /// Every node's services, and what routes ask of them.
 #[derive(Debug, Default)]
 pub(crate) struct Services {
     bases: Vec<Base>,
     by_node: HashMap<(String, String), Result<Vec<usize>, String>>,
-    uses: BTreeMap<UseKey, (Overrides, usize)>,
+    uses: BTreeMap<UseKey, Use>,
 }
 
 impl Services {
@@ -101,7 +104,10 @@ impl Services {
                 meta.path(".spec"),
                 "no service discovery: nothing to send requests to, so no service was made",
             );
-            return Err(format!("virtual node {} has no service discovery", meta.name));
+            return Err(format!(
+                "virtual node {} has no service discovery",
+                meta.name
+            ));
         };
         if let Err(m) = check_host(&dns.hostname, false) {
             cx.not_carried(
@@ -223,7 +229,7 @@ impl Services {
     /// most routes use (no additions when no route uses it); other settings get copies
     /// named `<base>.<hash of the settings>`.
     pub fn finish(self, names: &mut Names) -> (Vec<Service>, HashMap<UseKey, String>) {
-        let mut by_base: BTreeMap<usize, Vec<(&UseKey, &(Overrides, usize))>> = BTreeMap::new();
+        let mut by_base: BTreeMap<usize, Vec<(&UseKey, &Use)>> = BTreeMap::new();
         for (k, v) in &self.uses {
             by_base.entry(k.0).or_default().push((k, v));
         }

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use portico_appmesh::{Import, Item, Outcome, Source, import, read_path};
-use portico_model::apply::Document;
 use portico_model::GatewayFile;
+use portico_model::apply::Document;
 use portico_model::snapshot::Format;
 use serde_json::{Value, json};
 
@@ -53,7 +53,8 @@ pub fn checked(imp: Import) -> Import {
     assert_eq!(doc.routes.len(), imp.objects.routes.len());
     assert_eq!(doc.services.len(), imp.objects.services.len());
     let toml = imp.objects.to_toml().expect("TOML");
-    let doc = Document::parse(&toml, Format::Toml).unwrap_or_else(|e| panic!("apply TOML: {e}\n{toml}"));
+    let doc =
+        Document::parse(&toml, Format::Toml).unwrap_or_else(|e| panic!("apply TOML: {e}\n{toml}"));
     assert_eq!(doc.gateways, imp.objects.gateways);
     assert_eq!(doc.routes, imp.objects.routes);
     let names: Vec<String> = imp.gateways().map(|g| g.0.to_owned()).collect();
@@ -108,7 +109,11 @@ pub fn route<'a>(imp: &'a Import, name: &str) -> &'a portico_model::Route {
         .unwrap_or_else(|| {
             panic!(
                 "no route {name}; routes: {:?}",
-                imp.objects.routes.iter().map(|r| &r.name).collect::<Vec<_>>()
+                imp.objects
+                    .routes
+                    .iter()
+                    .map(|r| &r.name)
+                    .collect::<Vec<_>>()
             )
         })
         .route
@@ -124,7 +129,11 @@ pub fn service<'a>(imp: &'a Import, name: &str) -> &'a portico_model::Service {
         .unwrap_or_else(|| {
             panic!(
                 "no service {name}; services: {:?}",
-                imp.objects.services.iter().map(|s| &s.name).collect::<Vec<_>>()
+                imp.objects
+                    .services
+                    .iter()
+                    .map(|s| &s.name)
+                    .collect::<Vec<_>>()
             )
         })
 }
@@ -246,7 +255,10 @@ pub fn forwarded_path(r: &portico_model::Route, path: &str) -> Option<String> {
             None
         }
         Some(PathMatch::Regex(x)) => {
-            if !portico_model::validate::anchored_regex(x).ok()?.is_match(path) {
+            if !portico_model::validate::anchored_regex(x)
+                .ok()?
+                .is_match(path)
+            {
                 return None;
             }
             None

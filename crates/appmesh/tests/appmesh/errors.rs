@@ -57,42 +57,101 @@ fn malformed_json_names_file_line_and_column() {
 fn invalid_specs_name_the_field() {
     let e = refused(&[(
         "gw.json",
-        vgw("gw", json!({"listeners": [{"portMapping": {"port": 70000, "protocol": "http"}}]})),
+        vgw(
+            "gw",
+            json!({"listeners": [{"portMapping": {"port": 70000, "protocol": "http"}}]}),
+        ),
     )]);
-    invalid_at(e, "gw.json", "$.virtualGateway.spec.listeners[0].portMapping.port", "1 to 65535");
+    invalid_at(
+        e,
+        "gw.json",
+        "$.virtualGateway.spec.listeners[0].portMapping.port",
+        "1 to 65535",
+    );
     let e = refused(&[(
         "gw.json",
-        vgw("gw", json!({"listeners": [{"portMapping": {"port": 80, "protocol": "udp"}}]})),
+        vgw(
+            "gw",
+            json!({"listeners": [{"portMapping": {"port": 80, "protocol": "udp"}}]}),
+        ),
     )]);
-    invalid_at(e, "gw.json", "$.virtualGateway.spec.listeners[0].portMapping.protocol", "`udp` is not one of http, http2, grpc");
+    invalid_at(
+        e,
+        "gw.json",
+        "$.virtualGateway.spec.listeners[0].portMapping.protocol",
+        "`udp` is not one of http, http2, grpc",
+    );
     let e = refused(&[(
         "r.json",
-        http_gr("gw", "r", "s", json!({"headers": [{"name": "x", "match": {"exact": "1"}}]}), Value::Null),
+        http_gr(
+            "gw",
+            "r",
+            "s",
+            json!({"headers": [{"name": "x", "match": {"exact": "1"}}]}),
+            Value::Null,
+        ),
     )]);
-    invalid_at(e, "r.json", "$.gatewayRoute.spec.httpRoute.match", "one of `prefix`, `path` or `hostname`");
+    invalid_at(
+        e,
+        "r.json",
+        "$.gatewayRoute.spec.httpRoute.match",
+        "one of `prefix`, `path` or `hostname`",
+    );
     let e = refused(&[(
         "r.json",
-        http_gr("gw", "r", "s", json!({"prefix": "/", "path": {"exact": "/x"}}), Value::Null),
+        http_gr(
+            "gw",
+            "r",
+            "s",
+            json!({"prefix": "/", "path": {"exact": "/x"}}),
+            Value::Null,
+        ),
     )]);
-    invalid_at(e, "r.json", "$.gatewayRoute.spec.httpRoute.match", "not both");
+    invalid_at(
+        e,
+        "r.json",
+        "$.gatewayRoute.spec.httpRoute.match",
+        "not both",
+    );
     let e = refused(&[(
         "r.json",
         gr("gw", "r", json!({"httpRoute": {"match": {"prefix": "/"}}})),
     )]);
-    invalid_at(e, "r.json", "$.gatewayRoute.spec.httpRoute.action", "missing");
+    invalid_at(
+        e,
+        "r.json",
+        "$.gatewayRoute.spec.httpRoute.action",
+        "missing",
+    );
     let e = refused(&[(
         "route.json",
-        rroute("rt", "r", json!({"httpRoute": {"match": {"prefix": "/"}, "action": {"weightedTargets": [{"virtualNode": "a", "weight": 101}]}}})),
+        rroute(
+            "rt",
+            "r",
+            json!({"httpRoute": {"match": {"prefix": "/"}, "action": {"weightedTargets": [{"virtualNode": "a", "weight": 101}]}}}),
+        ),
     )]);
-    invalid_at(e, "route.json", "$.route.spec.httpRoute.action.weightedTargets[0].weight", "0 to 100");
+    invalid_at(
+        e,
+        "route.json",
+        "$.route.spec.httpRoute.action.weightedTargets[0].weight",
+        "0 to 100",
+    );
     let e = refused(&[(
         "r.json",
-        gr("gw", "r", json!({"priority": 1001, "httpRoute": {"match": {"prefix": "/"}, "action": {"target": {"virtualService": {"virtualServiceName": "s"}}}}})),
+        gr(
+            "gw",
+            "r",
+            json!({"priority": 1001, "httpRoute": {"match": {"prefix": "/"}, "action": {"target": {"virtualService": {"virtualServiceName": "s"}}}}}),
+        ),
     )]);
     invalid_at(e, "r.json", "$.gatewayRoute.spec.priority", "0 to 1000");
     let e = refused(&[("x.json", json!({"name": "not app mesh"}))]);
     invalid_at(e, "x.json", "$", "not an App Mesh object");
-    let e = refused(&[("gw.json", json!({"virtualGateway": {"virtualGatewayName": "gw", "spec": {}}}))]);
+    let e = refused(&[(
+        "gw.json",
+        json!({"virtualGateway": {"virtualGatewayName": "gw", "spec": {}}}),
+    )]);
     invalid_at(e, "gw.json", "$.virtualGateway.meshName", "missing");
 }
 
@@ -127,7 +186,12 @@ fn identical_duplicates_are_fine() {
             .count(),
         1
     );
-    assert!(imp.report.items.iter().all(|i| !i.message.contains("listed only")));
+    assert!(
+        imp.report
+            .items
+            .iter()
+            .all(|i| !i.message.contains("listed only"))
+    );
 }
 
 #[test]

@@ -11,7 +11,10 @@ fn prefix_becomes_a_prefix_match_with_app_mesh_s_default_rewrite() {
     let (imp, r) = one_route(json!({"prefix": "/chapter"}), Value::Null);
     assert_eq!(r.matches.path, Some(PathMatch::Prefix("/chapter".into())));
     let rw = r.rewrite.expect("rewrite");
-    assert_eq!(rw.prefix, None, "Portico's default: the matched prefix becomes `/`");
+    assert_eq!(
+        rw.prefix, None,
+        "Portico's default: the matched prefix becomes `/`"
+    );
     assert!(rw.host_to_target);
     assert_eq!(
         service(&imp, "svc").hostname.as_deref(),
@@ -30,10 +33,22 @@ fn the_user_guide_s_examples_hold() {
         ("gw.json", http_gateway("gw")),
         (
             "r.json",
-            http_gr("gw", "r", "myservicea.svc.cluster.local", json!({"prefix": "/chapter"}), Value::Null),
+            http_gr(
+                "gw",
+                "r",
+                "myservicea.svc.cluster.local",
+                json!({"prefix": "/chapter"}),
+                Value::Null,
+            ),
         ),
-        ("vs.json", vs_node("myservicea.svc.cluster.local", "myservicea")),
-        ("node.json", node("myservicea", "myservicea.internal", 80, "http")),
+        (
+            "vs.json",
+            vs_node("myservicea.svc.cluster.local", "myservicea"),
+        ),
+        (
+            "node.json",
+            node("myservicea", "myservicea.internal", 80, "http"),
+        ),
     ]);
     let r = route(&imp, "gw.r");
     assert_eq!(forwarded_path(r, "/chapter/page").as_deref(), Some("/page"));
@@ -46,7 +61,10 @@ fn the_user_guide_s_examples_hold() {
     );
     // The prefix `/`: every path as it came.
     let (_, r) = one_route(json!({"prefix": "/"}), Value::Null);
-    assert_eq!(forwarded_path(&r, "/chapter/page").as_deref(), Some("/chapter/page"));
+    assert_eq!(
+        forwarded_path(&r, "/chapter/page").as_deref(),
+        Some("/chapter/page")
+    );
 }
 
 #[test]
@@ -54,14 +72,23 @@ fn path_exact_and_regex() {
     let (_, r) = one_route(json!({"path": {"exact": "/health"}}), Value::Null);
     assert_eq!(r.matches.path, Some(PathMatch::Exact("/health".into())));
     let (_, r) = one_route(json!({"path": {"regex": "/items/[0-9]+"}}), Value::Null);
-    assert_eq!(r.matches.path, Some(PathMatch::Regex("/items/[0-9]+".into())));
-    assert_eq!(forwarded_path(&r, "/items/42").as_deref(), Some("/items/42"));
+    assert_eq!(
+        r.matches.path,
+        Some(PathMatch::Regex("/items/[0-9]+".into()))
+    );
+    assert_eq!(
+        forwarded_path(&r, "/items/42").as_deref(),
+        Some("/items/42")
+    );
     assert_eq!(forwarded_path(&r, "/items/x"), None);
 }
 
 #[test]
 fn hostnames_exact_and_suffix() {
-    let (_, r) = one_route(json!({"hostname": {"exact": "www.example.com"}}), Value::Null);
+    let (_, r) = one_route(
+        json!({"hostname": {"exact": "www.example.com"}}),
+        Value::Null,
+    );
     assert_eq!(r.matches.hosts, ["www.example.com"]);
     assert_eq!(r.matches.path, None);
     let (imp, r) = one_route(json!({"hostname": {"suffix": ".example.com"}}), Value::Null);
@@ -70,7 +97,12 @@ fn hostnames_exact_and_suffix() {
     // Not on a label boundary: App Mesh also takes `myexample.com`; reported.
     let (imp, r) = one_route(json!({"hostname": {"suffix": "example.com"}}), Value::Null);
     assert_eq!(r.matches.hosts, ["*.example.com"]);
-    reported(&imp, Outcome::Changed, ".match.hostname.suffix", "myexample.com");
+    reported(
+        &imp,
+        Outcome::Changed,
+        ".match.hostname.suffix",
+        "myexample.com",
+    );
 }
 
 #[test]
@@ -105,7 +137,15 @@ fn headers_of_every_kind_and_inverted() {
     // The range as an exact regex: 10 to 19, with the forms Envoy reads as numbers.
     let re = portico_model::validate::anchored_regex(h("x-range").regex.as_deref().expect("regex"))
         .expect("compiles");
-    for (v, hit) in [("10", true), ("19", true), ("015", true), ("+12", true), ("20", false), ("9", false), ("1x", false)] {
+    for (v, hit) in [
+        ("10", true),
+        ("19", true),
+        ("015", true),
+        ("+12", true),
+        ("20", false),
+        ("9", false),
+        ("1x", false),
+    ] {
         assert_eq!(re.is_match(v), hit, "{v}");
     }
 }
@@ -149,8 +189,26 @@ fn a_port_match_binds_the_route_to_that_listener() {
     );
     let imp = import_values(&[
         ("gw.json", gw),
-        ("only.json", http_gr("gw", "only", "svc.local", json!({"prefix": "/a", "port": 9090}), Value::Null)),
-        ("any.json", http_gr("gw", "any", "svc.local", json!({"prefix": "/b"}), Value::Null)),
+        (
+            "only.json",
+            http_gr(
+                "gw",
+                "only",
+                "svc.local",
+                json!({"prefix": "/a", "port": 9090}),
+                Value::Null,
+            ),
+        ),
+        (
+            "any.json",
+            http_gr(
+                "gw",
+                "any",
+                "svc.local",
+                json!({"prefix": "/b"}),
+                Value::Null,
+            ),
+        ),
         ("vs.json", vs_node("svc.local", "svc")),
         ("node.json", node("svc", "svc.internal", 8080, "http")),
     ]);
@@ -180,13 +238,22 @@ fn a_route_of_another_protocol_than_the_listener_is_not_carried() {
         ("gw.json", http_gateway("gw")),
         (
             "r.json",
-            gr("gw", "r", json!({"http2Route": {"match": {"prefix": "/"}, "action": {"target": {"virtualService": {"virtualServiceName": "svc.local"}}}}})),
+            gr(
+                "gw",
+                "r",
+                json!({"http2Route": {"match": {"prefix": "/"}, "action": {"target": {"virtualService": {"virtualServiceName": "svc.local"}}}}}),
+            ),
         ),
         ("vs.json", vs_node("svc.local", "svc")),
         ("node.json", node("svc", "svc.internal", 8080, "http")),
     ]);
     assert!(imp.objects.routes.is_empty());
-    reported(&imp, Outcome::NotCarried, ".spec.http2Route", "no http2 listener");
+    reported(
+        &imp,
+        Outcome::NotCarried,
+        ".spec.http2Route",
+        "no http2 listener",
+    );
 }
 
 #[test]
@@ -196,7 +263,10 @@ fn rewrites_default_and_overridden() {
         json!({"prefix": "/keep"}),
         json!({"prefix": {"defaultPrefix": "DISABLED"}}),
     );
-    assert_eq!(r.rewrite.as_ref().and_then(|w| w.prefix.clone()), Some(PrefixRewrite::Off));
+    assert_eq!(
+        r.rewrite.as_ref().and_then(|w| w.prefix.clone()),
+        Some(PrefixRewrite::Off)
+    );
     assert_eq!(forwarded_path(&r, "/keep/x").as_deref(), Some("/keep/x"));
     // defaultPrefix ENABLED is the default.
     let (_, r) = one_route(
@@ -205,18 +275,27 @@ fn rewrites_default_and_overridden() {
     );
     assert_eq!(r.rewrite.as_ref().and_then(|w| w.prefix.clone()), None);
     // A value replaces the prefix.
-    let (_, r) = one_route(json!({"prefix": "/v1/"}), json!({"prefix": {"value": "/v2/"}}));
+    let (_, r) = one_route(
+        json!({"prefix": "/v1/"}),
+        json!({"prefix": {"value": "/v2/"}}),
+    );
     assert_eq!(
         r.rewrite.as_ref().and_then(|w| w.prefix.clone()),
         Some(PrefixRewrite::Value("/v2/".into()))
     );
-    assert_eq!(forwarded_path(&r, "/v1/users").as_deref(), Some("/v2/users"));
+    assert_eq!(
+        forwarded_path(&r, "/v1/users").as_deref(),
+        Some("/v2/users")
+    );
     // A path match rewritten to another path.
     let (_, r) = one_route(
         json!({"path": {"exact": "/old"}}),
         json!({"path": {"exact": "/new"}}),
     );
-    assert_eq!(r.rewrite.as_ref().and_then(|w| w.path.clone()).as_deref(), Some("/new"));
+    assert_eq!(
+        r.rewrite.as_ref().and_then(|w| w.path.clone()).as_deref(),
+        Some("/new")
+    );
     assert_eq!(forwarded_path(&r, "/old").as_deref(), Some("/new"));
     // The client's Host kept.
     let (imp, r) = one_route(
@@ -239,9 +318,16 @@ fn priorities_are_kept_when_no_router_is_involved() {
         ("gw.json", http_gateway("gw")),
         (
             "a.json",
-            gr("gw", "a", json!({"priority": 7, "httpRoute": {"match": {"prefix": "/a"}, "action": {"target": {"virtualService": {"virtualServiceName": "svc.local"}}}}})),
+            gr(
+                "gw",
+                "a",
+                json!({"priority": 7, "httpRoute": {"match": {"prefix": "/a"}, "action": {"target": {"virtualService": {"virtualServiceName": "svc.local"}}}}}),
+            ),
         ),
-        ("b.json", http_gr("gw", "b", "svc.local", json!({"prefix": "/b"}), Value::Null)),
+        (
+            "b.json",
+            http_gr("gw", "b", "svc.local", json!({"prefix": "/b"}), Value::Null),
+        ),
         ("vs.json", vs_node("svc.local", "svc")),
         ("node.json", node("svc", "svc.internal", 8080, "http")),
     ]);

@@ -9,7 +9,10 @@ fn the_guide_s_grpc_gateway_imports() {
     let imp = import_fixture("reference/grpc");
     let gw = &imp.objects.gateways[0];
     assert_eq!(gw.name, "myVirtualGateway");
-    assert_eq!((gw.listeners[0].port, gw.listeners[0].protocol), (80, ListenerProtocol::Grpc));
+    assert_eq!(
+        (gw.listeners[0].port, gw.listeners[0].protocol),
+        (80, ListenerProtocol::Grpc)
+    );
     let r = route(&imp, "myVirtualGateway.myGatewayRoute");
     assert_eq!(
         r.matches.grpc,
@@ -18,7 +21,13 @@ fn the_guide_s_grpc_gateway_imports() {
             method: None
         })
     );
-    assert_eq!(r.forward.as_ref().and_then(|f| f.service.clone()).as_deref(), Some("myservicea"));
+    assert_eq!(
+        r.forward
+            .as_ref()
+            .and_then(|f| f.service.clone())
+            .as_deref(),
+        Some("myservicea")
+    );
     let s = service(&imp, "myservicea");
     assert_eq!(s.protocol, UpstreamProtocol::Grpc);
     assert_eq!(s.endpoints[0].address, "myservicea.svc.cluster.local:8080");
@@ -28,14 +37,23 @@ fn the_guide_s_grpc_gateway_imports() {
 
 #[test]
 fn the_guide_s_http_gateways_import() {
-    for (dir, protocol) in [("reference/http2", ListenerProtocol::Http2), ("reference/http", ListenerProtocol::Http)] {
+    for (dir, protocol) in [
+        ("reference/http2", ListenerProtocol::Http2),
+        ("reference/http", ListenerProtocol::Http),
+    ] {
         let imp = import_fixture(dir);
-        assert_eq!(imp.objects.gateways[0].listeners[0].protocol, protocol, "{dir}");
+        assert_eq!(
+            imp.objects.gateways[0].listeners[0].protocol, protocol,
+            "{dir}"
+        );
         let r = route(&imp, "myVirtualGateway.myGatewayRoute");
         assert_eq!(r.matches.path, Some(PathMatch::Prefix("/".into())), "{dir}");
         // "A request to www.example.com/chapter/page ... would be rewritten to
         // myservicea.svc.cluster.local/chapter/page."
-        assert_eq!(forwarded_path(r, "/chapter/page").as_deref(), Some("/chapter/page"));
+        assert_eq!(
+            forwarded_path(r, "/chapter/page").as_deref(),
+            Some("/chapter/page")
+        );
         assert!(r.rewrite.as_ref().is_some_and(|w| w.host_to_target));
         assert_eq!(
             service(&imp, "myservicea").hostname.as_deref(),

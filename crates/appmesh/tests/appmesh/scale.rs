@@ -9,14 +9,24 @@ use crate::common::*;
 /// The generated mesh, one file per kind (arrays of describe outputs).
 pub fn generated_mesh() -> Vec<Source> {
     let nodes: Vec<_> = (0..200)
-        .map(|i| node(&format!("node-{i}"), &format!("node-{i}.svc.cluster.local"), 8080, "http"))
+        .map(|i| {
+            node(
+                &format!("node-{i}"),
+                &format!("node-{i}.svc.cluster.local"),
+                8080,
+                "http",
+            )
+        })
         .collect();
     let mut services: Vec<_> = (0..200)
         .map(|i| vs_node(&format!("svc-{i}.local"), &format!("node-{i}")))
         .collect();
     let mut routers = Vec::new();
     for k in 0..20 {
-        services.push(vs_router(&format!("router-{k}.local"), &format!("router-{k}")));
+        services.push(vs_router(
+            &format!("router-{k}.local"),
+            &format!("router-{k}"),
+        ));
         routers.push(router(&format!("router-{k}"), 8080, "http"));
         for (n, prefix) in ["/read", "/write", "/"].iter().enumerate() {
             routers.push(rroute(

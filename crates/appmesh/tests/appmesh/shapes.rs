@@ -73,7 +73,11 @@ fn a_file_of_appended_outputs_reads_as_many() {
     let unknown = items(&imp, Outcome::NotCarried, "$.spec.mystery");
     assert_eq!(unknown.len(), 1, "{}", imp.report);
     assert_eq!(unknown[0].file, "all.json#2");
-    assert!(unknown[0].message.contains("`mystery` is not an App Mesh field"));
+    assert!(
+        unknown[0]
+            .message
+            .contains("`mystery` is not an App Mesh field")
+    );
 }
 
 #[test]
@@ -117,10 +121,23 @@ fn unknown_and_aws_only_fields_are_reported_with_their_paths() {
     )]);
     reported(&imp, Outcome::NotCarried, "$.tags", "tags");
     reported(&imp, Outcome::NotCarried, "$.meshOwner", "444455556666");
-    reported(&imp, Outcome::NotCarried, "$.spec.listeners[0].futureField", "not an App Mesh field");
+    reported(
+        &imp,
+        Outcome::NotCarried,
+        "$.spec.listeners[0].futureField",
+        "not an App Mesh field",
+    );
     // A key beside describe's wrapper.
-    let imp = import_values(&[("gw.json", json!({"virtualGateway": vgw("gw", spec())["virtualGateway"].clone(), "ResponseMetadata": {}}))]);
-    reported(&imp, Outcome::NotCarried, "$.ResponseMetadata", "not part of any App Mesh output");
+    let imp = import_values(&[(
+        "gw.json",
+        json!({"virtualGateway": vgw("gw", spec())["virtualGateway"].clone(), "ResponseMetadata": {}}),
+    )]);
+    reported(
+        &imp,
+        Outcome::NotCarried,
+        "$.ResponseMetadata",
+        "not part of any App Mesh output",
+    );
 }
 
 #[test]

@@ -19,12 +19,20 @@ fn the_shop_mesh_imports() {
             "ingress-gw.web"
         ]
     );
-    assert!(imp.objects.routes.iter().all(|r| r.gateways == ["ingress-gw"]));
+    assert!(
+        imp.objects
+            .routes
+            .iter()
+            .all(|r| r.gateways == ["ingress-gw"])
+    );
     // The catch-all web route: the path as it came, the virtual service's name as Host.
     let web = route(&imp, "ingress-gw.web");
     assert_eq!(web.matches.path, Some(PathMatch::Prefix("/".into())));
     assert_eq!(forwarded_path(web, "/cart/1").as_deref(), Some("/cart/1"));
-    assert_eq!(service(&imp, "web").hostname.as_deref(), Some("web.shop.local"));
+    assert_eq!(
+        service(&imp, "web").hostname.as_deref(),
+        Some("web.shop.local")
+    );
     // Gateway priority 100 after 10 and 20.
     let p = |n: &str| route(&imp, n).priority.expect("priority");
     assert!(p("ingress-gw.api.canary") < p("ingress-gw.api.split"));
@@ -34,8 +42,14 @@ fn the_shop_mesh_imports() {
     // api: host and prefix from the gateway route, the rest from the router's routes.
     let canary = route(&imp, "ingress-gw.api.canary");
     assert_eq!(canary.matches.hosts, ["api.example.com"]);
-    assert_eq!(canary.matches.path, Some(PathMatch::Prefix("/api/orders".into())));
-    assert_eq!(forwarded_path(canary, "/api/orders/7").as_deref(), Some("/orders/7"));
+    assert_eq!(
+        canary.matches.path,
+        Some(PathMatch::Prefix("/api/orders".into()))
+    );
+    assert_eq!(
+        forwarded_path(canary, "/api/orders/7").as_deref(),
+        Some("/orders/7")
+    );
     let split = route(&imp, "ingress-gw.api.split");
     assert_eq!(split.timeout, Some(portico_model::Duration::from_secs(30)));
     let weights: Vec<u32> = split
@@ -60,7 +74,10 @@ fn the_shop_mesh_imports() {
     let tls = service(&imp, "secure").tls.as_ref().expect("TLS");
     assert_eq!(tls.ca_file.as_deref(), Some("/etc/appmesh/ca.pem"));
     assert_eq!(tls.server_name.as_deref(), Some("secure.shop.local"));
-    assert!(service(&imp, "web").tls.is_none(), "port 8080 is not in the policy's ports");
+    assert!(
+        service(&imp, "web").tls.is_none(),
+        "port 8080 is not in the policy's ports"
+    );
     // web's listener policies.
     let s = service(&imp, "web");
     let hc = s.health_check.as_ref().expect("health check");
@@ -68,7 +85,10 @@ fn the_shop_mesh_imports() {
     assert_eq!(hc.interval, portico_model::Duration::from_secs(5));
     assert_eq!(s.outlier_detection.consecutive_failures, 5);
     assert_eq!(s.outlier_detection.max_ejection_percent, 50);
-    assert_eq!(s.outlier_detection.base_ejection_time, portico_model::Duration::from_secs(30));
+    assert_eq!(
+        s.outlier_detection.base_ejection_time,
+        portico_model::Duration::from_secs(30)
+    );
     assert_eq!(s.connection_pool.max_connections, Some(100));
     assert_eq!(s.connection_pool.max_pending_requests, Some(50));
     assert_eq!(s.request_timeout, portico_model::Duration::from_secs(15));
@@ -78,10 +98,25 @@ fn the_shop_mesh_imports() {
     assert_eq!(file.routes.len(), 5);
     assert_eq!(file.listeners.len(), 1);
     // What is not carried, said.
-    reported(&imp, Outcome::NotCarried, "$.virtualNodes[1]", "listed only");
+    reported(
+        &imp,
+        Outcome::NotCarried,
+        "$.virtualNodes[1]",
+        "listed only",
+    );
     reported(&imp, Outcome::NotCarried, "$.tags", "tags");
     reported(&imp, Outcome::NotCarried, "$.spec.backends", "outbound");
-    reported(&imp, Outcome::Changed, ".listeners[0].healthCheck", "/healthz");
-    reported(&imp, Outcome::NotCarried, "$.virtualService", "no gateway route sends to it");
+    reported(
+        &imp,
+        Outcome::Changed,
+        ".listeners[0].healthCheck",
+        "/healthz",
+    );
+    reported(
+        &imp,
+        Outcome::NotCarried,
+        "$.virtualService",
+        "no gateway route sends to it",
+    );
     reported(&imp, Outcome::Changed, ".responseType", "LOADBALANCER");
 }

@@ -186,7 +186,10 @@ fn the_documented_examples_hold() {
     let f = alone(&g);
     assert_eq!(f.path, Some(PathMatch::Prefix("/chapter".into())));
     assert_eq!(f.prefix, None, "Portico's default rewrite is App Mesh's");
-    assert_eq!(portico(&[f.clone()], "/chapter/page").as_deref(), Some("/page"));
+    assert_eq!(
+        portico(std::slice::from_ref(&f), "/chapter/page").as_deref(),
+        Some("/page")
+    );
     assert_eq!(portico(&[f], "/chapter1").as_deref(), Some("/1"));
     // Behind a router with routes `/1` and `/page`.
     let Combined::Routes(page) = combine(&g, &Router::Prefix("/page".into())) else {
@@ -222,7 +225,10 @@ fn the_documented_examples_hold() {
 #[test]
 fn what_cannot_be_said_is_told() {
     assert!(matches!(
-        combine(&prefix("/chapter", Some("/")), &Router::Regex("/p.*".into())),
+        combine(
+            &prefix("/chapter", Some("/")),
+            &Router::Regex("/p.*".into())
+        ),
         Combined::Inexpressible(_)
     ));
     assert!(matches!(
@@ -230,7 +236,10 @@ fn what_cannot_be_said_is_told() {
         Combined::Never(_)
     ));
     assert!(matches!(
-        combine(&prefix("/chapter", Some("/v2/")), &Router::Prefix("/v1".into())),
+        combine(
+            &prefix("/chapter", Some("/v2/")),
+            &Router::Prefix("/v1".into())
+        ),
         Combined::Never(_)
     ));
 }
