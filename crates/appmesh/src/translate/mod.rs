@@ -138,6 +138,15 @@ pub(crate) fn run(input: Input, mut notes: Vec<Item>) -> Import {
             object: vg.meta.label(multi),
             notes: &mut notes,
         };
+        if wanted != vg.meta.name && named.why.is_none() {
+            cx.changed(
+                vg.meta.path(".virtualGatewayName"),
+                format!(
+                    "named `{}`: another mesh has a virtual gateway {} too",
+                    named.name, vg.meta.name
+                ),
+            );
+        }
         gws.push(gateways::gateway(vg, &named, &mut cx));
     }
     // Routes, gateway by gateway.

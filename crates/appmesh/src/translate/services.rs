@@ -164,8 +164,17 @@ impl Services {
                 format!("{wanted}.{}", l.port)
             };
             let named = names.take(&base_name);
+            let at = meta.path(&format!(".{}", meta.kind.name_field()));
             if let Some(why) = named.why {
-                cx.changed(meta.path(&format!(".{}", meta.kind.name_field())), why);
+                cx.changed(at, why);
+            } else if wanted != meta.name {
+                cx.changed(
+                    at,
+                    format!(
+                        "service named `{}`: another mesh has a virtual node {} too",
+                        named.name, meta.name
+                    ),
+                );
             }
             let service = listener_service(&named.name, &dns.hostname, l, cx);
             cx.carried(

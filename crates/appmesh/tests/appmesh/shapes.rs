@@ -176,3 +176,85 @@ fn the_report_prints_one_line_per_item_and_serializes_in_snake_case() {
     let (carried, changed, not_carried) = imp.report.counts();
     assert_eq!(carried + changed + not_carried, imp.report.items.len());
 }
+
+#[test]
+fn names_shared_by_two_meshes_get_their_mesh() {
+    let in_mesh = |mesh: &str, v: Value| -> Value {
+        let text = v.to_string().replace(
+            &format!("\"meshName\":\"{MESH}\""),
+            &format!("\"meshName\":\"{mesh}\""),
+        );
+        serde_json::from_str(&text).expect("JSON")
+    };
+    let mut values = Vec::new();
+    for mesh in ["blue", "green"] {
+        values.push((
+            format!("{mesh}-gw.json"),
+            in_mesh(mesh, http_gateway("edge")),
+        ));
+        values.push((
+            format!("{mesh}-r.json"),
+            in_mesh(
+                mesh,
+                http_gr(
+                    "edge",
+                    "r",
+                    "app.local",
+                    json!({"prefix": "/"}),
+                    Value::Null,
+                ),
+            ),
+        ));
+        values.push((
+            format!("{mesh}-vs.json"),
+            in_mesh(mesh, vs_node("app.local", "app")),
+        ));
+        values.push((
+            format!("{mesh}-node.json"),
+            in_mesh(
+                mesh,
+                node("app", &format!("app.{mesh}.internal"), 8080, "http"),
+            ),
+        ));
+    }
+    let borrowed: Vec<(&str, Value)> = values
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.clone()))
+        .collect();
+    let imp = import_values(&borrowed);
+    let gateways: Vec<&str> = imp
+        .objects
+        .gateways
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect();
+    assert_eq!(gateways, ["blue.edge", "green.edge"]);
+    assert_eq!(
+        service(&imp, "green.app").endpoints[0].address,
+        "app.green.internal:8080"
+    );
+    let r = route(&imp, "green.edge.r");
+    assert_eq!(
+        r.forward
+            .as_ref()
+            .and_then(|f| f.service.clone())
+            .as_deref(),
+        Some("green.app")
+    );
+    reported(
+        &imp,
+        Outcome::Changed,
+        ".virtualGatewayName",
+        "another mesh",
+    );
+    reported(&imp, Outcome::Changed, ".virtualNodeName", "another mesh");
+    assert!(
+        imp.report
+            .items
+            .iter()
+            .any(|i| i.object == "virtual gateway blue/edge")
+    );
+    // The App Mesh name alone is ambiguous; the Portico name is not.
+    assert!(imp.gateway_file("edge").is_err());
+    imp.gateway_file("blue.edge").expect("gateway file");
+}
