@@ -81,9 +81,13 @@ enum Fail {
 
 /// The Portico routes of one gateway route (none when it is not carried; reported).
 pub(crate) fn gateway_route(gr: &GatewayRoute, gw: &Gateway, ctx: &mut Ctx<'_>) -> Vec<Draft> {
+    // What was said about a gateway route that is then not carried does not hold: only
+    // why it is not carried is left.
+    let mark = ctx.notes.len();
     match drafts(gr, gw, ctx) {
         Ok(d) => d,
         Err(fails) => {
+            ctx.notes.truncate(mark);
             let mut cx = ctx.cx(&gr.meta);
             for (path, why) in fails {
                 cx.not_carried(path, format!("the gateway route is not carried: {why}"));
@@ -219,13 +223,10 @@ fn drafts(
                 {
                     continue;
                 }
+                ctx.reached
+                    .insert((rr.meta.mesh.clone(), name.clone(), rr.meta.name.clone()));
                 match combination(gr, rr, &cond, &gpath, &bound, ctx) {
                     Ok(parts) => {
-                        ctx.reached.insert((
-                            rr.meta.mesh.clone(),
-                            name.clone(),
-                            rr.meta.name.clone(),
-                        ));
                         for (i, (route, targets)) in parts.into_iter().enumerate() {
                             let mut rwanted = format!("{wanted}.{}", rr.meta.name);
                             if i > 0 {
@@ -240,11 +241,6 @@ fn drafts(
                         }
                     }
                     Err(Fail::Never(why)) => {
-                        ctx.reached.insert((
-                            rr.meta.mesh.clone(),
-                            name.clone(),
-                            rr.meta.name.clone(),
-                        ));
                         let mut cx = ctx.cx(&rr.meta);
                         cx.not_carried(
                             rr.at.clone(),
@@ -254,7 +250,13 @@ fn drafts(
                             ),
                         );
                     }
-                    Err(Fail::Cannot(path, why)) => fails.push((path, why)),
+                    Err(Fail::Cannot(path, why)) => fails.push((
+                        gr.target_at.clone(),
+                        format!(
+                            "router route {} ({} {path}): {why}",
+                            rr.meta.name, rr.meta.file
+                        ),
+                    )),
                 }
             }
             if !fails.is_empty() {
@@ -372,10 +374,7 @@ fn combination(
         Combined::Routes(f) => f,
         Combined::Never(w) => return Err(Fail::Never(w)),
         Combined::Inexpressible(w) => {
-            return Err(Fail::Cannot(
-                rr.m.at.clone(),
-                format!("router route {} (in {}): {w}", rr.meta.name, rr.meta.file),
-            ));
+            return Err(Fail::Cannot(rr.m.at.clone(), w));
         }
     };
     // The router route's scheme: the listeners whose clients speak it.
@@ -390,8 +389,7 @@ fn combination(
             return Err(Fail::Cannot(
                 sat.clone(),
                 format!(
-                    "router route {}: scheme {scheme} on a PERMISSIVE listener (TLS and plaintext on one port) cannot be told apart",
-                    rr.meta.name
+                    "scheme {scheme} on a PERMISSIVE listener (TLS and plaintext on one port) cannot be told apart"
                 ),
             ));
         }
@@ -411,21 +409,13 @@ fn combination(
         let id = ctx
             .services
             .resolve(&rr.meta.mesh, &t.node, t.port)
-            .map_err(|m| {
-                Fail::Cannot(
-                    t.at.clone(),
-                    format!("router route {} target: {m}", rr.meta.name),
-                )
-            })?;
+            .map_err(|m| Fail::Cannot(t.at.clone(), m))?;
         targets.push((id, t.weight));
     }
     if targets.iter().all(|t| t.1 == 0) {
         return Err(Fail::Cannot(
             at,
-            format!(
-                "router route {}: every weighted target has weight 0",
-                rr.meta.name
-            ),
+            "every weighted target has weight 0".to_owned(),
         ));
     }
     let (retries, timeout) = {

@@ -225,8 +225,8 @@ fn a_router_route_that_cannot_be_said_exactly_drops_the_whole_gateway_route() {
     reported(
         &imp,
         Outcome::NotCarried,
-        ".match",
-        "the gateway route is not carried",
+        ".action.target",
+        "router route re (route-re.json $.route.spec.httpRoute.match)",
     );
 }
 
@@ -492,4 +492,34 @@ fn missing_and_unusable_targets_are_reported() {
         "$.gatewayRoute",
         "nogw is not in the input",
     );
+}
+
+#[test]
+fn nothing_is_said_carried_of_a_gateway_route_that_is_not() {
+    let imp = through_router(
+        json!({"prefix": "/chapter"}),
+        vec![
+            (
+                "a",
+                json!({"priority": 1, "httpRoute": weighted(
+                    json!([{"virtualNode": "v1", "weight": 1}]),
+                    json!({"prefix": "/"}),
+                    json!({"retryPolicy": {"maxRetries": 1, "perRetryTimeout": {"unit": "s", "value": 1}, "httpRetryEvents": ["gateway-error"]}}),
+                )}),
+            ),
+            (
+                "b",
+                json!({"priority": 2, "httpRoute": weighted(json!([{"virtualNode": "v2", "weight": 1}]), json!({"path": {"regex": "/x.*"}}), Value::Null)}),
+            ),
+        ],
+    );
+    assert!(imp.objects.routes.is_empty());
+    let about_routes: Vec<_> = imp
+        .report
+        .items
+        .iter()
+        .filter(|i| i.file.starts_with("route-"))
+        .collect();
+    assert!(about_routes.is_empty(), "{}", imp.report);
+    assert!(service(&imp, "v1").retries.statuses.is_empty());
 }
