@@ -13,9 +13,9 @@
 //! ```
 //!
 //! - [`source`]: files, their JSON documents, the objects in them in any CLI shape
-//! - [`mesh`]: App Mesh's objects, typed and checked (crate-private)
-//! - [`translate`]: App Mesh objects to Portico objects (crate-private)
-//! - [`import`]: the objects made, gateway files, the report
+//! - `mesh` (private): App Mesh's objects, typed and checked against App Mesh's rules
+//! - `translate` (private): App Mesh objects to Portico objects
+//! - [`mod@import`]: the objects made, gateway files
 //! - [`report`]: the report's items and how they print
 //! - [`error`]: what can fail
 //!
