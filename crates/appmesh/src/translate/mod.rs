@@ -5,15 +5,19 @@
 //! - [`services`]: virtual nodes to services
 //! - [`gateways`]: virtual gateways to gateways
 //! - [`routes`]: gateway routes (and router routes) to routes
+//! - [`conditions`]: hosts, headers, query, method and gRPC conditions, combined
+//! - [`retries`]: router routes' retry policies
 //! - [`paths`]: a gateway route's and a router route's path conditions combined
 //! - [`range`]: header ranges as regular expressions
 //! - [`order`]: the routes' priorities
 
+pub(crate) mod conditions;
 pub(crate) mod gateways;
 pub(crate) mod names;
 pub(crate) mod order;
 pub(crate) mod paths;
 pub(crate) mod range;
+pub(crate) mod retries;
 pub(crate) mod routes;
 pub(crate) mod services;
 
