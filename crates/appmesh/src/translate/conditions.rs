@@ -14,11 +14,17 @@ use crate::translate::range;
 /// The gateway-level conditions, apart from the path.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Cond {
+    /// Hosts (the gateway route's).
     pub hosts: Vec<String>,
+    /// Header conditions, all of which hold.
     pub headers: Vec<HeaderMatch>,
+    /// Query conditions, all of which hold.
     pub query: Vec<QueryMatch>,
+    /// The method.
     pub method: Option<String>,
+    /// The gRPC service.
     pub grpc_service: Option<String>,
+    /// The gRPC method (a router route's).
     pub grpc_method: Option<String>,
 }
 

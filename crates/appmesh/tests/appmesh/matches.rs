@@ -334,3 +334,36 @@ fn priorities_are_kept_when_no_router_is_involved() {
     assert_eq!(route(&imp, "gw.a").priority, Some(7));
     assert_eq!(route(&imp, "gw.b").priority, None);
 }
+
+#[test]
+fn two_virtual_services_of_one_node_send_their_own_names_as_host() {
+    let imp = import_values(&[
+        ("gw.json", http_gateway("gw")),
+        (
+            "a.json",
+            http_gr("gw", "a", "a.local", json!({"prefix": "/a"}), Value::Null),
+        ),
+        (
+            "b.json",
+            http_gr("gw", "b", "b.local", json!({"prefix": "/b"}), Value::Null),
+        ),
+        ("vsa.json", vs_node("a.local", "svc")),
+        ("vsb.json", vs_node("b.local", "svc")),
+        ("node.json", node("svc", "svc.internal", 8080, "http")),
+    ]);
+    let host = |route_name: &str| {
+        let s = route(&imp, route_name)
+            .forward
+            .as_ref()
+            .and_then(|f| f.service.clone())
+            .expect("a service");
+        service(&imp, &s).hostname.clone()
+    };
+    assert_eq!(host("gw.a").as_deref(), Some("a.local"));
+    assert_eq!(host("gw.b").as_deref(), Some("b.local"));
+    assert_eq!(
+        imp.objects.services.len(),
+        2,
+        "the node's service and a copy"
+    );
+}
