@@ -684,9 +684,32 @@ impl RouteSpec {
                 services.push(crate::Service::new(&t.service, ["127.0.0.1:1".to_owned()]));
             }
         }
+        // Stand-in listeners too: which listeners a gateway has is checked when the
+        // gateways the route names compile it.
+        let mut named: Vec<&String> = self
+            .route
+            .listeners
+            .iter()
+            .filter(|n| validate::is_name(n))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        let listeners = named
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let mut l = crate::Listener::new(
+                    u16::try_from(i + 1).unwrap_or(1),
+                    crate::ListenerProtocol::Http,
+                );
+                l.name = Some(n.clone());
+                l
+            })
+            .collect();
         let probe = crate::Snapshot {
             routes: vec![self.route.clone()],
             services,
+            listeners,
             ..Default::default()
         };
         if let Err(e) = probe.validate() {

@@ -1140,11 +1140,31 @@ pub async fn apply(c: &Client, file: &Path, dry_run: bool, prune: bool) -> anyho
         Format::Json => "application/json",
         Format::Toml => "application/toml",
     };
+    apply_text(
+        c,
+        text,
+        content_type,
+        &file.display().to_string(),
+        dry_run,
+        prune,
+    )
+    .await
+}
+
+/// Sends an apply document (`content_type` JSON or TOML) read from `source` and prints the plan.
+pub async fn apply_text(
+    c: &Client,
+    text: String,
+    content_type: &str,
+    source: &str,
+    dry_run: bool,
+    prune: bool,
+) -> anyhow::Result<()> {
     let path = format!("/api/v1/apply?dry_run={dry_run}&prune={prune}");
     let plan = c
         .send_text(Method::POST, &path, content_type, text)
         .await
-        .with_context(|| format!("{}: nothing was applied", file.display()))?;
+        .with_context(|| format!("{source}: nothing was applied"))?;
     if c.output == Output::Json {
         crate::cli::out!(
             "{}",

@@ -5,6 +5,7 @@ mod acme_local;
 mod apps_cli;
 mod cli;
 mod gateway_cmd;
+mod import_cmd;
 mod node_cmd;
 mod people_cli;
 mod server_cmd;
@@ -80,6 +81,9 @@ enum Command {
     Status,
     /// Bring the control plane to a file's state, every object in one transaction.
     Apply(ApplyArgs),
+    /// Make Portico objects from another product's config (AWS App Mesh).
+    #[command(subcommand)]
+    Import(import_cmd::ImportCommand),
     /// Consumers: who calls APIs.
     #[command(subcommand)]
     Consumers(ConsumersCommand),
@@ -921,6 +925,10 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
             .await
         }
         Command::Apply(a) => cli::apply(&client(&global)?, &a.file, a.dry_run, a.prune).await,
+        Command::Import(cmd) => {
+            let output = global.output;
+            import_cmd::run(cmd, output, || client(&global)).await
+        }
     }
 }
 

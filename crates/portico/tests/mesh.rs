@@ -175,3 +175,50 @@ async fn bad_endpoint_settings_are_refused_with_their_field_paths() {
     assert!(s == 400 || s == 422, "{s} {v}");
     assert!(v.to_string().contains("intervall"), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_route_may_name_listeners_its_gateways_have() {
+    let root = TempDir::new().unwrap();
+    let gw_port = free_port();
+    let cp = start_server(&root.path().join("data"), free_port(), gw_port, None).await;
+    let echo = Upstream::echo().await;
+    let (s, v) = cp
+        .api(
+            "POST",
+            "/api/v1/services",
+            Some(json!({"name": "echo", "endpoints": [echo.addr.to_string()]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let route = |listener: &str| {
+        json!({"name": "bound", "gateways": ["default"], "route": {
+            "listeners": [listener], "match": {"path": {"prefix": "/bound"}},
+            "forward": {"service": "echo"}}})
+    };
+    // A listener the gateway does not have: refused when the gateway compiles it.
+    let (s, v) = cp.api("POST", "/api/v1/routes", Some(route("nope"))).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("nope"), "{v}");
+    // The gateway's own listener: served there.
+    let (s, v) = cp
+        .api(
+            "POST",
+            "/api/v1/routes",
+            Some(route(&format!("http-{gw_port}"))),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let client = Client::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = client
+            .get(&format!("http://127.0.0.1:{gw_port}/bound/x"))
+            .await;
+        if r.status == 200 {
+            assert_eq!(r.json()["path"], "/x");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served: {}", r.text());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

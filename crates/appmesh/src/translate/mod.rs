@@ -266,26 +266,11 @@ pub(crate) fn run(input: Input, mut notes: Vec<Item>) -> Import {
             route.listeners.clear();
         }
         infos[gi].routes.push(route.clone());
-        if route.listeners.is_empty() {
-            objects.routes.push(RouteSpec {
-                name,
-                gateways: vec![gws[gi].spec.name.clone()],
-                route,
-            });
-        } else {
-            Cx {
-                file: d.source.file.clone(),
-                object: d.source.label(multi),
-                notes: &mut notes,
-            }
-            .not_carried(
-                d.source.path(""),
-                format!(
-                    "route `{name}` takes requests on some of the gateway's listeners only ({}): a Portico route definition cannot name listeners yet, so it is left out of the apply document (a gateway file made for this gateway has it)",
-                    route.listeners.join(", ")
-                ),
-            );
-        }
+        objects.routes.push(RouteSpec {
+            name,
+            gateways: vec![gws[gi].spec.name.clone()],
+            route,
+        });
     }
     for g in gws {
         for c in g.certificates {

@@ -265,6 +265,22 @@ fn drafts(
                 });
             }
             // What the gateway route takes and no router route does: 404, as App Mesh.
+            // Unless a router route takes all of it (a route that matched the same
+            // requests would never be reached).
+            if drafts.iter().any(|d| {
+                d.route.matches == gateway_match && d.route.listeners == base_route.listeners
+            }) {
+                summary(
+                    ctx,
+                    gr,
+                    &wanted,
+                    &format!(
+                        "virtual router {name}: {} route(s) `{wanted}.<route>`",
+                        drafts.len()
+                    ),
+                );
+                return Ok(drafts);
+            }
             let mut fallback = base_route;
             fallback.matches = gateway_match.clone();
             fallback.fixed_response = Some(FixedResponse {

@@ -14,7 +14,6 @@ fn the_shop_mesh_imports() {
         [
             "ingress-gw.api.canary",
             "ingress-gw.api.split",
-            "ingress-gw.api",
             "ingress-gw.secure",
             "ingress-gw.web"
         ]
@@ -36,8 +35,7 @@ fn the_shop_mesh_imports() {
     // Gateway priority 100 after 10 and 20.
     let p = |n: &str| route(&imp, n).priority.expect("priority");
     assert!(p("ingress-gw.api.canary") < p("ingress-gw.api.split"));
-    assert!(p("ingress-gw.api.split") < p("ingress-gw.api"));
-    assert!(p("ingress-gw.api") < p("ingress-gw.secure"));
+    assert!(p("ingress-gw.api.split") < p("ingress-gw.secure"));
     assert!(p("ingress-gw.secure") < p("ingress-gw.web"));
     // api: host and prefix from the gateway route, the rest from the router's routes.
     let canary = route(&imp, "ingress-gw.api.canary");
@@ -95,7 +93,7 @@ fn the_shop_mesh_imports() {
     // A gateway file for the gateway: everything it serves, logging to standard output.
     let file = imp.gateway_file("ingress-gw").expect("gateway file");
     assert_eq!(file.node.access_log.path, "-");
-    assert_eq!(file.routes.len(), 5);
+    assert_eq!(file.routes.len(), 4);
     assert_eq!(file.listeners.len(), 1);
     // What is not carried, said.
     reported(

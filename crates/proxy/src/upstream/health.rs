@@ -137,7 +137,7 @@ async fn probe_loop(
 ) {
     // Spread the first probes of many endpoints over up to a second.
     let first = policy.interval.min(Duration::from_secs(1));
-    tokio::time::sleep(first.mul_f64(fastrand::f64())).await;
+    tokio::time::sleep_until(on_grid(first.mul_f64(fastrand::f64()), policy.interval)).await;
     let mut held = Held::None;
     let mut gauge = None;
     loop {
@@ -170,8 +170,22 @@ async fn probe_loop(
         drop(svc);
         // Up to 10 % either way, so probes from many nodes do not arrive in step.
         let jitter = 0.9 + 0.2 * fastrand::f64();
-        tokio::time::sleep(policy.interval.mul_f64(jitter)).await;
+        tokio::time::sleep_until(on_grid(policy.interval.mul_f64(jitter), policy.interval)).await;
     }
+}
+
+/// `after` from now, moved up to the next tick of a grid of a tenth of `interval` (at most
+/// 100 ms): the probes of many endpoints then wake the node together, a few times a second,
+/// rather than each on its own (a wake-up costs more than a probe).
+fn on_grid(after: Duration, interval: Duration) -> tokio::time::Instant {
+    static BASE: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(tokio::time::Instant::now);
+    let grid = (interval / 10).clamp(Duration::from_millis(1), Duration::from_millis(100));
+    let at = tokio::time::Instant::now() + after;
+    let since = at.saturating_duration_since(base).as_nanos();
+    let g = grid.as_nanos();
+    let ticks = since.div_ceil(g);
+    base + Duration::from_nanos(u64::try_from(ticks * g).unwrap_or(u64::MAX))
 }
 
 /// A connection kept between probes.
