@@ -394,3 +394,54 @@ async fn connection_pools_refuse_what_is_over_their_limits_naming_the_limit() {
     let r = Client::new().get(&gw.url("/x")).await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_checks_on_another_port_with_the_statuses_that_pass() {
+    // The endpoint's traffic port always answers; its health is on a port of its own,
+    // whose "fine" is a 404 (e.g. a health path only some servers have).
+    let up = Arc::new(AtomicBool::new(true));
+    let u2 = up.clone();
+    let health = Upstream::start(move |_| {
+        if u2.load(Ordering::SeqCst) {
+            Reply::status(404)
+        } else {
+            Reply::status(500)
+        }
+    })
+    .await;
+    let a = Upstream::named("a").await;
+    let b = Upstream::named("b").await;
+    let cfg = format!(
+        "{WEB}\n{}\n{}",
+        service(
+            "s",
+            &[a.addr, b.addr],
+            &format!(
+                "{QUIET}\nhealth_check = {{ protocol = \"http2\", port = {}, path = \"/status\", expected_statuses = [\"200-299\", 404], interval = \"100ms\", unhealthy_threshold = 1, healthy_threshold = 1 }}",
+                health.addr.port()
+            )
+        ),
+        route("s")
+    );
+    let gw = Gw::start(&cfg).await;
+    wait_health(&gw, a.addr, 1).await;
+    assert!(
+        health
+            .requests()
+            .iter()
+            .all(|r| r.uri.path() == "/status" && r.version == http::Version::HTTP_2),
+        "http2 probes of the path"
+    );
+    assert_eq!(
+        traffic(&a),
+        0,
+        "probes went to the health port, not the endpoint's"
+    );
+    // Both endpoints share the health port here: both leave, and the service fails open.
+    up.store(false, Ordering::SeqCst);
+    wait_health(&gw, a.addr, 0).await;
+    wait_health(&gw, b.addr, 0).await;
+    assert_eq!(Client::new().get(&gw.url("/x")).await.status, 200);
+    up.store(true, Ordering::SeqCst);
+    wait_health(&gw, b.addr, 1).await;
+}
