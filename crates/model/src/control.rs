@@ -317,6 +317,18 @@ pub fn parse_endpoint_url(url: &str) -> Result<EndpointUrl, String> {
     if !port_ok {
         return Err(format!("`{url}`: the port must be 1 to 65535"));
     }
+    // The host itself: a name, an IPv4 address or a bracketed IPv6 one.
+    let (host, _) =
+        crate::service::split_host_port(&address).map_err(|m| format!("`{url}`: {m}"))?;
+    if address.starts_with('[') {
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!(
+                "`{url}`: `{host}` in brackets is not an IPv6 address"
+            ));
+        }
+    } else {
+        validate::check_host(host, false).map_err(|m| format!("`{url}`: {m}"))?;
+    }
     if path.contains(['?', '#']) {
         return Err(format!("`{url}`: a backend URL takes no query or fragment"));
     }
@@ -369,6 +381,8 @@ impl GatewaySpec {
                     "url",
                     format!("`{url}` is not a URL: write it as https://host:2020"),
                 ));
+            } else if let Err(m) = parse_endpoint_url(url) {
+                errors.push(FieldError::new("url", m));
             }
         }
         if let Some(ip) = &self.ip
@@ -827,5 +841,32 @@ mod tests {
             ["context", "production_endpoints[0]", "operations[0].method"]
         );
         assert_eq!(api.id(), "pets-v1");
+    }
+
+    #[test]
+    fn backend_and_gateway_urls_need_a_real_host() {
+        for bad in [
+            "http://[::1",
+            "http://[zz]:80",
+            "http://a]b:80",
+            "https://exa mple.com/",
+            "http://host_:x",
+        ] {
+            assert!(parse_endpoint_url(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "http://[::1]:8080/api",
+            "http://[::1]/",
+            "https://pets.internal/api",
+            "http://10.0.0.5:8080",
+        ] {
+            assert!(parse_endpoint_url(good).is_ok(), "{good}");
+        }
+        let mut g = GatewaySpec::new("edge", GatewayKind::Production);
+        g.url = Some("http://[gw:2020".into());
+        let Err(Error::Invalid(errs)) = g.validate() else {
+            panic!("refused")
+        };
+        assert_eq!(errs[0].path, "url");
     }
 }
