@@ -11,7 +11,7 @@ use portico_model::{AccessClaims, AuthMode, GatewayKind, KeyType, RouteAuth, Sec
 use sha2::{Digest, Sha256};
 
 use crate::respond::{ErrorKind, ProxyError};
-use crate::throttle::{Check, Gcra, Limiters, SharedLimits};
+use crate::throttle::{Checks, Gcra, Limit, Limiters, SharedLimits};
 
 /// The consumer's name, sent upstream.
 pub static X_CONSUMER: HeaderName = HeaderName::from_static("x-portico-consumer");
@@ -43,9 +43,9 @@ struct ConsumerTiers {
     /// APIs deployed here the consumer is subscribed to (what its tokens may open).
     apis: Vec<Arc<str>>,
     /// The consumer's own tier and its key (`c:<consumer>`).
-    own: Option<(Arc<Gcra>, Arc<str>)>,
+    own: Option<Limit>,
     /// Subscription tiers by API, with their keys (`s:<consumer>:<api>`).
-    by_api: HashMap<String, (Arc<Gcra>, Arc<str>)>,
+    by_api: HashMap<String, Limit>,
 }
 
 /// A route's throttling tiers.
@@ -54,9 +54,9 @@ pub struct RouteThrottle {
     /// The API.
     pub api: Arc<str>,
     /// Over all callers of the API, with its key (`a:<api>`).
-    pub api_tier: Option<(Arc<Gcra>, Arc<str>)>,
+    pub api_tier: Option<Limit>,
     /// Over all callers of this route, with its key (`o:<route>`).
-    pub operation_tier: Option<(Arc<Gcra>, Arc<str>)>,
+    pub operation_tier: Option<Limit>,
 }
 
 /// JWT verification.
@@ -138,32 +138,31 @@ impl SecurityRuntime {
     }
 
     /// The limits a request on this route meets: the consumer's, the subscription's, the
-    /// API's and the operation's tiers, in that order.
-    pub fn checks(&self, t: &RouteThrottle, caller: Option<&Caller>) -> Vec<Check> {
-        // Keys are made when the Snapshot is compiled: nothing is formatted per request.
-        let check = |(g, key): &(Arc<Gcra>, Arc<str>), what| Check {
-            gcra: g.clone(),
-            key: key.clone(),
-            what,
-        };
-        let mut out = Vec::new();
+    /// API's and the operation's tiers, in that order. Their cells were found when the
+    /// Snapshot compiled: nothing is looked up, formatted or allocated per request.
+    pub fn checks<'a>(&'a self, t: &'a RouteThrottle, caller: Option<&Caller>) -> Checks<'a> {
+        let mut out: Checks<'a> = [None; 4];
         if let Some(c) = caller
             && let Ok(name) = c.consumer.to_str()
             && let Some(ct) = self.consumers.get(name)
         {
-            if let Some(own) = &ct.own {
-                out.push(check(own, "the consumer's rate limit is reached"));
-            }
-            if let Some(sub) = ct.by_api.get(&*t.api) {
-                out.push(check(sub, "the subscription's rate limit is reached"));
-            }
+            out[0] = ct
+                .own
+                .as_ref()
+                .map(|l| (l, "the consumer's rate limit is reached"));
+            out[1] = ct
+                .by_api
+                .get(&*t.api)
+                .map(|l| (l, "the subscription's rate limit is reached"));
         }
-        if let Some(a) = &t.api_tier {
-            out.push(check(a, "the API's rate limit is reached"));
-        }
-        if let Some(o) = &t.operation_tier {
-            out.push(check(o, "the operation's rate limit is reached"));
-        }
+        out[2] = t
+            .api_tier
+            .as_ref()
+            .map(|l| (l, "the API's rate limit is reached"));
+        out[3] = t
+            .operation_tier
+            .as_ref()
+            .map(|l| (l, "the operation's rate limit is reached"));
         out
     }
 
@@ -175,7 +174,7 @@ impl SecurityRuntime {
         now_ns: u64,
     ) -> Result<(), ProxyError> {
         let checks = self.checks(t, caller);
-        if checks.is_empty() {
+        if checks.iter().all(Option::is_none) {
             return Ok(());
         }
         match &self.shared {
@@ -241,13 +240,13 @@ impl SecurityRuntime {
                             .tier
                             .as_deref()
                             .and_then(lookup)
-                            .map(|g| (g, Arc::from(format!("c:{}", c.name)))),
+                            .map(|g| g.limit(&format!("c:{}", c.name))),
                         by_api: c
                             .subscriptions
                             .iter()
                             .filter_map(|(api, t)| {
-                                let key = Arc::from(format!("s:{}:{api}", c.name));
-                                Some((api.clone(), (lookup(t)?, key)))
+                                let limit = lookup(t)?.limit(&format!("s:{}:{api}", c.name));
+                                Some((api.clone(), limit))
                             })
                             .collect(),
                     },

@@ -519,12 +519,12 @@ fn compile_route(
                 .api_tier
                 .as_deref()
                 .and_then(|n| security.tier(n))
-                .map(|g| (g, Arc::from(format!("a:{}", t.api)))),
+                .map(|g| g.limit(&format!("a:{}", t.api))),
             operation_tier: t
                 .operation_tier
                 .as_deref()
                 .and_then(|n| security.tier(n))
-                .map(|g| (g, Arc::from(format!("o:{}", r.effective_name(index))))),
+                .map(|g| g.limit(&format!("o:{}", r.effective_name(index)))),
         }),
         cors: r
             .cors

@@ -2,11 +2,13 @@
 //! has a theoretical arrival time; a request passes when that time is within the tier's
 //! burst tolerance of now, and moves it one emission interval on. Exact at the boundary:
 //! with `limit` 5 and no burst setting, 5 requests pass back to back and the 6th waits.
-//! Limiters are kept across Snapshots by tier definition, so windows survive reloads.
+//! Every key's time is an atomic cell found when the Snapshot is compiled, so a request
+//! takes no lock and looks nothing up: one compare-and-swap per tier. Limiters and their
+//! cells are kept across Snapshots by tier definition and key, so windows survive reloads.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -24,13 +26,25 @@ pub struct Gcra {
     tolerance_ns: u64,
     limit: u32,
     window: u64,
-    state: Mutex<State>,
+    /// Every key's cell, while a Snapshot uses it (taken when Snapshots compile only).
+    cells: Mutex<HashMap<Arc<str>, Weak<Cell>>>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    tat: HashMap<Box<str>, u64>,
-    checks: u32,
+/// One key's theoretical arrival time in one tier (0: never seen).
+#[derive(Debug)]
+pub struct Cell {
+    /// The key (consumer, subscription, API or route), as Redis names it too.
+    pub key: Arc<str>,
+    tat: AtomicU64,
+}
+
+/// A tier and one key's cell in it: what a compiled route or consumer holds.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    /// The tier's limiter.
+    pub gcra: Arc<Gcra>,
+    /// The key's cell.
+    pub cell: Arc<Cell>,
 }
 
 impl Gcra {
@@ -52,33 +66,59 @@ impl Gcra {
             tolerance_ns: interval_ns * (burst - 1),
             limit,
             window,
-            state: Mutex::new(State::default()),
+            cells: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes one request for `key` at `now_ns`, or says how long until one would pass.
-    pub fn check(&self, key: &str, now_ns: u64) -> Result<(), u64> {
-        let mut st = self
-            .state
+    /// The limit of `key` in this tier: its cell while one is in use (a reload keeps the
+    /// window), else a new one. For compiling Snapshots, not for requests.
+    pub fn limit(self: &Arc<Self>, key: &str) -> Limit {
+        let mut cells = self
+            .cells
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        st.checks = st.checks.wrapping_add(1);
-        if st.checks.is_multiple_of(4096) {
-            // Keys whose window has passed hold no information: forget them.
-            st.tat.retain(|_, t| *t > now_ns);
+        if let Some(cell) = cells.get(key).and_then(Weak::upgrade) {
+            return Limit {
+                gcra: self.clone(),
+                cell,
+            };
         }
-        let tat = st.tat.get(key).copied().unwrap_or(now_ns).max(now_ns);
-        if tat - now_ns > self.tolerance_ns {
-            return Err(tat - self.tolerance_ns - now_ns);
+        // Cells no Snapshot holds any more are forgotten now and then.
+        if cells.len() >= 64 && cells.len().is_power_of_two() {
+            cells.retain(|_, w| w.strong_count() > 0);
         }
-        let next = tat + self.interval_ns;
-        match st.tat.get_mut(key) {
-            Some(t) => *t = next,
-            None => {
-                st.tat.insert(key.into(), next);
+        let key: Arc<str> = key.into();
+        let cell = Arc::new(Cell {
+            key: key.clone(),
+            tat: AtomicU64::new(0),
+        });
+        cells.insert(key, Arc::downgrade(&cell));
+        Limit {
+            gcra: self.clone(),
+            cell,
+        }
+    }
+
+    /// Takes one request of `cell` at `now_ns`, or says how long until one would pass.
+    /// Lock-free: one compare-and-swap, retried only when another request moved the cell.
+    #[inline]
+    pub fn check(&self, cell: &Cell, now_ns: u64) -> Result<(), u64> {
+        let mut seen = cell.tat.load(Ordering::Acquire);
+        loop {
+            let tat = seen.max(now_ns);
+            if tat - now_ns > self.tolerance_ns {
+                return Err(tat - self.tolerance_ns - now_ns);
+            }
+            match cell.tat.compare_exchange_weak(
+                seen,
+                tat + self.interval_ns,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now_seen) => seen = now_seen,
             }
         }
-        Ok(())
     }
 
     /// The 429 for a refused request.
@@ -93,24 +133,20 @@ impl Gcra {
     }
 }
 
-/// One limit to check for a request: the tier, the key within it, and what to say.
-#[derive(Debug, Clone)]
-pub struct Check {
-    /// The tier's limiter.
-    pub gcra: Arc<Gcra>,
-    /// The key (consumer, subscription, API or route).
-    pub key: Arc<str>,
-    /// The 429's message.
-    pub what: &'static str,
-}
+/// One limit to check for a request, and what its 429 says.
+pub type Check<'a> = (&'a Limit, &'static str);
+
+/// The limits one request meets (the consumer's, the subscription's, the API's and the
+/// operation's), without allocating: unused places are `None`.
+pub type Checks<'a> = [Option<Check<'a>>; 4];
 
 /// Checks every limit locally; the first one reached refuses. Earlier ones are not given
 /// back (a refused request still counted for the consumer's broader tiers).
-pub fn check_local(checks: &[Check], now_ns: u64) -> Result<(), ProxyError> {
-    for c in checks {
-        c.gcra
-            .check(&c.key, now_ns)
-            .map_err(|w| c.gcra.refuse(w, c.what))?;
+pub fn check_local(checks: &Checks<'_>, now_ns: u64) -> Result<(), ProxyError> {
+    for (l, what) in checks.iter().flatten() {
+        l.gcra
+            .check(&l.cell, now_ns)
+            .map_err(|w| l.gcra.refuse(w, what))?;
     }
     Ok(())
 }
@@ -194,15 +230,15 @@ impl SharedLimits {
 
     /// Checks every limit in one Redis round trip; falls back to the local limiters when
     /// Redis is not connected or does not answer within the timeout.
-    pub async fn check(&self, checks: &[Check], now_ns: u64) -> Result<(), ProxyError> {
+    pub async fn check(&self, checks: &Checks<'_>, now_ns: u64) -> Result<(), ProxyError> {
         let Some(conn) = self.conn.load_full() else {
             return self.fallback(checks, now_ns, "not connected");
         };
         let mut inv = self.script.prepare_invoke();
-        for c in checks {
-            inv.key(format!("portico:rl:{}:{}", c.gcra.id, c.key));
-            inv.arg(c.gcra.interval_ns / 1000)
-                .arg(c.gcra.tolerance_ns / 1000);
+        for (l, _) in checks.iter().flatten() {
+            inv.key(format!("portico:rl:{}:{}", l.gcra.id, l.cell.key));
+            inv.arg(l.gcra.interval_ns / 1000)
+                .arg(l.gcra.tolerance_ns / 1000);
         }
         let mut conn = (*conn).clone();
         let answer: Result<Result<(i64, i64), redis::RedisError>, _> =
@@ -210,20 +246,20 @@ impl SharedLimits {
         match answer {
             Ok(Ok((0, _))) => Ok(()),
             Ok(Ok((i, wait_us))) => {
-                let c = usize::try_from(i - 1)
+                let (l, what) = usize::try_from(i - 1)
                     .ok()
-                    .and_then(|i| checks.get(i))
+                    .and_then(|i| checks.iter().flatten().nth(i))
                     .ok_or_else(|| ProxyError::new(ErrorKind::RateLimited, "rate limit reached"))?;
-                Err(c
+                Err(l
                     .gcra
-                    .refuse(u64::try_from(wait_us).unwrap_or(0) * 1000, c.what))
+                    .refuse(u64::try_from(wait_us).unwrap_or(0) * 1000, what))
             }
             Ok(Err(e)) => self.fallback(checks, now_ns, &e.to_string()),
             Err(_) => self.fallback(checks, now_ns, "timed out"),
         }
     }
 
-    fn fallback(&self, checks: &[Check], now_ns: u64, why: &str) -> Result<(), ProxyError> {
+    fn fallback(&self, checks: &Checks<'_>, now_ns: u64, why: &str) -> Result<(), ProxyError> {
         self.fallbacks.inc();
         let now_ms = crate::clock::now_ms();
         let last = self.last_warning_ms.load(Ordering::Relaxed);
@@ -289,20 +325,27 @@ mod tests {
         }
     }
 
+    /// Checks `key` of `g` (finding its cell, as a compiled Snapshot would have).
+    fn check(g: &Arc<Gcra>, key: &str, now: u64) -> Result<(), u64> {
+        g.check(&g.limit(key).cell, now)
+    }
+
     #[test]
     fn exact_at_the_boundary() {
-        let g = Gcra::new(&tier(5, Period::Minute, None));
+        let g = Arc::new(Gcra::new(&tier(5, Period::Minute, None)));
         let t0 = 1_000_000_000;
+        let held = g.limit("k");
         for i in 0..5 {
-            assert!(g.check("k", t0).is_ok(), "request {i}");
+            assert!(check(&g, "k", t0).is_ok(), "request {i}");
         }
-        let wait = g.check("k", t0).err().unwrap_or(0);
+        let wait = check(&g, "k", t0).err().unwrap_or(0);
         assert_eq!(wait, 12_000_000_000, "one emission interval: 60 s / 5");
         // Another key has its own window.
-        assert!(g.check("other", t0).is_ok());
+        assert!(check(&g, "other", t0).is_ok());
         // After one interval, exactly one more passes.
-        assert!(g.check("k", t0 + 12_000_000_000).is_ok());
-        assert!(g.check("k", t0 + 12_000_000_000).is_err());
+        assert!(check(&g, "k", t0 + 12_000_000_000).is_ok());
+        assert!(check(&g, "k", t0 + 12_000_000_000).is_err());
+        drop(held);
         let e = g.refuse(wait, "x");
         assert_eq!(
             e.rate.map(|r| (r.limit, r.window, r.retry_after)),
@@ -312,9 +355,45 @@ mod tests {
 
     #[test]
     fn burst_smaller_than_the_limit_spaces_requests() {
-        let g = Gcra::new(&tier(10, Period::Second, Some(1)));
-        assert!(g.check("k", 0).is_ok());
-        assert!(g.check("k", 50_000_000).is_err());
-        assert!(g.check("k", 100_000_000).is_ok());
+        let g = Arc::new(Gcra::new(&tier(10, Period::Second, Some(1))));
+        let l = g.limit("k");
+        assert!(g.check(&l.cell, 0).is_ok());
+        assert!(g.check(&l.cell, 50_000_000).is_err());
+        assert!(g.check(&l.cell, 100_000_000).is_ok());
+    }
+
+    #[test]
+    fn a_reload_keeps_the_cell_and_unused_cells_are_forgotten() {
+        let g = Arc::new(Gcra::new(&tier(1, Period::Minute, None)));
+        let old = g.limit("k");
+        assert!(g.check(&old.cell, 1).is_ok());
+        let new = g.limit("k");
+        assert!(Arc::ptr_eq(&old.cell, &new.cell), "the window survives");
+        assert!(g.check(&new.cell, 2).is_err());
+        drop((old, new));
+        let fresh = g.limit("k");
+        assert!(
+            g.check(&fresh.cell, 3).is_ok(),
+            "nobody held it: a new window"
+        );
+    }
+
+    #[test]
+    fn concurrent_requests_never_pass_more_than_the_limit() {
+        let g = Arc::new(Gcra::new(&tier(1000, Period::Hour, None)));
+        let l = g.limit("k");
+        let passed = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        if g.check(&l.cell, 5).is_ok() {
+                            passed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(passed.load(Ordering::Relaxed), 1000);
     }
 }
