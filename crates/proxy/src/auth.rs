@@ -2,7 +2,7 @@
 //! (no call to the control plane). API keys are looked up by their SHA-256.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -27,9 +27,9 @@ pub struct SecurityRuntime {
     pub api_keys: HashMap<[u8; 32], KeyEntry>,
     /// JWT verification keys by `kid`, with the checks every token gets.
     pub jwt: Option<JwtRuntime>,
-    /// Tokens already verified, by SHA-256, until they expire; sharded by the hash's first
-    /// byte so that workers rarely wait on each other.
-    verified: [Mutex<HashMap<[u8; 32], Arc<Verified>>>; SHARDS],
+    /// Tokens already verified, by SHA-256, until they expire: bounded, sharded, each
+    /// shard evicting one entry at a time (a clock).
+    verified: crate::token_cache::TokenCache<Verified>,
     /// Limiters by tier name (lower case).
     tiers: HashMap<String, Arc<Gcra>>,
     /// Consumer tiers: the consumer's own, and per subscribed API.
@@ -82,10 +82,6 @@ struct Verified {
     scopes: Vec<String>,
 }
 
-/// Shards of the verified-token cache.
-const SHARDS: usize = 16;
-/// Verified tokens kept at most per shard; a shard starts over when full.
-const VERIFIED_CAP: usize = 1024;
 /// Clock skew allowed on `exp` and `nbf`, in seconds.
 const LEEWAY: u64 = 30;
 
@@ -257,7 +253,7 @@ impl SecurityRuntime {
             gateway_type: s.gateway_type,
             api_keys,
             jwt,
-            verified: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            verified: crate::token_cache::TokenCache::default(),
             tiers,
             consumers,
             shared,
@@ -276,23 +272,11 @@ impl SecurityRuntime {
     /// Verifies a bearer token (cached by hash until it expires).
     fn verify_jwt(&self, token: &[u8], now: u64) -> Result<Arc<Verified>, ProxyError> {
         let hash: [u8; 32] = Sha256::digest(token).into();
-        let shard = &self.verified[usize::from(hash[0]) % SHARDS];
-        let cached = shard
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&hash)
-            .cloned();
-        let v = match cached {
+        let v = match self.verified.get(&hash) {
             Some(v) => v,
             None => {
                 let v = Arc::new(self.verify_uncached(token)?);
-                let mut cache = shard
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if cache.len() >= VERIFIED_CAP {
-                    cache.clear();
-                }
-                cache.insert(hash, v.clone());
+                self.verified.insert(hash, v.clone());
                 v
             }
         };

@@ -39,6 +39,7 @@ pub mod router;
 pub mod runtime;
 pub mod throttle;
 pub mod tls;
+pub mod token_cache;
 pub mod upstream;
 
 pub use error::Error;
