@@ -71,7 +71,7 @@ pub struct ProxyError {
 }
 
 /// The limit behind a 429, for `Retry-After` and the `RateLimit-*` headers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateInfo {
     /// Requests per window.
     pub limit: u32,
@@ -79,6 +79,8 @@ pub struct RateInfo {
     pub window: u64,
     /// Seconds until a request would pass.
     pub retry_after: u64,
+    /// `RateLimit-Policy` (`limit;w=window`), made when the tier was compiled.
+    pub policy: HeaderValue,
 }
 
 impl ProxyError {
@@ -212,13 +214,13 @@ pub fn error_response(
         if let Some(id) = request_id {
             builder = builder.header("x-request-id", id.clone());
         }
-        if let Some(r) = err.rate {
+        if let Some(r) = &err.rate {
             builder = builder
                 .header("retry-after", r.retry_after)
                 .header("ratelimit-limit", r.limit)
                 .header("ratelimit-remaining", 0)
                 .header("ratelimit-reset", r.retry_after)
-                .header("ratelimit-policy", format!("{};w={}", r.limit, r.window));
+                .header("ratelimit-policy", r.policy.clone());
         }
         if err.kind == ErrorKind::Unauthorized {
             builder = builder.header(

@@ -26,6 +26,8 @@ pub struct Gcra {
     tolerance_ns: u64,
     limit: u32,
     window: u64,
+    /// `RateLimit-Policy` of its 429s.
+    policy: http::HeaderValue,
     /// Every key's cell, while a Snapshot uses it (taken when Snapshots compile only).
     cells: Mutex<HashMap<Arc<str>, Weak<Cell>>>,
 }
@@ -66,6 +68,9 @@ impl Gcra {
             tolerance_ns: interval_ns * (burst - 1),
             limit,
             window,
+            // Digits and `;w=` always make a header value.
+            policy: http::HeaderValue::try_from(format!("{limit};w={window}"))
+                .unwrap_or_else(|_| http::HeaderValue::from_static("0")),
             cells: Mutex::new(HashMap::new()),
         }
     }
@@ -128,6 +133,7 @@ impl Gcra {
             limit: self.limit,
             window: self.window,
             retry_after: wait_ns.div_ceil(1_000_000_000).max(1),
+            policy: self.policy.clone(),
         });
         e
     }
@@ -348,8 +354,8 @@ mod tests {
         drop(held);
         let e = g.refuse(wait, "x");
         assert_eq!(
-            e.rate.map(|r| (r.limit, r.window, r.retry_after)),
-            Some((5, 60, 12))
+            e.rate.map(|r| (r.limit, r.window, r.retry_after, r.policy)),
+            Some((5, 60, 12, http::HeaderValue::from_static("5;w=60")))
         );
     }
 
