@@ -42,6 +42,11 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The fuzz targets (fuzz/, outside the workspace: libFuzzer stays out of stable builds) must
+# build; their entry points run the seed corpora and property tests in the suite below
+# (portico_proxy::fuzz). Fuzzing itself is in the README ("Fuzzing").
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+CARGO_TARGET_DIR=target/fuzz cargo build --manifest-path fuzz/Cargo.toml
 # The end-to-end tests that start a control plane, again with its state on PostgreSQL: a
 # throwaway cluster on loopback (scripts/postgres.sh), a database per control plane.
 on_postgres='binary(acme) | binary(api_shape) | binary(apply) | binary(apps) | binary(browser) | binary(console) | binary(control_plane) | binary(appmesh) | binary(mends) | binary(mesh) | binary(people) | binary(ports) | binary(security)'
@@ -60,7 +65,7 @@ else
     trap 'scripts/postgres.sh stop "$pg_dir"' EXIT
     PORTICO_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pg_port" \
         cargo test -p portico --no-fail-fast --test acme --test api_shape --test apply --test apps \
-        --test browser --test console --test control_plane --test mends --test people --test ports --test security
+        --test browser --test console --test control_plane --test appmesh --test mends --test mesh --test people --test ports --test security
 fi
 # One crypto provider only (see DEPENDENCIES.md): ring must never enter the graph.
 # (The lock file may list ring as an optional dependency of a dependency; what counts is the

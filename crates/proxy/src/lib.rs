@@ -23,6 +23,7 @@ pub mod codec;
 pub mod cors;
 pub mod error;
 pub mod exchange;
+pub mod fuzz;
 pub mod gateway;
 pub mod headers;
 pub mod internal;

@@ -228,6 +228,45 @@ fn cases() -> Vec<Case> {
             },
         ),
         case("GET *", "GET * HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", 400),
+        // Framing and smuggling: one length, one way to tell it, clean header lines.
+        case(
+            "two Content-Lengths that differ",
+            "POST /t HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello!",
+            400,
+        ),
+        case(
+            "one Content-Length listing two values",
+            "POST /t HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 6\r\nConnection: close\r\n\r\nhello!",
+            400,
+        ),
+        case(
+            "Content-Length with Transfer-Encoding",
+            "POST /t HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            400,
+        ),
+        case(
+            "a Content-Length that is not a number",
+            "POST /t HTTP/1.1\r\nHost: h\r\nContent-Length: 5x\r\nConnection: close\r\n\r\nhello",
+            400,
+        ),
+        case(
+            "a negative Content-Length",
+            "POST /t HTTP/1.1\r\nHost: h\r\nContent-Length: -5\r\nConnection: close\r\n\r\nhello",
+            400,
+        ),
+        case("an obs-fold continuation line", get("x-a: 1\r\n folded\r\n"), 400),
+        case("a space before the colon", get("x-a : 1\r\n"), 400),
+        case("NUL in a header value", get("x-a: 1\x002\r\n"), 400),
+        case("CR alone in a header value", get("x-a: 1\r2\r\n"), 400),
+        case("a header name with a space", get("x a: 1\r\n"), 400),
+        passes(
+            "bare LF line endings (RFC 9112 section 2.2 lets a recipient take them)",
+            "GET /t HTTP/1.1\nHost: h\nx-a: 1\nConnection: close\n\n",
+            |r| {
+                assert_eq!(r.uri.path(), "/t");
+                assert_eq!(r.headers["x-a"], "1");
+            },
+        ),
         case("POST *", "POST * HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", 400),
     ]
 }
@@ -253,6 +292,17 @@ async fn raw_requests_get_the_same_answer_over_http_and_https() {
                     c.name, c.status
                 ));
                 continue;
+            }
+            // A refused request never reaches the backend whole: either not at all, or (a
+            // body found broken while it streamed) cut off, never ended cleanly.
+            if c.seen.is_none() && up.count() > before {
+                let seen = up.last();
+                if seen.body_complete {
+                    failures.push(format!(
+                        "{listener}: {}: refused, yet the backend received it whole: {seen:?}",
+                        c.name
+                    ));
+                }
             }
             if let Some(check) = c.seen {
                 assert_eq!(up.count(), before + 1, "{listener}: {}", c.name);

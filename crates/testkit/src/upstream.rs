@@ -40,6 +40,8 @@ pub struct Recorded {
     pub trailers: Option<HeaderMap>,
     /// The client's address (the gateway's side of the connection).
     pub peer: SocketAddr,
+    /// The body ended as its framing says (false: the connection broke off in the middle).
+    pub body_complete: bool,
 }
 
 /// What the upstream answers.
@@ -234,8 +236,12 @@ async fn serve(
     let mut kept = Vec::new();
     let mut len = 0u64;
     let mut trailers = None;
+    let mut body_complete = true;
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { break };
+        let Ok(frame) = frame else {
+            body_complete = false;
+            break;
+        };
         if let Some(d) = frame.data_ref() {
             len += d.len() as u64;
             if kept.len() < 1 << 20 {
@@ -254,6 +260,7 @@ async fn serve(
         body_len: len,
         trailers,
         peer,
+        body_complete,
     };
     let mut reply = handler(&rec);
     seen.lock().expect("lock").push(rec);

@@ -351,6 +351,31 @@ async fn read_head(
     }
 }
 
+/// What parsing a request head said, for the fuzz targets (`portico_proxy::fuzz`).
+pub(crate) enum HeadOutcome {
+    /// A complete head, this many bytes long on the wire.
+    Complete {
+        /// Bytes of the head.
+        consumed: usize,
+    },
+    /// More bytes are needed.
+    Partial,
+    /// Refused (the client gets 400, 431 or 501).
+    Refused,
+}
+
+/// Parses `data` as the start of a request (the fuzz targets' view of [`parse_head`]).
+pub(crate) fn probe_head(data: &[u8], max_header: usize) -> HeadOutcome {
+    let mut buf = BytesMut::from(data);
+    match parse_head(&mut buf, max_header) {
+        Ok(Some(_)) => HeadOutcome::Complete {
+            consumed: data.len() - buf.len(),
+        },
+        Ok(None) => HeadOutcome::Partial,
+        Err(_) => HeadOutcome::Refused,
+    }
+}
+
 /// Parses a complete request head at the start of `buf` and consumes it.
 fn parse_head(buf: &mut BytesMut, max_header: usize) -> Result<Option<Head>, HeadError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
