@@ -40,6 +40,9 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListe
         let _ = socket.set_only_v6(false);
     }
     socket.set_nonblocking(true)?;
+    // Accepted connections inherit TCP_NODELAY from the listening socket (Linux): one
+    // setsockopt per listener instead of one per connection.
+    socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())
@@ -101,7 +104,6 @@ pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     shared.open.fetch_add(1, Ordering::AcqRel);
-                    let _ = stream.set_nodelay(true);
                     tokio::spawn(serve_tcp(stream, peer, shared.clone()));
                 }
                 Err(e) => {
@@ -338,5 +340,22 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
         if rx.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_connections_have_nagle_off_without_a_call_of_their_own() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(
+            accepted.nodelay().unwrap(),
+            "inherited from the listening socket"
+        );
     }
 }
