@@ -11,12 +11,12 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use common::*;
 use portico_testkit::client::request;
 use portico_testkit::process::Process;
-use portico_testkit::{Client, Reply, Upstream};
+use portico_testkit::{Client, Upstream};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -116,18 +116,7 @@ fn mesh(dir: &Path, port: u16, echo: std::net::SocketAddr, a: &Upstream, b: &Ups
 
 /// An upstream that answers `name`, and `/health` with 200 or 503 as `up` says.
 async fn shop_node(name: &'static str, up: Arc<AtomicBool>) -> Upstream {
-    Upstream::start(move |r| {
-        if r.uri.path() == "/health" {
-            if up.load(Ordering::SeqCst) {
-                Reply::text("ok")
-            } else {
-                Reply::status(503)
-            }
-        } else {
-            Reply::text(name)
-        }
-    })
-    .await
+    Upstream::with_health(name, "/health", up).await
 }
 
 /// `portico import appmesh ARGS...` (no control plane needed): (success, stdout, stderr).

@@ -12,24 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use common::*;
-use portico_testkit::{Client, Reply, Upstream};
+use portico_testkit::{Client, Upstream};
 use serde_json::json;
 use tempfile::TempDir;
 
 /// An upstream that answers `name`, and `/api/healthz` with 200 or 503 as `up` says.
 async fn backend(name: &'static str, up: Arc<AtomicBool>) -> Upstream {
-    Upstream::start(move |r| {
-        if r.uri.path() == "/api/healthz" {
-            if up.load(Ordering::SeqCst) {
-                Reply::text("ok")
-            } else {
-                Reply::status(503)
-            }
-        } else {
-            Reply::text(name)
-        }
-    })
-    .await
+    Upstream::with_health(name, "/api/healthz", up).await
 }
 
 /// Polls `portico status` until its output does (or does not) mention `needle`.

@@ -50,18 +50,7 @@ async fn wait_health(gw: &Gw, endpoint: SocketAddr, want: i64) {
 
 /// An upstream that answers its name, and `/healthz` with 200 or 503 as `up` says.
 async fn flagged(name: &'static str, up: Arc<AtomicBool>) -> Upstream {
-    Upstream::start(move |r| {
-        if r.uri.path() == "/healthz" {
-            if up.load(Ordering::SeqCst) {
-                Reply::text("ok")
-            } else {
-                Reply::status(503)
-            }
-        } else {
-            Reply::text(name)
-        }
-    })
-    .await
+    Upstream::with_health(name, "/healthz", up).await
 }
 
 /// Requests that are not health probes.

@@ -147,6 +147,25 @@ impl Upstream {
         Self::start(move |_| Reply::text(name)).await
     }
 
+    /// Starts an upstream that answers `name`, and `health_path` with 200 `ok` while `up`
+    /// is true and 503 while it is false (for health checks).
+    pub async fn with_health(
+        name: &'static str,
+        health_path: &'static str,
+        up: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        Self::start(move |r| {
+            if r.uri.path() != health_path {
+                Reply::text(name)
+            } else if up.load(Ordering::SeqCst) {
+                Reply::text("ok")
+            } else {
+                Reply::status(503)
+            }
+        })
+        .await
+    }
+
     /// Starts on a given address (to restart an upstream on the same port).
     pub async fn start_on(
         addr: SocketAddr,
