@@ -209,6 +209,30 @@ pub(crate) fn path_cond(o: &Obj<'_>, cx: &mut Cx<'_>) -> R<Option<PathCond>> {
     }))
 }
 
+/// An HTTP match's `prefix` (starting with `/`) and `path`, at most one of them.
+pub(crate) fn prefix_and_path(
+    mo: &Obj<'_>,
+    cx: &mut Cx<'_>,
+) -> R<(Option<String>, Option<PathCond>)> {
+    let prefix = mo.str("prefix")?.map(str::to_owned);
+    if let Some(p) = &prefix
+        && !p.starts_with('/')
+    {
+        return Err(Bad::new(
+            mo.at("prefix"),
+            format!("`{p}` must start with `/`"),
+        ));
+    }
+    let path = path_cond(mo, cx)?;
+    if prefix.is_some() && path.is_some() {
+        return Err(Bad::new(
+            mo.path.clone(),
+            "give either `prefix` or `path`, not both",
+        ));
+    }
+    Ok((prefix, path))
+}
+
 /// An HTTP method: App Mesh takes these nine.
 pub(crate) fn method(o: &Obj<'_>) -> R<Option<String>> {
     Ok(o.one_of(

@@ -3,7 +3,7 @@
 use crate::json::{Bad, Obj, R, object};
 use crate::mesh::common::{
     ClientTls, HeaderCond, Health, ListenerTls, PathCond, Pool, Proto, QueryCond, backend_defaults,
-    headers, health, listener_tls, method, path_cond, pool, proto, query,
+    headers, health, listener_tls, method, pool, prefix_and_path, proto, query,
 };
 use crate::mesh::{Cx, Meta, port, req_port};
 
@@ -238,22 +238,7 @@ pub(crate) fn gateway_route(meta: Meta, spec: &Obj<'_>, cx: &mut Cx<'_>) -> R<Ga
 }
 
 fn http_match(mo: &Obj<'_>, cx: &mut Cx<'_>) -> R<Match> {
-    let prefix = mo.str("prefix")?.map(str::to_owned);
-    if let Some(p) = &prefix
-        && !p.starts_with('/')
-    {
-        return Err(Bad::new(
-            mo.at("prefix"),
-            format!("`{p}` must start with `/`"),
-        ));
-    }
-    let path = path_cond(mo, cx)?;
-    if prefix.is_some() && path.is_some() {
-        return Err(Bad::new(
-            mo.path.clone(),
-            "give either `prefix` or `path`, not both",
-        ));
-    }
+    let (prefix, path) = prefix_and_path(mo, cx)?;
     let hostname = hostname(mo, cx)?;
     if prefix.is_none() && path.is_none() && hostname.is_none() {
         return Err(Bad::new(

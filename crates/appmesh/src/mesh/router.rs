@@ -2,7 +2,7 @@
 
 use crate::json::{Bad, Obj, R, object};
 use crate::mesh::common::{
-    Proto, Timeout, headers, method, opt_duration, path_cond, proto, query, timeout_pair,
+    Proto, Timeout, headers, method, opt_duration, prefix_and_path, proto, query, timeout_pair,
 };
 use crate::mesh::gateway::Match;
 use crate::mesh::{Cx, Meta, port, req_port};
@@ -194,22 +194,7 @@ pub(crate) fn route(meta: Meta, spec: &Obj<'_>, cx: &mut Cx<'_>) -> R<MeshRoute>
 }
 
 fn http_match(mo: &Obj<'_>, cx: &mut Cx<'_>) -> R<Match> {
-    let prefix = mo.str("prefix")?.map(str::to_owned);
-    if let Some(p) = &prefix
-        && !p.starts_with('/')
-    {
-        return Err(Bad::new(
-            mo.at("prefix"),
-            format!("`{p}` must start with `/`"),
-        ));
-    }
-    let path = path_cond(mo, cx)?;
-    if prefix.is_some() && path.is_some() {
-        return Err(Bad::new(
-            mo.path.clone(),
-            "give either `prefix` or `path`, not both",
-        ));
-    }
+    let (prefix, path) = prefix_and_path(mo, cx)?;
     if prefix.is_none() && path.is_none() {
         return Err(Bad::new(
             mo.path.clone(),
