@@ -779,11 +779,11 @@ impl Validator {
                 "only http and http2 checks request a path",
             ),
             Some(path)
-                if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) =>
+                if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) =>
             {
                 self.err(
                     format!("{p}.path"),
-                    format!("`{path}`: write a path starting with `/`, without spaces"),
+                    format!("`{path}`: write a path starting with `/`, in ASCII without spaces (percent-encode the rest)"),
                 )
             }
             _ => {}

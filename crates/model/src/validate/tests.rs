@@ -292,3 +292,44 @@ request_headers = {{ set = {{ x-long = "{}" }} }}
         "{errs:?}"
     );
 }
+
+#[test]
+fn health_checks_and_pools_name_each_bad_field() {
+    let errs = errors(
+        r#"
+[[services]]
+name = "s"
+protocol = "http2"
+endpoints = [{ address = "127.0.0.1:9000", priority = 101 }]
+health_check = { path = "/héalth", interval = "50ms", timeout = "0s", healthy_threshold = 0, grpc_service = "x" }
+connection_pool = { max_connections = 4, max_requests = 0 }
+
+[[services]]
+name = "t"
+endpoints = ["127.0.0.1:9001"]
+health_check = { protocol = "tcp", host = "a.example", expected_statuses = [500] }
+connection_pool = { max_pending_requests = 3 }
+"#,
+    );
+    let all = errs.join("\n");
+    for want in [
+        "services[0].endpoints[0].priority",
+        "services[0].health_check.path",
+        "services[0].health_check.interval",
+        "services[0].health_check.timeout",
+        "services[0].health_check.healthy_threshold",
+        "services[0].health_check.grpc_service",
+        "services[0].connection_pool.max_connections",
+        "services[0].connection_pool.max_requests",
+        "services[1].health_check.host",
+        "services[1].health_check.expected_statuses",
+        "services[1].connection_pool.max_pending_requests",
+    ] {
+        assert!(all.contains(want), "no error at {want}:\n{all}");
+    }
+    // `299-200` is not a range: refused while reading, naming the field.
+    let errs = errors(
+        "[[services]]\nname = \"s\"\nendpoints = [\"127.0.0.1:1\"]\nhealth_check = { expected_statuses = [\"299-200\"] }\n",
+    );
+    assert!(errs.join("\n").contains("the lower one first"), "{errs:?}");
+}
