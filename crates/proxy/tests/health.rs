@@ -23,6 +23,16 @@ fn route(service: &str) -> String {
 /// Active checks alone decide (no retries, no passive ejection), every 100 ms.
 const QUIET: &str = "retries = { attempts = 0 }\noutlier_detection = { consecutive_failures = 0 }";
 
+/// A gateway config: service `s` on `addrs` with [`QUIET`] and `extra` settings, and one
+/// route to it.
+fn config(addrs: &[SocketAddr], extra: &str) -> String {
+    format!(
+        "{WEB}\n{}\n{}",
+        service("s", addrs, &format!("{QUIET}\n{extra}")),
+        route("s")
+    )
+}
+
 /// The value of `portico_upstream_endpoint_healthy` for an endpoint, if it is there.
 fn gauge(metrics: &str, endpoint: SocketAddr) -> Option<i64> {
     metrics
@@ -66,16 +76,9 @@ async fn http_checks_take_a_failing_endpoint_out_while_traffic_flows_and_bring_i
     let a_up = Arc::new(AtomicBool::new(true));
     let a = flagged("a", a_up.clone()).await;
     let b = flagged("b", Arc::new(AtomicBool::new(true))).await;
-    let cfg = format!(
-        "{WEB}\n{}\n{}",
-        service(
-            "s",
-            &[a.addr, b.addr],
-            &format!(
-                "{QUIET}\nhostname = \"pets.internal\"\nhealth_check = {{ path = \"/healthz\", interval = \"100ms\", timeout = \"1s\", unhealthy_threshold = 2, healthy_threshold = 2 }}"
-            )
-        ),
-        route("s")
+    let cfg = config(
+        &[a.addr, b.addr],
+        "hostname = \"pets.internal\"\nhealth_check = { path = \"/healthz\", interval = \"100ms\", timeout = \"1s\", unhealthy_threshold = 2, healthy_threshold = 2 }",
     );
     let gw = Gw::start(&cfg).await;
     wait_health(&gw, a.addr, 1).await;
@@ -169,16 +172,9 @@ async fn grpc_health_checks_ask_the_health_service() {
         }
     })
     .await;
-    let cfg = format!(
-        "{WEB}\n{}\n{}",
-        service(
-            "s",
-            &[a.addr, b.addr],
-            &format!(
-                "{QUIET}\nprotocol = \"http2\"\nhealth_check = {{ protocol = \"grpc\", grpc_service = \"pets.v1.Pets\", interval = \"100ms\", unhealthy_threshold = 1, healthy_threshold = 1 }}"
-            )
-        ),
-        route("s")
+    let cfg = config(
+        &[a.addr, b.addr],
+        "protocol = \"http2\"\nhealth_check = { protocol = \"grpc\", grpc_service = \"pets.v1.Pets\", interval = \"100ms\", unhealthy_threshold = 1, healthy_threshold = 1 }",
     );
     let gw = Gw::start(&cfg).await;
     wait_health(&gw, a.addr, 1).await;
@@ -212,16 +208,9 @@ async fn tcp_checks_follow_a_server_that_goes_down_and_comes_back() {
     let a = Upstream::named("a").await;
     let a_addr = a.addr;
     let b = Upstream::named("b").await;
-    let cfg = format!(
-        "{WEB}\n{}\n{}",
-        service(
-            "s",
-            &[a.addr, b.addr],
-            &format!(
-                "{QUIET}\nhealth_check = {{ protocol = \"tcp\", interval = \"100ms\", unhealthy_threshold = 2, healthy_threshold = 1 }}"
-            )
-        ),
-        route("s")
+    let cfg = config(
+        &[a.addr, b.addr],
+        "health_check = { protocol = \"tcp\", interval = \"100ms\", unhealthy_threshold = 2, healthy_threshold = 1 }",
     );
     let gw = Gw::start(&cfg).await;
     wait_health(&gw, a_addr, 1).await;
@@ -249,15 +238,7 @@ async fn a_service_whose_endpoints_all_fail_opens_or_closes_as_configured() {
     let a = flagged("a", down.clone()).await;
     let b = flagged("b", down.clone()).await;
     let check = "path = \"/healthz\", interval = \"100ms\", unhealthy_threshold = 1";
-    let cfg = format!(
-        "{WEB}\n{}\n{}",
-        service(
-            "s",
-            &[a.addr, b.addr],
-            &format!("{QUIET}\nhealth_check = {{ {check} }}")
-        ),
-        route("s")
-    );
+    let cfg = config(&[a.addr, b.addr], &format!("health_check = {{ {check} }}"));
     let gw = Gw::start(&cfg).await;
     wait_health(&gw, a.addr, 0).await;
     wait_health(&gw, b.addr, 0).await;
@@ -265,14 +246,9 @@ async fn a_service_whose_endpoints_all_fail_opens_or_closes_as_configured() {
     let r = client.get(&gw.url("/x")).await;
     assert_eq!(r.status, 200, "open by default: {}", r.text());
 
-    let closed = format!(
-        "{WEB}\n{}\n{}",
-        service(
-            "s",
-            &[a.addr, b.addr],
-            &format!("{QUIET}\nhealth_check = {{ {check}, when_all_unhealthy = \"closed\" }}")
-        ),
-        route("s")
+    let closed = config(
+        &[a.addr, b.addr],
+        &format!("health_check = {{ {check}, when_all_unhealthy = \"closed\" }}"),
     );
     gw.apply(&closed).await.unwrap();
     // The endpoints keep their health across the reload.
@@ -281,13 +257,7 @@ async fn a_service_whose_endpoints_all_fail_opens_or_closes_as_configured() {
     assert_eq!(r.json()["error"], "no_healthy_endpoint");
 
     // Without a health check the endpoints are in again.
-    gw.apply(&format!(
-        "{WEB}\n{}\n{}",
-        service("s", &[a.addr, b.addr], QUIET),
-        route("s")
-    ))
-    .await
-    .unwrap();
+    gw.apply(&config(&[a.addr, b.addr], "")).await.unwrap();
     assert_eq!(client.get(&gw.url("/x")).await.status, 200);
     assert!(gw.gw.endpoint_health().is_empty());
 }
@@ -320,16 +290,9 @@ async fn connection_pools_refuse_what_is_over_their_limits_naming_the_limit() {
         Reply::Delay(Duration::from_millis(1500), Box::new(Reply::text("done")))
     })
     .await;
-    let cfg = format!(
-        "{WEB}\n{}\n{}",
-        service(
-            "s",
-            &[slow.addr],
-            &format!(
-                "{QUIET}\nconnection_pool = {{ max_connections = 2, max_pending_requests = 1 }}"
-            )
-        ),
-        route("s")
+    let cfg = config(
+        &[slow.addr],
+        "connection_pool = { max_connections = 2, max_pending_requests = 1 }",
     );
     let gw = Gw::start(&cfg).await;
     let out = burst(&gw.url("/x"), 8, false).await;
@@ -400,17 +363,12 @@ async fn http2_checks_on_another_port_with_the_statuses_that_pass() {
     .await;
     let a = Upstream::named("a").await;
     let b = Upstream::named("b").await;
-    let cfg = format!(
-        "{WEB}\n{}\n{}",
-        service(
-            "s",
-            &[a.addr, b.addr],
-            &format!(
-                "{QUIET}\nhealth_check = {{ protocol = \"http2\", port = {}, path = \"/status\", expected_statuses = [\"200-299\", 404], interval = \"100ms\", unhealthy_threshold = 1, healthy_threshold = 1 }}",
-                health.addr.port()
-            )
+    let cfg = config(
+        &[a.addr, b.addr],
+        &format!(
+            "health_check = {{ protocol = \"http2\", port = {}, path = \"/status\", expected_statuses = [\"200-299\", 404], interval = \"100ms\", unhealthy_threshold = 1, healthy_threshold = 1 }}",
+            health.addr.port()
         ),
-        route("s")
     );
     let gw = Gw::start(&cfg).await;
     wait_health(&gw, a.addr, 1).await;
