@@ -65,7 +65,6 @@ pub struct Service {
     pub limits: Option<Arc<limits::PoolLimits>>,
     algorithm: Algorithm,
     endpoints: ArcSwap<EndpointSet>,
-    fail_open: bool,
     targets: Vec<Target>,
     dns_refresh: Duration,
     registry: Arc<StateRegistry>,
@@ -218,12 +217,10 @@ impl Service {
             .health_check
             .as_ref()
             .map(|h| Arc::new(health::HealthPolicy::new(h, hostname.as_ref())));
-        let fail_open = health.as_ref().is_none_or(|h| h.fail_open);
         let service = Self {
             limits: limits::PoolLimits::new(&s.connection_pool, s.protocol.is_http2())
                 .map(|l| registry.pool(&name, l)),
             health,
-            fail_open,
             budget: registry.budget(
                 &name,
                 s.retries.budget_ratio,
@@ -256,7 +253,7 @@ impl Service {
                 Algorithm::ConsistentHash(on) => Some(on.clone()),
                 _ => None,
             },
-            endpoints: ArcSwap::from_pointee(EndpointSet::new(Vec::new(), &algorithm, fail_open)),
+            endpoints: ArcSwap::from_pointee(EndpointSet::new(Vec::new(), &algorithm, true)),
             algorithm,
             targets,
             dns_refresh: s.dns_refresh.get(),
@@ -272,7 +269,7 @@ impl Service {
         service.endpoints.store(Arc::new(EndpointSet::new(
             resolved,
             &service.algorithm,
-            service.fail_open,
+            service.fail_open(),
         )));
         let service = Arc::new(service);
         if service.targets.iter().any(|t| !t.is_ip) {
@@ -282,6 +279,12 @@ impl Service {
             tokio::spawn(health::supervise(Arc::downgrade(&service)));
         }
         service
+    }
+
+    /// Whether a set whose endpoints all fail their health checks balances across them
+    /// anyway (`when_all_unhealthy = "open"`, and any service without checks).
+    fn fail_open(&self) -> bool {
+        self.health.as_ref().is_none_or(|h| h.fail_open)
     }
 
     /// Where pooled connections to `ep` are kept: its address, told apart by TLS settings
@@ -399,8 +402,11 @@ async fn refresh_dns(service: Weak<Service>) {
         let new: Vec<SocketAddr> = fresh.iter().map(|e| e.addr).collect();
         if old != new {
             tracing::info!(service = %s.name, endpoints = ?new, "endpoint addresses changed");
-            s.endpoints
-                .store(Arc::new(EndpointSet::new(fresh, &s.algorithm, s.fail_open)));
+            s.endpoints.store(Arc::new(EndpointSet::new(
+                fresh,
+                &s.algorithm,
+                s.fail_open(),
+            )));
         }
     }
 }
