@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use portico_model::AppBundle;
 
 use crate::body::ResponseBody;
+use crate::fault::{ErrorKind, ProxyError};
 
 /// Files at most this big are kept in memory once read.
 const MEMORY_FILE_MAX: u64 = 256 * 1024;
@@ -296,26 +297,22 @@ impl AppRuntime {
         rest: &str,
         query: Option<&str>,
         headers: &HeaderMap,
-    ) -> Response<ResponseBody> {
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         if method != Method::GET && method != Method::HEAD {
-            let mut r = plain(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "an app answers GET and HEAD\n",
-            );
-            r.headers_mut()
-                .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return r;
+            let mut e = ProxyError::new(ErrorKind::MethodNotAllowed, "an app answers GET and HEAD");
+            e.allow = Some("GET, HEAD");
+            return Err(e);
         }
         let head = method == Method::HEAD;
         if rest.is_empty() && !root.is_empty() {
             // `/my-app` -> `/my-app/`, so the app's relative links resolve under its root.
-            return redirect(&format!("{root}/"), query);
+            return Ok(redirect(&format!("{root}/"), query));
         }
         let Some(decoded) = percent_decode(rest) else {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "the path is not valid UTF-8 once decoded\n",
-            );
+            return Err(ProxyError::new(
+                ErrorKind::BadRequest,
+                "the path is not valid UTF-8 once decoded",
+            ));
         };
         let trimmed = decoded.trim_start_matches('/');
         let key: std::borrow::Cow<'_, str> = if trimmed.is_empty() || trimmed.ends_with('/') {
@@ -327,7 +324,7 @@ impl AppRuntime {
             return self.file(e, StatusCode::OK, headers, head).await;
         }
         if self.files.contains_key(&format!("{key}/index.html")) {
-            return redirect(&format!("{root}/{key}/"), query);
+            return Ok(redirect(&format!("{root}/{key}/"), query));
         }
         let last = key.rsplit('/').next().unwrap_or("");
         let wants_html = headers
@@ -344,10 +341,10 @@ impl AppRuntime {
                 self.file(page, StatusCode::NOT_FOUND, &HeaderMap::new(), head)
                     .await
             }
-            None => plain(
-                StatusCode::NOT_FOUND,
-                &format!("app `{}` has no file `{key}`\n", self.slug),
-            ),
+            None => Err(ProxyError::new(
+                ErrorKind::NotFound,
+                format!("app `{}` has no file `{key}`", self.slug),
+            )),
         }
     }
 
@@ -357,7 +354,7 @@ impl AppRuntime {
         status: StatusCode,
         req: &HeaderMap,
         head: bool,
-    ) -> Response<ResponseBody> {
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         // Precompressed sibling the client takes, best first.
         let accepted = accepted_encodings(req);
         let (mut coding, hash, mut size, mut tag) = e
@@ -407,7 +404,7 @@ impl AppRuntime {
                 *resp.status_mut() = StatusCode::NOT_MODIFIED;
                 h.remove(CONTENT_TYPE);
                 *resp.headers_mut() = h;
-                return resp;
+                return Ok(resp);
             }
         }
         if let Some(c) = coding {
@@ -433,7 +430,7 @@ impl AppRuntime {
                     if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                         r.headers_mut().insert(CONTENT_RANGE, v);
                     }
-                    return r;
+                    return Ok(r);
                 }
             }
         }
@@ -441,23 +438,23 @@ impl AppRuntime {
         resp.headers_mut()
             .insert(CONTENT_LENGTH, HeaderValue::from(end - start));
         if head {
-            return resp;
+            return Ok(resp);
         }
         if let Some(b) = zipped {
             *resp.body_mut() = ResponseBody::full(b);
-            return resp;
+            return Ok(resp);
         }
         match self.store.body(hash, size, start, end).await {
             Ok(b) => *resp.body_mut() = b,
             Err(err) => {
                 tracing::error!(app = %self.slug, file = %hash, error = %err, "an app file cannot be read");
-                return plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the file cannot be read on this node\n",
-                );
+                return Err(ProxyError::new(
+                    ErrorKind::Internal,
+                    "the file cannot be read on this node",
+                ));
             }
         }
-        resp
+        Ok(resp)
     }
 }
 

@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use portico_model::{AccessClaims, AuthMode, GatewayKind, KeyType, RouteAuth, Security};
 use sha2::{Digest, Sha256};
 
-use crate::respond::{ErrorKind, ProxyError};
+use crate::fault::{ErrorKind, ProxyError};
 use crate::throttle::{Checks, Gcra, Limit, Limiters, SharedLimits};
 
 /// The consumer's name, sent upstream.

@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use portico_model::Cors;
 
 use crate::body::ResponseBody;
-use crate::respond::{ErrorKind, ProxyError};
+use crate::fault::{ErrorKind, ProxyError};
 
 /// Longest `Access-Control-Request-Headers` echoed back; a longer one is refused.
 pub const MAX_ECHOED_HEADERS: usize = 2048;

@@ -1,5 +1,5 @@
 //! The data plane's setup error: what stops a Snapshot from being applied or a gateway from
-//! starting. Errors on the request path are [`crate::respond::ProxyError`].
+//! starting. Errors on the request path are [`crate::fault::ProxyError`].
 
 use std::io;
 use std::net::SocketAddr;

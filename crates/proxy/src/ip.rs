@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use portico_model::{Cidr, IpPolicy};
 
-use crate::respond::{ErrorKind, ProxyError};
+use crate::fault::{ErrorKind, ProxyError};
 
 /// A route's compiled address policy.
 #[derive(Debug, Default)]

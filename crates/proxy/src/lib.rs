@@ -5,13 +5,13 @@
 //!
 //! - [`gateway`]: the running node: workers, listener reconciliation, shutdown
 //! - [`listener`]: sockets, accept loops, client connections
-//! - [`pipeline`]: the request phases
+//! - [`pipeline`]: the request path as named phases, in order (drawn in its docs)
 //! - [`router`]: route lookup and precedence
 //! - [`rewrite`]: path normalization and rewrites
 //! - [`headers`]: hop-by-hop, forwarding headers, edits
 //! - [`upstream`]: services, endpoints, balancing, retries, ejection, pools
 //! - [`node`]: sync with a control plane, the snapshot cache, the admin API on port 2020
-//! - [`respond`]: errors and the one place they become responses
+//! - [`fault`]: the request path's one error type (source, retry flag) and its rendering
 //! - [`body`], [`exchange`], [`access_log`], [`metrics`], [`internal`]: the rest
 
 pub mod access_log;
@@ -23,6 +23,7 @@ pub mod codec;
 pub mod cors;
 pub mod error;
 pub mod exchange;
+pub mod fault;
 pub mod fuzz;
 pub mod gateway;
 pub mod headers;
@@ -34,7 +35,6 @@ pub mod node;
 pub mod ocsp;
 pub mod pipeline;
 pub mod portlock;
-pub mod respond;
 pub mod rewrite;
 pub mod router;
 pub mod runtime;

@@ -15,7 +15,7 @@ use arc_swap::ArcSwapOption;
 use portico_model::Tier;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::respond::{ErrorKind, ProxyError, RateInfo};
+use crate::fault::{ErrorKind, ProxyError, RateInfo};
 
 /// One tier's limiter over many keys.
 #[derive(Debug)]

@@ -24,9 +24,9 @@ use super::transport::{Reader, Transport};
 use crate::body::{ClientBody, ResponseBody};
 use crate::codec::{self, CodingError, Codings, Decoded, Decoder};
 use crate::exchange::Interim;
+use crate::fault::{ErrorKind, ProxyError, error_response};
 use crate::headers;
 use crate::pipeline::{self, Conn, Tunnel};
-use crate::respond::{ErrorKind, ProxyError, error_response};
 
 /// Most request headers accepted.
 const MAX_HEADERS: usize = 100;

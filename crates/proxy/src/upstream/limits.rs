@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::respond::{ErrorKind, ProxyError};
+use crate::fault::{ErrorKind, ProxyError};
 
 /// The limits of one service, kept across Snapshots while they stay the same.
 #[derive(Debug)]

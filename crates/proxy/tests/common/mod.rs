@@ -30,7 +30,20 @@ impl Gw {
 
     /// [`Gw::start`] with the Snapshot edited first (for what only a control plane sets).
     pub async fn start_with(config: &str, edit: impl FnOnce(&mut Snapshot)) -> Self {
-        let file = GatewayFile::parse(&format!("{NODE}\n{config}"), Format::Toml)
+        Self::start_node(NODE, config, edit).await
+    }
+
+    /// [`Gw::start`] writing the access log to `path`.
+    pub async fn start_logged(config: &str, path: &std::path::Path) -> Self {
+        let node = NODE.replace(
+            "access_log = { enabled = false }",
+            &format!("access_log = {{ path = {:?} }}", path.display().to_string()),
+        );
+        Self::start_node(&node, config, |_| {}).await
+    }
+
+    async fn start_node(node: &str, config: &str, edit: impl FnOnce(&mut Snapshot)) -> Self {
+        let file = GatewayFile::parse(&format!("{node}\n{config}"), Format::Toml)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{config}"));
         let (node, mut snapshot) = file.into_parts();
         edit(&mut snapshot);

@@ -1,5 +1,9 @@
-//! Errors on the request path and the one place they become responses: JSON for HTTP
-//! clients, trailers-only gRPC status for gRPC clients.
+//! The data plane's one error type on the request path ([`ProxyError`]: what went wrong,
+//! who caused it, whether it may be retried) and how any of them is rendered as a response
+//! ([`error_response`]: JSON for HTTP clients, a trailers-only gRPC status for gRPC
+//! clients). The pipeline's `fail` step is the one place that calls it for a request (log
+//! line, metrics, CORS); the HTTP/1.1 server calls it for heads it cannot parse, before
+//! there is a request.
 
 use std::borrow::Cow;
 
@@ -8,15 +12,17 @@ use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::ResponseBody;
 
-/// Who caused an error.
+/// Who caused an error: its source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// The client sent something the gateway will not forward.
     Downstream,
     /// The upstream failed or could not be reached.
     Upstream,
-    /// The gateway itself.
+    /// The gateway itself (a bug, or a resource of this node such as a file it cannot read).
     Internal,
+    /// The gateway's configuration asks for something it cannot do for this request.
+    Config,
 }
 
 /// What went wrong while serving a request.
@@ -43,6 +49,9 @@ pub enum ErrorKind {
     UpstreamTimeout,
     /// The upstream closed or reset the connection, or answered with something that is not HTTP.
     UpstreamReset,
+    /// The upstream reset this request's HTTP/2 stream: an answer about the request, not a
+    /// sign that the endpoint is unwell.
+    StreamReset,
     /// An upgrade was asked of a service that speaks HTTP/2.
     UpgradeUnsupported,
     /// The client broke off its request body.
@@ -57,17 +66,30 @@ pub enum ErrorKind {
     Forbidden,
     /// A throttling tier's limit is reached.
     RateLimited,
+    /// What the request names does not exist (a hosted app's file).
+    NotFound,
+    /// The method is not one the target answers (`allow` says which are).
+    MethodNotAllowed,
+    /// The gateway failed on its own side.
+    Internal,
 }
 
-/// An error with the detail shown to the client.
+/// An error on the request path, with the detail shown to the client.
 #[derive(Clone, Debug)]
 pub struct ProxyError {
-    /// What went wrong.
+    /// What went wrong (and from it, the status and the source: [`ErrorKind::fault`]).
     pub kind: ErrorKind,
     /// Human-readable detail (never a secret).
     pub detail: Cow<'static, str>,
+    /// Whether the request may be sent again, to another endpoint: true only when it is
+    /// known not to have reached the upstream (connect failures). Whether it is retried also
+    /// depends on the request (a body already streamed cannot be sent again), the service's
+    /// attempts and its retry budget.
+    pub retry: bool,
     /// For 429: the limit that was reached.
     pub rate: Option<RateInfo>,
+    /// For 405: the methods the target answers.
+    pub allow: Option<&'static str>,
 }
 
 /// The limit behind a 429, for `Retry-After` and the `RateLimit-*` headers.
@@ -89,8 +111,21 @@ impl ProxyError {
         Self {
             kind,
             detail: detail.into(),
+            retry: false,
             rate: None,
+            allow: None,
         }
+    }
+
+    /// Marks the error as one after which the request may be sent again.
+    pub fn retryable(mut self) -> Self {
+        self.retry = true;
+        self
+    }
+
+    /// Who caused it.
+    pub fn fault(&self) -> Fault {
+        self.kind.fault()
     }
 }
 
@@ -98,7 +133,9 @@ impl ErrorKind {
     /// The HTTP status.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::NoRoute | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadRequest | Self::ClientAborted => StatusCode::BAD_REQUEST,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
@@ -108,9 +145,10 @@ impl ErrorKind {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoEndpoint | Self::Overflow => StatusCode::SERVICE_UNAVAILABLE,
-            Self::ConnectFailed | Self::UpstreamReset | Self::UpgradeUnsupported => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::ConnectFailed
+            | Self::UpstreamReset
+            | Self::StreamReset
+            | Self::UpgradeUnsupported => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -127,7 +165,10 @@ impl ErrorKind {
             Self::ConnectFailed => "upstream_connect_failed",
             Self::ConnectTimeout => "upstream_connect_timeout",
             Self::UpstreamTimeout => "upstream_timeout",
-            Self::UpstreamReset => "upstream_reset",
+            Self::UpstreamReset | Self::StreamReset => "upstream_reset",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Internal => "internal_error",
             Self::UpgradeUnsupported => "upgrade_unsupported",
             Self::ClientAborted => "client_aborted",
             Self::RequestTimeout => "request_timeout",
@@ -150,33 +191,53 @@ impl ErrorKind {
             | Self::NotImplemented
             | Self::Unauthorized
             | Self::Forbidden
-            | Self::RateLimited => Fault::Downstream,
+            | Self::RateLimited
+            | Self::NotFound
+            | Self::MethodNotAllowed => Fault::Downstream,
             Self::NoEndpoint
             | Self::Overflow
             | Self::ConnectFailed
             | Self::ConnectTimeout
             | Self::UpstreamTimeout
             | Self::UpstreamReset
-            | Self::UpgradeUnsupported => Fault::Upstream,
+            | Self::StreamReset => Fault::Upstream,
+            Self::UpgradeUnsupported => Fault::Config,
+            Self::Internal => Fault::Internal,
         }
+    }
+
+    /// Whether an error of this kind, met on an attempt, says the endpoint is unwell (for
+    /// outlier detection): connect failures and timeouts, broken connections; never what
+    /// the client did, a reset stream, or the gateway's own limits.
+    pub fn counts_against_endpoint(self) -> bool {
+        matches!(
+            self,
+            Self::ConnectFailed
+                | Self::ConnectTimeout
+                | Self::UpstreamTimeout
+                | Self::UpstreamReset
+        )
     }
 
     /// The gRPC status code for gRPC clients.
     pub fn grpc_status(self) -> u8 {
         match self {
-            Self::NoRoute | Self::NotImplemented => 12, // UNIMPLEMENTED
-            Self::BadRequest | Self::ClientAborted => 3, // INVALID_ARGUMENT
+            Self::NoRoute | Self::NotImplemented | Self::MethodNotAllowed => 12, // UNIMPLEMENTED
+            Self::NotFound => 5,                                                 // NOT_FOUND
+            Self::Internal => 13,                                                // INTERNAL
+            Self::BadRequest | Self::ClientAborted => 3,                         // INVALID_ARGUMENT
             Self::HeadersTooLarge | Self::BodyTooLarge => 8, // RESOURCE_EXHAUSTED
             Self::UpstreamTimeout | Self::RequestTimeout => 4, // DEADLINE_EXCEEDED
-            Self::UpgradeUnsupported => 13,             // INTERNAL
-            Self::Unauthorized => 16,                   // UNAUTHENTICATED
-            Self::Forbidden => 7,                       // PERMISSION_DENIED
-            Self::RateLimited => 8,                     // RESOURCE_EXHAUSTED
+            Self::UpgradeUnsupported => 13,                  // INTERNAL
+            Self::Unauthorized => 16,                        // UNAUTHENTICATED
+            Self::Forbidden => 7,                            // PERMISSION_DENIED
+            Self::RateLimited => 8,                          // RESOURCE_EXHAUSTED
             Self::NoEndpoint
             | Self::Overflow
             | Self::ConnectFailed
             | Self::ConnectTimeout
-            | Self::UpstreamReset => 14, // UNAVAILABLE
+            | Self::UpstreamReset
+            | Self::StreamReset => 14, // UNAVAILABLE
         }
     }
 }
@@ -221,6 +282,9 @@ pub fn error_response(
                 .header("ratelimit-remaining", 0)
                 .header("ratelimit-reset", r.retry_after)
                 .header("ratelimit-policy", r.policy.clone());
+        }
+        if let Some(allow) = &err.allow {
+            builder = builder.header(http::header::ALLOW, HeaderValue::from_static(allow));
         }
         if err.kind == ErrorKind::Unauthorized {
             builder = builder.header(
@@ -272,6 +336,33 @@ mod tests {
         assert_eq!(ErrorKind::NotImplemented.status(), 501);
         assert_eq!(ErrorKind::NoRoute.fault(), Fault::Downstream);
         assert_eq!(ErrorKind::UpstreamReset.fault(), Fault::Upstream);
+        assert_eq!(ErrorKind::UpgradeUnsupported.fault(), Fault::Config);
+        assert_eq!(ErrorKind::Internal.fault(), Fault::Internal);
+        assert_eq!(ErrorKind::Internal.status(), 500);
+        // A reset stream answers about the request; a reset connection about the endpoint.
+        assert!(ErrorKind::UpstreamReset.counts_against_endpoint());
+        assert!(!ErrorKind::StreamReset.counts_against_endpoint());
+        assert_eq!(
+            ErrorKind::StreamReset.code(),
+            ErrorKind::UpstreamReset.code()
+        );
+        assert!(!ErrorKind::BodyTooLarge.counts_against_endpoint());
+    }
+
+    #[test]
+    fn only_errors_marked_so_may_be_retried() {
+        let e = ProxyError::new(ErrorKind::ConnectFailed, "refused");
+        assert!(!e.retry);
+        assert!(e.retryable().retry);
+    }
+
+    #[test]
+    fn a_405_says_what_the_target_answers() {
+        let mut e = ProxyError::new(ErrorKind::MethodNotAllowed, "an app answers GET and HEAD");
+        e.allow = Some("GET, HEAD");
+        let r = error_response(&e, false, None);
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()["allow"], "GET, HEAD");
     }
 
     #[test]
