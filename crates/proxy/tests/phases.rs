@@ -103,6 +103,19 @@ async fn log_lines(path: &std::path::Path, at_least: usize) -> Vec<serde_json::V
     panic!("the access log has fewer than {at_least} lines");
 }
 
+/// A request that fails in a phase: (phase, method, url, body, headers, status, code, whether
+/// the answer carries CORS headers).
+type Case<'a> = (
+    &'a str,
+    Method,
+    String,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    u16,
+    &'a str,
+    bool,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_in_any_phase_is_answered_in_one_shape_and_logged() {
     let up = Upstream::named("up").await;
@@ -113,16 +126,7 @@ async fn a_failure_in_any_phase_is_answered_in_one_shape_and_logged() {
     let c = Client::new();
     let origin = [("origin", APP)];
     // (phase, request, status, code, CORS headers expected)
-    let cases: Vec<(
-        &str,
-        Method,
-        String,
-        &str,
-        Vec<(&str, &str)>,
-        u16,
-        &str,
-        bool,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             "accept",
             Method::GET,
