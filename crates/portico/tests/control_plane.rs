@@ -759,6 +759,81 @@ async fn control_plane_over_https_with_a_pinned_ca_and_no_tokens_in_clear() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("plain HTTP"), "{err}");
+
+    // Over HTTPS every cookie a page sets is Secure, HttpOnly and SameSite=Strict, and every
+    // page carries the security headers (the sign-up pages' cookie once lacked Secure).
+    let pem = std::fs::read(&ca).unwrap();
+    let web = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let password = "correct horse battery staple";
+    let r = web
+        .post(format!("{url}/api/v1/users"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "ada", "password": password, "roles": ["publisher"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    fn cookies(what: &str, r: &reqwest::Response) -> Vec<String> {
+        let set: Vec<String> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert!(!set.is_empty(), "{what} sets no cookie");
+        for c in &set {
+            for flag in ["; Secure", "; HttpOnly", "; SameSite=Strict"] {
+                assert!(c.contains(flag), "{what}: {c} lacks {flag}");
+            }
+        }
+        assert_eq!(r.headers()["x-frame-options"], "DENY", "{what}");
+        for h in ["content-security-policy", "referrer-policy"] {
+            assert!(r.headers().contains_key(h), "{what} lacks {h}");
+        }
+        set
+    }
+    for page in ["/console/login", "/portal/login", "/portal/signup"] {
+        let r = web.get(format!("{url}{page}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{page}");
+        cookies(page, &r);
+    }
+    let r = web
+        .post(format!("{url}/portal/signup"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("csrf=stale&name=x&password=y")
+        .send()
+        .await
+        .unwrap();
+    cookies("a stale sign-up form", &r);
+    let r = web
+        .get(format!("{url}/console/login"))
+        .send()
+        .await
+        .unwrap();
+    let pre = cookies("the sign-in page", &r)[0].clone();
+    let pre = pre.split(';').next().unwrap().to_owned();
+    let csrf = pre.split_once('=').unwrap().1.to_owned();
+    let r = web
+        .post(format!("{url}/console/login"))
+        .header("cookie", &pre)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "name=ada&password={}&csrf={csrf}",
+            password.replace(' ', "+")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let set = cookies("signing in", &r);
+    assert!(
+        set.iter().any(|c| c.starts_with("portico_session=")),
+        "{set:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -296,7 +296,13 @@ fn signup_view(
 async fn signup_page(State(st): St) -> Response {
     let token = crate::secrets::generate("");
     let mut resp = page(StatusCode::OK, &signup_view(&st, token.clone(), None, None));
-    super::set_cookie(&mut resp, super::PRE_SESSION, &token, 600, false);
+    super::set_cookie(
+        &mut resp,
+        super::PRE_SESSION,
+        &token,
+        600,
+        st.config.tls.is_some(),
+    );
     resp
 }
 
@@ -320,7 +326,13 @@ async fn signup(
     let again = |status: StatusCode, notice: Option<String>, error: Option<String>| {
         let token = crate::secrets::generate("");
         let mut resp = page(status, &signup_view(&st, token.clone(), notice, error));
-        super::set_cookie(&mut resp, super::PRE_SESSION, &token, 600, false);
+        super::set_cookie(
+            &mut resp,
+            super::PRE_SESSION,
+            &token,
+            600,
+            st.config.tls.is_some(),
+        );
         resp
     };
     if st.config.portal_signup == crate::Signup::Closed {
