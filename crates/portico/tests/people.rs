@@ -86,6 +86,111 @@ async fn user(cp: &ControlPlane, name: &str, roles: &[&str]) -> String {
     v["token"].as_str().unwrap().to_owned()
 }
 
+/// Every operation the OpenAPI document lists is behind the one authorization check: each
+/// that needs a caller answers 401 to nobody and to credentials that are not people's (a
+/// gateway's API token, a consumer's API key), and 403 to a person whose only role is one of
+/// the operator's own, before anything else is looked at. A route added outside the check
+/// shows up here.
+#[tokio::test]
+async fn every_documented_operation_is_behind_the_authorization_check() {
+    let (_dir, cp) = start().await;
+    let (st, v) = cp
+        .api("POST", "/api/v1/roles", Some(json!({"name": "partner"})))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    user(&cp, "olga", &["partner"]).await;
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/users/olga/tokens",
+            Some(json!({"name": "ci"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let partner = v["token"].as_str().unwrap().to_owned();
+    let (st, v) = cp
+        .api("POST", "/api/v1/gateways", Some(json!({"name": "edge"})))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (_, v) = cp.api("POST", "/api/v1/gateways/edge/token", None).await;
+    let gateway_token = v["api_token"].as_str().unwrap().to_owned();
+    cp.api("POST", "/api/v1/consumers", Some(json!({"name": "acme"})))
+        .await;
+    let (_, v) = cp
+        .api(
+            "POST",
+            "/api/v1/consumers/acme/keys",
+            Some(json!({"type": "production"})),
+        )
+        .await;
+    let api_key = v["key"].as_str().unwrap().to_owned();
+
+    let (st, doc) = call(&cp, None, "GET", "/api/v1/openapi.json", None).await;
+    assert_eq!(st, 200);
+    // Operations anyone may call, or that take other credentials than a person's.
+    let open = |op: &Value| {
+        op.get("security")
+            .and_then(Value::as_array)
+            .is_some_and(|s| {
+                s.is_empty()
+                    || s.iter().any(|req| {
+                        req.as_object().is_some_and(|o| {
+                            o.is_empty()
+                                || o.contains_key("gatewayToken")
+                                || o.contains_key("clientBasic")
+                        })
+                    })
+            })
+    };
+    // What every signed-in person may do for themselves, whatever their roles.
+    let own = [
+        "/api/v1/auth/whoami",
+        "/api/v1/auth/logout",
+        "/api/v1/users/olga/password",
+        "/api/v1/users/olga/tokens",
+    ];
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let path = path
+            .replace("{name}", "olga")
+            .replace("{id}", "none-v1")
+            .replace("{number}", "1")
+            .replace("{gateway}", "edge")
+            .replace("{api}", "none-v1")
+            .replace("{slug}", "none")
+            .replace("{host}", "none.example")
+            .replace("{hash}", &"0".repeat(64));
+        for (method, op) in ops.as_object().unwrap() {
+            let method = method.to_uppercase();
+            if !["GET", "POST", "PUT", "DELETE"].contains(&method.as_str()) || open(op) {
+                continue;
+            }
+            let body = (method == "POST" || method == "PUT").then(|| json!({"x": 1}));
+            let what = format!("{method} {path}");
+            for (who, token) in [
+                ("anonymous", None),
+                ("a gateway token", Some(gateway_token.as_str())),
+                ("a consumer key", Some(api_key.as_str())),
+            ] {
+                let (st, v) = call(&cp, token, &method, &path, body.clone()).await;
+                assert_eq!(st, 401, "{who}: {what}: {v}");
+            }
+            let (st, v) = call(&cp, Some(&partner), &method, &path, body.clone()).await;
+            if own.iter().any(|o| path.starts_with(o)) || path.starts_with("/api/v1/portal/") {
+                assert!(
+                    st != 401 && st < 500,
+                    "a person with a role of their own: {what}: {st} {v}"
+                );
+            } else {
+                assert_eq!(st, 403, "a person with a role of their own: {what}: {v}");
+                assert_eq!(v["error"], "forbidden", "{what}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "only {checked} operations checked");
+}
+
 #[tokio::test]
 async fn every_role_may_do_what_it_should_and_nothing_else() {
     let (_dir, cp) = start().await;
@@ -1225,6 +1330,59 @@ async fn a_newcomer_signs_in_with_the_cli() {
     );
     let out = cli(vec!["services", "list"], &alice_cfg).output().unwrap();
     assert!(!out.status.success());
+
+    // Personal tokens: made for alice (shown once), listed without the secret, used, revoked.
+    let run = |args: Vec<&str>, config: &std::path::Path| {
+        let out = cli(args.clone(), config).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = run(
+        vec![
+            "-o",
+            "json",
+            "users",
+            "tokens",
+            "create",
+            "alice",
+            "--name",
+            "ci",
+            "--expires-in",
+            "1d",
+        ],
+        &admin_cfg,
+    );
+    assert!(ok, "{text}");
+    let made: Value = serde_json::from_str(&text).unwrap();
+    let secret = made["token"].as_str().unwrap().to_owned();
+    let id = made["id"].as_str().unwrap().to_owned();
+    let (ok, text) = run(vec!["users", "tokens", "list", "alice"], &admin_cfg);
+    assert!(ok && text.contains(&id) && text.contains("ci"), "{text}");
+    assert!(
+        !text.contains(&secret),
+        "a listed token shows its secret: {text}"
+    );
+    let (st, _) = call(&cp, Some(&secret), "GET", "/api/v1/services", None).await;
+    assert_eq!(st, 200, "alice's new token works");
+    let (ok, text) = run(vec!["users", "tokens", "revoke", "alice", &id], &admin_cfg);
+    assert!(ok, "{text}");
+    let (st, _) = call(&cp, Some(&secret), "GET", "/api/v1/services", None).await;
+    assert_eq!(st, 401, "a revoked token stops working");
+
+    // Rotating the admin token: the old one stops, the saved admin login carries the new.
+    let (ok, text) = run(vec!["users", "tokens", "rotate-admin"], &admin_cfg);
+    assert!(ok, "{text}");
+    let (st, _) = call(&cp, Some(&cp.token), "GET", "/api/v1/services", None).await;
+    assert_eq!(st, 401, "the old admin token still works");
+    let (ok, text) = run(vec!["users", "list"], &admin_cfg);
+    assert!(
+        ok && text.contains("alice"),
+        "the saved admin login lost its token: {text}"
+    );
 }
 
 /// Signs `name` in with `password`: (status, session token).

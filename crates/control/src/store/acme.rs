@@ -10,7 +10,7 @@ use portico_model::{
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use super::{Moved, Store, Write, from_json, now};
+use super::{Moved, Store, Write, change_one, from_json, now};
 use crate::error::Error;
 
 /// A host's automatic certificate, as the admin API shows it.
@@ -228,13 +228,13 @@ impl Store {
     pub async fn acme_order_now(&self, host: &str) -> Result<(), Error> {
         let mut tx = self.write().await?;
         tx.event("order", crate::access::KindId::Acme, host);
-        let done = sqlx::query("UPDATE acme_hosts SET next_attempt = 0 WHERE host = $1")
-            .bind(host.to_ascii_lowercase())
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(crate::access::KindId::Acme, host));
-        }
+        change_one(
+            &mut tx,
+            sqlx::query("UPDATE acme_hosts SET next_attempt = 0 WHERE host = $1")
+                .bind(host.to_ascii_lowercase()),
+            || Error::not_found(crate::access::KindId::Acme, host),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -322,11 +322,7 @@ impl Store {
         .bind(now())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM acme_challenges WHERE host = $1")
-            .bind(host)
-            .execute(&mut *tx)
-            .await?;
-        self.acme_commit(tx).await
+        self.acme_settle(tx, host).await
     }
 
     /// Records a failed order: the host keeps a still-valid certificate, else is in error;
@@ -356,11 +352,7 @@ impl Store {
         .bind(now())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM acme_challenges WHERE host = $1")
-            .bind(host)
-            .execute(&mut *tx)
-            .await?;
-        Ok((next, self.acme_commit(tx).await?))
+        Ok((next, self.acme_settle(tx, host).await?))
     }
 
     /// Drops challenges left open by a previous run (their orders are gone with it).
@@ -373,6 +365,15 @@ impl Store {
     }
 
     /// Recompiles the ACME gateways in the write's transaction and commits it.
+    /// Ends an order of `host` (issued or failed): its challenges go, and the write commits.
+    async fn acme_settle(&self, mut tx: Write<'_>, host: &str) -> Result<Moved, Error> {
+        sqlx::query("DELETE FROM acme_challenges WHERE host = $1")
+            .bind(host)
+            .execute(&mut *tx)
+            .await?;
+        self.acme_commit(tx).await
+    }
+
     async fn acme_commit(&self, mut tx: Write<'_>) -> Result<Moved, Error> {
         let ids = acme_gateway_ids(&mut tx).await?;
         tx.recompile(&ids).await?;

@@ -2,24 +2,22 @@
 
 use super::*;
 
+/// The columns of an API's row that make its [`ApiRecord`].
+const API_COLUMNS: &str = "api_key, spec, lifecycle, version, created_at, updated_at";
+
 impl Store {
     /// Every API.
     pub async fn apis(&self, page: &Page) -> Result<Vec<ApiRecord>, Error> {
-        let rows = sqlx::query(
-            "SELECT api_key, spec, lifecycle, version, created_at, updated_at FROM apis \
-             WHERE api_key > $1 ORDER BY api_key LIMIT $2",
-        )
-        .bind(page.after.as_deref().unwrap_or(""))
-        .bind(page.fetch())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(api_row).collect()
+        page_rows(&self.pool, KindId::Api, API_COLUMNS, page)
+            .await?
+            .iter()
+            .map(api_row)
+            .collect()
     }
 
     /// One API by id.
     pub async fn api(&self, id: &str) -> Result<ApiRecord, Error> {
-        let row = row_of(&self.pool, "SELECT api_key, spec, lifecycle, version, created_at, updated_at FROM apis WHERE api_key = $1", crate::access::KindId::Api, id).await?;
-        api_row(&row)
+        api_row(&row_of(&self.pool, KindId::Api, API_COLUMNS, id).await?)
     }
 
     /// Creates an API (lifecycle `created`).
@@ -234,16 +232,14 @@ impl Store {
                 on.join(", ")
             )));
         }
-        let done = sqlx::query("DELETE FROM revisions WHERE api_id = $1 AND number = $2")
-            .bind(api_id)
-            .bind(number as i64)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound(format!(
-                "API `{id}` has no revision {number}"
-            )));
-        }
+        change_one(
+            &mut tx,
+            sqlx::query("DELETE FROM revisions WHERE api_id = $1 AND number = $2")
+                .bind(api_id)
+                .bind(number as i64),
+            || Error::NotFound(format!("API `{id}` has no revision {number}")),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -331,16 +327,14 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| Error::not_found(crate::access::KindId::Gateway, gateway))?;
-        let done = sqlx::query("DELETE FROM deployments WHERE api_id = $1 AND gateway_id = $2")
-            .bind(api_id)
-            .bind(gid)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound(format!(
-                "API `{id}` is not deployed on gateway `{gateway}`"
-            )));
-        }
+        change_one(
+            &mut tx,
+            sqlx::query("DELETE FROM deployments WHERE api_id = $1 AND gateway_id = $2")
+                .bind(api_id)
+                .bind(gid),
+            || Error::NotFound(format!("API `{id}` is not deployed on gateway `{gateway}`")),
+        )
+        .await?;
         tx.recompile(&[gid]).await?;
         let moved = tx.commit().await?;
         Ok(moved)

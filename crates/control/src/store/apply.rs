@@ -342,16 +342,7 @@ async fn upsert(
             let spec = &doc.apis[i];
             let t = now();
             match stored.apis.get(&k) {
-                Some(row) => {
-                    sqlx::query(
-                        "UPDATE apis SET spec = $1, version = version + 1, updated_at = $2 WHERE id = $3",
-                    )
-                    .bind(to_json(spec)?)
-                    .bind(t)
-                    .bind(row.id)
-                    .execute(&mut *conn)
-                    .await?;
-                }
+                Some(row) => replace_by_id(conn, "apis", row.id, spec, t).await?,
                 None => {
                     sqlx::query(
                         "INSERT INTO apis (api_key, spec, lifecycle, version, created_at, updated_at) \
@@ -383,16 +374,7 @@ async fn upsert(
             let spec = &doc.apps[i];
             let t = now();
             match stored.apps.get(&k) {
-                Some(row) => {
-                    sqlx::query(
-                        "UPDATE apps SET spec = $1, version = version + 1, updated_at = $2 WHERE id = $3",
-                    )
-                    .bind(to_json(spec)?)
-                    .bind(t)
-                    .bind(row.id)
-                    .execute(&mut *conn)
-                    .await?;
-                }
+                Some(row) => replace_by_id(conn, "apps", row.id, spec, t).await?,
                 None => {
                     sqlx::query(
                         "INSERT INTO apps (slug, spec, version, created_at, updated_at) VALUES ($1, $2, 1, $3, $3)",
@@ -408,6 +390,25 @@ async fn upsert(
         // Never written: uploaded with their keys, `apply` only names them.
         Kind::Certificate => {}
     }
+    Ok(())
+}
+
+/// Replaces the definition in row `id` of `table`, one version on.
+async fn replace_by_id<T: Serialize>(
+    conn: &mut AnyConnection,
+    table: &'static str,
+    id: i64,
+    spec: &T,
+    t: i64,
+) -> Result<(), Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {table} SET spec = $1, version = version + 1, updated_at = $2 WHERE id = $3"
+    )))
+    .bind(to_json(spec)?)
+    .bind(t)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use portico_model::{AppFile, AppSpec, FieldError};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use super::{Meta, Moved, Store, from_json, key, now, to_json};
+use super::{Meta, Moved, Store, change_one, from_json, key, now, to_json};
 use crate::access::KindId;
 use crate::error::Error;
 
@@ -148,12 +148,7 @@ impl super::Keyed for AppRecord {
 impl Store {
     /// Every app.
     pub async fn apps(&self, page: &crate::page::Page) -> Result<Vec<AppRecord>, Error> {
-        sqlx::query(
-            "SELECT spec, version, created_at, updated_at FROM apps WHERE slug > $1 ORDER BY slug LIMIT $2",
-        )
-        .bind(page.after.as_deref().unwrap_or(""))
-        .bind(page.fetch())
-        .fetch_all(&self.pool)
+        super::page_rows(&self.pool, KindId::App, super::SPEC_COLUMNS, page)
             .await?
             .iter()
             .map(app_record)
@@ -162,14 +157,7 @@ impl Store {
 
     /// One app.
     pub async fn app(&self, slug: &str) -> Result<AppRecord, Error> {
-        let row = super::row_of(
-            &self.pool,
-            "SELECT spec, version, created_at, updated_at FROM apps WHERE slug = $1",
-            crate::access::KindId::App,
-            slug,
-        )
-        .await?;
-        app_record(&row)
+        app_record(&super::row_of(&self.pool, KindId::App, super::SPEC_COLUMNS, slug).await?)
     }
 
     /// Creates an app.
@@ -573,20 +561,22 @@ impl Store {
         tx.event("undeploy", KindId::App, &format!("{slug} from {gateway}"));
         let (id, _) = app_id(&mut tx, slug).await?;
         let gid = gateway_id(&mut tx, gateway).await?;
-        let done = sqlx::query(
-            "DELETE FROM app_deployments WHERE app_id = $1 AND gateway_id = $2 AND host = $3",
+        change_one(
+            &mut tx,
+            sqlx::query(
+                "DELETE FROM app_deployments WHERE app_id = $1 AND gateway_id = $2 AND host = $3",
+            )
+            .bind(id)
+            .bind(gid)
+            .bind(host.map(str::to_ascii_lowercase).unwrap_or_default()),
+            || {
+                Error::NotFound(format!(
+                    "app `{slug}` is not deployed on gateway `{gateway}`{}",
+                    host.map(|h| format!(" for {h}")).unwrap_or_default()
+                ))
+            },
         )
-        .bind(id)
-        .bind(gid)
-        .bind(host.map(str::to_ascii_lowercase).unwrap_or_default())
-        .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound(format!(
-                "app `{slug}` is not deployed on gateway `{gateway}`{}",
-                host.map(|h| format!(" for {h}")).unwrap_or_default()
-            )));
-        }
         tx.recompile(&[gid]).await?;
         let moved = tx.commit().await?;
         Ok(moved)

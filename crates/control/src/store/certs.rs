@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Moved, Store, all_gateway_ids, from_json, key, now, to_json};
+use super::{Moved, Store, all_gateway_ids, change_one, from_json, key, now, to_json};
 use crate::access::KindId;
 use crate::error::Error;
 
@@ -52,7 +52,7 @@ impl Store {
         let mut tx = self.write().await?;
         tx.event("upload", KindId::Certificate, name);
         let t = now();
-        let done = sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO certificates (name_key, name, hosts, cert_pem, key_sealed, not_after, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name_key) DO NOTHING",
         )
@@ -62,14 +62,13 @@ impl Store {
         .bind(cert_pem)
         .bind(key_sealed)
         .bind(not_after)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::Conflict(format!(
+        .bind(t);
+        change_one(&mut tx, q, || {
+            Error::Conflict(format!(
                 "a certificate named `{name}` exists already: delete it first, or pick another name"
-            )));
-        }
+            ))
+        })
+        .await?;
         let all = all_gateway_ids(&mut tx).await?;
         tx.recompile(&all).await?;
         let moved = tx.commit().await?;
@@ -88,13 +87,12 @@ impl Store {
     pub async fn delete_certificate(&self, name: &str) -> Result<Moved, Error> {
         let mut tx = self.write().await?;
         tx.event("delete", KindId::Certificate, name);
-        let done = sqlx::query("DELETE FROM certificates WHERE name_key = $1")
-            .bind(key(name))
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(crate::access::KindId::Certificate, name));
-        }
+        change_one(
+            &mut tx,
+            sqlx::query("DELETE FROM certificates WHERE name_key = $1").bind(key(name)),
+            || Error::not_found(crate::access::KindId::Certificate, name),
+        )
+        .await?;
         let all = all_gateway_ids(&mut tx).await?;
         tx.recompile(&all).await?;
         let moved = tx.commit().await?;

@@ -5,7 +5,7 @@ use portico_model::{ApiKeyGrant, ConsumerSpec, KeyType};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use super::{Moved, Record, Store, api_gateway_ids, from_json, key, now};
+use super::{Moved, Record, Store, api_gateway_ids, change_one, from_json, key, now};
 use crate::access::KindId;
 use crate::error::Error;
 
@@ -264,16 +264,18 @@ impl Store {
         );
         let cid = consumer_id(&mut tx, consumer).await?;
         let aid = super::api_row_id(&mut tx, api).await?;
-        let done = sqlx::query("DELETE FROM subscriptions WHERE consumer_id = $1 AND api_id = $2")
-            .bind(cid)
-            .bind(aid)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound(format!(
-                "consumer `{consumer}` is not subscribed to `{api}`"
-            )));
-        }
+        change_one(
+            &mut tx,
+            sqlx::query("DELETE FROM subscriptions WHERE consumer_id = $1 AND api_id = $2")
+                .bind(cid)
+                .bind(aid),
+            || {
+                Error::NotFound(format!(
+                    "consumer `{consumer}` is not subscribed to `{api}`"
+                ))
+            },
+        )
+        .await?;
         let gws = api_gateway_ids(&mut tx, aid).await?;
         tx.recompile(&gws).await?;
         let moved = tx.commit().await?;
@@ -357,19 +359,13 @@ impl Store {
             &format!("{consumer} key {old} as {}", new.id),
         );
         let cid = consumer_id(&mut tx, consumer).await?;
-        let done = sqlx::query(
+        let q = sqlx::query(
             "UPDATE credentials SET revoked_at = $1 WHERE id = $2 AND consumer_id = $3 AND revoked_at IS NULL",
         )
         .bind(now())
         .bind(old)
-        .bind(cid)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound(format!(
-                "consumer `{consumer}` has no active credential `{old}`: list them with `portico keys list {consumer}` (GET /api/v1/consumers/{consumer}/keys)"
-            )));
-        }
+        .bind(cid);
+        change_one(&mut tx, q, || no_credential(consumer, old)).await?;
         sqlx::query(
             "INSERT INTO credentials (id, consumer_id, kind, key_type, secret_hash, hint, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -398,19 +394,13 @@ impl Store {
             &format!("{consumer} key {id}"),
         );
         let cid = consumer_id(&mut tx, consumer).await?;
-        let done = sqlx::query(
+        let q = sqlx::query(
             "UPDATE credentials SET revoked_at = $1 WHERE id = $2 AND consumer_id = $3 AND revoked_at IS NULL",
         )
         .bind(now())
         .bind(id)
-        .bind(cid)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound(format!(
-                "consumer `{consumer}` has no active credential `{id}`: list them with `portico keys list {consumer}` (GET /api/v1/consumers/{consumer}/keys)"
-            )));
-        }
+        .bind(cid);
+        change_one(&mut tx, q, || no_credential(consumer, id)).await?;
         let gws = consumer_gateways(&mut tx, cid).await?;
         tx.recompile(&gws).await?;
         let moved = tx.commit().await?;
@@ -451,4 +441,11 @@ pub struct ClientRecord {
     pub expires_at: Option<i64>,
     /// Unix seconds.
     pub revoked_at: Option<i64>,
+}
+
+/// The consumer has no active credential with this id.
+fn no_credential(consumer: &str, id: &str) -> Error {
+    Error::NotFound(format!(
+        "consumer `{consumer}` has no active credential `{id}`: list them with `portico keys list {consumer}` (GET /api/v1/consumers/{consumer}/keys)"
+    ))
 }

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// The columns of a gateway's row that make its [`GatewayRecord`].
+const GATEWAY_COLUMNS: &str =
+    "id, spec, builtin, token_hash, linked_at, version, created_at, updated_at";
+
 impl Store {
     /// Creates the built-in gateway when it does not exist yet.
     pub async fn ensure_default_gateway(&self, port: u16) -> Result<Moved, Error> {
@@ -36,28 +40,16 @@ impl Store {
 
     /// Every gateway, by name.
     pub async fn gateways(&self, page: &Page) -> Result<Vec<GatewayRecord>, Error> {
-        let rows = sqlx::query(
-            "SELECT id, spec, builtin, token_hash, linked_at, version, created_at, updated_at \
-             FROM gateways WHERE name_key > $1 ORDER BY name_key LIMIT $2",
-        )
-        .bind(page.after.as_deref().unwrap_or(""))
-        .bind(page.fetch())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(gateway_row).collect()
+        super::page_rows(&self.pool, KindId::Gateway, GATEWAY_COLUMNS, page)
+            .await?
+            .iter()
+            .map(gateway_row)
+            .collect()
     }
 
     /// One gateway by name (case-insensitive).
     pub async fn gateway(&self, name: &str) -> Result<GatewayRecord, Error> {
-        let row = row_of(
-            &self.pool,
-            "SELECT id, spec, builtin, token_hash, linked_at, version, created_at, updated_at \
-             FROM gateways WHERE name_key = $1",
-            crate::access::KindId::Gateway,
-            name,
-        )
-        .await?;
-        gateway_row(&row)
+        gateway_row(&super::row_of(&self.pool, KindId::Gateway, GATEWAY_COLUMNS, name).await?)
     }
 
     /// The row id of a gateway.

@@ -77,7 +77,7 @@ impl Write<'_> {
 async fn row_id(conn: &mut AnyConnection, kind: KindId, name: &str) -> Result<i64, Error> {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT id FROM {} WHERE name_key = $1",
-        super::table(kind)
+        super::table(kind)?
     )))
     .bind(key(name))
     .fetch_optional(&mut *conn)

@@ -670,31 +670,99 @@ async fn deployed_gateway_names(
         .collect()
 }
 
-/// The one row of `kind` named `name`: `sql` selects it by its key column with `$1`.
-async fn row_of(
-    pool: &AnyPool,
-    sql: &'static str,
-    kind: KindId,
-    name: &str,
-) -> Result<sqlx::any::AnyRow, Error> {
-    sqlx::query(sql)
-        .bind(key(name))
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| Error::not_found(kind, name))
+/// Runs a write that changes the one row it names; `missing` is the error when it matched
+/// none (the object, or the link between two, is not there).
+async fn change_one<'q>(
+    conn: &mut AnyConnection,
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    missing: impl FnOnce() -> Error,
+) -> Result<(), Error> {
+    if q.execute(conn).await?.rows_affected() == 0 {
+        return Err(missing());
+    }
+    Ok(())
 }
 
-/// The table of a kind stored as its JSON spec with the common columns.
-fn table(kind: KindId) -> &'static str {
-    match kind {
+/// One page of a kind's rows (`columns` of its table): the first `page.limit + 1` after the
+/// cursor, in key order (the extra one tells the caller there is more).
+async fn page_rows(
+    pool: &AnyPool,
+    kind: KindId,
+    columns: &'static str,
+    page: &Page,
+) -> Result<Vec<sqlx::any::AnyRow>, Error> {
+    let k = key_column(kind);
+    Ok(sqlx::query(AssertSqlSafe(format!(
+        "SELECT {columns} FROM {} WHERE {k} > $1 ORDER BY {k} LIMIT $2",
+        table(kind)?
+    )))
+    .bind(page.after.as_deref().unwrap_or(""))
+    .bind(page.fetch())
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The one row of `kind` named `name` (`columns` of its table).
+async fn row_of(
+    pool: &AnyPool,
+    kind: KindId,
+    columns: &'static str,
+    name: &str,
+) -> Result<sqlx::any::AnyRow, Error> {
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT {columns} FROM {} WHERE {} = $1",
+        table(kind)?,
+        key_column(kind)
+    )))
+    .bind(key(name))
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Error::not_found(kind, name))
+}
+
+/// The columns of a kind stored as its JSON spec that make its [`Record`].
+const SPEC_COLUMNS: &str = "spec, version, created_at, updated_at";
+
+/// A [`Record`] from a row of [`SPEC_COLUMNS`].
+fn spec_record<T: DeserializeOwned>(row: &sqlx::any::AnyRow) -> Result<Record<T>, Error> {
+    Ok(Record {
+        spec: from_json(&row.try_get::<String, _>("spec")?)?,
+        meta: Meta {
+            version: row.try_get("version")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        },
+    })
+}
+
+/// The table of a kind stored as its JSON spec with the common columns. Every kind is
+/// named: one kept elsewhere is an error here, never another kind's table.
+fn table(kind: KindId) -> Result<&'static str, Error> {
+    Ok(match kind {
         KindId::Service => "services",
         KindId::Route => "routes",
         KindId::Consumer => "consumers",
         KindId::Gateway => "gateways",
         KindId::Api => "apis",
         KindId::App => "apps",
-        _ => "tiers",
-    }
+        KindId::Tier => "tiers",
+        KindId::Certificate
+        | KindId::Acme
+        | KindId::SigningKey
+        | KindId::User
+        | KindId::Role
+        | KindId::Token
+        | KindId::AdminToken
+        | KindId::Audit
+        | KindId::Status
+        | KindId::Apply
+        | KindId::Portal => {
+            return Err(Error::Internal(format!(
+                "{} is not stored as a definition",
+                kind.as_str()
+            )));
+        }
+    })
 }
 
 /// The column a kind's table is keyed by (lower case).
@@ -706,33 +774,16 @@ fn key_column(kind: KindId) -> &'static str {
     }
 }
 
-/// One page of a kind stored as its JSON spec: the first `page.limit + 1` after the
-/// cursor, in key order (the extra one tells the caller there is more).
+/// One page of a kind stored as its JSON spec, in key order.
 async fn list<T: DeserializeOwned>(
     pool: &AnyPool,
     kind: KindId,
     page: &Page,
 ) -> Result<Vec<Record<T>>, Error> {
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT spec, version, created_at, updated_at FROM {} WHERE name_key > $1 \
-         ORDER BY name_key LIMIT $2",
-        table(kind)
-    )))
-    .bind(page.after.as_deref().unwrap_or(""))
-    .bind(page.fetch())
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|(spec, version, created_at, updated_at)| {
-            Ok(Record {
-                spec: from_json(&spec)?,
-                meta: Meta {
-                    version,
-                    created_at,
-                    updated_at,
-                },
-            })
-        })
+    page_rows(pool, kind, SPEC_COLUMNS, page)
+        .await?
+        .iter()
+        .map(spec_record)
         .collect()
 }
 
@@ -741,26 +792,9 @@ async fn get<T: DeserializeOwned>(
     kind: KindId,
     name: &str,
 ) -> Result<Record<T>, Error> {
-    let row: Option<(String, i64, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT spec, version, created_at, updated_at FROM {} WHERE name_key = $1",
-        table(kind)
-    )))
-    .bind(key(name))
-    .fetch_optional(pool)
-    .await?;
-    let (spec, version, created_at, updated_at) =
-        row.ok_or_else(|| Error::not_found(kind, name))?;
-    Ok(Record {
-        spec: from_json(&spec)?,
-        meta: Meta {
-            version,
-            created_at,
-            updated_at,
-        },
-    })
+    spec_record(&row_of(pool, kind, SPEC_COLUMNS, name).await?)
 }
 
-/// Inserts a new object (version 1); answers its row id.
 async fn insert<T: Serialize>(
     w: &mut AnyConnection,
     kind: KindId,
@@ -776,7 +810,7 @@ async fn insert<T: Serialize>(
     let id: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
         "INSERT INTO {t} ({k}, spec, version, created_at, updated_at{more}) \
          VALUES ($1, $2, 1, $3, $3{values}) ON CONFLICT ({k}) DO NOTHING RETURNING id",
-        t = table(kind),
+        t = table(kind)?,
         k = key_column(kind),
     )))
     .bind(key(name))
@@ -803,7 +837,7 @@ async fn update<T: Serialize>(
     let id: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
         "UPDATE {} SET spec = $1, version = version + 1, updated_at = $2 \
          WHERE {} = $3 AND version = $4 RETURNING id",
-        table(kind),
+        table(kind)?,
         key_column(kind)
     )))
     .bind(to_json(spec)?)
@@ -817,7 +851,7 @@ async fn update<T: Serialize>(
     }
     let exists: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT id FROM {} WHERE {} = $1",
-        table(kind),
+        table(kind)?,
         key_column(kind)
     )))
     .bind(key(name))
@@ -833,7 +867,7 @@ async fn update<T: Serialize>(
 async fn delete(w: &mut AnyConnection, kind: KindId, name: &str) -> Result<i64, Error> {
     let version: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
         "DELETE FROM {} WHERE {} = $1 RETURNING version",
-        table(kind),
+        table(kind)?,
         key_column(kind)
     )))
     .bind(key(name))

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use super::{Store, from_json, key, now, to_json};
+use super::{Store, change_one, from_json, key, now, to_json};
 use crate::access::{BUILTIN_ROLES, KindId, Via};
 use crate::error::Error;
 use crate::page::Page;
@@ -216,13 +216,12 @@ impl Store {
     pub async fn approve_user(&self, name: &str) -> Result<UserRecord, Error> {
         let mut tx = self.write().await?;
         tx.event("approve", KindId::User, name);
-        let done = sqlx::query("UPDATE users SET status = 'active' WHERE name_key = $1")
-            .bind(key(name))
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(KindId::User, name));
-        }
+        change_one(
+            &mut tx,
+            sqlx::query("UPDATE users SET status = 'active' WHERE name_key = $1").bind(key(name)),
+            || Error::not_found(KindId::User, name),
+        )
+        .await?;
         tx.commit().await?;
         self.user(name).await
     }
@@ -265,14 +264,14 @@ impl Store {
         if !unknown.is_empty() {
             return Err(Error::Invalid(unknown));
         }
-        let done = sqlx::query("UPDATE users SET roles = $1 WHERE name_key = $2")
-            .bind(to_json(&roles)?)
-            .bind(key(name))
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(KindId::User, name));
-        }
+        change_one(
+            &mut tx,
+            sqlx::query("UPDATE users SET roles = $1 WHERE name_key = $2")
+                .bind(to_json(&roles)?)
+                .bind(key(name)),
+            || Error::not_found(KindId::User, name),
+        )
+        .await?;
         tx.commit().await?;
         self.user(name).await
     }
@@ -316,13 +315,12 @@ impl Store {
                     .join(", ")
             )));
         }
-        let done = sqlx::query("DELETE FROM users WHERE name_key = $1")
-            .bind(key(name))
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(KindId::User, name));
-        }
+        change_one(
+            &mut tx,
+            sqlx::query("DELETE FROM users WHERE name_key = $1").bind(key(name)),
+            || Error::not_found(KindId::User, name),
+        )
+        .await?;
         let mut gateways = Vec::new();
         for (id, consumer) in &owned {
             gateways.extend(super::consumers::consumer_gateways(&mut tx, *id).await?);
@@ -447,13 +445,12 @@ impl Store {
                 used.join(", ")
             )));
         }
-        let done = sqlx::query("DELETE FROM roles WHERE name_key = $1")
-            .bind(&k)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(KindId::Role, name));
-        }
+        change_one(
+            &mut tx,
+            sqlx::query("DELETE FROM roles WHERE name_key = $1").bind(&k),
+            || Error::not_found(KindId::Role, name),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -550,18 +547,15 @@ impl Store {
     pub async fn revoke_user_token(&self, user: &str, id: &str) -> Result<(), Error> {
         let mut tx = self.write().await?;
         tx.event("revoke_token", KindId::Token, &format!("{user}/{id}"));
-        let done = sqlx::query(
+        let q = sqlx::query(
             "DELETE FROM user_tokens WHERE id = $1 AND user_id = (SELECT id FROM users WHERE name_key = $2)",
         )
         .bind(id)
-        .bind(key(user))
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound(format!(
+        .bind(key(user));
+        change_one(&mut tx, q, || Error::NotFound(format!(
                 "user `{user}` has no token with id `{id}`: list them with `portico users tokens list {user}`"
-            )));
-        }
+            )))
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -571,14 +565,14 @@ impl Store {
     pub async fn set_password(&self, name: &str, password_hash: &str) -> Result<u64, Error> {
         let mut tx = self.write().await?;
         tx.event("set_password", KindId::User, name);
-        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE name_key = $2")
-            .bind(password_hash)
-            .bind(key(name))
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(KindId::User, name));
-        }
+        change_one(
+            &mut tx,
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE name_key = $2")
+                .bind(password_hash)
+                .bind(key(name)),
+            || Error::not_found(KindId::User, name),
+        )
+        .await?;
         let ended = sqlx::query(
             "DELETE FROM user_tokens WHERE kind = 'session' \
              AND user_id = (SELECT id FROM users WHERE name_key = $1)",
