@@ -490,9 +490,9 @@ async fn moving_from_sqlite_to_postgresql_keeps_every_gateway_serving() {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let (_, v) = cp.api("GET", "/api/v1/gateways/edge/nodes", None).await;
-        if v["nodes"][0]["state"] == "in_sync" {
+        if v["items"][0]["state"] == "in_sync" {
             assert_eq!(
-                v["nodes"][0]["applied_version"].as_u64(),
+                v["items"][0]["applied_version"].as_u64(),
                 Some(edge_version)
             );
             break;
@@ -606,7 +606,7 @@ async fn a_control_plane_node_killed_behind_haproxy_costs_the_gateways_nothing()
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let (_, v) = b.api("GET", "/api/v1/gateways/edge/nodes", None).await;
-        if v["nodes"][0]["state"] == "in_sync" {
+        if v["items"][0]["state"] == "in_sync" {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{v}");

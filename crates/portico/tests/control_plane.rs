@@ -157,13 +157,44 @@ async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages
     let deadline = Instant::now() + WAIT;
     loop {
         let (_, v) = cp.api("GET", "/api/v1/gateways/prod-gw/nodes", None).await;
-        let nodes = v["nodes"].as_array().unwrap();
+        let nodes = v["items"].as_array().unwrap();
         if nodes.len() == 2 && nodes.iter().all(|n| n["state"] == "in_sync") {
             break;
         }
         assert!(Instant::now() < deadline, "two nodes never in sync: {v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The nodes come in pages like every list, by node id, the gateway's version beside them.
+    let (_, all) = cp.api("GET", "/api/v1/gateways/prod-gw/nodes", None).await;
+    assert_eq!(all["next"], Value::Null, "{all}");
+    let (_, first) = cp
+        .api("GET", "/api/v1/gateways/prod-gw/nodes?limit=1", None)
+        .await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 1, "{first}");
+    assert_eq!(first["snapshot_version"], all["snapshot_version"]);
+    let cursor = first["next"].as_str().expect("a next page").to_owned();
+    let (_, second) = cp
+        .api(
+            "GET",
+            &format!("/api/v1/gateways/prod-gw/nodes?limit=1&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(second["next"], Value::Null, "{second}");
+    let ids = |v: &Value| -> Vec<Value> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["node_id"].clone())
+            .collect()
+    };
+    assert_eq!([ids(&first), ids(&second)].concat(), ids(&all));
+    let (st, v) = cp
+        .api("GET", "/api/v1/gateways/prod-gw/nodes?limit=0", None)
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("limit"), "{v}");
     a2.stop().await;
 
     // Revision 2 moves production to another backend; deployed to one gateway only.
@@ -408,7 +439,7 @@ async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages
         .api("GET", "/api/v1/gateways/sandbox-gw/nodes", None)
         .await;
     let current = nodes["snapshot_version"].as_u64().unwrap();
-    let applied = nodes["nodes"][0]["applied_version"].as_u64().unwrap();
+    let applied = nodes["items"][0]["applied_version"].as_u64().unwrap();
     assert!(
         applied < current,
         "a revoked node got version {current}: {nodes}"
@@ -421,7 +452,7 @@ async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages
         let (_, v) = cp
             .api("GET", "/api/v1/gateways/sandbox-gw/nodes", None)
             .await;
-        if v["nodes"][0]["state"] == "offline" {
+        if v["items"][0]["state"] == "offline" {
             break;
         }
         assert!(

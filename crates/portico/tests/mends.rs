@@ -422,7 +422,7 @@ async fn node_ids(cp: &ControlPlane, gateway: &str) -> Vec<String> {
         .api("GET", &format!("/api/v1/gateways/{gateway}/nodes"), None)
         .await;
     assert_eq!(st, 200, "{v}");
-    v["nodes"]
+    v["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -538,7 +538,7 @@ async fn node_view(cp: &ControlPlane, gateway: &str, node: &str) -> Value {
         .api("GET", &format!("/api/v1/gateways/{gateway}/nodes"), None)
         .await;
     assert_eq!(st, 200, "{v}");
-    v["nodes"]
+    v["items"]
         .as_array()
         .unwrap()
         .iter()

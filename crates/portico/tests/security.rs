@@ -1244,7 +1244,7 @@ async fn two_nodes_share_one_limit_through_redis_and_fall_back_when_it_dies() {
     let deadline = Instant::now() + WAIT;
     loop {
         let (_, v) = cp.api("GET", "/api/v1/gateways/gw/nodes", None).await;
-        let nodes = v["nodes"].as_array().unwrap();
+        let nodes = v["items"].as_array().unwrap();
         if nodes.len() == 2 && nodes.iter().all(|n| n["state"] == "in_sync") {
             break;
         }

@@ -274,12 +274,24 @@ pub(super) async fn nodes_view(
         .collect())
 }
 
-pub(super) async fn gateway_nodes(State(st): St, Path(name): Path<String>) -> Res {
+/// A gateway's nodes, paged by node id like every list, beside its snapshot version.
+pub(super) async fn gateway_nodes(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Res {
+    let page = Page::from_query(&q)?;
     let gid = st.store.gateway_id(&name).await?;
     let current = st.store.snapshot_version(gid).await?;
-    ok(
-        json!({ "gateway": name, "snapshot_version": current, "nodes": nodes_view(&st, gid, current).await? }),
-    )
+    let nodes = nodes_view(&st, gid, current).await?;
+    let mut v = page.of(
+        nodes,
+        |n| n["node_id"].as_str().unwrap_or_default().to_owned(),
+        Value::clone,
+    );
+    v["gateway"] = json!(name);
+    v["snapshot_version"] = json!(current);
+    ok(v)
 }
 
 pub(super) async fn resync_gateway(State(st): St, Path(name): Path<String>) -> Res {
