@@ -200,6 +200,35 @@ fn pool_options(max_connections: u32) -> AnyPoolOptions {
         })
 }
 
+/// How long opening a PostgreSQL database may take at start.
+const OPEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Why a PostgreSQL database did not open, in words that name the problem (never the
+/// URL, which may hold a password). A pool that timed out says only that: one connection
+/// attempt of its own tells what it met (refused, unknown host, no answer).
+async fn why_unopened(url: &str, e: sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Configuration(e) => {
+            format!("the URL is not valid ({e}): give postgres://USER:PASSWORD@HOST:PORT/DATABASE")
+        }
+        sqlx::Error::PoolTimedOut => {
+            let once = <sqlx::postgres::PgConnection as sqlx::Connection>::connect(url);
+            match tokio::time::timeout(OPEN_WITHIN, once).await {
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!(
+                    "no answer within {} s: is the host up, and its port open to this machine?",
+                    OPEN_WITHIN.as_secs()
+                ),
+                Ok(Ok(_)) => format!(
+                    "it took longer than {} s to answer: try again",
+                    OPEN_WITHIN.as_secs()
+                ),
+            }
+        }
+        e => e.to_string(),
+    }
+}
+
 async fn migrate_on(
     conn: &mut AnyConnection,
     migrations: &[(i64, &str, &'static str)],
@@ -511,11 +540,19 @@ impl Store {
                 "`{shown}` is not a PostgreSQL URL: give postgres://USER:PASSWORD@HOST:PORT/DATABASE"
             )));
         }
-        let pool = pool_options(16)
-            .acquire_timeout(std::time::Duration::from_secs(3))
+        let pool = match pool_options(16)
+            .acquire_timeout(OPEN_WITHIN)
             .connect(url)
             .await
-            .map_err(|e| Error::BadRequest(format!("cannot open the database at {shown}: {e}")))?;
+        {
+            Ok(pool) => pool,
+            Err(e) => {
+                return Err(Error::BadRequest(format!(
+                    "cannot open the database at {shown}: {}",
+                    why_unopened(url, e).await
+                )));
+            }
+        };
         Self::opened(pool, Backend::Postgres, SCHEMA_VERSION).await
     }
 
