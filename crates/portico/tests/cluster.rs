@@ -2,9 +2,9 @@
 //! node B serves what was deployed through node A, app files included; `portico status`
 //! says the same whichever node answers; a stale update through one node is refused while the other's succeeds; a
 //! node given another secret key refuses to start; a node killed with SIGKILL costs the
-//! gateways nothing; a database that cannot be used (a bad URL, nothing listening, a newer
-//! schema) stops a node at start with one line; two nodes started together on an empty
-//! database both come up.
+//! gateways nothing; the other node then leads the background duties; a database that cannot
+//! be used (a bad URL, nothing listening, a newer schema) stops a node at start with one line;
+//! two nodes started together on an empty database both come up.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failures
 
@@ -1038,4 +1038,51 @@ async fn two_nodes_started_together_on_an_empty_database_both_come_up() {
     assert_eq!(st, 200, "{from_b}");
     assert_eq!(from_a["items"], from_b["items"]);
     assert_eq!(from_a["items"].as_array().unwrap().len(), 1, "{from_a}");
+}
+
+/// The background duties' leader killed with SIGKILL: the other control-plane node, which
+/// did not lead while it lived, leads after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_node_leads_once_the_leader_is_killed() {
+    let root = TempDir::new().unwrap();
+    let (_pg, url) = database(&db_name("leader", root.path()));
+    let (a, b) = two_nodes(root.path(), &url).await;
+    a.process
+        .wait_for("leads the background duties", WAIT)
+        .await;
+    // B is up, and follows: the lock is A's.
+    let (st, v) = b.api("GET", "/api/v1/status", None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        b.process.count("leads the background duties"),
+        0,
+        "{}",
+        b.process.output()
+    );
+    a.process.signal(libc::SIGKILL);
+    b.process
+        .wait_for("leads the background duties", WAIT)
+        .await;
+}
+
+/// The connection leadership is held on asks PostgreSQL for TCP keepalives of its own, so
+/// that a leader whose host vanishes without a word loses the lock in seconds, not hours
+/// (the bound is in the README's "More than one control-plane node").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leadership_connection_has_keepalives() {
+    let root = TempDir::new().unwrap();
+    let (_pg, url) = database(&db_name("keepalive", root.path()));
+    let mut conn = portico_control::leader::connect(&url).await.unwrap();
+    for (setting, value) in [
+        ("tcp_keepalives_idle", "5"),
+        ("tcp_keepalives_interval", "2"),
+        ("tcp_keepalives_count", "3"),
+        ("tcp_user_timeout", "10000"),
+    ] {
+        let shown: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(shown, value, "{setting}");
+    }
 }
