@@ -4,7 +4,8 @@
 //! node given another secret key refuses to start; a node killed with SIGKILL costs the
 //! gateways nothing; the other node then leads the background duties; a database that cannot
 //! be used (a bad URL, nothing listening, a newer schema) stops a node at start with one line;
-//! two nodes started together on an empty database both come up.
+//! two nodes started together on an empty database both come up; `store import` refuses a
+//! dump from a newer Portico as newer.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failures
 
@@ -1085,4 +1086,65 @@ async fn the_leadership_connection_has_keepalives() {
             .unwrap();
         assert_eq!(shown, value, "{setting}");
     }
+}
+
+/// `store import` of a dump from a newer Portico (a later dump format, or a later schema,
+/// each with a field this one does not know) is refused as newer, before the target store
+/// is even opened; the dump as written imports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_from_a_newer_portico_is_refused_as_newer() {
+    let root = TempDir::new().unwrap();
+    let dump = root.path().join("state.json");
+    let source = root.path().join("source");
+    let (ok, out) = portico(&[
+        "store",
+        "export",
+        dump.to_str().unwrap(),
+        "--data-dir",
+        source.to_str().unwrap(),
+    ])
+    .await;
+    assert!(ok, "{out}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dump).unwrap()).unwrap();
+    let import = |file: &std::path::Path, target: &std::path::Path| {
+        let (file, target) = (file.to_owned(), target.to_owned());
+        async move {
+            portico(&[
+                "store",
+                "import",
+                file.to_str().unwrap(),
+                "--data-dir",
+                target.to_str().unwrap(),
+            ])
+            .await
+        }
+    };
+    for (field, value) in [
+        (
+            "format_version",
+            json!(written["format_version"].as_u64().unwrap() + 1),
+        ),
+        (
+            "schema_version",
+            json!(portico_control::store::SCHEMA_VERSION + 1),
+        ),
+    ] {
+        // The checksum covers the tables and files, not what the dump says about itself.
+        let mut newer = written.clone();
+        newer[field] = value.clone();
+        newer["added_later"] = json!(true);
+        let file = root.path().join(format!("{field}.json"));
+        std::fs::write(&file, serde_json::to_vec(&newer).unwrap()).unwrap();
+        let target = root.path().join(format!("target-{field}"));
+        let (ok, out) = import(&file, &target).await;
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("made by a newer Portico") && out.contains(&format!("version {value}")),
+            "{field}: {out}"
+        );
+        assert!(!target.exists(), "{field}: nothing opened or written");
+    }
+    let (ok, out) = import(&dump, &root.path().join("target")).await;
+    assert!(ok, "{out}");
 }
