@@ -1,10 +1,15 @@
 //! The store: every SQL statement of the control plane lives here, behind [`Store`]'s
 //! methods. Each method that writes runs one transaction, and the gateways it affects are
 //! recompiled inside that same transaction, so a definition and the snapshots built from it
-//! change together or not at all. Writes are serialized in-process (SQLite has one writer);
-//! every object carries a version that an update must name (optimistic concurrency).
+//! change together or not at all. Writes are serialized: within a process by the writer
+//! lock, and on PostgreSQL across every control-plane node by an advisory lock each write
+//! transaction takes with its `BEGIN` (`BEGIN_LOCKED`); on SQLite, which has one writer,
+//! by `BEGIN IMMEDIATE`. Every object carries a version that an update must name
+//! (optimistic concurrency), so a stale update is refused whichever node it comes through.
 //!
-//! SQL is kept portable (`$n` placeholders, `RETURNING`, `ON CONFLICT`) for PostgreSQL later.
+//! Two backends, SQLite (embedded, the default) and PostgreSQL (`--database`), run the same
+//! SQL (`$n` placeholders, `RETURNING`, `ON CONFLICT`) and migrations of the same meaning,
+//! each from its own folder (`migrations/sqlite`, `migrations/postgres`).
 
 use std::collections::HashMap;
 use std::path::Path;
