@@ -385,11 +385,12 @@ pub async fn start(
     let first_admin_token = if store.has_admin_token().await? {
         None
     } else {
+        // Only the node that stores it shows it (two may start together on one database).
         let token = secrets::generate("pat_");
         store
-            .add_admin_token("first admin", &secrets::hash(&token))
-            .await?;
-        Some(token)
+            .add_first_admin_token("first admin", &secrets::hash(&token))
+            .await?
+            .then_some(token)
     };
     store
         .ensure_default_gateway(config.default_gateway_port)

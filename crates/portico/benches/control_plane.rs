@@ -3,7 +3,8 @@
 //! 1. deploy → serving: ten nodes, one gateway each; each deploy goes to all ten and the time
 //!    until every node answers with the new revision's backend is measured per node;
 //! 2. scale: 1,000 gateways and 10,000 APIs (a revision each, each deployed to one gateway),
-//!    then the latency of listing, status and one more deploy.
+//!    then the latency of listing everything (every page, following `next`), status and one
+//!    more deploy.
 //!
 //! Each runs on SQLite and then on PostgreSQL (a throwaway cluster from
 //! `scripts/postgres.sh`), side by side; on PostgreSQL the deploys are written through
@@ -409,9 +410,27 @@ async fn scale(gateways: usize, apis: usize, backend: &Backend) {
         "deploy call while loading (4 clients)",
         deploy_ms.lock().unwrap().clone(),
     );
+    // A list is paged (100 by default, 1,000 at most): "all" follows `next` to the end, in
+    // pages of 1,000, and the time is that of every page.
+    for (name, path, want) in [
+        (
+            "GET /api/v1/gateways (every page)",
+            "/api/v1/gateways",
+            gateways,
+        ),
+        ("GET /api/v1/apis (every page)", "/api/v1/apis", apis),
+    ] {
+        let mut ms = Vec::new();
+        for _ in 0..20 {
+            let s = Instant::now();
+            let got = list_all(&api, path).await;
+            ms.push(s.elapsed().as_secs_f64() * 1000.0);
+            // At least what was created (the built-in `default` is listed too).
+            assert!(got >= want, "{path}: {got} items, {want} created");
+        }
+        summary(name, ms);
+    }
     for (name, path) in [
-        ("GET /api/v1/gateways (all)", "/api/v1/gateways"),
-        ("GET /api/v1/apis (all)", "/api/v1/apis"),
         ("GET /api/v1/status (all gateways)", "/api/v1/status"),
         (
             "GET /api/v1/gateways/g7/snapshot",
@@ -438,6 +457,24 @@ async fn scale(gateways: usize, apis: usize, backend: &Backend) {
         ms.push(s.elapsed().as_secs_f64() * 1000.0);
     }
     summary("deploy one API to one more gateway (idle)", ms);
+}
+
+/// Every item of the list at `path`, page after page of 1,000 (following `next`): how many.
+async fn list_all(api: &Api, path: &str) -> usize {
+    let mut count = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match &cursor {
+            None => format!("{path}?limit=1000"),
+            Some(c) => format!("{path}?limit=1000&cursor={c}"),
+        };
+        let v = api.ok("GET", &page, None).await;
+        count += v["items"].as_array().map_or(0, Vec::len);
+        match v["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return count,
+        }
+    }
 }
 
 async fn run_parallel<F, Fut>(n: usize, workers: usize, f: F)

@@ -483,9 +483,15 @@ enum StoreCommand {
         file: PathBuf,
         #[command(flatten)]
         store: store_cmd::StoreArgs,
-        /// Replace everything the target store holds.
+        /// Replace everything the target store holds (no gateway's snapshot version goes
+        /// down: one the store served higher moves past it).
         #[arg(long)]
         force: bool,
+        /// The secret key the dump's secrets are sealed with (default
+        /// `<data-dir>/secret.key` when it exists): needed only when `--force` must
+        /// renumber a snapshot that holds private keys.
+        #[arg(long)]
+        secret_key_file: Option<PathBuf>,
     },
 }
 
@@ -826,9 +832,12 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
         Command::Store(StoreCommand::Export { file, store }) => {
             store_cmd::export(&file, &store).await
         }
-        Command::Store(StoreCommand::Import { file, store, force }) => {
-            store_cmd::import(&file, &store, force).await
-        }
+        Command::Store(StoreCommand::Import {
+            file,
+            store,
+            force,
+            secret_key_file,
+        }) => store_cmd::import(&file, &store, force, secret_key_file.as_deref()).await,
         Command::Server(a) => {
             let a = *a;
             server_cmd::run(server_cmd::ServerOptions {

@@ -72,11 +72,16 @@ pub async fn export(file: &Path, s: &StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads `file` into the store (empty unless `force`).
-pub async fn import(file: &Path, s: &StoreArgs, force: bool) -> anyhow::Result<()> {
+/// Loads `file` into the store (empty unless `force`); `key_file` (or `<data-dir>/secret.key`
+/// when it exists) opens sealed snapshots that `force` has to renumber.
+pub async fn import(
+    file: &Path,
+    s: &StoreArgs,
+    force: bool,
+    key_file: Option<&Path>,
+) -> anyhow::Result<()> {
     let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let dump: Dump = serde_json::from_slice(&text)
-        .map_err(|e| anyhow::anyhow!("{} is not a Portico store dump: {e}", file.display()))?;
+    let dump = Dump::read(&text).with_context(|| format!("cannot import {}", file.display()))?;
     // A dump of an older schema is brought up to date first, as the store it came from
     // would be when a newer Portico starts on it.
     let from = dump.schema_version;
@@ -88,7 +93,17 @@ pub async fn import(file: &Path, s: &StoreArgs, force: bool) -> anyhow::Result<(
             dump.schema_version
         );
     }
-    let store = open(s).await?;
+    let mut store = open(s).await?;
+    let default_key = s.data_dir.join("secret.key");
+    let key_file = key_file.or_else(|| default_key.exists().then_some(default_key.as_path()));
+    if let Some(key_file) = key_file {
+        // An existing key only: a new one would open nothing.
+        std::fs::metadata(key_file)
+            .with_context(|| format!("cannot read the secret key {}", key_file.display()))?;
+        store.sealer = Some(std::sync::Arc::new(
+            portico_control::secrets::Sealer::load_or_create_at(key_file)?,
+        ));
+    }
     let (rows, files) = store
         .import(&dump, &s.data_dir.join("blobs"), force)
         .await?;

@@ -2,7 +2,10 @@
 //! node B serves what was deployed through node A, app files included; `portico status`
 //! says the same whichever node answers; a stale update through one node is refused while the other's succeeds; a
 //! node given another secret key refuses to start; a node killed with SIGKILL costs the
-//! gateways nothing.
+//! gateways nothing; the other node then leads the background duties; a database that cannot
+//! be used (a bad URL, nothing listening, a newer schema) stops a node at start with one line;
+//! two nodes started together on an empty database both come up; `store import` refuses a
+//! dump from a newer Portico as newer.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failures
 
@@ -869,4 +872,279 @@ async fn every_control_plane_node_serves_https_from_one_ca() {
             "port {port} served a client that trusts another CA"
         );
     }
+}
+
+/// `portico server` on `database`, which must stop at start: what it printed.
+async fn server_stops(data: &std::path::Path, database: &str) -> String {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "server",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--database",
+        database,
+    ];
+    let run = portico(&args);
+    let (ok, out) = tokio::time::timeout(WAIT, run)
+        .await
+        .unwrap_or_else(|_| panic!("the server did not stop on {database}"));
+    assert!(!ok, "{out}");
+    out
+}
+
+/// The one error line of `out` (there must be exactly one).
+fn error_line(out: &str) -> &str {
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{out}");
+    errors[0]
+}
+
+/// A database that cannot be used stops `portico server` at start with one line that names
+/// the problem and never the password: a URL that does not parse, a port where nothing
+/// listens, and a database whose schema a newer Portico wrote (which it leaves untouched).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_cannot_be_used_stops_the_server_with_one_clear_line() {
+    let root = TempDir::new().unwrap();
+
+    let out = server_stops(
+        &root.path().join("a"),
+        "postgres://portico:s3cret@[bad/portico",
+    )
+    .await;
+    let line = error_line(&out);
+    assert!(
+        line.contains("postgres://portico:***@[bad/portico") && line.contains("URL is not valid"),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret"), "{out}");
+
+    // Nothing listens on a free port.
+    let closed = format!(
+        "postgres://portico:s3cret@127.0.0.1:{}/portico",
+        free_port()
+    );
+    let out = server_stops(&root.path().join("b"), &closed).await;
+    let line = error_line(&out);
+    assert!(
+        line.contains("cannot open the database at postgres://portico:***@127.0.0.1:")
+            && line.contains("Connection refused"),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret"), "{out}");
+
+    // A schema one version past this binary's, as a newer Portico would have left it.
+    let (_pg, url) = database(&db_name("newer", root.path()));
+    let newer = portico_control::store::SCHEMA_VERSION + 1;
+    let psql = std::process::Command::new("psql")
+        .arg(&url)
+        .args(["-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, \
+             description TEXT NOT NULL, applied_at BIGINT NOT NULL); \
+             INSERT INTO schema_migrations VALUES ({newer}, 'from a newer Portico', 0)"
+        ))
+        .output()
+        .unwrap();
+    assert!(psql.status.success(), "psql: {psql:?}");
+    let out = server_stops(&root.path().join("c"), &url).await;
+    let line = error_line(&out);
+    assert!(
+        line.contains(&format!(
+            "schema is version {newer}, newer than this Portico knows"
+        )),
+        "{out}"
+    );
+    let tables = std::process::Command::new("psql")
+        .arg(&url)
+        .args([
+            "-tAc",
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&tables.stdout).trim(),
+        "1",
+        "nothing migrated: {tables:?}"
+    );
+}
+
+/// Two control-plane nodes started at the same moment on one empty database both come up:
+/// the migrations run once (one node at a time, under a lock), the built-in gateway and the
+/// first admin token are made once, and both nodes answer alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_started_together_on_an_empty_database_both_come_up() {
+    let root = TempDir::new().unwrap();
+    let (_pg, url) = database(&db_name("together", root.path()));
+    let key = root.path().join("secret.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let args = |builtin: bool| {
+        let mut a = vec!["--database", url.as_str(), "--secret-key-file"];
+        a.push(key.to_str().unwrap());
+        if !builtin {
+            a.push("--no-builtin-gateway");
+        }
+        a
+    };
+    // Both spawned before either is waited for; the admin token is read afterwards.
+    let (a_args, b_args) = (args(true), args(false));
+    let (a_dir, b_dir) = (root.path().join("a"), root.path().join("b"));
+    let (a, b) = tokio::join!(
+        start_server_with(&a_dir, free_port(), free_port(), Some(""), &a_args),
+        start_server_with(&b_dir, free_port(), free_port(), Some(""), &b_args),
+    );
+    let tokens: Vec<String> = [&a, &b]
+        .iter()
+        .flat_map(|cp| cp.process.lines())
+        .filter(|l| l.starts_with("    pat_"))
+        .map(|l| l.trim().to_owned())
+        .collect();
+    // One first admin token, shown by the node that stored it.
+    assert_eq!(
+        tokens.len(),
+        1,
+        "{}\n{}",
+        a.process.output(),
+        b.process.output()
+    );
+    let (a, b) = (
+        ControlPlane {
+            token: tokens[0].clone(),
+            ..a
+        },
+        ControlPlane {
+            token: tokens[0].clone(),
+            ..b
+        },
+    );
+    let migrations = std::process::Command::new("psql")
+        .arg(&url)
+        .args([
+            "-tAc",
+            "SELECT count(*), count(DISTINCT version) FROM schema_migrations",
+        ])
+        .output()
+        .unwrap();
+    let n = portico_control::store::SCHEMA_VERSION;
+    assert_eq!(
+        String::from_utf8_lossy(&migrations.stdout).trim(),
+        format!("{n}|{n}"),
+        "{migrations:?}"
+    );
+    let (st, from_a) = a.api("GET", "/api/v1/gateways", None).await;
+    assert_eq!(st, 200, "{from_a}");
+    let (st, from_b) = b.api("GET", "/api/v1/gateways", None).await;
+    assert_eq!(st, 200, "{from_b}");
+    assert_eq!(from_a["items"], from_b["items"]);
+    assert_eq!(from_a["items"].as_array().unwrap().len(), 1, "{from_a}");
+}
+
+/// The background duties' leader killed with SIGKILL: the other control-plane node, which
+/// did not lead while it lived, leads after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_node_leads_once_the_leader_is_killed() {
+    let root = TempDir::new().unwrap();
+    let (_pg, url) = database(&db_name("leader", root.path()));
+    let (a, b) = two_nodes(root.path(), &url).await;
+    a.process
+        .wait_for("leads the background duties", WAIT)
+        .await;
+    // B is up, and follows: the lock is A's.
+    let (st, v) = b.api("GET", "/api/v1/status", None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        b.process.count("leads the background duties"),
+        0,
+        "{}",
+        b.process.output()
+    );
+    a.process.signal(libc::SIGKILL);
+    b.process
+        .wait_for("leads the background duties", WAIT)
+        .await;
+}
+
+/// The connection leadership is held on asks PostgreSQL for TCP keepalives of its own, so
+/// that a leader whose host vanishes without a word loses the lock in seconds, not hours
+/// (the bound is in the README's "More than one control-plane node").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leadership_connection_has_keepalives() {
+    let root = TempDir::new().unwrap();
+    let (_pg, url) = database(&db_name("keepalive", root.path()));
+    let mut conn = portico_control::leader::connect(&url).await.unwrap();
+    for (setting, value) in [
+        ("tcp_keepalives_idle", "5"),
+        ("tcp_keepalives_interval", "2"),
+        ("tcp_keepalives_count", "3"),
+        ("tcp_user_timeout", "10000"),
+    ] {
+        let shown: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(shown, value, "{setting}");
+    }
+}
+
+/// `store import` of a dump from a newer Portico (a later dump format, or a later schema,
+/// each with a field this one does not know) is refused as newer, before the target store
+/// is even opened; the dump as written imports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_from_a_newer_portico_is_refused_as_newer() {
+    let root = TempDir::new().unwrap();
+    let dump = root.path().join("state.json");
+    let source = root.path().join("source");
+    let (ok, out) = portico(&[
+        "store",
+        "export",
+        dump.to_str().unwrap(),
+        "--data-dir",
+        source.to_str().unwrap(),
+    ])
+    .await;
+    assert!(ok, "{out}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dump).unwrap()).unwrap();
+    let import = |file: &std::path::Path, target: &std::path::Path| {
+        let (file, target) = (file.to_owned(), target.to_owned());
+        async move {
+            portico(&[
+                "store",
+                "import",
+                file.to_str().unwrap(),
+                "--data-dir",
+                target.to_str().unwrap(),
+            ])
+            .await
+        }
+    };
+    for (field, value) in [
+        (
+            "format_version",
+            json!(written["format_version"].as_u64().unwrap() + 1),
+        ),
+        (
+            "schema_version",
+            json!(portico_control::store::SCHEMA_VERSION + 1),
+        ),
+    ] {
+        // The checksum covers the tables and files, not what the dump says about itself.
+        let mut newer = written.clone();
+        newer[field] = value.clone();
+        newer["added_later"] = json!(true);
+        let file = root.path().join(format!("{field}.json"));
+        std::fs::write(&file, serde_json::to_vec(&newer).unwrap()).unwrap();
+        let target = root.path().join(format!("target-{field}"));
+        let (ok, out) = import(&file, &target).await;
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("made by a newer Portico") && out.contains(&format!("version {value}")),
+            "{field}: {out}"
+        );
+        assert!(!target.exists(), "{field}: nothing opened or written");
+    }
+    let (ok, out) = import(&dump, &root.path().join("target")).await;
+    assert!(ok, "{out}");
 }

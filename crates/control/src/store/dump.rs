@@ -115,6 +115,16 @@ enum Kind {
     Bytes,
 }
 
+/// What a dump says about itself, read before the rest: a dump from a newer Portico may
+/// have fields this one does not know, and should be refused for being newer, not for those.
+#[derive(Debug, Deserialize)]
+struct Header {
+    format: Option<String>,
+    format_version: Option<u32>,
+    schema_version: Option<i64>,
+    made_by: Option<String>,
+}
+
 fn checksum(tables: &BTreeMap<String, Table>, files: &BTreeMap<String, String>) -> String {
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(tables).unwrap_or_default());
@@ -373,6 +383,19 @@ impl Store {
             files.push((hash, bytes));
         }
         let mut tx = self.write().await?;
+        // What the store served until now (only `--force` gets here with a store that is
+        // not empty): a gateway's nodes ask for what is newer than the version they hold,
+        // so no gateway may come out of the import with a lower one.
+        let served: Vec<(String, i64, String)> = if force {
+            sqlx::query_as(
+                "SELECT g.name_key, s.version, s.hash FROM snapshots s \
+                 JOIN gateways g ON g.id = s.gateway_id",
+            )
+            .fetch_all(&mut *tx)
+            .await?
+        } else {
+            Vec::new()
+        };
         // A store of an older schema (a scratch one upgrading a dump) lacks later tables.
         for table in TABLES.iter().rev().chain(&["blob_chunks"]) {
             if self.columns(&mut tx, table).await?.is_empty() {
@@ -445,6 +468,7 @@ impl Store {
                 rows += 1;
             }
         }
+        self.keep_versions(&mut tx, &served).await?;
         if self.backend == Backend::Postgres {
             for table in IDENTITIES {
                 let sql = format!(
@@ -492,7 +516,105 @@ impl Store {
     }
 }
 
+impl Store {
+    /// After an import over a store that served `served` (gateway key, version, hash):
+    /// each gateway of both keeps at least the version it had, and moves past it when its
+    /// content differs (so that its nodes fetch it). The snapshot's envelope says the
+    /// version too: it is rewritten, which for a snapshot holding private keys takes the
+    /// secret key they are sealed with.
+    async fn keep_versions(
+        &self,
+        conn: &mut AnyConnection,
+        served: &[(String, i64, String)],
+    ) -> Result<(), Error> {
+        for (name, was, was_hash) in served {
+            let row: Option<(i64, i64, String, String)> = sqlx::query_as(
+                "SELECT s.gateway_id, s.version, s.hash, s.body FROM snapshots s \
+                 JOIN gateways g ON g.id = s.gateway_id WHERE g.name_key = $1",
+            )
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some((gateway_id, version, hash, body)) = row else {
+                continue;
+            };
+            let keep = if hash == *was_hash {
+                version.max(*was)
+            } else if version > *was {
+                version
+            } else {
+                was + 1
+            };
+            if keep == version {
+                continue;
+            }
+            let sealed = body.starts_with(super::SEALED_BODY);
+            if sealed && self.sealer.is_none() {
+                return Err(bad(format!(
+                    "gateway `{name}`: its snapshot in the dump is version {version}, and this \
+                     store served version {was}, so it must become version {keep}; it holds \
+                     private keys, sealed: give the secret key the dump's secrets are sealed \
+                     with (--secret-key-file) to rewrite it"
+                )));
+            }
+            let clear = super::open_body(self.sealer.as_deref(), body)?;
+            let mut envelope: Value = super::from_json(&clear)?;
+            envelope["version"] = Value::from(keep);
+            let body =
+                super::seal_body(self.sealer.as_deref(), super::to_json(&envelope)?, sealed)?;
+            sqlx::query("UPDATE snapshots SET version = $1, body = $2 WHERE gateway_id = $3")
+                .bind(keep)
+                .bind(body)
+                .bind(gateway_id)
+                .execute(&mut *conn)
+                .await?;
+            tracing::info!(
+                gateway = %name,
+                dumped = version,
+                served = was,
+                now = keep,
+                "snapshot version kept above what the store served"
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Dump {
+    /// Reads a dump from the bytes of its file: what it says about itself first (not a
+    /// dump, or one from a newer Portico, is refused as such, with the versions), then the
+    /// rest. The checksum is checked by [`Store::import`].
+    pub fn read(bytes: &[u8]) -> Result<Dump, Error> {
+        let header: Header = serde_json::from_slice(bytes)
+            .map_err(|e| bad(format!("not a Portico store dump: {e}")))?;
+        let made_by = header.made_by.as_deref().unwrap_or("an unknown Portico");
+        if header.format.as_deref() != Some(FORMAT) {
+            return Err(bad(format!(
+                "not a Portico store dump (its `format` is {}, not `{FORMAT}`)",
+                header
+                    .format
+                    .as_deref()
+                    .map_or("missing".to_owned(), |f| format!("`{f}`"))
+            )));
+        }
+        if let Some(v) = header.format_version
+            && v > FORMAT_VERSION
+        {
+            return Err(bad(format!(
+                "the dump was made by a newer Portico ({made_by}): its format is version {v},                  this Portico reads version {FORMAT_VERSION} at most. Import it with that                  Portico or a newer one"
+            )));
+        }
+        if let Some(v) = header.schema_version
+            && v > super::SCHEMA_VERSION
+        {
+            return Err(bad(format!(
+                "the dump was made by a newer Portico ({made_by}): its schema is version {v},                  newer than this Portico's ({}). Import it with that Portico or a newer one",
+                super::SCHEMA_VERSION
+            )));
+        }
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("not a Portico store dump: {e}")))
+    }
+
     /// This dump brought to this Portico's schema when it is older: loaded into a scratch
     /// SQLite store in `scratch` (an empty directory, removed after) at the dump's own
     /// version, migrated exactly as a store of that version is when a newer Portico starts
@@ -594,6 +716,149 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("damaged"), "{e}");
+    }
+
+    fn route(name: &str, path: &str) -> portico_model::RouteSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "gateways": ["default"],
+            "route": {"match": {"path": {"path_prefix": path}}, "forward": {"service": "s"}},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The built-in gateway's snapshot: its stored version, its hash, and the version its
+    /// envelope (what nodes are sent) says.
+    async fn builtin(store: &Store) -> (u64, String, u64) {
+        let (id, _, version) = store
+            .snapshot_versions()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .find(|(_, name, _)| name == super::super::DEFAULT_GATEWAY)
+            .unwrap_or_else(|| panic!("no built-in gateway"));
+        let snap = store
+            .snapshot(id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no snapshot"));
+        let envelope: portico_model::SyncEnvelope =
+            serde_json::from_str(&snap.body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(snap.version, version);
+        (version, snap.hash, envelope.version)
+    }
+
+    /// `import --force` over a store whose gateways have gone further than the dump's: no
+    /// version goes down. Other content moves past what the store served (its nodes, which
+    /// ask for what is newer than theirs, fetch it); the same content keeps the higher
+    /// version. The envelope nodes are sent says the same version as the store.
+    #[tokio::test]
+    async fn a_forced_import_never_moves_a_version_down() {
+        let dir = || tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (a, b) = (dir(), dir());
+        // The dump: the built-in gateway at version 1, nothing on it.
+        let from = Store::open(a.path())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        from.ensure_default_gateway(0)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let dump = from
+            .export(&a.path().join("blobs"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (dumped, dumped_hash, _) = builtin(&from).await;
+        assert_eq!(dumped, 1);
+
+        // The target: the same gateway, moved on by routes placed on it.
+        let to = Store::open(b.path())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        to.ensure_default_gateway(0)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        to.create(&portico_model::Service::new(
+            "s",
+            ["127.0.0.1:9".to_owned()],
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        for (name, path) in [("r1", "/one"), ("r2", "/two")] {
+            to.create(&route(name, path))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (served, served_hash, _) = builtin(&to).await;
+        assert!(served > dumped, "{served}");
+        assert_ne!(served_hash, dumped_hash);
+
+        // Other content: one past what was served, the envelope too.
+        to.import(&dump, &b.path().join("blobs"), true)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            builtin(&to).await,
+            (served + 1, dumped_hash.clone(), served + 1)
+        );
+
+        // The same content as served: the higher version stays (nothing new to fetch).
+        let again = to
+            .export(&b.path().join("blobs"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut lower = again;
+        let snapshots = lower
+            .tables
+            .get_mut("snapshots")
+            .unwrap_or_else(|| panic!("no snapshots"));
+        let column = snapshots
+            .columns
+            .iter()
+            .position(|c| c == "version")
+            .unwrap_or_else(|| panic!("no version column"));
+        for row in &mut snapshots.rows {
+            row[column] = Value::from(1);
+        }
+        lower.checksum = checksum(&lower.tables, &lower.files);
+        to.import(&lower, &b.path().join("blobs"), true)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(builtin(&to).await, (served + 1, dumped_hash, served + 1));
+    }
+
+    /// A dump from a newer Portico, whose format or schema is later than this one's (and
+    /// which may have fields this one does not know), is refused for being newer.
+    #[test]
+    fn a_dump_from_a_newer_portico_is_refused_as_newer() {
+        let dump = |field: &str, value: Value| {
+            let mut v = serde_json::json!({
+                "format": FORMAT, "format_version": FORMAT_VERSION,
+                "schema_version": super::super::SCHEMA_VERSION, "made_by": "portico 9.0.0",
+                "made_at": 0, "tables": {}, "files": {}, "checksum": "", "added_later": true,
+            });
+            v[field] = value;
+            serde_json::to_vec(&v).unwrap_or_default()
+        };
+        for (field, value) in [
+            ("format_version", Value::from(FORMAT_VERSION + 1)),
+            (
+                "schema_version",
+                Value::from(super::super::SCHEMA_VERSION + 1),
+            ),
+        ] {
+            let e = Dump::read(&dump(field, value))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.contains("made by a newer Portico (portico 9.0.0)"),
+                "{field}: {e}"
+            );
+        }
+        let e = Dump::read(&dump("format", Value::from("other")))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("not a Portico store dump"), "{e}");
     }
 
     /// A dump of an older schema (9: before stored `path_prefix` routes had their rewrite

@@ -16,6 +16,15 @@ impl Store {
         spec.description = "Built into the control plane".into();
         spec.listeners = vec![Listener::new(port, ListenerProtocol::Http)];
         let mut tx = self.write().await?;
+        // Again under the writer lock: another control-plane node starting at the same
+        // moment may have made it meanwhile.
+        let made: Option<i64> = sqlx::query_scalar("SELECT id FROM gateways WHERE name_key = $1")
+            .bind(key(DEFAULT_GATEWAY))
+            .fetch_optional(&mut *tx)
+            .await?;
+        if made.is_some() {
+            return Ok(Vec::new());
+        }
         tx.audit(
             "create",
             crate::access::KindId::Gateway,

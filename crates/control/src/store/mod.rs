@@ -1,10 +1,15 @@
 //! The store: every SQL statement of the control plane lives here, behind [`Store`]'s
 //! methods. Each method that writes runs one transaction, and the gateways it affects are
 //! recompiled inside that same transaction, so a definition and the snapshots built from it
-//! change together or not at all. Writes are serialized in-process (SQLite has one writer);
-//! every object carries a version that an update must name (optimistic concurrency).
+//! change together or not at all. Writes are serialized: within a process by the writer
+//! lock, and on PostgreSQL across every control-plane node by an advisory lock each write
+//! transaction takes with its `BEGIN` (`BEGIN_LOCKED`); on SQLite, which has one writer,
+//! by `BEGIN IMMEDIATE`. Every object carries a version that an update must name
+//! (optimistic concurrency), so a stale update is refused whichever node it comes through.
 //!
-//! SQL is kept portable (`$n` placeholders, `RETURNING`, `ON CONFLICT`) for PostgreSQL later.
+//! Two backends, SQLite (embedded, the default) and PostgreSQL (`--database`), run the same
+//! SQL (`$n` placeholders, `RETURNING`, `ON CONFLICT`) and migrations of the same meaning,
+//! each from its own folder (`migrations/sqlite`, `migrations/postgres`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -198,6 +203,35 @@ fn pool_options(max_connections: u32) -> AnyPoolOptions {
                 Ok(true)
             })
         })
+}
+
+/// How long opening a PostgreSQL database may take at start.
+const OPEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Why a PostgreSQL database did not open, in words that name the problem (never the
+/// URL, which may hold a password). A pool that timed out says only that: one connection
+/// attempt of its own tells what it met (refused, unknown host, no answer).
+async fn why_unopened(url: &str, e: sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Configuration(e) => {
+            format!("the URL is not valid ({e}): give postgres://USER:PASSWORD@HOST:PORT/DATABASE")
+        }
+        sqlx::Error::PoolTimedOut => {
+            let once = <sqlx::postgres::PgConnection as sqlx::Connection>::connect(url);
+            match tokio::time::timeout(OPEN_WITHIN, once).await {
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!(
+                    "no answer within {} s: is the host up, and its port open to this machine?",
+                    OPEN_WITHIN.as_secs()
+                ),
+                Ok(Ok(_)) => format!(
+                    "it took longer than {} s to answer: try again",
+                    OPEN_WITHIN.as_secs()
+                ),
+            }
+        }
+        e => e.to_string(),
+    }
 }
 
 async fn migrate_on(
@@ -511,11 +545,19 @@ impl Store {
                 "`{shown}` is not a PostgreSQL URL: give postgres://USER:PASSWORD@HOST:PORT/DATABASE"
             )));
         }
-        let pool = pool_options(16)
-            .acquire_timeout(std::time::Duration::from_secs(3))
+        let pool = match pool_options(16)
+            .acquire_timeout(OPEN_WITHIN)
             .connect(url)
             .await
-            .map_err(|e| Error::BadRequest(format!("cannot open the database at {shown}: {e}")))?;
+        {
+            Ok(pool) => pool,
+            Err(e) => {
+                return Err(Error::BadRequest(format!(
+                    "cannot open the database at {shown}: {}",
+                    why_unopened(url, e).await
+                )));
+            }
+        };
         Self::opened(pool, Backend::Postgres, SCHEMA_VERSION).await
     }
 

@@ -656,25 +656,35 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Stores an admin token's hash beside those there are (the first start's).
-    pub async fn add_admin_token(&self, name: &str, hash: &str) -> Result<(), Error> {
-        self.put_admin_token(name, hash, false).await
+    /// Stores the first start's admin token hash when the store has no admin token yet;
+    /// answers whether it did (another control-plane node starting at the same moment on
+    /// the same database may have stored its own first).
+    pub async fn add_first_admin_token(&self, name: &str, hash: &str) -> Result<bool, Error> {
+        let mut tx = self.write().await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens")
+            .fetch_one(&mut *tx)
+            .await?;
+        if n > 0 {
+            return Ok(false);
+        }
+        tx.event("create", KindId::AdminToken, name);
+        sqlx::query("INSERT INTO admin_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)")
+            .bind(name)
+            .bind(hash)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Replaces every admin token with this one.
     pub async fn rotate_admin_token(&self, name: &str, hash: &str) -> Result<(), Error> {
-        self.put_admin_token(name, hash, true).await
-    }
-
-    async fn put_admin_token(&self, name: &str, hash: &str, replace: bool) -> Result<(), Error> {
         let mut tx = self.write().await?;
-        let action = if replace { "rotate" } else { "create" };
-        tx.event(action, KindId::AdminToken, name);
-        if replace {
-            sqlx::query("DELETE FROM admin_tokens")
-                .execute(&mut *tx)
-                .await?;
-        }
+        tx.event("rotate", KindId::AdminToken, name);
+        sqlx::query("DELETE FROM admin_tokens")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("INSERT INTO admin_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)")
             .bind(name)
             .bind(hash)
