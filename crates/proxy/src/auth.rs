@@ -174,7 +174,9 @@ impl SecurityRuntime {
             return Ok(());
         }
         match &self.shared {
-            Some(shared) => shared.check(&checks, now_ns).await,
+            // Boxed: the Redis round trip is the cold branch; inline, its future would
+            // grow every request's.
+            Some(shared) => Box::pin(shared.check(&checks, now_ns)).await,
             None => crate::throttle::check_local(&checks, now_ns),
         }
     }

@@ -188,7 +188,7 @@ pub async fn serve<S: Transport>(
                 .unwrap_or(false);
             let rs = side.take().or_else(|| lock(&home).take());
             if let (true, Some((upstream, leftover)), Some(rs)) = (ok, tunnel, rs) {
-                run_tunnel::<S>(rs, wr, upstream, leftover).await;
+                Box::pin(run_tunnel::<S>(rs, wr, upstream, leftover)).await;
             }
             return;
         }

@@ -29,8 +29,9 @@ pub async fn act(
             let cut = route.prefix_len.unwrap_or(0).min(path.len());
             let (root, rest) = path.split_at(cut);
             let root = root.trim_end_matches('/');
-            app.serve(req.method(), root, rest, req.uri().query(), req.headers())
-                .await?
+            // Boxed: file serving's future (reads, gzip) would otherwise size every
+            // request's, forwarded ones included.
+            Box::pin(app.serve(req.method(), root, rest, req.uri().query(), req.headers())).await?
         }
         Action::Forward(f) => {
             let f = match (&route.sandbox, cx.sandbox) {

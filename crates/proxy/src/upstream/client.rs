@@ -115,7 +115,10 @@ pub async fn send_h1(
     loop {
         let mut conn = match pool::checkout_h1(key, svc.idle_timeout) {
             Some(c) => c,
-            None => match connect(svc, ep).await {
+            // Boxed: connecting (TCP, maybe TLS) is the cold branch of a pooled exchange, and
+            // its future held inline would make every request's future (copied as it is
+            // made and awaited) as large as a TLS handshake's.
+            None => match Box::pin(connect(svc, ep)).await {
                 Ok(s) => h1::Conn::new(s, svc.stats.connections.clone()),
                 Err(e) => return Err((e, body)),
             },
@@ -172,7 +175,7 @@ pub async fn send_h2(
     let key = svc.pool_key(ep);
     let mut tx = match pool::h2(key) {
         Some(tx) => tx,
-        None => match connect_h2(svc, ep).await {
+        None => match Box::pin(connect_h2(svc, ep)).await {
             Ok(tx) => {
                 pool::put_h2(key, tx.clone());
                 tx
@@ -259,24 +262,69 @@ async fn connect_h2(
     Ok(tx)
 }
 
-/// Runs `fut` under the request timeout, which starts when `body_done` fires (now without it).
-/// `None` means the timeout passed.
-async fn timed<F: Future>(
+/// `fut` under the request timeout: its result, or `None` when the timeout passed first.
+/// With `body_done`, the timeout starts once the request body has been sent (a slow
+/// upload is the body's own timeouts' business), else at once.
+///
+/// A future written by hand, not an `async fn`: an `async fn` keeps its argument `fut` as
+/// well as the timeout wrapped around it, so every request's future (copied as it is made
+/// and awaited, level after level) carried the upstream exchange twice.
+fn timed<F: Future>(
     fut: F,
     timeout: Duration,
     body_done: Option<oneshot::Receiver<()>>,
-) -> Option<F::Output> {
-    match body_done {
-        None => tokio::time::timeout(timeout, fut).await.ok(),
-        Some(rx) => {
-            let deadline = async move {
-                let _ = rx.await;
-                tokio::time::sleep(timeout).await;
-            };
-            tokio::select! {
-                out = fut => Some(out),
-                _ = deadline => None,
+) -> Timed<F> {
+    let start = match body_done {
+        None => tokio::time::Instant::now() + timeout,
+        // Far off until the body is sent; reset then.
+        Some(_) => tokio::time::Instant::now() + Duration::from_secs(86_400 * 365),
+    };
+    Timed {
+        fut,
+        deadline: tokio::time::sleep_until(start),
+        body_done,
+        timeout,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`timed`].
+    struct Timed<F> {
+        #[pin]
+        fut: F,
+        #[pin]
+        deadline: tokio::time::Sleep,
+        body_done: Option<oneshot::Receiver<()>>,
+        timeout: Duration,
+    }
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if let Some(rx) = this.body_done {
+            match std::pin::Pin::new(rx).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                // Sent (or the sender gone with the body): the timeout starts now.
+                Poll::Ready(_) => {
+                    *this.body_done = None;
+                    let at = tokio::time::Instant::now() + *this.timeout;
+                    this.deadline.as_mut().reset(at);
+                }
             }
+        }
+        match this.deadline.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
