@@ -421,7 +421,8 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
             b.click("#edit-api").await?;
             b.fill("#api-description", "Orders, by customer.").await?;
             b.click("#api-form button[type=submit]").await?;
-            b.wait_for_text("h1", "Orders").await?;
+            // The API's page (the form's own heading names the API too).
+            b.wait_for("#lifecycle").await?;
             Ok(())
         },
     )
