@@ -100,6 +100,17 @@ async fn fit_a_phone(b: &Browser, cp: &ControlPlane, paths: &[&str]) -> Result<(
     Ok(())
 }
 
+/// The `aria-invalid` and `aria-describedby` of the field matching `css` (null when unset):
+/// how assistive technology learns that a field was refused, and why.
+async fn invalid(b: &Browser, css: &str) -> Result<Value, BrowserError> {
+    b.execute(
+        "const e = document.querySelector(arguments[0]);
+         return [e.getAttribute('aria-invalid'), e.getAttribute('aria-describedby')];",
+        vec![json!(css)],
+    )
+    .await
+}
+
 /// Presses keys in the focused element (`\u{E004}` Tab, `\u{E007}` Enter, ` ` Space).
 async fn press(b: &Browser, keys: &str) {
     b.press(keys).await.unwrap();
@@ -670,7 +681,7 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
         b.goto(&format!("{}/console/users", cp.url)).await?;
         b.wait_for_text("#users tr[data-user=sam]", "pending")
             .await?;
-        b.click("#users tr[data-user=sam] button[type=submit]")
+        b.click("#users tr[data-user=sam] form.approve button")
             .await?;
         b.wait_for_text(".notice", "Approved sam").await?;
         sign_out(&b).await?;
@@ -1206,4 +1217,216 @@ async fn a_publisher_uploads_an_app_runs_a_draft_beside_the_published_version_an
     b.close().await;
     blue.stop().await;
     green.stop().await;
+}
+
+/// The names in the users table now.
+async fn listed_users(b: &Browser) -> Result<Vec<String>, BrowserError> {
+    let v = b
+        .execute(
+            "return [...document.querySelectorAll('#users tr[data-user]')].map(r => r.dataset.user);",
+            vec![],
+        )
+        .await?;
+    Ok(serde_json::from_value(v).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_creates_re_roles_and_deletes_users_and_a_publisher_may_not() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    user(&cp, "ada", &["admin"]).await;
+    user(&cp, "pat", &["publisher"]).await;
+    let (st, v) = cp
+        .api("POST", "/api/v1/roles", Some(json!({"name": "partner"})))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    // A user who owns a portal application: deleting them takes it only when asked to.
+    user(&cp, "owner", &["subscriber"]).await;
+    let session = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", cp.url))
+        .json(&json!({"name": "owner", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/portal/applications", cp.url))
+        .bearer_auth(&session)
+        .json(&json!({"name": "owners-app"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let b = Browser::start_named("console-users").await;
+
+    b.step("the admin signs in", async {
+        sign_in(&b, &cp, "console", "ada").await
+    })
+    .await
+    .unwrap();
+
+    b.step(
+        "an admin creates a user with a role, errors beside the fields",
+        async {
+            b.click("nav a[href='/console/users']").await?;
+            b.wait_for("#user-form").await?;
+            // A name the API refuses: said beside the field, marked for assistive technology.
+            b.fill("#user-name", "bad name").await?;
+            b.fill("#user-password", PASSWORD).await?;
+            b.click("#user-form button[type=submit]").await?;
+            let err = b.wait_for("#user-name-error").await?.text().await.unwrap();
+            assert!(err.contains("without spaces"), "{err}");
+            assert_eq!(
+                invalid(&b, "#user-name").await?,
+                json!(["true", "user-name-error"])
+            );
+            // What was typed is kept.
+            let kept = b
+                .execute("return document.querySelector('#user-name').value;", vec![])
+                .await?;
+            assert_eq!(kept, json!("bad name"));
+            assert!(!listed_users(&b).await?.contains(&"bad name".to_owned()));
+            // A publisher: the subscriber role offered by default is taken off.
+            b.fill("#user-name", "quinn").await?;
+            b.fill("#user-password", PASSWORD).await?;
+            b.click("#user-roles input[value=subscriber]").await?;
+            b.click("#user-roles input[value=publisher]").await?;
+            b.click("#user-form button[type=submit]").await?;
+            b.wait_for_text(".notice", "Created quinn (publisher).")
+                .await?;
+            assert_eq!(
+                b.text("#users tr[data-user=quinn] .roles").await?,
+                "publisher"
+            );
+            // The same name again: refused beside the name.
+            b.fill("#user-name", "Quinn").await?;
+            b.fill("#user-password", PASSWORD).await?;
+            b.click("#user-form button[type=submit]").await?;
+            b.wait_for_text("#user-name-error", "exists already")
+                .await?;
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let (st, v) = cp.api("GET", "/api/v1/users/quinn", None).await;
+    assert_eq!((st, &v["roles"]), (200, &json!(["publisher"])), "{v}");
+    let (st, _) = cp.api("GET", "/api/v1/users/bad%20name", None).await;
+    assert_eq!(st, 404);
+
+    b.step("the users list comes a page at a time", async {
+        b.goto(&format!("{}/console/users?limit=2", cp.url)).await?;
+        let mut seen = listed_users(&b).await?;
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        while b.find("#next-page").await.is_ok() {
+            b.click("#next-page").await?;
+            b.wait_for("#users").await?;
+            let page = listed_users(&b).await?;
+            assert!(!page.is_empty() && page.len() <= 2, "{page:?}");
+            seen.extend(page);
+        }
+        assert_eq!(seen, ["ada", "owner", "pat", "quinn"]);
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step("the role changed in the user's row", async {
+        b.goto(&format!("{}/console/users", cp.url)).await?;
+        let row = "#users tr[data-user=quinn]";
+        b.click(&format!("{row} details.roles-edit summary"))
+            .await?;
+        b.click(&format!("{row} input[value=publisher]")).await?;
+        b.click(&format!("{row} input[value=partner]")).await?;
+        b.click(&format!("{row} .roles-form button[type=submit]"))
+            .await?;
+        b.wait_for_text(".notice", "quinn now has the roles: partner.")
+            .await?;
+        assert_eq!(b.text(&format!("{row} .roles")).await?, "partner");
+        b.screenshot("users").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let (_, v) = cp.api("GET", "/api/v1/users/quinn", None).await;
+    assert_eq!(v["roles"], json!(["partner"]), "{v}");
+
+    b.step(
+        "users deleted; one who owns applications only when asked",
+        async {
+            b.click("#users tr[data-user=quinn] form.delete button")
+                .await?;
+            b.wait_for_text(".notice", "Deleted quinn.").await?;
+            assert!(!listed_users(&b).await?.contains(&"quinn".to_owned()));
+            // Refused beside the user's row, naming what they own.
+            let row = "#users tr[data-user=owner]";
+            b.click(&format!("{row} form.delete button")).await?;
+            b.wait_for_text(&format!("{row} .field-error"), "owners-app")
+                .await?;
+            b.click(&format!("{row} form.delete input[name=force]"))
+                .await?;
+            b.click(&format!("{row} form.delete button")).await?;
+            b.wait_for_text(
+                ".notice",
+                "Deleted owner and their applications owners-app.",
+            )
+            .await?;
+            assert_eq!(listed_users(&b).await?, ["ada", "pat"]);
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    for gone in ["quinn", "owner"] {
+        let (st, v) = cp.api("GET", &format!("/api/v1/users/{gone}"), None).await;
+        assert_eq!(st, 404, "{gone}: {v}");
+    }
+    let (st, _) = cp.api("GET", "/api/v1/consumers/owners-app", None).await;
+    assert_eq!(st, 404);
+
+    b.step(
+        "a publisher is not offered user management and is refused when posting",
+        async {
+            sign_out(&b).await?;
+            sign_in(&b, &cp, "console", "pat").await?;
+            assert!(!b.text("header nav").await?.contains("Users"));
+            let status = b
+                .execute(
+                    "return fetch('/console/users').then(r => r.status);",
+                    vec![],
+                )
+                .await?;
+            assert_eq!(status, json!(403));
+            for (path, fields) in [
+                (
+                    "/console/users",
+                    json!({"name": "mallory", "password": PASSWORD, "roles": "admin"}),
+                ),
+                ("/console/users/pat/roles", json!({"roles": "admin"})),
+                ("/console/users/ada/delete", json!({"force": "true"})),
+            ] {
+                assert_eq!(post_from_page(&b, path, fields).await?, 403, "{path}");
+            }
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let (_, v) = cp.api("GET", "/api/v1/users", None).await;
+    let names: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ada", "pat"], "{v}");
+    let (_, v) = cp.api("GET", "/api/v1/users/pat", None).await;
+    assert_eq!(v["roles"], json!(["publisher"]), "{v}");
+
+    b.close().await;
 }

@@ -28,6 +28,7 @@ mod console;
 mod editor;
 mod lists;
 mod portal;
+mod users;
 
 type St = State<Arc<ControlPlane>>;
 
@@ -56,7 +57,8 @@ pub fn router(side: crate::api::Side) -> Router<Arc<ControlPlane>> {
             .merge(lists::routes())
             .merge(api_form::routes())
             .merge(apps::routes())
-            .merge(certs::routes());
+            .merge(certs::routes())
+            .merge(users::routes());
     }
     if side != Side::Admin {
         r = r
