@@ -806,6 +806,25 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
     }
     assert_eq!(last, (401, 200), "old key refused, new key served");
 
+    b.step("revoking the key in the portal", async {
+        // The only key still active is the one just made.
+        b.click("#keys button.revoke").await?;
+        b.wait_for_text(".notice", "Revoked").await?;
+        assert!(b.find("#keys button.revoke").await.is_err());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let mut last = 0;
+    for _ in 0..600 {
+        last = sandbox_get(new_key.clone()).await;
+        if last == 401 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(last, 401, "the revoked key is refused at the gateway");
+
     b.step("Try Out through the sandbox gateway", async {
         b.goto(&format!("{}/portal/apis/pets-v1", cp.url)).await?;
         b.wait_for("#tryout").await?;
@@ -1427,6 +1446,252 @@ async fn an_admin_creates_re_roles_and_deletes_users_and_a_publisher_may_not() {
     assert_eq!(names, ["ada", "pat"], "{v}");
     let (_, v) = cp.api("GET", "/api/v1/users/pat", None).await;
     assert_eq!(v["roles"], json!(["publisher"]), "{v}");
+
+    b.close().await;
+}
+
+/// The text of each item matching `css`.
+async fn texts(b: &Browser, css: &str) -> Result<Vec<String>, BrowserError> {
+    let v = b
+        .execute(
+            "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText.trim());",
+            vec![json!(css)],
+        )
+        .await?;
+    Ok(serde_json::from_value(v).unwrap())
+}
+
+/// The ids of the keys listed on an application's page.
+async fn key_rows(b: &Browser) -> Result<Vec<String>, BrowserError> {
+    let v = b
+        .execute(
+            "return [...document.querySelectorAll('#keys tr[data-key]')].map(r => r.dataset.key);",
+            vec![],
+        )
+        .await?;
+    Ok(serde_json::from_value(v).unwrap())
+}
+
+/// Asks the token service for a client-credentials token: its status.
+async fn client_token(cp: &ControlPlane, id: &str, secret: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/oauth2/token", cp.url))
+        .basic_auth(id, Some(secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_pages_through_apis_applications_subscriptions_and_keys() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server_with(
+        &root.path().join("data"),
+        free_port(),
+        free_port(),
+        None,
+        &["--portal-signup", "open"],
+    )
+    .await;
+    // 21 published APIs named Pet, and one more: more than a portal page (20) holds.
+    let mut names: Vec<String> = (1..=21).map(|n| format!("Pet {n:02}")).collect();
+    names.push("Cats".into());
+    for name in &names {
+        let context = format!("/{}", name.to_lowercase().replace(' ', "-"));
+        let (st, v) = cp
+            .api(
+                "POST",
+                "/api/v1/apis",
+                Some(json!({"name": name, "version": "v1", "context": context,
+                            "production_endpoints": ["http://127.0.0.1:9"]})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        let (st, v) = cp
+            .api(
+                "POST",
+                &format!("/api/v1/apis/{id}/lifecycle"),
+                Some(json!({"state": "published"})),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+    }
+    let b = Browser::start_named("portal-pages").await;
+
+    b.step("open sign-up: signed in at once", async {
+        b.goto(&format!("{}/portal/signup", cp.url)).await?;
+        b.fill("#signup-name", "sam").await?;
+        b.fill("#signup-password", PASSWORD).await?;
+        b.click("#signup-form button[type=submit]").await?;
+        b.wait_for_text(".notice", "ready").await?;
+        sign_in(&b, &cp, "portal", "sam").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step("a search's results, a page and a next page", async {
+        b.goto(&format!("{}/portal", cp.url)).await?;
+        b.fill("#q", "pet").await?;
+        b.click("#search button[type=submit]").await?;
+        b.wait_for("#next-page").await?;
+        let first = texts(&b, "#apis li > a").await?;
+        assert_eq!(first.len(), 20, "{first:?}");
+        assert!(first.iter().all(|t| t.starts_with("Pet ")), "{first:?}");
+        b.click("#next-page").await?;
+        b.wait_for_text("#apis", "Pet 21").await?;
+        assert_eq!(texts(&b, "#apis li > a").await?, ["Pet 21 v1"]);
+        assert!(b.find("#next-page").await.is_err());
+        // The search is kept from page to page.
+        assert_eq!(
+            b.execute("return document.querySelector('#q').value;", vec![])
+                .await?,
+            json!("pet")
+        );
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step(
+        "the subscribe chooser: a bounded list and a search",
+        async {
+            b.goto(&format!("{}/portal/applications", cp.url)).await?;
+            b.fill("#application-name", "app-1").await?;
+            b.click("#application-form button[type=submit]").await?;
+            b.wait_for_text("h1", "app-1").await?;
+            // 22 APIs visible: 20 offered, and a word that more match.
+            assert_eq!(options(&b, "#subscribe-api").await?.len(), 20);
+            b.wait_for("#more-apis").await?;
+            b.fill("#find", "cat").await?;
+            b.click("#api-find button[type=submit]").await?;
+            b.wait_for("#subscribe-api").await?;
+            assert_eq!(options(&b, "#subscribe-api").await?, ["cats-v1"]);
+            assert!(b.find("#more-apis").await.is_err());
+            b.click("#subscribe-form button[type=submit]").await?;
+            b.wait_for_text("#subscriptions", "cats-v1").await?;
+            for id in ["pet-01-v1", "pet-02-v1"] {
+                b.fill("#find", id).await?;
+                b.click("#api-find button[type=submit]").await?;
+                b.wait_for("#subscribe-api").await?;
+                assert_eq!(options(&b, "#subscribe-api").await?, [id]);
+                b.click("#subscribe-form button[type=submit]").await?;
+                b.wait_for_text("#subscriptions", id).await?;
+            }
+            b.fill("#find", "zebra").await?;
+            b.click("#api-find button[type=submit]").await?;
+            b.wait_for_text("#no-api", "zebra").await?;
+            assert!(b.find("#subscribe-form").await.is_err());
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+
+    b.step("subscriptions a page at a time", async {
+        b.goto(&format!("{}/portal/applications/app-1?limit=2", cp.url))
+            .await?;
+        assert_eq!(
+            texts(&b, "#subscriptions li").await?,
+            ["cats-v1", "pet-01-v1"]
+        );
+        b.click("#subscriptions-next").await?;
+        b.wait_for_text("#subscriptions", "pet-02-v1").await?;
+        assert_eq!(texts(&b, "#subscriptions li").await?, ["pet-02-v1"]);
+        assert!(b.find("#subscriptions-next").await.is_err());
+        b.screenshot("application").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    let (client_id, secret) = b
+        .step("client credentials, shown once", async {
+            b.goto(&format!("{}/portal/applications/app-1", cp.url))
+                .await?;
+            choose(&b, "#key-kind", "client").await?;
+            b.click("#key-form button[type=submit]").await?;
+            let id = b.wait_for("#client-id").await?.text().await.unwrap();
+            let secret = b.text("#secret-value").await?;
+            assert!(!id.is_empty() && !secret.is_empty());
+            b.goto(&format!("{}/portal/applications/app-1", cp.url))
+                .await?;
+            b.wait_for(&format!("#keys tr[data-key='{id}']")).await?;
+            assert!(b.find("#secret-value").await.is_err());
+            assert!(!b.page_source().await?.contains(&secret));
+            Ok((id, secret))
+        })
+        .await
+        .unwrap();
+    // The token service trades them for an access token.
+    assert_eq!(client_token(&cp, &client_id, &secret).await, 200);
+
+    b.step("keys a page at a time, one revoked", async {
+        for _ in 0..2 {
+            b.click("#key-form button[type=submit]").await?;
+            b.wait_for("#secret-value").await?;
+        }
+        b.goto(&format!("{}/portal/applications/app-1?limit=2", cp.url))
+            .await?;
+        let mut seen = key_rows(&b).await?;
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0], client_id, "oldest first");
+        // The subscriptions' cursor stays where it was when the keys page on.
+        b.click("#subscriptions-next").await?;
+        b.wait_for_text("#subscriptions", "pet-02-v1").await?;
+        b.click("#keys-next").await?;
+        b.wait_for("#keys").await?;
+        assert_eq!(texts(&b, "#subscriptions li").await?, ["pet-02-v1"]);
+        seen.extend(key_rows(&b).await?);
+        assert!(b.find("#keys-next").await.is_err());
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        b.goto(&format!("{}/portal/applications/app-1", cp.url))
+            .await?;
+        let row = format!("#keys tr[data-key='{client_id}']");
+        b.click(&format!("{row} button.revoke")).await?;
+        b.wait_for_text(".notice", &format!("Revoked {client_id}."))
+            .await?;
+        b.wait_for_text(&row, "revoked").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_ne!(client_token(&cp, &client_id, &secret).await, 200);
+
+    b.step("the applications list a page at a time", async {
+        for name in ["app-2", "app-3"] {
+            b.goto(&format!("{}/portal/applications", cp.url)).await?;
+            b.fill("#application-name", name).await?;
+            b.click("#application-form button[type=submit]").await?;
+            b.wait_for_text("h1", name).await?;
+        }
+        b.goto(&format!("{}/portal/applications?limit=2", cp.url))
+            .await?;
+        assert_eq!(texts(&b, "#applications li").await?, ["app-1", "app-2"]);
+        b.click("#next-page").await?;
+        b.wait_for_text("#applications", "app-3").await?;
+        assert_eq!(texts(&b, "#applications li").await?, ["app-3"]);
+        assert!(b.find("#next-page").await.is_err());
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step("the application pages at phone width", async {
+        fit_a_phone(
+            &b,
+            &cp,
+            &["/portal/applications", "/portal/applications/app-1"],
+        )
+        .await
+    })
+    .await
+    .unwrap();
 
     b.close().await;
 }

@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::{ControlPlane, secrets};
 
 mod api_form;
+mod applications;
 mod apps;
 mod certs;
 mod console;
@@ -65,7 +66,8 @@ pub fn router(side: crate::api::Side) -> Router<Arc<ControlPlane>> {
             .route("/portal/logout", post(logout))
             .route("/portal/login", get(login_page).post(login))
             .route("/portal/account", get(account).post(change_password))
-            .merge(portal::routes());
+            .merge(portal::routes())
+            .merge(applications::routes());
     }
     if side == Side::Admin {
         // The portal is on the public listener: the console's link goes there.
