@@ -4,8 +4,11 @@
 //! posting it anyway, then deploys a revision to two gateways with the deploy dialog and
 //! watches the nodes reach it; a subscriber signs up, is approved, sees one set of URLs per
 //! gateway their role may see, makes an application, subscribes, gets a key shown once and
-//! tries the API through the sandbox gateway, then changes their password, which ends their
-//! session; a script in an API's description never runs.
+//! tries the API through the sandbox gateway, revokes a key, then changes their password,
+//! which ends their session; a script in an API's description never runs. An admin
+//! creates, re-roles and deletes users; a publisher uses the lifecycle buttons and the
+//! deploy dialog (visibility one click away) by keyboard; a subscriber pages through the
+//! portal's search, applications, subscriptions and keys, and gets client credentials.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failures
 
@@ -1249,6 +1252,17 @@ async fn listed_users(b: &Browser) -> Result<Vec<String>, BrowserError> {
     Ok(serde_json::from_value(v).unwrap())
 }
 
+/// The allowed and denied roles shown in the visibility `<details>` matching `css` (null
+/// while it is closed).
+async fn rules(b: &Browser, css: &str) -> Result<Value, BrowserError> {
+    b.execute(
+        "const d = document.querySelector(arguments[0]);
+         return d.open ? [...d.querySelectorAll('dd')].map(x => x.innerText.trim()) : null;",
+        vec![json!(css)],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_creates_re_roles_and_deletes_users_and_a_publisher_may_not() {
     let root = TempDir::new().unwrap();
@@ -1446,6 +1460,184 @@ async fn an_admin_creates_re_roles_and_deletes_users_and_a_publisher_may_not() {
     assert_eq!(names, ["ada", "pat"], "{v}");
     let (_, v) = cp.api("GET", "/api/v1/users/pat", None).await;
     assert_eq!(v["roles"], json!(["publisher"]), "{v}");
+
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_deploys_by_keyboard_with_visibility_in_view_and_moves_the_lifecycle() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    user(&cp, "ada", &["admin"]).await;
+    user(&cp, "pat", &["publisher"]).await;
+    let (st, v) = cp
+        .api("POST", "/api/v1/roles", Some(json!({"name": "partner"})))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    // Gateways without nodes, two with visibility rules.
+    for g in [
+        json!({"name": "open", "hosts": ["open.example"]}),
+        json!({"name": "partners", "hosts": ["p.example"], "visibility": {"roles_allowed": ["partner"]}}),
+        json!({"name": "staff", "hosts": ["s.example"], "visibility": {"roles_denied": ["subscriber"]}}),
+    ] {
+        let (st, v) = cp.api("POST", "/api/v1/gateways", Some(g)).await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(json!({"name": "Pets", "version": "v1", "context": "/pets",
+                        "production_endpoints": ["http://127.0.0.1:9"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    for note in ["first", "second"] {
+        let (st, v) = cp
+            .api(
+                "POST",
+                "/api/v1/apis/pets-v1/revisions",
+                Some(json!({ "note": note })),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let b = Browser::start_named("console-deploy-keyboard").await;
+
+    b.step("the sign-in form by keyboard alone", async {
+        b.goto(&format!("{}/console/login", cp.url)).await?;
+        b.wait_for("#signin-form").await?;
+        tab_to(&b, "#name").await;
+        press(&b, "pat").await;
+        tab_to(&b, "#password").await;
+        press(&b, PASSWORD).await;
+        press(&b, "\u{E007}").await;
+        b.wait_for_text("#whoami", "pat").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step(
+        "the deploy dialog shows each gateway's visibility one click away",
+        async {
+            b.goto(&format!("{}/console/apis/pets-v1", cp.url)).await?;
+            b.click("#deploy-dialog summary").await?;
+            let open = b.text("#deploy-form [data-gateway=open]").await?;
+            assert!(open.contains("visible to everyone"), "{open}");
+            let partners = "#deploy-form [data-gateway=partners] details.visibility";
+            assert_eq!(
+                b.text(&format!("{partners} summary")).await?,
+                "allowed roles"
+            );
+            b.click(&format!("{partners} summary")).await?;
+            assert_eq!(rules(&b, partners).await?, json!(["partner", "none"]));
+            let staff = "#deploy-form [data-gateway=staff] details.visibility";
+            b.click(&format!("{staff} summary")).await?;
+            assert_eq!(rules(&b, staff).await?, json!(["everyone", "subscriber"]));
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+
+    b.step("the API's deploy dialog by keyboard alone", async {
+        b.goto(&format!("{}/console/apis/pets-v1", cp.url)).await?;
+        b.wait_for("#deploy-dialog").await?;
+        tab_to(&b, "#deploy-dialog summary").await;
+        press(&b, "\u{E007}").await;
+        tab_to(&b, "#deploy-revision").await;
+        // A select takes the option's first letter, as people type it.
+        press(&b, "2").await;
+        tab_to(&b, "#deploy-partners").await;
+        press(&b, " ").await;
+        // Who may see it, opened from the keyboard too.
+        tab_to(&b, "[data-gateway=partners] details.visibility summary").await;
+        press(&b, "\u{E007}").await;
+        let open = b
+            .execute(
+                "return document.querySelector('[data-gateway=partners] details.visibility').open;",
+                vec![],
+            )
+            .await?;
+        assert_eq!(open, json!(true));
+        tab_to(&b, "#deploy-form button[type=submit]").await;
+        press(&b, "\u{E007}").await;
+        b.wait_for_text(".notice", "Revision 2 deployed to partners")
+            .await?;
+        b.wait_for("#deployments tr[data-gateway=partners]").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let (_, v) = cp
+        .api("GET", "/api/v1/apis/pets-v1/deployments", None)
+        .await;
+    assert!(v.to_string().contains("partners"), "{v}");
+
+    b.step(
+        "publish, deprecate and retire with the lifecycle buttons",
+        async {
+            for (button, state) in [
+                ("published", "published"),
+                ("deprecated", "deprecated"),
+                ("retired", "retired"),
+            ] {
+                b.click(&format!("#lifecycle-form button[value={button}]"))
+                    .await?;
+                b.wait_for_text(".notice", &format!("Now {state}.")).await?;
+                assert_eq!(b.text("#lifecycle").await?, state);
+                let (_, v) = cp.api("GET", "/api/v1/apis/pets-v1", None).await;
+                assert_eq!(v["lifecycle"], state, "{v}");
+                // Published and deprecated APIs are in the portal; a retired one is not.
+                let (st, _) = cp.api("GET", "/api/v1/portal/apis/pets-v1", None).await;
+                assert_eq!(
+                    st == 200,
+                    state != "retired",
+                    "{state}: portal answered {st}"
+                );
+            }
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    // The audit log names the publisher for each.
+    let (_, v) = cp.api("GET", "/api/v1/audit?kind=api", None).await;
+    let by_pat = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "user:pat" && e["action"] == "set_lifecycle")
+        .count();
+    assert_eq!(by_pat, 3, "{v}");
+
+    b.step(
+        "the console's other pages at phone width, labelled",
+        async {
+            sign_out(&b).await?;
+            sign_in(&b, &cp, "console", "ada").await?;
+            fit_a_phone(
+                &b,
+                &cp,
+                &[
+                    "/console/login",
+                    "/portal/signup",
+                    "/console/account",
+                    "/console/certificates",
+                    "/console/apis/new",
+                    "/console/users",
+                    "/console/roles",
+                    "/console/audit",
+                    "/console/apis/pets-v1/diff?from=1&to=2",
+                    "/portal/applications",
+                ],
+            )
+            .await
+        },
+    )
+    .await
+    .unwrap();
 
     b.close().await;
 }
