@@ -208,6 +208,11 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
         b.click("#link-form button[type=submit]").await?;
         let err = b.wait_for("#link-name-error").await?.text().await.unwrap();
         assert!(!err.is_empty());
+        assert_eq!(
+            invalid(&b, "#link-name").await?,
+            json!(["true", "link-name-error"])
+        );
+        assert_eq!(invalid(&b, "#link-url").await?, json!([null, null]));
         let rows = b
             .execute(
                 "return document.querySelectorAll('#gateways tr[data-gateway]').length;",
@@ -243,6 +248,11 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
         b.fill("#certificate-key", &key.serialize_pem()).await?;
         b.click("#certificate-form button[type=submit]").await?;
         b.wait_for("#certificate-pem-error").await?;
+        for field in ["#certificate-cert", "#certificate-key"] {
+            let marked = invalid(&b, field).await?;
+            assert_eq!(marked, json!(["true", "certificate-pem-error"]), "{field}");
+        }
+        assert_eq!(invalid(&b, "#certificate-name").await?, json!([null, null]));
         assert!(!b.page_source().await?.contains("PRIVATE KEY"));
         b.fill("#certificate-cert", &cert.pem()).await?;
         b.fill("#certificate-key", &key.serialize_pem()).await?;
@@ -872,6 +882,10 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
         b.click("#password-form button[type=submit]").await?;
         b.wait_for_text("#current_password-error", "current password")
             .await?;
+        assert_eq!(
+            invalid(&b, "#current_password").await?,
+            json!(["true", "current_password-error"])
+        );
         b.fill("#current_password", PASSWORD).await?;
         b.fill("#new_password", "an even longer passphrase").await?;
         b.click("#password-form button[type=submit]").await?;
