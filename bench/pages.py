@@ -2,8 +2,10 @@
 """Seeds a control plane through its API and times console and portal pages against the
 JSON calls that answer the same thing (bench/pages.sh starts the server and calls this).
 
-  pages.py seed    URL TOKEN APIS GATEWAYS PARALLEL
+  pages.py seed    URL TOKEN APIS GATEWAYS PARALLEL CERT_DIR
   pages.py measure URL TOKEN APIS REQUESTS WARMUP
+
+CERT_DIR holds cert.pem and key.pem, the certificate the certificates page lists.
 
 Standard library only. Seeding runs PARALLEL threads, each on its own keep-alive
 connection. Measuring sends each pair's page and JSON call alternately, one after the
@@ -25,16 +27,31 @@ from concurrent.futures import ThreadPoolExecutor
 # The page, the JSON call answering the same thing, and a string both must contain (a
 # 200 that is a sign-in page or an empty list would time the wrong thing). `{api}` is the
 # middle API's id, `{name}` its name (the portal's API page shows the name, not the id).
-# The console lists show every item, so their JSON calls ask for the most a page holds
-# (1,000); the portal list shows 20 a page, so its JSON call asks for 20.
+# The console's gateway and API lists show every item, so their JSON calls ask for the
+# most a page holds (1,000); the other console lists show a page of 100 like the API's
+# default; the portal's lists show 20 a page, so their JSON calls ask for 20. The extra
+# objects the list pages need (`bench-…`) are seeded after the APIs.
 PAIRS = [
     ("/console/gateways", "/api/v1/gateways?limit=1000", "gw-1"),
     ("/console/apis", "/api/v1/apis?limit=1000", "{api}"),
     ("/console/apis/{api}", "/api/v1/apis/{api}", "{api}"),
+    ("/console/apis/{api}/diff?from=1&to=2", "/api/v1/apis/{api}/revisions/2", "{name}"),
     ("/console/gateways/gw-1", "/api/v1/gateways/gw-1", "gw-1"),
+    ("/console/apps/bench-app", "/api/v1/apps/bench-app", "bench-app"),
+    ("/console/certificates", "/api/v1/certificates", "bench-cert"),
+    ("/console/services", "/api/v1/services", "bench-svc"),
+    ("/console/routes", "/api/v1/routes", "bench-route"),
+    ("/console/consumers", "/api/v1/consumers", "bench-consumer"),
+    ("/console/tiers", "/api/v1/tiers", "bench-tier"),
+    ("/console/apps", "/api/v1/apps", "bench-app"),
+    ("/console/users", "/api/v1/users?limit=100", "bench"),
+    ("/console/roles", "/api/v1/roles", "publisher"),
+    ("/console/audit", "/api/v1/audit", "bench-"),
     ("/portal", "/api/v1/portal/apis?limit=20", "api-1-v1"),
     ("/portal/apis/{api}", "/api/v1/portal/apis/{api}", "{name}"),
-    ("/console/users", "/api/v1/users?limit=1000", "bench"),
+    ("/portal/applications", "/api/v1/portal/applications?limit=20", "bench-application"),
+    ("/portal/applications/bench-application",
+     "/api/v1/portal/applications/bench-application/subscriptions?limit=20", "{api}"),
 ]
 
 USER = "bench"
@@ -93,7 +110,28 @@ def call(client, method, path, body=None, want=(200, 201)):
     return json.loads(out) if out else None
 
 
-def seed(url, token, apis, gateways, parallel):
+def seed_extras(url, token, apis, cert_dir):
+    """What the list, app, certificate, diff and application pages show: one of each kind,
+    a second revision of the middle API, and the bench user's application subscribed to it
+    with a key (made with the bench user's session, as the portal makes it)."""
+    admin = Client(url, {"authorization": f"Bearer {token}"})
+    middle = f"api-{max(1, (apis + 1) // 2)}-v1"
+    call(admin, "POST", f"/api/v1/apis/{middle}/revisions", {"note": "bench: the diff page's second"})
+    call(admin, "POST", "/api/v1/services", {"name": "bench-svc", "endpoints": ["127.0.0.1:9"]})
+    call(admin, "POST", "/api/v1/routes", {"name": "bench-route", "route": {"forward": {"service": "bench-svc"}}})
+    call(admin, "POST", "/api/v1/tiers", {"name": "bench-tier", "limit": 1000})
+    call(admin, "POST", "/api/v1/consumers", {"name": "bench-consumer"})
+    call(admin, "POST", "/api/v1/apps", {"slug": "bench-app", "name": "Bench app"})
+    with open(f"{cert_dir}/cert.pem") as c, open(f"{cert_dir}/key.pem") as k:
+        call(admin, "POST", "/api/v1/certificates", {"name": "bench-cert", "cert_pem": c.read(), "key_pem": k.read()})
+    login = call(Client(url, {}), "POST", "/api/v1/auth/login", {"name": USER, "password": PASSWORD})
+    bench = Client(url, {"authorization": f"Bearer {login['token']}"})
+    call(bench, "POST", "/api/v1/portal/applications", {"name": "bench-application"})
+    call(bench, "POST", "/api/v1/portal/applications/bench-application/subscriptions", {"api": middle})
+    call(bench, "POST", "/api/v1/portal/applications/bench-application/keys", {"type": "production"})
+
+
+def seed(url, token, apis, gateways, parallel, cert_dir):
     auth = {"authorization": f"Bearer {token}"}
     local = threading.local()
 
@@ -138,6 +176,7 @@ def seed(url, token, apis, gateways, parallel):
     print(f"  {gateways} gateways ({time.monotonic() - started:.0f} s)", file=sys.stderr)
     run(api, range(1, apis + 1))
     call(Client(url, auth), "POST", "/api/v1/users", {"name": USER, "password": PASSWORD, "roles": ["admin"]})
+    seed_extras(url, token, apis, cert_dir)
     print(f"seeded in {time.monotonic() - started:.1f} s", file=sys.stderr)
 
 
@@ -196,12 +235,13 @@ def measure(url, token, apis, requests, warmup):
 
 
 def main():
-    if len(sys.argv) != 7 or sys.argv[1] not in ("seed", "measure"):
+    wanted = {"seed": 8, "measure": 7}
+    if len(sys.argv) < 2 or wanted.get(sys.argv[1]) != len(sys.argv):
         die(__doc__.split("\n\n")[1])
     url, token = sys.argv[2], sys.argv[3]
     a, b, c = (int(x) for x in sys.argv[4:7])
     if sys.argv[1] == "seed":
-        seed(url, token, a, b, c)
+        seed(url, token, a, b, c, sys.argv[7])
     else:
         measure(url, token, a, b, c)
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Console and portal pages against the JSON calls that answer the same thing (issue 14):
 # seeds a fresh control plane through its API with 1,000 APIs (each with revision 1,
-# deployed to gw-1 and gw-2, published) and 100 gateways, signs in an admin user, then
-# times each page and its JSON call over 100 requests each, alternating, on keep-alive
-# connections (pages with the session cookie, JSON with the same session as a bearer
-# token). The time is the client's to the last byte on loopback, so the server's time
-# plus a little of Python's. Prints p50 / p99 / max in ms side by side, the ratios, and
-# whether each page meets the target p99 <= 50 ms.
+# deployed to gw-1 and gw-2, published) and 100 gateways, one object of each other listed
+# kind, a second revision of the middle API and a portal application of an admin user's,
+# signs that user in, then times each page and its JSON call over 100 requests each,
+# alternating, on keep-alive connections (pages with the session cookie, JSON with the
+# same session as a bearer token). The time is the client's to the last byte on loopback,
+# so the server's time plus a little of Python's. Prints p50 / p99 / max in ms side by
+# side, the ratios, and whether each page meets the target p99 <= 50 ms.
 #   bench/pages.sh                                  # 1,000 APIs, 100 gateways
 #   SEED_APIS=50 SEED_GATEWAYS=5 bench/pages.sh     # a quick look
 #   PORTICO=path/to/portico REQUESTS=200 bench/pages.sh
@@ -21,7 +22,7 @@ REQUESTS="${REQUESTS:-100}"
 WARMUP="${WARMUP:-5}"
 PARALLEL="${PARALLEL:-8}"          # seeding threads
 PORT="${PORT:-18820}"              # admin API; the built-in gateway gets PORT+1
-for t in python3 curl; do
+for t in python3 curl openssl; do
     command -v "$t" >/dev/null || { echo "pages.sh: needs $t" >&2; exit 1; }
 done
 # Every API is deployed to gw-1 and gw-2, and the middle one is the detail pages' subject.
@@ -68,7 +69,12 @@ TOKEN="$(grep -m1 -o '^    pat_[A-Za-z0-9_-]*' "$WORK/server.log" | tr -d ' ')"
 [ -n "$TOKEN" ] || { echo "pages.sh: no admin token in the server's output" >&2; exit 1; }
 
 echo "seeding $SEED_GATEWAYS gateways and $SEED_APIS APIs through $URL/api/v1 ($PARALLEL at a time)" >&2
-python3 "$HERE/pages.py" seed "$URL" "$TOKEN" "$SEED_APIS" "$SEED_GATEWAYS" "$PARALLEL"
+# The certificate the certificates page lists (a self-signed one, made here).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj /CN=bench.example -addext subjectAltName=DNS:bench.example \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null \
+    || { echo "pages.sh: openssl could not make the bench certificate" >&2; exit 1; }
+python3 "$HERE/pages.py" seed "$URL" "$TOKEN" "$SEED_APIS" "$SEED_GATEWAYS" "$PARALLEL" "$WORK"
 echo "measuring ($REQUESTS requests per page and per JSON call)" >&2
 python3 "$HERE/pages.py" measure "$URL" "$TOKEN" "$SEED_APIS" "$REQUESTS" "$WARMUP"
 echo

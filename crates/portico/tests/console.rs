@@ -4,8 +4,11 @@
 //! posting it anyway, then deploys a revision to two gateways with the deploy dialog and
 //! watches the nodes reach it; a subscriber signs up, is approved, sees one set of URLs per
 //! gateway their role may see, makes an application, subscribes, gets a key shown once and
-//! tries the API through the sandbox gateway, then changes their password, which ends their
-//! session; a script in an API's description never runs.
+//! tries the API through the sandbox gateway, revokes a key, then changes their password,
+//! which ends their session; a script in an API's description never runs. An admin
+//! creates, re-roles and deletes users; a publisher uses the lifecycle buttons and the
+//! deploy dialog (visibility one click away) by keyboard; a subscriber pages through the
+//! portal's search, applications, subscriptions and keys, and gets client credentials.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failures
 
@@ -98,6 +101,17 @@ async fn fit_a_phone(b: &Browser, cp: &ControlPlane, paths: &[&str]) -> Result<(
     b.screenshot("phone").await?;
     b.client().set_window_size(1280, 800).await.unwrap();
     Ok(())
+}
+
+/// The `aria-invalid` and `aria-describedby` of the field matching `css` (null when unset):
+/// how assistive technology learns that a field was refused, and why.
+async fn invalid(b: &Browser, css: &str) -> Result<Value, BrowserError> {
+    b.execute(
+        "const e = document.querySelector(arguments[0]);
+         return [e.getAttribute('aria-invalid'), e.getAttribute('aria-describedby')];",
+        vec![json!(css)],
+    )
+    .await
 }
 
 /// Presses keys in the focused element (`\u{E004}` Tab, `\u{E007}` Enter, ` ` Space).
@@ -194,6 +208,11 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
         b.click("#link-form button[type=submit]").await?;
         let err = b.wait_for("#link-name-error").await?.text().await.unwrap();
         assert!(!err.is_empty());
+        assert_eq!(
+            invalid(&b, "#link-name").await?,
+            json!(["true", "link-name-error"])
+        );
+        assert_eq!(invalid(&b, "#link-url").await?, json!([null, null]));
         let rows = b
             .execute(
                 "return document.querySelectorAll('#gateways tr[data-gateway]').length;",
@@ -229,6 +248,11 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
         b.fill("#certificate-key", &key.serialize_pem()).await?;
         b.click("#certificate-form button[type=submit]").await?;
         b.wait_for("#certificate-pem-error").await?;
+        for field in ["#certificate-cert", "#certificate-key"] {
+            let marked = invalid(&b, field).await?;
+            assert_eq!(marked, json!(["true", "certificate-pem-error"]), "{field}");
+        }
+        assert_eq!(invalid(&b, "#certificate-name").await?, json!([null, null]));
         assert!(!b.page_source().await?.contains("PRIVATE KEY"));
         b.fill("#certificate-cert", &cert.pem()).await?;
         b.fill("#certificate-key", &key.serialize_pem()).await?;
@@ -421,7 +445,8 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
             b.click("#edit-api").await?;
             b.fill("#api-description", "Orders, by customer.").await?;
             b.click("#api-form button[type=submit]").await?;
-            b.wait_for_text("h1", "Orders").await?;
+            // The API's page (the form's own heading names the API too).
+            b.wait_for("#lifecycle").await?;
             Ok(())
         },
     )
@@ -669,7 +694,7 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
         b.goto(&format!("{}/console/users", cp.url)).await?;
         b.wait_for_text("#users tr[data-user=sam]", "pending")
             .await?;
-        b.click("#users tr[data-user=sam] button[type=submit]")
+        b.click("#users tr[data-user=sam] form.approve button")
             .await?;
         b.wait_for_text(".notice", "Approved sam").await?;
         sign_out(&b).await?;
@@ -794,6 +819,25 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
     }
     assert_eq!(last, (401, 200), "old key refused, new key served");
 
+    b.step("revoking the key in the portal", async {
+        // The only key still active is the one just made.
+        b.click("#keys button.revoke").await?;
+        b.wait_for_text(".notice", "Revoked").await?;
+        assert!(b.find("#keys button.revoke").await.is_err());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let mut last = 0;
+    for _ in 0..600 {
+        last = sandbox_get(new_key.clone()).await;
+        if last == 401 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(last, 401, "the revoked key is refused at the gateway");
+
     b.step("Try Out through the sandbox gateway", async {
         b.goto(&format!("{}/portal/apis/pets-v1", cp.url)).await?;
         b.wait_for("#tryout").await?;
@@ -838,6 +882,10 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
         b.click("#password-form button[type=submit]").await?;
         b.wait_for_text("#current_password-error", "current password")
             .await?;
+        assert_eq!(
+            invalid(&b, "#current_password").await?,
+            json!(["true", "current_password-error"])
+        );
         b.fill("#current_password", PASSWORD).await?;
         b.fill("#new_password", "an even longer passphrase").await?;
         b.click("#password-form button[type=submit]").await?;
@@ -1205,4 +1253,651 @@ async fn a_publisher_uploads_an_app_runs_a_draft_beside_the_published_version_an
     b.close().await;
     blue.stop().await;
     green.stop().await;
+}
+
+/// The names in the users table now.
+async fn listed_users(b: &Browser) -> Result<Vec<String>, BrowserError> {
+    let v = b
+        .execute(
+            "return [...document.querySelectorAll('#users tr[data-user]')].map(r => r.dataset.user);",
+            vec![],
+        )
+        .await?;
+    Ok(serde_json::from_value(v).unwrap())
+}
+
+/// The allowed and denied roles shown in the visibility `<details>` matching `css` (null
+/// while it is closed).
+async fn rules(b: &Browser, css: &str) -> Result<Value, BrowserError> {
+    b.execute(
+        "const d = document.querySelector(arguments[0]);
+         return d.open ? [...d.querySelectorAll('dd')].map(x => x.innerText.trim()) : null;",
+        vec![json!(css)],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_creates_re_roles_and_deletes_users_and_a_publisher_may_not() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    user(&cp, "ada", &["admin"]).await;
+    user(&cp, "pat", &["publisher"]).await;
+    let (st, v) = cp
+        .api("POST", "/api/v1/roles", Some(json!({"name": "partner"})))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    // A user who owns a portal application: deleting them takes it only when asked to.
+    user(&cp, "owner", &["subscriber"]).await;
+    let session = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", cp.url))
+        .json(&json!({"name": "owner", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/portal/applications", cp.url))
+        .bearer_auth(&session)
+        .json(&json!({"name": "owners-app"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let b = Browser::start_named("console-users").await;
+
+    b.step("the admin signs in", async {
+        sign_in(&b, &cp, "console", "ada").await
+    })
+    .await
+    .unwrap();
+
+    b.step(
+        "an admin creates a user with a role, errors beside the fields",
+        async {
+            b.click("nav a[href='/console/users']").await?;
+            b.wait_for("#user-form").await?;
+            // A name the API refuses: said beside the field, marked for assistive technology.
+            b.fill("#user-name", "bad name").await?;
+            b.fill("#user-password", PASSWORD).await?;
+            b.click("#user-form button[type=submit]").await?;
+            let err = b.wait_for("#user-name-error").await?.text().await.unwrap();
+            assert!(err.contains("without spaces"), "{err}");
+            assert_eq!(
+                invalid(&b, "#user-name").await?,
+                json!(["true", "user-name-error"])
+            );
+            // What was typed is kept.
+            let kept = b
+                .execute("return document.querySelector('#user-name').value;", vec![])
+                .await?;
+            assert_eq!(kept, json!("bad name"));
+            assert!(!listed_users(&b).await?.contains(&"bad name".to_owned()));
+            // A publisher: the subscriber role offered by default is taken off.
+            b.fill("#user-name", "quinn").await?;
+            b.fill("#user-password", PASSWORD).await?;
+            b.click("#user-roles input[value=subscriber]").await?;
+            b.click("#user-roles input[value=publisher]").await?;
+            b.click("#user-form button[type=submit]").await?;
+            b.wait_for_text(".notice", "Created quinn (publisher).")
+                .await?;
+            assert_eq!(
+                b.text("#users tr[data-user=quinn] .roles").await?,
+                "publisher"
+            );
+            // The same name again: refused beside the name.
+            b.fill("#user-name", "Quinn").await?;
+            b.fill("#user-password", PASSWORD).await?;
+            b.click("#user-form button[type=submit]").await?;
+            b.wait_for_text("#user-name-error", "exists already")
+                .await?;
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let (st, v) = cp.api("GET", "/api/v1/users/quinn", None).await;
+    assert_eq!((st, &v["roles"]), (200, &json!(["publisher"])), "{v}");
+    let (st, _) = cp.api("GET", "/api/v1/users/bad%20name", None).await;
+    assert_eq!(st, 404);
+
+    b.step("the users list comes a page at a time", async {
+        b.goto(&format!("{}/console/users?limit=2", cp.url)).await?;
+        let mut seen = listed_users(&b).await?;
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        while b.find("#next-page").await.is_ok() {
+            b.click("#next-page").await?;
+            b.wait_for("#users").await?;
+            let page = listed_users(&b).await?;
+            assert!(!page.is_empty() && page.len() <= 2, "{page:?}");
+            seen.extend(page);
+        }
+        assert_eq!(seen, ["ada", "owner", "pat", "quinn"]);
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step("the role changed in the user's row", async {
+        b.goto(&format!("{}/console/users", cp.url)).await?;
+        let row = "#users tr[data-user=quinn]";
+        b.click(&format!("{row} details.roles-edit summary"))
+            .await?;
+        b.click(&format!("{row} input[value=publisher]")).await?;
+        b.click(&format!("{row} input[value=partner]")).await?;
+        b.click(&format!("{row} .roles-form button[type=submit]"))
+            .await?;
+        b.wait_for_text(".notice", "quinn now has the roles: partner.")
+            .await?;
+        assert_eq!(b.text(&format!("{row} .roles")).await?, "partner");
+        b.screenshot("users").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let (_, v) = cp.api("GET", "/api/v1/users/quinn", None).await;
+    assert_eq!(v["roles"], json!(["partner"]), "{v}");
+
+    b.step(
+        "users deleted; one who owns applications only when asked",
+        async {
+            b.click("#users tr[data-user=quinn] form.delete button")
+                .await?;
+            b.wait_for_text(".notice", "Deleted quinn.").await?;
+            assert!(!listed_users(&b).await?.contains(&"quinn".to_owned()));
+            // Refused beside the user's row, naming what they own.
+            let row = "#users tr[data-user=owner]";
+            b.click(&format!("{row} form.delete button")).await?;
+            b.wait_for_text(&format!("{row} .field-error"), "owners-app")
+                .await?;
+            b.click(&format!("{row} form.delete input[name=force]"))
+                .await?;
+            b.click(&format!("{row} form.delete button")).await?;
+            b.wait_for_text(
+                ".notice",
+                "Deleted owner and their applications owners-app.",
+            )
+            .await?;
+            assert_eq!(listed_users(&b).await?, ["ada", "pat"]);
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    for gone in ["quinn", "owner"] {
+        let (st, v) = cp.api("GET", &format!("/api/v1/users/{gone}"), None).await;
+        assert_eq!(st, 404, "{gone}: {v}");
+    }
+    let (st, _) = cp.api("GET", "/api/v1/consumers/owners-app", None).await;
+    assert_eq!(st, 404);
+
+    b.step(
+        "a publisher is not offered user management and is refused when posting",
+        async {
+            sign_out(&b).await?;
+            sign_in(&b, &cp, "console", "pat").await?;
+            assert!(!b.text("header nav").await?.contains("Users"));
+            let status = b
+                .execute(
+                    "return fetch('/console/users').then(r => r.status);",
+                    vec![],
+                )
+                .await?;
+            assert_eq!(status, json!(403));
+            for (path, fields) in [
+                (
+                    "/console/users",
+                    json!({"name": "mallory", "password": PASSWORD, "roles": "admin"}),
+                ),
+                ("/console/users/pat/roles", json!({"roles": "admin"})),
+                ("/console/users/ada/delete", json!({"force": "true"})),
+            ] {
+                assert_eq!(post_from_page(&b, path, fields).await?, 403, "{path}");
+            }
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let (_, v) = cp.api("GET", "/api/v1/users", None).await;
+    let names: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ada", "pat"], "{v}");
+    let (_, v) = cp.api("GET", "/api/v1/users/pat", None).await;
+    assert_eq!(v["roles"], json!(["publisher"]), "{v}");
+
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_deploys_by_keyboard_with_visibility_in_view_and_moves_the_lifecycle() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    user(&cp, "ada", &["admin"]).await;
+    user(&cp, "pat", &["publisher"]).await;
+    let (st, v) = cp
+        .api("POST", "/api/v1/roles", Some(json!({"name": "partner"})))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    // Gateways without nodes, two with visibility rules.
+    for g in [
+        json!({"name": "open", "hosts": ["open.example"]}),
+        json!({"name": "partners", "hosts": ["p.example"], "visibility": {"roles_allowed": ["partner"]}}),
+        json!({"name": "staff", "hosts": ["s.example"], "visibility": {"roles_denied": ["subscriber"]}}),
+    ] {
+        let (st, v) = cp.api("POST", "/api/v1/gateways", Some(g)).await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let (st, v) = cp
+        .api(
+            "POST",
+            "/api/v1/apis",
+            Some(json!({"name": "Pets", "version": "v1", "context": "/pets",
+                        "production_endpoints": ["http://127.0.0.1:9"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    for note in ["first", "second"] {
+        let (st, v) = cp
+            .api(
+                "POST",
+                "/api/v1/apis/pets-v1/revisions",
+                Some(json!({ "note": note })),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let b = Browser::start_named("console-deploy-keyboard").await;
+
+    b.step("the sign-in form by keyboard alone", async {
+        b.goto(&format!("{}/console/login", cp.url)).await?;
+        b.wait_for("#signin-form").await?;
+        tab_to(&b, "#name").await;
+        press(&b, "pat").await;
+        tab_to(&b, "#password").await;
+        press(&b, PASSWORD).await;
+        press(&b, "\u{E007}").await;
+        b.wait_for_text("#whoami", "pat").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step(
+        "the deploy dialog shows each gateway's visibility one click away",
+        async {
+            b.goto(&format!("{}/console/apis/pets-v1", cp.url)).await?;
+            b.click("#deploy-dialog summary").await?;
+            let open = b.text("#deploy-form [data-gateway=open]").await?;
+            assert!(open.contains("visible to everyone"), "{open}");
+            let partners = "#deploy-form [data-gateway=partners] details.visibility";
+            assert_eq!(
+                b.text(&format!("{partners} summary")).await?,
+                "allowed roles"
+            );
+            b.click(&format!("{partners} summary")).await?;
+            assert_eq!(rules(&b, partners).await?, json!(["partner", "none"]));
+            let staff = "#deploy-form [data-gateway=staff] details.visibility";
+            b.click(&format!("{staff} summary")).await?;
+            assert_eq!(rules(&b, staff).await?, json!(["everyone", "subscriber"]));
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+
+    b.step("the API's deploy dialog by keyboard alone", async {
+        b.goto(&format!("{}/console/apis/pets-v1", cp.url)).await?;
+        b.wait_for("#deploy-dialog").await?;
+        tab_to(&b, "#deploy-dialog summary").await;
+        press(&b, "\u{E007}").await;
+        tab_to(&b, "#deploy-revision").await;
+        // A select takes the option's first letter, as people type it.
+        press(&b, "2").await;
+        tab_to(&b, "#deploy-partners").await;
+        press(&b, " ").await;
+        // Who may see it, opened from the keyboard too.
+        tab_to(&b, "[data-gateway=partners] details.visibility summary").await;
+        press(&b, "\u{E007}").await;
+        let open = b
+            .execute(
+                "return document.querySelector('[data-gateway=partners] details.visibility').open;",
+                vec![],
+            )
+            .await?;
+        assert_eq!(open, json!(true));
+        tab_to(&b, "#deploy-form button[type=submit]").await;
+        press(&b, "\u{E007}").await;
+        b.wait_for_text(".notice", "Revision 2 deployed to partners")
+            .await?;
+        b.wait_for("#deployments tr[data-gateway=partners]").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let (_, v) = cp
+        .api("GET", "/api/v1/apis/pets-v1/deployments", None)
+        .await;
+    assert!(v.to_string().contains("partners"), "{v}");
+
+    b.step(
+        "publish, deprecate and retire with the lifecycle buttons",
+        async {
+            for (button, state) in [
+                ("published", "published"),
+                ("deprecated", "deprecated"),
+                ("retired", "retired"),
+            ] {
+                b.click(&format!("#lifecycle-form button[value={button}]"))
+                    .await?;
+                b.wait_for_text(".notice", &format!("Now {state}.")).await?;
+                assert_eq!(b.text("#lifecycle").await?, state);
+                let (_, v) = cp.api("GET", "/api/v1/apis/pets-v1", None).await;
+                assert_eq!(v["lifecycle"], state, "{v}");
+                // Published and deprecated APIs are in the portal; a retired one is not.
+                let (st, _) = cp.api("GET", "/api/v1/portal/apis/pets-v1", None).await;
+                assert_eq!(
+                    st == 200,
+                    state != "retired",
+                    "{state}: portal answered {st}"
+                );
+            }
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    // The audit log names the publisher for each.
+    let (_, v) = cp.api("GET", "/api/v1/audit?kind=api", None).await;
+    let by_pat = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "user:pat" && e["action"] == "set_lifecycle")
+        .count();
+    assert_eq!(by_pat, 3, "{v}");
+
+    b.step(
+        "the console's other pages at phone width, labelled",
+        async {
+            sign_out(&b).await?;
+            sign_in(&b, &cp, "console", "ada").await?;
+            fit_a_phone(
+                &b,
+                &cp,
+                &[
+                    "/console/login",
+                    "/portal/signup",
+                    "/console/account",
+                    "/console/certificates",
+                    "/console/apis/new",
+                    "/console/users",
+                    "/console/roles",
+                    "/console/audit",
+                    "/console/apis/pets-v1/diff?from=1&to=2",
+                    "/portal/applications",
+                ],
+            )
+            .await
+        },
+    )
+    .await
+    .unwrap();
+
+    b.close().await;
+}
+
+/// The text of each item matching `css`.
+async fn texts(b: &Browser, css: &str) -> Result<Vec<String>, BrowserError> {
+    let v = b
+        .execute(
+            "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText.trim());",
+            vec![json!(css)],
+        )
+        .await?;
+    Ok(serde_json::from_value(v).unwrap())
+}
+
+/// The ids of the keys listed on an application's page.
+async fn key_rows(b: &Browser) -> Result<Vec<String>, BrowserError> {
+    let v = b
+        .execute(
+            "return [...document.querySelectorAll('#keys tr[data-key]')].map(r => r.dataset.key);",
+            vec![],
+        )
+        .await?;
+    Ok(serde_json::from_value(v).unwrap())
+}
+
+/// Asks the token service for a client-credentials token: its status.
+async fn client_token(cp: &ControlPlane, id: &str, secret: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/oauth2/token", cp.url))
+        .basic_auth(id, Some(secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_pages_through_apis_applications_subscriptions_and_keys() {
+    let root = TempDir::new().unwrap();
+    let cp = start_server_with(
+        &root.path().join("data"),
+        free_port(),
+        free_port(),
+        None,
+        &["--portal-signup", "open"],
+    )
+    .await;
+    // 21 published APIs named Pet, and one more: more than a portal page (20) holds.
+    let mut names: Vec<String> = (1..=21).map(|n| format!("Pet {n:02}")).collect();
+    names.push("Cats".into());
+    for name in &names {
+        let context = format!("/{}", name.to_lowercase().replace(' ', "-"));
+        let (st, v) = cp
+            .api(
+                "POST",
+                "/api/v1/apis",
+                Some(json!({"name": name, "version": "v1", "context": context,
+                            "production_endpoints": ["http://127.0.0.1:9"]})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        let (st, v) = cp
+            .api(
+                "POST",
+                &format!("/api/v1/apis/{id}/lifecycle"),
+                Some(json!({"state": "published"})),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+    }
+    let b = Browser::start_named("portal-pages").await;
+
+    b.step("open sign-up: signed in at once", async {
+        b.goto(&format!("{}/portal/signup", cp.url)).await?;
+        b.fill("#signup-name", "sam").await?;
+        b.fill("#signup-password", PASSWORD).await?;
+        b.click("#signup-form button[type=submit]").await?;
+        b.wait_for_text(".notice", "ready").await?;
+        sign_in(&b, &cp, "portal", "sam").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step("a search's results, a page and a next page", async {
+        b.goto(&format!("{}/portal", cp.url)).await?;
+        b.fill("#q", "pet").await?;
+        b.click("#search button[type=submit]").await?;
+        b.wait_for("#next-page").await?;
+        let first = texts(&b, "#apis li > a").await?;
+        assert_eq!(first.len(), 20, "{first:?}");
+        assert!(first.iter().all(|t| t.starts_with("Pet ")), "{first:?}");
+        b.click("#next-page").await?;
+        b.wait_for_text("#apis", "Pet 21").await?;
+        assert_eq!(texts(&b, "#apis li > a").await?, ["Pet 21 v1"]);
+        assert!(b.find("#next-page").await.is_err());
+        // The search is kept from page to page.
+        assert_eq!(
+            b.execute("return document.querySelector('#q').value;", vec![])
+                .await?,
+            json!("pet")
+        );
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step(
+        "the subscribe chooser: a bounded list and a search",
+        async {
+            b.goto(&format!("{}/portal/applications", cp.url)).await?;
+            b.fill("#application-name", "app-1").await?;
+            b.click("#application-form button[type=submit]").await?;
+            b.wait_for_text("h1", "app-1").await?;
+            // 22 APIs visible: 20 offered, and a word that more match.
+            assert_eq!(options(&b, "#subscribe-api").await?.len(), 20);
+            b.wait_for("#more-apis").await?;
+            b.fill("#find", "cat").await?;
+            b.click("#api-find button[type=submit]").await?;
+            b.wait_for("#subscribe-api").await?;
+            assert_eq!(options(&b, "#subscribe-api").await?, ["cats-v1"]);
+            assert!(b.find("#more-apis").await.is_err());
+            b.click("#subscribe-form button[type=submit]").await?;
+            b.wait_for_text("#subscriptions", "cats-v1").await?;
+            for id in ["pet-01-v1", "pet-02-v1"] {
+                b.fill("#find", id).await?;
+                b.click("#api-find button[type=submit]").await?;
+                b.wait_for("#subscribe-api").await?;
+                assert_eq!(options(&b, "#subscribe-api").await?, [id]);
+                b.click("#subscribe-form button[type=submit]").await?;
+                b.wait_for_text("#subscriptions", id).await?;
+            }
+            b.fill("#find", "zebra").await?;
+            b.click("#api-find button[type=submit]").await?;
+            b.wait_for_text("#no-api", "zebra").await?;
+            assert!(b.find("#subscribe-form").await.is_err());
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+
+    b.step("subscriptions a page at a time", async {
+        b.goto(&format!("{}/portal/applications/app-1?limit=2", cp.url))
+            .await?;
+        assert_eq!(
+            texts(&b, "#subscriptions li").await?,
+            ["cats-v1", "pet-01-v1"]
+        );
+        b.click("#subscriptions-next").await?;
+        b.wait_for_text("#subscriptions", "pet-02-v1").await?;
+        assert_eq!(texts(&b, "#subscriptions li").await?, ["pet-02-v1"]);
+        assert!(b.find("#subscriptions-next").await.is_err());
+        b.screenshot("application").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    let (client_id, secret) = b
+        .step("client credentials, shown once", async {
+            b.goto(&format!("{}/portal/applications/app-1", cp.url))
+                .await?;
+            choose(&b, "#key-kind", "client").await?;
+            b.click("#key-form button[type=submit]").await?;
+            let id = b.wait_for("#client-id").await?.text().await.unwrap();
+            let secret = b.text("#secret-value").await?;
+            assert!(!id.is_empty() && !secret.is_empty());
+            b.goto(&format!("{}/portal/applications/app-1", cp.url))
+                .await?;
+            b.wait_for(&format!("#keys tr[data-key='{id}']")).await?;
+            assert!(b.find("#secret-value").await.is_err());
+            assert!(!b.page_source().await?.contains(&secret));
+            Ok((id, secret))
+        })
+        .await
+        .unwrap();
+    // The token service trades them for an access token.
+    assert_eq!(client_token(&cp, &client_id, &secret).await, 200);
+
+    b.step("keys a page at a time, one revoked", async {
+        for _ in 0..2 {
+            b.click("#key-form button[type=submit]").await?;
+            b.wait_for("#secret-value").await?;
+        }
+        b.goto(&format!("{}/portal/applications/app-1?limit=2", cp.url))
+            .await?;
+        let mut seen = key_rows(&b).await?;
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0], client_id, "oldest first");
+        // The subscriptions' cursor stays where it was when the keys page on.
+        b.click("#subscriptions-next").await?;
+        b.wait_for_text("#subscriptions", "pet-02-v1").await?;
+        b.click("#keys-next").await?;
+        b.wait_for("#keys").await?;
+        assert_eq!(texts(&b, "#subscriptions li").await?, ["pet-02-v1"]);
+        seen.extend(key_rows(&b).await?);
+        assert!(b.find("#keys-next").await.is_err());
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        b.goto(&format!("{}/portal/applications/app-1", cp.url))
+            .await?;
+        let row = format!("#keys tr[data-key='{client_id}']");
+        b.click(&format!("{row} button.revoke")).await?;
+        b.wait_for_text(".notice", &format!("Revoked {client_id}."))
+            .await?;
+        b.wait_for_text(&row, "revoked").await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_ne!(client_token(&cp, &client_id, &secret).await, 200);
+
+    b.step("the applications list a page at a time", async {
+        for name in ["app-2", "app-3"] {
+            b.goto(&format!("{}/portal/applications", cp.url)).await?;
+            b.fill("#application-name", name).await?;
+            b.click("#application-form button[type=submit]").await?;
+            b.wait_for_text("h1", name).await?;
+        }
+        b.goto(&format!("{}/portal/applications?limit=2", cp.url))
+            .await?;
+        assert_eq!(texts(&b, "#applications li").await?, ["app-1", "app-2"]);
+        b.click("#next-page").await?;
+        b.wait_for_text("#applications", "app-3").await?;
+        assert_eq!(texts(&b, "#applications li").await?, ["app-3"]);
+        assert!(b.find("#next-page").await.is_err());
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    b.step("the application pages at phone width", async {
+        fit_a_phone(
+            &b,
+            &cp,
+            &["/portal/applications", "/portal/applications/app-1"],
+        )
+        .await
+    })
+    .await
+    .unwrap();
+
+    b.close().await;
 }

@@ -1662,3 +1662,122 @@ async fn an_apis_openapi_document_is_read_by_the_cli_and_frozen_with_each_revisi
         "{v}"
     );
 }
+
+/// What a portal sign-up answers: its status and page, with the form's one-time CSRF token
+/// (the only part that differs from one answer to the next) taken out.
+async fn sign_up(cp: &ControlPlane, name: &str, password: &str) -> (u16, String) {
+    let web = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let token_of = |r: &reqwest::Response| {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| c.strip_prefix("portico_signin="))
+            .and_then(|c| c.split(';').next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let form = web
+        .get(format!("{}/portal/signup", cp.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 200);
+    let csrf = token_of(&form);
+    assert!(!csrf.is_empty(), "the sign-up page sets its CSRF cookie");
+    let r = web
+        .post(format!("{}/portal/signup", cp.url))
+        .header("cookie", format!("portico_signin={csrf}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([
+                ("csrf", csrf.as_str()),
+                ("name", name),
+                ("password", password),
+            ])
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let next = token_of(&r);
+    let page = r.text().await.unwrap();
+    let page = if next.is_empty() {
+        page
+    } else {
+        page.replace(&next, "TOKEN")
+    };
+    (status, page)
+}
+
+/// `--portal-signup`: `open` lets a new user sign in at once, `approval` after an admin
+/// approves, `closed` offers no form and refuses a post; in every mode a sign-up with a
+/// taken name (any case) answers exactly as one with a free name and changes nothing.
+#[tokio::test]
+async fn sign_up_modes_and_a_taken_name_answers_like_a_free_one() {
+    for mode in ["open", "approval", "closed"] {
+        let dir = TempDir::new().unwrap();
+        let cp = start_server_with(
+            dir.path(),
+            free_port(),
+            free_port(),
+            None,
+            &["--portal-signup", mode],
+        )
+        .await;
+        user(&cp, "ada", &["publisher"]).await;
+        let page = reqwest::get(format!("{}/portal/signup", cp.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            page.contains("id=\"signup-form\""),
+            mode != "closed",
+            "{mode}: {page}"
+        );
+        let (status, page) = sign_up(&cp, "newbie", PASSWORD).await;
+        let (login, _) = login_as(&cp, "newbie", PASSWORD).await;
+        let (st, v) = cp.api("GET", "/api/v1/users/newbie", None).await;
+        match mode {
+            "open" => {
+                assert_eq!(status, 200, "{page}");
+                assert!(page.contains("your account is ready"), "{page}");
+                assert_eq!(login, 200, "signed in at once");
+                assert_eq!((st, &v["status"]), (200, &json!("active")), "{v}");
+                assert_eq!(v["roles"], json!(["subscriber"]), "{v}");
+            }
+            "approval" => {
+                assert_eq!(status, 200, "{page}");
+                assert!(page.contains("an administrator will approve"), "{page}");
+                assert_eq!(login, 403, "waits for approval");
+                assert_eq!((st, &v["status"]), (200, &json!("pending")), "{v}");
+            }
+            _ => {
+                assert_eq!(status, 403, "{page}");
+                assert!(page.contains("Sign-up is closed"), "{page}");
+                assert!(!page.contains("id=\"signup-form\""), "{page}");
+                assert_eq!(login, 401);
+                assert_eq!(st, 404, "no user made: {v}");
+            }
+        }
+        // A name taken (by an admin-made user, in another case too) and a free one: the
+        // same status and the same page.
+        let free = sign_up(&cp, "fresh", "another long password").await;
+        for taken in ["ada", "ADA"] {
+            let answer = sign_up(&cp, taken, "another long password").await;
+            assert_eq!(answer, free, "{mode}: `{taken}` answered differently");
+        }
+        // And the taken name's owner is untouched: their password and roles stay.
+        let (login, _) = login_as(&cp, "ada", PASSWORD).await;
+        assert_eq!(login, 200, "{mode}");
+        let (_, v) = cp.api("GET", "/api/v1/users/ada", None).await;
+        assert_eq!(v["roles"], json!(["publisher"]), "{mode}: {v}");
+        assert_eq!(v["status"], json!("active"), "{mode}: {v}");
+    }
+}

@@ -55,7 +55,9 @@ use apis::targets_with_versions;
 use kind::missing_tiers;
 pub(crate) use kind::{api_tier_refs, service_problems, tier_problems};
 pub(crate) use oauth::constant_time_eq;
-pub(crate) use people::{SESSION_SECONDS, add_role, set_password, sign_in, start_session};
+pub(crate) use people::{
+    SESSION_SECONDS, add_role, add_user, set_password, sign_in, start_session,
+};
 use sync::gateway_auth;
 
 /// Which requests a listener serves.

@@ -196,18 +196,31 @@ async fn get_user(State(st): St, Path(name): Path<String>) -> Res {
 
 async fn create_user(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     let req: UserRequest = body(&bytes)?;
+    let roles = roles_or_default(req.roles);
+    let u = add_user(&st, &req.name, &req.password, &roles).await?;
+    Ok((StatusCode::CREATED, axum::Json(to_value(&u))).into_response())
+}
+
+/// Checks a new user's name and password, hashes the password and creates the user with
+/// these (existing) roles: the API's and the console's.
+pub(crate) async fn add_user(
+    st: &ControlPlane,
+    name: &str,
+    password: &str,
+    roles: &[String],
+) -> Result<crate::store::UserRecord, Error> {
     let mut fields = Vec::new();
-    if req.name.is_empty()
-        || req.name.chars().count() > limits::NAME
-        || req.name.contains(char::is_whitespace)
-        || req.name.contains('/')
+    if name.is_empty()
+        || name.chars().count() > limits::NAME
+        || name.contains(char::is_whitespace)
+        || name.contains('/')
     {
         fields.push(FieldError::new(
             "name",
             format!("1 to {} characters without spaces or `/`", limits::NAME),
         ));
     }
-    if !(12..=MAX_PASSWORD).contains(&req.password.chars().count()) {
+    if !(12..=MAX_PASSWORD).contains(&password.chars().count()) {
         fields.push(FieldError::new(
             "password",
             format!("use 12 to {MAX_PASSWORD} characters"),
@@ -216,13 +229,11 @@ async fn create_user(State(st): St, JsonBody(bytes): JsonBody) -> Res {
     if !fields.is_empty() {
         return Err(Error::Invalid(fields));
     }
-    let roles = roles_or_default(req.roles);
-    let password = req.password;
+    let password = password.to_owned();
     let hash = tokio::task::spawn_blocking(move || crate::tokens::hash_password(&password))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-    let u = st.store.create_user(&req.name, &hash, &roles).await?;
-    Ok((StatusCode::CREATED, axum::Json(to_value(&u))).into_response())
+    st.store.create_user(name, &hash, roles).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,8 +27,6 @@ pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
         .route("/console/apis/{id}/deployments", get(api_deployments))
         .route("/console/apis/{id}/diff", get(diff))
         .route("/console/apis/{id}/{action}", post(api_write))
-        .route("/console/users", get(users))
-        .route("/console/users/{name}/approve", post(approve))
 }
 
 /// A gateway as the list shows it.
@@ -690,53 +688,6 @@ async fn api_write(
     match done {
         Ok(notice) => api_page(st, &v, id, Some(notice), None).await,
         Err(e) => api_page(st, &v, id, None, Some(e)).await,
-    }
-}
-
-#[derive(Template)]
-#[template(path = "console/users.html")]
-struct UsersPage {
-    nav: Nav,
-    users: Vec<crate::store::UserRecord>,
-    notice: Option<String>,
-}
-
-async fn users_page(st: &crate::ControlPlane, v: &Viewer, notice: Option<String>) -> Response {
-    let listed = async {
-        crate::access::authorize(v.caller.as_ref(), KindId::User, Action::Read, None)?;
-        st.store.users(&Page::all()).await
-    }
-    .await;
-    match listed {
-        Ok(rows) => page(
-            StatusCode::OK,
-            &UsersPage {
-                nav: v.nav(),
-                users: rows.into_iter().map(|(_, u)| u).collect(),
-                notice,
-            },
-        ),
-        Err(e) => error_page(v.nav(), e),
-    }
-}
-
-async fn users(State(st): St, v: Viewer) -> Response {
-    users_page(&st, &v, None).await
-}
-
-/// Approving a portal sign-up: the admin's, as the API's `POST /users/{name}/approve`.
-async fn approve(
-    State(st): St,
-    v: Viewer,
-    axum::extract::Path(name): axum::extract::Path<String>,
-    f: super::Fields,
-) -> Response {
-    if let Err(r) = v.require_form(KindId::User, Action::Write, &f) {
-        return *r;
-    }
-    match v.act(st.store.approve_user(&name)).await {
-        Ok(u) => users_page(&st, &v, Some(format!("Approved {}.", u.name))).await,
-        Err(e) => error_page(v.nav(), e),
     }
 }
 

@@ -22,12 +22,14 @@ use crate::error::Error;
 use crate::{ControlPlane, secrets};
 
 mod api_form;
+mod applications;
 mod apps;
 mod certs;
 mod console;
 mod editor;
 mod lists;
 mod portal;
+mod users;
 
 type St = State<Arc<ControlPlane>>;
 
@@ -56,14 +58,16 @@ pub fn router(side: crate::api::Side) -> Router<Arc<ControlPlane>> {
             .merge(lists::routes())
             .merge(api_form::routes())
             .merge(apps::routes())
-            .merge(certs::routes());
+            .merge(certs::routes())
+            .merge(users::routes());
     }
     if side != Side::Admin {
         r = r
             .route("/portal/logout", post(logout))
             .route("/portal/login", get(login_page).post(login))
             .route("/portal/account", get(account).post(change_password))
-            .merge(portal::routes());
+            .merge(portal::routes())
+            .merge(applications::routes());
     }
     if side == Side::Admin {
         // The portal is on the public listener: the console's link goes there.

@@ -20,15 +20,6 @@ pub(super) fn routes() -> axum::Router<std::sync::Arc<crate::ControlPlane>> {
         .route("/portal", get(apis))
         .route("/portal/apis/{id}", get(api))
         .route("/portal/signup", get(signup_page).post(signup))
-        .route(
-            "/portal/applications",
-            get(applications).post(create_application),
-        )
-        .route("/portal/applications/{name}", get(application))
-        .route(
-            "/portal/applications/{name}/{action}",
-            post(application_write),
-        )
         .route("/portal/apis/{id}/tryout-token", post(tryout_token))
 }
 
@@ -54,11 +45,42 @@ struct Search {
     #[serde(default)]
     q: String,
     cursor: Option<String>,
+    limit: Option<String>,
+}
+
+/// Items on a portal page when the address names no `limit`.
+pub(super) const PORTAL_LIMIT: &str = "20";
+
+/// A next page's query: `pairs` with their values URL-encoded, empty ones left out.
+pub(super) fn query(pairs: &[(&str, &str)]) -> String {
+    let kept: Vec<(&str, &str)> = pairs
+        .iter()
+        .copied()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    serde_urlencoded::to_string(kept).unwrap_or_default()
+}
+
+/// Pages a list held in memory as the API's lists do ([`Page::of`]): sorted by key, what
+/// follows the cursor, cut to the page, with the next page's cursor.
+pub(super) fn page_of<T>(
+    page: &Page,
+    items: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    let mut keyed: Vec<(String, T)> = items
+        .into_iter()
+        .map(|i| (key(&i), i))
+        .filter(|(k, _)| page.wants(k))
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.truncate(page.limit.saturating_add(1));
+    page.split(keyed)
 }
 
 async fn apis(State(st): St, v: Viewer, Query(s): Query<Search>) -> Response {
     let page_q = PageQuery {
-        limit: Some("20".into()),
+        limit: Some(s.limit.clone().unwrap_or_else(|| PORTAL_LIMIT.into())),
         cursor: s.cursor.clone(),
     };
     let viewer = access::Viewer::new(v.caller.as_ref());
@@ -79,7 +101,7 @@ async fn apis(State(st): St, v: Viewer, Query(s): Query<Search>) -> Response {
             StatusCode::OK,
             &ApisPage {
                 nav: v.nav(),
-                q: s.q,
+                q: s.q.clone(),
                 apis: list
                     .into_iter()
                     .map(|a| ApiCard {
@@ -89,7 +111,13 @@ async fn apis(State(st): St, v: Viewer, Query(s): Query<Search>) -> Response {
                         description: a.spec.description,
                     })
                     .collect(),
-                next,
+                next: next.map(|c| {
+                    query(&[
+                        ("q", &s.q),
+                        ("cursor", &c),
+                        ("limit", s.limit.as_deref().unwrap_or_default()),
+                    ])
+                }),
             },
         ),
         Err(e) => error_page(v.nav(), e),
@@ -393,243 +421,6 @@ async fn signup(
     }
 }
 
-#[derive(Template)]
-#[template(path = "portal/applications.html")]
-struct ApplicationsPage {
-    nav: Nav,
-    applications: Vec<String>,
-    error: Option<String>,
-}
-
-async fn applications_page(st: &crate::ControlPlane, v: &Viewer, error: Option<Error>) -> Response {
-    let Some(c) = &v.caller else {
-        return axum::response::Redirect::to("/portal/login").into_response();
-    };
-    let status = error.as_ref().map_or(StatusCode::OK, Error::status);
-    match st.store.owned_consumers(&c.name).await {
-        Ok(list) => page(
-            status,
-            &ApplicationsPage {
-                nav: v.nav(),
-                applications: list.into_iter().map(|r| r.spec.name).collect(),
-                error: error.map(|e| e.public_message()),
-            },
-        ),
-        Err(e) => error_page(v.nav(), e),
-    }
-}
-
-/// The applications area is the subscriber's (anonymous viewers sign in first): the
-/// same check as the portal API's writes.
-async fn applications(State(st): St, v: Viewer) -> Response {
-    if let Err(r) = v.require(KindId::Portal, Action::Write) {
-        return *r;
-    }
-    applications_page(&st, &v, None).await
-}
-
-async fn create_application(State(st): St, v: Viewer, f: super::Fields) -> Response {
-    if let Err(r) = v.require_form(KindId::Portal, Action::Write, &f) {
-        return *r;
-    }
-    let Some(c) = v.caller.clone() else {
-        return axum::response::Redirect::to("/portal/login").into_response();
-    };
-    let spec = portico_model::ConsumerSpec {
-        name: f.get("name").trim().to_owned(),
-        owner: c.name.clone(),
-        description: String::new(),
-        tier: None,
-        blocked: false,
-    };
-    if let Err(e) = spec.validate() {
-        return applications_page(&st, &v, Some(Error::Invalid(e.field_errors()))).await;
-    }
-    let done = v
-        .act(st.store.create_owned_consumer(&spec, Some(&c.name)))
-        .await;
-    match done {
-        Ok(_) => axum::response::Redirect::to(&format!("/portal/applications/{}", spec.name))
-            .into_response(),
-        Err(e) => applications_page(&st, &v, Some(e)).await,
-    }
-}
-
-/// A key on an application's page.
-struct KeyRow {
-    id: String,
-    kind: String,
-    key_type: String,
-    hint: String,
-    revoked: bool,
-}
-
-#[derive(Template)]
-#[template(path = "portal/application.html")]
-struct ApplicationPage {
-    nav: Nav,
-    name: String,
-    subscriptions: Vec<String>,
-    apis: Vec<String>,
-    /// Every tier the listed APIs offer (the server checks the one chosen against the API).
-    tiers: Vec<String>,
-    keys: Vec<KeyRow>,
-    secret: Option<String>,
-    notice: Option<String>,
-    error: Option<String>,
-}
-
-/// The application when the viewer owns it (admins: any), else not found.
-async fn owned(st: &crate::ControlPlane, v: &Viewer, name: &str) -> Result<(), Error> {
-    let c = v
-        .caller
-        .as_ref()
-        .ok_or_else(|| Error::Unauthorized("sign in".into()))?;
-    if c.is_admin() || st.store.owns_consumer(&c.name, name).await? {
-        Ok(())
-    } else {
-        Err(Error::NotFound(format!(
-            "you have no application named `{name}`"
-        )))
-    }
-}
-
-async fn application_page(
-    st: &crate::ControlPlane,
-    v: &Viewer,
-    name: &str,
-    secret: Option<String>,
-    notice: Option<String>,
-    error: Option<Error>,
-) -> Response {
-    let status = error.as_ref().map_or(StatusCode::OK, Error::status);
-    let built = async {
-        owned(st, v, name).await?;
-        let subs = st.store.subscriptions(name).await?;
-        let creds = st.store.credentials(name).await?;
-        let viewer = access::Viewer::new(v.caller.as_ref());
-        let (apis, _) =
-            crate::api::portal::visible_apis(st, viewer, &Page::all(), |_| true).await?;
-        Ok::<_, Error>(ApplicationPage {
-            nav: v.nav(),
-            name: name.to_owned(),
-            subscriptions: subs
-                .into_iter()
-                .map(|s| match s.tier {
-                    Some(t) => format!("{} (tier {t})", s.api),
-                    None => s.api,
-                })
-                .collect(),
-            tiers: {
-                let mut t: Vec<String> = apis
-                    .iter()
-                    .flat_map(|a| a.spec.subscription_tiers.iter().cloned())
-                    .collect();
-                t.sort();
-                t.dedup();
-                t
-            },
-            apis: apis.into_iter().map(|a| a.id).collect(),
-            keys: creds
-                .into_iter()
-                .map(|k| KeyRow {
-                    id: k.id,
-                    kind: serde_json::to_value(k.kind)
-                        .ok()
-                        .and_then(|x| x.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                    key_type: k.key_type.as_str().to_owned(),
-                    hint: k.hint,
-                    revoked: k.revoked_at.is_some(),
-                })
-                .collect(),
-            secret,
-            notice,
-            error: error.map(|e| e.public_message()),
-        })
-    }
-    .await;
-    match built {
-        Ok(p) => page(status, &p),
-        Err(e) => error_page(v.nav(), e),
-    }
-}
-
-async fn application(State(st): St, v: Viewer, Path(name): Path<String>) -> Response {
-    if let Err(r) = v.require(KindId::Portal, Action::Write) {
-        return *r;
-    }
-    application_page(&st, &v, &name, None, None, None).await
-}
-
-/// Subscribing, making and revoking keys (`subscribe`, `keys`, `revoke`): as the API does
-/// it, for the viewer's own applications only, to APIs the viewer may see.
-async fn application_write(
-    State(st): St,
-    v: Viewer,
-    Path((name, what)): Path<(String, String)>,
-    f: super::Fields,
-) -> Response {
-    if let Err(r) = v.require_form(KindId::Portal, Action::Write, &f) {
-        return *r;
-    }
-    let (st, name) = (&*st, name.as_str());
-    if let Err(e) = owned(st, &v, name).await {
-        return error_page(v.nav(), e);
-    }
-    let done: Result<(Option<String>, String), Error> = v
-        .act(async {
-            match what.as_str() {
-                "subscribe" => {
-                    let api = f.get("api");
-                    let viewer = access::Viewer::new(v.caller.as_ref());
-                    let tier =
-                        crate::api::portal::offered_tier(st, viewer, api, Some(f.get("tier")))
-                            .await?;
-                    st.store.subscribe(name, api, tier.as_deref()).await?;
-                    Ok((
-                        None,
-                        match tier {
-                            Some(t) => format!("Subscribed to {api} on tier {t}."),
-                            None => format!("Subscribed to {api}."),
-                        },
-                    ))
-                }
-                "keys" => {
-                    let req: crate::api::consumers::KeyRequest =
-                        serde_json::from_value(serde_json::json!({
-                            "type": f.get("type"),
-                            "kind": f.get("kind"),
-                        }))
-                        .map_err(|_| Error::BadRequest("choose a type and a kind of key".into()))?;
-                    let out = crate::api::consumers::issue_key(st, name, req).await?;
-                    Ok((shown_once(&out), "Made a new key.".into()))
-                }
-                "revoke" => {
-                    let id = f.get("id");
-                    st.store.revoke_credential(name, id).await?;
-                    Ok((None, format!("Revoked {id}.")))
-                }
-                "regenerate" => {
-                    let id = f.get("id");
-                    let out = crate::api::consumers::regenerate(st, name, id).await?;
-                    Ok((
-                        shown_once(&out),
-                        format!("Replaced {id}: it no longer works."),
-                    ))
-                }
-                other => Err(Error::NotFound(format!(
-                    "no action `{other}` on an application's page"
-                ))),
-            }
-        })
-        .await;
-    match done {
-        Ok((secret, notice)) => application_page(st, &v, name, secret, Some(notice), None).await,
-        Err(e) => application_page(st, &v, name, None, None, Some(e)).await,
-    }
-}
-
 /// A short-lived access token for one of the viewer's applications subscribed to an API
 /// the viewer may see: the try-out's credential, made on the server so that no key shown
 /// once is ever needed again.
@@ -647,7 +438,7 @@ async fn tryout_token(
     }
     let made = async {
         let app = f.get("application");
-        owned(&st, &v, app).await?;
+        super::applications::owned(&st, &v, app).await?;
         let viewer = access::Viewer::new(v.caller.as_ref());
         crate::api::portal::visible_api(&st, viewer, &id).await?;
         if !st
@@ -689,14 +480,3 @@ async fn tryout_token(
 
 /// How long a try-out token lasts.
 const TRYOUT_SECONDS: i64 = 300;
-
-/// What a new key or client shows once: the key, or the client id and secret.
-fn shown_once(out: &serde_json::Value) -> Option<String> {
-    out["key"].as_str().map(str::to_owned).or_else(|| {
-        Some(format!(
-            "client id {} · secret {}",
-            out["client_id"].as_str()?,
-            out["client_secret"].as_str()?
-        ))
-    })
-}
