@@ -673,11 +673,7 @@ async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox(
     let b = Browser::start_named("portal-subscriber").await;
 
     b.step("sign up, then wait for approval", async {
-        b.goto(&format!("{}/portal/signup", cp.url)).await?;
-        b.fill("#signup-name", "sam").await?;
-        b.fill("#signup-password", PASSWORD).await?;
-        b.click("#signup-form button[type=submit]").await?;
-        b.wait_for_text(".notice", "approv").await?;
+        sign_up(&b, &cp, "sam", "approv").await?;
         // Not yet: the sign-in says why.
         b.goto(&format!("{}/portal/login", cp.url)).await?;
         b.fill("#name", "sam").await?;
@@ -1730,11 +1726,7 @@ async fn a_subscriber_pages_through_apis_applications_subscriptions_and_keys() {
     let b = Browser::start_named("portal-pages").await;
 
     b.step("open sign-up: signed in at once", async {
-        b.goto(&format!("{}/portal/signup", cp.url)).await?;
-        b.fill("#signup-name", "sam").await?;
-        b.fill("#signup-password", PASSWORD).await?;
-        b.click("#signup-form button[type=submit]").await?;
-        b.wait_for_text(".notice", "ready").await?;
+        sign_up(&b, &cp, "sam", "ready").await?;
         sign_in(&b, &cp, "portal", "sam").await?;
         Ok(())
     })

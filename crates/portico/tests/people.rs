@@ -86,19 +86,15 @@ async fn user(cp: &ControlPlane, name: &str, roles: &[&str]) -> String {
     v["token"].as_str().unwrap().to_owned()
 }
 
-/// Every operation the OpenAPI document lists is behind the one authorization check: each
-/// that needs a caller answers 401 to nobody and to credentials that are not people's (a
-/// gateway's API token, a consumer's API key), and 403 to a person whose only role is one of
-/// the operator's own, before anything else is looked at. A route added outside the check
-/// shows up here.
-#[tokio::test]
-async fn every_documented_operation_is_behind_the_authorization_check() {
-    let (_dir, cp) = start().await;
+/// Callers that may open no admin path: a person whose only role is one of the operator's
+/// own (`partner`), through a personal token (which works like a session), a gateway's API
+/// token and a consumer's API key. Answers (partner's token, gateway token, API key).
+async fn outsiders(cp: &ControlPlane) -> (String, String, String) {
     let (st, v) = cp
         .api("POST", "/api/v1/roles", Some(json!({"name": "partner"})))
         .await;
     assert_eq!(st, 201, "{v}");
-    user(&cp, "olga", &["partner"]).await;
+    user(cp, "olga", &["partner"]).await;
     let (st, v) = cp
         .api(
             "POST",
@@ -112,18 +108,37 @@ async fn every_documented_operation_is_behind_the_authorization_check() {
         .api("POST", "/api/v1/gateways", Some(json!({"name": "edge"})))
         .await;
     assert_eq!(st, 201, "{v}");
-    let (_, v) = cp.api("POST", "/api/v1/gateways/edge/token", None).await;
+    let (st, v) = cp.api("POST", "/api/v1/gateways/edge/token", None).await;
+    assert_eq!(st, 201, "{v}");
     let gateway_token = v["api_token"].as_str().unwrap().to_owned();
-    cp.api("POST", "/api/v1/consumers", Some(json!({"name": "acme"})))
+    let (st, v) = cp
+        .api("POST", "/api/v1/consumers", Some(json!({"name": "acme"})))
         .await;
-    let (_, v) = cp
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = cp
         .api(
             "POST",
             "/api/v1/consumers/acme/keys",
             Some(json!({"type": "production"})),
         )
         .await;
-    let api_key = v["key"].as_str().unwrap().to_owned();
+    assert_eq!(st, 201, "{v}");
+    (
+        partner,
+        gateway_token,
+        v["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Every operation the OpenAPI document lists is behind the one authorization check: each
+/// that needs a caller answers 401 to nobody and to credentials that are not people's (a
+/// gateway's API token, a consumer's API key), and 403 to a person whose only role is one of
+/// the operator's own, before anything else is looked at. A route added outside the check
+/// shows up here.
+#[tokio::test]
+async fn every_documented_operation_is_behind_the_authorization_check() {
+    let (_dir, cp) = start().await;
+    let (partner, gateway_token, api_key) = outsiders(&cp).await;
 
     let (st, doc) = call(&cp, None, "GET", "/api/v1/openapi.json", None).await;
     assert_eq!(st, 200);
@@ -194,43 +209,9 @@ async fn every_documented_operation_is_behind_the_authorization_check() {
 #[tokio::test]
 async fn every_role_may_do_what_it_should_and_nothing_else() {
     let (_dir, cp) = start().await;
-    let (st, v) = cp
-        .api("POST", "/api/v1/roles", Some(json!({"name": "partner"})))
-        .await;
-    assert_eq!(st, 201, "{v}");
     let publisher = user(&cp, "pat", &["publisher"]).await;
     let subscriber = user(&cp, "sam", &["subscriber"]).await;
-    // A role of the operator's own opens nothing by itself; a personal token works like a
-    // session.
-    user(&cp, "olga", &["partner"]).await;
-    let (st, v) = cp
-        .api(
-            "POST",
-            "/api/v1/users/olga/tokens",
-            Some(json!({"name": "ci"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    let custom = v["token"].as_str().unwrap().to_owned();
-    // Credentials that are not people's: a gateway's API token and a consumer's API key.
-    let (st, v) = cp
-        .api("POST", "/api/v1/gateways", Some(json!({"name": "edge"})))
-        .await;
-    assert_eq!(st, 201, "{v}");
-    let (st, v) = cp.api("POST", "/api/v1/gateways/edge/token", None).await;
-    assert_eq!(st, 201, "{v}");
-    let gateway_token = v["api_token"].as_str().unwrap().to_owned();
-    cp.api("POST", "/api/v1/consumers", Some(json!({"name": "acme"})))
-        .await;
-    let (st, v) = cp
-        .api(
-            "POST",
-            "/api/v1/consumers/acme/keys",
-            Some(json!({"type": "production"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    let api_key = v["key"].as_str().unwrap().to_owned();
+    let (custom, gateway_token, api_key) = outsiders(&cp).await;
 
     // (what, read, write, roles besides admin that may read, that may write). Writes send
     // bodies that do not validate: an allowed caller gets past authorization to a 4xx

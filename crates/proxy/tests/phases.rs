@@ -68,6 +68,32 @@ forward = {{ service = "shut" }}
     )
 }
 
+/// The gateway under test, its upstreams and its access log.
+struct Setup {
+    up: Upstream,
+    closer: Upstream,
+    gw: Gw,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A live upstream, one that closes every connection unanswered, a closed port, and a
+/// gateway logging to a file in a temporary directory.
+async fn setup() -> Setup {
+    let up = Upstream::named("up").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("access.log");
+    let closer = Upstream::start(|_| Reply::Close).await;
+    let gw = Gw::start_logged(&config(&up, closed_port().await, &closer), &log).await;
+    Setup {
+        up,
+        closer,
+        gw,
+        log,
+        _dir: dir,
+    }
+}
+
 async fn send(c: &Client, method: Method, url: &str, body: &str, headers: &[(&str, &str)]) -> Resp {
     c.send(request(method, url, body.to_owned(), headers))
         .await
@@ -118,11 +144,13 @@ type Case<'a> = (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_in_any_phase_is_answered_in_one_shape_and_logged() {
-    let up = Upstream::named("up").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("access.log");
-    let closer = Upstream::start(|_| Reply::Close).await;
-    let gw = Gw::start_logged(&config(&up, closed_port().await, &closer), &log).await;
+    let Setup {
+        up,
+        closer: _closer,
+        gw,
+        log,
+        _dir,
+    } = setup().await;
     let c = Client::new();
     let origin = [("origin", APP)];
     // (phase, request, status, code, CORS headers expected)
@@ -236,11 +264,13 @@ async fn a_failure_in_any_phase_is_answered_in_one_shape_and_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_error_decides_the_retry() {
-    let up = Upstream::named("up").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("access.log");
-    let closer = Upstream::start(|_| Reply::Close).await;
-    let gw = Gw::start_logged(&config(&up, closed_port().await, &closer), &log).await;
+    let Setup {
+        up,
+        closer,
+        gw,
+        log,
+        _dir,
+    } = setup().await;
     let c = Client::new();
     // A refused connection never reached the upstream: the request goes to the other
     // endpoint, whichever the balancer tried first.

@@ -411,6 +411,22 @@ pub async fn sign_in(
     Ok(())
 }
 
+/// Signs `name` up with the portal's form (the shared password) and waits for the notice
+/// that says what happens next (`expect`: a word of it).
+pub async fn sign_up(
+    b: &portico_testkit::Browser,
+    cp: &ControlPlane,
+    name: &str,
+    expect: &str,
+) -> Result<(), portico_testkit::browser::Error> {
+    b.goto(&format!("{}/portal/signup", cp.url)).await?;
+    b.fill("#signup-name", name).await?;
+    b.fill("#signup-password", PASSWORD).await?;
+    b.click("#signup-form button[type=submit]").await?;
+    b.wait_for_text(".notice", expect).await?;
+    Ok(())
+}
+
 /// Where Debian keeps PostgreSQL's server programs (`initdb`, `pg_ctl`).
 fn pg_bin(program: &str) -> PathBuf {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
