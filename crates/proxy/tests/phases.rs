@@ -298,4 +298,37 @@ async fn the_error_decides_the_retry() {
         "some request was retried: {attempts:?}"
     );
     assert!(attempts.iter().all(|a| *a <= 2), "{attempts:?}");
+
+    // A connection closed after the request was sent may have been acted on: the answer is
+    // 502 and the request is not sent again, though the service has a live endpoint.
+    let mut reset = 0;
+    for i in 0..4 {
+        let id = format!("shut-{i}");
+        let r = send(
+            &c,
+            Method::GET,
+            &gw.url("/shut"),
+            "",
+            &[("x-request-id", &id)],
+        )
+        .await;
+        if r.status.as_u16() == 502 {
+            assert_error(&r, 502, "upstream_reset", &id);
+            reset += 1;
+        } else {
+            assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+            assert_eq!(r.text(), "up");
+        }
+    }
+    assert!(reset > 0, "the closing endpoint was never tried");
+    assert_eq!(
+        closer.count(),
+        reset,
+        "each reset request reached the closer once"
+    );
+    assert_eq!(
+        up.count(),
+        4 + 4 - reset,
+        "no reset request went on to the live one"
+    );
 }
