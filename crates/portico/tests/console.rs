@@ -1737,6 +1737,8 @@ async fn a_subscriber_pages_through_apis_applications_subscriptions_and_keys() {
         b.goto(&format!("{}/portal", cp.url)).await?;
         b.fill("#q", "pet").await?;
         b.click("#search button[type=submit]").await?;
+        // The results' page, not the one it replaces (which has a next page too).
+        b.wait_for_url("q=pet").await?;
         b.wait_for("#next-page").await?;
         let first = texts(&b, "#apis li > a").await?;
         assert_eq!(first.len(), 20, "{first:?}");
@@ -1768,6 +1770,8 @@ async fn a_subscriber_pages_through_apis_applications_subscriptions_and_keys() {
             b.wait_for("#more-apis").await?;
             b.fill("#find", "cat").await?;
             b.click("#api-find button[type=submit]").await?;
+            // The search's page, not the one it replaces (whose chooser is still there).
+            b.wait_for_url("find=cat").await?;
             b.wait_for("#subscribe-api").await?;
             assert_eq!(options(&b, "#subscribe-api").await?, ["cats-v1"]);
             assert!(b.find("#more-apis").await.is_err());
@@ -1776,6 +1780,7 @@ async fn a_subscriber_pages_through_apis_applications_subscriptions_and_keys() {
             for id in ["pet-01-v1", "pet-02-v1"] {
                 b.fill("#find", id).await?;
                 b.click("#api-find button[type=submit]").await?;
+                b.wait_for_url(&format!("find={id}")).await?;
                 b.wait_for("#subscribe-api").await?;
                 assert_eq!(options(&b, "#subscribe-api").await?, [id]);
                 b.click("#subscribe-form button[type=submit]").await?;
@@ -1842,7 +1847,14 @@ async fn a_subscriber_pages_through_apis_applications_subscriptions_and_keys() {
         // The subscriptions' cursor stays where it was when the keys page on.
         b.click("#subscriptions-next").await?;
         b.wait_for_text("#subscriptions", "pet-02-v1").await?;
+        let next = b
+            .execute(
+                "return document.querySelector('#keys-next').getAttribute('href');",
+                vec![],
+            )
+            .await?;
         b.click("#keys-next").await?;
+        b.wait_for_url(next.as_str().unwrap_or("keys=")).await?;
         b.wait_for("#keys").await?;
         assert_eq!(texts(&b, "#subscriptions li").await?, ["pet-02-v1"]);
         seen.extend(key_rows(&b).await?);

@@ -250,6 +250,20 @@ impl Browser {
             .map_err(|e| wd("current url", e))
     }
 
+    /// The address of the page shown, polling until it contains `needle`: a click that
+    /// navigates has taken effect (the old page's elements are gone).
+    pub async fn wait_for_url(&self, needle: &str) -> Result<String, Error> {
+        self.poll(format!("an address with `{needle}`"), || async move {
+            let url = self.client.current_url().await.map_err(|e| e.to_string())?;
+            if url.as_str().contains(needle) {
+                Ok(url.to_string())
+            } else {
+                Err(format!("address: {url}"))
+            }
+        })
+        .await
+    }
+
     /// The page's current DOM, serialized.
     pub async fn page_source(&self) -> Result<String, Error> {
         self.client.source().await.map_err(|e| wd("page source", e))
