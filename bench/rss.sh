@@ -9,18 +9,10 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SECS="${1:-3}"
 BIN="${PORTICO_BIN:-$HERE/../target/release/portico}"
-RUN="$(mktemp -d)"; chmod 755 "$RUN"
-PIDS=()
-cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; sleep 0.3; rm -rf "$RUN"; }
-trap cleanup EXIT
-mkdir -p "$RUN/tmp" "$RUN/gw"
-cat >"$RUN/backend.conf" <<CONF
-daemon off; worker_processes 1; pid $RUN/backend.pid; error_log $RUN/backend.log warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; client_body_temp_path $RUN/tmp/b; proxy_temp_path $RUN/tmp/p;
-  fastcgi_temp_path $RUN/tmp/f; uwsgi_temp_path $RUN/tmp/u; scgi_temp_path $RUN/tmp/s;
-  server { listen 127.0.0.1:18900; location / { return 200 "Hello, World!\n"; } } }
-CONF
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+RUN="$WORK"; chmod 755 "$RUN"; mkdir -p "$RUN/gw"
+backend_conf "$RUN/backend.conf" backend 18900
 taskset -c 1 nginx -p "$RUN/" -c "$RUN/backend.conf" & PIDS+=($!)
 BENCH_LISTEN=127.0.0.1:18901 BENCH_UPSTREAM=127.0.0.1:18900 BENCH_RUN_DIR="$RUN/gw" PORTICO_BIN="$BIN" \
     taskset -c 0 "$HERE/run-portico.sh" 2>"$RUN/gw.log" & PIDS+=($!)

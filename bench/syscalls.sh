@@ -9,20 +9,12 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SECS="${1:-3}"; REQ_PATH="${2:-/}"
 BIN="${PORTICO_BIN:-$HERE/../target/release/portico}"
 command -v strace >/dev/null || { echo "strace is missing: apt-get install strace" >&2; exit 1; }
-RUN="$(mktemp -d)"; chmod 755 "$RUN"
-PIDS=()
-cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; sleep 0.3; rm -rf "$RUN"; }
-trap cleanup EXIT
-head -c 16384 /dev/zero | tr '\0' 'x' >"$RUN/16k.bin"
-mkdir -p "$RUN/tmp" "$RUN/gw"
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+RUN="$WORK"; chmod 755 "$RUN"; mkdir -p "$RUN/gw"
+backend_conf "$RUN/backend.conf" backend 18700
 common="access_log off; keepalive_requests 1000000; client_body_temp_path $RUN/tmp/b; proxy_temp_path $RUN/tmp/p;
   fastcgi_temp_path $RUN/tmp/f; uwsgi_temp_path $RUN/tmp/u; scgi_temp_path $RUN/tmp/s;"
-cat >"$RUN/backend.conf" <<CONF
-daemon off; worker_processes 1; pid $RUN/backend.pid; error_log $RUN/backend.log warn;
-events { worker_connections 4096; }
-http { $common
-  server { listen 127.0.0.1:18700; location = /16k { alias $RUN/16k.bin; } location / { return 200 "Hello, World!\n"; } } }
-CONF
 cat >"$RUN/proxy.conf" <<CONF
 daemon off; master_process off; worker_processes 1; pid $RUN/proxy.pid; error_log $RUN/proxy.log warn;
 events { worker_connections 4096; }

@@ -360,6 +360,19 @@ async fn admin_and_public_sides_listen_apart() {
 
 /// Runs the `portico` binary with `args` (no control plane needed); answers whether it
 /// succeeded and what it printed.
+/// `portico store export DUMP --data-dir DATA`, which must succeed.
+async fn export(dump: &std::path::Path, data: &std::path::Path) {
+    let (ok, out) = portico(&[
+        "store",
+        "export",
+        dump.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ])
+    .await;
+    assert!(ok, "{out}");
+}
+
 async fn portico(args: &[&str]) -> (bool, String) {
     let out = tokio::process::Command::new(BIN)
         .args(args)
@@ -426,15 +439,7 @@ async fn moving_from_sqlite_to_postgresql_keeps_every_gateway_serving() {
     eventually_serves(&client, &n.url("/pets/x"), "one").await;
 
     let dump = root.path().join("state.json");
-    let (ok, out) = portico(&[
-        "store",
-        "export",
-        dump.to_str().unwrap(),
-        "--data-dir",
-        old_data.to_str().unwrap(),
-    ])
-    .await;
-    assert!(ok, "{out}");
+    export(&dump, &old_data).await;
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
         std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777,
@@ -1096,15 +1101,7 @@ async fn a_dump_from_a_newer_portico_is_refused_as_newer() {
     let root = TempDir::new().unwrap();
     let dump = root.path().join("state.json");
     let source = root.path().join("source");
-    let (ok, out) = portico(&[
-        "store",
-        "export",
-        dump.to_str().unwrap(),
-        "--data-dir",
-        source.to_str().unwrap(),
-    ])
-    .await;
-    assert!(ok, "{out}");
+    export(&dump, &source).await;
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&dump).unwrap()).unwrap();
     let import = |file: &std::path::Path, target: &std::path::Path| {

@@ -138,6 +138,26 @@ async fn tab_to(b: &Browser, css: &str) {
     panic!("Tab never reaches `{css}`");
 }
 
+/// Opens `page`'s deploy dialog and, by keyboard alone, chooses the second version in
+/// the `version` select and ticks the `gateway` box (the dialog is left open to submit).
+async fn choose_by_keyboard(
+    b: &Browser,
+    page: &str,
+    version: &str,
+    gateway: &str,
+) -> Result<(), BrowserError> {
+    b.goto(page).await?;
+    b.wait_for("#deploy-dialog").await?;
+    tab_to(b, "#deploy-dialog summary").await;
+    press(b, "\u{E007}").await;
+    tab_to(b, version).await;
+    // A select takes the option's first letter, as people type it.
+    press(b, "2").await;
+    tab_to(b, gateway).await;
+    press(b, " ").await;
+    Ok(())
+}
+
 /// Fills and submits the console's link form for `node` as gateway `name` of type `kind`.
 async fn link_with_form(
     b: &Browser,
@@ -1208,15 +1228,8 @@ async fn a_publisher_uploads_an_app_runs_a_draft_beside_the_published_version_an
     b.step(
         "the deploy dialog by keyboard alone: version 2 back to green",
         async {
-            b.goto(&format!("{}/console/apps/site", cp.url)).await?;
-            b.wait_for("#deploy-dialog").await?;
-            tab_to(&b, "#deploy-dialog summary").await;
-            press(&b, "\u{E007}").await;
-            tab_to(&b, "#deploy-version").await;
-            // A select takes the option's first letter, as people type it.
-            press(&b, "2").await;
-            tab_to(&b, "#deploy-green").await;
-            press(&b, " ").await;
+            let page = format!("{}/console/apps/site", cp.url);
+            choose_by_keyboard(&b, &page, "#deploy-version", "#deploy-green").await?;
             tab_to(&b, "#deploy-form button[type=submit]").await;
             press(&b, "\u{E007}").await;
             b.wait_for_text(".notice", "Version 2 deployed to green")
@@ -1552,15 +1565,8 @@ async fn a_publisher_deploys_by_keyboard_with_visibility_in_view_and_moves_the_l
     .unwrap();
 
     b.step("the API's deploy dialog by keyboard alone", async {
-        b.goto(&format!("{}/console/apis/pets-v1", cp.url)).await?;
-        b.wait_for("#deploy-dialog").await?;
-        tab_to(&b, "#deploy-dialog summary").await;
-        press(&b, "\u{E007}").await;
-        tab_to(&b, "#deploy-revision").await;
-        // A select takes the option's first letter, as people type it.
-        press(&b, "2").await;
-        tab_to(&b, "#deploy-partners").await;
-        press(&b, " ").await;
+        let page = format!("{}/console/apis/pets-v1", cp.url);
+        choose_by_keyboard(&b, &page, "#deploy-revision", "#deploy-partners").await?;
         // Who may see it, opened from the keyboard too.
         tab_to(&b, "[data-gateway=partners] details.visibility summary").await;
         press(&b, "\u{E007}").await;

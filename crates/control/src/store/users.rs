@@ -668,12 +668,7 @@ impl Store {
             return Ok(false);
         }
         tx.event("create", KindId::AdminToken, name);
-        sqlx::query("INSERT INTO admin_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)")
-            .bind(name)
-            .bind(hash)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+        insert_admin_token(&mut tx, name, hash).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -685,12 +680,7 @@ impl Store {
         sqlx::query("DELETE FROM admin_tokens")
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO admin_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)")
-            .bind(name)
-            .bind(hash)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+        insert_admin_token(&mut tx, name, hash).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -749,4 +739,15 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Stores an admin token's hash (the caller decides what it replaces).
+async fn insert_admin_token(conn: &mut AnyConnection, name: &str, hash: &str) -> Result<(), Error> {
+    sqlx::query("INSERT INTO admin_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)")
+        .bind(name)
+        .bind(hash)
+        .bind(now())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

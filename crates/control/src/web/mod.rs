@@ -512,20 +512,30 @@ fn login_view(
     }
 }
 
+/// A page whose form is signed by a new pre-session token: `view` puts the token in the
+/// form, and the same token goes into the pre-session cookie that the post must match.
+fn form_page<T: Template>(
+    st: &crate::ControlPlane,
+    status: StatusCode,
+    view: impl FnOnce(String) -> T,
+) -> Response {
+    let token = secrets::generate("");
+    let mut resp = page(status, &view(token.clone()));
+    set_cookie(st, &mut resp, PRE_SESSION, &token, 600);
+    resp
+}
+
 async fn login_page(State(st): St, uri: axum::http::Uri, Query(q): Query<NextQuery>) -> Response {
     let portal = is_portal(&uri);
-    let secure = st.config.tls.is_some();
-    let token = secrets::generate("");
-    let view = login_view(
-        portal,
-        token.clone(),
-        safe_next(q.next.as_deref(), portal),
-        String::new(),
-        None,
-    );
-    let mut resp = page(StatusCode::OK, &view);
-    set_cookie(&mut resp, PRE_SESSION, &token, 600, secure);
-    resp
+    form_page(&st, StatusCode::OK, |csrf| {
+        login_view(
+            portal,
+            csrf,
+            safe_next(q.next.as_deref(), portal),
+            String::new(),
+            None,
+        )
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -537,11 +547,22 @@ struct LoginForm {
     next: String,
 }
 
-/// Sets a cookie for the whole site (`max_age` 0 removes it).
-fn set_cookie(resp: &mut Response, name: &str, value: &str, max_age: i64, secure: bool) {
+/// Sets a cookie for the whole site (`max_age` 0 removes it): HttpOnly, SameSite=Strict,
+/// and Secure whenever the control plane serves HTTPS (read here, so no caller can forget it).
+fn set_cookie(
+    st: &crate::ControlPlane,
+    resp: &mut Response,
+    name: &str,
+    value: &str,
+    max_age: i64,
+) {
     let c = format!(
         "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
-        if secure { "; Secure" } else { "" }
+        if st.config.tls.is_some() {
+            "; Secure"
+        } else {
+            ""
+        }
     );
     if let Ok(v) = HeaderValue::from_str(&c) {
         resp.headers_mut().append(header::SET_COOKIE, v);
@@ -556,20 +577,11 @@ async fn login(
     Form(f): Form<LoginForm>,
 ) -> Response {
     let portal = is_portal(&uri);
-    let secure = st.config.tls.is_some();
     let next = safe_next(Some(&f.next), portal);
     let again = |error: String, status: StatusCode| {
-        let token = secrets::generate("");
-        let view = login_view(
-            portal,
-            token.clone(),
-            next.clone(),
-            f.name.clone(),
-            Some(error),
-        );
-        let mut resp = page(status, &view);
-        set_cookie(&mut resp, PRE_SESSION, &token, 600, secure);
-        resp
+        form_page(&st, status, |csrf| {
+            login_view(portal, csrf, next.clone(), f.name.clone(), Some(error))
+        })
     };
     if !cookie(&headers, PRE_SESSION).is_some_and(|c| same(c, &f.csrf)) {
         return again(
@@ -604,13 +616,13 @@ async fn login(
     };
     let mut resp = Redirect::to(&next).into_response();
     set_cookie(
+        &st,
         &mut resp,
         SESSION,
         &session.0,
         crate::api::SESSION_SECONDS,
-        secure,
     );
-    set_cookie(&mut resp, PRE_SESSION, "", 0, secure);
+    set_cookie(&st, &mut resp, PRE_SESSION, "", 0);
     resp
 }
 
@@ -630,7 +642,7 @@ async fn logout(State(st): St, v: Viewer, Form(f): Form<CsrfForm>) -> Response {
         return error_page(v.nav(), e);
     }
     let mut resp = Redirect::to(v.nav().signin).into_response();
-    set_cookie(&mut resp, SESSION, "", 0, st.config.tls.is_some());
+    set_cookie(&st, &mut resp, SESSION, "", 0);
     resp
 }
 
@@ -719,7 +731,7 @@ async fn change_password(
     match done {
         Ok(_) => {
             let mut resp = Redirect::to(v.nav().signin).into_response();
-            set_cookie(&mut resp, SESSION, "", 0, st.config.tls.is_some());
+            set_cookie(&st, &mut resp, SESSION, "", 0);
             resp
         }
         Err(e) => account_page(&v, Some(e)),

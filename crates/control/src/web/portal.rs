@@ -322,16 +322,9 @@ fn signup_view(
 }
 
 async fn signup_page(State(st): St) -> Response {
-    let token = crate::secrets::generate("");
-    let mut resp = page(StatusCode::OK, &signup_view(&st, token.clone(), None, None));
-    super::set_cookie(
-        &mut resp,
-        super::PRE_SESSION,
-        &token,
-        600,
-        st.config.tls.is_some(),
-    );
-    resp
+    super::form_page(&st, StatusCode::OK, |csrf| {
+        signup_view(&st, csrf, None, None)
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -352,16 +345,7 @@ async fn signup(
     axum::extract::Form(f): axum::extract::Form<SignupForm>,
 ) -> Response {
     let again = |status: StatusCode, notice: Option<String>, error: Option<String>| {
-        let token = crate::secrets::generate("");
-        let mut resp = page(status, &signup_view(&st, token.clone(), notice, error));
-        super::set_cookie(
-            &mut resp,
-            super::PRE_SESSION,
-            &token,
-            600,
-            st.config.tls.is_some(),
-        );
-        resp
+        super::form_page(&st, status, |csrf| signup_view(&st, csrf, notice, error))
     };
     if st.config.portal_signup == crate::Signup::Closed {
         return again(

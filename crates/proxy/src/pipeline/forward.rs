@@ -230,6 +230,24 @@ fn choose_upstream(
     }
 }
 
+/// The next attempt: counted (the log line says how many were made), an endpoint chosen,
+/// and the request counted in flight on it.
+fn begin_attempt(
+    up: &Upstream<'_>,
+    ex: &mut Exchange,
+    attempts: &mut u32,
+    avoid: Option<usize>,
+) -> Result<(Arc<EndpointSet>, usize, Arc<Endpoint>, InFlight), ProxyError> {
+    *attempts += 1;
+    if let Some(l) = &mut ex.log {
+        l.attempts = *attempts;
+    }
+    let (set, i) = choose_upstream(up, avoid)?;
+    let ep = set.endpoints[i].clone();
+    let in_flight = InFlight::new(ep.clone());
+    Ok((set, i, ep, in_flight))
+}
+
 async fn forward_h1(
     mut up: Upstream<'_>,
     parts: http::request::Parts,
@@ -249,13 +267,7 @@ async fn forward_h1(
     let mut attempts = 0u32;
     let mut avoid = None;
     loop {
-        attempts += 1;
-        if let Some(l) = &mut ex.log {
-            l.attempts = attempts;
-        }
-        let (set, i) = choose_upstream(&up, avoid)?;
-        let ep = set.endpoints[i].clone();
-        let in_flight = InFlight::new(ep.clone());
+        let (set, i, ep, in_flight) = begin_attempt(&up, ex, &mut attempts, avoid)?;
         head.clear();
         h1::encode_head(
             &mut head,
@@ -333,13 +345,7 @@ async fn forward_h2(
     let mut attempts = 0u32;
     let mut avoid = None;
     loop {
-        attempts += 1;
-        if let Some(l) = &mut ex.log {
-            l.attempts = attempts;
-        }
-        let (set, i) = choose_upstream(&up, avoid)?;
-        let ep = set.endpoints[i].clone();
-        let in_flight = InFlight::new(ep.clone());
+        let (set, i, ep, in_flight) = begin_attempt(&up, ex, &mut attempts, avoid)?;
         let mut req = match (pending.take(), &template) {
             (Some(r), _) => r,
             (None, Some(t)) => rebuild(t),
