@@ -13,6 +13,7 @@
 //! - [`snapshot`]: the Snapshot, the config file, parsing
 //! - [`control`]: gateways, APIs and raw routes as the control plane stores them
 //! - [`sync`]: what nodes pull and report
+//! - [`delta`]: what changed between two snapshots, and the digest nodes check it with
 //! - [`validate`]: every rule, with field paths in every error
 //! - [`units`]: durations and byte sizes as people write them
 //! - [`defaults`]: every default value
@@ -22,6 +23,7 @@ pub mod app;
 pub mod apply;
 pub mod control;
 pub mod defaults;
+pub mod delta;
 pub mod error;
 pub mod listener;
 pub mod node;
@@ -60,7 +62,7 @@ pub use service::{
 };
 pub use snapshot::{Format, GatewayFile, SCHEMA, Snapshot};
 pub use sync::{
-    ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims, MAX_REPORTED_ENDPOINTS, NodeReport, SyncEnvelope,
-    UnhealthyEndpoint,
+    ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims, DELTA_CONTENT_TYPE, DeltaStep, MAX_REPORTED_ENDPOINTS,
+    NodeReport, SyncDeltas, SyncEnvelope, UnhealthyEndpoint,
 };
 pub use units::{ByteSize, Duration};

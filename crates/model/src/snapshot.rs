@@ -129,10 +129,32 @@ impl Snapshot {
         out
     }
 
-    /// Short version label for logs and metrics: the first 12 hex digits of the hash.
-    pub fn short_version(&self) -> String {
-        self.content_hash()[7..19].to_owned()
+    /// The digest nodes and the control plane identify content by: `msha256:<hex>`, the
+    /// sum of each entity's hash (see [`crate::delta`]). Equal content, equal digest.
+    pub fn digest(&self) -> String {
+        crate::delta::digest(self).to_text()
     }
+
+    /// Whether `hash` names this content: a digest, or the `sha256:` of the whole JSON
+    /// that builds before deltas wrote (their disk caches still load).
+    pub fn hash_matches(&self, hash: &str) -> bool {
+        if hash.starts_with(crate::delta::DIGEST_PREFIX) {
+            self.digest() == hash
+        } else {
+            self.content_hash() == hash
+        }
+    }
+
+    /// Short version label for logs and metrics: the first 12 hex digits of the digest.
+    pub fn short_version(&self) -> String {
+        short_version(&self.digest())
+    }
+}
+
+/// The first 12 hex digits of a hash's text (`msha256:…` or `sha256:…`).
+pub fn short_version(hash: &str) -> String {
+    let hex = hash.split_once(':').map_or(hash, |(_, h)| h);
+    hex.chars().take(12).collect()
 }
 
 impl GatewayFile {

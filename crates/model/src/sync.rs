@@ -19,6 +19,33 @@ pub struct SyncEnvelope {
     pub snapshot: Snapshot,
 }
 
+/// The content type of a [`SyncDeltas`] answer.
+pub const DELTA_CONTENT_TYPE: &str = "application/vnd.portico.delta+json";
+
+/// What changed since the version a node holds: one step per version, applied in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncDeltas {
+    /// The gateway.
+    pub gateway: String,
+    /// The steps, each from the version before it.
+    pub steps: Vec<DeltaStep>,
+}
+
+/// One version's changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaStep {
+    /// The version these changes apply to.
+    pub from: u64,
+    /// The version they make.
+    pub version: u64,
+    /// The digest of the content they make.
+    pub hash: String,
+    /// The changes.
+    pub changes: crate::delta::Changes,
+}
+
 /// What a node reports after every apply and as a heartbeat.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -152,19 +152,20 @@ pub async fn run(mut node: NodeSettings, poll_wait: Duration) -> anyhow::Result<
             .with_context(|| format!("cannot use the cache directory {}", cache_dir.display()))?,
     );
     let cached = node::load_cache(&cache_dir);
+    let empty = Snapshot::default();
     let start_with = match &cached {
         Some(env) => {
             tracing::info!(gateway = %env.gateway, version = env.version, "starting from the cached snapshot");
-            env.snapshot.clone()
+            &env.snapshot
         }
         None => {
             tracing::info!("no cached snapshot: serving nothing until the control plane answers");
-            Snapshot::default()
+            &empty
         }
     };
     let app_files = portico_proxy::apps::AppFiles::new(cache_dir.join("files"));
-    let gateway = Arc::new(start_gateway(&node, &start_with, &cache_dir, &app_files).await?);
-    if let Some(env) = &cached {
+    let gateway = Arc::new(start_gateway(&node, start_with, &cache_dir, &app_files).await?);
+    if let Some(env) = cached {
         node::started_from_cache(&state, env);
     }
     let (stop_tx, stop_rx) = watch::channel(false);

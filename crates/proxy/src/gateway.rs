@@ -185,11 +185,17 @@ impl Gateway {
     /// keep their sockets and get the new routes, removed ones drain. On any error nothing
     /// changes. Returns the applied version.
     pub async fn apply(&self, snapshot: &Snapshot) -> Result<Arc<str>, Error> {
+        self.apply_as(snapshot, &snapshot.short_version()).await
+    }
+
+    /// [`Gateway::apply`], with the version label known (a node has the digest already:
+    /// computing it again would hash every entity).
+    pub async fn apply_as(&self, snapshot: &Snapshot, version: &str) -> Result<Arc<str>, Error> {
         let inner = &self.inner;
         if inner.health.draining.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
-        let rt = match Runtime::compile(snapshot, &inner.cx).await {
+        let rt = match Runtime::compile(snapshot, version, &inner.cx).await {
             Ok(rt) => rt,
             Err(e) => {
                 inner.cx.metrics.reload(false);

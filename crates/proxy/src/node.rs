@@ -15,7 +15,11 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use portico_model::{ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims, NodeReport, SyncEnvelope};
+use portico_model::delta::Held;
+use portico_model::{
+    ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims, DELTA_CONTENT_TYPE, NodeReport, Snapshot,
+    SyncDeltas, SyncEnvelope,
+};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, watch};
 
@@ -66,6 +70,31 @@ pub struct NodeState {
     previous_files: Mutex<std::collections::HashSet<String>>,
     /// The gateway's endpoint health, once the node serves.
     health: std::sync::OnceLock<Arc<crate::upstream::StateRegistry>>,
+    /// The content of the last version received (applied, or refused by the runtime),
+    /// indexed for deltas; none before the first, or after a delta that did not apply.
+    held: Mutex<Option<HeldAt>>,
+    /// Wakes the cache writer: what is held changed.
+    cache_dirty: Notify,
+    /// The version the cache file holds, once this process wrote one.
+    written: Mutex<Option<u64>>,
+}
+
+/// A version's content as the node holds it.
+#[derive(Debug)]
+struct HeldAt {
+    gateway: String,
+    version: u64,
+    hash: String,
+    held: Held,
+}
+
+/// A [`SyncEnvelope`] borrowing what it says, to write the cache without a copy.
+#[derive(serde::Serialize)]
+struct EnvelopeRef<'a> {
+    gateway: &'a str,
+    version: u64,
+    hash: &'a str,
+    snapshot: &'a Snapshot,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -120,6 +149,9 @@ impl NodeState {
             resync: Notify::new(),
             previous_files: Mutex::default(),
             health: std::sync::OnceLock::new(),
+            held: Mutex::default(),
+            cache_dirty: Notify::new(),
+            written: Mutex::default(),
         })
     }
 
@@ -127,6 +159,33 @@ impl NodeState {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, Option<HeldAt>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_written(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Holds `snapshot` as version `version`'s content.
+    fn hold(&self, gateway: &str, version: u64, hash: &str, snapshot: Snapshot) {
+        *self.lock_held() = Some(HeldAt {
+            gateway: gateway.to_owned(),
+            version,
+            hash: hash.to_owned(),
+            held: Held::new(snapshot),
+        });
+    }
+
+    /// The version whose content is held.
+    fn held_version(&self) -> Option<u64> {
+        self.lock_held().as_ref().map(|h| h.version)
     }
 
     fn lock_files(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
@@ -165,13 +224,13 @@ impl NodeState {
         self.lock().version
     }
 
-    fn set_applied(&self, env: &SyncEnvelope) {
+    fn set_applied(&self, gateway: &str, version: u64, hash: &str, snapshot: &Snapshot) {
         let mut a = self.lock();
-        a.gateway = Some(env.gateway.clone());
-        a.version = Some(env.version);
-        a.hash = Some(env.hash.clone());
+        a.gateway = Some(gateway.to_owned());
+        a.version = Some(version);
+        a.hash = Some(hash.to_owned());
         a.last_error = None;
-        a.acme = env.snapshot.acme.hosts.clone();
+        a.acme = snapshot.acme.hosts.clone();
     }
 
     /// An apply failed: reported until an apply succeeds.
@@ -236,7 +295,7 @@ pub fn load_cache(cache_dir: &Path) -> Option<SyncEnvelope> {
     let path = cache_dir.join(CACHE_FILE);
     let text = std::fs::read_to_string(&path).ok()?;
     match serde_json::from_str::<SyncEnvelope>(&text) {
-        Ok(env) if env.snapshot.validate().is_ok() && env.snapshot.content_hash() == env.hash => {
+        Ok(env) if env.snapshot.validate().is_ok() && env.snapshot.hash_matches(&env.hash) => {
             Some(env)
         }
         Ok(_) | Err(_) => {
@@ -261,11 +320,59 @@ fn store_cache(cache_dir: &Path, body: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, cache_dir.join(CACHE_FILE))
 }
 
-/// Marks what the cache held as applied (the node started from it).
-pub fn started_from_cache(state: &NodeState, env: &SyncEnvelope) {
+/// Marks what the cache held as applied (the node started from it), and holds it for
+/// the deltas that follow.
+pub fn started_from_cache(state: &NodeState, env: SyncEnvelope) {
     // Its app files stay until the snapshot after the next one (a rollback needs them).
     *state.lock_files() = app_hashes(&env.snapshot);
-    state.set_applied(env);
+    state.set_applied(&env.gateway, env.version, &env.hash, &env.snapshot);
+    *state.lock_written() = Some(env.version);
+    state.hold(&env.gateway, env.version, &env.hash, env.snapshot);
+}
+
+/// Writes what the node holds to the cache, whenever it changes: a complete snapshot,
+/// written off the sync loop (for a million keys it takes a while).
+async fn cache_writer(state: Arc<NodeState>, dir: PathBuf) {
+    loop {
+        state.cache_dirty.notified().await;
+        write_cache(&state, &dir).await;
+    }
+}
+
+/// Writes the held snapshot to the cache when it is the one served and not written yet.
+async fn write_cache(state: &Arc<NodeState>, dir: &Path) {
+    let st = state.clone();
+    let dir = dir.to_owned();
+    let written = tokio::task::spawn_blocking(move || {
+        let served = st.applied_version();
+        let (version, body) = {
+            let held = st.lock_held();
+            let Some(h) = held.as_ref() else {
+                return Ok(());
+            };
+            // Not a version the runtime refused, not one already on disk.
+            if Some(h.version) != served || *st.lock_written() == Some(h.version) {
+                return Ok(());
+            }
+            let body = serde_json::to_vec(&EnvelopeRef {
+                gateway: &h.gateway,
+                version: h.version,
+                hash: &h.hash,
+                snapshot: h.held.snapshot(),
+            })
+            .map_err(std::io::Error::other)?;
+            (h.version, body)
+        };
+        store_cache(&dir, &body)?;
+        *st.lock_written() = Some(version);
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the snapshot cache"),
+        Err(e) => tracing::warn!(error = %e, "the snapshot cache writer failed"),
+    }
 }
 
 /// Pulls snapshots until `stop` turns true: long-poll, validate, apply, cache, report.
@@ -306,6 +413,7 @@ pub async fn run_sync(
         state.clone(),
         stop.clone(),
     ));
+    let writer = tokio::spawn(cache_writer(state.clone(), settings.cache_dir.clone()));
     let mut backoff = Duration::from_millis(500);
     // A version the node refused: do not fetch it again, wait for a newer one.
     let mut refused: Option<u64> = None;
@@ -326,6 +434,10 @@ pub async fn run_sync(
         );
         if let Some(v) = after {
             url.push_str(&format!("&after={v}"));
+            // Only what changed since, when the node holds that version's content.
+            if state.held_version() == Some(v) {
+                url.push_str("&deltas=true");
+            }
         }
         let req = client
             .get(&url)
@@ -347,10 +459,19 @@ pub async fn run_sync(
                     state.synced();
                     None
                 }
-                StatusCode::OK => match resp.bytes().await {
+                StatusCode::OK => {
+                    let delta = resp
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .is_some_and(|v| v.as_bytes().starts_with(DELTA_CONTENT_TYPE.as_bytes()));
+                    match resp.bytes().await {
                     Ok(body) => {
                         state.synced();
-                        let outcome = apply(&gateway, &settings, &state, &client, &base, &body).await;
+                        let outcome = if delta {
+                            apply_deltas(&gateway, &settings, &state, &client, &base, &body).await
+                        } else {
+                            apply(&gateway, &settings, &state, &client, &base, &body).await
+                        };
                         let transient = match outcome {
                             Ok(()) => {
                                 refused = None;
@@ -368,12 +489,20 @@ pub async fn run_sync(
                                 state.set_apply_error(e.clone());
                                 Some(e)
                             }
+                            // The deltas did not make what the control plane has: the whole
+                            // snapshot, now.
+                            Err(ApplyError::Resync(e)) => {
+                                tracing::warn!(error = %e, "deltas not applied; fetching the whole snapshot");
+                                force = true;
+                                None
+                            }
                         };
                         report(&client, &base, &settings.token, &state);
                         transient
                     }
                     Err(e) => Some(format!("the snapshot download broke off: {e}")),
-                },
+                    }
+                }
                 StatusCode::UNAUTHORIZED => Some(
                     "the control plane refused this node's API token (not linked yet, revoked or rotated); still serving the last snapshot".to_owned(),
                 ),
@@ -395,6 +524,9 @@ pub async fn run_sync(
         }
     }
     heartbeat.abort();
+    writer.abort();
+    // What was applied last is on disk before the node stops.
+    write_cache(&state, &settings.cache_dir).await;
 }
 
 /// Why a snapshot was not applied.
@@ -403,6 +535,8 @@ enum ApplyError {
     Refused(Option<u64>, String),
     /// Its app files could not be fetched now: try again.
     Transient(String),
+    /// Deltas that did not apply to what the node holds: fetch the whole snapshot.
+    Resync(String),
 }
 
 /// Validates and applies one envelope, after fetching the app files it needs.
@@ -420,40 +554,123 @@ async fn apply(
             format!("the snapshot from the control plane is unreadable: {e}"),
         )
     })?;
-    if env.snapshot.content_hash() != env.hash {
+    let SyncEnvelope {
+        gateway: name,
+        version,
+        hash,
+        snapshot,
+    } = env;
+    let held = Held::new(snapshot);
+    if !held.matches(&hash) {
         return Err(ApplyError::Refused(
-            Some(env.version),
-            format!("snapshot {} does not match its hash; refused", env.version),
+            Some(version),
+            format!("snapshot {version} does not match its hash; refused"),
         ));
     }
-    if let Err(e) = env.snapshot.validate() {
+    if let Err(e) = held.snapshot().validate() {
         return Err(ApplyError::Refused(
-            Some(env.version),
-            format!(
-                "snapshot {} is invalid and was not applied: {e}",
-                env.version
-            ),
+            Some(version),
+            format!("snapshot {version} is invalid and was not applied: {e}"),
         ));
     }
+    let held = HeldAt {
+        gateway: name,
+        version,
+        hash,
+        held,
+    };
+    let applied = serve(gateway, settings, state, client, base, &held).await;
+    // Held even when the runtime refused it: the next version's deltas apply to it.
+    *state.lock_held() = match applied {
+        Err(ApplyError::Transient(_)) => None,
+        _ => Some(held),
+    };
+    if applied.is_ok() {
+        state.cache_dirty.notify_one();
+    }
+    applied
+}
+
+/// Applies a chain of deltas to what the node holds, checks the digest after each step,
+/// and serves the result. Anything wrong on the way is [`ApplyError::Resync`]: what is held
+/// is dropped and the whole snapshot fetched.
+async fn apply_deltas(
+    gateway: &Gateway,
+    settings: &SyncSettings,
+    state: &NodeState,
+    client: &reqwest::Client,
+    base: &str,
+    body: &[u8],
+) -> Result<(), ApplyError> {
+    let deltas: SyncDeltas = serde_json::from_slice(body)
+        .map_err(|e| ApplyError::Resync(format!("the deltas are unreadable: {e}")))?;
+    // Taken: until the steps apply, nothing is held.
+    let taken = state.lock_held().take();
+    let mut held = taken.ok_or_else(|| ApplyError::Resync("no snapshot is held".into()))?;
+    if deltas.gateway != held.gateway {
+        return Err(ApplyError::Resync(format!(
+            "the deltas are for gateway `{}`, the node holds `{}`",
+            deltas.gateway, held.gateway
+        )));
+    }
+    let steps = deltas.steps.len();
+    let mut entities = 0;
+    for step in deltas.steps {
+        if step.from != held.version {
+            return Err(ApplyError::Resync(format!(
+                "a delta from version {} came for version {}",
+                step.from, held.version
+            )));
+        }
+        entities += step.changes.len();
+        held.held
+            .apply(step.changes, &step.hash)
+            .map_err(|e| ApplyError::Resync(format!("version {}: {e}", step.version)))?;
+        held.version = step.version;
+        held.hash = step.hash;
+    }
+    tracing::debug!(version = held.version, steps, entities, "deltas applied");
+    let applied = serve(gateway, settings, state, client, base, &held).await;
+    *state.lock_held() = match applied {
+        Err(ApplyError::Transient(_)) => None,
+        _ => Some(held),
+    };
+    if applied.is_ok() {
+        state.cache_dirty.notify_one();
+    }
+    applied
+}
+
+/// Fetches the app files of what is held, serves it, and marks it applied.
+async fn serve(
+    gateway: &Gateway,
+    settings: &SyncSettings,
+    state: &NodeState,
+    client: &reqwest::Client,
+    base: &str,
+    held: &HeldAt,
+) -> Result<(), ApplyError> {
+    let version = held.version;
+    let snapshot = held.held.snapshot();
     if let Some(files) = &settings.app_files {
-        fetch_app_files(client, base, &settings.token, files, &env.snapshot)
+        fetch_app_files(client, base, &settings.token, files, snapshot)
             .await
             .map_err(|e| {
-                ApplyError::Transient(format!(
-                    "snapshot {} waits for its app files: {e}",
-                    env.version
-                ))
+                ApplyError::Transient(format!("snapshot {version} waits for its app files: {e}"))
             })?;
     }
-    gateway.apply(&env.snapshot).await.map_err(|e| {
-        ApplyError::Refused(
-            Some(env.version),
-            format!("snapshot {} could not be applied: {e}", env.version),
-        )
-    })?;
+    gateway
+        .apply_as(snapshot, &portico_model::snapshot::short_version(&held.hash))
+        .await
+        .map_err(|e| {
+            ApplyError::Refused(
+                Some(version),
+                format!("snapshot {version} could not be applied: {e}"),
+            )
+        })?;
     if let Some(files) = &settings.app_files {
         // Keep the files of this snapshot and the one before (a rollback needs no fetch).
-        let now_serving = app_hashes(&env.snapshot);
+        let now_serving = app_hashes(snapshot);
         let mut keep = now_serving.clone();
         {
             let mut prev = state.lock_files();
@@ -466,11 +683,8 @@ async fn apply(
             tracing::info!(files = removed, "app files no longer served removed");
         }
     }
-    state.set_applied(&env);
-    tracing::info!(gateway = %env.gateway, version = env.version, hash = %env.hash, "snapshot applied");
-    if let Err(e) = store_cache(&settings.cache_dir, body) {
-        tracing::warn!(error = %e, "cannot write the snapshot cache");
-    }
+    state.set_applied(&held.gateway, version, &held.hash, snapshot);
+    tracing::info!(gateway = %held.gateway, version, hash = %held.hash, "snapshot applied");
     Ok(())
 }
 

@@ -235,10 +235,11 @@ pub struct Context {
 }
 
 impl Runtime {
-    /// Validates and compiles `snapshot`; resolves services' DNS names.
-    pub async fn compile(snapshot: &Snapshot, cx: &Context) -> Result<Self, Error> {
+    /// Validates and compiles `snapshot`, labelled `version` in logs and metrics; resolves
+    /// services' DNS names.
+    pub async fn compile(snapshot: &Snapshot, version: &str, cx: &Context) -> Result<Self, Error> {
         snapshot.validate()?;
-        let version: Arc<str> = snapshot.short_version().into();
+        let version: Arc<str> = version.into();
         let mut services = HashMap::new();
         for s in &snapshot.services {
             let tls = s

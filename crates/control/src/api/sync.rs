@@ -24,8 +24,12 @@ pub(super) async fn gateway_auth(
 
 #[derive(Debug, Deserialize)]
 pub(super) struct SyncQuery {
+    /// The version the node holds.
     after: Option<u64>,
+    /// Longest to wait for a newer one, in seconds.
     wait: Option<u64>,
+    /// The node applies deltas to the version it holds (`after`).
+    deltas: Option<bool>,
 }
 
 pub(super) async fn sync_snapshot(
@@ -42,6 +46,20 @@ pub(super) async fn sync_snapshot(
     loop {
         let v = *rx.borrow_and_update();
         if v > 0 && Some(v) != q.after {
+            if let (Some(after), Some(true)) = (q.after, q.deltas)
+                && let Some(chain) = st
+                    .store
+                    .delta_chain(owner.gateway_id, &owner.name, after, v)
+                    .await?
+            {
+                let mut resp =
+                    ([(header::CONTENT_TYPE, portico_model::DELTA_CONTENT_TYPE)], chain)
+                        .into_response();
+                if let Ok(e) = HeaderValue::from_str(&format!("\"{v}\"")) {
+                    resp.headers_mut().insert(header::ETAG, e);
+                }
+                return Ok(resp);
+            }
             let snap = st
                 .store
                 .snapshot(owner.gateway_id)

@@ -375,6 +375,60 @@ impl Store {
         }
     }
 
+    /// What changed from version `after` to `current` of a gateway's snapshot, as the
+    /// JSON of a [`portico_model::SyncDeltas`]: `None` when a step is no longer kept (or
+    /// was never stored) or the steps together are larger than the whole snapshot, and the
+    /// node should fetch that instead. Private keys in clear: for the gateway's own nodes.
+    pub async fn delta_chain(
+        &self,
+        gateway_id: i64,
+        gateway: &str,
+        after: u64,
+        current: u64,
+    ) -> Result<Option<String>, Error> {
+        if after >= current || current - after > super::DELTAS_KEPT as u64 {
+            return Ok(None);
+        }
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT version, hash, body FROM snapshot_deltas \
+             WHERE gateway_id = $1 AND version > $2 AND version <= $3 ORDER BY version",
+        )
+        .bind(gateway_id)
+        .bind(after as i64)
+        .bind(current as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.len() as u64 != current - after {
+            return Ok(None);
+        }
+        let whole: Option<i64> =
+            sqlx::query_scalar("SELECT LENGTH(body) FROM snapshots WHERE gateway_id = $1")
+                .bind(gateway_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let mut out = format!("{{\"gateway\":{},\"steps\":[", to_json(&gateway)?);
+        let mut from = after;
+        for (i, (version, hash, body)) in rows.into_iter().enumerate() {
+            if version as u64 != from + 1 {
+                return Ok(None);
+            }
+            let changes = open_body(self.sealer.as_deref(), body)?;
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!(
+                "{{\"from\":{from},\"version\":{version},\"hash\":{},\"changes\":{changes}}}",
+                to_json(&hash)?
+            ));
+            from = version as u64;
+            if whole.is_some_and(|w| out.len() as i64 > w) {
+                return Ok(None);
+            }
+        }
+        out.push_str("]}");
+        Ok(Some(out))
+    }
+
     /// A gateway's compiled snapshot, its private keys in clear: for the gateway's own
     /// nodes only (the sync endpoint, the built-in gateway).
     pub async fn snapshot(&self, gateway_id: i64) -> Result<Option<SnapshotRecord>, Error> {

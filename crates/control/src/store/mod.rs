@@ -98,6 +98,7 @@ migrations! {
     16 "app files in the database" "0016_blob_chunks.sql",
     17 "sign-in failures" "0017_signin_failures.sql",
     18 "endpoint health in node reports" "0018_endpoint_health.sql",
+    19 "snapshot deltas" "0019_snapshot_deltas.sql",
 }
 
 /// The schema version this Portico writes (its last migration).
@@ -1213,7 +1214,7 @@ async fn compile_and_store(
             }
         }
         let warnings = to_json(&warnings)?;
-        let hash = snapshot.content_hash();
+        let hash = snapshot.digest();
         let private = carries_private_keys(&snapshot);
         let current = current_version.zip(current_hash);
         let version = match &current {
@@ -1238,6 +1239,9 @@ async fn compile_and_store(
             Some((v, _)) => v + 1,
             None => 1,
         };
+        if current.is_some() {
+            store_delta(conn, sealer, gid, version, &hash, &snapshot, private).await?;
+        }
         let body = to_json(&SyncEnvelope {
             gateway: gateway.name.clone(),
             version: version as u64,
@@ -1261,6 +1265,65 @@ async fn compile_and_store(
         moved.push((gid, version as u64));
     }
     Ok((moved, new_collisions))
+}
+
+/// How many versions back a gateway's deltas are kept: a node further behind fetches the
+/// whole snapshot.
+pub const DELTAS_KEPT: i64 = 64;
+
+/// Stores what changed from the gateway's stored snapshot to `snapshot` (version
+/// `version`), and forgets deltas more than [`DELTAS_KEPT`] versions old. When the two
+/// cannot be compared (a stored snapshot from an older build, unnamed routes) nothing is
+/// stored, and nodes behind this version fetch the whole snapshot.
+async fn store_delta(
+    conn: &mut AnyConnection,
+    sealer: Option<&crate::secrets::Sealer>,
+    gid: i64,
+    version: i64,
+    hash: &str,
+    snapshot: &portico_model::Snapshot,
+    private: bool,
+) -> Result<(), Error> {
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT body FROM snapshots WHERE gateway_id = $1")
+            .bind(gid)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let changes = stored
+        .map(|b| open_body(sealer, b))
+        .transpose()?
+        .and_then(|b| serde_json::from_str::<SyncEnvelope>(&b).ok())
+        .map(|old| portico_model::delta::diff(&old.snapshot, snapshot));
+    // A delta row left at this version (by a store this one was imported over) must go.
+    sqlx::query("DELETE FROM snapshot_deltas WHERE gateway_id = $1 AND version = $2")
+        .bind(gid)
+        .bind(version)
+        .execute(&mut *conn)
+        .await?;
+    match changes {
+        Some(Ok(changes)) => {
+            let body = seal_body(sealer, to_json(&changes)?, private)?;
+            sqlx::query(
+                "INSERT INTO snapshot_deltas (gateway_id, version, hash, body) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(gid)
+            .bind(version)
+            .bind(hash)
+            .bind(body)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Some(Err(e)) => {
+            tracing::debug!(gateway_id = gid, version, error = %e, "no delta: nodes fetch the whole snapshot")
+        }
+        None => {}
+    }
+    sqlx::query("DELETE FROM snapshot_deltas WHERE gateway_id = $1 AND version <= $2")
+        .bind(gid)
+        .bind(version - DELTAS_KEPT)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
