@@ -370,9 +370,17 @@ macro_rules! keyed {
     };
 }
 
-keyed!(Listener, Kind::Listener, "listener", |l| l.effective_name().into());
-keyed!(Service, Kind::Service, "service", |s| s.name.as_str().into());
-keyed!(ApiKeyGrant, Kind::ApiKey, "API key", |k| k.hash.as_str().into());
+keyed!(Listener, Kind::Listener, "listener", |l| l
+    .effective_name()
+    .into());
+keyed!(Service, Kind::Service, "service", |s| s
+    .name
+    .as_str()
+    .into());
+keyed!(ApiKeyGrant, Kind::ApiKey, "API key", |k| k
+    .hash
+    .as_str()
+    .into());
 keyed!(ConsumerLimits, Kind::Consumer, "consumer", |c| c
     .name
     .as_str()
@@ -428,8 +436,7 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Result<Changes, DeltaError> {
     let mut c = Changes::default();
     (c.listeners, c.removed.listeners) = diff_kind(&old.listeners, &new.listeners)?;
     (c.services, c.removed.services) = diff_kind(&old.services, &new.services)?;
-    (c.api_keys, c.removed.api_keys) =
-        diff_kind(&old.security.api_keys, &new.security.api_keys)?;
+    (c.api_keys, c.removed.api_keys) = diff_kind(&old.security.api_keys, &new.security.api_keys)?;
     (c.consumers, c.removed.consumers) =
         diff_kind(&old.security.consumers, &new.security.consumers)?;
     (c.tiers, c.removed.tiers) = diff_kind(&old.security.tiers, &new.security.tiers)?;
@@ -437,7 +444,8 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Result<Changes, DeltaError> {
     // Routes: an entity is the route and the name of the one before it.
     let old_names = route_names(&old.routes)?;
     let new_names = route_names(&new.routes)?;
-    let mut before: HashMap<&str, (Option<&str>, &Route)> = HashMap::with_capacity(old.routes.len());
+    let mut before: HashMap<&str, (Option<&str>, &Route)> =
+        HashMap::with_capacity(old.routes.len());
     for (i, r) in old.routes.iter().enumerate() {
         let prev = i.checked_sub(1).map(|p| old_names[p]);
         if before.insert(old_names[i], (prev, r)).is_some() {

@@ -62,7 +62,7 @@ pub use service::{
 };
 pub use snapshot::{Format, GatewayFile, SCHEMA, Snapshot};
 pub use sync::{
-    ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims, DELTA_CONTENT_TYPE, DeltaStep, MAX_REPORTED_ENDPOINTS,
-    NodeReport, SyncDeltas, SyncEnvelope, UnhealthyEndpoint,
+    ADMIN_AUDIENCE, ADMIN_ISSUER, AdminClaims, DELTA_CONTENT_TYPE, DeltaStep,
+    MAX_REPORTED_ENDPOINTS, NodeReport, SyncDeltas, SyncEnvelope, UnhealthyEndpoint,
 };
 pub use units::{ByteSize, Duration};

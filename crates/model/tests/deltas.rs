@@ -108,7 +108,11 @@ fn one_changed_entity_travels_alone() {
     new.security.api_keys.push(key(9, "c9"));
     assert_eq!(round_trip(&old, &new), 1);
     let mut new = full();
-    let b = new.routes.iter().position(|r| r.name.as_deref() == Some("b")).unwrap();
+    let b = new
+        .routes
+        .iter()
+        .position(|r| r.name.as_deref() == Some("b"))
+        .unwrap();
     new.routes[b] = fixed("b", "changed");
     assert_eq!(round_trip(&old, &new), 1);
     // Inserting a route moves the one after it too (its predecessor changed).
@@ -117,7 +121,11 @@ fn one_changed_entity_travels_alone() {
     assert_eq!(round_trip(&old, &new), 2);
     // Removing one re-places its follower.
     let mut new = full();
-    let i = new.routes.iter().position(|r| r.name.as_deref() == Some("b")).unwrap();
+    let i = new
+        .routes
+        .iter()
+        .position(|r| r.name.as_deref() == Some("b"))
+        .unwrap();
     new.routes.remove(i);
     assert_eq!(round_trip(&old, &new), 2);
 }
@@ -155,7 +163,11 @@ fn every_kind_of_entity_can_be_removed() {
 fn a_delta_applied_to_other_content_is_caught() {
     let old = full();
     let mut new = full();
-    let a = new.routes.iter().position(|r| r.name.as_deref() == Some("a")).unwrap();
+    let a = new
+        .routes
+        .iter()
+        .position(|r| r.name.as_deref() == Some("a"))
+        .unwrap();
     new.routes[a] = fixed("a", "changed");
     let changes = delta::diff(&old, &new).unwrap();
     // The node's copy differs from what the control plane diffed against.

@@ -109,6 +109,18 @@ struct Applied {
     sync_error: Option<String>,
     last_sync: Option<u64>,
     acme: Vec<portico_model::AcmeHostStatus>,
+    /// How updates arrived since the node started.
+    updates: Updates,
+}
+
+/// How updates arrived: whole snapshots, chains of deltas, and deltas that did not apply
+/// (each followed by a whole snapshot).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+struct Updates {
+    snapshots: u64,
+    deltas: u64,
+    resyncs: u64,
+    last_resync: Option<String>,
 }
 
 impl NodeState {
@@ -262,6 +274,7 @@ impl NodeState {
             "sync_error": a.sync_error,
             "last_sync": a.last_sync,
             "certificates": a.acme,
+            "updates": a.updates,
             "endpoints": self.health.get().map(|r| r.health()).unwrap_or_default(),
         })
     }
@@ -472,6 +485,10 @@ pub async fn run_sync(
                         } else {
                             apply(&gateway, &settings, &state, &client, &base, &body).await
                         };
+                        if outcome.is_ok() {
+                            let u = &mut state.lock().updates;
+                            if delta { u.deltas += 1 } else { u.snapshots += 1 }
+                        }
                         let transient = match outcome {
                             Ok(()) => {
                                 refused = None;
@@ -493,6 +510,10 @@ pub async fn run_sync(
                             // snapshot, now.
                             Err(ApplyError::Resync(e)) => {
                                 tracing::warn!(error = %e, "deltas not applied; fetching the whole snapshot");
+                                let mut a = state.lock();
+                                a.updates.resyncs += 1;
+                                a.updates.last_resync = Some(e);
+                                drop(a);
                                 force = true;
                                 None
                             }
@@ -660,7 +681,10 @@ async fn serve(
             })?;
     }
     gateway
-        .apply_as(snapshot, &portico_model::snapshot::short_version(&held.hash))
+        .apply_as(
+            snapshot,
+            &portico_model::snapshot::short_version(&held.hash),
+        )
         .await
         .map_err(|e| {
             ApplyError::Refused(

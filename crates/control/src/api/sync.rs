@@ -52,9 +52,11 @@ pub(super) async fn sync_snapshot(
                     .delta_chain(owner.gateway_id, &owner.name, after, v)
                     .await?
             {
-                let mut resp =
-                    ([(header::CONTENT_TYPE, portico_model::DELTA_CONTENT_TYPE)], chain)
-                        .into_response();
+                let mut resp = (
+                    [(header::CONTENT_TYPE, portico_model::DELTA_CONTENT_TYPE)],
+                    chain,
+                )
+                    .into_response();
                 if let Ok(e) = HeaderValue::from_str(&format!("\"{v}\"")) {
                     resp.headers_mut().insert(header::ETAG, e);
                 }

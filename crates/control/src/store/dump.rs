@@ -397,7 +397,11 @@ impl Store {
             Vec::new()
         };
         // A store of an older schema (a scratch one upgrading a dump) lacks later tables.
-        for table in TABLES.iter().rev().chain(&["blob_chunks", "snapshot_deltas"]) {
+        for table in TABLES
+            .iter()
+            .rev()
+            .chain(&["blob_chunks", "snapshot_deltas"])
+        {
             if self.columns(&mut tx, table).await?.is_empty() {
                 continue;
             }
@@ -669,8 +673,13 @@ mod tests {
         // forgotten in minutes anyway; snapshot deltas are dropped on import (nodes fetch
         // whole snapshots after it).
         tables.retain(|t| {
-            !["schema_migrations", "blob_chunks", "signin_failures", "snapshot_deltas"]
-                .contains(&t.as_str())
+            ![
+                "schema_migrations",
+                "blob_chunks",
+                "signin_failures",
+                "snapshot_deltas",
+            ]
+            .contains(&t.as_str())
         });
         tables.sort();
         let mut dumped: Vec<String> = TABLES.iter().map(|t| (*t).to_owned()).collect();
