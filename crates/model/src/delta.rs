@@ -728,6 +728,9 @@ fn apply_routes(
     if put.is_empty() && remove.is_empty() {
         return Ok(());
     }
+    if remove.is_empty() && replace_in_place(routes, d, &put) {
+        return Ok(());
+    }
     let mut touched: std::collections::HashSet<String> = remove.iter().cloned().collect();
     for (i, p) in put.iter().enumerate() {
         touched.insert(p.route.name.clone().ok_or(DeltaError::UnnamedRoute(i))?);
@@ -789,6 +792,48 @@ fn apply_routes(
         return Err(DeltaError::NoRouteBefore { route, after });
     }
     Ok(())
+}
+
+/// The common change, routes edited where they stand: each placed route exists and still
+/// follows the route the delta names, so it is replaced in place (no route moves, no
+/// other link changes). Answers false, touching nothing, when that is not the case.
+fn replace_in_place(routes: &mut [Route], d: &mut Digest, put: &[PlacedRoute]) -> bool {
+    let mut at = Vec::with_capacity(put.len());
+    for p in put {
+        let Some(name) = p.route.name.as_deref() else {
+            return false;
+        };
+        let Some(i) = routes.iter().position(|r| r.name.as_deref() == Some(name)) else {
+            return false;
+        };
+        let before = i.checked_sub(1).and_then(|b| routes[b].name.as_deref());
+        if before != p.after.as_deref() {
+            return false;
+        }
+        at.push(i);
+    }
+    for (p, i) in put.iter().zip(at) {
+        let name = p.route.name.as_deref().unwrap_or_default();
+        let after = p.after.as_deref();
+        d.remove(
+            Kind::Route,
+            name,
+            &PlacedRef {
+                after,
+                route: &routes[i],
+            },
+        );
+        d.add(
+            Kind::Route,
+            name,
+            &PlacedRef {
+                after,
+                route: &p.route,
+            },
+        );
+        routes[i] = p.route.clone();
+    }
+    true
 }
 
 /// Keeps `Security` in this module's view: every field is a list kind or a single.

@@ -1,5 +1,7 @@
 //! Route lookup. Built once per Snapshot; a lookup costs a few hash probes and one walk of
-//! the path through a radix trie, flat in the number of routes.
+//! the path through a radix trie, flat in the number of routes. A change to some routes
+//! rebuilds only the tables of the hosts they were or are on ([`Router::update`]): the
+//! others are shared with the router before.
 //!
 //! Precedence, highest first (documented in the README):
 //! 1. explicit `priority`, lower first; any priority before none;
@@ -10,7 +12,8 @@
 
 mod trie;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
 use portico_model::validate::{HeaderCondition, QueryCondition, anchored_regex};
@@ -39,20 +42,32 @@ pub struct Request<'a> {
 }
 
 /// The route table of one listener.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Router {
-    exact_hosts: HashMap<Box<str>, Table>,
+    exact_hosts: HashMap<Box<str>, Arc<Table>>,
     /// Keyed by the suffix with its leading dot: `*.example.com` is stored as `.example.com`.
-    wildcard_hosts: HashMap<Box<str>, Table>,
-    any_host: Table,
-    conditions: Vec<Conditions>,
+    wildcard_hosts: HashMap<Box<str>, Arc<Table>>,
+    any_host: Arc<Table>,
+    /// Each route's compiled conditions and where it is, by route id.
+    placed: Vec<Option<Arc<Placed>>>,
+}
+
+/// One route compiled for the tables: its conditions, its path slot, its precedence key
+/// without host and order, and the tables it is in.
+#[derive(Debug)]
+struct Placed {
+    conds: Arc<Conditions>,
+    slot: PathSlot,
+    tail: u128,
+    homes: Vec<(TableKey, u128)>,
 }
 
 /// One route's place in a table, with its precedence key (lower wins).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Entry {
     key: u128,
     route: u32,
+    conds: Arc<Conditions>,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +76,8 @@ struct Table {
     prefixes: Trie,
     regex: Vec<Entry>,
     rest: Vec<Entry>,
+    /// The routes in it.
+    members: Vec<u32>,
 }
 
 /// Everything a route checks besides host and (non-regex) path.
@@ -104,6 +121,7 @@ enum QueryKind {
 }
 
 /// Where a route's path condition puts it.
+#[derive(Debug)]
 enum PathSlot {
     Exact(String),
     Prefix(String, bool),
@@ -117,9 +135,10 @@ const PATH_REST: u128 = 1 << 22;
 const MAX_PREFIX: usize = (1 << 20) - 1;
 
 /// Which table a route goes into for one of its hosts.
-enum TableRef {
-    Exact(String),
-    Wildcard(String),
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum TableKey {
+    Exact(Box<str>),
+    Wildcard(Box<str>),
     Any,
 }
 
@@ -129,39 +148,120 @@ impl Router {
         routes: impl IntoIterator<Item = (u32, Option<u32>, &'a RouteMatch)>,
     ) -> Result<Self, Error> {
         let mut router = Router::default();
-        for (order, (id, priority, m)) in routes.into_iter().enumerate() {
-            let (conds, slot, path_rank) =
-                compile_conditions(m).map_err(|e| Error::Route(format!("route {id}: {e}")))?;
+        let mut order = Vec::new();
+        let mut tables: HashMap<TableKey, Table> = HashMap::new();
+        for (i, (id, priority, m)) in routes.into_iter().enumerate() {
+            let placed = place(id, priority, m)?;
             let idx = id as usize;
-            if router.conditions.len() <= idx {
-                router.conditions.resize_with(idx + 1, Conditions::default);
+            if router.placed.len() <= idx {
+                router.placed.resize_with(idx + 1, || None);
+                order.resize(idx + 1, 0);
             }
-            let tail = tail_key(priority, path_rank, &conds, order as u32);
-            router.conditions[idx] = conds;
-            for (table, host_rank) in table_refs(&m.hosts) {
-                let entry = Entry {
-                    key: with_host(tail, host_rank),
-                    route: id,
-                };
-                router.table_mut(table).insert(&slot, entry);
+            order[idx] = i as u32;
+            for (home, _) in &placed.homes {
+                tables.entry(home.clone()).or_default().members.push(id);
             }
+            router.placed[idx] = Some(Arc::new(placed));
         }
-        router.any_host.sort();
-        for t in router
-            .exact_hosts
-            .values_mut()
-            .chain(router.wildcard_hosts.values_mut())
-        {
-            t.sort();
+        for (key, mut table) in tables {
+            let members = std::mem::take(&mut table.members);
+            let table = router.fill(&key, members, &|id| order[id as usize]);
+            router.set(key, table);
         }
         Ok(router)
     }
 
-    fn table_mut(&mut self, r: TableRef) -> &mut Table {
-        match r {
-            TableRef::Exact(h) => self.exact_hosts.entry(h.into()).or_default(),
-            TableRef::Wildcard(suffix) => self.wildcard_hosts.entry(suffix.into()).or_default(),
-            TableRef::Any => &mut self.any_host,
+    /// The router with routes changed: each `(id, Some((priority, match)))` is added or
+    /// replaced, each `(id, None)` removed. Only the tables those routes were or are in
+    /// are built again, their routes ranked by `order` (their definition order now); the
+    /// other tables are shared with `self`.
+    pub fn update(
+        &self,
+        changes: &[(u32, Option<(Option<u32>, &RouteMatch)>)],
+        order: &dyn Fn(u32) -> u32,
+    ) -> Result<Self, Error> {
+        let mut next = self.clone();
+        let mut touched: HashSet<TableKey> = HashSet::new();
+        let mut changed: HashSet<u32> = HashSet::new();
+        for (id, new) in changes {
+            let idx = *id as usize;
+            if next.placed.len() <= idx {
+                next.placed.resize_with(idx + 1, || None);
+            }
+            if let Some(old) = next.placed[idx].take() {
+                touched.extend(old.homes.iter().map(|(k, _)| k.clone()));
+            }
+            if let Some((priority, m)) = new {
+                let placed = place(*id, *priority, m)?;
+                touched.extend(placed.homes.iter().map(|(k, _)| k.clone()));
+                next.placed[idx] = Some(Arc::new(placed));
+            }
+            changed.insert(*id);
+        }
+        for key in touched {
+            let mut members: Vec<u32> = next
+                .table(&key)
+                .map(|t| {
+                    t.members
+                        .iter()
+                        .copied()
+                        .filter(|m| !changed.contains(m))
+                        .collect()
+                })
+                .unwrap_or_default();
+            members.extend(changed.iter().copied().filter(|id| {
+                next.placed[*id as usize]
+                    .as_ref()
+                    .is_some_and(|p| p.homes.iter().any(|(k, _)| *k == key))
+            }));
+            let table = next.fill(&key, members, order);
+            next.set(key, table);
+        }
+        Ok(next)
+    }
+
+    /// A table of `members`, ranked by `order`.
+    fn fill(&self, key: &TableKey, members: Vec<u32>, order: &dyn Fn(u32) -> u32) -> Table {
+        let mut t = Table::default();
+        for &id in &members {
+            let Some(p) = self.placed.get(id as usize).and_then(Option::as_ref) else {
+                continue;
+            };
+            let Some((_, host_rank)) = p.homes.iter().find(|(k, _)| k == key) else {
+                continue;
+            };
+            t.insert(
+                &p.slot,
+                Entry {
+                    key: with_host(p.tail | order(id) as u128, *host_rank),
+                    route: id,
+                    conds: p.conds.clone(),
+                },
+            );
+        }
+        t.members = members;
+        t.sort();
+        t
+    }
+
+    fn table(&self, key: &TableKey) -> Option<&Arc<Table>> {
+        match key {
+            TableKey::Exact(h) => self.exact_hosts.get(h),
+            TableKey::Wildcard(s) => self.wildcard_hosts.get(s),
+            TableKey::Any => Some(&self.any_host),
+        }
+    }
+
+    /// Puts `table` in its place (an empty one leaves).
+    fn set(&mut self, key: TableKey, table: Table) {
+        let empty = table.members.is_empty();
+        let table = Arc::new(table);
+        match key {
+            TableKey::Exact(h) if empty => drop(self.exact_hosts.remove(&h)),
+            TableKey::Wildcard(s) if empty => drop(self.wildcard_hosts.remove(&s)),
+            TableKey::Exact(h) => drop(self.exact_hosts.insert(h, table)),
+            TableKey::Wildcard(s) => drop(self.wildcard_hosts.insert(s, table)),
+            TableKey::Any => self.any_host = table,
         }
     }
 
@@ -211,7 +311,7 @@ impl Router {
             if e.key >= best.key {
                 break;
             }
-            let c = &self.conditions[e.route as usize];
+            let c = &e.conds;
             if c.path_regex.as_ref().is_some_and(|r| r.is_match(req.path)) && c.matches(req) {
                 *best = Best {
                     key: e.key,
@@ -229,7 +329,7 @@ impl Router {
             if e.key >= best.key {
                 return;
             }
-            if self.conditions[e.route as usize].matches(req) {
+            if e.conds.matches(req) {
                 *best = Best {
                     key: e.key,
                     route: e.route,
@@ -245,9 +345,21 @@ struct Best {
     route: u32,
 }
 
-fn table_refs(hosts: &[String]) -> Vec<(TableRef, u128)> {
+/// Compiles a route for the tables.
+fn place(id: u32, priority: Option<u32>, m: &RouteMatch) -> Result<Placed, Error> {
+    let (conds, slot, path_rank) =
+        compile_conditions(m).map_err(|e| Error::Route(format!("route {id}: {e}")))?;
+    Ok(Placed {
+        tail: tail_key(priority, path_rank, &conds, 0),
+        conds: Arc::new(conds),
+        slot,
+        homes: table_refs(&m.hosts),
+    })
+}
+
+fn table_refs(hosts: &[String]) -> Vec<(TableKey, u128)> {
     if hosts.is_empty() {
-        return vec![(TableRef::Any, HOST_ANY)];
+        return vec![(TableKey::Any, HOST_ANY)];
     }
     let mut lower: Vec<String> = hosts
         .iter()
@@ -260,15 +372,16 @@ fn table_refs(hosts: &[String]) -> Vec<(TableRef, u128)> {
         .map(|h| match h.strip_prefix('*') {
             Some(suffix) => {
                 let rank = 1 + (1000 - suffix.len().min(999)) as u128;
-                (TableRef::Wildcard(suffix.to_owned()), rank)
+                (TableKey::Wildcard(suffix.into()), rank)
             }
-            None => (TableRef::Exact(h), 0),
+            None => (TableKey::Exact(h.into()), 0),
         })
         .collect()
 }
 
 impl Table {
     fn insert(&mut self, slot: &PathSlot, entry: Entry) {
+        // (Entries are cloned from `Placed`; the slot says where they go.)
         match slot {
             PathSlot::Exact(p) => self.exact.entry(p.as_str().into()).or_default().push(entry),
             PathSlot::Prefix(p, segment) => self.prefixes.insert(p.as_bytes(), entry, *segment),

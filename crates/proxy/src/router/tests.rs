@@ -340,3 +340,96 @@ proptest::proptest! {
         let _ = f.router.lookup(&req);
     }
 }
+
+/// A route for the update tests: one of three hosts (or none), a path kind, a priority.
+fn change_route(seed: u32) -> (Option<u32>, RouteMatch) {
+    let hosts = match seed % 4 {
+        0 => vec![],
+        1 => vec!["a.example.com".to_owned()],
+        2 => vec!["*.example.com".to_owned()],
+        _ => vec!["b.example.com".to_owned(), "a.example.com".to_owned()],
+    };
+    let path = match (seed / 4) % 4 {
+        0 => Some(PathMatch::Exact("/x".into())),
+        1 => Some(PathMatch::Prefix("/".into())),
+        2 => Some(PathMatch::Prefix("/x".into())),
+        _ => None,
+    };
+    let priority = (seed % 7 == 0).then_some(seed % 3);
+    (
+        priority,
+        RouteMatch {
+            hosts,
+            path,
+            ..RouteMatch::default()
+        },
+    )
+}
+
+proptest::proptest! {
+    /// A router updated with some routes added, changed and removed answers every request
+    /// as one built from scratch with the same routes in the same order.
+    #[test]
+    fn an_updated_router_answers_as_one_built_whole(
+        before in proptest::collection::vec(0u32..64, 1..24),
+        edits in proptest::collection::vec((0usize..24, proptest::option::of(0u32..64), 0usize..30), 0..8),
+    ) {
+        // (stable id, route) in definition order.
+        let mut list: Vec<(u32, (Option<u32>, RouteMatch))> =
+            before.iter().enumerate().map(|(i, s)| (i as u32, change_route(*s))).collect();
+        let old = Router::build(list.iter().map(|(id, (p, m))| (*id, *p, m))).unwrap();
+        let mut next_id = list.len() as u32;
+        let mut changed: Vec<(u32, Option<(Option<u32>, RouteMatch)>)> = Vec::new();
+        for (at, new, pos) in edits {
+            match new {
+                // Remove the route at `at`.
+                None if !list.is_empty() => {
+                    let (id, _) = list.remove(at % list.len());
+                    changed.retain(|(c, _)| *c != id);
+                    changed.push((id, None));
+                }
+                None => {}
+                // Add a route at `pos`, or change the one at `at`.
+                Some(seed) if pos % 2 == 0 || list.is_empty() => {
+                    let id = next_id;
+                    next_id += 1;
+                    let r = change_route(seed);
+                    list.insert(pos % (list.len() + 1), (id, r.clone()));
+                    changed.push((id, Some(r)));
+                }
+                Some(seed) => {
+                    let i = at % list.len();
+                    let r = change_route(seed);
+                    list[i].1 = r.clone();
+                    let id = list[i].0;
+                    changed.retain(|(c, _)| *c != id);
+                    changed.push((id, Some(r)));
+                }
+            }
+        }
+        let whole = Router::build(list.iter().map(|(id, (p, m))| (*id, *p, m))).unwrap();
+        let position: HashMap<u32, u32> =
+            list.iter().enumerate().map(|(i, (id, _))| (*id, i as u32)).collect();
+        let refs: Vec<(u32, Option<(Option<u32>, &RouteMatch)>)> = changed
+            .iter()
+            .map(|(id, r)| (*id, r.as_ref().map(|(p, m)| (*p, m))))
+            .collect();
+        let updated = old
+            .update(&refs, &|id| position.get(&id).copied().unwrap_or(u32::MAX))
+            .unwrap();
+        let headers = HeaderMap::new();
+        for host in ["a.example.com", "b.example.com", "c.example.com", "other.test"] {
+            for path in ["/", "/x", "/x/y", "/z"] {
+                let req = Request {
+                    host,
+                    path,
+                    method: &Method::GET,
+                    headers: &headers,
+                    query: None,
+                    grpc: false,
+                };
+                proptest::prop_assert_eq!(updated.lookup(&req), whole.lookup(&req), "{} {}", host, path);
+            }
+        }
+    }
+}

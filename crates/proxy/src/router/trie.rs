@@ -135,6 +135,7 @@ mod tests {
         Entry {
             key: route as u128,
             route,
+            conds: Default::default(),
         }
     }
 
