@@ -310,6 +310,48 @@ impl Changes {
     }
 }
 
+/// What changes touched, for a runtime that rebuilds only that: the routes by name, the
+/// API keys and consumers put (removals need no checking), and whether anything else
+/// changed (listeners, services, tiers, apps, the singles), which rebuilds everything.
+#[derive(Clone, Debug, Default)]
+pub struct Touched {
+    /// Routes added, changed, moved or removed.
+    pub routes: std::collections::BTreeSet<String>,
+    /// API keys added or changed.
+    pub put_keys: Vec<ApiKeyGrant>,
+    /// Consumers added or changed.
+    pub put_consumers: Vec<ConsumerLimits>,
+    /// Keys or consumers changed or were removed.
+    pub security: bool,
+    /// Something besides routes, keys and consumers changed.
+    pub other: bool,
+}
+
+impl Touched {
+    /// Counts in what `c` touches (before it is applied).
+    pub fn add(&mut self, c: &Changes) {
+        let r = &c.removed;
+        self.routes
+            .extend(c.routes.iter().filter_map(|p| p.route.name.clone()));
+        self.routes.extend(r.routes.iter().cloned());
+        self.put_keys.extend(c.api_keys.iter().cloned());
+        self.put_consumers.extend(c.consumers.iter().cloned());
+        self.security |= !c.api_keys.is_empty()
+            || !c.consumers.is_empty()
+            || !r.api_keys.is_empty()
+            || !r.consumers.is_empty();
+        self.other |= !c.listeners.is_empty()
+            || !c.services.is_empty()
+            || !c.tiers.is_empty()
+            || !c.apps.is_empty()
+            || c.singles.is_some()
+            || !r.listeners.is_empty()
+            || !r.services.is_empty()
+            || !r.tiers.is_empty()
+            || !r.apps.is_empty();
+    }
+}
+
 /// Why a delta could not be applied: the node falls back to a full snapshot.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DeltaError {

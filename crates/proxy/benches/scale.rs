@@ -15,7 +15,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
-use portico_model::delta::{self, Held};
+use portico_model::delta::{Changes, Held, Kind, PlacedRoute, Touched};
 use portico_model::{
     ApiKeyGrant, ConsumerLimits, DeltaStep, Format, GatewayFile, KeyType, Route, Snapshot,
     SyncDeltas,
@@ -107,6 +107,27 @@ fn snapshot(routes: usize, keys: usize) -> (portico_model::NodeSettings, Snapsho
     (node, s)
 }
 
+/// Applies `changes` as a node does: to what is held (checking the digest), then to the
+/// runtime, compiling only what they touched.
+async fn apply(gw: &Gateway, held: &mut Held, changes: Changes, want: &str) {
+    let mut touched = Touched::default();
+    touched.add(&changes);
+    let t = Instant::now();
+    held.apply(changes, want).expect("applies");
+    let applied = t.elapsed();
+    let t = Instant::now();
+    gw.apply_update(held.snapshot(), &touched, "next")
+        .await
+        .expect("serves");
+    let served = t.elapsed();
+    println!(
+        "  applied: {} to what is held, {} to the runtime, {} in all",
+        ms(applied),
+        ms(served),
+        ms(applied + served)
+    );
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -173,59 +194,122 @@ fn main() {
     let body = serde_json::to_vec(&s).unwrap();
     println!("whole snapshot: {} of JSON", mib(body.len() as u64));
     drop(body);
+    let (with_snapshot, _) = rss();
 
     rt.block_on(async move {
         let t = Instant::now();
-        let held = Held::new(s.clone());
+        let mut held = Held::new(s);
         println!("held (digest and index) built in {}", ms(t.elapsed()));
+        let (with_held, _) = rss();
         let t = Instant::now();
         let gw = Gateway::start(&node, held.snapshot()).await.expect("starts");
         println!("runtime built in {}", ms(t.elapsed()));
         let (now, _) = rss();
         println!(
-            "memory: {} resident for the snapshot, what is held and the runtime",
-            mib(now - base_rss)
+            "memory: {} for the snapshot as held (its model and index), {} for the runtime, {} in all",
+            mib(with_held - base_rss),
+            mib(now - with_held),
+            mib(now - base_rss),
         );
+        let _ = with_snapshot;
 
-        // One route changes.
-        let mut next = s;
+        // Changes as the control plane would send them, each applied as a node does.
+        let mut version = 1u64;
+        let mut step = |held: &Held, changes: Changes, terms: &[(Kind, String, serde_json::Value, bool)]| {
+            let mut want = held.digest();
+            for (kind, key, value, add) in terms {
+                if *add {
+                    want.add(*kind, key, value);
+                } else {
+                    want.remove(*kind, key, value);
+                }
+            }
+            version += 1;
+            let wire = serde_json::to_vec(&SyncDeltas {
+                gateway: "edge".into(),
+                steps: vec![DeltaStep {
+                    from: version - 1,
+                    version,
+                    hash: want.to_text(),
+                    changes: changes.clone(),
+                }],
+            })
+            .unwrap();
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(&wire).unwrap();
+            (changes, want.to_text(), wire.len(), gz.finish().unwrap().len())
+        };
+        let placed = |after: &str, r: &Route| serde_json::json!({"after": after, "route": r});
+
+        // 1. One route changes where it stands.
         let i = routes / 2;
-        next.routes[i] = route(i, (i + 1) % 100);
-        let changes = delta::diff(held.snapshot(), &next).unwrap();
-        assert_eq!(changes.len(), 1);
-        let want = next.digest();
-        let wire = serde_json::to_vec(&SyncDeltas {
-            gateway: "edge".into(),
-            steps: vec![DeltaStep {
-                from: 1,
-                version: 2,
-                hash: want.clone(),
-                changes: changes.clone(),
-            }],
-        })
-        .unwrap();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&wire).unwrap();
-        let gz = gz.finish().unwrap();
-        println!(
-            "one-route change on the wire: {} bytes of JSON, {} gzipped",
-            wire.len(),
-            gz.len()
+        let old = held.snapshot().routes[i].clone();
+        let new = route(i, (i + 1) % 100);
+        let prev = format!("r{}", i - 1);
+        let (changes, want, json, gz) = step(
+            &held,
+            Changes {
+                routes: vec![PlacedRoute {
+                    after: Some(prev.clone()),
+                    route: new.clone(),
+                }],
+                ..Default::default()
+            },
+            &[
+                (Kind::Route, format!("r{i}"), placed(&prev, &old), false),
+                (Kind::Route, format!("r{i}"), placed(&prev, &new), true),
+            ],
         );
-        drop(next);
-        let mut held = held;
-        let t = Instant::now();
-        held.apply(changes, &want).expect("applies");
-        let applied = t.elapsed();
-        let t = Instant::now();
-        gw.apply_as(held.snapshot(), "v2").await.expect("serves");
-        let served = t.elapsed();
-        println!(
-            "one-route change applied: {} to what is held, {} to the runtime, {} in all",
-            ms(applied),
-            ms(served),
-            ms(applied + served)
+        println!("\none route changed: {json} bytes of JSON on the wire, {gz} gzipped");
+        apply(&gw, &mut held, changes, &want).await;
+
+        // 2. One route added between two others (the one after it is placed again).
+        let added = route(routes + 1, 7);
+        let next = held.snapshot().routes[i + 1].clone();
+        let me = format!("r{i}");
+        let added_name = format!("r{}", routes + 1);
+        let (changes, want, json, gz) = step(
+            &held,
+            Changes {
+                routes: vec![
+                    PlacedRoute {
+                        after: Some(me.clone()),
+                        route: added.clone(),
+                    },
+                    PlacedRoute {
+                        after: Some(added_name.clone()),
+                        route: next.clone(),
+                    },
+                ],
+                ..Default::default()
+            },
+            &[
+                (Kind::Route, added_name.clone(), placed(&me, &added), true),
+                (Kind::Route, format!("r{}", i + 1), placed(&me, &next), false),
+                (Kind::Route, format!("r{}", i + 1), placed(&added_name, &next), true),
+            ],
         );
+        println!("\none route added: {json} bytes of JSON on the wire, {gz} gzipped");
+        apply(&gw, &mut held, changes, &want).await;
+
+        // 3. One API key added.
+        let key = ApiKeyGrant {
+            hash: hex(&Sha256::digest("key-new")),
+            consumer: "consumer-new".into(),
+            key_type: KeyType::Production,
+            apis: vec!["api-1".into()],
+            expires_at: None,
+        };
+        let (changes, want, json, gz) = step(
+            &held,
+            Changes {
+                api_keys: vec![key.clone()],
+                ..Default::default()
+            },
+            &[(Kind::ApiKey, key.hash.clone(), serde_json::to_value(&key).unwrap(), true)],
+        );
+        println!("\none API key added: {json} bytes of JSON on the wire, {gz} gzipped");
+        apply(&gw, &mut held, changes, &want).await;
         gw.shutdown().await;
     });
     let _ = std::io::stdout().flush();

@@ -1,7 +1,7 @@
 //! A running gateway node: worker threads, listeners reconciled by diff on every Snapshot,
 //! the internal health and metrics port, and graceful shutdown.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -202,6 +202,43 @@ impl Gateway {
                 return Err(e);
             }
         };
+        self.commit(rt).await
+    }
+
+    /// Applies `snapshot` after a change that touched only what `touched` says: only that
+    /// is compiled again ([`Runtime::update`]), or everything when the change needs it.
+    /// On any error nothing changes.
+    pub async fn apply_update(
+        &self,
+        snapshot: &Snapshot,
+        touched: &portico_model::delta::Touched,
+        version: &str,
+    ) -> Result<Arc<str>, Error> {
+        let inner = &self.inner;
+        if inner.health.draining.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let prev: HashMap<Arc<str>, Arc<crate::runtime::ListenerRuntime>> = {
+            let active = inner.active.lock().await;
+            active
+                .iter()
+                .map(|a| (a.name.clone(), a.shared.state.load_full()))
+                .collect()
+        };
+        match Runtime::update(&prev, snapshot, touched, version, &inner.cx) {
+            Ok(Some(rt)) => self.commit(rt).await,
+            Ok(None) => self.apply_as(snapshot, version).await,
+            Err(e) => {
+                inner.cx.metrics.reload(false);
+                Err(e)
+            }
+        }
+    }
+
+    /// Swaps `rt` in: new listeners are bound first (a bind failure changes nothing),
+    /// unchanged ones get the new routes, removed ones drain.
+    async fn commit(&self, rt: Runtime) -> Result<Arc<str>, Error> {
+        let inner = &self.inner;
         let mut active = inner.active.lock().await;
         // Plan: bind everything new first, so a bind failure changes nothing.
         let mut kept = Vec::new();

@@ -600,7 +600,7 @@ async fn apply(
         hash,
         held,
     };
-    let applied = serve(gateway, settings, state, client, base, &held).await;
+    let applied = serve(gateway, settings, state, client, base, &held, None).await;
     // Held even when the runtime refused it: the next version's deltas apply to it.
     *state.lock_held() = match applied {
         Err(ApplyError::Transient(_)) => None,
@@ -636,6 +636,7 @@ async fn apply_deltas(
     }
     let steps = deltas.steps.len();
     let mut entities = 0;
+    let mut touched = portico_model::delta::Touched::default();
     for step in deltas.steps {
         if step.from != held.version {
             return Err(ApplyError::Resync(format!(
@@ -644,6 +645,7 @@ async fn apply_deltas(
             )));
         }
         entities += step.changes.len();
+        touched.add(&step.changes);
         held.held
             .apply(step.changes, &step.hash)
             .map_err(|e| ApplyError::Resync(format!("version {}: {e}", step.version)))?;
@@ -651,7 +653,16 @@ async fn apply_deltas(
         held.hash = step.hash;
     }
     tracing::debug!(version = held.version, steps, entities, "deltas applied");
-    let applied = serve(gateway, settings, state, client, base, &held).await;
+    let applied = serve(
+        gateway,
+        settings,
+        state,
+        client,
+        base,
+        &held,
+        Some(&touched),
+    )
+    .await;
     *state.lock_held() = match applied {
         Err(ApplyError::Transient(_)) => None,
         _ => Some(held),
@@ -662,7 +673,8 @@ async fn apply_deltas(
     applied
 }
 
-/// Fetches the app files of what is held, serves it, and marks it applied.
+/// Fetches the app files of what is held, serves it, and marks it applied. After deltas,
+/// `touched` says what they changed: only that is compiled again.
 async fn serve(
     gateway: &Gateway,
     settings: &SyncSettings,
@@ -670,29 +682,30 @@ async fn serve(
     client: &reqwest::Client,
     base: &str,
     held: &HeldAt,
+    touched: Option<&portico_model::delta::Touched>,
 ) -> Result<(), ApplyError> {
     let version = held.version;
     let snapshot = held.held.snapshot();
-    if let Some(files) = &settings.app_files {
+    let apps_may_change = touched.is_none_or(|t| t.other);
+    if let Some(files) = settings.app_files.as_ref().filter(|_| apps_may_change) {
         fetch_app_files(client, base, &settings.token, files, snapshot)
             .await
             .map_err(|e| {
                 ApplyError::Transient(format!("snapshot {version} waits for its app files: {e}"))
             })?;
     }
-    gateway
-        .apply_as(
-            snapshot,
-            &portico_model::snapshot::short_version(&held.hash),
+    let label = portico_model::snapshot::short_version(&held.hash);
+    match touched {
+        Some(t) => gateway.apply_update(snapshot, t, &label).await,
+        None => gateway.apply_as(snapshot, &label).await,
+    }
+    .map_err(|e| {
+        ApplyError::Refused(
+            Some(version),
+            format!("snapshot {version} could not be applied: {e}"),
         )
-        .await
-        .map_err(|e| {
-            ApplyError::Refused(
-                Some(version),
-                format!("snapshot {version} could not be applied: {e}"),
-            )
-        })?;
-    if let Some(files) = &settings.app_files {
+    })?;
+    if let Some(files) = settings.app_files.as_ref().filter(|_| apps_may_change) {
         // Keep the files of this snapshot and the one before (a rollback needs no fetch).
         let now_serving = app_hashes(snapshot);
         let mut keep = now_serving.clone();

@@ -60,8 +60,17 @@ pub struct ListenerRuntime {
     pub protocol: ListenerProtocol,
     /// Route table.
     pub router: Router,
-    /// Routes by router id.
-    pub routes: Vec<Route>,
+    /// Routes by router id (a removed route's slot keeps it until the slot is reused; the
+    /// router no longer names it).
+    pub routes: Vec<Arc<Route>>,
+    /// Router ids by route name, and the ids free for reuse.
+    pub ids: Arc<RouteIds>,
+    /// The services the routes forward to, by name (shared by every listener).
+    pub services: Arc<HashMap<String, Arc<Service>>>,
+    /// The hosted apps the routes serve, by (slug, version) (shared).
+    pub apps: Arc<HashMap<(String, u32), Arc<crate::apps::AppRuntime>>>,
+    /// The listener's request body timeouts: idle, and total when limited.
+    pub body_timeouts: (Duration, Option<Duration>),
     /// Largest request body, when limited.
     pub max_body: Option<u64>,
     /// Largest request header block.
@@ -87,6 +96,15 @@ pub struct ListenerRuntime {
     /// The developer portal's Try Out rule, for routes with `try_out`, when the Snapshot
     /// names the portal's origin.
     pub portal: Option<Arc<crate::cors::CorsPolicy>>,
+}
+
+/// Router ids of a listener's routes by name, and ids free for reuse.
+#[derive(Debug, Default, Clone)]
+pub struct RouteIds {
+    /// Id by route name.
+    pub by_name: HashMap<Arc<str>, u32>,
+    /// Ids of removed routes.
+    pub free: Vec<u32>,
 }
 
 /// A compiled route.
@@ -277,7 +295,7 @@ impl Runtime {
             .map(|p| crate::cors::CorsPolicy::portal(&p.origin).map(Arc::new))
             .transpose()
             .map_err(|e| Error::Route(format!("portal.origin: {e}")))?;
-        let mut apps = HashMap::new();
+        let mut apps: HashMap<(String, u32), Arc<crate::apps::AppRuntime>> = HashMap::new();
         if !snapshot.apps.is_empty() {
             let store = cx.app_files.as_ref().ok_or_else(|| {
                 Error::Route("this gateway serves no apps (no app file store)".into())
@@ -287,6 +305,8 @@ impl Runtime {
                 apps.insert((b.slug.clone(), b.version), Arc::new(app));
             }
         }
+        let services = Arc::new(services);
+        let apps = Arc::new(apps);
         let mut listeners = Vec::new();
         for l in &snapshot.listeners {
             let name: Arc<str> = l.effective_name().into();
@@ -298,25 +318,29 @@ impl Runtime {
             let max_body = l.limits.max_request_body_bytes.map(|b| b.get());
             let mut routes = Vec::new();
             let mut matches = Vec::new();
+            let mut ids = RouteIds::default();
+            let body_timeouts = (
+                l.request_body_idle_timeout.get(),
+                l.request_body_timeout.map(|t| t.get()),
+            );
             for (i, r) in snapshot.routes.iter().enumerate() {
                 if !r.listeners.is_empty() && !r.listeners.iter().any(|n| **n == *name) {
                     continue;
                 }
                 let id = routes.len() as u32;
-                routes.push(compile_route(
+                let route = compile_route(
                     r,
                     i,
                     &name,
                     (max_header, max_body),
-                    (
-                        l.request_body_idle_timeout.get(),
-                        l.request_body_timeout.map(|t| t.get()),
-                    ),
+                    body_timeouts,
                     &services,
                     &apps,
                     &security,
                     cx,
-                )?);
+                )?;
+                ids.by_name.insert(route.name.clone(), id);
+                routes.push(Arc::new(route));
                 matches.push((id, r.priority, &r.matches));
             }
             let router = Router::build(matches)?;
@@ -343,6 +367,10 @@ impl Runtime {
                 protocol: l.protocol,
                 router,
                 routes,
+                ids: Arc::new(ids),
+                services: services.clone(),
+                apps: apps.clone(),
+                body_timeouts,
                 max_body,
                 max_header,
                 idle_timeout: l.idle_timeout.get(),
@@ -365,6 +393,167 @@ impl Runtime {
         cx.registry.prune();
         cx.limiters.retain(&snapshot.security.tiers);
         Ok(Self { version, listeners })
+    }
+}
+
+impl Runtime {
+    /// The runtime after a change that touched only routes, API keys or consumers
+    /// (`touched`), built from `prev` (the listeners serving now, by name): unchanged
+    /// routes, services, apps, TLS and metric handles are shared, changed routes compiled,
+    /// and only the route tables of the hosts they were or are on rebuilt; the key
+    /// material is compiled again when keys or consumers changed. The changed entities
+    /// are validated as a snapshot of their own, with the listeners, services, tiers and
+    /// apps they name. `None` when the change needs a whole compile.
+    pub fn update(
+        prev: &HashMap<Arc<str>, Arc<ListenerRuntime>>,
+        snapshot: &Snapshot,
+        touched: &portico_model::delta::Touched,
+        version: &str,
+        cx: &Context,
+    ) -> Result<Option<Self>, Error> {
+        if touched.other || prev.len() != snapshot.listeners.len() || prev.is_empty() {
+            return Ok(None);
+        }
+        let position: HashMap<&str, usize> = if touched.routes.is_empty() {
+            HashMap::new()
+        } else {
+            snapshot
+                .routes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| Some((r.name.as_deref()?, i)))
+                .collect()
+        };
+        let mini = Snapshot {
+            schema: snapshot.schema,
+            listeners: snapshot.listeners.clone(),
+            services: snapshot.services.clone(),
+            routes: touched
+                .routes
+                .iter()
+                .filter_map(|n| {
+                    position
+                        .get(n.as_str())
+                        .map(|&i| snapshot.routes[i].clone())
+                })
+                .collect(),
+            security: portico_model::Security {
+                gateway_type: snapshot.security.gateway_type,
+                api_keys: touched.put_keys.clone(),
+                jwt: snapshot.security.jwt.clone(),
+                tiers: snapshot.security.tiers.clone(),
+                consumers: touched.put_consumers.clone(),
+            },
+            acme: Default::default(),
+            apps: snapshot.apps.clone(),
+            portal: snapshot.portal.clone(),
+        };
+        mini.validate()?;
+        let version: Arc<str> = version.into();
+        let first = prev.values().next().map(|l| l.security.clone());
+        let security = match first {
+            Some(s) if !touched.security => s,
+            _ => Arc::new(crate::auth::SecurityRuntime::compile_with(
+                &snapshot.security,
+                &cx.limiters,
+                cx.shared.clone(),
+            )),
+        };
+        let mut listeners = Vec::with_capacity(snapshot.listeners.len());
+        for l in &snapshot.listeners {
+            let name: Arc<str> = l.effective_name().into();
+            let Some(lr) = prev.get(&name) else {
+                return Ok(None);
+            };
+            let mut routes = lr.routes.clone();
+            let mut ids = (*lr.ids).clone();
+            let mut changes: Vec<(u32, Option<(Option<u32>, &portico_model::RouteMatch)>)> =
+                Vec::new();
+            for n in &touched.routes {
+                let here = position
+                    .get(n.as_str())
+                    .map(|&i| (i, &snapshot.routes[i]))
+                    .filter(|(_, r)| {
+                        r.listeners.is_empty() || r.listeners.iter().any(|x| **x == *name)
+                    });
+                match here {
+                    Some((i, r)) => {
+                        let route = compile_route(
+                            r,
+                            i,
+                            &name,
+                            (lr.max_header, lr.max_body),
+                            lr.body_timeouts,
+                            &lr.services,
+                            &lr.apps,
+                            &security,
+                            cx,
+                        )?;
+                        let id = match ids.by_name.get(n.as_str()) {
+                            Some(&id) => id,
+                            None => ids.free.pop().unwrap_or(routes.len() as u32),
+                        };
+                        ids.by_name.insert(route.name.clone(), id);
+                        let route = Arc::new(route);
+                        match routes.get_mut(id as usize) {
+                            Some(slot) => *slot = route,
+                            None => routes.push(route),
+                        }
+                        changes.push((id, Some((r.priority, &r.matches))));
+                    }
+                    None => {
+                        if let Some(id) = ids.by_name.remove(n.as_str()) {
+                            ids.free.push(id);
+                            changes.push((id, None));
+                        }
+                    }
+                }
+            }
+            let router = if changes.is_empty() {
+                lr.router.clone()
+            } else {
+                let order = |id: u32| {
+                    routes
+                        .get(id as usize)
+                        .and_then(|r| position.get(&*r.name))
+                        .map_or(u32::MAX, |&i| i as u32)
+                };
+                lr.router.update(&changes, &order)?
+            };
+            let runtime = Arc::new(ListenerRuntime {
+                name: lr.name.clone(),
+                protocol: lr.protocol,
+                router,
+                routes,
+                ids: Arc::new(ids),
+                services: lr.services.clone(),
+                apps: lr.apps.clone(),
+                body_timeouts: lr.body_timeouts,
+                max_body: lr.max_body,
+                max_header: lr.max_header,
+                idle_timeout: lr.idle_timeout,
+                unrouted: lr.unrouted.clone(),
+                stats: lr.stats.clone(),
+                access_log: lr.access_log.clone(),
+                version: version.clone(),
+                security: security.clone(),
+                trusted_proxies: lr.trusted_proxies.clone(),
+                tls: lr.tls.clone(),
+                acme_http01: lr.acme_http01.clone(),
+                portal: lr.portal.clone(),
+            });
+            listeners.push(CompiledListener {
+                spec: ListenerSpec {
+                    name: name.clone(),
+                    addr: SocketAddr::new(l.address, l.port),
+                    protocol: l.protocol,
+                    idle_timeout: l.idle_timeout.get(),
+                    max_header_bytes: lr.max_header,
+                },
+                runtime,
+            });
+        }
+        Ok(Some(Self { version, listeners }))
     }
 }
 
