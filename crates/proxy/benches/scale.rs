@@ -215,15 +215,7 @@ fn main() {
 
         // Changes as the control plane would send them, each applied as a node does.
         let mut version = 1u64;
-        let mut step = |held: &Held, changes: Changes, terms: &[(Kind, String, serde_json::Value, bool)]| {
-            let mut want = held.digest();
-            for (kind, key, value, add) in terms {
-                if *add {
-                    want.add(*kind, key, value);
-                } else {
-                    want.remove(*kind, key, value);
-                }
-            }
+        let mut step = |changes: Changes, want: portico_model::delta::Digest| {
             version += 1;
             let wire = serde_json::to_vec(&SyncDeltas {
                 gateway: "edge".into(),
@@ -239,26 +231,25 @@ fn main() {
             gz.write_all(&wire).unwrap();
             (changes, want.to_text(), wire.len(), gz.finish().unwrap().len())
         };
-        let placed = |after: &str, r: &Route| serde_json::json!({"after": after, "route": r});
+        let placed = |after: &str, r: &Route| PlacedRoute {
+            after: Some(after.to_owned()),
+            route: r.clone(),
+        };
 
         // 1. One route changes where it stands.
         let i = routes / 2;
         let old = held.snapshot().routes[i].clone();
         let new = route(i, (i + 1) % 100);
         let prev = format!("r{}", i - 1);
+        let mut want = held.digest();
+        want.remove(Kind::Route, &format!("r{i}"), &placed(&prev, &old));
+        want.add(Kind::Route, &format!("r{i}"), &placed(&prev, &new));
         let (changes, want, json, gz) = step(
-            &held,
             Changes {
-                routes: vec![PlacedRoute {
-                    after: Some(prev.clone()),
-                    route: new.clone(),
-                }],
+                routes: vec![placed(&prev, &new)],
                 ..Default::default()
             },
-            &[
-                (Kind::Route, format!("r{i}"), placed(&prev, &old), false),
-                (Kind::Route, format!("r{i}"), placed(&prev, &new), true),
-            ],
+            want,
         );
         println!("\none route changed: {json} bytes of JSON on the wire, {gz} gzipped");
         apply(&gw, &mut held, changes, &want).await;
@@ -268,26 +259,16 @@ fn main() {
         let next = held.snapshot().routes[i + 1].clone();
         let me = format!("r{i}");
         let added_name = format!("r{}", routes + 1);
+        let mut want = held.digest();
+        want.add(Kind::Route, &added_name, &placed(&me, &added));
+        want.remove(Kind::Route, &format!("r{}", i + 1), &placed(&me, &next));
+        want.add(Kind::Route, &format!("r{}", i + 1), &placed(&added_name, &next));
         let (changes, want, json, gz) = step(
-            &held,
             Changes {
-                routes: vec![
-                    PlacedRoute {
-                        after: Some(me.clone()),
-                        route: added.clone(),
-                    },
-                    PlacedRoute {
-                        after: Some(added_name.clone()),
-                        route: next.clone(),
-                    },
-                ],
+                routes: vec![placed(&me, &added), placed(&added_name, &next)],
                 ..Default::default()
             },
-            &[
-                (Kind::Route, added_name.clone(), placed(&me, &added), true),
-                (Kind::Route, format!("r{}", i + 1), placed(&me, &next), false),
-                (Kind::Route, format!("r{}", i + 1), placed(&added_name, &next), true),
-            ],
+            want,
         );
         println!("\none route added: {json} bytes of JSON on the wire, {gz} gzipped");
         apply(&gw, &mut held, changes, &want).await;
@@ -300,13 +281,14 @@ fn main() {
             apis: vec!["api-1".into()],
             expires_at: None,
         };
+        let mut want = held.digest();
+        want.add(Kind::ApiKey, &key.hash, &key);
         let (changes, want, json, gz) = step(
-            &held,
             Changes {
-                api_keys: vec![key.clone()],
+                api_keys: vec![key],
                 ..Default::default()
             },
-            &[(Kind::ApiKey, key.hash.clone(), serde_json::to_value(&key).unwrap(), true)],
+            want,
         );
         println!("\none API key added: {json} bytes of JSON on the wire, {gz} gzipped");
         apply(&gw, &mut held, changes, &want).await;

@@ -222,3 +222,106 @@ async fn shutdown_drains_in_flight_requests() {
         "no new connections after shutdown"
     );
 }
+
+/// Routes as TOML: (name, host, path, body) in definition order.
+fn fixed_routes(routes: &[(&str, &str, &str, &str)]) -> String {
+    routes
+        .iter()
+        .map(|(name, host, path, body)| {
+            format!(
+                "[[routes]]\nname = \"{name}\"\nmatch = {{ hosts = [\"{host}\"], path = {{ prefix = \"{path}\" }} }}\nfixed_response = {{ status = 200, body = \"{body}\" }}\n"
+            )
+        })
+        .collect()
+}
+
+/// A change applied as the routes it touched (what a node does with deltas) serves exactly
+/// what the whole snapshot does: changed, added and removed routes, and a route added in
+/// front of one that matches the same requests (definition order decides between them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_compiled_by_what_it_touched_serves_like_the_whole_snapshot() {
+    use portico_model::{Format, GatewayFile, delta};
+    let parse = |routes: &str| {
+        GatewayFile::parse(&format!("{}\n{WEB}{routes}", common::NODE), Format::Toml)
+            .unwrap()
+            .into_parts()
+            .1
+    };
+    let before = fixed_routes(&[
+        ("a", "a.test", "/", "a1"),
+        ("b", "b.test", "/", "b1"),
+        ("c", "c.test", "/x", "c1"),
+        ("gone", "d.test", "/", "d1"),
+    ]);
+    let gw = Gw::start(&format!("{WEB}{before}")).await;
+    let client = Client::new();
+    let get = |host: &'static str, path: &'static str| {
+        let mut r = portico_testkit::client::get(&gw.url(path));
+        r.headers_mut().insert("host", host.parse().unwrap());
+        client.send(r)
+    };
+    assert_eq!(get("a.test", "/").await.unwrap().text(), "a1");
+    // `a` changes, `first` is added before `c` on its host and path (it wins the tie),
+    // `gone` is removed, `b` stays.
+    let after = fixed_routes(&[
+        ("a", "a.test", "/", "a2"),
+        ("b", "b.test", "/", "b1"),
+        ("first", "c.test", "/x", "first"),
+        ("c", "c.test", "/x", "c1"),
+    ]);
+    let (old, new) = (parse(&before), parse(&after));
+    let changes = delta::diff(&old, &new).unwrap();
+    let mut touched = delta::Touched::default();
+    touched.add(&changes);
+    assert!(!touched.other, "{touched:?}");
+    let mut held = delta::Held::new(old);
+    held.apply(changes, &new.digest()).unwrap();
+    gw.gw
+        .apply_update(held.snapshot(), &touched, "next")
+        .await
+        .unwrap();
+    for (host, path, want) in [
+        ("a.test", "/", "a2"),
+        ("b.test", "/", "b1"),
+        ("c.test", "/x", "first"),
+    ] {
+        let r = get(host, path).await.unwrap();
+        assert_eq!(
+            (r.status.as_u16(), r.text()),
+            (200, want.to_owned()),
+            "{host}"
+        );
+    }
+    assert_eq!(get("d.test", "/").await.unwrap().status, 404);
+    // A change of anything else (a listener) compiles everything, and still applies.
+    let mut more = held.snapshot().clone();
+    more.listeners[0].idle_timeout = "2m".parse().unwrap();
+    let changes = delta::diff(held.snapshot(), &more).unwrap();
+    let mut touched = delta::Touched::default();
+    touched.add(&changes);
+    assert!(touched.other);
+    held.apply(changes, &more.digest()).unwrap();
+    gw.gw
+        .apply_update(held.snapshot(), &touched, "again")
+        .await
+        .unwrap();
+    assert_eq!(get("c.test", "/x").await.unwrap().text(), "first");
+    // A changed route the runtime refuses refuses the whole change: the old one serves.
+    let mut bad = held.snapshot().clone();
+    bad.routes[0].forward = Some(portico_model::Forward {
+        service: Some("nowhere".into()),
+        ..Default::default()
+    });
+    bad.routes[0].fixed_response = None;
+    let changes = delta::diff(held.snapshot(), &bad).unwrap();
+    let mut touched = delta::Touched::default();
+    touched.add(&changes);
+    held.apply(changes, &bad.digest()).unwrap();
+    assert!(
+        gw.gw
+            .apply_update(held.snapshot(), &touched, "bad")
+            .await
+            .is_err()
+    );
+    assert_eq!(get("a.test", "/").await.unwrap().text(), "a2");
+}
