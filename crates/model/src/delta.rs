@@ -773,65 +773,78 @@ fn apply_routes(
     if remove.is_empty() && replace_in_place(routes, d, &put) {
         return Ok(());
     }
-    let mut touched: std::collections::HashSet<String> = remove.iter().cloned().collect();
+    let mut touched: std::collections::HashSet<&str> = remove.iter().map(String::as_str).collect();
     for (i, p) in put.iter().enumerate() {
-        touched.insert(p.route.name.clone().ok_or(DeltaError::UnnamedRoute(i))?);
+        touched.insert(p.route.name.as_deref().ok_or(DeltaError::UnnamedRoute(i))?);
     }
-    // Every route with the one before it: untouched ones as they were.
-    let old = std::mem::take(routes);
-    let mut linked: Vec<(Option<String>, Route)> = Vec::with_capacity(old.len() + put.len());
-    let mut prev: Option<String> = None;
-    for r in old {
-        let name = r.name.clone().unwrap_or_default();
-        if touched.contains(&name) {
-            d.remove(
+    // Where each route goes: untouched ones keep the link they had, placed ones take the
+    // link the delta gives; the new order is the chain the links make. Worked out on
+    // names and positions alone, then the routes are moved once.
+    #[derive(Clone, Copy)]
+    enum From {
+        Old(usize),
+        Put(usize),
+    }
+    let order: Vec<From> = {
+        fn name(r: &Route) -> &str {
+            r.name.as_deref().unwrap_or_default()
+        }
+        let mut next: HashMap<Option<&str>, From> =
+            HashMap::with_capacity(routes.len() + put.len());
+        let mut clash = None;
+        for (i, r) in routes.iter().enumerate() {
+            let after = i.checked_sub(1).map(|p| name(&routes[p]));
+            if touched.contains(name(r)) {
+                d.remove(Kind::Route, name(r), &PlacedRef { after, route: r });
+            } else if next.insert(after, From::Old(i)).is_some() {
+                clash = Some(name(r));
+            }
+        }
+        for (j, p) in put.iter().enumerate() {
+            d.add(
                 Kind::Route,
-                &name,
+                name(&p.route),
                 &PlacedRef {
-                    after: prev.as_deref(),
-                    route: &r,
+                    after: p.after.as_deref(),
+                    route: &p.route,
                 },
             );
-        } else {
-            linked.push((prev.clone(), r));
+            if next.insert(p.after.as_deref(), From::Put(j)).is_some() {
+                clash = Some(name(&p.route));
+            }
         }
-        prev = Some(name);
-    }
-    for p in put {
-        let name = p.route.name.clone().unwrap_or_default();
-        d.add(
-            Kind::Route,
-            &name,
-            &PlacedRef {
-                after: p.after.as_deref(),
-                route: &p.route,
-            },
-        );
-        linked.push((p.after, p.route));
-    }
-    // Follow the links from the first route.
-    let mut next: HashMap<Option<String>, usize> = HashMap::with_capacity(linked.len());
-    for (i, (after, r)) in linked.iter().enumerate() {
-        if next.insert(after.clone(), i).is_some() {
-            return Err(DeltaError::Misplaced(r.name.clone().unwrap_or_default()));
+        if let Some(n) = clash {
+            return Err(DeltaError::Misplaced(n.to_owned()));
         }
-    }
-    let mut slots: Vec<Option<Route>> = linked.into_iter().map(|(_, r)| Some(r)).collect();
-    let mut at: Option<String> = None;
-    while let Some(i) = next.remove(&at) {
-        let Some(r) = slots[i].take() else { break };
-        at = r.name.clone();
-        routes.push(r);
-    }
-    if let Some((after, _)) = next.into_iter().next() {
-        let after = after.unwrap_or_default();
-        let route = slots
-            .iter()
-            .flatten()
-            .next()
-            .and_then(|r| r.name.clone())
-            .unwrap_or_default();
-        return Err(DeltaError::NoRouteBefore { route, after });
+        let mut order = Vec::with_capacity(next.len());
+        let mut at: Option<&str> = None;
+        while let Some(f) = next.remove(&at) {
+            at = Some(match f {
+                From::Old(i) => name(&routes[i]),
+                From::Put(j) => name(&put[j].route),
+            });
+            order.push(f);
+        }
+        if let Some((after, f)) = next.into_iter().next() {
+            let route = match f {
+                From::Old(i) => name(&routes[i]),
+                From::Put(j) => name(&put[j].route),
+            };
+            return Err(DeltaError::NoRouteBefore {
+                route: route.to_owned(),
+                after: after.unwrap_or_default().to_owned(),
+            });
+        }
+        order
+    };
+    let mut old = std::mem::take(routes);
+    let mut put = put;
+    routes.reserve(order.len());
+    for f in order {
+        routes.push(match f {
+            From::Old(i) => std::mem::take(&mut old[i]),
+            From::Put(j) => std::mem::take(&mut put[j].route),
+        });
     }
     Ok(())
 }

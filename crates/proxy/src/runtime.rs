@@ -467,8 +467,7 @@ impl Runtime {
             };
             let mut routes = lr.routes.clone();
             let mut ids = (*lr.ids).clone();
-            let mut changes: Vec<(u32, Option<(Option<u32>, &portico_model::RouteMatch)>)> =
-                Vec::new();
+            let mut changes: Vec<crate::router::RouteChange<'_>> = Vec::new();
             for n in &touched.routes {
                 let here = position
                     .get(n.as_str())

@@ -41,6 +41,9 @@ pub struct Request<'a> {
     pub grpc: bool,
 }
 
+/// A route added or replaced (`Some((priority, match))`) or removed (`None`), by id.
+pub type RouteChange<'a> = (u32, Option<(Option<u32>, &'a RouteMatch)>);
+
 /// The route table of one listener.
 #[derive(Debug, Default, Clone)]
 pub struct Router {
@@ -177,7 +180,7 @@ impl Router {
     /// other tables are shared with `self`.
     pub fn update(
         &self,
-        changes: &[(u32, Option<(Option<u32>, &RouteMatch)>)],
+        changes: &[RouteChange<'_>],
         order: &dyn Fn(u32) -> u32,
     ) -> Result<Self, Error> {
         let mut next = self.clone();

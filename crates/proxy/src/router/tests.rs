@@ -355,7 +355,7 @@ fn change_route(seed: u32) -> (Option<u32>, RouteMatch) {
         2 => Some(PathMatch::Prefix("/x".into())),
         _ => None,
     };
-    let priority = (seed % 7 == 0).then_some(seed % 3);
+    let priority = seed.is_multiple_of(7).then_some(seed % 3);
     (
         priority,
         RouteMatch {
@@ -379,7 +379,8 @@ proptest::proptest! {
             before.iter().enumerate().map(|(i, s)| (i as u32, change_route(*s))).collect();
         let old = Router::build(list.iter().map(|(id, (p, m))| (*id, *p, m))).unwrap();
         let mut next_id = list.len() as u32;
-        let mut changed: Vec<(u32, Option<(Option<u32>, RouteMatch)>)> = Vec::new();
+        type Owned = (u32, Option<(Option<u32>, RouteMatch)>);
+        let mut changed: Vec<Owned> = Vec::new();
         for (at, new, pos) in edits {
             match new {
                 // Remove the route at `at`.
@@ -410,7 +411,7 @@ proptest::proptest! {
         let whole = Router::build(list.iter().map(|(id, (p, m))| (*id, *p, m))).unwrap();
         let position: HashMap<u32, u32> =
             list.iter().enumerate().map(|(i, (id, _))| (*id, i as u32)).collect();
-        let refs: Vec<(u32, Option<(Option<u32>, &RouteMatch)>)> = changed
+        let refs: Vec<RouteChange<'_>> = changed
             .iter()
             .map(|(id, r)| (*id, r.as_ref().map(|(p, m)| (*p, m))))
             .collect();
