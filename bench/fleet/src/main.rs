@@ -58,8 +58,9 @@ struct Args {
     /// Seconds a long-poll waits (a node's default: 30 s).
     #[arg(long, default_value_t = 30)]
     wait: u64,
-    /// Seconds of the idle window, every node parked on its long-poll.
-    #[arg(long, default_value_t = 15)]
+    /// Seconds of the idle window, every node parked on its long-poll (30: each node
+    /// renews its long-poll once and heartbeats three times in it).
+    #[arg(long, default_value_t = 30)]
     idle: u64,
     /// Nodes started per second.
     #[arg(long, default_value_t = 1000)]
@@ -67,6 +68,11 @@ struct Args {
     /// Seconds every node has to get the change (and, after the ramp, its first snapshot).
     #[arg(long, default_value_t = 60)]
     deadline: u64,
+    /// Record the control plane with `perf record -g` over the idle and the change windows
+    /// into this directory (perf-<N>-idle.data, perf-<N>-change.data); its overhead is in
+    /// the figures of that run.
+    #[arg(long)]
+    perf: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +96,7 @@ fn main() -> ExitCode {
         idle: Duration::from_secs(args.idle),
         ramp: args.ramp,
         deadline: Duration::from_secs(args.deadline),
+        perf: args.perf.clone(),
     };
     println!(
         "portico-fleet: {} nodes per gateway, {} report connection(s) per gateway, heartbeat {} s, \

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 pub struct Dist {
     /// How many samples.
     pub n: usize,
+    /// Smallest.
+    pub min: f64,
     /// Median.
     pub p50: f64,
     /// 99th percentile (nearest rank).
@@ -28,6 +30,7 @@ impl Dist {
         };
         Self {
             n: ms.len(),
+            min: ms.first().copied().unwrap_or(f64::NAN),
             p50: at(0.5),
             p99: at(0.99),
             max: ms.last().copied().unwrap_or(f64::NAN),
@@ -56,15 +59,18 @@ pub struct Row {
     pub got: usize,
     /// From the change's admin request to each node's report of it being accepted.
     pub reported: Dist,
+    /// From the change's admin request to the last node's report of it accepted, seconds.
+    pub all_reported_s: f64,
     /// The change's admin request itself (a deploy to every gateway), ms.
     pub change_call_ms: f64,
     /// Admin requests while the fleet is parked.
     pub admin_idle: Dist,
-    /// Admin requests from the change until every node reported it (5 s at least).
+    /// Admin requests over the change's window (until every node reported it, plus 2 s,
+    /// 10 s at least).
     pub admin_change: Dist,
     /// The control plane's CPU while parked, share of one core.
     pub idle_cpu: f64,
-    /// The control plane's CPU from the change until every node reported it, ms.
+    /// The control plane's CPU over the change's window, ms.
     pub change_cpu_ms: f64,
     /// That window, seconds.
     pub change_window_s: f64,
@@ -91,10 +97,15 @@ pub struct Row {
 }
 
 impl Row {
-    /// CPU of one change per node, net of the idle rate over the window, ms.
+    /// The control plane's CPU over the change's window less the idle rate over it, ms
+    /// (negative: within the machine's noise).
+    pub fn change_net_cpu_ms(&self) -> f64 {
+        self.change_cpu_ms - self.idle_cpu * self.change_window_s * 1000.0
+    }
+
+    /// [`Row::change_net_cpu_ms`] per node, ms.
     pub fn cpu_per_node_change_ms(&self) -> f64 {
-        let net = self.change_cpu_ms - self.idle_cpu * self.change_window_s * 1000.0;
-        net.max(0.0) / self.nodes as f64
+        self.change_net_cpu_ms() / self.nodes as f64
     }
 
     /// Resident memory per parked node, bytes.
@@ -115,7 +126,7 @@ impl Row {
         let _ = writeln!(
             s,
             "N={} on {} gateways: setup {:.1} s, first sync of all {:.1} s; change: deploy call {:.1} ms, \
-             applied by {}/{}, p50 {:.1} p99 {:.1} max {:.1} ms; reported p99 {:.1} ms",
+             applied by {}/{}, first {:.1} p50 {:.1} p99 {:.1} max {:.1} ms; reported p99 {:.1} ms, all {:.1} s",
             self.nodes,
             self.gateways,
             self.setup_s,
@@ -123,18 +134,21 @@ impl Row {
             self.change_call_ms,
             self.got,
             self.nodes,
+            self.propagation.min,
             self.propagation.p50,
             self.propagation.p99,
             self.propagation.max,
-            self.reported.p99
+            self.reported.p99,
+            self.all_reported_s
         );
         let _ = writeln!(
             s,
-            "  control plane: idle {:.1}% of a core, change {:.0} ms CPU over {:.2} s; RSS {:.1} MiB before nodes, \
+            "  control plane: idle {:.1}% of a core, change {:.0} ms CPU over {:.2} s ({:.0} ms net of idle); RSS {:.1} MiB before nodes, \
              {:.1} MiB parked, peak {:.1} MiB; {} sockets; status of all {:.1} ms ({} nodes in sync)",
             self.idle_cpu * 100.0,
             self.change_cpu_ms,
             self.change_window_s,
+            self.change_net_cpu_ms(),
             mib(self.rss_setup),
             mib(self.rss_parked),
             mib(self.hwm),
@@ -200,7 +214,7 @@ pub fn table(rows: &[Row]) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "| nodes | CP CPU parked (% core) | CP CPU per change (ms) | per node per change (ms) | per parked node (µs CPU/s) | RSS parked (MiB) | peak (MiB) | per parked node (KiB) | sockets |"
+        "| nodes | CP CPU parked (% core) | CP CPU per change, net of idle (ms) | per node per change (ms) | per parked node (µs CPU/s) | RSS parked (MiB) | peak (MiB) | per parked node (KiB) | sockets |"
     );
     let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
@@ -209,7 +223,7 @@ pub fn table(rows: &[Row]) -> String {
             "| {} | {:.1} | {:.0} | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             r.nodes,
             r.idle_cpu * 100.0,
-            r.change_cpu_ms,
+            r.change_net_cpu_ms(),
             r.cpu_per_node_change_ms(),
             r.idle_cpu_per_node_us(),
             r.rss_parked as f64 / (1 << 20) as f64,

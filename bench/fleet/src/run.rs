@@ -34,10 +34,16 @@ pub struct Options {
     pub ramp: usize,
     /// Longest wait for every node to get a version.
     pub deadline: Duration,
+    /// Record the control plane with `perf` into this directory (idle and change windows).
+    pub perf: Option<PathBuf>,
 }
 
-/// The shortest window over which admin requests are timed after the change's start.
-const ADMIN_WINDOW: Duration = Duration::from_secs(5);
+/// The shortest window after the change's start over which its CPU is measured and admin
+/// requests are timed.
+const CHANGE_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long the change's window runs on after every node reported it.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// Removes the run's directory when the run ends, however it ends.
 struct TempDir(PathBuf);
@@ -173,7 +179,9 @@ async fn measure(
     ));
     let idle_from = fleet.now_us();
     let (s0, m0) = (server.sample()?, server::sample("self")?);
+    let perf = profile(o, server.pid, &format!("{nodes}-idle"), o.idle)?;
     tokio::time::sleep(o.idle).await;
+    finish(perf).await;
     let (s1, m1) = (server.sample()?, server::sample("self")?);
     let idle_s = s1.at.duration_since(s0.at).as_secs_f64();
     row.idle_cpu = (s1.cpu - s0.cpu).as_secs_f64() / idle_s;
@@ -186,6 +194,7 @@ async fn measure(
     let (s2, m2) = (server.sample()?, server::sample("self")?);
     let t0 = fleet.now_us();
     let mut conn = admin.conn();
+    let perf = profile(o, server.pid, &format!("{nodes}-change"), CHANGE_WINDOW)?;
     let targets = admin.deploy(&mut conn, 2, &gateways).await?;
     row.change_call_ms = (fleet.now_us() - t0) as f64 / 1000.0;
     let want: Vec<u64> = gateways
@@ -218,11 +227,15 @@ async fn measure(
         |g, t| t.reported.load(Relaxed) >= want[g],
     )
     .await?;
-    let (s3, m3) = (server.sample()?, server::sample("self")?);
-    // Admin requests are timed from the change's start until every node reported it, and
-    // for at least `ADMIN_WINDOW` (a small fleet is done before the probe's next tick).
-    let t_end = fleet.now_us().max(t0 + ADMIN_WINDOW.as_micros() as u64);
+    row.all_reported_s = (fleet.now_us() - t0) as f64 / 1e6;
+    // The change's window: until every node reported it, plus `SETTLE` for the heartbeats
+    // it delayed, and `CHANGE_WINDOW` at least (a small fleet is done before the admin
+    // probe's next tick). Its CPU, less the idle rate over it, is what the change cost.
+    let t_end =
+        (fleet.now_us() + SETTLE.as_micros() as u64).max(t0 + CHANGE_WINDOW.as_micros() as u64);
     tokio::time::sleep(Duration::from_micros(t_end.saturating_sub(fleet.now_us()))).await;
+    let (s3, m3) = (server.sample()?, server::sample("self")?);
+    finish(perf).await;
     let _ = probe_stop.send(true);
     probe.await.map_err(|e| Error::Run(e.to_string()))??;
     row.reported = Dist::of(
@@ -272,6 +285,47 @@ async fn measure(
         )));
     }
     Ok(row)
+}
+
+/// With `--perf`, starts `perf record` (call graphs, 999 Hz) on process `pid` for `secs`
+/// into `<dir>/perf-<name>.data`. Its overhead is in that run's figures: profile in a run of
+/// its own.
+fn profile(
+    o: &Options,
+    pid: u32,
+    name: &str,
+    secs: Duration,
+) -> Result<Option<tokio::process::Child>, Error> {
+    let Some(dir) = &o.perf else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(dir)?;
+    let child = tokio::process::Command::new("perf")
+        .args([
+            "record",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "999",
+            "-g",
+            "-p",
+            &pid.to_string(),
+            "-o",
+        ])
+        .arg(dir.join(format!("perf-{name}.data")))
+        .args(["--", "sleep", &secs.as_secs().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Run(format!("cannot start perf: {e}")))?;
+    Ok(Some(child))
+}
+
+/// Waits for a `perf record` to end.
+async fn finish(perf: Option<tokio::process::Child>) {
+    if let Some(mut p) = perf {
+        let _ = p.wait().await;
+    }
 }
 
 /// Waits until `done(gateway index, track)` holds for every node, failing at `deadline` or
