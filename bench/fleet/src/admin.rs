@@ -41,6 +41,8 @@ pub struct Timing {
     pub at_us: u64,
     /// How long it took.
     pub ms: f64,
+    /// Which request: 0 the list of gateways, 1 one gateway.
+    pub which: usize,
 }
 
 impl Admin {
@@ -226,12 +228,13 @@ impl Admin {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return Ok(()),
             }
-            for path in &paths {
+            for (which, path) in paths.iter().enumerate() {
                 let start = Instant::now();
                 self.ok(&mut conn, Method::GET, path, None, None).await?;
                 let t = Timing {
                     at_us: start.duration_since(epoch).as_micros() as u64,
                     ms: start.elapsed().as_secs_f64() * 1000.0,
+                    which,
                 };
                 out.lock().unwrap_or_else(|e| e.into_inner()).push(t);
             }

@@ -5,7 +5,10 @@
 //!
 //! Reports go through the report connections of the node's gateway ([`reporters`]): a
 //! real node sends them on a second connection of its own, which would put two sockets per
-//! node on the control plane, and this machine allows 20,000 open files per process.
+//! node on the control plane, and this machine allows 20,000 open files per process. A
+//! node's reports always take the same connection, so they arrive in the order they were
+//! made. (A real node spawns each report on its own: a heartbeat made before an apply can
+//! land after the apply's report and show the node stale until the next heartbeat.)
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -126,8 +129,8 @@ pub struct Link {
     pub gateway: Arc<str>,
     /// `Bearer <API token>`.
     pub auth: Arc<str>,
-    /// The gateway's report queue.
-    pub reports: mpsc::UnboundedSender<Job>,
+    /// The queues of the gateway's report connections.
+    pub reports: Arc<[mpsc::UnboundedSender<Job>]>,
 }
 
 /// Starts `connections` report senders for one gateway, each with a connection of its own,
@@ -139,25 +142,23 @@ pub fn reporters(
     connections: usize,
     fleet: &Arc<Fleet>,
 ) -> Link {
-    let (tx, rx) = mpsc::unbounded_channel::<Job>();
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let auth: Arc<str> = format!("Bearer {token}").into();
+    let mut queues = Vec::new();
     for _ in 0..connections.max(1) {
-        let (rx, fleet, auth, addr) = (rx.clone(), fleet.clone(), auth.clone(), settings.addr);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let (fleet, auth, addr) = (fleet.clone(), auth.clone(), settings.addr);
         tokio::spawn(async move {
             let mut conn = Conn::new(addr);
-            loop {
-                let Some(job) = rx.lock().await.recv().await else {
-                    return;
-                };
+            while let Some(job) = rx.recv().await {
                 send_report(&mut conn, &auth, job, &fleet).await;
             }
         });
+        queues.push(tx);
     }
     Link {
         gateway: gateway.into(),
         auth,
-        reports: tx,
+        reports: queues.into(),
     }
 }
 
@@ -209,6 +210,8 @@ pub struct Node {
     pub id: String,
     key: String,
     link: Link,
+    /// Which of the gateway's report connections it uses.
+    lane: usize,
     /// What it has done.
     pub track: Arc<Track>,
 }
@@ -224,6 +227,7 @@ impl Node {
         Self {
             id: format!("sim-{index}-{}", hex(4)),
             key: hex(32),
+            lane: index % link.reports.len().max(1),
             link,
             track: Arc::new(Track::default()),
         }
@@ -240,7 +244,10 @@ impl Node {
             node_key: Some(self.key.clone()),
             ..NodeReport::default()
         };
-        let _ = self.link.reports.send(Job {
+        let Some(queue) = self.link.reports.get(self.lane) else {
+            return;
+        };
+        let _ = queue.send(Job {
             report,
             track: self.track.clone(),
         });

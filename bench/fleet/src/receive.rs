@@ -77,3 +77,42 @@ impl Replica {
         Ok(held)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(version: u64) -> SyncEnvelope {
+        let snapshot = Snapshot::default();
+        SyncEnvelope {
+            gateway: "g".into(),
+            version,
+            hash: snapshot.content_hash(),
+            snapshot,
+        }
+    }
+
+    #[test]
+    fn a_verified_envelope_is_held_and_asked_after() {
+        let mut r = Replica::default();
+        assert_eq!(r.query(), "");
+        let body = serde_json::to_vec(&envelope(7)).unwrap();
+        let held = r.receive(Some(ENVELOPE), &body).unwrap();
+        assert_eq!(held.version, 7);
+        assert_eq!(r.query(), "&after=7");
+    }
+
+    #[test]
+    fn a_wrong_hash_or_an_unknown_type_is_refused_and_the_old_kept() {
+        let mut r = Replica::default();
+        r.receive(None, &serde_json::to_vec(&envelope(1)).unwrap())
+            .unwrap();
+        let mut bad = envelope(2);
+        bad.hash = "sha256:00".into();
+        let e = r.receive(None, &serde_json::to_vec(&bad).unwrap());
+        assert!(matches!(e, Err(Error::Verify(m)) if m.contains("does not match its hash")));
+        let e = r.receive(Some("text/plain"), b"{}");
+        assert!(matches!(e, Err(Error::Verify(_))));
+        assert_eq!(r.held().map(|h| h.version), Some(1));
+    }
+}

@@ -68,6 +68,8 @@ pub struct Row {
     /// Admin requests over the change's window (until every node reported it, plus 2 s,
     /// 10 s at least).
     pub admin_change: Dist,
+    /// The slowest admin request of the change's window: which, and when it was sent.
+    pub admin_slowest: Option<String>,
     /// The control plane's CPU while parked, share of one core.
     pub idle_cpu: f64,
     /// The control plane's CPU over the change's window, ms.
@@ -86,6 +88,11 @@ pub struct Row {
     pub sim_idle_cpu: f64,
     /// See `sim_idle_cpu`.
     pub sim_change_cpu_ms: f64,
+    /// Other processes of the machine while parked and over the change, share of one core
+    /// (a build running beside the benchmark shows here).
+    pub others_idle_cpu: f64,
+    /// See `others_idle_cpu`.
+    pub others_change_cpu: f64,
     /// `GET /api/v1/status` at the end, ms.
     pub status_ms: f64,
     /// Nodes `GET /api/v1/status` lists in sync with the gateway's hash.
@@ -158,8 +165,8 @@ impl Row {
         );
         let _ = writeln!(
             s,
-            "  admin p50/p99/max ms: parked {:.1}/{:.1}/{:.1} (n={}), during the change {:.1}/{:.1}/{:.1} (n={}); \
-             simulator idle {:.1}% of a core, change {:.0} ms CPU",
+            "  admin p50/p99/max ms: parked {:.1}/{:.1}/{:.1} (n={}), during the change {:.1}/{:.1}/{:.1} (n={}, the slowest {}); \
+             simulator idle {:.1}% of a core, change {:.0} ms CPU; other processes {:.0}% of a core parked, {:.0}% over the change",
             self.admin_idle.p50,
             self.admin_idle.p99,
             self.admin_idle.max,
@@ -168,8 +175,11 @@ impl Row {
             self.admin_change.p99,
             self.admin_change.max,
             self.admin_change.n,
+            self.admin_slowest.as_deref().unwrap_or("none"),
             self.sim_idle_cpu * 100.0,
-            self.sim_change_cpu_ms
+            self.sim_change_cpu_ms,
+            self.others_idle_cpu * 100.0,
+            self.others_change_cpu * 100.0
         );
         let _ = writeln!(
             s,

@@ -178,20 +178,33 @@ async fn measure(
         probe_rx,
     ));
     let idle_from = fleet.now_us();
-    let (s0, m0) = (server.sample()?, server::sample("self")?);
+    let (s0, m0, b0) = (
+        server.sample()?,
+        server::sample("self")?,
+        server::machine_busy(),
+    );
     let perf = profile(o, server.pid, &format!("{nodes}-idle"), o.idle)?;
     tokio::time::sleep(o.idle).await;
     finish(perf).await;
-    let (s1, m1) = (server.sample()?, server::sample("self")?);
+    let (s1, m1, b1) = (
+        server.sample()?,
+        server::sample("self")?,
+        server::machine_busy(),
+    );
     let idle_s = s1.at.duration_since(s0.at).as_secs_f64();
     row.idle_cpu = (s1.cpu - s0.cpu).as_secs_f64() / idle_s;
     row.sim_idle_cpu = (m1.cpu - m0.cpu).as_secs_f64() / idle_s;
+    row.others_idle_cpu = others(b1 - b0, s1.cpu - s0.cpu, m1.cpu - m0.cpu) / idle_s;
     row.rss_parked = s1.rss;
     row.sockets = s1.sockets;
 
     // The change: revision 2 deployed to every gateway in one request.
     say("the change: revision 2 to every gateway");
-    let (s2, m2) = (server.sample()?, server::sample("self")?);
+    let (s2, m2, b2) = (
+        server.sample()?,
+        server::sample("self")?,
+        server::machine_busy(),
+    );
     let t0 = fleet.now_us();
     let mut conn = admin.conn();
     let perf = profile(o, server.pid, &format!("{nodes}-change"), CHANGE_WINDOW)?;
@@ -234,7 +247,11 @@ async fn measure(
     let t_end =
         (fleet.now_us() + SETTLE.as_micros() as u64).max(t0 + CHANGE_WINDOW.as_micros() as u64);
     tokio::time::sleep(Duration::from_micros(t_end.saturating_sub(fleet.now_us()))).await;
-    let (s3, m3) = (server.sample()?, server::sample("self")?);
+    let (s3, m3, b3) = (
+        server.sample()?,
+        server::sample("self")?,
+        server::machine_busy(),
+    );
     finish(perf).await;
     let _ = probe_stop.send(true);
     probe.await.map_err(|e| Error::Run(e.to_string()))??;
@@ -247,6 +264,7 @@ async fn measure(
     row.change_cpu_ms = (s3.cpu - s2.cpu).as_secs_f64() * 1000.0;
     row.change_window_s = s3.at.duration_since(s2.at).as_secs_f64();
     row.sim_change_cpu_ms = (m3.cpu - m2.cpu).as_secs_f64() * 1000.0;
+    row.others_change_cpu = others(b3 - b2, s3.cpu - s2.cpu, m3.cpu - m2.cpu) / row.change_window_s;
     let probes = probe_samples
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -260,12 +278,24 @@ async fn measure(
     };
     row.admin_idle = Dist::of(window(idle_from, t0));
     row.admin_change = Dist::of(window(t0, t_end));
+    row.admin_slowest = probes
+        .iter()
+        .filter(|t| t.at_us >= t0 && t.at_us < t_end)
+        .max_by(|a, b| a.ms.total_cmp(&b.ms))
+        .map(|t| {
+            let what = ["GET /api/v1/gateways", "GET /api/v1/gateways/NAME"][t.which.min(1)];
+            format!(
+                "{what} sent {:.0} ms after the change's start",
+                since(t.at_us)
+            )
+        });
 
     // What the control plane saw: every node in sync, with the hash it computed.
     let t = Instant::now();
     let status = admin.status().await?;
     row.status_ms = t.elapsed().as_secs_f64() * 1000.0;
-    row.in_sync = in_sync(&status);
+    let (good, first_bad) = in_sync(&status);
+    row.in_sync = good;
     row.hwm = server.sample()?.hwm;
     let _ = stop_tx.send(true);
     let c = &fleet.counters;
@@ -280,11 +310,18 @@ async fn measure(
     row.last_error = fleet.last_error();
     if row.in_sync != nodes {
         return Err(Error::Run(format!(
-            "the control plane lists {} of {nodes} simulated nodes in sync with their gateway's hash after the change",
-            row.in_sync
+            "the control plane lists {} of {nodes} simulated nodes in sync with their gateway's hash after the change; {}",
+            row.in_sync,
+            first_bad.unwrap_or_else(|| "the others are not listed".into())
         )));
     }
     Ok(row)
+}
+
+/// CPU seconds of other processes: the machine's busy time less the control plane's and
+/// the simulator's.
+fn others(machine: Duration, server: Duration, sim: Duration) -> f64 {
+    (machine.as_secs_f64() - server.as_secs_f64() - sim.as_secs_f64()).max(0.0)
 }
 
 /// With `--perf`, starts `perf record` (call graphs, 999 Hz) on process `pid` for `secs`
@@ -360,27 +397,29 @@ async fn wait_all(
     }
 }
 
-/// Simulated nodes `GET /api/v1/status` shows in sync and reporting the gateway's hash.
-fn in_sync(status: &serde_json::Value) -> usize {
+/// Simulated nodes `GET /api/v1/status` shows in sync and reporting the gateway's hash,
+/// and the first that is not.
+fn in_sync(status: &serde_json::Value) -> (usize, Option<String>) {
     let empty = Vec::new();
-    status["gateways"]
-        .as_array()
-        .unwrap_or(&empty)
-        .iter()
-        .map(|g| {
-            let hash = g["snapshot_hash"].as_str();
-            g["nodes"]
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
-                .filter(|n| {
-                    n["node_id"]
-                        .as_str()
-                        .is_some_and(|id| id.starts_with("sim-"))
-                        && n["state"] == "in_sync"
-                        && n["applied_hash"].as_str() == hash
-                })
-                .count()
-        })
-        .sum()
+    let (mut good, mut first_bad) = (0, None);
+    for g in status["gateways"].as_array().unwrap_or(&empty) {
+        let hash = g["snapshot_hash"].as_str();
+        for n in g["nodes"].as_array().unwrap_or(&empty) {
+            if !n["node_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("sim-"))
+            {
+                continue;
+            }
+            if n["state"] == "in_sync" && n["applied_hash"].as_str() == hash {
+                good += 1;
+            } else if first_bad.is_none() {
+                first_bad = Some(format!(
+                    "e.g. node {} of gateway {} at snapshot version {}: {}",
+                    n["node_id"], g["gateway"], g["snapshot_version"], n
+                ));
+            }
+        }
+    }
+    (good, first_bad)
 }

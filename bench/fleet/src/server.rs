@@ -178,6 +178,25 @@ pub fn sample(pid: &str) -> Result<Sample, Error> {
     })
 }
 
+/// CPU time every process of the machine has used so far (all CPUs, idle and I/O wait
+/// excluded): what others used is this less the control plane's and the simulator's.
+pub fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .enumerate()
+        // user nice system idle iowait irq softirq steal guest guest_nice: guests are
+        // already in user and nice.
+        .filter(|(i, _)| matches!(i, 0 | 1 | 2 | 5 | 6 | 7))
+        .map(|(_, v)| v.parse::<u64>().unwrap_or(0))
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
 /// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 when it cannot tell).
 fn clock_ticks() -> u64 {
     static HZ: OnceLock<u64> = OnceLock::new();
