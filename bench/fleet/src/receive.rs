@@ -1,14 +1,11 @@
 //! What one simulated node holds, and the one place where an answer of the control plane is
-//! decoded and verified as a real node does (`portico_proxy::node::apply` without the
-//! runtime build: parse, content hash, validation).
-//!
-//! When the protocol gains deltas, this file is the one to change: [`Replica::query`] asks
-//! for them (`&deltas=1`), and [`Replica::receive`] applies a delta chain
-//! (`application/vnd.portico.delta+json`) to [`Replica::held`] with `portico_model`'s
-//! delta API and checks the resulting hash, keeping the full-envelope branch for first
-//! syncs and fallbacks. Nothing else in the tool looks inside a body.
+//! decoded and verified as a real node does (`portico_proxy::node::apply` and
+//! `apply_deltas` without the runtime build): a whole envelope is parsed, its content hash
+//! checked and validated; a chain of deltas is applied step by step to what is held, the
+//! digest checked after each. Nothing else in the tool looks inside a body.
 
-use portico_model::{Snapshot, SyncEnvelope};
+use portico_model::delta::Held as Content;
+use portico_model::{DELTA_CONTENT_TYPE, SyncDeltas, SyncEnvelope};
 
 use crate::Error;
 
@@ -27,43 +24,54 @@ pub struct Held {
 /// The state of one simulated node: the snapshot it serves (nothing before its first sync).
 #[derive(Debug, Default)]
 pub struct Replica {
-    held: Option<(Held, Snapshot)>,
+    held: Option<(Held, String, Content)>,
 }
 
 impl Replica {
     /// What the node serves now.
     pub fn held(&self) -> Option<&Held> {
-        self.held.as_ref().map(|(h, _)| h)
+        self.held.as_ref().map(|(h, _, _)| h)
     }
 
-    /// The query parameters after `wait=` that say what the node holds.
+    /// The query parameters after `wait=` that say what the node holds (and that it takes
+    /// deltas to it).
     pub fn query(&self) -> String {
         match self.held() {
-            Some(h) => format!("&after={}", h.version),
+            Some(h) => format!("&after={}&deltas=true", h.version),
             None => String::new(),
         }
     }
 
     /// Decodes and verifies an answer of `GET /api/v1/sync/snapshot` (already inflated) and
-    /// makes it what the node holds; on any failure the node keeps what it had.
+    /// makes it what the node holds. A bad envelope leaves the node with what it had; deltas
+    /// that do not apply leave it with nothing (its next poll fetches the whole snapshot).
     pub fn receive(&mut self, content_type: Option<&str>, body: &[u8]) -> Result<Held, Error> {
         match content_type {
-            Some(ENVELOPE) | None => {}
-            Some(other) => {
-                return Err(Error::Verify(format!(
-                    "an answer of type `{other}`: this tool reads `{ENVELOPE}` envelopes only"
-                )));
+            Some(ENVELOPE) | None => self.whole(body),
+            Some(DELTA_CONTENT_TYPE) => {
+                let taken = self.held.take();
+                let out = Self::deltas(taken, body)?;
+                let held = out.0.clone();
+                self.held = Some(out);
+                Ok(held)
             }
+            Some(other) => Err(Error::Verify(format!(
+                "an answer of type `{other}`: neither `{ENVELOPE}` nor `{DELTA_CONTENT_TYPE}`"
+            ))),
         }
+    }
+
+    fn whole(&mut self, body: &[u8]) -> Result<Held, Error> {
         let env: SyncEnvelope = serde_json::from_slice(body)
             .map_err(|e| Error::Verify(format!("the snapshot is unreadable: {e}")))?;
-        if env.snapshot.content_hash() != env.hash {
+        let content = Content::new(env.snapshot);
+        if !content.matches(&env.hash) {
             return Err(Error::Verify(format!(
                 "snapshot {} of gateway `{}` does not match its hash {}",
                 env.version, env.gateway, env.hash
             )));
         }
-        if let Err(e) = env.snapshot.validate() {
+        if let Err(e) = content.snapshot().validate() {
             return Err(Error::Verify(format!(
                 "snapshot {} of gateway `{}` is invalid: {e}",
                 env.version, env.gateway
@@ -73,8 +81,40 @@ impl Replica {
             version: env.version,
             hash: env.hash,
         };
-        self.held = Some((held.clone(), env.snapshot));
+        self.held = Some((held.clone(), env.gateway, content));
         Ok(held)
+    }
+
+    fn deltas(
+        taken: Option<(Held, String, Content)>,
+        body: &[u8],
+    ) -> Result<(Held, String, Content), Error> {
+        let chain: SyncDeltas = serde_json::from_slice(body)
+            .map_err(|e| Error::Verify(format!("the deltas are unreadable: {e}")))?;
+        let (mut held, gateway, mut content) = taken
+            .ok_or_else(|| Error::Verify("deltas came to a node that holds nothing".into()))?;
+        if chain.gateway != gateway {
+            return Err(Error::Verify(format!(
+                "deltas for gateway `{}` came to a node of `{gateway}`",
+                chain.gateway
+            )));
+        }
+        for step in chain.steps {
+            if step.from != held.version {
+                return Err(Error::Verify(format!(
+                    "a delta from version {} came to a node at version {}",
+                    step.from, held.version
+                )));
+            }
+            content
+                .apply(step.changes, &step.hash)
+                .map_err(|e| Error::Verify(format!("version {}: {e}", step.version)))?;
+            held = Held {
+                version: step.version,
+                hash: step.hash,
+            };
+        }
+        Ok((held, gateway, content))
     }
 }
 
@@ -82,12 +122,14 @@ impl Replica {
 mod tests {
     use super::*;
 
+    use portico_model::Snapshot;
+
     fn envelope(version: u64) -> SyncEnvelope {
         let snapshot = Snapshot::default();
         SyncEnvelope {
             gateway: "g".into(),
             version,
-            hash: snapshot.content_hash(),
+            hash: snapshot.digest(),
             snapshot,
         }
     }
@@ -99,7 +141,7 @@ mod tests {
         let body = serde_json::to_vec(&envelope(7)).unwrap();
         let held = r.receive(Some(ENVELOPE), &body).unwrap();
         assert_eq!(held.version, 7);
-        assert_eq!(r.query(), "&after=7");
+        assert_eq!(r.query(), "&after=7&deltas=true");
     }
 
     #[test]
