@@ -46,12 +46,20 @@ pub(super) async fn sync_snapshot(
     loop {
         let v = *rx.borrow_and_update();
         if v > 0 && Some(v) != q.after {
-            if let (Some(after), Some(true)) = (q.after, q.deltas)
-                && let Some(chain) = st
+            // Deltas when every step is kept; the whole snapshot otherwise, and also when
+            // the steps cannot be read (the node is never left without an answer).
+            let chain = match (q.after, q.deltas) {
+                (Some(after), Some(true)) => st
                     .store
                     .delta_chain(owner.gateway_id, &owner.name, after, v)
-                    .await?
-            {
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(gateway = %owner.name, error = %e, "deltas unreadable; sending the whole snapshot");
+                        None
+                    }),
+                _ => None,
+            };
+            if let Some(chain) = chain {
                 let mut resp = (
                     [(header::CONTENT_TYPE, portico_model::DELTA_CONTENT_TYPE)],
                     chain,

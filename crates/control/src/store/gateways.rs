@@ -401,11 +401,12 @@ impl Store {
         if rows.len() as u64 != current - after {
             return Ok(None);
         }
-        let whole: Option<i64> =
-            sqlx::query_scalar("SELECT LENGTH(body) FROM snapshots WHERE gateway_id = $1")
-                .bind(gateway_id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let whole: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(LENGTH(body) AS BIGINT) FROM snapshots WHERE gateway_id = $1",
+        )
+        .bind(gateway_id)
+        .fetch_optional(&self.pool)
+        .await?;
         let mut out = format!("{{\"gateway\":{},\"steps\":[", to_json(&gateway)?);
         let mut from = after;
         for (i, (version, hash, body)) in rows.into_iter().enumerate() {
