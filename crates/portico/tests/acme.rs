@@ -288,11 +288,8 @@ async fn http01_certificates_for_a_gateway_with_two_nodes_and_an_uploaded_one_wi
         .start(http_port, tls_port, None, Some(("kid-1", eab_key)))
         .await;
     let directory = pebble.directory.clone();
-    let cp = start_server_with(
-        &root.path().join("data"),
-        free_port(),
-        free_port(),
-        None,
+    let cp = server(
+        root.path(),
         &[
             "--acme-directory",
             &directory,
@@ -577,7 +574,7 @@ async fn tls_alpn01_waits_for_a_ca_that_is_down_then_renews_short_lived_certific
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme_listeners_need_a_control_plane_with_an_acme_ca() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let (_, gw) = cp.api("GET", "/api/v1/gateways/default", None).await;
     let mut spec = gw["spec"].clone();
     spec["listeners"] = json!([{"port": free_port(), "tls": {"certificates": [], "acme": true}}]);

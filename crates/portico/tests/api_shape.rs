@@ -91,7 +91,7 @@ async fn post(cp: &ControlPlane, path: &str, body: &Value) -> Answer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strings_and_lists_over_their_limits_are_refused_with_the_field_path() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
 
     // The reported case: a 200,000-character context.
     let long_context = format!("/{}", "c".repeat(199_999));
@@ -250,7 +250,7 @@ async fn stop(mut cp: ControlPlane) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_answers_the_json_shape_with_its_status() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let client = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", cp.url);
     let authed = |r: reqwest::RequestBuilder| r.bearer_auth(&cp.token);
@@ -442,7 +442,7 @@ async fn the_openapi_document_describes_what_the_server_answers() {
         "schemathesis is not installed: scripts/test.sh installs it (pip install schemathesis)"
     );
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     // The run authenticates with the admin token throughout. Signing out runs: the admin
     // token is not a session, so it answers 409 and stays valid. No user is ever signed in,
     // so deleting users or revoking their tokens takes nothing from the run.

@@ -73,7 +73,7 @@ production_endpoints = ["http://127.0.0.1:9000"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_api_file_applies_as_it_is() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let api = file(root.path(), "files.toml", README_API);
 
     let out = cp.cli_ok(&["apply", "-f", api.to_str().unwrap()]).await;
@@ -187,7 +187,7 @@ routes = [{{ path = "/api", service = "backend" }}]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_of_every_kind_applies_in_one_go_and_a_second_run_changes_nothing() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let (cert, key) = certificate("shop.example.test");
     let (st, v) = cp
         .api(
@@ -295,7 +295,7 @@ async fn refused(cp: &ControlPlane, path: &Path, absent: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_with_one_bad_object_applies_nothing_and_its_dry_run_says_so() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let good = "[[services]]\nname = \"backend\"\nendpoints = [\"127.0.0.1:9\"]\n\n\
                 [[tiers]]\nname = \"gold\"\nlimit = 10\n\n\
                 [[apis]]\nname = \"Pets\"\nversion = \"v1\"\ncontext = \"/pets/v1\"\nproduction_endpoints = [\"http://127.0.0.1:9\"]\n\n\
@@ -402,7 +402,7 @@ async fn a_file_with_one_bad_object_applies_nothing_and_its_dry_run_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_deletes_only_objects_of_the_kinds_the_file_names() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     for (path, body) in [
         (
             "/api/v1/services",

@@ -223,7 +223,7 @@ async fn the_guides_gateway_imported_applied_and_called() {
     );
 
     // --out: an apply file; `portico apply` takes it.
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let file = root.path().join("mesh.toml");
     let (ok, out, err) = import(&[mesh_dir, "--out", file.to_str().unwrap()]).await;
     assert!(ok, "{out}{err}");

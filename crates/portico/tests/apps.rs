@@ -72,7 +72,7 @@ async fn serves(c: &reqwest::Client, url: &str, host: Option<&str>, want: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draft_on_default_published_on_a_custom_domain_with_everything_serving_does() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let dist = root.path().join("dist");
     write(&dist, "index.html", b"<h1>v1</h1>");
     write(&dist, "404.html", b"no such page");
@@ -387,7 +387,7 @@ async fn draft_on_default_published_on_a_custom_domain_with_everything_serving_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_50_mib_bundle_reaches_a_node_intact() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let dist = root.path().join("dist");
     let mut big = vec![0u8; 50 << 20];
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -439,7 +439,7 @@ async fn a_50_mib_bundle_reaches_a_node_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_versions_under_load_fails_no_request() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let dist = root.path().join("dist");
     cp.cli_ok(&["apps", "create", "site"]).await;
     for v in 1..=3 {
@@ -574,7 +574,7 @@ async fn switching_versions_under_load_fails_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_versions_beyond_the_kept_number_are_deleted_unless_deployed() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let dist = root.path().join("dist");
     cp.cli_ok(&["apps", "create", "tiny", "--keep-versions", "2"])
         .await;
@@ -632,7 +632,7 @@ async fn old_versions_beyond_the_kept_number_are_deleted_unless_deployed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_forwards_its_api_paths_to_a_service() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let up = portico_testkit::Upstream::echo().await;
     let (st, v) = cp
         .api(
@@ -701,7 +701,7 @@ async fn an_app_forwards_its_api_paths_to_a_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archives_upload_like_folders_and_unsafe_paths_are_refused() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     cp.cli_ok(&["apps", "create", "packed"]).await;
     // A .tar.gz of the folder itself: `dist/index.html` becomes `index.html`.
     let tgz = root.path().join("app.tar.gz");

@@ -270,11 +270,8 @@ async fn admin_and_public_sides_listen_apart() {
     let root = TempDir::new().unwrap();
     let public_port = free_port();
     let public = format!("http://127.0.0.1:{public_port}");
-    let cp = start_server_with(
-        &root.path().join("data"),
-        free_port(),
-        free_port(),
-        None,
+    let cp = server(
+        root.path(),
         &["--public-listen", &format!("127.0.0.1:{public_port}")],
     )
     .await;
@@ -634,14 +631,7 @@ async fn postgresql_away_for_ten_seconds_loses_no_acknowledged_write() {
     let pg = PgCluster::start();
     create_database(pg.url("").trim_end_matches('/'), "away");
     let url = pg.url("away");
-    let cp = start_server_with(
-        &root.path().join("data"),
-        free_port(),
-        free_port(),
-        None,
-        &["--database", &url],
-    )
-    .await;
+    let cp = server(root.path(), &["--database", &url]).await;
     let (mut n, _up) = edge_serving_pets(root.path(), &cp, &cp.url).await;
     let client = Client::new();
     eventually_serves(&client, &n.url("/pets/x"), "one").await;
@@ -758,14 +748,7 @@ async fn postgresql_over_tls_with_a_pinned_ca() {
         pg.port,
         ca_file.display()
     );
-    let cp = start_server_with(
-        &root.path().join("data"),
-        free_port(),
-        free_port(),
-        None,
-        &["--database", &url],
-    )
-    .await;
+    let cp = server(root.path(), &["--database", &url]).await;
     let (st, v) = cp
         .api(
             "POST",

@@ -190,7 +190,7 @@ async fn link_with_form(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let (mut eu, mut us) = (
         init_node(root.path(), "eu", &cp.url).await,
         init_node(root.path(), "us", &cp.url).await,
@@ -613,14 +613,7 @@ async fn an_admin_links_with_the_form_and_a_publisher_deploys_to_two_gateways() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_signs_up_subscribes_and_tries_the_api_through_the_sandbox() {
     let root = TempDir::new().unwrap();
-    let cp = start_server_with(
-        &root.path().join("data"),
-        free_port(),
-        free_port(),
-        None,
-        &["--portal-signup", "approval"],
-    )
-    .await;
+    let cp = server(root.path(), &["--portal-signup", "approval"]).await;
     let (mut prod, mut sandbox) = (
         init_node(root.path(), "prod", &cp.url).await,
         init_node(root.path(), "sandbox", &cp.url).await,
@@ -980,7 +973,7 @@ async fn version_state(b: &Browser, n: u32) -> Result<String, BrowserError> {
 async fn a_publisher_uploads_an_app_runs_a_draft_beside_the_published_version_and_goes_blue_green()
 {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let (mut blue, mut green) = (
         init_node(root.path(), "blue", &cp.url).await,
         init_node(root.path(), "green", &cp.url).await,
@@ -1289,7 +1282,7 @@ async fn rules(b: &Browser, css: &str) -> Result<Value, BrowserError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_creates_re_roles_and_deletes_users_and_a_publisher_may_not() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     user(&cp, "ada", &["admin"]).await;
     user(&cp, "pat", &["publisher"]).await;
     let (st, v) = cp
@@ -1490,7 +1483,7 @@ async fn an_admin_creates_re_roles_and_deletes_users_and_a_publisher_may_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_deploys_by_keyboard_with_visibility_in_view_and_moves_the_lifecycle() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     user(&cp, "ada", &["admin"]).await;
     user(&cp, "pat", &["publisher"]).await;
     let (st, v) = cp
@@ -1697,14 +1690,7 @@ async fn client_token(cp: &ControlPlane, id: &str, secret: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_pages_through_apis_applications_subscriptions_and_keys() {
     let root = TempDir::new().unwrap();
-    let cp = start_server_with(
-        &root.path().join("data"),
-        free_port(),
-        free_port(),
-        None,
-        &["--portal-signup", "open"],
-    )
-    .await;
+    let cp = server(root.path(), &["--portal-signup", "open"]).await;
     // 21 published APIs named Pet, and one more: more than a portal page (20) holds.
     let mut names: Vec<String> = (1..=21).map(|n| format!("Pet {n:02}")).collect();
     names.push("Cats".into());

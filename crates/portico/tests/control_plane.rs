@@ -469,7 +469,7 @@ async fn deploy_revisions_to_production_and_sandbox_gateways_and_survive_outages
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deploys_and_stale_updates_lose_nothing() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let up = Upstream::named("backend").await;
     let n = 8;
     for i in 0..n {
@@ -871,7 +871,7 @@ async fn control_plane_over_https_with_a_pinned_ca_and_no_tokens_in_clear() {
 async fn uploaded_certificates_reach_https_listeners_and_bad_ones_are_refused() {
     use rcgen::{CertificateParams, KeyPair};
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let make = |hosts: &[&str], expired: bool| {
         let key = KeyPair::generate().unwrap();
         let mut params =
@@ -993,7 +993,7 @@ async fn uploaded_certificates_reach_https_listeners_and_bad_ones_are_refused() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_cache_cannot_start_starts_empty_with_its_internal_port() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let up = Upstream::named("cached").await;
     let mut n = init_node(root.path(), "n", &cp.url).await;
     n.start().await;

@@ -100,7 +100,7 @@ async fn in_step(cp: &ControlPlane, n: &Node) -> Value {
 /// Starts a control plane and one node linked as production gateway `edge`, serving route
 /// `hello`.
 async fn setup(root: &TempDir) -> (ControlPlane, Node) {
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let mut n = init_node(root.path(), "edge", &cp.url).await;
     n.start().await;
     cp.link(&n, "edge", "production", &[]).await;

@@ -196,7 +196,7 @@ async fn client_token(cp: &ControlPlane, id: &str, secret: &str) -> (u16, Value)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsubscribing_blocking_and_deleting_a_consumer_close_its_keys_and_tokens() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let up = Upstream::named("pets").await;
     cp.deploy_api(
         json!({"name": "Pets", "version": "v1", "context": "/pets", "auth": "any",
@@ -306,7 +306,7 @@ async fn password_grant(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_password_grant_checks_the_client_first_answers_alike_and_backs_off() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     cp.cli_ok(&["consumers", "create", "app"]).await;
     let (st, c) = cp
         .api(
@@ -433,11 +433,8 @@ async fn node_ids(cp: &ControlPlane, gateway: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_ids_are_bound_to_their_node_capped_per_gateway_and_forgotten_when_silent() {
     let root = TempDir::new().unwrap();
-    let cp = start_server_with(
-        &root.path().join("data"),
-        free_port(),
-        free_port(),
-        None,
+    let cp = server(
+        root.path(),
         &["--max-nodes-per-gateway", "3", "--node-forget-after", "3"],
     )
     .await;
@@ -667,7 +664,7 @@ async fn a_nodes_last_error_is_its_last_applys_kept_across_heartbeats_until_one_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_gateway_or_api_in_use_needs_force_and_says_what_goes() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let (st, v) = cp
         .api(
             "POST",
@@ -738,7 +735,7 @@ async fn deleting_a_gateway_or_api_in_use_needs_force_and_says_what_goes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_apis_on_one_context_of_a_gateway_are_refused_at_deploy() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     for (name, context) in [
         ("Pets", "/pets/v1"),
         ("Animals", "/pets/v1"),
@@ -792,7 +789,7 @@ async fn two_apis_on_one_context_of_a_gateway_are_refused_at_deploy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_flag_works_or_is_refused_and_every_command_answers_json() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
 
     // A gateway from a file: --internal works; a linked node's flags are refused.
     let port = free_port();
@@ -921,7 +918,7 @@ async fn every_flag_works_or_is_refused_and_every_command_answers_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_drains_its_built_in_gateway_and_does_not_wait_on_long_polls() {
     let root = TempDir::new().unwrap();
-    let mut cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let mut cp = server(root.path(), &[]).await;
     let slow = Upstream::start(|_| {
         portico_testkit::Reply::Delay(
             Duration::from_secs(2),
@@ -971,7 +968,7 @@ async fn the_server_drains_its_built_in_gateway_and_does_not_wait_on_long_polls(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_says_where_it_answers_and_a_linked_gateway_keeps_its_urls_port() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let mut n = init_node(root.path(), "edge", &cp.url).await;
     n.start().await;
     cp.link(&n, "edge", "production", &[]).await;
@@ -1031,7 +1028,7 @@ async fn an_api_says_where_it_answers_and_a_linked_gateway_keeps_its_urls_port()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_command_whose_reader_went_away_ends_quietly() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     for args in [&["status"][..], &["apis", "list", "-o", "json"][..]] {
         // The pipe's reading end is closed before the command writes a byte.
         let (reader, writer) = std::io::pipe().unwrap();

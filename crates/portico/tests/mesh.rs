@@ -41,7 +41,7 @@ async fn status_mentions(cp: &ControlPlane, needle: &str, want: bool) -> String 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apis_endpoints_fail_over_by_health_and_the_node_reports_it() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let primary_up = Arc::new(AtomicBool::new(true));
     let primary = backend("primary", primary_up.clone()).await;
     let backup = backend("backup", Arc::new(AtomicBool::new(true))).await;
@@ -109,7 +109,7 @@ async fn an_apis_endpoints_fail_over_by_health_and_the_node_reports_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_endpoint_settings_are_refused_with_their_field_paths() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let (s, v) = cp
         .api(
             "POST",

@@ -46,7 +46,7 @@ async fn eventually_status(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_by_environment_on_production_sandbox_and_hybrid_gateways() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let client = Client::new();
     // Backends that say which environment they are and who the gateway said called.
     let backend = |env: &'static str| {
@@ -236,7 +236,7 @@ async fn api_keys_by_environment_on_production_sandbox_and_hybrid_gateways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_expiry_reaches_the_gateway_and_query_keys_work() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let up = Upstream::named("ok").await;
     let (st, v) = cp
         .api(
@@ -364,7 +364,7 @@ async fn eventually_token(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_from_the_token_service_by_environment_scope_and_key_rotation() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let client = Client::new();
     let backend = Upstream::start(|r| {
         let who = r
@@ -652,7 +652,7 @@ async fn tokens_from_the_token_service_by_environment_scope_and_key_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflights_are_answered_at_the_gateway() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let up = Upstream::named("data").await;
     let (st, v) = cp
         .api(
@@ -809,11 +809,8 @@ async fn cors_preflights_are_answered_at_the_gateway() {
 async fn the_portals_try_out_calls_apis_cross_origin_on_every_gateway() {
     const PORTAL: &str = "https://portal.example.com";
     let root = TempDir::new().unwrap();
-    let cp = start_server_with(
-        &root.path().join("data"),
-        free_port(),
-        free_port(),
-        None,
+    let cp = server(
+        root.path(),
         &["--portal-origin", "HTTPS://Portal.Example.com:443"],
     )
     .await;
@@ -991,7 +988,7 @@ async fn a_portal_origin_that_is_not_an_origin_stops_the_server_naming_the_flag(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_tiers_per_subscription_and_per_api_are_exact_at_the_boundary() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let up = Upstream::named("ok").await;
     cp.cli_ok(&[
         "tiers", "create", "three", "--limit", "3", "--per", "minute",
@@ -1103,7 +1100,7 @@ async fn throttling_tiers_per_subscription_and_per_api_are_exact_at_the_boundary
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_allow_lists_with_forwarded_for_from_trusted_proxies_only() {
     let root = TempDir::new().unwrap();
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let up = Upstream::named("ok").await;
     // The built-in gateway trusts the load balancer at 127.0.0.1 to say who the client is.
     let (_, g) = cp.api("GET", "/api/v1/gateways/default", None).await;
@@ -1194,7 +1191,7 @@ async fn fresh_get(port: u16, path: &str) -> u16 {
 async fn two_nodes_share_one_limit_through_redis_and_fall_back_when_it_dies() {
     let root = TempDir::new().unwrap();
     let (mut redis, redis_port) = start_redis().await;
-    let cp = start_server(&root.path().join("data"), free_port(), free_port(), None).await;
+    let cp = server(root.path(), &[]).await;
     let up = Upstream::named("ok").await;
     let redis_url = format!("redis://127.0.0.1:{redis_port}");
     // Two nodes of one gateway, sharing its traffic port.

@@ -46,6 +46,12 @@ pub async fn start_server(
     start_server_with(data, admin_port, gateway_port, token, &[]).await
 }
 
+/// A control plane on free ports with its data in `root/data`, its admin token made at
+/// first start, and `extra` arguments.
+pub async fn server(root: &Path, extra: &[&str]) -> ControlPlane {
+    start_server_with(&root.join("data"), free_port(), free_port(), None, extra).await
+}
+
 /// [`start_server`] with more arguments.
 pub async fn start_server_with(
     data: &Path,
