@@ -223,6 +223,12 @@ pub struct Removed {
 impl Removed {
     /// True when nothing is removed.
     pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many entities it removes.
+    pub fn len(&self) -> usize {
+        // Every field: one left out here would be lost on the way to the nodes.
         let Self {
             listeners,
             services,
@@ -232,13 +238,13 @@ impl Removed {
             tiers,
             apps,
         } = self;
-        listeners.is_empty()
-            && services.is_empty()
-            && routes.is_empty()
-            && api_keys.is_empty()
-            && consumers.is_empty()
-            && tiers.is_empty()
-            && apps.is_empty()
+        listeners.len()
+            + services.len()
+            + routes.len()
+            + api_keys.len()
+            + consumers.len()
+            + tiers.len()
+            + apps.len()
     }
 }
 
@@ -278,35 +284,31 @@ pub struct Changes {
 impl Changes {
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.listeners.is_empty()
-            && self.services.is_empty()
-            && self.routes.is_empty()
-            && self.api_keys.is_empty()
-            && self.consumers.is_empty()
-            && self.tiers.is_empty()
-            && self.apps.is_empty()
-            && self.singles.is_none()
-            && self.removed.is_empty()
+        self.len() == 0
     }
 
     /// How many entities it adds, changes or removes.
     pub fn len(&self) -> usize {
-        let r = &self.removed;
-        self.listeners.len()
-            + self.services.len()
-            + self.routes.len()
-            + self.api_keys.len()
-            + self.consumers.len()
-            + self.tiers.len()
-            + self.apps.len()
-            + usize::from(self.singles.is_some())
-            + r.listeners.len()
-            + r.services.len()
-            + r.routes.len()
-            + r.api_keys.len()
-            + r.consumers.len()
-            + r.tiers.len()
-            + r.apps.len()
+        let Self {
+            listeners,
+            services,
+            routes,
+            api_keys,
+            consumers,
+            tiers,
+            apps,
+            singles,
+            removed,
+        } = self;
+        listeners.len()
+            + services.len()
+            + routes.len()
+            + api_keys.len()
+            + consumers.len()
+            + tiers.len()
+            + apps.len()
+            + usize::from(singles.is_some())
+            + removed.len()
     }
 }
 
@@ -534,13 +536,32 @@ pub fn digest(s: &Snapshot) -> Digest {
             d.add(T::KIND, &i.key(), i);
         }
     }
-    all(&mut d, &s.listeners);
-    all(&mut d, &s.services);
-    all(&mut d, &s.security.api_keys);
-    all(&mut d, &s.security.consumers);
-    all(&mut d, &s.security.tiers);
-    all(&mut d, &s.apps);
-    for (i, r) in s.routes.iter().enumerate() {
+    // Every field, each a kind of entity or in the singles: one added to the Snapshot
+    // must be given its place here (and in `diff` and `Held::apply`).
+    let Snapshot {
+        schema: _,
+        listeners,
+        services,
+        routes,
+        security:
+            Security {
+                gateway_type: _,
+                api_keys,
+                jwt: _,
+                tiers,
+                consumers,
+            },
+        acme: _,
+        apps,
+        portal: _,
+    } = s;
+    all(&mut d, listeners);
+    all(&mut d, services);
+    all(&mut d, api_keys);
+    all(&mut d, consumers);
+    all(&mut d, tiers);
+    all(&mut d, apps);
+    for (i, r) in routes.iter().enumerate() {
         let name = r.effective_name(i);
         let after = i.checked_sub(1).map(|p| s.routes[p].effective_name(p));
         d.add(
@@ -889,31 +910,4 @@ fn replace_in_place(routes: &mut [Route], d: &mut Digest, put: &[PlacedRoute]) -
         routes[i] = p.route.clone();
     }
     true
-}
-
-/// Keeps `Security` in this module's view: every field is a list kind or a single.
-#[allow(dead_code)]
-fn every_security_field_is_covered(s: &Security) {
-    let Security {
-        gateway_type: _,
-        api_keys: _,
-        jwt: _,
-        tiers: _,
-        consumers: _,
-    } = s;
-}
-
-/// Keeps `Snapshot` in this module's view: a field added there must be added here.
-#[allow(dead_code)]
-fn every_snapshot_field_is_covered(s: &Snapshot) {
-    let Snapshot {
-        schema: _,
-        listeners: _,
-        services: _,
-        routes: _,
-        security: _,
-        acme: _,
-        apps: _,
-        portal: _,
-    } = s;
 }

@@ -5,8 +5,8 @@
 
 use portico_model::delta::{self, DeltaError, Held};
 use portico_model::{
-    ApiKeyGrant, ConsumerLimits, Format, JwtKey, JwtSettings, KeyType, Portal, Route, Snapshot,
-    Tier,
+    ApiKeyGrant, AppBundle, AppFile, ConsumerLimits, Format, JwtKey, JwtSettings, KeyType, Portal,
+    Route, Snapshot, Tier,
 };
 use proptest::prelude::*;
 
@@ -66,7 +66,28 @@ fn full() -> Snapshot {
     for n in ["a", "b", "c"] {
         s.routes.push(fixed(n, n));
     }
+    s.apps = (1..=2).map(app).collect();
     s
+}
+
+/// Version `version` of app `site`, one file.
+fn app(version: u32) -> AppBundle {
+    AppBundle {
+        slug: "site".into(),
+        version,
+        files: [(
+            "index.html".to_owned(),
+            AppFile {
+                hash: format!("{version:02x}").repeat(32),
+                size: 10,
+            },
+        )]
+        .into(),
+        spa: false,
+        not_found: None,
+        cache_control: Vec::new(),
+        created_at: 1,
+    }
 }
 
 /// Applies diff(old, new) to old and checks the result is new, as content and digest.
@@ -99,6 +120,9 @@ fn the_digest_moves_with_content_and_not_with_the_order_of_unordered_lists() {
     let mut d = full();
     d.security.api_keys[0].apis.push("other".into());
     assert_ne!(a.digest(), d.digest());
+    let mut e = full();
+    e.apps[1].spa = true;
+    assert_ne!(a.digest(), e.digest());
 }
 
 #[test]
@@ -144,7 +168,7 @@ fn every_kind_of_entity_can_be_removed() {
     // And put back.
     round_trip(&new, &old);
     // One kind at a time.
-    for cut in 0..7 {
+    for cut in 0..8 {
         let mut new = full();
         match cut {
             0 => drop(new.security.api_keys.remove(2)),
@@ -153,6 +177,7 @@ fn every_kind_of_entity_can_be_removed() {
             3 => drop(new.services.pop()),
             4 => new.security.jwt = None,
             5 => new.portal = None,
+            6 => drop(new.apps.remove(0)),
             _ => drop(new.listeners.pop()),
         }
         assert!(round_trip(&old, &new) >= 1, "cut {cut}");

@@ -600,16 +600,7 @@ async fn apply(
         hash,
         held,
     };
-    let applied = serve(gateway, settings, state, client, base, &held, None).await;
-    // Held even when the runtime refused it: the next version's deltas apply to it.
-    *state.lock_held() = match applied {
-        Err(ApplyError::Transient(_)) => None,
-        _ => Some(held),
-    };
-    if applied.is_ok() {
-        state.cache_dirty.notify_one();
-    }
-    applied
+    serve(gateway, settings, state, client, base, held, None).await
 }
 
 /// Applies a chain of deltas to what the node holds, checks the digest after each step,
@@ -653,29 +644,35 @@ async fn apply_deltas(
         held.hash = step.hash;
     }
     tracing::debug!(version = held.version, steps, entities, "deltas applied");
-    let applied = serve(
-        gateway,
-        settings,
-        state,
-        client,
-        base,
-        &held,
-        Some(&touched),
-    )
-    .await;
-    *state.lock_held() = match applied {
+    serve(gateway, settings, state, client, base, held, Some(&touched)).await
+}
+
+/// Serves `held` ([`serve_held`]) and keeps it as what the node holds: even when the
+/// runtime refused it (the next version's deltas apply to it), but not when its app files
+/// are still missing (it will come whole again). What is served goes to the cache.
+async fn serve(
+    gateway: &Gateway,
+    settings: &SyncSettings,
+    state: &NodeState,
+    client: &reqwest::Client,
+    base: &str,
+    held: HeldAt,
+    touched: Option<&portico_model::delta::Touched>,
+) -> Result<(), ApplyError> {
+    let served = serve_held(gateway, settings, state, client, base, &held, touched).await;
+    *state.lock_held() = match served {
         Err(ApplyError::Transient(_)) => None,
         _ => Some(held),
     };
-    if applied.is_ok() {
+    if served.is_ok() {
         state.cache_dirty.notify_one();
     }
-    applied
+    served
 }
 
 /// Fetches the app files of what is held, serves it, and marks it applied. After deltas,
 /// `touched` says what they changed: only that is compiled again.
-async fn serve(
+async fn serve_held(
     gateway: &Gateway,
     settings: &SyncSettings,
     state: &NodeState,

@@ -59,25 +59,18 @@ pub(super) async fn sync_snapshot(
                     }),
                 _ => None,
             };
-            if let Some(chain) = chain {
-                let mut resp = (
-                    [(header::CONTENT_TYPE, portico_model::DELTA_CONTENT_TYPE)],
-                    chain,
-                )
-                    .into_response();
-                if let Ok(e) = HeaderValue::from_str(&format!("\"{v}\"")) {
-                    resp.headers_mut().insert(header::ETAG, e);
+            let (content_type, body, version) = match chain {
+                Some(chain) => (portico_model::DELTA_CONTENT_TYPE, chain, v),
+                None => {
+                    let snap =
+                        st.store.snapshot(owner.gateway_id).await?.ok_or_else(|| {
+                            Error::Internal("a published snapshot is missing".into())
+                        })?;
+                    ("application/json", snap.body, snap.version)
                 }
-                return Ok(resp);
-            }
-            let snap = st
-                .store
-                .snapshot(owner.gateway_id)
-                .await?
-                .ok_or_else(|| Error::Internal("a published snapshot is missing".into()))?;
-            let mut resp =
-                ([(header::CONTENT_TYPE, "application/json")], snap.body).into_response();
-            if let Ok(e) = HeaderValue::from_str(&format!("\"{}\"", snap.version)) {
+            };
+            let mut resp = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+            if let Ok(e) = HeaderValue::from_str(&format!("\"{version}\"")) {
                 resp.headers_mut().insert(header::ETAG, e);
             }
             return Ok(resp);
