@@ -156,7 +156,7 @@ pub async fn run(mut node: NodeSettings, poll_wait: Duration) -> anyhow::Result<
     let start_with = match &cached {
         Some(env) => {
             tracing::info!(gateway = %env.gateway, version = env.version, "starting from the cached snapshot");
-            &env.snapshot
+            env.snapshot()
         }
         None => {
             tracing::info!("no cached snapshot: serving nothing until the control plane answers");

@@ -185,16 +185,6 @@ impl NodeState {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Holds `snapshot` as version `version`'s content.
-    fn hold(&self, gateway: &str, version: u64, hash: &str, snapshot: Snapshot) {
-        *self.lock_held() = Some(HeldAt {
-            gateway: gateway.to_owned(),
-            version,
-            hash: hash.to_owned(),
-            held: Held::new(snapshot),
-        });
-    }
-
     /// The version whose content is held.
     fn held_version(&self) -> Option<u64> {
         self.lock_held().as_ref().map(|h| h.version)
@@ -304,17 +294,41 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 const CACHE_FILE: &str = "snapshot.json";
 
 /// The last applied snapshot from the cache, if there is one that still validates.
-pub fn load_cache(cache_dir: &Path) -> Option<SyncEnvelope> {
+pub fn load_cache(cache_dir: &Path) -> Option<Cached> {
     let path = cache_dir.join(CACHE_FILE);
     let text = std::fs::read_to_string(&path).ok()?;
-    match serde_json::from_str::<SyncEnvelope>(&text) {
-        Ok(env) if env.snapshot.validate().is_ok() && env.snapshot.hash_matches(&env.hash) => {
-            Some(env)
-        }
-        Ok(_) | Err(_) => {
+    let cached = serde_json::from_str::<SyncEnvelope>(&text)
+        .ok()
+        .map(|env| Cached {
+            gateway: env.gateway,
+            version: env.version,
+            hash: env.hash,
+            held: Held::new(env.snapshot),
+        });
+    match cached {
+        Some(c) if c.held.matches(&c.hash) && c.held.snapshot().validate().is_ok() => Some(c),
+        _ => {
             tracing::warn!(path = %path.display(), "the cached snapshot is unreadable or invalid; ignoring it");
             None
         }
+    }
+}
+
+/// The snapshot in the cache, checked against its hash and held for deltas.
+#[derive(Debug)]
+pub struct Cached {
+    /// The gateway.
+    pub gateway: String,
+    /// Its version.
+    pub version: u64,
+    hash: String,
+    held: Held,
+}
+
+impl Cached {
+    /// What it serves.
+    pub fn snapshot(&self) -> &Snapshot {
+        self.held.snapshot()
     }
 }
 
@@ -335,12 +349,22 @@ fn store_cache(cache_dir: &Path, body: &[u8]) -> std::io::Result<()> {
 
 /// Marks what the cache held as applied (the node started from it), and holds it for
 /// the deltas that follow.
-pub fn started_from_cache(state: &NodeState, env: SyncEnvelope) {
+pub fn started_from_cache(state: &NodeState, cached: Cached) {
     // Its app files stay until the snapshot after the next one (a rollback needs them).
-    *state.lock_files() = app_hashes(&env.snapshot);
-    state.set_applied(&env.gateway, env.version, &env.hash, &env.snapshot);
-    *state.lock_written() = Some(env.version);
-    state.hold(&env.gateway, env.version, &env.hash, env.snapshot);
+    *state.lock_files() = app_hashes(cached.snapshot());
+    state.set_applied(
+        &cached.gateway,
+        cached.version,
+        &cached.hash,
+        cached.snapshot(),
+    );
+    *state.lock_written() = Some(cached.version);
+    *state.lock_held() = Some(HeldAt {
+        gateway: cached.gateway,
+        version: cached.version,
+        hash: cached.hash,
+        held: cached.held,
+    });
 }
 
 /// Writes what the node holds to the cache, whenever it changes: a complete snapshot,
