@@ -379,6 +379,10 @@ impl Store {
     /// JSON of a [`portico_model::SyncDeltas`]: `None` when a step is no longer kept (or
     /// was never stored) or the steps together are larger than the whole snapshot, and the
     /// node should fetch that instead. Private keys in clear: for the gateway's own nodes.
+    ///
+    /// A gateway's nodes ask for the same chain at the same moment: each is built once and
+    /// kept a minute ([`ChainCache`]), so a change costs the database one read per gateway,
+    /// not one per node.
     pub async fn delta_chain(
         &self,
         gateway_id: i64,
@@ -389,6 +393,23 @@ impl Store {
         if after >= current || current - after > super::DELTAS_KEPT as u64 {
             return Ok(None);
         }
+        let key = (gateway_id, after, current);
+        if let Some(hit) = self.chains.get(key) {
+            return Ok(hit);
+        }
+        let chain = self.read_chain(gateway_id, gateway, after, current).await?;
+        self.chains.put(key, chain.clone());
+        Ok(chain)
+    }
+
+    /// [`Store::delta_chain`] from the database.
+    async fn read_chain(
+        &self,
+        gateway_id: i64,
+        gateway: &str,
+        after: u64,
+        current: u64,
+    ) -> Result<Option<String>, Error> {
         let rows: Vec<(i64, String, String)> = sqlx::query_as(
             "SELECT version, hash, body FROM snapshot_deltas \
              WHERE gateway_id = $1 AND version > $2 AND version <= $3 ORDER BY version",
@@ -472,5 +493,48 @@ impl Store {
                 Ok((id, spec.name, v.unwrap_or(0) as u64))
             })
             .collect()
+    }
+}
+
+/// Delta chains by (gateway id, from, to), each kept a minute: a chain between two
+/// versions never changes (versions only move up), and the minute bounds what a gateway
+/// deleted and made again under the same id could meet (its nodes' digest check catches
+/// even that).
+#[derive(Debug, Default)]
+pub struct ChainCache {
+    chains: std::sync::Mutex<Chains>,
+}
+
+/// Chains by (gateway id, from, to), with when each was built.
+type Chains = HashMap<(i64, u64, u64), (std::time::Instant, Option<String>)>;
+
+/// How long a chain is kept.
+const CHAIN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// The most chains kept.
+const CHAINS_KEPT: usize = 10_000;
+
+impl ChainCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Chains> {
+        self.chains
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The chain kept for `key`, when it is fresh: `Some(None)` says there is none.
+    fn get(&self, key: (i64, u64, u64)) -> Option<Option<String>> {
+        let map = self.lock();
+        let (at, chain) = map.get(&key)?;
+        (at.elapsed() < CHAIN_TTL).then(|| chain.clone())
+    }
+
+    fn put(&self, key: (i64, u64, u64), chain: Option<String>) {
+        let mut map = self.lock();
+        if map.len() >= CHAINS_KEPT {
+            map.retain(|_, (at, _)| at.elapsed() < CHAIN_TTL);
+            if map.len() >= CHAINS_KEPT {
+                map.clear();
+            }
+        }
+        map.insert(key, (std::time::Instant::now(), chain));
     }
 }

@@ -137,6 +137,8 @@ pub struct Store {
     pub portal_origin: Option<String>,
     /// Told about every snapshot version a committed write moved.
     pub hub: std::sync::Arc<crate::Hub>,
+    /// Delta chains recently built.
+    chains: gateways::ChainCache,
 }
 
 /// The databases the store runs on.
@@ -571,6 +573,7 @@ impl Store {
             sealer: None,
             portal_origin: None,
             hub: std::sync::Arc::default(),
+            chains: gateways::ChainCache::default(),
         };
         store.migrate(up_to).await?;
         Ok(store)
