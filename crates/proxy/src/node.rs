@@ -55,7 +55,6 @@ impl std::fmt::Debug for SyncSettings {
 }
 
 /// What the node knows about itself, shared by the sync loop and the admin API.
-#[derive(Debug)]
 pub struct NodeState {
     /// Stable id, kept in the cache directory.
     pub node_id: String,
@@ -77,6 +76,19 @@ pub struct NodeState {
     cache_dirty: Notify,
     /// The version the cache file holds, once this process wrote one.
     written: Mutex<Option<u64>>,
+}
+
+impl std::fmt::Debug for NodeState {
+    /// Never the node key, nor what is held (a whole snapshot).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeState")
+            .field("node_id", &self.node_id)
+            .field("hostname", &self.hostname)
+            .field("node_key", &"<redacted>")
+            .field("applied_version", &self.applied_version())
+            .field("held_version", &self.held_version())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A version's content as the node holds it.
@@ -1052,4 +1064,19 @@ fn verify_jwt(jwt: &str, secret: &str) -> Option<AdminClaims> {
     jsonwebtoken::decode::<AdminClaims>(jwt, &DecodingKey::from_secret(secret.as_bytes()), &v)
         .ok()
         .map(|d| d.claims)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The node key never shows in the node's debug form.
+    #[test]
+    fn the_node_key_is_not_in_debug_output() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let state = super::NodeState::new(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let key =
+            std::fs::read_to_string(dir.path().join("node-key")).unwrap_or_else(|e| panic!("{e}"));
+        let shown = format!("{state:?}");
+        assert!(shown.contains(&state.node_id), "{shown}");
+        assert!(!shown.contains(key.trim()), "{shown}");
+    }
 }
