@@ -18,6 +18,9 @@ use portico_model::{
 /// Why a gateway's snapshot could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Two API keys with one hash, or two consumers with one name.
+    #[error("{0}")]
+    Packed(#[from] portico_model::packed::PackError),
     /// A raw route forwards to a service that is not stored.
     #[error("route `{route}` forwards to service `{service}`, which does not exist")]
     MissingService {
@@ -258,19 +261,19 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
         }
         routes.push(route);
     }
-    let mut api_keys: Vec<ApiKeyGrant> = input
-        .api_keys
-        .iter()
-        // Keys of every type travel: the gateway answers 403 to a key of the wrong type
-        // (a known caller in the wrong environment), not 401.
-        .cloned()
-        .map(|mut k| {
-            k.apis.sort();
-            k.apis.dedup();
-            k
-        })
-        .collect();
-    api_keys.sort_by(|a, b| a.hash.cmp(&b.hash));
+    let api_keys = portico_model::packed::ApiKeys::try_from_iter(
+        input
+            .api_keys
+            .iter()
+            // Keys of every type travel: the gateway answers 403 to a key of the wrong type
+            // (a known caller in the wrong environment), not 401.
+            .cloned()
+            .map(|mut k| {
+                k.apis.sort();
+                k.apis.dedup();
+                k
+            }),
+    )?;
     let snapshot = Snapshot {
         schema: portico_model::SCHEMA,
         listeners,
@@ -281,7 +284,7 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
             api_keys,
             jwt: None,
             tiers: Vec::new(),
-            consumers: Vec::new(),
+            consumers: Default::default(),
         },
         acme: acme_state(gw, &served, input.acme),
         apps: bundles.into_values().collect(),
@@ -297,7 +300,7 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
             used.extend(t.api_tier.iter().chain(&t.operation_tier).cloned());
         }
     }
-    let mut consumers: Vec<portico_model::ConsumerLimits> = input
+    let consumers: Vec<portico_model::ConsumerLimits> = input
         .consumers
         .iter()
         .filter(|c| c.tier.is_some() || !c.subscriptions.is_empty() || !c.apis.is_empty())
@@ -308,7 +311,6 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
             c
         })
         .collect();
-    consumers.sort_by(|a, b| a.name.cmp(&b.name));
     for c in &consumers {
         used.extend(c.tier.iter().cloned());
         used.extend(c.subscriptions.values().cloned());
@@ -321,7 +323,7 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
         .collect();
     tiers.sort_by(|a, b| a.name.cmp(&b.name));
     snapshot.security.tiers = tiers;
-    snapshot.security.consumers = consumers;
+    snapshot.security.consumers = portico_model::packed::Consumers::try_from_iter(consumers)?;
     // A route with nothing to throttle carries no throttle section.
     for r in &mut snapshot.routes {
         if r.throttle

@@ -212,9 +212,19 @@ pub struct ControlPlane {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Whether this node does the background duties that must run once (ACME, pruning).
     pub leader: leader::Leadership,
+    /// Turns for the work of gateway nodes' requests (sync answers, reports, app files):
+    /// half the database connections. When a change wakes ten thousand long-polls at
+    /// once, they take their turns here, and the admin API keeps the other connections
+    /// and a short run queue.
+    pub node_work: tokio::sync::Semaphore,
 }
 
 impl ControlPlane {
+    /// Waits for a turn to do a node's request's work (see `node_work`).
+    pub async fn node_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.node_work.acquire().await.ok()
+    }
+
     /// Records an app file stored on this node's disk; on PostgreSQL it also goes into the
     /// database first, so that every control-plane node can serve it.
     pub async fn keep_blob(&self, hash: &str, size: u64) -> Result<(), Error> {
@@ -423,8 +433,13 @@ pub async fn start(
         Some(url) => leader::Leadership::campaign(url.clone(), stopping.clone()),
         None => leader::Leadership::always(),
     };
+    let node_work = tokio::sync::Semaphore::new(match store.backend() {
+        store::Backend::Sqlite => store::SQLITE_CONNECTIONS as usize / 2,
+        store::Backend::Postgres => store::POSTGRES_CONNECTIONS as usize / 2,
+    });
     let state = Arc::new(ControlPlane {
         leader,
+        node_work,
         store,
         sealer,
         hub,

@@ -24,6 +24,7 @@ use crate::acme::AcmeState;
 use crate::app::AppBundle;
 use crate::control::GatewayKind;
 use crate::listener::Listener;
+use crate::packed::{ApiKeys, Consumers};
 use crate::portal::Portal;
 use crate::route::Route;
 use crate::security::{ApiKeyGrant, ConsumerLimits, JwtSettings, Security, Tier};
@@ -384,6 +385,9 @@ pub enum DeltaError {
         /// What the control plane said.
         want: String,
     },
+    /// An API key or consumer in the delta cannot be held.
+    #[error("{0}")]
+    Packed(crate::packed::PackError),
     /// The routes did not come out in the order the delta gives.
     #[error("route `{0}` did not land after the route the delta names")]
     Misplaced(String),
@@ -480,9 +484,10 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Result<Changes, DeltaError> {
     let mut c = Changes::default();
     (c.listeners, c.removed.listeners) = diff_kind(&old.listeners, &new.listeners)?;
     (c.services, c.removed.services) = diff_kind(&old.services, &new.services)?;
-    (c.api_keys, c.removed.api_keys) = diff_kind(&old.security.api_keys, &new.security.api_keys)?;
-    (c.consumers, c.removed.consumers) =
-        diff_kind(&old.security.consumers, &new.security.consumers)?;
+    let (put, gone) = ApiKeys::diff(&old.security.api_keys, &new.security.api_keys);
+    (c.api_keys, c.removed.api_keys) = (put, gone.into_iter().map(|k| k.hash).collect());
+    let (put, gone) = Consumers::diff(&old.security.consumers, &new.security.consumers);
+    (c.consumers, c.removed.consumers) = (put, gone.into_iter().map(|c| c.name).collect());
     (c.tiers, c.removed.tiers) = diff_kind(&old.security.tiers, &new.security.tiers)?;
     (c.apps, c.removed.apps) = diff_kind(&old.apps, &new.apps)?;
     // Routes: an entity is the route and the name of the one before it.
@@ -531,8 +536,12 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Result<Changes, DeltaError> {
 /// The digest of a whole Snapshot.
 pub fn digest(s: &Snapshot) -> Digest {
     let mut d = Digest::default();
-    fn all<T: Keyed>(d: &mut Digest, items: &[T]) {
+    fn all<T: Keyed, I: std::borrow::Borrow<T>>(
+        d: &mut Digest,
+        items: impl IntoIterator<Item = I>,
+    ) {
         for i in items {
+            let i = i.borrow();
             d.add(T::KIND, &i.key(), i);
         }
     }
@@ -555,12 +564,12 @@ pub fn digest(s: &Snapshot) -> Digest {
         apps,
         portal: _,
     } = s;
-    all(&mut d, listeners);
-    all(&mut d, services);
-    all(&mut d, api_keys);
-    all(&mut d, consumers);
-    all(&mut d, tiers);
-    all(&mut d, apps);
+    all::<Listener, _>(&mut d, listeners);
+    all::<Service, _>(&mut d, services);
+    all::<ApiKeyGrant, _>(&mut d, api_keys.iter());
+    all::<ConsumerLimits, _>(&mut d, consumers.iter());
+    all::<Tier, _>(&mut d, tiers);
+    all::<AppBundle, _>(&mut d, apps);
     for (i, r) in routes.iter().enumerate() {
         let name = r.effective_name(i);
         let after = i.checked_sub(1).map(|p| s.routes[p].effective_name(p));
@@ -586,8 +595,6 @@ pub struct Held {
     /// Why deltas cannot apply to it (unnamed routes, two entities with one key).
     unfit: Option<DeltaError>,
     services: HashMap<String, usize>,
-    api_keys: HashMap<String, usize>,
-    consumers: HashMap<String, usize>,
     tiers: HashMap<String, usize>,
     apps: HashMap<String, usize>,
 }
@@ -648,13 +655,11 @@ impl Held {
             route_names(&snapshot.routes)?;
             Ok((
                 positions(&snapshot.services)?,
-                positions(&snapshot.security.api_keys)?,
-                positions(&snapshot.security.consumers)?,
                 positions(&snapshot.security.tiers)?,
                 positions(&snapshot.apps)?,
             ))
         };
-        let (unfit, (services, api_keys, consumers, tiers, apps)) = match index() {
+        let (unfit, (services, tiers, apps)) = match index() {
             Ok(i) => (None, i),
             Err(e) => (Some(e), Default::default()),
         };
@@ -662,8 +667,6 @@ impl Held {
             digest: digest(&snapshot),
             unfit,
             services,
-            api_keys,
-            consumers,
             tiers,
             apps,
             snapshot,
@@ -739,20 +742,29 @@ impl Held {
             services,
             &removed.services,
         );
-        apply_kind(
-            &mut s.security.api_keys,
-            &mut self.api_keys,
-            d,
-            api_keys,
-            &removed.api_keys,
-        );
-        apply_kind(
-            &mut s.security.consumers,
-            &mut self.consumers,
-            d,
-            consumers,
-            &removed.consumers,
-        );
+        // Keys and consumers are held packed (a million of each): only the shards a
+        // change touches are copied.
+        let mut api_keys = api_keys;
+        for k in &mut api_keys {
+            // Held (and hashed) as the control plane holds it: in lower case.
+            k.hash.make_ascii_lowercase();
+            d.add(Kind::ApiKey, &k.key(), k);
+        }
+        s.security
+            .api_keys
+            .update(api_keys, &removed.api_keys, |gone| {
+                d.remove(Kind::ApiKey, &gone.key(), gone)
+            })
+            .map_err(DeltaError::Packed)?;
+        for c in &consumers {
+            d.add(Kind::Consumer, &c.key(), c);
+        }
+        s.security
+            .consumers
+            .update(consumers, &removed.consumers, |gone| {
+                d.remove(Kind::Consumer, &gone.key(), gone)
+            })
+            .map_err(DeltaError::Packed)?;
         apply_kind(
             &mut s.security.tiers,
             &mut self.tiers,

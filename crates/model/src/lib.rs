@@ -27,6 +27,7 @@ pub mod delta;
 pub mod error;
 pub mod listener;
 pub mod node;
+pub mod packed;
 pub mod portal;
 pub mod route;
 pub mod security;

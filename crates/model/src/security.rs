@@ -436,8 +436,8 @@ pub struct Security {
     #[serde(default)]
     pub gateway_type: GatewayKind,
     /// API keys of consumers subscribed to APIs on this gateway.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub api_keys: Vec<ApiKeyGrant>,
+    #[serde(default, skip_serializing_if = "crate::packed::ApiKeys::is_empty")]
+    pub api_keys: crate::packed::ApiKeys,
     /// JWT verification, when the token service has keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtSettings>,
@@ -445,8 +445,8 @@ pub struct Security {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tiers: Vec<Tier>,
     /// Consumer and subscription tiers.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub consumers: Vec<ConsumerLimits>,
+    #[serde(default, skip_serializing_if = "crate::packed::Consumers::is_empty")]
+    pub consumers: crate::packed::Consumers,
 }
 
 impl Security {
@@ -487,7 +487,8 @@ mod tests {
                     tier: Some("ten".into()),
                     subscriptions: Default::default(),
                     apis: vec!["pets-v1".into()],
-                }],
+                }]
+                .into(),
                 ..Default::default()
             },
             ..Default::default()

@@ -344,21 +344,15 @@ impl Validator {
                 );
             }
         }
-        for (i, c) in s.security.consumers.iter().enumerate() {
-            known(self, format!("security.consumers[{i}].tier"), &c.tier);
-            for (api, t) in &c.subscriptions {
+        // Only consumers with tiers name any (a million others cost nothing here); API
+        // key hashes were checked as the keys were read (see `packed`).
+        for (name, t) in s.security.consumers.tiered() {
+            known(self, format!("security.consumers[{name}].tier"), &t.tier);
+            for (api, tier) in &t.subscriptions {
                 known(
                     self,
-                    format!("security.consumers[{i}].subscriptions.{api}"),
-                    &Some(t.clone()),
-                );
-            }
-        }
-        for (i, k) in s.security.api_keys.iter().enumerate() {
-            if k.hash.len() != 64 || !k.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                self.err(
-                    format!("security.api_keys[{i}].hash"),
-                    "must be 64 hex digits (SHA-256)",
+                    format!("security.consumers[{name}].subscriptions.{api}"),
+                    &Some(tier.clone()),
                 );
             }
         }

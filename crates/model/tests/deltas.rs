@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use portico_model::delta::{self, DeltaError, Held};
+use portico_model::packed::ApiKeys;
 use portico_model::{
     ApiKeyGrant, AppBundle, AppFile, ConsumerLimits, Format, JwtKey, JwtSettings, KeyType, Portal,
     Route, Snapshot, Tier,
@@ -50,7 +51,8 @@ fn full() -> Snapshot {
         tier: Some("gold".into()),
         subscriptions: Default::default(),
         apis: vec!["pets-v1".into()],
-    }];
+    }]
+    .into();
     s.security.jwt = Some(JwtSettings {
         issuer: "i".into(),
         audience: "a".into(),
@@ -109,7 +111,9 @@ fn round_trip(old: &Snapshot, new: &Snapshot) -> usize {
 fn the_digest_moves_with_content_and_not_with_the_order_of_unordered_lists() {
     let a = full();
     let mut b = full();
-    b.security.api_keys.reverse();
+    let mut keys: Vec<_> = b.security.api_keys.iter().collect();
+    keys.reverse();
+    b.security.api_keys = ApiKeys::try_from_iter(keys).unwrap();
     b.services.reverse();
     assert_eq!(a.digest(), b.digest());
     assert!(a.hash_matches(&a.digest()));
@@ -118,7 +122,9 @@ fn the_digest_moves_with_content_and_not_with_the_order_of_unordered_lists() {
     c.routes.swap(0, 1);
     assert_ne!(a.digest(), c.digest(), "route order is content");
     let mut d = full();
-    d.security.api_keys[0].apis.push("other".into());
+    let mut keys: Vec<_> = d.security.api_keys.iter().collect();
+    keys[0].apis.push("other".into());
+    d.security.api_keys = keys.into();
     assert_ne!(a.digest(), d.digest());
     let mut e = full();
     e.apps[1].spa = true;
@@ -129,7 +135,10 @@ fn the_digest_moves_with_content_and_not_with_the_order_of_unordered_lists() {
 fn one_changed_entity_travels_alone() {
     let old = full();
     let mut new = full();
-    new.security.api_keys.push(key(9, "c9"));
+    new.security
+        .api_keys
+        .update(vec![key(9, "c9")], &[], |_| {})
+        .unwrap();
     assert_eq!(round_trip(&old, &new), 1);
     let mut new = full();
     let b = new
@@ -171,8 +180,11 @@ fn every_kind_of_entity_can_be_removed() {
     for cut in 0..8 {
         let mut new = full();
         match cut {
-            0 => drop(new.security.api_keys.remove(2)),
-            1 => drop(new.security.consumers.pop()),
+            0 => {
+                let k = new.security.api_keys.iter().nth(2).unwrap().hash;
+                new.security.api_keys.update(vec![], &[k], |_| {}).unwrap();
+            }
+            1 => new.security.consumers = Default::default(),
             2 => drop(new.security.tiers.pop()),
             3 => drop(new.services.pop()),
             4 => new.security.jwt = None,
@@ -197,7 +209,12 @@ fn a_delta_applied_to_other_content_is_caught() {
     let changes = delta::diff(&old, &new).unwrap();
     // The node's copy differs from what the control plane diffed against.
     let mut other = full();
-    other.security.api_keys.pop();
+    let k = other.security.api_keys.iter().next().unwrap().hash;
+    other
+        .security
+        .api_keys
+        .update(vec![], &[k], |_| {})
+        .unwrap();
     let mut held = Held::new(other);
     let e = held.apply(changes, &new.digest()).unwrap_err();
     assert!(matches!(e, DeltaError::Mismatch { .. }), "{e}");

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use portico_model::delta::{Changes, Held, Kind, PlacedRoute, Touched};
+use portico_model::packed::{ApiKeys, Consumers};
 use portico_model::{
     ApiKeyGrant, ConsumerLimits, DeltaStep, Format, GatewayFile, KeyType, Route, Snapshot,
     SyncDeltas,
@@ -87,23 +88,22 @@ fn snapshot(routes: usize, keys: usize) -> (portico_model::NodeSettings, Snapsho
         })
         .collect();
     s.routes = (0..routes).map(|i| route(i, i % 100)).collect();
-    s.security.api_keys = (0..keys)
-        .map(|i| ApiKeyGrant {
-            hash: hex(&Sha256::digest(format!("key-{i}"))),
-            consumer: format!("consumer-{i}"),
-            key_type: KeyType::Production,
-            apis: vec![format!("api-{}", i % 10)],
-            expires_at: None,
-        })
-        .collect();
-    s.security.consumers = (0..keys)
-        .map(|i| ConsumerLimits {
-            name: format!("consumer-{i}"),
-            tier: None,
-            subscriptions: Default::default(),
-            apis: vec![format!("api-{}", i % 10)],
-        })
-        .collect();
+    // Packed as they are made, as a node packs them as it reads them.
+    s.security.api_keys = ApiKeys::try_from_iter((0..keys).map(|i| ApiKeyGrant {
+        hash: hex(&Sha256::digest(format!("key-{i}"))),
+        consumer: format!("consumer-{i}"),
+        key_type: KeyType::Production,
+        apis: vec![format!("api-{}", i % 10)],
+        expires_at: None,
+    }))
+    .unwrap();
+    s.security.consumers = Consumers::try_from_iter((0..keys).map(|i| ConsumerLimits {
+        name: format!("consumer-{i}"),
+        tier: None,
+        subscriptions: Default::default(),
+        apis: vec![format!("api-{}", i % 10)],
+    }))
+    .unwrap();
     (node, s)
 }
 
@@ -170,7 +170,54 @@ fn lookup_ns(keys: usize) -> f64 {
     start.elapsed().as_nanos() as f64 / (rounds * headers.len()) as f64
 }
 
+/// Set in the process that measures memory: the file with the snapshot's JSON.
+const CHILD: &str = "PORTICO_SCALE_SNAPSHOT";
+
+/// Reads the snapshot at `path` as a node does, holds it and starts a gateway on it,
+/// saying what each step added to this process's resident memory.
+fn node_memory(path: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (node, _) = GatewayFile::parse(NODE, Format::Toml).unwrap().into_parts();
+    let (start, _) = rss();
+    let body = std::fs::read(path).unwrap();
+    let t = Instant::now();
+    let s: Snapshot = serde_json::from_slice(&body).unwrap();
+    let read = t.elapsed();
+    drop(body);
+    let t = Instant::now();
+    let held = Held::new(s);
+    let digest = t.elapsed();
+    let (with_held, _) = rss();
+    let t = Instant::now();
+    let gw = rt
+        .block_on(Gateway::start(&node, held.snapshot()))
+        .expect("starts");
+    let started = t.elapsed();
+    let (now, peak) = rss();
+    println!(
+        "read in {}, digest in {}, runtime started in {}",
+        ms(read),
+        ms(digest),
+        ms(started)
+    );
+    println!(
+        "memory of a node (a fresh process): {} for the snapshot as held, {} more for the runtime, {} in all (peak {} while reading its JSON)",
+        mib(with_held - start),
+        mib(now - with_held),
+        mib(now - start),
+        mib(peak.saturating_sub(start)),
+    );
+    rt.block_on(gw.shutdown());
+}
+
 fn main() {
+    if let Ok(path) = std::env::var(CHILD) {
+        return node_memory(&path);
+    }
     // `cargo bench` passes `--bench`; nothing else is taken.
     let routes = env("ROUTES", 50_000);
     let keys = env("KEYS", 1_000_000);
@@ -188,30 +235,34 @@ fn main() {
         "key lookup (SHA-256 of the key, table probe, checks): {small:.0} ns at 1,000 keys, {large:.0} ns at {keys} keys ({:.2}x)",
         large / small
     );
+    if std::env::var_os("LOOKUP_ONLY").is_some() {
+        return;
+    }
 
-    let (base_rss, _) = rss();
+    // The node's side starts from the JSON it reads (from the control plane or its
+    // cache). Memory is measured in a fresh process that does just that: in this one,
+    // what building the snapshot freed would be reused and hide what holding it costs.
     let (node, s) = snapshot(routes, keys);
     let body = serde_json::to_vec(&s).unwrap();
+    drop(s);
     println!("whole snapshot: {} of JSON", mib(body.len() as u64));
+    let path = std::env::temp_dir().join(format!("portico-scale-{}.json", std::process::id()));
+    std::fs::write(&path, &body).unwrap();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, &path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(child.status.success(), "{child:?}");
+    print!("{}", String::from_utf8_lossy(&child.stdout));
+    let s: Snapshot = serde_json::from_slice(&body).unwrap();
     drop(body);
-    let (with_snapshot, _) = rss();
 
     rt.block_on(async move {
-        let t = Instant::now();
         let mut held = Held::new(s);
-        println!("held (digest and index) built in {}", ms(t.elapsed()));
-        let (with_held, _) = rss();
-        let t = Instant::now();
-        let gw = Gateway::start(&node, held.snapshot()).await.expect("starts");
-        println!("runtime built in {}", ms(t.elapsed()));
-        let (now, _) = rss();
-        println!(
-            "memory: {} for the snapshot as held (its model and index), {} for the runtime, {} in all",
-            mib(with_held - base_rss),
-            mib(now - with_held),
-            mib(now - base_rss),
-        );
-        let _ = with_snapshot;
+        let gw = Gateway::start(&node, held.snapshot())
+            .await
+            .expect("starts");
 
         // Changes as the control plane would send them, each applied as a node does.
         let mut version = 1u64;
@@ -229,7 +280,12 @@ fn main() {
             .unwrap();
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             gz.write_all(&wire).unwrap();
-            (changes, want.to_text(), wire.len(), gz.finish().unwrap().len())
+            (
+                changes,
+                want.to_text(),
+                wire.len(),
+                gz.finish().unwrap().len(),
+            )
         };
         let placed = |after: &str, r: &Route| PlacedRoute {
             after: Some(after.to_owned()),
@@ -262,7 +318,11 @@ fn main() {
         let mut want = held.digest();
         want.add(Kind::Route, &added_name, &placed(&me, &added));
         want.remove(Kind::Route, &format!("r{}", i + 1), &placed(&me, &next));
-        want.add(Kind::Route, &format!("r{}", i + 1), &placed(&added_name, &next));
+        want.add(
+            Kind::Route,
+            &format!("r{}", i + 1),
+            &placed(&added_name, &next),
+        );
         let (changes, want, json, gz) = step(
             Changes {
                 routes: vec![placed(&me, &added), placed(&added_name, &next)],

@@ -23,8 +23,8 @@ pub static X_KEY_TYPE: HeaderName = HeaderName::from_static("x-portico-key-type"
 pub struct SecurityRuntime {
     /// Which key types this gateway accepts.
     pub gateway_type: GatewayKind,
-    /// API keys by SHA-256.
-    pub api_keys: HashMap<[u8; 32], KeyEntry>,
+    /// API keys by SHA-256: the packed table the snapshot holds, shared, not copied.
+    pub api_keys: portico_model::packed::ApiKeys,
     /// JWT verification keys by `kid`, with the checks every token gets.
     pub jwt: Option<JwtRuntime>,
     /// Tokens already verified, by SHA-256, until they expire: bounded, sharded, each
@@ -32,16 +32,16 @@ pub struct SecurityRuntime {
     verified: crate::token_cache::TokenCache<Verified>,
     /// Limiters by tier name (lower case).
     tiers: HashMap<String, Arc<Gcra>>,
-    /// Consumer tiers: the consumer's own, and per subscribed API.
-    consumers: HashMap<String, ConsumerTiers>,
+    /// Consumers' subscriptions (what their tokens may open): shared with the snapshot.
+    consumers: portico_model::packed::Consumers,
+    /// Limits of the consumers that have tiers: their own, and per subscribed API.
+    limits: HashMap<String, ConsumerTiers>,
     /// Limits shared through Redis.
     pub shared: Option<Arc<SharedLimits>>,
 }
 
 #[derive(Debug, Default)]
 struct ConsumerTiers {
-    /// APIs deployed here the consumer is subscribed to (what its tokens may open).
-    apis: Vec<Arc<str>>,
     /// The consumer's own tier and its key (`c:<consumer>`).
     own: Option<Limit>,
     /// Subscription tiers by API, with their keys (`s:<consumer>:<api>`).
@@ -85,19 +85,6 @@ struct Verified {
 /// Clock skew allowed on `exp` and `nbf`, in seconds.
 const LEEWAY: u64 = 30;
 
-/// One API key.
-#[derive(Debug)]
-pub struct KeyEntry {
-    /// The consumer's name.
-    pub consumer: HeaderValue,
-    /// Production or sandbox.
-    pub key_type: KeyType,
-    /// Subscribed APIs.
-    pub apis: Vec<Arc<str>>,
-    /// Unix seconds.
-    pub expires_at: Option<u64>,
-}
-
 /// A route's compiled policy.
 #[derive(Debug)]
 pub struct Auth {
@@ -140,7 +127,7 @@ impl SecurityRuntime {
         let mut out: Checks<'a> = [None; 4];
         if let Some(c) = caller
             && let Ok(name) = c.consumer.to_str()
-            && let Some(ct) = self.consumers.get(name)
+            && let Some(ct) = self.limits.get(name)
         {
             out[0] = ct
                 .own
@@ -187,24 +174,6 @@ impl SecurityRuntime {
         limiters: &Limiters,
         shared: Option<Arc<SharedLimits>>,
     ) -> Self {
-        let mut api_keys = HashMap::with_capacity(s.api_keys.len());
-        for k in &s.api_keys {
-            let Some(hash) = decode_hex32(&k.hash) else {
-                continue;
-            };
-            let Ok(consumer) = HeaderValue::from_str(&k.consumer) else {
-                continue;
-            };
-            api_keys.insert(
-                hash,
-                KeyEntry {
-                    consumer,
-                    key_type: k.key_type,
-                    apis: k.apis.iter().map(|a| Arc::from(a.as_str())).collect(),
-                    expires_at: k.expires_at,
-                },
-            );
-        }
         let jwt = s.jwt.as_ref().map(|j| {
             let mut keys = HashMap::new();
             for k in &j.keys {
@@ -226,24 +195,25 @@ impl SecurityRuntime {
             .map(|t| (t.name.to_ascii_lowercase(), limiters.get(t)))
             .collect();
         let lookup = |n: &str| tiers.get(&n.to_ascii_lowercase()).cloned();
-        let consumers = s
+        // Only consumers with tiers get limits; the others (most of a million) are
+        // found in the shared table when a token names them.
+        let limits = s
             .consumers
-            .iter()
-            .map(|c| {
+            .tiered()
+            .map(|(name, t)| {
                 (
-                    c.name.clone(),
+                    name.to_owned(),
                     ConsumerTiers {
-                        apis: c.apis.iter().map(|a| Arc::from(a.as_str())).collect(),
-                        own: c
+                        own: t
                             .tier
                             .as_deref()
                             .and_then(lookup)
-                            .map(|g| g.limit(&format!("c:{}", c.name))),
-                        by_api: c
+                            .map(|g| g.limit(&format!("c:{name}"))),
+                        by_api: t
                             .subscriptions
                             .iter()
                             .filter_map(|(api, t)| {
-                                let limit = lookup(t)?.limit(&format!("s:{}:{api}", c.name));
+                                let limit = lookup(t)?.limit(&format!("s:{name}:{api}"));
                                 Some((api.clone(), limit))
                             })
                             .collect(),
@@ -253,11 +223,12 @@ impl SecurityRuntime {
             .collect();
         Self {
             gateway_type: s.gateway_type,
-            api_keys,
+            api_keys: s.api_keys.clone(),
             jwt,
             verified: crate::token_cache::TokenCache::default(),
             tiers,
-            consumers,
+            consumers: s.consumers.clone(),
+            limits,
             shared,
         }
     }
@@ -267,8 +238,8 @@ impl SecurityRuntime {
         consumer
             .to_str()
             .ok()
-            .and_then(|c| self.consumers.get(c))
-            .is_some_and(|c| c.apis.iter().any(|a| **a == *api))
+            .and_then(|c| self.consumers.apis(c))
+            .is_some_and(|apis| apis.iter().any(|a| **a == *api))
     }
 
     /// Verifies a bearer token (cached by hash until it expires).
@@ -354,20 +325,6 @@ impl Auth {
     }
 }
 
-fn decode_hex32(s: &str) -> Option<[u8; 32]> {
-    let b = s.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        let h = (b[2 * i] as char).to_digit(16)?;
-        let l = (b[2 * i + 1] as char).to_digit(16)?;
-        *o = (h * 16 + l) as u8;
-    }
-    Some(out)
-}
-
 fn unauthorized(detail: &'static str) -> ProxyError {
     ProxyError::new(ErrorKind::Unauthorized, detail)
 }
@@ -413,21 +370,28 @@ pub fn authenticate(
 ) -> Result<Caller, ProxyError> {
     if let Some(key) = find_key(auth, headers, query).filter(|_| auth.mode.api_key()) {
         let hash: [u8; 32] = Sha256::digest(key).into();
-        let Some(entry) = sec.api_keys.get(&hash) else {
+        // A consumer name that cannot be a header value is refused like an unknown key.
+        // (Copied: cheaper than sharing the arena, whose count would be one more cache
+        // line written per request.)
+        let found = sec
+            .api_keys
+            .find(&hash)
+            .and_then(|k| HeaderValue::from_bytes(k.consumer()).ok().map(|c| (k, c)));
+        let Some((entry, consumer)) = found else {
             return Err(unauthorized(
                 "the API key is not valid (unknown or revoked)",
             ));
         };
-        if entry.expires_at.is_some_and(|t| now_secs >= t) {
+        if entry.expires_at().is_some_and(|t| now_secs >= t) {
             return Err(unauthorized("the API key has expired"));
         }
-        check_environment(sec, entry.key_type)?;
-        if !entry.apis.iter().any(|a| **a == *auth.api) {
+        check_environment(sec, entry.key_type())?;
+        if !entry.apis().iter().any(|a| **a == *auth.api) {
             return Err(forbidden("the consumer is not subscribed to this API"));
         }
         return Ok(Caller {
-            consumer: entry.consumer.clone(),
-            key_type: entry.key_type,
+            consumer,
+            key_type: entry.key_type(),
         });
     }
     if let Some(token) = bearer(headers).filter(|_| auth.mode.jwt()) {
@@ -491,10 +455,11 @@ mod tests {
                 grant("prod-key", KeyType::Production, None),
                 grant("sand-key", KeyType::Sandbox, None),
                 grant("old-key", KeyType::Production, Some(100)),
-            ],
+            ]
+            .into(),
             jwt: None,
             tiers: vec![],
-            consumers: vec![],
+            consumers: Default::default(),
         })
     }
 
@@ -638,7 +603,7 @@ mod tests {
         fn gateway_with(kind: GatewayKind, keys: Vec<JwtKey>, apis: &[&str]) -> SecurityRuntime {
             SecurityRuntime::compile(&Security {
                 gateway_type: kind,
-                api_keys: vec![],
+                api_keys: Default::default(),
                 jwt: Some(JwtSettings {
                     issuer: "portico".into(),
                     audience: "portico-gateways".into(),
@@ -649,7 +614,8 @@ mod tests {
                     name: "acme".into(),
                     apis: apis.iter().map(|a| (*a).to_owned()).collect(),
                     ..Default::default()
-                }],
+                }]
+                .into(),
             })
         }
 

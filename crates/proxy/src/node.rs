@@ -307,23 +307,50 @@ const CACHE_FILE: &str = "snapshot.json";
 
 /// The last applied snapshot from the cache, if there is one that still validates.
 pub fn load_cache(cache_dir: &Path) -> Option<Cached> {
+    /// The envelope with the snapshot's bytes as written: caches of builds before
+    /// digests were checked by the SHA-256 of those bytes.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw<'a> {
+        gateway: String,
+        version: u64,
+        hash: String,
+        #[serde(borrow)]
+        snapshot: &'a serde_json::value::RawValue,
+    }
     let path = cache_dir.join(CACHE_FILE);
     let text = std::fs::read_to_string(&path).ok()?;
-    let cached = serde_json::from_str::<SyncEnvelope>(&text)
-        .ok()
-        .map(|env| Cached {
-            gateway: env.gateway,
-            version: env.version,
-            hash: env.hash,
-            held: Held::new(env.snapshot),
-        });
+    let cached = serde_json::from_str::<Raw<'_>>(&text).ok().and_then(|raw| {
+        let bytes = raw.snapshot.get().as_bytes();
+        let written = !raw.hash.starts_with(portico_model::delta::DIGEST_PREFIX)
+            && raw.hash == sha256_text(bytes);
+        let held = Held::new(serde_json::from_slice::<Snapshot>(bytes).ok()?);
+        (written || held.matches(&raw.hash)).then_some(Cached {
+            gateway: raw.gateway,
+            version: raw.version,
+            hash: raw.hash,
+            held,
+        })
+    });
+    drop(text);
     match cached {
-        Some(c) if c.held.matches(&c.hash) && c.held.snapshot().validate().is_ok() => Some(c),
+        Some(c) if c.held.snapshot().validate().is_ok() => Some(c),
         _ => {
             tracing::warn!(path = %path.display(), "the cached snapshot is unreadable or invalid; ignoring it");
             None
         }
     }
+}
+
+/// `sha256:<hex>` of `bytes`.
+fn sha256_text(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(bytes);
+    let mut out = String::from("sha256:");
+    for b in d {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// The snapshot in the cache, checked against its hash and held for deltas.
@@ -1078,5 +1105,35 @@ mod tests {
         let shown = format!("{state:?}");
         assert!(shown.contains(&state.node_id), "{shown}");
         assert!(!shown.contains(key.trim()), "{shown}");
+    }
+
+    /// A cache written before digests (its hash the SHA-256 of the snapshot's bytes, its
+    /// consumers in another order than the one held now) still loads; a changed byte
+    /// does not.
+    #[test]
+    fn a_cache_from_before_digests_still_loads() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let key = "ab".repeat(32);
+        let snapshot = format!(
+            r#"{{"schema":1,"security":{{"api_keys":[{{"hash":"{key}","consumer":"zed","key_type":"production","apis":["a"]}}],"consumers":[{{"name":"zed","apis":["a"]}},{{"name":"amy","apis":["a"]}},{{"name":"bob","apis":["a"]}}]}}}}"#
+        );
+        let write = |snapshot: &str, hash: &str| {
+            std::fs::write(
+                dir.path().join(super::CACHE_FILE),
+                format!(r#"{{"gateway":"g","version":3,"hash":"{hash}","snapshot":{snapshot}}}"#),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        };
+        let hash = super::sha256_text(snapshot.as_bytes());
+        write(&snapshot, &hash);
+        let c = super::load_cache(dir.path()).unwrap_or_else(|| panic!("the old cache loads"));
+        assert_eq!(c.version, 3);
+        assert_eq!(c.snapshot().security.consumers.len(), 3);
+        assert!(c.snapshot().security.api_keys.get(&key).is_some());
+        write(&snapshot.replace("amy", "ann"), &hash);
+        assert!(
+            super::load_cache(dir.path()).is_none(),
+            "a changed cache is refused"
+        );
     }
 }

@@ -439,10 +439,10 @@ impl Runtime {
                 .collect(),
             security: portico_model::Security {
                 gateway_type: snapshot.security.gateway_type,
-                api_keys: touched.put_keys.clone(),
+                api_keys: touched.put_keys.clone().into(),
                 jwt: snapshot.security.jwt.clone(),
                 tiers: snapshot.security.tiers.clone(),
-                consumers: touched.put_consumers.clone(),
+                consumers: touched.put_consumers.clone().into(),
             },
             acme: Default::default(),
             apps: snapshot.apps.clone(),

@@ -209,6 +209,8 @@ pub(super) async fn rollback_app(
 
 /// A node fetches an app file of its gateway's snapshot by hash (with the gateway's token).
 pub(super) async fn sync_blob(State(st): St, headers: HeaderMap, Path(hash): Path<String>) -> Res {
+    // The turn covers the checks, not the file's streaming.
+    let turn = st.node_turn().await;
     let owner = gateway_auth(&st, &headers).await?;
     // Only files of what this gateway serves: another gateway's apps stay out of reach.
     let serves_it = st
@@ -227,6 +229,7 @@ pub(super) async fn sync_blob(State(st): St, headers: HeaderMap, Path(hash): Pat
             "no file {hash} in what this gateway serves"
         )));
     }
+    drop(turn);
     let file = tokio::fs::File::open(st.blobs.path(&hash))
         .await
         .map_err(|e| Error::Internal(format!("file {hash} is recorded but unreadable: {e}")))?;

@@ -37,6 +37,7 @@ pub(super) async fn sync_snapshot(
     headers: HeaderMap,
     Query(q): Query<SyncQuery>,
 ) -> Res {
+    let mut turn = st.node_turn().await;
     let owner = gateway_auth(&st, &headers).await?;
     let current = st.store.snapshot_version(owner.gateway_id).await?;
     let mut rx = st.hub.subscribe(owner.gateway_id, current);
@@ -46,6 +47,10 @@ pub(super) async fn sync_snapshot(
     loop {
         let v = *rx.borrow_and_update();
         if v > 0 && Some(v) != q.after {
+            let _turn = match turn.take() {
+                Some(t) => Some(t),
+                None => st.node_turn().await,
+            };
             // Deltas when every step is kept; the whole snapshot otherwise, and also when
             // the steps cannot be read (the node is never left without an answer).
             let chain = match (q.after, q.deltas) {
@@ -78,10 +83,13 @@ pub(super) async fn sync_snapshot(
         if *stopping.borrow() {
             return Ok(StatusCode::NOT_MODIFIED.into_response());
         }
+        // No turn is held while waiting.
+        drop(turn.take());
         tokio::select! {
             changed = tokio::time::timeout_at(deadline, rx.changed()) => match changed {
                 Ok(Ok(())) => {
                     // Woken: a new version, or the token was revoked or the gateway deleted.
+                    turn = st.node_turn().await;
                     gateway_auth(&st, &headers).await?;
                 }
                 Ok(Err(_)) | Err(_) => return Ok(StatusCode::NOT_MODIFIED.into_response()),
@@ -97,6 +105,7 @@ pub(super) async fn sync_report(
     headers: HeaderMap,
     JsonBody(bytes): JsonBody,
 ) -> Res {
+    let _turn = st.node_turn().await;
     let owner = gateway_auth(&st, &headers).await?;
     let report: NodeReport = body(&bytes)?;
     let mut fields = Vec::new();

@@ -194,6 +194,11 @@ pub fn redact(url: &str) -> String {
 /// Pool settings for either backend: a connection that sat idle is checked before it is
 /// handed out (the database may have restarted meanwhile), one in steady use is not (a
 /// check is a round trip on every acquire).
+/// Database connections a control-plane node keeps on SQLite.
+pub const SQLITE_CONNECTIONS: u32 = 8;
+/// Database connections a control-plane node keeps on PostgreSQL.
+pub const POSTGRES_CONNECTIONS: u32 = 16;
+
 fn pool_options(max_connections: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max_connections)
@@ -520,7 +525,7 @@ impl Store {
             )));
         }
         let url = format!("sqlite://{}?mode=rwc", path.replace('%', "%25"));
-        let pool = pool_options(8)
+        let pool = pool_options(SQLITE_CONNECTIONS)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     sqlx::raw_sql(
@@ -548,7 +553,7 @@ impl Store {
                 "`{shown}` is not a PostgreSQL URL: give postgres://USER:PASSWORD@HOST:PORT/DATABASE"
             )));
         }
-        let pool = match pool_options(16)
+        let pool = match pool_options(POSTGRES_CONNECTIONS)
             .acquire_timeout(OPEN_WITHIN)
             .connect(url)
             .await
