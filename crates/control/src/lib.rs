@@ -136,7 +136,19 @@ pub struct Hub {
     senders: std::sync::Mutex<HashMap<i64, watch::Sender<u64>>>,
     /// Woken on every publish (the ACME client watches for new hosts).
     pub changed: tokio::sync::Notify,
+    /// Gateways of the API tokens nodes sync with, by the token's hash, for a few seconds:
+    /// when a change wakes ten thousand long-polls, each checks its token here instead of
+    /// in the database. A gateway's entries go when it is woken (its token rotated or
+    /// revoked, or it was deleted, on any control-plane node).
+    owners: std::sync::Mutex<HashMap<String, (store::TokenOwner, std::time::Instant)>>,
+    /// Moves on every wake: a lookup that raced with one is not remembered.
+    wakes: std::sync::atomic::AtomicU64,
 }
+
+/// How long a token's gateway is remembered (see [`Hub`]); a wake forgets it at once.
+const OWNER_TTL: Duration = Duration::from_secs(10);
+/// Tokens remembered at most (one per gateway whose nodes sync here).
+const OWNERS_KEPT: usize = 100_000;
 
 impl Hub {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, watch::Sender<u64>>> {
@@ -176,8 +188,45 @@ impl Hub {
         }
     }
 
+    /// The gateway of the token with this hash, when it was looked up moments ago.
+    pub fn owner(&self, token_hash: &str) -> Option<store::TokenOwner> {
+        let owners = self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        owners
+            .get(token_hash)
+            .filter(|(_, at)| at.elapsed() < OWNER_TTL)
+            .map(|(o, _)| o.clone())
+    }
+
+    /// Where wakes stand: taken before a token is looked up in the database, and given to
+    /// [`Hub::remember_owner`] after.
+    pub fn wakes(&self) -> u64 {
+        self.wakes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Remembers the gateway of a token just looked up, unless a gateway was woken since
+    /// `wakes` (the answer may predate a revocation).
+    pub fn remember_owner(&self, token_hash: &str, owner: &store::TokenOwner, wakes: u64) {
+        let mut owners = self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.wakes() != wakes {
+            return;
+        }
+        if owners.len() >= OWNERS_KEPT {
+            owners.retain(|_, (_, at)| at.elapsed() < OWNER_TTL);
+            if owners.len() >= OWNERS_KEPT {
+                owners.clear();
+            }
+        }
+        owners.insert(token_hash.to_owned(), (owner.clone(), std::time::Instant::now()));
+    }
+
     /// Wakes the watchers of a gateway without a new version (its token was revoked).
     pub fn wake(&self, gid: i64) {
+        // First forget its token: the woken long-polls check it again in the database.
+        {
+            let mut owners = self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.wakes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            owners.retain(|_, (o, _)| o.gateway_id != gid);
+        }
         if let Some(tx) = self.lock().get(&gid) {
             tx.send_modify(|_| {});
         }
@@ -569,5 +618,37 @@ async fn serve_tls(
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
                     .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(id: i64) -> store::TokenOwner {
+        store::TokenOwner {
+            gateway_id: id,
+            name: format!("g{id}"),
+        }
+    }
+
+    /// A token's gateway is remembered until its gateway is woken (token rotated or
+    /// revoked, gateway deleted), and a lookup that raced with a wake is not remembered.
+    #[test]
+    fn token_owners_are_forgotten_when_their_gateway_is_woken() {
+        let hub = Hub::default();
+        let w = hub.wakes();
+        hub.remember_owner("a", &owner(1), w);
+        hub.remember_owner("b", &owner(2), w);
+        assert_eq!(hub.owner("a").map(|o| o.gateway_id), Some(1));
+        hub.wake(1);
+        assert!(hub.owner("a").is_none(), "woken: looked up again");
+        assert_eq!(hub.owner("b").map(|o| o.gateway_id), Some(2));
+        // Looked up before a wake, answered after it: not remembered.
+        let before = hub.wakes();
+        hub.wake(3);
+        hub.remember_owner("a", &owner(1), before);
+        assert!(hub.owner("a").is_none());
+        assert!(hub.owner("unknown").is_none());
     }
 }

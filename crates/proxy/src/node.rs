@@ -755,6 +755,7 @@ async fn serve_held(
             })?;
     }
     let label = portico_model::snapshot::short_version(&held.hash);
+    let started = std::time::Instant::now();
     match touched {
         Some(t) => gateway.apply_update(snapshot, t, &label).await,
         None => gateway.apply_as(snapshot, &label).await,
@@ -781,7 +782,14 @@ async fn serve_held(
         }
     }
     state.set_applied(&held.gateway, version, &held.hash, snapshot);
-    tracing::info!(gateway = %held.gateway, version, hash = %held.hash, "snapshot applied");
+    tracing::info!(
+        gateway = %held.gateway,
+        version,
+        hash = %held.hash,
+        by = if touched.is_some() { "delta" } else { "whole" },
+        runtime_ms = started.elapsed().as_millis() as u64,
+        "snapshot applied"
+    );
     Ok(())
 }
 

@@ -12,14 +12,18 @@ pub(super) async fn gateway_auth(
             "send the gateway's API token as `Authorization: Bearer <token>`".into(),
         ));
     };
-    st.store
-        .token_owner(&secrets::hash(token))
-        .await?
-        .ok_or_else(|| {
-            Error::Unauthorized(
-                "this API token belongs to no gateway: link the gateway first, or the token was revoked or rotated".into(),
-            )
-        })
+    let hash = secrets::hash(token);
+    if let Some(owner) = st.hub.owner(&hash) {
+        return Ok(owner);
+    }
+    let wakes = st.hub.wakes();
+    let owner = st.store.token_owner(&hash).await?.ok_or_else(|| {
+        Error::Unauthorized(
+            "this API token belongs to no gateway: link the gateway first, or the token was revoked or rotated".into(),
+        )
+    })?;
+    st.hub.remember_owner(&hash, &owner, wakes);
+    Ok(owner)
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# A gateway node with a million consumers' API keys against a real control plane (issue 18):
+# `portico server` (SQLite, a fresh data directory) and one `portico gateway run` node.
+# One consumer is made through the CLI (subscribed, with a key); KEYS-1 more (default
+# 999,999), each subscribed with a key of its own, are copied into the database with
+# sqlite3 while the control plane is stopped (made one by one through the API they would
+# take an hour). Then, timed:
+#   1. the deploy that compiles the gateway's snapshot with every key (the control plane);
+#   2. the node's first start, fetching the whole snapshot, until it serves the key;
+#   3. the node restarted from its cache, until it serves again;
+#   4. one change (revision 2 of the API, another backend) from the deploy call to the node
+#      serving it, with requests sent all along: every one must be answered 200;
+# and the resident memory of both processes (VmRSS, VmHWM) after each step.
+#   bench/scale-node.sh            # KEYS=1000000
+#   KEYS=100000 bench/scale-node.sh
+# Needs sqlite3, curl and python3 (a backend); uses target/release/portico (PORTICO_BIN).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+BIN="${PORTICO_BIN:-$HERE/../target/release/portico}"
+KEYS="${KEYS:-1000000}"
+[ -x "$BIN" ] || { echo "scale-node.sh: build first: cargo build --release -p portico" >&2; exit 1; }
+for t in sqlite3 curl python3; do
+    command -v "$t" >/dev/null || { echo "scale-node.sh: needs $t" >&2; exit 1; }
+done
+RUN="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$RUN"
+}
+trap cleanup EXIT
+CP=19400; GW=19480; CPI=19401; NODE_ADMIN=19420; NODE=19481; NODEI=19402; B1=19001; B2=19002
+export PORTICO_URL="http://127.0.0.1:$CP"
+ms() { date +%s%3N; }
+mem() { # pid -> "RSS MiB (peak MiB)"
+    awk '/^VmRSS/ {r=$2} /^VmHWM/ {h=$2} END {printf "%.0f MiB (peak %.0f MiB)", r/1024, h/1024}' "/proc/$1/status"
+}
+wait_for() { # what, command...
+    local what="$1"; shift
+    for _ in $(seq 1200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+    echo "scale-node.sh: $what never happened" >&2; exit 1
+}
+for b in 1 2; do
+    mkdir -p "$RUN/b$b" && echo "backend $b" >"$RUN/b$b/index.html"
+done
+python3 -m http.server "$B1" --bind 127.0.0.1 --directory "$RUN/b1" >/dev/null 2>&1 & PIDS+=($!)
+python3 -m http.server "$B2" --bind 127.0.0.1 --directory "$RUN/b2" >/dev/null 2>&1 & PIDS+=($!)
+
+start_cp() {
+    "$BIN" server --data-dir "$RUN/cp" --listen "127.0.0.1:$CP" --gateway-port "$GW" \
+        --internal "127.0.0.1:$CPI" >>"$RUN/cp.log" 2>&1 &
+    CP_PID=$!
+    PIDS+=("$CP_PID")
+    wait_for "the control plane's start" curl -sf "$PORTICO_URL/healthz"
+}
+stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+start_cp
+PORTICO_TOKEN="$(grep -o 'pat_[A-Za-z0-9_-]*' "$RUN/cp.log" | head -1)"
+export PORTICO_TOKEN
+cli() { "$BIN" "$@" >>"$RUN/cli.log" 2>&1 || { echo "scale-node.sh: portico $* failed:" >&2; tail -5 "$RUN/cli.log" >&2; exit 1; }; }
+
+# The node, and the gateway it serves.
+"$BIN" gateway init --config "$RUN/edge.toml" --admin-listen "127.0.0.1:$NODE_ADMIN" >"$RUN/init.txt"
+TOKEN="$(grep -o 'pgt_[A-Za-z0-9_-]*' "$RUN/init.txt" | head -1)"
+SECRET="$(grep -o 'pjs_[A-Za-z0-9_-]*' "$RUN/init.txt" | head -1)"
+sed -i -e "s|http://127.0.0.1:9400|$PORTICO_URL|" -e "s|127.0.0.1:9401|127.0.0.1:$NODEI|" \
+    -e '/\[node.access_log\]/,/^$/ s/enabled = true/enabled = false/' "$RUN/edge.toml"
+start_node() {
+    "$BIN" gateway run --config "$RUN/edge.toml" >>"$RUN/node.log" 2>&1 &
+    NODE_PID=$!
+    PIDS+=("$NODE_PID")
+}
+start_node
+wait_for "the node's admin port" curl -s -o /dev/null "http://127.0.0.1:$NODE_ADMIN/"
+cli gateways link edge --type production --url "http://127.0.0.1:$NODE_ADMIN" --listen "$NODE" \
+    --api-token "$TOKEN" --jwt-secret "$SECRET"
+cat >"$RUN/api.toml" <<TOML
+name = "Pets"
+version = "v1"
+context = "/pets/v1"
+production_endpoints = ["http://127.0.0.1:$B1"]
+auth = "api_key"
+TOML
+cli apis create -f "$RUN/api.toml"
+cli revisions create pets-v1 --note one
+cli consumers create acme
+cli subscriptions add acme --api pets-v1
+"$BIN" keys create acme --type production >"$RUN/key.txt"
+KEY="$(tail -1 "$RUN/key.txt" | tr -d ' ')"
+stop "$NODE_PID"
+
+# KEYS-1 more consumers, each subscribed with a key, copied in while nothing runs.
+stop "$CP_PID"
+t=$(ms)
+sqlite3 "$RUN/cp/portico.db" <<SQL
+PRAGMA foreign_keys = OFF;
+CREATE TEMP TABLE n(i INTEGER PRIMARY KEY);
+WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $KEYS - 1)
+INSERT INTO n SELECT i FROM s;
+INSERT INTO consumers (name_key, spec, version, created_at, updated_at, owner_user)
+SELECT 'bulk-' || n.i, replace(c.spec, '"acme"', '"bulk-' || n.i || '"'), 1, c.created_at,
+       c.updated_at, c.owner_user
+FROM n, consumers c WHERE c.name_key = 'acme';
+INSERT INTO subscriptions (consumer_id, api_id, tier, created_at)
+SELECT c.id, s.api_id, s.tier, s.created_at
+FROM consumers c, subscriptions s JOIN consumers a ON a.id = s.consumer_id AND a.name_key = 'acme'
+WHERE c.name_key LIKE 'bulk-%';
+INSERT INTO credentials (id, consumer_id, kind, key_type, secret_hash, hint, created_at)
+SELECT 'bulk-' || c.id, c.id, 'api_key', 'production', lower(hex(randomblob(32))), 'pk_bulk', c.created_at
+FROM consumers c WHERE c.name_key LIKE 'bulk-%';
+SQL
+echo "scale-node.sh: $((KEYS - 1)) consumers and keys copied into the database in $(( $(ms) - t )) ms" >&2
+start_cp
+
+echo "# bench/scale-node.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) CPUs"
+echo "# a node with $KEYS consumers' API keys (each subscribed to the API) against portico server on SQLite"
+t=$(ms)
+cli deploy pets-v1 --revision 1 --gateway edge
+echo "1. deploy compiling the snapshot with every key: $(( $(ms) - t )) ms; control plane $(mem "$CP_PID")"
+
+serves() { # body wanted
+    [ "$(curl -s -H "apikey: $KEY" "http://127.0.0.1:$NODE/pets/v1/")" = "$1" ]
+}
+t=$(ms)
+start_node
+wait_for "the node serving the key" serves "backend 1"
+echo "2. node's first start (the whole snapshot fetched) to serving: $(( $(ms) - t )) ms; node $(mem "$NODE_PID")"
+sleep 2 # the cache is written off the sync loop
+stop "$NODE_PID"
+CACHE="$(find "$RUN" -name snapshot.json -path '*cache*' | head -1)"
+echo "   the cache: $(( $(stat -c %s "$CACHE") / 1048576 )) MiB"
+t=$(ms)
+start_node
+wait_for "the node serving from its cache" serves "backend 1"
+echo "3. node restarted from its cache to serving: $(( $(ms) - t )) ms; node $(mem "$NODE_PID")"
+
+# Requests all along the change; each answer's status is written down.
+( while :; do curl -s -o /dev/null -w '%{http_code}\n' -H "apikey: $KEY" "http://127.0.0.1:$NODE/pets/v1/"; done ) >"$RUN/codes.txt" &
+LOAD=$!
+PIDS+=("$LOAD")
+sleep 1
+sed -i "s|127.0.0.1:$B1|127.0.0.1:$B2|" "$RUN/api.toml"
+cli apply -f "$RUN/api.toml"
+cli revisions create pets-v1 --note two
+t=$(ms)
+cli deploy pets-v1 --revision 2 --gateway edge
+deployed=$(( $(ms) - t ))
+wait_for "the node serving the change" serves "backend 2"
+echo "4. one change (revision 2, another backend): deploy call $deployed ms, serving it $(( $(ms) - t )) ms after the call began; node $(mem "$NODE_PID"); control plane $(mem "$CP_PID")"
+sleep 1
+kill "$LOAD"; wait "$LOAD" 2>/dev/null || true
+total=$(wc -l <"$RUN/codes.txt"); bad=$(grep -vc '^200$' "$RUN/codes.txt" || true)
+echo "   requests during the change: $total, not 200: $bad"
+echo "   how the node took the change: $(grep -E 'applied' "$RUN/node.log" | tail -1 | sed 's/^.*INFO //')"
+[ "$bad" = 0 ] || { echo "scale-node.sh: $bad requests failed during the change" >&2; exit 1; }
