@@ -190,7 +190,10 @@ impl Hub {
 
     /// The gateway of the token with this hash, when it was looked up moments ago.
     pub fn owner(&self, token_hash: &str) -> Option<store::TokenOwner> {
-        let owners = self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let owners = self
+            .owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         owners
             .get(token_hash)
             .filter(|(_, at)| at.elapsed() < OWNER_TTL)
@@ -206,7 +209,10 @@ impl Hub {
     /// Remembers the gateway of a token just looked up, unless a gateway was woken since
     /// `wakes` (the answer may predate a revocation).
     pub fn remember_owner(&self, token_hash: &str, owner: &store::TokenOwner, wakes: u64) {
-        let mut owners = self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut owners = self
+            .owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.wakes() != wakes {
             return;
         }
@@ -216,14 +222,20 @@ impl Hub {
                 owners.clear();
             }
         }
-        owners.insert(token_hash.to_owned(), (owner.clone(), std::time::Instant::now()));
+        owners.insert(
+            token_hash.to_owned(),
+            (owner.clone(), std::time::Instant::now()),
+        );
     }
 
     /// Wakes the watchers of a gateway without a new version (its token was revoked).
     pub fn wake(&self, gid: i64) {
         // First forget its token: the woken long-polls check it again in the database.
         {
-            let mut owners = self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut owners = self
+                .owners
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             self.wakes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             owners.retain(|_, (o, _)| o.gateway_id != gid);
         }
