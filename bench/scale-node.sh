@@ -8,7 +8,7 @@
 #   1. the deploy that compiles the gateway's snapshot with every key (the control plane);
 #   2. the node's first start, fetching the whole snapshot, until it serves the key;
 #   3. the node restarted from its cache, until it serves again;
-#   4. one change (revision 2 of the API, another backend) from the deploy call to the node
+#   4. one change (a revision of the API with another backend) from the deploy call to the node
 #      serving it, with requests sent all along: every one must be answered 200;
 # and the resident memory of both processes (VmRSS, VmHWM) after each step.
 #   bench/scale-node.sh            # KEYS=1000000
@@ -19,7 +19,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BIN="${PORTICO_BIN:-$HERE/../target/release/portico}"
 KEYS="${KEYS:-1000000}"
 [ -x "$BIN" ] || { echo "scale-node.sh: build first: cargo build --release -p portico" >&2; exit 1; }
-for t in sqlite3 curl python3; do
+for t in sqlite3 curl python3 wrk; do
     command -v "$t" >/dev/null || { echo "scale-node.sh: needs $t" >&2; exit 1; }
 done
 RUN="$(mktemp -d)"
@@ -33,6 +33,14 @@ trap cleanup EXIT
 CP=19400; GW=19480; CPI=19401; NODE_ADMIN=19420; NODE=19481; NODEI=19402; B1=19001; B2=19002
 export PORTICO_URL="http://127.0.0.1:$CP"
 ms() { date +%s%3N; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_per_request() { # node pid -> "N requests, X us of the node's CPU each" (wrk, 10 s)
+    local before after n
+    before=$(ticks "$1")
+    n=$(wrk -t1 -c8 -d10s -H "apikey: $KEY" "http://127.0.0.1:$NODE/pets/v1/" | awk '/requests in/ {print $1}')
+    after=$(ticks "$1")
+    echo "$n requests, $(awk -v t=$((after - before)) -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}') us of the node's CPU each"
+}
 mem() { # pid -> "RSS MiB (peak MiB)"
     awk '/^VmRSS/ {r=$2} /^VmHWM/ {h=$2} END {printf "%.0f MiB (peak %.0f MiB)", r/1024, h/1024}' "/proc/$1/status"
 }
@@ -66,11 +74,15 @@ TOKEN="$(grep -o 'pgt_[A-Za-z0-9_-]*' "$RUN/init.txt" | head -1)"
 SECRET="$(grep -o 'pjs_[A-Za-z0-9_-]*' "$RUN/init.txt" | head -1)"
 sed -i -e "s|http://127.0.0.1:9400|$PORTICO_URL|" -e "s|127.0.0.1:9401|127.0.0.1:$NODEI|" \
     -e '/\[node.access_log\]/,/^$/ s/enabled = true/enabled = false/' "$RUN/edge.toml"
-start_node() {
-    "$BIN" gateway run --config "$RUN/edge.toml" >>"$RUN/node.log" 2>&1 &
+STARTS=0
+start_node() { # each start logs to a file of its own: $NODE_LOG
+    STARTS=$((STARTS + 1))
+    NODE_LOG="$RUN/node-$STARTS.log"
+    "$BIN" gateway run --config "$RUN/edge.toml" >"$NODE_LOG" 2>&1 &
     NODE_PID=$!
     PIDS+=("$NODE_PID")
 }
+applied() { grep -q 'snapshot applied' "$NODE_LOG"; }
 start_node
 wait_for "the node's admin port" curl -s -o /dev/null "http://127.0.0.1:$NODE_ADMIN/"
 cli gateways link edge --type production --url "http://127.0.0.1:$NODE_ADMIN" --listen "$NODE" \
@@ -88,6 +100,12 @@ cli consumers create acme
 cli subscriptions add acme --api pets-v1
 "$BIN" keys create acme --type production >"$RUN/key.txt"
 KEY="$(tail -1 "$RUN/key.txt" | tr -d ' ')"
+cli deploy pets-v1 --revision 1 --gateway edge
+serves() { # body wanted
+    [ "$(curl -s -H "apikey: $KEY" "http://127.0.0.1:$NODE/pets/v1/")" = "$1" ]
+}
+wait_for "the node serving the key" serves "backend 1"
+ONE_KEY="$(cpu_per_request "$NODE_PID")"
 stop "$NODE_PID"
 
 # KEYS-1 more consumers, each subscribed with a key, copied in while nothing runs.
@@ -115,25 +133,29 @@ start_cp
 
 echo "# bench/scale-node.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) CPUs"
 echo "# a node with $KEYS consumers' API keys (each subscribed to the API) against portico server on SQLite"
+cli revisions create pets-v1 --note "the same, compiled with every key"
 t=$(ms)
-cli deploy pets-v1 --revision 1 --gateway edge
+cli deploy pets-v1 --revision 2 --gateway edge
 echo "1. deploy compiling the snapshot with every key: $(( $(ms) - t )) ms; control plane $(mem "$CP_PID")"
 
-serves() { # body wanted
-    [ "$(curl -s -H "apikey: $KEY" "http://127.0.0.1:$NODE/pets/v1/")" = "$1" ]
-}
+# A first start: no cache, the whole snapshot fetched.
+rm -rf "$RUN/edge-cache"
 t=$(ms)
 start_node
+wait_for "the node applying the snapshot" applied
 wait_for "the node serving the key" serves "backend 1"
-echo "2. node's first start (the whole snapshot fetched) to serving: $(( $(ms) - t )) ms; node $(mem "$NODE_PID")"
-sleep 2 # the cache is written off the sync loop
+echo "2. node's first start (no cache: the whole snapshot fetched) to serving: $(( $(ms) - t )) ms; node $(mem "$NODE_PID")"
+CACHE="$RUN/edge-cache/snapshot.json"
+wait_for "the cache written" test -s "$CACHE"
+sleep 1
 stop "$NODE_PID"
-CACHE="$(find "$RUN" -name snapshot.json -path '*cache*' | head -1)"
 echo "   the cache: $(( $(stat -c %s "$CACHE") / 1048576 )) MiB"
 t=$(ms)
 start_node
 wait_for "the node serving from its cache" serves "backend 1"
+grep -q 'starting from the cached snapshot' "$NODE_LOG" || { echo "scale-node.sh: the node did not start from its cache" >&2; exit 1; }
 echo "3. node restarted from its cache to serving: $(( $(ms) - t )) ms; node $(mem "$NODE_PID")"
+echo "   per request through the node (wrk, 10 s, the key in a header, a Python backend): with 1 key $ONE_KEY; with $KEYS keys $(cpu_per_request "$NODE_PID")"
 
 # Requests all along the change; each answer's status is written down.
 ( while :; do curl -s -o /dev/null -w '%{http_code}\n' -H "apikey: $KEY" "http://127.0.0.1:$NODE/pets/v1/"; done ) >"$RUN/codes.txt" &
@@ -142,15 +164,15 @@ PIDS+=("$LOAD")
 sleep 1
 sed -i "s|127.0.0.1:$B1|127.0.0.1:$B2|" "$RUN/api.toml"
 cli apply -f "$RUN/api.toml"
-cli revisions create pets-v1 --note two
+cli revisions create pets-v1 --note "another backend"
 t=$(ms)
-cli deploy pets-v1 --revision 2 --gateway edge
+cli deploy pets-v1 --revision 3 --gateway edge
 deployed=$(( $(ms) - t ))
 wait_for "the node serving the change" serves "backend 2"
-echo "4. one change (revision 2, another backend): deploy call $deployed ms, serving it $(( $(ms) - t )) ms after the call began; node $(mem "$NODE_PID"); control plane $(mem "$CP_PID")"
+echo "4. one change (a revision with another backend): deploy call $deployed ms, serving it $(( $(ms) - t )) ms after the call began; node $(mem "$NODE_PID"); control plane $(mem "$CP_PID")"
 sleep 1
 kill "$LOAD"; wait "$LOAD" 2>/dev/null || true
 total=$(wc -l <"$RUN/codes.txt"); bad=$(grep -vc '^200$' "$RUN/codes.txt" || true)
 echo "   requests during the change: $total, not 200: $bad"
-echo "   how the node took the change: $(grep -E 'applied' "$RUN/node.log" | tail -1 | sed 's/^.*INFO //')"
+echo "   how the node took it: $(grep 'snapshot applied' "$NODE_LOG" | tail -1 | sed -e 's/\x1b\[[0-9;]*m//g' | grep -o 'version=.*')"
 [ "$bad" = 0 ] || { echo "scale-node.sh: $bad requests failed during the change" >&2; exit 1; }

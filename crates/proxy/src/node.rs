@@ -71,7 +71,9 @@ pub struct NodeState {
     health: std::sync::OnceLock<Arc<crate::upstream::StateRegistry>>,
     /// The content of the last version received (applied, or refused by the runtime),
     /// indexed for deltas; none before the first, or after a delta that did not apply.
-    held: Mutex<Option<HeldAt>>,
+    /// Shared with the cache writer while it writes (a delta arriving meanwhile works on
+    /// a copy): the writer never holds the lock for the seconds a large one takes.
+    held: Mutex<Option<Arc<HeldAt>>>,
     /// Wakes the cache writer: what is held changed.
     cache_dirty: Notify,
     /// The version the cache file holds, once this process wrote one.
@@ -92,7 +94,7 @@ impl std::fmt::Debug for NodeState {
 }
 
 /// A version's content as the node holds it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct HeldAt {
     gateway: String,
     version: u64,
@@ -185,7 +187,7 @@ impl NodeState {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lock_held(&self) -> std::sync::MutexGuard<'_, Option<HeldAt>> {
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, Option<Arc<HeldAt>>> {
         self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -398,12 +400,12 @@ pub fn started_from_cache(state: &NodeState, cached: Cached) {
         cached.snapshot(),
     );
     *state.lock_written() = Some(cached.version);
-    *state.lock_held() = Some(HeldAt {
+    *state.lock_held() = Some(Arc::new(HeldAt {
         gateway: cached.gateway,
         version: cached.version,
         hash: cached.hash,
         held: cached.held,
-    });
+    }));
 }
 
 /// Writes what the node holds to the cache, whenever it changes: a complete snapshot,
@@ -422,7 +424,7 @@ async fn write_cache(state: &Arc<NodeState>, dir: &Path) {
     let written = tokio::task::spawn_blocking(move || {
         let served = st.applied_version();
         let (version, body) = {
-            let held = st.lock_held();
+            let held = st.lock_held().clone();
             let Some(h) = held.as_ref() else {
                 return Ok(());
             };
@@ -540,13 +542,13 @@ pub async fn run_sync(
                         .headers()
                         .get(header::CONTENT_TYPE)
                         .is_some_and(|v| v.as_bytes().starts_with(DELTA_CONTENT_TYPE.as_bytes()));
-                    match resp.bytes().await {
+                    match read_body(resp).await {
                     Ok(body) => {
                         state.synced();
                         let outcome = if delta {
-                            apply_deltas(&gateway, &settings, &state, &client, &base, &body).await
+                            apply_deltas(&gateway, &settings, &state, &client, &base, body).await
                         } else {
-                            apply(&gateway, &settings, &state, &client, &base, &body).await
+                            apply(&gateway, &settings, &state, &client, &base, body).await
                         };
                         if outcome.is_ok() {
                             let u = &mut state.lock().updates;
@@ -623,46 +625,64 @@ enum ApplyError {
     Resync(String),
 }
 
-/// Validates and applies one envelope, after fetching the app files it needs.
+/// A response's body in one buffer, grown as it arrives (a large one is moved by the
+/// kernel, not copied, as it grows; collecting chunks and joining them held it twice).
+async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Validates and applies one envelope, after fetching the app files it needs. The body is
+/// dropped once read: a million keys' JSON is not kept beside what was made of it.
 async fn apply(
     gateway: &Gateway,
     settings: &SyncSettings,
     state: &NodeState,
     client: &reqwest::Client,
     base: &str,
-    body: &[u8],
+    body: Vec<u8>,
 ) -> Result<(), ApplyError> {
-    let env: SyncEnvelope = serde_json::from_slice(body).map_err(|e| {
-        ApplyError::Refused(
-            None,
-            format!("the snapshot from the control plane is unreadable: {e}"),
-        )
-    })?;
-    let SyncEnvelope {
-        gateway: name,
-        version,
-        hash,
-        snapshot,
-    } = env;
-    let held = Held::new(snapshot);
-    if !held.matches(&hash) {
-        return Err(ApplyError::Refused(
-            Some(version),
-            format!("snapshot {version} does not match its hash; refused"),
-        ));
-    }
-    if let Err(e) = held.snapshot().validate() {
-        return Err(ApplyError::Refused(
-            Some(version),
-            format!("snapshot {version} is invalid and was not applied: {e}"),
-        ));
-    }
-    let held = HeldAt {
-        gateway: name,
-        version,
-        hash,
-        held,
-    };
+    // Reading, hashing and checking a large snapshot takes seconds: off the workers that
+    // serve traffic.
+    let held = tokio::task::spawn_blocking(move || {
+        let env: SyncEnvelope = serde_json::from_slice(&body).map_err(|e| {
+            ApplyError::Refused(
+                None,
+                format!("the snapshot from the control plane is unreadable: {e}"),
+            )
+        })?;
+        drop(body);
+        let SyncEnvelope {
+            gateway: name,
+            version,
+            hash,
+            snapshot,
+        } = env;
+        let held = Held::new(snapshot);
+        if !held.matches(&hash) {
+            return Err(ApplyError::Refused(
+                Some(version),
+                format!("snapshot {version} does not match its hash; refused"),
+            ));
+        }
+        if let Err(e) = held.snapshot().validate() {
+            return Err(ApplyError::Refused(
+                Some(version),
+                format!("snapshot {version} is invalid and was not applied: {e}"),
+            ));
+        }
+        Ok(HeldAt {
+            gateway: name,
+            version,
+            hash,
+            held,
+        })
+    })
+    .await
+    .map_err(|e| ApplyError::Transient(format!("reading the snapshot failed: {e}")))??;
     serve(gateway, settings, state, client, base, held, None).await
 }
 
@@ -675,13 +695,15 @@ async fn apply_deltas(
     state: &NodeState,
     client: &reqwest::Client,
     base: &str,
-    body: &[u8],
+    body: Vec<u8>,
 ) -> Result<(), ApplyError> {
-    let deltas: SyncDeltas = serde_json::from_slice(body)
+    let deltas: SyncDeltas = serde_json::from_slice(&body)
         .map_err(|e| ApplyError::Resync(format!("the deltas are unreadable: {e}")))?;
     // Taken: until the steps apply, nothing is held.
     let taken = state.lock_held().take();
-    let mut held = taken.ok_or_else(|| ApplyError::Resync("no snapshot is held".into()))?;
+    let mut held = Arc::unwrap_or_clone(
+        taken.ok_or_else(|| ApplyError::Resync("no snapshot is held".into()))?,
+    );
     if deltas.gateway != held.gateway {
         return Err(ApplyError::Resync(format!(
             "the deltas are for gateway `{}`, the node holds `{}`",
@@ -725,7 +747,7 @@ async fn serve(
     let served = serve_held(gateway, settings, state, client, base, &held, touched).await;
     *state.lock_held() = match served {
         Err(ApplyError::Transient(_)) => None,
-        _ => Some(held),
+        _ => Some(Arc::new(held)),
     };
     if served.is_ok() {
         state.cache_dirty.notify_one();
