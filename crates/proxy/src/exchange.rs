@@ -113,6 +113,8 @@ pub struct LogFields {
     pub version: Version,
     /// Request id.
     pub request_id: Option<HeaderValue>,
+    /// The trace and this gateway's span in it.
+    pub trace: Option<([u8; 16], [u8; 8])>,
     /// Route name.
     pub route: Option<Arc<str>>,
     /// Service name.
@@ -235,10 +237,28 @@ impl Exchange {
         let _ = write!(s, ",\"attempts\":{},\"complete\":{complete}", l.attempts);
         s.push_str(",\"request_id\":");
         opt(&mut s, l.request_id.as_ref().and_then(|v| v.to_str().ok()));
+        match &l.trace {
+            Some((trace, span)) => {
+                s.push_str(",\"trace_id\":\"");
+                hex(&mut s, trace);
+                s.push_str("\",\"span_id\":\"");
+                hex(&mut s, span);
+                s.push('"');
+            }
+            None => s.push_str(",\"trace_id\":null,\"span_id\":null"),
+        }
         s.push_str(",\"error\":");
         opt(&mut s, l.error);
         s.push_str("}\n");
         s
+    }
+}
+
+fn hex(s: &mut String, b: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for x in b {
+        s.push(DIGITS[(x >> 4) as usize] as char);
+        s.push(DIGITS[(x & 15) as usize] as char);
     }
 }
 

@@ -41,6 +41,7 @@ pub mod runtime;
 pub mod throttle;
 pub mod tls;
 pub mod token_cache;
+pub mod trace;
 pub mod upstream;
 
 pub use error::Error;

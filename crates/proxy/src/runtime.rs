@@ -96,6 +96,8 @@ pub struct ListenerRuntime {
     /// The developer portal's Try Out rule, for routes with `try_out`, when the Snapshot
     /// names the portal's origin.
     pub portal: Option<Arc<crate::cors::CorsPolicy>>,
+    /// Which requests' traces are recorded (the `sampled` flag upstream).
+    pub sampler: crate::trace::Sampler,
 }
 
 /// Router ids of a listener's routes by name, and ids free for reuse.
@@ -381,6 +383,7 @@ impl Runtime {
                 tls,
                 acme_http01: http01.clone(),
                 portal: portal.clone(),
+                sampler: crate::trace::Sampler::default(),
             });
             listeners.push(CompiledListener { spec, runtime });
         }
@@ -540,6 +543,7 @@ impl Runtime {
                 tls: lr.tls.clone(),
                 acme_http01: lr.acme_http01.clone(),
                 portal: lr.portal.clone(),
+                sampler: lr.sampler,
             });
             listeners.push(CompiledListener {
                 spec: ListenerSpec {

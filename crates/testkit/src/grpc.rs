@@ -116,6 +116,8 @@ impl Service<Request<EchoRequest>> for Streaming {
 pub struct GrpcServer {
     /// Its address.
     pub addr: SocketAddr,
+    /// The headers (metadata) of every request it got, in order.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<http::HeaderMap>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -130,29 +132,39 @@ impl GrpcServer {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let addr = listener.local_addr().expect("addr");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                let record = record.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                        let authority = req
-                            .uri()
-                            .authority()
-                            .map(|a| a.to_string())
-                            .unwrap_or_default();
-                        let mut grpc = tonic::server::Grpc::new(
-                            ProstCodec::<EchoReply, EchoRequest>::default(),
-                        );
-                        let resp = match req.uri().path() {
-                            "/test.Echo/Unary" => grpc.unary(Unary(authority), req).await,
-                            "/test.Echo/Stream" => {
-                                grpc.server_streaming(Streaming(authority), req).await
-                            }
-                            _ => Status::unimplemented("no such method").into_http(),
-                        };
-                        Ok::<_, Infallible>(resp)
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        record
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(req.headers().clone());
+                        async move {
+                            let authority = req
+                                .uri()
+                                .authority()
+                                .map(|a| a.to_string())
+                                .unwrap_or_default();
+                            let mut grpc =
+                                tonic::server::Grpc::new(
+                                    ProstCodec::<EchoReply, EchoRequest>::default(),
+                                );
+                            let resp = match req.uri().path() {
+                                "/test.Echo/Unary" => grpc.unary(Unary(authority), req).await,
+                                "/test.Echo/Stream" => {
+                                    grpc.server_streaming(Streaming(authority), req).await
+                                }
+                                _ => Status::unimplemented("no such method").into_http(),
+                            };
+                            Ok::<_, Infallible>(resp)
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .http2_only()
@@ -161,7 +173,16 @@ impl GrpcServer {
                 });
             }
         });
-        Self { addr, task }
+        Self { addr, seen, task }
+    }
+
+    /// The headers of the last request it got.
+    pub fn last_headers(&self) -> Option<http::HeaderMap> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .last()
+            .cloned()
     }
 }
 
@@ -204,6 +225,36 @@ impl GrpcClient {
             count: 0,
             fail_code,
         });
+        self.inner
+            .unary(
+                req,
+                PathAndQuery::from_static("/test.Echo/Unary"),
+                ProstCodec::<EchoRequest, EchoReply>::default(),
+            )
+            .await
+    }
+
+    /// Calls `test.Echo/Unary` with metadata (ASCII `name: value` pairs).
+    pub async fn unary_with(
+        &mut self,
+        message: &str,
+        metadata: &[(&'static str, &str)],
+    ) -> Result<Response<EchoReply>, Status> {
+        self.inner
+            .ready()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut req = Request::new(EchoRequest {
+            message: message.into(),
+            count: 0,
+            fail_code: 0,
+        });
+        for (k, v) in metadata {
+            let v = v
+                .parse()
+                .map_err(|_| Status::invalid_argument(format!("bad metadata value for {k}")))?;
+            req.metadata_mut().insert(*k, v);
+        }
         self.inner
             .unary(
                 req,

@@ -27,6 +27,7 @@ pub fn accept(cx: &mut Ctx<'_>, req: &mut Request<ClientBody>) -> Flow {
                 .to_owned(),
             version: req.version(),
             request_id: Some(cx.request_id.clone()),
+            trace: Some((cx.trace.trace_id, cx.trace.span_id)),
             route: None,
             service: None,
             consumer: None,

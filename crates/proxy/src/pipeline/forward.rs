@@ -23,6 +23,7 @@ use crate::fault::{ErrorKind, ProxyError};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::rewrite;
 use crate::runtime::{Forward, HostRewrite, PathRewrite, Route};
+use crate::trace::{TRACEPARENT, TRACESTATE};
 use crate::upstream::balance::{EndpointSet, hash64};
 use crate::upstream::client::{self, SendError, UpstreamBody};
 use crate::upstream::endpoint::Endpoint;
@@ -66,6 +67,7 @@ pub async fn forward(
     let Ctx {
         conn,
         request_id,
+        trace,
         normalized,
         ex,
         ..
@@ -99,6 +101,19 @@ pub async fn forward(
     let (mut parts, body) = req.into_parts();
     if !svc.protocol.is_http2() {
         join_cookies(&mut parts.headers);
+    }
+    // The upstream is told this trace with the gateway's span as its parent; what the
+    // client sent is replaced (a malformed `traceparent` is never passed on).
+    parts
+        .headers
+        .insert(TRACEPARENT.clone(), trace.traceparent());
+    match &trace.tracestate {
+        Some(state) => {
+            parts.headers.insert(TRACESTATE.clone(), state.clone());
+        }
+        None => {
+            parts.headers.remove(&TRACESTATE);
+        }
     }
 
     // The path and query sent upstream.

@@ -123,6 +123,8 @@ pub struct Ctx<'a> {
     pub conn: &'a Conn,
     /// The request's id (the client's `x-request-id` when usable, else a new one).
     pub request_id: HeaderValue,
+    /// Its place in a trace: the caller's when it sent a valid `traceparent`, else new.
+    pub trace: crate::trace::TraceContext,
     /// Whether errors are answered as gRPC statuses.
     pub grpc: bool,
     /// A `HEAD` request: answers carry no body.
@@ -162,6 +164,7 @@ impl<'a> Ctx<'a> {
             lr,
             conn,
             request_id: headers::request_id(req.headers()),
+            trace: crate::trace::TraceContext::from_headers(req.headers(), &lr.sampler),
             grpc: lr.protocol == ListenerProtocol::Grpc || is_grpc(req.headers()),
             head: req.method() == Method::HEAD,
             route: None,

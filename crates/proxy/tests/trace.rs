@@ -1,0 +1,193 @@
+//! W3C trace context through the gateway, with real sockets: the upstream (HTTP/1.1,
+//! HTTP/2 and gRPC) sees the caller's trace with the gateway's span as its parent, a
+//! malformed `traceparent` is replaced and never passed on, a request without one starts a
+//! trace, and the access log line carries the trace and span ids.
+
+mod common;
+
+use common::*;
+use http::{HeaderMap, Method};
+use portico_testkit::grpc::{GrpcClient, GrpcServer};
+use portico_testkit::{Client, Upstream, client::request};
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT: &str = "00f067aa0ba902b7";
+
+/// (trace id, parent id, flags) of a `traceparent` that must be well formed.
+fn parts(h: &HeaderMap) -> (String, String, String) {
+    let v = h
+        .get("traceparent")
+        .expect("the upstream got a traceparent")
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    let f: Vec<&str> = v.split('-').collect();
+    assert_eq!(f.len(), 4, "{v}");
+    assert_eq!(f[0], "00", "{v}");
+    assert_eq!((f[1].len(), f[2].len(), f[3].len()), (32, 16, 2), "{v}");
+    assert!(
+        v.bytes()
+            .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{v}"
+    );
+    assert_ne!(f[1], "0".repeat(32));
+    assert_ne!(f[2], "0".repeat(16));
+    (f[1].to_owned(), f[2].to_owned(), f[3].to_owned())
+}
+
+/// The access log's lines, once there are `n`.
+async fn log_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a log line is JSON"))
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the access log has fewer than {n} lines");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_goes_upstream_with_the_gateways_span_as_parent() {
+    let h1 = Upstream::echo().await;
+    let h2 = Upstream::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let cfg = format!(
+        r#"{WEB}
+{}
+{}
+[[routes]]
+name = "h1"
+match = {{ path = {{ prefix = "/h1" }} }}
+forward = {{ service = "h1" }}
+[[routes]]
+name = "edited"
+match = {{ path = {{ prefix = "/edited" }} }}
+forward = {{ service = "h1" }}
+request_headers = {{ set = {{ "x-env" = "prod" }} }}
+[[routes]]
+name = "h2"
+match = {{ path = {{ prefix = "/h2" }} }}
+forward = {{ service = "h2" }}
+"#,
+        service("h1", &[h1.addr], ""),
+        service("h2", &[h2.addr], "protocol = \"http2\""),
+    );
+    let gw = Gw::start_logged(&cfg, &log).await;
+    let client = Client::new();
+    let parent = format!("00-{TRACE}-{PARENT}-01");
+    let mut spans = Vec::new();
+    // HTTP/1.1 written straight into the head, HTTP/1.1 with header edits, HTTP/2.
+    for (path, up) in [("/h1/a", &h1), ("/edited/a", &h1), ("/h2/a", &h2)] {
+        let r = client
+            .send(request(
+                Method::GET,
+                &gw.url(path),
+                "",
+                &[
+                    ("traceparent", &parent),
+                    ("tracestate", "congo=t61rcWkgMzE"),
+                ],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        let seen = up.last().headers;
+        let (trace, span, flags) = parts(&seen);
+        assert_eq!(trace, TRACE, "{path}: the caller's trace");
+        assert_ne!(span, PARENT, "{path}: the gateway's own span is the parent");
+        assert_eq!(flags, "01", "{path}: sampled, as the caller decided");
+        assert_eq!(seen["tracestate"], "congo=t61rcWkgMzE", "{path}");
+        assert_eq!(seen.get_all("traceparent").iter().count(), 1, "{path}");
+        spans.push(span);
+    }
+    // Each request is a span of its own.
+    assert!(spans[0] != spans[1] && spans[1] != spans[2]);
+    // Not sampled by the caller: told so.
+    client
+        .send(request(
+            Method::GET,
+            &gw.url("/h1/b"),
+            "",
+            &[("traceparent", &format!("00-{TRACE}-{PARENT}-00"))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(parts(&h1.last().headers).2, "00");
+
+    // Malformed: replaced by a new trace, its tracestate dropped.
+    for bad in [
+        format!("00-{}-{PARENT}-01", TRACE.to_uppercase()),
+        format!("00-{}-{PARENT}-01", "0".repeat(32)),
+        format!("00-{TRACE}-{PARENT}-01-extra"),
+        "garbage".to_owned(),
+    ] {
+        client
+            .send(request(
+                Method::GET,
+                &gw.url("/h1/c"),
+                "",
+                &[("traceparent", &bad), ("tracestate", "congo=t61rcWkgMzE")],
+            ))
+            .await
+            .unwrap();
+        let seen = h1.last().headers;
+        let (trace, _, flags) = parts(&seen);
+        assert_ne!(trace, TRACE, "{bad}");
+        assert_eq!(flags, "01", "a new trace, sampled");
+        assert!(!seen.contains_key("tracestate"), "{bad}");
+        assert_ne!(seen["traceparent"], bad.as_str());
+    }
+    // None: one is made.
+    client.get(&gw.url("/h1/d")).await;
+    let (made, made_span, _) = parts(&h1.last().headers);
+
+    // The access log names the trace and the gateway's span of each request.
+    let lines = log_lines(&log, 9).await;
+    let by_target = |t: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"] == t)
+            .unwrap_or_else(|| panic!("no line for {t}"))
+    };
+    let first = by_target("/h1/a");
+    assert_eq!(first["trace_id"], TRACE);
+    assert_eq!(first["span_id"], spans[0].as_str());
+    assert_eq!(by_target("/h2/a")["span_id"], spans[2].as_str());
+    let last = by_target("/h1/d");
+    assert_eq!(last["trace_id"], made.as_str());
+    assert_eq!(last["span_id"], made_span.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_upstreams_get_the_trace_too() {
+    let server = GrpcServer::start().await;
+    let cfg = format!(
+        "{}{}\n[[routes]]\nname = \"echo\"\nmatch = {{ grpc = {{ service = \"test.Echo\" }} }}\nforward = {{ service = \"g\" }}\n",
+        "[[listeners]]\nname = \"g\"\naddress = \"127.0.0.1\"\nport = 0\nprotocol = \"grpc\"\n",
+        service("g", &[server.addr], "protocol = \"grpc\""),
+    );
+    let gw = Gw::start(&cfg).await;
+    // A gRPC call without trace context: the gateway starts the trace.
+    let mut c = GrpcClient::connect(gw.addr("g")).await;
+    c.unary("hi", 0).await.expect("the call passes");
+    let seen = server.last_headers().expect("the server got the call");
+    let (trace, span, flags) = parts(&seen);
+    assert_ne!(trace, TRACE);
+    assert_eq!((span.len(), flags.as_str()), (16, "01"));
+    // With the caller's context: continued, the gateway's span as the parent.
+    let parent = format!("00-{TRACE}-{PARENT}-01");
+    c.unary_with("hi", &[("traceparent", &parent), ("tracestate", "k=v")])
+        .await
+        .expect("the call passes");
+    let seen = server.last_headers().expect("the server got the call");
+    let (trace, span, _) = parts(&seen);
+    assert_eq!(trace, TRACE);
+    assert_ne!(span, PARENT);
+    assert_eq!(seen["tracestate"], "k=v");
+}
