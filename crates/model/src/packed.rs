@@ -433,8 +433,9 @@ impl<T: Packed> Table<T> {
         self.len = len;
         // Grown or shrunk far past what the shards were cut for: cut them again.
         if bits_for(len) > self.bits + 1 || bits_for(len) + 2 < self.bits {
-            let all: Vec<T> = self.iter().map(|(r, s)| T::unpack(r, s)).collect();
-            *self = Self::build(all)?;
+            // Streamed into the new table's staging: never all unpacked at once.
+            let rebuilt = Self::build(self.iter().map(|(r, s)| T::unpack(r, s)))?;
+            *self = rebuilt;
         }
         Ok(())
     }

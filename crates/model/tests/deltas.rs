@@ -264,3 +264,28 @@ proptest! {
         round_trip(&a, &b);
     }
 }
+
+/// A snapshot with a bad key hash, or one key twice, is refused with what and where.
+#[test]
+fn bad_or_repeated_keys_in_a_snapshot_are_refused_with_what_and_where() {
+    use portico_model::{Format, Snapshot, snapshot::parse};
+    let good = "ab".repeat(32);
+    let key = |hash: &str| {
+        format!(r#"{{"hash":"{hash}","consumer":"acme","key_type":"production","apis":["a"]}}"#)
+    };
+    let snapshot = |keys: &str| format!(r#"{{"schema":1,"security":{{"api_keys":[{keys}]}}}}"#);
+    let ok: Snapshot = parse(&snapshot(&key(&good)), Format::Json).unwrap();
+    assert_eq!(ok.security.api_keys.len(), 1);
+    let e = parse::<Snapshot>(&snapshot(&key("xyz")), Format::Json)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("security.api_keys") && e.contains("64 hex digits"),
+        "{e}"
+    );
+    let twice = format!("{},{}", key(&good), key(&good));
+    let e = parse::<Snapshot>(&snapshot(&twice), Format::Json)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("listed twice") && e.contains(&good), "{e}");
+}
