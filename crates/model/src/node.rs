@@ -39,6 +39,9 @@ pub struct NodeSettings {
     /// Automatic certificates for a gateway run from a file (`acme = true` listeners).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acme: Option<NodeAcme>,
+    /// W3C trace context and span export.
+    #[serde(default, skip_serializing_if = "Tracing::is_default")]
+    pub tracing: Tracing,
     /// Who this node's ports belong to (set by the process, never read from a file):
     /// another gateway's process on the same machine cannot share them.
     #[serde(skip)]
@@ -240,8 +243,100 @@ impl Default for NodeSettings {
             admin: None,
             rate_limit_redis: None,
             acme: None,
+            tracing: Tracing::default(),
             port_owner: None,
         }
+    }
+}
+
+/// Which requests' traces are recorded and where their spans go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// `parent_based` (the caller's decision, new traces always), `always`, `never`, or
+    /// `ratio` (new traces by `ratio`, whatever the caller says).
+    #[serde(default = "parent_based")]
+    pub sampler: String,
+    /// The fraction of traces recorded with `ratio`, or of new traces with
+    /// `parent_based` (0 to 1).
+    #[serde(default = "one")]
+    pub ratio: f64,
+    /// OTLP/HTTP endpoint spans are sent to (`http://collector:4318/v1/traces`); none are
+    /// sent when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the spans.
+    #[serde(default = "service_name")]
+    pub service_name: String,
+    /// Spans waiting to be sent at most; more are dropped and counted.
+    #[serde(default = "queue")]
+    pub queue: usize,
+}
+
+fn parent_based() -> String {
+    "parent_based".into()
+}
+fn one() -> f64 {
+    1.0
+}
+fn service_name() -> String {
+    "portico-gateway".into()
+}
+fn queue() -> usize {
+    2048
+}
+
+impl Default for Tracing {
+    fn default() -> Self {
+        Self {
+            sampler: parent_based(),
+            ratio: one(),
+            otlp_endpoint: None,
+            service_name: service_name(),
+            queue: queue(),
+        }
+    }
+}
+
+impl Tracing {
+    /// Whether it is all defaults (left out of written configs).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// What is wrong with it: (field, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !matches!(
+            self.sampler.as_str(),
+            "parent_based" | "always" | "never" | "ratio"
+        ) {
+            out.push((
+                "sampler",
+                format!(
+                    "`{}`: use parent_based, always, never or ratio",
+                    self.sampler
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.ratio) {
+            out.push(("ratio", format!("{}: use 0 to 1", self.ratio)));
+        }
+        if let Some(e) = &self.otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            out.push((
+                "otlp_endpoint",
+                format!("`{e}` is not a URL: write it as http://collector:4318/v1/traces"),
+            ));
+        }
+        if self.service_name.trim().is_empty() {
+            out.push(("service_name", "give the spans' service name".into()));
+        }
+        if !(1..=1_000_000).contains(&self.queue) {
+            out.push(("queue", format!("{}: use 1 to 1000000", self.queue)));
+        }
+        out
     }
 }
 

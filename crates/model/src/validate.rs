@@ -49,6 +49,9 @@ pub fn gateway_file(f: &GatewayFile) -> Result<(), Error> {
     if f.node.drain_timeout.get().is_zero() {
         v.err("node.drain_timeout", "must be more than 0s");
     }
+    for (field, m) in f.node.tracing.problems() {
+        v.err(format!("node.tracing.{field}"), m);
+    }
     if f.node.access_log.path.trim().is_empty() {
         v.err(
             "node.access_log.path",

@@ -110,8 +110,11 @@ pub struct SpanData {
     pub error: Option<String>,
 }
 
+/// Told how many spans were dropped, each time some are (for a metric).
+pub type OnDrop = Box<dyn Fn(u64) + Send + Sync>;
+
 /// What the exporter did, for metrics.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Counts {
     /// Spans sent and accepted.
     pub exported: AtomicU64,
@@ -119,6 +122,26 @@ pub struct Counts {
     pub dropped: AtomicU64,
     /// Posts that failed (refused, unanswered, unreachable).
     pub failed_posts: AtomicU64,
+    on_drop: Option<OnDrop>,
+}
+
+impl Counts {
+    fn dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        if let Some(f) = &self.on_drop {
+            f(n);
+        }
+    }
+}
+
+impl std::fmt::Debug for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counts")
+            .field("exported", &self.exported)
+            .field("dropped", &self.dropped)
+            .field("failed_posts", &self.failed_posts)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The queue's sending side and the counts.
@@ -131,11 +154,22 @@ pub struct Exporter {
 impl Exporter {
     /// Starts the export thread.
     pub fn start(config: ExportConfig) -> Result<Arc<Self>, Error> {
+        Self::start_counted(config, None)
+    }
+
+    /// Starts the export thread; `on_drop` hears of every span dropped.
+    pub fn start_counted(
+        config: ExportConfig,
+        on_drop: Option<OnDrop>,
+    ) -> Result<Arc<Self>, Error> {
         if !(config.endpoint.starts_with("http://") || config.endpoint.starts_with("https://")) {
             return Err(Error::Endpoint(config.endpoint));
         }
         let (tx, rx) = sync_channel(config.queue.max(1));
-        let counts = Arc::new(Counts::default());
+        let counts = Arc::new(Counts {
+            on_drop,
+            ..Counts::default()
+        });
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
@@ -153,7 +187,7 @@ impl Exporter {
         match self.tx.try_send(span) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                self.counts.dropped(1);
             }
         }
     }
@@ -216,7 +250,7 @@ fn run(rx: Receiver<SpanData>, config: ExportConfig, client: reqwest::Client, co
                 counts.exported.fetch_add(n, Ordering::Relaxed);
             }
             Err(e) => {
-                counts.dropped.fetch_add(n, Ordering::Relaxed);
+                counts.dropped(n);
                 let first = counts.failed_posts.fetch_add(1, Ordering::Relaxed) == 0;
                 // Said once, then counted: a collector that is down would fill the log.
                 if first {

@@ -97,8 +97,8 @@ impl Interim {
 /// What the access log records beyond the metrics.
 #[derive(Debug)]
 pub struct LogFields {
-    /// Where lines go.
-    pub sink: Arc<AccessLog>,
+    /// Where lines go, when the access log is on (the fields also make a request's span).
+    pub sink: Option<Arc<AccessLog>>,
     /// Client address.
     pub client: SocketAddr,
     /// Listener name.
@@ -148,9 +148,31 @@ pub struct Exchange {
     pub pool_slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The client connection's activity.
     pub conn: Option<Arc<ConnActivity>>,
-    /// Access log fields, when the log is on.
+    /// Access log fields, when the log is on or the request's span is recorded.
     pub log: Option<Box<LogFields>>,
+    /// The request's span, when its trace is recorded and exported.
+    pub span: Option<Box<SpanStart>>,
     done: bool,
+}
+
+/// What a request's span needs besides its log fields.
+#[derive(Debug)]
+pub struct SpanStart {
+    /// Where it goes.
+    pub tracer: Arc<portico_otlp::Exporter>,
+    /// The caller's span.
+    pub parent_id: Option<[u8; 8]>,
+    /// The caller's `tracestate`.
+    pub trace_state: String,
+    /// When the request arrived, Unix nanoseconds.
+    pub start: u64,
+}
+
+/// Now, in Unix nanoseconds.
+pub fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Exchange {
@@ -167,6 +189,7 @@ impl Exchange {
             pool_slot: None,
             conn,
             log: None,
+            span: None,
             done: false,
         }
     }
@@ -185,10 +208,102 @@ impl Exchange {
             conn.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(log) = self.log.take() {
-            let line = self.line(&log, elapsed, complete);
-            log.sink.write(line);
+            if let Some(sink) = &log.sink {
+                sink.write(self.line(&log, elapsed, complete));
+            }
+            if let Some(span) = self.span.take() {
+                let tracer = span.tracer.clone();
+                tracer.record(self.span(&log, *span, complete));
+            }
         }
         self.endpoint = None;
+    }
+
+    /// The request's span: OpenTelemetry HTTP server attributes, and the error kind when
+    /// the gateway answered itself or the response was cut short.
+    fn span(&self, l: &LogFields, s: SpanStart, complete: bool) -> portico_otlp::SpanData {
+        use portico_otlp::Value;
+        let (trace_id, span_id) = l.trace.unwrap_or_default();
+        let mut attributes = vec![
+            (
+                "http.request.method",
+                Value::Str(l.method.as_str().to_owned()),
+            ),
+            ("url.path", Value::Str(l.target.clone())),
+            ("server.address", Value::Str(l.host.clone())),
+            ("client.address", Value::Str(l.client.ip().to_string())),
+            (
+                "network.protocol.version",
+                Value::Str(
+                    match l.version {
+                        http::Version::HTTP_10 => "1.0",
+                        http::Version::HTTP_2 => "2",
+                        http::Version::HTTP_3 => "3",
+                        _ => "1.1",
+                    }
+                    .to_owned(),
+                ),
+            ),
+            (
+                "http.response.status_code",
+                Value::Int(i64::from(self.status)),
+            ),
+            ("portico.listener", Value::Str(l.listener.to_string())),
+        ];
+        if let Some(r) = &l.route {
+            attributes.push(("http.route", Value::Str(r.to_string())));
+        }
+        if let Some(svc) = &l.service {
+            attributes.push(("portico.service", Value::Str(svc.to_string())));
+        }
+        if let Some(e) = &self.endpoint {
+            attributes.push((
+                "portico.upstream.address",
+                Value::Str(e.0.label.to_string()),
+            ));
+        }
+        if l.attempts > 1 {
+            attributes.push((
+                "http.request.resend_count",
+                Value::Int(i64::from(l.attempts - 1)),
+            ));
+        }
+        if let Some(c) = l.consumer.as_ref().and_then(|c| c.to_str().ok()) {
+            attributes.push(("portico.consumer", Value::Str(c.to_owned())));
+        }
+        let error = match (l.error, self.status) {
+            (Some(e), _) => Some(e.to_owned()),
+            (None, s) if s >= 500 => Some(s.to_string()),
+            _ if !complete => Some("response_incomplete".to_owned()),
+            _ => None,
+        };
+        if let Some(e) = &error {
+            attributes.push(("error.type", Value::Str(e.clone())));
+        }
+        if let Some(t) = self.upstream_time {
+            // From sending upstream to its response headers.
+            attributes.push((
+                "portico.upstream.duration_us",
+                Value::Int(t.as_micros() as i64),
+            ));
+        }
+        portico_otlp::SpanData {
+            trace_id,
+            span_id,
+            parent_id: s.parent_id,
+            trace_state: s.trace_state,
+            name: match &l.route {
+                Some(r) => format!("{} {r}", l.method),
+                None => l.method.to_string(),
+            },
+            kind: portico_otlp::Kind::Server,
+            start: s.start,
+            end: unix_nanos(),
+            attributes,
+            events: Vec::new(),
+            links: Vec::new(),
+            error,
+        }
     }
 
     fn line(&self, l: &LogFields, elapsed: Duration, complete: bool) -> String {

@@ -107,6 +107,24 @@ impl Gateway {
         } else {
             None
         };
+        let tracer = match &settings.tracing.otlp_endpoint {
+            Some(endpoint) => {
+                let mut config =
+                    portico_otlp::ExportConfig::new(endpoint, &settings.tracing.service_name);
+                config.queue = settings.tracing.queue;
+                let dropped = metrics.trace_spans_dropped.clone();
+                Some(
+                    portico_otlp::Exporter::start_counted(
+                        config,
+                        Some(Box::new(move |n| {
+                            dropped.inc_by(n);
+                        })),
+                    )
+                    .map_err(|e| Error::Runtime(std::io::Error::other(e)))?,
+                )
+            }
+            None => None,
+        };
         let shared = match &settings.rate_limit_redis {
             Some(url) => Some(
                 crate::throttle::SharedLimits::start(
@@ -151,6 +169,8 @@ impl Gateway {
                     shared,
                     stapler: stapler.clone(),
                     app_files,
+                    sampler: crate::trace::Sampler::from_settings(&settings.tracing),
+                    tracer,
                 },
                 active: tokio::sync::Mutex::new(Vec::new()),
                 health,

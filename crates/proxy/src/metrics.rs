@@ -94,6 +94,8 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     /// Access log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
+    /// Spans dropped: the export queue was full or the collector failed.
+    pub trace_spans_dropped: Counter,
     /// Requests rate-limited on this node alone because Redis did not answer in time.
     pub ratelimit_redis_fallbacks: Counter,
 }
@@ -276,6 +278,12 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let trace_spans_dropped = Counter::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Spans dropped because the export queue was full or the collector failed",
+            trace_spans_dropped.clone(),
+        );
         let ratelimit_redis_fallbacks = Counter::default();
         registry.register(
             "ratelimit_redis_fallbacks",
@@ -298,6 +306,7 @@ impl Metrics {
             client_connections_total,
             reloads,
             access_log_dropped,
+            trace_spans_dropped,
             ratelimit_redis_fallbacks,
         })
     }

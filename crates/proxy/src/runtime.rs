@@ -98,6 +98,8 @@ pub struct ListenerRuntime {
     pub portal: Option<Arc<crate::cors::CorsPolicy>>,
     /// Which requests' traces are recorded (the `sampled` flag upstream).
     pub sampler: crate::trace::Sampler,
+    /// Where recorded spans go, when export is on.
+    pub tracer: Option<Arc<portico_otlp::Exporter>>,
 }
 
 /// Router ids of a listener's routes by name, and ids free for reuse.
@@ -252,6 +254,10 @@ pub struct Context {
     pub app_files: Option<Arc<crate::apps::AppFiles>>,
     /// Limits shared through Redis, when the node is set up for it.
     pub shared: Option<Arc<crate::throttle::SharedLimits>>,
+    /// Which requests' traces are recorded.
+    pub sampler: crate::trace::Sampler,
+    /// Where recorded spans go, when export is on.
+    pub tracer: Option<Arc<portico_otlp::Exporter>>,
 }
 
 impl Runtime {
@@ -383,7 +389,8 @@ impl Runtime {
                 tls,
                 acme_http01: http01.clone(),
                 portal: portal.clone(),
-                sampler: crate::trace::Sampler::default(),
+                sampler: cx.sampler,
+                tracer: cx.tracer.clone(),
             });
             listeners.push(CompiledListener { spec, runtime });
         }
@@ -544,6 +551,7 @@ impl Runtime {
                 acme_http01: lr.acme_http01.clone(),
                 portal: lr.portal.clone(),
                 sampler: lr.sampler,
+                tracer: lr.tracer.clone(),
             });
             listeners.push(CompiledListener {
                 spec: ListenerSpec {

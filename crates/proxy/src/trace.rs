@@ -50,6 +50,20 @@ impl Default for Sampler {
     }
 }
 
+impl Sampler {
+    /// The sampler a node's settings name (validated: an unknown name is parent-based).
+    pub fn from_settings(t: &portico_model::node::Tracing) -> Self {
+        match t.sampler.as_str() {
+            "always" => Self::Always,
+            "never" => Self::Never,
+            "ratio" => Self::Ratio(t.ratio),
+            _ if t.ratio >= 1.0 => Self::ParentBased(Root::Always),
+            _ if t.ratio <= 0.0 => Self::ParentBased(Root::Never),
+            _ => Self::ParentBased(Root::Ratio(t.ratio)),
+        }
+    }
+}
+
 /// Whether a trace id falls within `ratio`: its last 8 bytes as a number below the
 /// ratio of 2^64 (the same rule OpenTelemetry's `TraceIdRatioBased` uses).
 fn by_ratio(trace_id: &[u8; 16], ratio: f64) -> bool {

@@ -191,3 +191,144 @@ async fn grpc_upstreams_get_the_trace_too() {
     assert_ne!(span, PARENT);
     assert_eq!(seen["tracestate"], "k=v");
 }
+
+/// A span per sampled request, exported over OTLP/HTTP: its parent is the caller's span,
+/// its id is the parent the backend was told, its attributes follow the HTTP conventions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sampled_request_is_one_exported_span_with_its_parent_and_attributes() {
+    use portico_testkit::otlp::{OtlpReceiver, attribute, hex};
+    let rx = OtlpReceiver::start(false).await;
+    let up = Upstream::echo().await;
+    let dead = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let cfg = format!(
+        r#"{WEB}
+{}
+{}
+[[routes]]
+name = "pets"
+match = {{ path = {{ prefix = "/pets" }} }}
+forward = {{ service = "up" }}
+[[routes]]
+name = "gone"
+match = {{ path = {{ prefix = "/gone" }} }}
+forward = {{ service = "gone" }}
+"#,
+        service("up", &[up.addr], ""),
+        service("gone", &[dead(), dead()], "retries = { attempts = 1 }"),
+    );
+    let gw = Gw::start_traced(&cfg, &rx.url).await;
+    let client = Client::new();
+    let parent = format!("00-{TRACE}-{PARENT}-01");
+    let r = client
+        .send(request(
+            Method::GET,
+            &gw.url("/pets/1?x=y"),
+            "",
+            &[("traceparent", &parent)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let (_, told, _) = parts(&up.last().headers);
+    // Not sampled by the caller: no span.
+    client
+        .send(request(
+            Method::GET,
+            &gw.url("/pets/2"),
+            "",
+            &[("traceparent", &format!("00-{TRACE}-{PARENT}-00"))],
+        ))
+        .await
+        .unwrap();
+    // An upstream that refuses: the error kind and the retry.
+    assert_eq!(client.get(&gw.url("/gone/x")).await.status, 502);
+    let spans = rx.wait_spans(2).await;
+    assert_eq!(
+        spans.len(),
+        2,
+        "the unsampled request made no span: {spans:?}"
+    );
+    let s = spans
+        .iter()
+        .find(|s| attribute(s, "http.route").as_deref() == Some("pets"))
+        .expect("the pets span");
+    assert_eq!(hex(&s.trace_id), TRACE);
+    assert_eq!(
+        hex(&s.parent_span_id),
+        PARENT,
+        "the caller's span is its parent"
+    );
+    assert_eq!(hex(&s.span_id), told, "the backend's parent is this span");
+    assert_eq!((s.name.as_str(), s.kind), ("GET pets", 2));
+    assert!(s.end_time_unix_nano >= s.start_time_unix_nano && s.start_time_unix_nano > 0);
+    for (k, v) in [
+        ("http.request.method", "GET"),
+        ("url.path", "/pets/1?x=y"),
+        ("http.response.status_code", "200"),
+        ("network.protocol.version", "1.1"),
+        ("portico.service", "up"),
+        ("portico.upstream.address", &up.addr.to_string()),
+    ] {
+        assert_eq!(attribute(s, k).as_deref(), Some(v), "{k}: {s:?}");
+    }
+    assert!(attribute(s, "error.type").is_none());
+    assert_eq!(s.status.as_ref().map(|st| st.code), Some(0));
+    let g = spans
+        .iter()
+        .find(|s| attribute(s, "http.route").as_deref() == Some("gone"))
+        .expect("the gone span");
+    assert!(
+        g.parent_span_id.is_empty(),
+        "a trace started here: a root span"
+    );
+    assert_eq!(
+        attribute(g, "http.response.status_code").as_deref(),
+        Some("502")
+    );
+    assert_eq!(
+        attribute(g, "error.type").as_deref(),
+        Some("upstream_connect_failed")
+    );
+    assert_eq!(
+        attribute(g, "http.request.resend_count").as_deref(),
+        Some("1")
+    );
+    assert_eq!(g.status.as_ref().map(|st| st.code), Some(2));
+}
+
+/// A collector that is down costs the requests nothing: every one answers, and the drop
+/// counter moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_drops_spans_and_counts_them() {
+    let up = Upstream::echo().await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let cfg = format!(
+        "{WEB}\n{}\n[[routes]]\nname = \"pets\"\nforward = {{ service = \"up\" }}\n",
+        service("up", &[up.addr], "")
+    );
+    let gw = Gw::start_traced(&cfg, &format!("http://{dead}/v1/traces")).await;
+    let client = Client::new();
+    for i in 0..20 {
+        assert_eq!(client.get(&gw.url(&format!("/p/{i}"))).await.status, 200);
+    }
+    let mut dropped = 0.0;
+    for _ in 0..200 {
+        let m = gw.metrics().await;
+        dropped = m
+            .lines()
+            .find(|l| l.starts_with("portico_trace_spans_dropped_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if dropped >= 20.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(dropped, 20.0, "every span dropped and counted");
+}

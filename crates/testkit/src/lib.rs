@@ -13,6 +13,7 @@ pub mod browser;
 pub mod canned;
 pub mod client;
 pub mod grpc;
+pub mod otlp;
 pub mod process;
 pub mod upstream;
 pub mod websocket;

@@ -13,9 +13,30 @@ use crate::fault::{ErrorKind, ProxyError};
 /// by, or the one it came with when it is refused).
 pub fn accept(cx: &mut Ctx<'_>, req: &mut Request<ClientBody>) -> Flow {
     let host = canonical_host(req);
-    if let Some(sink) = &cx.lr.access_log {
+    let span = cx
+        .lr
+        .tracer
+        .as_ref()
+        .filter(|_| cx.trace.sampled)
+        .map(|tracer| {
+            Box::new(crate::exchange::SpanStart {
+                tracer: tracer.clone(),
+                parent_id: cx.trace.parent_id,
+                trace_state: cx
+                    .trace
+                    .tracestate
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+                start: crate::exchange::unix_nanos()
+                    .saturating_sub(cx.ex.started.elapsed().as_nanos() as u64),
+            })
+        });
+    if cx.lr.access_log.is_some() || span.is_some() {
+        cx.ex.span = span;
         cx.ex.log = Some(Box::new(LogFields {
-            sink: sink.clone(),
+            sink: cx.lr.access_log.clone(),
             client: cx.conn.peer,
             listener: cx.lr.name.clone(),
             method: req.method().clone(),

@@ -34,6 +34,12 @@ impl Gw {
     }
 
     /// [`Gw::start`] writing the access log to `path`.
+    /// A gateway exporting its spans to `endpoint` (OTLP/HTTP).
+    pub async fn start_traced(config: &str, endpoint: &str) -> Self {
+        let node = format!("{NODE}\n[node.tracing]\notlp_endpoint = {endpoint:?}\n");
+        Self::start_node(&node, config, |_| {}).await
+    }
+
     pub async fn start_logged(config: &str, path: &std::path::Path) -> Self {
         let node = NODE.replace(
             "access_log = { enabled = false }",
