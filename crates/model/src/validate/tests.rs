@@ -333,3 +333,27 @@ connection_pool = { max_pending_requests = 3 }
     );
     assert!(errs.join("\n").contains("the lower one first"), "{errs:?}");
 }
+
+#[test]
+fn tracing_settings_are_checked_field_by_field() {
+    let node = |t: &str| errors(&format!("[node.tracing]\n{t}\n{BASE}"));
+    assert!(
+        node(
+            "otlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nsampler = \"ratio\"\nratio = 0.25"
+        )
+        .is_empty()
+    );
+    for (t, path) in [
+        ("sampler = \"sometimes\"", "node.tracing.sampler"),
+        ("ratio = 1.5", "node.tracing.ratio"),
+        (
+            "otlp_endpoint = \"collector:4318\"",
+            "node.tracing.otlp_endpoint",
+        ),
+        ("service_name = \" \"", "node.tracing.service_name"),
+        ("queue = 0", "node.tracing.queue"),
+    ] {
+        let errs = node(t);
+        assert!(errs.iter().any(|e| e.starts_with(path)), "{t}: {errs:?}");
+    }
+}
