@@ -644,10 +644,11 @@ struct ConsumerRow {
     extra: u32,
 }
 
-/// FNV-1a with a final mix: the same on every node and build, spread evenly.
-fn name_hash(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for x in b {
+/// FNV-1a seeded, with a final mix (murmur3's): the same on every node and build, spread
+/// evenly. Also what consistent hashing places requests by.
+pub fn fnv_mix(bytes: &[u8], seed: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for x in bytes {
         h ^= u64::from(*x);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -656,6 +657,11 @@ fn name_hash(b: &[u8]) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
+}
+
+/// A consumer name's placing hash.
+fn name_hash(b: &[u8]) -> u64 {
+    fnv_mix(b, 0)
 }
 
 impl Packed for ConsumerLimits {

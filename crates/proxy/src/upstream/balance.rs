@@ -337,17 +337,9 @@ fn maglev_table(endpoints: &[Arc<Endpoint>]) -> Box<[u32]> {
 
 /// A small stable 64-bit hash (FNV-1a with a final avalanche): the same on every node and
 /// every build, unlike `std`'s hasher.
+#[inline]
 pub fn hash64(bytes: &[u8], seed: u64) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    portico_model::packed::fnv_mix(bytes, seed)
 }
 
 #[cfg(test)]
