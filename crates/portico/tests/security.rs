@@ -289,6 +289,14 @@ async fn key_expiry_reaches_the_gateway_and_query_keys_work() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The access log names the request, not the key in its query.
+    cp.process
+        .wait_for("/a/x?api_key=[redacted]", Duration::from_secs(10))
+        .await;
+    assert!(
+        !cp.process.output().contains(&key),
+        "the query key is logged"
+    );
     // Its expiry is in the snapshot: a day from now.
     let (_, snap) = cp
         .api("GET", "/api/v1/gateways/default/snapshot", None)

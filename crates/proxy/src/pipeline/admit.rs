@@ -69,6 +69,12 @@ pub fn authenticate(cx: &mut Ctx<'_>, req: &mut Request<ClientBody>) -> Flow {
         req.headers_mut().remove(&crate::auth::X_KEY_TYPE);
         return Ok(Step::Next);
     };
+    // Before checking it: a wrong key stays out of the log line too.
+    if let (Some(name), Some(l)) = (&policy.query, &mut cx.ex.log)
+        && let Some(redacted) = crate::auth::redact_query(&l.target, name)
+    {
+        l.target = redacted;
+    }
     let c = crate::auth::authenticate(
         &cx.lr.security,
         policy,
