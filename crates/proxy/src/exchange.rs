@@ -355,9 +355,9 @@ impl Exchange {
         match &l.trace {
             Some((trace, span)) => {
                 s.push_str(",\"trace_id\":\"");
-                hex(&mut s, trace);
+                crate::trace::push_hex(&mut s, trace);
                 s.push_str("\",\"span_id\":\"");
-                hex(&mut s, span);
+                crate::trace::push_hex(&mut s, span);
                 s.push('"');
             }
             None => s.push_str(",\"trace_id\":null,\"span_id\":null"),
@@ -366,14 +366,6 @@ impl Exchange {
         opt(&mut s, l.error);
         s.push_str("}\n");
         s
-    }
-}
-
-fn hex(s: &mut String, b: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for x in b {
-        s.push(DIGITS[(x >> 4) as usize] as char);
-        s.push(DIGITS[(x & 15) as usize] as char);
     }
 }
 

@@ -229,12 +229,19 @@ impl TraceContext {
 
     /// The `traceparent` the upstream gets: this trace, this gateway's span as parent.
     pub fn traceparent(&self) -> HeaderValue {
-        let mut out = Vec::with_capacity(55);
-        out.extend_from_slice(b"00-");
-        push_hex(&mut out, &self.trace_id);
-        out.push(b'-');
-        push_hex(&mut out, &self.span_id);
-        out.extend_from_slice(if self.sampled { b"-01" } else { b"-00" });
+        // Written on the stack: the header value is the one allocation per request.
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        for (i, b) in self.trace_id.iter().enumerate() {
+            out[3 + 2 * i] = DIGITS[(b >> 4) as usize];
+            out[4 + 2 * i] = DIGITS[(b & 15) as usize];
+        }
+        for (i, b) in self.span_id.iter().enumerate() {
+            out[36 + 2 * i] = DIGITS[(b >> 4) as usize];
+            out[37 + 2 * i] = DIGITS[(b & 15) as usize];
+        }
+        if self.sampled {
+            out[54] = b'1';
+        }
         HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
@@ -249,18 +256,20 @@ impl TraceContext {
     }
 }
 
-fn push_hex(out: &mut Vec<u8>, b: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `b` in lower-case hex (trace and span ids in log lines).
+pub(crate) fn push_hex(out: &mut String, b: &[u8]) {
     for x in b {
-        out.push(DIGITS[(x >> 4) as usize]);
-        out.push(DIGITS[(x & 15) as usize]);
+        out.push(DIGITS[(x >> 4) as usize] as char);
+        out.push(DIGITS[(x & 15) as usize] as char);
     }
 }
 
 fn hex(b: &[u8]) -> String {
-    let mut out = Vec::with_capacity(b.len() * 2);
+    let mut out = String::with_capacity(b.len() * 2);
     push_hex(&mut out, b);
-    String::from_utf8(out).unwrap_or_default()
+    out
 }
 
 /// A random, non-zero trace id.

@@ -216,28 +216,22 @@ impl GrpcClient {
         message: &str,
         fail_code: u32,
     ) -> Result<Response<EchoReply>, Status> {
-        self.inner
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let req = Request::new(EchoRequest {
-            message: message.into(),
-            count: 0,
-            fail_code,
-        });
-        self.inner
-            .unary(
-                req,
-                PathAndQuery::from_static("/test.Echo/Unary"),
-                ProstCodec::<EchoRequest, EchoReply>::default(),
-            )
-            .await
+        self.send_unary(message, fail_code, &[]).await
     }
 
     /// Calls `test.Echo/Unary` with metadata (ASCII `name: value` pairs).
     pub async fn unary_with(
         &mut self,
         message: &str,
+        metadata: &[(&'static str, &str)],
+    ) -> Result<Response<EchoReply>, Status> {
+        self.send_unary(message, 0, metadata).await
+    }
+
+    async fn send_unary(
+        &mut self,
+        message: &str,
+        fail_code: u32,
         metadata: &[(&'static str, &str)],
     ) -> Result<Response<EchoReply>, Status> {
         self.inner
@@ -247,7 +241,7 @@ impl GrpcClient {
         let mut req = Request::new(EchoRequest {
             message: message.into(),
             count: 0,
-            fail_code: 0,
+            fail_code,
         });
         for (k, v) in metadata {
             let v = v

@@ -99,18 +99,25 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Reads more of the request into `buf`; false when the peer is gone.
+async fn read_more(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 4096];
+    match s.read(&mut chunk).await {
+        Ok(n) if n > 0 => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+        _ => false,
+    }
+}
+
 async fn serve(mut s: tokio::net::TcpStream, got: Arc<Mutex<Vec<Received>>>, silent: bool) {
     loop {
         let mut buf = Vec::new();
         let head_end = loop {
-            let mut chunk = [0u8; 4096];
-            let Ok(n) = s.read(&mut chunk).await else {
-                return;
-            };
-            if n == 0 {
+            if !read_more(&mut s, &mut buf).await {
                 return;
             }
-            buf.extend_from_slice(&chunk[..n]);
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
@@ -126,14 +133,9 @@ async fn serve(mut s: tokio::net::TcpStream, got: Arc<Mutex<Vec<Received>>>, sil
         };
         let len: usize = header("content-length").parse().unwrap_or(0);
         while buf.len() < head_end + len {
-            let mut chunk = [0u8; 4096];
-            let Ok(n) = s.read(&mut chunk).await else {
-                return;
-            };
-            if n == 0 {
+            if !read_more(&mut s, &mut buf).await {
                 return;
             }
-            buf.extend_from_slice(&chunk[..n]);
         }
         let body = ExportTraceServiceRequest::decode(&buf[head_end..head_end + len])
             .expect("an OTLP body");
