@@ -1827,9 +1827,15 @@ async fn a_subscriber_pages_through_apis_applications_subscriptions_and_keys() {
     assert_eq!(client_token(&cp, &client_id, &secret).await, 200);
 
     b.step("keys a page at a time, one revoked", async {
-        for _ in 0..2 {
+        // Each new key's page lists one more: wait for it, not for the secret
+        // field the page before already showed.
+        for want in [2, 3] {
             b.click("#key-form button[type=submit]").await?;
-            b.wait_for("#secret-value").await?;
+            b.wait_until(&format!(
+                "document.querySelector('#secret-value') && \
+                 document.querySelectorAll('#keys tr[data-key]').length === {want}"
+            ))
+            .await?;
         }
         b.goto(&format!("{}/portal/applications/app-1?limit=2", cp.url))
             .await?;

@@ -303,6 +303,22 @@ impl Browser {
         .await
     }
 
+    /// Polls until the JavaScript expression `condition` is true on the page.
+    pub async fn wait_until(&self, condition: &str) -> Result<(), Error> {
+        let script = format!("return !!({condition});");
+        self.poll(format!("`{condition}`"), || {
+            let script = script.clone();
+            async move {
+                match self.client.execute(&script, vec![]).await {
+                    Ok(Value::Bool(true)) => Ok(()),
+                    Ok(v) => Err(format!("value: {v}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+        .await
+    }
+
     /// The rendered text of the first element matching `css`, now (no waiting).
     pub async fn text(&self, css: &str) -> Result<String, Error> {
         let el = self.find(css).await?;
