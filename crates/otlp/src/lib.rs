@@ -8,6 +8,7 @@
 //! answer within the timeout is dropped and counted too. So a collector that is down or
 //! slow costs the request path one failed `try_send` at most.
 
+pub mod context;
 pub mod proto;
 
 use std::sync::Arc;
@@ -106,8 +107,22 @@ pub struct SpanData {
     pub events: Vec<(&'static str, u64)>,
     /// Spans this one follows from: (trace, span).
     pub links: Vec<([u8; 16], [u8; 8])>,
+    /// The steps that took time inside it, each sent as a child span of its own (made by
+    /// the export thread, off the request path).
+    pub phases: Vec<Phase>,
     /// An error, with what went wrong.
     pub error: Option<String>,
+}
+
+/// A step inside a span (`route`, `upstream connect`): sent as an internal child span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phase {
+    /// Its name.
+    pub name: &'static str,
+    /// Start, Unix nanoseconds.
+    pub start: u64,
+    /// End, Unix nanoseconds.
+    pub end: u64,
 }
 
 /// Told how many spans were dropped, each time some are (for a metric).
@@ -277,9 +292,29 @@ fn kv(key: &str, v: Value) -> proto::KeyValue {
 
 /// The protobuf body for `spans`.
 pub fn encode(resource: &proto::Resource, spans: Vec<SpanData>) -> Vec<u8> {
-    let spans = spans
-        .into_iter()
-        .map(|s| proto::Span {
+    let mut out = Vec::with_capacity(spans.len());
+    for mut s in spans {
+        for p in std::mem::take(&mut s.phases) {
+            out.push(proto::Span {
+                trace_id: s.trace_id.to_vec(),
+                span_id: context::new_span_id().to_vec(),
+                trace_state: String::new(),
+                parent_span_id: s.span_id.to_vec(),
+                name: p.name.to_owned(),
+                kind: Kind::Internal as i32,
+                start_time_unix_nano: p.start,
+                end_time_unix_nano: p.end.max(p.start),
+                attributes: Vec::new(),
+                events: Vec::new(),
+                links: Vec::new(),
+                status: Some(proto::Status {
+                    message: String::new(),
+                    code: 0,
+                }),
+                flags: 1,
+            });
+        }
+        out.push(proto::Span {
             trace_id: s.trace_id.to_vec(),
             span_id: s.span_id.to_vec(),
             trace_state: s.trace_state,
@@ -314,8 +349,9 @@ pub fn encode(resource: &proto::Resource, spans: Vec<SpanData>) -> Vec<u8> {
                 },
             }),
             flags: 1,
-        })
-        .collect();
+        });
+    }
+    let spans = out;
     proto::ExportTraceServiceRequest {
         resource_spans: vec![proto::ResourceSpans {
             resource: Some(resource.clone()),

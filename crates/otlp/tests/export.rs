@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use portico_otlp::proto::any_value;
-use portico_otlp::{ExportConfig, Exporter, Kind, SpanData, Value};
+use portico_otlp::{ExportConfig, Exporter, Kind, Phase, SpanData, Value};
 use portico_testkit::otlp::OtlpReceiver;
 
 fn span(i: u8) -> SpanData {
@@ -24,6 +24,15 @@ fn span(i: u8) -> SpanData {
         ],
         events: vec![("upstream connected", 1_500)],
         links: vec![([7; 16], [8; 8])],
+        phases: if i == 3 {
+            vec![Phase {
+                name: "route",
+                start: 1_100,
+                end: 1_200,
+            }]
+        } else {
+            Vec::new()
+        },
         error: (i == 2).then(|| "upstream_timeout".to_owned()),
     }
 }
@@ -65,7 +74,17 @@ async fn spans_arrive_as_otlp_protobuf_in_batches() {
         Some(any_value::Value::StringValue("edge-gateway".into()))
     );
     let spans = rx.spans();
-    assert_eq!(spans.len(), 3);
+    // The third span's phase is a child span of its own.
+    assert_eq!(spans.len(), 4);
+    let route = spans.iter().find(|s| s.name == "route").unwrap();
+    assert_eq!(route.parent_span_id, vec![4; 8]);
+    assert_eq!(route.trace_id, vec![3; 16]);
+    assert_eq!(route.kind, 1);
+    assert!(![vec![0; 8], vec![4; 8]].contains(&route.span_id));
+    assert_eq!(
+        (route.start_time_unix_nano, route.end_time_unix_nano),
+        (1_100, 1_200)
+    );
     let s = &spans[0];
     assert_eq!(s.trace_id, vec![1; 16]);
     assert_eq!(s.span_id, vec![2; 8]);

@@ -166,6 +166,8 @@ pub struct SpanStart {
     pub trace_state: String,
     /// When the request arrived, Unix nanoseconds.
     pub start: u64,
+    /// The phases that took time, each a child span.
+    pub phases: Vec<portico_otlp::Phase>,
 }
 
 /// Now, in Unix nanoseconds.
@@ -176,6 +178,20 @@ pub fn unix_nanos() -> u64 {
 }
 
 impl Exchange {
+    /// Now, when the request is traced: the start of a phase for [`Exchange::phase`].
+    pub fn mark(&self) -> Option<Instant> {
+        self.span.as_ref().map(|_| Instant::now())
+    }
+
+    /// Notes the phase `name` of a traced request, from `from` to `to`.
+    pub fn phase(&mut self, name: &'static str, from: Option<Instant>, to: Instant) {
+        if let (Some(s), Some(from)) = (&mut self.span, from) {
+            let at = |t: Instant| s.start + t.saturating_duration_since(self.started).as_nanos() as u64;
+            let (start, end) = (at(from), at(to));
+            s.phases.push(portico_otlp::Phase { name, start, end });
+        }
+    }
+
     /// A new exchange for a request that arrived at `started`.
     pub fn new(started: Instant, conn: Option<Arc<ConnActivity>>) -> Self {
         Self {
@@ -302,6 +318,7 @@ impl Exchange {
             attributes,
             events: Vec::new(),
             links: Vec::new(),
+            phases: s.phases,
             error,
         }
     }

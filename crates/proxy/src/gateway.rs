@@ -169,7 +169,7 @@ impl Gateway {
                     shared,
                     stapler: stapler.clone(),
                     app_files,
-                    sampler: crate::trace::Sampler::from_settings(&settings.tracing),
+                    sampler: crate::trace::Sampler::named(&settings.tracing.sampler, settings.tracing.ratio),
                     tracer,
                 },
                 active: tokio::sync::Mutex::new(Vec::new()),

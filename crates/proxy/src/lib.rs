@@ -41,7 +41,7 @@ pub mod runtime;
 pub mod throttle;
 pub mod tls;
 pub mod token_cache;
-pub mod trace;
+pub use portico_otlp::context as trace;
 pub mod upstream;
 
 pub use error::Error;

@@ -245,7 +245,11 @@ forward = {{ service = "gone" }}
         .unwrap();
     // An upstream that refuses: the error kind and the retry.
     assert_eq!(client.get(&gw.url("/gone/x")).await.status, 502);
-    let spans = rx.wait_spans(2).await;
+    // Two requests' spans, each with its phases as child spans: route, upstream connect,
+    // upstream response for the one answered; route and its two failed attempts for the
+    // other.
+    let all = rx.wait_spans(8).await;
+    let (spans, phases): (Vec<_>, Vec<_>) = all.iter().cloned().partition(|s| s.kind == 2);
     assert_eq!(
         spans.len(),
         2,
@@ -276,6 +280,26 @@ forward = {{ service = "gone" }}
     }
     assert!(attribute(s, "error.type").is_none());
     assert_eq!(s.status.as_ref().map(|st| st.code), Some(0));
+    let mut children: Vec<_> = phases
+        .iter()
+        .filter(|p| p.parent_span_id == s.span_id)
+        .collect();
+    children.sort_by_key(|p| p.start_time_unix_nano);
+    let names: Vec<&str> = children.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["route", "upstream connect", "upstream response"],
+        "{children:?}"
+    );
+    for p in &children {
+        assert_eq!((p.kind, &p.trace_id), (1, &s.trace_id), "{p:?}");
+        assert!(
+            s.start_time_unix_nano <= p.start_time_unix_nano
+                && p.start_time_unix_nano <= p.end_time_unix_nano
+                && p.end_time_unix_nano <= s.end_time_unix_nano,
+            "{p:?} within {s:?}"
+        );
+    }
     let g = spans
         .iter()
         .find(|s| attribute(s, "http.route").as_deref() == Some("gone"))
@@ -297,6 +321,16 @@ forward = {{ service = "gone" }}
         Some("1")
     );
     assert_eq!(g.status.as_ref().map(|st| st.code), Some(2));
+    let mut names: Vec<&str> = phases
+        .iter()
+        .filter(|p| p.parent_span_id == g.span_id)
+        .map(|p| p.name.as_str())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["route", "upstream attempt failed", "upstream attempt failed"]
+    );
 }
 
 /// A collector that is down costs the requests nothing: every one answers, and the drop

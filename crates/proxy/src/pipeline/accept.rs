@@ -31,6 +31,7 @@ pub fn accept(cx: &mut Ctx<'_>, req: &mut Request<ClientBody>) -> Flow {
                     .to_owned(),
                 start: crate::exchange::unix_nanos()
                     .saturating_sub(cx.ex.started.elapsed().as_nanos() as u64),
+                phases: Vec::new(),
             })
         });
     if cx.lr.access_log.is_some() || span.is_some() {

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Instant;
 
 use http::header::{CONTENT_LENGTH, COOKIE, EXPECT, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -303,6 +304,7 @@ async fn forward_h1(
         };
         let b = body.take().unwrap_or(RequestBody::Empty);
         let can_retry = attempts <= svc.retry_attempts;
+        let tried = ex.mark();
         match client::send_h1(svc, &ep, req, b, up.timeout, &mut up.body_done).await {
             Ok(sent) if sent.head.status == StatusCode::SWITCHING_PROTOCOLS && !up.upgrade => {
                 // A tunnel nobody asked for would carry bytes no route checks.
@@ -324,6 +326,7 @@ async fn forward_h1(
                 return Ok(respond(sent, &up, ex, in_flight));
             }
             Err((err, back)) => {
+                ex.phase("upstream attempt failed", tried, Instant::now());
                 let resendable = back.is_some() || replayable;
                 let e = attempt_failed(svc, &set, i, err, up.timeout);
                 if may_retry(svc, &e, resendable, can_retry) {
@@ -373,6 +376,7 @@ async fn forward_h2(
         };
         set_h2_target(&mut req, host_for(&up, &ep), &up.pq);
         let can_retry = attempts <= svc.retry_attempts;
+        let tried = ex.mark();
         match client::send_h2(svc, &ep, req, up.timeout, &mut up.body_done).await {
             Ok(sent) => {
                 if !record(
@@ -388,6 +392,7 @@ async fn forward_h2(
                 return Ok(respond(sent, &up, ex, in_flight));
             }
             Err((err, back)) => {
+                ex.phase("upstream attempt failed", tried, Instant::now());
                 let resendable = back.is_some() || template.is_some();
                 let e = attempt_failed(svc, &set, i, err, up.timeout);
                 if may_retry(svc, &e, resendable, can_retry) {
@@ -453,6 +458,14 @@ fn respond(
 ) -> Response<ResponseBody> {
     up.svc.stats.latency.observe(sent.elapsed.as_secs_f64());
     ex.upstream_time = Some(sent.elapsed);
+    if ex.span.is_some() {
+        ex.phase("upstream connect", Some(sent.started), sent.connected);
+        ex.phase(
+            "upstream response",
+            Some(sent.connected),
+            sent.started + sent.elapsed,
+        );
+    }
     ex.endpoint = Some(in_flight);
     let client::Sent { mut head, body, .. } = sent;
     let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;

@@ -198,6 +198,18 @@ macro_rules! phase {
     };
 }
 
+/// Runs a phase; on a traced request where `when` holds, its time is noted as `name`.
+macro_rules! timed {
+    ($cx:expr, $name:literal, $when:expr, $e:expr) => {{
+        let from = if $when { $cx.ex.mark() } else { None };
+        let flow = $e;
+        if from.is_some() {
+            $cx.ex.phase($name, from, Instant::now());
+        }
+        flow
+    }};
+}
+
 /// Serves one request: the phases in order, then [`finish`].
 pub async fn handle(
     lr: Arc<ListenerRuntime>,
@@ -219,12 +231,23 @@ async fn run(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     phase!(accept::accept(cx, &mut req));
     phase!(route::acme(cx, &req));
-    phase!(route::route(cx, &req));
+    phase!(timed!(cx, "route", true, route::route(cx, &req)));
     phase!(cors::cors(cx, &req));
     phase!(admit::limits(cx, &req));
     phase!(admit::ip(cx, &req));
-    phase!(admit::authenticate(cx, &mut req));
-    phase!(admit::throttle(cx).await);
+    let route = cx.route;
+    phase!(timed!(
+        cx,
+        "authenticate",
+        route.is_some_and(|r| r.auth.is_some()),
+        admit::authenticate(cx, &mut req)
+    ));
+    phase!(timed!(
+        cx,
+        "limit",
+        route.is_some_and(|r| r.throttle.is_some()),
+        admit::throttle(cx).await
+    ));
     action::act(cx, req).await
 }
 

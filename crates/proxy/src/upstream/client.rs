@@ -70,6 +70,10 @@ pub struct Sent {
     pub body: UpstreamBody,
     /// Time from sending to the response headers.
     pub elapsed: Duration,
+    /// When sending began (a connection was asked for).
+    pub started: Instant,
+    /// When a connection was in hand (pooled or new) and the request went on it.
+    pub connected: Instant,
 }
 
 /// An HTTP/1.1 request, encoded.
@@ -124,6 +128,7 @@ pub async fn send_h1(
             },
         };
         let reused = conn.reused;
+        let connected = Instant::now();
         let b = body.take().unwrap_or(RequestBody::Empty);
         let fut = h1::exchange(&mut conn, req.head, b, req.chunked, req.method, req.interim);
         match timed(fut, timeout, body_done.take()).await {
@@ -133,6 +138,8 @@ pub async fn send_h1(
                     head,
                     body: UpstreamBody::H1(body),
                     elapsed: started.elapsed(),
+                    started,
+                    connected,
                 });
             }
             Some(Err(h1::Error::Closed {
@@ -187,6 +194,7 @@ pub async fn send_h2(
         pool::remove_h2(key);
         return Err((h2_error(e), Some(req)));
     }
+    let connected = Instant::now();
     match timed(tx.try_send_request(req), timeout, body_done.take()).await {
         Some(Ok(response)) => {
             let (head, body) = response.into_parts();
@@ -194,6 +202,8 @@ pub async fn send_h2(
                 head,
                 body: UpstreamBody::H2(body),
                 elapsed: started.elapsed(),
+                started,
+                connected,
             })
         }
         Some(Err(mut e)) => {

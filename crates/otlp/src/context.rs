@@ -51,15 +51,16 @@ impl Default for Sampler {
 }
 
 impl Sampler {
-    /// The sampler a node's settings name (validated: an unknown name is parent-based).
-    pub fn from_settings(t: &portico_model::node::Tracing) -> Self {
-        match t.sampler.as_str() {
+    /// The sampler settings name (`always`, `never`, `ratio`, `parent_based`) with its
+    /// ratio; an unknown name (settings are validated before) is parent-based.
+    pub fn named(name: &str, ratio: f64) -> Self {
+        match name {
             "always" => Self::Always,
             "never" => Self::Never,
-            "ratio" => Self::Ratio(t.ratio),
-            _ if t.ratio >= 1.0 => Self::ParentBased(Root::Always),
-            _ if t.ratio <= 0.0 => Self::ParentBased(Root::Never),
-            _ => Self::ParentBased(Root::Ratio(t.ratio)),
+            "ratio" => Self::Ratio(ratio),
+            _ if ratio >= 1.0 => Self::ParentBased(Root::Always),
+            _ if ratio <= 0.0 => Self::ParentBased(Root::Never),
+            _ => Self::ParentBased(Root::Ratio(ratio)),
         }
     }
 }
@@ -259,7 +260,7 @@ impl TraceContext {
 const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends `b` in lower-case hex (trace and span ids in log lines).
-pub(crate) fn push_hex(out: &mut String, b: &[u8]) {
+pub fn push_hex(out: &mut String, b: &[u8]) {
     for x in b {
         out.push(DIGITS[(x >> 4) as usize] as char);
         out.push(DIGITS[(x & 15) as usize] as char);
@@ -273,7 +274,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// A random, non-zero trace id.
-fn new_trace_id() -> [u8; 16] {
+pub fn new_trace_id() -> [u8; 16] {
     loop {
         let id = fastrand::u128(..).to_be_bytes();
         if id != [0; 16] {
@@ -283,7 +284,7 @@ fn new_trace_id() -> [u8; 16] {
 }
 
 /// A random, non-zero span id.
-fn new_span_id() -> [u8; 8] {
+pub fn new_span_id() -> [u8; 8] {
     loop {
         let id = fastrand::u64(..).to_be_bytes();
         if id != [0; 8] {
