@@ -49,7 +49,7 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 CARGO_TARGET_DIR=target/fuzz cargo build --manifest-path fuzz/Cargo.toml
 # The end-to-end tests that start a control plane, again with its state on PostgreSQL: a
 # throwaway cluster on loopback (scripts/postgres.sh), a database per control plane.
-on_postgres='binary(acme) | binary(api_shape) | binary(apply) | binary(apps) | binary(browser) | binary(console) | binary(control_plane) | binary(deltas) | binary(appmesh) | binary(mends) | binary(mesh) | binary(people) | binary(ports) | binary(security)'
+on_postgres='binary(acme) | binary(api_shape) | binary(apply) | binary(apps) | binary(browser) | binary(console) | binary(control_plane) | binary(deltas) | binary(appmesh) | binary(mends) | binary(mesh) | binary(people) | binary(ports) | binary(security) | binary(traces)'
 pg_dir=$(mktemp -d /tmp/portico-pg.XXXXXX)
 pg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 if cargo nextest --version >/dev/null 2>&1; then

@@ -291,6 +291,7 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
         portal: input.portal_origin.map(|origin| portico_model::Portal {
             origin: origin.to_owned(),
         }),
+        sampling: input.gateway.sampling.clone(),
     };
     let mut snapshot = snapshot;
     // Tiers: those the routes and the consumers here name.

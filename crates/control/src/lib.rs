@@ -29,6 +29,7 @@ pub mod secrets;
 pub mod signin;
 pub mod store;
 pub mod tokens;
+pub mod trace;
 pub mod web;
 
 use std::collections::HashMap;
@@ -81,6 +82,8 @@ pub struct Config {
     pub portal_signup: Signup,
     /// A sign-in session unused this long ends (it ends 12 h after sign-in in any case).
     pub session_idle: Duration,
+    /// Spans of admin requests and deploys, and where they go; none when unset.
+    pub tracing: Option<trace::Tracing>,
 }
 
 /// Who may sign up in the developer portal.
@@ -126,6 +129,7 @@ impl Default for Config {
             portal_signup: Signup::default(),
             portal_origin: None,
             session_idle: Duration::from_secs(3600),
+            tracing: None,
         }
     }
 }
@@ -143,6 +147,9 @@ pub struct Hub {
     owners: std::sync::Mutex<HashMap<String, (store::TokenOwner, std::time::Instant)>>,
     /// Moves on every wake: a lookup that raced with one is not remembered.
     wakes: std::sync::atomic::AtomicU64,
+    /// The deploy trace of each gateway's latest snapshot version, by gateway: read once
+    /// per version, not once per node answered.
+    deploy_traces: std::sync::Mutex<HashMap<i64, (u64, Option<String>)>>,
 }
 
 /// How long a token's gateway is remembered (see [`Hub`]); a wake forgets it at once.
@@ -185,6 +192,32 @@ impl Hub {
         drop(map);
         if any {
             self.changed.notify_one();
+        }
+    }
+
+    /// The deploy trace of `gateway`'s snapshot `version`, when it is the one remembered.
+    pub fn deploy_trace(&self, gateway: i64, version: u64) -> Option<Option<String>> {
+        let traces = self
+            .deploy_traces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        traces
+            .get(&gateway)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, t)| t.clone())
+    }
+
+    /// Remembers the deploy trace of `gateway`'s snapshot `version`.
+    pub fn remember_deploy_trace(&self, gateway: i64, version: u64, trace: Option<String>) {
+        let mut traces = self
+            .deploy_traces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match traces.get(&gateway) {
+            Some((v, _)) if *v > version => {}
+            _ => {
+                traces.insert(gateway, (version, trace));
+            }
         }
     }
 

@@ -88,6 +88,9 @@ pub struct GatewaySpec {
     /// Who may see it.
     #[serde(default)]
     pub visibility: Visibility,
+    /// Which requests its nodes trace; each node's own `[node.tracing]` sampler when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<crate::node::Sampling>,
 }
 
 /// Lifecycle state of an API.
@@ -366,6 +369,7 @@ impl GatewaySpec {
             listeners: Vec::new(),
             display_in_console: true,
             visibility: Visibility::default(),
+            sampling: None,
         }
     }
 
@@ -433,6 +437,11 @@ impl GatewaySpec {
                     .into_iter()
                     .filter(|f| !f.path.ends_with(".tls.certificates")),
             );
+        }
+        if let Some(t) = &self.sampling {
+            for (field, m) in t.problems() {
+                errors.push(FieldError::new(format!("sampling.{field}"), m));
+            }
         }
         limits::merge(&mut errors, limits::of(self));
         done(errors)

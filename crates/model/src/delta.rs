@@ -142,6 +142,9 @@ pub struct Singles {
     /// The developer portal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portal: Option<Portal>,
+    /// Which requests the nodes trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<crate::node::Sampling>,
 }
 
 impl Singles {
@@ -153,6 +156,7 @@ impl Singles {
             jwt: s.security.jwt.clone(),
             acme: s.acme.clone(),
             portal: s.portal.clone(),
+            sampling: s.sampling.clone(),
         }
     }
 
@@ -163,6 +167,7 @@ impl Singles {
             && self.jwt == s.security.jwt
             && self.acme == s.acme
             && self.portal == s.portal
+            && self.sampling == s.sampling
     }
 
     /// Writes them into `s`.
@@ -172,6 +177,7 @@ impl Singles {
         s.security.jwt = self.jwt;
         s.acme = self.acme;
         s.portal = self.portal;
+        s.sampling = self.sampling;
     }
 }
 
@@ -563,6 +569,7 @@ pub fn digest(s: &Snapshot) -> Digest {
         acme: _,
         apps,
         portal: _,
+        sampling: _,
     } = s;
     all::<Listener, _>(&mut d, listeners);
     all::<Service, _>(&mut d, services);

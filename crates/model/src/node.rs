@@ -249,6 +249,41 @@ impl Default for NodeSettings {
     }
 }
 
+/// Which requests a gateway's nodes trace, set on the gateway in the control plane (its
+/// snapshot carries it); it takes the place of each node's own `[node.tracing]` sampler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sampling {
+    /// `parent_based`, `always`, `never` or `ratio`, as in `[node.tracing]`.
+    #[serde(default = "parent_based")]
+    pub sampler: String,
+    /// The fraction recorded with `ratio` (of new traces with `parent_based`), 0 to 1.
+    #[serde(default = "one")]
+    pub ratio: f64,
+}
+
+impl Sampling {
+    /// What is wrong with it: (field, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        sampler_problems(&self.sampler, self.ratio)
+    }
+}
+
+/// What is wrong with a sampler's name and ratio: (field, message).
+fn sampler_problems(sampler: &str, ratio: f64) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if !matches!(sampler, "parent_based" | "always" | "never" | "ratio") {
+        out.push((
+            "sampler",
+            format!("`{sampler}`: use parent_based, always, never or ratio"),
+        ));
+    }
+    if !(0.0..=1.0).contains(&ratio) {
+        out.push(("ratio", format!("{ratio}: use 0 to 1")));
+    }
+    out
+}
+
 /// Which requests' traces are recorded and where their spans go.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -306,22 +341,7 @@ impl Tracing {
 
     /// What is wrong with it: (field, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        if !matches!(
-            self.sampler.as_str(),
-            "parent_based" | "always" | "never" | "ratio"
-        ) {
-            out.push((
-                "sampler",
-                format!(
-                    "`{}`: use parent_based, always, never or ratio",
-                    self.sampler
-                ),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.ratio) {
-            out.push(("ratio", format!("{}: use 0 to 1", self.ratio)));
-        }
+        let mut out = sampler_problems(&self.sampler, self.ratio);
         if let Some(e) = &self.otlp_endpoint
             && !(e.starts_with("http://") || e.starts_with("https://"))
         {

@@ -44,6 +44,9 @@ pub struct Snapshot {
     /// The developer portal, whose Try Out routes with `try_out` answer cross-origin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portal: Option<crate::portal::Portal>,
+    /// Which requests the gateway's nodes trace, when the control plane sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<crate::node::Sampling>,
 }
 
 impl Default for Snapshot {
@@ -58,6 +61,7 @@ impl Default for Snapshot {
             acme: AcmeState::default(),
             apps: Vec::new(),
             portal: None,
+            sampling: None,
         }
     }
 }
@@ -181,6 +185,7 @@ impl GatewayFile {
             acme: AcmeState::default(),
             apps: Vec::new(),
             portal: None,
+            sampling: None,
         };
         (self.node, snapshot)
     }

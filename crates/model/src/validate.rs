@@ -26,6 +26,11 @@ pub fn snapshot(s: &Snapshot) -> Result<(), Error> {
     v.security(s);
     v.acme(&s.acme);
     v.apps(s);
+    if let Some(t) = &s.sampling {
+        for (field, m) in t.problems() {
+            v.err(format!("sampling.{field}"), m);
+        }
+    }
     if let Some(p) = &s.portal
         && let Err(m) = crate::portal::parse_origin(&p.origin)
     {

@@ -12,6 +12,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// `traceparent`.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// The header a control plane's sync answer names the deploy of its snapshot in (a
+/// `traceparent` value), when that deploy was traced: a node's apply is its child.
+pub const DEPLOY_TRACE: &str = "portico-deploy-trace";
+
 /// `tracestate`.
 pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
@@ -111,7 +115,7 @@ pub struct TraceContext {
 }
 
 /// A parsed `traceparent`: trace id, parent id, sampled.
-fn parse_traceparent(v: &[u8]) -> Option<([u8; 16], [u8; 8], bool)> {
+pub fn parse_traceparent(v: &[u8]) -> Option<([u8; 16], [u8; 8], bool)> {
     // version "-" trace-id "-" parent-id "-" flags: 2 + 1 + 32 + 1 + 16 + 1 + 2 = 55.
     if v.len() < 55 {
         return None;

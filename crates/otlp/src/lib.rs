@@ -69,6 +69,10 @@ pub enum Kind {
     Server = 2,
     /// A request made.
     Client = 3,
+    /// Work handed on to others, who take it later (a deploy, to the nodes).
+    Producer = 4,
+    /// Work taken from a producer (a node's apply of a deploy).
+    Consumer = 5,
 }
 
 /// An attribute's value.

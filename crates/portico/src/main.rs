@@ -412,6 +412,18 @@ struct ServerArgs {
     /// origin, `http://<--listen>`, `https://` with TLS).
     #[arg(long, value_name = "URL", env = "PORTICO_PORTAL_ORIGIN", value_parser = portico_model::portal::parse_origin)]
     portal_origin: Option<String>,
+    /// Send traces over OTLP/HTTP to this endpoint (`http://collector:4318/v1/traces`):
+    /// the admin API's requests and deploys (service `portico-control-plane`), and the
+    /// built-in gateway's requests (service `portico-gateway`). Off when unset.
+    #[arg(long, value_name = "URL", env = "PORTICO_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Which traces are recorded: parent_based (as the caller decided; new ones by
+    /// --trace-ratio), always, never, or ratio.
+    #[arg(long, env = "PORTICO_TRACE_SAMPLER", default_value = "parent_based", value_parser = ["parent_based", "always", "never", "ratio"])]
+    trace_sampler: String,
+    /// The fraction of traces recorded with `ratio` (of new ones with `parent_based`), 0 to 1.
+    #[arg(long, env = "PORTICO_TRACE_RATIO", default_value_t = 1.0)]
+    trace_ratio: f64,
 }
 
 #[derive(Debug, Args)]
@@ -867,6 +879,12 @@ async fn dispatch(command: Command, global: ClientArgs) -> anyhow::Result<()> {
                 session_idle: a.session_idle.get(),
                 drain_timeout: a.drain_timeout,
                 portal_origin: a.portal_origin,
+                tracing: portico_model::node::Tracing {
+                    sampler: a.trace_sampler,
+                    ratio: a.trace_ratio,
+                    otlp_endpoint: a.otlp_endpoint,
+                    ..portico_model::node::Tracing::default()
+                },
                 access_log: portico_model::AccessLog {
                     enabled: a.access_log != "off",
                     path: a.access_log.clone(),

@@ -56,10 +56,29 @@ pub struct ServerOptions {
     pub acme: Option<portico_control::acme::AcmeConfig>,
     /// The developer portal's origin (default: the admin API's).
     pub portal_origin: Option<String>,
+    /// Traces: the control plane's and the built-in gateway's.
+    pub tracing: portico_model::node::Tracing,
 }
 
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
+    if let Some((field, e)) = opts.tracing.problems().into_iter().next() {
+        anyhow::bail!("--{}: {e}", field.replace('_', "-"));
+    }
+    let tracing = match &opts.tracing.otlp_endpoint {
+        Some(endpoint) => {
+            let mut cfg = portico_otlp::ExportConfig::new(endpoint, "portico-control-plane");
+            cfg.queue = opts.tracing.queue;
+            Some(portico_control::trace::Tracing {
+                exporter: portico_otlp::Exporter::start(cfg)?,
+                sampler: portico_otlp::context::Sampler::named(
+                    &opts.tracing.sampler,
+                    opts.tracing.ratio,
+                ),
+            })
+        }
+        None => None,
+    };
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let mut stop_api = stop_rx.clone();
     let config = Config {
@@ -77,6 +96,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         tls: opts.tls.clone(),
         acme: opts.acme.is_some(),
         portal_origin: opts.portal_origin.clone(),
+        tracing,
         ..Config::default()
     };
     let running = portico_control::start(config, async move {
@@ -136,6 +156,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         rate_limit_redis: opts.rate_limit_redis.clone(),
         access_log: opts.access_log.clone(),
         drain_timeout: opts.drain_timeout,
+        tracing: opts.tracing.clone(),
         ..NodeSettings::default()
     };
     node.internal.address = opts.internal;
@@ -190,8 +211,25 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
                 if r.is_err() { break; }
                 match current(&st, gid).await {
                     Ok(env) if env.version != applied.version => {
+                        // The deploy that made it, when traced: this apply is its child.
+                        let deploy = st.store.snapshot_trace(gid, env.version).await.ok().flatten();
+                        let span = portico_proxy::node::ApplySpan::begin(
+                            &gateway,
+                            deploy.as_deref().map(str::as_bytes),
+                            false,
+                        );
                         local_files(&st, &env).await;
-                        match gateway.apply(&env.snapshot).await {
+                        let outcome = gateway.apply(&env.snapshot).await;
+                        if let Some(s) = span {
+                            s.end(portico_proxy::node::ApplyDone {
+                                node: builtin_id.clone(),
+                                hostname: hostname.clone(),
+                                gateway: Some(DEFAULT_GATEWAY.to_owned()),
+                                version: Some(if outcome.is_ok() { env.version } else { applied.version }),
+                                error: outcome.as_ref().err().map(ToString::to_string),
+                            });
+                        }
+                        match outcome {
                             Ok(_) => {
                                 tracing::info!(gateway = DEFAULT_GATEWAY, version = env.version, "snapshot applied");
                                 applied = env;

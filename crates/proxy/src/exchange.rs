@@ -186,7 +186,8 @@ impl Exchange {
     /// Notes the phase `name` of a traced request, from `from` to `to`.
     pub fn phase(&mut self, name: &'static str, from: Option<Instant>, to: Instant) {
         if let (Some(s), Some(from)) = (&mut self.span, from) {
-            let at = |t: Instant| s.start + t.saturating_duration_since(self.started).as_nanos() as u64;
+            let at =
+                |t: Instant| s.start + t.saturating_duration_since(self.started).as_nanos() as u64;
             let (start, end) = (at(from), at(to));
             s.phases.push(portico_otlp::Phase { name, start, end });
         }

@@ -169,7 +169,10 @@ impl Gateway {
                     shared,
                     stapler: stapler.clone(),
                     app_files,
-                    sampler: crate::trace::Sampler::named(&settings.tracing.sampler, settings.tracing.ratio),
+                    sampler: crate::trace::Sampler::named(
+                        &settings.tracing.sampler,
+                        settings.tracing.ratio,
+                    ),
                     tracer,
                 },
                 active: tokio::sync::Mutex::new(Vec::new()),
@@ -394,6 +397,11 @@ impl Gateway {
     /// The endpoints active health checks hold out of balancing, for reports.
     pub fn unhealthy_endpoints(&self) -> Vec<portico_model::UnhealthyEndpoint> {
         unhealthy(&self.inner.cx.registry)
+    }
+
+    /// Where its spans go, when it traces.
+    pub fn tracer(&self) -> Option<&Arc<portico_otlp::Exporter>> {
+        self.inner.cx.tracer.as_ref()
     }
 
     /// The state kept across Snapshots (endpoint health, budgets, pool limits).

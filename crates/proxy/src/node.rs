@@ -542,6 +542,11 @@ pub async fn run_sync(
                         .headers()
                         .get(header::CONTENT_TYPE)
                         .is_some_and(|v| v.as_bytes().starts_with(DELTA_CONTENT_TYPE.as_bytes()));
+                    let applying = ApplySpan::begin(
+                        &gateway,
+                        resp.headers().get(crate::trace::DEPLOY_TRACE).map(|v| v.as_bytes()),
+                        delta,
+                    );
                     match read_body(resp).await {
                     Ok(body) => {
                         state.synced();
@@ -550,6 +555,19 @@ pub async fn run_sync(
                         } else {
                             apply(&gateway, &settings, &state, &client, &base, body).await
                         };
+                        if let Some(s) = applying {
+                            let r = state.report();
+                            s.end(ApplyDone {
+                                node: r.node_id,
+                                hostname: r.hostname,
+                                gateway: state.lock().gateway.clone(),
+                                version: r.applied_version,
+                                error: match &outcome {
+                                    Ok(()) => None,
+                                    Err(ApplyError::Refused(_, e) | ApplyError::Transient(e) | ApplyError::Resync(e)) => Some(e.clone()),
+                                },
+                            });
+                        }
                         if outcome.is_ok() {
                             let u = &mut state.lock().updates;
                             if delta { u.deltas += 1 } else { u.snapshots += 1 }
@@ -613,6 +631,82 @@ pub async fn run_sync(
     writer.abort();
     // What was applied last is on disk before the node stops.
     write_cache(&state, &settings.cache_dir).await;
+}
+
+/// A node's apply of a traced deploy: a child of the control plane's `deploy` span,
+/// recorded when the node traces.
+#[derive(Debug)]
+pub struct ApplySpan {
+    tracer: Arc<portico_otlp::Exporter>,
+    trace_id: [u8; 16],
+    deploy: [u8; 8],
+    delta: bool,
+    start: u64,
+}
+
+/// What an apply did, for its span.
+#[derive(Debug)]
+pub struct ApplyDone {
+    /// The node's id.
+    pub node: String,
+    /// Its host name.
+    pub hostname: String,
+    /// The gateway it serves.
+    pub gateway: Option<String>,
+    /// The version it serves after the apply.
+    pub version: Option<u64>,
+    /// Why the apply failed.
+    pub error: Option<String>,
+}
+
+impl ApplySpan {
+    /// The span, when `deploy` (the sync answer's [`crate::trace::DEPLOY_TRACE`]) names a
+    /// sampled deploy and the node sends spans.
+    pub fn begin(gateway: &Gateway, deploy: Option<&[u8]>, delta: bool) -> Option<Self> {
+        let tracer = gateway.tracer()?.clone();
+        let (trace_id, deploy, sampled) = crate::trace::parse_traceparent(deploy?)?;
+        sampled.then(|| Self {
+            tracer,
+            trace_id,
+            deploy,
+            delta,
+            start: crate::exchange::unix_nanos(),
+        })
+    }
+
+    /// Records it, with what the node applied or why it did not.
+    pub fn end(self, done: ApplyDone) {
+        use portico_otlp::Value;
+        let mut attributes = vec![
+            ("portico.node", Value::Str(done.node)),
+            ("host.name", Value::Str(done.hostname)),
+            ("portico.sync.delta", Value::Bool(self.delta)),
+        ];
+        if let Some(v) = done.version {
+            attributes.push(("portico.snapshot.version", Value::Int(v as i64)));
+        }
+        if let Some(g) = done.gateway {
+            attributes.push(("portico.gateway", Value::Str(g)));
+        }
+        if done.error.is_some() {
+            attributes.push(("error.type", Value::Str("apply_failed".into())));
+        }
+        self.tracer.record(portico_otlp::SpanData {
+            trace_id: self.trace_id,
+            span_id: crate::trace::new_span_id(),
+            parent_id: Some(self.deploy),
+            trace_state: String::new(),
+            name: "apply snapshot".into(),
+            kind: portico_otlp::Kind::Consumer,
+            start: self.start,
+            end: crate::exchange::unix_nanos(),
+            attributes,
+            events: Vec::new(),
+            links: vec![(self.trace_id, self.deploy)],
+            phases: Vec::new(),
+            error: done.error,
+        });
+    }
 }
 
 /// Why a snapshot was not applied.

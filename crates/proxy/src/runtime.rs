@@ -297,6 +297,10 @@ impl Runtime {
                 .map(|c| (c.token.clone(), Bytes::from(c.key_authorization.clone())))
                 .collect(),
         );
+        // The gateway's sampling from the control plane, else the node's own.
+        let sampler = snapshot.sampling.as_ref().map_or(cx.sampler, |t| {
+            crate::trace::Sampler::named(&t.sampler, t.ratio)
+        });
         let portal = snapshot
             .portal
             .as_ref()
@@ -389,7 +393,7 @@ impl Runtime {
                 tls,
                 acme_http01: http01.clone(),
                 portal: portal.clone(),
-                sampler: cx.sampler,
+                sampler,
                 tracer: cx.tracer.clone(),
             });
             listeners.push(CompiledListener { spec, runtime });
@@ -457,6 +461,7 @@ impl Runtime {
             acme: Default::default(),
             apps: snapshot.apps.clone(),
             portal: snapshot.portal.clone(),
+            sampling: snapshot.sampling.clone(),
         };
         mini.validate()?;
         let version: Arc<str> = version.into();

@@ -329,7 +329,11 @@ forward = {{ service = "gone" }}
     names.sort();
     assert_eq!(
         names,
-        ["route", "upstream attempt failed", "upstream attempt failed"]
+        [
+            "route",
+            "upstream attempt failed",
+            "upstream attempt failed"
+        ]
     );
 }
 

@@ -70,6 +70,52 @@ impl OtlpReceiver {
             .collect()
     }
 
+    /// Every span received so far, with its resource's `service.name`.
+    pub fn service_spans(&self) -> Vec<(String, Span)> {
+        let mut out = Vec::new();
+        for rs in self
+            .received()
+            .into_iter()
+            .flat_map(|r| r.body.resource_spans)
+        {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    any_value::Value::StringValue(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for span in rs.scope_spans.into_iter().flat_map(|ss| ss.spans) {
+                out.push((service.clone(), span));
+            }
+        }
+        out
+    }
+
+    /// Waits (up to 10 s) until `done` holds for the spans received, with their services.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[(String, Span)]) -> bool,
+    ) -> Vec<(String, Span)> {
+        for _ in 0..400 {
+            let spans = self.service_spans();
+            if done(&spans) {
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let names: Vec<String> = self
+            .service_spans()
+            .iter()
+            .map(|(svc, s)| format!("{svc}: {}", s.name))
+            .collect();
+        panic!("{what} never arrived; received: {names:?}");
+    }
+
     /// Waits until `n` spans arrived, and returns them.
     pub async fn wait_spans(&self, n: usize) -> Vec<Span> {
         for _ in 0..400 {

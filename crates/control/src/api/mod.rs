@@ -248,6 +248,10 @@ pub fn router_for(state: Arc<ControlPlane>, side: Side) -> Router {
         .fallback(extract::not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
         .layer(middleware::map_response(extract::json_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::trace::traced,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             extract::panicked,
         ))

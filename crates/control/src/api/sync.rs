@@ -82,6 +82,24 @@ pub(super) async fn sync_snapshot(
             if let Ok(e) = HeaderValue::from_str(&format!("\"{version}\"")) {
                 resp.headers_mut().insert(header::ETAG, e);
             }
+            // The deploy that made this version, when it was traced: the node's apply is
+            // recorded as its child.
+            let trace = match st.hub.deploy_trace(owner.gateway_id, version) {
+                Some(t) => t,
+                None => {
+                    let t = st
+                        .store
+                        .snapshot_trace(owner.gateway_id, version)
+                        .await
+                        .unwrap_or_default();
+                    st.hub
+                        .remember_deploy_trace(owner.gateway_id, version, t.clone());
+                    t
+                }
+            };
+            if let Some(v) = trace.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                resp.headers_mut().insert(crate::trace::DEPLOY_TRACE, v);
+            }
             return Ok(resp);
         }
         if *stopping.borrow() {

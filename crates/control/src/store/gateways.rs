@@ -469,6 +469,23 @@ impl Store {
         .transpose()
     }
 
+    /// The deploy trace (`traceparent`) of a gateway's snapshot `version`, when that
+    /// deploy was traced and the version is still the current one.
+    pub async fn snapshot_trace(
+        &self,
+        gateway_id: i64,
+        version: u64,
+    ) -> Result<Option<String>, Error> {
+        let t: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT trace FROM snapshots WHERE gateway_id = $1 AND version = $2",
+        )
+        .bind(gateway_id)
+        .bind(version as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(t.flatten())
+    }
+
     /// A gateway's current snapshot version (0 before its first).
     pub async fn snapshot_version(&self, gateway_id: i64) -> Result<u64, Error> {
         let v: Option<i64> =

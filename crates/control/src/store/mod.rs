@@ -99,6 +99,7 @@ migrations! {
     17 "sign-in failures" "0017_signin_failures.sql",
     18 "endpoint health in node reports" "0018_endpoint_health.sql",
     19 "snapshot deltas" "0019_snapshot_deltas.sql",
+    20 "the deploy trace of a snapshot" "0020_snapshot_trace.sql",
 }
 
 /// The schema version this Portico writes (its last migration).
@@ -1260,7 +1261,8 @@ async fn compile_and_store(
         sqlx::query(
             "INSERT INTO snapshots (gateway_id, version, hash, body, compiled_at, warnings) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (gateway_id) DO UPDATE SET version = excluded.version, hash = excluded.hash, \
-             body = excluded.body, compiled_at = excluded.compiled_at, warnings = excluded.warnings",
+             body = excluded.body, compiled_at = excluded.compiled_at, warnings = excluded.warnings, \
+             trace = NULL",
         )
         .bind(gid)
         .bind(version)

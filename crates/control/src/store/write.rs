@@ -43,6 +43,8 @@ pub(crate) struct Write<'a> {
     _lock: MutexGuard<'a, ()>,
     moved: Moved,
     entries: Vec<Entry>,
+    /// When it began (Unix nanoseconds): the start of its `deploy` span.
+    started: u64,
 }
 
 impl Store {
@@ -65,6 +67,7 @@ impl Store {
             _lock: lock,
             moved: Vec::new(),
             entries: Vec::new(),
+            started: crate::trace::unix_nanos(),
         })
     }
 }
@@ -219,8 +222,44 @@ impl Write<'_> {
                 .execute(&mut *self.tx)
                 .await?;
         }
+        // A traced request's write that moves snapshots is a deploy: its span's context
+        // goes with the new versions, for their nodes' applies.
+        let deploy = if self.moved.is_empty() {
+            None
+        } else {
+            crate::trace::Deploy::begin(self.started)
+        };
+        let mut gateways = Vec::new();
+        if let Some(d) = &deploy {
+            let tp = d.traceparent();
+            for &(gid, version) in &self.moved {
+                sqlx::query(
+                    "UPDATE snapshots SET trace = $1 WHERE gateway_id = $2 AND version = $3",
+                )
+                .bind(&tp)
+                .bind(gid)
+                .bind(version as i64)
+                .execute(&mut *self.tx)
+                .await?;
+                let name: Option<String> =
+                    sqlx::query_scalar("SELECT name_key FROM gateways WHERE id = $1")
+                        .bind(gid)
+                        .fetch_optional(&mut *self.tx)
+                        .await?;
+                gateways.push((name.unwrap_or_else(|| gid.to_string()), version));
+            }
+        }
         self.tx.commit().await?;
         self.store.hub.publish(&self.moved);
+        if let Some(d) = deploy {
+            let changes = self
+                .entries
+                .iter()
+                .take(20)
+                .map(|e| format!("{} {} {}", e.action, e.kind.as_str(), e.object))
+                .collect();
+            d.end(&gateways, changes, &actor);
+        }
         Ok(self.moved)
     }
 }
