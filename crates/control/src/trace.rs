@@ -67,9 +67,10 @@ pub(crate) fn traceparent(trace_id: &[u8; 16], span_id: &[u8; 8]) -> String {
     s
 }
 
-/// Whether requests to `path` are left untraced: nodes' sync traffic and health checks.
+/// Whether requests to `path` are left untraced: nodes' sync traffic, health checks and
+/// the pages' style sheet and script.
 fn untraced(path: &str) -> bool {
-    path.starts_with("/api/v1/sync/") || path == "/healthz"
+    path.starts_with("/api/v1/sync/") || path.starts_with("/static/") || path == "/healthz"
 }
 
 /// Middleware: one server span per sampled request, named by its method and route
@@ -138,6 +139,7 @@ pub(crate) async fn traced(
         links: Vec::new(),
         phases: Vec::new(),
         error,
+        deferred: None,
     });
     resp
 }
@@ -200,6 +202,7 @@ impl Deploy {
             links: Vec::new(),
             phases: Vec::new(),
             error: None,
+            deferred: None,
         });
     }
 }
@@ -210,6 +213,7 @@ mod tests {
     fn nodes_sync_traffic_is_not_traced() {
         assert!(super::untraced("/api/v1/sync/snapshot"));
         assert!(super::untraced("/healthz"));
+        assert!(super::untraced("/static/portico.css"));
         assert!(!super::untraced("/api/v1/apis/pets/deployments"));
     }
 

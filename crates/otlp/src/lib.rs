@@ -6,17 +6,19 @@
 //! batches (at most [`ExportConfig::batch`], or whatever is there after
 //! [`ExportConfig::interval`]) and posts them; a batch the collector refuses or does not
 //! answer within the timeout is dropped and counted too. So a collector that is down or
-//! slow costs the request path one failed `try_send` at most.
+//! slow costs the request path a push onto a full queue at most.
+//!
+//! The queue is a vector behind a mutex, and the thread is woken once per full batch (or
+//! by its interval), not once per span: a wake-up per request would cost a context switch
+//! per request.
 
 pub mod context;
 pub mod proto;
+pub mod wire;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::time::{Duration, Instant};
-
-use prost::Message as _;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 /// Why the exporter cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -75,19 +77,36 @@ pub enum Kind {
     Consumer = 5,
 }
 
-/// An attribute's value.
+/// An attribute's value. Shared, static and address values are made into text by the
+/// export thread, not on the request path.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// Text.
     Str(String),
+    /// Text that is shared (a route's or a service's name).
+    Shared(Arc<str>),
+    /// Text known when compiled.
+    Static(&'static str),
+    /// An IP address.
+    Ip(std::net::IpAddr),
     /// A number.
     Int(i64),
     /// Yes or no.
     Bool(bool),
 }
 
+/// Fills in a span's name, attributes and error on the export thread, from what the
+/// request path handed over: the request path then formats and copies nothing.
+pub struct Deferred(pub Box<dyn FnOnce(&mut SpanData) + Send>);
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred")
+    }
+}
+
 /// One finished span.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SpanData {
     /// The trace.
     pub trace_id: [u8; 16],
@@ -116,6 +135,8 @@ pub struct SpanData {
     pub phases: Vec<Phase>,
     /// An error, with what went wrong.
     pub error: Option<String>,
+    /// The rest, made by the export thread before the span is written.
+    pub deferred: Option<Deferred>,
 }
 
 /// A step inside a span (`route`, `upstream connect`): sent as an internal child span.
@@ -163,11 +184,43 @@ impl std::fmt::Debug for Counts {
     }
 }
 
-/// The queue's sending side and the counts.
-#[derive(Debug)]
+/// The spans waiting, and whether the exporter is gone.
+#[derive(Default)]
+struct Queue {
+    spans: Vec<SpanData>,
+    closed: bool,
+}
+
+/// What the recording side and the export thread share.
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Rung when a batch is full, and when the exporter goes.
+    ready: Condvar,
+    /// Spans waiting at most.
+    limit: usize,
+    /// Spans a post carries at most.
+    batch: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The queue's recording side and the counts. Dropped, the thread sends what is queued
+/// and ends.
 pub struct Exporter {
-    tx: SyncSender<SpanData>,
+    shared: Arc<Shared>,
     counts: Arc<Counts>,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter")
+            .field("counts", &self.counts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Exporter {
@@ -184,7 +237,12 @@ impl Exporter {
         if !(config.endpoint.starts_with("http://") || config.endpoint.starts_with("https://")) {
             return Err(Error::Endpoint(config.endpoint));
         }
-        let (tx, rx) = sync_channel(config.queue.max(1));
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+            limit: config.queue.max(1),
+            batch: config.batch.max(1),
+        });
         let counts = Arc::new(Counts {
             on_drop,
             ..Counts::default()
@@ -193,21 +251,30 @@ impl Exporter {
             .timeout(config.timeout)
             .build()
             .map_err(|e| Error::Start(e.to_string()))?;
-        let c = counts.clone();
+        let (c, s) = (counts.clone(), shared.clone());
         std::thread::Builder::new()
             .name("otlp-export".into())
-            .spawn(move || run(rx, config, client, c))
+            .spawn(move || run(&s, &config, &client, &c))
             .map_err(|e| Error::Start(e.to_string()))?;
-        Ok(Arc::new(Self { tx, counts }))
+        Ok(Arc::new(Self { shared, counts }))
     }
 
     /// Queues a span; when the queue is full it is dropped and counted. Never waits.
     pub fn record(&self, span: SpanData) {
-        match self.tx.try_send(span) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.counts.dropped(1);
-            }
+        let mut q = self.shared.lock();
+        if q.spans.len() >= self.shared.limit {
+            drop(q);
+            self.counts.dropped(1);
+            return;
+        }
+        if q.spans.capacity() == 0 {
+            q.spans.reserve(self.shared.batch.min(self.shared.limit));
+        }
+        q.spans.push(span);
+        let full = q.spans.len() == self.shared.batch;
+        drop(q);
+        if full {
+            self.shared.ready.notify_one();
         }
     }
 
@@ -217,9 +284,16 @@ impl Exporter {
     }
 }
 
-/// The export thread: batches off the queue, posted one at a time, until the exporter is
-/// dropped (what is queued then is sent first).
-fn run(rx: Receiver<SpanData>, config: ExportConfig, client: reqwest::Client, counts: Arc<Counts>) {
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_one();
+    }
+}
+
+/// The export thread: a batch when one is full or the interval passed, posted one at a
+/// time, until the exporter is dropped (what is queued then is sent first).
+fn run(shared: &Shared, config: &ExportConfig, client: &reqwest::Client, counts: &Counts) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -230,143 +304,68 @@ fn run(rx: Receiver<SpanData>, config: ExportConfig, client: reqwest::Client, co
             return;
         }
     };
-    let resource = proto::Resource {
-        attributes: vec![kv("service.name", Value::Str(config.service_name.clone()))],
-    };
-    let mut closed = false;
-    while !closed {
-        let mut batch = Vec::with_capacity(config.batch);
-        // Wait for the first span, then fill the batch for at most `interval`.
-        match rx.recv() {
-            Ok(s) => batch.push(s),
-            Err(_) => break,
+    loop {
+        let (batch, closed) = {
+            let q = shared.lock();
+            let (mut q, _) = shared
+                .ready
+                .wait_timeout_while(q, config.interval, |q| {
+                    q.spans.len() < shared.batch && !q.closed
+                })
+                .unwrap_or_else(PoisonError::into_inner);
+            let batch = if q.spans.len() <= shared.batch {
+                std::mem::take(&mut q.spans)
+            } else {
+                let rest = q.spans.split_off(shared.batch);
+                std::mem::replace(&mut q.spans, rest)
+            };
+            (batch, q.closed && q.spans.is_empty())
+        };
+        if !batch.is_empty() {
+            post(&rt, client, config, batch, counts);
         }
-        let deadline = Instant::now() + config.interval;
-        while batch.len() < config.batch {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(s) => batch.push(s),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
-            }
-        }
-        let n = batch.len() as u64;
-        let body = encode(&resource, batch);
-        let sent = rt.block_on(async {
-            client
-                .post(&config.endpoint)
-                .header("content-type", "application/x-protobuf")
-                .body(body)
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-        });
-        match sent {
-            Ok(_) => {
-                counts.exported.fetch_add(n, Ordering::Relaxed);
-            }
-            Err(e) => {
-                counts.dropped(n);
-                let first = counts.failed_posts.fetch_add(1, Ordering::Relaxed) == 0;
-                // Said once, then counted: a collector that is down would fill the log.
-                if first {
-                    tracing::warn!(endpoint = %config.endpoint, error = %e, "spans could not be exported; dropping them (counted in metrics)");
-                }
-            }
+        if closed {
+            return;
         }
     }
 }
 
-fn kv(key: &str, v: Value) -> proto::KeyValue {
-    use proto::any_value::Value as V;
-    proto::KeyValue {
-        key: key.to_owned(),
-        value: Some(proto::AnyValue {
-            value: Some(match v {
-                Value::Str(s) => V::StringValue(s),
-                Value::Int(i) => V::IntValue(i),
-                Value::Bool(b) => V::BoolValue(b),
-            }),
-        }),
-    }
-}
-
-/// The protobuf body for `spans`.
-pub fn encode(resource: &proto::Resource, spans: Vec<SpanData>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(spans.len());
-    for mut s in spans {
-        for p in std::mem::take(&mut s.phases) {
-            out.push(proto::Span {
-                trace_id: s.trace_id.to_vec(),
-                span_id: context::new_span_id().to_vec(),
-                trace_state: String::new(),
-                parent_span_id: s.span_id.to_vec(),
-                name: p.name.to_owned(),
-                kind: Kind::Internal as i32,
-                start_time_unix_nano: p.start,
-                end_time_unix_nano: p.end.max(p.start),
-                attributes: Vec::new(),
-                events: Vec::new(),
-                links: Vec::new(),
-                status: Some(proto::Status {
-                    message: String::new(),
-                    code: 0,
-                }),
-                flags: 1,
-            });
+/// Posts one batch; a failure drops it, counted.
+fn post(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    config: &ExportConfig,
+    batch: Vec<SpanData>,
+    counts: &Counts,
+) {
+    let n = batch.len() as u64;
+    let mut batch = batch;
+    for s in &mut batch {
+        if let Some(d) = s.deferred.take() {
+            (d.0)(s);
         }
-        out.push(proto::Span {
-            trace_id: s.trace_id.to_vec(),
-            span_id: s.span_id.to_vec(),
-            trace_state: s.trace_state,
-            parent_span_id: s.parent_id.map(|p| p.to_vec()).unwrap_or_default(),
-            name: s.name,
-            kind: s.kind as i32,
-            start_time_unix_nano: s.start,
-            end_time_unix_nano: s.end,
-            attributes: s.attributes.into_iter().map(|(k, v)| kv(k, v)).collect(),
-            events: s
-                .events
-                .into_iter()
-                .map(|(name, at)| proto::Event {
-                    time_unix_nano: at,
-                    name: name.to_owned(),
-                    attributes: Vec::new(),
-                })
-                .collect(),
-            links: s
-                .links
-                .into_iter()
-                .map(|(t, sp)| proto::Link {
-                    trace_id: t.to_vec(),
-                    span_id: sp.to_vec(),
-                })
-                .collect(),
-            status: Some(match s.error {
-                Some(message) => proto::Status { message, code: 2 },
-                None => proto::Status {
-                    message: String::new(),
-                    code: 0,
-                },
-            }),
-            flags: 1,
-        });
     }
-    let spans = out;
-    proto::ExportTraceServiceRequest {
-        resource_spans: vec![proto::ResourceSpans {
-            resource: Some(resource.clone()),
-            scope_spans: vec![proto::ScopeSpans {
-                scope: Some(proto::InstrumentationScope {
-                    name: "portico".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                }),
-                spans,
-            }],
-        }],
+    let body = wire::encode(&config.service_name, batch);
+    let sent = rt.block_on(async {
+        client
+            .post(&config.endpoint)
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+    });
+    match sent {
+        Ok(_) => {
+            counts.exported.fetch_add(n, Ordering::Relaxed);
+        }
+        Err(e) => {
+            counts.dropped(n);
+            let first = counts.failed_posts.fetch_add(1, Ordering::Relaxed) == 0;
+            // Said once, then counted: a collector that is down would fill the log.
+            if first {
+                tracing::warn!(endpoint = %config.endpoint, error = %e, "spans could not be exported; dropping them (counted in metrics)");
+            }
+        }
     }
-    .encode_to_vec()
 }

@@ -34,6 +34,7 @@ fn span(i: u8) -> SpanData {
             Vec::new()
         },
         error: (i == 2).then(|| "upstream_timeout".to_owned()),
+        deferred: None,
     }
 }
 

@@ -63,7 +63,12 @@ pub struct ServerOptions {
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     if let Some((field, e)) = opts.tracing.problems().into_iter().next() {
-        anyhow::bail!("--{}: {e}", field.replace('_', "-"));
+        let flag = match field {
+            "sampler" => "--trace-sampler",
+            "ratio" => "--trace-ratio",
+            _ => "--otlp-endpoint",
+        };
+        anyhow::bail!("{flag}: {e}");
     }
     let tracing = match &opts.tracing.otlp_endpoint {
         Some(endpoint) => {

@@ -283,3 +283,31 @@ async fn a_deploy_is_one_trace_to_every_nodes_apply_and_requests_are_spans_with_
         "a request recorded under `never`"
     );
 }
+
+/// Tracing flags that cannot work stop `portico server` before it starts, naming the flag.
+#[tokio::test]
+async fn bad_tracing_flags_are_refused_by_name() {
+    let root = TempDir::new().unwrap();
+    for (args, want) in [
+        (
+            vec!["--otlp-endpoint", "collector:4318"],
+            "--otlp-endpoint: `collector:4318` is not a URL",
+        ),
+        (
+            vec!["--trace-ratio", "1.5"],
+            "--trace-ratio: 1.5: use 0 to 1",
+        ),
+    ] {
+        let out = tokio::process::Command::new(BIN)
+            .args(["server", "--data-dir"])
+            .arg(root.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{text}");
+        assert!(text.contains(want), "{want}: {text}");
+    }
+}

@@ -170,6 +170,93 @@ pub struct SpanStart {
     pub phases: Vec<portico_otlp::Phase>,
 }
 
+/// A request span's name, attributes and error, on the export thread.
+fn describe(
+    d: &mut portico_otlp::SpanData,
+    l: LogFields,
+    status: u16,
+    upstream: Option<Arc<str>>,
+    upstream_time: Option<Duration>,
+    complete: bool,
+) {
+    use portico_otlp::Value;
+    d.name = match &l.route {
+        Some(r) => format!("{} {r}", l.method),
+        None => l.method.to_string(),
+    };
+    let attributes = &mut d.attributes;
+    attributes.reserve(16);
+    attributes.extend([
+        ("http.request.method", method_value(&l.method)),
+        ("url.path", Value::Str(l.target)),
+        ("server.address", Value::Str(l.host)),
+        ("client.address", Value::Ip(l.client.ip())),
+        (
+            "network.protocol.version",
+            Value::Static(match l.version {
+                http::Version::HTTP_10 => "1.0",
+                http::Version::HTTP_2 => "2",
+                http::Version::HTTP_3 => "3",
+                _ => "1.1",
+            }),
+        ),
+        ("http.response.status_code", Value::Int(i64::from(status))),
+        ("portico.listener", Value::Shared(l.listener)),
+    ]);
+    if let Some(r) = l.route {
+        attributes.push(("http.route", Value::Shared(r)));
+    }
+    if let Some(svc) = l.service {
+        attributes.push(("portico.service", Value::Shared(svc)));
+    }
+    if let Some(e) = upstream {
+        attributes.push(("portico.upstream.address", Value::Shared(e)));
+    }
+    if l.attempts > 1 {
+        attributes.push((
+            "http.request.resend_count",
+            Value::Int(i64::from(l.attempts - 1)),
+        ));
+    }
+    if let Some(c) = l.consumer.as_ref().and_then(|c| c.to_str().ok()) {
+        attributes.push(("portico.consumer", Value::Str(c.to_owned())));
+    }
+    let error = match (l.error, status) {
+        (Some(e), _) => Some(e.to_owned()),
+        (None, s) if s >= 500 => Some(s.to_string()),
+        _ if !complete => Some("response_incomplete".to_owned()),
+        _ => None,
+    };
+    if let Some(e) = &error {
+        attributes.push(("error.type", Value::Str(e.clone())));
+    }
+    if let Some(t) = upstream_time {
+        // From sending upstream to its response headers.
+        attributes.push((
+            "portico.upstream.duration_us",
+            Value::Int(t.as_micros() as i64),
+        ));
+    }
+    d.error = error;
+}
+
+/// A method as an attribute: the standard ones without a copy.
+fn method_value(m: &Method) -> portico_otlp::Value {
+    use portico_otlp::Value;
+    Value::Static(match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return Value::Str(m.as_str().to_owned()),
+    })
+}
+
 /// Now, in Unix nanoseconds.
 pub fn unix_nanos() -> u64 {
     std::time::SystemTime::now()
@@ -230,97 +317,39 @@ impl Exchange {
             }
             if let Some(span) = self.span.take() {
                 let tracer = span.tracer.clone();
-                tracer.record(self.span(&log, *span, complete));
+                tracer.record(self.span(log, *span, complete));
             }
         }
         self.endpoint = None;
     }
 
     /// The request's span: OpenTelemetry HTTP server attributes, and the error kind when
-    /// the gateway answered itself or the response was cut short.
-    fn span(&self, l: &LogFields, s: SpanStart, complete: bool) -> portico_otlp::SpanData {
-        use portico_otlp::Value;
+    /// the gateway answered itself or the response was cut short. Ids, times and phases
+    /// are set here; the name and attributes are made by the export thread from the log
+    /// fields, which are handed over whole (the log line is written already).
+    fn span(&self, l: Box<LogFields>, s: SpanStart, complete: bool) -> portico_otlp::SpanData {
         let (trace_id, span_id) = l.trace.unwrap_or_default();
-        let mut attributes = vec![
-            (
-                "http.request.method",
-                Value::Str(l.method.as_str().to_owned()),
-            ),
-            ("url.path", Value::Str(l.target.clone())),
-            ("server.address", Value::Str(l.host.clone())),
-            ("client.address", Value::Str(l.client.ip().to_string())),
-            (
-                "network.protocol.version",
-                Value::Str(
-                    match l.version {
-                        http::Version::HTTP_10 => "1.0",
-                        http::Version::HTTP_2 => "2",
-                        http::Version::HTTP_3 => "3",
-                        _ => "1.1",
-                    }
-                    .to_owned(),
-                ),
-            ),
-            (
-                "http.response.status_code",
-                Value::Int(i64::from(self.status)),
-            ),
-            ("portico.listener", Value::Str(l.listener.to_string())),
-        ];
-        if let Some(r) = &l.route {
-            attributes.push(("http.route", Value::Str(r.to_string())));
-        }
-        if let Some(svc) = &l.service {
-            attributes.push(("portico.service", Value::Str(svc.to_string())));
-        }
-        if let Some(e) = &self.endpoint {
-            attributes.push((
-                "portico.upstream.address",
-                Value::Str(e.0.label.to_string()),
-            ));
-        }
-        if l.attempts > 1 {
-            attributes.push((
-                "http.request.resend_count",
-                Value::Int(i64::from(l.attempts - 1)),
-            ));
-        }
-        if let Some(c) = l.consumer.as_ref().and_then(|c| c.to_str().ok()) {
-            attributes.push(("portico.consumer", Value::Str(c.to_owned())));
-        }
-        let error = match (l.error, self.status) {
-            (Some(e), _) => Some(e.to_owned()),
-            (None, s) if s >= 500 => Some(s.to_string()),
-            _ if !complete => Some("response_incomplete".to_owned()),
-            _ => None,
+        let status = self.status;
+        let upstream = self.endpoint.as_ref().map(|e| e.0.label.clone());
+        let upstream_time = self.upstream_time;
+        let describe = move |d: &mut portico_otlp::SpanData| {
+            describe(d, *l, status, upstream, upstream_time, complete);
         };
-        if let Some(e) = &error {
-            attributes.push(("error.type", Value::Str(e.clone())));
-        }
-        if let Some(t) = self.upstream_time {
-            // From sending upstream to its response headers.
-            attributes.push((
-                "portico.upstream.duration_us",
-                Value::Int(t.as_micros() as i64),
-            ));
-        }
         portico_otlp::SpanData {
             trace_id,
             span_id,
             parent_id: s.parent_id,
             trace_state: s.trace_state,
-            name: match &l.route {
-                Some(r) => format!("{} {r}", l.method),
-                None => l.method.to_string(),
-            },
+            name: String::new(),
             kind: portico_otlp::Kind::Server,
             start: s.start,
             end: unix_nanos(),
-            attributes,
+            attributes: Vec::new(),
             events: Vec::new(),
             links: Vec::new(),
             phases: s.phases,
-            error,
+            error: None,
+            deferred: Some(portico_otlp::Deferred(Box::new(describe))),
         }
     }
 

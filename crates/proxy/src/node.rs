@@ -705,6 +705,7 @@ impl ApplySpan {
             links: vec![(self.trace_id, self.deploy)],
             phases: Vec::new(),
             error: done.error,
+            deferred: None,
         });
     }
 }

@@ -355,6 +355,42 @@ async fn a_collector_that_is_down_drops_spans_and_counts_them() {
     for i in 0..20 {
         assert_eq!(client.get(&gw.url(&format!("/p/{i}"))).await.status, 200);
     }
+    let dropped = spans_dropped(&gw, 20.0).await;
+    assert_eq!(dropped, 20.0, "every span dropped and counted");
+}
+
+/// A collector that takes a batch and never answers costs the requests nothing either:
+/// while its post hangs, the queue fills and every span past it is dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_costs_requests_nothing() {
+    use portico_testkit::otlp::OtlpReceiver;
+    let rx = OtlpReceiver::start(true).await;
+    let up = Upstream::echo().await;
+    let cfg = format!(
+        "{WEB}\n{}\n[[routes]]\nname = \"pets\"\nforward = {{ service = \"up\" }}\n",
+        service("up", &[up.addr], "")
+    );
+    let gw = Gw::start_traced_queue(&cfg, &rx.url, 4).await;
+    let client = Client::new();
+    // The first batch goes out (within a second) and its post hangs.
+    assert_eq!(client.get(&gw.url("/p/first")).await.status, 200);
+    for _ in 0..200 {
+        if !rx.received().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(rx.received().len(), 1, "the first batch was posted");
+    for i in 0..30 {
+        assert_eq!(client.get(&gw.url(&format!("/p/{i}"))).await.status, 200);
+    }
+    // Four wait in the queue; the other 26 are dropped (each as its response ends).
+    let dropped = spans_dropped(&gw, 26.0).await;
+    assert_eq!(dropped, 26.0, "spans past the queue dropped and counted");
+}
+
+/// `portico_trace_spans_dropped_total`, once it reaches `want` (or after 5 s).
+async fn spans_dropped(gw: &Gw, want: f64) -> f64 {
     let mut dropped = 0.0;
     for _ in 0..200 {
         let m = gw.metrics().await;
@@ -363,10 +399,10 @@ async fn a_collector_that_is_down_drops_spans_and_counts_them() {
             .find(|l| l.starts_with("portico_trace_spans_dropped_total"))
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .unwrap_or(0.0);
-        if dropped >= 20.0 {
+        if dropped >= want {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    assert_eq!(dropped, 20.0, "every span dropped and counted");
+    dropped
 }

@@ -40,6 +40,13 @@ impl Gw {
         Self::start_node(&node, config, |_| {}).await
     }
 
+    /// [`Gw::start_traced`] with at most `queue` spans waiting to be sent.
+    pub async fn start_traced_queue(config: &str, endpoint: &str, queue: usize) -> Self {
+        let node =
+            format!("{NODE}\n[node.tracing]\notlp_endpoint = {endpoint:?}\nqueue = {queue}\n");
+        Self::start_node(&node, config, |_| {}).await
+    }
+
     pub async fn start_logged(config: &str, path: &std::path::Path) -> Self {
         let node = NODE.replace(
             "access_log = { enabled = false }",
