@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# What tracing costs at the gateway: the same route through two gateways run from files,
-# one with tracing off and one recording every request (`sampler = "always"`) and exporting
-# its spans over OTLP/HTTP to a local receiver, measured one after the other in each round
-# (gateways on CPU 0 with one worker; wrk, the backend nginx and the receiver on CPU 1).
+# What tracing costs at the gateway: the same route through three gateways run from files,
+# one with tracing off, one recording every request (`sampler = "always"`) and one a tenth
+# of them (`ratio = 0.1`), exporting spans over OTLP/HTTP to a local receiver, measured one
+# after the other in each round (gateways on CPU 0 with one worker, GATEWAY_CPUS to
+# change it; wrk, the backend nginx and the receiver on CPU 1).
 # Prints req/s and each gateway's CPU time per request (its export thread included), the
 # ratio of tracing on to off per round and its median, and the spans the receiver took and
-# the gateway dropped.
+# the gateways dropped.
 #   bench/traces.sh              # 5 rounds x 8 s
 #   ROUNDS=1 DURATION=3 bench/traces.sh
 set -euo pipefail
@@ -73,7 +74,7 @@ name = "pets"
 match = { path = { prefix = "/" } }
 forward = { service = "backend" }
 TOML
-    taskset -c 0 "$BIN" gateway run --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
+    taskset -c "${GATEWAY_CPUS:-0}" "$BIN" gateway run --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
     PIDS+=($!)
     eval "$5=$!"
 }
@@ -82,7 +83,12 @@ gateway on 18620 18621 "[node.tracing]
 sampler = \"always\"
 otlp_endpoint = \"http://127.0.0.1:18650/v1/traces\"
 queue = 8192" ON
-for port in 18610 18620; do
+gateway tenth 18630 18631 "[node.tracing]
+sampler = \"ratio\"
+ratio = 0.1
+otlp_endpoint = \"http://127.0.0.1:18650/v1/traces\"
+queue = 8192" TENTH
+for port in 18610 18620 18630; do
     for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/")" = 200 ] ||
         { echo "traces.sh: the gateway on $port does not answer" >&2; cat "$WORK"/*.log >&2; exit 1; }
@@ -90,9 +96,10 @@ done
 
 declare -A RPS CPU
 for round in $(seq "$ROUNDS"); do
-    for s in off on; do
+    for s in off on tenth; do
         pid="$OFF"; port=18610
         [ "$s" = on ] && { pid="$ON"; port=18620; }
+        [ "$s" = tenth ] && { pid="$TENTH"; port=18630; }
         before="$(cpu_ticks "$pid")"
         out="$(taskset -c 1 wrk -t1 -c32 -d"${DURATION}s" "http://127.0.0.1:$port/")"
         # The export thread sends what is queued within a second: count that too.
@@ -106,14 +113,17 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 received="$(curl -s http://127.0.0.1:18650/)"
-dropped="$(curl -s http://127.0.0.1:18621/metrics | awk '/^portico_trace_spans_dropped_total/ {print $2}')"
-printf '\n| tracing | req/s | CPU us/req |\n|---|---|---|\n'
-for s in off on; do
-    printf '| %s | %s | %s |\n' "$s" "$(median <<<"${RPS[$s]}")" "$(median <<<"${CPU[$s]}")"
+dropped=0
+for port in 18621 18631; do
+    d="$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^portico_trace_spans_dropped_total/ {print $2}')"
+    dropped=$((dropped + ${d:-0}))
 done
-printf '\nCPU per request, tracing on / off (median of per-round ratios): %s\n' \
-    "$(ratio_median "${CPU[on]}" "${CPU[off]}")"
-printf 'req/s, tracing on / off (median of per-round ratios): %s\n' \
+printf '\n| tracing | req/s | CPU us/req | CPU x off (median of per-round ratios) |\n|---|---|---|---|\n'
+for s in off on tenth; do
+    printf '| %s | %s | %s | %s |\n' "$s" "$(median <<<"${RPS[$s]}")" "$(median <<<"${CPU[$s]}")" \
+        "$(ratio_median "${CPU[$s]}" "${CPU[off]}")"
+done
+printf '\nreq/s, tracing on / off (median of per-round ratios): %s\n' \
     "$(ratio_median "${RPS[on]}" "${RPS[off]}")"
-printf 'receiver: %s posts, %s bytes; spans dropped by the gateway: %s\n' \
-    "${received%% *}" "${received##* }" "${dropped:-0}"
+printf 'receiver: %s posts, %s bytes; spans dropped by the gateways: %s\n' \
+    "${received%% *}" "${received##* }" "$dropped"
