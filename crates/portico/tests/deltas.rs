@@ -205,18 +205,7 @@ async fn every_kind_of_entity_is_deleted_by_delta() {
         "edge",
     )
     .await;
-    cp.cli_ok(&["consumers", "create", "acme", "--tier", "gold"])
-        .await;
-    cp.cli_ok(&["subscriptions", "add", "acme", "--api", "pets-v1"])
-        .await;
-    let out = cp
-        .cli_ok(&["keys", "create", "acme", "--type", "production"])
-        .await;
-    let key = out
-        .split_whitespace()
-        .find(|w| w.starts_with("pk_"))
-        .unwrap_or_else(|| panic!("no key in {out}"))
-        .to_owned();
+    let key = cp.consumer_key("acme", "gold", "pets-v1").await;
     let with_key = |url: String| {
         let mut r = portico_testkit::client::get(&url);
         r.headers_mut().insert("apikey", key.parse().unwrap());

@@ -152,18 +152,7 @@ async fn a_deploy_is_one_trace_to_every_nodes_apply_and_requests_are_spans_with_
 
     // A request through the node: one server span, its phases as children, the backend
     // told this trace with the node's span as its parent.
-    cp.cli_ok(&["consumers", "create", "acme", "--tier", "gold"])
-        .await;
-    cp.cli_ok(&["subscriptions", "add", "acme", "--api", "pets-v1"])
-        .await;
-    let out = cp
-        .cli_ok(&["keys", "create", "acme", "--type", "production"])
-        .await;
-    let key = out
-        .split_whitespace()
-        .find(|w| w.starts_with("pk_"))
-        .unwrap_or_else(|| panic!("no key in {out}"))
-        .to_owned();
+    let key = cp.consumer_key("acme", "gold", "pets-v1").await;
     let client = Client::new();
     let get = |headers: Vec<(&'static str, String)>| {
         let mut r = portico_testkit::client::get(&n.url("/pets/x"));

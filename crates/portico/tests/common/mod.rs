@@ -333,6 +333,22 @@ impl ControlPlane {
         .await;
     }
 
+    /// Creates consumer `name` on `tier`, subscribes it to `api` and answers a new
+    /// production API key for it, all with the CLI.
+    pub async fn consumer_key(&self, name: &str, tier: &str, api: &str) -> String {
+        self.cli_ok(&["consumers", "create", name, "--tier", tier])
+            .await;
+        self.cli_ok(&["subscriptions", "add", name, "--api", api])
+            .await;
+        let out = self
+            .cli_ok(&["keys", "create", name, "--type", "production"])
+            .await;
+        out.split_whitespace()
+            .find(|w| w.starts_with("pk_"))
+            .unwrap_or_else(|| panic!("no key in {out}"))
+            .to_owned()
+    }
+
     /// Links `node` as gateway `name` of type `kind` (its traffic on the node's port) with
     /// the CLI; answers what it printed.
     pub async fn link(&self, node: &Node, name: &str, kind: &str, extra: &[&str]) -> String {
