@@ -301,6 +301,7 @@ async fn forward_h1(
             chunked,
             replayable,
             interim: up.interim,
+            timed: ex.span.is_some(),
         };
         let b = body.take().unwrap_or(RequestBody::Empty);
         let can_retry = attempts <= svc.retry_attempts;
@@ -377,7 +378,16 @@ async fn forward_h2(
         set_h2_target(&mut req, host_for(&up, &ep), &up.pq);
         let can_retry = attempts <= svc.retry_attempts;
         let tried = ex.mark();
-        match client::send_h2(svc, &ep, req, up.timeout, &mut up.body_done).await {
+        match client::send_h2(
+            svc,
+            &ep,
+            req,
+            up.timeout,
+            &mut up.body_done,
+            tried.is_some(),
+        )
+        .await
+        {
             Ok(sent) => {
                 if !record(
                     svc,
@@ -458,11 +468,11 @@ fn respond(
 ) -> Response<ResponseBody> {
     up.svc.stats.latency.observe(sent.elapsed.as_secs_f64());
     ex.upstream_time = Some(sent.elapsed);
-    if ex.span.is_some() {
-        ex.phase("upstream connect", Some(sent.started), sent.connected);
+    if let Some(connected) = sent.connected {
+        ex.phase("upstream connect", Some(sent.started), connected);
         ex.phase(
             "upstream response",
-            Some(sent.connected),
+            Some(connected),
             sent.started + sent.elapsed,
         );
     }

@@ -72,8 +72,9 @@ pub struct Sent {
     pub elapsed: Duration,
     /// When sending began (a connection was asked for).
     pub started: Instant,
-    /// When a connection was in hand (pooled or new) and the request went on it.
-    pub connected: Instant,
+    /// When a connection was in hand (pooled or new) and the request went on it, on
+    /// traced requests (the clock is not read for others).
+    pub connected: Option<Instant>,
 }
 
 /// An HTTP/1.1 request, encoded.
@@ -89,6 +90,8 @@ pub struct H1Request<'a> {
     pub replayable: bool,
     /// Where interim (1xx) responses go; dropped without.
     pub interim: Option<&'a crate::exchange::Interim>,
+    /// The request is traced: note when its connection was in hand.
+    pub timed: bool,
 }
 
 /// What comes back when nothing reached the upstream: the body, to send elsewhere.
@@ -128,7 +131,7 @@ pub async fn send_h1(
             },
         };
         let reused = conn.reused;
-        let connected = Instant::now();
+        let connected = req.timed.then(Instant::now);
         let b = body.take().unwrap_or(RequestBody::Empty);
         let fut = h1::exchange(&mut conn, req.head, b, req.chunked, req.method, req.interim);
         match timed(fut, timeout, body_done.take()).await {
@@ -170,13 +173,15 @@ fn h1_error(e: h1::Error, svc: &Service) -> SendError {
     }
 }
 
-/// Sends an HTTP/2 (or gRPC) request to `ep` over the worker's shared connection.
+/// Sends an HTTP/2 (or gRPC) request to `ep` over the worker's shared connection; a
+/// `traced` request notes when its connection was in hand.
 pub async fn send_h2(
     svc: &Service,
     ep: &Endpoint,
     req: Request<RequestBody>,
     timeout: Duration,
     body_done: &mut Option<oneshot::Receiver<()>>,
+    traced: bool,
 ) -> Result<Sent, H2Failed> {
     let started = Instant::now();
     let key = svc.pool_key(ep);
@@ -194,7 +199,7 @@ pub async fn send_h2(
         pool::remove_h2(key);
         return Err((h2_error(e), Some(req)));
     }
-    let connected = Instant::now();
+    let connected = traced.then(Instant::now);
     match timed(tx.try_send_request(req), timeout, body_done.take()).await {
         Some(Ok(response)) => {
             let (head, body) = response.into_parts();
