@@ -29,6 +29,39 @@ mod tests {
         );
     }
 
+    /// Every field a snapshot or a gateway can carry is in their schemas (which refuse
+    /// others): a field added to the model and not to the document fails here, not in a
+    /// client that checks answers against it.
+    #[test]
+    fn the_snapshot_and_gateway_schemas_name_every_field() {
+        let doc = doc();
+        let sampling = portico_model::node::Sampling {
+            sampler: "ratio".into(),
+            ratio: 0.5,
+        };
+        let snapshot = portico_model::Snapshot {
+            portal: Some(portico_model::Portal {
+                origin: "https://portal.example.com".into(),
+            }),
+            sampling: Some(sampling.clone()),
+            ..Default::default()
+        };
+        let mut gateway =
+            portico_model::GatewaySpec::new("edge", portico_model::GatewayKind::default());
+        gateway.sampling = Some(sampling);
+        gateway.url = Some("https://edge:2020".into());
+        for (schema, value) in [
+            ("Snapshot", serde_json::to_value(&snapshot)),
+            ("GatewaySpec", serde_json::to_value(&gateway)),
+        ] {
+            let value = value.unwrap_or_else(|e| panic!("{e}"));
+            let props = &doc["components"]["schemas"][schema]["properties"];
+            for key in value.as_object().into_iter().flat_map(|o| o.keys()) {
+                assert!(props.get(key).is_some(), "{schema} has no `{key}`");
+            }
+        }
+    }
+
     /// Walks a request schema: every string has a `maxLength`, every list a `maxItems`,
     /// every map a `maxProperties`, every object with fields refuses others. A branch of
     /// `allOf`, `oneOf` or `anyOf` without a `type` only adds rules to the object it is in
