@@ -216,8 +216,12 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
                 if r.is_err() { break; }
                 match current(&st, gid).await {
                     Ok(env) if env.version != applied.version => {
-                        // The deploy that made it, when traced: this apply is its child.
-                        let deploy = st.store.snapshot_trace(gid, env.version).await.ok().flatten();
+                        // The deploy that made it, when traced: this apply is its child
+                        // (looked up only when this gateway sends spans).
+                        let deploy = match gateway.tracer() {
+                            Some(_) => st.store.snapshot_trace(gid, env.version).await.ok().flatten(),
+                            None => None,
+                        };
                         let span = portico_proxy::node::ApplySpan::begin(
                             &gateway,
                             deploy.as_deref().map(str::as_bytes),

@@ -188,14 +188,7 @@ async fn every_kind_of_entity_is_deleted_by_delta() {
         )
         .await;
     assert_eq!(st, 200, "{v}");
-    let (st, v) = cp
-        .api(
-            "POST",
-            "/api/v1/tiers",
-            Some(json!({"name": "gold", "limit": 1000, "per": "minute"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
+    cp.tier("gold", 1000).await;
     cp.deploy_api(
         json!({
             "name": "pets", "version": "v1", "context": "/pets",

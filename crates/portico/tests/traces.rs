@@ -58,14 +58,7 @@ async fn a_deploy_is_one_trace_to_every_nodes_apply_and_requests_are_spans_with_
     // An API with keys and a tier, its revision made; then deployed to the node's gateway
     // and the built-in one by a request that carries the caller's trace.
     let up = Upstream::named("pets").await;
-    let (st, v) = cp
-        .api(
-            "POST",
-            "/api/v1/tiers",
-            Some(json!({"name": "gold", "limit": 1000, "per": "minute"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
+    cp.tier("gold", 1000).await;
     let (st, v) = cp
         .api(
             "POST",

@@ -333,6 +333,13 @@ impl ControlPlane {
         .await;
     }
 
+    /// Creates tier `name`: `limit` requests a minute.
+    pub async fn tier(&self, name: &str, limit: u64) {
+        let body = serde_json::json!({"name": name, "limit": limit, "per": "minute"});
+        let (st, v) = self.api("POST", "/api/v1/tiers", Some(body)).await;
+        assert_eq!(st, 201, "{v}");
+    }
+
     /// Creates consumer `name` on `tier`, subscribes it to `api` and answers a new
     /// production API key for it, all with the CLI.
     pub async fn consumer_key(&self, name: &str, tier: &str, api: &str) -> String {
