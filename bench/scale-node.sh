@@ -63,6 +63,18 @@ start_cp() {
     wait_for "the control plane's start" curl -sf "$PORTICO_URL/healthz"
 }
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+# PERF=DIR records the control plane's CPU (perf record -g) over each timed change.
+perf_start() {
+    [ -n "${PERF:-}" ] || return 0
+    mkdir -p "$PERF"
+    perf record -g -o "$PERF/$1.data" -p "$CP_PID" >/dev/null 2>&1 &
+    PERF_PID=$!
+    sleep 0.5
+}
+perf_stop() {
+    [ -n "${PERF:-}" ] || return 0
+    kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
+}
 start_cp
 PORTICO_TOKEN="$(grep -o 'pat_[A-Za-z0-9_-]*' "$RUN/cp.log" | head -1)"
 export PORTICO_TOKEN
@@ -165,9 +177,11 @@ sleep 1
 sed -i "s|127.0.0.1:$B1|127.0.0.1:$B2|" "$RUN/api.toml"
 cli apply -f "$RUN/api.toml"
 cli revisions create pets-v1 --note "another backend"
+perf_start 4-deploy
 t=$(ms)
 cli deploy pets-v1 --revision 3 --gateway edge
 deployed=$(( $(ms) - t ))
+perf_stop
 wait_for "the node serving the change" serves "backend 2"
 echo "4. one change (a revision with another backend): deploy call $deployed ms, serving it $(( $(ms) - t )) ms after the call began; node $(mem "$NODE_PID"); control plane $(mem "$CP_PID")"
 sleep 1
@@ -176,3 +190,17 @@ total=$(wc -l <"$RUN/codes.txt"); bad=$(grep -vc '^200$' "$RUN/codes.txt" || tru
 echo "   requests during the change: $total, not 200: $bad"
 echo "   how the node took it: $(grep 'snapshot applied' "$NODE_LOG" | tail -1 | sed -e 's/\x1b\[[0-9;]*m//g' | grep -o 'version=.*')"
 [ "$bad" = 0 ] || { echo "scale-node.sh: $bad requests failed during the change" >&2; exit 1; }
+
+# One key added for a new consumer: the control plane's call, and the node serving it.
+cli consumers create late
+cli subscriptions add late --api pets-v1
+perf_start 5-key
+t=$(ms)
+"$BIN" keys create late --type production >"$RUN/late.txt"
+created=$(( $(ms) - t ))
+perf_stop
+LATE="$(tail -1 "$RUN/late.txt" | tr -d ' ')"
+late_serves() { [ "$(curl -s -o /dev/null -w '%{http_code}' -H "apikey: $LATE" "http://127.0.0.1:$NODE/pets/v1/")" = 200 ]; }
+wait_for "the node serving the new key" late_serves
+echo "5. one key added (a new consumer's): the call $created ms, the node serving it $(( $(ms) - t )) ms after the call began; node $(mem "$NODE_PID"); control plane $(mem "$CP_PID")"
+echo "   how the node took it: $(grep 'snapshot applied' "$NODE_LOG" | tail -1 | sed -e 's/\x1b\[[0-9;]*m//g' | grep -o 'version=.*')"

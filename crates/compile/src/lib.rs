@@ -9,10 +9,11 @@ mod collisions;
 pub use collisions::collisions;
 
 use portico_model::control::parse_endpoint_url;
+use portico_model::packed::{ApiKeys, Consumers};
 use portico_model::{
-    ApiKeyGrant, ApiSpec, AuthMode, Forward, GatewayKind, GatewaySpec, HeaderEdits, Lifecycle,
-    Listener, ListenerProtocol, PathMatch, PrefixRewrite, Rewrite, Route, RouteAuth, RouteMatch,
-    RouteSpec, Security, Service, Snapshot,
+    ApiKeyGrant, ApiSpec, AuthMode, ConsumerLimits, Forward, GatewayKind, GatewaySpec, HeaderEdits,
+    Lifecycle, Listener, ListenerProtocol, PathMatch, PrefixRewrite, Rewrite, Route, RouteAuth,
+    RouteMatch, RouteSpec, Security, Service, Snapshot,
 };
 
 /// Why a gateway's snapshot could not be built.
@@ -58,6 +59,26 @@ pub enum Error {
     },
 }
 
+/// An API key as a gateway's snapshot holds it: its API list sorted, without repeats.
+/// Keys of every type travel: a gateway answers 403 to a key of the wrong type (a known
+/// caller in the wrong environment), not 401.
+pub fn key_row(mut k: ApiKeyGrant) -> ApiKeyGrant {
+    k.apis.sort();
+    k.apis.dedup();
+    k
+}
+
+/// A consumer as a gateway's snapshot holds it, when it is subscribed or tiered: its API
+/// list sorted, without repeats.
+pub fn consumer_row(mut c: ConsumerLimits) -> Option<ConsumerLimits> {
+    if c.tier.is_none() && c.subscriptions.is_empty() && c.apis.is_empty() {
+        return None;
+    }
+    c.apis.sort();
+    c.apis.dedup();
+    Some(c)
+}
+
 /// One API revision deployed to the gateway.
 #[derive(Clone, Debug)]
 pub struct DeployedApi<'a> {
@@ -90,6 +111,10 @@ pub struct Input<'a> {
     pub tiers: &'a [portico_model::Tier],
     /// Consumer and subscription tiers of consumers subscribed to APIs deployed here.
     pub consumers: &'a [portico_model::ConsumerLimits],
+    /// Key material already packed, used as it is in place of `api_keys` and
+    /// `consumers`: the gateway's last compiled tables with what a write touched put in
+    /// them by [`key_row`] and [`consumer_row`] (a million keys are not read and packed again for one).
+    pub packed: Option<(ApiKeys, Consumers)>,
     /// Uploaded certificates; HTTPS listeners without their own get those for the hosts
     /// this gateway serves.
     pub certificates: &'a [portico_model::TlsCertificate],
@@ -125,6 +150,7 @@ impl<'a> Input<'a> {
             jwt: None,
             tiers: &[],
             consumers: &[],
+            packed: None,
             certificates: &[],
             acme_certificates: &[],
             acme: &NO_ACME,
@@ -261,19 +287,13 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
         }
         routes.push(route);
     }
-    let api_keys = portico_model::packed::ApiKeys::try_from_iter(
-        input
-            .api_keys
-            .iter()
-            // Keys of every type travel: the gateway answers 403 to a key of the wrong type
-            // (a known caller in the wrong environment), not 401.
-            .cloned()
-            .map(|mut k| {
-                k.apis.sort();
-                k.apis.dedup();
-                k
-            }),
-    )?;
+    let (api_keys, consumers) = match &input.packed {
+        Some((keys, consumers)) => (keys.clone(), consumers.clone()),
+        None => (
+            ApiKeys::try_from_iter(input.api_keys.iter().cloned().map(key_row))?,
+            Consumers::try_from_iter(input.consumers.iter().cloned().filter_map(consumer_row))?,
+        ),
+    };
     let snapshot = Snapshot {
         schema: portico_model::SCHEMA,
         listeners,
@@ -301,20 +321,10 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
             used.extend(t.api_tier.iter().chain(&t.operation_tier).cloned());
         }
     }
-    let consumers: Vec<portico_model::ConsumerLimits> = input
-        .consumers
-        .iter()
-        .filter(|c| c.tier.is_some() || !c.subscriptions.is_empty() || !c.apis.is_empty())
-        .cloned()
-        .map(|mut c| {
-            c.apis.sort();
-            c.apis.dedup();
-            c
-        })
-        .collect();
-    for c in &consumers {
-        used.extend(c.tier.iter().cloned());
-        used.extend(c.subscriptions.values().cloned());
+    // Only consumers with tiers name any: the others are not looked at.
+    for (_, t) in consumers.tiered() {
+        used.extend(t.tier.iter().cloned());
+        used.extend(t.subscriptions.values().cloned());
     }
     let mut tiers: Vec<portico_model::Tier> = input
         .tiers
@@ -324,7 +334,7 @@ pub fn compile(input: &Input<'_>) -> Result<Snapshot, Error> {
         .collect();
     tiers.sort_by(|a, b| a.name.cmp(&b.name));
     snapshot.security.tiers = tiers;
-    snapshot.security.consumers = portico_model::packed::Consumers::try_from_iter(consumers)?;
+    snapshot.security.consumers = consumers;
     // A route with nothing to throttle carries no throttle section.
     for r in &mut snapshot.routes {
         if r.throttle

@@ -658,26 +658,8 @@ impl Held {
     /// (unnamed routes, two entities with one key) is held all the same; [`Held::apply`]
     /// then says why.
     pub fn new(snapshot: Snapshot) -> Self {
-        let index = || -> Result<_, DeltaError> {
-            route_names(&snapshot.routes)?;
-            Ok((
-                positions(&snapshot.services)?,
-                positions(&snapshot.security.tiers)?,
-                positions(&snapshot.apps)?,
-            ))
-        };
-        let (unfit, (services, tiers, apps)) = match index() {
-            Ok(i) => (None, i),
-            Err(e) => (Some(e), Default::default()),
-        };
-        Self {
-            digest: digest(&snapshot),
-            unfit,
-            services,
-            tiers,
-            apps,
-            snapshot,
-        }
+        let digest = digest(&snapshot);
+        Self::known(snapshot, digest)
     }
 
     /// Whether its content is what `hash` names (a digest, or the `sha256:` of the whole
@@ -705,9 +687,55 @@ impl Held {
         self.snapshot
     }
 
+    /// Holds `snapshot` whose digest is already known (worked out by [`Held::advance`] on
+    /// the version before), without hashing every entity again.
+    pub fn known(snapshot: Snapshot, digest: Digest) -> Self {
+        let mut held = Self::new_unhashed(snapshot);
+        held.digest = digest;
+        held
+    }
+
+    fn new_unhashed(snapshot: Snapshot) -> Self {
+        let index = || -> Result<_, DeltaError> {
+            route_names(&snapshot.routes)?;
+            Ok((
+                positions(&snapshot.services)?,
+                positions(&snapshot.security.tiers)?,
+                positions(&snapshot.apps)?,
+            ))
+        };
+        let (unfit, (services, tiers, apps)) = match index() {
+            Ok(i) => (None, i),
+            Err(e) => (Some(e), Default::default()),
+        };
+        Self {
+            digest: Digest::default(),
+            unfit,
+            services,
+            tiers,
+            apps,
+            snapshot,
+        }
+    }
+
     /// Applies `changes` and checks the result against `want` (a digest's text). On an
     /// error what is held is no longer trustworthy: drop it and fetch the whole snapshot.
     pub fn apply(&mut self, changes: Changes, want: &str) -> Result<(), DeltaError> {
+        self.advance(changes)?;
+        let got = self.digest.to_text();
+        if got != want {
+            return Err(DeltaError::Mismatch {
+                got,
+                want: want.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies `changes`, moving the digest by the entities they touch: what the control
+    /// plane does to learn a new version's digest from the one before. On an error what
+    /// is held is no longer trustworthy.
+    pub fn advance(&mut self, changes: Changes) -> Result<(), DeltaError> {
         if let Some(e) = &self.unfit {
             return Err(e.clone());
         }
@@ -785,13 +813,6 @@ impl Held {
             d.remove(Kind::Singles, "", &Singles::of(s));
             d.add(Kind::Singles, "", &new);
             new.set(s);
-        }
-        let got = self.digest.to_text();
-        if got != want {
-            return Err(DeltaError::Mismatch {
-                got,
-                want: want.to_owned(),
-            });
         }
         Ok(())
     }

@@ -898,11 +898,31 @@ impl ApiKeys {
     pub fn find(&self, hash: &[u8; 32]) -> Option<KeyView<'_>> {
         self.0.find(hash).map(|(row, shard)| KeyView { row, shard })
     }
+
+    /// The hashes (as written in deltas) of the keys held for the consumers `of` picks
+    /// (by name, as held): one pass over the rows, reading each name in place.
+    pub fn hashes_where(&self, mut of: impl FnMut(&[u8]) -> bool) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(r, s)| of(r.consumer(s)))
+            .map(|(r, _)| hex(&r.hash))
+            .collect()
+    }
 }
 
 impl Consumers {
     fn key_of(k: &str) -> Option<Vec<u8>> {
         Some(k.as_bytes().to_vec())
+    }
+
+    /// The names of the consumers `of` picks: one pass over the rows.
+    pub fn names_where(&self, mut of: impl FnMut(&[u8]) -> bool) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|(r, s)| s.name(r.name.0, r.name.1))
+            .filter(|n| of(n))
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect()
     }
 
     /// The APIs consumer `name` is subscribed to, when it is here.

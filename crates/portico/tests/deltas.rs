@@ -386,3 +386,101 @@ async fn a_node_too_far_behind_gets_the_whole_snapshot() {
     assert_eq!(s["updates"]["snapshots"], 1, "{s:#}");
     assert_eq!(s["updates"]["resyncs"], 0, "{s:#}");
 }
+
+/// A proxy in front of the control plane that passes everything whole but the first whole
+/// snapshot, whose connection it closes halfway through the body. Answers its URL and how
+/// many whole snapshots went through it.
+async fn cutting_proxy(target: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use http_body_util::{BodyExt as _, Full, StreamBody};
+    use hyper::body::Frame;
+    use std::sync::atomic::Ordering;
+    type Body = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let wholes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = wholes.clone();
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (client, target, wholes) = (client.clone(), target.clone(), counted.clone());
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (client, target, wholes) = (client.clone(), target.clone(), wholes.clone());
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await?.to_bytes();
+                        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                        let mut fwd =
+                            client.request(parts.method.clone(), format!("{target}{path}"));
+                        for (k, v) in &parts.headers {
+                            if k != "host" && k != "accept-encoding" {
+                                fwd = fwd.header(k, v);
+                            }
+                        }
+                        let resp = fwd.body(body).send().await.unwrap();
+                        let mut out = hyper::Response::builder().status(resp.status());
+                        for (k, v) in resp.headers() {
+                            if k != "content-length" && k != "transfer-encoding" {
+                                out = out.header(k, v);
+                            }
+                        }
+                        let whole = parts.uri.path() == "/api/v1/sync/snapshot"
+                            && resp.status() == 200
+                            && resp
+                                .headers()
+                                .get("content-type")
+                                .is_some_and(|v| v == "application/json");
+                        let bytes = resp.bytes().await.unwrap();
+                        let body: Body = if whole && wholes.fetch_add(1, Ordering::SeqCst) == 0 {
+                            let half = bytes.slice(..bytes.len() / 2);
+                            let frames =
+                                vec![Ok(Frame::data(half)), Err(std::io::Error::other("cut"))];
+                            // The head and the first half reach the node before the cut.
+                            let frames = futures_util::StreamExt::then(
+                                futures_util::stream::iter(frames),
+                                |f| async move {
+                                    if f.is_err() {
+                                        tokio::time::sleep(Duration::from_millis(300)).await;
+                                    }
+                                    f
+                                },
+                            );
+                            StreamBody::new(frames).boxed()
+                        } else {
+                            Full::new(bytes).map_err(|never| match never {}).boxed()
+                        };
+                        Ok::<_, hyper::Error>(out.body(body).unwrap())
+                    }
+                });
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    (url, wholes)
+}
+
+/// A whole snapshot is read as it arrives; a download that breaks off halfway is a
+/// broken connection, not a bad snapshot: the node fetches it again and serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_snapshot_cut_off_halfway_is_fetched_again() {
+    let root = TempDir::new().unwrap();
+    let cp = server(root.path(), &[]).await;
+    let (proxy, wholes) = cutting_proxy(cp.url.clone()).await;
+    let mut n = init_node(root.path(), "edge", &proxy).await;
+    n.start().await;
+    cp.link(&n, "edge", "production", &[]).await;
+    set_route(&cp, "hello", "one").await;
+    eventually_serves(&Client::new(), &n.url("/hello"), "one").await;
+    let s = in_step(&cp, &n).await;
+    let out = n.output();
+    assert!(out.contains("the snapshot download broke off"), "{out}");
+    assert!(!out.contains("unreadable"), "{out}");
+    assert!(!out.contains("snapshot refused"), "{out}");
+    assert_eq!(wholes.load(std::sync::atomic::Ordering::SeqCst), 2, "{out}");
+    assert_eq!(s["updates"]["snapshots"], 1, "{s:#}");
+    n.stop().await;
+}

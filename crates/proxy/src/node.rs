@@ -309,8 +309,40 @@ const CACHE_FILE: &str = "snapshot.json";
 
 /// The last applied snapshot from the cache, if there is one that still validates.
 pub fn load_cache(cache_dir: &Path) -> Option<Cached> {
-    /// The envelope with the snapshot's bytes as written: caches of builds before
-    /// digests were checked by the SHA-256 of those bytes.
+    let path = cache_dir.join(CACHE_FILE);
+    if !path.exists() {
+        return None;
+    }
+    // Read as it streams from the file: a million keys' JSON is never held whole.
+    let streamed = || -> Option<Cached> {
+        let file = std::fs::File::open(&path).ok()?;
+        let env: SyncEnvelope =
+            serde_json::from_reader(std::io::BufReader::with_capacity(1 << 20, file)).ok()?;
+        if !env.hash.starts_with(portico_model::delta::DIGEST_PREFIX) {
+            return None;
+        }
+        let held = Held::new(env.snapshot);
+        held.matches(&env.hash).then_some(Cached {
+            gateway: env.gateway,
+            version: env.version,
+            hash: env.hash,
+            held,
+        })
+    };
+    let cached = streamed().or_else(|| load_old_cache(&path));
+    match cached {
+        Some(c) if c.held.snapshot().validate().is_ok() => Some(c),
+        _ => {
+            tracing::warn!(path = %path.display(), "the cached snapshot is unreadable or invalid; ignoring it");
+            None
+        }
+    }
+}
+
+/// A cache written by a build before digests: checked by the SHA-256 of the snapshot's
+/// bytes as written.
+fn load_old_cache(path: &Path) -> Option<Cached> {
+    /// The envelope with the snapshot's bytes as written.
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Raw<'a> {
@@ -320,28 +352,20 @@ pub fn load_cache(cache_dir: &Path) -> Option<Cached> {
         #[serde(borrow)]
         snapshot: &'a serde_json::value::RawValue,
     }
-    let path = cache_dir.join(CACHE_FILE);
-    let text = std::fs::read_to_string(&path).ok()?;
-    let cached = serde_json::from_str::<Raw<'_>>(&text).ok().and_then(|raw| {
-        let bytes = raw.snapshot.get().as_bytes();
-        let written = !raw.hash.starts_with(portico_model::delta::DIGEST_PREFIX)
-            && raw.hash == sha256_text(bytes);
-        let held = Held::new(serde_json::from_slice::<Snapshot>(bytes).ok()?);
-        (written || held.matches(&raw.hash)).then_some(Cached {
-            gateway: raw.gateway,
-            version: raw.version,
-            hash: raw.hash,
-            held,
-        })
-    });
-    drop(text);
-    match cached {
-        Some(c) if c.held.snapshot().validate().is_ok() => Some(c),
-        _ => {
-            tracing::warn!(path = %path.display(), "the cached snapshot is unreadable or invalid; ignoring it");
-            None
-        }
+    let text = std::fs::read_to_string(path).ok()?;
+    let raw = serde_json::from_str::<Raw<'_>>(&text).ok()?;
+    if raw.hash.starts_with(portico_model::delta::DIGEST_PREFIX) {
+        return None;
     }
+    let bytes = raw.snapshot.get().as_bytes();
+    let written = raw.hash == sha256_text(bytes);
+    let held = Held::new(serde_json::from_slice::<Snapshot>(bytes).ok()?);
+    (written || held.matches(&raw.hash)).then_some(Cached {
+        gateway: raw.gateway,
+        version: raw.version,
+        hash: raw.hash,
+        held,
+    })
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -373,18 +397,27 @@ impl Cached {
     }
 }
 
-fn store_cache(cache_dir: &Path, body: &[u8]) -> std::io::Result<()> {
+/// Writes the cache file through `write`, streamed to a temporary file then renamed over
+/// the old one: a million keys' JSON is never held whole in memory, and a reader never
+/// sees half a file.
+fn store_cache(
+    cache_dir: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     // The snapshot can hold private keys and API key hashes: owner only.
     let tmp = cache_dir.join(format!("{CACHE_FILE}.tmp"));
     let _ = std::fs::remove_file(&tmp);
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&tmp)?
-        .write_all(body)?;
+        .open(&tmp)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    write(&mut out)?;
+    out.flush()?;
+    drop(out);
     std::fs::rename(&tmp, cache_dir.join(CACHE_FILE))
 }
 
@@ -423,26 +456,27 @@ async fn write_cache(state: &Arc<NodeState>, dir: &Path) {
     let dir = dir.to_owned();
     let written = tokio::task::spawn_blocking(move || {
         let served = st.applied_version();
-        let (version, body) = {
-            let held = st.lock_held().clone();
-            let Some(h) = held.as_ref() else {
-                return Ok(());
-            };
-            // Not a version the runtime refused, not one already on disk.
-            if Some(h.version) != served || *st.lock_written() == Some(h.version) {
-                return Ok(());
-            }
-            let body = serde_json::to_vec(&EnvelopeRef {
-                gateway: &h.gateway,
-                version: h.version,
-                hash: &h.hash,
-                snapshot: h.held.snapshot(),
-            })
-            .map_err(std::io::Error::other)?;
-            (h.version, body)
+        // Shared with what serves and what the next delta applies to, not copied.
+        let Some(h) = st.lock_held().clone() else {
+            return Ok(());
         };
-        store_cache(&dir, &body)?;
-        *st.lock_written() = Some(version);
+        // Not a version the runtime refused, not one already on disk.
+        if Some(h.version) != served || *st.lock_written() == Some(h.version) {
+            return Ok(());
+        }
+        store_cache(&dir, |out| {
+            serde_json::to_writer(
+                out,
+                &EnvelopeRef {
+                    gateway: &h.gateway,
+                    version: h.version,
+                    hash: &h.hash,
+                    snapshot: h.held.snapshot(),
+                },
+            )
+            .map_err(std::io::Error::other)
+        })?;
+        *st.lock_written() = Some(h.version);
         Ok::<_, std::io::Error>(())
     })
     .await;
@@ -547,13 +581,24 @@ pub async fn run_sync(
                         resp.headers().get(crate::trace::DEPLOY_TRACE).map(|v| v.as_bytes()),
                         delta,
                     );
-                    match read_body(resp).await {
-                    Ok(body) => {
+                    let got = if delta {
+                        read_body(resp).await.map(Got::Deltas)
+                    } else {
+                        read_whole(resp).await.map(|h| Got::Whole(Box::new(h)))
+                    };
+                    match got {
+                    Ok(got) => {
                         state.synced();
-                        let outcome = if delta {
-                            apply_deltas(&gateway, &settings, &state, &client, &base, body).await
-                        } else {
-                            apply(&gateway, &settings, &state, &client, &base, body).await
+                        let outcome = match got {
+                            Got::Deltas(body) => {
+                                apply_deltas(&gateway, &settings, &state, &client, &base, body).await
+                            }
+                            Got::Whole(held) => match *held {
+                                Ok(held) => {
+                                    serve(&gateway, &settings, &state, &client, &base, held, None).await
+                                }
+                                Err(e) => Err(e),
+                            },
                         };
                         if let Some(s) = applying {
                             let r = state.report();
@@ -730,55 +775,115 @@ async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Erro
     Ok(body)
 }
 
-/// Validates and applies one envelope, after fetching the app files it needs. The body is
-/// dropped once read: a million keys' JSON is not kept beside what was made of it.
-async fn apply(
-    gateway: &Gateway,
-    settings: &SyncSettings,
-    state: &NodeState,
-    client: &reqwest::Client,
-    base: &str,
-    body: Vec<u8>,
-) -> Result<(), ApplyError> {
-    // Reading, hashing and checking a large snapshot takes seconds: off the workers that
-    // serve traffic.
-    let held = tokio::task::spawn_blocking(move || {
-        let env: SyncEnvelope = serde_json::from_slice(&body).map_err(|e| {
+/// What a sync answer carried.
+enum Got {
+    /// Deltas' JSON.
+    Deltas(Vec<u8>),
+    /// A whole snapshot, read and checked (or why it is refused).
+    Whole(Box<Result<HeldAt, ApplyError>>),
+}
+
+/// A response body handed, as it arrives, to a blocking reader.
+struct BodyReader {
+    chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use bytes::Buf as _;
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(c) => self.current = c,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+/// Reads a whole snapshot as it arrives: parsed, hashed and checked off the workers that
+/// serve traffic, and never held whole as JSON beside what is made of it (a million
+/// keys' JSON is three times their packed size). A download that breaks off is an
+/// error of the connection, not of the snapshot.
+async fn read_whole(
+    mut resp: reqwest::Response,
+) -> Result<Result<HeldAt, ApplyError>, reqwest::Error> {
+    let (tx, chunks) = tokio::sync::mpsc::channel(16);
+    let parsed = tokio::task::spawn_blocking(move || {
+        let reader = std::io::BufReader::with_capacity(
+            1 << 16,
+            BodyReader {
+                chunks,
+                current: bytes::Bytes::new(),
+            },
+        );
+        let env: SyncEnvelope = serde_json::from_reader(reader).map_err(|e| {
             ApplyError::Refused(
                 None,
                 format!("the snapshot from the control plane is unreadable: {e}"),
             )
         })?;
-        drop(body);
-        let SyncEnvelope {
-            gateway: name,
-            version,
-            hash,
-            snapshot,
-        } = env;
-        let held = Held::new(snapshot);
-        if !held.matches(&hash) {
-            return Err(ApplyError::Refused(
-                Some(version),
-                format!("snapshot {version} does not match its hash; refused"),
-            ));
+        check_whole(env)
+    });
+    let mut broke = None;
+    loop {
+        match resp.chunk().await {
+            // The reader stopped (the JSON is bad): its error says why.
+            Ok(Some(c)) => {
+                if tx.send(c).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                broke = Some(e);
+                break;
+            }
         }
-        if let Err(e) = held.snapshot().validate() {
-            return Err(ApplyError::Refused(
-                Some(version),
-                format!("snapshot {version} is invalid and was not applied: {e}"),
-            ));
-        }
-        Ok(HeldAt {
-            gateway: name,
-            version,
-            hash,
-            held,
-        })
+    }
+    drop(tx);
+    let parsed = parsed.await.unwrap_or_else(|e| {
+        Err(ApplyError::Transient(format!(
+            "reading the snapshot failed: {e}"
+        )))
+    });
+    match broke {
+        Some(e) => Err(e),
+        None => Ok(parsed),
+    }
+}
+
+/// Holds a whole snapshot once its digest and validation pass.
+fn check_whole(env: SyncEnvelope) -> Result<HeldAt, ApplyError> {
+    let SyncEnvelope {
+        gateway: name,
+        version,
+        hash,
+        snapshot,
+    } = env;
+    let held = Held::new(snapshot);
+    if !held.matches(&hash) {
+        return Err(ApplyError::Refused(
+            Some(version),
+            format!("snapshot {version} does not match its hash; refused"),
+        ));
+    }
+    if let Err(e) = held.snapshot().validate() {
+        return Err(ApplyError::Refused(
+            Some(version),
+            format!("snapshot {version} is invalid and was not applied: {e}"),
+        ));
+    }
+    Ok(HeldAt {
+        gateway: name,
+        version,
+        hash,
+        held,
     })
-    .await
-    .map_err(|e| ApplyError::Transient(format!("reading the snapshot failed: {e}")))??;
-    serve(gateway, settings, state, client, base, held, None).await
 }
 
 /// Applies a chain of deltas to what the node holds, checks the digest after each step,

@@ -80,8 +80,9 @@ impl Store {
         .bind(api_id)
         .execute(&mut *tx)
         .await?;
+        // A lifecycle changes routes, not which keys open the API.
         let ids = api_gateway_ids(&mut tx, api_id).await?;
-        tx.recompile(&ids).await?;
+        tx.recompile_keys(&ids, super::KeysTouched::Of(&[])).await?;
         let moved = tx.commit().await?;
         Ok((self.api(id).await?, moved))
     }
@@ -298,6 +299,13 @@ impl Store {
                 missing.join(", ")
             )));
         }
+        // Where the API already runs, a revision changes no consumer's keys: those
+        // gateways compile from what they hold.
+        let already: Vec<i64> =
+            sqlx::query_scalar("SELECT gateway_id FROM deployments WHERE api_id = $1")
+                .bind(api_id)
+                .fetch_all(&mut *tx)
+                .await?;
         let t = now();
         for gid in &ids {
             sqlx::query(
@@ -311,7 +319,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        tx.recompile_checked(&ids).await?;
+        let (moved, fresh): (Vec<i64>, Vec<i64>) = ids.iter().partition(|g| already.contains(g));
+        tx.recompile_checked_keys(&moved, super::KeysTouched::Of(&[]))
+            .await?;
+        tx.recompile_checked(&fresh).await?;
         let moved = tx.commit().await?;
         let all = self.deployments(Some(id)).await?;
         Ok((all, moved))

@@ -5,7 +5,7 @@ use portico_model::{ApiKeyGrant, ConsumerSpec, KeyType};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use super::{Moved, Record, Store, api_gateway_ids, change_one, from_json, key, now};
+use super::{KeysTouched, Moved, Record, Store, api_gateway_ids, change_one, from_json, key, now};
 use crate::access::KindId;
 use crate::error::Error;
 
@@ -107,24 +107,33 @@ pub(super) async fn consumer_gateways(
     .await?)
 }
 
-/// The API keys a gateway accepts: keys of consumers subscribed to APIs deployed on it.
-pub(super) async fn api_key_grants(
+/// The API keys a gateway accepts: keys of consumers subscribed to APIs deployed on it;
+/// with `only`, of those consumers (by name key) alone.
+pub(super) async fn api_key_grants_of(
     conn: &mut AnyConnection,
     gateway_id: i64,
+    only: Option<&[String]>,
 ) -> Result<Vec<ApiKeyGrant>, Error> {
-    let rows = sqlx::query(
+    let mut sql = String::from(
         "SELECT c.secret_hash, co.spec, c.key_type, a.api_key, c.expires_at FROM credentials c \
          JOIN consumers co ON co.id = c.consumer_id \
          JOIN subscriptions s ON s.consumer_id = c.consumer_id \
          JOIN deployments d ON d.api_id = s.api_id AND d.gateway_id = $1 \
          JOIN apis a ON a.id = s.api_id \
-         WHERE c.kind = 'api_key' AND c.revoked_at IS NULL ORDER BY c.secret_hash",
-    )
-    .bind(gateway_id)
-    .fetch_all(&mut *conn)
-    .await?;
+         WHERE c.kind = 'api_key' AND c.revoked_at IS NULL",
+    );
+    if let Some(names) = only {
+        sql.push_str(&super::in_list(" AND co.name_key", 2, names.len()));
+    }
+    sql.push_str(" ORDER BY c.secret_hash");
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(gateway_id);
+    for n in only.unwrap_or_default() {
+        q = q.bind(n);
+    }
+    // Rows taken as they come: a million are never all held as rows.
+    let mut rows = q.fetch(&mut *conn);
     let mut out: Vec<ApiKeyGrant> = Vec::new();
-    for r in &rows {
+    while let Some(r) = futures_util::TryStreamExt::try_next(&mut rows).await? {
         let hash: String = r.try_get(0)?;
         let api: String = r.try_get(3)?;
         if let Some(last) = out.last_mut()
@@ -249,7 +258,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let gws = api_gateway_ids(&mut tx, aid).await?;
-        tx.recompile(&gws).await?;
+        tx.recompile_keys(&gws, KeysTouched::Of(&[consumer]))
+            .await?;
         let moved = tx.commit().await?;
         Ok(moved)
     }
@@ -277,7 +287,8 @@ impl Store {
         )
         .await?;
         let gws = api_gateway_ids(&mut tx, aid).await?;
-        tx.recompile(&gws).await?;
+        tx.recompile_keys(&gws, KeysTouched::Of(&[consumer]))
+            .await?;
         let moved = tx.commit().await?;
         Ok(moved)
     }
@@ -339,7 +350,8 @@ impl Store {
         .await?;
         if c.kind == CredentialKind::ApiKey {
             let gws = consumer_gateways(&mut tx, cid).await?;
-            tx.recompile(&gws).await?;
+            tx.recompile_keys(&gws, KeysTouched::Of(&[consumer]))
+                .await?;
         }
         tx.commit().await
     }
@@ -381,7 +393,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let gws = consumer_gateways(&mut tx, cid).await?;
-        tx.recompile(&gws).await?;
+        tx.recompile_keys(&gws, KeysTouched::Of(&[consumer]))
+            .await?;
         tx.commit().await
     }
 
@@ -402,7 +415,8 @@ impl Store {
         .bind(cid);
         change_one(&mut tx, q, || no_credential(consumer, id)).await?;
         let gws = consumer_gateways(&mut tx, cid).await?;
-        tx.recompile(&gws).await?;
+        tx.recompile_keys(&gws, KeysTouched::Of(&[consumer]))
+            .await?;
         let moved = tx.commit().await?;
         Ok(moved)
     }

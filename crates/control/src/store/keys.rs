@@ -83,8 +83,9 @@ impl Store {
         .bind(t)
         .execute(&mut *tx)
         .await?;
+        // The token service's keys: no consumer's keys or tiers change.
         let all = all_gateway_ids(&mut tx).await?;
-        tx.recompile(&all).await?;
+        tx.recompile_keys(&all, super::KeysTouched::Of(&[])).await?;
         let moved = tx.commit().await?;
         Ok(moved)
     }

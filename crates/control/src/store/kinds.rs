@@ -27,6 +27,9 @@ pub(crate) trait SpecKind: Serialize + DeserializeOwned + Send + Sync + 'static 
     const RENAME: &'static str;
     /// Whether a write that makes routes collide on a gateway is refused.
     const REFUSE_COLLISIONS: bool = false;
+    /// Whether the object is a consumer: its writes change that consumer's keys and
+    /// tiers on gateways. Other kinds' writes change no consumer's.
+    const CONSUMER: bool = false;
 
     /// Its unique name.
     fn name(&self) -> &str;
@@ -63,13 +66,19 @@ pub(crate) trait SpecKind: Serialize + DeserializeOwned + Send + Sync + 'static 
 }
 
 impl Write<'_> {
-    async fn recompile_for<T: SpecKind>(&mut self, ids: &mut Vec<i64>) -> Result<(), Error> {
+    async fn recompile_for<T: SpecKind>(
+        &mut self,
+        ids: &mut Vec<i64>,
+        name: &str,
+    ) -> Result<(), Error> {
         ids.sort_unstable();
         ids.dedup();
+        let consumer = [name];
+        let keys = super::KeysTouched::Of(if T::CONSUMER { &consumer } else { &[] });
         if T::REFUSE_COLLISIONS {
-            self.recompile_checked(ids).await
+            self.recompile_checked_keys(ids, keys).await
         } else {
-            self.recompile(ids).await
+            self.recompile_keys(ids, keys).await
         }
     }
 }
@@ -103,7 +112,7 @@ impl Store {
         let id = w.insert(T::KIND, spec.name(), spec).await?;
         T::written(&mut w, id, spec).await?;
         let mut ids = T::gateways(&mut w, id).await?;
-        w.recompile_for::<T>(&mut ids).await?;
+        w.recompile_for::<T>(&mut ids, spec.name()).await?;
         w.commit().await?;
         self.one(spec.name()).await
     }
@@ -125,7 +134,7 @@ impl Store {
         let mut ids = T::gateways(&mut w, id).await?;
         T::written(&mut w, id, spec).await?;
         ids.extend(T::gateways(&mut w, id).await?);
-        w.recompile_for::<T>(&mut ids).await?;
+        w.recompile_for::<T>(&mut ids, name).await?;
         w.commit().await?;
         self.one(name).await
     }
@@ -137,7 +146,7 @@ impl Store {
         T::check(&mut w, name, None).await?;
         let mut ids = T::gateways(&mut w, id).await?;
         w.delete(T::KIND, name).await?;
-        w.recompile_for::<T>(&mut ids)
+        w.recompile_for::<T>(&mut ids, name)
             .await
             .map_err(|e| T::still_used(name, e))?;
         w.commit().await?;
@@ -218,6 +227,7 @@ impl SpecKind for RouteSpec {
 impl SpecKind for ConsumerSpec {
     const KIND: KindId = KindId::Consumer;
     const RENAME: &'static str = "a consumer cannot be renamed: its keys and tokens name it";
+    const CONSUMER: bool = true;
 
     fn name(&self) -> &str {
         &self.name

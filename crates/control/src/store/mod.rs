@@ -13,9 +13,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use portico_compile::{DeployedApi, Input};
+use portico_model::packed::{ApiKeys, Consumers};
 use portico_model::{
     ApiSpec, GatewayKind, GatewaySpec, Lifecycle, Listener, ListenerProtocol, RouteSpec,
     SyncEnvelope,
@@ -40,6 +42,7 @@ mod certs;
 mod consumers;
 pub mod dump;
 mod gateways;
+mod held;
 mod inputs;
 mod keys;
 mod kinds;
@@ -140,6 +143,8 @@ pub struct Store {
     pub hub: std::sync::Arc<crate::Hub>,
     /// Delta chains recently built.
     chains: gateways::ChainCache,
+    /// Gateways' last compiled snapshots, that the next change compiles from.
+    held: held::HeldSnapshots,
 }
 
 /// The databases the store runs on.
@@ -477,6 +482,16 @@ fn key(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
+/// `{column} IN ($first, …)` with `n` parameters (`{column} IN (NULL)`, true of no row,
+/// for none).
+fn in_list(column: &str, first: usize, n: usize) -> String {
+    if n == 0 {
+        return format!("{column} IN (NULL)");
+    }
+    let params: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+    format!("{column} IN ({})", params.join(", "))
+}
+
 fn to_json<T: Serialize>(v: &T) -> Result<String, Error> {
     serde_json::to_string(v).map_err(|e| Error::Internal(format!("cannot encode: {e}")))
 }
@@ -580,6 +595,7 @@ impl Store {
             portal_origin: None,
             hub: std::sync::Arc::default(),
             chains: gateways::ChainCache::default(),
+            held: held::HeldSnapshots::default(),
         };
         store.migrate(up_to).await?;
         Ok(store)
@@ -626,6 +642,7 @@ impl Store {
         Compiling {
             sealer: self.sealer.as_deref(),
             portal_origin: self.portal_origin.as_deref(),
+            held: &self.held,
         }
     }
 
@@ -639,8 +656,13 @@ impl Store {
         let mut failed = Vec::new();
         for (id, name) in ids {
             let mut tx = self.pool.begin().await?;
-            match recompile(&mut tx, &self.compiling(), &[id]).await {
-                Ok(_) => tx.commit().await?,
+            match compile_and_store(&mut tx, &self.compiling(), &[id], false, KeysTouched::Any)
+                .await
+            {
+                Ok(compiled) => {
+                    tx.commit().await?;
+                    compiled.hold(&self.held);
+                }
                 Err(e) => failed.push((name, e)),
             }
         }
@@ -1049,68 +1071,162 @@ fn open_body(sealer: Option<&crate::secrets::Sealer>, stored: String) -> Result<
     sealer.open(sealed)
 }
 
-/// [`recompile`] for gateways this transaction inserted (see [`compile_and_store`]).
+/// [`compile_and_store`] for gateways this transaction inserted.
 pub(crate) async fn compile_new(
     conn: &mut AnyConnection,
     with: &Compiling<'_>,
     gateway_ids: &[i64],
-) -> Result<Moved, Error> {
-    Ok(compile_and_store(conn, with, gateway_ids, true).await?.0)
+) -> Result<Compiled, Error> {
+    compile_and_store(conn, with, gateway_ids, true, KeysTouched::Any).await
 }
 
-/// [`recompile`], refusing the write when it makes routes that match the same requests
-/// on a gateway (a second API on a context, a raw route written like another): the
-/// second would never be reached. Collisions that were there before are left alone.
+/// [`compile_and_store`], refusing the write when it makes routes that match the same
+/// requests on a gateway (a second API on a context, a raw route written like another):
+/// the second would never be reached. Collisions that were there before are left alone.
 pub(crate) async fn recompile_without_new_collisions(
     conn: &mut AnyConnection,
     with: &Compiling<'_>,
     gateway_ids: &[i64],
-) -> Result<Moved, Error> {
-    let (moved, new) = compile_and_store(conn, with, gateway_ids, false).await?;
-    if !new.is_empty() {
+    keys: KeysTouched<'_>,
+) -> Result<Compiled, Error> {
+    let compiled = compile_and_store(conn, with, gateway_ids, false, keys).await?;
+    if !compiled.new_collisions.is_empty() {
         return Err(Error::Conflict(format!(
             "{}: the second would never be reached, so nothing was changed. Give one another context or path (or hosts), or undeploy the other first",
-            new.join("; ")
+            compiled.new_collisions.join("; ")
         )));
     }
-    Ok(moved)
+    Ok(compiled)
 }
 
 /// What compiling a snapshot takes besides the stored definitions: the control plane's
-/// settings every gateway gets.
+/// settings every gateway gets, and the snapshots it compiled last.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Compiling<'a> {
     /// Opens sealed certificate keys.
     sealer: Option<&'a crate::secrets::Sealer>,
     /// The developer portal's origin.
     portal_origin: Option<&'a str>,
+    /// Gateways' last compiled snapshots.
+    held: &'a held::HeldSnapshots,
+}
+
+/// Which consumers' keys, subscriptions or tiers a write changed, on the gateways it
+/// compiles again. The others' are taken from a gateway's last compiled snapshot when
+/// this control-plane node holds it; with [`KeysTouched::Any`] every key is read.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum KeysTouched<'a> {
+    /// Any consumer's may have changed (or the APIs deployed on the gateway did).
+    Any,
+    /// Only these consumers' (by name, in any case); none for a write that changed no
+    /// consumer and no API's place on the gateway.
+    Of(&'a [&'a str]),
+}
+
+/// At most this many consumers are put in a held snapshot by name; a write that touches
+/// more reads every key.
+const TOUCHED_MAX: usize = 256;
+
+/// What a compile did: the versions it moved, the route collisions that are new, and
+/// the snapshots to hold once the write commits.
+#[derive(Debug, Default)]
+pub(crate) struct Compiled {
+    /// Gateways whose snapshot moved, and their new versions.
+    pub moved: Moved,
+    /// Route collisions the new snapshots have that the stored ones had not.
+    pub new_collisions: Vec<String>,
+    held: Vec<(i64, Arc<held::LastCompiled>)>,
+}
+
+impl Compiled {
+    /// Holds the compiled snapshots (call once their write committed).
+    pub(crate) fn hold(self, held: &held::HeldSnapshots) -> Moved {
+        for (gid, entry) in self.held {
+            held.put(gid, entry);
+        }
+        self.moved
+    }
+
+    /// Adds what another compile in the same write did.
+    pub(crate) fn extend(&mut self, other: Compiled) {
+        self.moved.extend(other.moved);
+        self.new_collisions.extend(other.new_collisions);
+        // A gateway compiled twice in one write: its last compile is what commits.
+        for (gid, entry) in other.held {
+            self.held.retain(|(g, _)| *g != gid);
+            self.held.push((gid, entry));
+        }
+    }
+}
+
+/// The key material of a gateway's held snapshot with consumers `names` read again:
+/// their keys and their row taken out, and put back as the database has them now.
+async fn patched_keys(
+    conn: &mut AnyConnection,
+    gid: i64,
+    last: &portico_model::Snapshot,
+    names: &[&str],
+) -> Result<(ApiKeys, Consumers), Error> {
+    let mut keys = last.security.api_keys.clone();
+    let mut limits = last.security.consumers.clone();
+    if names.is_empty() {
+        return Ok((keys, limits));
+    }
+    let touched = |name: &[u8]| {
+        names
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+    };
+    let gone_keys = keys.hashes_where(touched);
+    let gone_consumers = limits.names_where(touched);
+    let lower: Vec<String> = names.iter().map(|n| key(n)).collect();
+    let put_keys = consumers::api_key_grants_of(conn, gid, Some(&lower)).await?;
+    let put_limits = tiers::consumer_limits_of(conn, gid, Some(&lower)).await?;
+    let packing = |e: portico_model::packed::PackError| {
+        Error::Internal(format!(
+            "cannot put the changed keys in the held snapshot: {e}"
+        ))
+    };
+    keys.update(
+        put_keys.into_iter().map(portico_compile::key_row).collect(),
+        &gone_keys,
+        |_| {},
+    )
+    .map_err(packing)?;
+    limits
+        .update(
+            put_limits
+                .into_iter()
+                .filter_map(portico_compile::consumer_row)
+                .collect(),
+            &gone_consumers,
+            |_| {},
+        )
+        .map_err(packing)?;
+    Ok((keys, limits))
 }
 
 /// Compiles each gateway from the transaction's view and stores the snapshot when its
-/// content changed. A gateway that does not compile fails the whole write.
-async fn recompile(
-    conn: &mut AnyConnection,
-    with: &Compiling<'_>,
-    gateway_ids: &[i64],
-) -> Result<Moved, Error> {
-    Ok(compile_and_store(conn, with, gateway_ids, false).await?.0)
-}
-
-/// [`recompile`], answering also the route collisions the new snapshots have that the
-/// stored ones had not (`… on gateway `NAME``). With `new_rows`, the gateways were
-/// inserted by this very transaction: nothing can be deployed on them or subscribed
-/// through them yet (those rows name a gateway by its id), so that is not read.
+/// content changed. A gateway that does not compile fails the whole write. With
+/// `new_rows`, the gateways were inserted by this very transaction: nothing can be
+/// deployed on them or subscribed through them yet (those rows name a gateway by its
+/// id), so that is not read.
+///
+/// A gateway whose last snapshot this node holds (and the database still stores) is
+/// compiled from it: the keys of consumers `keys` does not name are taken as held, the
+/// digest moves by what changed, and the delta is what changed; otherwise every key is
+/// read, the digest is computed whole and the delta worked out against the stored body.
 async fn compile_and_store(
     conn: &mut AnyConnection,
     with: &Compiling<'_>,
     gateway_ids: &[i64],
     new_rows: bool,
-) -> Result<(Moved, Vec<String>), Error> {
+    keys: KeysTouched<'_>,
+) -> Result<Compiled, Error> {
     let sealer = with.sealer;
-    let mut moved = Vec::new();
-    let mut new_collisions = Vec::new();
+    let mut out = Compiled::default();
     if gateway_ids.is_empty() {
-        return Ok((moved, new_collisions));
+        return Ok(out);
     }
     // What every gateway gets alike, read once.
     let inputs::Shared {
@@ -1140,6 +1256,16 @@ async fn compile_and_store(
             Some(t) => from_json(t)?,
             None => Vec::new(),
         };
+        let last = with
+            .held
+            .get(gid, current_version, current_hash.as_deref())
+            .filter(|_| !new_rows);
+        let packed = match (&last, keys) {
+            (Some(last), KeysTouched::Of(names)) if names.len() <= TOUCHED_MAX => {
+                Some(patched_keys(conn, gid, last.held.snapshot(), names).await?)
+            }
+            _ => None,
+        };
         let deployed: Vec<(String, String, i64, String)> = if new_rows {
             Vec::new()
         } else {
@@ -1166,14 +1292,18 @@ async fn compile_and_store(
         .iter()
         .map(|s| from_json(s))
         .collect::<Result<_, _>>()?;
-        let (api_keys, deployed_apps, consumer_limits) = if new_rows {
-            (Vec::new(), Vec::new(), Vec::new())
+        let (api_keys, consumer_limits) = if new_rows || packed.is_some() {
+            (Vec::new(), Vec::new())
         } else {
             (
-                consumers::api_key_grants(conn, gid).await?,
-                apps::for_snapshot(conn, gid).await?,
-                tiers::consumer_limits(conn, gid).await?,
+                consumers::api_key_grants_of(conn, gid, None).await?,
+                tiers::consumer_limits_of(conn, gid, None).await?,
             )
+        };
+        let deployed_apps = if new_rows {
+            Vec::new()
+        } else {
+            apps::for_snapshot(conn, gid).await?
         };
         let input = Input {
             gateway: &gateway,
@@ -1193,6 +1323,7 @@ async fn compile_and_store(
             jwt: jwt.as_ref(),
             tiers: &tiers,
             consumers: &consumer_limits,
+            packed,
             certificates: &certificates,
             acme_certificates: &acme_certificates,
             acme: &acme_state,
@@ -1214,31 +1345,67 @@ async fn compile_and_store(
                 gateway.name
             ))
         })?;
+        drop((api_keys, consumer_limits));
         let ids: Vec<&str> = deployed.iter().map(|(id, ..)| id.as_str()).collect();
         let warnings = portico_compile::collisions(&snapshot, &ids);
         for w in &warnings {
             tracing::warn!(gateway = %gateway.name, "{w}: the second is never reached");
             if !warned_before.contains(w) {
-                new_collisions.push(format!("{w} on gateway `{}`", gateway.name));
+                out.new_collisions
+                    .push(format!("{w} on gateway `{}`", gateway.name));
             }
         }
         let warnings = to_json(&warnings)?;
-        let hash = snapshot.digest();
+        // The digest, and what changed since the held snapshot: both from the held one
+        // when there is one (moved by the entities that changed), else from scratch.
+        let from_last = last.as_ref().and_then(|last| {
+            let changes = portico_model::delta::diff(last.held.snapshot(), &snapshot).ok()?;
+            let mut next = last.held.clone();
+            next.advance(changes.clone()).ok()?;
+            Some((next.digest(), changes))
+        });
+        let (digest, changes) = match from_last {
+            Some((d, c)) => (d, Some(c)),
+            None => (portico_model::delta::digest(&snapshot), None),
+        };
+        debug_assert_eq!(
+            digest,
+            portico_model::delta::digest(&snapshot),
+            "a digest moved by the changes is the whole snapshot's"
+        );
+        let hash = digest.to_text();
         let private = carries_private_keys(&snapshot);
         let current = current_version.zip(current_hash);
         let version = match &current {
             Some((v, h)) if *h == hash => {
-                // Same content; keep the version but refresh the envelope (a rename).
                 let v = *v;
-                let body = to_json(&SyncEnvelope {
-                    gateway: gateway.name.clone(),
-                    version: v as u64,
-                    hash: hash.clone(),
-                    snapshot,
-                })?;
-                let body = seal_body(sealer, body, private)?;
-                sqlx::query("UPDATE snapshots SET body = $1, warnings = $2 WHERE gateway_id = $3")
-                    .bind(body)
+                // Same content. The envelope names the gateway: written again when it was
+                // renamed (a held snapshot knows the name its body carries).
+                let renamed = last.as_ref().is_none_or(|l| l.gateway != gateway.name);
+                if renamed {
+                    let envelope = SyncEnvelope {
+                        gateway: gateway.name.clone(),
+                        version: v as u64,
+                        hash: hash.clone(),
+                        snapshot,
+                    };
+                    let body = seal_body(sealer, to_json(&envelope)?, private)?;
+                    sqlx::query("UPDATE snapshots SET body = $1 WHERE gateway_id = $2")
+                        .bind(body)
+                        .bind(gid)
+                        .execute(&mut *conn)
+                        .await?;
+                    out.held.push((
+                        gid,
+                        Arc::new(held::LastCompiled {
+                            version: v,
+                            hash,
+                            gateway: envelope.gateway,
+                            held: portico_model::delta::Held::known(envelope.snapshot, digest),
+                        }),
+                    ));
+                }
+                sqlx::query("UPDATE snapshots SET warnings = $1 WHERE gateway_id = $2")
                     .bind(&warnings)
                     .bind(gid)
                     .execute(&mut *conn)
@@ -1249,15 +1416,20 @@ async fn compile_and_store(
             None => 1,
         };
         if current.is_some() {
-            store_delta(conn, sealer, gid, version, &hash, &snapshot, private).await?;
+            match changes {
+                Some(changes) => {
+                    put_delta(conn, sealer, gid, version, &hash, Some(&changes), private).await?
+                }
+                None => store_delta(conn, sealer, gid, version, &hash, &snapshot, private).await?,
+            }
         }
-        let body = to_json(&SyncEnvelope {
+        let envelope = SyncEnvelope {
             gateway: gateway.name.clone(),
             version: version as u64,
             hash: hash.clone(),
             snapshot,
-        })?;
-        let body = seal_body(sealer, body, private)?;
+        };
+        let body = seal_body(sealer, to_json(&envelope)?, private)?;
         sqlx::query(
             "INSERT INTO snapshots (gateway_id, version, hash, body, compiled_at, warnings) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (gateway_id) DO UPDATE SET version = excluded.version, hash = excluded.hash, \
@@ -1272,9 +1444,18 @@ async fn compile_and_store(
         .bind(&warnings)
         .execute(&mut *conn)
         .await?;
-        moved.push((gid, version as u64));
+        out.moved.push((gid, version as u64));
+        out.held.push((
+            gid,
+            Arc::new(held::LastCompiled {
+                version,
+                hash,
+                gateway: envelope.gateway,
+                held: portico_model::delta::Held::known(envelope.snapshot, digest),
+            }),
+        ));
     }
-    Ok((moved, new_collisions))
+    Ok(out)
 }
 
 /// How many versions back a gateway's deltas are kept: a node further behind fetches the
@@ -1304,29 +1485,45 @@ async fn store_delta(
         .transpose()?
         .and_then(|b| serde_json::from_str::<SyncEnvelope>(&b).ok())
         .map(|old| portico_model::delta::diff(&old.snapshot, snapshot));
+    let changes = match changes {
+        Some(Ok(changes)) => Some(changes),
+        Some(Err(e)) => {
+            tracing::debug!(gateway_id = gid, version, error = %e, "no delta: nodes fetch the whole snapshot");
+            None
+        }
+        None => None,
+    };
+    put_delta(conn, sealer, gid, version, hash, changes.as_ref(), private).await
+}
+
+/// Stores `changes` as version `version`'s delta (none: nodes behind it fetch the whole
+/// snapshot), and forgets deltas more than [`DELTAS_KEPT`] versions old.
+async fn put_delta(
+    conn: &mut AnyConnection,
+    sealer: Option<&crate::secrets::Sealer>,
+    gid: i64,
+    version: i64,
+    hash: &str,
+    changes: Option<&portico_model::delta::Changes>,
+    private: bool,
+) -> Result<(), Error> {
     // A delta row left at this version (by a store this one was imported over) must go.
     sqlx::query("DELETE FROM snapshot_deltas WHERE gateway_id = $1 AND version = $2")
         .bind(gid)
         .bind(version)
         .execute(&mut *conn)
         .await?;
-    match changes {
-        Some(Ok(changes)) => {
-            let body = seal_body(sealer, to_json(&changes)?, private)?;
-            sqlx::query(
-                "INSERT INTO snapshot_deltas (gateway_id, version, hash, body) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(gid)
-            .bind(version)
-            .bind(hash)
-            .bind(body)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Some(Err(e)) => {
-            tracing::debug!(gateway_id = gid, version, error = %e, "no delta: nodes fetch the whole snapshot")
-        }
-        None => {}
+    if let Some(changes) = changes {
+        let body = seal_body(sealer, to_json(changes)?, private)?;
+        sqlx::query(
+            "INSERT INTO snapshot_deltas (gateway_id, version, hash, body) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(gid)
+        .bind(version)
+        .bind(hash)
+        .bind(body)
+        .execute(&mut *conn)
+        .await?;
     }
     sqlx::query("DELETE FROM snapshot_deltas WHERE gateway_id = $1 AND version <= $2")
         .bind(gid)

@@ -42,6 +42,8 @@ pub(crate) struct Write<'a> {
     tx: Transaction<'static, Any>,
     _lock: MutexGuard<'a, ()>,
     moved: Moved,
+    /// Snapshots compiled, held once this commits.
+    held: super::Compiled,
     entries: Vec<Entry>,
     /// When it began (Unix nanoseconds): the start of its `deploy` span.
     started: u64,
@@ -66,6 +68,7 @@ impl Store {
             tx,
             _lock: lock,
             moved: Vec::new(),
+            held: super::Compiled::default(),
             entries: Vec::new(),
             started: crate::trace::unix_nanos(),
         })
@@ -136,12 +139,24 @@ impl Write<'_> {
         Ok(())
     }
 
-    /// Compiles these gateways again inside the write; their new versions are announced
-    /// at commit.
+    /// Compiles these gateways again inside the write, reading every key; their new
+    /// versions are announced at commit.
     pub(crate) async fn recompile(&mut self, gateway_ids: &[i64]) -> Result<(), Error> {
+        self.recompile_keys(gateway_ids, super::KeysTouched::Any)
+            .await
+    }
+
+    /// [`Write::recompile`] for a write that changed only these consumers' keys,
+    /// subscriptions or tiers (see [`super::KeysTouched`]).
+    pub(crate) async fn recompile_keys(
+        &mut self,
+        gateway_ids: &[i64],
+        keys: super::KeysTouched<'_>,
+    ) -> Result<(), Error> {
         let with = self.store.compiling();
-        let moved = super::recompile(&mut self.tx, &with, gateway_ids).await?;
-        self.moved.extend(moved);
+        let compiled =
+            super::compile_and_store(&mut self.tx, &with, gateway_ids, false, keys).await?;
+        self.took(compiled);
         Ok(())
     }
 
@@ -149,18 +164,33 @@ impl Write<'_> {
     /// announced at commit.
     pub(crate) async fn compile_new(&mut self, gateway_ids: &[i64]) -> Result<(), Error> {
         let with = self.store.compiling();
-        let moved = super::compile_new(&mut self.tx, &with, gateway_ids).await?;
-        self.moved.extend(moved);
+        let compiled = super::compile_new(&mut self.tx, &with, gateway_ids).await?;
+        self.took(compiled);
         Ok(())
     }
 
     /// [`Write::recompile`], refusing the write when it makes new routes that collide.
     pub(crate) async fn recompile_checked(&mut self, gateway_ids: &[i64]) -> Result<(), Error> {
+        self.recompile_checked_keys(gateway_ids, super::KeysTouched::Any)
+            .await
+    }
+
+    /// [`Write::recompile_keys`], refusing the write when it makes new routes that collide.
+    pub(crate) async fn recompile_checked_keys(
+        &mut self,
+        gateway_ids: &[i64],
+        keys: super::KeysTouched<'_>,
+    ) -> Result<(), Error> {
         let with = self.store.compiling();
-        let moved =
-            super::recompile_without_new_collisions(&mut self.tx, &with, gateway_ids).await?;
-        self.moved.extend(moved);
+        let compiled =
+            super::recompile_without_new_collisions(&mut self.tx, &with, gateway_ids, keys).await?;
+        self.took(compiled);
         Ok(())
+    }
+
+    fn took(&mut self, mut compiled: super::Compiled) {
+        self.moved.append(&mut compiled.moved);
+        self.held.extend(compiled);
     }
 
     /// Writes the audit rows, commits, and announces the new snapshot versions.
@@ -250,6 +280,7 @@ impl Write<'_> {
             }
         }
         self.tx.commit().await?;
+        std::mem::take(&mut self.held).hold(&self.store.held);
         self.store.hub.publish(&self.moved);
         if let Some(d) = deploy {
             let changes = self
