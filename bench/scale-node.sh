@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# A gateway node with a million consumers' API keys against a real control plane (issue 18):
+# A gateway node with a million consumers' API keys and 50,000 routes against a real control
+# plane (issue 18):
 # `portico server` (SQLite, a fresh data directory) and one `portico gateway run` node.
 # One consumer is made through the CLI (subscribed, with a key); KEYS-1 more (default
 # 999,999), each subscribed with a key of its own, are copied into the database with
 # sqlite3 while the control plane is stopped (made one by one through the API they would
 # take an hour). Then, timed:
-#   1. the deploy that compiles the gateway's snapshot with every key (the control plane);
+#   0. the control plane's start, which compiles every gateway whole;
+#   1. a revision deployed (compiled from the snapshot the control plane holds);
 #   2. the node's first start, fetching the whole snapshot, until it serves the key;
 #   3. the node restarted from its cache, until it serves again;
 #   4. one change (a revision of the API with another backend) from the deploy call to the node
 #      serving it, with requests sent all along: every one must be answered 200;
+#   5. one key added for a new consumer, from the call to the node serving it;
+#   6. one of the routes changed, from the call to the node serving it;
 # and the resident memory of both processes (VmRSS, VmHWM) after each step.
 #   bench/scale-node.sh            # KEYS=1000000
-#   KEYS=100000 bench/scale-node.sh
+#   KEYS=100000 ROUTES=1000 bench/scale-node.sh
+# ROUTES (default 50,000) raw routes on the gateway besides the API's, copied in the same way
+# from one made through the API.
 # Needs sqlite3, curl and python3 (a backend); uses target/release/portico (PORTICO_BIN).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BIN="${PORTICO_BIN:-$HERE/../target/release/portico}"
 KEYS="${KEYS:-1000000}"
+ROUTES="${ROUTES:-50000}"
 [ -x "$BIN" ] || { echo "scale-node.sh: build first: cargo build --release -p portico" >&2; exit 1; }
 for t in sqlite3 curl python3 wrk; do
     command -v "$t" >/dev/null || { echo "scale-node.sh: needs $t" >&2; exit 1; }
@@ -120,7 +127,13 @@ wait_for "the node serving the key" serves "backend 1"
 ONE_KEY="$(cpu_per_request "$NODE_PID")"
 stop "$NODE_PID"
 
-# KEYS-1 more consumers, each subscribed with a key, copied in while nothing runs.
+# One raw route through the API, copied ROUTES-1 times below.
+curl -sf -o /dev/null -H "Authorization: Bearer $PORTICO_TOKEN" -H 'Content-Type: application/json' \
+    -d '{"name": "bulk-0", "gateways": ["edge"], "route": {"match": {"path": {"exact": "/bulk/0"}}, "fixed_response": {"status": 200, "body": "bulk"}}}' \
+    "$PORTICO_URL/api/v1/routes" || { echo "scale-node.sh: cannot create a route" >&2; exit 1; }
+
+# KEYS-1 more consumers, each subscribed with a key, and ROUTES-1 more routes, copied in
+# while nothing runs.
 stop "$CP_PID"
 t=$(ms)
 sqlite3 "$RUN/cp/portico.db" <<SQL
@@ -139,16 +152,28 @@ WHERE c.name_key LIKE 'bulk-%';
 INSERT INTO credentials (id, consumer_id, kind, key_type, secret_hash, hint, created_at)
 SELECT 'bulk-' || c.id, c.id, 'api_key', 'production', lower(hex(randomblob(32))), 'pk_bulk', c.created_at
 FROM consumers c WHERE c.name_key LIKE 'bulk-%';
+DELETE FROM n;
+WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $ROUTES - 1)
+INSERT INTO n SELECT i FROM s;
+INSERT INTO routes (name_key, spec, version, created_at, updated_at)
+SELECT 'bulk-' || n.i, replace(replace(r.spec, '"bulk-0"', '"bulk-' || n.i || '"'), '/bulk/0"', '/bulk/' || n.i || '"'),
+       1, r.created_at, r.updated_at
+FROM n, routes r WHERE r.name_key = 'bulk-0';
+INSERT INTO route_gateways (route_id, gateway_key)
+SELECT id, 'edge' FROM routes WHERE name_key LIKE 'bulk-%' AND name_key != 'bulk-0';
 SQL
-echo "scale-node.sh: $((KEYS - 1)) consumers and keys copied into the database in $(( $(ms) - t )) ms" >&2
+echo "scale-node.sh: $((KEYS - 1)) consumers and keys, $((ROUTES - 1)) routes copied into the database in $(( $(ms) - t )) ms" >&2
+t=$(ms)
 start_cp
+STARTED=$(( $(ms) - t ))
 
 echo "# bench/scale-node.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) CPUs"
-echo "# a node with $KEYS consumers' API keys (each subscribed to the API) against portico server on SQLite"
+echo "# a node with $KEYS consumers' API keys (each subscribed to the API) and $ROUTES raw routes besides the API's against portico server on SQLite"
+echo "0. the control plane's start, compiling every gateway whole (every key read from the database): $STARTED ms; control plane $(mem "$CP_PID")"
 cli revisions create pets-v1 --note "the same, compiled with every key"
 t=$(ms)
 cli deploy pets-v1 --revision 2 --gateway edge
-echo "1. deploy compiling the snapshot with every key: $(( $(ms) - t )) ms; control plane $(mem "$CP_PID")"
+echo "1. a revision deployed (the control plane compiles from the snapshot it holds): $(( $(ms) - t )) ms; control plane $(mem "$CP_PID")"
 
 # A first start: no cache, the whole snapshot fetched.
 rm -rf "$RUN/edge-cache"
@@ -204,3 +229,18 @@ late_serves() { [ "$(curl -s -o /dev/null -w '%{http_code}' -H "apikey: $LATE" "
 wait_for "the node serving the new key" late_serves
 echo "5. one key added (a new consumer's): the call $created ms, the node serving it $(( $(ms) - t )) ms after the call began; node $(mem "$NODE_PID"); control plane $(mem "$CP_PID")"
 echo "   how the node took it: $(grep 'snapshot applied' "$NODE_LOG" | tail -1 | sed -e 's/\x1b\[[0-9;]*m//g' | grep -o 'version=.*')"
+
+# One of the routes changed.
+if [ "$ROUTES" -gt 7 ]; then
+    perf_start 6-route
+    t=$(ms)
+    curl -sf -o /dev/null -X PUT -H "Authorization: Bearer $PORTICO_TOKEN" -H 'Content-Type: application/json' \
+        -d '{"name": "bulk-7", "gateways": ["edge"], "route": {"match": {"path": {"exact": "/bulk/7"}}, "fixed_response": {"status": 200, "body": "changed"}}}' \
+        "$PORTICO_URL/api/v1/routes/bulk-7?version=1" || { echo "scale-node.sh: cannot change a route" >&2; exit 1; }
+    changed=$(( $(ms) - t ))
+    perf_stop
+    route_serves() { [ "$(curl -s "http://127.0.0.1:$NODE/bulk/7")" = changed ]; }
+    wait_for "the node serving the changed route" route_serves
+    echo "6. one route changed: the call $changed ms, the node serving it $(( $(ms) - t )) ms after the call began; node $(mem "$NODE_PID"); control plane $(mem "$CP_PID")"
+    echo "   how the node took it: $(grep 'snapshot applied' "$NODE_LOG" | tail -1 | sed -e 's/\x1b\[[0-9;]*m//g' | grep -o 'version=.*')"
+fi
