@@ -78,6 +78,12 @@ pub struct NodeState {
     cache_dirty: Notify,
     /// The version the cache file holds, once this process wrote one.
     written: Mutex<Option<u64>>,
+    /// Reports go one at a time, each written as it is sent: one made before an apply can
+    /// never land after the apply's report and show the node behind.
+    reporting: tokio::sync::Mutex<()>,
+    /// A report is waiting for its turn: it will say what is true when it goes, so
+    /// another is not needed.
+    report_waiting: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -178,6 +184,8 @@ impl NodeState {
             held: Mutex::default(),
             cache_dirty: Notify::new(),
             written: Mutex::default(),
+            reporting: tokio::sync::Mutex::new(()),
+            report_waiting: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -1131,13 +1139,24 @@ async fn fetch_one(
     result
 }
 
-fn report(client: &reqwest::Client, base: &str, token: &str, state: &NodeState) {
+/// Sends what the node serves to the control plane, in the background. Reports go in
+/// order, each made when its turn comes; while one waits for its turn, more are not
+/// queued (the waiting one will carry what they would).
+fn report(client: &reqwest::Client, base: &str, token: &str, state: &Arc<NodeState>) {
+    use std::sync::atomic::Ordering;
+    if state.report_waiting.swap(true, Ordering::AcqRel) {
+        return;
+    }
     let req = client
         .post(format!("{base}/api/v1/sync/report"))
         .bearer_auth(token)
-        .timeout(Duration::from_secs(10))
-        .json(&state.report());
+        .timeout(Duration::from_secs(10));
+    let state = state.clone();
     tokio::spawn(async move {
+        let _turn = state.reporting.lock().await;
+        // From here a new report waits for this one, and says what is true after it.
+        state.report_waiting.store(false, Ordering::Release);
+        let req = req.json(&state.report());
         match req.send().await {
             Err(e) => tracing::debug!(error = %e, "report failed"),
             // Refused: this node's id is bound to another node, or the gateway has as many
@@ -1325,6 +1344,105 @@ fn verify_jwt(jwt: &str, secret: &str) -> Option<AdminClaims> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A control plane's report endpoint that holds the first report it gets for a while,
+    /// and writes down the applied version of each as it answers it.
+    async fn report_endpoint() -> (String, Arc<Mutex<Vec<Option<u64>>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let base = format!(
+            "http://{}",
+            listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let answered = seen.clone();
+        tokio::spawn(async move {
+            let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let (seen, first) = (answered.clone(), first.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        // One request: its head, then as many bytes as it says.
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match tcp.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        while buf.len() < head_end + len {
+                            let mut chunk = [0u8; 4096];
+                            match tcp.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let body: serde_json::Value =
+                            serde_json::from_slice(&buf[head_end..head_end + len])
+                                .unwrap_or_default();
+                        buf.drain(..head_end + len);
+                        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(400)).await;
+                        }
+                        seen.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(body["applied_version"].as_u64());
+                        let ok = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
+                        if tcp.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (base, seen)
+    }
+
+    /// Reports land in the order the node made them, each saying what is true when it
+    /// is sent: an apply's report never lands before the heartbeat made ahead of it (that
+    /// showed the node behind until its next heartbeat), and reports made while one waits
+    /// are carried by that one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reports_land_in_order_and_say_what_is_true_when_sent() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let state = Arc::new(super::NodeState::new(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+        let (base, seen) = report_endpoint().await;
+        let client = reqwest::Client::new();
+        let snapshot = portico_model::Snapshot::default();
+        state.set_applied("g", 1, "h1", &snapshot);
+        super::report(&client, &base, "t", &state);
+        // The first is held by the control plane; two versions are applied meanwhile.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        state.set_applied("g", 2, "h2", &snapshot);
+        super::report(&client, &base, "t", &state);
+        state.set_applied("g", 3, "h3", &snapshot);
+        super::report(&client, &base, "t", &state);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while seen.lock().unwrap_or_else(|p| p.into_inner()).len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "reports never landed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Nothing else is on its way.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(seen, [Some(1), Some(3)]);
+    }
+
     /// The node key never shows in the node's debug form.
     #[test]
     fn the_node_key_is_not_in_debug_output() {
