@@ -482,8 +482,8 @@ fn key(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
-/// `{column} IN ($first, …)` with `n` parameters (`{column} IN (NULL)`, true of no row,
-/// for none).
+/// `{column} IN ($first, …)` with `n` parameters (`{column} IN (NULL)`, which no row
+/// matches, for none).
 fn in_list(column: &str, first: usize, n: usize) -> String {
     if n == 0 {
         return format!("{column} IN (NULL)");
