@@ -198,192 +198,121 @@ mod tests {
             or_panic(store.subscribe(name, "pets-v1", None).await);
             or_panic(store.add_credential(name, &key(i as u32)).await);
         }
-        let (mut version, mut before) = stored(&store, gid).await;
-        assert_eq!(before.security.api_keys.len(), 3);
+        let mut at = Steps::new(&store, gid).await;
+        assert_eq!(at.before.security.api_keys.len(), 3);
+        at.watch(&store);
 
-        // After each step: the write compiled from the held snapshot (its hits moved),
-        // one new version whose stored delta turns the version before into it, and
-        // compiling everything again from the database finds nothing to change.
-        let mut hits = store.held.hits();
+        // After each step: the write compiled from the held snapshot (its hits moved), one
+        // new version whose stored delta turns the version before into it, and compiling
+        // everything again from the database finds nothing to change.
         or_panic(store.add_credential("bolt", &key(10)).await);
-        step(
-            &store,
-            gid,
-            true,
-            &mut hits,
-            &mut version,
-            &mut before,
-            "a key added",
-        )
-        .await;
-        assert_eq!(before.security.api_keys.len(), 4);
+        at.check(&store, true, "a key added").await;
+        assert_eq!(at.before.security.api_keys.len(), 4);
         or_panic(store.revoke_credential("ACME", "key-0").await);
-        step(
-            &store,
-            gid,
-            true,
-            &mut hits,
-            &mut version,
-            &mut before,
-            "a key revoked",
-        )
-        .await;
+        at.check(&store, true, "a key revoked").await;
         or_panic(store.replace_credential("crane", "key-2", &key(12)).await);
-        step(
-            &store,
-            gid,
-            true,
-            &mut hits,
-            &mut version,
-            &mut before,
-            "a key replaced",
-        )
-        .await;
+        at.check(&store, true, "a key replaced").await;
         or_panic(store.subscribe("crane", "toys-v1", Some("silver")).await);
-        step(
-            &store,
-            gid,
-            true,
-            &mut hits,
-            &mut version,
-            &mut before,
-            "a subscription tier",
-        )
-        .await;
-        assert!(before.security.consumers.tiers("crane").is_some());
-        assert!(before.security.tiers.iter().any(|t| t.name == "silver"));
+        at.check(&store, true, "a subscription tier").await;
+        assert!(at.before.security.consumers.tiers("crane").is_some());
+        assert!(at.before.security.tiers.iter().any(|t| t.name == "silver"));
         or_panic(store.unsubscribe("crane", "toys-v1").await);
-        step(
-            &store,
-            gid,
-            true,
-            &mut hits,
-            &mut version,
-            &mut before,
-            "a subscription ended",
-        )
-        .await;
-        assert!(!before.security.tiers.iter().any(|t| t.name == "silver"));
+        at.check(&store, true, "a subscription ended").await;
+        assert!(!at.before.security.tiers.iter().any(|t| t.name == "silver"));
         let bolt = or_panic(store.one::<ConsumerSpec>("bolt").await);
-        or_panic(
-            store
-                .update("BOLT", &consumer("Bolt", None, true), bolt.meta.version)
-                .await,
-        );
-        step(
-            &store,
-            gid,
-            true,
-            &mut hits,
-            &mut version,
-            &mut before,
-            "a consumer blocked",
-        )
-        .await;
-        assert!(before.security.consumers.apis("Bolt").is_none());
-        assert!(
-            before
-                .security
-                .api_keys
-                .hashes_where(|c| c == b"Bolt")
-                .is_empty()
-        );
+        let blocked = consumer("Bolt", None, true);
+        or_panic(store.update("BOLT", &blocked, bolt.meta.version).await);
+        at.check(&store, true, "a consumer blocked").await;
+        assert!(at.before.security.consumers.apis("Bolt").is_none());
+        assert_eq!(at.keys_of("Bolt"), 0);
         or_panic(store.create_revision("pets-v1", "two").await);
         or_panic(store.deploy("pets-v1", 2, &gw).await);
         // The same routes: the revision changes nothing served.
-        assert_eq!(stored(&store, gid).await.0, version);
+        assert_eq!(stored(&store, gid).await.0, at.version);
         // Another control-plane node's write (it held nothing: compiled whole) ...
+        at.watch(&other);
         or_panic(other.add_credential("acme", &key(20)).await);
-        let mut other_hits = 0;
-        step(
-            &other,
-            gid,
-            false,
-            &mut other_hits,
-            &mut version,
-            &mut before,
-            "another node",
-        )
-        .await;
+        at.check(&other, false, "another node").await;
         // ... leaves this node's held snapshot stale: compiled whole, the key kept.
-        hits = store.held.hits();
-        or_panic(
-            store
-                .set_lifecycle("toys-v1", portico_model::Lifecycle::Deprecated, None)
-                .await,
-        );
-        step(
-            &store,
-            gid,
-            false,
-            &mut hits,
-            &mut version,
-            &mut before,
-            "a lifecycle",
-        )
-        .await;
-        assert_eq!(
-            before
-                .security
-                .api_keys
-                .hashes_where(|c| c == b"acme")
-                .len(),
-            1
-        );
-        hits = store.held.hits();
+        at.watch(&store);
+        let deprecated = portico_model::Lifecycle::Deprecated;
+        or_panic(store.set_lifecycle("toys-v1", deprecated, None).await);
+        at.check(&store, false, "a lifecycle").await;
+        assert_eq!(at.keys_of("acme"), 1);
         or_panic(store.delete::<ConsumerSpec>("ACME").await);
-        step(
-            &store,
-            gid,
-            true,
-            &mut hits,
-            &mut version,
-            &mut before,
-            "a consumer deleted",
-        )
-        .await;
-        assert!(before.security.consumers.apis("acme").is_none());
-        assert!(
-            before
-                .security
-                .api_keys
-                .hashes_where(|c| c == b"acme")
-                .is_empty()
-        );
+        at.check(&store, true, "a consumer deleted").await;
+        assert!(at.before.security.consumers.apis("acme").is_none());
+        assert_eq!(at.keys_of("acme"), 0);
     }
 
-    /// Checks the step just written (see the test above).
-    async fn step(
-        store: &Store,
+    /// The version a gateway was at, and each store's held-snapshot hits then.
+    struct Steps {
         gid: i64,
-        from_held: bool,
-        hits: &mut u64,
-        version: &mut u64,
-        before: &mut portico_model::Snapshot,
-        what: &str,
-    ) {
-        assert_eq!(
-            store.held.hits(),
-            *hits + u64::from(from_held),
-            "{what}: from the held snapshot ({from_held})"
-        );
-        let (v, now) = stored(store, gid).await;
-        assert_eq!(v, *version + 1, "{what}: one new version");
-        let chain = or_panic(store.delta_chain(gid, "default", *version, v).await)
-            .unwrap_or_else(|| panic!("{what}: no delta stored"));
-        let chain: portico_model::SyncDeltas = or_panic(serde_json::from_str(&chain));
-        let mut held = Held::new(before.clone());
-        for step in chain.steps {
-            or_panic(held.apply(step.changes, &step.hash));
+        version: u64,
+        before: portico_model::Snapshot,
+        hits: std::collections::HashMap<*const Store, u64>,
+    }
+
+    impl Steps {
+        async fn new(store: &Store, gid: i64) -> Self {
+            let (version, before) = stored(store, gid).await;
+            Self {
+                gid,
+                version,
+                before,
+                hits: std::collections::HashMap::new(),
+            }
         }
-        assert_eq!(held.digest(), digest(&now), "{what}: the delta");
-        assert!(or_panic(store.recompile_all().await).is_empty());
-        assert_eq!(
-            stored(store, gid).await.0,
-            v,
-            "{what}: compiled whole, the same"
-        );
-        *hits = store.held.hits();
-        (*version, *before) = (v, now);
+
+        /// Counts `store`'s held-snapshot hits from now.
+        fn watch(&mut self, store: &Store) {
+            self.hits
+                .insert(std::ptr::from_ref(store), store.held.hits());
+        }
+
+        /// How many keys consumer `name` has in the last version.
+        fn keys_of(&self, name: &str) -> usize {
+            let name = name.as_bytes();
+            self.before
+                .security
+                .api_keys
+                .hashes_where(|c| c == name)
+                .len()
+        }
+
+        /// Checks the write `store` just made (see the test above).
+        async fn check(&mut self, store: &Store, from_held: bool, what: &str) {
+            let was = self.hits.get(&std::ptr::from_ref(store)).copied();
+            let was = was.unwrap_or_else(|| panic!("{what}: watch the store first"));
+            let hits = store.held.hits();
+            assert_eq!(
+                hits,
+                was + u64::from(from_held),
+                "{what}: from the held snapshot"
+            );
+            let (v, now) = stored(store, self.gid).await;
+            assert_eq!(v, self.version + 1, "{what}: one new version");
+            let chain = or_panic(
+                store
+                    .delta_chain(self.gid, "default", self.version, v)
+                    .await,
+            )
+            .unwrap_or_else(|| panic!("{what}: no delta stored"));
+            let chain: portico_model::SyncDeltas = or_panic(serde_json::from_str(&chain));
+            let mut held = Held::new(self.before.clone());
+            for step in chain.steps {
+                or_panic(held.apply(step.changes, &step.hash));
+            }
+            assert_eq!(held.digest(), digest(&now), "{what}: the delta");
+            assert!(or_panic(store.recompile_all().await).is_empty());
+            assert_eq!(
+                stored(store, self.gid).await.0,
+                v,
+                "{what}: compiled whole, the same"
+            );
+            self.hits
+                .insert(std::ptr::from_ref(store), store.held.hits());
+            (self.version, self.before) = (v, now);
+        }
     }
 }
