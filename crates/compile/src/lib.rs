@@ -113,7 +113,8 @@ pub struct Input<'a> {
     pub consumers: &'a [portico_model::ConsumerLimits],
     /// Key material already packed, used as it is in place of `api_keys` and
     /// `consumers`: the gateway's last compiled tables with what a write touched put in
-    /// them by [`key_row`] and [`consumer_row`] (a million keys are not read and packed again for one).
+    /// them by [`key_row`] and [`consumer_row`] (a million keys are not read and packed
+    /// again for one).
     pub packed: Option<(ApiKeys, Consumers)>,
     /// Uploaded certificates; HTTPS listeners without their own get those for the hosts
     /// this gateway serves.

@@ -319,8 +319,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let (moved, fresh): (Vec<i64>, Vec<i64>) = ids.iter().partition(|g| already.contains(g));
-        tx.recompile_checked_keys(&moved, super::KeysTouched::Of(&[]))
+        let (running, fresh): (Vec<i64>, Vec<i64>) = ids.iter().partition(|g| already.contains(g));
+        tx.recompile_checked_keys(&running, super::KeysTouched::Of(&[]))
             .await?;
         tx.recompile_checked(&fresh).await?;
         let moved = tx.commit().await?;
