@@ -690,12 +690,6 @@ impl Held {
     /// Holds `snapshot` whose digest is already known (worked out by [`Held::advance`] on
     /// the version before), without hashing every entity again.
     pub fn known(snapshot: Snapshot, digest: Digest) -> Self {
-        let mut held = Self::new_unhashed(snapshot);
-        held.digest = digest;
-        held
-    }
-
-    fn new_unhashed(snapshot: Snapshot) -> Self {
         let index = || -> Result<_, DeltaError> {
             route_names(&snapshot.routes)?;
             Ok((
@@ -709,7 +703,7 @@ impl Held {
             Err(e) => (Some(e), Default::default()),
         };
         Self {
-            digest: Digest::default(),
+            digest,
             unfit,
             services,
             tiers,

@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use portico_model::Snapshot;
-use portico_model::delta::Held;
+use portico_model::delta::{Digest, Held};
+use portico_model::{Snapshot, SyncEnvelope};
 
 /// How much the held snapshots may weigh together (see [`weight`]): about 300 MB, a
 /// gateway with a million keys and a million consumers and a few hundred small ones.
@@ -29,6 +29,18 @@ pub(crate) struct LastCompiled {
     pub gateway: String,
     /// The snapshot and its digest.
     pub held: Held,
+}
+
+impl LastCompiled {
+    /// What `envelope`, just stored, holds; `digest` is its snapshot's.
+    pub(crate) fn of(envelope: SyncEnvelope, digest: Digest) -> Arc<Self> {
+        Arc::new(Self {
+            version: envelope.version as i64,
+            hash: envelope.hash,
+            gateway: envelope.gateway,
+            held: Held::known(envelope.snapshot, digest),
+        })
+    }
 }
 
 #[derive(Default)]

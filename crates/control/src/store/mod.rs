@@ -1395,15 +1395,8 @@ async fn compile_and_store(
                         .bind(gid)
                         .execute(&mut *conn)
                         .await?;
-                    out.held.push((
-                        gid,
-                        Arc::new(held::LastCompiled {
-                            version: v,
-                            hash,
-                            gateway: envelope.gateway,
-                            held: portico_model::delta::Held::known(envelope.snapshot, digest),
-                        }),
-                    ));
+                    out.held
+                        .push((gid, held::LastCompiled::of(envelope, digest)));
                 }
                 sqlx::query("UPDATE snapshots SET warnings = $1 WHERE gateway_id = $2")
                     .bind(&warnings)
@@ -1445,15 +1438,8 @@ async fn compile_and_store(
         .execute(&mut *conn)
         .await?;
         out.moved.push((gid, version as u64));
-        out.held.push((
-            gid,
-            Arc::new(held::LastCompiled {
-                version,
-                hash,
-                gateway: envelope.gateway,
-                held: portico_model::delta::Held::known(envelope.snapshot, digest),
-            }),
-        ));
+        out.held
+            .push((gid, held::LastCompiled::of(envelope, digest)));
     }
     Ok(out)
 }

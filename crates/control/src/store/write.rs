@@ -153,11 +153,7 @@ impl Write<'_> {
         gateway_ids: &[i64],
         keys: super::KeysTouched<'_>,
     ) -> Result<(), Error> {
-        let with = self.store.compiling();
-        let compiled =
-            super::compile_and_store(&mut self.tx, &with, gateway_ids, false, keys).await?;
-        self.took(compiled);
-        Ok(())
+        self.compile(gateway_ids, keys, false).await
     }
 
     /// Compiles the first snapshot of gateways this write inserted; their versions are
@@ -181,9 +177,22 @@ impl Write<'_> {
         gateway_ids: &[i64],
         keys: super::KeysTouched<'_>,
     ) -> Result<(), Error> {
+        self.compile(gateway_ids, keys, true).await
+    }
+
+    /// Compiles these gateways again; with `checked`, new route collisions refuse it.
+    async fn compile(
+        &mut self,
+        gateway_ids: &[i64],
+        keys: super::KeysTouched<'_>,
+        checked: bool,
+    ) -> Result<(), Error> {
         let with = self.store.compiling();
-        let compiled =
-            super::recompile_without_new_collisions(&mut self.tx, &with, gateway_ids, keys).await?;
+        let compiled = if checked {
+            super::recompile_without_new_collisions(&mut self.tx, &with, gateway_ids, keys).await?
+        } else {
+            super::compile_and_store(&mut self.tx, &with, gateway_ids, false, keys).await?
+        };
         self.took(compiled);
         Ok(())
     }
